@@ -1,0 +1,151 @@
+"""The `ramparts` command.
+
+Exit codes: 0 success; 1 the operation failed (database unreachable, migration error);
+2 bad usage or configuration; 3 the production guard refused to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from ramparts.config import ConfigError, Profile, Settings, load_settings
+from ramparts.db.engine import Database, DatabaseUrls, open_database
+from ramparts.db.migrate import MigrationError, upgrade
+from ramparts.demo import seed_demo
+from ramparts.runtime import ProductionGuardError, check_production, serve
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Ramparts: a secure-by-default runtime for AI-assisted business apps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
+PortOption = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
+
+
+class UsageError(Exception):
+    """The command cannot run as asked (exit 2)."""
+
+
+def _require_dev(settings: Settings, command: str) -> None:
+    if settings.profile is not Profile.DEV:
+        raise UsageError(
+            f"{command} runs only under the dev profile (RAMPARTS_PROFILE={settings.profile})"
+        )
+
+
+def _migrate(urls: DatabaseUrls) -> dict[str, Any]:
+    before, after = upgrade(urls)
+    return {"from": before, "to": after, "changed": before != after}
+
+
+async def _seed(urls: DatabaseUrls) -> dict[str, Any]:
+    owner = Database(urls.owner, pool_size=1)
+    try:
+        return await seed_demo(owner)
+    finally:
+        await owner.dispose()
+
+
+def _print_credentials(report: dict[str, Any]) -> None:
+    table = Table(title="Demo users (passwords are new on every seed)")
+    for column in ("tenant", "username", "password", "roles"):
+        table.add_column(column)
+    for user in report["users"]:
+        table.add_row(user["tenant"], user["username"], user["password"], ", ".join(user["roles"]))
+    console.print(table)
+
+
+@app.command()
+def migrate(as_json: JsonOption = False) -> None:
+    """Create the runtime role and bring the schema to the latest revision."""
+    settings = load_settings()
+    with open_database(settings) as urls:
+        result = _migrate(urls)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"schema at [bold]{result['to']}[/] (was {result['from'] or 'empty'})")
+
+
+@app.command("seed-demo")
+def seed_demo_command(as_json: JsonOption = False) -> None:
+    """Create the demo tenants, users and quotes, printing fresh passwords (dev only)."""
+    settings = load_settings()
+    _require_dev(settings, "seed-demo")
+    with open_database(settings) as urls:
+        report = asyncio.run(_seed(urls))
+    if as_json:
+        print(json.dumps(report))
+    else:
+        _print_credentials(report)
+
+
+@app.command("serve")
+def serve_command(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (enables TLS 1.3).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+) -> None:
+    """Serve the HTTP API."""
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    settings = load_settings()
+    check_production(settings)
+    with open_database(settings) as urls:
+        serve(settings, urls, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
+
+
+@app.command()
+def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
+    """Start the database, migrate, seed the demo data and serve it: one command."""
+    settings = load_settings()
+    _require_dev(settings, "demo")
+    where = "embedded PostgreSQL" if settings.embedded_database else "RAMPARTS_DATABASE_URL"
+    with open_database(settings) as urls:
+        with console.status(f"Migrating and seeding {where}…"):
+            _migrate(urls)
+            report = asyncio.run(_seed(urls))
+        _print_credentials(report)
+        console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
+        serve(settings, urls, host=host, port=port)
+
+
+def main() -> None:
+    """Entry point: one line on stderr and a documented exit code for every known failure."""
+    # SIGTERM unwinds like Ctrl-C, so the embedded database is stopped on the way out.
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    except (ConfigError, UsageError) as exc:
+        _fail(str(exc), 2)
+    except ProductionGuardError as exc:
+        _fail(str(exc), 3)
+    except (MigrationError, OperationalError, FileNotFoundError) as exc:
+        _fail(str(exc).splitlines()[0], 1)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"ramparts: error: {message}", file=sys.stderr)
+    sys.exit(code)

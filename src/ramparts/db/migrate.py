@@ -1,0 +1,99 @@
+"""Roles and Alembic migrations, run as the owner (`ramparts migrate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from psycopg import sql
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+
+from ramparts.config import APP_ROLE
+from ramparts.db.engine import DatabaseUrls
+
+__all__ = ["MigrationError", "current_revision", "head_revision", "upgrade"]
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+#: Each domain keeps its own migrations beside its models; Alembic chains them.
+VERSION_LOCATIONS = (
+    _PACKAGE / "db" / "migrations" / "versions",
+    _PACKAGE / "quotes" / "migrations",
+)
+
+
+class MigrationError(Exception):
+    """The database cannot be brought to the expected schema or roles."""
+
+
+def _config(url: URL | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_PACKAGE / "db" / "migrations"))
+    config.set_main_option("version_locations", " ".join(str(p) for p in VERSION_LOCATIONS))
+    config.set_main_option("path_separator", "space")
+    if url is not None:
+        config.attributes["url"] = url
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    if head is None:
+        raise MigrationError("no migrations found")
+    return head
+
+
+def current_revision(url: URL) -> str | None:
+    engine = create_engine(url, poolclass=None)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _libpq(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def ensure_app_role(urls: DatabaseUrls) -> None:
+    """Create the runtime login role, or check that an existing one has no dangerous power."""
+    with psycopg.connect(_libpq(urls.owner), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolcanlogin "
+            "FROM pg_roles WHERE rolname = %s",
+            (APP_ROLE,),
+        ).fetchone()
+        if row is None:
+            try:
+                conn.execute(
+                    sql.SQL(
+                        "CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
+                        "NOCREATEROLE NOINHERIT NOREPLICATION"
+                    ).format(sql.Identifier(APP_ROLE))
+                )
+            except psycopg.errors.DuplicateObject:
+                pass  # created concurrently by another migrate on the same cluster
+        elif any(row[:4]) or not row[4]:
+            raise MigrationError(
+                f"role {APP_ROLE} exists with SUPERUSER, BYPASSRLS, CREATEROLE or CREATEDB, "
+                "or cannot log in; fix it before migrating"
+            )
+        if urls.app.password:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(APP_ROLE), sql.Literal(urls.app.password)
+                )
+            )
+
+
+def upgrade(urls: DatabaseUrls) -> tuple[str | None, str]:
+    """Bring the schema to head; returns (revision before, revision after)."""
+    ensure_app_role(urls)
+    before = current_revision(urls.owner)
+    command.upgrade(_config(urls.owner), "head")
+    return before, head_revision()

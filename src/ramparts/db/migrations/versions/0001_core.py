@@ -1,0 +1,74 @@
+"""Core tenancy: schema hardening, tenants, users, memberships.
+
+Revision ID: 0001_core
+Revises:
+"""
+
+from alembic import op
+
+from ramparts.config import APP_ROLE
+from ramparts.db.rls import CURRENT_TENANT, tenant_table_sql
+
+revision = "0001_core"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    for statement in [
+        # Nobody but the owner creates objects; the runtime role only uses them.
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
+        f"GRANT SELECT ON alembic_version TO {APP_ROLE}",
+        # Functions are executable by PUBLIC by default; ours are granted one by one.
+        "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
+        """
+        CREATE TABLE tenants (
+            id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            slug text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
+            name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
+            region text NOT NULL CHECK (region ~ '^[a-z]{2,8}$'),
+            is_demo boolean NOT NULL DEFAULT false,
+            created_at timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        # The tenant registry has no tenant_id: a tenant session sees its own tenant row only;
+        # the owner (provisioning, the production guard) sees all of them.
+        "ALTER TABLE tenants ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE tenants FORCE ROW LEVEL SECURITY",
+        f"CREATE POLICY tenant_self ON tenants FOR SELECT TO {APP_ROLE} "
+        f"USING (id = {CURRENT_TENANT})",
+        "CREATE POLICY registry_owner ON tenants TO CURRENT_USER USING (true) WITH CHECK (true)",
+        f"GRANT SELECT ON tenants TO {APP_ROLE}",
+        """
+        CREATE TABLE users (
+            id uuid NOT NULL DEFAULT gen_random_uuid(),
+            tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            username text NOT NULL
+                CHECK (char_length(username) BETWEEN 3 AND 254 AND username = lower(username)),
+            display_name text NOT NULL CHECK (char_length(display_name) BETWEEN 1 AND 200),
+            password_hash text,
+            is_active boolean NOT NULL DEFAULT true,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT pk_users PRIMARY KEY (id),
+            CONSTRAINT uq_users_tenant_id_id UNIQUE (tenant_id, id),
+            CONSTRAINT uq_users_tenant_id_username UNIQUE (tenant_id, username)
+        )
+        """,
+        *tenant_table_sql("users"),
+        # Composite foreign keys carry tenant_id, so a row can never point into another tenant.
+        """
+        CREATE TABLE memberships (
+            tenant_id uuid NOT NULL,
+            user_id uuid NOT NULL,
+            role text NOT NULL CHECK (role IN ('buyer', 'seller', 'finance', 'admin')),
+            created_at timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT pk_memberships PRIMARY KEY (tenant_id, user_id, role),
+            CONSTRAINT fk_memberships_user FOREIGN KEY (tenant_id, user_id)
+                REFERENCES users (tenant_id, id) ON DELETE CASCADE
+        )
+        """,
+        *tenant_table_sql("memberships"),
+    ]:
+        op.execute(statement)

@@ -1,0 +1,73 @@
+"""Demo tenants, users and sample quotes (`ramparts seed-demo`, dev profile only).
+
+Passwords are generated on every run and only ever printed; the database keeps argon2id hashes.
+Re-running resets the demo users' passwords and leaves existing quotes alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ramparts.db.engine import Database
+from ramparts.identity.models import Role, User
+from ramparts.identity.passwords import generate_password
+from ramparts.identity.services import Provisioning, TenantRecord
+from ramparts.quotes.models import Quote, Sensitivity
+from ramparts.quotes.services import LineItem, QuoteService
+
+__all__ = ["DEMO_TENANTS", "DEMO_USERS", "seed_demo"]
+
+DEMO_TENANTS = (("acme", "Acme Corporation", "eu"), ("globex", "Globex Inc.", "us"))
+DEMO_USERS: tuple[tuple[str, str, tuple[Role, ...]], ...] = (
+    ("buyer", "Buyer", (Role.BUYER,)),
+    ("seller", "Seller", (Role.SELLER,)),
+    ("finance", "Finance", (Role.FINANCE,)),
+    ("finance2", "Finance (second approver)", (Role.FINANCE,)),
+    ("admin", "Administrator", (Role.ADMIN,)),
+)
+SAMPLE_QUOTES = (
+    ("Office chairs for the new floor", Sensitivity.INTERNAL,
+     (LineItem("Ergonomic chair", 40, 18_900), LineItem("Delivery and assembly", 1, 45_000))),
+    ("Annual laptop refresh", Sensitivity.CONFIDENTIAL,
+     (LineItem("14-inch laptop", 25, 129_900), LineItem("Three-year warranty", 25, 14_900))),
+    ("Catering for the partner summit", Sensitivity.PUBLIC,
+     (LineItem("Lunch per guest", 120, 2_450),)),
+)
+
+
+async def seed_demo(owner_db: Database) -> dict[str, Any]:
+    """Create or refresh the demo data and return the credentials report."""
+    provisioning = Provisioning(owner_db)
+    tenants: list[dict[str, Any]] = []
+    users: list[dict[str, Any]] = []
+    for slug, name, region in DEMO_TENANTS:
+        tenant = await provisioning.ensure_tenant(slug=slug, name=name, region=region,
+                                                  is_demo=True)
+        tenants.append({"slug": slug, "id": str(tenant.id), "region": region})
+        for local, display, roles in DEMO_USERS:
+            password = generate_password()
+            username = f"{local}@{slug}.test"
+            await provisioning.set_user(tenant, username=username, display_name=display,
+                                        password=password, roles=roles)
+            users.append({"tenant": slug, "username": username, "password": password,
+                          "totp_secret": None, "roles": [role.value for role in roles]})
+        await _sample_quotes(owner_db, tenant)
+    # The OIDC client and the sandbox PSP's webhook secret arrive with identity and payments.
+    return {"tenants": tenants, "users": users, "oidc_client": None, "webhook_secret": None}
+
+
+async def _sample_quotes(owner_db: Database, tenant: TenantRecord) -> None:
+    currency = "EUR" if tenant.region == "eu" else "USD"
+    async with owner_db.tenant_session(tenant.id) as session:
+        if await session.scalar(select(func.count()).select_from(Quote)):
+            return
+        buyer_id = await session.scalar(
+            select(User.id).where(User.username == f"buyer@{tenant.slug}.test")
+        )
+        assert buyer_id is not None  # created just above, in this tenant
+        quotes = QuoteService(session)
+        for title, sensitivity, items in SAMPLE_QUOTES:
+            await quotes.create(tenant_id=tenant.id, buyer_id=buyer_id, title=title,
+                                currency=currency, items=items, sensitivity=sensitivity)

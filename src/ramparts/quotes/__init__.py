@@ -1,0 +1,1 @@
+"""The vendor-quote app: Buyers request quotes, Sellers answer them, Finance collects deposits."""

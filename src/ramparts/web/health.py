@@ -1,0 +1,36 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from ramparts.db.engine import Database
+from ramparts.web.problems import Problem
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up. Touches nothing else, so it stays cheap under load."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> dict[str, str]:
+    """The database answers as the runtime role and its schema is at the expected revision."""
+    database: Database = request.app.state.database
+    expected: str = request.app.state.schema_revision
+    try:
+        async with database.session() as session:
+            found = await session.scalar(text("SELECT version_num FROM alembic_version"))
+    except (SQLAlchemyError, OSError):
+        raise Problem(503, "not-ready", "Service not ready", "database unavailable") from None
+    if found != expected:
+        raise Problem(503, "not-ready", "Service not ready",
+                      f"schema at {found}, expected {expected}; run `ramparts migrate`")
+    return {"status": "ready", "schema": expected}

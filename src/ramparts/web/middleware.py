@@ -1,0 +1,271 @@
+"""Pure ASGI middleware for the edge: security headers, strict CORS and request rules.
+
+Pure ASGI (not BaseHTTPMiddleware) so streaming, errors and every response path pass through
+the same code, including 404s, problem responses and failures inside other middleware.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ramparts.web.problems import Problem, problem_response
+
+__all__ = ["EdgeMiddleware", "RequestRulesMiddleware", "StrictCORSMiddleware"]
+
+log = structlog.get_logger(__name__)
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+PERMISSIONS_POLICY = ", ".join(
+    [
+        "accelerometer=()", "camera=()", "geolocation=()", "gyroscope=()", "magnetometer=()",
+        "microphone=()", "payment=()", "usb=()",
+        # WebAuthn ceremonies run on our own pages only.
+        "publickey-credentials-create=(self)", "publickey-credentials-get=(self)",
+    ]
+)
+
+
+class EdgeMiddleware:
+    """Outermost layer: security headers on every response, and no stack trace ever leaves.
+
+    An exception that escapes the app is logged here and answered with a generic 500 problem,
+    so even crashes carry the security headers.
+    """
+
+    def __init__(self, app: ASGIApp, *, hsts_max_age: int) -> None:
+        self.app = app
+        self.headers = {
+            "strict-transport-security": f"max-age={hsts_max_age}; includeSubDomains",
+            "content-security-policy": CONTENT_SECURITY_POLICY,
+            "x-content-type-options": "nosniff",
+            "x-frame-options": "DENY",
+            "referrer-policy": "no-referrer",
+            "permissions-policy": PERMISSIONS_POLICY,
+            "cross-origin-opener-policy": "same-origin",
+            "cross-origin-resource-policy": "same-origin",
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                for name, value in self.headers.items():
+                    headers[name] = value
+                if "cache-control" not in headers:
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled_error", method=scope["method"], path=scope["path"])
+            if started:  # too late for a clean answer; the server drops the connection
+                raise
+            response = problem_response(500, "internal-error", "Internal server error")
+            await response(scope, receive, send_with_headers)
+
+
+class StrictCORSMiddleware:
+    """CORS for the configured origins only.
+
+    A disallowed origin gets no `Access-Control-Allow-Origin`, and a rejected preflight gets a
+    403 problem. Credentials are allowed only for listed origins, never with the wildcard.
+    """
+
+    ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    ALLOW_HEADERS = frozenset({"authorization", "content-type", "idempotency-key"})
+    MAX_AGE = "600"
+
+    def __init__(self, app: ASGIApp, *, origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.wildcard = "*" in origins
+        self.origins = frozenset(o for o in origins if o != "*")
+
+    def _allowed(self, origin: str) -> bool:
+        return self.wildcard or origin in self.origins
+
+    def _allow_headers(self, origin: str) -> dict[str, str]:
+        if origin in self.origins:
+            return {
+                "access-control-allow-origin": origin,
+                "access-control-allow-credentials": "true",
+                "vary": "Origin",
+            }
+        return {"access-control-allow-origin": "*"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await self._preflight(scope, receive, send, origin, headers)
+            return
+        if not self._allowed(origin):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response_headers = MutableHeaders(scope=message)
+                for name, value in self._allow_headers(origin).items():
+                    if name == "vary":
+                        response_headers.add_vary_header(value)
+                    else:
+                        response_headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(
+        self, scope: Scope, receive: Receive, send: Send, origin: str, headers: Headers
+    ) -> None:
+        method = headers["access-control-request-method"].upper()
+        requested = {
+            h.strip().lower()
+            for h in headers.get("access-control-request-headers", "").split(",")
+            if h.strip()
+        }
+        if not self._allowed(origin):
+            reason = f"origin {origin!r} is not allowed"
+        elif method not in self.ALLOW_METHODS:
+            reason = f"method {method!r} is not allowed"
+        elif not requested <= self.ALLOW_HEADERS:
+            reason = f"headers {sorted(requested - self.ALLOW_HEADERS)} are not allowed"
+        else:
+            reason = None
+        if reason is not None:
+            response = problem_response(403, "cors-rejected", "CORS preflight rejected", reason)
+        else:
+            response = Response(status_code=204, headers={
+                **self._allow_headers(origin),
+                "access-control-allow-methods": ", ".join(self.ALLOW_METHODS),
+                "access-control-allow-headers": ", ".join(sorted(self.ALLOW_HEADERS)),
+                "access-control-max-age": self.MAX_AGE,
+            })
+        await response(scope, receive, send)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class RequestRulesMiddleware:
+    """Rules every request body must meet before any route sees it.
+
+    Bodies are capped at `max_body_bytes` (declared or streamed), must be JSON or a form, and
+    JSON must be strict: UTF-8, no duplicate keys (parsers disagree on which one wins), no
+    NaN/Infinity. The body is read once here and replayed to the app.
+    """
+
+    FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            body = await self._read_body(headers, receive)
+            if body:
+                self._check_content(headers, body)
+        except Problem as problem:
+            await problem.response()(scope, receive, send)
+            return
+        if body is None:  # client went away
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise Problem(400, "bad-request", "Bad request", "invalid Content-Length")
+            if int(declared) > self.max_body_bytes:
+                raise self._too_large()
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                raise self._too_large()
+            if not message.get("more_body", False):
+                return bytes(body)
+
+    def _too_large(self) -> Problem:
+        return Problem(413, "body-too-large", "Request body too large",
+                        f"the limit is {self.max_body_bytes} bytes")
+
+    def _check_content(self, headers: Headers, body: bytes) -> None:
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "application/json" or media_type.endswith("+json"):
+            try:
+                json.loads(body.decode("utf-8"), object_pairs_hook=_reject_duplicates,
+                           parse_constant=_reject_constant)
+            except UnicodeDecodeError:
+                raise Problem(400, "malformed-json", "Malformed JSON",
+                               "body is not UTF-8") from None
+            except json.JSONDecodeError as exc:
+                raise Problem(400, "malformed-json", "Malformed JSON",
+                               f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            except (ValueError, RecursionError) as exc:
+                detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+                raise Problem(400, "malformed-json", "Malformed JSON", detail) from None
+        elif media_type not in self.FORM_TYPES:
+            shown = media_type or "none"
+            raise Problem(415, "unsupported-media-type", "Unsupported media type",
+                           f"content type {shown!r}; send application/json")

@@ -1,0 +1,102 @@
+"""Shared fixtures: a real PostgreSQL for the whole run, one fresh database per use.
+
+The machine's server (RAMPARTS_TEST_SERVER_URL, default postgres@127.0.0.1:5432) is used when
+it answers; otherwise an embedded pgserver under a temporary directory. Either way the schema
+is created by the same `ramparts.db.migrate.upgrade` that `ramparts migrate` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import URL, make_url
+
+from ramparts.db.embedded import embedded_postgres
+from ramparts.db.engine import DatabaseUrls, derive_app_url
+from ramparts.db.migrate import upgrade
+
+SERVER_URL = os.environ.get(
+    "RAMPARTS_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def libpq(url: URL) -> str:
+    """A URL for psycopg.connect (no SQLAlchemy driver suffix)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _server_reachable() -> bool:
+    try:
+        with psycopg.connect(SERVER_URL, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def pytest_report_header() -> str:
+    where = SERVER_URL if _server_reachable() else "embedded pgserver (no server reachable)"
+    return f"ramparts: PostgreSQL at {where}"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    """Owner URL of the maintenance database on the server the run uses."""
+    if _server_reachable():
+        yield make_url(SERVER_URL)
+        return
+    with embedded_postgres(tmp_path_factory.mktemp("embedded")) as owner:
+        yield owner.set(database="postgres")
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server: URL) -> Iterator[Callable[..., DatabaseUrls]]:
+    """Factory: a fresh database (migrated unless told otherwise), dropped after the run."""
+    created: list[str] = []
+
+    def make(*, migrate: bool = True) -> DatabaseUrls:
+        name = f"ramparts_test_{secrets.token_hex(6)}"
+        with psycopg.connect(libpq(pg_server), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        owner = pg_server.set(drivername="postgresql+psycopg", database=name)
+        urls = DatabaseUrls(owner=owner, app=derive_app_url(owner))
+        if migrate:
+            upgrade(urls)
+        return urls
+
+    yield make
+    with psycopg.connect(libpq(pg_server), autocommit=True) as conn:
+        for name in created:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def urls(make_database: Callable[..., DatabaseUrls]) -> DatabaseUrls:
+    """The run's shared, migrated database. Tests isolate themselves with fresh tenants."""
+    return make_database()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cli_env(home: Path, **overrides: str) -> dict[str, str]:
+    """Environment for running the `ramparts` CLI: no inherited RAMPARTS_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
+    env["RAMPARTS_HOME"] = str(home)
+    env.update(overrides)
+    return env
