@@ -101,7 +101,9 @@ def seed_demo_command(as_json: JsonOption = False) -> None:
 def serve_command(
     host: HostOption = "127.0.0.1",
     port: PortOption = 8000,
-    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (enables TLS 1.3).")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (enables TLS 1.3).")
+    ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
 ) -> None:
     """Serve the HTTP API."""

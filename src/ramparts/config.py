@@ -208,9 +208,7 @@ def secret_key(settings: Settings) -> SecretStr:
 
 def _weak(secret: str, min_chars: int) -> bool:
     return (
-        secret.lower() in KNOWN_DEFAULT_SECRETS
-        or len(secret) < min_chars
-        or len(set(secret)) < 10
+        secret.lower() in KNOWN_DEFAULT_SECRETS or len(secret) < min_chars or len(set(secret)) < 10
     )
 
 

@@ -28,12 +28,21 @@ DEMO_USERS: tuple[tuple[str, str, tuple[Role, ...]], ...] = (
     ("admin", "Administrator", (Role.ADMIN,)),
 )
 SAMPLE_QUOTES = (
-    ("Office chairs for the new floor", Sensitivity.INTERNAL,
-     (LineItem("Ergonomic chair", 40, 18_900), LineItem("Delivery and assembly", 1, 45_000))),
-    ("Annual laptop refresh", Sensitivity.CONFIDENTIAL,
-     (LineItem("14-inch laptop", 25, 129_900), LineItem("Three-year warranty", 25, 14_900))),
-    ("Catering for the partner summit", Sensitivity.PUBLIC,
-     (LineItem("Lunch per guest", 120, 2_450),)),
+    (
+        "Office chairs for the new floor",
+        Sensitivity.INTERNAL,
+        (LineItem("Ergonomic chair", 40, 18_900), LineItem("Delivery and assembly", 1, 45_000)),
+    ),
+    (
+        "Annual laptop refresh",
+        Sensitivity.CONFIDENTIAL,
+        (LineItem("14-inch laptop", 25, 129_900), LineItem("Three-year warranty", 25, 14_900)),
+    ),
+    (
+        "Catering for the partner summit",
+        Sensitivity.PUBLIC,
+        (LineItem("Lunch per guest", 120, 2_450),),
+    ),
 )
 
 
@@ -43,16 +52,23 @@ async def seed_demo(owner_db: Database) -> dict[str, Any]:
     tenants: list[dict[str, Any]] = []
     users: list[dict[str, Any]] = []
     for slug, name, region in DEMO_TENANTS:
-        tenant = await provisioning.ensure_tenant(slug=slug, name=name, region=region,
-                                                  is_demo=True)
+        tenant = await provisioning.ensure_tenant(slug=slug, name=name, region=region, is_demo=True)
         tenants.append({"slug": slug, "id": str(tenant.id), "region": region})
         for local, display, roles in DEMO_USERS:
             password = generate_password()
             username = f"{local}@{slug}.test"
-            await provisioning.set_user(tenant, username=username, display_name=display,
-                                        password=password, roles=roles)
-            users.append({"tenant": slug, "username": username, "password": password,
-                          "totp_secret": None, "roles": [role.value for role in roles]})
+            await provisioning.set_user(
+                tenant, username=username, display_name=display, password=password, roles=roles
+            )
+            users.append(
+                {
+                    "tenant": slug,
+                    "username": username,
+                    "password": password,
+                    "totp_secret": None,
+                    "roles": [role.value for role in roles],
+                }
+            )
         await _sample_quotes(owner_db, tenant)
     # The OIDC client and the sandbox PSP's webhook secret arrive with identity and payments.
     return {"tenants": tenants, "users": users, "oidc_client": None, "webhook_secret": None}
@@ -61,13 +77,25 @@ async def seed_demo(owner_db: Database) -> dict[str, Any]:
 async def _sample_quotes(owner_db: Database, tenant: TenantRecord) -> None:
     currency = "EUR" if tenant.region == "eu" else "USD"
     async with owner_db.tenant_session(tenant.id) as session:
-        if await session.scalar(select(func.count()).select_from(Quote)):
+        # Explicit tenant filters: the owner may be a superuser, which RLS does not confine.
+        if await session.scalar(
+            select(func.count()).select_from(Quote).where(Quote.tenant_id == tenant.id)
+        ):
             return
         buyer_id = await session.scalar(
-            select(User.id).where(User.username == f"buyer@{tenant.slug}.test")
+            select(User.id).where(
+                User.tenant_id == tenant.id, User.username == f"buyer@{tenant.slug}.test"
+            )
         )
-        assert buyer_id is not None  # created just above, in this tenant
+        if buyer_id is None:
+            raise LookupError(f"demo buyer missing in tenant {tenant.slug}")
         quotes = QuoteService(session)
         for title, sensitivity, items in SAMPLE_QUOTES:
-            await quotes.create(tenant_id=tenant.id, buyer_id=buyer_id, title=title,
-                                currency=currency, items=items, sensitivity=sensitivity)
+            await quotes.create(
+                tenant_id=tenant.id,
+                buyer_id=buyer_id,
+                title=title,
+                currency=currency,
+                items=items,
+                sensitivity=sensitivity,
+            )

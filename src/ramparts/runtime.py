@@ -12,6 +12,7 @@ import uvicorn
 from ramparts.config import Profile, Settings, production_violations
 from ramparts.db.engine import Database, DatabaseUrls, open_database
 from ramparts.identity.services import demo_data_present
+from ramparts.logs import configure_logging
 from ramparts.web.app import create_app
 
 __all__ = ["ProductionGuardError", "check_production", "serve"]
@@ -70,11 +71,19 @@ def serve(
     tls_key: Path | None = None,
 ) -> None:
     """Run the HTTP server until interrupted. With a certificate it speaks TLS 1.3 only."""
-    app = create_app(settings, Database(urls.app))
-    tls: dict[str, object] = {}
+    configure_logging(settings)
+    tls_factory = None
     if tls_cert is not None and tls_key is not None:
-        tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key),
-               "ssl_context_factory": _tls13_only(tls_cert, tls_key)}
-    config = uvicorn.Config(app, host=host, port=port, server_header=False,
-                            proxy_headers=False, lifespan="on", **tls)  # type: ignore[arg-type]
+        tls_factory = _tls13_only(tls_cert, tls_key)
+    config = uvicorn.Config(
+        create_app(settings, Database(urls.app)),
+        host=host,
+        port=port,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        ssl_certfile=tls_cert if tls_factory else None,
+        ssl_keyfile=tls_key if tls_factory else None,
+        ssl_context_factory=tls_factory,
+    )
     uvicorn.Server(config).run()

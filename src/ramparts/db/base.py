@@ -23,5 +23,10 @@ class Base(DeclarativeBase):
 
 def text_enum(enum: type[StrEnum]) -> Enum:
     """Store a StrEnum by value in a text column (the table's CHECK constraint lists them)."""
-    return Enum(enum, native_enum=False, create_constraint=False, length=32,
-                values_callable=lambda members: [member.value for member in members])
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=32,
+        values_callable=lambda members: [member.value for member in members],
+    )

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
+import psycopg
+from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
 if TYPE_CHECKING:
@@ -39,8 +41,11 @@ def _forget_dead_holders(pgserver: Any, pgdata: Path) -> None:
     pgserver stops the server when its last holder exits; a holder killed hard (SIGKILL, OOM)
     stays listed forever and would keep every later server running after its users exit.
     """
-    holders = pgserver.utils.DiskList(pgdata / ".handle_pids.json")
-    with pgserver.postgres_server.PostgresServer._lock:  # noqa: SLF001 - pgserver's own lock
+    path = pgdata / ".handle_pids.json"
+    if not path.exists():
+        return
+    holders = pgserver.utils.DiskList(path)
+    with pgserver.postgres_server.PostgresServer._lock:  # pgserver's own lock
         alive = [pid for pid in holders.get() if psutil.pid_exists(pid)]
         holders.put(alive)
 
@@ -54,11 +59,11 @@ def embedded_postgres(home: Path) -> Iterator[URL]:
     _forget_dead_holders(pgserver, pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
-        exists = server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
-        )
-        if "(1 row)" not in exists:
-            server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+            ).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
         yield make_url(server.get_uri(DATABASE_NAME))
     finally:
         server.cleanup()

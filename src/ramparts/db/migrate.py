@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 import psycopg
@@ -69,15 +70,14 @@ def ensure_app_role(urls: DatabaseUrls) -> None:
             (APP_ROLE,),
         ).fetchone()
         if row is None:
-            try:
+            # DuplicateObject: created concurrently by another migrate on the same cluster.
+            with suppress(psycopg.errors.DuplicateObject):
                 conn.execute(
                     sql.SQL(
                         "CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
                         "NOCREATEROLE NOINHERIT NOREPLICATION"
                     ).format(sql.Identifier(APP_ROLE))
                 )
-            except psycopg.errors.DuplicateObject:
-                pass  # created concurrently by another migrate on the same cluster
         elif any(row[:4]) or not row[4]:
             raise MigrationError(
                 f"role {APP_ROLE} exists with SUPERUSER, BYPASSRLS, CREATEROLE or CREATEDB, "

@@ -14,7 +14,9 @@ __all__ = ["CURRENT_TENANT", "tenant_table_sql"]
 CURRENT_TENANT = "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
 
 
-def tenant_table_sql(table: str, *, privileges: str = "SELECT, INSERT, UPDATE, DELETE") -> list[str]:
+def tenant_table_sql(
+    table: str, *, privileges: str = "SELECT, INSERT, UPDATE, DELETE"
+) -> list[str]:
     """Statements that isolate `table` by its `tenant_id` column."""
     return [
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",

@@ -1,7 +1,8 @@
 """Provisioning of tenants and users.
 
 Provisioning runs on the owner's connection (the runtime role may not create tenants) but still
-inside a tenant session, so the row-level security policies check every row it writes.
+inside a tenant session, so the row-level security policies check every row it writes. An owner
+that is a superuser bypasses RLS, so every query here also filters by tenant explicitly.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ class Provisioning:
         async with self._db.session() as session:
             tenant = await session.scalar(select(Tenant).where(Tenant.slug == slug))
             if tenant is None:
-                tenant = Tenant(id=uuid.uuid4(), slug=slug, name=name, region=region,
-                                is_demo=is_demo)
+                tenant = Tenant(
+                    id=uuid.uuid4(), slug=slug, name=name, region=region, is_demo=is_demo
+                )
                 session.add(tenant)
-        return TenantRecord(id=tenant.id, slug=tenant.slug, name=tenant.name,
-                            region=tenant.region)
+        return TenantRecord(id=tenant.id, slug=tenant.slug, name=tenant.name, region=tenant.region)
 
     async def set_user(
         self,
@@ -58,10 +59,16 @@ class Provisioning:
     ) -> uuid.UUID:
         """Create or reset a user: new password hash, exactly the given roles."""
         async with self._db.tenant_session(tenant.id) as session:
-            user = await session.scalar(select(User).where(User.username == username))
+            user = await session.scalar(
+                select(User).where(User.tenant_id == tenant.id, User.username == username)
+            )
             if user is None:
-                user = User(id=uuid.uuid4(), tenant_id=tenant.id, username=username,
-                            display_name=display_name)
+                user = User(
+                    id=uuid.uuid4(),
+                    tenant_id=tenant.id,
+                    username=username,
+                    display_name=display_name,
+                )
                 session.add(user)
             user.password_hash = hash_password(password)
             await session.flush()

@@ -36,7 +36,9 @@ class Quote(Base):
         ForeignKeyConstraint(["tenant_id", "seller_id"], ["users.tenant_id", "users.id"]),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=text("gen_random_uuid()")
+    )
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     buyer_id: Mapped[uuid.UUID]
     seller_id: Mapped[uuid.UUID | None]
@@ -59,7 +61,9 @@ class QuoteItem(Base):
         ForeignKeyConstraint(["tenant_id", "quote_id"], ["quotes.tenant_id", "quotes.id"]),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=text("gen_random_uuid()")
+    )
     tenant_id: Mapped[uuid.UUID]
     quote_id: Mapped[uuid.UUID]
     position: Mapped[int]

@@ -38,14 +38,27 @@ class QuoteService:
         description: str = "",
         sensitivity: Sensitivity = Sensitivity.INTERNAL,
     ) -> Quote:
-        quote = Quote(id=uuid.uuid4(), tenant_id=tenant_id, buyer_id=buyer_id, title=title,
-                      description=description, currency=currency, sensitivity=sensitivity)
+        quote = Quote(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            buyer_id=buyer_id,
+            title=title,
+            description=description,
+            currency=currency,
+            sensitivity=sensitivity,
+        )
         self._session.add(quote)
         await self._session.flush()
         self._session.add_all(
-            QuoteItem(id=uuid.uuid4(), tenant_id=tenant_id, quote_id=quote.id, position=n,
-                      description=item.description, quantity=item.quantity,
-                      unit_price_minor=item.unit_price_minor)
+            QuoteItem(
+                id=uuid.uuid4(),
+                tenant_id=tenant_id,
+                quote_id=quote.id,
+                position=n,
+                description=item.description,
+                quantity=item.quantity,
+                unit_price_minor=item.unit_price_minor,
+            )
             for n, item in enumerate(items, start=1)
         )
         await self._session.flush()

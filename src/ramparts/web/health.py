@@ -29,8 +29,17 @@ async def readyz(request: Request) -> dict[str, str]:
         async with database.session() as session:
             found = await session.scalar(text("SELECT version_num FROM alembic_version"))
     except (SQLAlchemyError, OSError):
-        raise Problem(503, "not-ready", "Service not ready", "database unavailable") from None
+        raise Problem(
+            503,
+            "not-ready",
+            "Service not ready",
+            "database unavailable or not migrated; run `ramparts migrate`",
+        ) from None
     if found != expected:
-        raise Problem(503, "not-ready", "Service not ready",
-                      f"schema at {found}, expected {expected}; run `ramparts migrate`")
+        raise Problem(
+            503,
+            "not-ready",
+            "Service not ready",
+            f"schema at {found}, expected {expected}; run `ramparts migrate`",
+        )
     return {"status": "ready", "schema": expected}

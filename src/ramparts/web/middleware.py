@@ -16,7 +16,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ramparts.web.problems import Problem, problem_response
 
-__all__ = ["EdgeMiddleware", "RequestRulesMiddleware", "StrictCORSMiddleware"]
+__all__ = [
+    "CatchAllMiddleware",
+    "EdgeMiddleware",
+    "RequestRulesMiddleware",
+    "StrictCORSMiddleware",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -36,20 +41,23 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 PERMISSIONS_POLICY = ", ".join(
     [
-        "accelerometer=()", "camera=()", "geolocation=()", "gyroscope=()", "magnetometer=()",
-        "microphone=()", "payment=()", "usb=()",
+        "accelerometer=()",
+        "camera=()",
+        "geolocation=()",
+        "gyroscope=()",
+        "magnetometer=()",
+        "microphone=()",
+        "payment=()",
+        "usb=()",
         # WebAuthn ceremonies run on our own pages only.
-        "publickey-credentials-create=(self)", "publickey-credentials-get=(self)",
+        "publickey-credentials-create=(self)",
+        "publickey-credentials-get=(self)",
     ]
 )
 
 
 class EdgeMiddleware:
-    """Outermost layer: security headers on every response, and no stack trace ever leaves.
-
-    An exception that escapes the app is logged here and answered with a generic 500 problem,
-    so even crashes carry the security headers.
-    """
+    """Outermost layer: the security headers go on every response, whoever produced it."""
 
     def __init__(self, app: ASGIApp, *, hsts_max_age: int) -> None:
         self.app = app
@@ -68,12 +76,9 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
                 headers = MutableHeaders(scope=message)
                 for name, value in self.headers.items():
                     headers[name] = value
@@ -81,14 +86,38 @@ class EdgeMiddleware:
                     headers["cache-control"] = "no-store"
             await send(message)
 
+        await self.app(scope, receive, send_with_headers)
+
+
+class CatchAllMiddleware:
+    """No stack trace ever leaves: an escaped exception is logged and answered with a bare 500.
+
+    Installed twice: inside CORS (so an allowed origin can read the error) and just inside the
+    header layer (so a failure in CORS itself still gets a problem with the security headers).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, tracking_send)
         except Exception:
             log.exception("unhandled_error", method=scope["method"], path=scope["path"])
             if started:  # too late for a clean answer; the server drops the connection
                 raise
             response = problem_response(500, "internal-error", "Internal server error")
-            await response(scope, receive, send_with_headers)
+            await response(scope, receive, send)
 
 
 class StrictCORSMiddleware:
@@ -165,14 +194,19 @@ class StrictCORSMiddleware:
         else:
             reason = None
         if reason is not None:
-            response = problem_response(403, "cors-rejected", "CORS preflight rejected", reason)
+            response: Response = problem_response(
+                403, "cors-rejected", "CORS preflight rejected", reason
+            )
         else:
-            response = Response(status_code=204, headers={
-                **self._allow_headers(origin),
-                "access-control-allow-methods": ", ".join(self.ALLOW_METHODS),
-                "access-control-allow-headers": ", ".join(sorted(self.ALLOW_HEADERS)),
-                "access-control-max-age": self.MAX_AGE,
-            })
+            response = Response(
+                status_code=204,
+                headers={
+                    **self._allow_headers(origin),
+                    "access-control-allow-methods": ", ".join(self.ALLOW_METHODS),
+                    "access-control-allow-headers": ", ".join(sorted(self.ALLOW_HEADERS)),
+                    "access-control-max-age": self.MAX_AGE,
+                },
+            )
         await response(scope, receive, send)
 
 
@@ -247,25 +281,41 @@ class RequestRulesMiddleware:
                 return bytes(body)
 
     def _too_large(self) -> Problem:
-        return Problem(413, "body-too-large", "Request body too large",
-                        f"the limit is {self.max_body_bytes} bytes")
+        return Problem(
+            413,
+            "body-too-large",
+            "Request body too large",
+            f"the limit is {self.max_body_bytes} bytes",
+        )
 
     def _check_content(self, headers: Headers, body: bytes) -> None:
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type == "application/json" or media_type.endswith("+json"):
             try:
-                json.loads(body.decode("utf-8"), object_pairs_hook=_reject_duplicates,
-                           parse_constant=_reject_constant)
+                json.loads(
+                    body.decode("utf-8"),
+                    object_pairs_hook=_reject_duplicates,
+                    parse_constant=_reject_constant,
+                )
             except UnicodeDecodeError:
-                raise Problem(400, "malformed-json", "Malformed JSON",
-                               "body is not UTF-8") from None
+                raise Problem(
+                    400, "malformed-json", "Malformed JSON", "body is not UTF-8"
+                ) from None
             except json.JSONDecodeError as exc:
-                raise Problem(400, "malformed-json", "Malformed JSON",
-                               f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+                raise Problem(
+                    400,
+                    "malformed-json",
+                    "Malformed JSON",
+                    f"{exc.msg} at line {exc.lineno} column {exc.colno}",
+                ) from None
             except (ValueError, RecursionError) as exc:
                 detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
                 raise Problem(400, "malformed-json", "Malformed JSON", detail) from None
         elif media_type not in self.FORM_TYPES:
             shown = media_type or "none"
-            raise Problem(415, "unsupported-media-type", "Unsupported media type",
-                           f"content type {shown!r}; send application/json")
+            raise Problem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                f"content type {shown!r}; send application/json",
+            )

@@ -6,6 +6,7 @@ tests match on; `title` is fixed per type, `detail` says what was wrong with thi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -16,7 +17,7 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:ramparts:problem:"
 
 
-class Problem(Exception):
+class Problem(Exception):  # noqa: N818 - named for RFC 9457 "problem details"
     """Raise anywhere in a request to answer with problem+json."""
 
     def __init__(
@@ -38,8 +39,9 @@ class Problem(Exception):
         self.extensions = extensions
 
     def response(self) -> JSONResponse:
-        return problem_response(self.status, self.slug, self.title, self.detail,
-                                headers=self.headers, **self.extensions)
+        return problem_response(
+            self.status, self.slug, self.title, self.detail, headers=self.headers, **self.extensions
+        )
 
 
 def problem_response(
@@ -48,7 +50,7 @@ def problem_response(
     title: str,
     detail: str | None = None,
     *,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": title, "status": status}

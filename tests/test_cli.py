@@ -1,0 +1,286 @@
+"""The `ramparts` command, run as a user runs it: a subprocess with environment variables."""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ramparts.db.engine import DatabaseUrls
+from tests.conftest import cli_env, free_port, libpq
+from tests.test_config import STRONG_KEY
+
+RAMPARTS = str(Path(sys.executable).with_name("ramparts"))
+
+
+def owner_env(home: Path, urls: DatabaseUrls, **extra: str) -> dict[str, str]:
+    return cli_env(home, RAMPARTS_DATABASE_URL=libpq(urls.owner), **extra)
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RAMPARTS, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@dataclass
+class Started:
+    process: subprocess.Popen[str]
+    seconds: float
+    output: str = ""  # everything it printed, filled in once it has stopped
+
+
+@contextmanager
+def running(
+    *args: str,
+    env: dict[str, str],
+    url: str,
+    verify: ssl.SSLContext | bool = False,
+    within: float = 30,
+) -> Iterator[Started]:
+    """Start a long-running command, wait until `url` answers, SIGTERM it on the way out."""
+    began = time.monotonic()
+    process = subprocess.Popen(
+        [RAMPARTS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    started = Started(process, 0.0)
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"ramparts {args[0]} exited {process.returncode}:\n{process.communicate()[0]}"
+                )
+            try:
+                if httpx.get(url, timeout=1, verify=verify).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - began > within:
+                pytest.fail(f"{url} did not answer within {within} s")
+            time.sleep(0.1)
+        started.seconds = time.monotonic() - began
+        yield started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            started.output = process.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = run("--help", env=cli_env(tmp_path))
+    assert result.returncode == 0
+    for command in ("serve", "migrate", "seed-demo", "demo"):
+        assert command in result.stdout
+
+
+def test_migrate_is_idempotent(tmp_path: Path, make_database: Callable[..., DatabaseUrls]) -> None:
+    env = owner_env(tmp_path, make_database(migrate=False))
+    first = run("migrate", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"from": None, "to": "0002_quotes", "changed": True}
+    second = json.loads(run("migrate", "--json", env=env).stdout)
+    assert second == {"from": "0002_quotes", "to": "0002_quotes", "changed": False}
+
+
+def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database()
+    env = owner_env(tmp_path, urls)
+    result = run("seed-demo", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {(t["slug"], t["region"]) for t in report["tenants"]} == {
+        ("acme", "eu"),
+        ("globex", "us"),
+    }
+    usernames = {u["username"] for u in report["users"]}
+    for slug in ("acme", "globex"):
+        for local in ("buyer", "seller", "finance", "finance2", "admin"):
+            assert f"{local}@{slug}.test" in usernames
+    passwords = [u["password"] for u in report["users"]]
+    assert len(set(passwords)) == len(passwords) == 10
+    assert all(len(p) >= 16 for p in passwords)
+    assert set(report) == {"tenants", "users", "oidc_client", "webhook_secret"}
+
+    again = json.loads(run("seed-demo", "--json", env=env).stdout)
+    assert again["tenants"] == report["tenants"]
+    assert not set(passwords) & {u["password"] for u in again["users"]}
+
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        hashes_ = [row[0] for row in conn.execute("SELECT password_hash FROM users")]
+        assert len(hashes_) == 10
+        assert all(h.startswith("$argon2id$") for h in hashes_)
+        dump = " ".join(
+            str(row)
+            for table in ("users", "tenants", "memberships", "quotes")
+            for row in conn.execute(f"SELECT * FROM {table}")
+        )
+        assert not any(p in dump for p in passwords + [u["password"] for u in again["users"]])
+        quotes = conn.execute("SELECT count(*) FROM quotes").fetchone()
+        assert quotes == (6,)  # sample quotes are not duplicated by the second run
+
+
+@pytest.mark.parametrize("command", ["seed-demo", "demo"])
+def test_demo_commands_refuse_other_profiles(tmp_path: Path, command: str) -> None:
+    result = run(command, env=cli_env(tmp_path, RAMPARTS_PROFILE="stage"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"ramparts: error: {command} runs only under the dev profile (RAMPARTS_PROFILE=stage)"
+    )
+
+
+def test_malformed_setting_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = run("migrate", env=cli_env(tmp_path, RAMPARTS_PROFILE="production"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("ramparts: error: RAMPARTS_PROFILE:")
+
+
+def prod_env(home: Path, urls: DatabaseUrls) -> dict[str, str]:
+    return owner_env(
+        home,
+        urls,
+        RAMPARTS_PROFILE="prod",
+        RAMPARTS_SECRET_KEY=STRONG_KEY,
+        RAMPARTS_KMS_BACKEND="vault",
+        RAMPARTS_PSP="stripe",
+    )
+
+
+def test_prod_guard_starts_a_clean_configuration_and_refuses_demo_data(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database()
+    env = prod_env(tmp_path, urls)
+    port = free_port()
+    with running("serve", "--port", str(port), env=env, url=f"http://127.0.0.1:{port}/readyz"):
+        pass
+    seeded = run("seed-demo", env=owner_env(tmp_path, urls))
+    assert seeded.returncode == 0, seeded.stderr
+    refused = run("serve", "--port", str(port), env=env)
+    assert refused.returncode == 3
+    assert refused.stderr.strip() == (
+        "ramparts: error: refusing to start under the prod profile: "
+        "demo tenants or users present in the database"
+    )
+
+
+def test_prod_guard_lists_every_violation_at_once(tmp_path: Path) -> None:
+    env = cli_env(
+        tmp_path, RAMPARTS_PROFILE="prod", RAMPARTS_DEBUG="true", RAMPARTS_CORS_ORIGINS="*"
+    )
+    result = run("serve", env=env)
+    assert result.returncode == 3
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1
+    for expected in (
+        "embedded database",
+        "RAMPARTS_SECRET_KEY is not set",
+        "debug is on",
+        "local KMS keystore",
+        "sandbox PSP",
+        "CORS wildcard",
+    ):
+        assert expected in message
+    assert not (tmp_path / "pgdata").exists()  # refused before starting anything
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_accepts_only_tls13(tmp_path: Path, urls: DatabaseUrls) -> None:
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    base = f"https://localhost:{port}"
+    trust = ssl.create_default_context(cafile=str(cert))
+    with running(
+        "serve",
+        "--port",
+        str(port),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        env=owner_env(tmp_path, urls),
+        url=f"{base}/healthz",
+        verify=trust,
+    ):
+        tls13 = httpx.get(f"{base}/healthz", verify=trust)
+        assert tls13.status_code == 200
+        assert tls13.headers["strict-transport-security"].startswith("max-age=")
+        legacy = ssl.create_default_context(cafile=str(cert))
+        legacy.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{base}/healthz", verify=legacy)
+
+
+def test_tls_needs_both_files(tmp_path: Path) -> None:
+    result = run("serve", "--tls-cert", str(tmp_path / "c.pem"), env=cli_env(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "ramparts: error: --tls-cert and --tls-key go together"
+
+
+@pytest.mark.embedded
+def test_demo_runs_on_the_embedded_database(tmp_path: Path) -> None:
+    """The README's promise: one command, nothing else running, /healthz within 15 s."""
+    port = free_port()
+    env = cli_env(tmp_path)  # no RAMPARTS_DATABASE_URL: the embedded default
+    with running(
+        "demo", "--port", str(port), env=env, url=f"http://127.0.0.1:{port}/healthz", within=15
+    ) as demo:
+        assert demo.seconds <= 15
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert ready.json() == {"status": "ready", "schema": "0002_quotes"}
+        assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+    assert demo.process.returncode == 128 + signal.SIGTERM  # stopped by our SIGTERM
+    assert "buyer@acme.test" in demo.output
+    deadline = time.monotonic() + 10
+    while (tmp_path / "pgdata" / "postmaster.pid").exists():  # the server stops with us
+        assert time.monotonic() < deadline, "embedded PostgreSQL kept running"
+        time.sleep(0.2)

@@ -1,0 +1,129 @@
+"""Settings validation and the production guard (control PLT-1)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ramparts.config import ConfigError, Settings, load_settings, production_violations
+
+STRONG_KEY = "q8Z2vN4xR7tL1mK9pW3sY6cB0dF5hJ8e"
+CLEAN_PROD = {
+    "RAMPARTS_PROFILE": "prod",
+    "RAMPARTS_DATABASE_URL": "postgresql://owner:Vq7-Lm2x9Kp4Rt8Zs1@db.internal/ramparts",
+    "RAMPARTS_SECRET_KEY": STRONG_KEY,
+    "RAMPARTS_KMS_BACKEND": "vault",
+    "RAMPARTS_PSP": "stripe",
+    "RAMPARTS_CORS_ORIGINS": "https://app.example.com",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("RAMPARTS_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def settings_from(env: pytest.MonkeyPatch, values: dict[str, str]) -> Settings:
+    for name, value in values.items():
+        env.setenv(name, value)
+    return load_settings()
+
+
+def test_clean_prod_configuration_has_no_violations(env: pytest.MonkeyPatch) -> None:
+    settings = settings_from(env, CLEAN_PROD)
+    assert production_violations(settings, demo_data_present=False) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"RAMPARTS_DATABASE_URL": None}, "embedded database"),
+        ({"RAMPARTS_SECRET_KEY": None}, "RAMPARTS_SECRET_KEY is not set"),
+        ({"RAMPARTS_SECRET_KEY": "changeme"}, "RAMPARTS_SECRET_KEY is a default or weak"),
+        ({"RAMPARTS_SECRET_KEY": "a" * 64}, "RAMPARTS_SECRET_KEY is a default or weak"),
+        ({"RAMPARTS_SECRET_KEY": "short-but-random-8Xq"}, "RAMPARTS_SECRET_KEY is a default"),
+        (
+            {"RAMPARTS_DATABASE_URL": "postgresql://postgres:postgres@db/r"},
+            "RAMPARTS_DATABASE_URL has a default or weak password",
+        ),
+        (
+            {"RAMPARTS_APP_DATABASE_URL": "postgresql://ramparts_app:password@db/r"},
+            "RAMPARTS_APP_DATABASE_URL has a default or weak password",
+        ),
+        ({"RAMPARTS_DEBUG": "true"}, "debug is on"),
+        ({"RAMPARTS_KMS_BACKEND": "local"}, "local KMS keystore"),
+        ({"RAMPARTS_PSP": "sandbox"}, "sandbox PSP"),
+        ({"RAMPARTS_CORS_ORIGINS": "https://app.example.com,*"}, "CORS wildcard"),
+    ],
+)
+def test_each_violation_is_reported(
+    env: pytest.MonkeyPatch, change: dict[str, str | None], expected: str
+) -> None:
+    values = {**CLEAN_PROD, **change}
+    settings = settings_from(env, {k: v for k, v in values.items() if v is not None})
+    violations = production_violations(settings, demo_data_present=False)
+    assert len(violations) == 1
+    assert violations[0].startswith(expected)
+
+
+def test_demo_data_is_a_violation(env: pytest.MonkeyPatch) -> None:
+    settings = settings_from(env, CLEAN_PROD)
+    assert production_violations(settings, demo_data_present=True) == [
+        "demo tenants or users present in the database"
+    ]
+
+
+def test_all_violations_are_listed_together(env: pytest.MonkeyPatch) -> None:
+    settings = settings_from(
+        env, {"RAMPARTS_PROFILE": "prod", "RAMPARTS_DEBUG": "1", "RAMPARTS_CORS_ORIGINS": "*"}
+    )
+    violations = production_violations(settings, demo_data_present=True)
+    assert len(violations) == 7
+
+
+def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
+    for profile in ("dev", "stage"):
+        settings = settings_from(env, {"RAMPARTS_PROFILE": profile, "RAMPARTS_DEBUG": "1"})
+        assert production_violations(settings, demo_data_present=True) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("RAMPARTS_PROFILE", "production", "RAMPARTS_PROFILE: Input should be 'dev', 'stage' or"),
+        ("RAMPARTS_MAX_BODY_BYTES", "lots", "RAMPARTS_MAX_BODY_BYTES: Input should be a valid"),
+        ("RAMPARTS_MAX_BODY_BYTES", "0", "RAMPARTS_MAX_BODY_BYTES: Input should be greater"),
+        ("RAMPARTS_DATABASE_URL", "sqlite:///x.db", "RAMPARTS_DATABASE_URL: must be a post"),
+        ("RAMPARTS_APP_DATABASE_URL", "postgresql://postgres@db/r", "RAMPARTS_APP_DATABASE_URL"),
+        ("RAMPARTS_CORS_ORIGINS", "https://a.example/path", "RAMPARTS_CORS_ORIGINS: "),
+        ("RAMPARTS_MODEL", "gpt", "RAMPARTS_MODEL: must be 'offline'"),
+        ("RAMPARTS_DEBUG", "maybe", "RAMPARTS_DEBUG: Input should be a valid boolean"),
+    ],
+)
+def test_malformed_setting_names_the_variable(
+    env: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    env.setenv(name, value)
+    if name == "RAMPARTS_APP_DATABASE_URL":
+        env.setenv("RAMPARTS_DATABASE_URL", "postgresql://postgres@db/r")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_secrets_are_masked(env: pytest.MonkeyPatch) -> None:
+    settings = settings_from(env, CLEAN_PROD)
+    shown = repr(settings) + str(settings) + settings.model_dump_json()
+    assert STRONG_KEY not in shown
+    assert "Vq7-Lm2x9Kp4Rt8Zs1" not in shown
+
+
+def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:
+    settings = settings_from(env, {})
+    with pytest.raises(ValueError, match="frozen"):
+        settings.debug = True

@@ -1,0 +1,276 @@
+"""Security headers, CORS, problem+json and request rules, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+
+from ramparts.db.engine import DatabaseUrls
+from tests.conftest import libpq
+
+PROBLEM = "application/problem+json"
+REQUIRED_HEADERS = {
+    "strict-transport-security": "max-age=63072000; includeSubDomains",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+ALLOWED = "https://app.example"
+
+
+def assert_security_headers(response: httpx.Response) -> None:
+    for name, value in REQUIRED_HEADERS.items():
+        assert response.headers.get(name) == value, name
+    csp = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
+    assert "camera=()" in response.headers["permissions-policy"]
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["type"] == f"urn:ramparts:problem:{slug}"
+    assert body["status"] == status
+    assert isinstance(body["title"], str)
+    assert "Traceback" not in response.text
+    assert_security_headers(response)
+    return dict(body)
+
+
+def _boom_route(app: FastAPI) -> None:
+    async def boom() -> None:
+        raise RuntimeError("secret-internal-detail")
+
+    app.add_api_route("/boom", boom)
+
+
+EVERY_KIND_OF_RESPONSE = [
+    ("GET", "/healthz", {}, 200),
+    ("GET", "/readyz", {}, 200),
+    ("GET", "/openapi.json", {}, 200),
+    ("GET", "/no/such/route", {}, 404),
+    ("DELETE", "/healthz", {}, 405),
+    ("POST", "/healthz", {"content": b"{", "headers": {"content-type": "application/json"}}, 400),
+    ("POST", "/healthz", {"content": b"x", "headers": {"content-type": "text/plain"}}, 415),
+    ("GET", "/boom", {}, 500),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status"), EVERY_KIND_OF_RESPONSE)
+@pytest.mark.parametrize("origin", [None, ALLOWED, "https://evil.example"])
+def test_security_headers_and_cors_on_every_response(
+    serve_app: Callable[..., httpx.Client],
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    origin: str | None,
+) -> None:
+    client = serve_app(_boom_route, cors_origins=(ALLOWED,))
+    request = dict(kwargs)
+    headers = dict(request.pop("headers", {}))  # type: ignore[call-overload]
+    if origin:
+        headers["origin"] = origin
+    response = client.request(method, path, headers=headers, **request)  # type: ignore[arg-type]
+    assert response.status_code == status
+    assert_security_headers(response)
+    if status >= 400:
+        assert response.headers["content-type"] == PROBLEM
+    if origin == ALLOWED:
+        assert response.headers["access-control-allow-origin"] == ALLOWED
+        assert response.headers["access-control-allow-credentials"] == "true"
+        assert "Origin" in response.headers["vary"]
+    else:
+        assert "access-control-allow-origin" not in response.headers
+        assert "access-control-allow-credentials" not in response.headers
+
+
+def test_server_error_reveals_nothing(serve_app: Callable[..., httpx.Client]) -> None:
+    client = serve_app(_boom_route)
+    response = client.get("/boom")
+    body = assert_problem(response, 500, "internal-error")
+    assert "secret-internal-detail" not in response.text
+    assert set(body) == {"type", "title", "status"}
+
+
+def test_preflight_for_allowed_origin(client: httpx.Client) -> None:
+    response = client.options(
+        "/healthz",
+        headers={
+            "origin": ALLOWED,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "Authorization, Content-Type",
+        },
+    )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == ALLOWED
+    assert response.headers["access-control-allow-credentials"] == "true"
+    assert "POST" in response.headers["access-control-allow-methods"]
+    assert_security_headers(response)
+
+
+@pytest.mark.parametrize(
+    ("origin", "method", "request_headers"),
+    [
+        ("https://evil.example", "GET", ""),
+        ("null", "GET", ""),
+        (ALLOWED, "TRACE", ""),
+        (ALLOWED, "POST", "x-forwarded-host"),
+        ("https://app.example.evil.example", "GET", ""),
+        ("http://app.example", "GET", ""),
+    ],
+)
+def test_preflight_rejected(
+    client: httpx.Client, origin: str, method: str, request_headers: str
+) -> None:
+    headers = {"origin": origin, "access-control-request-method": method}
+    if request_headers:
+        headers["access-control-request-headers"] = request_headers
+    response = client.options("/healthz", headers=headers)
+    assert_problem(response, 403, "cors-rejected")
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_wildcard_origin_never_allows_credentials(
+    serve_app: Callable[..., httpx.Client],
+) -> None:
+    client = serve_app(cors_origins=("*",))
+    response = client.get("/healthz", headers={"origin": "https://anyone.example"})
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in response.headers
+
+
+@pytest.fixture
+def row_counts(urls: DatabaseUrls) -> Iterator[Callable[[], dict[str, int]]]:
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
+
+        def counts() -> dict[str, int]:
+            return {
+                t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+                for t in tables
+            }
+
+        yield counts
+
+
+def _chunks(total: int) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield b" " * 65536
+        sent += 65536
+
+
+BAD_INPUT = [
+    pytest.param(
+        {"content": b'{"title": ', "headers": {"content-type": "application/json"}},
+        400,
+        "malformed-json",
+        id="truncated-json",
+    ),
+    pytest.param(
+        {"content": b'{"a": 1, "a": 2}', "headers": {"content-type": "application/json"}},
+        400,
+        "malformed-json",
+        id="duplicate-keys",
+    ),
+    pytest.param(
+        {"content": b'{"amount": NaN}', "headers": {"content-type": "application/json"}},
+        400,
+        "malformed-json",
+        id="nan",
+    ),
+    pytest.param(
+        {"content": b'{"t": "\xff\xfe"}', "headers": {"content-type": "application/json"}},
+        400,
+        "malformed-json",
+        id="not-utf8",
+    ),
+    pytest.param(
+        {"content": b"[" * 1500 + b"]" * 1500, "headers": {"content-type": "application/json"}},
+        400,
+        "malformed-json",
+        id="deep-nesting",
+    ),
+    pytest.param(
+        {"content": b"<xml/>", "headers": {"content-type": "application/xml"}},
+        415,
+        "unsupported-media-type",
+        id="xml",
+    ),
+    pytest.param({"content": b'{"a": 1}'}, 415, "unsupported-media-type", id="no-content-type"),
+    pytest.param(
+        {"content": b"x" * 8192, "headers": {"content-type": "application/json"}},
+        413,
+        "body-too-large",
+        id="declared-too-large",
+    ),
+    pytest.param(
+        {"content": _chunks(4096), "headers": {"content-type": "application/json"}},
+        413,
+        "body-too-large",
+        id="streamed-too-large",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "status", "slug"), BAD_INPUT)
+@pytest.mark.parametrize("path", ["/healthz", "/api/quotes", "/no/such/route"])
+def test_bad_input_is_refused_and_changes_nothing(
+    serve_app: Callable[..., httpx.Client],
+    row_counts: Callable[[], dict[str, int]],
+    kwargs: dict[str, object],
+    status: int,
+    slug: str,
+    path: str,
+) -> None:
+    client = serve_app(max_body_bytes=4096)
+    before = row_counts()
+    body = dict(kwargs)
+    if slug == "body-too-large" and "headers" in body and not isinstance(body["content"], bytes):
+        body["content"] = _chunks(4096)  # generators are single use
+    response = client.post(path, **body)  # type: ignore[arg-type]
+    problem = assert_problem(response, status, slug)
+    assert problem.get("detail")
+    assert row_counts() == before
+
+
+def test_unknown_route_is_a_problem(client: httpx.Client) -> None:
+    problem = assert_problem(client.get("/api/nope"), 404, "not-found")
+    assert problem["detail"] == "no resource at /api/nope"
+
+
+def test_valid_json_passes_the_rules(client: httpx.Client) -> None:
+    response = client.post(
+        "/healthz",
+        content=json.dumps({"ok": [1, 2.5, None]}),
+        headers={"content-type": "application/json"},
+    )
+    assert_problem(response, 405, "method-not-allowed")  # past the rules, to the router
+
+
+def test_readyz_refuses_an_unmigrated_database(
+    make_database: Callable[..., DatabaseUrls],
+    serve_app: Callable[..., httpx.Client],
+) -> None:
+    client = serve_app(database_urls=make_database(migrate=False))
+    problem = assert_problem(client.get("/readyz"), 503, "not-ready")
+    assert "migrate" in str(problem["detail"])
+    assert client.get("/healthz").status_code == 200  # liveness does not depend on the DB
+
+
+def test_openapi_has_no_docs_pages(client: httpx.Client) -> None:
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").json()["info"]["title"] == "Ramparts"
