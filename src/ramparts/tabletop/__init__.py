@@ -1,0 +1,2 @@
+"""The tabletop scenario, red-team runner and conformance report (EX-2, AI-4). Lands with its
+issue."""
