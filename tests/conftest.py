@@ -65,7 +65,7 @@ def make_database(pg_server: URL) -> Iterator[Callable[..., DatabaseUrls]]:
             conn.execute(f"CREATE DATABASE {name}")
         created.append(name)
         owner = pg_server.set(drivername="postgresql+psycopg", database=name)
-        urls = DatabaseUrls(owner=owner, app=derive_app_url(owner))
+        urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
         if migrate:
             upgrade(urls)
         return urls

@@ -9,9 +9,10 @@ import pytest
 from ramparts.config import ConfigError, Settings, load_settings, production_violations
 
 STRONG_KEY = "q8Z2vN4xR7tL1mK9pW3sY6cB0dF5hJ8e"
+STRONG_DB_PASSWORD = "Vq7-Lm2x9Kp4Rt8Zs1"
 CLEAN_PROD = {
     "RAMPARTS_PROFILE": "prod",
-    "RAMPARTS_DATABASE_URL": "postgresql://owner:Vq7-Lm2x9Kp4Rt8Zs1@db.internal/ramparts",
+    "RAMPARTS_APP_DATABASE_URL": f"postgresql://ramparts_app:{STRONG_DB_PASSWORD}@db/ramparts",
     "RAMPARTS_SECRET_KEY": STRONG_KEY,
     "RAMPARTS_KMS_BACKEND": "vault",
     "RAMPARTS_PSP": "stripe",
@@ -38,26 +39,37 @@ def test_clean_prod_configuration_has_no_violations(env: pytest.MonkeyPatch) -> 
     assert production_violations(settings, demo_data_present=False) == []
 
 
+def test_client_certificate_instead_of_password(env: pytest.MonkeyPatch) -> None:
+    url = "postgresql://ramparts_app@db/r?sslmode=verify-full&sslcert=/run/app.crt"
+    settings = settings_from(env, {**CLEAN_PROD, "RAMPARTS_APP_DATABASE_URL": url})
+    assert production_violations(settings, demo_data_present=False) == []
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"RAMPARTS_DATABASE_URL": None}, "embedded database"),
+        ({"RAMPARTS_APP_DATABASE_URL": None}, "embedded database"),
+        ({"RAMPARTS_DATABASE_URL": "postgresql://owner@db/r"}, "RAMPARTS_DATABASE_URL (the owner"),
         ({"RAMPARTS_SECRET_KEY": None}, "RAMPARTS_SECRET_KEY is not set"),
         ({"RAMPARTS_SECRET_KEY": "changeme"}, "RAMPARTS_SECRET_KEY is a default or weak"),
         ({"RAMPARTS_SECRET_KEY": "a" * 64}, "RAMPARTS_SECRET_KEY is a default or weak"),
         ({"RAMPARTS_SECRET_KEY": "short-but-random-8Xq"}, "RAMPARTS_SECRET_KEY is a default"),
         (
-            {"RAMPARTS_DATABASE_URL": "postgresql://postgres:postgres@db/r"},
-            "RAMPARTS_DATABASE_URL has a default or weak password",
-        ),
-        (
             {"RAMPARTS_APP_DATABASE_URL": "postgresql://ramparts_app:password@db/r"},
             "RAMPARTS_APP_DATABASE_URL has a default or weak password",
         ),
+        (
+            {"RAMPARTS_APP_DATABASE_URL": "postgresql://ramparts_app@db/r?sslmode=verify-full"},
+            "RAMPARTS_APP_DATABASE_URL has no password or client certificate",
+        ),
+        ({"RAMPARTS_REDIS_URL": "redis://127.0.0.1:6379/0"}, "RAMPARTS_REDIS_URL has no password"),
+        ({"RAMPARTS_REDIS_URL": "redis://:redis@127.0.0.1/0"}, "RAMPARTS_REDIS_URL has no pass"),
         ({"RAMPARTS_DEBUG": "true"}, "debug is on"),
         ({"RAMPARTS_KMS_BACKEND": "local"}, "local KMS keystore"),
         ({"RAMPARTS_PSP": "sandbox"}, "sandbox PSP"),
         ({"RAMPARTS_CORS_ORIGINS": "https://app.example.com,*"}, "CORS wildcard"),
+        ({"RAMPARTS_CORS_ORIGINS": "http://app.example.com"}, "CORS origin over plain http"),
+        ({"RAMPARTS_HSTS_MAX_AGE": "0"}, "RAMPARTS_HSTS_MAX_AGE below one year"),
     ],
 )
 def test_each_violation_is_reported(
@@ -82,6 +94,7 @@ def test_all_violations_are_listed_together(env: pytest.MonkeyPatch) -> None:
         env, {"RAMPARTS_PROFILE": "prod", "RAMPARTS_DEBUG": "1", "RAMPARTS_CORS_ORIGINS": "*"}
     )
     violations = production_violations(settings, demo_data_present=True)
+    # embedded, demo data, secret key, debug, KMS, PSP, wildcard
     assert len(violations) == 7
 
 
@@ -95,10 +108,26 @@ def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
     ("name", "value", "message"),
     [
         ("RAMPARTS_PROFILE", "production", "RAMPARTS_PROFILE: Input should be 'dev', 'stage' or"),
+        ("RAMPARTS_PROFLE", "prod", "RAMPARTS_PROFLE: unknown setting (did you mean RAMPARTS_PRO"),
         ("RAMPARTS_MAX_BODY_BYTES", "lots", "RAMPARTS_MAX_BODY_BYTES: Input should be a valid"),
         ("RAMPARTS_MAX_BODY_BYTES", "0", "RAMPARTS_MAX_BODY_BYTES: Input should be greater"),
         ("RAMPARTS_DATABASE_URL", "sqlite:///x.db", "RAMPARTS_DATABASE_URL: must be a post"),
         ("RAMPARTS_APP_DATABASE_URL", "postgresql://postgres@db/r", "RAMPARTS_APP_DATABASE_URL"),
+        (
+            "RAMPARTS_DATABASE_URL",
+            "postgresql://app@db/r?user=postgres",
+            "RAMPARTS_DATABASE_URL: put credentials in user:password@host, not in ?user=",
+        ),
+        (
+            "RAMPARTS_APP_DATABASE_URL",
+            "postgresql://ramparts_app@db/r?options=-c%20role%3Dpostgres",
+            "RAMPARTS_APP_DATABASE_URL: put credentials in user:password@host, not in ?options=",
+        ),
+        (
+            "RAMPARTS_DATABASE_URL",
+            "postgresql://db/r?password=hunter2hunter2",
+            "RAMPARTS_DATABASE_URL: put credentials in user:password@host, not in ?password=",
+        ),
         ("RAMPARTS_CORS_ORIGINS", "https://a.example/path", "RAMPARTS_CORS_ORIGINS: "),
         ("RAMPARTS_MODEL", "gpt", "RAMPARTS_MODEL: must be 'offline'"),
         ("RAMPARTS_DEBUG", "maybe", "RAMPARTS_DEBUG: Input should be a valid boolean"),
@@ -108,8 +137,6 @@ def test_malformed_setting_names_the_variable(
     env: pytest.MonkeyPatch, name: str, value: str, message: str
 ) -> None:
     env.setenv(name, value)
-    if name == "RAMPARTS_APP_DATABASE_URL":
-        env.setenv("RAMPARTS_DATABASE_URL", "postgresql://postgres@db/r")
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert str(caught.value).startswith(message)
@@ -120,7 +147,7 @@ def test_secrets_are_masked(env: pytest.MonkeyPatch) -> None:
     settings = settings_from(env, CLEAN_PROD)
     shown = repr(settings) + str(settings) + settings.model_dump_json()
     assert STRONG_KEY not in shown
-    assert "Vq7-Lm2x9Kp4Rt8Zs1" not in shown
+    assert STRONG_DB_PASSWORD not in shown
 
 
 def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:

@@ -30,14 +30,19 @@ def _top_level(module: Path) -> str:
 
 
 def _imported(module: Path) -> set[str]:
+    """Top-level ramparts packages a module imports (relative imports are refused)."""
     found = set()
     for node in ast.walk(ast.parse(module.read_text())):
-        names = []
+        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        found |= {n.split(".")[1] for n in names if n.startswith("ramparts.") and "." in n}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{module}: use absolute imports"
+            if node.module == "ramparts":
+                names = [f"ramparts.{alias.name}" for alias in node.names]
+            elif node.module:
+                names = [node.module]
+        found |= {n.split(".")[1] for n in names if n.startswith("ramparts.")}
     return found
 
 

@@ -1,7 +1,8 @@
 """The `ramparts` command.
 
 Exit codes: 0 success; 1 the operation failed (database unreachable, migration error);
-2 bad usage or configuration; 3 the production guard refused to start.
+2 bad usage or configuration; 3 refused to start (the production guard, or a runtime database
+role with more power than it may have).
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.config import ConfigError, Profile, Settings, load_settings
-from ramparts.db.engine import Database, DatabaseUrls, open_database
+from ramparts.db.engine import (
+    Database,
+    DatabaseUrls,
+    OwnerRequiredError,
+    UnsafeRuntimeRoleError,
+    open_database,
+)
 from ramparts.db.migrate import MigrationError, upgrade
 from ramparts.demo import seed_demo
-from ramparts.runtime import ProductionGuardError, check_production, serve
+from ramparts.runtime import ProductionGuardError, guard_production, serve
 
 __all__ = ["app", "main"]
 
@@ -110,7 +118,7 @@ def serve_command(
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     settings = load_settings()
-    check_production(settings)
+    guard_production(settings)  # configuration first: refuse before starting anything
     with open_database(settings) as urls:
         serve(settings, urls, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
 
@@ -136,12 +144,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, OwnerRequiredError) as exc:
         _fail(str(exc), 2)
-    except ProductionGuardError as exc:
+    except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
         _fail(str(exc), 3)
-    except (MigrationError, OperationalError, FileNotFoundError) as exc:
-        _fail(str(exc).splitlines()[0], 1)
+    except (MigrationError, SQLAlchemyError, psycopg.Error, FileNotFoundError) as exc:
+        _fail(str(exc).strip().splitlines()[0], 1)
 
 
 def _terminate(signum: int, _frame: object) -> None:

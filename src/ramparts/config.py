@@ -7,10 +7,11 @@ needs a different configuration builds a new `Settings`, it never mutates the sh
 from __future__ import annotations
 
 import os
-import secrets
+from difflib import get_close_matches
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import (
     Field,
@@ -18,7 +19,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -31,7 +31,6 @@ __all__ = [
     "Settings",
     "load_settings",
     "production_violations",
-    "secret_key",
 ]
 
 #: The runtime login role. It owns nothing, is not a superuser and cannot bypass RLS.
@@ -60,6 +59,11 @@ KNOWN_DEFAULT_SECRETS = frozenset(
 )
 MIN_SECRET_KEY_CHARS = 32
 MIN_DB_PASSWORD_CHARS = 16
+MIN_PROD_HSTS_SECONDS = 31_536_000
+#: libpq query keys that would override the login given in the URL's userinfo.
+OVERRIDING_QUERY_KEYS = frozenset({"user", "password", "passfile", "service", "options"})
+#: Variables with these prefixes belong to tooling (the test suite), not to the settings.
+RESERVED_PREFIXES = ("RAMPARTS_TEST_",)
 
 
 class Profile(StrEnum):
@@ -89,9 +93,9 @@ class Settings(BaseSettings):
 
     profile: Profile = Profile.DEV
     home: Path = Path(".ramparts")
-    # Owner URL: runs migrations and tenant provisioning. Unset -> embedded PostgreSQL.
+    # Owner URL: runs migrations and tenant provisioning. Both unset -> embedded PostgreSQL.
     database_url: SecretStr | None = None
-    # Runtime URL for the ramparts_app role. Unset -> derived from database_url.
+    # Runtime URL of the ramparts_app role. Unset -> derived from database_url (no password).
     app_database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     model: str = "offline"
@@ -108,22 +112,24 @@ class Settings(BaseSettings):
     def _postgres_only(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        raw = value.get_secret_value()
         try:
-            dsn = PostgresDsn(raw)
+            dsn = PostgresDsn(value.get_secret_value())
         except ValidationError:
             raise ValueError("must be a postgresql:// URL") from None
         if dsn.scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
             raise ValueError("must be a postgresql:// URL")
+        # libpq lets these query keys override the login in the URL's userinfo, which would
+        # hide who actually connects from every check that reads the userinfo.
+        overriding = sorted(OVERRIDING_QUERY_KEYS & parse_qs(dsn.query or "").keys())
+        if overriding:
+            raise ValueError(f"put credentials in user:password@host, not in ?{overriding[0]}=")
         return value
 
     @field_validator("app_database_url")
     @classmethod
     def _app_role_only(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            user = PostgresDsn(value.get_secret_value()).hosts()[0].get("username")
-            if user != APP_ROLE:
-                raise ValueError(f"must log in as the runtime role {APP_ROLE!r}")
+        if value is not None and _url_part(value, "username") != APP_ROLE:
+            raise ValueError(f"must log in as the runtime role {APP_ROLE!r}")
         return value
 
     @field_validator("cors_origins", mode="before")
@@ -154,17 +160,9 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be 'offline', 'openai:<model>' or 'scripted:<file>'")
 
-    @model_validator(mode="after")
-    def _app_url_needs_owner_url(self) -> Settings:
-        if self.app_database_url is not None and self.database_url is None:
-            raise ValueError(
-                "RAMPARTS_APP_DATABASE_URL needs RAMPARTS_DATABASE_URL (the owner URL) as well"
-            )
-        return self
-
     @property
     def embedded_database(self) -> bool:
-        return self.database_url is None
+        return self.database_url is None and self.app_database_url is None
 
     @property
     def cors_wildcard(self) -> bool:
@@ -172,7 +170,18 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """Read settings from the environment, turning validation errors into one clear line."""
+    """Read settings from the environment, turning validation errors into one clear line.
+
+    An unknown `RAMPARTS_*` variable is an error too: a misspelt `RAMPARTS_PROFLE=prod` must
+    not quietly run as dev, without the production guard.
+    """
+    known = {f"RAMPARTS_{name.upper()}" for name in Settings.model_fields}
+    for name in sorted(os.environ):
+        ours = name.startswith("RAMPARTS_") and not name.startswith(RESERVED_PREFIXES)
+        if ours and name not in known:
+            hint = get_close_matches(name, known, n=1)
+            suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+            raise ConfigError(f"{name}: unknown setting{suggestion}")
     try:
         return Settings()
     except ValidationError as exc:
@@ -189,34 +198,16 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def secret_key(settings: Settings) -> SecretStr:
-    """The key that signs CSRF tokens and similar server-side state.
-
-    Outside prod an unset key is generated once per install and kept in RAMPARTS_HOME (mode
-    0600), so no default key ever exists. In prod the production guard insists it is set.
-    """
-    if settings.secret_key is not None:
-        return settings.secret_key
-    path = settings.home / "secret_key"
-    if not path.exists():
-        settings.home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    return SecretStr(path.read_text().strip())
-
-
 def _weak(secret: str, min_chars: int) -> bool:
     return (
         secret.lower() in KNOWN_DEFAULT_SECRETS or len(secret) < min_chars or len(set(secret)) < 10
     )
 
 
-def _url_password(url: SecretStr | None) -> str | None:
-    if url is None:
-        return None
-    password = PostgresDsn(url.get_secret_value()).hosts()[0].get("password")
-    return password if isinstance(password, str) else None
+def _url_part(url: SecretStr, part: str) -> str | None:
+    value = urlsplit(url.get_secret_value())
+    found = getattr(value, part)
+    return unquote(found) if isinstance(found, str) else None
 
 
 def production_violations(settings: Settings, *, demo_data_present: bool) -> list[str]:
@@ -227,25 +218,9 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
     """
     if settings.profile is not Profile.PROD:
         return []
-    violations = []
-    if settings.embedded_database:
-        violations.append("embedded database (set RAMPARTS_DATABASE_URL to a PostgreSQL server)")
+    violations = _database_violations(settings) + _secret_violations(settings)
     if demo_data_present:
         violations.append("demo tenants or users present in the database")
-    if settings.secret_key is None:
-        violations.append("RAMPARTS_SECRET_KEY is not set")
-    elif _weak(settings.secret_key.get_secret_value(), MIN_SECRET_KEY_CHARS):
-        violations.append(
-            f"RAMPARTS_SECRET_KEY is a default or weak secret "
-            f"(need {MIN_SECRET_KEY_CHARS}+ random characters)"
-        )
-    for name, url in (
-        ("RAMPARTS_DATABASE_URL", settings.database_url),
-        ("RAMPARTS_APP_DATABASE_URL", settings.app_database_url),
-    ):
-        password = _url_password(url)
-        if password is not None and _weak(password, MIN_DB_PASSWORD_CHARS):
-            violations.append(f"{name} has a default or weak password")
     if settings.debug:
         violations.append("debug is on (RAMPARTS_DEBUG)")
     if settings.kms_backend is KmsBackend.LOCAL:
@@ -254,4 +229,47 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
         violations.append("sandbox PSP (set RAMPARTS_PSP=stripe)")
     if settings.cors_wildcard:
         violations.append("CORS wildcard origin '*' (list the allowed origins)")
+    plain = [origin for origin in settings.cors_origins if origin.startswith("http://")]
+    if plain:
+        violations.append(f"CORS origin over plain http: {', '.join(plain)}")
+    if settings.hsts_max_age < MIN_PROD_HSTS_SECONDS:
+        violations.append(f"RAMPARTS_HSTS_MAX_AGE below one year ({MIN_PROD_HSTS_SECONDS} s)")
+    return violations
+
+
+def _database_violations(settings: Settings) -> list[str]:
+    if settings.embedded_database:
+        return ["embedded database (set RAMPARTS_APP_DATABASE_URL to a PostgreSQL server)"]
+    violations = []
+    if settings.database_url is not None:
+        violations.append(
+            "RAMPARTS_DATABASE_URL (the owner's credentials) is set for the server; "
+            "migrate separately and serve with RAMPARTS_APP_DATABASE_URL only"
+        )
+    app_url = settings.app_database_url
+    if app_url is not None:
+        password = _url_part(app_url, "password")
+        client_cert = "sslcert=" in urlsplit(app_url.get_secret_value()).query
+        if password is None and not client_cert:
+            violations.append(
+                "RAMPARTS_APP_DATABASE_URL has no password or client certificate (sslcert)"
+            )
+        elif password is not None and _weak(password, MIN_DB_PASSWORD_CHARS):
+            violations.append("RAMPARTS_APP_DATABASE_URL has a default or weak password")
+    return violations
+
+
+def _secret_violations(settings: Settings) -> list[str]:
+    violations = []
+    if settings.secret_key is None:
+        violations.append("RAMPARTS_SECRET_KEY is not set")
+    elif _weak(settings.secret_key.get_secret_value(), MIN_SECRET_KEY_CHARS):
+        violations.append(
+            f"RAMPARTS_SECRET_KEY is a default or weak secret "
+            f"(need {MIN_SECRET_KEY_CHARS}+ random characters)"
+        )
+    if settings.redis_url is not None:
+        password = _url_part(settings.redis_url, "password")
+        if password is None or _weak(password, MIN_DB_PASSWORD_CHARS):
+            violations.append("RAMPARTS_REDIS_URL has no password or a weak one")
     return violations

@@ -8,14 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.engine import URL
 
 from ramparts.config import Profile, Settings, production_violations
-from ramparts.db.engine import Database, DatabaseUrls, open_database
+from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import demo_data_present
 from ramparts.logs import configure_logging
 from ramparts.web.app import create_app
 
-__all__ = ["ProductionGuardError", "check_production", "serve"]
+__all__ = ["ProductionGuardError", "guard_production", "serve"]
 
 
 class ProductionGuardError(Exception):
@@ -26,26 +27,25 @@ class ProductionGuardError(Exception):
         super().__init__("refusing to start under the prod profile: " + "; ".join(violations))
 
 
-async def _demo_data_present(urls: DatabaseUrls) -> bool:
-    owner = Database(urls.owner, pool_size=1)
-    try:
-        async with owner.session() as session:
-            return await demo_data_present(session)
-    finally:
-        await owner.dispose()
-
-
-def check_production(settings: Settings) -> None:
-    """Raise `ProductionGuardError` when the prod profile's rules are broken (control PLT-1)."""
-    if settings.profile is not Profile.PROD:
-        return
-    demo = False
-    if not settings.embedded_database:  # never start an embedded server just to inspect it
-        with open_database(settings) as urls:
-            demo = asyncio.run(_demo_data_present(urls))
-    violations = production_violations(settings, demo_data_present=demo)
+def guard_production(settings: Settings, *, demo_data_present: bool = False) -> None:
+    """Raise `ProductionGuardError` listing every violation of the prod profile (PLT-1)."""
+    violations = production_violations(settings, demo_data_present=demo_data_present)
     if violations:
         raise ProductionGuardError(violations)
+
+
+async def _preflight(settings: Settings, app_url: URL) -> None:
+    """Checks on the live database before serving: who we really are, and demo data."""
+    database = Database(app_url, pool_size=1)
+    try:
+        await database.verify_runtime_role()
+        demo = False
+        if settings.profile is Profile.PROD:
+            async with database.session() as session:
+                demo = await demo_data_present(session)
+    finally:
+        await database.dispose()
+    guard_production(settings, demo_data_present=demo)
 
 
 def _tls13_only(
@@ -70,8 +70,13 @@ def serve(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
 ) -> None:
-    """Run the HTTP server until interrupted. With a certificate it speaks TLS 1.3 only."""
+    """Run the HTTP server until interrupted. With a certificate it speaks TLS 1.3 only.
+
+    Refuses to start (`UnsafeRuntimeRoleError`, `ProductionGuardError`) when the runtime
+    connection is not the powerless runtime role or the prod profile's rules are broken.
+    """
     configure_logging(settings)
+    asyncio.run(_preflight(settings, urls.app))
     tls_factory = None
     if tls_cert is not None and tls_key is not None:
         tls_factory = _tls13_only(tls_cert, tls_key)

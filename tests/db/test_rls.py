@@ -16,6 +16,7 @@ from psycopg import errors
 
 from ramparts.config import APP_ROLE
 from ramparts.db.engine import DatabaseUrls
+from ramparts.db.migrate import MigrationError, upgrade
 from tests.conftest import libpq
 
 TENANT_TABLES = ("users", "memberships", "quotes", "quote_items")
@@ -109,17 +110,37 @@ def test_no_tenant_set_sees_nothing(
     assert app_conn.execute("SELECT count(*) FROM quotes").fetchone() == (0,)
 
 
+FORGED_INSERTS = {
+    "users": (
+        "INSERT INTO users (tenant_id, username, display_name) VALUES (%s, 'x@x.test', 'X')",
+        lambda b: (b.tenant,),
+    ),
+    "memberships": (
+        "INSERT INTO memberships (tenant_id, user_id, role) VALUES (%s, %s, 'admin')",
+        lambda b: (b.tenant, b.user),
+    ),
+    "quotes": (
+        "INSERT INTO quotes (tenant_id, buyer_id, title, currency) "
+        "VALUES (%s, %s, 'Forged', 'EUR')",
+        lambda b: (b.tenant, b.user),
+    ),
+    "quote_items": (
+        "INSERT INTO quote_items (tenant_id, quote_id, position, description, "
+        "quantity, unit_price_minor) VALUES (%s, %s, 9, 'Forged', 1, 1)",
+        lambda b: (b.tenant, b.quote),
+    ),
+}
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
 def test_cannot_insert_a_row_claiming_another_tenant(
-    app_conn: psycopg.Connection, pair: tuple[Seeded, Seeded]
+    app_conn: psycopg.Connection, pair: tuple[Seeded, Seeded], table: str
 ) -> None:
     a, b = pair
     as_tenant(app_conn, a.tenant)
+    statement, params = FORGED_INSERTS[table]
     with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
-        app_conn.execute(
-            "INSERT INTO quotes (tenant_id, buyer_id, title, currency) "
-            "VALUES (%s, %s, 'Forged', 'EUR')",
-            (b.tenant, b.user),
-        )
+        app_conn.execute(statement, params(b))
 
 
 def test_cannot_reference_another_tenants_rows(
@@ -221,16 +242,22 @@ def test_runtime_role_has_no_power(owner: psycopg.Connection) -> None:
     assert memberships == (0,)
 
 
+TENANT_POLICY = (
+    "(tenant_id = (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid)"
+)
+
+
 def test_every_tenant_table_forces_rls_with_tenant_policy_and_index(
     owner: psycopg.Connection,
 ) -> None:
     """Walks the catalog: a new table with tenant_id but no FORCE RLS fails here."""
     tables = owner.execute(
         """
-        SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
+        SELECT c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
-        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg_toast%%' AND c.relkind IN ('r', 'p')
         """
     ).fetchall()
     assert {name for name, *_ in tables} >= set(TENANT_TABLES)
@@ -238,13 +265,15 @@ def test_every_tenant_table_forces_rls_with_tenant_policy_and_index(
         assert enabled, f"{name} lacks ENABLE ROW LEVEL SECURITY"
         assert forced, f"{name} lacks FORCE ROW LEVEL SECURITY"
         policies = owner.execute(
-            "SELECT qual, with_check FROM pg_policies WHERE tablename = %s", (name,)
+            "SELECT policyname, permissive, roles::text[], cmd, qual, with_check "
+            "FROM pg_policies WHERE schemaname || '.' || tablename = %s OR tablename = %s",
+            (name, name),
         ).fetchall()
-        assert policies, f"{name} has no policy"
-        for qual, check in policies:
-            for expression in (qual, check):
-                assert "current_setting('app.tenant_id'::text, true)" in expression, name
-                assert "NULLIF" in expression, name
+        # Exactly one policy, for everyone and every command, on the tenant setting only:
+        # any extra permissive policy would widen it, a restrictive one is not expected.
+        assert policies == [
+            ("tenant_isolation", "PERMISSIVE", ["public"], "ALL", TENANT_POLICY, TENANT_POLICY)
+        ], name
         leading = owner.execute(
             """
             SELECT count(*) FROM pg_index i
@@ -253,7 +282,8 @@ def test_every_tenant_table_forces_rls_with_tenant_policy_and_index(
             """,
             (name,),
         ).fetchone()
-        assert leading == (1,) or (leading and leading[0] > 1), f"{name}.tenant_id not indexed"
+        assert leading is not None
+        assert leading[0] >= 1, f"{name}.tenant_id is not the leading column of any index"
 
 
 def test_views_run_with_the_callers_rights(owner: psycopg.Connection) -> None:
@@ -267,10 +297,35 @@ def test_views_run_with_the_callers_rights(owner: psycopg.Connection) -> None:
         assert "security_invoker=true" in options, f"view {name} runs as its owner"
 
 
-def test_no_security_definer_function_is_public(owner: psycopg.Connection) -> None:
-    exposed = owner.execute(
-        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-        "WHERE n.nspname = 'public' AND p.prosecdef "
-        "AND has_function_privilege('public', p.oid, 'EXECUTE')"
+def test_security_definer_functions_are_private_and_pinned(owner: psycopg.Connection) -> None:
+    functions = owner.execute(
+        "SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE'), "
+        "coalesce(p.proconfig, '{}') FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prosecdef"
     ).fetchall()
-    assert exposed == []
+    assert functions, "expected ramparts_demo_data_present"
+    for name, public, config in functions:
+        assert not public, f"SECURITY DEFINER function {name} is executable by PUBLIC"
+        assert any(c.startswith("search_path=") for c in config), f"{name} has no search_path"
+
+
+def test_runtime_role_cannot_create_temporary_tables(app_conn: psycopg.Connection) -> None:
+    # A temp table named like a real one would shadow it for the connection's life.
+    with pytest.raises(errors.InsufficientPrivilege):
+        app_conn.execute("CREATE TEMPORARY TABLE quotes (id uuid)")
+
+
+def test_migrate_refuses_a_runtime_role_with_power(
+    owner: psycopg.Connection, urls: DatabaseUrls
+) -> None:
+    helper = f"ramparts_test_power_{uuid.uuid4().hex[:8]}"
+    owner.execute(f"CREATE ROLE {helper} NOLOGIN")
+    owner.execute(f"GRANT {helper} TO {APP_ROLE}")
+    try:
+        with pytest.raises(MigrationError, match="membership in other roles"):
+            upgrade(urls)
+    finally:
+        owner.execute(f"REVOKE {helper} FROM {APP_ROLE}")
+        owner.execute(f"DROP ROLE {helper}")
+    upgrade(urls)  # and accepts it again once the power is gone

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from ramparts.db.engine import DatabaseUrls
+from ramparts.quotes.services import QuoteService
 from tests.conftest import libpq
+from tests.db.test_rls import seed_tenant
 
 PROBLEM = "application/problem+json"
 REQUIRED_HEADERS = {
@@ -158,93 +162,109 @@ def row_counts(urls: DatabaseUrls) -> Iterator[Callable[[], dict[str, int]]]:
         ]
 
         def counts() -> dict[str, int]:
-            return {
-                t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
-                for t in tables
-            }
+            return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}  # type: ignore[index]
 
         yield counts
 
 
+class QuoteIn(BaseModel):
+    title: str
+
+
+@pytest.fixture
+def writing_route(urls: DatabaseUrls) -> Callable[[FastAPI], None]:
+    """A route that writes a quote, so "changes nothing" is something a bug could break."""
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        tenant = seed_tenant(owner, f"w-{uuid.uuid4().hex[:8]}")
+
+    def install(app: FastAPI) -> None:
+        async def create(quote: QuoteIn) -> dict[str, str]:
+            async with app.state.database.tenant_session(tenant.tenant) as session:
+                created = await QuoteService(session).create(
+                    tenant_id=tenant.tenant,
+                    buyer_id=tenant.user,
+                    title=quote.title,
+                    currency="EUR",
+                    items=[],
+                )
+            return {"id": str(created.id)}
+
+        app.add_api_route("/probe/quotes", create, methods=["POST"])
+
+    return install
+
+
 def _chunks(total: int) -> Iterator[bytes]:
-    sent = 0
-    while sent < total:
+    for _ in range(0, total, 65536):
         yield b" " * 65536
-        sent += 65536
 
 
+JSON = "application/json"
 BAD_INPUT = [
+    pytest.param(b'{"title": ', JSON, {}, 400, "malformed-json", id="truncated-json"),
+    pytest.param(b'{"title": "a", "title": "b"}', JSON, {}, 400, "malformed-json", id="dup-keys"),
+    pytest.param(b'{"title": NaN}', JSON, {}, 400, "malformed-json", id="nan"),
+    pytest.param(b'{"title": "\xff\xfe"}', JSON, {}, 400, "malformed-body", id="not-utf8"),
+    pytest.param(b"[" * 1500 + b"]" * 1500, JSON, {}, 400, "malformed-json", id="deep-nesting"),
+    pytest.param(b'{"title": 1', "APPLICATION/JSON", {}, 400, "malformed-json", id="uppercase"),
+    pytest.param(b"<xml/>", "application/xml", {}, 415, "unsupported-media-type", id="xml"),
+    pytest.param(b'{"title": "x"}', "text/json", {}, 415, "unsupported-media-type", id="text-json"),
+    pytest.param(b'{"title": "x"}', None, {}, 415, "unsupported-media-type", id="no-type"),
     pytest.param(
-        {"content": b'{"title": ', "headers": {"content-type": "application/json"}},
-        400,
-        "malformed-json",
-        id="truncated-json",
-    ),
-    pytest.param(
-        {"content": b'{"a": 1, "a": 2}', "headers": {"content-type": "application/json"}},
-        400,
-        "malformed-json",
-        id="duplicate-keys",
-    ),
-    pytest.param(
-        {"content": b'{"amount": NaN}', "headers": {"content-type": "application/json"}},
-        400,
-        "malformed-json",
-        id="nan",
-    ),
-    pytest.param(
-        {"content": b'{"t": "\xff\xfe"}', "headers": {"content-type": "application/json"}},
-        400,
-        "malformed-json",
-        id="not-utf8",
-    ),
-    pytest.param(
-        {"content": b"[" * 1500 + b"]" * 1500, "headers": {"content-type": "application/json"}},
-        400,
-        "malformed-json",
-        id="deep-nesting",
-    ),
-    pytest.param(
-        {"content": b"<xml/>", "headers": {"content-type": "application/xml"}},
+        b'{"title": "x"}',
+        f"{JSON}; charset=latin-1",
+        {},
         415,
         "unsupported-media-type",
-        id="xml",
-    ),
-    pytest.param({"content": b'{"a": 1}'}, 415, "unsupported-media-type", id="no-content-type"),
-    pytest.param(
-        {"content": b"x" * 8192, "headers": {"content-type": "application/json"}},
-        413,
-        "body-too-large",
-        id="declared-too-large",
+        id="latin-1",
     ),
     pytest.param(
-        {"content": _chunks(4096), "headers": {"content-type": "application/json"}},
-        413,
-        "body-too-large",
-        id="streamed-too-large",
+        b'{"title": "x"}',
+        JSON,
+        {"content-encoding": "gzip"},
+        415,
+        "unsupported-media-type",
+        id="gzip",
     ),
+    pytest.param(b"x" * 8192, JSON, {}, 413, "body-too-large", id="declared-too-large"),
+    pytest.param(None, JSON, {}, 413, "body-too-large", id="streamed-too-large"),
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "status", "slug"), BAD_INPUT)
-@pytest.mark.parametrize("path", ["/healthz", "/api/quotes", "/no/such/route"])
+@pytest.mark.parametrize(("content", "content_type", "headers", "status", "slug"), BAD_INPUT)
+@pytest.mark.parametrize("path", ["/probe/quotes", "/healthz", "/no/such/route"])
 def test_bad_input_is_refused_and_changes_nothing(
     serve_app: Callable[..., httpx.Client],
+    writing_route: Callable[[FastAPI], None],
     row_counts: Callable[[], dict[str, int]],
-    kwargs: dict[str, object],
+    content: bytes | None,
+    content_type: str | None,
+    headers: dict[str, str],
     status: int,
     slug: str,
     path: str,
 ) -> None:
-    client = serve_app(max_body_bytes=4096)
+    client = serve_app(writing_route, max_body_bytes=4096)
     before = row_counts()
-    body = dict(kwargs)
-    if slug == "body-too-large" and "headers" in body and not isinstance(body["content"], bytes):
-        body["content"] = _chunks(4096)  # generators are single use
-    response = client.post(path, **body)  # type: ignore[arg-type]
-    problem = assert_problem(response, status, slug)
+    if content_type is not None:
+        headers = {**headers, "content-type": content_type}
+    body = content if content is not None else _chunks(4096)  # None: chunked, no length
+    problem = assert_problem(client.post(path, content=body, headers=headers), status, slug)
     assert problem.get("detail")
     assert row_counts() == before
+    # The same route does write when the input is good: the comparison above can fail.
+    created = client.post("/probe/quotes", json={"title": "Good input"})
+    assert created.status_code == 200, created.text
+    assert row_counts()["quotes"] == before["quotes"] + 1
+
+
+def test_form_bodies_must_be_utf8(client: httpx.Client) -> None:
+    response = client.post(
+        "/healthz",
+        content=b"name=\xff",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert_problem(response, 400, "malformed-body")
 
 
 def test_unknown_route_is_a_problem(client: httpx.Client) -> None:

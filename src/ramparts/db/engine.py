@@ -22,17 +22,48 @@ from ramparts.db.embedded import embedded_postgres
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-__all__ = ["Database", "DatabaseUrls", "open_database"]
+__all__ = [
+    "Database",
+    "DatabaseUrls",
+    "OwnerRequiredError",
+    "UnsafeRuntimeRoleError",
+    "open_database",
+]
 
 DRIVER = "postgresql+psycopg"
+
+RUNTIME_ROLE_CHECK = """
+SELECT current_user, r.rolsuper, r.rolbypassrls,
+       EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid),
+       EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid)
+           OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.proowner = r.oid)
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+class UnsafeRuntimeRoleError(Exception):
+    """The runtime connection has more power than `ramparts_app` may have; refuse to serve."""
+
+
+class OwnerRequiredError(Exception):
+    """The command needs the owner's URL (RAMPARTS_DATABASE_URL) and it is not set."""
 
 
 @dataclass(frozen=True)
 class DatabaseUrls:
-    """Where to connect: `owner` runs migrations and provisioning, `app` serves requests."""
+    """Where to connect: `owner` runs migrations and provisioning, `app` serves requests.
 
-    owner: URL
+    A production server is given only the app URL, so `owner` may be absent.
+    """
+
     app: URL
+    owner_url: URL | None = None
+
+    @property
+    def owner(self) -> URL:
+        if self.owner_url is None:
+            raise OwnerRequiredError("this command needs RAMPARTS_DATABASE_URL (the owner URL)")
+        return self.owner_url
 
 
 def _with_driver(url: URL) -> URL:
@@ -47,25 +78,30 @@ def derive_app_url(owner: URL) -> URL:
 @contextmanager
 def open_database(settings: Settings) -> Iterator[DatabaseUrls]:
     """Resolve the URLs, starting the embedded server for the duration when none is set."""
-    if settings.database_url is None:
-        with embedded_postgres(settings.home) as owner:
-            yield DatabaseUrls(owner=_with_driver(owner), app=derive_app_url(owner))
+    if settings.embedded_database:
+        with embedded_postgres(settings.home) as embedded:
+            yield DatabaseUrls(owner_url=_with_driver(embedded), app=derive_app_url(embedded))
         return
-    owner = make_url(settings.database_url.get_secret_value())
-    app = (
-        make_url(settings.app_database_url.get_secret_value())
-        if settings.app_database_url is not None
-        else derive_app_url(owner)
-    )
-    yield DatabaseUrls(owner=_with_driver(owner), app=_with_driver(app))
+    owner: URL | None = None
+    if settings.database_url is not None:
+        owner = _with_driver(make_url(settings.database_url.get_secret_value()))
+    if settings.app_database_url is not None:
+        app = _with_driver(make_url(settings.app_database_url.get_secret_value()))
+    elif owner is not None:
+        app = derive_app_url(owner)
+    else:  # unreachable: not embedded means one of the two URLs is set
+        raise OwnerRequiredError("set RAMPARTS_DATABASE_URL or RAMPARTS_APP_DATABASE_URL")
+    yield DatabaseUrls(owner_url=owner, app=app)
 
 
 class Database:
     """An async engine plus the two ways to open a transaction on it."""
 
     def __init__(self, url: URL, *, pool_size: int = 5) -> None:
+        # hide_parameters: statement parameters (password hashes, tokens, PII) never appear
+        # in exception messages, which end up in logs.
         self.engine = create_async_engine(
-            _with_driver(url), pool_size=pool_size, pool_pre_ping=True
+            _with_driver(url), pool_size=pool_size, pool_pre_ping=True, hide_parameters=True
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -83,9 +119,34 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A transaction with no tenant: row-level security shows it no tenant rows."""
+        """A transaction with no tenant: row-level security shows it no tenant rows.
+
+        The tenant is cleared explicitly, so a session-level `SET app.tenant_id` left on a
+        pooled connection by anyone cannot carry over into it.
+        """
         async with self._sessions() as session, session.begin():
+            await session.execute(text("SELECT set_config('app.tenant_id', '', true)"))
             yield session
+
+    async def verify_runtime_role(self) -> None:
+        """Refuse a connection that is not the powerless runtime role (see `ramparts migrate`).
+
+        Whatever the URL says, this asks the server who we are and what we can do.
+        """
+        async with self.session() as session:
+            row = (await session.execute(text(RUNTIME_ROLE_CHECK))).one()
+        user, superuser, bypass_rls, member_of, owns = row
+        problems = []
+        if user != APP_ROLE:
+            problems.append(f"connected as {user!r}, not {APP_ROLE!r}")
+        if superuser or bypass_rls:
+            problems.append("the role is SUPERUSER or BYPASSRLS")
+        if member_of:
+            problems.append("the role is a member of other roles")
+        if owns:
+            problems.append("the role owns objects in the database")
+        if problems:
+            raise UnsafeRuntimeRoleError("unsafe runtime database role: " + "; ".join(problems))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

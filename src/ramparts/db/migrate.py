@@ -61,14 +61,29 @@ def _libpq(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+ROLE_POWERS = """
+SELECT r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb, r.rolreplication,
+       NOT r.rolcanlogin,
+       EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid),
+       EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid)
+FROM pg_roles r WHERE r.rolname = %s
+"""
+POWER_NAMES = (
+    "SUPERUSER",
+    "BYPASSRLS",
+    "CREATEROLE",
+    "CREATEDB",
+    "REPLICATION",
+    "NOLOGIN",
+    "membership in other roles",
+    "ownership of objects",
+)
+
+
 def ensure_app_role(urls: DatabaseUrls) -> None:
-    """Create the runtime login role, or check that an existing one has no dangerous power."""
+    """Create the runtime login role, or refuse an existing one that has any power."""
     with psycopg.connect(_libpq(urls.owner), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolcanlogin "
-            "FROM pg_roles WHERE rolname = %s",
-            (APP_ROLE,),
-        ).fetchone()
+        row = conn.execute(ROLE_POWERS, (APP_ROLE,)).fetchone()
         if row is None:
             # DuplicateObject: created concurrently by another migrate on the same cluster.
             with suppress(psycopg.errors.DuplicateObject):
@@ -78,11 +93,13 @@ def ensure_app_role(urls: DatabaseUrls) -> None:
                         "NOCREATEROLE NOINHERIT NOREPLICATION"
                     ).format(sql.Identifier(APP_ROLE))
                 )
-        elif any(row[:4]) or not row[4]:
-            raise MigrationError(
-                f"role {APP_ROLE} exists with SUPERUSER, BYPASSRLS, CREATEROLE or CREATEDB, "
-                "or cannot log in; fix it before migrating"
-            )
+        else:
+            powers = [name for name, has in zip(POWER_NAMES, row, strict=True) if has]
+            if powers:
+                raise MigrationError(
+                    f"role {APP_ROLE} has {', '.join(powers)}; "
+                    "the runtime role must have none of these"
+                )
         if urls.app.password:
             conn.execute(
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(

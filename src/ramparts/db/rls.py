@@ -1,7 +1,7 @@
 """SQL used by migrations to put a table behind row-level security.
 
-One helper, so every tenant table gets the same policy, the same FORCE, the same index and the
-same grants; a test walks the catalog to prove no table was missed.
+One helper, so every tenant table gets the same policy, the same FORCE and the same grants;
+a test walks the catalog to prove no table was missed.
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ CURRENT_TENANT = "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
 def tenant_table_sql(
     table: str, *, privileges: str = "SELECT, INSERT, UPDATE, DELETE"
 ) -> list[str]:
-    """Statements that isolate `table` by its `tenant_id` column."""
+    """Statements that isolate `table` by its `tenant_id` column.
+
+    The table must also have an index leading with tenant_id (its composite primary or unique
+    key usually is one); a test walks the catalog to check.
+    """
     return [
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
         f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
         f"CREATE POLICY tenant_isolation ON {table} "
         f"USING (tenant_id = {CURRENT_TENANT}) WITH CHECK (tenant_id = {CURRENT_TENANT})",
-        f"CREATE INDEX IF NOT EXISTS ix_{table}_tenant_id ON {table} (tenant_id)",
         f"GRANT {privileges} ON {table} TO {APP_ROLE}",
     ]

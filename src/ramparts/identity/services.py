@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.db.engine import Database
@@ -72,7 +72,11 @@ class Provisioning:
                 session.add(user)
             user.password_hash = hash_password(password)
             await session.flush()
-            await session.execute(delete(Membership).where(Membership.user_id == user.id))
+            await session.execute(
+                delete(Membership).where(
+                    Membership.tenant_id == tenant.id, Membership.user_id == user.id
+                )
+            )
             session.add_all(
                 Membership(tenant_id=tenant.id, user_id=user.id, role=role) for role in roles
             )
@@ -80,5 +84,5 @@ class Provisioning:
 
 
 async def demo_data_present(session: AsyncSession) -> bool:
-    """True when any demo tenant exists. Needs the owner's session (it spans tenants)."""
-    return bool(await session.scalar(select(exists().where(Tenant.is_demo))))
+    """True when demo tenants or users exist, in any tenant (asked as the runtime role)."""
+    return bool(await session.scalar(text("SELECT ramparts_demo_data_present()")))

@@ -10,8 +10,12 @@ from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ramparts.db.base import Base, text_enum
+from ramparts.identity import models as identity_models
 
 __all__ = ["Quote", "QuoteItem", "QuoteStatus", "Sensitivity"]
+
+# Quotes point at tenants and users; their tables must be in the same metadata.
+_REFERENCED = (identity_models.Tenant, identity_models.User)
 
 
 class QuoteStatus(StrEnum):

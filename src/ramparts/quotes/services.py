@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.quotes.models import Quote, QuoteItem, Sensitivity
@@ -22,7 +21,7 @@ class LineItem:
 
 
 class QuoteService:
-    """Creates and lists quotes within the tenant of the session it is given."""
+    """Creates quotes within the tenant of the session it is given."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -63,7 +62,3 @@ class QuoteService:
         )
         await self._session.flush()
         return quote
-
-    async def list(self) -> Sequence[Quote]:
-        result = await self._session.scalars(select(Quote).order_by(Quote.created_at, Quote.id))
-        return result.all()

@@ -226,8 +226,8 @@ def _reject_constant(name: str) -> Any:
 class RequestRulesMiddleware:
     """Rules every request body must meet before any route sees it.
 
-    Bodies are capped at `max_body_bytes` (declared or streamed), must be JSON or a form, and
-    JSON must be strict: UTF-8, no duplicate keys (parsers disagree on which one wins), no
+    Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed, UTF-8, JSON or a
+    form, and JSON must be strict: no duplicate keys (parsers disagree on which one wins), no
     NaN/Infinity. The body is read once here and replayed to the app.
     """
 
@@ -289,29 +289,27 @@ class RequestRulesMiddleware:
         )
 
     def _check_content(self, headers: Headers, body: bytes) -> None:
-        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type == "application/json" or media_type.endswith("+json"):
-            try:
-                json.loads(
-                    body.decode("utf-8"),
-                    object_pairs_hook=_reject_duplicates,
-                    parse_constant=_reject_constant,
-                )
-            except UnicodeDecodeError:
-                raise Problem(
-                    400, "malformed-json", "Malformed JSON", "body is not UTF-8"
-                ) from None
-            except json.JSONDecodeError as exc:
-                raise Problem(
-                    400,
-                    "malformed-json",
-                    "Malformed JSON",
-                    f"{exc.msg} at line {exc.lineno} column {exc.colno}",
-                ) from None
-            except (ValueError, RecursionError) as exc:
-                detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
-                raise Problem(400, "malformed-json", "Malformed JSON", detail) from None
-        elif media_type not in self.FORM_TYPES:
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            # Compressed bodies would slip past the size limit (a zip bomb) and the checks.
+            raise Problem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                f"content encoding {encoding!r} is not accepted",
+            )
+        media_type, _, parameters = headers.get("content-type", "").partition(";")
+        media_type = media_type.strip().lower()
+        charset = _charset(parameters)
+        if charset not in {None, "utf-8", "utf8"}:
+            raise Problem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                f"charset {charset!r}; send UTF-8",
+            )
+        is_json = media_type == "application/json" or media_type.endswith("+json")
+        if not is_json and media_type not in self.FORM_TYPES:
             shown = media_type or "none"
             raise Problem(
                 415,
@@ -319,3 +317,28 @@ class RequestRulesMiddleware:
                 "Unsupported media type",
                 f"content type {shown!r}; send application/json",
             )
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Problem(400, "malformed-body", "Malformed body", "body is not UTF-8") from None
+        if is_json:
+            _check_json(text)
+
+
+def _charset(parameters: str) -> str | None:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def _check_json(text: str) -> None:
+    try:
+        json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise Problem(400, "malformed-json", "Malformed JSON", detail) from None
+    except (ValueError, RecursionError) as exc:
+        detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise Problem(400, "malformed-json", "Malformed JSON", detail) from None

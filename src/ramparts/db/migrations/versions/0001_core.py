@@ -17,6 +17,15 @@ depends_on = None
 
 def upgrade() -> None:
     for statement in [
+        # Only the runtime role may connect, and it may not create temporary tables (a temp
+        # table can shadow a real one for the rest of a pooled connection's life).
+        f"""
+        DO $$ BEGIN
+            EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC',
+                           current_database());
+            EXECUTE format('GRANT CONNECT ON DATABASE %I TO {APP_ROLE}', current_database());
+        END $$
+        """,
         # Nobody but the owner creates objects; the runtime role only uses them.
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
         f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
@@ -41,6 +50,28 @@ def upgrade() -> None:
         f"USING (id = {CURRENT_TENANT})",
         "CREATE POLICY registry_owner ON tenants TO CURRENT_USER USING (true) WITH CHECK (true)",
         f"GRANT SELECT ON tenants TO {APP_ROLE}",
+        # The production guard asks this as the runtime role, which cannot see across tenants:
+        # demo tenants (flagged or by their well-known slugs) or demo users (RFC 2606 .test).
+        """
+        CREATE FUNCTION ramparts_demo_data_present() RETURNS boolean
+        LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+        DECLARE
+            caller_tenant text := current_setting('app.tenant_id', true);
+            tenant record;
+            found boolean := EXISTS (
+                SELECT 1 FROM tenants WHERE is_demo OR slug IN ('acme', 'globex'));
+        BEGIN
+            FOR tenant IN SELECT id FROM tenants WHERE NOT found LOOP
+                PERFORM set_config('app.tenant_id', tenant.id::text, true);
+                found := EXISTS (SELECT 1 FROM users WHERE username LIKE '%.test');
+                EXIT WHEN found;
+            END LOOP;
+            PERFORM set_config('app.tenant_id', coalesce(caller_tenant, ''), true);
+            RETURN found;
+        END $$
+        """,
+        "REVOKE ALL ON FUNCTION ramparts_demo_data_present() FROM PUBLIC",
+        f"GRANT EXECUTE ON FUNCTION ramparts_demo_data_present() TO {APP_ROLE}",
         """
         CREATE TABLE users (
             id uuid NOT NULL DEFAULT gen_random_uuid(),

@@ -1,0 +1,103 @@
+"""`Database`: tenant sessions, tenant-less sessions and the runtime-role self-check."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from ramparts.db.engine import Database, DatabaseUrls, UnsafeRuntimeRoleError
+from ramparts.identity.services import demo_data_present
+from tests.conftest import libpq
+from tests.db.test_rls import seed_tenant
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_tenant_session_sees_only_its_tenant(urls: DatabaseUrls) -> None:
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        a = seed_tenant(owner, f"e-{uuid.uuid4().hex[:8]}")
+        seed_tenant(owner, f"f-{uuid.uuid4().hex[:8]}")
+    database = Database(urls.app, pool_size=1)
+    try:
+        async with database.tenant_session(a.tenant) as session:
+            rows = (await session.execute(text("SELECT DISTINCT tenant_id FROM quotes"))).all()
+        assert rows == [(a.tenant,)]
+        async with database.session() as session:
+            assert await session.scalar(text("SELECT count(*) FROM quotes")) == 0
+    finally:
+        await database.dispose()
+
+
+async def test_tenant_id_must_be_a_uuid(urls: DatabaseUrls) -> None:
+    database = Database(urls.app, pool_size=1)
+    try:
+        with pytest.raises(TypeError, match="tenant_id must be a UUID"):
+            async with database.tenant_session(str(uuid.uuid4())):  # type: ignore[arg-type]
+                pass
+    finally:
+        await database.dispose()
+
+
+async def test_a_leaked_session_level_tenant_does_not_carry_over(urls: DatabaseUrls) -> None:
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        a = seed_tenant(owner, f"g-{uuid.uuid4().hex[:8]}")
+    database = Database(urls.app, pool_size=1)  # one connection: the leak would be reused
+    try:
+        async with database.engine.connect() as connection:
+            await connection.execute(text(f"SET app.tenant_id = '{a.tenant}'"))
+            await connection.commit()
+        async with database.session() as session:
+            assert await session.scalar(text("SELECT count(*) FROM quotes")) == 0
+    finally:
+        await database.dispose()
+
+
+async def test_runtime_role_passes_its_self_check(urls: DatabaseUrls) -> None:
+    database = Database(urls.app, pool_size=1)
+    try:
+        await database.verify_runtime_role()
+    finally:
+        await database.dispose()
+
+
+async def test_self_check_refuses_the_owner(urls: DatabaseUrls) -> None:
+    database = Database(urls.owner, pool_size=1)
+    try:
+        with pytest.raises(UnsafeRuntimeRoleError, match="not 'ramparts_app'"):
+            await database.verify_runtime_role()
+    finally:
+        await database.dispose()
+
+
+async def test_demo_data_check_sees_across_tenants_and_keeps_the_callers_tenant(
+    make_database: Callable[..., DatabaseUrls],
+) -> None:
+    urls = make_database()
+    database = Database(urls.app, pool_size=1)
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        real = seed_tenant(owner, "corp")
+        owner.execute("UPDATE users SET username = 'buyer@corp.example'")
+
+        async def present() -> bool:
+            async with database.tenant_session(real.tenant) as session:
+                found = await demo_data_present(session)
+                # The check switches tenants internally; the caller's must be restored.
+                assert await session.scalar(text("SELECT count(*) FROM quotes")) == 1
+                return found
+
+        try:
+            assert await present() is False
+            other = seed_tenant(owner, "other")  # its buyer is buyer@other.test
+            assert await present() is True
+            owner.execute(
+                "UPDATE users SET username = 'b@other.example' WHERE id = %s", (other.user,)
+            )
+            assert await present() is False
+            owner.execute("UPDATE tenants SET slug = 'acme' WHERE id = %s", (other.tenant,))
+            assert await present() is True
+        finally:
+            await database.dispose()
