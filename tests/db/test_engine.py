@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import psycopg
 import pytest
@@ -17,51 +17,45 @@ from tests.db.test_rls import seed_tenant
 pytestmark = pytest.mark.anyio
 
 
-async def test_tenant_session_sees_only_its_tenant(urls: DatabaseUrls) -> None:
+@pytest.fixture
+async def app_db(urls: DatabaseUrls) -> AsyncIterator[Database]:
+    """The runtime role with a single pooled connection, so any leak would be reused."""
+    database = Database(urls.app, pool_size=1)
+    yield database
+    await database.dispose()
+
+
+async def test_tenant_session_sees_only_its_tenant(urls: DatabaseUrls, app_db: Database) -> None:
     with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
         a = seed_tenant(owner, f"e-{uuid.uuid4().hex[:8]}")
         seed_tenant(owner, f"f-{uuid.uuid4().hex[:8]}")
-    database = Database(urls.app, pool_size=1)
-    try:
-        async with database.tenant_session(a.tenant) as session:
-            rows = (await session.execute(text("SELECT DISTINCT tenant_id FROM quotes"))).all()
-        assert rows == [(a.tenant,)]
-        async with database.session() as session:
-            assert await session.scalar(text("SELECT count(*) FROM quotes")) == 0
-    finally:
-        await database.dispose()
+    async with app_db.tenant_session(a.tenant) as session:
+        rows = (await session.execute(text("SELECT DISTINCT tenant_id FROM quotes"))).all()
+    assert rows == [(a.tenant,)]
+    async with app_db.session() as session:
+        assert await session.scalar(text("SELECT count(*) FROM quotes")) == 0
 
 
-async def test_tenant_id_must_be_a_uuid(urls: DatabaseUrls) -> None:
-    database = Database(urls.app, pool_size=1)
-    try:
-        with pytest.raises(TypeError, match="tenant_id must be a UUID"):
-            async with database.tenant_session(str(uuid.uuid4())):  # type: ignore[arg-type]
-                pass
-    finally:
-        await database.dispose()
+async def test_tenant_id_must_be_a_uuid(app_db: Database) -> None:
+    with pytest.raises(TypeError, match="tenant_id must be a UUID"):
+        async with app_db.tenant_session(str(uuid.uuid4())):  # type: ignore[arg-type]
+            pass
 
 
-async def test_a_leaked_session_level_tenant_does_not_carry_over(urls: DatabaseUrls) -> None:
+async def test_a_leaked_session_level_tenant_does_not_carry_over(
+    urls: DatabaseUrls, app_db: Database
+) -> None:
     with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
         a = seed_tenant(owner, f"g-{uuid.uuid4().hex[:8]}")
-    database = Database(urls.app, pool_size=1)  # one connection: the leak would be reused
-    try:
-        async with database.engine.connect() as connection:
-            await connection.execute(text(f"SET app.tenant_id = '{a.tenant}'"))
-            await connection.commit()
-        async with database.session() as session:
-            assert await session.scalar(text("SELECT count(*) FROM quotes")) == 0
-    finally:
-        await database.dispose()
+    async with app_db.engine.connect() as connection:
+        await connection.execute(text(f"SET app.tenant_id = '{a.tenant}'"))
+        await connection.commit()
+    async with app_db.session() as session:
+        assert await session.scalar(text("SELECT count(*) FROM quotes")) == 0
 
 
-async def test_runtime_role_passes_its_self_check(urls: DatabaseUrls) -> None:
-    database = Database(urls.app, pool_size=1)
-    try:
-        await database.verify_runtime_role()
-    finally:
-        await database.dispose()
+async def test_runtime_role_passes_its_self_check(app_db: Database) -> None:
+    await app_db.verify_runtime_role()
 
 
 async def test_self_check_refuses_the_owner(urls: DatabaseUrls) -> None:

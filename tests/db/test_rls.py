@@ -7,7 +7,7 @@ tenant filter, or written to attack another tenant, is confined by PostgreSQL it
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -110,7 +110,7 @@ def test_no_tenant_set_sees_nothing(
     assert app_conn.execute("SELECT count(*) FROM quotes").fetchone() == (0,)
 
 
-FORGED_INSERTS = {
+FORGED_INSERTS: dict[str, tuple[str, Callable[[Seeded], tuple[object, ...]]]] = {
     "users": (
         "INSERT INTO users (tenant_id, username, display_name) VALUES (%s, 'x@x.test', 'X')",
         lambda b: (b.tenant,),
