@@ -168,6 +168,7 @@ def prod_env(home: Path, urls: DatabaseUrls) -> dict[str, str]:
         RAMPARTS_SECRET_KEY=STRONG_KEY,
         RAMPARTS_KMS_BACKEND="vault",
         RAMPARTS_PSP="stripe",
+        RAMPARTS_PUBLIC_URL="https://ramparts.example.com",
     )
 
 

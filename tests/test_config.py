@@ -17,6 +17,7 @@ CLEAN_PROD = {
     "RAMPARTS_KMS_BACKEND": "vault",
     "RAMPARTS_PSP": "stripe",
     "RAMPARTS_CORS_ORIGINS": "https://app.example.com",
+    "RAMPARTS_PUBLIC_URL": "https://ramparts.example.com",
 }
 
 
@@ -70,6 +71,7 @@ def test_client_certificate_instead_of_password(env: pytest.MonkeyPatch) -> None
         ({"RAMPARTS_CORS_ORIGINS": "https://app.example.com,*"}, "CORS wildcard"),
         ({"RAMPARTS_CORS_ORIGINS": "http://app.example.com"}, "CORS origin over plain http"),
         ({"RAMPARTS_HSTS_MAX_AGE": "0"}, "RAMPARTS_HSTS_MAX_AGE below one year"),
+        ({"RAMPARTS_PUBLIC_URL": "http://ramparts.example.com"}, "RAMPARTS_PUBLIC_URL is not"),
     ],
 )
 def test_each_violation_is_reported(
@@ -94,8 +96,8 @@ def test_all_violations_are_listed_together(env: pytest.MonkeyPatch) -> None:
         env, {"RAMPARTS_PROFILE": "prod", "RAMPARTS_DEBUG": "1", "RAMPARTS_CORS_ORIGINS": "*"}
     )
     violations = production_violations(settings, demo_data_present=True)
-    # embedded, demo data, secret key, debug, KMS, PSP, wildcard
-    assert len(violations) == 7
+    # embedded, demo data, secret key, debug, KMS, PSP, wildcard, http public URL
+    assert len(violations) == 8
 
 
 def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
@@ -131,6 +133,8 @@ def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
         ("RAMPARTS_CORS_ORIGINS", "https://a.example/path", "RAMPARTS_CORS_ORIGINS: "),
         ("RAMPARTS_MODEL", "gpt", "RAMPARTS_MODEL: must be 'offline'"),
         ("RAMPARTS_DEBUG", "maybe", "RAMPARTS_DEBUG: Input should be a valid boolean"),
+        ("RAMPARTS_ACCESS_TOKEN_SECONDS", "3600", "RAMPARTS_ACCESS_TOKEN_SECONDS: Input should be"),
+        ("RAMPARTS_PUBLIC_URL", "ramparts.example", "RAMPARTS_PUBLIC_URL: must be an http(s)"),
     ],
 )
 def test_malformed_setting_names_the_variable(

@@ -11,8 +11,9 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 import typer
@@ -21,6 +22,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.config import ConfigError, Profile, Settings, load_settings
+from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import (
     Database,
     DatabaseUrls,
@@ -30,9 +32,14 @@ from ramparts.db.engine import (
 )
 from ramparts.db.migrate import MigrationError, upgrade
 from ramparts.demo import seed_demo
+from ramparts.identity.services import Provisioning
+from ramparts.identity.tokens import overlap_for
 from ramparts.runtime import ProductionGuardError, guard_production, serve
+from ramparts.web.pages import WEB_CLIENT_ID, web_client_redirect_uri
 
 __all__ = ["app", "main"]
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Ramparts: a secure-by-default runtime for AI-assisted business apps.",
@@ -58,17 +65,52 @@ def _require_dev(settings: Settings, command: str) -> None:
         )
 
 
-def _migrate(urls: DatabaseUrls) -> dict[str, Any]:
-    before, after = upgrade(urls)
-    return {"from": before, "to": after, "changed": before != after}
-
-
-async def _seed(urls: DatabaseUrls) -> dict[str, Any]:
+async def _with_owner(urls: DatabaseUrls, work: Callable[[Database], Awaitable[T]]) -> T:
     owner = Database(urls.owner, pool_size=1)
     try:
-        return await seed_demo(owner)
+        return await work(owner)
     finally:
         await owner.dispose()
+
+
+def _provisioning(settings: Settings, owner: Database) -> Provisioning:
+    return Provisioning(owner, LocalSealer.from_home(settings.home))
+
+
+def _migrate(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
+    """Schema to head, then what the schema alone cannot hold: a signing key and the web
+    client registered for this RAMPARTS_PUBLIC_URL."""
+    before, after = upgrade(urls)
+
+    async def bootstrap(owner: Database) -> str | None:
+        provisioning = _provisioning(settings, owner)
+        redirect = web_client_redirect_uri(settings.public_url)
+        await provisioning.ensure_public_client(
+            client_id=WEB_CLIENT_ID,
+            name="Ramparts web app",
+            redirect_uri=redirect,
+            post_logout_redirect_uri=f"{settings.public_url}/",
+        )
+        return await provisioning.ensure_signing_key(
+            overlap=overlap_for(settings.access_token_seconds)
+        )
+
+    created_key = asyncio.run(_with_owner(urls, bootstrap))
+    return {
+        "from": before,
+        "to": after,
+        "changed": before != after,
+        "signing_key_created": created_key,
+    }
+
+
+def _seed(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
+    async def seed(owner: Database) -> dict[str, Any]:
+        return await seed_demo(
+            owner, LocalSealer.from_home(settings.home), public_url=settings.public_url
+        )
+
+    return asyncio.run(_with_owner(urls, seed))
 
 
 def _print_credentials(report: dict[str, Any]) -> None:
@@ -85,7 +127,7 @@ def migrate(as_json: JsonOption = False) -> None:
     """Create the runtime role and bring the schema to the latest revision."""
     settings = load_settings()
     with open_database(settings) as urls:
-        result = _migrate(urls)
+        result = _migrate(settings, urls)
     if as_json:
         print(json.dumps(result))
     else:
@@ -98,7 +140,7 @@ def seed_demo_command(as_json: JsonOption = False) -> None:
     settings = load_settings()
     _require_dev(settings, "seed-demo")
     with open_database(settings) as urls:
-        report = asyncio.run(_seed(urls))
+        report = _seed(settings, urls)
     if as_json:
         print(json.dumps(report))
     else:
@@ -131,11 +173,36 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
     where = "embedded PostgreSQL" if settings.embedded_database else "RAMPARTS_DATABASE_URL"
     with open_database(settings) as urls:
         with console.status(f"Migrating and seeding {where}…"):
-            _migrate(urls)
-            report = asyncio.run(_seed(urls))
+            _migrate(settings, urls)
+            report = _seed(settings, urls)
         _print_credentials(report)
         console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
         serve(settings, urls, host=host, port=port)
+
+
+keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(as_json: JsonOption = False) -> None:
+    """Make a new current signing key; predecessors stay published for the overlap window."""
+    settings = load_settings()
+
+    async def rotate(owner: Database) -> dict[str, Any]:
+        return await _provisioning(settings, owner).rotate_signing_key(
+            overlap=overlap_for(settings.access_token_seconds)
+        )
+
+    with open_database(settings) as urls:
+        result = asyncio.run(_with_owner(urls, rotate))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(
+            f"current signing key [bold]{result['kid']}[/]; "
+            f"published: {', '.join(result['published'])}"
+        )
 
 
 def main() -> None:

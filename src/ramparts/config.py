@@ -7,6 +7,8 @@ needs a different configuration builds a new `Settings`, it never mutates the sh
 from __future__ import annotations
 
 import os
+import secrets
+from contextlib import suppress
 from difflib import get_close_matches
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "production_violations",
+    "secret_key",
 ]
 
 #: The runtime login role. It owns nothing, is not a superuser and cannot bypass RLS.
@@ -106,6 +109,10 @@ class Settings(BaseSettings):
     kms_backend: KmsBackend = KmsBackend.LOCAL
     psp: PspBackend = PspBackend.SANDBOX
     hsts_max_age: int = Field(default=63_072_000, ge=0)
+    # The OIDC issuer and the base of every absolute URL we hand out.
+    public_url: str = "http://127.0.0.1:8000"
+    access_token_seconds: int = Field(default=600, ge=30, le=600)
+    refresh_family_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 86400)
 
     @field_validator("database_url", "app_database_url")
     @classmethod
@@ -149,6 +156,14 @@ class Settings(BaseSettings):
             if scheme not in {"http", "https"} or not sep or not rest or "/" in rest:
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+            raise ValueError("must be an http(s) URL without query, e.g. https://ramparts.example")
+        return value.rstrip("/")
 
     @field_validator("model")
     @classmethod
@@ -198,6 +213,23 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def secret_key(settings: Settings) -> SecretStr:
+    """The key that protects server-side state handed to browsers (the login cookie).
+
+    Outside prod an unset key is generated once per install and kept in RAMPARTS_HOME (mode
+    0600), so no default key ever exists. In prod the production guard insists it is set.
+    """
+    if settings.secret_key is not None:
+        return settings.secret_key
+    path = settings.home / "secret_key"
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return SecretStr(path.read_text().strip())
+
+
 def _weak(secret: str, min_chars: int) -> bool:
     return (
         secret.lower() in KNOWN_DEFAULT_SECRETS or len(secret) < min_chars or len(set(secret)) < 10
@@ -232,6 +264,8 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
     plain = [origin for origin in settings.cors_origins if origin.startswith("http://")]
     if plain:
         violations.append(f"CORS origin over plain http: {', '.join(plain)}")
+    if not settings.public_url.startswith("https://"):
+        violations.append("RAMPARTS_PUBLIC_URL is not https")
     if settings.hsts_max_age < MIN_PROD_HSTS_SECONDS:
         violations.append(f"RAMPARTS_HSTS_MAX_AGE below one year ({MIN_PROD_HSTS_SECONDS} s)")
     return violations

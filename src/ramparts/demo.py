@@ -1,21 +1,25 @@
 """Demo tenants, users and sample quotes (`ramparts seed-demo`, dev profile only).
 
-Passwords are generated on every run and only ever printed; the database keeps argon2id hashes.
-Re-running resets the demo users' passwords and leaves existing quotes alone.
+Passwords and TOTP secrets are generated on every run and only ever printed; the database keeps
+argon2id hashes and sealed secrets. Re-running resets the demo users' credentials and leaves
+existing quotes alone.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pyotp
 from sqlalchemy import func, select
 
+from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.identity.models import Role, User
 from ramparts.identity.passwords import generate_password
 from ramparts.identity.services import Provisioning, TenantRecord
 from ramparts.quotes.models import Quote, Sensitivity
 from ramparts.quotes.services import LineItem, QuoteService
+from ramparts.web.pages import WEB_CLIENT_ID, web_client_redirect_uri
 
 __all__ = ["DEMO_TENANTS", "DEMO_USERS", "seed_demo"]
 
@@ -46,32 +50,38 @@ SAMPLE_QUOTES = (
 )
 
 
-async def seed_demo(owner_db: Database) -> dict[str, Any]:
+async def seed_demo(owner_db: Database, sealer: LocalSealer, *, public_url: str) -> dict[str, Any]:
     """Create or refresh the demo data and return the credentials report."""
-    provisioning = Provisioning(owner_db)
+    provisioning = Provisioning(owner_db, sealer)
     tenants: list[dict[str, Any]] = []
     users: list[dict[str, Any]] = []
     for slug, name, region in DEMO_TENANTS:
         tenant = await provisioning.ensure_tenant(slug=slug, name=name, region=region, is_demo=True)
         tenants.append({"slug": slug, "id": str(tenant.id), "region": region})
         for local, display, roles in DEMO_USERS:
-            password = generate_password()
+            password, totp_secret = generate_password(), pyotp.random_base32()
             username = f"{local}@{slug}.test"
             await provisioning.set_user(
-                tenant, username=username, display_name=display, password=password, roles=roles
+                tenant,
+                username=username,
+                display_name=display,
+                password=password,
+                roles=roles,
+                totp_secret=totp_secret,
             )
             users.append(
                 {
                     "tenant": slug,
                     "username": username,
                     "password": password,
-                    "totp_secret": None,
+                    "totp_secret": totp_secret,
                     "roles": [role.value for role in roles],
                 }
             )
         await _sample_quotes(owner_db, tenant)
-    # The OIDC client and the sandbox PSP's webhook secret arrive with identity and payments.
-    return {"tenants": tenants, "users": users, "oidc_client": None, "webhook_secret": None}
+    client = {"client_id": WEB_CLIENT_ID, "redirect_uri": web_client_redirect_uri(public_url)}
+    # The sandbox PSP's webhook secret arrives with the payments issue.
+    return {"tenants": tenants, "users": users, "oidc_client": client, "webhook_secret": None}
 
 
 async def _sample_quotes(owner_db: Database, tenant: TenantRecord) -> None:

@@ -11,6 +11,7 @@ import uvicorn
 from sqlalchemy.engine import URL
 
 from ramparts.config import Profile, Settings, production_violations
+from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import demo_data_present
 from ramparts.logs import configure_logging
@@ -81,7 +82,7 @@ def serve(
     if tls_cert is not None and tls_key is not None:
         tls_factory = _tls13_only(tls_cert, tls_key)
     config = uvicorn.Config(
-        create_app(settings, Database(urls.app)),
+        create_app(settings, Database(urls.app), LocalSealer.from_home(settings.home)),
         host=host,
         port=port,
         server_header=False,

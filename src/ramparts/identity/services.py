@@ -10,11 +10,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
+from ramparts.identity.keys import load_key_ring, rotate_signing_key
+from ramparts.identity.login import totp_context
 from ramparts.identity.models import Membership, Role, Tenant, User
 from ramparts.identity.passwords import hash_password
 
@@ -30,10 +35,11 @@ class TenantRecord:
 
 
 class Provisioning:
-    """Creates tenants and users; constructed with the owner's `Database`."""
+    """Creates tenants, users and clients; constructed with the owner's `Database`."""
 
-    def __init__(self, owner_db: Database) -> None:
+    def __init__(self, owner_db: Database, sealer: LocalSealer) -> None:
         self._db = owner_db
+        self._sealer = sealer
 
     async def ensure_tenant(
         self, *, slug: str, name: str, region: str, is_demo: bool = False
@@ -56,8 +62,10 @@ class Provisioning:
         display_name: str,
         password: str,
         roles: Iterable[Role],
+        totp_secret: str | None = None,
     ) -> uuid.UUID:
-        """Create or reset a user: new password hash, exactly the given roles."""
+        """Create or reset a user: new password hash, exactly the given roles, and (when
+        given) a freshly enrolled TOTP secret, sealed to this tenant and user."""
         async with self._db.tenant_session(tenant.id) as session:
             user = await session.scalar(
                 select(User).where(User.tenant_id == tenant.id, User.username == username)
@@ -80,7 +88,51 @@ class Provisioning:
             session.add_all(
                 Membership(tenant_id=tenant.id, user_id=user.id, role=role) for role in roles
             )
+            if totp_secret is not None:
+                sealed = self._sealer.seal(totp_secret.encode(), totp_context(tenant.id, user.id))
+                await session.execute(
+                    text(
+                        "INSERT INTO totp_credentials (tenant_id, user_id, sealed_secret) "
+                        "VALUES (:tenant, :user, :sealed) ON CONFLICT (tenant_id, user_id) "
+                        "DO UPDATE SET sealed_secret = excluded.sealed_secret, last_step = 0"
+                    ),
+                    {"tenant": tenant.id, "user": user.id, "sealed": sealed},
+                )
             return user.id
+
+    async def ensure_public_client(
+        self, *, client_id: str, name: str, redirect_uri: str, post_logout_redirect_uri: str
+    ) -> None:
+        """Register (or update) a first-party public client that uses PKCE."""
+        async with self._db.session() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO oauth_clients (client_id, name, redirect_uris, "
+                    "post_logout_redirect_uris, is_public) VALUES (:id, :name, :redirects, "
+                    ":logouts, true) ON CONFLICT (client_id) DO UPDATE SET name = excluded.name,"
+                    " redirect_uris = excluded.redirect_uris, "
+                    "post_logout_redirect_uris = excluded.post_logout_redirect_uris"
+                ),
+                {
+                    "id": client_id,
+                    "name": name,
+                    "redirects": [redirect_uri],
+                    "logouts": [post_logout_redirect_uri],
+                },
+            )
+
+    async def ensure_signing_key(self, *, overlap: timedelta) -> str | None:
+        """Create the first signing key when there is none; returns its kid if created."""
+        async with self._db.session() as session:
+            ring = await load_key_ring(session, overlap=overlap)
+            if ring.published():
+                return None
+            created = await rotate_signing_key(session, self._sealer, overlap=overlap)
+        return str(created["kid"])
+
+    async def rotate_signing_key(self, *, overlap: timedelta) -> dict[str, Any]:
+        async with self._db.session() as session:
+            return await rotate_signing_key(session, self._sealer, overlap=overlap)
 
 
 async def demo_data_present(session: AsyncSession) -> bool:

@@ -1,16 +1,27 @@
-"""The ASGI application factory."""
+"""The ASGI application factory: wires the domain services to HTTP."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
-from ramparts.config import Settings
+from ramparts.config import Settings, secret_key
+from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.db.migrate import head_revision
-from ramparts.web import health
+from ramparts.identity.auth import BearerAuthenticator
+from ramparts.identity.flow import FlowCodec
+from ramparts.identity.login import Authenticator
+from ramparts.identity.oauth import KeyCache, OAuthService
+from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
+from ramparts.identity.views import IdentityHttp, build_router
+from ramparts.web import health, pages
 from ramparts.web.errors import install_error_handlers
 from ramparts.web.middleware import (
     CatchAllMiddleware,
@@ -19,10 +30,39 @@ from ramparts.web.middleware import (
     StrictCORSMiddleware,
 )
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "identity_services"]
+
+STATIC = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings, database: Database) -> FastAPI:
+def identity_services(settings: Settings, database: Database, sealer: LocalSealer) -> IdentityHttp:
+    issuer = settings.public_url
+    audience = f"{issuer}/api"
+    key = secret_key(settings).get_secret_value().encode()
+    tokens = TokenIssuer(
+        issuer=issuer,
+        audience=audience,
+        access_seconds=settings.access_token_seconds,
+        sealer=sealer,
+    )
+    keys = KeyCache(database, overlap=overlap_for(settings.access_token_seconds))
+    oauth = OAuthService(
+        database, tokens, keys, family_lifetime=timedelta(seconds=settings.refresh_family_seconds)
+    )
+    address_key = hashlib.sha256(b"ramparts login throttle" + key).digest()
+    return IdentityHttp(
+        issuer=issuer,
+        audience=audience,
+        oauth=oauth,
+        authenticator=Authenticator(database, sealer, address_key),
+        flows=FlowCodec(key),
+        keys=keys,
+        bearer=BearerAuthenticator(TokenVerifier(issuer=issuer, audience=audience), keys, oauth),
+        secure_cookies=issuer.startswith("https://"),
+    )
+
+
+def create_app(settings: Settings, database: Database, sealer: LocalSealer) -> FastAPI:
     """Build the app around a runtime-role `Database`; the app disposes it on shutdown."""
 
     @asynccontextmanager
@@ -44,8 +84,13 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     )
     app.state.database = database
     app.state.schema_revision = head_revision()
+    identity = identity_services(settings, database, sealer)
+    app.state.identity = identity
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(build_router(identity))
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Added innermost first. From the outside: headers, catch-all, CORS, catch-all, rules.
     app.add_middleware(RequestRulesMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)

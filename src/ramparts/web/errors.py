@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from ramparts.web.problems import Problem, problem_response
+from ramparts.problems import Problem, problem_response
 
 if TYPE_CHECKING:
     from starlette.types import ExceptionHandler

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.db.engine import Database
-from ramparts.web.problems import Problem
+from ramparts.problems import Problem
 
 __all__ = ["router"]
 

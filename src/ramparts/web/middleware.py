@@ -14,7 +14,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ramparts.web.problems import Problem, problem_response
+from ramparts.problems import Problem, problem_response
 
 __all__ = [
     "CatchAllMiddleware",

@@ -1,0 +1,241 @@
+"""Password and TOTP checks, with progressive lockout per account and per client address.
+
+Unknown tenants, unknown users, wrong passwords and locked accounts all answer the same way and
+take the same time (an argon2 verification always runs), so the login form reveals nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+import structlog
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ramparts.crypto.local import LocalSealer
+from ramparts.db.engine import Database
+
+__all__ = ["Authenticator", "LoginResult", "totp_context"]
+
+log = structlog.get_logger(__name__)
+
+ACCOUNT_FREE_FAILURES = 5
+ACCOUNT_BASE_LOCK = timedelta(seconds=30)
+ACCOUNT_MAX_LOCK = timedelta(minutes=15)
+ADDRESS_MAX_FAILURES = 20
+ADDRESS_WINDOW = timedelta(minutes=15)
+TOTP_STEP_SECONDS = 30
+
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so that path costs the same as a real one.
+_DUMMY_HASH = _hasher.hash("not-a-password-not-a-password")
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    username: str
+    has_totp: bool
+
+
+def totp_context(tenant_id: uuid.UUID, user_id: uuid.UUID) -> str:
+    """AAD for a sealed TOTP secret: it opens only for this user in this tenant."""
+    return f"totp:{tenant_id}:{user_id}"
+
+
+class Authenticator:
+    def __init__(self, database: Database, sealer: LocalSealer, address_key: bytes) -> None:
+        self._db = database
+        self._sealer = sealer
+        self._address_key = address_key
+
+    def _address_hash(self, address: str) -> bytes:
+        return hmac.new(self._address_key, address.encode(), hashlib.sha256).digest()
+
+    async def password(
+        self, *, tenant_slug: str, username: str, password: str, address: str
+    ) -> LoginResult | None:
+        """The user when the password is right and nothing is locked; otherwise None."""
+        now = datetime.now(UTC)
+        address_locked = await self._address_locked(address, now)
+        async with self._db.session() as session:
+            tenant_id = await session.scalar(
+                text("SELECT ramparts_tenant_id(:slug)"), {"slug": tenant_slug}
+            )
+        if tenant_id is None:
+            _verify(_DUMMY_HASH, password)
+            await self._address_failed(address, now)
+            log.info("login_failed", reason="unknown_tenant")
+            return None
+        async with self._db.tenant_session(tenant_id) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT u.id, u.password_hash, u.locked_until, u.is_active, "
+                        "EXISTS (SELECT 1 FROM totp_credentials t WHERE t.tenant_id = u.tenant_id "
+                        "AND t.user_id = u.id) FROM users u "
+                        "WHERE u.tenant_id = :tenant AND u.username = :username FOR UPDATE"
+                    ),
+                    {"tenant": tenant_id, "username": username.strip().lower()},
+                )
+            ).first()
+            if row is None:
+                _verify(_DUMMY_HASH, password)
+                reason = "unknown_user"
+            else:
+                user_id, password_hash, locked_until, active, has_totp = row
+                correct = _verify(password_hash or _DUMMY_HASH, password) and password_hash
+                locked = locked_until is not None and locked_until > now
+                if correct and active and not locked and not address_locked:
+                    await session.execute(
+                        text(
+                            "UPDATE users SET failed_logins = 0, locked_until = NULL "
+                            "WHERE tenant_id = :tenant AND id = :id"
+                        ),
+                        {"tenant": tenant_id, "id": user_id},
+                    )
+                    return LoginResult(tenant_id, user_id, username.strip().lower(), has_totp)
+                reason = "locked" if locked or address_locked else "bad_password"
+                if not locked:
+                    await self._account_failed(session, tenant_id, user_id, now)
+        await self._address_failed(address, now)
+        log.info("login_failed", reason=reason, tenant=str(tenant_id))
+        return None
+
+    async def _account_failed(
+        self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+    ) -> None:
+        failures = await session.scalar(
+            text(
+                "UPDATE users SET failed_logins = failed_logins + 1 "
+                "WHERE tenant_id = :tenant AND id = :id RETURNING failed_logins"
+            ),
+            {"tenant": tenant_id, "id": user_id},
+        )
+        if failures is not None and failures >= ACCOUNT_FREE_FAILURES:
+            lock = min(
+                ACCOUNT_BASE_LOCK * 2 ** (failures - ACCOUNT_FREE_FAILURES), ACCOUNT_MAX_LOCK
+            )
+            await session.execute(
+                text(
+                    "UPDATE users SET locked_until = :until WHERE tenant_id = :tenant AND id = :id"
+                ),
+                {"until": now + lock, "tenant": tenant_id, "id": user_id},
+            )
+            log.warning(
+                "account_locked",
+                tenant=str(tenant_id),
+                user=str(user_id),
+                seconds=int(lock.total_seconds()),
+            )
+
+    async def _address_locked(self, address: str, now: datetime) -> bool:
+        async with self._db.session() as session:
+            until = await session.scalar(
+                text("SELECT locked_until FROM login_throttle WHERE key_hash = :key"),
+                {"key": self._address_hash(address)},
+            )
+        return until is not None and until > now
+
+    async def _address_failed(self, address: str, now: datetime) -> None:
+        async with self._db.session() as session:
+            failures = await session.scalar(
+                text("""
+                INSERT INTO login_throttle AS t (key_hash, failures, window_start)
+                VALUES (:key, 1, :now)
+                ON CONFLICT (key_hash) DO UPDATE SET
+                    failures = CASE WHEN t.window_start < :window_open THEN 1
+                                    ELSE t.failures + 1 END,
+                    window_start = CASE WHEN t.window_start < :window_open THEN :now
+                                        ELSE t.window_start END
+                RETURNING failures
+                """),
+                {
+                    "key": self._address_hash(address),
+                    "now": now,
+                    "window_open": now - ADDRESS_WINDOW,
+                },
+            )
+            if failures is not None and failures >= ADDRESS_MAX_FAILURES:
+                await session.execute(
+                    text("UPDATE login_throttle SET locked_until = :until WHERE key_hash = :key"),
+                    {"until": now + ADDRESS_WINDOW, "key": self._address_hash(address)},
+                )
+                log.warning("address_locked", failures=failures)
+
+    async def verify_totp(self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str) -> bool:
+        """RFC 6238 with one step of drift either way; each accepted step is used up."""
+        if not (code.isdigit() and len(code) == 6):
+            return False
+        async with self._db.tenant_session(tenant_id) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT sealed_secret, last_step FROM totp_credentials "
+                        "WHERE tenant_id = :tenant AND user_id = :user FOR UPDATE"
+                    ),
+                    {"tenant": tenant_id, "user": user_id},
+                )
+            ).first()
+            if row is None:
+                return False
+            secret = self._sealer.open(row[0], totp_context(tenant_id, user_id)).decode()
+            step = _matching_step(secret, code)
+            if step is None:
+                log.info("totp_failed", tenant=str(tenant_id), user=str(user_id))
+                return False
+            if step <= row[1]:
+                log.warning("totp_replayed", tenant=str(tenant_id), user=str(user_id))
+                return False
+            await session.execute(
+                text(
+                    "UPDATE totp_credentials SET last_step = :step "
+                    "WHERE tenant_id = :tenant AND user_id = :user"
+                ),
+                {"step": step, "tenant": tenant_id, "user": user_id},
+            )
+            return True
+
+    async def enroll_totp(
+        self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, secret: str, code: str
+    ) -> bool:
+        """Store `secret` as the user's second factor once `code` proves they hold it."""
+        step = _matching_step(secret, code) if code.isdigit() and len(code) == 6 else None
+        if step is None:
+            return False
+        sealed = self._sealer.seal(secret.encode(), totp_context(tenant_id, user_id))
+        async with self._db.tenant_session(tenant_id) as session:
+            inserted = await session.execute(
+                text(
+                    "INSERT INTO totp_credentials (tenant_id, user_id, sealed_secret, last_step)"
+                    " VALUES (:tenant, :user, :sealed, :step) ON CONFLICT DO NOTHING"
+                ),
+                {"tenant": tenant_id, "user": user_id, "sealed": sealed, "step": step},
+            )
+        return bool(getattr(inserted, "rowcount", 0))
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _matching_step(secret: str, code: str) -> int | None:
+    """The time step (within ±1 of now) whose code equals `code`, compared in constant time."""
+    totp = pyotp.TOTP(secret, interval=TOTP_STEP_SECONDS)
+    now_step = int(datetime.now(UTC).timestamp()) // TOTP_STEP_SECONDS
+    match = None
+    for step in (now_step - 1, now_step, now_step + 1):
+        if hmac.compare_digest(totp.at(step * TOTP_STEP_SECONDS), code):
+            match = step
+    return match

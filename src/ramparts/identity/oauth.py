@@ -1,0 +1,443 @@
+"""OAuth 2.0 / OIDC grants: authorization code with PKCE (RFC 6749 4.1, RFC 7636 S256 only)
+and refresh-token rotation with reuse detection (RFC 9700 section 4.14).
+
+Codes and refresh tokens are opaque: `<tenant hex>.<256 random bits>`. The prefix only routes
+the lookup to the right tenant session; the database holds SHA-256 hashes, never the tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ramparts.db.engine import Database
+from ramparts.identity.keys import KeyRing, load_key_ring
+from ramparts.identity.tokens import TokenIssuer
+
+__all__ = ["Client", "KeyCache", "OAuthError", "OAuthService", "TokenResponse"]
+
+log = structlog.get_logger(__name__)
+
+CODE_LIFETIME = timedelta(seconds=60)
+ACR_MFA = "urn:ramparts:acr:mfa"
+
+
+class OAuthError(Exception):
+    """An RFC 6749 section 5.2 error: `error` is the spec's code, `description` for humans."""
+
+    def __init__(self, error: str, description: str, *, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    redirect_uris: tuple[str, ...]
+    post_logout_redirect_uris: tuple[str, ...]
+    is_public: bool
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    access_token: str
+    refresh_token: str
+    id_token: str | None
+    expires_in: int
+    scope: str
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "scope": self.scope,
+        }
+        if self.id_token:
+            body["id_token"] = self.id_token
+        return body
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _opaque(tenant: uuid.UUID) -> str:
+    return f"{tenant.hex}.{secrets.token_urlsafe(32)}"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _tenant_of(token: str) -> uuid.UUID | None:
+    prefix, dot, rest = token.partition(".")
+    if not dot or len(rest) < 43:
+        return None
+    try:
+        return uuid.UUID(hex=prefix)
+    except ValueError:
+        return None
+
+
+class KeyCache:
+    """The key ring, reloaded at most every `max_age` (and on demand for an unknown kid)."""
+
+    def __init__(self, database: Database, *, overlap: timedelta, max_age: float = 15.0) -> None:
+        self._db = database
+        self._overlap = overlap
+        self._max_age = max_age
+        self._ring: KeyRing | None = None
+        self._loaded = 0.0
+        self._lock = asyncio.Lock()
+
+    async def ring(self, *, refresh: bool = False) -> KeyRing:
+        stale = time.monotonic() - self._loaded > (1.0 if refresh else self._max_age)
+        if self._ring is None or stale:
+            async with self._lock:
+                async with self._db.session() as session:
+                    self._ring = await load_key_ring(session, overlap=self._overlap)
+                self._loaded = time.monotonic()
+        return self._ring
+
+
+class OAuthService:
+    def __init__(
+        self, database: Database, issuer: TokenIssuer, keys: KeyCache, *, family_lifetime: timedelta
+    ) -> None:
+        self._db = database
+        self._issuer = issuer
+        self._keys = keys
+        self._family_lifetime = family_lifetime
+
+    async def client(self, client_id: str) -> Client | None:
+        async with self._db.session() as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT client_id, redirect_uris, post_logout_redirect_uris, is_public "
+                        "FROM oauth_clients WHERE client_id = :id"
+                    ),
+                    {"id": client_id},
+                )
+            ).first()
+        if row is None:
+            return None
+        return Client(row[0], tuple(row[1]), tuple(row[2]), row[3])
+
+    async def create_code(
+        self,
+        *,
+        tenant: uuid.UUID,
+        user: uuid.UUID,
+        client_id: str,
+        redirect_uri: str,
+        code_challenge: str,
+        nonce: str | None,
+        scope: str,
+        amr: list[str],
+        auth_time: datetime,
+    ) -> str:
+        code = _opaque(tenant)
+        async with self._db.tenant_session(tenant) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO authorization_codes (tenant_id, code_hash, client_id, user_id,"
+                    " redirect_uri, code_challenge, nonce, scope, amr, auth_time, expires_at) "
+                    "VALUES (:tenant, :hash, :client, :user, :redirect, :challenge, :nonce, "
+                    ":scope, :amr, :auth_time, :expires)"
+                ),
+                {
+                    "tenant": tenant,
+                    "hash": _digest(code),
+                    "client": client_id,
+                    "user": user,
+                    "redirect": redirect_uri,
+                    "challenge": code_challenge,
+                    "nonce": nonce,
+                    "scope": scope,
+                    "amr": amr,
+                    "auth_time": auth_time,
+                    "expires": datetime.now(UTC) + CODE_LIFETIME,
+                },
+            )
+        return code
+
+    async def exchange_code(
+        self, *, code: str, client_id: str, redirect_uri: str, code_verifier: str
+    ) -> TokenResponse:
+        tenant = _tenant_of(code)
+        if tenant is None:
+            raise OAuthError("invalid_grant", "unknown authorization code")
+        # Consume first, in its own transaction: a code is burnt by the first attempt even when
+        # a later check fails, so a leaked code cannot be tried twice (RFC 6749 4.1.2).
+        async with self._db.tenant_session(tenant) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "UPDATE authorization_codes SET consumed_at = now() "
+                        "WHERE tenant_id = :tenant AND code_hash = :hash AND consumed_at IS NULL "
+                        "RETURNING client_id, user_id, redirect_uri, code_challenge, nonce, scope, "
+                        "amr, auth_time, expires_at"
+                    ),
+                    {"tenant": tenant, "hash": _digest(code)},
+                )
+            ).first()
+        if row is None:
+            raise OAuthError("invalid_grant", "unknown, expired or already used code")
+        code_client, user, code_redirect, challenge, nonce, scope, amr, auth_time, expires = row
+        if not secrets.compare_digest(code_client, client_id):
+            raise OAuthError("invalid_grant", "code was issued to another client")
+        if code_redirect != redirect_uri:
+            raise OAuthError("invalid_grant", "redirect_uri does not match the request")
+        if expires < datetime.now(UTC):
+            raise OAuthError("invalid_grant", "authorization code expired")
+        if not secrets.compare_digest(s256(code_verifier), challenge):
+            raise OAuthError("invalid_grant", "PKCE verification failed")
+        family = uuid.uuid4()
+        async with self._db.tenant_session(tenant) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO refresh_families (tenant_id, id, client_id, user_id, scope, "
+                    "amr, auth_time, expires_at) VALUES (:tenant, :id, :client, :user, :scope,"
+                    " :amr, :auth_time, :expires)"
+                ),
+                {
+                    "tenant": tenant,
+                    "id": family,
+                    "client": client_id,
+                    "user": user,
+                    "scope": scope,
+                    "amr": amr,
+                    "auth_time": auth_time,
+                    "expires": datetime.now(UTC) + self._family_lifetime,
+                },
+            )
+            return await self._tokens(
+                session,
+                tenant=tenant,
+                user=user,
+                family=family,
+                client_id=client_id,
+                scope=scope,
+                amr=list(amr),
+                auth_time=auth_time,
+                nonce=nonce,
+                with_id_token=True,
+            )
+
+    async def refresh(self, *, refresh_token: str, client_id: str) -> TokenResponse:
+        tenant = _tenant_of(refresh_token)
+        if tenant is None:
+            raise OAuthError("invalid_grant", "unknown refresh token")
+        reuse: uuid.UUID | None = None
+        async with self._db.tenant_session(tenant) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT t.family_id, t.consumed_at, f.client_id, f.user_id, f.scope, f.amr,"
+                        " f.auth_time, f.expires_at, f.revoked_at FROM refresh_tokens t "
+                        "JOIN refresh_families f ON f.tenant_id = t.tenant_id "
+                        "AND f.id = t.family_id WHERE t.tenant_id = :tenant "
+                        "AND t.token_hash = :hash FOR UPDATE OF t, f"
+                    ),
+                    {"tenant": tenant, "hash": _digest(refresh_token)},
+                )
+            ).first()
+            if row is None:
+                raise OAuthError("invalid_grant", "unknown refresh token")
+            family, consumed, family_client, user, scope, amr, auth_time, expires, revoked = row
+            if not secrets.compare_digest(family_client, client_id):
+                raise OAuthError("invalid_grant", "refresh token was issued to another client")
+            if consumed is not None:
+                reuse = family
+                await self._revoke_family(session, tenant, family, "refresh token reused")
+            elif revoked is not None or expires < datetime.now(UTC):
+                raise OAuthError("invalid_grant", "refresh token expired or revoked")
+            else:
+                await session.execute(
+                    text(
+                        "UPDATE refresh_tokens SET consumed_at = now() "
+                        "WHERE tenant_id = :tenant AND token_hash = :hash"
+                    ),
+                    {"tenant": tenant, "hash": _digest(refresh_token)},
+                )
+                return await self._tokens(
+                    session,
+                    tenant=tenant,
+                    user=user,
+                    family=family,
+                    client_id=client_id,
+                    scope=scope,
+                    amr=list(amr),
+                    auth_time=auth_time,
+                    nonce=None,
+                    with_id_token=False,
+                )
+        # Outside the transaction, so the revocation above is committed before we answer.
+        log.warning("refresh_token_reused", tenant=str(tenant), family=str(reuse))
+        raise OAuthError("invalid_grant", "refresh token already used; the session is revoked")
+
+    async def revoke(self, *, token: str, client_id: str) -> None:
+        """RFC 7009: end the refresh family the token belongs to (unknown tokens: no-op)."""
+        tenant = _tenant_of(token)
+        if tenant is None:
+            return
+        async with self._db.tenant_session(tenant) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT f.id, f.client_id FROM refresh_tokens t JOIN refresh_families f "
+                        "ON f.tenant_id = t.tenant_id AND f.id = t.family_id "
+                        "WHERE t.tenant_id = :tenant AND t.token_hash = :hash"
+                    ),
+                    {"tenant": tenant, "hash": _digest(token)},
+                )
+            ).first()
+            if row is not None and secrets.compare_digest(row[1], client_id):
+                await self._revoke_family(session, tenant, row[0], "revoked by client")
+
+    async def revoke_access_token(self, *, tenant: uuid.UUID, jti: uuid.UUID) -> None:
+        async with self._db.tenant_session(tenant) as session:
+            await session.execute(
+                text(
+                    "UPDATE access_tokens SET revoked_at = now() WHERE tenant_id = :tenant "
+                    "AND jti = :jti AND revoked_at IS NULL"
+                ),
+                {"tenant": tenant, "jti": jti},
+            )
+
+    async def end_sessions(self, *, tenant: uuid.UUID, user: uuid.UUID, client_id: str) -> int:
+        """Logout: revoke every live family of this user at this client."""
+        async with self._db.tenant_session(tenant) as session:
+            families = (
+                await session.scalars(
+                    text(
+                        "SELECT id FROM refresh_families WHERE tenant_id = :tenant AND "
+                        "user_id = :user AND client_id = :client AND revoked_at IS NULL"
+                    ),
+                    {"tenant": tenant, "user": user, "client": client_id},
+                )
+            ).all()
+            for family in families:
+                await self._revoke_family(session, tenant, family, "logout")
+        return len(families)
+
+    async def _revoke_family(
+        self, session: AsyncSession, tenant: uuid.UUID, family: uuid.UUID, reason: str
+    ) -> None:
+        params = {"tenant": tenant, "family": family}
+        await session.execute(
+            text(
+                "UPDATE refresh_families SET revoked_at = now(), revoked_reason = :reason "
+                "WHERE tenant_id = :tenant AND id = :family AND revoked_at IS NULL"
+            ),
+            {**params, "reason": reason},
+        )
+        await session.execute(
+            text(
+                "UPDATE access_tokens SET revoked_at = now() WHERE tenant_id = :tenant "
+                "AND family_id = :family AND revoked_at IS NULL"
+            ),
+            params,
+        )
+
+    async def _tokens(
+        self,
+        session: AsyncSession,
+        *,
+        tenant: uuid.UUID,
+        user: uuid.UUID,
+        family: uuid.UUID,
+        client_id: str,
+        scope: str,
+        amr: list[str],
+        auth_time: datetime,
+        nonce: str | None,
+        with_id_token: bool,
+    ) -> TokenResponse:
+        user_row = (
+            await session.execute(
+                text(
+                    "SELECT u.username, u.is_active, coalesce(array_agg(m.role ORDER BY m.role) "
+                    "FILTER (WHERE m.role IS NOT NULL), '{}') FROM users u LEFT JOIN memberships m "
+                    "ON m.tenant_id = u.tenant_id AND m.user_id = u.id "
+                    "WHERE u.tenant_id = :tenant AND u.id = :user GROUP BY u.id"
+                ),
+                {"tenant": tenant, "user": user},
+            )
+        ).first()
+        if user_row is None or not user_row[1]:
+            raise OAuthError("invalid_grant", "the user no longer exists or is disabled")
+        username, _, roles = user_row
+        ring = await self._keys.ring()
+        access, jti, expires = self._issuer.access_token(
+            ring,
+            subject=user,
+            tenant=tenant,
+            roles=list(roles),
+            amr=amr,
+            acr=ACR_MFA,
+            client_id=client_id,
+            scope=scope,
+        )
+        refresh = _opaque(tenant)
+        await session.execute(
+            text(
+                "INSERT INTO access_tokens (tenant_id, jti, family_id, expires_at) "
+                "VALUES (:tenant, :jti, :family, :expires)"
+            ),
+            {"tenant": tenant, "jti": jti, "family": family, "expires": expires},
+        )
+        await session.execute(
+            text(
+                "INSERT INTO refresh_tokens (tenant_id, token_hash, family_id) "
+                "VALUES (:tenant, :hash, :family)"
+            ),
+            {"tenant": tenant, "hash": _digest(refresh), "family": family},
+        )
+        id_token = None
+        if with_id_token and "openid" in scope.split():
+            id_token = self._issuer.id_token(
+                ring,
+                subject=user,
+                tenant=tenant,
+                client_id=client_id,
+                nonce=nonce,
+                amr=amr,
+                acr=ACR_MFA,
+                auth_time=auth_time,
+                username=username,
+            )
+        return TokenResponse(access, refresh, id_token, self._issuer.access_seconds, scope)
+
+    async def access_token_revoked(self, tenant: uuid.UUID, jti: uuid.UUID) -> bool:
+        async with self._db.tenant_session(tenant) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT revoked_at FROM access_tokens WHERE tenant_id = :tenant "
+                        "AND jti = :jti"
+                    ),
+                    {"tenant": tenant, "jti": jti},
+                )
+            ).first()
+        return row is None or row[0] is not None

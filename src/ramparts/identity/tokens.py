@@ -1,0 +1,187 @@
+"""Access and ID tokens (RFC 9068 JWT access tokens, OIDC ID tokens), signed ES256.
+
+The verifier is strict by construction: it reads the header itself before any signature work
+and accepts exactly one algorithm, one token type, our issuer and our audience, and only keys
+from our own key ring, never a key or key URL named by the token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+
+from ramparts.crypto.local import LocalSealer
+from ramparts.identity.keys import ALGORITHM, KeyRing
+
+__all__ = ["AccessClaims", "TokenError", "TokenIssuer", "TokenVerifier"]
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+#: Headers that let a token choose its own verification key or extend the rules: never honoured.
+FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+LEEWAY_SECONDS = 30
+
+
+class TokenError(Exception):
+    """The token is not acceptable; the message says why (for logs, not for clients)."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    subject: uuid.UUID
+    tenant: uuid.UUID
+    roles: tuple[str, ...]
+    amr: tuple[str, ...]
+    acr: str
+    jti: uuid.UUID
+    client_id: str
+    scope: str
+    expires_at: datetime
+
+
+class TokenIssuer:
+    def __init__(
+        self, *, issuer: str, audience: str, access_seconds: int, sealer: LocalSealer
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.access_seconds = access_seconds
+        self._sealer = sealer
+
+    def _sign(self, ring: KeyRing, header: dict[str, Any], claims: dict[str, Any]) -> str:
+        key = ring.signing_key(self._sealer)
+        return jwt.encode(
+            {**header, "alg": ALGORITHM, "kid": key.kid}, claims, key, algorithms=[ALGORITHM]
+        )
+
+    def access_token(
+        self,
+        ring: KeyRing,
+        *,
+        subject: uuid.UUID,
+        tenant: uuid.UUID,
+        roles: list[str],
+        amr: list[str],
+        acr: str,
+        client_id: str,
+        scope: str,
+    ) -> tuple[str, uuid.UUID, datetime]:
+        now = int(time.time())
+        jti = uuid.uuid4()
+        expires = now + self.access_seconds
+        claims = {
+            "iss": self.issuer,
+            "sub": str(subject),
+            "aud": self.audience,
+            "exp": expires,
+            "iat": now,
+            "nbf": now,
+            "jti": str(jti),
+            "tenant": str(tenant),
+            "roles": roles,
+            "amr": amr,
+            "acr": acr,
+            "client_id": client_id,
+            "scope": scope,
+        }
+        token = self._sign(ring, {"typ": ACCESS_TOKEN_TYPE}, claims)
+        return token, jti, datetime.fromtimestamp(expires, UTC)
+
+    def id_token(
+        self,
+        ring: KeyRing,
+        *,
+        subject: uuid.UUID,
+        tenant: uuid.UUID,
+        client_id: str,
+        nonce: str | None,
+        amr: list[str],
+        acr: str,
+        auth_time: datetime,
+        username: str,
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": str(subject),
+            "aud": client_id,
+            "azp": client_id,
+            "exp": now + self.access_seconds,
+            "iat": now,
+            "auth_time": int(auth_time.timestamp()),
+            "amr": amr,
+            "acr": acr,
+            "tenant": str(tenant),
+            "preferred_username": username,
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        return self._sign(ring, {"typ": "JWT"}, claims)
+
+
+class TokenVerifier:
+    """Verifies access tokens presented to the API (pinned issuer, audience, algorithm)."""
+
+    def __init__(self, *, issuer: str, audience: str) -> None:
+        self._registry = jwt.JWTClaimsRegistry(
+            leeway=LEEWAY_SECONDS,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            sub={"essential": True},
+            exp={"essential": True},
+            nbf={"essential": True},
+            iat={"essential": True},
+            jti={"essential": True},
+        )
+
+    def verify(self, token: str, ring: KeyRing) -> AccessClaims:
+        try:
+            header = jws.extract_compact(token.encode("ascii")).protected
+        except (JoseError, ValueError, UnicodeError) as exc:
+            raise TokenError(f"malformed token: {exc}") from None
+        if header.get("alg") != ALGORITHM:
+            raise TokenError(f"algorithm {header.get('alg')!r} is not accepted")
+        forbidden = FORBIDDEN_HEADERS & header.keys()
+        if forbidden:
+            raise TokenError(f"header {sorted(forbidden)[0]!r} is not accepted")
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise TokenError("not an access token (typ must be at+jwt)")
+        kid = header.get("kid")
+        key = ring.verification_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenError("unknown or retired signing key")
+        try:
+            decoded = jwt.decode(token, key, algorithms=[ALGORITHM])
+            self._registry.validate(decoded.claims)
+            claims = decoded.claims
+            return AccessClaims(
+                subject=uuid.UUID(claims["sub"]),
+                tenant=uuid.UUID(claims["tenant"]),
+                roles=tuple(_strings(claims["roles"])),
+                amr=tuple(_strings(claims["amr"])),
+                acr=str(claims["acr"]),
+                jti=uuid.UUID(claims["jti"]),
+                client_id=str(claims["client_id"]),
+                scope=str(claims["scope"]),
+                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            )
+        except JoseError as exc:
+            raise TokenError(f"rejected: {exc}") from None
+        except (KeyError, ValueError, TypeError) as exc:
+            raise TokenError(f"malformed claims: {exc}") from None
+
+
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of strings")
+    return value
+
+
+def overlap_for(access_seconds: int) -> timedelta:
+    """Keys stay published for one access-token lifetime plus the leeway after rotation."""
+    return timedelta(seconds=access_seconds + LEEWAY_SECONDS)

@@ -1,0 +1,390 @@
+"""HTTP for identity: OIDC discovery, JWKS, authorize, login + MFA pages, token, userinfo,
+revocation and end-session. Protocol errors follow the RFCs (JSON `error` bodies at the token
+endpoint, `error` redirects from authorize); everything else is problem+json.
+
+No `from __future__ import annotations` here: FastAPI must evaluate the route signatures,
+which refer to dependencies that exist only inside `build_router`.
+"""
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import pyotp
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from ramparts.identity.auth import BearerAuthenticator, Principal
+from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, LoginFlow
+from ramparts.identity.login import Authenticator
+from ramparts.identity.oauth import KeyCache, OAuthError, OAuthService, TokenResponse
+
+__all__ = ["IdentityHttp", "build_router"]
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+SCOPES = frozenset({"openid", "profile"})
+PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+PKCE_VERIFIER = PKCE_CHALLENGE
+MAX_MFA_FAILURES = 5
+AMR_TOTP = ["pwd", "otp", "mfa"]
+
+
+@dataclass(frozen=True)
+class IdentityHttp:
+    issuer: str
+    audience: str
+    oauth: OAuthService
+    authenticator: Authenticator
+    flows: FlowCodec
+    keys: KeyCache
+    bearer: BearerAuthenticator
+    secure_cookies: bool
+
+    @property
+    def cookie(self) -> str:
+        # __Host- pins the cookie to our origin (Secure, Path=/, no Domain) where https allows.
+        return "__Host-ramparts_login" if self.secure_cookies else "ramparts_login"
+
+
+def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route table
+    router = APIRouter(tags=["identity"])
+
+    def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def with_flow(response: Response, flow: LoginFlow | None) -> Response:
+        if flow is None:
+            response.delete_cookie(
+                deps.cookie, path="/", secure=deps.secure_cookies, httponly=True, samesite="lax"
+            )
+        else:
+            response.set_cookie(
+                deps.cookie,
+                deps.flows.dump(flow),
+                max_age=FLOW_SECONDS,
+                path="/",
+                secure=deps.secure_cookies,
+                httponly=True,
+                samesite="lax",
+            )
+        return response
+
+    def current_flow(request: Request) -> LoginFlow | None:
+        return deps.flows.load(request.cookies.get(deps.cookie))
+
+    def expired(request: Request) -> Response:
+        return with_flow(
+            page(
+                request,
+                "error.html",
+                400,
+                message=(
+                    "This sign-in has expired or is not valid. Go back to the application and "
+                    "start again."
+                ),
+            ),
+            None,
+        )
+
+    def redirect_error(
+        redirect_uri: str, state: str | None, error: str, description: str
+    ) -> Response:
+        params = {"error": error, "error_description": description, "iss": deps.issuer}
+        if state:
+            params["state"] = state
+        return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=303)
+
+    @router.get("/.well-known/openid-configuration")
+    async def discovery() -> dict[str, Any]:
+        base = deps.issuer
+        return {
+            "issuer": base,
+            "authorization_endpoint": f"{base}/oauth/authorize",
+            "token_endpoint": f"{base}/oauth/token",
+            "userinfo_endpoint": f"{base}/oauth/userinfo",
+            "jwks_uri": f"{base}/oauth/jwks",
+            "revocation_endpoint": f"{base}/oauth/revoke",
+            "end_session_endpoint": f"{base}/oauth/logout",
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": sorted(SCOPES),
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "claims_supported": [
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "amr",
+                "acr",
+                "tenant",
+                "preferred_username",
+            ],
+            "acr_values_supported": ["urn:ramparts:acr:mfa"],
+            "authorization_response_iss_parameter_supported": True,
+        }
+
+    @router.get("/oauth/jwks")
+    async def jwks() -> Response:
+        ring = await deps.keys.ring()
+        return JSONResponse(ring.jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+    @router.get("/oauth/authorize")
+    async def authorize(request: Request) -> Response:
+        query = request.query_params
+        client = await deps.oauth.client(query.get("client_id", ""))
+        redirect_uri = query.get("redirect_uri", "")
+        # Never redirect to an address we cannot vouch for (RFC 6749 4.1.2.1).
+        if client is None or redirect_uri not in client.redirect_uris:
+            return page(
+                request, "error.html", 400, message="Unknown application or redirect address."
+            )
+        state = query.get("state")
+        if query.get("response_type") != "code":
+            return redirect_error(
+                redirect_uri,
+                state,
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            )
+        scopes = query.get("scope", "").split()
+        if "openid" not in scopes or not set(scopes) <= SCOPES:
+            return redirect_error(
+                redirect_uri,
+                state,
+                "invalid_scope",
+                f"scope must include openid and only {sorted(SCOPES)}",
+            )
+        challenge = query.get("code_challenge", "")
+        if query.get("code_challenge_method") != "S256" or not PKCE_CHALLENGE.match(challenge):
+            return redirect_error(
+                redirect_uri,
+                state,
+                "invalid_request",
+                "PKCE with code_challenge_method=S256 is required",
+            )
+        flow = LoginFlow(
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            scope=" ".join(scopes),
+            code_challenge=challenge,
+            state=state,
+            nonce=query.get("nonce"),
+        )
+        return with_flow(RedirectResponse("/login", status_code=303), flow)
+
+    @router.get("/login")
+    async def login_page(request: Request) -> Response:
+        flow = current_flow(request)
+        if flow is None:
+            return expired(request)
+        return page(request, "login.html", csrf=flow.csrf, tenant="", username="")
+
+    @router.post("/login")
+    async def login(
+        request: Request,
+        tenant: Annotated[str, Form(max_length=63)],
+        username: Annotated[str, Form(max_length=254)],
+        password: Annotated[str, Form(max_length=128)],
+        csrf: Annotated[str, Form(max_length=100)],
+    ) -> Response:
+        flow = current_flow(request)
+        if flow is None or flow.stage != "password" or not flow.csrf_ok(csrf):
+            return expired(request)
+        address = request.client.host if request.client else "unknown"
+        result = await deps.authenticator.password(
+            tenant_slug=tenant.strip().lower(),
+            username=username,
+            password=password,
+            address=address,
+        )
+        if result is None:
+            return page(
+                request,
+                "login.html",
+                401,
+                csrf=flow.csrf,
+                tenant=tenant,
+                username=username,
+                error="Wrong organisation, username or password.",
+            )
+        flow.tenant_id, flow.user_id = str(result.tenant_id), str(result.user_id)
+        flow.username = result.username
+        if result.has_totp:
+            flow.stage = "mfa"
+            return with_flow(RedirectResponse("/login/mfa", status_code=303), flow)
+        flow.stage, flow.totp_secret = "enroll", pyotp.random_base32()
+        return with_flow(RedirectResponse("/login/enroll", status_code=303), flow)
+
+    @router.get("/login/mfa")
+    async def mfa_page(request: Request) -> Response:
+        flow = current_flow(request)
+        if flow is None or flow.stage != "mfa":
+            return expired(request)
+        return page(request, "mfa.html", csrf=flow.csrf)
+
+    @router.post("/login/mfa")
+    async def mfa(
+        request: Request,
+        otp: Annotated[str, Form(max_length=10)],
+        csrf: Annotated[str, Form(max_length=100)],
+    ) -> Response:
+        flow = current_flow(request)
+        if flow is None or flow.stage != "mfa" or not flow.csrf_ok(csrf):
+            return expired(request)
+        tenant_id, user_id = _subject(flow)
+        ok = await deps.authenticator.verify_totp(
+            tenant_id=tenant_id, user_id=user_id, code=otp.strip()
+        )
+        if not ok:
+            return retry_mfa(request, flow, "mfa.html")
+        return await finish(flow)
+
+    @router.get("/login/enroll")
+    async def enroll_page(request: Request) -> Response:
+        flow = current_flow(request)
+        if flow is None or flow.stage != "enroll" or not flow.totp_secret:
+            return expired(request)
+        uri = pyotp.TOTP(flow.totp_secret).provisioning_uri(
+            name=flow.username or "", issuer_name="Ramparts"
+        )
+        return page(request, "enroll.html", csrf=flow.csrf, secret=flow.totp_secret, uri=uri)
+
+    @router.post("/login/enroll")
+    async def enroll(
+        request: Request,
+        otp: Annotated[str, Form(max_length=10)],
+        csrf: Annotated[str, Form(max_length=100)],
+    ) -> Response:
+        flow = current_flow(request)
+        if (
+            flow is None
+            or flow.stage != "enroll"
+            or not flow.csrf_ok(csrf)
+            or not flow.totp_secret
+            or not flow.tenant_id
+            or not flow.user_id
+        ):
+            return expired(request)
+        ok = await deps.authenticator.enroll_totp(
+            tenant_id=uuid.UUID(flow.tenant_id),
+            user_id=uuid.UUID(flow.user_id),
+            secret=flow.totp_secret,
+            code=otp.strip(),
+        )
+        if not ok:
+            return retry_mfa(request, flow, "enroll.html")
+        return await finish(flow)
+
+    def retry_mfa(request: Request, flow: LoginFlow, template: str) -> Response:
+        flow.mfa_failures += 1
+        if flow.mfa_failures >= MAX_MFA_FAILURES:
+            return expired(request)
+        context: dict[str, Any] = {"csrf": flow.csrf, "error": "That code is not valid."}
+        if template == "enroll.html" and flow.totp_secret:
+            context["secret"] = flow.totp_secret
+            context["uri"] = pyotp.TOTP(flow.totp_secret).provisioning_uri(
+                name=flow.username or "", issuer_name="Ramparts"
+            )
+        return with_flow(page(request, template, 401, **context), flow)
+
+    async def finish(flow: LoginFlow) -> Response:
+        tenant_id, user_id = _subject(flow)
+        code = await deps.oauth.create_code(
+            tenant=tenant_id,
+            user=user_id,
+            client_id=flow.client_id,
+            redirect_uri=flow.redirect_uri,
+            code_challenge=flow.code_challenge,
+            nonce=flow.nonce,
+            scope=flow.scope,
+            amr=AMR_TOTP,
+            auth_time=datetime.now(UTC),
+        )
+        params = {"code": code, "iss": deps.issuer}
+        if flow.state:
+            params["state"] = flow.state
+        return with_flow(
+            RedirectResponse(f"{flow.redirect_uri}?{urlencode(params)}", status_code=303), None
+        )
+
+    async def grant(fields: dict[str, str]) -> TokenResponse:
+        client = await deps.oauth.client(fields.get("client_id", ""))
+        if client is None or not client.is_public:
+            raise OAuthError("invalid_client", "unknown client", status=401)
+        grant_type = fields.get("grant_type")
+        if grant_type == "authorization_code":
+            verifier = fields.get("code_verifier", "")
+            if not PKCE_VERIFIER.match(verifier):
+                raise OAuthError("invalid_request", "code_verifier is required (PKCE)")
+            return await deps.oauth.exchange_code(
+                code=fields.get("code", ""),
+                client_id=client.client_id,
+                redirect_uri=fields.get("redirect_uri", ""),
+                code_verifier=verifier,
+            )
+        if grant_type == "refresh_token":
+            return await deps.oauth.refresh(
+                refresh_token=fields.get("refresh_token", ""), client_id=client.client_id
+            )
+        raise OAuthError(
+            "unsupported_grant_type", "only authorization_code and refresh_token are supported"
+        )
+
+    @router.post("/oauth/token")
+    async def token(request: Request) -> Response:
+        form = await request.form()
+        no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        try:
+            issued = await grant({k: v for k, v in form.items() if isinstance(v, str)})
+        except OAuthError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status, headers=no_store)
+        return JSONResponse(issued.body(), headers=no_store)
+
+    async def userinfo(principal: Annotated[Principal, Depends(deps.bearer)]) -> dict[str, Any]:
+        return {
+            "sub": str(principal.user_id),
+            "tenant": str(principal.tenant_id),
+            "roles": list(principal.roles),
+            "amr": list(principal.amr),
+            "acr": principal.acr,
+        }
+
+    # OIDC Core 5.3.1: the UserInfo endpoint answers GET and POST.
+    router.add_api_route("/oauth/userinfo", userinfo, methods=["GET"])
+    router.add_api_route(
+        "/oauth/userinfo",
+        userinfo,
+        methods=["POST"],
+        operation_id="userinfo_post",
+        include_in_schema=False,
+    )
+
+    @router.post("/oauth/revoke")
+    async def revoke(request: Request) -> Response:
+        form = await request.form()
+        token_value, client_id = form.get("token"), form.get("client_id")
+        if isinstance(token_value, str) and isinstance(client_id, str):
+            await deps.oauth.revoke(token=token_value, client_id=client_id)
+        return Response(status_code=200)  # RFC 7009 2.2: same answer for unknown tokens
+
+    return router
+
+
+def _subject(flow: LoginFlow) -> tuple[uuid.UUID, uuid.UUID]:
+    """The tenant and user the password step proved; absent means the flow is corrupt."""
+    if not flow.tenant_id or not flow.user_id:
+        raise RuntimeError("login flow reached MFA without a user")
+    return uuid.UUID(flow.tenant_id), uuid.UUID(flow.user_id)

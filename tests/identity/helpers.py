@@ -1,0 +1,87 @@
+"""Driving the login pages the way a browser does, and provisioning users to log in as."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import pyotp
+
+from ramparts.crypto.local import LocalSealer
+from ramparts.db.engine import Database, DatabaseUrls
+from ramparts.identity.models import Role
+from ramparts.identity.services import Provisioning
+
+CLIENT_ID = "test-client"
+REDIRECT_URI = "https://client.example/callback"
+OVERLAP = timedelta(seconds=630)
+
+
+@dataclass(frozen=True)
+class Account:
+    tenant: str
+    tenant_id: uuid.UUID
+    username: str
+    password: str
+    totp_secret: str | None
+    user_id: uuid.UUID
+
+
+def provision(urls: DatabaseUrls, sealer: LocalSealer, *, roles: tuple[Role, ...] = (Role.BUYER,),
+              with_totp: bool = True) -> Account:
+    """A fresh tenant with one user, the test client, and a signing key if none exists."""
+
+    async def run() -> Account:
+        owner = Database(urls.owner, pool_size=1)
+        try:
+            provisioning = Provisioning(owner, sealer)
+            slug = f"t-{secrets.token_hex(5)}"
+            tenant = await provisioning.ensure_tenant(slug=slug, name=slug, region="eu")
+            password = secrets.token_urlsafe(16)
+            totp = pyotp.random_base32() if with_totp else None
+            username = f"user@{slug}.example"
+            user_id = await provisioning.set_user(tenant, username=username, display_name="U",
+                                                  password=password, roles=roles,
+                                                  totp_secret=totp)
+            await provisioning.ensure_public_client(
+                client_id=CLIENT_ID, name="Test client", redirect_uri=REDIRECT_URI,
+                post_logout_redirect_uri="https://client.example/")
+            await provisioning.ensure_signing_key(overlap=OVERLAP)
+            return Account(slug, tenant.id, username, password, totp, user_id)
+        finally:
+            await owner.dispose()
+
+    return asyncio.run(run())
+
+
+def csrf_of(page: httpx.Response) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, page.text
+    return match.group(1)
+
+
+def current_code(secret: str) -> str:
+    return pyotp.TOTP(secret).now()
+
+
+def log_in(browser: httpx.Client, authorize_url: str, account: Account, *,
+           otp: str | None = None) -> httpx.Response:
+    """Authorize, password, second factor; returns the final redirect (to the client)."""
+    start = browser.get(authorize_url)
+    assert start.status_code == 303, start.text
+    assert start.headers["location"] == "/login"
+    form = browser.get("/login")
+    password = browser.post("/login", data={
+        "tenant": account.tenant, "username": account.username,
+        "password": account.password, "csrf": csrf_of(form)})
+    assert password.status_code == 303, password.text
+    assert password.headers["location"] == "/login/mfa"
+    mfa_page = browser.get("/login/mfa")
+    assert account.totp_secret is not None
+    return browser.post("/login/mfa", data={
+        "otp": otp or current_code(account.totp_secret), "csrf": csrf_of(mfa_page)})

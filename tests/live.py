@@ -1,0 +1,96 @@
+"""Fixtures for a live server on loopback: the real app, served by Uvicorn in a thread, with real PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from ramparts.config import Settings
+from ramparts.crypto.local import LocalSealer
+from ramparts.db.engine import Database, DatabaseUrls
+from ramparts.web.app import create_app
+from tests.conftest import free_port
+
+
+class LiveServer:
+    def __init__(self, app: FastAPI, port: int) -> None:
+        self.app = app
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                server_header=False,
+                lifespan="on",
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> httpx.Client:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        self.client = httpx.Client(base_url=self.base_url, timeout=10)
+        return self.client
+
+    def __exit__(self, *_: object) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sealer() -> LocalSealer:
+    """The sealing key the live servers use, so tests can provision what they will read."""
+    return LocalSealer(secrets.token_bytes(32))
+
+
+@pytest.fixture
+def serve_app(
+    urls: DatabaseUrls, sealer: LocalSealer
+) -> Iterator[Callable[..., httpx.Client]]:
+    """Start the app with the given settings overrides; returns an HTTP client for it."""
+    servers: list[LiveServer] = []
+
+    def start(
+        app_hook: Callable[[FastAPI], None] | None = None,
+        *,
+        database_urls: DatabaseUrls | None = None,
+        **overrides: object,
+    ) -> httpx.Client:
+        port = free_port()
+        settings = Settings(  # type: ignore[arg-type]
+            **{
+                "home": "/nonexistent",
+                "secret_key": secrets.token_urlsafe(32),
+                "public_url": f"http://127.0.0.1:{port}",
+                **overrides,
+            }
+        )
+        app = create_app(settings, Database((database_urls or urls).app, pool_size=2), sealer)
+        if app_hook is not None:
+            app_hook(app)
+        live = LiveServer(app, port)
+        servers.append(live)
+        return live.__enter__()
+
+    yield start
+    for live in servers:
+        live.__exit__()
+
+
+@pytest.fixture
+def client(serve_app: Callable[..., httpx.Client]) -> httpx.Client:
+    return serve_app(cors_origins=("https://app.example",))
