@@ -1,4 +1,4 @@
-"""Fixtures for a live server on loopback: the real app, served by Uvicorn in a thread, with real PostgreSQL."""
+"""A live server on loopback: the real app in Uvicorn in a thread, with real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -57,19 +57,22 @@ def sealer() -> LocalSealer:
     return LocalSealer(secrets.token_bytes(32))
 
 
-@pytest.fixture
-def serve_app(
-    urls: DatabaseUrls, sealer: LocalSealer
-) -> Iterator[Callable[..., httpx.Client]]:
-    """Start the app with the given settings overrides; returns an HTTP client for it."""
-    servers: list[LiveServer] = []
+class Servers:
+    """Starts live apps on demand and stops them all at the end."""
+
+    def __init__(self, urls: DatabaseUrls, sealer: LocalSealer) -> None:
+        self.urls = urls
+        self.sealer = sealer
+        self.running: list[LiveServer] = []
 
     def start(
+        self,
         app_hook: Callable[[FastAPI], None] | None = None,
         *,
         database_urls: DatabaseUrls | None = None,
         **overrides: object,
     ) -> httpx.Client:
+        """Start the app with these settings overrides; returns an HTTP client for it."""
         port = free_port()
         settings = Settings(  # type: ignore[arg-type]
             **{
@@ -79,16 +82,33 @@ def serve_app(
                 **overrides,
             }
         )
-        app = create_app(settings, Database((database_urls or urls).app, pool_size=2), sealer)
+        database = Database((database_urls or self.urls).app, pool_size=2)
+        app = create_app(settings, database, self.sealer)
         if app_hook is not None:
             app_hook(app)
         live = LiveServer(app, port)
-        servers.append(live)
+        self.running.append(live)
         return live.__enter__()
 
-    yield start
-    for live in servers:
-        live.__exit__()
+    def stop(self) -> None:
+        for live in self.running:
+            live.__exit__()
+
+
+@pytest.fixture
+def serve_app(urls: DatabaseUrls, sealer: LocalSealer) -> Iterator[Callable[..., httpx.Client]]:
+    servers = Servers(urls, sealer)
+    yield servers.start
+    servers.stop()
+
+
+@pytest.fixture(scope="module")
+def serve_module_app(
+    urls: DatabaseUrls, sealer: LocalSealer
+) -> Iterator[Callable[..., httpx.Client]]:
+    servers = Servers(urls, sealer)
+    yield servers.start
+    servers.stop()
 
 
 @pytest.fixture

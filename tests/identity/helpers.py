@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pyotp
@@ -32,8 +36,13 @@ class Account:
     user_id: uuid.UUID
 
 
-def provision(urls: DatabaseUrls, sealer: LocalSealer, *, roles: tuple[Role, ...] = (Role.BUYER,),
-              with_totp: bool = True) -> Account:
+def provision(
+    urls: DatabaseUrls,
+    sealer: LocalSealer,
+    *,
+    roles: tuple[Role, ...] = (Role.BUYER,),
+    with_totp: bool = True,
+) -> Account:
     """A fresh tenant with one user, the test client, and a signing key if none exists."""
 
     async def run() -> Account:
@@ -45,12 +54,20 @@ def provision(urls: DatabaseUrls, sealer: LocalSealer, *, roles: tuple[Role, ...
             password = secrets.token_urlsafe(16)
             totp = pyotp.random_base32() if with_totp else None
             username = f"user@{slug}.example"
-            user_id = await provisioning.set_user(tenant, username=username, display_name="U",
-                                                  password=password, roles=roles,
-                                                  totp_secret=totp)
+            user_id = await provisioning.set_user(
+                tenant,
+                username=username,
+                display_name="U",
+                password=password,
+                roles=roles,
+                totp_secret=totp,
+            )
             await provisioning.ensure_public_client(
-                client_id=CLIENT_ID, name="Test client", redirect_uri=REDIRECT_URI,
-                post_logout_redirect_uri="https://client.example/")
+                client_id=CLIENT_ID,
+                name="Test client",
+                redirect_uri=REDIRECT_URI,
+                post_logout_redirect_uri="https://client.example/",
+            )
             await provisioning.ensure_signing_key(overlap=OVERLAP)
             return Account(slug, tenant.id, username, password, totp, user_id)
         finally:
@@ -69,19 +86,67 @@ def current_code(secret: str) -> str:
     return pyotp.TOTP(secret).now()
 
 
-def log_in(browser: httpx.Client, authorize_url: str, account: Account, *,
-           otp: str | None = None) -> httpx.Response:
+def log_in(
+    browser: httpx.Client, authorize_url: str, account: Account, *, otp: str | None = None
+) -> httpx.Response:
     """Authorize, password, second factor; returns the final redirect (to the client)."""
     start = browser.get(authorize_url)
     assert start.status_code == 303, start.text
     assert start.headers["location"] == "/login"
     form = browser.get("/login")
-    password = browser.post("/login", data={
-        "tenant": account.tenant, "username": account.username,
-        "password": account.password, "csrf": csrf_of(form)})
+    password = browser.post(
+        "/login",
+        data={
+            "tenant": account.tenant,
+            "username": account.username,
+            "password": account.password,
+            "csrf": csrf_of(form),
+        },
+    )
     assert password.status_code == 303, password.text
     assert password.headers["location"] == "/login/mfa"
     mfa_page = browser.get("/login/mfa")
     assert account.totp_secret is not None
-    return browser.post("/login/mfa", data={
-        "otp": otp or current_code(account.totp_secret), "csrf": csrf_of(mfa_page)})
+    return browser.post(
+        "/login/mfa",
+        data={"otp": otp or current_code(account.totp_secret), "csrf": csrf_of(mfa_page)},
+    )
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def obtain_tokens(server: httpx.Client, account: Account) -> dict[str, Any]:
+    """Run the whole code + PKCE flow; returns the token endpoint's JSON."""
+    verifier, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT_URI,
+        "scope": "openid profile",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    with httpx.Client(base_url=server.base_url) as browser:
+        final = log_in(browser, f"/oauth/authorize?{urlencode(params)}", account)
+    code = parse_qs(urlsplit(final.headers["location"]).query)["code"][0]
+    response = server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "client_id": CLIENT_ID,
+            "code_verifier": verifier,
+        },
+    )
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -37,9 +37,17 @@ def pkce() -> tuple[str, str]:
 
 def authorize_url(server: httpx.Client, **overrides: str) -> tuple[str, str]:
     verifier, challenge = pkce()
-    params = {"response_type": "code", "client_id": CLIENT_ID, "redirect_uri": REDIRECT_URI,
-              "scope": "openid profile", "state": "s-1", "nonce": "n-1",
-              "code_challenge": challenge, "code_challenge_method": "S256", **overrides}
+    params = {
+        "response_type": "code",
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT_URI,
+        "scope": "openid profile",
+        "state": "s-1",
+        "nonce": "n-1",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **overrides,
+    }
     return f"{server.base_url}/oauth/authorize?{urlencode(params)}", verifier
 
 
@@ -54,13 +62,18 @@ def test_code_flow_with_pkce_end_to_end(
     assert "password" not in meta["grant_types_supported"]
 
     nonce = secrets.token_urlsafe(16)
-    oauth = OAuth2Client(client_id=CLIENT_ID, token_endpoint_auth_method="none",
-                         redirect_uri=REDIRECT_URI, scope="openid profile",
-                         code_challenge_method="S256")
+    oauth = OAuth2Client(
+        client_id=CLIENT_ID,
+        token_endpoint_auth_method="none",
+        redirect_uri=REDIRECT_URI,
+        scope="openid profile",
+        code_challenge_method="S256",
+    )
     request.addfinalizer(oauth.close)
     verifier = secrets.token_urlsafe(48)
-    url, state = oauth.create_authorization_url(meta["authorization_endpoint"],
-                                                code_verifier=verifier, nonce=nonce)
+    url, state = oauth.create_authorization_url(
+        meta["authorization_endpoint"], code_verifier=verifier, nonce=nonce
+    )
     with httpx.Client(base_url=server.base_url) as browser:
         final = log_in(browser, url, account)
     assert final.status_code == 303
@@ -70,15 +83,17 @@ def test_code_flow_with_pkce_end_to_end(
     assert query["state"] == [state]
     assert query["iss"] == [issuer]  # RFC 9207
 
-    token = oauth.fetch_token(meta["token_endpoint"], authorization_response=location,
-                              code_verifier=verifier)
+    token = oauth.fetch_token(
+        meta["token_endpoint"], authorization_response=location, code_verifier=verifier
+    )
     assert token["token_type"] == "Bearer"
     assert 0 < token["expires_in"] <= 600
 
     jwks = pyjwt.PyJWKClient(meta["jwks_uri"])
     id_key = jwks.get_signing_key_from_jwt(token["id_token"])
-    id_claims = pyjwt.decode(token["id_token"], id_key.key, algorithms=["ES256"],
-                             audience=CLIENT_ID, issuer=issuer)
+    id_claims = pyjwt.decode(
+        token["id_token"], id_key.key, algorithms=["ES256"], audience=CLIENT_ID, issuer=issuer
+    )
     assert id_claims["nonce"] == nonce
     assert id_claims["sub"] == str(account.user_id)
     assert id_claims["tenant"] == str(account.tenant_id)
@@ -88,15 +103,32 @@ def test_code_flow_with_pkce_end_to_end(
     access_header = pyjwt.get_unverified_header(token["access_token"])
     assert access_header["typ"] == "at+jwt"
     access_key = jwks.get_signing_key_from_jwt(token["access_token"])
-    claims = pyjwt.decode(token["access_token"], access_key.key, algorithms=["ES256"],
-                          audience=f"{issuer}/api", issuer=issuer)
-    assert set(claims) >= {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tenant", "roles",
-                           "amr", "acr"}
+    claims = pyjwt.decode(
+        token["access_token"],
+        access_key.key,
+        algorithms=["ES256"],
+        audience=f"{issuer}/api",
+        issuer=issuer,
+    )
+    assert set(claims) >= {
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "tenant",
+        "roles",
+        "amr",
+        "acr",
+    }
     assert claims["exp"] - claims["iat"] <= 600
     assert claims["roles"] == ["buyer"]
 
-    info = server.get("/oauth/userinfo",
-                      headers={"Authorization": f"Bearer {token['access_token']}"})
+    info = server.get(
+        "/oauth/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"}
+    )
     assert info.status_code == 200
     assert info.json()["sub"] == str(account.user_id)
 
@@ -109,9 +141,17 @@ def code_for(server: httpx.Client, account: Account, **overrides: str) -> tuple[
 
 
 def exchange(server: httpx.Client, code: str, verifier: str, **overrides: str) -> httpx.Response:
-    return server.post("/oauth/token", data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-        "client_id": CLIENT_ID, "code_verifier": verifier, **overrides})
+    return server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "client_id": CLIENT_ID,
+            "code_verifier": verifier,
+            **overrides,
+        },
+    )
 
 
 def test_code_is_single_use(server: httpx.Client, account: Account) -> None:
@@ -130,8 +170,9 @@ def test_code_is_single_use(server: httpx.Client, account: Account) -> None:
     ],
     ids=["wrong-verifier", "wrong-redirect"],
 )
-def test_a_failed_exchange_burns_the_code(server: httpx.Client, account: Account,
-                                          overrides: dict[str, str]) -> None:
+def test_a_failed_exchange_burns_the_code(
+    server: httpx.Client, account: Account, overrides: dict[str, str]
+) -> None:
     code, verifier = code_for(server, account)
     failed = exchange(server, code, verifier, **overrides)
     assert failed.json()["error"] == "invalid_grant"
@@ -183,22 +224,42 @@ def test_unknown_client_or_redirect_is_never_redirected_to(
 
 def test_no_implicit_or_password_grant(server: httpx.Client, account: Account) -> None:
     for grant in ("password", "client_credentials", "implicit", ""):
-        response = server.post("/oauth/token", data={
-            "grant_type": grant, "client_id": CLIENT_ID, "username": account.username,
-            "password": account.password})
+        response = server.post(
+            "/oauth/token",
+            data={
+                "grant_type": grant,
+                "client_id": CLIENT_ID,
+                "username": account.username,
+                "password": account.password,
+            },
+        )
         assert response.status_code == 400
         assert response.json()["error"] == "unsupported_grant_type"
 
 
-def test_login_form_requires_the_flow_and_its_csrf_token(server: httpx.Client,
-                                                         account: Account) -> None:
+def test_login_form_requires_the_flow_and_its_csrf_token(
+    server: httpx.Client, account: Account
+) -> None:
     url, _ = authorize_url(server)
     with httpx.Client(base_url=server.base_url) as browser:
         browser.get(url)
-        forged = browser.post("/login", data={
-            "tenant": account.tenant, "username": account.username,
-            "password": account.password, "csrf": "forged"})
+        forged = browser.post(
+            "/login",
+            data={
+                "tenant": account.tenant,
+                "username": account.username,
+                "password": account.password,
+                "csrf": "forged",
+            },
+        )
         assert forged.status_code == 400
-    no_flow = server.post("/login", data={"tenant": account.tenant, "username": account.username,
-                                          "password": account.password, "csrf": "x"})
+    no_flow = server.post(
+        "/login",
+        data={
+            "tenant": account.tenant,
+            "username": account.username,
+            "password": account.password,
+            "csrf": "x",
+        },
+    )
     assert no_flow.status_code == 400
