@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import psycopg
@@ -23,9 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ramparts.db.engine import DatabaseUrls
+from ramparts.db.migrate import head_revision
 from tests.conftest import cli_env, free_port, libpq
+from tests.identity.helpers import Account, bearer, log_in, pkce_pair
 from tests.test_config import STRONG_DB_PASSWORD, STRONG_KEY
 
+HEAD = head_revision()
 RAMPARTS = str(Path(sys.executable).with_name("ramparts"))
 
 
@@ -97,9 +103,22 @@ def test_migrate_is_idempotent(tmp_path: Path, make_database: Callable[..., Data
     env = owner_env(tmp_path, make_database(migrate=False))
     first = run("migrate", "--json", env=env)
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout) == {"from": None, "to": "0002_quotes", "changed": True}
+    report = json.loads(first.stdout)
+    assert report.pop("signing_key_created")  # the first signing key comes with the schema
+    assert report == {"from": None, "to": HEAD, "changed": True}
     second = json.loads(run("migrate", "--json", env=env).stdout)
-    assert second == {"from": "0002_quotes", "to": "0002_quotes", "changed": False}
+    assert second == {"from": HEAD, "to": HEAD, "changed": False, "signing_key_created": None}
+
+
+def test_keys_rotate(tmp_path: Path, make_database: Callable[..., DatabaseUrls]) -> None:
+    env = owner_env(tmp_path, make_database(migrate=False))
+    first = json.loads(run("migrate", "--json", env=env).stdout)["signing_key_created"]
+    rotated = run("keys", "rotate", "--json", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    report = json.loads(rotated.stdout)
+    assert report["kid"] != first
+    assert report["published"] == sorted([first, report["kid"]])
+    assert report["retired"] == []
 
 
 def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
@@ -122,6 +141,13 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
     assert len(set(passwords)) == len(passwords) == 10
     assert all(len(p) >= 16 for p in passwords)
     assert set(report) == {"tenants", "users", "oidc_client", "webhook_secret"}
+    assert report["oidc_client"] == {
+        "client_id": "ramparts-web",
+        "redirect_uri": "http://127.0.0.1:8000/app/callback",
+    }
+    secrets_ = [u["totp_secret"] for u in report["users"]]
+    assert len(set(secrets_)) == 10
+    assert all(len(base64.b32decode(s)) == 20 for s in secrets_)  # 160-bit RFC 4226 secrets
 
     again = json.loads(run("seed-demo", "--json", env=env).stdout)
     assert again["tenants"] == report["tenants"]
@@ -137,6 +163,12 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
             for row in conn.execute(f"SELECT * FROM {table}")
         )
         assert not any(p in dump for p in passwords + [u["password"] for u in again["users"]])
+        sealed = b"".join(
+            row[0] for row in conn.execute("SELECT sealed_secret FROM totp_credentials")
+        )
+        for secret in secrets_ + [u["totp_secret"] for u in again["users"]]:
+            assert secret.encode() not in sealed
+            assert base64.b32decode(secret) not in sealed
         quotes = conn.execute("SELECT count(*) FROM quotes").fetchone()
         assert quotes == (6,)  # sample quotes are not duplicated by the second run
 
@@ -271,15 +303,57 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
 
 @pytest.mark.embedded
 def test_demo_runs_on_the_embedded_database(tmp_path: Path) -> None:
-    """The README's promise: one command, nothing else running, /healthz within 15 s."""
+    """The README's promise: one command, nothing else running, /healthz within 15 s, and a
+    demo user signs in with password and TOTP through the first-party client."""
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     env = cli_env(tmp_path)  # no RAMPARTS_DATABASE_URL: the embedded default
-    with running(
-        "demo", "--port", str(port), env=env, url=f"http://127.0.0.1:{port}/healthz", within=15
-    ) as demo:
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
-        assert ready.json() == {"status": "ready", "schema": "0002_quotes"}
+    with running("demo", "--port", str(port), env=env, url=f"{base}/healthz", within=15) as demo:
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.json() == {"status": "ready", "schema": HEAD}
         assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+        # Fresh credentials (seed-demo joins the running embedded server).
+        seeded = run("seed-demo", "--json", env={**env, "RAMPARTS_PUBLIC_URL": base})
+        assert seeded.returncode == 0, seeded.stderr
+        report = json.loads(seeded.stdout)
+        buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
+        client = report["oidc_client"]
+        assert client["redirect_uri"] == f"{base}/app/callback"
+        verifier, challenge = pkce_pair()
+        authorize = "/oauth/authorize?" + urlencode(
+            {
+                "response_type": "code",
+                "client_id": client["client_id"],
+                "redirect_uri": client["redirect_uri"],
+                "scope": "openid",
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+        account = Account(
+            tenant="acme",
+            tenant_id=uuid.UUID(report["tenants"][0]["id"]),
+            username=buyer["username"],
+            password=buyer["password"],
+            totp_secret=buyer["totp_secret"],
+            user_id=uuid.uuid4(),
+        )
+        with httpx.Client(base_url=base) as browser:
+            final = log_in(browser, authorize, account)
+            code = parse_qs(urlsplit(final.headers["location"]).query)["code"][0]
+            tokens = browser.post(
+                "/oauth/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": client["redirect_uri"],
+                    "client_id": client["client_id"],
+                    "code_verifier": verifier,
+                },
+            ).json()
+            me = browser.get("/oauth/userinfo", headers=bearer(tokens["access_token"])).json()
+        assert me["roles"] == ["buyer"]
+        assert me["tenant"] == report["tenants"][0]["id"]
     assert demo.process.returncode == 128 + signal.SIGTERM  # stopped by our SIGTERM
     assert "buyer@acme.test" in demo.output
     deadline = time.monotonic() + 10

@@ -114,11 +114,17 @@ def _seed(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
 
 
 def _print_credentials(report: dict[str, Any]) -> None:
-    table = Table(title="Demo users (passwords are new on every seed)")
-    for column in ("tenant", "username", "password", "roles"):
+    table = Table(title="Demo users (credentials are new on every seed)")
+    for column in ("tenant", "username", "password", "TOTP secret", "roles"):
         table.add_column(column)
     for user in report["users"]:
-        table.add_row(user["tenant"], user["username"], user["password"], ", ".join(user["roles"]))
+        table.add_row(
+            user["tenant"],
+            user["username"],
+            user["password"],
+            user["totp_secret"],
+            ", ".join(user["roles"]),
+        )
     console.print(table)
 
 
@@ -170,6 +176,9 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
     """Start the database, migrate, seed the demo data and serve it: one command."""
     settings = load_settings()
     _require_dev(settings, "demo")
+    if "public_url" not in settings.model_fields_set:
+        # The demo is reached where it listens; issuer and redirect URIs must say the same.
+        settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
     where = "embedded PostgreSQL" if settings.embedded_database else "RAMPARTS_DATABASE_URL"
     with open_database(settings) as urls:
         with console.status(f"Migrating and seeding {where}…"):

@@ -99,23 +99,36 @@ def _tenant_of(token: str) -> uuid.UUID | None:
 
 
 class KeyCache:
-    """The key ring, reloaded at most every `max_age` (and on demand for an unknown kid)."""
+    """The key ring, reloaded every `max_age`, and on demand (for a kid we do not know yet)
+    at most once per `min_forced_interval`, so forged kids cannot hammer the database."""
 
-    def __init__(self, database: Database, *, overlap: timedelta, max_age: float = 15.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        overlap: timedelta,
+        max_age: float = 15.0,
+        min_forced_interval: float = 1.0,
+    ) -> None:
         self._db = database
         self._overlap = overlap
         self._max_age = max_age
+        self._min_forced_interval = min_forced_interval
         self._ring: KeyRing | None = None
         self._loaded = 0.0
+        self._forced = 0.0
         self._lock = asyncio.Lock()
 
     async def ring(self, *, refresh: bool = False) -> KeyRing:
-        stale = time.monotonic() - self._loaded > (1.0 if refresh else self._max_age)
-        if self._ring is None or stale:
+        now = time.monotonic()
+        forced = refresh and now - self._forced > self._min_forced_interval
+        if self._ring is None or forced or now - self._loaded > self._max_age:
             async with self._lock:
                 async with self._db.session() as session:
                     self._ring = await load_key_ring(session, overlap=self._overlap)
                 self._loaded = time.monotonic()
+                if forced:
+                    self._forced = self._loaded
         return self._ring
 
 

@@ -1,0 +1,230 @@
+"""Refresh-token families, revocation, lockout, TOTP and first-login enrollment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pyotp
+import pytest
+from structlog.testing import capture_logs
+
+from ramparts.crypto.local import LocalSealer
+from ramparts.db.engine import DatabaseUrls
+from ramparts.identity.login import ACCOUNT_FREE_FAILURES
+from tests.identity.helpers import (
+    CLIENT_ID,
+    REDIRECT_URI,
+    Account,
+    bearer,
+    csrf_of,
+    current_code,
+    log_in,
+    obtain_tokens,
+    pkce_pair,
+    provision,
+)
+
+
+@pytest.fixture(scope="module")
+def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
+    return serve_module_app()
+
+
+@pytest.fixture
+def account(urls: DatabaseUrls, sealer: LocalSealer) -> Account:
+    return provision(urls, sealer)
+
+
+def refresh(server: httpx.Client, token: str) -> httpx.Response:
+    return server.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": token, "client_id": CLIENT_ID},
+    )
+
+
+def authorize_path() -> str:
+    _, challenge = pkce_pair()
+    return "/oauth/authorize?" + urlencode(
+        {
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT_URI,
+            "scope": "openid",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(
+    server: httpx.Client, account: Account
+) -> None:
+    first = obtain_tokens(server, account)
+    assert len(first["refresh_token"].split(".")[1]) >= 43  # 256 bits, base64url
+    second = refresh(server, first["refresh_token"])
+    assert second.status_code == 200
+    rotated: dict[str, Any] = second.json()
+    assert rotated["refresh_token"] != first["refresh_token"]
+    assert "id_token" not in rotated
+    assert server.get("/oauth/userinfo", headers=bearer(rotated["access_token"])).status_code == 200
+
+    with capture_logs() as logs:
+        reused = refresh(server, first["refresh_token"])  # the consumed one, replayed
+    assert reused.status_code == 400
+    assert reused.json()["error"] == "invalid_grant"
+    assert [e for e in logs if e["event"] == "refresh_token_reused"]
+    # The whole family is dead: the newest refresh token and every access token it produced.
+    assert refresh(server, rotated["refresh_token"]).json()["error"] == "invalid_grant"
+    for token in (first["access_token"], rotated["access_token"]):
+        assert server.get("/oauth/userinfo", headers=bearer(token)).status_code == 401
+
+
+def test_refresh_token_is_bound_to_its_client(server: httpx.Client, account: Account) -> None:
+    tokens = obtain_tokens(server, account)
+    other = server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": "ramparts-web",
+        },
+    )
+    assert other.status_code in {400, 401}
+    assert refresh(server, tokens["refresh_token"]).status_code == 200
+
+
+def test_revocation_ends_the_family(server: httpx.Client, account: Account) -> None:
+    tokens = obtain_tokens(server, account)
+    revoked = server.post(
+        "/oauth/revoke", data={"token": tokens["refresh_token"], "client_id": CLIENT_ID}
+    )
+    assert revoked.status_code == 200
+    assert refresh(server, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+    assert server.get("/oauth/userinfo", headers=bearer(tokens["access_token"])).status_code == 401
+    unknown = server.post("/oauth/revoke", data={"token": "nonsense", "client_id": CLIENT_ID})
+    assert unknown.status_code == 200  # RFC 7009: no oracle for unknown tokens
+
+
+def password_attempt(
+    server: httpx.Client,
+    account: Account,
+    password: str,
+    username: str | None = None,
+    tenant: str | None = None,
+) -> httpx.Response:
+    with httpx.Client(base_url=server.base_url) as browser:
+        browser.get(authorize_path())
+        form = browser.get("/login")
+        return browser.post(
+            "/login",
+            data={
+                "tenant": tenant or account.tenant,
+                "username": username or account.username,
+                "password": password,
+                "csrf": csrf_of(form),
+            },
+        )
+
+
+def strip_csrf(page: httpx.Response) -> str:
+    return re.sub(r'name="csrf" value="[^"]+"', "", page.text)
+
+
+def test_unknown_user_tenant_and_wrong_password_look_the_same(
+    server: httpx.Client, account: Account
+) -> None:
+    wrong_password = password_attempt(server, account, "wrong-password-123")
+    unknown_user = password_attempt(
+        server, account, "wrong-password-123", username=f"ghost@{account.tenant}.example"
+    )
+    unknown_tenant = password_attempt(
+        server, account, "wrong-password-123", tenant="no-such-tenant"
+    )
+    assert wrong_password.status_code == unknown_user.status_code == 401
+    assert unknown_tenant.status_code == 401
+    assert "Wrong organisation, username or password." in wrong_password.text
+    # Same page apart from the echoed fields.
+    assert strip_csrf(unknown_user).replace(
+        f"ghost@{account.tenant}.example", account.username
+    ) == strip_csrf(wrong_password)
+
+
+def test_account_locks_after_repeated_failures(server: httpx.Client, account: Account) -> None:
+    with capture_logs() as logs:
+        for _ in range(ACCOUNT_FREE_FAILURES):
+            assert password_attempt(server, account, "wrong-password-123").status_code == 401
+    assert [e for e in logs if e["event"] == "account_locked"]
+    # Locked: even the right password is refused, with the same answer as a wrong one.
+    locked = password_attempt(server, account, account.password)
+    assert locked.status_code == 401
+    assert "Wrong organisation, username or password." in locked.text
+
+
+def test_totp_code_is_single_use(server: httpx.Client, account: Account) -> None:
+    assert account.totp_secret is not None
+    code = current_code(account.totp_secret)
+    with httpx.Client(base_url=server.base_url) as browser:
+        first = log_in(browser, authorize_path(), account, otp=code)
+    assert first.status_code == 303
+    with httpx.Client(base_url=server.base_url) as browser, capture_logs() as logs:
+        replay = log_in(browser, authorize_path(), account, otp=code)
+    assert replay.status_code == 401
+    assert [e for e in logs if e["event"] == "totp_replayed"]
+
+
+def test_wrong_codes_end_the_flow(server: httpx.Client, account: Account) -> None:
+    assert account.totp_secret is not None
+    wrong = f"{(int(current_code(account.totp_secret)) + 500_000) % 1_000_000:06d}"
+    with httpx.Client(base_url=server.base_url) as browser:
+        assert log_in(browser, authorize_path(), account, otp=wrong).status_code == 401
+        statuses = []
+        for _ in range(4):
+            page = browser.get("/login/mfa")
+            if page.status_code != 200:
+                statuses.append(page.status_code)
+                break
+            statuses.append(
+                browser.post("/login/mfa", data={"otp": wrong, "csrf": csrf_of(page)}).status_code
+            )
+        assert statuses[-1] == 400  # flow discarded after five failures
+        assert browser.get("/login/mfa").status_code == 400
+
+
+def test_first_login_forces_totp_enrollment(
+    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+) -> None:
+    account = provision(urls, sealer, with_totp=False)
+
+    def password_step(browser: httpx.Client) -> httpx.Response:
+        browser.get(authorize_path())
+        form = browser.get("/login")
+        return browser.post(
+            "/login",
+            data={
+                "tenant": account.tenant,
+                "username": account.username,
+                "password": account.password,
+                "csrf": csrf_of(form),
+            },
+        )
+
+    with httpx.Client(base_url=server.base_url) as browser:
+        assert password_step(browser).headers["location"] == "/login/enroll"
+        assert browser.get("/login/mfa").status_code == 400  # no way around enrollment
+    with httpx.Client(base_url=server.base_url) as browser:
+        assert password_step(browser).headers["location"] == "/login/enroll"
+        page = browser.get("/login/enroll")
+        secret = re.search(r"<code>([A-Z2-7]{32})</code>", page.text)
+        assert secret, page.text
+        done = browser.post(
+            "/login/enroll", data={"otp": pyotp.TOTP(secret.group(1)).now(), "csrf": csrf_of(page)}
+        )
+        assert done.status_code == 303
+        assert done.headers["location"].startswith(REDIRECT_URI + "?code=")
+    # Enrolled: the next login asks for the code instead.
+    with httpx.Client(base_url=server.base_url) as browser:
+        assert password_step(browser).headers["location"] == "/login/mfa"
