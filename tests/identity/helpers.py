@@ -7,6 +7,7 @@ import base64
 import hashlib
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -86,6 +87,11 @@ def current_code(secret: str) -> str:
     return pyotp.TOTP(secret).now()
 
 
+def next_code(secret: str) -> str:
+    """The next step's code: accepted (one step of drift) even when the current one is used."""
+    return pyotp.TOTP(secret).at(int(time.time()) + 30)
+
+
 def log_in(
     browser: httpx.Client, authorize_url: str, account: Account, *, otp: str | None = None
 ) -> httpx.Response:
@@ -119,7 +125,9 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def obtain_tokens(server: httpx.Client, account: Account) -> dict[str, Any]:
+def obtain_tokens(
+    server: httpx.Client, account: Account, *, otp: str | None = None
+) -> dict[str, Any]:
     """Run the whole code + PKCE flow; returns the token endpoint's JSON."""
     verifier, challenge = pkce_pair()
     params = {
@@ -131,7 +139,7 @@ def obtain_tokens(server: httpx.Client, account: Account) -> dict[str, Any]:
         "code_challenge_method": "S256",
     }
     with httpx.Client(base_url=server.base_url) as browser:
-        final = log_in(browser, f"/oauth/authorize?{urlencode(params)}", account)
+        final = log_in(browser, f"/oauth/authorize?{urlencode(params)}", account, otp=otp)
     code = parse_qs(urlsplit(final.headers["location"]).query)["code"][0]
     response = server.post(
         "/oauth/token",

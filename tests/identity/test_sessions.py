@@ -23,6 +23,7 @@ from tests.identity.helpers import (
     csrf_of,
     current_code,
     log_in,
+    next_code,
     obtain_tokens,
     pkce_pair,
     provision,
@@ -228,3 +229,51 @@ def test_first_login_forces_totp_enrollment(
     # Enrolled: the next login asks for the code instead.
     with httpx.Client(base_url=server.base_url) as browser:
         assert password_step(browser).headers["location"] == "/login/mfa"
+
+
+def test_access_token_revocation(server: httpx.Client, account: Account) -> None:
+    tokens = obtain_tokens(server, account)
+    wrong_client = server.post(
+        "/oauth/revoke", data={"token": tokens["access_token"], "client_id": "ramparts-web"}
+    )
+    assert wrong_client.status_code == 200
+    assert server.get("/oauth/userinfo", headers=bearer(tokens["access_token"])).status_code == 200
+    server.post("/oauth/revoke", data={"token": tokens["access_token"], "client_id": CLIENT_ID})
+    assert server.get("/oauth/userinfo", headers=bearer(tokens["access_token"])).status_code == 401
+    # Only that token: the session's refresh token still works.
+    assert refresh(server, tokens["refresh_token"]).status_code == 200
+
+
+def test_logout_ends_the_session_and_redirects_only_where_registered(
+    server: httpx.Client, account: Account
+) -> None:
+    tokens = obtain_tokens(server, account)
+    evil = server.get(
+        "/oauth/logout",
+        params={
+            "id_token_hint": tokens["id_token"],
+            "post_logout_redirect_uri": "https://evil.example/",
+        },
+    )
+    assert evil.status_code == 400
+    assert "location" not in evil.headers
+    forged = server.get("/oauth/logout", params={"id_token_hint": tokens["access_token"]})
+    assert forged.status_code == 400  # an access token is not an ID token
+    assert account.totp_secret is not None
+    fresh = obtain_tokens(server, account, otp=next_code(account.totp_secret))
+    done = server.get(
+        "/oauth/logout",
+        params={
+            "id_token_hint": fresh["id_token"],
+            "state": "bye",
+            "post_logout_redirect_uri": "https://client.example/",
+        },
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == "https://client.example/?state=bye"
+    for session in (tokens, fresh):  # every session of this user at this client ended
+        assert refresh(server, session["refresh_token"]).json()["error"] == "invalid_grant"
+        assert (
+            server.get("/oauth/userinfo", headers=bearer(session["access_token"])).status_code
+            == 401
+        )

@@ -128,6 +128,7 @@ class TokenVerifier:
     """Verifies access tokens presented to the API (pinned issuer, audience, algorithm)."""
 
     def __init__(self, *, issuer: str, audience: str) -> None:
+        self._issuer = issuer
         self._registry = jwt.JWTClaimsRegistry(
             leeway=LEEWAY_SECONDS,
             iss={"essential": True, "value": issuer},
@@ -139,7 +140,8 @@ class TokenVerifier:
             jti={"essential": True},
         )
 
-    def verify(self, token: str, ring: KeyRing) -> AccessClaims:
+    def _decode(self, token: str, ring: KeyRing, typ: str) -> dict[str, Any]:
+        """Header checks first, then the signature with one of our own keys."""
         try:
             header = jws.extract_compact(token.encode("ascii")).protected
         except (JoseError, ValueError, UnicodeError) as exc:
@@ -149,16 +151,29 @@ class TokenVerifier:
         forbidden = FORBIDDEN_HEADERS & header.keys()
         if forbidden:
             raise TokenError(f"header {sorted(forbidden)[0]!r} is not accepted")
-        if header.get("typ") != ACCESS_TOKEN_TYPE:
-            raise TokenError("not an access token (typ must be at+jwt)")
+        if header.get("typ") != typ:
+            raise TokenError(f"wrong token type (typ must be {typ})")
         kid = header.get("kid")
         key = ring.verification_key(kid) if isinstance(kid, str) else None
         if key is None:
             raise TokenError("unknown or retired signing key")
         try:
-            decoded = jwt.decode(token, key, algorithms=[ALGORITHM])
-            self._registry.validate(decoded.claims)
-            claims = decoded.claims
+            return jwt.decode(token, key, algorithms=[ALGORITHM]).claims
+        except JoseError as exc:
+            raise TokenError(f"rejected: {exc}") from None
+
+    def verify_id_token_hint(self, token: str, ring: KeyRing) -> dict[str, Any]:
+        """An ID token we issued, as a logout hint (OIDC RP-Initiated Logout 1.0 section 2):
+        signature and issuer must hold; expiry may have passed."""
+        claims = self._decode(token, ring, "JWT")
+        if claims.get("iss") != self._issuer or not isinstance(claims.get("aud"), str):
+            raise TokenError("not one of our ID tokens")
+        return claims
+
+    def verify(self, token: str, ring: KeyRing) -> AccessClaims:
+        claims = self._decode(token, ring, ACCESS_TOKEN_TYPE)
+        try:
+            self._registry.validate(claims)
             return AccessClaims(
                 subject=uuid.UUID(claims["sub"]),
                 tenant=uuid.UUID(claims["tenant"]),

@@ -23,6 +23,7 @@ from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, LoginFlow
 from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthError, OAuthService, TokenResponse
+from ramparts.identity.tokens import TokenError, TokenVerifier
 
 __all__ = ["IdentityHttp", "build_router"]
 
@@ -42,6 +43,7 @@ class IdentityHttp:
     authenticator: Authenticator
     flows: FlowCodec
     keys: KeyCache
+    verifier: TokenVerifier
     bearer: BearerAuthenticator
     secure_cookies: bool
 
@@ -374,11 +376,55 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
 
     @router.post("/oauth/revoke")
     async def revoke(request: Request) -> Response:
+        """RFC 7009. A refresh token ends its family; an access token is revoked by jti."""
         form = await request.form()
         token_value, client_id = form.get("token"), form.get("client_id")
         if isinstance(token_value, str) and isinstance(client_id, str):
-            await deps.oauth.revoke(token=token_value, client_id=client_id)
-        return Response(status_code=200)  # RFC 7009 2.2: same answer for unknown tokens
+            if token_value.count(".") == 2:
+                try:
+                    claims = deps.verifier.verify(token_value, await deps.keys.ring())
+                except TokenError:
+                    claims = None
+                if claims is not None and claims.client_id == client_id:
+                    await deps.oauth.revoke_access_token(tenant=claims.tenant, jti=claims.jti)
+            else:
+                await deps.oauth.revoke(token=token_value, client_id=client_id)
+        return Response(status_code=200)  # 2.2: the same answer for unknown tokens
+
+    @router.get("/oauth/logout")
+    async def logout(request: Request) -> Response:
+        """OIDC RP-Initiated Logout: end the user's sessions at the client named by the hint."""
+        query = request.query_params
+        hint, target = query.get("id_token_hint"), query.get("post_logout_redirect_uri")
+        claims: dict[str, Any] | None = None
+        if hint:
+            try:
+                claims = deps.verifier.verify_id_token_hint(hint, await deps.keys.ring())
+            except TokenError:
+                return with_flow(
+                    page(request, "error.html", 400, message="This sign-out request is not valid."),
+                    None,
+                )
+            await deps.oauth.end_sessions(
+                tenant=uuid.UUID(claims["tenant"]),
+                user=uuid.UUID(claims["sub"]),
+                client_id=claims["aud"],
+            )
+        if target:
+            client = await deps.oauth.client(claims["aud"]) if claims else None
+            # Redirect only to an address registered by the client the hint proves.
+            if client is None or target not in client.post_logout_redirect_uris:
+                return with_flow(
+                    page(request, "error.html", 400, message="Unknown sign-out redirect address."),
+                    None,
+                )
+            state = query.get("state")
+            suffix = f"?{urlencode({'state': state})}" if state else ""
+            return with_flow(RedirectResponse(target + suffix, status_code=303), None)
+        return with_flow(
+            page(request, "error.html", 200, message="You are signed out.", heading="Signed out"),
+            None,
+        )
 
     return router
 

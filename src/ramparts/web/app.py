@@ -50,6 +50,7 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
         database, tokens, keys, family_lifetime=timedelta(seconds=settings.refresh_family_seconds)
     )
     address_key = hashlib.sha256(b"ramparts login throttle" + key).digest()
+    verifier = TokenVerifier(issuer=issuer, audience=audience)
     return IdentityHttp(
         issuer=issuer,
         audience=audience,
@@ -57,7 +58,8 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
         authenticator=Authenticator(database, sealer, address_key),
         flows=FlowCodec(key),
         keys=keys,
-        bearer=BearerAuthenticator(TokenVerifier(issuer=issuer, audience=audience), keys, oauth),
+        verifier=verifier,
+        bearer=BearerAuthenticator(verifier, keys, oauth),
         secure_cookies=issuer.startswith("https://"),
     )
 
