@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import psycopg
 import pyotp
 import pytest
 from structlog.testing import capture_logs
@@ -15,6 +16,7 @@ from structlog.testing import capture_logs
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.login import ACCOUNT_FREE_FAILURES
+from tests.conftest import libpq
 from tests.identity.helpers import (
     CLIENT_ID,
     REDIRECT_URI,
@@ -221,14 +223,28 @@ def test_first_login_forces_totp_enrollment(
         page = browser.get("/login/enroll")
         secret = re.search(r"<code>([A-Z2-7]{32})</code>", page.text)
         assert secret, page.text
-        done = browser.post(
+        enrolled = browser.post(
             "/login/enroll", data={"otp": pyotp.TOTP(secret.group(1)).now(), "csrf": csrf_of(page)}
         )
+        assert enrolled.status_code == 200
+        codes = re.findall(r"<code>([a-z2-7]{4}(?:-[a-z2-7]{4}){3})</code>", enrolled.text)
+        assert len(set(codes)) == 10
+        with psycopg.connect(libpq(urls.owner)) as conn:
+            stored = conn.execute(
+                "SELECT code_hash FROM recovery_codes WHERE user_id = %s", (account.user_id,)
+            ).fetchall()
+        assert len(stored) == 10
+        assert not any(code.encode() in bytes(row[0]) for row in stored for code in codes)
+        done = browser.post("/login/continue", data={"csrf": csrf_of(enrolled)})
         assert done.status_code == 303
         assert done.headers["location"].startswith(REDIRECT_URI + "?code=")
-    # Enrolled: the next login asks for the code instead.
-    with httpx.Client(base_url=server.base_url) as browser:
-        assert password_step(browser).headers["location"] == "/login/mfa"
+    # Enrolled: the next login asks for the second factor; a recovery code works once.
+    for expected in (303, 401):
+        with httpx.Client(base_url=server.base_url) as browser:
+            assert password_step(browser).headers["location"] == "/login/mfa"
+            mfa = browser.get("/login/mfa")
+            used = browser.post("/login/mfa", data={"otp": codes[0], "csrf": csrf_of(mfa)})
+            assert used.status_code == expected
 
 
 def test_access_token_revocation(server: httpx.Client, account: Account) -> None:

@@ -33,7 +33,7 @@ class LoginFlow:
     nonce: str | None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     expires: int = field(default_factory=lambda: int(time.time()) + FLOW_SECONDS)
-    stage: str = "password"  # password -> mfa | enroll -> done
+    stage: str = "password"  # password -> mfa | enroll -> recovery -> code issued
     tenant_id: str | None = None
     user_id: str | None = None
     username: str | None = None

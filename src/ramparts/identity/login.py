@@ -6,8 +6,10 @@ take the same time (an argon2 verification always runs), so the login form revea
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 
-__all__ = ["Authenticator", "LoginResult", "totp_context"]
+__all__ = ["Authenticator", "LoginResult", "new_recovery_code", "totp_context"]
 
 log = structlog.get_logger(__name__)
 
@@ -204,6 +206,45 @@ class Authenticator:
             )
             return True
 
+    async def replace_recovery_codes(
+        self, *, tenant_id: uuid.UUID, user_id: uuid.UUID
+    ) -> list[str]:
+        """A new set of single-use codes (shown once); any earlier set stops working."""
+        codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
+        async with self._db.tenant_session(tenant_id) as session:
+            await session.execute(
+                text("DELETE FROM recovery_codes WHERE tenant_id = :tenant AND user_id = :user"),
+                {"tenant": tenant_id, "user": user_id},
+            )
+            for code in codes:
+                await session.execute(
+                    text(
+                        "INSERT INTO recovery_codes (tenant_id, user_id, code_hash) "
+                        "VALUES (:tenant, :user, :hash)"
+                    ),
+                    {"tenant": tenant_id, "user": user_id, "hash": _recovery_digest(code)},
+                )
+        return codes
+
+    async def use_recovery_code(
+        self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str
+    ) -> bool:
+        async with self._db.tenant_session(tenant_id) as session:
+            used = await session.execute(
+                text(
+                    "UPDATE recovery_codes SET used_at = now() WHERE tenant_id = :tenant "
+                    "AND user_id = :user AND code_hash = :hash AND used_at IS NULL"
+                ),
+                {"tenant": tenant_id, "user": user_id, "hash": _recovery_digest(code)},
+            )
+        ok = bool(getattr(used, "rowcount", 0))
+        log.warning(
+            "recovery_code_used" if ok else "recovery_code_failed",
+            tenant=str(tenant_id),
+            user=str(user_id),
+        )
+        return ok
+
     async def enroll_totp(
         self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, secret: str, code: str
     ) -> bool:
@@ -221,6 +262,19 @@ class Authenticator:
                 {"tenant": tenant_id, "user": user_id, "sealed": sealed, "step": step},
             )
         return bool(getattr(inserted, "rowcount", 0))
+
+
+RECOVERY_CODES = 10
+
+
+def _recovery_digest(code: str) -> bytes:
+    return hashlib.sha256(code.replace("-", "").strip().lower().encode()).digest()
+
+
+def new_recovery_code() -> str:
+    """Four groups of four base32 characters: 80 random bits, easy to read out and type."""
+    raw = base64.b32encode(secrets.token_bytes(10)).decode().lower()
+    return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
 
 
 def _verify(password_hash: str, password: str) -> bool:

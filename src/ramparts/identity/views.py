@@ -240,16 +240,22 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     @router.post("/login/mfa")
     async def mfa(
         request: Request,
-        otp: Annotated[str, Form(max_length=10)],
+        otp: Annotated[str, Form(max_length=32)],
         csrf: Annotated[str, Form(max_length=100)],
     ) -> Response:
         flow = current_flow(request)
         if flow is None or flow.stage != "mfa" or not flow.csrf_ok(csrf):
             return expired(request)
         tenant_id, user_id = _subject(flow)
-        ok = await deps.authenticator.verify_totp(
-            tenant_id=tenant_id, user_id=user_id, code=otp.strip()
-        )
+        code = otp.strip()
+        if code.isdigit():
+            ok = await deps.authenticator.verify_totp(
+                tenant_id=tenant_id, user_id=user_id, code=code
+            )
+        else:  # a recovery code, for a lost authenticator
+            ok = await deps.authenticator.use_recovery_code(
+                tenant_id=tenant_id, user_id=user_id, code=code
+            )
         if not ok:
             return retry_mfa(request, flow, "mfa.html")
         return await finish(flow)
@@ -288,6 +294,19 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         )
         if not ok:
             return retry_mfa(request, flow, "enroll.html")
+        codes = await deps.authenticator.replace_recovery_codes(
+            tenant_id=uuid.UUID(flow.tenant_id), user_id=uuid.UUID(flow.user_id)
+        )
+        flow.stage, flow.totp_secret = "recovery", None
+        return with_flow(page(request, "recovery.html", csrf=flow.csrf, codes=codes), flow)
+
+    @router.post("/login/continue")
+    async def after_recovery_codes(
+        request: Request, csrf: Annotated[str, Form(max_length=100)]
+    ) -> Response:
+        flow = current_flow(request)
+        if flow is None or flow.stage != "recovery" or not flow.csrf_ok(csrf):
+            return expired(request)
         return await finish(flow)
 
     def retry_mfa(request: Request, flow: LoginFlow, template: str) -> Response:

@@ -42,6 +42,19 @@ def upgrade() -> None:
         )
         """,
         *tenant_table_sql("totp_credentials"),
+        # Single-use recovery codes: 80 random bits each, so a SHA-256 digest is enough.
+        """
+        CREATE TABLE recovery_codes (
+            tenant_id uuid NOT NULL,
+            user_id uuid NOT NULL,
+            code_hash bytea NOT NULL,
+            used_at timestamptz,
+            CONSTRAINT pk_recovery_codes PRIMARY KEY (tenant_id, user_id, code_hash),
+            CONSTRAINT fk_recovery_codes_user FOREIGN KEY (tenant_id, user_id)
+                REFERENCES users (tenant_id, id) ON DELETE CASCADE
+        )
+        """,
+        *tenant_table_sql("recovery_codes"),
         # Registered OAuth clients. First-party public clients are not tenant-specific.
         """
         CREATE TABLE oauth_clients (
