@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.login import ACCOUNT_FREE_FAILURES
+from ramparts.identity.login import ACCOUNT_FREE_FAILURES, ADDRESS_MAX_FAILURES
 from tests.conftest import libpq
 from tests.identity.helpers import (
     CLIENT_ID,
@@ -293,3 +293,23 @@ def test_logout_ends_the_session_and_redirects_only_where_registered(
             server.get("/oauth/userinfo", headers=bearer(session["access_token"])).status_code
             == 401
         )
+
+
+def test_address_locks_after_many_failures_across_accounts(
+    make_database: Callable[..., DatabaseUrls],
+    sealer: LocalSealer,
+    serve_app: Callable[..., httpx.Client],
+) -> None:
+    urls = make_database()  # its own throttle table: this locks out 127.0.0.1
+    victims = [provision(urls, sealer) for _ in range(2)]
+    server = serve_app(database_urls=urls)
+    with capture_logs() as logs:
+        for attempt in range(ADDRESS_MAX_FAILURES):
+            # Spread over accounts and unknown users, so no single account locks first.
+            username = f"nobody{attempt}@example.test"
+            assert (
+                password_attempt(server, victims[0], "guess-123456", username=username).status_code
+                == 401
+            )
+    assert [e for e in logs if e["event"] == "address_locked"]
+    assert password_attempt(server, victims[1], victims[1].password).status_code == 401

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from joserfc import jwk
@@ -33,13 +34,14 @@ class SigningKey:
     retired_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KeyRing:
     """The keys as of `now`; build it with `load_key_ring`."""
 
     keys: tuple[SigningKey, ...]  # newest first
     overlap: timedelta
     now: datetime
+    _unsealed: jwk.ECKey | None = field(default=None, init=False, repr=False)
 
     def published(self) -> list[SigningKey]:
         """The current key plus predecessors still inside their overlap window."""
@@ -63,15 +65,22 @@ class KeyRing:
         return {"keys": [key.public_jwk for key in self.published()]}
 
     def verification_key(self, kid: str) -> jwk.ECKey | None:
-        for key in self.published():
-            if secrets.compare_digest(key.kid, kid):
-                return jwk.ECKey.import_key(key.public_jwk)
-        return None
+        """The published key with this kid, imported once per ring (verification is hot)."""
+        return self._verification_keys.get(kid)
+
+    @cached_property
+    def _verification_keys(self) -> dict[str, jwk.ECKey]:
+        return {key.kid: jwk.ECKey.import_key(key.public_jwk) for key in self.published()}
 
     def signing_key(self, sealer: LocalSealer) -> jwk.ECKey:
-        key = self.current()
-        private = sealer.open(key.sealed_private, f"signing-key:{key.kid}")
-        return jwk.ECKey.import_key(json.loads(private))
+        """The current private key, unsealed once per ring and kept only in memory."""
+        unsealed = self._unsealed
+        if unsealed is None or unsealed.kid != self.current().kid:
+            key = self.current()
+            private = sealer.open(key.sealed_private, f"signing-key:{key.kid}")
+            unsealed = jwk.ECKey.import_key(json.loads(private))
+            object.__setattr__(self, "_unsealed", unsealed)
+        return unsealed
 
 
 async def load_key_ring(session: AsyncSession, *, overlap: timedelta) -> KeyRing:

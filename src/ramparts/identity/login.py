@@ -16,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 
 import pyotp
 import structlog
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
+from ramparts.identity.passwords import HASHER, hash_password
 
 __all__ = ["Authenticator", "LoginResult", "new_recovery_code", "totp_context"]
 
@@ -35,9 +35,8 @@ ADDRESS_MAX_FAILURES = 20
 ADDRESS_WINDOW = timedelta(minutes=15)
 TOTP_STEP_SECONDS = 30
 
-_hasher = PasswordHasher()
 # Verified against when the user does not exist, so that path costs the same as a real one.
-_DUMMY_HASH = _hasher.hash("not-a-password-not-a-password")
+_DUMMY_HASH = HASHER.hash("not-a-password-not-a-password")
 
 
 @dataclass(frozen=True)
@@ -67,11 +66,17 @@ class Authenticator:
     ) -> LoginResult | None:
         """The user when the password is right and nothing is locked; otherwise None."""
         now = datetime.now(UTC)
-        address_locked = await self._address_locked(address, now)
         async with self._db.session() as session:
-            tenant_id = await session.scalar(
-                text("SELECT ramparts_tenant_id(:slug)"), {"slug": tenant_slug}
-            )
+            tenant_id, address_until = (
+                await session.execute(
+                    text(
+                        "SELECT ramparts_tenant_id(:slug), (SELECT locked_until FROM "
+                        "login_throttle WHERE key_hash = :key)"
+                    ),
+                    {"slug": tenant_slug, "key": self._address_hash(address)},
+                )
+            ).one()
+        address_locked = address_until is not None and address_until > now
         if tenant_id is None:
             _verify(_DUMMY_HASH, password)
             await self._address_failed(address, now)
@@ -97,12 +102,15 @@ class Authenticator:
                 correct = _verify(password_hash or _DUMMY_HASH, password) and password_hash
                 locked = locked_until is not None and locked_until > now
                 if correct and active and not locked and not address_locked:
+                    # Upgrade hashes made with older parameters while we know the password.
+                    if HASHER.check_needs_rehash(password_hash):
+                        password_hash = hash_password(password)
                     await session.execute(
                         text(
-                            "UPDATE users SET failed_logins = 0, locked_until = NULL "
-                            "WHERE tenant_id = :tenant AND id = :id"
+                            "UPDATE users SET failed_logins = 0, locked_until = NULL, "
+                            "password_hash = :hash WHERE tenant_id = :tenant AND id = :id"
                         ),
-                        {"tenant": tenant_id, "id": user_id},
+                        {"tenant": tenant_id, "id": user_id, "hash": password_hash},
                     )
                     return LoginResult(tenant_id, user_id, username.strip().lower(), has_totp)
                 reason = "locked" if locked or address_locked else "bad_password"
@@ -138,14 +146,6 @@ class Authenticator:
                 user=str(user_id),
                 seconds=int(lock.total_seconds()),
             )
-
-    async def _address_locked(self, address: str, now: datetime) -> bool:
-        async with self._db.session() as session:
-            until = await session.scalar(
-                text("SELECT locked_until FROM login_throttle WHERE key_hash = :key"),
-                {"key": self._address_hash(address)},
-            )
-        return until is not None and until > now
 
     async def _address_failed(self, address: str, now: datetime) -> None:
         async with self._db.session() as session:
@@ -279,7 +279,7 @@ def new_recovery_code() -> str:
 
 def _verify(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return HASHER.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 

@@ -7,8 +7,10 @@ from our own key ring, never a key or key URL named by the token.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,9 +127,17 @@ class TokenIssuer:
 
 
 class TokenVerifier:
-    """Verifies access tokens presented to the API (pinned issuer, audience, algorithm)."""
+    """Verifies access tokens presented to the API (pinned issuer, audience, algorithm).
 
-    def __init__(self, *, issuer: str, audience: str) -> None:
+    A client presents the same access token on every request of its short life, so tokens
+    that verified are remembered (by SHA-256 of their exact bytes, at most `cache_size`) and
+    skip the signature check until they expire or their key leaves the ring. Revocation is
+    not cached: the caller checks it on every request.
+    """
+
+    def __init__(self, *, issuer: str, audience: str, cache_size: int = 10_000) -> None:
+        self._cache: OrderedDict[bytes, tuple[AccessClaims, str]] = OrderedDict()
+        self._cache_size = cache_size
         self._issuer = issuer
         self._registry = jwt.JWTClaimsRegistry(
             leeway=LEEWAY_SECONDS,
@@ -140,7 +150,7 @@ class TokenVerifier:
             jti={"essential": True},
         )
 
-    def _decode(self, token: str, ring: KeyRing, typ: str) -> dict[str, Any]:
+    def _decode(self, token: str, ring: KeyRing, typ: str) -> tuple[dict[str, Any], str]:
         """Header checks first, then the signature with one of our own keys."""
         try:
             header = jws.extract_compact(token.encode("ascii")).protected
@@ -155,23 +165,39 @@ class TokenVerifier:
             raise TokenError(f"wrong token type (typ must be {typ})")
         kid = header.get("kid")
         key = ring.verification_key(kid) if isinstance(kid, str) else None
-        if key is None:
+        if key is None or not isinstance(kid, str):
             raise TokenError("unknown or retired signing key")
         try:
-            return jwt.decode(token, key, algorithms=[ALGORITHM]).claims
+            return jwt.decode(token, key, algorithms=[ALGORITHM]).claims, kid
         except JoseError as exc:
             raise TokenError(f"rejected: {exc}") from None
 
     def verify_id_token_hint(self, token: str, ring: KeyRing) -> dict[str, Any]:
         """An ID token we issued, as a logout hint (OIDC RP-Initiated Logout 1.0 section 2):
         signature and issuer must hold; expiry may have passed."""
-        claims = self._decode(token, ring, "JWT")
+        claims, _ = self._decode(token, ring, "JWT")
         if claims.get("iss") != self._issuer or not isinstance(claims.get("aud"), str):
             raise TokenError("not one of our ID tokens")
         return claims
 
     def verify(self, token: str, ring: KeyRing) -> AccessClaims:
-        claims = self._decode(token, ring, ACCESS_TOKEN_TYPE)
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            claims, kid = cached
+            fresh = claims.expires_at.timestamp() + LEEWAY_SECONDS > time.time()
+            if fresh and ring.verification_key(kid) is not None:
+                self._cache.move_to_end(digest)
+                return claims
+            del self._cache[digest]
+        verified = self._verify(token, ring)
+        self._cache[digest] = verified
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return verified[0]
+
+    def _verify(self, token: str, ring: KeyRing) -> tuple[AccessClaims, str]:
+        claims, kid = self._decode(token, ring, ACCESS_TOKEN_TYPE)
         try:
             self._registry.validate(claims)
             return AccessClaims(
@@ -184,7 +210,7 @@ class TokenVerifier:
                 client_id=str(claims["client_id"]),
                 scope=str(claims["scope"]),
                 expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
-            )
+            ), kid
         except JoseError as exc:
             raise TokenError(f"rejected: {exc}") from None
         except (KeyError, ValueError, TypeError) as exc:

@@ -1,0 +1,163 @@
+"""Identity benchmarks: token verification throughput and login latency (see README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import psycopg
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ramparts.crypto.local import LocalSealer  # noqa: E402
+from ramparts.db.embedded import embedded_postgres  # noqa: E402
+from ramparts.db.engine import Database, DatabaseUrls, derive_app_url  # noqa: E402
+from ramparts.db.migrate import upgrade  # noqa: E402
+from ramparts.identity.keys import load_key_ring  # noqa: E402
+from ramparts.identity.passwords import HASHER  # noqa: E402
+from ramparts.identity.tokens import TokenIssuer, TokenVerifier  # noqa: E402
+from tests.identity.helpers import OVERLAP, obtain_tokens, provision  # noqa: E402
+from tests.live import Servers  # noqa: E402
+
+SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def database(stack: ExitStack) -> DatabaseUrls:
+    try:
+        psycopg.connect(SERVER, connect_timeout=2).close()
+        maintenance = make_url(SERVER)
+    except psycopg.OperationalError:
+        home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        maintenance = stack.enter_context(embedded_postgres(home)).set(database="postgres")
+    name = f"ramparts_bench_{secrets.token_hex(4)}"
+    libpq = maintenance.render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    stack.callback(drop)
+    owner = maintenance.set(drivername="postgresql+psycopg", database=name)
+    urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
+    upgrade(urls)
+    return urls
+
+
+def rate(work: object, seconds: float = 2.0) -> float:
+    """Calls per second of `work()` over about `seconds`."""
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(200):
+            work()  # type: ignore[operator]
+        count += 200
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--logins", type=int, default=40, help="login samples")
+    args = parser.parse_args()
+    sealer = LocalSealer(secrets.token_bytes(32))
+    with ExitStack() as stack:
+        urls = database(stack)
+        servers = Servers(urls, sealer)
+        stack.callback(servers.stop)
+        server = servers.start()
+        accounts = [provision(urls, sealer) for _ in range(args.logins)]
+
+        # Login + TOTP + code exchange, end to end over HTTP (fresh user each: codes are
+        # single use).
+        latencies = []
+        tokens: dict[str, object] = {}
+        for account in accounts:
+            start = time.perf_counter()
+            tokens = obtain_tokens(server, account)
+            latencies.append((time.perf_counter() - start) * 1000)
+
+        # Verification on the API path with the key ring cached.
+        async def ring():  # type: ignore[no-untyped-def]
+            db = Database(urls.app, pool_size=1)
+            try:
+                async with db.session() as session:
+                    return await load_key_ring(session, overlap=OVERLAP)
+            finally:
+                await db.dispose()
+
+        key_ring = asyncio.run(ring())
+        base = str(server.base_url).rstrip("/")
+        verifier = TokenVerifier(issuer=base, audience=f"{base}/api")
+        access = str(tokens["access_token"])
+        # Warm: the API path, where a client presents the same token on every request.
+        verify_rate = rate(lambda: verifier.verify(access, key_ring))
+        # Cold: every token new, so every call checks a signature.
+        issuer = TokenIssuer(issuer=base, audience=f"{base}/api", access_seconds=600,
+                             sealer=sealer)
+        fresh = [issuer.access_token(key_ring, subject=uuid.uuid4(), tenant=uuid.uuid4(),
+                                     roles=["buyer"], amr=["pwd", "otp"], acr="x",
+                                     client_id="c", scope="openid")[0] for _ in range(3000)]
+        cold_verifier = TokenVerifier(issuer=base, audience=f"{base}/api")
+        start = time.perf_counter()
+        for token in fresh:
+            cold_verifier.verify(token, key_ring)
+        cold_rate = len(fresh) / (time.perf_counter() - start)
+
+        private = ec.generate_private_key(ec.SECP256R1())
+        message = b"x" * 600
+        signature = private.sign(message, ec.ECDSA(hashes.SHA256()))
+        public = private.public_key()
+        raw_rate = rate(lambda: public.verify(signature, message, ec.ECDSA(hashes.SHA256())))
+
+        hasher = HASHER
+        digest = hasher.hash("correct horse battery staple")
+        argon2_ms = statistics.median(
+            _time_ms(lambda: hasher.verify(digest, "correct horse battery staple"))
+            for _ in range(10))
+
+    p50 = statistics.median(latencies)
+    report = {
+        "token_verifications_per_s_repeated_token": round(verify_rate),
+        "token_verifications_per_s_new_tokens": round(cold_rate),
+        "raw_ecdsa_p256_verifications_per_s": round(raw_rate),
+        "new_token_ratio_to_raw_ecdsa": round(cold_rate / raw_rate, 3),
+        "token_verify_goal_met": verify_rate >= 10_000,
+        "login_mfa_token_p50_ms": round(p50, 1),
+        "login_mfa_token_p95_ms": round(sorted(latencies)[int(len(latencies) * 0.95) - 1], 1),
+        "argon2_verify_ms": round(argon2_ms, 1),
+        "login_p50_ratio_to_argon2": round(p50 / argon2_ms, 2),
+        "argon2_parameters": {"type": "argon2id", "time_cost": hasher.time_cost,
+                              "memory_cost_kib": hasher.memory_cost,
+                              "parallelism": hasher.parallelism},
+        "login_goal_met": p50 <= 150,
+        "login_samples": len(latencies),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for name, value in report.items():
+            print(f"{name:40} {value}")
+
+
+def _time_ms(work: object) -> float:
+    start = time.perf_counter()
+    work()  # type: ignore[operator]
+    return (time.perf_counter() - start) * 1000
+
+
+if __name__ == "__main__":
+    main()
