@@ -223,9 +223,11 @@ def test_first_login_forces_totp_enrollment(
         page = browser.get("/login/enroll")
         secret = re.search(r"<code>([A-Z2-7]{32})</code>", page.text)
         assert secret, page.text
-        enrolled = browser.post(
+        step = browser.post(
             "/login/enroll", data={"otp": pyotp.TOTP(secret.group(1)).now(), "csrf": csrf_of(page)}
         )
+        assert step.headers["location"] == "/login/recovery"
+        enrolled = browser.get("/login/recovery")
         assert enrolled.status_code == 200
         codes = re.findall(r"<code>([a-z2-7]{4}(?:-[a-z2-7]{4}){3})</code>", enrolled.text)
         assert len(set(codes)) == 10

@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -38,6 +39,10 @@ class LoginFlow:
     user_id: str | None = None
     username: str | None = None
     totp_secret: str | None = None  # only while enrolling
+    has_passkey: bool = False
+    challenge: str | None = None  # the WebAuthn challenge of the ceremony in progress
+    amr: list[str] | None = None  # how the second factor was proven, once it was
+    recovery_codes: list[str] | None = None  # shown once, right after enrollment
     mfa_failures: int = 0
 
     def csrf_ok(self, presented: str) -> bool:
@@ -52,16 +57,28 @@ class FlowCodec:
         self._sealer = LocalSealer(key)
 
     def dump(self, flow: LoginFlow) -> str:
-        sealed = self._sealer.seal(json.dumps(asdict(flow)).encode(), CONTEXT)
-        return base64.urlsafe_b64encode(sealed).decode()
+        return self.seal(asdict(flow), CONTEXT)
+
+    def seal(self, value: dict[str, Any], context: str) -> str:
+        """Sealed, URL-safe state for a client to hand back (a flow cookie, a ceremony)."""
+        return base64.urlsafe_b64encode(
+            self._sealer.seal(json.dumps(value).encode(), context)
+        ).decode()
+
+    def open(self, value: str, context: str) -> dict[str, Any] | None:
+        try:
+            opened = json.loads(
+                self._sealer.open(base64.urlsafe_b64decode(value.encode()), context)
+            )
+        except (SealError, ValueError, TypeError):
+            return None
+        return opened if isinstance(opened, dict) else None
 
     def load(self, value: str | None) -> LoginFlow | None:
         """The flow, or None when the cookie is missing, forged, or expired."""
-        if not value:
-            return None
+        opened = self.open(value, CONTEXT) if value else None
         try:
-            raw = self._sealer.open(base64.urlsafe_b64decode(value.encode()), CONTEXT)
-            flow = LoginFlow(**json.loads(raw))
-        except (SealError, ValueError, TypeError):
+            flow = LoginFlow(**opened) if opened is not None else None
+        except TypeError:
             return None
-        return flow if flow.expires > time.time() else None
+        return flow if flow is not None and flow.expires > time.time() else None

@@ -31,6 +31,12 @@ log = structlog.get_logger(__name__)
 
 CODE_LIFETIME = timedelta(seconds=60)
 ACR_MFA = "urn:ramparts:acr:mfa"
+#: Phishing-resistant: the second factor was a WebAuthn key bound to our origin.
+ACR_PHISHING_RESISTANT = "urn:ramparts:acr:phr"
+
+
+def acr_for(amr: list[str]) -> str:
+    return ACR_PHISHING_RESISTANT if "hwk" in amr else ACR_MFA
 
 
 class OAuthError(Exception):
@@ -408,7 +414,7 @@ class OAuthService:
             tenant=tenant,
             roles=list(roles),
             amr=amr,
-            acr=ACR_MFA,
+            acr=acr_for(amr),
             client_id=client_id,
             scope=scope,
         )
@@ -436,7 +442,7 @@ class OAuthService:
                 client_id=client_id,
                 nonce=nonce,
                 amr=amr,
-                acr=ACR_MFA,
+                acr=acr_for(amr),
                 auth_time=auth_time,
                 username=username,
             )

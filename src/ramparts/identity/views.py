@@ -6,7 +6,9 @@ No `from __future__ import annotations` here: FastAPI must evaluate the route si
 which refer to dependencies that exist only inside `build_router`.
 """
 
+import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,13 +19,16 @@ from urllib.parse import urlencode
 import pyotp
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.templating import Jinja2Templates
 
 from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, LoginFlow
 from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthError, OAuthService, TokenResponse
+from ramparts.identity.passkeys import PasskeyError, Passkeys
 from ramparts.identity.tokens import TokenError, TokenVerifier
+from ramparts.problems import Problem
 
 __all__ = ["IdentityHttp", "build_router"]
 
@@ -32,7 +37,18 @@ SCOPES = frozenset({"openid", "profile"})
 PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 PKCE_VERIFIER = PKCE_CHALLENGE
 MAX_MFA_FAILURES = 5
+# RFC 8176 method references: password plus a one-time code, or plus a hardware-bound key.
 AMR_TOTP = ["pwd", "otp", "mfa"]
+AMR_PASSKEY = ["pwd", "hwk", "mfa"]
+PASSKEY_TICKET = "passkey-registration"
+
+
+class NewPasskey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ticket: str = Field(max_length=2000)
+    credential: dict[str, Any]
+    name: str = Field(default="passkey", min_length=1, max_length=100)
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,7 @@ class IdentityHttp:
     keys: KeyCache
     verifier: TokenVerifier
     bearer: BearerAuthenticator
+    passkeys: Passkeys
     secure_cookies: bool
 
     @property
@@ -134,7 +151,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 "tenant",
                 "preferred_username",
             ],
-            "acr_values_supported": ["urn:ramparts:acr:mfa"],
+            "acr_values_supported": ["urn:ramparts:acr:mfa", "urn:ramparts:acr:phr"],
             "authorization_response_iss_parameter_supported": True,
         }
 
@@ -224,9 +241,11 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             )
         flow.tenant_id, flow.user_id = str(result.tenant_id), str(result.user_id)
         flow.username = result.username
-        if result.has_totp:
+        flow.has_passkey = await deps.passkeys.has_passkey(result.tenant_id, result.user_id)
+        if result.has_totp or flow.has_passkey:
             flow.stage = "mfa"
             return with_flow(RedirectResponse("/login/mfa", status_code=303), flow)
+        # First login: a second factor must be enrolled before any token exists.
         flow.stage, flow.totp_secret = "enroll", pyotp.random_base32()
         return with_flow(RedirectResponse("/login/enroll", status_code=303), flow)
 
@@ -235,7 +254,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow = current_flow(request)
         if flow is None or flow.stage != "mfa":
             return expired(request)
-        return page(request, "mfa.html", csrf=flow.csrf)
+        return page(request, "mfa.html", csrf=flow.csrf, has_passkey=flow.has_passkey)
 
     @router.post("/login/mfa")
     async def mfa(
@@ -258,17 +277,19 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             )
         if not ok:
             return retry_mfa(request, flow, "mfa.html")
-        return await finish(flow)
+        return with_flow(RedirectResponse(await code_redirect(flow, AMR_TOTP), 303), None)
+
+    def totp_context(flow: LoginFlow) -> dict[str, Any]:
+        secret = flow.totp_secret or ""
+        uri = pyotp.TOTP(secret).provisioning_uri(name=flow.username or "", issuer_name="Ramparts")
+        return {"csrf": flow.csrf, "secret": secret, "uri": uri}
 
     @router.get("/login/enroll")
     async def enroll_page(request: Request) -> Response:
         flow = current_flow(request)
         if flow is None or flow.stage != "enroll" or not flow.totp_secret:
             return expired(request)
-        uri = pyotp.TOTP(flow.totp_secret).provisioning_uri(
-            name=flow.username or "", issuer_name="Ramparts"
-        )
-        return page(request, "enroll.html", csrf=flow.csrf, secret=flow.totp_secret, uri=uri)
+        return page(request, "enroll.html", **totp_context(flow))
 
     @router.post("/login/enroll")
     async def enroll(
@@ -277,51 +298,150 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         csrf: Annotated[str, Form(max_length=100)],
     ) -> Response:
         flow = current_flow(request)
-        if (
-            flow is None
-            or flow.stage != "enroll"
-            or not flow.csrf_ok(csrf)
-            or not flow.totp_secret
-            or not flow.tenant_id
-            or not flow.user_id
-        ):
+        if flow is None or flow.stage != "enroll" or not flow.csrf_ok(csrf):
             return expired(request)
+        tenant_id, user_id = _subject(flow)
         ok = await deps.authenticator.enroll_totp(
-            tenant_id=uuid.UUID(flow.tenant_id),
-            user_id=uuid.UUID(flow.user_id),
-            secret=flow.totp_secret,
-            code=otp.strip(),
+            tenant_id=tenant_id, user_id=user_id, secret=flow.totp_secret or "", code=otp.strip()
         )
         if not ok:
             return retry_mfa(request, flow, "enroll.html")
-        codes = await deps.authenticator.replace_recovery_codes(
-            tenant_id=uuid.UUID(flow.tenant_id), user_id=uuid.UUID(flow.user_id)
+        await enrolled(flow, AMR_TOTP)
+        return with_flow(RedirectResponse("/login/recovery", status_code=303), flow)
+
+    async def enrolled(flow: LoginFlow, amr: list[str]) -> None:
+        """A second factor was just enrolled: hand out recovery codes before the code."""
+        tenant_id, user_id = _subject(flow)
+        flow.recovery_codes = await deps.authenticator.replace_recovery_codes(
+            tenant_id=tenant_id, user_id=user_id
         )
-        flow.stage, flow.totp_secret = "recovery", None
-        return with_flow(page(request, "recovery.html", csrf=flow.csrf, codes=codes), flow)
+        flow.stage, flow.totp_secret, flow.amr = "recovery", None, amr
+
+    @router.get("/login/recovery")
+    async def recovery_page(request: Request) -> Response:
+        flow = current_flow(request)
+        if flow is None or flow.stage != "recovery" or not flow.recovery_codes:
+            return expired(request)
+        return page(request, "recovery.html", csrf=flow.csrf, codes=flow.recovery_codes)
 
     @router.post("/login/continue")
     async def after_recovery_codes(
         request: Request, csrf: Annotated[str, Form(max_length=100)]
     ) -> Response:
         flow = current_flow(request)
-        if flow is None or flow.stage != "recovery" or not flow.csrf_ok(csrf):
+        if flow is None or flow.stage != "recovery" or not flow.csrf_ok(csrf) or not flow.amr:
             return expired(request)
-        return await finish(flow)
+        return with_flow(RedirectResponse(await code_redirect(flow, flow.amr), 303), None)
 
     def retry_mfa(request: Request, flow: LoginFlow, template: str) -> Response:
         flow.mfa_failures += 1
         if flow.mfa_failures >= MAX_MFA_FAILURES:
             return expired(request)
-        context: dict[str, Any] = {"csrf": flow.csrf, "error": "That code is not valid."}
-        if template == "enroll.html" and flow.totp_secret:
-            context["secret"] = flow.totp_secret
-            context["uri"] = pyotp.TOTP(flow.totp_secret).provisioning_uri(
-                name=flow.username or "", issuer_name="Ramparts"
-            )
-        return with_flow(page(request, template, 401, **context), flow)
+        context: dict[str, Any] = (
+            totp_context(flow) if template == "enroll.html" else {"csrf": flow.csrf}
+        )
+        context["has_passkey"] = flow.has_passkey
+        return with_flow(
+            page(request, template, 401, error="That code is not valid.", **context), flow
+        )
 
-    async def finish(flow: LoginFlow) -> Response:
+    def passkey_flow(request: Request) -> LoginFlow:
+        """The flow of a passkey call (JSON from our page's script, CSRF in a header)."""
+        flow = current_flow(request)
+        csrf = request.headers.get("x-csrf-token", "")
+        if flow is None or flow.stage not in {"mfa", "enroll"} or not flow.csrf_ok(csrf):
+            raise Problem(
+                400, "login-expired", "Sign-in expired", "start again from the application"
+            )
+        return flow
+
+    @router.post("/login/passkey/options")
+    async def passkey_options(request: Request) -> Response:
+        flow = passkey_flow(request)
+        tenant_id, user_id = _subject(flow)
+        try:
+            if flow.stage == "enroll":
+                ceremony = await deps.passkeys.registration(tenant_id, user_id, flow.username or "")
+            else:
+                ceremony = await deps.passkeys.authentication(tenant_id, user_id)
+        except PasskeyError as exc:
+            raise Problem(400, "passkey-refused", "Passkey refused", str(exc)) from None
+        flow.challenge = ceremony.challenge
+        return with_flow(Response(ceremony.options_json, media_type="application/json"), flow)
+
+    @router.post("/login/passkey")
+    async def passkey(request: Request) -> Response:
+        flow = passkey_flow(request)
+        tenant_id, user_id = _subject(flow)
+        credential = await request.json()
+        challenge, flow.challenge = flow.challenge, None  # each challenge is used once
+        if not challenge or not isinstance(credential, dict):
+            raise Problem(400, "passkey-refused", "Passkey refused", "no ceremony in progress")
+        try:
+            if flow.stage == "enroll":
+                await deps.passkeys.register(tenant_id, user_id, challenge, credential)
+                await enrolled(flow, AMR_PASSKEY)
+                return with_flow(JSONResponse({"next": "/login/recovery"}), flow)
+            await deps.passkeys.authenticate(tenant_id, user_id, challenge, credential)
+        except PasskeyError as exc:
+            flow.mfa_failures += 1
+            if flow.mfa_failures >= MAX_MFA_FAILURES:
+                return with_flow(
+                    Problem(
+                        400, "login-expired", "Sign-in expired", "too many failed attempts"
+                    ).response(),
+                    None,
+                )
+            return with_flow(
+                Problem(401, "passkey-refused", "Passkey refused", str(exc)).response(), flow
+            )
+        return with_flow(JSONResponse({"next": await code_redirect(flow, AMR_PASSKEY)}), None)
+
+    @router.post("/api/me/passkeys/options")
+    async def add_passkey_options(
+        principal: Annotated[Principal, Depends(deps.bearer)],
+    ) -> dict[str, Any]:
+        """Start registering one more passkey for the signed-in user."""
+        ceremony = await deps.passkeys.registration(
+            principal.tenant_id, principal.user_id, str(principal.user_id)
+        )
+        ticket = deps.flows.seal(
+            {
+                "tenant": str(principal.tenant_id),
+                "user": str(principal.user_id),
+                "challenge": ceremony.challenge,
+                "expires": int(time.time()) + 300,
+            },
+            PASSKEY_TICKET,
+        )
+        return {"options": json.loads(ceremony.options_json), "ticket": ticket}
+
+    @router.post("/api/me/passkeys", status_code=201)
+    async def add_passkey(
+        body: NewPasskey, principal: Annotated[Principal, Depends(deps.bearer)]
+    ) -> dict[str, str]:
+        ticket = deps.flows.open(body.ticket, PASSKEY_TICKET)
+        if (
+            ticket is None
+            or ticket.get("tenant") != str(principal.tenant_id)
+            or ticket.get("user") != str(principal.user_id)
+            or int(ticket.get("expires", 0)) < time.time()
+        ):
+            raise Problem(400, "passkey-refused", "Passkey refused", "invalid or expired ticket")
+        try:
+            await deps.passkeys.register(
+                principal.tenant_id,
+                principal.user_id,
+                str(ticket["challenge"]),
+                body.credential,
+                body.name,
+            )
+        except PasskeyError as exc:
+            raise Problem(400, "passkey-refused", "Passkey refused", str(exc)) from None
+        return {"status": "registered"}
+
+    async def code_redirect(flow: LoginFlow, amr: list[str]) -> str:
+        """Issue the authorization code and return the client redirect that carries it."""
         tenant_id, user_id = _subject(flow)
         code = await deps.oauth.create_code(
             tenant=tenant_id,
@@ -331,15 +451,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             code_challenge=flow.code_challenge,
             nonce=flow.nonce,
             scope=flow.scope,
-            amr=AMR_TOTP,
+            amr=amr,
             auth_time=datetime.now(UTC),
         )
         params = {"code": code, "iss": deps.issuer}
         if flow.state:
             params["state"] = flow.state
-        return with_flow(
-            RedirectResponse(f"{flow.redirect_uri}?{urlencode(params)}", status_code=303), None
-        )
+        return f"{flow.redirect_uri}?{urlencode(params)}"
 
     async def grant(fields: dict[str, str]) -> TokenResponse:
         client = await deps.oauth.client(fields.get("client_id", ""))

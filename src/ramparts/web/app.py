@@ -19,6 +19,7 @@ from ramparts.identity.auth import BearerAuthenticator
 from ramparts.identity.flow import FlowCodec
 from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthService
+from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp, build_router
 from ramparts.web import health, pages
@@ -60,6 +61,7 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
         keys=keys,
         verifier=verifier,
         bearer=BearerAuthenticator(verifier, keys, oauth),
+        passkeys=Passkeys(database, public_url=issuer),
         secure_cookies=issuer.startswith("https://"),
     )
 

@@ -42,6 +42,23 @@ def upgrade() -> None:
         )
         """,
         *tenant_table_sql("totp_credentials"),
+        # WebAuthn / passkey credentials, several per user. sign_count catches clones.
+        """
+        CREATE TABLE webauthn_credentials (
+            tenant_id uuid NOT NULL,
+            credential_id bytea NOT NULL CHECK (octet_length(credential_id) BETWEEN 16 AND 1023),
+            user_id uuid NOT NULL,
+            public_key bytea NOT NULL,
+            sign_count bigint NOT NULL DEFAULT 0,
+            name text NOT NULL DEFAULT 'passkey',
+            created_at timestamptz NOT NULL DEFAULT now(),
+            last_used_at timestamptz,
+            CONSTRAINT pk_webauthn_credentials PRIMARY KEY (tenant_id, credential_id),
+            CONSTRAINT fk_webauthn_credentials_user FOREIGN KEY (tenant_id, user_id)
+                REFERENCES users (tenant_id, id) ON DELETE CASCADE
+        )
+        """,
+        *tenant_table_sql("webauthn_credentials"),
         # Single-use recovery codes: 80 random bits each, so a SHA-256 digest is enough.
         """
         CREATE TABLE recovery_codes (

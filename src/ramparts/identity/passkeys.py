@@ -1,0 +1,176 @@
+"""WebAuthn (passkeys) through py_webauthn: registration and authentication ceremonies.
+
+User verification is required in both ceremonies, attestation is not requested, and the
+signature counter must grow: a counter that does not is a cloned authenticator and fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from sqlalchemy import text
+from webauthn import (
+    base64url_to_bytes,
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import bytes_to_base64url
+from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from ramparts.db.engine import Database
+
+__all__ = ["PasskeyError", "Passkeys"]
+
+log = structlog.get_logger(__name__)
+
+
+class PasskeyError(Exception):
+    """The ceremony failed; the message is safe to log, not meant for the user."""
+
+
+@dataclass(frozen=True)
+class Ceremony:
+    options_json: str  # for navigator.credentials.create/get
+    challenge: str  # base64url, kept server-side (in the sealed login flow)
+
+
+class Passkeys:
+    def __init__(self, database: Database, *, public_url: str, rp_name: str = "Ramparts") -> None:
+        self._db = database
+        self.origin = public_url
+        self.rp_id = urlsplit(public_url).hostname or "localhost"
+        self._rp_name = rp_name
+
+    async def _credential_ids(self, tenant: uuid.UUID, user: uuid.UUID) -> list[bytes]:
+        async with self._db.tenant_session(tenant) as session:
+            rows = await session.scalars(
+                text(
+                    "SELECT credential_id FROM webauthn_credentials "
+                    "WHERE tenant_id = :tenant AND user_id = :user ORDER BY created_at"
+                ),
+                {"tenant": tenant, "user": user},
+            )
+            return [bytes(row) for row in rows]
+
+    async def has_passkey(self, tenant: uuid.UUID, user: uuid.UUID) -> bool:
+        return bool(await self._credential_ids(tenant, user))
+
+    async def registration(self, tenant: uuid.UUID, user: uuid.UUID, username: str) -> Ceremony:
+        existing = await self._credential_ids(tenant, user)
+        options = generate_registration_options(
+            rp_id=self.rp_id,
+            rp_name=self._rp_name,
+            user_name=username,
+            user_id=user.bytes,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.PREFERRED,
+                user_verification=UserVerificationRequirement.REQUIRED,
+            ),
+            exclude_credentials=[PublicKeyCredentialDescriptor(id=c) for c in existing],
+        )
+        return Ceremony(options_to_json(options), bytes_to_base64url(options.challenge))
+
+    async def register(
+        self,
+        tenant: uuid.UUID,
+        user: uuid.UUID,
+        challenge: str,
+        credential: dict[str, Any],
+        name: str = "passkey",
+    ) -> None:
+        try:
+            verified = verify_registration_response(
+                credential=credential,
+                expected_challenge=base64url_to_bytes(challenge),
+                expected_rp_id=self.rp_id,
+                expected_origin=self.origin,
+                require_user_verification=True,
+            )
+        except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
+            raise PasskeyError(f"registration refused: {exc}") from None
+        async with self._db.tenant_session(tenant) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO webauthn_credentials (tenant_id, credential_id, user_id, "
+                    "public_key, sign_count, name) VALUES (:tenant, :id, :user, :key, :count, "
+                    ":name)"
+                ),
+                {
+                    "tenant": tenant,
+                    "id": verified.credential_id,
+                    "user": user,
+                    "key": verified.credential_public_key,
+                    "count": verified.sign_count,
+                    "name": name[:100],
+                },
+            )
+        log.info("passkey_registered", tenant=str(tenant), user=str(user))
+
+    async def authentication(self, tenant: uuid.UUID, user: uuid.UUID) -> Ceremony:
+        allowed = await self._credential_ids(tenant, user)
+        if not allowed:
+            raise PasskeyError("the user has no passkey")
+        options = generate_authentication_options(
+            rp_id=self.rp_id,
+            user_verification=UserVerificationRequirement.REQUIRED,
+            allow_credentials=[PublicKeyCredentialDescriptor(id=c) for c in allowed],
+        )
+        return Ceremony(options_to_json(options), bytes_to_base64url(options.challenge))
+
+    async def authenticate(
+        self, tenant: uuid.UUID, user: uuid.UUID, challenge: str, credential: dict[str, Any]
+    ) -> None:
+        """Verify an assertion from one of the user's own credentials; raise on any doubt."""
+        raw_id = credential.get("rawId") or credential.get("id")
+        if not isinstance(raw_id, str):
+            raise PasskeyError("assertion without a credential id")
+        try:
+            credential_id = base64url_to_bytes(raw_id)
+        except ValueError:
+            raise PasskeyError("malformed credential id") from None
+        async with self._db.tenant_session(tenant) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT public_key, sign_count FROM webauthn_credentials "
+                        "WHERE tenant_id = :tenant AND user_id = :user AND credential_id = :id "
+                        "FOR UPDATE"
+                    ),
+                    {"tenant": tenant, "user": user, "id": credential_id},
+                )
+            ).first()
+            if row is None:
+                raise PasskeyError("not one of this user's credentials")
+            try:
+                verified = verify_authentication_response(
+                    credential=credential,
+                    expected_challenge=base64url_to_bytes(challenge),
+                    expected_rp_id=self.rp_id,
+                    expected_origin=self.origin,
+                    credential_public_key=bytes(row[0]),
+                    credential_current_sign_count=row[1],
+                    require_user_verification=True,
+                )
+            except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as exc:
+                log.warning("passkey_refused", tenant=str(tenant), user=str(user), reason=str(exc))
+                raise PasskeyError(f"assertion refused: {exc}") from None
+            await session.execute(
+                text(
+                    "UPDATE webauthn_credentials SET sign_count = :count, last_used_at = now()"
+                    " WHERE tenant_id = :tenant AND credential_id = :id"
+                ),
+                {"count": verified.new_sign_count, "tenant": tenant, "id": credential_id},
+            )
