@@ -223,7 +223,7 @@ def test_unknown_client_or_redirect_is_never_redirected_to(
 
 
 def test_no_implicit_or_password_grant(server: httpx.Client, account: Account) -> None:
-    for grant in ("password", "client_credentials", "implicit", ""):
+    for grant in ("password", "implicit", ""):
         response = server.post(
             "/oauth/token",
             data={
@@ -235,6 +235,13 @@ def test_no_implicit_or_password_grant(server: httpx.Client, account: Account) -
         )
         assert response.status_code == 400
         assert response.json()["error"] == "unsupported_grant_type"
+    # client_credentials is for service clients: a public client cannot authenticate for it.
+    public = server.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": CLIENT_ID, "resource": "x"},
+    )
+    assert public.status_code == 401
+    assert public.json()["error"] == "invalid_client"
 
 
 def test_login_form_requires_the_flow_and_its_csrf_token(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 
 import structlog
 from fastapi import Request
 
+from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.tokens import AccessClaims, TokenError, TokenVerifier
 from ramparts.problems import Problem
@@ -19,7 +21,8 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Principal:
-    user_id: uuid.UUID
+    subject: str  # the user's id, or the service client's client_id
+    user_id: uuid.UUID | None  # None for a service
     tenant_id: uuid.UUID
     roles: tuple[str, ...]
     amr: tuple[str, ...]
@@ -57,11 +60,20 @@ class BearerAuthenticator:
         except TokenError as exc:
             log.warning("token_rejected", reason=str(exc), path=request.url.path)
             raise _unauthorized("the access token is invalid", "invalid_token") from None
+        if claims.certificate_thumbprint is not None:
+            presented = client_certificate_thumbprint(request.scope)
+            if presented is None or not secrets.compare_digest(
+                presented, claims.certificate_thumbprint
+            ):
+                # RFC 8705 section 3: a certificate-bound token needs that certificate.
+                log.warning("token_rejected", reason="certificate mismatch", jti=str(claims.jti))
+                raise _unauthorized("the access token is invalid", "invalid_token")
         if await self._oauth.access_token_revoked(claims.tenant, claims.jti):
             log.warning("token_rejected", reason="revoked", jti=str(claims.jti))
             raise _unauthorized("the access token is invalid", "invalid_token")
         return Principal(
-            user_id=claims.subject,
+            subject=claims.subject,
+            user_id=None if claims.is_service else uuid.UUID(claims.subject),
             tenant_id=claims.tenant,
             roles=claims.roles,
             amr=claims.amr,

@@ -7,6 +7,7 @@ that is a superuser bypasses RLS, so every query here also filters by tenant exp
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
+from ramparts.identity.clients import new_client_id
 from ramparts.identity.keys import load_key_ring, rotate_signing_key
 from ramparts.identity.login import totp_context
 from ramparts.identity.models import Membership, Role, Tenant, User
@@ -120,6 +122,42 @@ class Provisioning:
                     "logouts": [post_logout_redirect_uri],
                 },
             )
+
+    async def create_service_client(
+        self,
+        tenant: TenantRecord,
+        *,
+        name: str,
+        resources: list[str],
+        roles: list[str],
+        jwks: dict[str, Any] | None = None,
+        certificate_thumbprint: str | None = None,
+    ) -> str:
+        """Register a service client; exactly one credential: public keys or a certificate."""
+        if (jwks is None) == (certificate_thumbprint is None):
+            raise ValueError("give either public keys (private_key_jwt) or a certificate (mTLS)")
+        if jwks is not None and any("d" in key for key in jwks.get("keys", [])):
+            raise ValueError("the JWKS contains a private key; register only public keys")
+        client_id = new_client_id(tenant.id)
+        async with self._db.tenant_session(tenant.id) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO service_clients (tenant_id, client_id, name, auth_method, "
+                    "jwks, certificate_thumbprint, resources, roles) VALUES (:tenant, :id, "
+                    ":name, :method, CAST(:jwks AS jsonb), :thumb, :resources, :roles)"
+                ),
+                {
+                    "tenant": tenant.id,
+                    "id": client_id,
+                    "name": name,
+                    "method": "private_key_jwt" if jwks is not None else "tls_client_auth",
+                    "jwks": json.dumps(jwks) if jwks is not None else None,
+                    "thumb": certificate_thumbprint,
+                    "resources": resources,
+                    "roles": roles,
+                },
+            )
+        return client_id
 
     async def ensure_signing_key(self, *, overlap: timedelta) -> str | None:
         """Create the first signing key when there is none; returns its kid if created."""

@@ -21,8 +21,15 @@ from joserfc.errors import JoseError
 from ramparts.crypto.local import LocalSealer
 from ramparts.identity.keys import ALGORITHM, KeyRing
 
-__all__ = ["AccessClaims", "TokenError", "TokenIssuer", "TokenVerifier"]
+__all__ = [
+    "ACR_SERVICE",
+    "AccessClaims",
+    "TokenError",
+    "TokenIssuer",
+    "TokenVerifier",
+]
 
+ACR_SERVICE = "urn:ramparts:acr:service"
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 #: Headers that let a token choose its own verification key or extend the rules: never honoured.
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
@@ -35,7 +42,7 @@ class TokenError(Exception):
 
 @dataclass(frozen=True)
 class AccessClaims:
-    subject: uuid.UUID
+    subject: str  # a user's id, or a service client's client_id
     tenant: uuid.UUID
     roles: tuple[str, ...]
     amr: tuple[str, ...]
@@ -44,6 +51,11 @@ class AccessClaims:
     client_id: str
     scope: str
     expires_at: datetime
+    certificate_thumbprint: str | None = None  # RFC 8705 cnf.x5t#S256, for mTLS-bound tokens
+
+    @property
+    def is_service(self) -> bool:
+        return self.acr == ACR_SERVICE
 
 
 class TokenIssuer:
@@ -91,6 +103,41 @@ class TokenIssuer:
             "client_id": client_id,
             "scope": scope,
         }
+        token = self._sign(ring, {"typ": ACCESS_TOKEN_TYPE}, claims)
+        return token, jti, datetime.fromtimestamp(expires, UTC)
+
+    def service_token(
+        self,
+        ring: KeyRing,
+        *,
+        client_id: str,
+        tenant: uuid.UUID,
+        roles: list[str],
+        audience: str,
+        certificate_thumbprint: str | None,
+    ) -> tuple[str, uuid.UUID, datetime]:
+        """A client_credentials token: for one audience (RFC 8707) and, with mTLS, bound to
+        the client's certificate (RFC 8705 section 3)."""
+        now = int(time.time())
+        jti = uuid.uuid4()
+        expires = now + self.access_seconds
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": client_id,
+            "aud": audience,
+            "exp": expires,
+            "iat": now,
+            "nbf": now,
+            "jti": str(jti),
+            "tenant": str(tenant),
+            "roles": roles,
+            "amr": [],
+            "acr": ACR_SERVICE,
+            "client_id": client_id,
+            "scope": "",
+        }
+        if certificate_thumbprint:
+            claims["cnf"] = {"x5t#S256": certificate_thumbprint}
         token = self._sign(ring, {"typ": ACCESS_TOKEN_TYPE}, claims)
         return token, jti, datetime.fromtimestamp(expires, UTC)
 
@@ -201,7 +248,7 @@ class TokenVerifier:
         try:
             self._registry.validate(claims)
             return AccessClaims(
-                subject=uuid.UUID(claims["sub"]),
+                subject=_subject(claims),
                 tenant=uuid.UUID(claims["tenant"]),
                 roles=tuple(_strings(claims["roles"])),
                 amr=tuple(_strings(claims["amr"])),
@@ -210,11 +257,31 @@ class TokenVerifier:
                 client_id=str(claims["client_id"]),
                 scope=str(claims["scope"]),
                 expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                certificate_thumbprint=_thumbprint(claims),
             ), kid
         except JoseError as exc:
             raise TokenError(f"rejected: {exc}") from None
         except (KeyError, ValueError, TypeError) as exc:
             raise TokenError(f"malformed claims: {exc}") from None
+
+
+def _subject(claims: dict[str, Any]) -> str:
+    """Users are UUIDs; service clients are their client_id (checked against client_id)."""
+    subject = claims["sub"]
+    if claims.get("acr") == ACR_SERVICE:
+        if subject != claims["client_id"]:
+            raise ValueError("a service token's subject must be its client")
+        return str(subject)
+    return str(uuid.UUID(subject))
+
+
+def _thumbprint(claims: dict[str, Any]) -> str | None:
+    cnf = claims.get("cnf")
+    if cnf is None:
+        return None
+    if not isinstance(cnf, dict) or not isinstance(cnf.get("x5t#S256"), str):
+        raise TypeError("malformed cnf claim")
+    return str(cnf["x5t#S256"])
 
 
 def _strings(value: object) -> list[str]:

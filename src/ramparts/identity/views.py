@@ -23,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.templating import Jinja2Templates
 
 from ramparts.identity.auth import BearerAuthenticator, Principal
+from ramparts.identity.clients import ASSERTION_TYPE, ServiceClients
 from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, LoginFlow
 from ramparts.identity.login import Authenticator
+from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import KeyCache, OAuthError, OAuthService, TokenResponse
 from ramparts.identity.passkeys import PasskeyError, Passkeys
 from ramparts.identity.tokens import TokenError, TokenVerifier
@@ -62,6 +64,7 @@ class IdentityHttp:
     verifier: TokenVerifier
     bearer: BearerAuthenticator
     passkeys: Passkeys
+    services: ServiceClients
     secure_cookies: bool
 
     @property
@@ -131,12 +134,14 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             "end_session_endpoint": f"{base}/oauth/logout",
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": sorted(SCOPES),
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
-            "token_endpoint_auth_methods_supported": ["none"],
+            "token_endpoint_auth_methods_supported": ["none", "private_key_jwt", "tls_client_auth"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+            "tls_client_certificate_bound_access_tokens": True,
             "revocation_endpoint_auth_methods_supported": ["none"],
             "claims_supported": [
                 "sub",
@@ -402,13 +407,12 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         principal: Annotated[Principal, Depends(deps.bearer)],
     ) -> dict[str, Any]:
         """Start registering one more passkey for the signed-in user."""
-        ceremony = await deps.passkeys.registration(
-            principal.tenant_id, principal.user_id, str(principal.user_id)
-        )
+        user = _user(principal)
+        ceremony = await deps.passkeys.registration(principal.tenant_id, user, str(user))
         ticket = deps.flows.seal(
             {
                 "tenant": str(principal.tenant_id),
-                "user": str(principal.user_id),
+                "user": str(user),
                 "challenge": ceremony.challenge,
                 "expires": int(time.time()) + 300,
             },
@@ -424,14 +428,14 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         if (
             ticket is None
             or ticket.get("tenant") != str(principal.tenant_id)
-            or ticket.get("user") != str(principal.user_id)
+            or ticket.get("user") != str(_user(principal))
             or int(ticket.get("expires", 0)) < time.time()
         ):
             raise Problem(400, "passkey-refused", "Passkey refused", "invalid or expired ticket")
         try:
             await deps.passkeys.register(
                 principal.tenant_id,
-                principal.user_id,
+                _user(principal),
                 str(ticket["challenge"]),
                 body.credential,
                 body.name,
@@ -459,6 +463,28 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             params["state"] = flow.state
         return f"{flow.redirect_uri}?{urlencode(params)}"
 
+    async def service_grant(fields: dict[str, str], request: Request) -> dict[str, Any]:
+        """client_credentials for service clients (RFC 7523 / RFC 8705, RFC 8707)."""
+        thumbprint = client_certificate_thumbprint(request.scope)
+        if fields.get("client_assertion_type") == ASSERTION_TYPE:
+            client = await deps.services.authenticate_assertion(fields.get("client_assertion", ""))
+        elif thumbprint is not None:
+            client = await deps.services.authenticate_certificate(
+                fields.get("client_id", ""), thumbprint
+            )
+        else:
+            raise OAuthError(
+                "invalid_client", "authenticate with private_key_jwt or mTLS", status=401
+            )
+        if fields.get("client_id") not in {None, client.client_id}:
+            raise OAuthError(
+                "invalid_client", "client_id does not match the credential", status=401
+            )
+        resource = fields.get("resource")
+        if not resource:
+            raise OAuthError("invalid_target", "name the audience with the resource parameter")
+        return await deps.services.token(client, resource, thumbprint)
+
     async def grant(fields: dict[str, str]) -> TokenResponse:
         client = await deps.oauth.client(fields.get("client_id", ""))
         if client is None or not client.is_public:
@@ -479,7 +505,8 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 refresh_token=fields.get("refresh_token", ""), client_id=client.client_id
             )
         raise OAuthError(
-            "unsupported_grant_type", "only authorization_code and refresh_token are supported"
+            "unsupported_grant_type",
+            "supported: authorization_code, refresh_token, client_credentials (services)",
         )
 
     @router.post("/oauth/token")
@@ -487,14 +514,19 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         form = await request.form()
         no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         try:
-            issued = await grant({k: v for k, v in form.items() if isinstance(v, str)})
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            if fields.get("grant_type") == "client_credentials":
+                body = await service_grant(fields, request)
+            else:
+                body = (await grant(fields)).body()
         except OAuthError as exc:
             return JSONResponse(exc.body(), status_code=exc.status, headers=no_store)
-        return JSONResponse(issued.body(), headers=no_store)
+        return JSONResponse(body, headers=no_store)
 
     async def userinfo(principal: Annotated[Principal, Depends(deps.bearer)]) -> dict[str, Any]:
+        _user(principal)
         return {
-            "sub": str(principal.user_id),
+            "sub": principal.subject,
             "tenant": str(principal.tenant_id),
             "roles": list(principal.roles),
             "amr": list(principal.amr),
@@ -564,6 +596,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         )
 
     return router
+
+
+def _user(principal: Principal) -> uuid.UUID:
+    """The signed-in person; a service client has no user account to act on."""
+    if principal.user_id is None:
+        raise Problem(403, "not-a-user", "Forbidden", "this endpoint is for users, not services")
+    return principal.user_id
 
 
 def _subject(flow: LoginFlow) -> tuple[uuid.UUID, uuid.UUID]:

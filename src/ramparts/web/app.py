@@ -16,6 +16,7 @@ from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.db.migrate import head_revision
 from ramparts.identity.auth import BearerAuthenticator
+from ramparts.identity.clients import ServiceClients
 from ramparts.identity.flow import FlowCodec
 from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthService
@@ -62,6 +63,7 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
         verifier=verifier,
         bearer=BearerAuthenticator(verifier, keys, oauth),
         passkeys=Passkeys(database, public_url=issuer),
+        services=ServiceClients(database, tokens, keys, token_endpoint=f"{issuer}/oauth/token"),
         secure_cookies=issuer.startswith("https://"),
     )
 

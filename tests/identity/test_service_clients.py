@@ -1,0 +1,203 @@
+"""Service-to-service (ID-3): private_key_jwt clients, audience-bound client_credentials.
+
+No `from __future__ import annotations`: FastAPI must resolve the probe route's signature.
+"""
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import httpx
+import psycopg
+import pytest
+from fastapi import Depends, FastAPI
+from joserfc import jwk, jwt
+
+from ramparts.crypto.local import LocalSealer
+from ramparts.db.engine import Database, DatabaseUrls
+from ramparts.identity.auth import Principal
+from ramparts.identity.services import Provisioning, TenantRecord
+from tests.conftest import libpq
+from tests.identity.helpers import OVERLAP, bearer
+
+BILLING = "https://billing.example/"
+ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def whoami_route(app: FastAPI) -> None:
+    """A protected route standing in for the API that service tokens are meant for."""
+    bearer_auth = app.state.identity.bearer
+
+    async def whoami(principal: Annotated[Principal, Depends(bearer_auth)]) -> dict[str, Any]:
+        return {
+            "subject": principal.subject,
+            "tenant": str(principal.tenant_id),
+            "user": principal.user_id,
+            "roles": list(principal.roles),
+        }
+
+    app.add_api_route("/probe/whoami", whoami)
+
+
+@pytest.fixture(scope="module")
+def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
+    return serve_module_app(whoami_route)
+
+
+def register(
+    urls: DatabaseUrls, sealer: LocalSealer, resources: list[str], **credential: Any
+) -> tuple[str, TenantRecord]:
+    async def run() -> tuple[str, TenantRecord]:
+        owner = Database(urls.owner, pool_size=1)
+        try:
+            provisioning = Provisioning(owner, sealer)
+            slug = f"s-{secrets.token_hex(5)}"
+            tenant = await provisioning.ensure_tenant(slug=slug, name=slug, region="us")
+            await provisioning.ensure_signing_key(overlap=OVERLAP)
+            client_id = await provisioning.create_service_client(
+                tenant, name="billing-sync", resources=resources, roles=["service"], **credential
+            )
+            return client_id, tenant
+        finally:
+            await owner.dispose()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def client_key() -> jwk.ECKey:
+    return jwk.ECKey.generate_key("P-256", parameters={"kid": "svc-1"}, private=True)
+
+
+@pytest.fixture
+def client(
+    urls: DatabaseUrls, sealer: LocalSealer, server: httpx.Client, client_key: jwk.ECKey
+) -> tuple[str, TenantRecord]:
+    api = f"{str(server.base_url).rstrip('/')}/api"
+    jwks = {"keys": [client_key.as_dict(private=False)]}
+    return register(urls, sealer, [api, BILLING], jwks=jwks)
+
+
+def assertion(server: httpx.Client, client_id: str, key: jwk.ECKey, **claims: Any) -> str:
+    now = int(time.time())
+    body = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": f"{api(server)[:-4]}/oauth/token",
+        "iat": now,
+        "exp": now + 60,
+        "jti": secrets.token_urlsafe(16),
+        **claims,
+    }
+    return jwt.encode({"alg": "ES256", "kid": key.kid}, body, key)
+
+
+def token_request(server: httpx.Client, signed: str, resource: str | None) -> httpx.Response:
+    data = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION,
+        "client_assertion": signed,
+    }
+    if resource is not None:
+        data["resource"] = resource
+    return server.post("/oauth/token", data=data)
+
+
+def api(server: httpx.Client) -> str:
+    return f"{str(server.base_url).rstrip('/')}/api"
+
+
+def test_private_key_jwt_client_gets_an_audience_bound_token(
+    server: httpx.Client, client: tuple[str, TenantRecord], client_key: jwk.ECKey
+) -> None:
+    client_id, tenant = client
+    response = token_request(server, assertion(server, client_id, client_key), api(server))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"access_token", "token_type", "expires_in"}  # no refresh token
+    me = server.get("/probe/whoami", headers=bearer(body["access_token"]))
+    assert me.status_code == 200, me.text
+    assert me.json() == {
+        "subject": client_id,
+        "tenant": str(tenant.id),
+        "user": None,
+        "roles": ["service"],
+    }
+    assert server.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 403
+
+
+def test_a_token_for_another_audience_is_refused_here(
+    server: httpx.Client, client: tuple[str, TenantRecord], client_key: jwk.ECKey
+) -> None:
+    client_id, _ = client
+    billing = token_request(server, assertion(server, client_id, client_key), BILLING).json()
+    refused = server.get("/probe/whoami", headers=bearer(billing["access_token"]))
+    assert refused.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"resource": "https://elsewhere.example/"}, "invalid_target"),
+        ({"resource": None}, "invalid_target"),
+        ({"aud": "https://evil.example/token"}, "invalid_client"),
+        ({"iss": "svc.00000000000000000000000000000000.nobodynobodynobody"}, "invalid_client"),
+        ({"sub": "someone-else"}, "invalid_client"),
+        ({"exp": int(time.time()) + 3600}, "invalid_client"),
+        ({"exp": int(time.time()) - 120}, "invalid_client"),
+        ({"key": "other"}, "invalid_client"),
+    ],
+)
+def test_bad_client_authentication_or_target(
+    server: httpx.Client,
+    client: tuple[str, TenantRecord],
+    client_key: jwk.ECKey,
+    change: dict[str, Any],
+    error: str,
+) -> None:
+    client_id, _ = client
+    change = dict(change)
+    resource = change.pop("resource", api(server))
+    key = (
+        jwk.ECKey.generate_key("P-256", parameters={"kid": "svc-1"}, private=True)
+        if change.pop("key", None)
+        else client_key
+    )
+    response = token_request(server, assertion(server, client_id, key, **change), resource)
+    assert response.status_code in {400, 401}
+    assert response.json()["error"] == error
+
+
+def test_an_assertion_is_accepted_once(
+    server: httpx.Client, client: tuple[str, TenantRecord], client_key: jwk.ECKey
+) -> None:
+    client_id, _ = client
+    signed = assertion(server, client_id, client_key)
+    assert token_request(server, signed, api(server)).status_code == 200
+    replay = token_request(server, signed, api(server))
+    assert replay.status_code == 401
+    assert replay.json()["error"] == "invalid_client"
+
+
+def test_revoked_client_gets_nothing(
+    server: httpx.Client,
+    urls: DatabaseUrls,
+    client: tuple[str, TenantRecord],
+    client_key: jwk.ECKey,
+) -> None:
+    client_id, _ = client
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE service_clients SET revoked_at = now() WHERE client_id = %s", (client_id,)
+        )
+    refused = token_request(server, assertion(server, client_id, client_key), api(server))
+    assert refused.json()["error"] == "invalid_client"
+
+
+def test_registration_refuses_private_keys(
+    urls: DatabaseUrls, sealer: LocalSealer, client_key: jwk.ECKey
+) -> None:
+    with pytest.raises(ValueError, match="private key"):
+        register(urls, sealer, [BILLING], jwks={"keys": [client_key.as_dict(private=True)]})
