@@ -161,14 +161,27 @@ def serve_command(
         Path | None, typer.Option(help="PEM certificate (enables TLS 1.3).")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="PEM CA for client certificates (service mTLS).")
+    ] = None,
 ) -> None:
     """Serve the HTTP API."""
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     settings = load_settings()
     guard_production(settings)  # configuration first: refuse before starting anything
     with open_database(settings) as urls:
-        serve(settings, urls, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
+        serve(
+            settings,
+            urls,
+            host=host,
+            port=port,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
+        )
 
 
 @app.command()

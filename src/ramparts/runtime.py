@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from sqlalchemy.engine import URL
@@ -16,6 +15,7 @@ from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import demo_data_present
 from ramparts.logs import configure_logging
 from ramparts.web.app import create_app
+from ramparts.web.tls import ClientCertificateProtocol, tls13_context_factory
 
 __all__ = ["ProductionGuardError", "guard_production", "serve"]
 
@@ -49,19 +49,6 @@ async def _preflight(settings: Settings, app_url: URL) -> None:
     guard_production(settings, demo_data_present=demo)
 
 
-def _tls13_only(
-    tls_cert: Path, tls_key: Path
-) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
-    def factory(_: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        context = default()
-        context.minimum_version = ssl.TLSVersion.TLSv1_3
-        return context
-
-    if not tls_cert.is_file() or not tls_key.is_file():
-        raise FileNotFoundError(f"TLS certificate or key not found: {tls_cert}, {tls_key}")
-    return factory
-
-
 def serve(
     settings: Settings,
     urls: DatabaseUrls,
@@ -70,17 +57,29 @@ def serve(
     port: int,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    tls_client_ca: Path | None = None,
 ) -> None:
-    """Run the HTTP server until interrupted. With a certificate it speaks TLS 1.3 only.
+    """Run the HTTP server until interrupted. With a certificate it speaks TLS 1.3 only; with
+    a client CA it also accepts client certificates (mTLS) issued by that CA.
 
     Refuses to start (`UnsafeRuntimeRoleError`, `ProductionGuardError`) when the runtime
     connection is not the powerless runtime role or the prod profile's rules are broken.
     """
     configure_logging(settings)
     asyncio.run(_preflight(settings, urls.app))
-    tls_factory = None
+    tls: dict[str, Any] = {}
     if tls_cert is not None and tls_key is not None:
-        tls_factory = _tls13_only(tls_cert, tls_key)
+        for path in (tls_cert, tls_key, tls_client_ca):
+            if path is not None and not path.is_file():
+                raise FileNotFoundError(f"TLS file not found: {path}")
+        tls = {
+            "ssl_certfile": tls_cert,
+            "ssl_keyfile": tls_key,
+            "ssl_context_factory": tls13_context_factory(
+                str(tls_client_ca) if tls_client_ca else None
+            ),
+            "http": ClientCertificateProtocol,
+        }
     config = uvicorn.Config(
         create_app(settings, Database(urls.app), LocalSealer.from_home(settings.home)),
         host=host,
@@ -88,8 +87,6 @@ def serve(
         server_header=False,
         proxy_headers=False,
         lifespan="on",
-        ssl_certfile=tls_cert if tls_factory else None,
-        ssl_keyfile=tls_key if tls_factory else None,
-        ssl_context_factory=tls_factory,
+        **tls,
     )
     uvicorn.Server(config).run()
