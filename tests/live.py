@@ -20,9 +20,9 @@ from tests.conftest import free_port
 
 
 class LiveServer:
-    def __init__(self, app: FastAPI, port: int) -> None:
+    def __init__(self, app: FastAPI, port: int, host: str = "127.0.0.1") -> None:
         self.app = app
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://{host}:{port}"
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -70,15 +70,19 @@ class Servers:
         app_hook: Callable[[FastAPI], None] | None = None,
         *,
         database_urls: DatabaseUrls | None = None,
+        host: str = "127.0.0.1",
         **overrides: object,
     ) -> httpx.Client:
-        """Start the app with these settings overrides; returns an HTTP client for it."""
+        """Start the app with these settings overrides; returns an HTTP client for it.
+
+        `host` names the server in its public URL (cookies ignore ports, so two servers that
+        must keep apart their cookies need different host names)."""
         port = free_port()
         settings = Settings(  # type: ignore[arg-type]
             **{
                 "home": "/nonexistent",
                 "secret_key": secrets.token_urlsafe(32),
-                "public_url": f"http://127.0.0.1:{port}",
+                "public_url": f"http://{host}:{port}",
                 **overrides,
             }
         )
@@ -86,7 +90,7 @@ class Servers:
         app = create_app(settings, database, self.sealer)
         if app_hook is not None:
             app_hook(app)
-        live = LiveServer(app, port)
+        live = LiveServer(app, port, host)
         self.running.append(live)
         return live.__enter__()
 

@@ -34,7 +34,7 @@ class LoginFlow:
     nonce: str | None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     expires: int = field(default_factory=lambda: int(time.time()) + FLOW_SECONDS)
-    stage: str = "password"  # password -> mfa | enroll -> recovery -> code issued
+    stage: str = "password"  # password | sso -> mfa | enroll -> recovery -> code issued
     tenant_id: str | None = None
     user_id: str | None = None
     username: str | None = None
@@ -43,6 +43,8 @@ class LoginFlow:
     challenge: str | None = None  # the WebAuthn challenge of the ceremony in progress
     amr: list[str] | None = None  # how the second factor was proven, once it was
     recovery_codes: list[str] | None = None  # shown once, right after enrollment
+    first_factor: str = "pwd"  # or "fed": the tenant's own IdP vouched for the user
+    federation: dict[str, str] | None = None  # state, PKCE verifier, nonce at the IdP
     mfa_failures: int = 0
 
     def csrf_ok(self, presented: str) -> bool:

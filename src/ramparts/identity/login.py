@@ -206,6 +206,22 @@ class Authenticator:
             )
             return True
 
+    async def tenant_id(self, slug: str) -> uuid.UUID | None:
+        async with self._db.session() as session:
+            found = await session.scalar(text("SELECT ramparts_tenant_id(:slug)"), {"slug": slug})
+        return found if isinstance(found, uuid.UUID) else None
+
+    async def has_totp(self, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        async with self._db.tenant_session(tenant_id) as session:
+            found = await session.scalar(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM totp_credentials WHERE tenant_id = :tenant "
+                    "AND user_id = :user)"
+                ),
+                {"tenant": tenant_id, "user": user_id},
+            )
+        return bool(found)
+
     async def replace_recovery_codes(
         self, *, tenant_id: uuid.UUID, user_id: uuid.UUID
     ) -> list[str]:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.identity.clients import new_client_id
+from ramparts.identity.federation import idp_secret_context
 from ramparts.identity.keys import load_key_ring, rotate_signing_key
 from ramparts.identity.login import totp_context
 from ramparts.identity.models import Membership, Role, Tenant, User
@@ -158,6 +159,51 @@ class Provisioning:
                 },
             )
         return client_id
+
+    async def set_identity_provider(
+        self,
+        tenant: TenantRecord,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str | None = None,
+        mfa_amr: list[str] | None = None,
+    ) -> None:
+        """Delegate this tenant's login to its own OIDC provider (the secret is sealed)."""
+        sealed = (
+            self._sealer.seal(client_secret.encode(), idp_secret_context(tenant.id))
+            if client_secret
+            else None
+        )
+        async with self._db.tenant_session(tenant.id) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO tenant_identity_providers (tenant_id, issuer, client_id, "
+                    "sealed_client_secret, mfa_amr) VALUES (:tenant, :issuer, :client, "
+                    ":secret, :amr) ON CONFLICT (tenant_id) DO UPDATE SET issuer = "
+                    "excluded.issuer, client_id = excluded.client_id, sealed_client_secret = "
+                    "excluded.sealed_client_secret, mfa_amr = excluded.mfa_amr"
+                ),
+                {
+                    "tenant": tenant.id,
+                    "issuer": issuer,
+                    "client": client_id,
+                    "secret": sealed,
+                    "amr": mfa_amr or ["mfa", "otp", "hwk", "swk"],
+                },
+            )
+
+    async def link_federated_identity(
+        self, tenant: TenantRecord, *, user_id: uuid.UUID, issuer: str, subject: str
+    ) -> None:
+        async with self._db.tenant_session(tenant.id) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO federated_identities (tenant_id, issuer, subject, user_id) "
+                    "VALUES (:tenant, :issuer, :subject, :user) ON CONFLICT DO NOTHING"
+                ),
+                {"tenant": tenant.id, "issuer": issuer, "subject": subject, "user": user_id},
+            )
 
     async def ensure_signing_key(self, *, overlap: timedelta) -> str | None:
         """Create the first signing key when there is none; returns its kid if created."""

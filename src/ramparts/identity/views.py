@@ -8,6 +8,7 @@ which refer to dependencies that exist only inside `build_router`.
 
 import json
 import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import pyotp
+import structlog
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +26,7 @@ from starlette.templating import Jinja2Templates
 
 from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.identity.clients import ASSERTION_TYPE, ServiceClients
+from ramparts.identity.federation import Federation, FederationError
 from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, LoginFlow
 from ramparts.identity.login import Authenticator
 from ramparts.identity.mtls import client_certificate_thumbprint
@@ -34,14 +37,16 @@ from ramparts.problems import Problem
 
 __all__ = ["IdentityHttp", "build_router"]
 
+log = structlog.get_logger(__name__)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 SCOPES = frozenset({"openid", "profile"})
 PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 PKCE_VERIFIER = PKCE_CHALLENGE
 MAX_MFA_FAILURES = 5
-# RFC 8176 method references: password plus a one-time code, or plus a hardware-bound key.
-AMR_TOTP = ["pwd", "otp", "mfa"]
-AMR_PASSKEY = ["pwd", "hwk", "mfa"]
+# RFC 8176 method references for the second factor; the first ("pwd", or "fed" for a tenant's
+# own IdP) is prepended from the flow.
+AMR_TOTP = ["otp", "mfa"]
+AMR_PASSKEY = ["hwk", "mfa"]
 PASSKEY_TICKET = "passkey-registration"
 
 
@@ -65,6 +70,7 @@ class IdentityHttp:
     bearer: BearerAuthenticator
     passkeys: Passkeys
     services: ServiceClients
+    federation: Federation
     secure_cookies: bool
 
     @property
@@ -251,6 +257,80 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             flow.stage = "mfa"
             return with_flow(RedirectResponse("/login/mfa", status_code=303), flow)
         # First login: a second factor must be enrolled before any token exists.
+        flow.stage, flow.totp_secret = "enroll", pyotp.random_base32()
+        return with_flow(RedirectResponse("/login/enroll", status_code=303), flow)
+
+    @router.post("/login/sso")
+    async def sso(
+        request: Request,
+        tenant: Annotated[str, Form(max_length=63)],
+        csrf: Annotated[str, Form(max_length=100)],
+    ) -> Response:
+        """Start federated login at the tenant's own identity provider."""
+        flow = current_flow(request)
+        if flow is None or flow.stage != "password" or not flow.csrf_ok(csrf):
+            return expired(request)
+        tenant_id = await deps.authenticator.tenant_id(tenant.strip().lower())
+        idp = await deps.federation.provider(tenant_id) if tenant_id else None
+        if idp is None:
+            return page(
+                request,
+                "login.html",
+                400,
+                csrf=flow.csrf,
+                tenant=tenant,
+                username="",
+                error="Single sign-on is not set up for this organisation.",
+            )
+        try:
+            url, pending = await deps.federation.start(idp)
+        except FederationError as exc:
+            log.warning("federated_login_failed", reason=str(exc))
+            return page(
+                request,
+                "error.html",
+                502,
+                message="The organisation's sign-in service did not answer. Try again later.",
+            )
+        flow.stage, flow.tenant_id, flow.federation = "sso", str(tenant_id), pending
+        return with_flow(RedirectResponse(url, status_code=303), flow)
+
+    @router.get("/login/sso/callback")
+    async def sso_callback(request: Request) -> Response:
+        flow = current_flow(request)
+        if flow is None or flow.stage != "sso" or not flow.federation or not flow.tenant_id:
+            return expired(request)
+        if not secrets.compare_digest(
+            request.query_params.get("state", ""), flow.federation["state"]
+        ):
+            return expired(request)
+        idp = await deps.federation.provider(uuid.UUID(flow.tenant_id))
+        try:
+            if idp is not None:
+                login = await deps.federation.finish(idp, flow.federation, str(request.url))
+        except FederationError as exc:
+            log.warning("federated_login_failed", reason=str(exc))
+            idp = None
+        if idp is None:
+            return with_flow(
+                page(
+                    request,
+                    "error.html",
+                    401,
+                    message=("Sign-in through your organisation failed."),
+                ),
+                None,
+            )
+        flow.user_id, flow.username = str(login.user_id), login.username
+        flow.first_factor, flow.federation = "fed", None
+        if login.mfa_done:  # the IdP proved a second factor (its amr says so)
+            return with_flow(RedirectResponse(await code_redirect(flow, ["fed", "mfa"]), 303), None)
+        # The IdP proved only one factor: ours is still required.
+        tenant_id = uuid.UUID(flow.tenant_id)
+        flow.has_passkey = await deps.passkeys.has_passkey(tenant_id, login.user_id)
+        if flow.has_passkey or await deps.authenticator.has_totp(tenant_id, login.user_id):
+            flow.stage = "mfa"
+            return with_flow(RedirectResponse("/login/mfa", status_code=303), flow)
         flow.stage, flow.totp_secret = "enroll", pyotp.random_base32()
         return with_flow(RedirectResponse("/login/enroll", status_code=303), flow)
 
@@ -447,6 +527,8 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     async def code_redirect(flow: LoginFlow, amr: list[str]) -> str:
         """Issue the authorization code and return the client redirect that carries it."""
         tenant_id, user_id = _subject(flow)
+        if amr[0] not in {"pwd", "fed"}:
+            amr = [flow.first_factor, *amr]
         code = await deps.oauth.create_code(
             tenant=tenant_id,
             user=user_id,

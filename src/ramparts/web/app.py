@@ -17,6 +17,7 @@ from ramparts.db.engine import Database
 from ramparts.db.migrate import head_revision
 from ramparts.identity.auth import BearerAuthenticator
 from ramparts.identity.clients import ServiceClients
+from ramparts.identity.federation import Federation
 from ramparts.identity.flow import FlowCodec
 from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthService
@@ -64,6 +65,7 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
         bearer=BearerAuthenticator(verifier, keys, oauth),
         passkeys=Passkeys(database, public_url=issuer),
         services=ServiceClients(database, tokens, keys, token_endpoint=f"{issuer}/oauth/token"),
+        federation=Federation(database, sealer, redirect_uri=f"{issuer}/login/sso/callback"),
         secure_cookies=issuer.startswith("https://"),
     )
 
