@@ -360,3 +360,58 @@ def test_demo_runs_on_the_embedded_database(tmp_path: Path) -> None:
     while (tmp_path / "pgdata" / "postmaster.pid").exists():  # the server stops with us
         assert time.monotonic() < deadline, "embedded PostgreSQL kept running"
         time.sleep(0.2)
+
+
+def test_service_client_lifecycle(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database(migrate=False)
+    env = owner_env(tmp_path, urls)
+    assert run("migrate", env=env).returncode == 0
+    assert run("seed-demo", env=env).returncode == 0
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_numbers()
+    jwks = {
+        "keys": [
+            {
+                "kty": "EC",
+                "crv": "P-256",
+                "kid": "k1",
+                "x": base64.urlsafe_b64encode(public.x.to_bytes(32, "big")).rstrip(b"=").decode(),
+                "y": base64.urlsafe_b64encode(public.y.to_bytes(32, "big")).rstrip(b"=").decode(),
+            }
+        ]
+    }
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    created = run(
+        "clients",
+        "create",
+        "--tenant",
+        "acme",
+        "--name",
+        "ledger",
+        "--resource",
+        "https://ledger.example/",
+        "--jwks-file",
+        str(tmp_path / "jwks.json"),
+        "--json",
+        env=env,
+    )
+    assert created.returncode == 0, created.stderr
+    client_id = json.loads(created.stdout)["client_id"]
+    assert client_id.startswith("svc.")
+    both = run("clients", "create", "--tenant", "acme", "--name", "x", "--resource", "r", env=env)
+    assert both.returncode == 2
+    assert "exactly one of --jwks-file and --cert-file" in both.stderr
+    nowhere = run("clients", "revoke", "--tenant", "nope", client_id, env=env)
+    assert nowhere.returncode == 2
+    assert run("clients", "revoke", "--tenant", "acme", client_id, env=env).returncode == 0
+    again = run("clients", "revoke", "--tenant", "acme", client_id, env=env)
+    assert again.returncode == 2
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        row = conn.execute(
+            "SELECT auth_method, resources, revoked_at IS NOT NULL FROM "
+            "service_clients WHERE client_id = %s",
+            (client_id,),
+        ).fetchone()
+    assert row == ("private_key_jwt", ["https://ledger.example/"], True)

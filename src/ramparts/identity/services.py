@@ -57,6 +57,24 @@ class Provisioning:
                 session.add(tenant)
         return TenantRecord(id=tenant.id, slug=tenant.slug, name=tenant.name, region=tenant.region)
 
+    async def tenant(self, slug: str) -> TenantRecord | None:
+        async with self._db.session() as session:
+            tenant = await session.scalar(select(Tenant).where(Tenant.slug == slug))
+        if tenant is None:
+            return None
+        return TenantRecord(id=tenant.id, slug=tenant.slug, name=tenant.name, region=tenant.region)
+
+    async def revoke_service_client(self, tenant: TenantRecord, client_id: str) -> bool:
+        async with self._db.tenant_session(tenant.id) as session:
+            result = await session.execute(
+                text(
+                    "UPDATE service_clients SET revoked_at = now() WHERE tenant_id = :tenant "
+                    "AND client_id = :id AND revoked_at IS NULL"
+                ),
+                {"tenant": tenant.id, "id": client_id},
+            )
+        return bool(getattr(result, "rowcount", 0))
+
     async def set_user(
         self,
         tenant: TenantRecord,
