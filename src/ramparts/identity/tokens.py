@@ -8,6 +8,7 @@ from our own key ring, never a key or key URL named by the token.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from collections import OrderedDict
@@ -200,9 +201,10 @@ class TokenVerifier:
     def _decode(self, token: str, ring: KeyRing, typ: str) -> tuple[dict[str, Any], str]:
         """Header checks first, then the signature with one of our own keys."""
         try:
-            header = jws.extract_compact(token.encode("ascii")).protected
+            compact = jws.extract_compact(token.encode("ascii"))
         except (JoseError, ValueError, UnicodeError) as exc:
             raise TokenError(f"malformed token: {exc}") from None
+        header = compact.protected
         if header.get("alg") != ALGORITHM:
             raise TokenError(f"algorithm {header.get('alg')!r} is not accepted")
         forbidden = FORBIDDEN_HEADERS & header.keys()
@@ -214,10 +216,20 @@ class TokenVerifier:
         key = ring.verification_key(kid) if isinstance(kid, str) else None
         if key is None or not isinstance(kid, str):
             raise TokenError("unknown or retired signing key")
+        # The token was parsed once above; verify that same object (no second parse).
         try:
-            return jwt.decode(token, key, algorithms=[ALGORITHM]).claims, kid
+            valid = jws.validate_compact(compact, key, algorithms=[ALGORITHM])
         except JoseError as exc:
             raise TokenError(f"rejected: {exc}") from None
+        if not valid:
+            raise TokenError("bad signature")
+        try:
+            claims = json.loads(compact.payload)
+        except ValueError:
+            raise TokenError("malformed claims") from None
+        if not isinstance(claims, dict):
+            raise TokenError("malformed claims")
+        return claims, kid
 
     def verify_id_token_hint(self, token: str, ring: KeyRing) -> dict[str, Any]:
         """An ID token we issued, as a logout hint (OIDC RP-Initiated Logout 1.0 section 2):
