@@ -1,12 +1,15 @@
-"""The login flow's state, kept in a sealed cookie between the authorize request and the code.
+"""The login flow's state between the authorize request and the authorization code.
 
-AES-GCM (key derived from RAMPARTS_SECRET_KEY) makes it confidential and tamper-proof; it
-expires after ten minutes and carries the CSRF token the forms must echo.
+The browser holds only a random flow id (in a cookie); the state is a row in `login_flows`,
+sealed with AES-GCM (key derived from RAMPARTS_SECRET_KEY) and advanced by compare-and-set, so
+a replayed request finds the flow where it is now (or gone), never where it was. A flow expires
+after ten minutes and carries the CSRF token its forms must echo.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import time
@@ -15,10 +18,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import text
 
 from ramparts.crypto.local import LocalSealer, SealError
+from ramparts.db.engine import Database
 
-__all__ = ["FLOW_SECONDS", "FlowCodec", "LoginFlow"]
+__all__ = ["FLOW_SECONDS", "FlowCodec", "FlowConflict", "FlowStore", "LoginFlow"]
 
 FLOW_SECONDS = 600
 CONTEXT = "login-flow"
@@ -46,6 +51,9 @@ class LoginFlow:
     first_factor: str = "pwd"  # or "fed": the tenant's own IdP vouched for the user
     federation: dict[str, str] | None = None  # state, PKCE verifier, nonce at the IdP
     mfa_failures: int = 0
+    # Where the flow is stored; not part of the sealed state.
+    handle: str | None = field(default=None, compare=False)
+    version: int = field(default=0, compare=False)
 
     def csrf_ok(self, presented: str) -> bool:
         return secrets.compare_digest(self.csrf.encode(), presented.encode())
@@ -59,7 +67,9 @@ class FlowCodec:
         self._sealer = LocalSealer(key)
 
     def dump(self, flow: LoginFlow) -> str:
-        return self.seal(asdict(flow), CONTEXT)
+        state = asdict(flow)
+        del state["handle"], state["version"]
+        return self.seal(state, CONTEXT)
 
     def seal(self, value: dict[str, Any], context: str) -> str:
         """Sealed, URL-safe state for a client to hand back (a flow cookie, a ceremony)."""
@@ -84,3 +94,71 @@ class FlowCodec:
         except TypeError:
             return None
         return flow if flow is not None and flow.expires > time.time() else None
+
+
+class FlowConflict(Exception):  # noqa: N818 - a condition, not an error to report
+    """Another request moved the flow on first (a replay or a double submit)."""
+
+
+class FlowStore:
+    """Login flows in PostgreSQL, addressed by the SHA-256 of the browser's random id."""
+
+    def __init__(self, database: Database, codec: FlowCodec) -> None:
+        self._db = database
+        self._codec = codec
+
+    async def load(self, handle: str | None) -> LoginFlow | None:
+        if not handle or len(handle) > 100:
+            return None
+        async with self._db.session() as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT sealed_state, version FROM login_flows "
+                        "WHERE id_hash = :id AND expires_at > now()"
+                    ),
+                    {"id": _digest(handle)},
+                )
+            ).first()
+        flow = self._codec.load(row[0].decode()) if row is not None else None
+        if flow is None or row is None:
+            return None
+        flow.handle, flow.version = handle, row[1]
+        return flow
+
+    async def save(self, flow: LoginFlow) -> str:
+        """Store a new flow, or advance an existing one; returns the id for the cookie."""
+        sealed = self._codec.dump(flow).encode()
+        async with self._db.session() as session:
+            if flow.handle is None:
+                handle = secrets.token_urlsafe(32)
+                await session.execute(text("DELETE FROM login_flows WHERE expires_at < now()"))
+                await session.execute(
+                    text(
+                        "INSERT INTO login_flows (id_hash, sealed_state, expires_at) "
+                        "VALUES (:id, :state, to_timestamp(:expires))"
+                    ),
+                    {"id": _digest(handle), "state": sealed, "expires": flow.expires},
+                )
+                return handle
+            moved = await session.execute(
+                text(
+                    "UPDATE login_flows SET sealed_state = :state, version = version + 1 "
+                    "WHERE id_hash = :id AND version = :version"
+                ),
+                {"id": _digest(flow.handle), "state": sealed, "version": flow.version},
+            )
+            if not getattr(moved, "rowcount", 0):
+                raise FlowConflict
+            return flow.handle
+
+    async def end(self, handle: str | None) -> None:
+        if handle:
+            async with self._db.session() as session:
+                await session.execute(
+                    text("DELETE FROM login_flows WHERE id_hash = :id"), {"id": _digest(handle)}
+                )
+
+
+def _digest(handle: str) -> bytes:
+    return hashlib.sha256(handle.encode()).digest()

@@ -175,9 +175,9 @@ class Authenticator:
 
     async def verify_totp(self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str) -> bool:
         """RFC 6238 with one step of drift either way; each accepted step is used up."""
-        if not (code.isdigit() and len(code) == 6):
-            return False
         async with self._db.tenant_session(tenant_id) as session:
+            if await self._locked(session, tenant_id, user_id):
+                return False
             row = (
                 await session.execute(
                     text(
@@ -190,9 +190,12 @@ class Authenticator:
             if row is None:
                 return False
             secret = self._sealer.open(row[0], totp_context(tenant_id, user_id)).decode()
-            step = _matching_step(secret, code)
+            step = _matching_step(secret, code) if code.isdigit() and len(code) == 6 else None
             if step is None:
+                # Wrong codes count like wrong passwords: a known password does not buy an
+                # endless supply of guesses at the second factor.
                 log.info("totp_failed", tenant=str(tenant_id), user=str(user_id))
+                await self._account_failed(session, tenant_id, user_id, datetime.now(UTC))
                 return False
             if step <= row[1]:
                 log.warning("totp_replayed", tenant=str(tenant_id), user=str(user_id))
@@ -205,6 +208,27 @@ class Authenticator:
                 {"step": step, "tenant": tenant_id, "user": user_id},
             )
             return True
+
+    async def _locked(
+        self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID
+    ) -> bool:
+        until = await session.scalar(
+            text("SELECT locked_until FROM users WHERE tenant_id = :tenant AND id = :user"),
+            {"tenant": tenant_id, "user": user_id},
+        )
+        return until is not None and until > datetime.now(UTC)
+
+    async def has_second_factor(self, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        async with self._db.tenant_session(tenant_id) as session:
+            found = await session.scalar(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM totp_credentials WHERE tenant_id = :tenant "
+                    "AND user_id = :user) OR EXISTS (SELECT 1 FROM webauthn_credentials "
+                    "WHERE tenant_id = :tenant AND user_id = :user)"
+                ),
+                {"tenant": tenant_id, "user": user_id},
+            )
+        return bool(found)
 
     async def tenant_id(self, slug: str) -> uuid.UUID | None:
         async with self._db.session() as session:
@@ -246,6 +270,8 @@ class Authenticator:
         self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str
     ) -> bool:
         async with self._db.tenant_session(tenant_id) as session:
+            if await self._locked(session, tenant_id, user_id):
+                return False
             used = await session.execute(
                 text(
                     "UPDATE recovery_codes SET used_at = now() WHERE tenant_id = :tenant "
@@ -253,7 +279,9 @@ class Authenticator:
                 ),
                 {"tenant": tenant_id, "user": user_id, "hash": _recovery_digest(code)},
             )
-        ok = bool(getattr(used, "rowcount", 0))
+            ok = bool(getattr(used, "rowcount", 0))
+            if not ok:
+                await self._account_failed(session, tenant_id, user_id, datetime.now(UTC))
         log.warning(
             "recovery_code_used" if ok else "recovery_code_failed",
             tenant=str(tenant_id),

@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.identity.clients import ASSERTION_TYPE, ServiceClients
 from ramparts.identity.federation import Federation, FederationError
-from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, LoginFlow
+from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, FlowConflict, FlowStore, LoginFlow
 from ramparts.identity.login import Authenticator
 from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import KeyCache, OAuthError, OAuthService, TokenResponse
@@ -65,6 +65,7 @@ class IdentityHttp:
     oauth: OAuthService
     authenticator: Authenticator
     flows: FlowCodec
+    flow_store: FlowStore
     keys: KeyCache
     verifier: TokenVerifier
     bearer: BearerAuthenticator
@@ -85,39 +86,47 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status)
 
-    def with_flow(response: Response, flow: LoginFlow | None) -> Response:
+    async def with_flow(request: Request, response: Response, flow: LoginFlow | None) -> Response:
+        """Persist the flow (server-side) and point the cookie at it; None ends the flow."""
         if flow is None:
+            await deps.flow_store.end(request.cookies.get(deps.cookie))
             response.delete_cookie(
                 deps.cookie, path="/", secure=deps.secure_cookies, httponly=True, samesite="lax"
             )
-        else:
-            response.set_cookie(
-                deps.cookie,
-                deps.flows.dump(flow),
-                max_age=FLOW_SECONDS,
-                path="/",
-                secure=deps.secure_cookies,
-                httponly=True,
-                samesite="lax",
-            )
+            return response
+        try:
+            handle = await deps.flow_store.save(flow)
+        except FlowConflict:
+            return await expired(request)
+        response.set_cookie(
+            deps.cookie,
+            handle,
+            max_age=FLOW_SECONDS,
+            path="/",
+            secure=deps.secure_cookies,
+            httponly=True,
+            samesite="lax",
+        )
         return response
 
-    def current_flow(request: Request) -> LoginFlow | None:
-        return deps.flows.load(request.cookies.get(deps.cookie))
+    async def current_flow(request: Request) -> LoginFlow | None:
+        return await deps.flow_store.load(request.cookies.get(deps.cookie))
 
-    def expired(request: Request) -> Response:
-        return with_flow(
-            page(
-                request,
-                "error.html",
-                400,
-                message=(
-                    "This sign-in has expired or is not valid. Go back to the application and "
-                    "start again."
-                ),
+    async def expired(request: Request) -> Response:
+        response = page(
+            request,
+            "error.html",
+            400,
+            message=(
+                "This sign-in has expired or is not valid. Go back to the application and "
+                "start again."
             ),
-            None,
         )
+        await deps.flow_store.end(request.cookies.get(deps.cookie))
+        response.delete_cookie(
+            deps.cookie, path="/", secure=deps.secure_cookies, httponly=True, samesite="lax"
+        )
+        return response
 
     def redirect_error(
         redirect_uri: str, state: str | None, error: str, description: str
@@ -213,13 +222,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             state=state,
             nonce=query.get("nonce"),
         )
-        return with_flow(RedirectResponse("/login", status_code=303), flow)
+        return await with_flow(request, RedirectResponse("/login", status_code=303), flow)
 
     @router.get("/login")
     async def login_page(request: Request) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None:
-            return expired(request)
+            return await expired(request)
         return page(request, "login.html", csrf=flow.csrf, tenant="", username="")
 
     @router.post("/login")
@@ -230,9 +239,9 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         password: Annotated[str, Form(max_length=128)],
         csrf: Annotated[str, Form(max_length=100)],
     ) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "password" or not flow.csrf_ok(csrf):
-            return expired(request)
+            return await expired(request)
         address = request.client.host if request.client else "unknown"
         result = await deps.authenticator.password(
             tenant_slug=tenant.strip().lower(),
@@ -255,10 +264,10 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow.has_passkey = await deps.passkeys.has_passkey(result.tenant_id, result.user_id)
         if result.has_totp or flow.has_passkey:
             flow.stage = "mfa"
-            return with_flow(RedirectResponse("/login/mfa", status_code=303), flow)
+            return await with_flow(request, RedirectResponse("/login/mfa", status_code=303), flow)
         # First login: a second factor must be enrolled before any token exists.
         flow.stage, flow.totp_secret = "enroll", pyotp.random_base32()
-        return with_flow(RedirectResponse("/login/enroll", status_code=303), flow)
+        return await with_flow(request, RedirectResponse("/login/enroll", status_code=303), flow)
 
     @router.post("/login/sso")
     async def sso(
@@ -267,9 +276,9 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         csrf: Annotated[str, Form(max_length=100)],
     ) -> Response:
         """Start federated login at the tenant's own identity provider."""
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "password" or not flow.csrf_ok(csrf):
-            return expired(request)
+            return await expired(request)
         tenant_id = await deps.authenticator.tenant_id(tenant.strip().lower())
         idp = await deps.federation.provider(tenant_id) if tenant_id else None
         if idp is None:
@@ -293,17 +302,17 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 message="The organisation's sign-in service did not answer. Try again later.",
             )
         flow.stage, flow.tenant_id, flow.federation = "sso", str(tenant_id), pending
-        return with_flow(RedirectResponse(url, status_code=303), flow)
+        return await with_flow(request, RedirectResponse(url, status_code=303), flow)
 
     @router.get("/login/sso/callback")
     async def sso_callback(request: Request) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "sso" or not flow.federation or not flow.tenant_id:
-            return expired(request)
+            return await expired(request)
         if not secrets.compare_digest(
             request.query_params.get("state", ""), flow.federation["state"]
         ):
-            return expired(request)
+            return await expired(request)
         idp = await deps.federation.provider(uuid.UUID(flow.tenant_id))
         try:
             if idp is not None:
@@ -312,7 +321,8 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             log.warning("federated_login_failed", reason=str(exc))
             idp = None
         if idp is None:
-            return with_flow(
+            return await with_flow(
+                request,
                 page(
                     request,
                     "error.html",
@@ -324,21 +334,23 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow.user_id, flow.username = str(login.user_id), login.username
         flow.first_factor, flow.federation = "fed", None
         if login.mfa_done:  # the IdP proved a second factor (its amr says so)
-            return with_flow(RedirectResponse(await code_redirect(flow, ["fed", "mfa"]), 303), None)
+            return await with_flow(
+                request, RedirectResponse(await code_redirect(flow, ["fed", "mfa"]), 303), None
+            )
         # The IdP proved only one factor: ours is still required.
         tenant_id = uuid.UUID(flow.tenant_id)
         flow.has_passkey = await deps.passkeys.has_passkey(tenant_id, login.user_id)
         if flow.has_passkey or await deps.authenticator.has_totp(tenant_id, login.user_id):
             flow.stage = "mfa"
-            return with_flow(RedirectResponse("/login/mfa", status_code=303), flow)
+            return await with_flow(request, RedirectResponse("/login/mfa", status_code=303), flow)
         flow.stage, flow.totp_secret = "enroll", pyotp.random_base32()
-        return with_flow(RedirectResponse("/login/enroll", status_code=303), flow)
+        return await with_flow(request, RedirectResponse("/login/enroll", status_code=303), flow)
 
     @router.get("/login/mfa")
     async def mfa_page(request: Request) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "mfa":
-            return expired(request)
+            return await expired(request)
         return page(request, "mfa.html", csrf=flow.csrf, has_passkey=flow.has_passkey)
 
     @router.post("/login/mfa")
@@ -347,9 +359,9 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         otp: Annotated[str, Form(max_length=32)],
         csrf: Annotated[str, Form(max_length=100)],
     ) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "mfa" or not flow.csrf_ok(csrf):
-            return expired(request)
+            return await expired(request)
         tenant_id, user_id = _subject(flow)
         code = otp.strip()
         if code.isdigit():
@@ -361,8 +373,10 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 tenant_id=tenant_id, user_id=user_id, code=code
             )
         if not ok:
-            return retry_mfa(request, flow, "mfa.html")
-        return with_flow(RedirectResponse(await code_redirect(flow, AMR_TOTP), 303), None)
+            return await retry_mfa(request, flow, "mfa.html")
+        return await with_flow(
+            request, RedirectResponse(await code_redirect(flow, AMR_TOTP), 303), None
+        )
 
     def totp_context(flow: LoginFlow) -> dict[str, Any]:
         secret = flow.totp_secret or ""
@@ -371,9 +385,9 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
 
     @router.get("/login/enroll")
     async def enroll_page(request: Request) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "enroll" or not flow.totp_secret:
-            return expired(request)
+            return await expired(request)
         return page(request, "enroll.html", **totp_context(flow))
 
     @router.post("/login/enroll")
@@ -382,17 +396,20 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         otp: Annotated[str, Form(max_length=10)],
         csrf: Annotated[str, Form(max_length=100)],
     ) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "enroll" or not flow.csrf_ok(csrf):
-            return expired(request)
+            return await expired(request)
         tenant_id, user_id = _subject(flow)
+        # The flow began when the user had no factor; someone may have enrolled since.
+        if await deps.authenticator.has_second_factor(tenant_id, user_id):
+            return await expired(request)
         ok = await deps.authenticator.enroll_totp(
             tenant_id=tenant_id, user_id=user_id, secret=flow.totp_secret or "", code=otp.strip()
         )
         if not ok:
-            return retry_mfa(request, flow, "enroll.html")
+            return await retry_mfa(request, flow, "enroll.html")
         await enrolled(flow, AMR_TOTP)
-        return with_flow(RedirectResponse("/login/recovery", status_code=303), flow)
+        return await with_flow(request, RedirectResponse("/login/recovery", status_code=303), flow)
 
     async def enrolled(flow: LoginFlow, amr: list[str]) -> None:
         """A second factor was just enrolled: hand out recovery codes before the code."""
@@ -404,35 +421,37 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
 
     @router.get("/login/recovery")
     async def recovery_page(request: Request) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "recovery" or not flow.recovery_codes:
-            return expired(request)
+            return await expired(request)
         return page(request, "recovery.html", csrf=flow.csrf, codes=flow.recovery_codes)
 
     @router.post("/login/continue")
     async def after_recovery_codes(
         request: Request, csrf: Annotated[str, Form(max_length=100)]
     ) -> Response:
-        flow = current_flow(request)
+        flow = await current_flow(request)
         if flow is None or flow.stage != "recovery" or not flow.csrf_ok(csrf) or not flow.amr:
-            return expired(request)
-        return with_flow(RedirectResponse(await code_redirect(flow, flow.amr), 303), None)
+            return await expired(request)
+        return await with_flow(
+            request, RedirectResponse(await code_redirect(flow, flow.amr), 303), None
+        )
 
-    def retry_mfa(request: Request, flow: LoginFlow, template: str) -> Response:
+    async def retry_mfa(request: Request, flow: LoginFlow, template: str) -> Response:
         flow.mfa_failures += 1
         if flow.mfa_failures >= MAX_MFA_FAILURES:
-            return expired(request)
+            return await expired(request)
         context: dict[str, Any] = (
             totp_context(flow) if template == "enroll.html" else {"csrf": flow.csrf}
         )
         context["has_passkey"] = flow.has_passkey
-        return with_flow(
-            page(request, template, 401, error="That code is not valid.", **context), flow
+        return await with_flow(
+            request, page(request, template, 401, error="That code is not valid.", **context), flow
         )
 
-    def passkey_flow(request: Request) -> LoginFlow:
+    async def passkey_flow(request: Request) -> LoginFlow:
         """The flow of a passkey call (JSON from our page's script, CSRF in a header)."""
-        flow = current_flow(request)
+        flow = await current_flow(request)
         csrf = request.headers.get("x-csrf-token", "")
         if flow is None or flow.stage not in {"mfa", "enroll"} or not flow.csrf_ok(csrf):
             raise Problem(
@@ -442,7 +461,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
 
     @router.post("/login/passkey/options")
     async def passkey_options(request: Request) -> Response:
-        flow = passkey_flow(request)
+        flow = await passkey_flow(request)
         tenant_id, user_id = _subject(flow)
         try:
             if flow.stage == "enroll":
@@ -452,35 +471,47 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         except PasskeyError as exc:
             raise Problem(400, "passkey-refused", "Passkey refused", str(exc)) from None
         flow.challenge = ceremony.challenge
-        return with_flow(Response(ceremony.options_json, media_type="application/json"), flow)
+        return await with_flow(
+            request, Response(ceremony.options_json, media_type="application/json"), flow
+        )
 
     @router.post("/login/passkey")
     async def passkey(request: Request) -> Response:
-        flow = passkey_flow(request)
+        flow = await passkey_flow(request)
         tenant_id, user_id = _subject(flow)
         credential = await request.json()
         challenge, flow.challenge = flow.challenge, None  # each challenge is used once
         if not challenge or not isinstance(credential, dict):
             raise Problem(400, "passkey-refused", "Passkey refused", "no ceremony in progress")
+        if flow.stage == "enroll" and await deps.authenticator.has_second_factor(
+            tenant_id, user_id
+        ):  # the flow began when the user had no factor; someone has enrolled since
+            await deps.flow_store.end(flow.handle)
+            raise Problem(400, "login-expired", "Sign-in expired", "start again")
         try:
             if flow.stage == "enroll":
                 await deps.passkeys.register(tenant_id, user_id, challenge, credential)
                 await enrolled(flow, AMR_PASSKEY)
-                return with_flow(JSONResponse({"next": "/login/recovery"}), flow)
+                return await with_flow(request, JSONResponse({"next": "/login/recovery"}), flow)
             await deps.passkeys.authenticate(tenant_id, user_id, challenge, credential)
         except PasskeyError as exc:
             flow.mfa_failures += 1
             if flow.mfa_failures >= MAX_MFA_FAILURES:
-                return with_flow(
+                return await with_flow(
+                    request,
                     Problem(
                         400, "login-expired", "Sign-in expired", "too many failed attempts"
                     ).response(),
                     None,
                 )
-            return with_flow(
-                Problem(401, "passkey-refused", "Passkey refused", str(exc)).response(), flow
+            return await with_flow(
+                request,
+                Problem(401, "passkey-refused", "Passkey refused", str(exc)).response(),
+                flow,
             )
-        return with_flow(JSONResponse({"next": await code_redirect(flow, AMR_PASSKEY)}), None)
+        return await with_flow(
+            request, JSONResponse({"next": await code_redirect(flow, AMR_PASSKEY)}), None
+        )
 
     @router.post("/api/me/passkeys/options")
     async def add_passkey_options(
@@ -652,7 +683,8 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             try:
                 claims = deps.verifier.verify_id_token_hint(hint, await deps.keys.ring())
             except TokenError:
-                return with_flow(
+                return await with_flow(
+                    request,
                     page(request, "error.html", 400, message="This sign-out request is not valid."),
                     None,
                 )
@@ -665,14 +697,18 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             client = await deps.oauth.client(claims["aud"]) if claims else None
             # Redirect only to an address registered by the client the hint proves.
             if client is None or target not in client.post_logout_redirect_uris:
-                return with_flow(
+                return await with_flow(
+                    request,
                     page(request, "error.html", 400, message="Unknown sign-out redirect address."),
                     None,
                 )
             state = query.get("state")
             suffix = f"?{urlencode({'state': state})}" if state else ""
-            return with_flow(RedirectResponse(target + suffix, status_code=303), None)
-        return with_flow(
+            return await with_flow(
+                request, RedirectResponse(target + suffix, status_code=303), None
+            )
+        return await with_flow(
+            request,
             page(request, "error.html", 200, message="You are signed out.", heading="Signed out"),
             None,
         )

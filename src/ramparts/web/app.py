@@ -18,7 +18,7 @@ from ramparts.db.migrate import head_revision
 from ramparts.identity.auth import BearerAuthenticator
 from ramparts.identity.clients import ServiceClients
 from ramparts.identity.federation import Federation
-from ramparts.identity.flow import FlowCodec
+from ramparts.identity.flow import FlowCodec, FlowStore
 from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.passkeys import Passkeys
@@ -54,12 +54,14 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
     )
     address_key = hashlib.sha256(b"ramparts login throttle" + key).digest()
     verifier = TokenVerifier(issuer=issuer, audience=audience)
+    flows = FlowCodec(key)
     return IdentityHttp(
         issuer=issuer,
         audience=audience,
         oauth=oauth,
         authenticator=Authenticator(database, sealer, address_key),
-        flows=FlowCodec(key),
+        flows=flows,
+        flow_store=FlowStore(database, flows),
         keys=keys,
         verifier=verifier,
         bearer=BearerAuthenticator(verifier, keys, oauth),

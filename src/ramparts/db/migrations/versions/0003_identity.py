@@ -150,6 +150,18 @@ def upgrade() -> None:
         )
         """,
         *tenant_table_sql("access_tokens", privileges="SELECT, INSERT, UPDATE"),
+        # Login flows in progress (authorize -> password -> second factor -> code). The browser
+        # holds only a random id; the state lives here, sealed, and moves forward by
+        # compare-and-set on `version`, so a replayed request cannot rewind or fork a flow.
+        """
+        CREATE TABLE login_flows (
+            id_hash bytea PRIMARY KEY,
+            sealed_state bytea NOT NULL,
+            version integer NOT NULL DEFAULT 0,
+            expires_at timestamptz NOT NULL
+        )
+        """,
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON login_flows TO {APP_ROLE}",
         # Per-IP login throttle; keyed by a keyed hash of the address, never the raw IP.
         """
         CREATE TABLE login_throttle (

@@ -1,0 +1,153 @@
+"""Replaying a login flow's cookie gets nowhere: the state is on the server and only moves on."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+import httpx
+import pyotp
+import pytest
+
+from ramparts.crypto.local import LocalSealer
+from ramparts.db.engine import DatabaseUrls
+from tests.identity.authenticator import Authenticator
+from tests.identity.helpers import CLIENT_ID, REDIRECT_URI, Account, csrf_of, pkce_pair, provision
+
+COOKIE = "ramparts_login"
+
+
+@pytest.fixture(scope="module")
+def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
+    return serve_module_app()
+
+
+def to_second_step(server: httpx.Client, account: Account) -> httpx.Client:
+    _, challenge = pkce_pair()
+    browser = httpx.Client(base_url=server.base_url)
+    browser.get(
+        "/oauth/authorize?"
+        + urlencode(
+            {
+                "response_type": "code",
+                "client_id": CLIENT_ID,
+                "redirect_uri": REDIRECT_URI,
+                "scope": "openid",
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+    )
+    form = browser.get("/login")
+    browser.post(
+        "/login",
+        data={
+            "tenant": account.tenant,
+            "username": account.username,
+            "password": account.password,
+            "csrf": csrf_of(form),
+        },
+    )
+    return browser
+
+
+def replayer(server: httpx.Client, cookie: str) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, cookies={COOKIE: cookie})
+
+
+def test_second_factor_guesses_are_limited_even_with_a_replayed_cookie(
+    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+) -> None:
+    account = provision(urls, sealer)
+    assert account.totp_secret is not None
+    browser = to_second_step(server, account)
+    page = browser.get("/login/mfa")
+    saved, csrf = browser.cookies[COOKIE], csrf_of(page)
+    statuses = []
+    for _ in range(8):
+        with replayer(server, saved) as attacker:
+            statuses.append(
+                attacker.post("/login/mfa", data={"otp": "000000", "csrf": csrf}).status_code
+            )
+    assert statuses[:4] == [401] * 4
+    assert set(statuses[4:]) == {400}  # flow ended after five wrong codes
+    right = pyotp.TOTP(account.totp_secret).now()
+    with replayer(server, saved) as attacker:
+        assert attacker.post("/login/mfa", data={"otp": right, "csrf": csrf}).status_code == 400
+    # The wrong codes also counted against the account: it is locked now.
+    fresh = to_second_step(server, account)
+    assert fresh.get("/login/mfa").status_code == 400
+    browser.close()
+    fresh.close()
+
+
+def test_one_enrollment_yields_one_code(
+    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+) -> None:
+    account = provision(urls, sealer, with_totp=False)
+    browser = to_second_step(server, account)
+    page = browser.get("/login/enroll")
+    secret = re.search(r"<code>([A-Z2-7]{32})</code>", page.text)
+    assert secret
+    browser.post(
+        "/login/enroll", data={"otp": pyotp.TOTP(secret.group(1)).now(), "csrf": csrf_of(page)}
+    )
+    codes = browser.get("/login/recovery")
+    saved, csrf = browser.cookies[COOKIE], csrf_of(codes)
+    assert browser.post("/login/continue", data={"csrf": csrf}).status_code == 303
+    with replayer(server, saved) as attacker:
+        assert attacker.post("/login/continue", data={"csrf": csrf}).status_code == 400
+    browser.close()
+
+
+def test_a_stale_enrollment_flow_cannot_add_a_factor(
+    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+) -> None:
+    account = provision(urls, sealer, with_totp=False)
+    attacker = to_second_step(server, account)  # knows the password, waits at enrollment
+    victim = to_second_step(server, account)
+    page = victim.get("/login/enroll")
+    secret = re.search(r"<code>([A-Z2-7]{32})</code>", page.text)
+    assert secret
+    assert (
+        victim.post(
+            "/login/enroll", data={"otp": pyotp.TOTP(secret.group(1)).now(), "csrf": csrf_of(page)}
+        ).status_code
+        == 303
+    )
+    origin = str(server.base_url).rstrip("/")
+    stale = attacker.get("/login/enroll")
+    csrf = csrf_of(stale)
+    options = attacker.post("/login/passkey/options", headers={"X-CSRF-Token": csrf})
+    credential = Authenticator().register(options.text, origin)
+    refused = attacker.post("/login/passkey", json=credential, headers={"X-CSRF-Token": csrf})
+    assert refused.status_code == 400
+    attacker.close()
+    victim.close()
+
+
+def test_a_passkey_assertion_works_once(
+    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+) -> None:
+    account = provision(urls, sealer, with_totp=False)
+    device = Authenticator()
+    origin = str(server.base_url).rstrip("/")
+    enrolling = to_second_step(server, account)
+    csrf = csrf_of(enrolling.get("/login/enroll"))
+    options = enrolling.post("/login/passkey/options", headers={"X-CSRF-Token": csrf})
+    enrolling.post(
+        "/login/passkey", json=device.register(options.text, origin), headers={"X-CSRF-Token": csrf}
+    )
+    enrolling.close()
+    browser = to_second_step(server, account)
+    csrf = csrf_of(browser.get("/login/mfa"))
+    options = browser.post("/login/passkey/options", headers={"X-CSRF-Token": csrf})
+    saved = browser.cookies[COOKIE]
+    assertion = device.sign_in(options.text, origin)
+    first = browser.post("/login/passkey", json=assertion, headers={"X-CSRF-Token": csrf})
+    assert first.status_code == 200
+    with replayer(server, saved) as attacker:
+        again = attacker.post("/login/passkey", json=assertion, headers={"X-CSRF-Token": csrf})
+    assert again.status_code == 400
+    browser.close()
