@@ -24,7 +24,7 @@ from ramparts.identity.federation import idp_secret_context
 from ramparts.identity.keys import load_key_ring, rotate_signing_key
 from ramparts.identity.login import totp_context
 from ramparts.identity.models import Membership, Role, Tenant, User
-from ramparts.identity.passwords import hash_password
+from ramparts.identity.passwords import check_password, hash_password
 
 __all__ = ["Provisioning", "TenantRecord"]
 
@@ -99,6 +99,7 @@ class Provisioning:
                     display_name=display_name,
                 )
                 session.add(user)
+            check_password(password, username=username)
             user.password_hash = hash_password(password)
             await session.flush()
             await session.execute(
