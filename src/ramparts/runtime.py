@@ -87,6 +87,9 @@ def serve(
         server_header=False,
         proxy_headers=False,
         lifespan="on",
+        # Uvicorn's access log prints full query strings: authorization codes, state,
+        # id_token_hint. Requests are not logged with their URLs at all.
+        access_log=False,
         **tls,
     )
     uvicorn.Server(config).run()

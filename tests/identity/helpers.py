@@ -158,3 +158,21 @@ def obtain_tokens(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def register_client(
+    urls: DatabaseUrls, sealer: LocalSealer, client_id: str, redirect_uri: str
+) -> None:
+    async def run() -> None:
+        owner = Database(urls.owner, pool_size=1)
+        try:
+            await Provisioning(owner, sealer).ensure_public_client(
+                client_id=client_id,
+                name=client_id,
+                redirect_uri=redirect_uri,
+                post_logout_redirect_uri=redirect_uri,
+            )
+        finally:
+            await owner.dispose()
+
+    asyncio.run(run())

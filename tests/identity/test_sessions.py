@@ -29,6 +29,7 @@ from tests.identity.helpers import (
     obtain_tokens,
     pkce_pair,
     provision,
+    register_client,
 )
 
 
@@ -86,18 +87,43 @@ def test_refresh_rotates_and_reuse_revokes_the_family(
         assert server.get("/oauth/userinfo", headers=bearer(token)).status_code == 401
 
 
-def test_refresh_token_is_bound_to_its_client(server: httpx.Client, account: Account) -> None:
+def test_refresh_token_is_bound_to_its_client(
+    server: httpx.Client, account: Account, urls: DatabaseUrls, sealer: LocalSealer
+) -> None:
+    register_client(urls, sealer, "other-client", "https://other.example/cb")
     tokens = obtain_tokens(server, account)
     other = server.post(
         "/oauth/token",
         data={
             "grant_type": "refresh_token",
             "refresh_token": tokens["refresh_token"],
-            "client_id": "ramparts-web",
+            "client_id": "other-client",
         },
     )
-    assert other.status_code in {400, 401}
+    assert other.status_code == 400
+    assert other.json() == {
+        "error": "invalid_grant",
+        "error_description": "refresh token was issued to another client",
+    }
     assert refresh(server, tokens["refresh_token"]).status_code == 200
+
+
+def test_reuse_through_another_client_still_revokes_the_family(
+    server: httpx.Client, account: Account, urls: DatabaseUrls, sealer: LocalSealer
+) -> None:
+    register_client(urls, sealer, "other-client", "https://other.example/cb")
+    tokens = obtain_tokens(server, account)
+    rotated = refresh(server, tokens["refresh_token"]).json()
+    replayed = server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": "other-client",
+        },
+    )
+    assert replayed.json()["error"] == "invalid_grant"
+    assert refresh(server, rotated["refresh_token"]).json()["error"] == "invalid_grant"
 
 
 def test_revocation_ends_the_family(server: httpx.Client, account: Account) -> None:

@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc import jwk, jwt
 from structlog.testing import capture_logs
@@ -81,6 +84,14 @@ def resign(
     return jwt.encode(new_header, {**original_claims, **(claims or {})}, key, algorithms=["ES256"])
 
 
+def sign_raw(header: dict[str, Any], claims: dict[str, Any], key: jwk.ECKey) -> str:
+    """ES256 by hand, so headers a JOSE library would refuse to emit can be signed."""
+    signing_input = f"{b64json(header)}.{b64json(claims)}".encode()
+    der = key.get_op_key("sign").sign(signing_input, ec.ECDSA(hashes.SHA256()))
+    r, s_ = decode_dss_signature(der)
+    return f"{signing_input.decode()}.{b64(r.to_bytes(32, 'big') + s_.to_bytes(32, 'big'))}"
+
+
 def attacks(token: str, id_token: str, key: jwk.ECKey, public_pem: bytes) -> dict[str, str]:
     header, claims, signature = parts(token)
     now = int(time.time())
@@ -97,14 +108,17 @@ def attacks(token: str, id_token: str, key: jwk.ECKey, public_pem: bytes) -> dic
         "broken-signature": f"{b64json(header)}.{b64json(claims)}.{flipped}",
         "payload-swapped": f"{b64json(header)}.{b64json({**claims, 'roles': ['admin']})}."
         f"{signature}",
-        "unknown-kid": resign(token, ATTACKER, header={"kid": "attacker"}),
-        "blank-kid": resign(token, ATTACKER, header={"kid": ""}),
-        "path-traversal-kid": resign(token, ATTACKER, header={"kid": "../../../etc/passwd"}),
+        # Signed with the server's real key: only the kid handling can refuse these.
+        "unknown-kid": sign_raw({**header, "kid": "attacker"}, claims, key),
+        "blank-kid": sign_raw({**header, "kid": ""}, claims, key),
+        "path-traversal-kid": sign_raw({**header, "kid": "../../../etc/passwd"}, claims, key),
+        "numeric-kid": sign_raw({**header, "kid": 1}, claims, key),
+        "attacker-key-with-our-kid": sign_raw(header, claims, ATTACKER),
         "no-kid": jwt.encode({"alg": "ES256", "typ": "at+jwt"}, claims, key),
         "jku-injected": resign(token, key, header={"jku": "https://evil.example/jwks"}),
         "x5u-injected": resign(token, key, header={"x5u": "https://evil.example/cert"}),
         "jwk-embedded": resign(token, ATTACKER, header={"jwk": attacker_public}),
-        "crit-header": f"{b64json({**header, 'crit': ['exp']})}.{b64json(claims)}.{signature}",
+        "crit-header": sign_raw({**header, "crit": ["exp"], "exp": now}, claims, key),
         "wrong-audience": resign(token, key, claims={"aud": "https://other.example/api"}),
         "wrong-issuer": resign(token, key, claims={"iss": "https://evil.example"}),
         "expired": resign(

@@ -284,11 +284,11 @@ class OAuthService:
             if row is None:
                 raise OAuthError("invalid_grant", "unknown refresh token")
             family, consumed, family_client, user, scope, amr, auth_time, expires, revoked = row
-            if not secrets.compare_digest(family_client, client_id):
-                raise OAuthError("invalid_grant", "refresh token was issued to another client")
-            if consumed is not None:
+            if consumed is not None:  # checked first: a used token is a leak, whoever sends it
                 reuse = family
                 await self._revoke_family(session, tenant, family, "refresh token reused")
+            elif not secrets.compare_digest(family_client, client_id):
+                raise OAuthError("invalid_grant", "refresh token was issued to another client")
             elif revoked is not None or expires < datetime.now(UTC):
                 raise OAuthError("invalid_grant", "refresh token expired or revoked")
             else:
