@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
+import httpx
 import pyotp
 import pytest
 from playwright.sync_api import sync_playwright
 
+from ramparts.crypto.local import LocalSealer
+from ramparts.db.engine import DatabaseUrls
 from tests.conftest import cli_env, free_port
+from tests.identity.helpers import pkce_pair, provision, register_client
 from tests.test_cli import run, running
 
 CHROMIUM = "/usr/bin/chromium"
@@ -76,3 +82,62 @@ def test_demo_user_signs_in_with_totp_in_a_browser(tmp_path: Path, chromium: str
     assert "Signed in: buyer" in status
     assert "pwd+otp+mfa" in status
     assert blocked == []  # the strict CSP did not have to block anything
+
+
+def test_a_third_party_client_on_another_origin_gets_its_code(
+    chromium: str,
+    serve_app: Callable[..., httpx.Client],
+    urls: DatabaseUrls,
+    sealer: LocalSealer,
+) -> None:
+    """The strict CSP (form-action) must still let the login complete towards the client."""
+    account = provision(urls, sealer)
+    client_origin = f"http://localhost:{free_port()}"
+    register_client(urls, sealer, "third-party", f"{client_origin}/cb")
+    server = serve_app()
+    _, challenge = pkce_pair()
+    authorize = f"{str(server.base_url).rstrip('/')}/oauth/authorize?" + urlencode(
+        {
+            "response_type": "code",
+            "client_id": "third-party",
+            "redirect_uri": f"{client_origin}/cb",
+            "scope": "openid",
+            "state": "xyz",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    arrived: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        blocked: list[str] = []
+        page.on(
+            "console",
+            lambda message: (
+                blocked.append(message.text) if "Content Security Policy" in message.text else None
+            ),
+        )
+        page.route(
+            f"{client_origin}/**",
+            lambda route: (
+                arrived.append(route.request.url),
+                route.fulfill(status=200, body="client"),
+            ),
+        )
+        page.goto(authorize)
+        login = "form[action='/login']"
+        page.fill(f"{login} input[name=tenant]", account.tenant)
+        page.fill(f"{login} input[name=username]", account.username)
+        page.fill(f"{login} input[name=password]", account.password)
+        page.click(f"{login} button[type=submit]")
+        page.wait_for_selector("input[name=otp]")
+        assert account.totp_secret is not None
+        page.fill("input[name=otp]", pyotp.TOTP(account.totp_secret).now())
+        page.click("form button[type=submit]")
+        page.wait_for_url(f"{client_origin}/cb*", timeout=15_000)
+        browser.close()
+    assert blocked == []
+    assert arrived
+    assert "code=" in arrived[0]
+    assert "state=xyz" in arrived[0]

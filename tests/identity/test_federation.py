@@ -4,6 +4,8 @@ second, independent Ramparts server (its own database and issuer) speaking real 
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,8 +110,10 @@ def sign_in_via_idp(setup: Setup) -> tuple[httpx.Client, httpx.Response, str]:
     )
     form = browser.get("/login")
     to_idp = browser.post("/login/sso", data={"tenant": setup.tenant.slug, "csrf": csrf_of(form)})
-    assert to_idp.status_code == 303, to_idp.text
-    idp_url = to_idp.headers["location"]
+    assert to_idp.status_code == 200, to_idp.text
+    link = re.search(r'id="continue" class="button" href="([^"]+)"', to_idp.text)
+    assert link, to_idp.text
+    idp_url = html.unescape(link.group(1))
     assert idp_url.startswith(str(setup.idp.base_url).rstrip("/") + "/oauth/authorize?")
     # At the IdP: its own login page, password and TOTP.
     idp_base = str(setup.idp.base_url).rstrip("/")

@@ -10,6 +10,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from ramparts.db.engine import DatabaseUrls
@@ -294,3 +295,27 @@ def test_readyz_refuses_an_unmigrated_database(
 def test_openapi_has_no_docs_pages(client: httpx.Client) -> None:
     assert client.get("/docs").status_code == 404
     assert client.get("/openapi.json").json()["info"]["title"] == "Ramparts"
+
+
+def _form_target_route(app: FastAPI) -> None:
+    async def leads_out() -> Response:
+        return Response(
+            "ok",
+            headers={
+                "x-ramparts-form-action": "https://client.example 'unsafe-inline' javascript:x"
+            },
+        )
+
+    app.add_api_route("/leads-out", leads_out)
+
+
+def test_form_targets_extend_form_action_only_with_origins(
+    serve_app: Callable[..., httpx.Client],
+) -> None:
+    response = serve_app(_form_target_route).get("/leads-out")
+    assert "x-ramparts-form-action" not in response.headers
+    csp = response.headers["content-security-policy"]
+    assert "form-action 'self' https://client.example;" in csp
+    assert "unsafe-inline" not in csp
+    assert "javascript" not in csp
+    assert_security_headers(response)

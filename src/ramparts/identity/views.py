@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pyotp
 import structlog
@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.templating import Jinja2Templates
 
+from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.identity.clients import ASSERTION_TYPE, ServiceClients
 from ramparts.identity.federation import Federation, FederationError
@@ -83,8 +84,21 @@ class IdentityHttp:
 def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route table
     router = APIRouter(tags=["identity"])
 
-    def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, context, status_code=status)
+    def page(
+        request: Request,
+        name: str,
+        status: int = 200,
+        *,
+        leads_to: str | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        """Render a template. `leads_to`: the client address this page's form ends up at
+        (the CSP's form-action must allow its origin, or the browser stops the redirect)."""
+        response = templates.TemplateResponse(request, name, context, status_code=status)
+        if leads_to is not None:
+            parts = urlsplit(leads_to)
+            response.headers[FORM_ACTION_HEADER] = f"{parts.scheme}://{parts.netloc}"
+        return response
 
     async def with_flow(request: Request, response: Response, flow: LoginFlow | None) -> Response:
         """Persist the flow (server-side) and point the cookie at it; None ends the flow."""
@@ -302,7 +316,10 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 message="The organisation's sign-in service did not answer. Try again later.",
             )
         flow.stage, flow.tenant_id, flow.federation = "sso", str(tenant_id), pending
-        return await with_flow(request, RedirectResponse(url, status_code=303), flow)
+        # A link, not a redirect: the CSP's form-action would stop a form's redirect to the
+        # IdP, and the user should see where they are being sent.
+        continue_page = page(request, "sso.html", url=url, host=urlsplit(url).netloc)
+        return await with_flow(request, continue_page, flow)
 
     @router.get("/login/sso/callback")
     async def sso_callback(request: Request) -> Response:
@@ -351,7 +368,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow = await current_flow(request)
         if flow is None or flow.stage != "mfa":
             return await expired(request)
-        return page(request, "mfa.html", csrf=flow.csrf, has_passkey=flow.has_passkey)
+        return page(
+            request,
+            "mfa.html",
+            csrf=flow.csrf,
+            has_passkey=flow.has_passkey,
+            leads_to=flow.redirect_uri,
+        )
 
     @router.post("/login/mfa")
     async def mfa(
@@ -424,7 +447,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow = await current_flow(request)
         if flow is None or flow.stage != "recovery" or not flow.recovery_codes:
             return await expired(request)
-        return page(request, "recovery.html", csrf=flow.csrf, codes=flow.recovery_codes)
+        return page(
+            request,
+            "recovery.html",
+            csrf=flow.csrf,
+            codes=flow.recovery_codes,
+            leads_to=flow.redirect_uri,
+        )
 
     @router.post("/login/continue")
     async def after_recovery_codes(
@@ -445,9 +474,11 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             totp_context(flow) if template == "enroll.html" else {"csrf": flow.csrf}
         )
         context["has_passkey"] = flow.has_passkey
-        return await with_flow(
-            request, page(request, template, 401, error="That code is not valid.", **context), flow
+        leads_to = flow.redirect_uri if template == "mfa.html" else None
+        response = page(
+            request, template, 401, error="That code is not valid.", leads_to=leads_to, **context
         )
+        return await with_flow(request, response, flow)
 
     async def passkey_flow(request: Request) -> LoginFlow:
         """The flow of a passkey call (JSON from our page's script, CSRF in a header)."""

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.problems import Problem, problem_response
 
 __all__ = [
@@ -56,6 +58,26 @@ PERMISSIONS_POLICY = ", ".join(
 )
 
 
+def _with_form_targets(value: str) -> str:
+    origins = [o for o in value.split() if _is_origin(o)]
+    return CONTENT_SECURITY_POLICY.replace(
+        "form-action 'self'", " ".join(["form-action 'self'", *origins])
+    )
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    return (
+        parts.scheme in {"http", "https"}
+        and bool(parts.netloc)
+        and not parts.path
+        and not parts.query
+        and not parts.fragment
+        and ";" not in value
+        and "'" not in value
+    )
+
+
 class EdgeMiddleware:
     """Outermost layer: the security headers go on every response, whoever produced it."""
 
@@ -80,8 +102,12 @@ class EdgeMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                form_targets = headers.get(FORM_ACTION_HEADER)
                 for name, value in self.headers.items():
                     headers[name] = value
+                if form_targets is not None:
+                    del headers[FORM_ACTION_HEADER]
+                    headers["content-security-policy"] = _with_form_targets(form_targets)
                 if "cache-control" not in headers:
                     headers["cache-control"] = "no-store"
             await send(message)
