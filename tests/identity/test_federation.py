@@ -225,3 +225,35 @@ def test_sso_needs_a_configured_idp(
         assert "not set up" in refused.text
         forged = browser.get("/login/sso/callback?code=x&state=forged")
         assert forged.status_code == 400
+
+
+def test_callback_with_a_forged_state_is_refused(
+    make_database: Callable[..., DatabaseUrls],
+    urls: DatabaseUrls,
+    sealer: LocalSealer,
+    serve_app: Callable[..., httpx.Client],
+) -> None:
+    setup = federate(make_database, urls, sealer, serve_app)
+    _, challenge = pkce_pair()
+    with httpx.Client(base_url=setup.rp.base_url) as browser:
+        browser.get(
+            "/oauth/authorize?"
+            + urlencode(
+                {
+                    "response_type": "code",
+                    "client_id": CLIENT_ID,
+                    "redirect_uri": REDIRECT_URI,
+                    "scope": "openid",
+                    "code_challenge": challenge,
+                    "code_challenge_method": "S256",
+                }
+            )
+        )
+        form = browser.get("/login")
+        started = browser.post(
+            "/login/sso", data={"tenant": setup.tenant.slug, "csrf": csrf_of(form)}
+        )
+        assert started.status_code == 200  # the flow now waits at the IdP
+        forged = browser.get("/login/sso/callback?code=stolen&state=forged")
+        assert forged.status_code == 400
+        assert "location" not in forged.headers

@@ -10,10 +10,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import jwt as pyjwt
+import psycopg
 import pytest
 
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import DatabaseUrls
+from tests.conftest import libpq
 from tests.identity.authenticator import Authenticator
 from tests.identity.helpers import CLIENT_ID, REDIRECT_URI, Account, csrf_of, pkce_pair, provision
 
@@ -205,8 +207,46 @@ def test_a_user_can_hold_several_passkeys(server: httpx.Client, account: Account
         json={"ticket": body["ticket"], "credential": credential, "name": "backup key"},
     )
     assert added.status_code == 201, added.text
+    reused = server.post(
+        "/api/me/passkeys",
+        headers=auth,
+        json={
+            "ticket": body["ticket"],
+            "credential": Authenticator().register(json.dumps(body["options"]), origin),
+        },
+    )
+    assert reused.status_code == 400  # a ticket registers one passkey, once
     assert server.post("/api/me/passkeys/options").status_code == 401  # needs a token
     for device in (first, second):  # either one now signs in
         with httpx.Client(base_url=server.base_url) as browser:
             page, _ = start(browser, account)
             assert ceremony(browser, page, device, origin).status_code == 200
+
+
+def test_adding_a_passkey_needs_a_recent_sign_in(
+    server: httpx.Client, account: Account, urls: DatabaseUrls
+) -> None:
+    device = Authenticator()
+    enroll(server, account, device)
+    origin = str(server.base_url).rstrip("/")
+    with httpx.Client(base_url=server.base_url) as browser:
+        page, verifier = start(browser, account)
+        location = ceremony(browser, page, device, origin).json()["next"]
+        refresh_token = tokens(browser, location, verifier)["refresh_token"]
+    # The sign-in happened long ago: refreshed tokens keep the original auth_time.
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE refresh_families SET auth_time = now() - interval '1 hour' WHERE user_id = %s",
+            (account.user_id,),
+        )
+    stale = server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": CLIENT_ID,
+        },
+    ).json()["access_token"]
+    refused = server.post("/api/me/passkeys/options", headers={"Authorization": f"Bearer {stale}"})
+    assert refused.status_code == 403
+    assert refused.json()["type"] == "urn:ramparts:problem:reauthentication-required"

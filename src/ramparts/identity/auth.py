@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from fastapi import Request
@@ -30,6 +31,7 @@ class Principal:
     client_id: str
     scope: str
     jti: uuid.UUID
+    auth_time: datetime | None = None
 
 
 def _unauthorized(detail: str, error: str | None = None) -> Problem:
@@ -81,6 +83,7 @@ class BearerAuthenticator:
             client_id=claims.client_id,
             scope=claims.scope,
             jti=claims.jti,
+            auth_time=claims.auth_time,
         )
 
     async def _verify(self, token: str) -> AccessClaims:

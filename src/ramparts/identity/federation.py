@@ -12,6 +12,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -28,6 +29,7 @@ __all__ = ["FederatedLogin", "Federation", "FederationError", "IdentityProvider"
 
 log = structlog.get_logger(__name__)
 
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 TIMEOUT_SECONDS = 5.0  # every call to an IdP is bounded
 TIMEOUT = httpx.Timeout(TIMEOUT_SECONDS)
 ID_TOKEN_ALGORITHMS = ["ES256", "RS256", "PS256", "EdDSA"]
@@ -85,6 +87,9 @@ class Federation:
         return IdentityProvider(tenant, row[0], row[1], secret, frozenset(row[3]))
 
     async def _metadata(self, idp: IdentityProvider) -> dict[str, Any]:
+        parts = urlsplit(idp.issuer)
+        if parts.scheme != "https" and parts.hostname not in LOOPBACK:
+            raise FederationError("IdP issuers must use https (plain http only on loopback)")
         url = f"{idp.issuer.rstrip('/')}/.well-known/openid-configuration"
         async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
             response = await client.get(url)

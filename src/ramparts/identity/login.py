@@ -114,7 +114,9 @@ class Authenticator:
                     )
                     return LoginResult(tenant_id, user_id, username.strip().lower(), has_totp)
                 reason = "locked" if locked or address_locked else "bad_password"
-                if not locked:
+                # Only a wrong password counts against the account: a locked shared address
+                # must not lock out the people behind it who type theirs correctly.
+                if not locked and not correct:
                     await self._account_failed(session, tenant_id, user_id, now)
         await self._address_failed(address, now)
         log.info("login_failed", reason=reason, tenant=str(tenant_id))

@@ -417,6 +417,7 @@ class OAuthService:
             acr=acr_for(amr),
             client_id=client_id,
             scope=scope,
+            auth_time=auth_time,
         )
         refresh = _opaque(tenant)
         await session.execute(

@@ -6,6 +6,7 @@ signature counter must grow: a counter that does not is a cloned authenticator a
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,35 @@ class Passkeys:
             )
         log.info("passkey_registered", tenant=str(tenant), user=str(user))
 
+    async def remember_challenge(self, tenant: uuid.UUID, user: uuid.UUID, challenge: str) -> None:
+        async with self._db.tenant_session(tenant) as session:
+            await session.execute(
+                text(
+                    "DELETE FROM webauthn_challenges WHERE tenant_id = :tenant "
+                    "AND expires_at < now()"
+                ),
+                {"tenant": tenant},
+            )
+            await session.execute(
+                text(
+                    "INSERT INTO webauthn_challenges (tenant_id, challenge_hash, user_id, "
+                    "expires_at) VALUES (:tenant, :hash, :user, now() + interval '5 minutes')"
+                ),
+                {"tenant": tenant, "hash": _digest(challenge), "user": user},
+            )
+
+    async def take_challenge(self, tenant: uuid.UUID, user: uuid.UUID, challenge: str) -> bool:
+        """True once per remembered challenge of this user, while it is fresh."""
+        async with self._db.tenant_session(tenant) as session:
+            taken = await session.execute(
+                text(
+                    "DELETE FROM webauthn_challenges WHERE tenant_id = :tenant AND "
+                    "challenge_hash = :hash AND user_id = :user AND expires_at > now()"
+                ),
+                {"tenant": tenant, "hash": _digest(challenge), "user": user},
+            )
+        return bool(getattr(taken, "rowcount", 0))
+
     async def authentication(self, tenant: uuid.UUID, user: uuid.UUID) -> Ceremony:
         allowed = await self._credential_ids(tenant, user)
         if not allowed:
@@ -174,3 +204,7 @@ class Passkeys:
                 ),
                 {"count": verified.new_sign_count, "tenant": tenant, "id": credential_id},
             )
+
+
+def _digest(challenge: str) -> bytes:
+    return hashlib.sha256(challenge.encode()).digest()

@@ -53,6 +53,7 @@ class AccessClaims:
     scope: str
     expires_at: datetime
     certificate_thumbprint: str | None = None  # RFC 8705 cnf.x5t#S256, for mTLS-bound tokens
+    auth_time: datetime | None = None  # when the person signed in (absent for services)
 
     @property
     def is_service(self) -> bool:
@@ -85,11 +86,13 @@ class TokenIssuer:
         acr: str,
         client_id: str,
         scope: str,
+        auth_time: datetime,
     ) -> tuple[str, uuid.UUID, datetime]:
         now = int(time.time())
         jti = uuid.uuid4()
         expires = now + self.access_seconds
         claims = {
+            "auth_time": int(auth_time.timestamp()),
             "iss": self.issuer,
             "sub": str(subject),
             "aud": self.audience,
@@ -270,6 +273,11 @@ class TokenVerifier:
                 scope=str(claims["scope"]),
                 expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
                 certificate_thumbprint=_thumbprint(claims),
+                auth_time=(
+                    datetime.fromtimestamp(int(claims["auth_time"]), UTC)
+                    if "auth_time" in claims
+                    else None
+                ),
             ), kid
         except JoseError as exc:
             raise TokenError(f"rejected: {exc}") from None

@@ -12,7 +12,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -49,6 +49,7 @@ MAX_MFA_FAILURES = 5
 AMR_TOTP = ["otp", "mfa"]
 AMR_PASSKEY = ["hwk", "mfa"]
 PASSKEY_TICKET = "passkey-registration"
+RECENT_SIGN_IN = timedelta(minutes=10)
 
 
 class NewPasskey(BaseModel):
@@ -550,7 +551,16 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     ) -> dict[str, Any]:
         """Start registering one more passkey for the signed-in user."""
         user = _user(principal)
+        signed_in = principal.auth_time
+        if signed_in is None or datetime.now(UTC) - signed_in > RECENT_SIGN_IN:
+            raise Problem(
+                403,
+                "reauthentication-required",
+                "Sign in again",
+                "adding a passkey needs a sign-in from the last 10 minutes",
+            )
         ceremony = await deps.passkeys.registration(principal.tenant_id, user, str(user))
+        await deps.passkeys.remember_challenge(principal.tenant_id, user, ceremony.challenge)
         ticket = deps.flows.seal(
             {
                 "tenant": str(principal.tenant_id),
@@ -574,6 +584,10 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             or int(ticket.get("expires", 0)) < time.time()
         ):
             raise Problem(400, "passkey-refused", "Passkey refused", "invalid or expired ticket")
+        if not await deps.passkeys.take_challenge(
+            principal.tenant_id, _user(principal), str(ticket["challenge"])
+        ):
+            raise Problem(400, "passkey-refused", "Passkey refused", "ticket already used")
         try:
             await deps.passkeys.register(
                 principal.tenant_id,

@@ -59,6 +59,19 @@ def upgrade() -> None:
         )
         """,
         *tenant_table_sql("webauthn_credentials"),
+        # Challenges of passkey registrations started from the API, each usable once.
+        """
+        CREATE TABLE webauthn_challenges (
+            tenant_id uuid NOT NULL,
+            challenge_hash bytea NOT NULL,
+            user_id uuid NOT NULL,
+            expires_at timestamptz NOT NULL,
+            CONSTRAINT pk_webauthn_challenges PRIMARY KEY (tenant_id, challenge_hash),
+            CONSTRAINT fk_webauthn_challenges_user FOREIGN KEY (tenant_id, user_id)
+                REFERENCES users (tenant_id, id) ON DELETE CASCADE
+        )
+        """,
+        *tenant_table_sql("webauthn_challenges"),
         # Single-use recovery codes: 80 random bits each, so a SHA-256 digest is enough.
         """
         CREATE TABLE recovery_codes (
