@@ -100,3 +100,10 @@ def cli_env(home: Path, **overrides: str) -> dict[str, str]:
     env["RAMPARTS_HOME"] = str(home)
     env.update(overrides)
     return env
+
+
+# Live-server fixtures, defined once here so every directory shares one session `sealer` (the
+# key that seals what the servers read, such as signing keys in the shared database).
+from tests.live import client, sealer, serve_app, serve_module_app  # noqa: E402
+
+__all__ = ["cli_env", "client", "free_port", "libpq", "sealer", "serve_app", "serve_module_app"]
