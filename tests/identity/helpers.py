@@ -125,6 +125,41 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def authorize_path(**overrides: str) -> tuple[str, str]:
+    """An authorize request for the test client with a fresh PKCE pair: (path, verifier)."""
+    verifier, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT_URI,
+        "scope": "openid",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **overrides,
+    }
+    return f"/oauth/authorize?{urlencode(params)}", verifier
+
+
+def begin(browser: httpx.Client) -> str:
+    """Start a login flow in `browser`; returns the PKCE verifier for the code exchange."""
+    path, verifier = authorize_path()
+    browser.get(path)
+    return verifier
+
+
+def submit_password(browser: httpx.Client, account: Account, **fields: str) -> httpx.Response:
+    """The password form of the flow in progress, with the account's values unless given."""
+    form = browser.get("/login")
+    data = {
+        "tenant": account.tenant,
+        "username": account.username,
+        "password": account.password,
+        "csrf": csrf_of(form),
+        **fields,
+    }
+    return browser.post("/login", data=data)
+
+
 def obtain_tokens(
     server: httpx.Client, account: Account, *, otp: str | None = None
 ) -> dict[str, Any]:

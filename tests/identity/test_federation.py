@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt as pyjwt
@@ -21,9 +21,9 @@ from tests.identity.helpers import (
     CLIENT_ID,
     REDIRECT_URI,
     Account,
+    begin,
     csrf_of,
     current_code,
-    pkce_pair,
     provision,
 )
 
@@ -93,21 +93,8 @@ def federate(
 
 def sign_in_via_idp(setup: Setup) -> tuple[httpx.Client, httpx.Response, str]:
     """Returns the browser, the RP's answer to the IdP callback, and the PKCE verifier."""
-    verifier, challenge = pkce_pair()
     browser = httpx.Client(base_url=setup.rp.base_url)
-    browser.get(
-        "/oauth/authorize?"
-        + urlencode(
-            {
-                "response_type": "code",
-                "client_id": CLIENT_ID,
-                "redirect_uri": REDIRECT_URI,
-                "scope": "openid",
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            }
-        )
-    )
+    verifier = begin(browser)
     form = browser.get("/login")
     to_idp = browser.post("/login/sso", data={"tenant": setup.tenant.slug, "csrf": csrf_of(form)})
     assert to_idp.status_code == 200, to_idp.text
@@ -204,21 +191,8 @@ def test_sso_needs_a_configured_idp(
 ) -> None:
     rp = serve_app()
     account = provision(urls, sealer)
-    _, challenge = pkce_pair()
     with httpx.Client(base_url=rp.base_url) as browser:
-        browser.get(
-            "/oauth/authorize?"
-            + urlencode(
-                {
-                    "response_type": "code",
-                    "client_id": CLIENT_ID,
-                    "redirect_uri": REDIRECT_URI,
-                    "scope": "openid",
-                    "code_challenge": challenge,
-                    "code_challenge_method": "S256",
-                }
-            )
-        )
+        begin(browser)
         form = browser.get("/login")
         refused = browser.post("/login/sso", data={"tenant": account.tenant, "csrf": csrf_of(form)})
         assert refused.status_code == 400
@@ -234,21 +208,8 @@ def test_callback_with_a_forged_state_is_refused(
     serve_app: Callable[..., httpx.Client],
 ) -> None:
     setup = federate(make_database, urls, sealer, serve_app)
-    _, challenge = pkce_pair()
     with httpx.Client(base_url=setup.rp.base_url) as browser:
-        browser.get(
-            "/oauth/authorize?"
-            + urlencode(
-                {
-                    "response_type": "code",
-                    "client_id": CLIENT_ID,
-                    "redirect_uri": REDIRECT_URI,
-                    "scope": "openid",
-                    "code_challenge": challenge,
-                    "code_challenge_method": "S256",
-                }
-            )
-        )
+        begin(browser)
         form = browser.get("/login")
         started = browser.post(
             "/login/sso", data={"tenant": setup.tenant.slug, "csrf": csrf_of(form)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from urllib.parse import urlencode
 
 import httpx
 import pyotp
@@ -13,7 +12,13 @@ import pytest
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import DatabaseUrls
 from tests.identity.authenticator import Authenticator
-from tests.identity.helpers import CLIENT_ID, REDIRECT_URI, Account, csrf_of, pkce_pair, provision
+from tests.identity.helpers import (
+    Account,
+    begin,
+    csrf_of,
+    provision,
+    submit_password,
+)
 
 COOKIE = "ramparts_login"
 
@@ -24,31 +29,9 @@ def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
 
 
 def to_second_step(server: httpx.Client, account: Account) -> httpx.Client:
-    _, challenge = pkce_pair()
     browser = httpx.Client(base_url=server.base_url)
-    browser.get(
-        "/oauth/authorize?"
-        + urlencode(
-            {
-                "response_type": "code",
-                "client_id": CLIENT_ID,
-                "redirect_uri": REDIRECT_URI,
-                "scope": "openid",
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            }
-        )
-    )
-    form = browser.get("/login")
-    browser.post(
-        "/login",
-        data={
-            "tenant": account.tenant,
-            "username": account.username,
-            "password": account.password,
-            "csrf": csrf_of(form),
-        },
-    )
+    begin(browser)
+    submit_password(browser, account)
     return browser
 
 

@@ -6,7 +6,7 @@ import copy
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt as pyjwt
@@ -17,7 +17,15 @@ from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import DatabaseUrls
 from tests.conftest import libpq
 from tests.identity.authenticator import Authenticator
-from tests.identity.helpers import CLIENT_ID, REDIRECT_URI, Account, csrf_of, pkce_pair, provision
+from tests.identity.helpers import (
+    CLIENT_ID,
+    REDIRECT_URI,
+    Account,
+    begin,
+    csrf_of,
+    provision,
+    submit_password,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,31 +40,8 @@ def account(urls: DatabaseUrls, sealer: LocalSealer) -> Account:
 
 def start(browser: httpx.Client, account: Account) -> tuple[str, str]:
     """Authorize and pass the password step; returns (next page, PKCE verifier)."""
-    verifier, challenge = pkce_pair()
-    browser.get(
-        "/oauth/authorize?"
-        + urlencode(
-            {
-                "response_type": "code",
-                "client_id": CLIENT_ID,
-                "redirect_uri": REDIRECT_URI,
-                "scope": "openid",
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            }
-        )
-    )
-    form = browser.get("/login")
-    step = browser.post(
-        "/login",
-        data={
-            "tenant": account.tenant,
-            "username": account.username,
-            "password": account.password,
-            "csrf": csrf_of(form),
-        },
-    )
-    return step.headers["location"], verifier
+    verifier = begin(browser)
+    return submit_password(browser, account).headers["location"], verifier
 
 
 def ceremony(

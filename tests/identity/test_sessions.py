@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -21,15 +20,17 @@ from tests.identity.helpers import (
     CLIENT_ID,
     REDIRECT_URI,
     Account,
+    authorize_path,
     bearer,
+    begin,
     csrf_of,
     current_code,
     log_in,
     next_code,
     obtain_tokens,
-    pkce_pair,
     provision,
     register_client,
+    submit_password,
 )
 
 
@@ -47,20 +48,6 @@ def refresh(server: httpx.Client, token: str) -> httpx.Response:
     return server.post(
         "/oauth/token",
         data={"grant_type": "refresh_token", "refresh_token": token, "client_id": CLIENT_ID},
-    )
-
-
-def authorize_path() -> str:
-    _, challenge = pkce_pair()
-    return "/oauth/authorize?" + urlencode(
-        {
-            "response_type": "code",
-            "client_id": CLIENT_ID,
-            "redirect_uri": REDIRECT_URI,
-            "scope": "openid",
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        }
     )
 
 
@@ -139,24 +126,11 @@ def test_revocation_ends_the_family(server: httpx.Client, account: Account) -> N
 
 
 def password_attempt(
-    server: httpx.Client,
-    account: Account,
-    password: str,
-    username: str | None = None,
-    tenant: str | None = None,
+    server: httpx.Client, account: Account, password: str, **fields: str
 ) -> httpx.Response:
     with httpx.Client(base_url=server.base_url) as browser:
-        browser.get(authorize_path())
-        form = browser.get("/login")
-        return browser.post(
-            "/login",
-            data={
-                "tenant": tenant or account.tenant,
-                "username": username or account.username,
-                "password": password,
-                "csrf": csrf_of(form),
-            },
-        )
+        begin(browser)
+        return submit_password(browser, account, password=password, **fields)
 
 
 def strip_csrf(page: httpx.Response) -> str:
@@ -197,10 +171,10 @@ def test_totp_code_is_single_use(server: httpx.Client, account: Account) -> None
     assert account.totp_secret is not None
     code = current_code(account.totp_secret)
     with httpx.Client(base_url=server.base_url) as browser:
-        first = log_in(browser, authorize_path(), account, otp=code)
+        first = log_in(browser, authorize_path()[0], account, otp=code)
     assert first.status_code == 303
     with httpx.Client(base_url=server.base_url) as browser, capture_logs() as logs:
-        replay = log_in(browser, authorize_path(), account, otp=code)
+        replay = log_in(browser, authorize_path()[0], account, otp=code)
     assert replay.status_code == 401
     assert [e for e in logs if e["event"] == "totp_replayed"]
 
@@ -209,7 +183,7 @@ def test_wrong_codes_end_the_flow(server: httpx.Client, account: Account) -> Non
     assert account.totp_secret is not None
     wrong = f"{(int(current_code(account.totp_secret)) + 500_000) % 1_000_000:06d}"
     with httpx.Client(base_url=server.base_url) as browser:
-        assert log_in(browser, authorize_path(), account, otp=wrong).status_code == 401
+        assert log_in(browser, authorize_path()[0], account, otp=wrong).status_code == 401
         statuses = []
         for _ in range(4):
             page = browser.get("/login/mfa")
@@ -229,17 +203,8 @@ def test_first_login_forces_totp_enrollment(
     account = provision(urls, sealer, with_totp=False)
 
     def password_step(browser: httpx.Client) -> httpx.Response:
-        browser.get(authorize_path())
-        form = browser.get("/login")
-        return browser.post(
-            "/login",
-            data={
-                "tenant": account.tenant,
-                "username": account.username,
-                "password": account.password,
-                "csrf": csrf_of(form),
-            },
-        )
+        begin(browser)
+        return submit_password(browser, account)
 
     with httpx.Client(base_url=server.base_url) as browser:
         assert password_step(browser).headers["location"] == "/login/enroll"
