@@ -147,7 +147,7 @@ def main() -> None:
         "token_verifications_per_s_new_tokens": round(cold_rate),
         "raw_ecdsa_p256_verifications_per_s": round(raw_rate),
         "new_token_ratio_to_raw_ecdsa": round(cold_rate / raw_rate, 3),
-        "token_verify_goal_met": verify_rate >= 10_000,
+        "api_path_verify_goal_met": verify_rate >= 10_000,  # repeated tokens, as on the API
         "login_mfa_token_p50_ms": round(p50, 1),
         "login_mfa_token_p95_ms": round(sorted(latencies)[int(len(latencies) * 0.95) - 1], 1),
         "argon2_verify_ms": round(argon2_ms, 1),

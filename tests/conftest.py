@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -87,13 +86,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def cli_env(home: Path, **overrides: str) -> dict[str, str]:
     """Environment for running the `ramparts` CLI: no inherited RAMPARTS_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
@@ -104,6 +96,6 @@ def cli_env(home: Path, **overrides: str) -> dict[str, str]:
 
 # Live-server fixtures, defined once here so every directory shares one session `sealer` (the
 # key that seals what the servers read, such as signing keys in the shared database).
-from tests.live import client, sealer, serve_app, serve_module_app  # noqa: E402
+from tests.live import client, free_port, sealer, serve_app, serve_module_app  # noqa: E402
 
 __all__ = ["cli_env", "client", "free_port", "libpq", "sealer", "serve_app", "serve_module_app"]

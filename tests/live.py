@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,13 @@ from ramparts.config import Settings
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.web.app import create_app
-from tests.conftest import free_port
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class LiveServer:
