@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from structlog.testing import capture_logs
 
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
@@ -72,7 +73,14 @@ def test_rotation_keeps_the_previous_key_for_the_overlap_then_retires_it(
     time.sleep(1.1)  # the server reloads keys at most once a second on an unknown kid
     unknown = resign(old["access_token"], ATTACKER, header={"kid": "attacker"})
     assert server.get("/oauth/userinfo", headers=bearer(unknown)).status_code == 401
-    assert server.get("/oauth/userinfo", headers=bearer(old["access_token"])).status_code == 401
+    with capture_logs() as logs:
+        retired = server.get("/oauth/userinfo", headers=bearer(old["access_token"]))
+    assert retired.status_code == 401
+    assert [
+        e
+        for e in logs
+        if e["event"] == "token_rejected" and e["reason"] == "unknown or retired signing key"
+    ]
     assert [k["kid"] for k in server.get("/oauth/jwks").json()["keys"]] == [new_kid]
     # The next rotation records the retirement.
     third = rotate(urls, sealer)

@@ -154,6 +154,9 @@ def test_unknown_user_tenant_and_wrong_password_look_the_same(
     assert strip_csrf(unknown_user).replace(
         f"ghost@{account.tenant}.example", account.username
     ) == strip_csrf(wrong_password)
+    assert strip_csrf(unknown_tenant).replace(
+        'value="no-such-tenant"', f'value="{account.tenant}"'
+    ) == strip_csrf(wrong_password)
 
 
 def test_account_locks_after_repeated_failures(server: httpx.Client, account: Account) -> None:
