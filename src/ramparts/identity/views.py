@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.identity.clients import ASSERTION_TYPE, ServiceClients
-from ramparts.identity.federation import Federation, FederationError
+from ramparts.identity.federation import FederatedLogin, Federation, FederationError
 from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, FlowConflict, FlowStore, LoginFlow
 from ramparts.identity.login import Authenticator
 from ramparts.identity.mtls import client_certificate_thumbprint
@@ -332,23 +332,17 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         ):
             return await expired(request)
         idp = await deps.federation.provider(uuid.UUID(flow.tenant_id))
-        try:
-            if idp is not None:
+        login: FederatedLogin | None = None
+        if idp is not None:
+            try:
                 login = await deps.federation.finish(idp, flow.federation, str(request.url))
-        except FederationError as exc:
-            log.warning("federated_login_failed", reason=str(exc))
-            idp = None
-        if idp is None:
-            return await with_flow(
-                request,
-                page(
-                    request,
-                    "error.html",
-                    401,
-                    message=("Sign-in through your organisation failed."),
-                ),
-                None,
+            except FederationError as exc:
+                log.warning("federated_login_failed", reason=str(exc))
+        if login is None:
+            failed = page(
+                request, "error.html", 401, message="Sign-in through your organisation failed."
             )
+            return await with_flow(request, failed, None)
         flow.user_id, flow.username = str(login.user_id), login.username
         flow.first_factor, flow.federation = "fed", None
         if login.mfa_done:  # the IdP proved a second factor (its amr says so)
