@@ -415,3 +415,71 @@ def test_service_client_lifecycle(
             (client_id,),
         ).fetchone()
     assert row == ("private_key_jwt", ["https://ledger.example/"], True)
+
+
+def test_identity_provider_setup(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database(migrate=False)
+    env = owner_env(tmp_path, urls)
+    assert run("migrate", env=env).returncode == 0
+    assert run("seed-demo", env=env).returncode == 0
+    plain = run(
+        "idp",
+        "set",
+        "--tenant",
+        "acme",
+        "--issuer",
+        "http://idp.example",
+        "--client-id",
+        "ramparts",
+        env=env,
+    )
+    assert plain.returncode == 2
+    assert "https" in plain.stderr
+    configured = run(
+        "idp",
+        "set",
+        "--tenant",
+        "acme",
+        "--issuer",
+        "https://idp.example",
+        "--client-id",
+        "ramparts",
+        "--mfa-acr",
+        "phr",
+        env=env,
+    )
+    assert configured.returncode == 0, configured.stderr
+    unknown = run(
+        "idp",
+        "link",
+        "--tenant",
+        "acme",
+        "--username",
+        "ghost@acme.test",
+        "--subject",
+        "42",
+        env=env,
+    )
+    assert unknown.returncode == 2
+    linked = run(
+        "idp",
+        "link",
+        "--tenant",
+        "acme",
+        "--username",
+        "buyer@acme.test",
+        "--subject",
+        "42",
+        env=env,
+    )
+    assert linked.returncode == 0, linked.stderr
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        row = conn.execute(
+            "SELECT f.issuer, f.subject, u.username FROM federated_identities f "
+            "JOIN users u ON u.id = f.user_id"
+        ).fetchone()
+        idp = conn.execute("SELECT mfa_acr FROM tenant_identity_providers").fetchone()
+    assert row == ("https://idp.example", "42", "buyer@acme.test")
+    assert idp == (["phr"],)

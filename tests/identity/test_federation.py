@@ -55,6 +55,7 @@ def federate(
     serve_app: Callable[..., httpx.Client],
     *,
     mfa_amr: list[str] | None = None,
+    mfa_acr: list[str] | None = None,
     link: bool = True,
 ) -> Setup:
     rp = serve_app()
@@ -78,7 +79,7 @@ def federate(
     async def rp_tenant(p: Provisioning) -> TenantRecord:
         tenant = TenantRecord(local.tenant_id, local.tenant, local.tenant, "eu")
         await p.set_identity_provider(
-            tenant, issuer=idp_base, client_id="relying-party", mfa_amr=mfa_amr
+            tenant, issuer=idp_base, client_id="relying-party", mfa_amr=mfa_amr, mfa_acr=mfa_acr
         )
         if link:
             await p.link_federated_identity(
@@ -218,3 +219,19 @@ def test_callback_with_a_forged_state_is_refused(
         forged = browser.get("/login/sso/callback?code=stolen&state=forged")
         assert forged.status_code == 400
         assert "location" not in forged.headers
+
+
+def test_an_idp_acr_can_vouch_for_mfa(
+    make_database: Callable[..., DatabaseUrls],
+    urls: DatabaseUrls,
+    sealer: LocalSealer,
+    serve_app: Callable[..., httpx.Client],
+) -> None:
+    # Its amr values are not trusted here, but its acr for MFA is.
+    setup = federate(
+        make_database, urls, sealer, serve_app, mfa_amr=[], mfa_acr=["urn:ramparts:acr:mfa"]
+    )
+    browser, answer, _ = sign_in_via_idp(setup)
+    browser.close()
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith(REDIRECT_URI + "?code=")

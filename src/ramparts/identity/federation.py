@@ -25,11 +25,20 @@ from sqlalchemy import text
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 
-__all__ = ["FederatedLogin", "Federation", "FederationError", "IdentityProvider"]
+__all__ = [
+    "DEFAULT_MFA_AMR",
+    "LOOPBACK",
+    "FederatedLogin",
+    "Federation",
+    "FederationError",
+    "IdentityProvider",
+]
 
 log = structlog.get_logger(__name__)
 
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+#: RFC 8176 amr values that say the IdP itself checked a second factor.
+DEFAULT_MFA_AMR = ("mfa", "otp", "hwk", "swk")
 TIMEOUT_SECONDS = 5.0  # every call to an IdP is bounded
 TIMEOUT = httpx.Timeout(TIMEOUT_SECONDS)
 ID_TOKEN_ALGORITHMS = ["ES256", "RS256", "PS256", "EdDSA"]
@@ -46,6 +55,7 @@ class IdentityProvider:
     client_id: str
     client_secret: str | None
     mfa_amr: frozenset[str]
+    mfa_acr: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ class Federation:
             row = (
                 await session.execute(
                     text(
-                        "SELECT issuer, client_id, sealed_client_secret, mfa_amr "
+                        "SELECT issuer, client_id, sealed_client_secret, mfa_amr, mfa_acr "
                         "FROM tenant_identity_providers WHERE tenant_id = :tenant"
                     ),
                     {"tenant": tenant},
@@ -84,7 +94,9 @@ class Federation:
             if row[2] is not None
             else None
         )
-        return IdentityProvider(tenant, row[0], row[1], secret, frozenset(row[3]))
+        return IdentityProvider(
+            tenant, row[0], row[1], secret, frozenset(row[3]), frozenset(row[4])
+        )
 
     async def _metadata(self, idp: IdentityProvider) -> dict[str, Any]:
         parts = urlsplit(idp.issuer)
@@ -156,7 +168,9 @@ class Federation:
             log.warning("federated_login_unlinked", tenant=str(idp.tenant))
             raise FederationError("this IdP account is not linked to a user here")
         amr = tuple(a for a in claims.get("amr", []) if isinstance(a, str))
-        return FederatedLogin(row[0], row[1], amr, mfa_done=bool(idp.mfa_amr & set(amr)))
+        acr = claims.get("acr")
+        mfa_done = bool(idp.mfa_amr & set(amr)) or (isinstance(acr, str) and acr in idp.mfa_acr)
+        return FederatedLogin(row[0], row[1], amr, mfa_done=mfa_done)
 
     def _verify_id_token(
         self, idp: IdentityProvider, token: str, jwks: dict[str, Any], nonce: str

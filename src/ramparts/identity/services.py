@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.identity.clients import new_client_id
-from ramparts.identity.federation import idp_secret_context
+from ramparts.identity.federation import DEFAULT_MFA_AMR, LOOPBACK, idp_secret_context
 from ramparts.identity.keys import load_key_ring, rotate_signing_key
 from ramparts.identity.login import totp_context
 from ramparts.identity.models import Membership, Role, Tenant, User
@@ -187,8 +188,12 @@ class Provisioning:
         client_id: str,
         client_secret: str | None = None,
         mfa_amr: list[str] | None = None,
+        mfa_acr: list[str] | None = None,
     ) -> None:
         """Delegate this tenant's login to its own OIDC provider (the secret is sealed)."""
+        parts = urlsplit(issuer)
+        if parts.scheme != "https" and parts.hostname not in LOOPBACK:
+            raise ValueError("the issuer must be an https URL (plain http only on loopback)")
         sealed = (
             self._sealer.seal(client_secret.encode(), idp_secret_context(tenant.id))
             if client_secret
@@ -198,19 +203,37 @@ class Provisioning:
             await session.execute(
                 text(
                     "INSERT INTO tenant_identity_providers (tenant_id, issuer, client_id, "
-                    "sealed_client_secret, mfa_amr) VALUES (:tenant, :issuer, :client, "
-                    ":secret, :amr) ON CONFLICT (tenant_id) DO UPDATE SET issuer = "
-                    "excluded.issuer, client_id = excluded.client_id, sealed_client_secret = "
-                    "excluded.sealed_client_secret, mfa_amr = excluded.mfa_amr"
+                    "sealed_client_secret, mfa_amr, mfa_acr) VALUES (:tenant, :issuer, "
+                    ":client, :secret, :amr, :acr) ON CONFLICT (tenant_id) DO UPDATE SET "
+                    "issuer = excluded.issuer, client_id = excluded.client_id, "
+                    "sealed_client_secret = excluded.sealed_client_secret, "
+                    "mfa_amr = excluded.mfa_amr, mfa_acr = excluded.mfa_acr"
                 ),
                 {
                     "tenant": tenant.id,
                     "issuer": issuer,
                     "client": client_id,
                     "secret": sealed,
-                    "amr": mfa_amr or ["mfa", "otp", "hwk", "swk"],
+                    "amr": mfa_amr if mfa_amr is not None else list(DEFAULT_MFA_AMR),
+                    "acr": mfa_acr or [],
                 },
             )
+
+    async def link_username(self, tenant: TenantRecord, *, username: str, subject: str) -> None:
+        """Link the tenant's user `username` to `subject` at the tenant's configured IdP."""
+        async with self._db.tenant_session(tenant.id) as session:
+            issuer = await session.scalar(
+                text("SELECT issuer FROM tenant_identity_providers WHERE tenant_id = :tenant"),
+                {"tenant": tenant.id},
+            )
+            user_id = await session.scalar(
+                select(User.id).where(User.tenant_id == tenant.id, User.username == username)
+            )
+        if issuer is None:
+            raise ValueError(f"tenant {tenant.slug!r} has no identity provider")
+        if user_id is None:
+            raise ValueError(f"no user {username!r} in tenant {tenant.slug!r}")
+        await self.link_federated_identity(tenant, user_id=user_id, issuer=issuer, subject=subject)
 
     async def link_federated_identity(
         self, tenant: TenantRecord, *, user_id: uuid.UUID, issuer: str, subject: str

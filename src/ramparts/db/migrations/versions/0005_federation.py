@@ -17,8 +17,8 @@ depends_on = None
 def upgrade() -> None:
     for statement in [
         # One IdP per tenant. The client secret, when the IdP needs one, is sealed.
-        # mfa_amr: the IdP's amr values that prove a second factor; anything else means the
-        # user must still pass our own second factor.
+        # mfa_amr / mfa_acr: the IdP's amr or acr values that prove a second factor; anything
+        # else means the user must still pass our own second factor.
         """
         CREATE TABLE tenant_identity_providers (
             tenant_id uuid PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
@@ -26,6 +26,7 @@ def upgrade() -> None:
             client_id text NOT NULL CHECK (char_length(client_id) BETWEEN 1 AND 200),
             sealed_client_secret bytea,
             mfa_amr text[] NOT NULL DEFAULT '{mfa,otp,hwk,swk}',
+            mfa_acr text[] NOT NULL DEFAULT '{}',
             created_at timestamptz NOT NULL DEFAULT now()
         )
         """,
