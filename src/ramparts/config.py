@@ -214,7 +214,8 @@ def _describe(exc: ValidationError) -> str:
 
 
 def secret_key(settings: Settings) -> SecretStr:
-    """The key that protects server-side state handed to browsers (the login cookie).
+    """The key behind server-side secrets of the web tier: sealed login flows, passkey
+    tickets and the login throttle's address hashes.
 
     Outside prod an unset key is generated once per install and kept in RAMPARTS_HOME (mode
     0600), so no default key ever exists. In prod the production guard insists it is set.

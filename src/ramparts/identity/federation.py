@@ -2,8 +2,9 @@
 
 authlib's OAuth client runs the authorization-code flow (with PKCE) against the IdP named in
 the tenant's configuration; the ID token is verified with joserfc against the IdP's JWKS
-(issuer, audience, nonce, expiry). The IdP's `amr` decides whether it already proved a second
-factor; if not, the user still passes ours. Only users linked beforehand can sign in this way.
+(issuer, audience, nonce, expiry). The IdP's `amr` or `acr` decides whether it already proved
+a second factor; if not, the user still passes ours. Only users linked beforehand can sign in
+this way.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "Federation",
     "FederationError",
     "IdentityProvider",
+    "issuer_allowed",
 ]
 
 log = structlog.get_logger(__name__)
@@ -62,8 +64,13 @@ class IdentityProvider:
 class FederatedLogin:
     user_id: uuid.UUID
     username: str
-    idp_amr: tuple[str, ...]
     mfa_done: bool
+
+
+def issuer_allowed(issuer: str) -> bool:
+    """IdPs are reached over https; plain http only on this machine (tests, local IdPs)."""
+    parts = urlsplit(issuer)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)
 
 
 def idp_secret_context(tenant: uuid.UUID) -> str:
@@ -99,8 +106,7 @@ class Federation:
         )
 
     async def _metadata(self, idp: IdentityProvider) -> dict[str, Any]:
-        parts = urlsplit(idp.issuer)
-        if parts.scheme != "https" and parts.hostname not in LOOPBACK:
+        if not issuer_allowed(idp.issuer):
             raise FederationError("IdP issuers must use https (plain http only on loopback)")
         url = f"{idp.issuer.rstrip('/')}/.well-known/openid-configuration"
         async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
@@ -170,7 +176,7 @@ class Federation:
         amr = tuple(a for a in claims.get("amr", []) if isinstance(a, str))
         acr = claims.get("acr")
         mfa_done = bool(idp.mfa_amr & set(amr)) or (isinstance(acr, str) and acr in idp.mfa_acr)
-        return FederatedLogin(row[0], row[1], amr, mfa_done=mfa_done)
+        return FederatedLogin(row[0], row[1], mfa_done=mfa_done)
 
     def _verify_id_token(
         self, idp: IdentityProvider, token: str, jwks: dict[str, Any], nonce: str

@@ -72,7 +72,7 @@ class FlowCodec:
         return self.seal(state, CONTEXT)
 
     def seal(self, value: dict[str, Any], context: str) -> str:
-        """Sealed, URL-safe state for a client to hand back (a flow cookie, a ceremony)."""
+        """Sealed, URL-safe state: a flow's row, or a ticket a client hands back later."""
         return base64.urlsafe_b64encode(
             self._sealer.seal(json.dumps(value).encode(), context)
         ).decode()
@@ -87,7 +87,7 @@ class FlowCodec:
         return opened if isinstance(opened, dict) else None
 
     def load(self, value: str | None) -> LoginFlow | None:
-        """The flow, or None when the cookie is missing, forged, or expired."""
+        """The flow sealed in `value`, or None when it is missing, forged or expired."""
         opened = self.open(value, CONTEXT) if value else None
         try:
             flow = LoginFlow(**opened) if opened is not None else None
@@ -120,8 +120,10 @@ class FlowStore:
                     {"id": _digest(handle)},
                 )
             ).first()
-        flow = self._codec.load(row[0].decode()) if row is not None else None
-        if flow is None or row is None:
+        if row is None:
+            return None
+        flow = self._codec.load(row[0].decode())
+        if flow is None:
             return None
         flow.handle, flow.version = handle, row[1]
         return flow

@@ -192,7 +192,7 @@ class Authenticator:
             if row is None:
                 return False
             secret = self._sealer.open(row[0], totp_context(tenant_id, user_id)).decode()
-            step = _matching_step(secret, code) if code.isdigit() and len(code) == 6 else None
+            step = _matching_step(secret, code)
             if step is None:
                 # Wrong codes count like wrong passwords: a known password does not buy an
                 # endless supply of guesses at the second factor.
@@ -295,7 +295,7 @@ class Authenticator:
         self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, secret: str, code: str
     ) -> bool:
         """Store `secret` as the user's second factor once `code` proves they hold it."""
-        step = _matching_step(secret, code) if code.isdigit() and len(code) == 6 else None
+        step = _matching_step(secret, code)
         if step is None:
             return False
         sealed = self._sealer.seal(secret.encode(), totp_context(tenant_id, user_id))
@@ -332,6 +332,8 @@ def _verify(password_hash: str, password: str) -> bool:
 
 def _matching_step(secret: str, code: str) -> int | None:
     """The time step (within ±1 of now) whose code equals `code`, compared in constant time."""
+    if not (code.isdigit() and len(code) == 6):
+        return None
     totp = pyotp.TOTP(secret, interval=TOTP_STEP_SECONDS)
     now_step = int(datetime.now(UTC).timestamp()) // TOTP_STEP_SECONDS
     match = None

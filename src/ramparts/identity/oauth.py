@@ -344,7 +344,7 @@ class OAuthService:
                 {"tenant": tenant, "jti": jti},
             )
 
-    async def end_sessions(self, *, tenant: uuid.UUID, user: uuid.UUID, client_id: str) -> int:
+    async def end_sessions(self, *, tenant: uuid.UUID, user: uuid.UUID, client_id: str) -> None:
         """Logout: revoke every live family of this user at this client."""
         async with self._db.tenant_session(tenant) as session:
             families = (
@@ -358,7 +358,6 @@ class OAuthService:
             ).all()
             for family in families:
                 await self._revoke_family(session, tenant, family, "logout")
-        return len(families)
 
     async def _revoke_family(
         self, session: AsyncSession, tenant: uuid.UUID, family: uuid.UUID, reason: str

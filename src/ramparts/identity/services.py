@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.identity.clients import new_client_id
-from ramparts.identity.federation import DEFAULT_MFA_AMR, LOOPBACK, idp_secret_context
+from ramparts.identity.federation import DEFAULT_MFA_AMR, idp_secret_context, issuer_allowed
 from ramparts.identity.keys import load_key_ring, rotate_signing_key
 from ramparts.identity.login import totp_context
 from ramparts.identity.models import Membership, Role, Tenant, User
@@ -191,8 +190,7 @@ class Provisioning:
         mfa_acr: list[str] | None = None,
     ) -> None:
         """Delegate this tenant's login to its own OIDC provider (the secret is sealed)."""
-        parts = urlsplit(issuer)
-        if parts.scheme != "https" and parts.hostname not in LOOPBACK:
+        if not issuer_allowed(issuer):
             raise ValueError("the issuer must be an https URL (plain http only on loopback)")
         sealed = (
             self._sealer.seal(client_secret.encode(), idp_secret_context(tenant.id))

@@ -9,7 +9,6 @@ which refer to dependencies that exist only inside `build_router`.
 import json
 import re
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -63,7 +62,6 @@ class NewPasskey(BaseModel):
 @dataclass(frozen=True)
 class IdentityHttp:
     issuer: str
-    audience: str
     oauth: OAuthService
     authenticator: Authenticator
     flows: FlowCodec
@@ -74,7 +72,10 @@ class IdentityHttp:
     passkeys: Passkeys
     services: ServiceClients
     federation: Federation
-    secure_cookies: bool
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.issuer.startswith("https://")
 
     @property
     def cookie(self) -> str:
@@ -128,20 +129,10 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         return await deps.flow_store.load(request.cookies.get(deps.cookie))
 
     async def expired(request: Request) -> Response:
-        response = page(
-            request,
-            "error.html",
-            400,
-            message=(
-                "This sign-in has expired or is not valid. Go back to the application and "
-                "start again."
-            ),
+        message = (
+            "This sign-in has expired or is not valid. Go back to the application and start again."
         )
-        await deps.flow_store.end(request.cookies.get(deps.cookie))
-        response.delete_cookie(
-            deps.cookie, path="/", secure=deps.secure_cookies, httponly=True, samesite="lax"
-        )
-        return response
+        return await with_flow(request, page(request, "error.html", 400, message=message), None)
 
     def redirect_error(
         redirect_uri: str, state: str | None, error: str, description: str
@@ -345,7 +336,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             return await with_flow(request, failed, None)
         flow.user_id, flow.username = str(login.user_id), login.username
         flow.first_factor, flow.federation = "fed", None
-        if login.mfa_done:  # the IdP proved a second factor (its amr says so)
+        if login.mfa_done:  # the IdP proved a second factor (its amr or acr says so)
             return await with_flow(
                 request, RedirectResponse(await code_redirect(flow, ["fed", "mfa"]), 303), None
             )
@@ -396,7 +387,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             request, RedirectResponse(await code_redirect(flow, AMR_TOTP), 303), None
         )
 
-    def totp_context(flow: LoginFlow) -> dict[str, Any]:
+    def enroll_context(flow: LoginFlow) -> dict[str, Any]:
         secret = flow.totp_secret or ""
         uri = pyotp.TOTP(secret).provisioning_uri(name=flow.username or "", issuer_name="Ramparts")
         return {"csrf": flow.csrf, "secret": secret, "uri": uri}
@@ -406,7 +397,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow = await current_flow(request)
         if flow is None or flow.stage != "enroll" or not flow.totp_secret:
             return await expired(request)
-        return page(request, "enroll.html", **totp_context(flow))
+        return page(request, "enroll.html", **enroll_context(flow))
 
     @router.post("/login/enroll")
     async def enroll(
@@ -466,7 +457,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         if flow.mfa_failures >= MAX_MFA_FAILURES:
             return await expired(request)
         context: dict[str, Any] = (
-            totp_context(flow) if template == "enroll.html" else {"csrf": flow.csrf}
+            enroll_context(flow) if template == "enroll.html" else {"csrf": flow.csrf}
         )
         context["has_passkey"] = flow.has_passkey
         leads_to = flow.redirect_uri if template == "mfa.html" else None
@@ -560,7 +551,6 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 "tenant": str(principal.tenant_id),
                 "user": str(user),
                 "challenge": ceremony.challenge,
-                "expires": int(time.time()) + 300,
             },
             PASSKEY_TICKET,
         )
@@ -575,7 +565,6 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             ticket is None
             or ticket.get("tenant") != str(principal.tenant_id)
             or ticket.get("user") != str(_user(principal))
-            or int(ticket.get("expires", 0)) < time.time()
         ):
             raise Problem(400, "passkey-refused", "Passkey refused", "invalid or expired ticket")
         if not await deps.passkeys.take_challenge(
@@ -763,7 +752,7 @@ def _user(principal: Principal) -> uuid.UUID:
 
 
 def _subject(flow: LoginFlow) -> tuple[uuid.UUID, uuid.UUID]:
-    """The tenant and user the password step proved; absent means the flow is corrupt."""
+    """The tenant and user the first factor proved; absent means the flow is corrupt."""
     if not flow.tenant_id or not flow.user_id:
         raise RuntimeError("login flow reached MFA without a user")
     return uuid.UUID(flow.tenant_id), uuid.UUID(flow.user_id)

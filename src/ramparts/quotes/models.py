@@ -10,12 +10,9 @@ from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ramparts.db.base import Base, text_enum
-from ramparts.identity import models as identity_models
+from ramparts.identity import models as _identity_models  # noqa: F401 - tables quotes refer to
 
 __all__ = ["Quote", "QuoteItem", "QuoteStatus", "Sensitivity"]
-
-# Quotes point at tenants and users; their tables must be in the same metadata.
-_REFERENCED = (identity_models.Tenant, identity_models.User)
 
 
 class QuoteStatus(StrEnum):

@@ -57,7 +57,6 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
     flows = FlowCodec(key)
     return IdentityHttp(
         issuer=issuer,
-        audience=audience,
         oauth=oauth,
         authenticator=Authenticator(database, sealer, address_key),
         flows=flows,
@@ -68,7 +67,6 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
         passkeys=Passkeys(database, public_url=issuer),
         services=ServiceClients(database, tokens, keys, token_endpoint=f"{issuer}/oauth/token"),
         federation=Federation(database, sealer, redirect_uri=f"{issuer}/login/sso/callback"),
-        secure_cookies=issuer.startswith("https://"),
     )
 
 

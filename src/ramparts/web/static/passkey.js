@@ -1,5 +1,5 @@
 // WebAuthn for the login pages: create a passkey (enrollment) or use one (second factor).
-// The server keeps the challenge in the sealed login cookie; we only relay JSON.
+// The server keeps the challenge with the login flow; this script only relays JSON.
 "use strict";
 
 const button = document.getElementById("passkey");
