@@ -9,7 +9,6 @@ after ten minutes and carries the CSRF token its forms must echo.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import time
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import text
 
+from ramparts.crypto.digest import token_digest
 from ramparts.crypto.local import LocalSealer, SealError
 from ramparts.db.engine import Database
 
@@ -117,7 +117,7 @@ class FlowStore:
                         "SELECT sealed_state, version FROM login_flows "
                         "WHERE id_hash = :id AND expires_at > now()"
                     ),
-                    {"id": _digest(handle)},
+                    {"id": token_digest(handle)},
                 )
             ).first()
         if row is None:
@@ -140,7 +140,7 @@ class FlowStore:
                         "INSERT INTO login_flows (id_hash, sealed_state, expires_at) "
                         "VALUES (:id, :state, to_timestamp(:expires))"
                     ),
-                    {"id": _digest(handle), "state": sealed, "expires": flow.expires},
+                    {"id": token_digest(handle), "state": sealed, "expires": flow.expires},
                 )
                 return handle
             moved = await session.execute(
@@ -148,7 +148,7 @@ class FlowStore:
                     "UPDATE login_flows SET sealed_state = :state, version = version + 1 "
                     "WHERE id_hash = :id AND version = :version"
                 ),
-                {"id": _digest(flow.handle), "state": sealed, "version": flow.version},
+                {"id": token_digest(flow.handle), "state": sealed, "version": flow.version},
             )
             if not getattr(moved, "rowcount", 0):
                 raise FlowConflict
@@ -158,9 +158,6 @@ class FlowStore:
         if handle:
             async with self._db.session() as session:
                 await session.execute(
-                    text("DELETE FROM login_flows WHERE id_hash = :id"), {"id": _digest(handle)}
+                    text("DELETE FROM login_flows WHERE id_hash = :id"),
+                    {"id": token_digest(handle)},
                 )
-
-
-def _digest(handle: str) -> bytes:
-    return hashlib.sha256(handle.encode()).digest()

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.crypto.digest import token_digest
 from ramparts.db.engine import Database
 from ramparts.identity.keys import KeyRing, load_key_ring
 from ramparts.identity.tokens import TokenIssuer
@@ -88,10 +89,6 @@ def s256(verifier: str) -> str:
 
 def _opaque(tenant: uuid.UUID) -> str:
     return f"{tenant.hex}.{secrets.token_urlsafe(32)}"
-
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 def _tenant_of(token: str) -> uuid.UUID | None:
@@ -186,7 +183,7 @@ class OAuthService:
                 ),
                 {
                     "tenant": tenant,
-                    "hash": _digest(code),
+                    "hash": token_digest(code),
                     "client": client_id,
                     "user": user,
                     "redirect": redirect_uri,
@@ -217,7 +214,7 @@ class OAuthService:
                         "RETURNING client_id, user_id, redirect_uri, code_challenge, nonce, scope, "
                         "amr, auth_time, expires_at"
                     ),
-                    {"tenant": tenant, "hash": _digest(code)},
+                    {"tenant": tenant, "hash": token_digest(code)},
                 )
             ).first()
         if row is None:
@@ -278,7 +275,7 @@ class OAuthService:
                         "AND f.id = t.family_id WHERE t.tenant_id = :tenant "
                         "AND t.token_hash = :hash FOR UPDATE OF t, f"
                     ),
-                    {"tenant": tenant, "hash": _digest(refresh_token)},
+                    {"tenant": tenant, "hash": token_digest(refresh_token)},
                 )
             ).first()
             if row is None:
@@ -297,7 +294,7 @@ class OAuthService:
                         "UPDATE refresh_tokens SET consumed_at = now() "
                         "WHERE tenant_id = :tenant AND token_hash = :hash"
                     ),
-                    {"tenant": tenant, "hash": _digest(refresh_token)},
+                    {"tenant": tenant, "hash": token_digest(refresh_token)},
                 )
                 return await self._tokens(
                     session,
@@ -328,7 +325,7 @@ class OAuthService:
                         "ON f.tenant_id = t.tenant_id AND f.id = t.family_id "
                         "WHERE t.tenant_id = :tenant AND t.token_hash = :hash"
                     ),
-                    {"tenant": tenant, "hash": _digest(token)},
+                    {"tenant": tenant, "hash": token_digest(token)},
                 )
             ).first()
             if row is not None and secrets.compare_digest(row[1], client_id):
@@ -431,7 +428,7 @@ class OAuthService:
                 "INSERT INTO refresh_tokens (tenant_id, token_hash, family_id) "
                 "VALUES (:tenant, :hash, :family)"
             ),
-            {"tenant": tenant, "hash": _digest(refresh), "family": family},
+            {"tenant": tenant, "hash": token_digest(refresh), "family": family},
         )
         id_token = None
         if with_id_token and "openid" in scope.split():

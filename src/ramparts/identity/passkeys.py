@@ -6,7 +6,6 @@ signature counter must grow: a counter that does not is a cloned authenticator a
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from ramparts.crypto.digest import token_digest
 from ramparts.db.engine import Database
 
 __all__ = ["PasskeyError", "Passkeys"]
@@ -134,7 +134,7 @@ class Passkeys:
                     "INSERT INTO webauthn_challenges (tenant_id, challenge_hash, user_id, "
                     "expires_at) VALUES (:tenant, :hash, :user, now() + interval '5 minutes')"
                 ),
-                {"tenant": tenant, "hash": _digest(challenge), "user": user},
+                {"tenant": tenant, "hash": token_digest(challenge), "user": user},
             )
 
     async def take_challenge(self, tenant: uuid.UUID, user: uuid.UUID, challenge: str) -> bool:
@@ -145,7 +145,7 @@ class Passkeys:
                     "DELETE FROM webauthn_challenges WHERE tenant_id = :tenant AND "
                     "challenge_hash = :hash AND user_id = :user AND expires_at > now()"
                 ),
-                {"tenant": tenant, "hash": _digest(challenge), "user": user},
+                {"tenant": tenant, "hash": token_digest(challenge), "user": user},
             )
         return bool(getattr(taken, "rowcount", 0))
 
@@ -204,7 +204,3 @@ class Passkeys:
                 ),
                 {"count": verified.new_sign_count, "tenant": tenant, "id": credential_id},
             )
-
-
-def _digest(challenge: str) -> bytes:
-    return hashlib.sha256(challenge.encode()).digest()

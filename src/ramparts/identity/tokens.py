@@ -7,7 +7,6 @@ from our own key ring, never a key or key URL named by the token.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
+from ramparts.crypto.digest import token_digest
 from ramparts.crypto.local import LocalSealer
 from ramparts.identity.keys import ALGORITHM, KeyRing
 
@@ -243,7 +243,7 @@ class TokenVerifier:
         return claims
 
     def verify(self, token: str, ring: KeyRing) -> AccessClaims:
-        digest = hashlib.sha256(token.encode()).digest()
+        digest = token_digest(token)
         cached = self._cache.get(digest)
         if cached is not None:
             claims, kid = cached
