@@ -13,22 +13,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ramparts.db.engine import DatabaseUrls
 from ramparts.db.migrate import head_revision
+from tests.certs import certificate, write_pem
 from tests.conftest import cli_env, free_port, libpq
-from tests.identity.helpers import Account, bearer, log_in, pkce_pair
+from tests.identity.helpers import Account, bearer, code_from, exchange_code, log_in, pkce_pair
 from tests.test_config import STRONG_DB_PASSWORD, STRONG_KEY
 
 HEAD = head_revision()
@@ -244,29 +241,7 @@ def test_prod_guard_lists_every_violation_at_once(tmp_path: Path) -> None:
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return write_pem(directory, "server", certificate("localhost", key, dns="localhost"), key)
 
 
 def test_tls_accepts_only_tls13(tmp_path: Path, urls: DatabaseUrls) -> None:
@@ -340,16 +315,12 @@ def test_demo_runs_on_the_embedded_database(tmp_path: Path) -> None:
         )
         with httpx.Client(base_url=base) as browser:
             final = log_in(browser, authorize, account)
-            code = parse_qs(urlsplit(final.headers["location"]).query)["code"][0]
-            tokens = browser.post(
-                "/oauth/token",
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": client["redirect_uri"],
-                    "client_id": client["client_id"],
-                    "code_verifier": verifier,
-                },
+            tokens = exchange_code(
+                browser,
+                code_from(final.headers["location"]),
+                verifier,
+                client_id=client["client_id"],
+                redirect_uri=client["redirect_uri"],
             ).json()
             me = browser.get("/oauth/userinfo", headers=bearer(tokens["access_token"])).json()
         assert me["roles"] == ["buyer"]

@@ -175,20 +175,28 @@ def obtain_tokens(
     }
     with httpx.Client(base_url=server.base_url) as browser:
         final = log_in(browser, f"/oauth/authorize?{urlencode(params)}", account, otp=otp)
-    code = parse_qs(urlsplit(final.headers["location"]).query)["code"][0]
-    response = server.post(
-        "/oauth/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": CLIENT_ID,
-            "code_verifier": verifier,
-        },
-    )
+    response = exchange_code(server, code_from(final.headers["location"]), verifier)
     assert response.status_code == 200, response.text
     tokens: dict[str, Any] = response.json()
     return tokens
+
+
+def code_from(location: str) -> str:
+    """The authorization code in a redirect back to the client."""
+    return parse_qs(urlsplit(location).query)["code"][0]
+
+
+def exchange_code(client: httpx.Client, code: str, verifier: str, **fields: str) -> httpx.Response:
+    """POST the code to the token endpoint as the test client (override any field)."""
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "client_id": CLIENT_ID,
+        "code_verifier": verifier,
+        **fields,
+    }
+    return client.post("/oauth/token", data=data)
 
 
 def bearer(token: str) -> dict[str, str]:

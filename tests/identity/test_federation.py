@@ -9,7 +9,6 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt as pyjwt
@@ -18,12 +17,13 @@ from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import Provisioning, TenantRecord
 from tests.identity.helpers import (
-    CLIENT_ID,
     REDIRECT_URI,
     Account,
     begin,
+    code_from,
     csrf_of,
     current_code,
+    exchange_code,
     provision,
 )
 
@@ -141,17 +141,7 @@ def test_federated_login_with_mfa_at_the_idp(
         assert answer.status_code == 303, answer.text
         location = answer.headers["location"]
         assert location.startswith(REDIRECT_URI + "?code=")
-        code = parse_qs(urlsplit(location).query)["code"][0]
-        tokens = browser.post(
-            "/oauth/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": REDIRECT_URI,
-                "client_id": CLIENT_ID,
-                "code_verifier": verifier,
-            },
-        ).json()
+        tokens = exchange_code(browser, code_from(location), verifier).json()
     finally:
         browser.close()
     claims = pyjwt.decode(tokens["id_token"], options={"verify_signature": False})

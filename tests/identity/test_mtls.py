@@ -6,79 +6,34 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import jwt as pyjwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.mtls import certificate_thumbprint
 from ramparts.identity.services import Provisioning
+from tests.certs import certificate, write_pem
 from tests.conftest import free_port
 from tests.identity.helpers import bearer
 from tests.test_cli import owner_env, run, running
-
-Key = ec.EllipticCurvePrivateKey
-
-
-def _certificate(
-    name: str,
-    key: Key,
-    issuer: tuple[x509.Name, Key] | None,
-    *,
-    ca: bool = False,
-    dns: str | None = None,
-) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    issuer_name, issuer_key = issuer or (subject, key)
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if dns:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(directory: Path, name: str, cert: x509.Certificate, key: Key) -> tuple[str, str]:
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
 
 
 def test_certificate_bound_service_token(
     tmp_path: Path, make_database: Callable[..., DatabaseUrls]
 ) -> None:
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate("Test CA", ca_key, None, ca=True)
+    ca = certificate("Test CA", ca_key, None, ca=True)
     issuer = (ca.subject, ca_key)
     files = {}
     for name, dns in (("server", "localhost"), ("client-a", None), ("client-b", None)):
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(name, key, issuer, dns=dns)
-        files[name] = (*_write(tmp_path, name, cert, key), cert)
+        cert = certificate(name, key, issuer, dns=dns)
+        files[name] = (*map(str, write_pem(tmp_path, name, cert, key)), cert)
     ca_path = tmp_path / "ca.pem"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 

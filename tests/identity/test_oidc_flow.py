@@ -16,7 +16,15 @@ from authlib.integrations.httpx_client import OAuth2Client
 
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import DatabaseUrls
-from tests.identity.helpers import CLIENT_ID, REDIRECT_URI, Account, log_in, provision
+from tests.identity.helpers import (
+    CLIENT_ID,
+    REDIRECT_URI,
+    Account,
+    code_from,
+    exchange_code,
+    log_in,
+    provision,
+)
 
 
 @pytest.fixture
@@ -137,27 +145,13 @@ def code_for(server: httpx.Client, account: Account, **overrides: str) -> tuple[
     url, verifier = authorize_url(server, **overrides)
     with httpx.Client(base_url=server.base_url) as browser:
         final = log_in(browser, url, account)
-    return parse_qs(urlsplit(final.headers["location"]).query)["code"][0], verifier
-
-
-def exchange(server: httpx.Client, code: str, verifier: str, **overrides: str) -> httpx.Response:
-    return server.post(
-        "/oauth/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": CLIENT_ID,
-            "code_verifier": verifier,
-            **overrides,
-        },
-    )
+    return code_from(final.headers["location"]), verifier
 
 
 def test_code_is_single_use(server: httpx.Client, account: Account) -> None:
     code, verifier = code_for(server, account)
-    assert exchange(server, code, verifier).status_code == 200
-    again = exchange(server, code, verifier)
+    assert exchange_code(server, code, verifier).status_code == 200
+    again = exchange_code(server, code, verifier)
     assert again.status_code == 400
     assert again.json()["error"] == "invalid_grant"
 
@@ -174,9 +168,9 @@ def test_a_failed_exchange_burns_the_code(
     server: httpx.Client, account: Account, overrides: dict[str, str]
 ) -> None:
     code, verifier = code_for(server, account)
-    failed = exchange(server, code, verifier, **overrides)
+    failed = exchange_code(server, code, verifier, **overrides)
     assert failed.json()["error"] == "invalid_grant"
-    assert exchange(server, code, verifier).json()["error"] == "invalid_grant"
+    assert exchange_code(server, code, verifier).json()["error"] == "invalid_grant"
 
 
 @pytest.mark.parametrize(

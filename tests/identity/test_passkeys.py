@@ -6,7 +6,6 @@ import copy
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt as pyjwt
@@ -22,7 +21,9 @@ from tests.identity.helpers import (
     REDIRECT_URI,
     Account,
     begin,
+    code_from,
     csrf_of,
+    exchange_code,
     provision,
     submit_password,
 )
@@ -58,17 +59,7 @@ def ceremony(
 
 
 def tokens(browser: httpx.Client, location: str, verifier: str) -> dict[str, Any]:
-    code = parse_qs(urlsplit(location).query)["code"][0]
-    response = browser.post(
-        "/oauth/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": CLIENT_ID,
-            "code_verifier": verifier,
-        },
-    )
+    response = exchange_code(browser, code_from(location), verifier)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result

@@ -267,8 +267,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             )
         flow.tenant_id, flow.user_id = str(result.tenant_id), str(result.user_id)
         flow.username = result.username
-        flow.has_passkey = await deps.passkeys.has_passkey(result.tenant_id, result.user_id)
-        if result.has_totp or flow.has_passkey:
+        return await second_factor_step(request, flow, has_totp=result.has_totp)
+
+    async def second_factor_step(request: Request, flow: LoginFlow, *, has_totp: bool) -> Response:
+        """After the first factor: ask for the second, or enrol one on first login."""
+        tenant_id, user_id = _subject(flow)
+        flow.has_passkey = await deps.passkeys.has_passkey(tenant_id, user_id)
+        if has_totp or flow.has_passkey:
             flow.stage = "mfa"
             return await with_flow(request, RedirectResponse("/login/mfa", status_code=303), flow)
         # First login: a second factor must be enrolled before any token exists.
@@ -341,13 +346,8 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 request, RedirectResponse(await code_redirect(flow, ["fed", "mfa"]), 303), None
             )
         # The IdP proved only one factor: ours is still required.
-        tenant_id = uuid.UUID(flow.tenant_id)
-        flow.has_passkey = await deps.passkeys.has_passkey(tenant_id, login.user_id)
-        if flow.has_passkey or await deps.authenticator.has_totp(tenant_id, login.user_id):
-            flow.stage = "mfa"
-            return await with_flow(request, RedirectResponse("/login/mfa", status_code=303), flow)
-        flow.stage, flow.totp_secret = "enroll", pyotp.random_base32()
-        return await with_flow(request, RedirectResponse("/login/enroll", status_code=303), flow)
+        has_totp = await deps.authenticator.has_totp(uuid.UUID(flow.tenant_id), login.user_id)
+        return await second_factor_step(request, flow, has_totp=has_totp)
 
     @router.get("/login/mfa")
     async def mfa_page(request: Request) -> Response:
