@@ -8,55 +8,26 @@ import json
 import secrets
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-import psycopg
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ramparts.crypto.local import LocalSealer  # noqa: E402
-from ramparts.db.embedded import embedded_postgres  # noqa: E402
-from ramparts.db.engine import Database, DatabaseUrls, derive_app_url  # noqa: E402
-from ramparts.db.migrate import upgrade  # noqa: E402
-from ramparts.identity.keys import load_key_ring  # noqa: E402
-from ramparts.identity.passwords import HASHER  # noqa: E402
-from ramparts.identity.tokens import TokenIssuer, TokenVerifier  # noqa: E402
-from tests.identity.helpers import OVERLAP, obtain_tokens, provision  # noqa: E402
-from tests.live import Servers  # noqa: E402
+from bench.common import database
+from tests.identity.helpers import OVERLAP, obtain_tokens, provision
+from tests.live import Servers
 
-SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def database(stack: ExitStack) -> DatabaseUrls:
-    try:
-        psycopg.connect(SERVER, connect_timeout=2).close()
-        maintenance = make_url(SERVER)
-    except psycopg.OperationalError:
-        home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        maintenance = stack.enter_context(embedded_postgres(home)).set(database="postgres")
-    name = f"ramparts_bench_{secrets.token_hex(4)}"
-    libpq = maintenance.render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-
-    def drop() -> None:
-        with psycopg.connect(libpq, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    stack.callback(drop)
-    owner = maintenance.set(drivername="postgresql+psycopg", database=name)
-    urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
-    upgrade(urls)
-    return urls
+from ramparts.crypto.local import LocalSealer
+from ramparts.db.engine import Database
+from ramparts.identity.keys import load_key_ring
+from ramparts.identity.passwords import HASHER
+from ramparts.identity.tokens import TokenIssuer, TokenVerifier
 
 
 def rate(work: object, seconds: float = 2.0) -> float:

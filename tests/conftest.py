@@ -17,17 +17,12 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from ramparts.db.embedded import embedded_postgres
-from ramparts.db.engine import DatabaseUrls, derive_app_url
+from ramparts.db.engine import DatabaseUrls, derive_app_url, libpq
 from ramparts.db.migrate import upgrade
 
 SERVER_URL = os.environ.get(
     "RAMPARTS_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def libpq(url: URL) -> str:
-    """A URL for psycopg.connect (no SQLAlchemy driver suffix)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _server_reachable() -> bool:

@@ -12,16 +12,37 @@ import json
 import signal
 import ssl
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext, suppress
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import psycopg
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from ramparts.audit.events import SYSTEM_TENANT
+from ramparts.audit.services import (
+    AuditLog,
+    Checkpoint,
+    Checkpointer,
+    audit_redactor,
+    ensure_audit_key,
+)
+from ramparts.audit.verify import (
+    ChainReport,
+    chain_length,
+    chain_tenants,
+    export_events,
+    load_checkpoints,
+    verify_chain,
+)
 from ramparts.config import ConfigError, Profile, Settings, load_settings
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import (
@@ -29,6 +50,7 @@ from ramparts.db.engine import (
     DatabaseUrls,
     OwnerRequiredError,
     UnsafeRuntimeRoleError,
+    libpq,
     open_database,
 )
 from ramparts.db.migrate import MigrationError, upgrade
@@ -75,17 +97,23 @@ async def _with_owner(urls: DatabaseUrls, work: Callable[[Database], Awaitable[T
         await owner.dispose()
 
 
+def _audit(settings: Settings, owner: Database) -> AuditLog:
+    return AuditLog(owner, audit_redactor(settings))
+
+
 def _provisioning(settings: Settings, owner: Database) -> Provisioning:
-    return Provisioning(owner, LocalSealer.from_home(settings.home))
+    return Provisioning(owner, LocalSealer.from_home(settings.home), _audit(settings, owner))
 
 
 def _migrate(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
-    """Schema to head, then what the schema alone cannot hold: a signing key and the web
-    client registered for this RAMPARTS_PUBLIC_URL."""
+    """Schema to head, then what the schema alone cannot hold: signing keys (tokens, audit
+    checkpoints) and the web client registered for this RAMPARTS_PUBLIC_URL."""
     before, after = upgrade(urls)
 
     async def bootstrap(owner: Database) -> str | None:
         provisioning = _provisioning(settings, owner)
+        async with owner.session() as session:
+            await ensure_audit_key(session, LocalSealer.from_home(settings.home))
         redirect = web_client_redirect_uri(settings.public_url)
         await provisioning.ensure_public_client(
             client_id=WEB_CLIENT_ID,
@@ -109,7 +137,10 @@ def _migrate(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
 def _seed(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
     async def seed(owner: Database) -> dict[str, Any]:
         return await seed_demo(
-            owner, LocalSealer.from_home(settings.home), public_url=settings.public_url
+            owner,
+            LocalSealer.from_home(settings.home),
+            _audit(settings, owner),
+            public_url=settings.public_url,
         )
 
     return asyncio.run(_with_owner(urls, seed))
@@ -361,13 +392,156 @@ def idp_link(
     console.print(f"{username} may now sign in as IdP subject {subject}")
 
 
+audit_app = typer.Typer(help="The audit trail: verify, checkpoint, export.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+TenantOption = Annotated[
+    str | None,
+    typer.Option(help="Tenant slug or id, or `system`; default: every chain."),
+]
+
+
+class ExportFormat(StrEnum):
+    JSONL = "jsonl"
+
+
+def _chains(conn: psycopg.Connection, tenant: str | None) -> list[uuid.UUID]:
+    """The chains a command covers: one tenant (by slug or id, or `system`), or every chain."""
+    if tenant is None:
+        return chain_tenants(conn)
+    if tenant == "system":
+        return [SYSTEM_TENANT]
+    with suppress(ValueError):
+        return [uuid.UUID(tenant)]
+    row = conn.execute("SELECT id FROM tenants WHERE slug = %s", (tenant,)).fetchone()
+    if row is None:
+        raise UsageError(f"no tenant {tenant!r}")
+    return [row[0]]
+
+
+@audit_app.command("verify")
+def audit_verify(
+    tenant: TenantOption = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoints kept elsewhere (`audit checkpoint --json` output)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute every hash and link; exit 1 and locate the first break when there is one."""
+    external = (
+        load_checkpoints(checkpoints.read_text().splitlines(), str(checkpoints))
+        if checkpoints
+        else []
+    )
+    settings = load_settings()
+    with open_database(settings) as urls, psycopg.connect(libpq(urls.owner)) as conn:
+        chains = _chains(conn, tenant)
+        lengths = {chain: chain_length(conn, chain) for chain in chains}
+        with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+            task = bar.add_task("Verifying audit chains", total=sum(lengths.values()))
+            reports = [
+                verify_chain(
+                    conn,
+                    chain,
+                    external=external,
+                    progress=lambda n: bar.advance(task, n),
+                )
+                for chain in chains
+            ]
+    intact = all(report.intact for report in reports)
+    if as_json:
+        print(json.dumps({"intact": intact, "chains": [r.as_json() for r in reports]}))
+    else:
+        _print_verification(reports)
+    if not intact:
+        raise typer.Exit(1)
+
+
+def _print_verification(reports: list[ChainReport]) -> None:
+    table = Table(title="Audit chains")
+    for column in ("chain", "events", "head", "checkpoints", "result"):
+        table.add_column(column)
+    for report in reports:
+        table.add_row(
+            report.tenant,
+            str(report.events),
+            str(report.head_seq),
+            str(report.checkpoints),
+            "[green]intact[/]" if report.intact else f"[red]{len(report.problems)} problem(s)[/]",
+        )
+    console.print(table)
+    for report in reports:
+        for problem in sorted(report.problems, key=lambda p: p.seq):
+            line = f"[red]{report.tenant} seq {problem.seq}[/] {problem.kind}: {problem.message}"
+            if problem.expected or problem.found:
+                line += f" (expected {problem.expected}, found {problem.found})"
+            console.print(line)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(tenant: TenantOption = None, as_json: JsonOption = False) -> None:
+    """Sign a checkpoint of every chain that moved since its last one; keep the output."""
+    settings = load_settings()
+    with open_database(settings) as urls:
+        with psycopg.connect(libpq(urls.owner)) as conn:
+            chains = None if tenant is None else _chains(conn, tenant)
+
+        async def sign(owner: Database) -> list[Checkpoint]:
+            checkpointer = Checkpointer(owner, LocalSealer.from_home(settings.home))
+            if chains is None:
+                return await checkpointer.sign_all()
+            return [c for chain in chains for c in await checkpointer.sign_all(chain)]
+
+        signed = asyncio.run(_with_owner(urls, sign))
+    if as_json:
+        for checkpoint in signed:
+            print(json.dumps(checkpoint.as_json()))
+    else:
+        for checkpoint in signed:
+            console.print(f"{checkpoint.tenant} at {checkpoint.seq}: {checkpoint.head_hash.hex()}")
+        console.print(f"{len(signed)} checkpoint(s) signed")
+
+
+@audit_app.command("export")
+def audit_export(
+    tenant: TenantOption = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only events at or after (ISO 8601, UTC).")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Only events before (ISO 8601, UTC).")
+    ] = None,
+    export_format: Annotated[
+        ExportFormat, typer.Option("--format", help="Output format.")
+    ] = ExportFormat.JSONL,
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+) -> None:
+    """Events as JSON lines, oldest first per chain, each with its hash, for a SIEM."""
+    if export_format is not ExportFormat.JSONL:  # pragma: no cover - one format today
+        raise UsageError(f"unknown format {export_format}")
+    bounds = {
+        "since": since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+        "until": until.replace(tzinfo=until.tzinfo or UTC) if until else None,
+    }
+    settings = load_settings()
+    with (
+        open_database(settings) as urls,
+        psycopg.connect(libpq(urls.owner)) as conn,
+        output.open("w") if output else nullcontext(sys.stdout) as sink,
+    ):
+        for chain in _chains(conn, tenant):
+            for event in export_events(conn, chain, **bounds):
+                sink.write(json.dumps(event) + "\n")
+
+
 def main() -> None:
     """Entry point: one line on stderr and a documented exit code for every known failure."""
     # SIGTERM unwinds like Ctrl-C, so the embedded database is stopped on the way out.
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
-    except (ConfigError, UsageError, OwnerRequiredError) as exc:
+    except (ConfigError, UsageError, OwnerRequiredError, ValueError) as exc:
         _fail(str(exc), 2)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
         _fail(str(exc), 3)

@@ -12,6 +12,7 @@ from typing import Any
 import pyotp
 from sqlalchemy import func, select
 
+from ramparts.audit.services import AuditLog
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.identity.models import Role, User
@@ -50,9 +51,11 @@ SAMPLE_QUOTES = (
 )
 
 
-async def seed_demo(owner_db: Database, sealer: LocalSealer, *, public_url: str) -> dict[str, Any]:
+async def seed_demo(
+    owner_db: Database, sealer: LocalSealer, audit: AuditLog, *, public_url: str
+) -> dict[str, Any]:
     """Create or refresh the demo data and return the credentials report."""
-    provisioning = Provisioning(owner_db, sealer)
+    provisioning = Provisioning(owner_db, sealer, audit)
     tenants: list[dict[str, Any]] = []
     users: list[dict[str, Any]] = []
     for slug, name, region in DEMO_TENANTS:

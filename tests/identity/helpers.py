@@ -17,14 +17,22 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pyotp
 
+from ramparts.audit.services import AuditLog
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
+from ramparts.detectors import Redactor
 from ramparts.identity.models import Role
 from ramparts.identity.services import Provisioning
 
 CLIENT_ID = "test-client"
 REDIRECT_URI = "https://client.example/callback"
 OVERLAP = timedelta(seconds=630)
+TEST_REDACTOR = Redactor(b"test redaction key, not a secret.")
+
+
+def provisioning_for(owner: Database, sealer: LocalSealer) -> Provisioning:
+    """Provisioning on the owner's connection, recording into the audit trail as the CLI does."""
+    return Provisioning(owner, sealer, AuditLog(owner, TEST_REDACTOR))
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ def provision(
     async def run() -> Account:
         owner = Database(urls.owner, pool_size=1)
         try:
-            provisioning = Provisioning(owner, sealer)
+            provisioning = provisioning_for(owner, sealer)
             slug = f"t-{secrets.token_hex(5)}"
             tenant = await provisioning.ensure_tenant(slug=slug, name=slug, region="eu")
             password = secrets.token_urlsafe(16)
@@ -209,7 +217,7 @@ def register_client(
     async def run() -> None:
         owner = Database(urls.owner, pool_size=1)
         try:
-            await Provisioning(owner, sealer).ensure_public_client(
+            await provisioning_for(owner, sealer).ensure_public_client(
                 client_id=client_id,
                 name=client_id,
                 redirect_uri=redirect_uri,

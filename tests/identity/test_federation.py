@@ -25,6 +25,7 @@ from tests.identity.helpers import (
     current_code,
     exchange_code,
     provision,
+    provisioning_for,
 )
 
 
@@ -41,7 +42,7 @@ def _run(work: Callable[[Provisioning], object], urls: DatabaseUrls, sealer: Loc
     async def run() -> object:
         owner = Database(urls.owner, pool_size=1)
         try:
-            return await work(Provisioning(owner, sealer))  # type: ignore[misc]
+            return await work(provisioning_for(owner, sealer))  # type: ignore[misc]
         finally:
             await owner.dispose()
 

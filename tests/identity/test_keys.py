@@ -9,14 +9,14 @@ from typing import Any
 
 import httpx
 import psycopg
-from structlog.testing import capture_logs
 
+from ramparts.audit.events import Action
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.keys import load_key_ring
-from ramparts.identity.services import Provisioning
+from tests.audit.trail import head, recorded
 from tests.conftest import libpq
-from tests.identity.helpers import OVERLAP, bearer, obtain_tokens, provision
+from tests.identity.helpers import OVERLAP, bearer, obtain_tokens, provision, provisioning_for
 from tests.identity.test_token_attacks import ATTACKER, parts, resign
 
 
@@ -24,7 +24,7 @@ def rotate(urls: DatabaseUrls, sealer: LocalSealer) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         owner = Database(urls.owner, pool_size=1)
         try:
-            return await Provisioning(owner, sealer).rotate_signing_key(overlap=OVERLAP)
+            return await provisioning_for(owner, sealer).rotate_signing_key(overlap=OVERLAP)
         finally:
             await owner.dispose()
 
@@ -73,14 +73,11 @@ def test_rotation_keeps_the_previous_key_for_the_overlap_then_retires_it(
     time.sleep(1.1)  # the server reloads keys at most once a second on an unknown kid
     unknown = resign(old["access_token"], ATTACKER, header={"kid": "attacker"})
     assert server.get("/oauth/userinfo", headers=bearer(unknown)).status_code == 401
-    with capture_logs() as logs:
-        retired = server.get("/oauth/userinfo", headers=bearer(old["access_token"]))
+    before = head(urls)
+    retired = server.get("/oauth/userinfo", headers=bearer(old["access_token"]))
     assert retired.status_code == 401
-    assert [
-        e
-        for e in logs
-        if e["event"] == "token_rejected" and e["reason"] == "unknown or retired signing key"
-    ]
+    [event] = recorded(urls, None, Action.TOKEN_REJECTED, after=before)
+    assert event["details"]["reason"] == "unknown or retired signing key"
     assert [k["kid"] for k in server.get("/oauth/jwks").json()["keys"]] == [new_kid]
     # The next rotation records the retirement.
     third = rotate(urls, sealer)

@@ -18,9 +18,9 @@ from joserfc import jwk, jwt
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.auth import Principal
-from ramparts.identity.services import Provisioning, TenantRecord
+from ramparts.identity.services import TenantRecord
 from tests.conftest import libpq
-from tests.identity.helpers import OVERLAP, bearer
+from tests.identity.helpers import OVERLAP, bearer, provisioning_for
 
 BILLING = "https://billing.example/"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -52,7 +52,7 @@ def register(
     async def run() -> tuple[str, TenantRecord]:
         owner = Database(urls.owner, pool_size=1)
         try:
-            provisioning = Provisioning(owner, sealer)
+            provisioning = provisioning_for(owner, sealer)
             slug = f"s-{secrets.token_hex(5)}"
             tenant = await provisioning.ensure_tenant(slug=slug, name=slug, region="us")
             await provisioning.ensure_signing_key(overlap=OVERLAP)

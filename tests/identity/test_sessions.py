@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -10,11 +11,12 @@ import httpx
 import psycopg
 import pyotp
 import pytest
-from structlog.testing import capture_logs
 
+from ramparts.audit.events import Action
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.login import ACCOUNT_FREE_FAILURES, ADDRESS_MAX_FAILURES
+from tests.audit.trail import recorded
 from tests.conftest import libpq
 from tests.identity.helpers import (
     CLIENT_ID,
@@ -52,7 +54,7 @@ def refresh(server: httpx.Client, token: str) -> httpx.Response:
 
 
 def test_refresh_rotates_and_reuse_revokes_the_family(
-    server: httpx.Client, account: Account
+    server: httpx.Client, account: Account, urls: DatabaseUrls
 ) -> None:
     first = obtain_tokens(server, account)
     assert len(first["refresh_token"].split(".")[1]) >= 43  # 256 bits, base64url
@@ -63,11 +65,13 @@ def test_refresh_rotates_and_reuse_revokes_the_family(
     assert "id_token" not in rotated
     assert server.get("/oauth/userinfo", headers=bearer(rotated["access_token"])).status_code == 200
 
-    with capture_logs() as logs:
-        reused = refresh(server, first["refresh_token"])  # the consumed one, replayed
+    reused = refresh(server, first["refresh_token"])  # the consumed one, replayed
     assert reused.status_code == 400
     assert reused.json()["error"] == "invalid_grant"
-    assert [e for e in logs if e["event"] == "refresh_token_reused"]
+    [event] = recorded(urls, account.tenant_id, Action.REFRESH_TOKEN_REUSED)
+    assert event["decision"] == "deny"
+    assert event["details"]["family_revoked"] is True
+    assert first["refresh_token"] not in json.dumps(event)
     # The whole family is dead: the newest refresh token and every access token it produced.
     assert refresh(server, rotated["refresh_token"]).json()["error"] == "invalid_grant"
     for token in (first["access_token"], rotated["access_token"]):
@@ -159,27 +163,41 @@ def test_unknown_user_tenant_and_wrong_password_look_the_same(
     ) == strip_csrf(wrong_password)
 
 
-def test_account_locks_after_repeated_failures(server: httpx.Client, account: Account) -> None:
-    with capture_logs() as logs:
-        for _ in range(ACCOUNT_FREE_FAILURES):
-            assert password_attempt(server, account, "wrong-password-123").status_code == 401
-    assert [e for e in logs if e["event"] == "account_locked"]
+def test_account_locks_after_repeated_failures(
+    server: httpx.Client, account: Account, urls: DatabaseUrls
+) -> None:
+    for _ in range(ACCOUNT_FREE_FAILURES):
+        assert password_attempt(server, account, "wrong-password-123").status_code == 401
+    failures = recorded(urls, account.tenant_id, Action.LOGIN_FAILED)
+    assert [e["details"]["reason"] for e in failures] == ["bad_password"] * ACCOUNT_FREE_FAILURES
+    assert all(e["resource"]["id"] == str(account.user_id) for e in failures)
+    assert all(e["actor"]["ip"] == "127.0.0.1" for e in failures)
+    # The username is an email: recorded as a keyed fingerprint, never in the clear.
+    assert all(e["actor"]["username"].startswith("[EMAIL:") for e in failures)
+    [locked_event] = recorded(urls, account.tenant_id, Action.ACCOUNT_LOCKED)
+    assert locked_event["details"]["failures"] == ACCOUNT_FREE_FAILURES
     # Locked: even the right password is refused, with the same answer as a wrong one.
     locked = password_attempt(server, account, account.password)
     assert locked.status_code == 401
     assert "Wrong organisation, username or password." in locked.text
 
 
-def test_totp_code_is_single_use(server: httpx.Client, account: Account) -> None:
+def test_totp_code_is_single_use(
+    server: httpx.Client, account: Account, urls: DatabaseUrls
+) -> None:
     assert account.totp_secret is not None
     code = current_code(account.totp_secret)
     with httpx.Client(base_url=server.base_url) as browser:
         first = log_in(browser, authorize_path()[0], account, otp=code)
     assert first.status_code == 303
-    with httpx.Client(base_url=server.base_url) as browser, capture_logs() as logs:
+    with httpx.Client(base_url=server.base_url) as browser:
         replay = log_in(browser, authorize_path()[0], account, otp=code)
     assert replay.status_code == 401
-    assert [e for e in logs if e["event"] == "totp_replayed"]
+    [replayed] = recorded(urls, account.tenant_id, Action.TOTP_REPLAYED)
+    assert replayed["resource"] == {"type": "user", "id": str(account.user_id)}
+    assert [e["decision"] for e in recorded(urls, account.tenant_id, Action.LOGIN_SUCCEEDED)] == [
+        "allow"
+    ]
 
 
 def test_wrong_codes_end_the_flow(server: httpx.Client, account: Account) -> None:
@@ -299,13 +317,13 @@ def test_address_locks_after_many_failures_across_accounts(
     urls = make_database()  # its own throttle table: this locks out 127.0.0.1
     victims = [provision(urls, sealer) for _ in range(2)]
     server = serve_app(database_urls=urls)
-    with capture_logs() as logs:
-        for attempt in range(ADDRESS_MAX_FAILURES):
-            # Spread over accounts and unknown users, so no single account locks first.
-            username = f"nobody{attempt}@example.test"
-            assert (
-                password_attempt(server, victims[0], "guess-123456", username=username).status_code
-                == 401
-            )
-    assert [e for e in logs if e["event"] == "address_locked"]
+    for attempt in range(ADDRESS_MAX_FAILURES):
+        # Spread over accounts and unknown users, so no single account locks first.
+        username = f"nobody{attempt}@example.test"
+        assert (
+            password_attempt(server, victims[0], "guess-123456", username=username).status_code
+            == 401
+        )
+    [locked] = recorded(urls, None, Action.ADDRESS_LOCKED)
+    assert locked["resource"] == {"type": "address", "id": "127.0.0.1"}
     assert password_attempt(server, victims[1], victims[1].password).status_code == 401

@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc import jwk, jwt
-from structlog.testing import capture_logs
 
+from ramparts.audit.events import Action
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.keys import load_key_ring
+from tests.audit.trail import head, recorded
 from tests.identity.helpers import OVERLAP, Account, bearer, obtain_tokens, provision
 
 
@@ -144,21 +145,28 @@ ATTACK_NAMES = list(
 
 
 @pytest.mark.parametrize("attack", ATTACK_NAMES)
-def test_forged_or_misused_tokens_are_refused_and_logged(
+def test_forged_or_misused_tokens_are_refused_and_audited(
     server_and_tokens: tuple[httpx.Client, dict[str, Any], Account],
     server_key: jwk.ECKey,
+    urls: DatabaseUrls,
     attack: str,
 ) -> None:
     server, tokens, _ = server_and_tokens
     public_key = server_key.get_op_key("verify")
     pem = public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     forged = attacks(tokens["access_token"], tokens["id_token"], server_key, pem)[attack]
-    with capture_logs() as logs:
-        response = server.get("/oauth/userinfo", headers=bearer(forged))
+    before = head(urls)
+    response = server.get("/oauth/userinfo", headers=bearer(forged))
     assert response.status_code == 401, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
-    assert [e for e in logs if e["event"] == "token_rejected"], logs
+    # Recorded on the system chain: nothing in a forged token, its tenant least of all, is
+    # believed. The token itself is never written down.
+    [event] = recorded(urls, None, Action.TOKEN_REJECTED, after=before)
+    assert event["decision"] == "deny"
+    assert event["details"]["path"] == "/oauth/userinfo"
+    assert event["details"]["reason"]
+    assert forged not in json.dumps(event)
 
 
 def test_the_genuine_token_is_accepted(

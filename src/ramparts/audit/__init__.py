@@ -1,2 +1,6 @@
-"""The hash-chained, append-only audit trail with redaction, signed checkpoints and
-verification (control AZ-4). Lands with the audit issue."""
+"""The audit trail (control AZ-4): per-tenant hash chains, append-only in PostgreSQL,
+redacted before writing, with signed checkpoints, verification and export.
+
+`AuditLog.record(session, actor, action, resource, decision, details)` writes; `Checkpointer`
+signs; `verify.verify_chain` and `ramparts audit verify` check.
+"""

@@ -27,6 +27,7 @@ __all__ = [
     "DatabaseUrls",
     "OwnerRequiredError",
     "UnsafeRuntimeRoleError",
+    "libpq",
     "open_database",
 ]
 
@@ -64,6 +65,11 @@ class DatabaseUrls:
         if self.owner_url is None:
             raise OwnerRequiredError("this command needs RAMPARTS_DATABASE_URL (the owner URL)")
         return self.owner_url
+
+
+def libpq(url: URL) -> str:
+    """The URL for psycopg.connect (no SQLAlchemy driver suffix), password included."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _with_driver(url: URL) -> URL:

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
 from ramparts.config import APP_ROLE
-from ramparts.db.engine import DatabaseUrls
+from ramparts.db.engine import DatabaseUrls, libpq
 
 __all__ = ["MigrationError", "current_revision", "head_revision", "upgrade"]
 
@@ -24,6 +24,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 VERSION_LOCATIONS = (
     _PACKAGE / "db" / "migrations" / "versions",
     _PACKAGE / "quotes" / "migrations",
+    _PACKAGE / "audit" / "migrations",
 )
 
 
@@ -57,10 +58,6 @@ def current_revision(url: URL) -> str | None:
         engine.dispose()
 
 
-def _libpq(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 ROLE_POWERS = """
 SELECT r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb, r.rolreplication,
        NOT r.rolcanlogin,
@@ -82,7 +79,7 @@ POWER_NAMES = (
 
 def ensure_app_role(urls: DatabaseUrls) -> None:
     """Create the runtime login role, or refuse an existing one that has any power."""
-    with psycopg.connect(_libpq(urls.owner), autocommit=True) as conn:
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as conn:
         row = conn.execute(ROLE_POWERS, (APP_ROLE,)).fetchone()
         if row is None:
             # DuplicateObject: created concurrently by another migrate on the same cluster.

@@ -10,12 +10,14 @@ from datetime import datetime
 import structlog
 from fastapi import Request
 
+from ramparts.audit.events import Action, Actor, Decision, Resource
+from ramparts.audit.services import AuditLog
 from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.tokens import AccessClaims, TokenError, TokenVerifier
 from ramparts.problems import Problem
 
-__all__ = ["BearerAuthenticator", "Principal"]
+__all__ = ["BearerAuthenticator", "Principal", "actor_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,13 +47,28 @@ def _unauthorized(detail: str, error: str | None = None) -> Problem:
     )
 
 
+def actor_of(principal: Principal) -> Actor:
+    """The audit trail's view of an authenticated caller."""
+    return Actor(
+        kind="service" if principal.user_id is None else "user",
+        tenant=principal.tenant_id,
+        id=principal.subject,
+        roles=principal.roles,
+        auth=principal.amr,
+        client_id=principal.client_id,
+    )
+
+
 class BearerAuthenticator:
     """A FastAPI dependency: verifies the bearer token and that it was not revoked."""
 
-    def __init__(self, verifier: TokenVerifier, keys: KeyCache, oauth: OAuthService) -> None:
+    def __init__(
+        self, verifier: TokenVerifier, keys: KeyCache, oauth: OAuthService, audit: AuditLog
+    ) -> None:
         self._verifier = verifier
         self._keys = keys
         self._oauth = oauth
+        self._audit = audit
 
     async def __call__(self, request: Request) -> Principal:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -60,7 +77,9 @@ class BearerAuthenticator:
         try:
             claims = await self._verify(token.strip())
         except TokenError as exc:
-            log.warning("token_rejected", reason=str(exc), path=request.url.path)
+            # Nothing in an unverified token can be believed, its tenant least of all: the
+            # refusal goes to the system chain.
+            await self._rejected(None, request, str(exc))
             raise _unauthorized("the access token is invalid", "invalid_token") from None
         if claims.certificate_thumbprint is not None:
             presented = client_certificate_thumbprint(request.scope)
@@ -68,10 +87,10 @@ class BearerAuthenticator:
                 presented, claims.certificate_thumbprint
             ):
                 # RFC 8705 section 3: a certificate-bound token needs that certificate.
-                log.warning("token_rejected", reason="certificate mismatch", jti=str(claims.jti))
+                await self._rejected(claims, request, "certificate mismatch")
                 raise _unauthorized("the access token is invalid", "invalid_token")
         if await self._oauth.access_token_revoked(claims.tenant, claims.jti):
-            log.warning("token_rejected", reason="revoked", jti=str(claims.jti))
+            await self._rejected(claims, request, "revoked")
             raise _unauthorized("the access token is invalid", "invalid_token")
         return Principal(
             subject=claims.subject,
@@ -84,6 +103,22 @@ class BearerAuthenticator:
             scope=claims.scope,
             jti=claims.jti,
             auth_time=claims.auth_time,
+        )
+
+    async def actor(self, request: Request) -> Actor:
+        """A FastAPI dependency for routes that only need to know who is calling."""
+        return actor_of(await self(request))
+
+    async def _rejected(self, claims: AccessClaims | None, request: Request, reason: str) -> None:
+        log.warning("token_rejected", reason=reason, path=request.url.path)
+        tenant = claims.tenant if claims else None
+        await self._audit.record_apart(
+            tenant,
+            Actor("anonymous", tenant=tenant, client_id=claims.client_id if claims else None),
+            Action.TOKEN_REJECTED,
+            Resource("access_token", str(claims.jti) if claims else None),
+            Decision.DENY,
+            {"reason": reason, "path": request.url.path},
         )
 
     async def _verify(self, token: str) -> AccessClaims:

@@ -13,19 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import text
 
+from ramparts.audit.events import Action, Actor, Decision, Resource
+from ramparts.audit.services import AuditLog
 from ramparts.db.engine import Database
 from ramparts.identity.oauth import KeyCache, OAuthError
 from ramparts.identity.tokens import TokenIssuer
 
 __all__ = ["ASSERTION_TYPE", "ServiceClient", "ServiceClients", "new_client_id"]
-
-log = structlog.get_logger(__name__)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["ES256"]
@@ -59,11 +58,18 @@ def _tenant_of(client_id: str) -> uuid.UUID | None:
 
 class ServiceClients:
     def __init__(
-        self, database: Database, issuer: TokenIssuer, keys: KeyCache, *, token_endpoint: str
+        self,
+        database: Database,
+        issuer: TokenIssuer,
+        keys: KeyCache,
+        audit: AuditLog,
+        *,
+        token_endpoint: str,
     ) -> None:
         self._db = database
         self._issuer = issuer
         self._keys = keys
+        self._audit = audit
         self._token_endpoint = token_endpoint
 
     async def find(self, client_id: str) -> ServiceClient | None:
@@ -97,7 +103,7 @@ class ServiceClients:
         client_id = unverified.get("iss") if isinstance(unverified, dict) else None
         client = await self.find(client_id) if isinstance(client_id, str) else None
         if client is None or client.auth_method != "private_key_jwt" or client.jwks is None:
-            raise OAuthError("invalid_client", "unknown client", status=401)
+            raise await self._refused(client, "unknown client")
         try:
             keys = KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
             decoded = jwt.decode(assertion, keys, algorithms=ASSERTION_ALGORITHMS)
@@ -110,11 +116,10 @@ class ServiceClients:
                 jti={"essential": True},
             ).validate(decoded.claims)
         except JoseError as exc:
-            log.warning("client_assertion_refused", client=client.client_id, reason=str(exc))
-            raise OAuthError("invalid_client", "client assertion refused", status=401) from None
+            raise await self._refused(client, f"client assertion refused: {exc}") from None
         expires = int(decoded.claims["exp"])
         if expires > time.time() + MAX_ASSERTION_SECONDS:
-            raise OAuthError("invalid_client", "client assertion lives too long", status=401)
+            raise await self._refused(client, "client assertion lives too long")
         async with self._db.tenant_session(client.tenant) as session:
             fresh = await session.execute(
                 text(
@@ -129,8 +134,9 @@ class ServiceClients:
                 },
             )
         if not getattr(fresh, "rowcount", 0):
-            log.warning("client_assertion_replayed", client=client.client_id)
-            raise OAuthError("invalid_client", "client assertion already used", status=401)
+            raise await self._refused(
+                client, "client assertion already used", Action.CLIENT_ASSERTION_REPLAYED
+            )
         return client
 
     async def authenticate_certificate(
@@ -145,14 +151,40 @@ class ServiceClients:
             or client.certificate_thumbprint is None
             or not secrets.compare_digest(client.certificate_thumbprint, thumbprint)
         ):
-            log.warning("client_certificate_refused", client=client_id)
-            raise OAuthError("invalid_client", "client certificate refused", status=401)
+            raise await self._refused(client, "client certificate refused")
         return client
+
+    async def _refused(
+        self,
+        client: ServiceClient | None,
+        reason: str,
+        action: Action = Action.CLIENT_AUTHENTICATION_FAILED,
+    ) -> OAuthError:
+        """Record a refused client on its tenant's chain (the system chain when unknown)."""
+        tenant = client.tenant if client else None
+        await self._audit.record_apart(
+            tenant,
+            Actor("service", tenant=tenant, client_id=client.client_id if client else None),
+            action,
+            Resource("service_client", client.client_id if client else None),
+            Decision.DENY,
+            {"reason": reason},
+        )
+        return OAuthError("invalid_client", reason.split(":", maxsplit=1)[0], status=401)
 
     async def token(
         self, client: ServiceClient, resource: str, thumbprint: str | None
     ) -> dict[str, Any]:
+        actor = Actor("service", tenant=client.tenant, id=client.client_id, roles=client.roles)
         if resource not in client.resources:
+            await self._audit.record_apart(
+                client.tenant,
+                actor,
+                Action.TOKEN_REFUSED,
+                Resource("audience", resource[:200]),
+                Decision.DENY,
+                {"reason": "resource not allowed for this client"},
+            )
             raise OAuthError("invalid_target", "this client may not request that resource")
         bound = thumbprint if client.auth_method == "tls_client_auth" else None
         ring = await self._keys.ring()
@@ -172,9 +204,14 @@ class ServiceClients:
                 ),
                 {"tenant": client.tenant, "jti": jti, "expires": expires},
             )
-        log.info(
-            "service_token_issued", client=client.client_id, audience=resource, bound=bool(bound)
-        )
+            await self._audit.record(
+                session,
+                actor,
+                Action.TOKEN_ISSUED,
+                Resource("access_token", str(jti)),
+                Decision.ALLOW,
+                {"audience": resource, "certificate_bound": bool(bound)},
+            )
         return {
             "access_token": token,
             "token_type": "Bearer",

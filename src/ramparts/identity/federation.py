@@ -23,6 +23,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import text
 
+from ramparts.audit.events import Action, Actor, Decision, Resource
+from ramparts.audit.services import AuditLog
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 
@@ -78,8 +80,11 @@ def idp_secret_context(tenant: uuid.UUID) -> str:
 
 
 class Federation:
-    def __init__(self, database: Database, sealer: LocalSealer, *, redirect_uri: str) -> None:
+    def __init__(
+        self, database: Database, sealer: LocalSealer, audit: AuditLog, *, redirect_uri: str
+    ) -> None:
         self._db = database
+        self._audit = audit
         self._sealer = sealer
         self.redirect_uri = redirect_uri
 
@@ -142,6 +147,23 @@ class Federation:
     async def finish(
         self, idp: IdentityProvider, pending: dict[str, str], callback_url: str
     ) -> FederatedLogin:
+        """The linked user the IdP vouches for; a refusal is recorded on the tenant's chain."""
+        try:
+            return await self._finish(idp, pending, callback_url)
+        except FederationError as exc:
+            await self._audit.record_apart(
+                idp.tenant,
+                Actor("anonymous", tenant=idp.tenant),
+                Action.FEDERATED_LOGIN_FAILED,
+                Resource("identity_provider", idp.issuer),
+                Decision.DENY,
+                {"reason": str(exc)},
+            )
+            raise
+
+    async def _finish(
+        self, idp: IdentityProvider, pending: dict[str, str], callback_url: str
+    ) -> FederatedLogin:
         metadata = await self._metadata(idp)
         try:
             async with self._client(idp) as client:
@@ -171,7 +193,6 @@ class Federation:
                 )
             ).first()
         if row is None:
-            log.warning("federated_login_unlinked", tenant=str(idp.tenant))
             raise FederationError("this IdP account is not linked to a user here")
         amr = tuple(a for a in claims.get("amr", []) if isinstance(a, str))
         acr = claims.get("acr")

@@ -15,18 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pyotp
-import structlog
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.audit.events import Action, Actor, Decision, Resource
+from ramparts.audit.services import AuditLog
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.identity.passwords import HASHER, hash_password
 
 __all__ = ["Authenticator", "LoginResult", "new_recovery_code", "totp_context"]
-
-log = structlog.get_logger(__name__)
 
 ACCOUNT_FREE_FAILURES = 5
 ACCOUNT_BASE_LOCK = timedelta(seconds=30)
@@ -53,10 +52,13 @@ def totp_context(tenant_id: uuid.UUID, user_id: uuid.UUID) -> str:
 
 
 class Authenticator:
-    def __init__(self, database: Database, sealer: LocalSealer, address_key: bytes) -> None:
+    def __init__(
+        self, database: Database, sealer: LocalSealer, address_key: bytes, audit: AuditLog
+    ) -> None:
         self._db = database
         self._sealer = sealer
         self._address_key = address_key
+        self._audit = audit
 
     def _address_hash(self, address: str) -> bytes:
         return hmac.new(self._address_key, address.encode(), hashlib.sha256).digest()
@@ -80,7 +82,14 @@ class Authenticator:
         if tenant_id is None:
             _verify(_DUMMY_HASH, password)
             await self._address_failed(address, now)
-            log.info("login_failed", reason="unknown_tenant")
+            await self._audit.record_apart(
+                None,
+                Actor("anonymous", username=username),
+                Action.LOGIN_FAILED,
+                Resource("tenant", tenant_slug[:100]),
+                Decision.DENY,
+                {"reason": "unknown_tenant"},
+            )
             return None
         async with self._db.tenant_session(tenant_id) as session:
             row = (
@@ -94,6 +103,7 @@ class Authenticator:
                     {"tenant": tenant_id, "username": username.strip().lower()},
                 )
             ).first()
+            user_id = None
             if row is None:
                 _verify(_DUMMY_HASH, password)
                 reason = "unknown_user"
@@ -118,8 +128,15 @@ class Authenticator:
                 # must not lock out the people behind it who type theirs correctly.
                 if not locked and not correct:
                     await self._account_failed(session, tenant_id, user_id, now)
+            await self._audit.record(
+                session,
+                Actor("anonymous", tenant=tenant_id, username=username),
+                Action.LOGIN_FAILED,
+                Resource("user", str(user_id) if user_id else None),
+                Decision.DENY,
+                {"reason": reason, "step": "password"},
+            )
         await self._address_failed(address, now)
-        log.info("login_failed", reason=reason, tenant=str(tenant_id))
         return None
 
     async def _account_failed(
@@ -142,14 +159,17 @@ class Authenticator:
                 ),
                 {"until": now + lock, "tenant": tenant_id, "id": user_id},
             )
-            log.warning(
-                "account_locked",
-                tenant=str(tenant_id),
-                user=str(user_id),
-                seconds=int(lock.total_seconds()),
+            await self._audit.record(
+                session,
+                Actor.system(),
+                Action.ACCOUNT_LOCKED,
+                Resource("user", str(user_id)),
+                Decision.DENY,
+                {"failures": failures, "seconds": int(lock.total_seconds())},
             )
 
     async def _address_failed(self, address: str, now: datetime) -> None:
+        locked = False
         async with self._db.session() as session:
             failures = await session.scalar(
                 text("""
@@ -173,12 +193,23 @@ class Authenticator:
                     text("UPDATE login_throttle SET locked_until = :until WHERE key_hash = :key"),
                     {"until": now + ADDRESS_WINDOW, "key": self._address_hash(address)},
                 )
-                log.warning("address_locked", failures=failures)
+                locked = True
+        if locked:
+            # Addresses are not a tenant's: the lock is evidence on the system chain.
+            await self._audit.record_apart(
+                None,
+                Actor.system(),
+                Action.ADDRESS_LOCKED,
+                Resource("address", address),
+                Decision.DENY,
+                {"failures": failures, "seconds": int(ADDRESS_WINDOW.total_seconds())},
+            )
 
     async def verify_totp(self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str) -> bool:
         """RFC 6238 with one step of drift either way; each accepted step is used up."""
         async with self._db.tenant_session(tenant_id) as session:
             if await self._locked(session, tenant_id, user_id):
+                await self._second_factor_refused(session, tenant_id, user_id, "locked")
                 return False
             row = (
                 await session.execute(
@@ -196,11 +227,17 @@ class Authenticator:
             if step is None:
                 # Wrong codes count like wrong passwords: a known password does not buy an
                 # endless supply of guesses at the second factor.
-                log.info("totp_failed", tenant=str(tenant_id), user=str(user_id))
+                await self._second_factor_refused(session, tenant_id, user_id, "wrong_code")
                 await self._account_failed(session, tenant_id, user_id, datetime.now(UTC))
                 return False
             if step <= row[1]:
-                log.warning("totp_replayed", tenant=str(tenant_id), user=str(user_id))
+                await self._audit.record(
+                    session,
+                    Actor("user", tenant=tenant_id, id=str(user_id)),
+                    Action.TOTP_REPLAYED,
+                    Resource("user", str(user_id)),
+                    Decision.DENY,
+                )
                 return False
             await session.execute(
                 text(
@@ -210,6 +247,18 @@ class Authenticator:
                 {"step": step, "tenant": tenant_id, "user": user_id},
             )
             return True
+
+    async def _second_factor_refused(
+        self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, reason: str
+    ) -> None:
+        await self._audit.record(
+            session,
+            Actor("user", tenant=tenant_id, id=str(user_id)),
+            Action.TOTP_FAILED,
+            Resource("user", str(user_id)),
+            Decision.DENY,
+            {"reason": reason},
+        )
 
     async def _locked(
         self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID
@@ -273,6 +322,7 @@ class Authenticator:
     ) -> bool:
         async with self._db.tenant_session(tenant_id) as session:
             if await self._locked(session, tenant_id, user_id):
+                await self._recovery_attempt(session, tenant_id, user_id, ok=False)
                 return False
             used = await session.execute(
                 text(
@@ -284,12 +334,19 @@ class Authenticator:
             ok = bool(getattr(used, "rowcount", 0))
             if not ok:
                 await self._account_failed(session, tenant_id, user_id, datetime.now(UTC))
-        log.warning(
-            "recovery_code_used" if ok else "recovery_code_failed",
-            tenant=str(tenant_id),
-            user=str(user_id),
-        )
+            await self._recovery_attempt(session, tenant_id, user_id, ok=ok)
         return ok
+
+    async def _recovery_attempt(
+        self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, *, ok: bool
+    ) -> None:
+        await self._audit.record(
+            session,
+            Actor("user", tenant=tenant_id, id=str(user_id)),
+            Action.RECOVERY_CODE_USED,
+            Resource("user", str(user_id)),
+            Decision.ALLOW if ok else Decision.DENY,
+        )
 
     async def enroll_totp(
         self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, secret: str, code: str
@@ -307,7 +364,15 @@ class Authenticator:
                 ),
                 {"tenant": tenant_id, "user": user_id, "sealed": sealed, "step": step},
             )
-        return bool(getattr(inserted, "rowcount", 0))
+            enrolled = bool(getattr(inserted, "rowcount", 0))
+            await self._audit.record(
+                session,
+                Actor("user", tenant=tenant_id, id=str(user_id)),
+                Action.TOTP_ENROLLED,
+                Resource("user", str(user_id)),
+                Decision.ALLOW if enrolled else Decision.DENY,
+            )
+        return enrolled
 
 
 RECOVERY_CODES = 10

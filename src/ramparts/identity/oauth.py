@@ -17,18 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.audit.events import Action, Actor, Decision, Resource
+from ramparts.audit.services import AuditLog
 from ramparts.crypto.digest import token_digest
 from ramparts.db.engine import Database
 from ramparts.identity.keys import KeyRing, load_key_ring
 from ramparts.identity.tokens import TokenIssuer
 
 __all__ = ["Client", "KeyCache", "OAuthError", "OAuthService", "TokenResponse"]
-
-log = structlog.get_logger(__name__)
 
 CODE_LIFETIME = timedelta(seconds=60)
 ACR_MFA = "urn:ramparts:acr:mfa"
@@ -137,11 +136,18 @@ class KeyCache:
 
 class OAuthService:
     def __init__(
-        self, database: Database, issuer: TokenIssuer, keys: KeyCache, *, family_lifetime: timedelta
+        self,
+        database: Database,
+        issuer: TokenIssuer,
+        keys: KeyCache,
+        audit: AuditLog,
+        *,
+        family_lifetime: timedelta,
     ) -> None:
         self._db = database
         self._issuer = issuer
         self._keys = keys
+        self._audit = audit
         self._family_lifetime = family_lifetime
 
     async def client(self, client_id: str) -> Client | None:
@@ -195,6 +201,14 @@ class OAuthService:
                     "expires": datetime.now(UTC) + CODE_LIFETIME,
                 },
             )
+            await self._audit.record(
+                session,
+                Actor("user", tenant=tenant, id=str(user), auth=amr, client_id=client_id),
+                Action.LOGIN_SUCCEEDED,
+                Resource("oauth_client", client_id),
+                Decision.ALLOW,
+                {"acr": acr_for(amr)},
+            )
         return code
 
     async def exchange_code(
@@ -218,16 +232,24 @@ class OAuthService:
                 )
             ).first()
         if row is None:
-            raise OAuthError("invalid_grant", "unknown, expired or already used code")
+            # The tenant in an unknown code is only a claim: the refusal goes to the system chain.
+            raise await self._refused(
+                None,
+                client_id,
+                OAuthError("invalid_grant", "unknown, expired or already used code"),
+            )
         code_client, user, code_redirect, challenge, nonce, scope, amr, auth_time, expires = row
+        refusal = None
         if not secrets.compare_digest(code_client, client_id):
-            raise OAuthError("invalid_grant", "code was issued to another client")
-        if code_redirect != redirect_uri:
-            raise OAuthError("invalid_grant", "redirect_uri does not match the request")
-        if expires < datetime.now(UTC):
-            raise OAuthError("invalid_grant", "authorization code expired")
-        if not secrets.compare_digest(s256(code_verifier), challenge):
-            raise OAuthError("invalid_grant", "PKCE verification failed")
+            refusal = "code was issued to another client"
+        elif code_redirect != redirect_uri:
+            refusal = "redirect_uri does not match the request"
+        elif expires < datetime.now(UTC):
+            refusal = "authorization code expired"
+        elif not secrets.compare_digest(s256(code_verifier), challenge):
+            refusal = "PKCE verification failed"
+        if refusal is not None:
+            raise await self._refused(tenant, client_id, OAuthError("invalid_grant", refusal))
         family = uuid.uuid4()
         async with self._db.tenant_session(tenant) as session:
             await session.execute(
@@ -264,7 +286,6 @@ class OAuthService:
         tenant = _tenant_of(refresh_token)
         if tenant is None:
             raise OAuthError("invalid_grant", "unknown refresh token")
-        reuse: uuid.UUID | None = None
         async with self._db.tenant_session(tenant) as session:
             row = (
                 await session.execute(
@@ -279,15 +300,32 @@ class OAuthService:
                 )
             ).first()
             if row is None:
-                raise OAuthError("invalid_grant", "unknown refresh token")
+                raise await self._refused(
+                    None, client_id, OAuthError("invalid_grant", "unknown refresh token")
+                )
             family, consumed, family_client, user, scope, amr, auth_time, expires, revoked = row
             if consumed is not None:  # checked first: a used token is a leak, whoever sends it
-                reuse = family
                 await self._revoke_family(session, tenant, family, "refresh token reused")
+                await self._audit.record(
+                    session,
+                    Actor("anonymous", tenant=tenant, client_id=client_id),
+                    Action.REFRESH_TOKEN_REUSED,
+                    Resource("refresh_family", str(family)),
+                    Decision.DENY,
+                    {"user": str(user), "family_revoked": True},
+                )
             elif not secrets.compare_digest(family_client, client_id):
-                raise OAuthError("invalid_grant", "refresh token was issued to another client")
+                raise await self._refused(
+                    tenant,
+                    client_id,
+                    OAuthError("invalid_grant", "refresh token was issued to another client"),
+                )
             elif revoked is not None or expires < datetime.now(UTC):
-                raise OAuthError("invalid_grant", "refresh token expired or revoked")
+                raise await self._refused(
+                    tenant,
+                    client_id,
+                    OAuthError("invalid_grant", "refresh token expired or revoked"),
+                )
             else:
                 await session.execute(
                     text(
@@ -309,7 +347,6 @@ class OAuthService:
                     with_id_token=False,
                 )
         # Outside the transaction, so the revocation above is committed before we answer.
-        log.warning("refresh_token_reused", tenant=str(tenant), family=str(reuse))
         raise OAuthError("invalid_grant", "refresh token already used; the session is revoked")
 
     async def revoke(self, *, token: str, client_id: str) -> None:
@@ -330,6 +367,14 @@ class OAuthService:
             ).first()
             if row is not None and secrets.compare_digest(row[1], client_id):
                 await self._revoke_family(session, tenant, row[0], "revoked by client")
+                await self._audit.record(
+                    session,
+                    Actor("anonymous", tenant=tenant, client_id=client_id),
+                    Action.SESSION_ENDED,
+                    Resource("refresh_family", str(row[0])),
+                    Decision.ALLOW,
+                    {"reason": "revoked by client"},
+                )
 
     async def revoke_access_token(self, *, tenant: uuid.UUID, jti: uuid.UUID) -> None:
         async with self._db.tenant_session(tenant) as session:
@@ -355,6 +400,28 @@ class OAuthService:
             ).all()
             for family in families:
                 await self._revoke_family(session, tenant, family, "logout")
+            await self._audit.record(
+                session,
+                Actor("user", tenant=tenant, id=str(user), client_id=client_id),
+                Action.SESSION_ENDED,
+                Resource("user", str(user)),
+                Decision.ALLOW,
+                {"reason": "logout", "families": len(families)},
+            )
+
+    async def _refused(
+        self, tenant: uuid.UUID | None, client_id: str, error: OAuthError
+    ) -> OAuthError:
+        """Record a refused grant (the request's transaction may roll back) and return it."""
+        await self._audit.record_apart(
+            tenant,
+            Actor("anonymous", tenant=tenant, client_id=client_id),
+            Action.TOKEN_REFUSED,
+            Resource("oauth_client", client_id),
+            Decision.DENY,
+            {"error": error.error, "reason": error.description},
+        )
+        return error
 
     async def _revoke_family(
         self, session: AsyncSession, tenant: uuid.UUID, family: uuid.UUID, reason: str
@@ -443,6 +510,14 @@ class OAuthService:
                 auth_time=auth_time,
                 username=username,
             )
+        await self._audit.record(
+            session,
+            Actor("user", tenant=tenant, id=str(user), roles=roles, auth=amr, client_id=client_id),
+            Action.TOKEN_ISSUED,
+            Resource("access_token", str(jti)),
+            Decision.ALLOW,
+            {"family": str(family), "scope": scope, "expires_at": expires.isoformat()},
+        )
         return TokenResponse(access, refresh, id_token, self._issuer.access_seconds, scope)
 
     async def access_token_revoked(self, tenant: uuid.UUID, jti: uuid.UUID) -> bool:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
 from sqlalchemy import text
 from webauthn import (
     base64url_to_bytes,
@@ -30,12 +29,12 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from ramparts.audit.events import Action, Actor, Decision, Resource
+from ramparts.audit.services import AuditLog
 from ramparts.crypto.digest import token_digest
 from ramparts.db.engine import Database
 
 __all__ = ["PasskeyError", "Passkeys"]
-
-log = structlog.get_logger(__name__)
 
 
 class PasskeyError(Exception):
@@ -49,8 +48,11 @@ class Ceremony:
 
 
 class Passkeys:
-    def __init__(self, database: Database, *, public_url: str, rp_name: str = "Ramparts") -> None:
+    def __init__(
+        self, database: Database, audit: AuditLog, *, public_url: str, rp_name: str = "Ramparts"
+    ) -> None:
         self._db = database
+        self._audit = audit
         self.origin = public_url
         self.rp_id = urlsplit(public_url).hostname or "localhost"
         self._rp_name = rp_name
@@ -118,7 +120,26 @@ class Passkeys:
                     "name": name[:100],
                 },
             )
-        log.info("passkey_registered", tenant=str(tenant), user=str(user))
+            await self._audit.record(
+                session,
+                Actor("user", tenant=tenant, id=str(user)),
+                Action.PASSKEY_REGISTERED,
+                Resource("passkey", bytes_to_base64url(verified.credential_id)),
+                Decision.ALLOW,
+                {"name": name[:100]},
+            )
+
+    async def _refused(self, tenant: uuid.UUID, user: uuid.UUID, reason: str) -> PasskeyError:
+        """Record a refused assertion apart (its transaction rolls back) and return the error."""
+        await self._audit.record_apart(
+            tenant,
+            Actor("user", tenant=tenant, id=str(user)),
+            Action.PASSKEY_REFUSED,
+            Resource("user", str(user)),
+            Decision.DENY,
+            {"reason": reason},
+        )
+        return PasskeyError(reason)
 
     async def remember_challenge(self, tenant: uuid.UUID, user: uuid.UUID, challenge: str) -> None:
         async with self._db.tenant_session(tenant) as session:
@@ -183,7 +204,7 @@ class Passkeys:
                 )
             ).first()
             if row is None:
-                raise PasskeyError("not one of this user's credentials")
+                raise await self._refused(tenant, user, "not one of this user's credentials")
             try:
                 verified = verify_authentication_response(
                     credential=credential,
@@ -195,8 +216,7 @@ class Passkeys:
                     require_user_verification=True,
                 )
             except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as exc:
-                log.warning("passkey_refused", tenant=str(tenant), user=str(user), reason=str(exc))
-                raise PasskeyError(f"assertion refused: {exc}") from None
+                raise await self._refused(tenant, user, f"assertion refused: {exc}") from None
             await session.execute(
                 text(
                     "UPDATE webauthn_credentials SET sign_count = :count, last_used_at = now()"

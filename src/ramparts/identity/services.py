@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
+from ramparts.audit.services import AuditLog
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.identity.clients import new_client_id
@@ -27,6 +29,10 @@ from ramparts.identity.models import Membership, Role, Tenant, User
 from ramparts.identity.passwords import check_password, hash_password
 
 __all__ = ["Provisioning", "TenantRecord"]
+
+
+#: Provisioning is run by an operator on the command line, not by a signed-in user.
+OPERATOR = Actor.system("ramparts-cli")
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,15 @@ class TenantRecord:
 class Provisioning:
     """Creates tenants, users and clients; constructed with the owner's `Database`."""
 
-    def __init__(self, owner_db: Database, sealer: LocalSealer) -> None:
+    def __init__(self, owner_db: Database, sealer: LocalSealer, audit: AuditLog) -> None:
         self._db = owner_db
         self._sealer = sealer
+        self._audit = audit
+
+    async def _record(
+        self, session: AsyncSession, action: Action, resource: Resource, **details: Any
+    ) -> None:
+        await self._audit.record(session, OPERATOR, action, resource, Decision.ALLOW, details)
 
     async def ensure_tenant(
         self, *, slug: str, name: str, region: str, is_demo: bool = False
@@ -73,7 +85,12 @@ class Provisioning:
                 ),
                 {"tenant": tenant.id, "id": client_id},
             )
-        return bool(getattr(result, "rowcount", 0))
+            revoked = bool(getattr(result, "rowcount", 0))
+            if revoked:
+                await self._record(
+                    session, Action.SERVICE_CLIENT_REVOKED, Resource("service_client", client_id)
+                )
+        return revoked
 
     async def set_user(
         self,
@@ -120,6 +137,13 @@ class Provisioning:
                     ),
                     {"tenant": tenant.id, "user": user.id, "sealed": sealed},
                 )
+            await self._record(
+                session,
+                Action.USER_SET,
+                Resource("user", str(user.id)),
+                roles=sorted(roles),
+                totp_enrolled=totp_secret is not None,
+            )
             return user.id
 
     async def ensure_public_client(
@@ -177,6 +201,14 @@ class Provisioning:
                     "roles": roles,
                 },
             )
+            await self._record(
+                session,
+                Action.SERVICE_CLIENT_CREATED,
+                Resource("service_client", client_id),
+                resources=resources,
+                roles=roles,
+                auth_method="private_key_jwt" if jwks is not None else "tls_client_auth",
+            )
         return client_id
 
     async def set_identity_provider(
@@ -216,6 +248,12 @@ class Provisioning:
                     "acr": mfa_acr or [],
                 },
             )
+            await self._record(
+                session,
+                Action.IDENTITY_PROVIDER_SET,
+                Resource("identity_provider", issuer),
+                client_id=client_id,
+            )
 
     async def link_username(self, tenant: TenantRecord, *, username: str, subject: str) -> None:
         """Link the tenant's user `username` to `subject` at the tenant's configured IdP."""
@@ -244,19 +282,36 @@ class Provisioning:
                 ),
                 {"tenant": tenant.id, "issuer": issuer, "subject": subject, "user": user_id},
             )
+            await self._record(
+                session,
+                Action.FEDERATED_IDENTITY_LINKED,
+                Resource("user", str(user_id)),
+                issuer=issuer,
+                subject=subject,
+            )
 
     async def ensure_signing_key(self, *, overlap: timedelta) -> str | None:
         """Create the first signing key when there is none; returns its kid if created."""
-        async with self._db.session() as session:
+        async with self._db.tenant_session(SYSTEM_TENANT) as session:
             ring = await load_key_ring(session, overlap=overlap)
             if ring.published():
                 return None
-            created = await rotate_signing_key(session, self._sealer, overlap=overlap)
+            created = await self._rotate(session, overlap)
         return str(created["kid"])
 
     async def rotate_signing_key(self, *, overlap: timedelta) -> dict[str, Any]:
-        async with self._db.session() as session:
-            return await rotate_signing_key(session, self._sealer, overlap=overlap)
+        async with self._db.tenant_session(SYSTEM_TENANT) as session:
+            return await self._rotate(session, overlap)
+
+    async def _rotate(self, session: AsyncSession, overlap: timedelta) -> dict[str, Any]:
+        rotated = await rotate_signing_key(session, self._sealer, overlap=overlap)
+        await self._record(
+            session,
+            Action.SIGNING_KEY_ROTATED,
+            Resource("signing_key", str(rotated["kid"])),
+            published=rotated["published"],
+        )
+        return rotated
 
 
 async def demo_data_present(session: AsyncSession) -> bool:

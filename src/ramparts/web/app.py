@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 
+import structlog
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from ramparts.audit import views as audit_views
+from ramparts.audit.services import AuditLog, Checkpointer, audit_redactor
 from ramparts.config import Settings, secret_key
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
@@ -36,9 +40,16 @@ from ramparts.web.middleware import (
 __all__ = ["create_app", "identity_services"]
 
 STATIC = Path(__file__).parent / "static"
+#: How often the server signs checkpoints of the chains that moved (`ramparts audit
+#: checkpoint` signs on demand).
+CHECKPOINT_SECONDS = 300
+
+log = structlog.get_logger(__name__)
 
 
-def identity_services(settings: Settings, database: Database, sealer: LocalSealer) -> IdentityHttp:
+def identity_services(
+    settings: Settings, database: Database, sealer: LocalSealer, audit: AuditLog
+) -> IdentityHttp:
     issuer = settings.public_url
     audience = f"{issuer}/api"
     key = secret_key(settings).get_secret_value().encode()
@@ -50,7 +61,11 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
     )
     keys = KeyCache(database, overlap=overlap_for(settings.access_token_seconds))
     oauth = OAuthService(
-        database, tokens, keys, family_lifetime=timedelta(seconds=settings.refresh_family_seconds)
+        database,
+        tokens,
+        keys,
+        audit,
+        family_lifetime=timedelta(seconds=settings.refresh_family_seconds),
     )
     address_key = hashlib.sha256(b"ramparts login throttle" + key).digest()
     verifier = TokenVerifier(issuer=issuer, audience=audience)
@@ -58,26 +73,45 @@ def identity_services(settings: Settings, database: Database, sealer: LocalSeale
     return IdentityHttp(
         issuer=issuer,
         oauth=oauth,
-        authenticator=Authenticator(database, sealer, address_key),
+        authenticator=Authenticator(database, sealer, address_key, audit),
         flows=flows,
         flow_store=FlowStore(database, flows),
         keys=keys,
         verifier=verifier,
-        bearer=BearerAuthenticator(verifier, keys, oauth),
-        passkeys=Passkeys(database, public_url=issuer),
-        services=ServiceClients(database, tokens, keys, token_endpoint=f"{issuer}/oauth/token"),
-        federation=Federation(database, sealer, redirect_uri=f"{issuer}/login/sso/callback"),
+        bearer=BearerAuthenticator(verifier, keys, oauth, audit),
+        passkeys=Passkeys(database, audit, public_url=issuer),
+        services=ServiceClients(
+            database, tokens, keys, audit, token_endpoint=f"{issuer}/oauth/token"
+        ),
+        federation=Federation(database, sealer, audit, redirect_uri=f"{issuer}/login/sso/callback"),
     )
+
+
+async def _sign_checkpoints(checkpointer: Checkpointer) -> None:
+    """Sign every chain that moved, every CHECKPOINT_SECONDS, for as long as the app runs."""
+    while True:
+        await asyncio.sleep(CHECKPOINT_SECONDS)
+        try:
+            await checkpointer.sign_all()
+        except Exception:
+            log.exception("audit_checkpoints_failed")
 
 
 def create_app(settings: Settings, database: Database, sealer: LocalSealer) -> FastAPI:
     """Build the app around a runtime-role `Database`; the app disposes it on shutdown."""
 
+    audit = AuditLog(database, audit_redactor(settings))
+    checkpointer = Checkpointer(database, sealer)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        signing = asyncio.create_task(_sign_checkpoints(checkpointer))
         try:
             yield
         finally:
+            signing.cancel()
+            with suppress(asyncio.CancelledError):
+                await signing
             await database.dispose()
 
     # No Swagger/ReDoc pages: they need inline script and third-party CDNs, which the CSP
@@ -92,11 +126,14 @@ def create_app(settings: Settings, database: Database, sealer: LocalSealer) -> F
     )
     app.state.database = database
     app.state.schema_revision = head_revision()
-    identity = identity_services(settings, database, sealer)
+    identity = identity_services(settings, database, sealer, audit)
     app.state.identity = identity
+    app.state.audit = audit
+    app.state.checkpointer = checkpointer
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(build_router(identity))
+    app.include_router(audit_views.build_router(database, audit, identity.bearer.actor))
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Added innermost first. From the outside: headers, catch-all, CORS, catch-all, rules.

@@ -15,6 +15,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ramparts.audit.context import serving
 from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.problems import Problem, problem_response
 
@@ -79,7 +80,8 @@ def _is_origin(value: str) -> bool:
 
 
 class EdgeMiddleware:
-    """Outermost layer: the security headers go on every response, whoever produced it."""
+    """Outermost layer: the security headers go on every response, whoever produced it, and
+    the audit trail learns which client it is serving."""
 
     def __init__(self, app: ASGIApp, *, hsts_max_age: int) -> None:
         self.app = app
@@ -112,7 +114,10 @@ class EdgeMiddleware:
                     headers["cache-control"] = "no-store"
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        # Audit events recorded while serving name this client without being told.
+        client = scope.get("client")
+        with serving(client[0] if client else None, Headers(scope=scope).get("user-agent")):
+            await self.app(scope, receive, send_with_headers)
 
 
 class CatchAllMiddleware:

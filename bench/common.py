@@ -1,0 +1,43 @@
+"""What the benchmarks share: a throwaway, migrated database."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ramparts.db.embedded import embedded_postgres
+from ramparts.db.engine import DatabaseUrls, derive_app_url
+from ramparts.db.migrate import upgrade
+
+SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def database(stack: ExitStack) -> DatabaseUrls:
+    try:
+        psycopg.connect(SERVER, connect_timeout=2).close()
+        maintenance = make_url(SERVER)
+    except psycopg.OperationalError:
+        home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        maintenance = stack.enter_context(embedded_postgres(home)).set(database="postgres")
+    name = f"ramparts_bench_{secrets.token_hex(4)}"
+    libpq = maintenance.render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    stack.callback(drop)
+    owner = maintenance.set(drivername="postgresql+psycopg", database=name)
+    urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
+    upgrade(urls)
+    return urls
