@@ -58,6 +58,7 @@ from ramparts.demo import seed_demo
 from ramparts.identity.mtls import certificate_thumbprint
 from ramparts.identity.services import Provisioning, TenantRecord
 from ramparts.identity.tokens import overlap_for
+from ramparts.logs import log_to_stderr
 from ramparts.runtime import ProductionGuardError, guard_production, serve
 from ramparts.web.pages import WEB_CLIENT_ID, web_client_redirect_uri
 
@@ -539,6 +540,7 @@ def main() -> None:
     """Entry point: one line on stderr and a documented exit code for every known failure."""
     # SIGTERM unwinds like Ctrl-C, so the embedded database is stopped on the way out.
     signal.signal(signal.SIGTERM, _terminate)
+    log_to_stderr()
     try:
         app()
     except (ConfigError, UsageError, OwnerRequiredError, ValueError) as exc:

@@ -126,7 +126,10 @@ _DETECTORS: list[_Detector] = [
     (
         Kind.IBAN,
         _DIGITS,
-        re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", re.IGNORECASE),
+        # Compact, or printed in groups of four (ISO 13616): never swallowing the next word.
+        re.compile(
+            r"\b[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b"
+        ),
         _iban_valid,
     ),
     (

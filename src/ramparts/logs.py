@@ -1,4 +1,5 @@
-"""Structured logging: JSON lines outside dev, readable lines in dev; never local variables.
+"""Structured logging to stderr: JSON lines outside dev, readable lines in dev; never local
+variables.
 
 Tracebacks are rendered without frame locals, which could hold passwords, tokens or keys.
 """
@@ -6,12 +7,18 @@ Tracebacks are rendered without frame locals, which could hold passwords, tokens
 from __future__ import annotations
 
 import logging
+import sys
 
 import structlog
 
 from ramparts.config import Profile, Settings
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "log_to_stderr"]
+
+
+def log_to_stderr() -> None:
+    """Before settings are read (the CLI): keep stdout for the command's own output."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -28,6 +35,7 @@ def configure_logging(settings: Settings) -> None:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=processors,
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if settings.debug else logging.INFO
         ),

@@ -31,6 +31,7 @@ class Action(StrEnum):
     RECOVERY_CODE_USED = "identity:recovery_code:used"
     PASSKEY_REGISTERED = "identity:passkey:registered"
     PASSKEY_REFUSED = "identity:passkey:refused"
+    USER_ENDPOINT_REFUSED = "identity:user_endpoint:refused"  # a service on a user-only route
     FEDERATED_LOGIN_FAILED = "identity:federated_login:failed"
     # identity: tokens and sessions
     TOKEN_ISSUED = "identity:token:issued"

@@ -23,8 +23,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.templating import Jinja2Templates
 
+from ramparts.audit.events import Action, Decision, Resource
+from ramparts.audit.services import AuditLog
 from ramparts.headers import FORM_ACTION_HEADER
-from ramparts.identity.auth import BearerAuthenticator, Principal
+from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
 from ramparts.identity.clients import ASSERTION_TYPE, ServiceClients
 from ramparts.identity.federation import FederatedLogin, Federation, FederationError
 from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, FlowConflict, FlowStore, LoginFlow
@@ -72,6 +74,7 @@ class IdentityHttp:
     passkeys: Passkeys
     services: ServiceClients
     federation: Federation
+    audit: AuditLog
 
     @property
     def secure_cookies(self) -> bool:
@@ -530,19 +533,45 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             request, JSONResponse({"next": await code_redirect(flow, AMR_PASSKEY)}), None
         )
 
+    async def refused(principal: Principal, action: Action, problem: Problem) -> Problem:
+        """Record a refused request of a signed-in caller and return the problem to raise."""
+        await deps.audit.record_apart(
+            principal.tenant_id,
+            actor_of(principal),
+            action,
+            Resource("user", str(principal.user_id) if principal.user_id else None),
+            Decision.DENY,
+            {"reason": problem.detail, "status": problem.status},
+        )
+        return problem
+
+    async def user_of(principal: Principal) -> uuid.UUID:
+        """The signed-in person; a service client has no user account to act on."""
+        if principal.user_id is None:
+            raise await refused(
+                principal,
+                Action.USER_ENDPOINT_REFUSED,
+                Problem(403, "not-a-user", "Forbidden", "this endpoint is for users, not services"),
+            )
+        return principal.user_id
+
     @router.post("/api/me/passkeys/options")
     async def add_passkey_options(
         principal: Annotated[Principal, Depends(deps.bearer)],
     ) -> dict[str, Any]:
         """Start registering one more passkey for the signed-in user."""
-        user = _user(principal)
+        user = await user_of(principal)
         signed_in = principal.auth_time
         if signed_in is None or datetime.now(UTC) - signed_in > RECENT_SIGN_IN:
-            raise Problem(
-                403,
-                "reauthentication-required",
-                "Sign in again",
-                "adding a passkey needs a sign-in from the last 10 minutes",
+            raise await refused(
+                principal,
+                Action.PASSKEY_REFUSED,
+                Problem(
+                    403,
+                    "reauthentication-required",
+                    "Sign in again",
+                    "adding a passkey needs a sign-in from the last 10 minutes",
+                ),
             )
         ceremony = await deps.passkeys.registration(principal.tenant_id, user, str(user))
         await deps.passkeys.remember_challenge(principal.tenant_id, user, ceremony.challenge)
@@ -560,27 +589,32 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     async def add_passkey(
         body: NewPasskey, principal: Annotated[Principal, Depends(deps.bearer)]
     ) -> dict[str, str]:
+        user = await user_of(principal)
         ticket = deps.flows.open(body.ticket, PASSKEY_TICKET)
+        reason = None
         if (
             ticket is None
             or ticket.get("tenant") != str(principal.tenant_id)
-            or ticket.get("user") != str(_user(principal))
+            or ticket.get("user") != str(user)
         ):
-            raise Problem(400, "passkey-refused", "Passkey refused", "invalid or expired ticket")
-        if not await deps.passkeys.take_challenge(
-            principal.tenant_id, _user(principal), str(ticket["challenge"])
+            reason = "invalid or expired ticket"
+        elif not await deps.passkeys.take_challenge(
+            principal.tenant_id, user, str(ticket["challenge"])
         ):
-            raise Problem(400, "passkey-refused", "Passkey refused", "ticket already used")
-        try:
-            await deps.passkeys.register(
-                principal.tenant_id,
-                _user(principal),
-                str(ticket["challenge"]),
-                body.credential,
-                body.name,
+            reason = "ticket already used"
+        else:
+            try:
+                await deps.passkeys.register(
+                    principal.tenant_id, user, str(ticket["challenge"]), body.credential, body.name
+                )
+            except PasskeyError as exc:
+                reason = str(exc)
+        if reason is not None:
+            raise await refused(
+                principal,
+                Action.PASSKEY_REFUSED,
+                Problem(400, "passkey-refused", "Passkey refused", reason),
             )
-        except PasskeyError as exc:
-            raise Problem(400, "passkey-refused", "Passkey refused", str(exc)) from None
         return {"status": "registered"}
 
     async def code_redirect(flow: LoginFlow, amr: list[str]) -> str:
@@ -665,7 +699,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         return JSONResponse(body, headers=no_store)
 
     async def userinfo(principal: Annotated[Principal, Depends(deps.bearer)]) -> dict[str, Any]:
-        _user(principal)
+        await user_of(principal)
         return {
             "sub": principal.subject,
             "tenant": str(principal.tenant_id),
@@ -742,13 +776,6 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         )
 
     return router
-
-
-def _user(principal: Principal) -> uuid.UUID:
-    """The signed-in person; a service client has no user account to act on."""
-    if principal.user_id is None:
-        raise Problem(403, "not-a-user", "Forbidden", "this endpoint is for users, not services")
-    return principal.user_id
 
 
 def _subject(flow: LoginFlow) -> tuple[uuid.UUID, uuid.UUID]:

@@ -84,6 +84,7 @@ def identity_services(
             database, tokens, keys, audit, token_endpoint=f"{issuer}/oauth/token"
         ),
         federation=Federation(database, sealer, audit, redirect_uri=f"{issuer}/login/sso/callback"),
+        audit=audit,
     )
 
 
