@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import httpx
 import jwt as pyjwt
 
+from ramparts.audit.events import Action
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import Provisioning, TenantRecord
+from tests.audit.trail import recorded
 from tests.identity.helpers import (
     REDIRECT_URI,
     Account,
@@ -176,6 +178,9 @@ def test_unlinked_idp_account_is_refused(
     browser.close()
     assert answer.status_code == 401
     assert "location" not in answer.headers
+    [event] = recorded(urls, setup.tenant.id, Action.FEDERATED_LOGIN_FAILED)
+    assert event["details"]["reason"] == "this IdP account is not linked to a user here"
+    assert event["resource"]["type"] == "identity_provider"
 
 
 def test_sso_needs_a_configured_idp(

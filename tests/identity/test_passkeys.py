@@ -12,8 +12,10 @@ import jwt as pyjwt
 import psycopg
 import pytest
 
+from ramparts.audit.events import Action
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import DatabaseUrls
+from tests.audit.trail import recorded
 from tests.conftest import libpq
 from tests.identity.authenticator import Authenticator
 from tests.identity.helpers import (
@@ -110,7 +112,7 @@ def test_user_verification_is_required(server: httpx.Client, account: Account) -
 
 
 def test_cloned_authenticator_is_caught_by_the_counter(
-    server: httpx.Client, account: Account
+    server: httpx.Client, account: Account, urls: DatabaseUrls
 ) -> None:
     device = Authenticator()
     enroll(server, account, device)
@@ -124,6 +126,9 @@ def test_cloned_authenticator_is_caught_by_the_counter(
         # The clone signs with the same key but a counter the server has already seen.
         refused = ceremony(browser, page, clone, origin)
     assert refused.status_code == 401
+    [event] = recorded(urls, account.tenant_id, Action.PASSKEY_REFUSED)
+    assert event["decision"] == "deny"
+    assert "sign count" in event["details"]["reason"].lower()
 
 
 def test_wrong_origin_and_replayed_assertion_are_refused(
@@ -226,3 +231,6 @@ def test_adding_a_passkey_needs_a_recent_sign_in(
     refused = server.post("/api/me/passkeys/options", headers={"Authorization": f"Bearer {stale}"})
     assert refused.status_code == 403
     assert refused.json()["type"] == "urn:ramparts:problem:reauthentication-required"
+    [event] = recorded(urls, account.tenant_id, Action.PASSKEY_REFUSED)
+    assert event["actor"]["id"] == str(account.user_id)
+    assert event["details"]["status"] == 403

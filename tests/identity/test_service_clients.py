@@ -4,6 +4,7 @@ No `from __future__ import annotations`: FastAPI must resolve the probe route's 
 """
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.auth import Principal
 from ramparts.identity.services import TenantRecord
+from tests.audit.trail import head, recorded
 from tests.conftest import libpq
 from tests.identity.helpers import OVERLAP, bearer, provisioning_for
 
@@ -171,14 +173,27 @@ def test_bad_client_authentication_or_target(
 
 
 def test_an_assertion_is_accepted_once(
-    server: httpx.Client, client: tuple[str, TenantRecord], client_key: jwk.ECKey
+    server: httpx.Client,
+    urls: DatabaseUrls,
+    client: tuple[str, TenantRecord],
+    client_key: jwk.ECKey,
 ) -> None:
-    client_id, _ = client
+    client_id, tenant = client
     signed = assertion(server, client_id, client_key)
+    before = head(urls, tenant.id)
     assert token_request(server, signed, api(server)).status_code == 200
     replay = token_request(server, signed, api(server))
     assert replay.status_code == 401
     assert replay.json()["error"] == "invalid_client"
+    issued, replayed = recorded(urls, tenant.id, after=before)
+    assert (issued["action"], issued["decision"]) == ("identity:token:issued", "allow")
+    assert issued["details"]["audience"] == api(server)
+    assert (replayed["action"], replayed["decision"]) == (
+        "identity:client_assertion:replayed",
+        "deny",
+    )
+    assert replayed["resource"]["id"] == client_id
+    assert signed not in json.dumps(replayed)
 
 
 def test_revoked_client_gets_nothing(
