@@ -2,14 +2,15 @@
 
 `hash = SHA-256(body || prev_hash)` where `body` is the event as canonical JSON: keys sorted,
 no whitespace, ASCII only (non-ASCII escaped), no NaN. The database computes it when it appends
-(`audit_append` in the audit migration) and stores the body verbatim, so a verifier needs these
-lines and the rows, nothing else from Ramparts.
+(`audit_append` in the audit migration, the only way in) and stores the body verbatim, so a
+verifier needs these lines and the rows, nothing else from Ramparts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["GENESIS", "canonical", "event_hash", "names_its_row"]
@@ -28,12 +29,17 @@ def event_hash(body: bytes, prev_hash: bytes) -> bytes:
     return hashlib.sha256(body + prev_hash).digest()
 
 
-def names_its_row(body: bytes, tenant: str, seq: int) -> bool:
-    """Whether the body says it is event `seq` of `tenant`, without parsing it.
+def names_its_row(tenant: str) -> Callable[[bytes, int], bool]:
+    """A check that a body says it is event `seq` of `tenant`, without parsing it.
 
-    The top-level keys are fixed and sorted, so the body always ends with
+    The top-level keys are fixed and sorted, so a body always ends with
     `,"seq":N,"tenant":"…","time":"…"}`; the last `,"seq":` in it is the top-level one because
     the time string that follows cannot contain one.
     """
-    at = body.rfind(b',"seq":')
-    return at >= 0 and body.startswith(f',"seq":{seq},"tenant":"{tenant}","time":"'.encode(), at)
+    tail = f',"tenant":"{tenant}","time":"'.encode()
+
+    def check(body: bytes, seq: int) -> bool:
+        at = body.rfind(b',"seq":')
+        return at >= 0 and body.startswith(b',"seq":%d%s' % (seq, tail), at)
+
+    return check

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +37,7 @@ __all__ = [
     "verify_chain",
 ]
 
-FETCH_ROWS = 10_000
+FETCH_ROWS = 5_000
 MAX_PROBLEMS = 100
 
 
@@ -185,56 +186,83 @@ def _walk(
     progress: Callable[[int], None] | None,
 ) -> None:
     expected_seq, prev = 1, GENESIS
-    with conn.cursor(name="audit_walk", binary=True) as cursor:
-        cursor.itersize = FETCH_ROWS
+    named = names_its_row(report.tenant)
+    with conn.cursor(binary=True) as cursor, ThreadPoolExecutor(1) as reader:
         # The body as the exact bytes that were hashed: no decoding and re-encoding per row.
         cursor.adapters.register_loader("text", ByteaBinaryLoader)
-        cursor.execute(
-            "SELECT seq, body, prev_hash, hash FROM audit_events WHERE tenant_id = %s ORDER BY seq",
-            (report.tenant,),
-        )
-        for seq, body, prev_hash, digest in cursor:
-            if seq != expected_seq:
-                report.add(
-                    Problem(
-                        "missing_events",
-                        expected_seq,
-                        f"events {expected_seq}..{seq - 1} are missing",
-                    )
-                )
-            if prev_hash != prev:
-                report.add(
-                    Problem(
-                        "broken_link",
-                        seq,
-                        f"event {seq} does not follow the event before it",
-                        expected=prev.hex(),
-                        found=bytes(prev_hash).hex(),
-                    )
-                )
-            computed = event_hash(body, prev_hash)
-            if computed != digest:
-                report.add(
-                    Problem(
-                        "hash_mismatch",
-                        seq,
-                        f"event {seq} was changed after it was written",
-                        expected=computed.hex(),
-                        found=bytes(digest).hex(),
-                    )
-                )
-            if not names_its_row(body, report.tenant, seq):
-                report.add(Problem("misplaced_event", seq, f"event {seq} names another position"))
-            if seq in wanted:
-                hashes_at[seq] = digest
-            report.events += 1
-            expected_seq, prev = seq + 1, digest
-            if progress is not None and report.events % FETCH_ROWS == 0:
-                progress(FETCH_ROWS)
-    if progress is not None:
-        progress(report.events % FETCH_ROWS)
+
+        def page(after: int) -> list[tuple[int, bytes, bytes]]:
+            """Rows after `after`, along the primary key: bounded memory, no server cursor.
+
+            Not the stored prev_hash: an intact row's is the previous row's hash, which the
+            walk already holds, and a row that fails is looked at again in full."""
+            return cursor.execute(
+                "SELECT seq, body, hash FROM audit_events WHERE tenant_id = %s "
+                "AND seq > %s ORDER BY seq LIMIT %s",
+                (report.tenant, after, FETCH_ROWS),
+            ).fetchall()
+
+        # The database reads the next page while this thread checks the current one.
+        pending = reader.submit(page, 0)
+        while rows := pending.result():
+            pending = reader.submit(page, rows[-1][0])
+            for seq, body, digest in rows:
+                # One test for the common case; _diagnose says what is wrong when it fails.
+                if not (
+                    seq == expected_seq and event_hash(body, prev) == digest and named(body, seq)
+                ):
+                    _diagnose(conn, report, expected_seq, prev, (seq, body, digest), named)
+                if seq in wanted:
+                    hashes_at[seq] = digest
+                expected_seq, prev = seq + 1, digest
+            report.events += len(rows)
+            if progress is not None:
+                progress(len(rows))
     report.head_seq = expected_seq - 1
     report.head_hash = prev.hex() if report.events else None
+
+
+def _diagnose(  # noqa: PLR0917 - the walk's state, passed as it stands
+    conn: psycopg.Connection,
+    report: ChainReport,
+    expected_seq: int,
+    prev: bytes,
+    row: tuple[int, bytes, bytes],
+    named: Callable[[bytes, int], bool],
+) -> None:
+    seq, body, digest = row
+    stored = conn.execute(
+        "SELECT prev_hash FROM audit_events WHERE tenant_id = %s AND seq = %s",
+        (report.tenant, seq),
+    ).fetchone()
+    prev_hash = bytes(stored[0]) if stored else b""
+    if seq != expected_seq:
+        report.add(
+            Problem("missing_events", expected_seq, f"events {expected_seq}..{seq - 1} are missing")
+        )
+    if prev_hash != prev:
+        report.add(
+            Problem(
+                "broken_link",
+                seq,
+                f"event {seq} does not follow the event before it",
+                expected=prev.hex(),
+                found=bytes(prev_hash).hex(),
+            )
+        )
+    computed = event_hash(body, prev_hash)
+    if computed != digest:
+        report.add(
+            Problem(
+                "hash_mismatch",
+                seq,
+                f"event {seq} was changed after it was written",
+                expected=computed.hex(),
+                found=bytes(digest).hex(),
+            )
+        )
+    if not named(body, seq):
+        report.add(Problem("misplaced_event", seq, f"event {seq} names another position"))
 
 
 def _check_signatures(

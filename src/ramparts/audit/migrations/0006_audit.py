@@ -37,18 +37,9 @@ def upgrade() -> None:
             started_at timestamptz NOT NULL DEFAULT now()
         )
         """,
-        f"GRANT INSERT ON audit_chains TO {APP_ROLE}",
         # The event as hashed: canonical JSON (sorted keys, no spaces, ASCII), exactly the
         # bytes that went into `hash = SHA-256(body || prev_hash)`. The query columns are
-        # generated from it, so they can never disagree with what the chain protects.
-        """
-        CREATE FUNCTION audit_time(iso text) RETURNS timestamptz
-        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-        AS $$ SELECT iso::timestamptz $$
-        """,
-        # ^ immutable because the writer always gives ISO 8601 in UTC with a `Z`: neither
-        #   DateStyle nor TimeZone can change what that text means.
-        f"GRANT EXECUTE ON FUNCTION audit_time(text) TO {APP_ROLE}",
+        # copies audit_append takes from the body it builds; verification reads only bodies.
         """
         CREATE TABLE audit_events (
             tenant_id uuid NOT NULL,
@@ -56,22 +47,19 @@ def upgrade() -> None:
             body text NOT NULL CHECK (octet_length(body) <= 262144),
             prev_hash bytea NOT NULL CHECK (octet_length(prev_hash) = 32),
             hash bytea NOT NULL CHECK (octet_length(hash) = 32),
-            recorded_at timestamptz GENERATED ALWAYS AS
-                (audit_time(body::jsonb ->> 'time')) STORED,
-            action text GENERATED ALWAYS AS (body::jsonb ->> 'action') STORED,
-            decision text GENERATED ALWAYS AS (body::jsonb ->> 'decision') STORED,
-            actor_id text GENERATED ALWAYS AS (body::jsonb -> 'actor' ->> 'id') STORED,
-            CONSTRAINT pk_audit_events PRIMARY KEY (tenant_id, seq),
-            CONSTRAINT audit_body_names_its_row CHECK (
-                (body::jsonb ->> 'seq')::bigint = seq
-                AND (body::jsonb ->> 'tenant')::uuid = tenant_id
-            )
+            recorded_at timestamptz NOT NULL,
+            action text NOT NULL,
+            decision text NOT NULL,
+            actor_id text,
+            CONSTRAINT pk_audit_events PRIMARY KEY (tenant_id, seq)
         )
         """,
         "CREATE INDEX ix_audit_events_time ON audit_events (tenant_id, recorded_at)",
         "CREATE INDEX ix_audit_events_action ON audit_events (tenant_id, action, seq)",
         "CREATE INDEX ix_audit_events_actor ON audit_events (tenant_id, actor_id, seq)",
-        *tenant_table_sql("audit_events", privileges="SELECT, INSERT"),
+        # Read only: events are written through audit_append alone, so every stored body,
+        # sequence and hash is one the database built itself.
+        *tenant_table_sql("audit_events", privileges="SELECT"),
         # Ed25519 keys that sign checkpoints; the private half sealed like token signing keys.
         """
         CREATE TABLE audit_signing_keys (
@@ -108,17 +96,20 @@ def upgrade() -> None:
         # caller gives the canonical JSON of each event up to its last three keys; the database
         # adds `"seq"`, `"tenant"` and `"time"` (which sort last) under the chain's lock, so
         # the sequence is gap-free and the time is the database's UTC clock, and hashes it.
-        # SECURITY INVOKER: row-level security confines it to the caller's tenant. In READ
-        # COMMITTED each statement of a volatile function takes a new snapshot, so the head is
-        # read after the lock is held.
+        # SECURITY DEFINER because the runtime role may not INSERT into audit_events itself;
+        # the chain is always the caller's own tenant (app.tenant_id), never an argument.
+        # In READ COMMITTED each statement of a volatile function takes a new snapshot, so
+        # the head is read after the lock is held.
         """
         CREATE FUNCTION audit_append(heads text[])
         RETURNS TABLE (chain uuid, event_seq bigint, digest bytea)
-        LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, public AS $$
+        LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
         DECLARE
             head text;
             prev bytea;
             body text;
+            parts jsonb;
+            stamp timestamptz;
         BEGIN
             chain := NULLIF(current_setting('app.tenant_id', true), '')::uuid;
             IF chain IS NULL THEN
@@ -133,22 +124,28 @@ def upgrade() -> None:
                 prev := decode(repeat('00', 32), 'hex');
             END IF;
             FOREACH head IN ARRAY heads LOOP
-                IF left(head, 10) <> '{"action":' THEN
+                -- Parsing also proves the head is one JSON object that sorts before "seq".
+                parts := (head || '}')::jsonb;
+                IF left(head, 10) <> '{"action":' OR parts ?| ARRAY['seq', 'tenant', 'time']
+                THEN
                     RAISE EXCEPTION 'audit_append takes canonical events without their last keys';
                 END IF;
                 event_seq := event_seq + 1;
+                stamp := clock_timestamp();
                 body := head || ',"seq":' || event_seq || ',"tenant":"' || chain || '","time":"'
-                    || to_char(clock_timestamp() AT TIME ZONE 'UTC',
-                               'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                    || to_char(stamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
                     || '"}';
                 digest := sha256(convert_to(body, 'UTF8') || prev);
-                INSERT INTO audit_events (tenant_id, seq, body, prev_hash, hash)
-                    VALUES (chain, event_seq, body, prev, digest);
+                INSERT INTO audit_events (tenant_id, seq, body, prev_hash, hash, recorded_at,
+                                          action, decision, actor_id)
+                    VALUES (chain, event_seq, body, prev, digest, stamp, parts ->> 'action',
+                            parts ->> 'decision', parts -> 'actor' ->> 'id');
                 prev := digest;
                 RETURN NEXT;
             END LOOP;
         END $$
         """,
+        "REVOKE ALL ON FUNCTION audit_append(text[]) FROM PUBLIC",
         f"GRANT EXECUTE ON FUNCTION audit_append(text[]) TO {APP_ROLE}",
         # Locks the caller's chain and returns its head, for signing a checkpoint.
         """
