@@ -259,7 +259,8 @@ class Checkpoint:
     signed_at: datetime
     key_id: str
     signature: bytes
-    public_key: bytes
+    public_key: bytes | None = None  # known to whoever signed or exported it
+    source: str = "database"  # where verification found it
 
     def statement(self) -> bytes:
         return checkpoint_statement(self.tenant, self.seq, self.head_hash, self.signed_at)
@@ -272,7 +273,7 @@ class Checkpoint:
             "signed_at": self.signed_at.strftime(TIME_FORMAT),
             "key_id": self.key_id,
             "signature": self.signature.hex(),
-            "public_key": self.public_key.hex(),
+            "public_key": self.public_key.hex() if self.public_key else None,
         }
 
 

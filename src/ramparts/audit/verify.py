@@ -24,11 +24,10 @@ from psycopg.types.string import ByteaBinaryLoader
 
 from ramparts.audit.chain import GENESIS, event_hash, names_its_row
 from ramparts.audit.events import SYSTEM_TENANT
-from ramparts.audit.services import TIME_FORMAT, checkpoint_statement
+from ramparts.audit.services import TIME_FORMAT, Checkpoint
 
 __all__ = [
     "ChainReport",
-    "ExternalCheckpoint",
     "Problem",
     "chain_length",
     "chain_tenants",
@@ -83,19 +82,7 @@ class ChainReport:
         }
 
 
-@dataclass(frozen=True)
-class ExternalCheckpoint:
-    tenant: uuid.UUID
-    seq: int
-    head_hash: bytes
-    signed_at: datetime
-    key_id: str
-    signature: bytes
-    public_key: bytes | None
-    source: str
-
-
-def load_checkpoints(lines: Iterable[str], source: str) -> list[ExternalCheckpoint]:
+def load_checkpoints(lines: Iterable[str], source: str) -> list[Checkpoint]:
     """Parse checkpoints exported by `ramparts audit checkpoint --json` (one per line)."""
     found = []
     for number, line in enumerate(lines, 1):
@@ -104,14 +91,16 @@ def load_checkpoints(lines: Iterable[str], source: str) -> list[ExternalCheckpoi
         try:
             item = json.loads(line)
             found.append(
-                ExternalCheckpoint(
+                Checkpoint(
                     tenant=uuid.UUID(item["tenant"]),
                     seq=int(item["seq"]),
                     head_hash=bytes.fromhex(item["hash"]),
                     signed_at=datetime.strptime(item["signed_at"], TIME_FORMAT).replace(tzinfo=UTC),
                     key_id=str(item["key_id"]),
                     signature=bytes.fromhex(item["signature"]),
-                    public_key=bytes.fromhex(item["public_key"]) if "public_key" in item else None,
+                    public_key=bytes.fromhex(item["public_key"])
+                    if item.get("public_key")
+                    else None,
                     source=source,
                 )
             )
@@ -148,7 +137,7 @@ def verify_chain(
     conn: psycopg.Connection,
     tenant: uuid.UUID,
     *,
-    external: Iterable[ExternalCheckpoint] = (),
+    external: Iterable[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
 ) -> ChainReport:
     """Walk one tenant's chain from its first event; every problem found, located."""
@@ -160,9 +149,7 @@ def verify_chain(
             for key_id, public in conn.execute("SELECT key_id, public_key FROM audit_signing_keys")
         }
         checkpoints = [
-            ExternalCheckpoint(
-                tenant, seq, bytes(digest), signed_at, key_id, bytes(sig), None, "db"
-            )
+            Checkpoint(tenant, seq, bytes(digest), signed_at, key_id, bytes(sig))
             for seq, digest, signed_at, key_id, sig in conn.execute(
                 "SELECT seq, head_hash, signed_at, key_id, signature FROM audit_checkpoints "
                 "WHERE tenant_id = %s",
@@ -266,7 +253,7 @@ def _diagnose(  # noqa: PLR0917 - the walk's state, passed as it stands
 
 
 def _check_signatures(
-    report: ChainReport, checkpoints: list[ExternalCheckpoint], keys: dict[str, bytes]
+    report: ChainReport, checkpoints: list[Checkpoint], keys: dict[str, bytes]
 ) -> None:
     for checkpoint in checkpoints:
         public = keys.get(checkpoint.key_id) or checkpoint.public_key
@@ -290,11 +277,10 @@ def _check_signatures(
                 )
             )
             continue
-        statement = checkpoint_statement(
-            checkpoint.tenant, checkpoint.seq, checkpoint.head_hash, checkpoint.signed_at
-        )
         try:
-            Ed25519PublicKey.from_public_bytes(public).verify(checkpoint.signature, statement)
+            Ed25519PublicKey.from_public_bytes(public).verify(
+                checkpoint.signature, checkpoint.statement()
+            )
         except (InvalidSignature, ValueError):
             report.add(
                 Problem(
@@ -306,7 +292,7 @@ def _check_signatures(
 
 
 def _check_checkpoints(
-    report: ChainReport, checkpoints: list[ExternalCheckpoint], hashes_at: dict[int, bytes]
+    report: ChainReport, checkpoints: list[Checkpoint], hashes_at: dict[int, bytes]
 ) -> None:
     for checkpoint in checkpoints:
         found = hashes_at.get(checkpoint.seq)

@@ -209,7 +209,9 @@ class Authenticator:
         """RFC 6238 with one step of drift either way; each accepted step is used up."""
         async with self._db.tenant_session(tenant_id) as session:
             if await self._locked(session, tenant_id, user_id):
-                await self._second_factor_refused(session, tenant_id, user_id, "locked")
+                await self._user_event(
+                    session, tenant_id, user_id, Action.TOTP_FAILED, ok=False, reason="locked"
+                )
                 return False
             row = (
                 await session.execute(
@@ -227,17 +229,13 @@ class Authenticator:
             if step is None:
                 # Wrong codes count like wrong passwords: a known password does not buy an
                 # endless supply of guesses at the second factor.
-                await self._second_factor_refused(session, tenant_id, user_id, "wrong_code")
+                await self._user_event(
+                    session, tenant_id, user_id, Action.TOTP_FAILED, ok=False, reason="wrong_code"
+                )
                 await self._account_failed(session, tenant_id, user_id, datetime.now(UTC))
                 return False
             if step <= row[1]:
-                await self._audit.record(
-                    session,
-                    Actor("user", tenant=tenant_id, id=str(user_id)),
-                    Action.TOTP_REPLAYED,
-                    Resource("user", str(user_id)),
-                    Decision.DENY,
-                )
+                await self._user_event(session, tenant_id, user_id, Action.TOTP_REPLAYED, ok=False)
                 return False
             await session.execute(
                 text(
@@ -248,16 +246,24 @@ class Authenticator:
             )
             return True
 
-    async def _second_factor_refused(
-        self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, reason: str
+    async def _user_event(
+        self,
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        user_id: uuid.UUID,
+        action: Action,
+        *,
+        ok: bool,
+        **details: str,
     ) -> None:
+        """Record a second-factor event of a user who has given a password but no more."""
         await self._audit.record(
             session,
             Actor("user", tenant=tenant_id, id=str(user_id)),
-            Action.TOTP_FAILED,
+            action,
             Resource("user", str(user_id)),
-            Decision.DENY,
-            {"reason": reason},
+            Decision.ALLOW if ok else Decision.DENY,
+            details,
         )
 
     async def _locked(
@@ -322,7 +328,9 @@ class Authenticator:
     ) -> bool:
         async with self._db.tenant_session(tenant_id) as session:
             if await self._locked(session, tenant_id, user_id):
-                await self._recovery_attempt(session, tenant_id, user_id, ok=False)
+                await self._user_event(
+                    session, tenant_id, user_id, Action.RECOVERY_CODE_USED, ok=False
+                )
                 return False
             used = await session.execute(
                 text(
@@ -334,19 +342,8 @@ class Authenticator:
             ok = bool(getattr(used, "rowcount", 0))
             if not ok:
                 await self._account_failed(session, tenant_id, user_id, datetime.now(UTC))
-            await self._recovery_attempt(session, tenant_id, user_id, ok=ok)
+            await self._user_event(session, tenant_id, user_id, Action.RECOVERY_CODE_USED, ok=ok)
         return ok
-
-    async def _recovery_attempt(
-        self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, *, ok: bool
-    ) -> None:
-        await self._audit.record(
-            session,
-            Actor("user", tenant=tenant_id, id=str(user_id)),
-            Action.RECOVERY_CODE_USED,
-            Resource("user", str(user_id)),
-            Decision.ALLOW if ok else Decision.DENY,
-        )
 
     async def enroll_totp(
         self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, secret: str, code: str
@@ -365,13 +362,7 @@ class Authenticator:
                 {"tenant": tenant_id, "user": user_id, "sealed": sealed, "step": step},
             )
             enrolled = bool(getattr(inserted, "rowcount", 0))
-            await self._audit.record(
-                session,
-                Actor("user", tenant=tenant_id, id=str(user_id)),
-                Action.TOTP_ENROLLED,
-                Resource("user", str(user_id)),
-                Decision.ALLOW if enrolled else Decision.DENY,
-            )
+            await self._user_event(session, tenant_id, user_id, Action.TOTP_ENROLLED, ok=enrolled)
         return enrolled
 
 
