@@ -1,9 +1,9 @@
 """Writing, signing and reading the audit trail.
 
 `AuditLog.record(session, actor, action, resource, decision, details)` is the one way events
-are written. It appends to the chain of the session's own tenant (row-level security decides
-which, so no caller can write into another tenant's chain), redacts before anything is built,
-and holds the chain's lock until the caller's transaction ends: record last, just before commit.
+are written. It appends to the chain of the session's own tenant (the database reads it from the
+session, so no caller can name another tenant's chain), redacts before anything is built, and
+holds the chain's lock until the caller's transaction ends: record last, just before commit.
 A refusal whose transaction rolls back is written with `record_apart`, in a transaction of its
 own, so the evidence survives the rollback.
 """
