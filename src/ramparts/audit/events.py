@@ -48,6 +48,8 @@ class Action(StrEnum):
     USER_SET = "identity:user:set"
     IDENTITY_PROVIDER_SET = "identity:identity_provider:set"
     FEDERATED_IDENTITY_LINKED = "identity:federated_identity:linked"
+    # authorization: every Cedar decision, allow and deny, with the policies that made it
+    AUTHORIZATION_DECIDED = "policy:request:decided"
     # the audit trail itself
     AUDIT_EVENTS_READ = "audit:events:read"
 

@@ -1,2 +1,3 @@
-"""Authorization as code: Cedar schema and policies, the single `authorize` enforcement point,
-the decision matrix and policy diff (controls AZ-1, AZ-2). Lands with the authorization issue."""
+"""Authorization as code (controls AZ-1, AZ-2): the Cedar schema and policies beside this
+file, the engine that loads them once, the decision matrix and its reviewed snapshot, and the
+one enforcement point, `services.Authorizer.authorize`."""

@@ -1,0 +1,201 @@
+"""Cedar, loaded once: the schema, the policies, and one decision per request.
+
+The policies live in `policies/*.cedar` beside the schema (`schema.cedarschema`); both are read
+and validated once when the engine is built, and the parsed policy set is reused for every
+decision, so no request pays for parsing. Each policy carries an `@id("...")` annotation, the
+name a decision reports (and the audit trail records) for the policies that determined it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+
+__all__ = [
+    "POLICY_DIR",
+    "SENSITIVITIES",
+    "Channel",
+    "PolicyAction",
+    "PolicyDecision",
+    "PolicyEngine",
+    "PolicyError",
+    "Subject",
+    "Target",
+]
+
+POLICY_DIR = Path(__file__).resolve().parent
+SENSITIVITIES = ("public", "internal", "confidential", "restricted")
+
+
+class PolicyError(Exception):
+    """The policies do not parse or do not validate against the schema."""
+
+
+class PolicyAction(StrEnum):
+    """Every action a route or an AI tool may ask for; the Cedar action of the same name."""
+
+    QUOTE_LIST = "quote.list"
+    QUOTE_READ = "quote.read"
+    QUOTE_CREATE = "quote.create"
+    QUOTE_UPDATE = "quote.update"
+    QUOTE_DELETE = "quote.delete"
+    QUOTE_SUBMIT = "quote.submit"
+    QUOTE_ACCEPT = "quote.accept"
+    DEPOSIT_CHARGE = "deposit.charge"
+    REFUND_ISSUE = "refund.issue"
+    DISBURSEMENT_APPROVE = "disbursement.approve"
+    AUDIT_READ = "audit.read"
+    MODEL_CALL = "model.call"
+
+    @property
+    def resource_type(self) -> str:
+        return _RESOURCE_TYPES[self.value.split(".")[0]]
+
+
+_RESOURCE_TYPES = {
+    "quote": "Quote",
+    "deposit": "Deposit",
+    "refund": "Refund",
+    "disbursement": "Disbursement",
+    "audit": "AuditLog",
+    "model": "ModelEndpoint",
+}
+
+
+class Channel(StrEnum):
+    UI = "ui"
+    API = "api"
+    AI_TOOL = "ai_tool"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who asks: a user or a service of `tenant` (whose data lives in `region`)."""
+
+    id: str
+    tenant: str
+    region: str
+    roles: frozenset[str] = frozenset()
+    amr: frozenset[str] = frozenset()
+    service: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is asked about: `type` is a Cedar entity type (see `PolicyAction.resource_type`)."""
+
+    type: str
+    id: str
+    tenant: str | None = None
+    sensitivity: str = "internal"
+    region: str | None = None  # for a ModelEndpoint
+
+    def __post_init__(self) -> None:
+        if self.sensitivity not in SENSITIVITIES:
+            raise ValueError(f"unknown sensitivity {self.sensitivity!r}")
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    allowed: bool
+    policy_ids: tuple[str, ...]  # the @id of every policy that determined the decision
+    errors: tuple[str, ...] = field(default=())
+
+
+class PolicyEngine:
+    """The parsed, validated policy set; `decide` is the only evaluation path."""
+
+    def __init__(self, policies: str, schema: str) -> None:
+        result = cedarpy.validate_policies(policies, schema)
+        if not result.validation_passed:
+            raise PolicyError("; ".join(str(e) for e in result.errors) or "invalid policies")
+        self._policies = cedarpy.PolicySet.from_str(policies)
+        # Requests and entities are checked against the schema too: a principal type an
+        # action does not apply to, or a missing attribute, is an error, and so a denial.
+        self._schema = cedarpy.Schema.from_str(schema)
+        self._names = _annotated_ids(policies)
+
+    @classmethod
+    def load(cls, directory: Path = POLICY_DIR, schema: Path | None = None) -> PolicyEngine:
+        """The policies in `directory/policies/*.cedar` (or `directory/*.cedar`)."""
+        return cls(
+            read_policies(directory), (schema or POLICY_DIR / "schema.cedarschema").read_text()
+        )
+
+    def decide(
+        self, subject: Subject, action: PolicyAction, target: Target, channel: Channel
+    ) -> PolicyDecision:
+        if target.type != action.resource_type:
+            raise ValueError(f"{action} applies to {action.resource_type}, not {target.type}")
+        principal_type = "Service" if subject.service else "User"
+        entities: list[dict[str, Any]] = [
+            {
+                "uid": {"type": principal_type, "id": subject.id},
+                "attrs": {"tenant": subject.tenant},
+                "parents": [{"type": "Role", "id": role} for role in sorted(subject.roles)],
+            },
+            {
+                "uid": {"type": target.type, "id": target.id},
+                "attrs": _target_attrs(target),
+                "parents": [],
+            },
+        ]
+        request = {
+            "principal": {"type": principal_type, "id": subject.id},
+            "action": {"type": "Action", "id": action.value},
+            "resource": {"type": target.type, "id": target.id},
+            "context": {
+                "tenant": subject.tenant,
+                "region": subject.region,
+                "sensitivity": target.sensitivity,
+                "amr": sorted(subject.amr),
+                "channel": channel.value,
+            },
+        }
+        result = cedarpy.is_authorized(request, self._policies, entities, schema=self._schema)
+        reasons = tuple(self._names.get(r, r) for r in result.diagnostics.reasons)
+        errors = tuple(str(e) for e in result.diagnostics.errors)
+        # An evaluation error is a deny (Cedar skips the erroring policy): say so.
+        return PolicyDecision(bool(result.allowed), reasons, errors)
+
+
+def _target_attrs(target: Target) -> dict[str, Any]:
+    if target.type == "ModelEndpoint":
+        return {"region": target.region or ""}
+    return {"tenant": target.tenant or "", "sensitivity": target.sensitivity}
+
+
+def read_policies(directory: Path) -> str:
+    """All `.cedar` files of a policy directory, in name order, as one policy text."""
+    folder = directory / "policies" if (directory / "policies").is_dir() else directory
+    files = sorted(folder.glob("*.cedar"))
+    if not files:
+        raise PolicyError(f"no .cedar files in {folder}")
+    return "\n".join(f.read_text() for f in files)
+
+
+def _annotated_ids(policies: str) -> dict[str, str]:
+    """Cedar names policies policy0, policy1, …; map those to their @id annotations."""
+    parsed = json.loads(cedarpy.policies_to_json_str(policies))
+    names = {}
+    for generated, policy in parsed.get("staticPolicies", {}).items():
+        annotation = (policy.get("annotations") or {}).get("id")
+        if not annotation:
+            raise PolicyError(f"policy {generated} has no @id annotation")
+        names[generated] = annotation
+    duplicates = _duplicates(names.values())
+    if duplicates:
+        raise PolicyError(f"duplicate policy @id: {', '.join(duplicates)}")
+    return names
+
+
+def _duplicates(values: Iterable[str]) -> Sequence[str]:
+    seen: set[str] = set()
+    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
