@@ -3,6 +3,8 @@ channel and region; and the reviewed snapshot says exactly what they decide."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -157,3 +159,33 @@ def test_an_allow_never_crosses_tenants(
     decision = ENGINE.decide(subject, action, thing(action, theirs, sensitivity), channel)
     if decision.allowed:
         assert theirs == own
+
+
+def test_remembered_decisions_are_the_fresh_ones() -> None:
+    """`decide` remembers by request attributes, never ids: it must agree with Cedar asked
+    afresh, for every cell of the matrix and whatever the ids."""
+    from ramparts.policy.matrix import _request, cells  # noqa: PLC0415
+
+    engine = PolicyEngine.load()
+    for cell in cells():
+        subject, action, target, channel = _request(cell)
+        first = engine.decide(subject, action, target, channel)
+        renamed = Subject("someone-else", *list(subject.__dict__.values())[1:])
+        again = engine.decide(renamed, action, target, channel)
+        assert first == again == engine.evaluate(renamed, action, target, channel), cell
+
+
+def test_a_policy_naming_an_entity_makes_ids_count(tmp_path: Path) -> None:
+    from ramparts.policy.engine import POLICY_DIR, read_policies  # noqa: PLC0415
+
+    policies = read_policies(POLICY_DIR) + (
+        '\n@id("alice-only")\npermit (principal == User::"alice", '
+        'action == Action::"quote.read", resource);\n'
+    )
+    (tmp_path / "all.cedar").write_text(policies)
+    engine = PolicyEngine.load(tmp_path)
+    target = thing(A.QUOTE_READ)
+    alice = Subject("alice", "acme", "eu")
+    bob = Subject("bob", "acme", "eu")
+    assert engine.decide(alice, A.QUOTE_READ, target, Channel.UI).allowed
+    assert not engine.decide(bob, A.QUOTE_READ, target, Channel.UI).allowed

@@ -9,6 +9,7 @@ name a decision reports (and the audit trail records) for the policies that dete
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 POLICY_DIR = Path(__file__).resolve().parent
+REMEMBERED_DECISIONS = 65_536
 SENSITIVITIES = ("public", "internal", "confidential", "restricted")
 
 
@@ -120,7 +122,13 @@ class PolicyEngine:
         # Requests and entities are checked against the schema too: a principal type an
         # action does not apply to, or a missing attribute, is an error, and so a denial.
         self._schema = cedarpy.Schema.from_str(schema)
-        self._names = _annotated_ids(policies)
+        parsed = json.loads(cedarpy.policies_to_json_str(policies))
+        self._names = _annotated_ids(parsed)
+        # A decision depends only on what the request carries. When no policy names a user,
+        # service or resource by id (only roles and actions), ids cannot change it, so
+        # decisions are remembered by everything else: the API path then skips Cedar.
+        self._ids_matter = bool(_entity_types(parsed) - {"Role", "Action"})
+        self._remembered: OrderedDict[tuple[Any, ...], PolicyDecision] = OrderedDict()
 
     @classmethod
     def load(cls, directory: Path = POLICY_DIR, schema: Path | None = None) -> PolicyEngine:
@@ -132,6 +140,34 @@ class PolicyEngine:
     def decide(
         self, subject: Subject, action: PolicyAction, target: Target, channel: Channel
     ) -> PolicyDecision:
+        key = (
+            subject.service,
+            subject.tenant,
+            subject.region,
+            subject.roles,
+            subject.amr,
+            action,
+            target.type,
+            target.tenant,
+            target.sensitivity,
+            target.region,
+            channel,
+            *((subject.id, target.id) if self._ids_matter else ()),
+        )
+        remembered = self._remembered.get(key)
+        if remembered is not None:
+            self._remembered.move_to_end(key)
+            return remembered
+        decision = self.evaluate(subject, action, target, channel)
+        self._remembered[key] = decision
+        if len(self._remembered) > REMEMBERED_DECISIONS:
+            self._remembered.popitem(last=False)
+        return decision
+
+    def evaluate(
+        self, subject: Subject, action: PolicyAction, target: Target, channel: Channel
+    ) -> PolicyDecision:
+        """Ask Cedar, every time (`decide` remembers the answers)."""
         if target.type != action.resource_type:
             raise ValueError(f"{action} applies to {action.resource_type}, not {target.type}")
         principal_type = "Service" if subject.service else "User"
@@ -160,7 +196,7 @@ class PolicyEngine:
             },
         }
         result = cedarpy.is_authorized(request, self._policies, entities, schema=self._schema)
-        reasons = tuple(self._names.get(r, r) for r in result.diagnostics.reasons)
+        reasons = tuple(sorted(self._names.get(r, r) for r in result.diagnostics.reasons))
         errors = tuple(str(e) for e in result.diagnostics.errors)
         # An evaluation error is a deny (Cedar skips the erroring policy): say so.
         return PolicyDecision(bool(result.allowed), reasons, errors)
@@ -181,9 +217,25 @@ def read_policies(directory: Path) -> str:
     return "\n".join(f.read_text() for f in files)
 
 
-def _annotated_ids(policies: str) -> dict[str, str]:
+def _entity_types(node: Any) -> set[str]:
+    """Every entity type a policy (in Cedar's JSON form) names literally."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in {"entity", "__entity"} and isinstance(value, dict) and "type" in value:
+                found.add(str(value["type"]))
+            elif key == "entities" and isinstance(value, list):
+                found |= {str(v["type"]) for v in value if isinstance(v, dict) and "type" in v}
+            else:
+                found |= _entity_types(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _entity_types(item)
+    return found
+
+
+def _annotated_ids(parsed: dict[str, Any]) -> dict[str, str]:
     """Cedar names policies policy0, policy1, …; map those to their @id annotations."""
-    parsed = json.loads(cedarpy.policies_to_json_str(policies))
     names = {}
     for generated, policy in parsed.get("staticPolicies", {}).items():
         annotation = (policy.get("annotations") or {}).get("id")

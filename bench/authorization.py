@@ -1,0 +1,141 @@
+"""Authorization benchmark: one decision's latency (see README.md).
+
+Side by side in one run: Ramparts' `PolicyEngine.decide` (the API path: the parsed policy set,
+decisions remembered by request attributes), `PolicyEngine.evaluate` (the parsed policy set,
+Cedar asked every time), cedarpy re-parsing the policy text on every call, and PyCasbin on an
+equivalent RBAC-with-domains model (roles per tenant, no sensitivity, MFA or channel rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import casbin
+import cedarpy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ramparts.policy.engine import (
+    POLICY_DIR,
+    Channel,
+    PolicyAction,
+    PolicyEngine,
+    Subject,
+    Target,
+    read_policies,
+)
+
+SAMPLES = 3000
+
+CASBIN_MODEL = """
+[request_definition]
+r = sub, dom, obj, act
+
+[policy_definition]
+p = sub, dom, obj, act
+
+[role_definition]
+g = _, _, _
+
+[policy_effect]
+e = some(where (p.eft == allow))
+
+[matchers]
+m = g(r.sub, p.sub, r.dom) && r.dom == p.dom && r.obj == p.obj && r.act == p.act
+"""
+
+
+def p50_us(call: Callable[[], Any], samples: int = SAMPLES) -> float:
+    for _ in range(50):
+        call()
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - started)
+    return statistics.median(times) / 1000
+
+
+def casbin_enforcer(directory: Path) -> casbin.Enforcer:
+    model = directory / "model.conf"
+    model.write_text(CASBIN_MODEL)
+    policy = directory / "policy.csv"
+    rows = ["p, finance, acme, deposit, charge", "p, finance, acme, refund, issue"]
+    rows += ["g, alice, finance, acme"]
+    policy.write_text("\n".join(rows) + "\n")
+    return casbin.Enforcer(str(model), str(policy))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    engine = PolicyEngine.load()
+    subject = Subject("alice", "acme", "eu", frozenset({"finance"}), frozenset({"pwd", "otp"}))
+    target = Target("Deposit", "dep-1", "acme", "confidential")
+    action, channel = PolicyAction.DEPOSIT_CHARGE, Channel.API
+    if not engine.decide(subject, action, target, channel).allowed:
+        raise SystemExit("the benchmark request must be allowed")
+    text = read_policies(POLICY_DIR)
+    request = {
+        "principal": {"type": "User", "id": "alice"},
+        "action": {"type": "Action", "id": action.value},
+        "resource": {"type": "Deposit", "id": "dep-1"},
+        "context": {
+            "tenant": "acme",
+            "region": "eu",
+            "sensitivity": "confidential",
+            "amr": ["otp", "pwd"],
+            "channel": "api",
+        },
+    }
+    entities = [
+        {
+            "uid": {"type": "User", "id": "alice"},
+            "attrs": {"tenant": "acme"},
+            "parents": [{"type": "Role", "id": "finance"}],
+        },
+        {
+            "uid": {"type": "Deposit", "id": "dep-1"},
+            "attrs": {"tenant": "acme", "sensitivity": "confidential"},
+            "parents": [],
+        },
+    ]
+    if not cedarpy.is_authorized(request, text, entities).allowed:
+        raise SystemExit("the re-parsing baseline must decide the same")
+    with tempfile.TemporaryDirectory() as scratch:
+        enforcer = casbin_enforcer(Path(scratch))
+        if not enforcer.enforce("alice", "acme", "deposit", "charge"):
+            raise SystemExit("the Casbin baseline must decide the same")
+        report = {
+            "decide_p50_us (API path)": round(
+                p50_us(lambda: engine.decide(subject, action, target, channel)), 1
+            ),
+            "evaluate_p50_us (parsed policy set)": round(
+                p50_us(lambda: engine.evaluate(subject, action, target, channel)), 1
+            ),
+            "cedarpy_reparse_p50_us": round(
+                p50_us(lambda: cedarpy.is_authorized(request, text, entities), 500), 1
+            ),
+            "casbin_rbac_p50_us": round(
+                p50_us(lambda: enforcer.enforce("alice", "acme", "deposit", "charge")), 1
+            ),
+        }
+    report["goal_decide_p50_le_50us"] = report["decide_p50_us (API path)"] <= 50
+    if args.json:
+        print(json.dumps(report))
+        return
+    for name, value in report.items():
+        print(f"{name:40} {value}")
+
+
+if __name__ == "__main__":
+    main()
