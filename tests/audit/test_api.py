@@ -73,10 +73,11 @@ def test_a_non_admin_is_refused_and_the_attempt_recorded(
     refused = events(server, headers, action="identity:login:*")
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
-    [attempt] = recorded(urls, buyer.tenant_id, Action.AUDIT_EVENTS_READ)
+    [attempt] = recorded(urls, buyer.tenant_id, Action.AUTHORIZATION_DECIDED)
     assert attempt["decision"] == "deny"
     assert attempt["actor"]["id"] == str(buyer.user_id)
-    assert attempt["details"]["action"] == "identity:login:*"
+    assert attempt["details"]["action"] == "audit.read"
+    assert recorded(urls, buyer.tenant_id, Action.AUDIT_EVENTS_READ) == []
     assert server.get("/api/audit/events").status_code == 401
 
 

@@ -51,20 +51,23 @@ def provision(
     *,
     roles: tuple[Role, ...] = (Role.BUYER,),
     with_totp: bool = True,
+    tenant: str | None = None,
 ) -> Account:
-    """A fresh tenant with one user, the test client, and a signing key if none exists."""
+    """A user in a fresh tenant (or in the existing tenant with slug `tenant`), the test
+    client, and a signing key if none exists."""
 
     async def run() -> Account:
         owner = Database(urls.owner, pool_size=1)
         try:
             provisioning = provisioning_for(owner, sealer)
-            slug = f"t-{secrets.token_hex(5)}"
-            tenant = await provisioning.ensure_tenant(slug=slug, name=slug, region="eu")
+            slug = tenant or f"t-{secrets.token_hex(5)}"
+            record = await provisioning.ensure_tenant(slug=slug, name=slug, region="eu")
             password = secrets.token_urlsafe(16)
             totp = pyotp.random_base32() if with_totp else None
-            username = f"user@{slug}.example"
+            local = f"user-{secrets.token_hex(3)}" if tenant else "user"
+            username = f"{local}@{slug}.example"
             user_id = await provisioning.set_user(
-                tenant,
+                record,
                 username=username,
                 display_name="U",
                 password=password,
@@ -78,7 +81,7 @@ def provision(
                 post_logout_redirect_uri="https://client.example/",
             )
             await provisioning.ensure_signing_key(overlap=OVERLAP)
-            return Account(slug, tenant.id, username, password, totp, user_id)
+            return Account(slug, record.id, username, password, totp, user_id)
         finally:
             await owner.dispose()
 

@@ -36,6 +36,7 @@ from ramparts.identity.oauth import KeyCache, OAuthError, OAuthService, TokenRes
 from ramparts.identity.passkeys import PasskeyError, Passkeys
 from ramparts.identity.tokens import TokenError, TokenVerifier
 from ramparts.problems import Problem
+from ramparts.routes import Exempt, declares
 
 __all__ = ["IdentityHttp", "build_router"]
 
@@ -145,7 +146,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             params["state"] = state
         return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=303)
 
-    @router.get("/.well-known/openid-configuration")
+    @router.get("/.well-known/openid-configuration", openapi_extra=declares(Exempt.PUBLIC))
     async def discovery() -> dict[str, Any]:
         base = deps.issuer
         return {
@@ -184,12 +185,12 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             "authorization_response_iss_parameter_supported": True,
         }
 
-    @router.get("/oauth/jwks")
+    @router.get("/oauth/jwks", openapi_extra=declares(Exempt.PUBLIC))
     async def jwks() -> Response:
         ring = await deps.keys.ring()
         return JSONResponse(ring.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
-    @router.get("/oauth/authorize")
+    @router.get("/oauth/authorize", openapi_extra=declares(Exempt.PUBLIC))
     async def authorize(request: Request) -> Response:
         query = request.query_params
         client = await deps.oauth.client(query.get("client_id", ""))
@@ -233,14 +234,14 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         )
         return await with_flow(request, RedirectResponse("/login", status_code=303), flow)
 
-    @router.get("/login")
+    @router.get("/login", openapi_extra=declares(Exempt.PUBLIC))
     async def login_page(request: Request) -> Response:
         flow = await current_flow(request)
         if flow is None:
             return await expired(request)
         return page(request, "login.html", csrf=flow.csrf, tenant="", username="")
 
-    @router.post("/login")
+    @router.post("/login", openapi_extra=declares(Exempt.PUBLIC))
     async def login(
         request: Request,
         tenant: Annotated[str, Form(max_length=63)],
@@ -283,7 +284,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow.stage, flow.totp_secret = "enroll", pyotp.random_base32()
         return await with_flow(request, RedirectResponse("/login/enroll", status_code=303), flow)
 
-    @router.post("/login/sso")
+    @router.post("/login/sso", openapi_extra=declares(Exempt.PUBLIC))
     async def sso(
         request: Request,
         tenant: Annotated[str, Form(max_length=63)],
@@ -321,7 +322,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         continue_page = page(request, "sso.html", url=url, host=urlsplit(url).netloc)
         return await with_flow(request, continue_page, flow)
 
-    @router.get("/login/sso/callback")
+    @router.get("/login/sso/callback", openapi_extra=declares(Exempt.PUBLIC))
     async def sso_callback(request: Request) -> Response:
         flow = await current_flow(request)
         if flow is None or flow.stage != "sso" or not flow.federation or not flow.tenant_id:
@@ -352,7 +353,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         has_totp = await deps.authenticator.has_totp(uuid.UUID(flow.tenant_id), login.user_id)
         return await second_factor_step(request, flow, has_totp=has_totp)
 
-    @router.get("/login/mfa")
+    @router.get("/login/mfa", openapi_extra=declares(Exempt.PUBLIC))
     async def mfa_page(request: Request) -> Response:
         flow = await current_flow(request)
         if flow is None or flow.stage != "mfa":
@@ -365,7 +366,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             leads_to=flow.redirect_uri,
         )
 
-    @router.post("/login/mfa")
+    @router.post("/login/mfa", openapi_extra=declares(Exempt.PUBLIC))
     async def mfa(
         request: Request,
         otp: Annotated[str, Form(max_length=32)],
@@ -395,14 +396,14 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         uri = pyotp.TOTP(secret).provisioning_uri(name=flow.username or "", issuer_name="Ramparts")
         return {"csrf": flow.csrf, "secret": secret, "uri": uri}
 
-    @router.get("/login/enroll")
+    @router.get("/login/enroll", openapi_extra=declares(Exempt.PUBLIC))
     async def enroll_page(request: Request) -> Response:
         flow = await current_flow(request)
         if flow is None or flow.stage != "enroll" or not flow.totp_secret:
             return await expired(request)
         return page(request, "enroll.html", **enroll_context(flow))
 
-    @router.post("/login/enroll")
+    @router.post("/login/enroll", openapi_extra=declares(Exempt.PUBLIC))
     async def enroll(
         request: Request,
         otp: Annotated[str, Form(max_length=10)],
@@ -431,7 +432,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         )
         flow.stage, flow.totp_secret, flow.amr = "recovery", None, amr
 
-    @router.get("/login/recovery")
+    @router.get("/login/recovery", openapi_extra=declares(Exempt.PUBLIC))
     async def recovery_page(request: Request) -> Response:
         flow = await current_flow(request)
         if flow is None or flow.stage != "recovery" or not flow.recovery_codes:
@@ -444,7 +445,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             leads_to=flow.redirect_uri,
         )
 
-    @router.post("/login/continue")
+    @router.post("/login/continue", openapi_extra=declares(Exempt.PUBLIC))
     async def after_recovery_codes(
         request: Request, csrf: Annotated[str, Form(max_length=100)]
     ) -> Response:
@@ -479,7 +480,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             )
         return flow
 
-    @router.post("/login/passkey/options")
+    @router.post("/login/passkey/options", openapi_extra=declares(Exempt.PUBLIC))
     async def passkey_options(request: Request) -> Response:
         flow = await passkey_flow(request)
         tenant_id, user_id = _subject(flow)
@@ -495,7 +496,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             request, Response(ceremony.options_json, media_type="application/json"), flow
         )
 
-    @router.post("/login/passkey")
+    @router.post("/login/passkey", openapi_extra=declares(Exempt.PUBLIC))
     async def passkey(request: Request) -> Response:
         flow = await passkey_flow(request)
         tenant_id, user_id = _subject(flow)
@@ -555,7 +556,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             )
         return principal.user_id
 
-    @router.post("/api/me/passkeys/options")
+    @router.post("/api/me/passkeys/options", openapi_extra=declares(Exempt.SELF))
     async def add_passkey_options(
         principal: Annotated[Principal, Depends(deps.bearer)],
     ) -> dict[str, Any]:
@@ -585,7 +586,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         )
         return {"options": json.loads(ceremony.options_json), "ticket": ticket}
 
-    @router.post("/api/me/passkeys", status_code=201)
+    @router.post("/api/me/passkeys", status_code=201, openapi_extra=declares(Exempt.SELF))
     async def add_passkey(
         body: NewPasskey, principal: Annotated[Principal, Depends(deps.bearer)]
     ) -> dict[str, str]:
@@ -684,7 +685,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             "supported: authorization_code, refresh_token, client_credentials (services)",
         )
 
-    @router.post("/oauth/token")
+    @router.post("/oauth/token", openapi_extra=declares(Exempt.PUBLIC))
     async def token(request: Request) -> Response:
         form = await request.form()
         no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -709,16 +710,19 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         }
 
     # OIDC Core 5.3.1: the UserInfo endpoint answers GET and POST.
-    router.add_api_route("/oauth/userinfo", userinfo, methods=["GET"])
+    router.add_api_route(
+        "/oauth/userinfo", userinfo, methods=["GET"], openapi_extra=declares(Exempt.SELF)
+    )
     router.add_api_route(
         "/oauth/userinfo",
         userinfo,
         methods=["POST"],
         operation_id="userinfo_post",
+        openapi_extra=declares(Exempt.SELF),
         include_in_schema=False,
     )
 
-    @router.post("/oauth/revoke")
+    @router.post("/oauth/revoke", openapi_extra=declares(Exempt.PUBLIC))
     async def revoke(request: Request) -> Response:
         """RFC 7009. A refresh token ends its family; an access token is revoked by jti."""
         form = await request.form()
@@ -735,7 +739,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 await deps.oauth.revoke(token=token_value, client_id=client_id)
         return Response(status_code=200)  # 2.2: the same answer for unknown tokens
 
-    @router.get("/oauth/logout")
+    @router.get("/oauth/logout", openapi_extra=declares(Exempt.PUBLIC))
     async def logout(request: Request) -> Response:
         """OIDC RP-Initiated Logout: end the user's sessions at the client named by the hint."""
         query = request.query_params

@@ -7,8 +7,10 @@ permit, an evaluation error or a forbid all come back as a denial.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Decision, Resource
@@ -23,7 +25,7 @@ from ramparts.policy.engine import (
     Target,
 )
 
-__all__ = ["Authorizer", "RequestContext"]
+__all__ = ["Authorizer", "RequestContext", "request_context", "subject_of"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,23 @@ class RequestContext:
 
     channel: Channel
     region: str
+
+
+async def request_context(
+    session: AsyncSession, principal: Principal, *, ui_client: str = "ramparts-web"
+) -> RequestContext:
+    """The caller's channel (its token's client says UI or API; a service is a service) and
+    its tenant's data region, which the runtime role may read and nothing else of tenants."""
+    region = await session.scalar(
+        text("SELECT ramparts_tenant_region(:tenant)"), {"tenant": principal.tenant_id}
+    )
+    if principal.user_id is None:
+        channel = Channel.SERVICE
+    elif principal.client_id == ui_client:
+        channel = Channel.UI
+    else:
+        channel = Channel.API
+    return RequestContext(channel, str(region or ""))
 
 
 def subject_of(principal: Principal, region: str) -> Subject:
@@ -84,3 +103,31 @@ class Authorizer:
                 principal.tenant_id, *parts, policy_ids=decision.policy_ids
             )
         return decision
+
+    async def permitted(
+        self,
+        principal: Principal,
+        action: PolicyAction,
+        resources: Sequence[Target],
+        context: RequestContext,
+    ) -> list[Target]:
+        """The resources `action` is allowed on, for filtering a listing: decided one by one,
+        recorded as one event that counts what was withheld."""
+        subject = subject_of(principal, context.region)
+        kept = [
+            r for r in resources if self._engine.decide(subject, action, r, context.channel).allowed
+        ]
+        if len(kept) < len(resources):
+            await self._audit.record_apart(
+                principal.tenant_id,
+                actor_of(principal),
+                Action.AUTHORIZATION_DECIDED,
+                Resource(resources[0].type, None),
+                Decision.DENY,
+                {
+                    "action": action.value,
+                    "channel": context.channel.value,
+                    "withheld": [r.id for r in resources if r not in kept],
+                },
+            )
+        return kept

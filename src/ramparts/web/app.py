@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from ramparts.audit import views as audit_views
+from ramparts.audit.events import Actor
 from ramparts.audit.services import AuditLog, Checkpointer, audit_redactor
 from ramparts.config import Settings, secret_key
 from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.db.migrate import head_revision
-from ramparts.identity.auth import BearerAuthenticator
+from ramparts.identity.auth import BearerAuthenticator, actor_of
 from ramparts.identity.clients import ServiceClients
 from ramparts.identity.federation import Federation
 from ramparts.identity.flow import FlowCodec, FlowStore
@@ -28,6 +29,11 @@ from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp, build_router
+from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
+from ramparts.policy.services import Authorizer, request_context
+from ramparts.problems import Problem
+from ramparts.quotes import views as quote_views
+from ramparts.routes import declares
 from ramparts.web import health, pages
 from ramparts.web.errors import install_error_handlers
 from ramparts.web.middleware import (
@@ -36,6 +42,7 @@ from ramparts.web.middleware import (
     RequestRulesMiddleware,
     StrictCORSMiddleware,
 )
+from ramparts.web.pages import WEB_CLIENT_ID
 
 __all__ = ["create_app", "identity_services"]
 
@@ -88,6 +95,25 @@ def identity_services(
     )
 
 
+def _audit_reader(
+    database: Database, bearer: BearerAuthenticator, authorizer: Authorizer
+) -> Callable[[Request], Awaitable[Actor]]:
+    """The audit route's dependency: the caller, once Cedar allows it to read its trail."""
+
+    async def reader(request: Request) -> Actor:
+        principal = await bearer(request)
+        tenant = str(principal.tenant_id)
+        async with database.session() as session:
+            context = await request_context(session, principal, ui_client=WEB_CLIENT_ID)
+        target = Target("AuditLog", tenant, tenant, "confidential")
+        decision = await authorizer.authorize(principal, PolicyAction.AUDIT_READ, target, context)
+        if not decision.allowed:
+            raise Problem(403, "forbidden", "Forbidden", "reading the audit trail needs admin")
+        return actor_of(principal)
+
+    return reader
+
+
 async def _sign_checkpoints(checkpointer: Checkpointer) -> None:
     """Sign every chain that moved, every CHECKPOINT_SECONDS, for as long as the app runs."""
     while True:
@@ -134,7 +160,17 @@ def create_app(settings: Settings, database: Database, sealer: LocalSealer) -> F
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(build_router(identity))
-    app.include_router(audit_views.build_router(database, audit, identity.bearer.actor))
+    authorizer = Authorizer(PolicyEngine.load(), audit)
+    app.state.authorizer = authorizer
+    app.include_router(
+        audit_views.build_router(
+            database,
+            audit,
+            _audit_reader(database, identity.bearer, authorizer),
+            declares(PolicyAction.AUDIT_READ),
+        )
+    )
+    app.include_router(quote_views.build_router(database, identity.bearer, authorizer))
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Added innermost first. From the outside: headers, catch-all, CORS, catch-all, rules.

@@ -8,19 +8,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.db.engine import Database
 from ramparts.problems import Problem
+from ramparts.routes import Exempt, declares
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", openapi_extra=declares(Exempt.PUBLIC))
 async def healthz() -> dict[str, str]:
     """The process is up. Touches nothing else, so it stays cheap under load."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", openapi_extra=declares(Exempt.PUBLIC))
 async def readyz(request: Request) -> dict[str, str]:
     """The database answers as the runtime role and its schema is at the expected revision."""
     database: Database = request.app.state.database

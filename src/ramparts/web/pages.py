@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
 
+from ramparts.routes import Exempt, declares
+
 __all__ = ["WEB_CLIENT_ID", "router", "web_client_redirect_uri"]
 
 WEB_CLIENT_ID = "ramparts-web"
@@ -19,8 +21,8 @@ def web_client_redirect_uri(public_url: str) -> str:
     return f"{public_url}/app/callback"
 
 
-@router.get("/", response_class=HTMLResponse)
-@router.get("/app/callback", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
+@router.get("/app/callback", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def app_page(request: Request) -> HTMLResponse:
     public_url = request.app.state.identity.issuer
     return templates.TemplateResponse(

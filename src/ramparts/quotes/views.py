@@ -1,0 +1,258 @@
+"""HTTP for quotes: every route declares its Cedar action and asks the Authorizer.
+
+A quote the caller's tenant cannot see (row-level security) and a quote it may not act on
+answer alike with 404 when it is another tenant's, so ids from elsewhere reveal nothing; an
+action the caller's role lacks on its own tenant's quote answers 403. Every decision, allow or
+deny, is in the audit trail.
+"""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ramparts.db.engine import Database
+from ramparts.identity.auth import BearerAuthenticator, Principal
+from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.services import Authorizer, RequestContext, request_context
+from ramparts.problems import Problem
+from ramparts.quotes.models import Quote, QuoteStatus, Sensitivity
+from ramparts.quotes.services import LineItem, QuoteService, WrongStatusError
+from ramparts.routes import declares
+from ramparts.web.pages import WEB_CLIENT_ID
+
+__all__ = ["build_router"]
+
+MAX_IDS = 100
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    description: str = Field(min_length=1, max_length=500)
+    quantity: int = Field(ge=1, le=1_000_000)
+    unit_price_minor: int = Field(ge=0, le=10**12)
+
+
+class QuoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    sensitivity: Sensitivity = Field(default=Sensitivity.INTERNAL, strict=False)
+    items: list[ItemIn] = Field(min_length=1, max_length=100)
+
+
+class QuoteChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class QuoteIds(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ids: list[Annotated[uuid.UUID, Field(strict=False)]] = Field(min_length=1, max_length=MAX_IDS)
+
+
+def _target(quote: Quote | None, quote_id: uuid.UUID | str) -> Target:
+    """The Cedar resource; a quote not found in the caller's tenant belongs to no tenant we
+    know, so the tenant wall denies it."""
+    if quote is None:
+        return Target("Quote", str(quote_id), tenant="", sensitivity="internal")
+    return Target("Quote", str(quote.id), str(quote.tenant_id), quote.sensitivity.value)
+
+
+def _not_found() -> Problem:
+    return Problem(404, "not-found", "Not found", "no such quote")
+
+
+def build_router(  # noqa: PLR0915 - one route table
+    database: Database, bearer: BearerAuthenticator, authorizer: Authorizer
+) -> APIRouter:
+    router = APIRouter(tags=["quotes"])
+    Caller = Annotated[Principal, Depends(bearer)]  # noqa: N806 - a type alias
+
+    async def context(session: AsyncSession, principal: Principal) -> RequestContext:
+        return await request_context(session, principal, ui_client=WEB_CLIENT_ID)
+
+    async def require(
+        session: AsyncSession,
+        principal: Principal,
+        action: PolicyAction,
+        quote: Quote | None,
+        quote_id: uuid.UUID | str,
+    ) -> Quote:
+        """The quote, when it exists in the caller's tenant and Cedar allows `action` on it."""
+        decision = await authorizer.authorize(
+            principal, action, _target(quote, quote_id), await context(session, principal)
+        )
+        if quote is None:
+            raise _not_found()
+        if not decision.allowed:
+            raise Problem(403, "forbidden", "Forbidden", f"{action} is not allowed here")
+        return quote
+
+    async def load(
+        session: AsyncSession, principal: Principal, action: PolicyAction, quote_id: uuid.UUID
+    ) -> Quote:
+        quote = await QuoteService(session).get(principal.tenant_id, quote_id)
+        return await require(session, principal, action, quote, quote_id)
+
+    async def body(session: AsyncSession, quote: Quote) -> dict[str, Any]:
+        items = await QuoteService(session).items(quote)
+        return {
+            "id": str(quote.id),
+            "title": quote.title,
+            "description": quote.description,
+            "status": quote.status.value,
+            "currency": quote.currency,
+            "sensitivity": quote.sensitivity.value,
+            "buyer_id": str(quote.buyer_id),
+            "seller_id": str(quote.seller_id) if quote.seller_id else None,
+            "items": [
+                {
+                    "description": i.description,
+                    "quantity": i.quantity,
+                    "unit_price_minor": i.unit_price_minor,
+                }
+                for i in items
+            ],
+            "total_minor": sum(i.quantity * i.unit_price_minor for i in items),
+        }
+
+    @router.get("/api/quotes", openapi_extra=declares(PolicyAction.QUOTE_LIST))
+    async def list_quotes(
+        principal: Caller,
+        status: QuoteStatus | None = None,
+        ids: Annotated[str | None, Query(max_length=MAX_IDS * 37)] = None,
+    ) -> dict[str, Any]:
+        """The caller's tenant's quotes it may read, oldest first (at most 100)."""
+        wanted = _parse_ids(ids) if ids is not None else None
+        async with database.tenant_session(principal.tenant_id) as session:
+            collection = Target("Quote", "*", str(principal.tenant_id), "internal")
+            ctx = await context(session, principal)
+            if not (
+                await authorizer.authorize(principal, PolicyAction.QUOTE_LIST, collection, ctx)
+            ).allowed:
+                raise Problem(403, "forbidden", "Forbidden", "quote.list is not allowed here")
+            quotes = await QuoteService(session).find(
+                principal.tenant_id, status=status, ids=wanted
+            )
+            readable = {
+                t.id
+                for t in await authorizer.permitted(
+                    principal, PolicyAction.QUOTE_READ, [_target(q, q.id) for q in quotes], ctx
+                )
+            }
+            return {"items": [await body(session, q) for q in quotes if str(q.id) in readable]}
+
+    @router.get("/api/quotes/{quote_id}", openapi_extra=declares(PolicyAction.QUOTE_READ))
+    async def read_quote(principal: Caller, quote_id: uuid.UUID) -> dict[str, Any]:
+        async with database.tenant_session(principal.tenant_id) as session:
+            quote = await load(session, principal, PolicyAction.QUOTE_READ, quote_id)
+            return await body(session, quote)
+
+    @router.post("/api/quotes", status_code=201, openapi_extra=declares(PolicyAction.QUOTE_CREATE))
+    async def create_quote(principal: Caller, new: QuoteIn) -> dict[str, Any]:
+        if principal.user_id is None:
+            raise Problem(403, "not-a-user", "Forbidden", "a quote is requested by a person")
+        async with database.tenant_session(principal.tenant_id) as session:
+            target = Target("Quote", "new", str(principal.tenant_id), new.sensitivity.value)
+            decision = await authorizer.authorize(
+                principal, PolicyAction.QUOTE_CREATE, target, await context(session, principal)
+            )
+            if not decision.allowed:
+                raise Problem(403, "forbidden", "Forbidden", "quote.create is not allowed here")
+            quote = await QuoteService(session).create(
+                tenant_id=principal.tenant_id,
+                buyer_id=principal.user_id,
+                title=new.title,
+                description=new.description,
+                currency=new.currency,
+                sensitivity=new.sensitivity,
+                items=[LineItem(i.description, i.quantity, i.unit_price_minor) for i in new.items],
+            )
+            return await body(session, quote)
+
+    @router.patch("/api/quotes/{quote_id}", openapi_extra=declares(PolicyAction.QUOTE_UPDATE))
+    async def update_quote(
+        principal: Caller, quote_id: uuid.UUID, change: QuoteChange
+    ) -> dict[str, Any]:
+        async with database.tenant_session(principal.tenant_id) as session:
+            quote = await load(session, principal, PolicyAction.QUOTE_UPDATE, quote_id)
+            await _in_status(
+                QuoteService(session).update(
+                    quote, title=change.title, description=change.description
+                )
+            )
+            return await body(session, quote)
+
+    @router.delete(
+        "/api/quotes/{quote_id}",
+        status_code=204,
+        openapi_extra=declares(PolicyAction.QUOTE_DELETE),
+    )
+    async def delete_quote(principal: Caller, quote_id: uuid.UUID) -> Response:
+        async with database.tenant_session(principal.tenant_id) as session:
+            quote = await load(session, principal, PolicyAction.QUOTE_DELETE, quote_id)
+            await _in_status(QuoteService(session).delete(quote))
+        return Response(status_code=204)
+
+    @router.post("/api/quotes/bulk-delete", openapi_extra=declares(PolicyAction.QUOTE_DELETE))
+    async def bulk_delete(principal: Caller, request: QuoteIds) -> dict[str, Any]:
+        """Delete several drafts; each id is authorized on its own, and refusals are listed."""
+        deleted, refused = [], []
+        async with database.tenant_session(principal.tenant_id) as session:
+            quotes = QuoteService(session)
+            ctx = await context(session, principal)
+            for quote_id in dict.fromkeys(request.ids):
+                quote = await quotes.get(principal.tenant_id, quote_id)
+                decision = await authorizer.authorize(
+                    principal, PolicyAction.QUOTE_DELETE, _target(quote, quote_id), ctx
+                )
+                if quote is None or not decision.allowed or quote.status != QuoteStatus.DRAFT:
+                    refused.append(str(quote_id))
+                    continue
+                await quotes.delete(quote)
+                deleted.append(str(quote_id))
+        return {"deleted": deleted, "refused": refused}
+
+    @router.post("/api/quotes/{quote_id}/submit", openapi_extra=declares(PolicyAction.QUOTE_SUBMIT))
+    async def submit_quote(principal: Caller, quote_id: uuid.UUID) -> dict[str, Any]:
+        if principal.user_id is None:
+            raise Problem(403, "not-a-user", "Forbidden", "a quote is answered by a person")
+        async with database.tenant_session(principal.tenant_id) as session:
+            quote = await load(session, principal, PolicyAction.QUOTE_SUBMIT, quote_id)
+            await _in_status(QuoteService(session).submit(quote, principal.user_id))
+            return await body(session, quote)
+
+    @router.post("/api/quotes/{quote_id}/accept", openapi_extra=declares(PolicyAction.QUOTE_ACCEPT))
+    async def accept_quote(principal: Caller, quote_id: uuid.UUID) -> dict[str, Any]:
+        async with database.tenant_session(principal.tenant_id) as session:
+            quote = await load(session, principal, PolicyAction.QUOTE_ACCEPT, quote_id)
+            await _in_status(QuoteService(session).accept(quote))
+            return await body(session, quote)
+
+    return router
+
+
+async def _in_status(work: Any) -> Any:
+    try:
+        return await work
+    except WrongStatusError as exc:
+        raise Problem(409, "wrong-status", "Conflict", str(exc)) from None
+
+
+def _parse_ids(raw: str) -> list[uuid.UUID]:
+    parts = [p for p in raw.split(",") if p]
+    if not parts or len(parts) > MAX_IDS:
+        raise Problem(422, "invalid-request", "Invalid request", f"give 1 to {MAX_IDS} ids")
+    try:
+        return [uuid.UUID(p) for p in parts]
+    except ValueError:
+        raise Problem(422, "invalid-request", "Invalid request", "ids must be UUIDs") from None
