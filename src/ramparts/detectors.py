@@ -75,8 +75,10 @@ def _phone_valid(value: str) -> bool:
 # `password: x` hides whatever follows; `token: x` only what looks like a credential (16+
 # token characters), so prose such as "malformed token: decode_error" stays readable.
 _ANNOUNCED_CREDENTIAL = (
-    r"(?i)\b(?:(?:password|passwd|pwd|passphrase|secret)\s*[:=]\s*(?:\"[^\"]*\"|'[^']*'|\S+)"
-    r"|(?:api[_-]?key|access[_-]?token|token)\s*[:=]\s*[\"']?[\w./+=-]{16,})"
+    # Not \b: `db_password=`, `client_secret=` and `"password": "…"` must match too.
+    r"(?i)(?<![A-Za-z0-9])(?:(?:password|passwd|pwd|passphrase|secret)[\"']?\s*[:=]\s*"
+    r"(?:\"[^\"]*\"|'[^']*'|\S+)"
+    r"|(?:api[_-]?key|access[_-]?token|token)[\"']?\s*[:=]\s*[\"']?[\w./+=-]{16,})"
 )
 
 # Most specific first: a private key or JWT must be claimed before the digit detectors see it.
@@ -181,16 +183,21 @@ def find_sensitive(text: str) -> list[Finding]:
 # (`client_secret`, `refresh_token`, `new_password`).
 _SECRET_NAMES = {"code", "otp", "totp", "pin", "cvc", "cvv", "authorization", "cookie"}
 _SECRET_SUFFIX = re.compile(
-    r"(?:^|_)(?:password|passwd|passphrase|secret|token|private_key|api_key|code_verifier"
-    r"|client_assertion|recovery_code|card_number|set_cookie)$"
+    r"(?:^|_)(?:password|passwd|passphrase|secret|token|private_key|secret_key|signing_key"
+    r"|api_key|code_verifier|client_assertion|recovery_code|authorization_code|card_number"
+    r"|set_cookie)$"
 )
 
 
 @functools.lru_cache(maxsize=1024)
 def is_secret_name(name: str) -> bool:
     """Whether a field called `name` holds a secret whatever its value looks like."""
-    normal = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return normal in _SECRET_NAMES or bool(_SECRET_SUFFIX.search(normal))
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)  # clientSecret -> client_Secret
+    normal = re.sub(r"[^a-z0-9]+", "_", words.lower()).strip("_")
+    return any(
+        form in _SECRET_NAMES or _SECRET_SUFFIX.search(form)
+        for form in (normal, normal.removesuffix("s"))  # recovery_codes, secrets
+    )
 
 
 class Redactor:

@@ -123,9 +123,8 @@ async def test_the_runtime_role_can_only_append_and_read_its_own_tenant(
         for tenant in (chain, other):
             with pytest.raises(errors.InsufficientPrivilege):
                 app.execute(
-                    "INSERT INTO audit_events (tenant_id, seq, body, prev_hash, hash, "
-                    "recorded_at, action, decision) VALUES (%s, 99, '{}', %s, %s, now(), 'a', "
-                    "'allow')",
+                    "INSERT INTO audit_events (tenant_id, seq, body, prev_hash, hash) "
+                    "VALUES (%s, 99, '{}', %s, %s)",
                     (tenant, bytes(32), bytes(32)),
                 )
             app.rollback()
@@ -286,3 +285,12 @@ async def test_events_without_a_tenant_go_to_the_system_chain(
         await database.dispose()
     assert recorded.tenant == SYSTEM_TENANT
     assert verify(owner, SYSTEM_TENANT).intact
+
+
+async def test_a_chain_emptied_of_every_event_is_found(
+    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, sealer: LocalSealer
+) -> None:
+    tamper(owner, ("DELETE FROM audit_events WHERE tenant_id = %s", (chain,)))
+    assert [(p.kind, p.seq) for p in verify(owner, chain).problems] == [("missing_events", 1)]
+    # Nothing to sign on a chain without events: no checkpoint, and no crash.
+    assert await _checkpoint(urls, sealer, uuid.uuid4()) == []

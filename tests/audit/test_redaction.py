@@ -33,6 +33,8 @@ CORPUS: list[tuple[str, Kind]] = [
     ("ghp_1234567890abcdefghijABCDEFGHIJ123456", Kind.API_KEY),
     ("Bearer abcdefghijklmnopqrstuvwxyz012345", Kind.BEARER),
     ("password=Tr0ub4dor&3", Kind.PASSWORD),
+    ("db_password=hunter2hunter2", Kind.PASSWORD),
+    ('{"client_secret": "s3cr3t-s3cr3t"}', Kind.PASSWORD),
     (
         "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"
         "-----END PRIVATE KEY-----",
@@ -87,6 +89,10 @@ def test_placeholders_keep_what_an_investigator_needs() -> None:
         ("code", True),
         ("otp", True),
         ("Authorization", True),
+        ("clientSecret", True),
+        ("apiKey", True),
+        ("recovery_codes", True),
+        ("secret_key", True),
         ("token_type", False),
         ("reason", False),
         ("error_code", False),

@@ -33,7 +33,7 @@ def recorded(
     with psycopg.connect(libpq(urls.owner)) as conn:
         rows = conn.execute(
             "SELECT body FROM audit_events WHERE tenant_id = %s AND seq > %s "
-            "AND (%s::text IS NULL OR action = %s) ORDER BY seq",
+            "AND (%s::text IS NULL OR audit_action(body) = %s) ORDER BY seq",
             (chain or SYSTEM_TENANT, after, action, action),
         ).fetchall()
     return [json.loads(body) for (body,) in rows]

@@ -161,6 +161,11 @@ def verify_chain(
         wanted = {c.seq for c in checkpoints}
         hashes_at: dict[int, bytes] = {}
         _walk(conn, report, wanted, hashes_at, progress)
+        started = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM audit_chains WHERE tenant = %s)", (tenant,)
+        ).fetchone()
+        if report.events == 0 and started and started[0]:
+            report.add(Problem("missing_events", 1, "the chain was started; no event is left"))
     _check_checkpoints(report, checkpoints, hashes_at)
     return report
 
@@ -332,8 +337,8 @@ def export_events(
             cursor.itersize = FETCH_ROWS
             cursor.execute(
                 "SELECT body, prev_hash, hash FROM audit_events WHERE tenant_id = %(tenant)s "
-                "AND (%(since)s::timestamptz IS NULL OR recorded_at >= %(since)s) "
-                "AND (%(until)s::timestamptz IS NULL OR recorded_at < %(until)s) ORDER BY seq",
+                "AND (%(since)s::timestamptz IS NULL OR audit_time(body) >= %(since)s) "
+                "AND (%(until)s::timestamptz IS NULL OR audit_time(body) < %(until)s) ORDER BY seq",
                 {"tenant": tenant, "since": since, "until": until},
             )
             for body, prev_hash, digest in cursor:

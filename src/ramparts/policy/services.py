@@ -41,10 +41,9 @@ async def request_context(
     session: AsyncSession, principal: Principal, *, ui_client: str = "ramparts-web"
 ) -> RequestContext:
     """The caller's channel (its token's client says UI or API; a service is a service) and
-    its tenant's data region, which the runtime role may read and nothing else of tenants."""
-    region = await session.scalar(
-        text("SELECT ramparts_tenant_region(:tenant)"), {"tenant": principal.tenant_id}
-    )
+    its tenant's data region. `session` is a tenant session of the caller's tenant: the region
+    is all the runtime role may read of it."""
+    region = await session.scalar(text("SELECT ramparts_tenant_region()"))
     if principal.user_id is None:
         channel = Channel.SERVICE
     elif principal.client_id == ui_client:
@@ -78,9 +77,15 @@ class Authorizer:
         context: RequestContext,
         *,
         session: AsyncSession | None = None,
+        deny_apart: bool = True,
     ) -> PolicyDecision:
-        """Decide and record. With `session` the record joins its transaction (record last,
-        before commit); without, it is written on its own, so a denial survives a rollback."""
+        """Decide and record. With `session`, an allow joins that transaction (so it commits
+        with what it allowed) and so does a denial when `deny_apart` is false; otherwise a
+        denial is written on its own, to survive the rollback that follows a refused request.
+
+        A request that goes on after a denial (a bulk call, a filtered list) must pass
+        `deny_apart=False`: once its transaction holds its tenant's chain, a record written
+        apart would wait for that same transaction."""
         decision = self._engine.decide(
             subject_of(principal, context.region), action, resource, context.channel
         )
@@ -96,7 +101,7 @@ class Authorizer:
                 "errors": list(decision.errors),
             },
         )
-        if session is not None:
+        if session is not None and (decision.allowed or not deny_apart):
             await self._audit.record(session, *parts, policy_ids=decision.policy_ids)
         else:
             await self._audit.record_apart(
@@ -110,6 +115,8 @@ class Authorizer:
         action: PolicyAction,
         resources: Sequence[Target],
         context: RequestContext,
+        *,
+        session: AsyncSession,
     ) -> list[Target]:
         """The resources `action` is allowed on, for filtering a listing: decided one by one,
         recorded as one event that counts what was withheld."""
@@ -118,8 +125,8 @@ class Authorizer:
             r for r in resources if self._engine.decide(subject, action, r, context.channel).allowed
         ]
         if len(kept) < len(resources):
-            await self._audit.record_apart(
-                principal.tenant_id,
+            await self._audit.record(
+                session,
                 actor_of(principal),
                 Action.AUTHORIZATION_DECIDED,
                 Resource(resources[0].type, None),

@@ -70,10 +70,13 @@ class QuoteService:
         await self._session.flush()
         return quote
 
-    async def get(self, tenant_id: uuid.UUID, quote_id: uuid.UUID) -> Quote | None:
-        return await self._session.scalar(
-            select(Quote).where(Quote.tenant_id == tenant_id, Quote.id == quote_id)
-        )
+    async def get(
+        self, tenant_id: uuid.UUID, quote_id: uuid.UUID, *, for_update: bool = False
+    ) -> Quote | None:
+        """The quote; `for_update` locks it until the transaction ends, so a status check
+        and the change that depends on it cannot interleave with another request's."""
+        query = select(Quote).where(Quote.tenant_id == tenant_id, Quote.id == quote_id)
+        return await self._session.scalar(query.with_for_update() if for_update else query)
 
     async def find(
         self,

@@ -103,7 +103,7 @@ def _audit_reader(
     async def reader(request: Request) -> Actor:
         principal = await bearer(request)
         tenant = str(principal.tenant_id)
-        async with database.session() as session:
+        async with database.tenant_session(principal.tenant_id) as session:
             context = await request_context(session, principal, ui_client=WEB_CLIENT_ID)
         target = Target("AuditLog", tenant, tenant, "confidential")
         decision = await authorizer.authorize(principal, PolicyAction.AUDIT_READ, target, context)
@@ -127,7 +127,10 @@ async def _sign_checkpoints(checkpointer: Checkpointer) -> None:
 def create_app(settings: Settings, database: Database, sealer: LocalSealer) -> FastAPI:
     """Build the app around a runtime-role `Database`; the app disposes it on shutdown."""
 
-    audit = AuditLog(database, audit_redactor(settings))
+    # Its own small pool for events written apart (refusals), so a request that holds a
+    # connection never waits on the same pool to record why it is refused.
+    audit_database = Database(database.engine.url, pool_size=2)
+    audit = AuditLog(audit_database, audit_redactor(settings))
     checkpointer = Checkpointer(database, sealer)
 
     @asynccontextmanager
@@ -139,6 +142,7 @@ def create_app(settings: Settings, database: Database, sealer: LocalSealer) -> F
             signing.cancel()
             with suppress(asyncio.CancelledError):
                 await signing
+            await audit_database.dispose()
             await database.dispose()
 
     # No Swagger/ReDoc pages: they need inline script and third-party CDNs, which the CSP

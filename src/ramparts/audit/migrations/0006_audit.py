@@ -38,8 +38,9 @@ def upgrade() -> None:
         )
         """,
         # The event as hashed: canonical JSON (sorted keys, no spaces, ASCII), exactly the
-        # bytes that went into `hash = SHA-256(body || prev_hash)`. The query columns are
-        # copies audit_append takes from the body it builds; verification reads only bodies.
+        # bytes that went into `hash = SHA-256(body || prev_hash)`. There is nothing else to
+        # trust: searches read the body through the functions and indexes below, so no
+        # column can say something the verified body does not.
         """
         CREATE TABLE audit_events (
             tenant_id uuid NOT NULL,
@@ -47,16 +48,29 @@ def upgrade() -> None:
             body text NOT NULL CHECK (octet_length(body) <= 262144),
             prev_hash bytea NOT NULL CHECK (octet_length(prev_hash) = 32),
             hash bytea NOT NULL CHECK (octet_length(hash) = 32),
-            recorded_at timestamptz NOT NULL,
-            action text NOT NULL,
-            decision text NOT NULL,
-            actor_id text,
             CONSTRAINT pk_audit_events PRIMARY KEY (tenant_id, seq)
         )
         """,
-        "CREATE INDEX ix_audit_events_time ON audit_events (tenant_id, recorded_at)",
-        "CREATE INDEX ix_audit_events_action ON audit_events (tenant_id, action, seq)",
-        "CREATE INDEX ix_audit_events_actor ON audit_events (tenant_id, actor_id, seq)",
+        # A body begins `{"action":"<tag>","actor":` and ends `"time":"<27 chars>Z"}`
+        # (sorted keys; tags are plain ASCII), so both read without parsing JSON. Immutable
+        # because the time is ISO 8601 in UTC with a `Z`: no DateStyle or TimeZone changes it.
+        """
+        CREATE FUNCTION audit_time(body text) RETURNS timestamptz
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT left(right(body, 29), 27)::timestamptz $$
+        """,
+        """
+        CREATE FUNCTION audit_action(body text) RETURNS text
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT substring(body FROM 12 FOR position('","actor":' IN body) - 12) $$
+        """,
+        f"GRANT EXECUTE ON FUNCTION audit_time(text), audit_action(text) TO {APP_ROLE}",
+        "CREATE INDEX ix_audit_events_time ON audit_events (tenant_id, audit_time(body))",
+        "CREATE INDEX ix_audit_events_action ON audit_events (tenant_id, audit_action(body), seq)",
+        """
+        CREATE INDEX ix_audit_events_actor
+        ON audit_events (tenant_id, ((body::jsonb -> 'actor') ->> 'id'), seq)
+        """,
         # Read only: events are written through audit_append alone, so every stored body,
         # sequence and hash is one the database built itself.
         *tenant_table_sql("audit_events", privileges="SELECT"),
@@ -109,7 +123,6 @@ def upgrade() -> None:
             prev bytea;
             body text;
             parts jsonb;
-            stamp timestamptz;
         BEGIN
             chain := NULLIF(current_setting('app.tenant_id', true), '')::uuid;
             IF chain IS NULL THEN
@@ -124,22 +137,20 @@ def upgrade() -> None:
                 prev := decode(repeat('00', 32), 'hex');
             END IF;
             FOREACH head IN ARRAY heads LOOP
-                -- Parsing also proves the head is one JSON object that sorts before "seq".
+                -- Parsing proves the head is one JSON object whose keys all sort before "seq".
                 parts := (head || '}')::jsonb;
-                IF left(head, 10) <> '{"action":' OR parts ?| ARRAY['seq', 'tenant', 'time']
+                IF left(head, 11) <> '{"action":"' OR parts ?| ARRAY['seq', 'tenant', 'time']
                 THEN
                     RAISE EXCEPTION 'audit_append takes canonical events without their last keys';
                 END IF;
                 event_seq := event_seq + 1;
-                stamp := clock_timestamp();
                 body := head || ',"seq":' || event_seq || ',"tenant":"' || chain || '","time":"'
-                    || to_char(stamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                    || to_char(clock_timestamp() AT TIME ZONE 'UTC',
+                               'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
                     || '"}';
                 digest := sha256(convert_to(body, 'UTF8') || prev);
-                INSERT INTO audit_events (tenant_id, seq, body, prev_hash, hash, recorded_at,
-                                          action, decision, actor_id)
-                    VALUES (chain, event_seq, body, prev, digest, stamp, parts ->> 'action',
-                            parts ->> 'decision', parts -> 'actor' ->> 'id');
+                INSERT INTO audit_events (tenant_id, seq, body, prev_hash, hash)
+                    VALUES (chain, event_seq, body, prev, digest);
                 prev := digest;
                 RETURN NEXT;
             END LOOP;
