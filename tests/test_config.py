@@ -8,8 +8,8 @@ import pytest
 
 from ramparts.config import ConfigError, Settings, load_settings, production_violations
 
-STRONG_KEY = "q8Z2vN4xR7tL1mK9pW3sY6cB0dF5hJ8e"
-STRONG_DB_PASSWORD = "Vq7-Lm2x9Kp4Rt8Zs1"
+STRONG_KEY = "q8Z2vN4xR7tL1mK9pW3sY6cB0dF5hJ8e"  # pragma: allowlist secret
+STRONG_DB_PASSWORD = "Vq7-Lm2x9Kp4Rt8Zs1"  # pragma: allowlist secret
 CLEAN_PROD = {
     "RAMPARTS_PROFILE": "prod",
     "RAMPARTS_APP_DATABASE_URL": f"postgresql://ramparts_app:{STRONG_DB_PASSWORD}@db/ramparts",
@@ -54,7 +54,10 @@ def test_client_certificate_instead_of_password(env: pytest.MonkeyPatch) -> None
         ({"RAMPARTS_SECRET_KEY": None}, "RAMPARTS_SECRET_KEY is not set"),
         ({"RAMPARTS_SECRET_KEY": "changeme"}, "RAMPARTS_SECRET_KEY is a default or weak"),
         ({"RAMPARTS_SECRET_KEY": "a" * 64}, "RAMPARTS_SECRET_KEY is a default or weak"),
-        ({"RAMPARTS_SECRET_KEY": "short-but-random-8Xq"}, "RAMPARTS_SECRET_KEY is a default"),
+        (
+            {"RAMPARTS_SECRET_KEY": "short-but-random-8Xq"},  # pragma: allowlist secret
+            "RAMPARTS_SECRET_KEY is a default",
+        ),
         (
             {"RAMPARTS_APP_DATABASE_URL": "postgresql://ramparts_app:password@db/r"},
             "RAMPARTS_APP_DATABASE_URL has a default or weak password",

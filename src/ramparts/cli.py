@@ -45,6 +45,7 @@ from ramparts.audit.verify import (
 )
 from ramparts.config import ConfigError, Profile, Settings, load_settings
 from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.scanner import scan_paths, tracked_files
 from ramparts.db.engine import (
     Database,
     DatabaseUrls,
@@ -639,6 +640,37 @@ def _print_changes(found: list[Change]) -> None:
             _word(change.new),
         )
     console.print(table)
+
+
+secrets_app = typer.Typer(help="Secret scanning.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("scan")
+def secrets_scan(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files to scan; default: the git checkout here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find credentials (keys, tokens, literal passwords, high-entropy strings); exit 1 on any.
+
+    Findings name the file, line and kind, never the value. A line holding a deliberate fake
+    says `pragma: allowlist secret`."""
+    root = Path.cwd()
+    files = [p.resolve() for p in paths] if paths else tracked_files(root)
+    for path in files:
+        if not path.exists():
+            raise UsageError(f"no such file: {path}")
+    leaks = list(scan_paths(files, root))
+    if as_json:
+        print(json.dumps({"leaks": [leak.__dict__ for leak in leaks], "files": len(files)}))
+    else:
+        for leak in leaks:
+            console.print(str(leak), markup=False)
+        console.print(f"{len(files)} file(s) scanned, {len(leaks)} finding(s)")
+    if leaks:
+        raise typer.Exit(1)
 
 
 def main() -> None:

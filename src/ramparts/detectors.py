@@ -32,6 +32,7 @@ class Kind(StrEnum):
     SSN = "SSN"
     EMAIL = "EMAIL"
     PHONE = "PHONE"
+    HIGH_ENTROPY = "HIGH_ENTROPY"  # found by the secret scanner, not by find_sensitive
 
 
 @dataclass(frozen=True)

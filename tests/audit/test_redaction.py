@@ -25,18 +25,18 @@ CORPUS: list[tuple[str, Kind]] = [
     ("+44 20 7946 0958", Kind.PHONE),
     ("(415) 555-0132", Kind.PHONE),
     (
-        "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEiLCJ0ZW5hbnQiOiJhY21lIn0.c2lnbmF0dXJlLWJ5dGVz",
+        "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEiLCJ0ZW5hbnQiOiJhY21lIn0.c2lnbmF0dXJlLWJ5dGVz",  # pragma: allowlist secret # noqa: E501
         Kind.JWT,
     ),
-    ("sk_live_51HxYzAbCdEfGhIjKlMnOpQr", Kind.API_KEY),
-    ("AKIAIOSFODNN7EXAMPLE", Kind.API_KEY),
-    ("ghp_1234567890abcdefghijABCDEFGHIJ123456", Kind.API_KEY),
-    ("Bearer abcdefghijklmnopqrstuvwxyz012345", Kind.BEARER),
-    ("password=Tr0ub4dor&3", Kind.PASSWORD),
-    ("db_password=hunter2hunter2", Kind.PASSWORD),
-    ('{"client_secret": "s3cr3t-s3cr3t"}', Kind.PASSWORD),
+    ("sk_live_51HxYzAbCdEfGhIjKlMnOpQr", Kind.API_KEY),  # pragma: allowlist secret
+    ("AKIAIOSFODNN7EXAMPLE", Kind.API_KEY),  # pragma: allowlist secret
+    ("ghp_1234567890abcdefghijABCDEFGHIJ123456", Kind.API_KEY),  # pragma: allowlist secret
+    ("Bearer abcdefghijklmnopqrstuvwxyz012345", Kind.BEARER),  # pragma: allowlist secret
+    ("password=Tr0ub4dor&3", Kind.PASSWORD),  # pragma: allowlist secret
+    ("db_password=hunter2hunter2", Kind.PASSWORD),  # pragma: allowlist secret
+    ('{"client_secret": "s3cr3t-s3cr3t"}', Kind.PASSWORD),  # pragma: allowlist secret
     (
-        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"
+        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"  # pragma: allowlist secret # noqa: E501
         "-----END PRIVATE KEY-----",
         Kind.PRIVATE_KEY,
     ),
@@ -109,10 +109,10 @@ async def test_a_corpus_of_pii_events_leaves_no_raw_value_in_the_table(urls: Dat
     database = Database(urls.app, pool_size=1)
     audit = AuditLog(database, TEST_REDACTOR)
     secrets_by_field = {
-        "password": "correct horse battery staple",
+        "password": "correct horse battery staple",  # pragma: allowlist secret
         "otp": "492039",
-        "client_secret": "s3cr3t-value-for-a-client",
-        "refresh_token": "rt.opaque-value-0123456789",
+        "client_secret": "s3cr3t-value-for-a-client",  # pragma: allowlist secret
+        "refresh_token": "rt.opaque-value-0123456789",  # pragma: allowlist secret
     }
     try:
         for raw, _ in CORPUS:

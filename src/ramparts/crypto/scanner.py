@@ -1,0 +1,112 @@
+"""Secret scanning: the function the AI gateway runs over prompts and model output, and the one
+CI runs over the repository (`ramparts secrets scan`).
+
+It reports credentials, not personal data: private keys, JWTs, provider API keys, bearer
+tokens, a secret-named variable or field given a literal value, and long high-entropy
+strings. A finding names its kind and place, never its value. A line that must hold a fake
+secret (a test corpus) says so with `pragma: allowlist secret`, the detect-secrets convention.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ramparts.detectors import Finding, Kind, find_sensitive
+
+__all__ = ["ALLOW_PRAGMA", "Leak", "find_secrets", "scan_paths", "tracked_files"]
+
+ALLOW_PRAGMA = "pragma: allowlist secret"
+#: Files whose long random strings are checksums by design, not secrets.
+CHECKSUM_FILES = ("requirements/*.lock",)
+#: Tracked files and new ones git does not ignore.
+GIT_FILES = ("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+CREDENTIAL_KINDS = {Kind.PRIVATE_KEY, Kind.JWT, Kind.API_KEY, Kind.BEARER}
+
+# `client_secret = "…"`, `"password": "…"`: a literal value (8+ characters, no spaces or
+# template braces) given to a name that says it is a secret, when it looks like one.
+_LITERAL = re.compile(
+    r"(?i)[\w-]*(?:password|passwd|passphrase|secret|api_?key|token)[\w-]*[\"']?\s*[:=]\s*"
+    r"(?P<quote>[\"'])(?P<value>[^\"'\s{}<>$%]{8,})(?P=quote)"
+)
+_QUOTED = re.compile(r"[\"'](?P<value>[A-Za-z0-9+/=_-]{32,})[\"']")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+@dataclass(frozen=True)
+class Leak:
+    path: str
+    line: int
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.kind}"
+
+
+def _entropy(value: str) -> float:
+    counts = Counter(value)
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def _high_entropy(value: str) -> bool:
+    """Random-looking: hex above 3 bits a character, base64 above 4.5."""
+    return _entropy(value) > (3.0 if _HEX.match(value) else 4.5)
+
+
+def _secret_like(value: str) -> bool:
+    """A password or key has digits or looks random; `"identity:token:issued"`, `"PASSWORD"`
+    and `"client_secret_post"` are names, not secrets."""
+    return any(c.isdigit() for c in value) or _entropy(value) > 4.0
+
+
+def find_secrets(text: str) -> list[Finding]:
+    """Credentials in `text`, for the AI gateway (prompts, outputs) and the repository scan."""
+    found = [f for f in find_sensitive(text) if f.kind in CREDENTIAL_KINDS]
+
+    def free(start: int, end: int) -> bool:
+        return not any(start < f.end and f.start < end for f in found)
+
+    for match in _LITERAL.finditer(text):
+        start, end = match.span("value")
+        if free(start, end) and _secret_like(match.group("value")):
+            found.append(Finding(Kind.PASSWORD, start, end, match.group("value")))
+    for match in _QUOTED.finditer(text):
+        start, end = match.span("value")
+        if free(start, end) and _high_entropy(match.group("value")):
+            found.append(Finding(Kind.HIGH_ENTROPY, start, end, match.group("value")))
+    return sorted(found, key=lambda f: f.start)
+
+
+def tracked_files(root: Path) -> list[Path]:
+    """The files git tracks under `root`, and new ones it does not ignore; every file when
+    `root` is not a git checkout."""
+    try:
+        listed = subprocess.run(  # noqa: S603 - a fixed command, no shell
+            ["git", "-C", str(root), *GIT_FILES],  # noqa: S607 - git from PATH
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return [p for p in root.rglob("*") if p.is_file()]
+    return [root / name for name in listed.decode().split("\0") if name]
+
+
+def scan_paths(paths: Iterable[Path], root: Path) -> Iterator[Leak]:
+    for path in paths:
+        relative = path.relative_to(root) if path.is_relative_to(root) else path
+        if any(relative.match(pattern) for pattern in CHECKSUM_FILES):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # binary or unreadable: not source
+        for number, line in enumerate(text.splitlines(), 1):
+            if ALLOW_PRAGMA in line:
+                continue
+            for finding in find_secrets(line):
+                yield Leak(str(relative), number, finding.kind.value)
