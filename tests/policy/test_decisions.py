@@ -189,3 +189,21 @@ def test_a_policy_naming_an_entity_makes_ids_count(tmp_path: Path) -> None:
     bob = Subject("bob", "acme", "eu")
     assert engine.decide(alice, A.QUOTE_READ, target, Channel.UI).allowed
     assert not engine.decide(bob, A.QUOTE_READ, target, Channel.UI).allowed
+
+
+@pytest.mark.parametrize(
+    ("policies", "message"),
+    [
+        ("permit (principal, action, resource);", "has no @id annotation"),
+        (
+            '@id("same")\npermit (principal, action, resource);\n'
+            '@id("same")\nforbid (principal, action, resource);',
+            "duplicate policy @id: same",
+        ),
+    ],
+)
+def test_every_policy_has_one_unique_id(policies: str, message: str) -> None:
+    from ramparts.policy.engine import POLICY_DIR, PolicyError  # noqa: PLC0415
+
+    with pytest.raises(PolicyError, match=message):
+        PolicyEngine(policies, (POLICY_DIR / "schema.cedarschema").read_text())

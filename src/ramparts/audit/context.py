@@ -11,27 +11,27 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["RequestContext", "current_request", "serving"]
+__all__ = ["ServedRequest", "current_request", "serving"]
 
 MAX_USER_AGENT = 256
 
 
 @dataclass(frozen=True)
-class RequestContext:
+class ServedRequest:
     ip: str | None
     user_agent: str | None
 
 
-_current: ContextVar[RequestContext | None] = ContextVar("ramparts_request", default=None)
+_current: ContextVar[ServedRequest | None] = ContextVar("ramparts_request", default=None)
 
 
-def current_request() -> RequestContext | None:
+def current_request() -> ServedRequest | None:
     return _current.get()
 
 
 @contextmanager
-def serving(ip: str | None, user_agent: str | None) -> Iterator[RequestContext]:
-    context = RequestContext(ip=ip, user_agent=user_agent[:MAX_USER_AGENT] if user_agent else None)
+def serving(ip: str | None, user_agent: str | None) -> Iterator[ServedRequest]:
+    context = ServedRequest(ip=ip, user_agent=user_agent[:MAX_USER_AGENT] if user_agent else None)
     token = _current.set(context)
     try:
         yield context

@@ -9,8 +9,7 @@ name a decision reports (and the audit trail records) for the policies that dete
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -242,12 +241,7 @@ def _annotated_ids(parsed: dict[str, Any]) -> dict[str, str]:
         if not annotation:
             raise PolicyError(f"policy {generated} has no @id annotation")
         names[generated] = annotation
-    duplicates = _duplicates(names.values())
+    duplicates = sorted(name for name, n in Counter(names.values()).items() if n > 1)
     if duplicates:
         raise PolicyError(f"duplicate policy @id: {', '.join(duplicates)}")
     return names
-
-
-def _duplicates(values: Iterable[str]) -> Sequence[str]:
-    seen: set[str] = set()
-    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
