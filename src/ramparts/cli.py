@@ -551,7 +551,7 @@ def audit_export(
 
 
 policy_app = typer.Typer(
-    help="Authorization policies (Cedar): validate, diff.", no_args_is_help=True
+    help="Authorization policies (Cedar): validate, diff, snapshot.", no_args_is_help=True
 )
 app.add_typer(policy_app, name="policy")
 
