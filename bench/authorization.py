@@ -9,7 +9,6 @@ equivalent RBAC-with-domains model (roles per tenant, no sensitivity, MFA or cha
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import casbin
 import cedarpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import print_report
 
 from ramparts.policy.engine import (
     POLICY_DIR,
@@ -130,11 +131,7 @@ def main() -> None:
             ),
         }
     report["goal_decide_p50_le_50us"] = report["decide_p50_us (API path)"] <= 50
-    if args.json:
-        print(json.dumps(report))
-        return
-    for name, value in report.items():
-        print(f"{name:40} {value}")
+    print_report(report, as_json=args.json)
 
 
 if __name__ == "__main__":

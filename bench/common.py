@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -41,3 +43,13 @@ def database(stack: ExitStack) -> DatabaseUrls:
     urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
     upgrade(urls)
     return urls
+
+
+def print_report(report: dict[str, Any], *, as_json: bool) -> None:
+    """One JSON object with --json, else one aligned line per measure."""
+    if as_json:
+        print(json.dumps(report))
+        return
+    width = max(map(len, report)) + 2
+    for name, value in report.items():
+        print(f"{name:{width}} {value}")

@@ -4,7 +4,6 @@ core with the data key cached, beside raw AES-256-GCM from `cryptography` in the
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import print_report
 
 from ramparts.crypto.fields import DataKey, FieldCipher
 
@@ -59,11 +60,7 @@ def main() -> None:
         "goal_100k_per_s": fields >= 100_000,
         "goal_ratio_0_5": fields / baseline >= 0.5,
     }
-    if args.json:
-        print(json.dumps(report))
-        return
-    for name, value in report.items():
-        print(f"{name:24} {value}")
+    print_report(report, as_json=args.json)
 
 
 if __name__ == "__main__":

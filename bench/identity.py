@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import statistics
 import sys
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import database
+from bench.common import database, print_report
 from tests.identity.helpers import OVERLAP, obtain_tokens, provision
 from tests.live import Servers
 
@@ -132,11 +131,7 @@ def main() -> None:
         "login_goal_met": p50 <= 150,
         "login_samples": len(latencies),
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for name, value in report.items():
-            print(f"{name:40} {value}")
+    print_report(report, as_json=args.json)
 
 
 def _time_ms(work: object) -> float:

@@ -24,6 +24,7 @@ from ramparts.policy.engine import (
     Subject,
     Target,
 )
+from ramparts.problems import Problem
 
 __all__ = ["Authorizer", "RequestContext", "request_context", "subject_of"]
 
@@ -38,7 +39,7 @@ class RequestContext:
 
 
 async def request_context(
-    session: AsyncSession, principal: Principal, *, ui_client: str = "ramparts-web"
+    session: AsyncSession, principal: Principal, *, ui_client: str
 ) -> RequestContext:
     """The caller's channel (its token's client says UI or API; a service is a service) and
     its tenant's data region. `session` is a tenant session of the caller's tenant: the region
@@ -107,6 +108,22 @@ class Authorizer:
             await self._audit.record_apart(
                 principal.tenant_id, *parts, policy_ids=decision.policy_ids
             )
+        return decision
+
+    async def require(
+        self,
+        principal: Principal,
+        action: PolicyAction,
+        resource: Target,
+        context: RequestContext,
+        *,
+        session: AsyncSession | None = None,
+        detail: str | None = None,
+    ) -> PolicyDecision:
+        """`authorize`, answering a denial with a 403 problem."""
+        decision = await self.authorize(principal, action, resource, context, session=session)
+        if not decision.allowed:
+            raise Problem(403, "forbidden", "Forbidden", detail or f"{action} is not allowed here")
         return decision
 
     async def permitted(

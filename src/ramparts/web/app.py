@@ -31,7 +31,6 @@ from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp, build_router
 from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
 from ramparts.policy.services import Authorizer, request_context
-from ramparts.problems import Problem
 from ramparts.quotes import views as quote_views
 from ramparts.routes import declares
 from ramparts.web import health, pages
@@ -106,9 +105,13 @@ def _audit_reader(
         async with database.tenant_session(principal.tenant_id) as session:
             context = await request_context(session, principal, ui_client=WEB_CLIENT_ID)
         target = Target("AuditLog", tenant, tenant, "confidential")
-        decision = await authorizer.authorize(principal, PolicyAction.AUDIT_READ, target, context)
-        if not decision.allowed:
-            raise Problem(403, "forbidden", "Forbidden", "reading the audit trail needs admin")
+        await authorizer.require(
+            principal,
+            PolicyAction.AUDIT_READ,
+            target,
+            context,
+            detail="reading the audit trail needs admin",
+        )
         return actor_of(principal)
 
     return reader
