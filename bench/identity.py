@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
 import sys
 import time
@@ -12,6 +11,7 @@ import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,9 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import database, print_report
 from tests.identity.helpers import OVERLAP, obtain_tokens, provision
-from tests.live import Servers
+from tests.live import Servers, temporary_kms
 
-from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database
 from ramparts.identity.keys import load_key_ring
 from ramparts.identity.passwords import HASHER
@@ -44,13 +43,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--logins", type=int, default=40, help="login samples")
     args = parser.parse_args()
-    sealer = LocalSealer(secrets.token_bytes(32))
     with ExitStack() as stack:
+        kms = temporary_kms(Path(stack.enter_context(TemporaryDirectory())))
         urls = database(stack)
-        servers = Servers(urls, sealer)
+        servers = Servers(urls, kms)
         stack.callback(servers.stop)
         server = servers.start()
-        accounts = [provision(urls, sealer) for _ in range(args.logins)]
+        accounts = [provision(urls, kms) for _ in range(args.logins)]
 
         # Login + TOTP + code exchange, end to end over HTTP (fresh user each: codes are
         # single use).
@@ -77,7 +76,7 @@ def main() -> None:
         # Warm: the API path, where a client presents the same token on every request.
         verify_rate = rate(lambda: verifier.verify(access, key_ring))
         # Cold: every token new, so every call checks a signature.
-        issuer = TokenIssuer(issuer=base, audience=f"{base}/api", access_seconds=600, sealer=sealer)
+        issuer = TokenIssuer(issuer=base, audience=f"{base}/api", access_seconds=600, kms=kms)
         fresh = [
             issuer.access_token(
                 key_ring,

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from ramparts.crypto.keystore import LocalKms, default_key_file
 from ramparts.db.embedded import embedded_postgres
 from ramparts.db.engine import DatabaseUrls, derive_app_url, libpq
 from ramparts.db.migrate import upgrade
@@ -85,12 +86,29 @@ def cli_env(home: Path, **overrides: str) -> dict[str, str]:
     """Environment for running the `ramparts` CLI: no inherited RAMPARTS_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
     env["RAMPARTS_HOME"] = str(home)
+    # The local KMS's generated key file goes here, not into the user's ~/.config.
+    env["XDG_CONFIG_HOME"] = str(home) + "-config"
     env.update(overrides)
     return env
 
 
-# Live-server fixtures, defined once here so every directory shares one session `sealer` (the
-# key that seals what the servers read, such as signing keys in the shared database).
-from tests.live import client, free_port, sealer, serve_app, serve_module_app  # noqa: E402
+def cli_kms(home: Path) -> LocalKms:
+    """The same local KMS a CLI run with `cli_env(home)` opens."""
+    key_file = default_key_file(home, config_home=Path(str(home) + "-config"))
+    return LocalKms(home / "keys" / "keystore.json", key_file=key_file, create_key_file=True)
 
-__all__ = ["cli_env", "client", "free_port", "libpq", "sealer", "serve_app", "serve_module_app"]
+
+# Live-server fixtures, defined once here so every directory shares one session `kms` (which
+# wraps what the servers read, such as signing keys in the shared database).
+from tests.live import client, free_port, kms, serve_app, serve_module_app  # noqa: E402
+
+__all__ = [
+    "cli_env",
+    "cli_kms",
+    "client",
+    "free_port",
+    "kms",
+    "libpq",
+    "serve_app",
+    "serve_module_app",
+]

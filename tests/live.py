@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +15,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from ramparts.config import Settings
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.keystore import LocalKms
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.web.app import create_app
 
@@ -59,17 +61,22 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def sealer() -> LocalSealer:
-    """The sealing key the live servers use, so tests can provision what they will read."""
-    return LocalSealer(secrets.token_bytes(32))
+def kms(tmp_path_factory: pytest.TempPathFactory) -> Kms:
+    """The KMS the live servers use, so tests can provision what they will read."""
+    return temporary_kms(tmp_path_factory.mktemp("kms"))
+
+
+def temporary_kms(directory: Path) -> LocalKms:
+    """A local keystore in `directory` with its key file beside it (never in the checkout)."""
+    return LocalKms(directory / "keystore.json", key_file=directory / "kek", create_key_file=True)
 
 
 class Servers:
     """Starts live apps on demand and stops them all at the end."""
 
-    def __init__(self, urls: DatabaseUrls, sealer: LocalSealer) -> None:
+    def __init__(self, urls: DatabaseUrls, kms: Kms) -> None:
         self.urls = urls
-        self.sealer = sealer
+        self.kms = kms
         self.running: list[LiveServer] = []
 
     def start(
@@ -94,7 +101,7 @@ class Servers:
             }
         )
         database = Database((database_urls or self.urls).app, pool_size=2)
-        app = create_app(settings, database, self.sealer)
+        app = create_app(settings, database, self.kms)
         if app_hook is not None:
             app_hook(app)
         live = LiveServer(app, port, host)
@@ -107,17 +114,15 @@ class Servers:
 
 
 @pytest.fixture
-def serve_app(urls: DatabaseUrls, sealer: LocalSealer) -> Iterator[Callable[..., httpx.Client]]:
-    servers = Servers(urls, sealer)
+def serve_app(urls: DatabaseUrls, kms: Kms) -> Iterator[Callable[..., httpx.Client]]:
+    servers = Servers(urls, kms)
     yield servers.start
     servers.stop()
 
 
 @pytest.fixture(scope="module")
-def serve_module_app(
-    urls: DatabaseUrls, sealer: LocalSealer
-) -> Iterator[Callable[..., httpx.Client]]:
-    servers = Servers(urls, sealer)
+def serve_module_app(urls: DatabaseUrls, kms: Kms) -> Iterator[Callable[..., httpx.Client]]:
+    servers = Servers(urls, kms)
     yield servers.start
     servers.stop()
 

@@ -26,7 +26,7 @@ from ramparts.db.migrate import head_revision
 from tests.certs import certificate, write_pem
 from tests.conftest import cli_env, free_port, libpq
 from tests.identity.helpers import Account, bearer, code_from, exchange_code, log_in, pkce_pair
-from tests.test_config import STRONG_DB_PASSWORD, STRONG_KEY
+from tests.test_config import STRONG_DB_PASSWORD, STRONG_KEY, VAULT_TOKEN
 
 HEAD = head_revision()
 RAMPARTS = str(Path(sys.executable).with_name("ramparts"))
@@ -118,6 +118,72 @@ def test_keys_rotate(tmp_path: Path, make_database: Callable[..., DatabaseUrls])
     assert report["retired"] == []
 
 
+def test_tenant_keys_rotate_reencrypt_and_shred(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database()
+    env = owner_env(tmp_path, urls)
+    assert run("seed-demo", env=env).returncode == 0
+
+    def versions() -> list[int]:
+        with psycopg.connect(libpq(urls.owner)) as conn:
+            return sorted(
+                row[0]
+                for row in conn.execute(
+                    "SELECT ramparts_sealed_version(sealed_secret) FROM totp_credentials "
+                    "JOIN tenants ON tenants.id = tenant_id WHERE slug = 'acme'"
+                )
+            )
+
+    assert versions() == [1] * 5
+    rotated = run("keys", "rotate", "--tenant", "acme", "--json", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout) == {
+        "tenant": "acme",
+        "data_key_version": 2,
+        "reencrypted": 5,
+    }
+    assert versions() == [2] * 5
+    again = run("keys", "reencrypt", "--tenant", "acme", "--json", env=env)
+    assert json.loads(again.stdout) == {"tenant": "acme", "reencrypted": 0}
+
+    kms = run("keys", "rotate", "--tenant", "acme", "--kms", "--json", env=env)
+    assert kms.returncode == 0, kms.stderr
+    report = json.loads(kms.stdout)
+    assert report["kms_key"].endswith(":v2")
+    assert report["rewrapped"] == 2  # data keys v1 and v2
+    assert run("keys", "rotate", "--kms", "--json", env=env).returncode == 0  # the system key
+
+    refused = run("tenants", "delete", "acme", env=env)
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    deleted = run("tenants", "delete", "acme", "--yes", "--json", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["data_keys_shredded"] == 2
+    assert versions() == []
+    missing = run("keys", "rotate", "--tenant", "acme", env=env)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "ramparts: error: no tenant 'acme'"
+    # The other tenant, and logins' signing keys, are untouched.
+    assert run("keys", "rotate", "--tenant", "globex", env=env).returncode == 0
+    assert run("keys", "rotate", env=env).returncode == 0
+
+
+def test_a_keystore_opened_with_the_wrong_passphrase_is_one_clear_error(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database(migrate=False)
+    env = owner_env(tmp_path, urls, RAMPARTS_KMS_PASSPHRASE="correct horse battery staple")
+    assert run("migrate", env=env).returncode == 0
+    wrong = owner_env(tmp_path, urls, RAMPARTS_KMS_PASSPHRASE="wrong horse battery staple")
+    result = run("keys", "rotate", "--kms", env=wrong)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("ramparts: error: the KMS passphrase or key file does not open")
+    assert "horse" not in result.stderr
+
+
 def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
     tmp_path: Path, make_database: Callable[..., DatabaseUrls]
 ) -> None:
@@ -196,6 +262,8 @@ def prod_env(home: Path, urls: DatabaseUrls) -> dict[str, str]:
         RAMPARTS_APP_DATABASE_URL=app_url,
         RAMPARTS_SECRET_KEY=STRONG_KEY,
         RAMPARTS_KMS_BACKEND="vault",
+        RAMPARTS_VAULT_URL="https://vault.example.com:8200",
+        RAMPARTS_VAULT_TOKEN=VAULT_TOKEN,
         RAMPARTS_PSP="stripe",
         RAMPARTS_PUBLIC_URL="https://ramparts.example.com",
     )

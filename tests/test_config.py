@@ -10,11 +10,14 @@ from ramparts.config import ConfigError, Settings, load_settings, production_vio
 
 STRONG_KEY = "q8Z2vN4xR7tL1mK9pW3sY6cB0dF5hJ8e"  # pragma: allowlist secret
 STRONG_DB_PASSWORD = "Vq7-Lm2x9Kp4Rt8Zs1"  # pragma: allowlist secret
+VAULT_TOKEN = "hvs.CAESIJ1vYXVsdC10b2tlbi1mb3ItdGVzdHM"  # pragma: allowlist secret
 CLEAN_PROD = {
     "RAMPARTS_PROFILE": "prod",
     "RAMPARTS_APP_DATABASE_URL": f"postgresql://ramparts_app:{STRONG_DB_PASSWORD}@db/ramparts",
     "RAMPARTS_SECRET_KEY": STRONG_KEY,
     "RAMPARTS_KMS_BACKEND": "vault",
+    "RAMPARTS_VAULT_URL": "https://vault.example.com:8200",
+    "RAMPARTS_VAULT_TOKEN": VAULT_TOKEN,
     "RAMPARTS_PSP": "stripe",
     "RAMPARTS_CORS_ORIGINS": "https://app.example.com",
     "RAMPARTS_PUBLIC_URL": "https://ramparts.example.com",
@@ -70,6 +73,10 @@ def test_client_certificate_instead_of_password(env: pytest.MonkeyPatch) -> None
         ({"RAMPARTS_REDIS_URL": "redis://:redis@127.0.0.1/0"}, "RAMPARTS_REDIS_URL has no pass"),
         ({"RAMPARTS_DEBUG": "true"}, "debug is on"),
         ({"RAMPARTS_KMS_BACKEND": "local"}, "local KMS keystore"),
+        (
+            {"RAMPARTS_VAULT_URL": "http://vault.example.com:8200"},
+            "RAMPARTS_VAULT_URL is not https",
+        ),
         ({"RAMPARTS_PSP": "sandbox"}, "sandbox PSP"),
         ({"RAMPARTS_CORS_ORIGINS": "https://app.example.com,*"}, "CORS wildcard"),
         ({"RAMPARTS_CORS_ORIGINS": "http://app.example.com"}, "CORS origin over plain http"),
@@ -138,6 +145,8 @@ def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
         ("RAMPARTS_DEBUG", "maybe", "RAMPARTS_DEBUG: Input should be a valid boolean"),
         ("RAMPARTS_ACCESS_TOKEN_SECONDS", "3600", "RAMPARTS_ACCESS_TOKEN_SECONDS: Input should be"),
         ("RAMPARTS_PUBLIC_URL", "ramparts.example", "RAMPARTS_PUBLIC_URL: must be an http(s)"),
+        ("RAMPARTS_VAULT_URL", "vault:8200", "RAMPARTS_VAULT_URL: must be an http(s) URL"),
+        ("RAMPARTS_VAULT_PREFIX", "Ramparts/x", "RAMPARTS_VAULT_PREFIX: String should match"),
     ],
 )
 def test_malformed_setting_names_the_variable(
@@ -150,11 +159,55 @@ def test_malformed_setting_names_the_variable(
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"RAMPARTS_KMS_BACKEND": "vault"}, "RAMPARTS_VAULT_URL is required"),
+        (
+            {"RAMPARTS_KMS_BACKEND": "vault", "RAMPARTS_VAULT_URL": "https://v.example"},
+            "Vault login: set RAMPARTS_VAULT_TOKEN, or",
+        ),
+        (
+            {
+                "RAMPARTS_KMS_BACKEND": "vault",
+                "RAMPARTS_VAULT_URL": "https://v.example",
+                "RAMPARTS_VAULT_TOKEN": VAULT_TOKEN,
+                "RAMPARTS_VAULT_ROLE_ID": "ramparts",
+                "RAMPARTS_VAULT_SECRET_ID": VAULT_TOKEN,
+            },
+            "Vault login: set RAMPARTS_VAULT_TOKEN, or",
+        ),
+        (
+            {"RAMPARTS_KMS_PASSPHRASE": STRONG_KEY, "RAMPARTS_KMS_KEY_FILE": "/etc/kek"},
+            "RAMPARTS_KMS_PASSPHRASE and RAMPARTS_KMS_KEY_FILE: set one, not both",
+        ),
+    ],
+)
+def test_kms_settings_must_be_complete(
+    env: pytest.MonkeyPatch, values: dict[str, str], message: str
+) -> None:
+    for name, value in values.items():
+        env.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(message)
+    assert VAULT_TOKEN not in str(caught.value)
+    assert STRONG_KEY not in str(caught.value)
+
+
 def test_secrets_are_masked(env: pytest.MonkeyPatch) -> None:
-    settings = settings_from(env, CLEAN_PROD)
+    settings = settings_from(
+        env,
+        {
+            **CLEAN_PROD,
+            "RAMPARTS_VAULT_TOKEN": VAULT_TOKEN,
+            "RAMPARTS_KMS_PASSPHRASE": STRONG_DB_PASSWORD,
+        },
+    )
     shown = repr(settings) + str(settings) + settings.model_dump_json()
     assert STRONG_KEY not in shown
     assert STRONG_DB_PASSWORD not in shown
+    assert VAULT_TOKEN not in shown
 
 
 def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from ramparts.config import Settings
-from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.policy.engine import PolicyAction
 from ramparts.routes import ACTION_KEY, Exempt
 from ramparts.web.app import create_app
+from tests.live import temporary_kms
 
 SELF_SERVICE = ("/api/me/", "/oauth/userinfo")
 
@@ -30,10 +31,10 @@ def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
 
 
 @pytest.mark.anyio
-async def test_every_route_declares_its_action(urls: DatabaseUrls) -> None:
+async def test_every_route_declares_its_action(urls: DatabaseUrls, tmp_path: Path) -> None:
     database = Database(urls.app, pool_size=1)
     settings = Settings(home="/nonexistent", secret_key=secrets.token_urlsafe(32))  # type: ignore[arg-type]
-    app = create_app(settings, database, LocalSealer(secrets.token_bytes(32)))
+    app = create_app(settings, database, temporary_kms(tmp_path))
     await database.dispose()
     routes = list(api_routes(app.routes))
     assert len(routes) > 20

@@ -44,7 +44,9 @@ from ramparts.audit.verify import (
     verify_chain,
 )
 from ramparts.config import ConfigError, Profile, Settings, load_settings
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.backends import open_kms
+from ramparts.crypto.keys import KeyShreddedError
+from ramparts.crypto.kms import SYSTEM_KEY, KmsError
 from ramparts.crypto.scanner import scan_paths, tracked_files
 from ramparts.db.engine import (
     Database,
@@ -117,7 +119,7 @@ def _audit(settings: Settings, owner: Database) -> AuditLog:
 
 
 def _provisioning(settings: Settings, owner: Database) -> Provisioning:
-    return Provisioning(owner, LocalSealer.from_home(settings.home), _audit(settings, owner))
+    return Provisioning(owner, open_kms(settings), _audit(settings, owner))
 
 
 def _migrate(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
@@ -126,9 +128,10 @@ def _migrate(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
     before, after = upgrade(urls)
 
     async def bootstrap(owner: Database) -> str | None:
-        provisioning = _provisioning(settings, owner)
+        kms = open_kms(settings)
+        provisioning = Provisioning(owner, kms, _audit(settings, owner))
         async with owner.session() as session:
-            await ensure_audit_key(session, LocalSealer.from_home(settings.home))
+            await ensure_audit_key(session, kms)
         redirect = web_client_redirect_uri(settings.public_url)
         await provisioning.ensure_public_client(
             client_id=WEB_CLIENT_ID,
@@ -153,7 +156,7 @@ def _seed(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
     async def seed(owner: Database) -> dict[str, Any]:
         return await seed_demo(
             owner,
-            LocalSealer.from_home(settings.home),
+            open_kms(settings),
             _audit(settings, owner),
             public_url=settings.public_url,
         )
@@ -250,29 +253,138 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
         serve(settings, urls, host=host, port=port)
 
 
-keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Token signing keys, tenant data keys and KMS keys.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
+OptionalTenant = Annotated[
+    str | None, typer.Option("--tenant", help="Tenant slug: rotate its data key.")
+]
 
 
 @keys_app.command("rotate")
-def keys_rotate(as_json: JsonOption = False) -> None:
-    """Make a new current signing key; predecessors stay published for the overlap window."""
+def keys_rotate(
+    tenant: OptionalTenant = None,
+    kms: Annotated[
+        bool, typer.Option("--kms", help="Rotate the KMS key (the tenant's, or the system key).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Without options: a new token signing key (predecessors stay published for the overlap
+    window). With --tenant: a new data key version for the tenant, then every sealed field
+    re-encrypted under it (resumable: `keys reencrypt`). With --kms: a new KMS key version,
+    and the tenant's data keys re-wrapped under it."""
     settings = load_settings()
+    if kms and tenant is None:
+        key = open_kms(settings).rotate(SYSTEM_KEY)
+        _report({"kms_key": key}, as_json, f"system KMS key now [bold]{key}[/]")
+    elif kms and tenant is not None:
 
-    async def rotate(owner: Database) -> dict[str, Any]:
-        return await _provisioning(settings, owner).rotate_signing_key(
-            overlap=overlap_for(settings.access_token_seconds)
+        async def rotate_kms(provisioning: Provisioning, record: TenantRecord) -> dict[str, Any]:
+            return await provisioning.rotate_kms_key(record)
+
+        result = _owned_tenant(settings, rotate_kms, tenant)
+        _report(
+            result,
+            as_json,
+            f"KMS key of {tenant} now [bold]{result['kms_key']}[/]; "
+            f"{result['rewrapped']} data key(s) re-wrapped",
+        )
+    elif tenant is not None:
+
+        async def rotate_data(provisioning: Provisioning, record: TenantRecord) -> dict[str, Any]:
+            version = await provisioning.rotate_data_key(record)
+            done = await _reencrypt_with_bar(provisioning, record, as_json)
+            return {"tenant": record.slug, "data_key_version": version, "reencrypted": done}
+
+        result = _owned_tenant(settings, rotate_data, tenant)
+        _report(
+            result,
+            as_json,
+            f"data key of {tenant} now version [bold]{result['data_key_version']}[/]; "
+            f"{result['reencrypted']} field(s) re-encrypted",
+        )
+    else:
+
+        async def rotate_signing(owner: Database) -> dict[str, Any]:
+            return await _provisioning(settings, owner).rotate_signing_key(
+                overlap=overlap_for(settings.access_token_seconds)
+            )
+
+        with open_database(settings) as urls:
+            result = asyncio.run(_with_owner(urls, rotate_signing))
+        _report(
+            result,
+            as_json,
+            f"current signing key [bold]{result['kid']}[/]; "
+            f"published: {', '.join(result['published'])}",
         )
 
-    with open_database(settings) as urls:
-        result = asyncio.run(_with_owner(urls, rotate))
+
+@keys_app.command("reencrypt")
+def keys_reencrypt(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant slug.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Re-encrypt the tenant's sealed fields still under an older data key version: finishes
+    an interrupted `keys rotate --tenant`; a no-op when nothing is left."""
+    settings = load_settings()
+
+    async def run(provisioning: Provisioning, record: TenantRecord) -> dict[str, Any]:
+        return {
+            "tenant": record.slug,
+            "reencrypted": await _reencrypt_with_bar(provisioning, record, as_json),
+        }
+
+    result = _owned_tenant(settings, run, tenant)
+    _report(result, as_json, f"{result['reencrypted']} field(s) re-encrypted")
+
+
+async def _reencrypt_with_bar(provisioning: Provisioning, record: TenantRecord, quiet: bool) -> int:
+    with Progress(console=Console(stderr=True), transient=True, disable=quiet) as bar:
+        task = bar.add_task(f"re-encrypting {record.slug}", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return await provisioning.reencrypt(record, progress=advance)
+
+
+def _report(result: dict[str, Any], as_json: bool, line: str) -> None:
     if as_json:
         print(json.dumps(result))
     else:
-        console.print(
-            f"current signing key [bold]{result['kid']}[/]; "
-            f"published: {', '.join(result['published'])}"
-        )
+        console.print(line)
+
+
+tenants_app = typer.Typer(help="Tenants.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+
+
+@tenants_app.command("delete")
+def tenants_delete(
+    slug: Annotated[str, typer.Argument(help="Tenant slug.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: this cannot be undone, even from a backup.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a tenant and crypto-shred it: its KMS key and data keys are destroyed, so its
+    encrypted fields stay unreadable in every backup. The audit trail is kept."""
+    if not yes:
+        raise UsageError(f"deleting {slug!r} destroys its keys for good: add --yes to confirm")
+    settings = load_settings()
+
+    async def delete(provisioning: Provisioning, record: TenantRecord) -> dict[str, Any]:
+        shredded = await provisioning.delete_tenant(record)
+        return {"tenant": record.slug, "id": str(record.id), "data_keys_shredded": shredded}
+
+    result = _owned_tenant(settings, delete, slug)
+    _report(
+        result,
+        as_json,
+        f"tenant {slug} deleted; {result['data_keys_shredded']} data key(s) shredded",
+    )
 
 
 clients_app = typer.Typer(help="Service clients (private_key_jwt or mTLS).", no_args_is_help=True)
@@ -503,7 +615,7 @@ def audit_checkpoint(tenant: TenantOption = None, as_json: JsonOption = False) -
             chains = None if tenant is None else _chains(conn, tenant)
 
         async def sign(owner: Database) -> list[Checkpoint]:
-            checkpointer = Checkpointer(owner, LocalSealer.from_home(settings.home))
+            checkpointer = Checkpointer(owner, open_kms(settings))
             if chains is None:
                 return await checkpointer.sign_all()
             return [c for chain in chains for c in await checkpointer.sign_all(chain)]
@@ -682,6 +794,8 @@ def main() -> None:
         app()
     except (ConfigError, UsageError, OwnerRequiredError, ValueError) as exc:
         _fail(str(exc), 2)
+    except (KmsError, KeyShreddedError) as exc:
+        _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
         _fail(str(exc), 3)
     except (

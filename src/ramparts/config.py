@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -107,6 +108,18 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     max_body_bytes: int = Field(default=1_048_576, gt=0, le=64 * 1_048_576)
     kms_backend: KmsBackend = KmsBackend.LOCAL
+    # The local keystore's key-encryption key: a passphrase, or a file outside the checkout.
+    # Neither -> a generated key file in the user's config directory (dev and stage).
+    kms_passphrase: SecretStr | None = None
+    kms_key_file: Path | None = None
+    vault_url: str | None = None
+    vault_token: SecretStr | None = None
+    vault_role_id: str | None = None
+    vault_secret_id: SecretStr | None = None
+    vault_ca_file: Path | None = None
+    vault_prefix: str = Field(default="ramparts", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    vault_transit_mount: str = "transit"
+    vault_kv_mount: str = "secret"
     psp: PspBackend = PspBackend.SANDBOX
     hsts_max_age: int = Field(default=63_072_000, ge=0)
     # The OIDC issuer and the base of every absolute URL we hand out.
@@ -175,6 +188,31 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be 'offline', 'openai:<model>' or 'scripted:<file>'")
 
+    @field_validator("vault_url")
+    @classmethod
+    def _vault_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+            raise ValueError("must be an http(s) URL, e.g. https://vault.example:8200")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_kms_login(self) -> Settings:
+        if self.kms_passphrase is not None and self.kms_key_file is not None:
+            raise ValueError("RAMPARTS_KMS_PASSPHRASE and RAMPARTS_KMS_KEY_FILE: set one, not both")
+        if self.kms_backend is KmsBackend.VAULT:
+            if self.vault_url is None:
+                raise ValueError("RAMPARTS_VAULT_URL is required with RAMPARTS_KMS_BACKEND=vault")
+            approle = self.vault_role_id is not None and self.vault_secret_id is not None
+            if (self.vault_token is not None) == approle:
+                raise ValueError(
+                    "Vault login: set RAMPARTS_VAULT_TOKEN, or RAMPARTS_VAULT_ROLE_ID and "
+                    "RAMPARTS_VAULT_SECRET_ID (one of the two)"
+                )
+        return self
+
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None and self.app_database_url is None
@@ -209,7 +247,7 @@ def _describe(exc: ValidationError) -> str:
         field = str(error["loc"][0]) if error["loc"] else ""
         name = f"RAMPARTS_{field.upper()}" if field else "settings"
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{name}: {message}")
+        problems.append(f"{name}: {message}" if field else message)
     return "; ".join(problems)
 
 
@@ -258,6 +296,8 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
         violations.append("debug is on (RAMPARTS_DEBUG)")
     if settings.kms_backend is KmsBackend.LOCAL:
         violations.append("local KMS keystore (set RAMPARTS_KMS_BACKEND=vault)")
+    elif settings.vault_url is not None and not settings.vault_url.startswith("https://"):
+        violations.append("RAMPARTS_VAULT_URL is not https")
     if settings.psp is PspBackend.SANDBOX:
         violations.append("sandbox PSP (set RAMPARTS_PSP=stripe)")
     if settings.cors_wildcard:

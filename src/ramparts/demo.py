@@ -13,7 +13,7 @@ import pyotp
 from sqlalchemy import func, select
 
 from ramparts.audit.services import AuditLog
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database
 from ramparts.identity.models import Role, User
 from ramparts.identity.passwords import generate_password
@@ -52,10 +52,10 @@ SAMPLE_QUOTES = (
 
 
 async def seed_demo(
-    owner_db: Database, sealer: LocalSealer, audit: AuditLog, *, public_url: str
+    owner_db: Database, kms: Kms, audit: AuditLog, *, public_url: str
 ) -> dict[str, Any]:
     """Create or refresh the demo data and return the credentials report."""
-    provisioning = Provisioning(owner_db, sealer, audit)
+    provisioning = Provisioning(owner_db, kms, audit)
     tenants: list[dict[str, Any]] = []
     users: list[dict[str, Any]] = []
     for slug, name, region in DEMO_TENANTS:

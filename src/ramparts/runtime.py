@@ -10,7 +10,7 @@ import uvicorn
 from sqlalchemy.engine import URL
 
 from ramparts.config import Profile, Settings, production_violations
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.backends import open_kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import demo_data_present
 from ramparts.logs import configure_logging
@@ -81,7 +81,7 @@ def serve(
             "http": ClientCertificateProtocol,
         }
     config = uvicorn.Config(
-        create_app(settings, Database(urls.app), LocalSealer.from_home(settings.home)),
+        create_app(settings, Database(urls.app), open_kms(settings)),
         host=host,
         port=port,
         server_header=False,

@@ -18,7 +18,7 @@ from ramparts.audit.chain import GENESIS, event_hash
 from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog, Checkpointer, ensure_audit_key
 from ramparts.audit.verify import ChainReport, load_checkpoints, verify_chain
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls, libpq
 from tests.identity.helpers import TEST_REDACTOR
 
@@ -42,13 +42,13 @@ async def _write(urls: DatabaseUrls, tenant: uuid.UUID, count: int) -> None:
         await database.dispose()
 
 
-async def _checkpoint(urls: DatabaseUrls, sealer: LocalSealer, tenant: uuid.UUID) -> list[int]:
+async def _checkpoint(urls: DatabaseUrls, kms: Kms, tenant: uuid.UUID) -> list[int]:
     """Sign `tenant`'s chain (creating the signing key if needed); the sequences signed."""
     owner, app = Database(urls.owner, pool_size=1), Database(urls.app, pool_size=1)
     try:
         async with owner.session() as session:
-            await ensure_audit_key(session, sealer)
-        return [c.seq for c in await Checkpointer(app, sealer).sign_all(tenant)]
+            await ensure_audit_key(session, kms)
+        return [c.seq for c in await Checkpointer(app, kms).sign_all(tenant)]
     finally:
         await owner.dispose()
         await app.dispose()
@@ -192,9 +192,9 @@ async def test_two_reordered_events_are_found(owner: psycopg.Connection, chain: 
 
 
 async def test_a_tail_cut_after_a_checkpoint_is_found(
-    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, sealer: LocalSealer
+    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, kms: Kms
 ) -> None:
-    assert await _checkpoint(urls, sealer, chain) == [10]
+    assert await _checkpoint(urls, kms, chain) == [10]
     tamper(owner, ("DELETE FROM audit_events WHERE tenant_id = %s AND seq > 7", (chain,)))
     report = verify(owner, chain)
     assert [(p.kind, p.seq) for p in report.problems] == [("truncated", 10)]
@@ -202,12 +202,12 @@ async def test_a_tail_cut_after_a_checkpoint_is_found(
 
 
 async def test_a_rewritten_history_fails_against_a_checkpoint_kept_elsewhere(
-    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, sealer: LocalSealer
+    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, kms: Kms
 ) -> None:
     """The strongest insider: rewrites an event, recomputes every later hash so the chain is
     self-consistent, and deletes the checkpoints stored in the database. Only a copy of a
     checkpoint kept outside the database can catch that, and it does."""
-    await _checkpoint(urls, sealer, chain)
+    await _checkpoint(urls, kms, chain)
     exported = owner.execute(
         "SELECT c.tenant_id, c.seq, c.head_hash, c.signed_at, c.key_id, c.signature, "
         "k.public_key FROM audit_checkpoints c JOIN audit_signing_keys k USING (key_id) "
@@ -251,9 +251,9 @@ async def test_a_rewritten_history_fails_against_a_checkpoint_kept_elsewhere(
 
 
 async def test_a_forged_checkpoint_signature_is_found(
-    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, sealer: LocalSealer
+    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, kms: Kms
 ) -> None:
-    await _checkpoint(urls, sealer, chain)
+    await _checkpoint(urls, kms, chain)
     tamper(
         owner,
         (
@@ -265,12 +265,12 @@ async def test_a_forged_checkpoint_signature_is_found(
 
 
 async def test_checkpoints_are_signed_only_for_chains_that_moved(
-    urls: DatabaseUrls, chain: uuid.UUID, sealer: LocalSealer
+    urls: DatabaseUrls, chain: uuid.UUID, kms: Kms
 ) -> None:
-    assert await _checkpoint(urls, sealer, chain) == [10]
-    assert await _checkpoint(urls, sealer, chain) == []
+    assert await _checkpoint(urls, kms, chain) == [10]
+    assert await _checkpoint(urls, kms, chain) == []
     await _write(urls, chain, 1)
-    assert await _checkpoint(urls, sealer, chain) == [11]
+    assert await _checkpoint(urls, kms, chain) == [11]
 
 
 async def test_events_without_a_tenant_go_to_the_system_chain(
@@ -288,9 +288,9 @@ async def test_events_without_a_tenant_go_to_the_system_chain(
 
 
 async def test_a_chain_emptied_of_every_event_is_found(
-    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, sealer: LocalSealer
+    urls: DatabaseUrls, owner: psycopg.Connection, chain: uuid.UUID, kms: Kms
 ) -> None:
     tamper(owner, ("DELETE FROM audit_events WHERE tenant_id = %s", (chain,)))
     assert [(p.kind, p.seq) for p in verify(owner, chain).problems] == [("missing_events", 1)]
     # Nothing to sign on a chain without events: no checkpoint, and no crash.
-    assert await _checkpoint(urls, sealer, uuid.uuid4()) == []
+    assert await _checkpoint(urls, kms, uuid.uuid4()) == []

@@ -3,7 +3,6 @@ and crypto-shredding."""
 
 from __future__ import annotations
 
-import stat
 import uuid
 from pathlib import Path
 
@@ -13,8 +12,9 @@ from psycopg import errors
 
 from ramparts.crypto.fields import FieldCipher, FieldDecryptionError
 from ramparts.crypto.keys import DataKeys, KeyShreddedError
-from ramparts.crypto.kms import KmsError, LocalKms
+from ramparts.crypto.kms import KmsError, tenant_key
 from ramparts.db.engine import Database, DatabaseUrls, libpq
+from tests.live import temporary_kms
 
 pytestmark = pytest.mark.anyio
 CIPHER = FieldCipher()
@@ -26,7 +26,7 @@ def seal(key: object, row: str = "row-1", column: str = "iban") -> bytes:
 
 
 async def test_round_trip_and_every_swap_refused(urls: DatabaseUrls, tmp_path: Path) -> None:
-    keys = DataKeys(LocalKms(tmp_path))
+    keys = DataKeys(temporary_kms(tmp_path))
     database = Database(urls.app, pool_size=1)
     tenant, other = uuid.uuid4(), uuid.uuid4()
     try:
@@ -52,7 +52,7 @@ async def test_round_trip_and_every_swap_refused(urls: DatabaseUrls, tmp_path: P
 
 
 async def test_rotation_keeps_old_fields_readable(urls: DatabaseUrls, tmp_path: Path) -> None:
-    kms = LocalKms(tmp_path)
+    kms = temporary_kms(tmp_path)
     keys = DataKeys(kms)
     database = Database(urls.app, pool_size=1)
     tenant = uuid.uuid4()
@@ -61,7 +61,7 @@ async def test_rotation_keeps_old_fields_readable(urls: DatabaseUrls, tmp_path: 
             first = await keys.current(session, tenant)
             old = seal(first)
             second = await keys.rotate(session, tenant)
-            kms.rotate()  # the KMS key rotates too: earlier wrappings still unwrap
+            kms.rotate(tenant_key(tenant))  # the KMS key too: earlier wrappings still unwrap
             third = await keys.rotate(session, tenant)
         async with database.tenant_session(tenant) as session:
             fresh = DataKeys(kms)  # no cache: everything unwrapped from the database
@@ -76,12 +76,19 @@ async def test_rotation_keeps_old_fields_readable(urls: DatabaseUrls, tmp_path: 
 async def test_deleting_a_tenants_keys_shreds_its_fields(
     urls: DatabaseUrls, tmp_path: Path
 ) -> None:
-    kms = LocalKms(tmp_path)
+    kms = temporary_kms(tmp_path)
     database, owner = Database(urls.app, pool_size=1), Database(urls.owner, pool_size=1)
     tenant = uuid.uuid4()
     try:
         async with database.tenant_session(tenant) as session:
-            backup = seal(await DataKeys(kms).current(session, tenant))  # a copy kept elsewhere
+            field = seal(await DataKeys(kms).current(session, tenant))
+        with psycopg.connect(libpq(urls.owner)) as conn:  # a backup: the field and its keys
+            backup = conn.execute(
+                "SELECT tenant_id, purpose, version, kms_key, wrapped FROM tenant_data_keys "
+                "WHERE tenant_id = %s",
+                (tenant,),
+            ).fetchall()
+        assert len(backup) == 1
         with psycopg.connect(libpq(urls.app)) as app:
             app.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant),))
             with pytest.raises(errors.InsufficientPrivilege):
@@ -90,27 +97,26 @@ async def test_deleting_a_tenants_keys_shreds_its_fields(
             assert await DataKeys(kms).shred(session, tenant) == 1
         async with database.tenant_session(tenant) as session:
             with pytest.raises(KeyShreddedError):
-                await DataKeys(kms).version(session, tenant, FieldCipher.version_of(backup))
+                await DataKeys(kms).version(session, tenant, FieldCipher.version_of(field))
+        with psycopg.connect(libpq(urls.owner)) as conn:  # the backup restored
+            conn.cursor().executemany(
+                "INSERT INTO tenant_data_keys (tenant_id, purpose, version, kms_key, wrapped) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                backup,
+            )
+        async with database.tenant_session(tenant) as session:
+            # The wrapped data key is back, but the tenant's KMS key is gone: it unwraps nowhere.
+            with pytest.raises(KmsError, match="does not exist"):
+                await DataKeys(kms).version(session, tenant, FieldCipher.version_of(field))
     finally:
         await database.dispose()
         await owner.dispose()
 
 
-def test_the_local_kms_keeps_keys_private_and_bound_to_context(tmp_path: Path) -> None:
-    kms = LocalKms(tmp_path)
-    key_id, wrapped = kms.wrap(b"k" * 32, context="tenant-data-key:a")
-    assert stat.S_IMODE((tmp_path / f"{key_id}.key").stat().st_mode) == 0o600
-    assert kms.unwrap(key_id, wrapped, context="tenant-data-key:a") == b"k" * 32
-    with pytest.raises(KmsError):
-        kms.unwrap(key_id, wrapped, context="tenant-data-key:b")
-    with pytest.raises(KmsError):
-        kms.unwrap("../k0001", wrapped, context="tenant-data-key:a")
-
-
 async def test_blind_indexes_match_equal_values_per_tenant(
     urls: DatabaseUrls, tmp_path: Path
 ) -> None:
-    keys = DataKeys(LocalKms(tmp_path))
+    keys = DataKeys(temporary_kms(tmp_path))
     database = Database(urls.app, pool_size=1)
     tenant, other = uuid.uuid4(), uuid.uuid4()
     try:

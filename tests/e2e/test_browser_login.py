@@ -14,7 +14,7 @@ import pyotp
 import pytest
 from playwright.sync_api import sync_playwright
 
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from tests.conftest import cli_env, free_port
 from tests.identity.helpers import pkce_pair, provision, register_client
@@ -88,12 +88,12 @@ def test_a_third_party_client_on_another_origin_gets_its_code(
     chromium: str,
     serve_app: Callable[..., httpx.Client],
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
 ) -> None:
     """The strict CSP (form-action) must still let the login complete towards the client."""
-    account = provision(urls, sealer)
+    account = provision(urls, kms)
     client_origin = f"http://localhost:{free_port()}"
-    register_client(urls, sealer, "third-party", f"{client_origin}/cb")
+    register_client(urls, kms, "third-party", f"{client_origin}/cb")
     server = serve_app()
     _, challenge = pkce_pair()
     authorize = f"{str(server.base_url).rstrip('/')}/oauth/authorize?" + urlencode(

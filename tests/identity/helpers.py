@@ -18,7 +18,7 @@ import httpx
 import pyotp
 
 from ramparts.audit.services import AuditLog
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.detectors import Redactor
 from ramparts.identity.models import Role
@@ -30,9 +30,9 @@ OVERLAP = timedelta(seconds=630)
 TEST_REDACTOR = Redactor(b"test redaction key, not a secret.")
 
 
-def provisioning_for(owner: Database, sealer: LocalSealer) -> Provisioning:
+def provisioning_for(owner: Database, kms: Kms) -> Provisioning:
     """Provisioning on the owner's connection, recording into the audit trail as the CLI does."""
-    return Provisioning(owner, sealer, AuditLog(owner, TEST_REDACTOR))
+    return Provisioning(owner, kms, AuditLog(owner, TEST_REDACTOR))
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Account:
 
 def provision(
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     *,
     roles: tuple[Role, ...] = (Role.BUYER,),
     with_totp: bool = True,
@@ -59,7 +59,7 @@ def provision(
     async def run() -> Account:
         owner = Database(urls.owner, pool_size=1)
         try:
-            provisioning = provisioning_for(owner, sealer)
+            provisioning = provisioning_for(owner, kms)
             slug = tenant or f"t-{secrets.token_hex(5)}"
             record = await provisioning.ensure_tenant(slug=slug, name=slug, region="eu")
             password = secrets.token_urlsafe(16)
@@ -214,13 +214,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def register_client(
-    urls: DatabaseUrls, sealer: LocalSealer, client_id: str, redirect_uri: str
-) -> None:
+def register_client(urls: DatabaseUrls, kms: Kms, client_id: str, redirect_uri: str) -> None:
     async def run() -> None:
         owner = Database(urls.owner, pool_size=1)
         try:
-            await provisioning_for(owner, sealer).ensure_public_client(
+            await provisioning_for(owner, kms).ensure_public_client(
                 client_id=client_id,
                 name=client_id,
                 redirect_uri=redirect_uri,

@@ -14,7 +14,7 @@ import httpx
 import jwt as pyjwt
 
 from ramparts.audit.events import Action
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import Provisioning, TenantRecord
 from tests.audit.trail import recorded
@@ -40,11 +40,11 @@ class Setup:
     local_user: uuid.UUID
 
 
-def _run(work: Callable[[Provisioning], object], urls: DatabaseUrls, sealer: LocalSealer) -> object:
+def _run(work: Callable[[Provisioning], object], urls: DatabaseUrls, kms: Kms) -> object:
     async def run() -> object:
         owner = Database(urls.owner, pool_size=1)
         try:
-            return await work(provisioning_for(owner, sealer))  # type: ignore[misc]
+            return await work(provisioning_for(owner, kms))  # type: ignore[misc]
         finally:
             await owner.dispose()
 
@@ -54,7 +54,7 @@ def _run(work: Callable[[Provisioning], object], urls: DatabaseUrls, sealer: Loc
 def federate(
     make_database: Callable[..., DatabaseUrls],
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     serve_app: Callable[..., httpx.Client],
     *,
     mfa_amr: list[str] | None = None,
@@ -64,7 +64,7 @@ def federate(
     rp = serve_app()
     rp_base = str(rp.base_url).rstrip("/")
     idp_urls = make_database()
-    idp_account = provision(idp_urls, sealer)  # a user at the IdP, with TOTP
+    idp_account = provision(idp_urls, kms)  # a user at the IdP, with TOTP
     idp = serve_app(database_urls=idp_urls, host="localhost")
     idp_base = str(idp.base_url).rstrip("/")
 
@@ -76,8 +76,8 @@ def federate(
             post_logout_redirect_uri=f"{rp_base}/",
         )
 
-    _run(idp_client, idp_urls, sealer)
-    local = provision(urls, sealer, with_totp=False)  # the same person, known to the RP
+    _run(idp_client, idp_urls, kms)
+    local = provision(urls, kms, with_totp=False)  # the same person, known to the RP
 
     async def rp_tenant(p: Provisioning) -> TenantRecord:
         tenant = TenantRecord(local.tenant_id, local.tenant, local.tenant, "eu")
@@ -90,7 +90,7 @@ def federate(
             )
         return tenant
 
-    tenant = _run(rp_tenant, urls, sealer)
+    tenant = _run(rp_tenant, urls, kms)
     assert isinstance(tenant, TenantRecord)
     return Setup(rp, idp, idp_account, tenant, local.user_id)
 
@@ -135,10 +135,10 @@ def sign_in_via_idp(setup: Setup) -> tuple[httpx.Client, httpx.Response, str]:
 def test_federated_login_with_mfa_at_the_idp(
     make_database: Callable[..., DatabaseUrls],
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     serve_app: Callable[..., httpx.Client],
 ) -> None:
-    setup = federate(make_database, urls, sealer, serve_app)
+    setup = federate(make_database, urls, kms, serve_app)
     browser, answer, verifier = sign_in_via_idp(setup)
     try:
         assert answer.status_code == 303, answer.text
@@ -156,11 +156,11 @@ def test_federated_login_with_mfa_at_the_idp(
 def test_idp_without_enough_mfa_still_needs_our_second_factor(
     make_database: Callable[..., DatabaseUrls],
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     serve_app: Callable[..., httpx.Client],
 ) -> None:
     # Only hardware keys at the IdP count; its TOTP does not, so ours is required.
-    setup = federate(make_database, urls, sealer, serve_app, mfa_amr=["hwk"])
+    setup = federate(make_database, urls, kms, serve_app, mfa_amr=["hwk"])
     browser, answer, _ = sign_in_via_idp(setup)
     browser.close()
     assert answer.status_code == 303
@@ -170,10 +170,10 @@ def test_idp_without_enough_mfa_still_needs_our_second_factor(
 def test_unlinked_idp_account_is_refused(
     make_database: Callable[..., DatabaseUrls],
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     serve_app: Callable[..., httpx.Client],
 ) -> None:
-    setup = federate(make_database, urls, sealer, serve_app, link=False)
+    setup = federate(make_database, urls, kms, serve_app, link=False)
     browser, answer, _ = sign_in_via_idp(setup)
     browser.close()
     assert answer.status_code == 401
@@ -184,10 +184,10 @@ def test_unlinked_idp_account_is_refused(
 
 
 def test_sso_needs_a_configured_idp(
-    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, sealer: LocalSealer
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
 ) -> None:
     rp = serve_app()
-    account = provision(urls, sealer)
+    account = provision(urls, kms)
     with httpx.Client(base_url=rp.base_url) as browser:
         begin(browser)
         form = browser.get("/login")
@@ -201,10 +201,10 @@ def test_sso_needs_a_configured_idp(
 def test_callback_with_a_forged_state_is_refused(
     make_database: Callable[..., DatabaseUrls],
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     serve_app: Callable[..., httpx.Client],
 ) -> None:
-    setup = federate(make_database, urls, sealer, serve_app)
+    setup = federate(make_database, urls, kms, serve_app)
     with httpx.Client(base_url=setup.rp.base_url) as browser:
         begin(browser)
         form = browser.get("/login")
@@ -220,12 +220,12 @@ def test_callback_with_a_forged_state_is_refused(
 def test_an_idp_acr_can_vouch_for_mfa(
     make_database: Callable[..., DatabaseUrls],
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     serve_app: Callable[..., httpx.Client],
 ) -> None:
     # Its amr values are not trusted here, but its acr for MFA is.
     setup = federate(
-        make_database, urls, sealer, serve_app, mfa_amr=[], mfa_acr=["urn:ramparts:acr:mfa"]
+        make_database, urls, kms, serve_app, mfa_amr=[], mfa_acr=["urn:ramparts:acr:mfa"]
     )
     browser, answer, _ = sign_in_via_idp(setup)
     browser.close()

@@ -9,7 +9,7 @@ import httpx
 import pyotp
 import pytest
 
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from tests.identity.authenticator import Authenticator
 from tests.identity.helpers import (
@@ -40,9 +40,9 @@ def replayer(server: httpx.Client, cookie: str) -> httpx.Client:
 
 
 def test_second_factor_guesses_are_limited_even_with_a_replayed_cookie(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    account = provision(urls, sealer)
+    account = provision(urls, kms)
     assert account.totp_secret is not None
     browser = to_second_step(server, account)
     page = browser.get("/login/mfa")
@@ -65,10 +65,8 @@ def test_second_factor_guesses_are_limited_even_with_a_replayed_cookie(
     fresh.close()
 
 
-def test_one_enrollment_yields_one_code(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
-) -> None:
-    account = provision(urls, sealer, with_totp=False)
+def test_one_enrollment_yields_one_code(server: httpx.Client, urls: DatabaseUrls, kms: Kms) -> None:
+    account = provision(urls, kms, with_totp=False)
     browser = to_second_step(server, account)
     page = browser.get("/login/enroll")
     secret = re.search(r"<code>([A-Z2-7]{32})</code>", page.text)
@@ -85,9 +83,9 @@ def test_one_enrollment_yields_one_code(
 
 
 def test_a_stale_enrollment_flow_cannot_add_a_factor(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    account = provision(urls, sealer, with_totp=False)
+    account = provision(urls, kms, with_totp=False)
     attacker = to_second_step(server, account)  # knows the password, waits at enrollment
     victim = to_second_step(server, account)
     page = victim.get("/login/enroll")
@@ -110,10 +108,8 @@ def test_a_stale_enrollment_flow_cannot_add_a_factor(
     victim.close()
 
 
-def test_a_passkey_assertion_works_once(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
-) -> None:
-    account = provision(urls, sealer, with_totp=False)
+def test_a_passkey_assertion_works_once(server: httpx.Client, urls: DatabaseUrls, kms: Kms) -> None:
+    account = provision(urls, kms, with_totp=False)
     device = Authenticator()
     origin = str(server.base_url).rstrip("/")
     enrolling = to_second_step(server, account)

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 
 from ramparts.audit.events import Action
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.keys import load_key_ring
 from tests.audit.trail import head, recorded
@@ -20,24 +20,24 @@ from tests.identity.helpers import OVERLAP, bearer, obtain_tokens, provision, pr
 from tests.identity.test_token_attacks import ATTACKER, parts, resign
 
 
-def rotate(urls: DatabaseUrls, sealer: LocalSealer) -> dict[str, Any]:
+def rotate(urls: DatabaseUrls, kms: Kms) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         owner = Database(urls.owner, pool_size=1)
         try:
-            return await provisioning_for(owner, sealer).rotate_signing_key(overlap=OVERLAP)
+            return await provisioning_for(owner, kms).rotate_signing_key(overlap=OVERLAP)
         finally:
             await owner.dispose()
 
     return asyncio.run(run())
 
 
-def current_key(urls: DatabaseUrls, sealer: LocalSealer) -> Any:
+def current_key(urls: DatabaseUrls, kms: Kms) -> Any:
     async def run() -> Any:
         owner = Database(urls.owner, pool_size=1)
         try:
             async with owner.session() as session:
                 ring = await load_key_ring(session, overlap=OVERLAP)
-            return ring.signing_key(sealer)
+            return ring.signing_key(kms)
         finally:
             await owner.dispose()
 
@@ -46,20 +46,20 @@ def current_key(urls: DatabaseUrls, sealer: LocalSealer) -> Any:
 
 def test_rotation_keeps_the_previous_key_for_the_overlap_then_retires_it(
     make_database: Callable[..., DatabaseUrls],
-    sealer: LocalSealer,
+    kms: Kms,
     serve_app: Callable[..., httpx.Client],
 ) -> None:
     urls = make_database()
-    account = provision(urls, sealer)
+    account = provision(urls, kms)
     server = serve_app(database_urls=urls)
     old = obtain_tokens(server, account)
     old_kid = parts(old["access_token"])[0]["kid"]
 
-    rotated = rotate(urls, sealer)
+    rotated = rotate(urls, kms)
     new_kid = rotated["kid"]
     assert rotated["published"] == sorted([old_kid, new_kid])
     # A token from the new key is accepted at once (the server reloads keys for a new kid),
-    new_key = current_key(urls, sealer)
+    new_key = current_key(urls, kms)
     new_token = resign(old["access_token"], new_key, header={"kid": new_key.kid})
     assert parts(new_token)[0]["kid"] == new_kid
     assert server.get("/oauth/userinfo", headers=bearer(new_token)).status_code == 200
@@ -80,6 +80,6 @@ def test_rotation_keeps_the_previous_key_for_the_overlap_then_retires_it(
     assert event["details"]["reason"] == "unknown or retired signing key"
     assert [k["kid"] for k in server.get("/oauth/jwks").json()["keys"]] == [new_kid]
     # The next rotation records the retirement.
-    third = rotate(urls, sealer)
+    third = rotate(urls, kms)
     assert old_kid in third["retired"]
     assert old_kid not in third["published"]

@@ -13,11 +13,10 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ramparts.crypto.local import LocalSealer
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.mtls import certificate_thumbprint
 from tests.certs import certificate, write_pem
-from tests.conftest import free_port
+from tests.conftest import cli_kms, free_port
 from tests.identity.helpers import bearer, provisioning_for
 from tests.test_cli import owner_env, run, running
 
@@ -45,7 +44,7 @@ def test_certificate_bound_service_token(
     async def register() -> str:
         owner = Database(urls.owner, pool_size=1)
         try:
-            provisioning = provisioning_for(owner, LocalSealer.from_home(tmp_path))
+            provisioning = provisioning_for(owner, cli_kms(tmp_path))
             tenant = await provisioning.ensure_tenant(slug="mtls", name="mTLS", region="eu")
             der = files["client-a"][2].public_bytes(serialization.Encoding.DER)
             return await provisioning.create_service_client(

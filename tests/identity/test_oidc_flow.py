@@ -14,7 +14,7 @@ import jwt as pyjwt
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
 
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from tests.identity.helpers import (
     CLIENT_ID,
@@ -28,8 +28,8 @@ from tests.identity.helpers import (
 
 
 @pytest.fixture
-def account(urls: DatabaseUrls, sealer: LocalSealer) -> Account:
-    return provision(urls, sealer)
+def account(urls: DatabaseUrls, kms: Kms) -> Account:
+    return provision(urls, kms)
 
 
 @pytest.fixture

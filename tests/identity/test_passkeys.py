@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from ramparts.audit.events import Action
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from tests.audit.trail import recorded
 from tests.conftest import libpq
@@ -37,8 +37,8 @@ def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
 
 
 @pytest.fixture
-def account(urls: DatabaseUrls, sealer: LocalSealer) -> Account:
-    return provision(urls, sealer, with_totp=False)
+def account(urls: DatabaseUrls, kms: Kms) -> Account:
+    return provision(urls, kms, with_totp=False)
 
 
 def start(browser: httpx.Client, account: Account) -> tuple[str, str]:

@@ -16,7 +16,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from joserfc import jwk, jwt
 
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.auth import Principal
 from ramparts.identity.services import TenantRecord
@@ -49,12 +49,12 @@ def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
 
 
 def register(
-    urls: DatabaseUrls, sealer: LocalSealer, resources: list[str], **credential: Any
+    urls: DatabaseUrls, kms: Kms, resources: list[str], **credential: Any
 ) -> tuple[str, TenantRecord]:
     async def run() -> tuple[str, TenantRecord]:
         owner = Database(urls.owner, pool_size=1)
         try:
-            provisioning = provisioning_for(owner, sealer)
+            provisioning = provisioning_for(owner, kms)
             slug = f"s-{secrets.token_hex(5)}"
             tenant = await provisioning.ensure_tenant(slug=slug, name=slug, region="us")
             await provisioning.ensure_signing_key(overlap=OVERLAP)
@@ -75,11 +75,11 @@ def client_key() -> jwk.ECKey:
 
 @pytest.fixture
 def client(
-    urls: DatabaseUrls, sealer: LocalSealer, server: httpx.Client, client_key: jwk.ECKey
+    urls: DatabaseUrls, kms: Kms, server: httpx.Client, client_key: jwk.ECKey
 ) -> tuple[str, TenantRecord]:
     api = f"{str(server.base_url).rstrip('/')}/api"
     jwks = {"keys": [client_key.as_dict(private=False)]}
-    return register(urls, sealer, [api, BILLING], jwks=jwks)
+    return register(urls, kms, [api, BILLING], jwks=jwks)
 
 
 def assertion(server: httpx.Client, client_id: str, key: jwk.ECKey, **claims: Any) -> str:
@@ -212,7 +212,7 @@ def test_revoked_client_gets_nothing(
 
 
 def test_registration_refuses_private_keys(
-    urls: DatabaseUrls, sealer: LocalSealer, client_key: jwk.ECKey
+    urls: DatabaseUrls, kms: Kms, client_key: jwk.ECKey
 ) -> None:
     with pytest.raises(ValueError, match="private key"):
-        register(urls, sealer, [BILLING], jwks={"keys": [client_key.as_dict(private=True)]})
+        register(urls, kms, [BILLING], jwks={"keys": [client_key.as_dict(private=True)]})

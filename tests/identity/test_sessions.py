@@ -13,7 +13,7 @@ import pyotp
 import pytest
 
 from ramparts.audit.events import Action
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.login import ACCOUNT_FREE_FAILURES, ADDRESS_MAX_FAILURES
 from tests.audit.trail import recorded
@@ -42,8 +42,8 @@ def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
 
 
 @pytest.fixture
-def account(urls: DatabaseUrls, sealer: LocalSealer) -> Account:
-    return provision(urls, sealer)
+def account(urls: DatabaseUrls, kms: Kms) -> Account:
+    return provision(urls, kms)
 
 
 def refresh(server: httpx.Client, token: str) -> httpx.Response:
@@ -79,9 +79,9 @@ def test_refresh_rotates_and_reuse_revokes_the_family(
 
 
 def test_refresh_token_is_bound_to_its_client(
-    server: httpx.Client, account: Account, urls: DatabaseUrls, sealer: LocalSealer
+    server: httpx.Client, account: Account, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    register_client(urls, sealer, "other-client", "https://other.example/cb")
+    register_client(urls, kms, "other-client", "https://other.example/cb")
     tokens = obtain_tokens(server, account)
     other = server.post(
         "/oauth/token",
@@ -100,9 +100,9 @@ def test_refresh_token_is_bound_to_its_client(
 
 
 def test_reuse_through_another_client_still_revokes_the_family(
-    server: httpx.Client, account: Account, urls: DatabaseUrls, sealer: LocalSealer
+    server: httpx.Client, account: Account, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    register_client(urls, sealer, "other-client", "https://other.example/cb")
+    register_client(urls, kms, "other-client", "https://other.example/cb")
     tokens = obtain_tokens(server, account)
     rotated = refresh(server, tokens["refresh_token"]).json()
     replayed = server.post(
@@ -219,9 +219,9 @@ def test_wrong_codes_end_the_flow(server: httpx.Client, account: Account) -> Non
 
 
 def test_first_login_forces_totp_enrollment(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    account = provision(urls, sealer, with_totp=False)
+    account = provision(urls, kms, with_totp=False)
 
     def password_step(browser: httpx.Client) -> httpx.Response:
         begin(browser)
@@ -311,11 +311,11 @@ def test_logout_ends_the_session_and_redirects_only_where_registered(
 
 def test_address_locks_after_many_failures_across_accounts(
     make_database: Callable[..., DatabaseUrls],
-    sealer: LocalSealer,
+    kms: Kms,
     serve_app: Callable[..., httpx.Client],
 ) -> None:
     urls = make_database()  # its own throttle table: this locks out 127.0.0.1
-    victims = [provision(urls, sealer) for _ in range(2)]
+    victims = [provision(urls, kms) for _ in range(2)]
     server = serve_app(database_urls=urls)
     for attempt in range(ADDRESS_MAX_FAILURES):
         # Spread over accounts and unknown users, so no single account locks first.

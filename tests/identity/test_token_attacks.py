@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc import jwk, jwt
 
 from ramparts.audit.events import Action
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.keys import load_key_ring
 from tests.audit.trail import head, recorded
@@ -47,15 +47,15 @@ def parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
 
 @pytest.fixture(scope="module")
 def server_and_tokens(
-    urls: DatabaseUrls, sealer: LocalSealer, serve_module_app: Callable[..., httpx.Client]
+    urls: DatabaseUrls, kms: Kms, serve_module_app: Callable[..., httpx.Client]
 ) -> tuple[httpx.Client, dict[str, Any], Account]:
     server = serve_module_app()
-    account = provision(urls, sealer)
+    account = provision(urls, kms)
     return server, obtain_tokens(server, account), account
 
 
 @pytest.fixture(scope="module")
-def server_key(urls: DatabaseUrls, sealer: LocalSealer) -> jwk.ECKey:
+def server_key(urls: DatabaseUrls, kms: Kms) -> jwk.ECKey:
     """The server's real signing key, to show that only the claims make these tokens fail."""
 
     async def load() -> jwk.ECKey:
@@ -63,7 +63,7 @@ def server_key(urls: DatabaseUrls, sealer: LocalSealer) -> jwk.ECKey:
         try:
             async with database.session() as session:
                 ring = await load_key_ring(session, overlap=OVERLAP)
-            return ring.signing_key(sealer)
+            return ring.signing_key(kms)
         finally:
             await database.dispose()
 

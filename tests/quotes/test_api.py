@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from ramparts.audit.events import Action
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.identity.models import Role
 from tests.audit.trail import head, recorded
@@ -41,11 +41,11 @@ def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
 def person(
     server: httpx.Client,
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     role: Role,
     tenant: str | None = None,
 ) -> Person:
-    account = provision(urls, sealer, roles=(role,), tenant=tenant)
+    account = provision(urls, kms, roles=(role,), tenant=tenant)
     return Person(account, bearer(obtain_tokens(server, account)["access_token"]))
 
 
@@ -57,11 +57,11 @@ def create(server: httpx.Client, buyer: Person, **change: Any) -> dict[str, Any]
 
 
 def test_the_quote_flow_follows_the_roles(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    buyer = person(server, urls, sealer, Role.BUYER)
-    seller = person(server, urls, sealer, Role.SELLER, buyer.account.tenant)
-    finance = person(server, urls, sealer, Role.FINANCE, buyer.account.tenant)
+    buyer = person(server, urls, kms, Role.BUYER)
+    seller = person(server, urls, kms, Role.SELLER, buyer.account.tenant)
+    finance = person(server, urls, kms, Role.FINANCE, buyer.account.tenant)
 
     quote = create(server, buyer)
     assert quote["total_minor"] == 50_000
@@ -104,9 +104,9 @@ def test_the_quote_flow_follows_the_roles(
 
 
 def test_restricted_quotes_need_webauthn(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    buyer = person(server, urls, sealer, Role.BUYER)
+    buyer = person(server, urls, kms, Role.BUYER)
     # Creating restricted data needs WebAuthn as much as reading it.
     refused_create = server.post(
         "/api/quotes", json={**NEW_QUOTE, "sensitivity": "restricted"}, headers=buyer.headers
@@ -129,12 +129,12 @@ def test_restricted_quotes_need_webauthn(
 
 
 def test_tenant_a_can_do_nothing_to_tenant_bs_quotes(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    b_buyer = person(server, urls, sealer, Role.BUYER)
+    b_buyer = person(server, urls, kms, Role.BUYER)
     theirs = [create(server, b_buyer)["id"] for _ in range(3)]
-    a_buyer = person(server, urls, sealer, Role.BUYER)
-    a_seller = person(server, urls, sealer, Role.SELLER, a_buyer.account.tenant)
+    a_buyer = person(server, urls, kms, Role.BUYER)
+    a_seller = person(server, urls, kms, Role.SELLER, a_buyer.account.tenant)
     mine = create(server, a_buyer)["id"]
     before = b_state(urls, b_buyer.account.tenant_id)
     a_trail = head(urls, a_buyer.account.tenant_id)
@@ -209,9 +209,9 @@ def b_state(urls: DatabaseUrls, tenant: uuid.UUID) -> list[tuple[Any, ...]]:
     ],
 )
 def test_bad_quotes_are_precise_problems(
-    server: httpx.Client, urls: DatabaseUrls, sealer: LocalSealer, body: dict[str, Any]
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms, body: dict[str, Any]
 ) -> None:
-    buyer = person(server, urls, sealer, Role.BUYER)
+    buyer = person(server, urls, kms, Role.BUYER)
     response = server.post("/api/quotes", json=body, headers=buyer.headers)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -220,7 +220,7 @@ def test_bad_quotes_are_precise_problems(
 def test_rls_still_holds_when_the_policies_fail_open(
     serve_app: Callable[..., httpx.Client],
     urls: DatabaseUrls,
-    sealer: LocalSealer,
+    kms: Kms,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The second wall: with a policy set that permits everything (a broken policy change),
@@ -229,7 +229,7 @@ def test_rls_still_holds_when_the_policies_fail_open(
     from ramparts.web import app as web_app  # noqa: PLC0415
 
     honest = serve_app()
-    b_buyer = person(honest, urls, sealer, Role.BUYER)
+    b_buyer = person(honest, urls, kms, Role.BUYER)
     theirs = create(honest, b_buyer)["id"]
     before = b_state(urls, b_buyer.account.tenant_id)
 
@@ -237,7 +237,7 @@ def test_rls_still_holds_when_the_policies_fail_open(
     open_door = PolicyEngine('@id("everything")\npermit (principal, action, resource);\n', schema)
     monkeypatch.setattr(web_app.PolicyEngine, "load", classmethod(lambda cls: open_door))
     broken = serve_app()
-    a_buyer = person(broken, urls, sealer, Role.BUYER)
+    a_buyer = person(broken, urls, kms, Role.BUYER)
     for method, path in [
         ("GET", f"/api/quotes/{theirs}"),
         ("DELETE", f"/api/quotes/{theirs}"),

@@ -49,6 +49,10 @@ class Action(StrEnum):
     IDENTITY_PROVIDER_SET = "identity:identity_provider:set"
     FEDERATED_IDENTITY_LINKED = "identity:federated_identity:linked"
     # authorization: every Cedar decision, allow and deny, with the policies that made it
+    TENANT_DELETED = "identity:tenant:deleted"  # and its keys shredded
+    DATA_KEY_ROTATED = "crypto:data_key:rotated"
+    FIELDS_REENCRYPTED = "crypto:fields:reencrypted"
+    KMS_KEY_ROTATED = "crypto:kms_key:rotated"
     AUTHORIZATION_DECIDED = "policy:request:decided"
     # the audit trail itself
     AUDIT_EVENTS_READ = "audit:events:read"

@@ -30,7 +30,7 @@ from ramparts.audit.chain import canonical
 from ramparts.audit.context import current_request
 from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
 from ramparts.config import Settings, secret_key
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import SYSTEM_KEY, Kms
 from ramparts.db.engine import Database
 from ramparts.detectors import Redactor, is_secret_name
 
@@ -299,7 +299,7 @@ def _key_context(key_id: str) -> str:
     return f"audit-key:{key_id}"
 
 
-async def ensure_audit_key(session: AsyncSession, sealer: LocalSealer) -> str | None:
+async def ensure_audit_key(session: AsyncSession, kms: Kms) -> str | None:
     """Create the checkpoint signing key when there is none; the new key id, else None."""
     if (await session.execute(text("SELECT 1 FROM audit_signing_keys LIMIT 1"))).first():
         return None
@@ -314,7 +314,7 @@ async def ensure_audit_key(session: AsyncSession, sealer: LocalSealer) -> str | 
         {
             "key_id": key_id,
             "public": key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-            "sealed": sealer.seal(raw, _key_context(key_id)),
+            "sealed": kms.wrap(SYSTEM_KEY, raw, context=_key_context(key_id)),
         },
     )
     return key_id
@@ -323,9 +323,9 @@ async def ensure_audit_key(session: AsyncSession, sealer: LocalSealer) -> str | 
 class Checkpointer:
     """Signs the heads of chains that moved since their last checkpoint."""
 
-    def __init__(self, database: Database, sealer: LocalSealer) -> None:
+    def __init__(self, database: Database, kms: Kms) -> None:
         self._db = database
-        self._sealer = sealer
+        self._kms = kms
 
     async def sign(self, session: AsyncSession) -> Checkpoint | None:
         """Checkpoint the session's chain at its head; None when nothing is new."""
@@ -353,7 +353,7 @@ class Checkpointer:
             return None
         signed_at = datetime.now(UTC)
         private = Ed25519PrivateKey.from_private_bytes(
-            self._sealer.open(bytes(sealed), _key_context(key_id))
+            self._kms.unwrap(bytes(sealed), context=_key_context(key_id))
         )
         statement = checkpoint_statement(chain, head_seq, bytes(head_hash), signed_at)
         checkpoint = Checkpoint(

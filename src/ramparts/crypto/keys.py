@@ -1,9 +1,10 @@
-"""Per-tenant data keys: created on first use, wrapped by the KMS, cached briefly, rotated by
-adding a version, and shredded by deleting them (which leaves every sealed field unreadable,
-in the database and in every backup of it)."""
+"""Per-tenant data keys: created on first use, wrapped by the tenant's own KMS key, cached
+briefly, rotated by adding a version, and shredded by destroying that KMS key (every wrapped
+data key, in the database and in every backup of it, then unwraps nowhere)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import uuid
@@ -13,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.crypto.fields import DataKey
-from ramparts.crypto.kms import Kms
+from ramparts.crypto.kms import Kms, key_ref, tenant_key
 
 __all__ = ["DataKeys", "KeyShreddedError"]
 
@@ -66,18 +67,56 @@ class DataKeys:
         return await self._make(session, tenant, "data", current.version + 1)
 
     async def shred(self, session: AsyncSession, tenant: uuid.UUID) -> int:
-        """Destroy every key of the tenant (run as the owner: the runtime role cannot)."""
+        """Destroy the tenant's KMS key, then its wrapped data keys (run as the owner: the
+        runtime role cannot delete them). Returns how many data keys went."""
+        await asyncio.to_thread(self._kms.destroy, tenant_key(tenant))
         deleted = await session.execute(
             text("DELETE FROM tenant_data_keys WHERE tenant_id = :tenant"), {"tenant": tenant}
         )
         self._cache = {k: v for k, v in self._cache.items() if k[0] != tenant}
         return int(getattr(deleted, "rowcount", 0))
 
+    async def rewrap(self, session: AsyncSession, tenant: uuid.UUID) -> int:
+        """Re-wrap the tenant's data keys under the newest version of its KMS key (after a KMS
+        key rotation; run as the owner). Returns how many changed."""
+        current = await asyncio.to_thread(self._kms.current, tenant_key(tenant))
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT purpose, version, wrapped FROM tenant_data_keys "
+                    "WHERE tenant_id = :tenant AND kms_key <> :current FOR UPDATE"
+                ),
+                {"tenant": tenant, "current": current or ""},
+            )
+        ).all()
+        for purpose, version, wrapped in rows:
+            context = _context(tenant, purpose, version)
+            secret = await asyncio.to_thread(self._kms.unwrap, bytes(wrapped), context=context)
+            rewrapped = await asyncio.to_thread(
+                self._kms.wrap, tenant_key(tenant), secret, context=context
+            )
+            await session.execute(
+                text(
+                    "UPDATE tenant_data_keys SET kms_key = :kms_key, wrapped = :wrapped "
+                    "WHERE tenant_id = :tenant AND purpose = :purpose AND version = :version"
+                ),
+                {
+                    "kms_key": key_ref(rewrapped),
+                    "wrapped": rewrapped,
+                    "tenant": tenant,
+                    "purpose": purpose,
+                    "version": version,
+                },
+            )
+        return len(rows)
+
     async def _make(
         self, session: AsyncSession, tenant: uuid.UUID, purpose: Purpose, version: int
     ) -> DataKey:
         secret = secrets.token_bytes(32)
-        kms_key, wrapped = self._kms.wrap(secret, context=_context(tenant, purpose, version))
+        wrapped = await asyncio.to_thread(
+            self._kms.wrap, tenant_key(tenant), secret, context=_context(tenant, purpose, version)
+        )
         await session.execute(
             text(
                 "INSERT INTO tenant_data_keys (tenant_id, purpose, version, kms_key, wrapped) "
@@ -87,7 +126,7 @@ class DataKeys:
                 "tenant": tenant,
                 "purpose": purpose,
                 "version": version,
-                "kms_key": kms_key,
+                "kms_key": key_ref(wrapped),
                 "wrapped": wrapped,
             },
         )
@@ -103,7 +142,7 @@ class DataKeys:
         row = (
             await session.execute(
                 text(
-                    "SELECT kms_key, wrapped FROM tenant_data_keys WHERE tenant_id = :tenant "
+                    "SELECT wrapped FROM tenant_data_keys WHERE tenant_id = :tenant "
                     "AND purpose = :purpose AND version = :version"
                 ),
                 {"tenant": tenant, "purpose": purpose, "version": version},
@@ -111,7 +150,9 @@ class DataKeys:
         ).first()
         if row is None:
             raise KeyShreddedError(f"no {purpose} key version {version} for this tenant")
-        secret = self._kms.unwrap(row[0], bytes(row[1]), context=_context(tenant, purpose, version))
+        secret = await asyncio.to_thread(
+            self._kms.unwrap, bytes(row[0]), context=_context(tenant, purpose, version)
+        )
         key = DataKey(tenant, version, secret)
         self._cache[(tenant, purpose, version)] = (time.monotonic() + self._cache_seconds, key)
         return key

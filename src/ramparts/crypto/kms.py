@@ -1,80 +1,102 @@
-"""The KMS port: wraps and unwraps data keys under a key that never leaves the KMS.
+"""The KMS port: the one way Ramparts code reaches a key or a secret.
 
-`Kms` is the protocol every backend satisfies. `LocalKms` keeps its key-encryption keys in
-`RAMPARTS_HOME/keys/kms/` (files of mode 0600, outside the repository): for development and
-stage only, and the production guard refuses it (RAMPARTS_KMS_BACKEND=local).
+A KMS holds named key-encryption keys that never leave it: `system` (signing keys, the audit
+key) and one per tenant (`tenant-<hex>`, wrapping that tenant's data keys, destroyed when the
+tenant is deleted, which crypto-shreds it even in database backups). It also stores named
+secrets (API keys of PSPs and model endpoints, webhook secrets).
+
+Backends: `LocalKms` (`crypto.keystore`, a passphrase- or file-protected keystore under
+RAMPARTS_HOME, dev and stage only) and `VaultKms` (`crypto.vault`, HashiCorp Vault Transit and
+KV v2). A wrapped blob names its key and version (`<key>:v<n>:…`), so it unwraps wherever it
+was stored and a rotation leaves every earlier blob readable.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-from pathlib import Path
+import re
+import uuid
 from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 
-__all__ = ["Kms", "KmsError", "LocalKms"]
+__all__ = [
+    "SYSTEM_KEY",
+    "Kms",
+    "KmsError",
+    "check_key_name",
+    "check_secret_name",
+    "join_wrapped",
+    "key_ref",
+    "split_wrapped",
+    "tenant_key",
+]
 
-NONCE_BYTES = 12
+SYSTEM_KEY = "system"
+KEY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9/_.-]{0,127}")
+WRAPPED = re.compile(rb"([a-z0-9][a-z0-9-]{0,63}):v([1-9][0-9]{0,8}):")
 
 
 class KmsError(Exception):
-    """A key could not be wrapped or unwrapped: unknown key, wrong context, or tampering."""
+    """A key or secret could not be used: unknown or destroyed key, wrong context, tampering,
+    or the KMS refused. The message never carries key material or secret values."""
 
 
 class Kms(Protocol):
-    def wrap(self, plaintext: bytes, *, context: str) -> tuple[str, bytes]:
-        """Encrypt under the current key; returns (key id, wrapped bytes)."""
+    def wrap(self, key: str, plaintext: bytes, *, context: str) -> bytes:
+        """Encrypt under the newest version of `key` (made on first use), bound to `context`."""
         ...
 
-    def unwrap(self, key_id: str, wrapped: bytes, *, context: str) -> bytes: ...
-
-    def rotate(self) -> str:
-        """Make a new current key; earlier ones still unwrap. Returns the new key id."""
+    def unwrap(self, wrapped: bytes, *, context: str) -> bytes:
+        """Decrypt a blob from `wrap`, under whichever version of its key made it."""
         ...
 
+    def rotate(self, key: str) -> str:
+        """Add a new newest version of `key`; returns its reference (`key:vN`)."""
+        ...
 
-class LocalKms:
-    """Key-encryption keys in files under `directory`, one per version (k0001, k0002, …)."""
+    def current(self, key: str) -> str | None:
+        """The reference of the newest version of `key`, or None if it does not exist."""
+        ...
 
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self._ids():
-            self.rotate()
+    def destroy(self, key: str) -> bool:
+        """Delete every version of `key`; whatever it wrapped is unreadable for good."""
+        ...
 
-    @classmethod
-    def from_home(cls, home: Path) -> LocalKms:
-        return cls(home / "keys" / "kms")
+    def read_secret(self, name: str) -> SecretStr | None: ...
 
-    def _ids(self) -> list[str]:
-        return sorted(p.stem for p in self._directory.glob("k*.key"))
+    def write_secret(self, name: str, value: SecretStr) -> None: ...
 
-    def _key(self, key_id: str) -> AESGCM:
-        path = self._directory / f"{key_id}.key"
-        if not key_id.startswith("k") or not key_id[1:].isdigit() or not path.is_file():
-            raise KmsError(f"unknown KMS key {key_id!r}")
-        return AESGCM(path.read_bytes())
 
-    def rotate(self) -> str:
-        ids = self._ids()
-        key_id = f"k{int(ids[-1][1:]) + 1 if ids else 1:04d}"
-        fd = os.open(self._directory / f"{key_id}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-        return key_id
+def tenant_key(tenant: uuid.UUID) -> str:
+    return f"tenant-{tenant.hex}"
 
-    def wrap(self, plaintext: bytes, *, context: str) -> tuple[str, bytes]:
-        key_id = self._ids()[-1]
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        return key_id, nonce + self._key(key_id).encrypt(nonce, plaintext, context.encode())
 
-    def unwrap(self, key_id: str, wrapped: bytes, *, context: str) -> bytes:
-        try:
-            return self._key(key_id).decrypt(
-                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context.encode()
-            )
-        except InvalidTag:
-            raise KmsError(f"key wrapped under {key_id} does not unwrap here") from None
+def check_key_name(key: str) -> str:
+    if not KEY_NAME.fullmatch(key):
+        raise KmsError(f"bad KMS key name {key[:80]!r}")
+    return key
+
+
+def check_secret_name(name: str) -> str:
+    if not SECRET_NAME.fullmatch(name) or ".." in name:
+        raise KmsError(f"bad secret name {name[:80]!r}")
+    return name
+
+
+def split_wrapped(wrapped: bytes) -> tuple[str, int, bytes]:
+    """(key, version, backend payload) of a blob from `Kms.wrap`."""
+    found = WRAPPED.match(wrapped)
+    if found is None:
+        raise KmsError("not a wrapped key")
+    return found[1].decode(), int(found[2]), wrapped[found.end() :]
+
+
+def join_wrapped(key: str, version: int, payload: bytes) -> bytes:
+    return f"{key}:v{version}:".encode() + payload
+
+
+def key_ref(wrapped: bytes) -> str:
+    """`key:vN` of a wrapped blob: the key version it needs to stay readable."""
+    key, version, _ = split_wrapped(wrapped)
+    return f"{key}:v{version}"

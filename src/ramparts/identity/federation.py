@@ -25,8 +25,9 @@ from sqlalchemy import text
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
+from ramparts.identity.sealed import IDP_CLIENT_SECRET
 
 __all__ = [
     "DEFAULT_MFA_AMR",
@@ -75,17 +76,13 @@ def issuer_allowed(issuer: str) -> bool:
     return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)
 
 
-def idp_secret_context(tenant: uuid.UUID) -> str:
-    return f"idp-client-secret:{tenant}"
-
-
 class Federation:
     def __init__(
-        self, database: Database, sealer: LocalSealer, audit: AuditLog, *, redirect_uri: str
+        self, database: Database, fields: SealedFields, audit: AuditLog, *, redirect_uri: str
     ) -> None:
         self._db = database
         self._audit = audit
-        self._sealer = sealer
+        self._fields = fields
         self.redirect_uri = redirect_uri
 
     async def provider(self, tenant: uuid.UUID) -> IdentityProvider | None:
@@ -99,13 +96,15 @@ class Federation:
                     {"tenant": tenant},
                 )
             ).first()
-        if row is None:
-            return None
-        secret = (
-            self._sealer.open(bytes(row[2]), idp_secret_context(tenant)).decode()
-            if row[2] is not None
-            else None
-        )
+            if row is None:
+                return None
+            secret = (
+                (
+                    await self._fields.open(session, tenant, IDP_CLIENT_SECRET, tenant, row[2])
+                ).decode()
+                if row[2] is not None
+                else None
+            )
         return IdentityProvider(
             tenant, row[0], row[1], secret, frozenset(row[3]), frozenset(row[4])
         )

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import text
 
 from ramparts.crypto.digest import token_digest
-from ramparts.crypto.local import LocalSealer, SealError
+from ramparts.crypto.sealer import Sealer, SealError
 from ramparts.db.engine import Database
 
 __all__ = ["FLOW_SECONDS", "FlowCodec", "FlowConflict", "FlowStore", "LoginFlow"]
@@ -64,7 +64,7 @@ class FlowCodec:
         key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"ramparts login flow"
         ).derive(secret_key)
-        self._sealer = LocalSealer(key)
+        self._sealer = Sealer(key)
 
     def dump(self, flow: LoginFlow) -> str:
         state = asdict(flow)

@@ -18,7 +18,7 @@ from joserfc import jwk
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import SYSTEM_KEY, Kms
 
 __all__ = ["ALGORITHM", "KeyRing", "SigningKey", "load_key_ring", "rotate_signing_key"]
 
@@ -72,12 +72,12 @@ class KeyRing:
     def _verification_keys(self) -> dict[str, jwk.ECKey]:
         return {key.kid: jwk.ECKey.import_key(key.public_jwk) for key in self.published()}
 
-    def signing_key(self, sealer: LocalSealer) -> jwk.ECKey:
-        """The current private key, unsealed once per ring and kept only in memory."""
+    def signing_key(self, kms: Kms) -> jwk.ECKey:
+        """The current private key, unwrapped by the KMS once per ring, kept only in memory."""
         unsealed = self._unsealed
         if unsealed is None or unsealed.kid != self.current().kid:
             key = self.current()
-            private = sealer.open(key.sealed_private, f"signing-key:{key.kid}")
+            private = kms.unwrap(key.sealed_private, context=f"signing-key:{key.kid}")
             unsealed = jwk.ECKey.import_key(json.loads(private))
             object.__setattr__(self, "_unsealed", unsealed)
         return unsealed
@@ -95,7 +95,7 @@ async def load_key_ring(session: AsyncSession, *, overlap: timedelta) -> KeyRing
 
 
 async def rotate_signing_key(
-    session: AsyncSession, sealer: LocalSealer, *, overlap: timedelta
+    session: AsyncSession, kms: Kms, *, overlap: timedelta
 ) -> dict[str, Any]:
     """Make a new current key and retire predecessors whose overlap window has passed.
 
@@ -106,7 +106,8 @@ async def rotate_signing_key(
         "P-256", parameters={"kid": kid, "alg": ALGORITHM, "use": "sig"}, private=True
     )
     public = key.as_dict(private=False)
-    sealed = sealer.seal(json.dumps(key.as_dict(private=True)).encode(), f"signing-key:{kid}")
+    private = json.dumps(key.as_dict(private=True)).encode()
+    sealed = kms.wrap(SYSTEM_KEY, private, context=f"signing-key:{kid}")
     await session.execute(
         text(
             "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private) "

@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.passwords import HASHER, hash_password
+from ramparts.identity.sealed import RECOVERY_CODE_INDEX, TOTP_SECRET
 
-__all__ = ["Authenticator", "LoginResult", "new_recovery_code", "totp_context"]
+__all__ = ["Authenticator", "LoginResult", "new_recovery_code", "recovery_index"]
 
 ACCOUNT_FREE_FAILURES = 5
 ACCOUNT_BASE_LOCK = timedelta(seconds=30)
@@ -46,17 +47,12 @@ class LoginResult:
     has_totp: bool
 
 
-def totp_context(tenant_id: uuid.UUID, user_id: uuid.UUID) -> str:
-    """AAD for a sealed TOTP secret: it opens only for this user in this tenant."""
-    return f"totp:{tenant_id}:{user_id}"
-
-
 class Authenticator:
     def __init__(
-        self, database: Database, sealer: LocalSealer, address_key: bytes, audit: AuditLog
+        self, database: Database, fields: SealedFields, address_key: bytes, audit: AuditLog
     ) -> None:
         self._db = database
-        self._sealer = sealer
+        self._fields = fields
         self._address_key = address_key
         self._audit = audit
 
@@ -224,7 +220,9 @@ class Authenticator:
             ).first()
             if row is None:
                 return False
-            secret = self._sealer.open(row[0], totp_context(tenant_id, user_id)).decode()
+            secret = (
+                await self._fields.open(session, tenant_id, TOTP_SECRET, user_id, row[0])
+            ).decode()
             step = _matching_step(secret, code)
             if step is None:
                 # Wrong codes count like wrong passwords: a known password does not buy an
@@ -314,12 +312,13 @@ class Authenticator:
                 {"tenant": tenant_id, "user": user_id},
             )
             for code in codes:
+                index = await recovery_index(self._fields, session, tenant_id, code)
                 await session.execute(
                     text(
                         "INSERT INTO recovery_codes (tenant_id, user_id, code_hash) "
                         "VALUES (:tenant, :user, :hash)"
                     ),
-                    {"tenant": tenant_id, "user": user_id, "hash": _recovery_digest(code)},
+                    {"tenant": tenant_id, "user": user_id, "hash": index},
                 )
         return codes
 
@@ -332,12 +331,13 @@ class Authenticator:
                     session, tenant_id, user_id, Action.RECOVERY_CODE_USED, ok=False
                 )
                 return False
+            index = await recovery_index(self._fields, session, tenant_id, code)
             used = await session.execute(
                 text(
                     "UPDATE recovery_codes SET used_at = now() WHERE tenant_id = :tenant "
                     "AND user_id = :user AND code_hash = :hash AND used_at IS NULL"
                 ),
-                {"tenant": tenant_id, "user": user_id, "hash": _recovery_digest(code)},
+                {"tenant": tenant_id, "user": user_id, "hash": index},
             )
             ok = bool(getattr(used, "rowcount", 0))
             if not ok:
@@ -352,13 +352,15 @@ class Authenticator:
         step = _matching_step(secret, code)
         if step is None:
             return False
-        sealed = self._sealer.seal(secret.encode(), totp_context(tenant_id, user_id))
         async with self._db.tenant_session(tenant_id) as session:
+            sealed = await self._fields.seal(
+                session, tenant_id, TOTP_SECRET, user_id, secret.encode()
+            )
             inserted = await session.execute(
                 text(
                     "INSERT INTO totp_credentials (tenant_id, user_id, sealed_secret, last_step)"
                     " VALUES (:tenant, :user, :sealed, :step) ON CONFLICT DO NOTHING"
-                ),
+                ).bindparams(TOTP_SECRET.param("sealed")),
                 {"tenant": tenant_id, "user": user_id, "sealed": sealed, "step": step},
             )
             enrolled = bool(getattr(inserted, "rowcount", 0))
@@ -369,8 +371,13 @@ class Authenticator:
 RECOVERY_CODES = 10
 
 
-def _recovery_digest(code: str) -> bytes:
-    return hashlib.sha256(code.replace("-", "").strip().lower().encode()).digest()
+async def recovery_index(
+    fields: SealedFields, session: AsyncSession, tenant: uuid.UUID, code: str
+) -> bytes:
+    """The stored form of a recovery code: the tenant's blind index of it, never a plain hash."""
+    return await fields.blind_index(
+        session, tenant, RECOVERY_CODE_INDEX, code.replace("-", "").strip().lower()
+    )
 
 
 def new_recovery_code() -> str:

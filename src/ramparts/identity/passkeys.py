@@ -32,7 +32,9 @@ from webauthn.helpers.structs import (
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.digest import token_digest
+from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
+from ramparts.identity.sealed import PASSKEY_PUBLIC_KEY
 
 __all__ = ["PasskeyError", "Passkeys"]
 
@@ -49,9 +51,16 @@ class Ceremony:
 
 class Passkeys:
     def __init__(
-        self, database: Database, audit: AuditLog, *, public_url: str, rp_name: str = "Ramparts"
+        self,
+        database: Database,
+        fields: SealedFields,
+        audit: AuditLog,
+        *,
+        public_url: str,
+        rp_name: str = "Ramparts",
     ) -> None:
         self._db = database
+        self._fields = fields
         self._audit = audit
         self.origin = public_url
         self.rp_id = urlsplit(public_url).hostname or "localhost"
@@ -105,17 +114,24 @@ class Passkeys:
         except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
             raise PasskeyError(f"registration refused: {exc}") from None
         async with self._db.tenant_session(tenant) as session:
+            public_key = await self._fields.seal(
+                session,
+                tenant,
+                PASSKEY_PUBLIC_KEY,
+                verified.credential_id.hex(),
+                verified.credential_public_key,
+            )
             await session.execute(
                 text(
                     "INSERT INTO webauthn_credentials (tenant_id, credential_id, user_id, "
                     "public_key, sign_count, name) VALUES (:tenant, :id, :user, :key, :count, "
                     ":name)"
-                ),
+                ).bindparams(PASSKEY_PUBLIC_KEY.param("key")),
                 {
                     "tenant": tenant,
                     "id": verified.credential_id,
                     "user": user,
-                    "key": verified.credential_public_key,
+                    "key": public_key,
                     "count": verified.sign_count,
                     "name": name[:100],
                 },
@@ -205,13 +221,16 @@ class Passkeys:
             ).first()
             if row is None:
                 raise await self._refused(tenant, user, "not one of this user's credentials")
+            public_key = await self._fields.open(
+                session, tenant, PASSKEY_PUBLIC_KEY, credential_id.hex(), row[0]
+            )
             try:
                 verified = verify_authentication_response(
                     credential=credential,
                     expected_challenge=base64url_to_bytes(challenge),
                     expected_rp_id=self.rp_id,
                     expected_origin=self.origin,
-                    credential_public_key=bytes(row[0]),
+                    credential_public_key=public_key,
                     credential_current_sign_count=row[1],
                     require_user_verification=True,
                 )

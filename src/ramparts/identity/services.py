@@ -7,9 +7,10 @@ that is a superuser bypasses RLS, so every query here also filters by tenant exp
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,14 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.keys import DataKeys
+from ramparts.crypto.kms import Kms, tenant_key
+from ramparts.crypto.sealing import SealedFields, reencrypt
 from ramparts.db.engine import Database
 from ramparts.identity.clients import new_client_id
-from ramparts.identity.federation import DEFAULT_MFA_AMR, idp_secret_context, issuer_allowed
+from ramparts.identity.federation import DEFAULT_MFA_AMR, issuer_allowed
 from ramparts.identity.keys import load_key_ring, rotate_signing_key
-from ramparts.identity.login import totp_context
 from ramparts.identity.models import Membership, Role, Tenant, User
 from ramparts.identity.passwords import check_password, hash_password
+from ramparts.identity.sealed import IDENTITY_COLUMNS, IDP_CLIENT_SECRET, TOTP_SECRET
 
 __all__ = ["Provisioning", "TenantRecord"]
 
@@ -46,9 +49,11 @@ class TenantRecord:
 class Provisioning:
     """Creates tenants, users and clients; constructed with the owner's `Database`."""
 
-    def __init__(self, owner_db: Database, sealer: LocalSealer, audit: AuditLog) -> None:
+    def __init__(self, owner_db: Database, kms: Kms, audit: AuditLog) -> None:
         self._db = owner_db
-        self._sealer = sealer
+        self._kms = kms
+        self._keys = DataKeys(kms)
+        self._fields = SealedFields(self._keys)
         self._audit = audit
 
     async def _record(
@@ -68,6 +73,64 @@ class Provisioning:
                 )
                 session.add(tenant)
         return TenantRecord(id=tenant.id, slug=tenant.slug, name=tenant.name, region=tenant.region)
+
+    async def rotate_data_key(self, tenant: TenantRecord) -> int:
+        """A new data key version for the tenant; returns it. Fields sealed under earlier
+        versions still open until `reencrypt` moves them."""
+        async with self._db.tenant_session(tenant.id) as session:
+            key = await self._keys.rotate(session, tenant.id)
+            await self._record(
+                session,
+                Action.DATA_KEY_ROTATED,
+                Resource("tenant", str(tenant.id)),
+                version=key.version,
+            )
+        return key.version
+
+    async def reencrypt(
+        self,
+        tenant: TenantRecord,
+        progress: Callable[[int, int], None] = lambda done, total: None,
+        *,
+        batch: int = 200,
+    ) -> int:
+        """Re-seal the tenant's encrypted fields under its newest data key (resumable)."""
+        columns = list(IDENTITY_COLUMNS)
+        done = await reencrypt(
+            self._db, self._keys, tenant.id, columns, batch=batch, progress=progress
+        )
+        async with self._db.tenant_session(tenant.id) as session:
+            await self._record(
+                session, Action.FIELDS_REENCRYPTED, Resource("tenant", str(tenant.id)), fields=done
+            )
+        return done
+
+    async def rotate_kms_key(self, tenant: TenantRecord) -> dict[str, Any]:
+        """A new version of the tenant's KMS key, and its data keys re-wrapped under it."""
+        current = await asyncio.to_thread(self._kms.rotate, tenant_key(tenant.id))
+        async with self._db.tenant_session(tenant.id) as session:
+            rewrapped = await self._keys.rewrap(session, tenant.id)
+            await self._record(
+                session, Action.KMS_KEY_ROTATED, Resource("tenant", str(tenant.id)), key=current
+            )
+        return {"kms_key": current, "rewrapped": rewrapped}
+
+    async def delete_tenant(self, tenant: TenantRecord) -> int:
+        """Delete the tenant and crypto-shred it: its KMS key and data keys are destroyed, so
+        its sealed fields stay unreadable in every backup. The audit trail is kept (it is
+        append-only and already redacted). Returns how many data keys were shredded."""
+        async with self._db.session() as session:
+            shredded = await self._keys.shred(session, tenant.id)
+            await session.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant.id})
+        async with self._db.tenant_session(SYSTEM_TENANT) as session:
+            await self._record(
+                session,
+                Action.TENANT_DELETED,
+                Resource("tenant", str(tenant.id)),
+                slug=tenant.slug,
+                data_keys_shredded=shredded,
+            )
+        return shredded
 
     async def tenant(self, slug: str) -> TenantRecord | None:
         async with self._db.session() as session:
@@ -128,13 +191,15 @@ class Provisioning:
                 Membership(tenant_id=tenant.id, user_id=user.id, role=role) for role in roles
             )
             if totp_secret is not None:
-                sealed = self._sealer.seal(totp_secret.encode(), totp_context(tenant.id, user.id))
+                sealed = await self._fields.seal(
+                    session, tenant.id, TOTP_SECRET, user.id, totp_secret.encode()
+                )
                 await session.execute(
                     text(
                         "INSERT INTO totp_credentials (tenant_id, user_id, sealed_secret) "
                         "VALUES (:tenant, :user, :sealed) ON CONFLICT (tenant_id, user_id) "
                         "DO UPDATE SET sealed_secret = excluded.sealed_secret, last_step = 0"
-                    ),
+                    ).bindparams(TOTP_SECRET.param("sealed")),
                     {"tenant": tenant.id, "user": user.id, "sealed": sealed},
                 )
             await self._record(
@@ -224,12 +289,14 @@ class Provisioning:
         """Delegate this tenant's login to its own OIDC provider (the secret is sealed)."""
         if not issuer_allowed(issuer):
             raise ValueError("the issuer must be an https URL (plain http only on loopback)")
-        sealed = (
-            self._sealer.seal(client_secret.encode(), idp_secret_context(tenant.id))
-            if client_secret
-            else None
-        )
         async with self._db.tenant_session(tenant.id) as session:
+            sealed = (
+                await self._fields.seal(
+                    session, tenant.id, IDP_CLIENT_SECRET, tenant.id, client_secret.encode()
+                )
+                if client_secret
+                else None
+            )
             await session.execute(
                 text(
                     "INSERT INTO tenant_identity_providers (tenant_id, issuer, client_id, "
@@ -238,7 +305,7 @@ class Provisioning:
                     "issuer = excluded.issuer, client_id = excluded.client_id, "
                     "sealed_client_secret = excluded.sealed_client_secret, "
                     "mfa_amr = excluded.mfa_amr, mfa_acr = excluded.mfa_acr"
-                ),
+                ).bindparams(IDP_CLIENT_SECRET.param("secret")),
                 {
                     "tenant": tenant.id,
                     "issuer": issuer,
@@ -304,7 +371,7 @@ class Provisioning:
             return await self._rotate(session, overlap)
 
     async def _rotate(self, session: AsyncSession, overlap: timedelta) -> dict[str, Any]:
-        rotated = await rotate_signing_key(session, self._sealer, overlap=overlap)
+        rotated = await rotate_signing_key(session, self._kms, overlap=overlap)
         await self._record(
             session,
             Action.SIGNING_KEY_ROTATED,

@@ -19,7 +19,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
 from ramparts.crypto.digest import token_digest
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.kms import Kms
 from ramparts.identity.keys import ALGORITHM, KeyRing
 
 __all__ = [
@@ -61,16 +61,14 @@ class AccessClaims:
 
 
 class TokenIssuer:
-    def __init__(
-        self, *, issuer: str, audience: str, access_seconds: int, sealer: LocalSealer
-    ) -> None:
+    def __init__(self, *, issuer: str, audience: str, access_seconds: int, kms: Kms) -> None:
         self.issuer = issuer
         self.audience = audience
         self.access_seconds = access_seconds
-        self._sealer = sealer
+        self._kms = kms
 
     def _sign(self, ring: KeyRing, header: dict[str, Any], claims: dict[str, Any]) -> str:
-        key = ring.signing_key(self._sealer)
+        key = ring.signing_key(self._kms)
         return jwt.encode(
             {**header, "alg": ALGORITHM, "kid": key.kid}, claims, key, algorithms=[ALGORITHM]
         )

@@ -17,7 +17,9 @@ from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
 from ramparts.audit.services import AuditLog, Checkpointer, audit_redactor
 from ramparts.config import Settings, secret_key
-from ramparts.crypto.local import LocalSealer
+from ramparts.crypto.keys import DataKeys
+from ramparts.crypto.kms import Kms
+from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.db.migrate import head_revision
 from ramparts.identity.auth import BearerAuthenticator, actor_of
@@ -54,7 +56,7 @@ log = structlog.get_logger(__name__)
 
 
 def identity_services(
-    settings: Settings, database: Database, sealer: LocalSealer, audit: AuditLog
+    settings: Settings, database: Database, kms: Kms, audit: AuditLog
 ) -> IdentityHttp:
     issuer = settings.public_url
     audience = f"{issuer}/api"
@@ -63,7 +65,7 @@ def identity_services(
         issuer=issuer,
         audience=audience,
         access_seconds=settings.access_token_seconds,
-        sealer=sealer,
+        kms=kms,
     )
     keys = KeyCache(database, overlap=overlap_for(settings.access_token_seconds))
     oauth = OAuthService(
@@ -76,20 +78,21 @@ def identity_services(
     address_key = hashlib.sha256(b"ramparts login throttle" + key).digest()
     verifier = TokenVerifier(issuer=issuer, audience=audience)
     flows = FlowCodec(key)
+    fields = SealedFields(DataKeys(kms))
     return IdentityHttp(
         issuer=issuer,
         oauth=oauth,
-        authenticator=Authenticator(database, sealer, address_key, audit),
+        authenticator=Authenticator(database, fields, address_key, audit),
         flows=flows,
         flow_store=FlowStore(database, flows),
         keys=keys,
         verifier=verifier,
         bearer=BearerAuthenticator(verifier, keys, oauth, audit),
-        passkeys=Passkeys(database, audit, public_url=issuer),
+        passkeys=Passkeys(database, fields, audit, public_url=issuer),
         services=ServiceClients(
             database, tokens, keys, audit, token_endpoint=f"{issuer}/oauth/token"
         ),
-        federation=Federation(database, sealer, audit, redirect_uri=f"{issuer}/login/sso/callback"),
+        federation=Federation(database, fields, audit, redirect_uri=f"{issuer}/login/sso/callback"),
         audit=audit,
     )
 
@@ -127,14 +130,14 @@ async def _sign_checkpoints(checkpointer: Checkpointer) -> None:
             log.exception("audit_checkpoints_failed")
 
 
-def create_app(settings: Settings, database: Database, sealer: LocalSealer) -> FastAPI:
+def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     """Build the app around a runtime-role `Database`; the app disposes it on shutdown."""
 
     # Its own small pool for events written apart (refusals), so a request that holds a
     # connection never waits on the same pool to record why it is refused.
     audit_database = Database(database.engine.url, pool_size=2)
     audit = AuditLog(audit_database, audit_redactor(settings))
-    checkpointer = Checkpointer(database, sealer)
+    checkpointer = Checkpointer(database, kms)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -160,7 +163,7 @@ def create_app(settings: Settings, database: Database, sealer: LocalSealer) -> F
     )
     app.state.database = database
     app.state.schema_revision = head_revision()
-    identity = identity_services(settings, database, sealer, audit)
+    identity = identity_services(settings, database, kms, audit)
     app.state.identity = identity
     app.state.audit = audit
     app.state.checkpointer = checkpointer

@@ -1,0 +1,199 @@
+"""Encrypted columns: the column type, the service that seals and opens them under the
+tenant's data keys, and the job that re-encrypts them after a data key rotation.
+
+An encrypted column is declared once as an `EncryptedColumn` (table, column, and the SQL that
+names its row); that declaration fixes the AAD, so the service that writes it and the job that
+re-encrypts it cannot disagree. In the database the column has the domain `sealed_field`
+(migration 0009), which refuses anything that is not a sealed field: plaintext cannot be
+written there even by a bug or by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import LargeBinary, bindparam, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import TypeDecorator
+
+from ramparts.crypto.fields import FieldCipher
+from ramparts.crypto.keys import DataKeys
+from ramparts.db.engine import Database
+
+__all__ = [
+    "EncryptedColumn",
+    "Sealed",
+    "SealedColumn",
+    "SealedFields",
+    "reencrypt",
+]
+
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class Sealed(bytes):
+    """A field sealed by `SealedFields.seal`: the only value an encrypted column takes."""
+
+
+class SealedColumn(TypeDecorator[Sealed]):
+    """SQLAlchemy type of an encrypted column: binds `Sealed` values only, so a plaintext
+    handed to it by mistake fails in Python before it reaches the database."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Sealed | None, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        if not isinstance(value, Sealed):
+            raise TypeError("an encrypted column takes only values sealed by SealedFields.seal")
+        return bytes(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Sealed | None:
+        return None if value is None else Sealed(value)
+
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    """`row` is the SQL expression (over the table's columns) that the AAD names the row by."""
+
+    table: str
+    column: str
+    row: str
+
+    def __post_init__(self) -> None:
+        for name in (self.table, self.column):
+            if not IDENTIFIER.fullmatch(name):
+                raise ValueError(f"bad SQL identifier {name!r}")
+
+    def param(self, name: str) -> BindParameter[Sealed]:
+        """A bind parameter of the encrypted type, for `text(...).bindparams(...)`."""
+        return bindparam(name, type_=SealedColumn())
+
+
+class SealedFields:
+    """Seals and opens encrypted columns of the session's tenant."""
+
+    def __init__(self, keys: DataKeys) -> None:
+        self._keys = keys
+
+    async def seal(
+        self,
+        session: AsyncSession,
+        tenant: uuid.UUID,
+        column: EncryptedColumn,
+        row: str | uuid.UUID,
+        value: bytes,
+    ) -> Sealed:
+        key = await self._keys.current(session, tenant)
+        sealed = FieldCipher.seal(
+            key, table=column.table, column=column.column, row=row, value=value
+        )
+        return Sealed(sealed)
+
+    async def open(
+        self,
+        session: AsyncSession,
+        tenant: uuid.UUID,
+        column: EncryptedColumn,
+        row: str | uuid.UUID,
+        sealed: bytes,
+    ) -> bytes:
+        key = await self._keys.version(session, tenant, FieldCipher.version_of(sealed))
+        return FieldCipher.open(
+            key, table=column.table, column=column.column, row=row, sealed=sealed
+        )
+
+    async def blind_index(
+        self, session: AsyncSession, tenant: uuid.UUID, column: str, value: str
+    ) -> bytes:
+        """A keyed HMAC for equality search (never a plain hash of a guessable value)."""
+        return FieldCipher.blind_index(
+            await self._keys.index_key(session, tenant), column=column, value=value
+        )
+
+
+async def reencrypt(
+    owner: Database,
+    keys: DataKeys,
+    tenant: uuid.UUID,
+    columns: list[EncryptedColumn],
+    *,
+    batch: int = 200,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> int:
+    """Re-seal every field of `tenant` under its newest data key version.
+
+    Each batch commits on its own and only rows still under an older version are picked, so an
+    interrupted run resumes where it stopped and a finished one finds nothing left to do.
+    Runs as the owner; `progress(done, total)` is called after each batch. Returns rows done.
+    """
+    async with owner.session() as session:
+        newest = (await keys.current(session, tenant)).version
+        total = 0
+        for column in columns:
+            stale = await session.scalar(
+                text(
+                    f"SELECT count(*) FROM {column.table} "  # noqa: S608
+                    f"WHERE {_STALE.format(column=column.column)}"
+                ),
+                {"tenant": tenant, "newest": newest},
+            )
+            total += int(stale or 0)
+    done = 0
+    progress(done, total)
+    for column in columns:
+        while moved := await _reencrypt_batch(
+            owner, keys, tenant, column, newest=newest, batch=batch
+        ):
+            done += moved
+            progress(done, total)
+    return done
+
+
+# Only identifiers checked by EncryptedColumn and its declared row expression are formatted
+# into these statements; every value is a bind parameter.
+_STALE = "tenant_id = :tenant AND ramparts_sealed_version({column}) < :newest"
+
+
+async def _reencrypt_batch(
+    owner: Database,
+    keys: DataKeys,
+    tenant: uuid.UUID,
+    column: EncryptedColumn,
+    *,
+    newest: int,
+    batch: int,
+) -> int:
+    """Re-seal up to `batch` stale fields of one column, in one transaction."""
+    table, name = column.table, column.column
+    stale = _STALE.format(column=name)
+    async with owner.session() as session:
+        rows = (
+            await session.execute(
+                text(
+                    f"SELECT ctid::text, ({column.row})::text, {name} FROM {table} "  # noqa: S608
+                    f"WHERE {stale} LIMIT :batch FOR UPDATE SKIP LOCKED"
+                ),
+                {"tenant": tenant, "newest": newest, "batch": batch},
+            )
+        ).all()
+        target = await keys.version(session, tenant, newest)
+        update = text(
+            f"UPDATE {table} SET {name} = :sealed "  # noqa: S608
+            "WHERE ctid = CAST(:ctid AS tid) AND tenant_id = :tenant"
+        ).bindparams(column.param("sealed"))
+        for ctid, row, sealed in rows:
+            old = await keys.version(session, tenant, FieldCipher.version_of(bytes(sealed)))
+            value = FieldCipher.open(old, table=table, column=name, row=row, sealed=bytes(sealed))
+            resealed = FieldCipher.seal(target, table=table, column=name, row=row, value=value)
+            await session.execute(
+                update, {"sealed": Sealed(resealed), "ctid": ctid, "tenant": tenant}
+            )
+    return len(rows)

@@ -1,0 +1,212 @@
+"""The Vault KMS: HashiCorp Vault's Transit engine wraps keys, its KV v2 engine keeps secrets.
+
+Each Ramparts key is a Transit key `<prefix>-<key>` (aes256-gcm96), so a tenant's key can be
+destroyed alone. The wrap context travels as Transit's `associated_data`, authenticated by
+Vault's AES-GCM. Secrets live at `<kv mount>/data/<prefix>/<name>` under the field `value`.
+Login is a token or AppRole (role id + secret id); neither, nor any value read, is logged or
+put in an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hvac
+from hvac import exceptions as vault_errors
+from pydantic import SecretStr
+from requests import RequestException
+
+from ramparts.crypto.kms import (
+    KmsError,
+    check_key_name,
+    check_secret_name,
+    join_wrapped,
+    split_wrapped,
+)
+
+__all__ = ["VaultKms", "vault_client"]
+
+T = TypeVar("T")
+TIMEOUT_SECONDS = 10
+
+
+def vault_client(
+    url: str,
+    *,
+    token: SecretStr | None = None,
+    role_id: str | None = None,
+    secret_id: SecretStr | None = None,
+    ca_file: str | None = None,
+    approle_mount: str = "approle",
+) -> hvac.Client:
+    """An authenticated client: the token as given, or one from an AppRole login."""
+    client = hvac.Client(url=url, verify=ca_file or True, timeout=TIMEOUT_SECONDS)
+    if token is not None:
+        client.token = token.get_secret_value()
+    elif role_id is not None and secret_id is not None:
+        _call(
+            "AppRole login",
+            lambda: client.auth.approle.login(
+                role_id=role_id, secret_id=secret_id.get_secret_value(), mount_point=approle_mount
+            ),
+        )
+    else:
+        raise KmsError("Vault needs a token, or an AppRole role id and secret id")
+    return client
+
+
+def _call(what: str, request: Callable[[], T]) -> T:
+    try:
+        return request()
+    except vault_errors.VaultError as exc:
+        # hvac's message is Vault's own error list: no token, no plaintext.
+        kind = type(exc).__name__
+        raise KmsError(f"Vault refused {what} ({kind}: {'; '.join(exc.errors or [])})") from None
+    except RequestException as exc:
+        raise KmsError(f"Vault is unreachable for {what} ({type(exc).__name__})") from None
+
+
+def _missing_is_none(request: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any] | None]:
+    def read() -> dict[str, Any] | None:
+        try:
+            return request()
+        except vault_errors.InvalidPath:  # 404: no such key or secret
+            return None
+
+    return read
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class VaultKms:
+    def __init__(
+        self,
+        client: hvac.Client,
+        *,
+        prefix: str = "ramparts",
+        transit_mount: str = "transit",
+        kv_mount: str = "secret",
+    ) -> None:
+        self._client = client
+        self._prefix = check_key_name(prefix)
+        self._transit = transit_mount
+        self._kv = kv_mount
+        self._known: set[str] = set()
+        self._mutex = threading.Lock()
+
+    def _name(self, key: str) -> str:
+        return f"{self._prefix}-{check_key_name(key)}"
+
+    def _ensure(self, key: str) -> str:
+        name = self._name(key)
+        with self._mutex:
+            if name in self._known:
+                return name
+        # Creating an existing key is a no-op in Vault, so racing processes are fine.
+        _call(
+            f"creating key {name}",
+            lambda: self._client.secrets.transit.create_key(
+                name=name, key_type="aes256-gcm96", mount_point=self._transit
+            ),
+        )
+        with self._mutex:
+            self._known.add(name)
+        return name
+
+    def wrap(self, key: str, plaintext: bytes, *, context: str) -> bytes:
+        name = self._ensure(key)
+        response = _call(
+            f"encrypt with {name}",
+            lambda: self._client.secrets.transit.encrypt_data(
+                name=name,
+                plaintext=_b64(plaintext),
+                associated_data=_b64(context.encode()),
+                mount_point=self._transit,
+            ),
+        )
+        ciphertext: str = response["data"]["ciphertext"]  # vault:v<N>:<base64>
+        version = int(ciphertext.split(":")[1].removeprefix("v"))
+        return join_wrapped(key, version, ciphertext.encode())
+
+    def unwrap(self, wrapped: bytes, *, context: str) -> bytes:
+        key, _, ciphertext = split_wrapped(wrapped)
+        name = self._name(key)
+        response = _call(
+            f"decrypt with {name}",
+            lambda: self._client.secrets.transit.decrypt_data(
+                name=name,
+                ciphertext=ciphertext.decode(),
+                associated_data=_b64(context.encode()),
+                mount_point=self._transit,
+            ),
+        )
+        return base64.b64decode(response["data"]["plaintext"])
+
+    def current(self, key: str) -> str | None:
+        name = self._name(key)
+        response = _call(
+            f"reading key {name}",
+            _missing_is_none(
+                lambda: self._client.secrets.transit.read_key(name=name, mount_point=self._transit)
+            ),
+        )
+        return None if response is None else f"{key}:v{response['data']['latest_version']}"
+
+    def rotate(self, key: str) -> str:
+        name = self._ensure(key)
+        _call(
+            f"rotating {name}",
+            lambda: self._client.secrets.transit.rotate_key(name=name, mount_point=self._transit),
+        )
+        current = self.current(key)
+        if current is None:
+            raise KmsError(f"Vault lost key {name} while rotating it")
+        return current
+
+    def destroy(self, key: str) -> bool:
+        name = self._name(key)
+        if self.current(key) is None:
+            return False
+        _call(
+            f"allowing deletion of {name}",
+            lambda: self._client.secrets.transit.update_key_configuration(
+                name=name, deletion_allowed=True, mount_point=self._transit
+            ),
+        )
+        _call(
+            f"deleting {name}",
+            lambda: self._client.secrets.transit.delete_key(name=name, mount_point=self._transit),
+        )
+        with self._mutex:
+            self._known.discard(name)
+        return True
+
+    def _path(self, name: str) -> str:
+        return f"{self._prefix}/{check_secret_name(name)}"
+
+    def read_secret(self, name: str) -> SecretStr | None:
+        path = self._path(name)
+        response = _call(
+            f"reading secret {name}",
+            _missing_is_none(
+                lambda: self._client.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=self._kv, raise_on_deleted_version=True
+                )
+            ),
+        )
+        value = None if response is None else response["data"]["data"].get("value")
+        return None if value is None else SecretStr(str(value))
+
+    def write_secret(self, name: str, value: SecretStr) -> None:
+        path = self._path(name)
+        _call(
+            f"writing secret {name}",
+            lambda: self._client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret={"value": value.get_secret_value()}, mount_point=self._kv
+            ),
+        )

@@ -1,0 +1,324 @@
+"""The KMS port: one contract for every backend (the local keystore always; Vault against a
+real `vault server -dev` when the binary is on PATH), the local keystore's own protections,
+and the Vault backend's HTTP contract replayed from a recorded exchange."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import shutil
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import hvac
+import pytest
+from pydantic import SecretStr
+
+from ramparts.crypto.keystore import LocalKms
+from ramparts.crypto.kms import Kms, KmsError, key_ref, split_wrapped, tenant_key
+from ramparts.crypto.vault import VaultKms, vault_client
+from tests.crypto import vault_exchange as recorded
+from tests.live import free_port, temporary_kms
+
+NO_VAULT = "no `vault` binary on PATH: Vault is tested through its recorded HTTP exchange only"
+DATA_KEY = b"\x07" * 32
+PSP_KEY = "sk_test_51Hx" + "Q" * 24  # pragma: allowlist secret
+
+
+@pytest.fixture(scope="module")
+def vault_dev() -> Iterator[tuple[str, str]]:
+    """A real Vault dev server on loopback with Transit and AppRole enabled."""
+    binary = shutil.which("vault")
+    if binary is None:
+        pytest.skip(NO_VAULT)
+    port, token = free_port(), secrets.token_hex(16)
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            binary,
+            "server",
+            "-dev",
+            f"-dev-root-token-id={token}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        admin = hvac.Client(url=url, token=token)
+        admin.sys.enable_secrets_engine(backend_type="transit")
+        admin.sys.enable_auth_method(method_type="approle")
+        yield url, token
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(params=["local", "vault"])
+def kms(request: pytest.FixtureRequest, tmp_path: Path) -> Kms:
+    if request.param == "local":
+        return temporary_kms(tmp_path)
+    url, token = request.getfixturevalue("vault_dev")
+    client = vault_client(url, token=SecretStr(token))
+    return VaultKms(client, prefix=f"t{secrets.token_hex(4)}")
+
+
+def test_wrapped_keys_open_only_in_their_context(kms: Kms) -> None:
+    tenant = tenant_key(uuid.uuid4())
+    wrapped = kms.wrap(tenant, DATA_KEY, context="data:1")
+    assert DATA_KEY not in wrapped
+    assert key_ref(wrapped) == f"{tenant}:v1"
+    assert kms.unwrap(wrapped, context="data:1") == DATA_KEY
+    key, version, payload = split_wrapped(wrapped)
+    flipped = bytearray(payload)
+    flipped[-3] ^= 1
+    other = tenant_key(uuid.uuid4())
+    kms.wrap(other, DATA_KEY, context="data:1")  # the other tenant's key exists too
+    for attempt in [
+        lambda: kms.unwrap(wrapped, context="data:2"),  # another context
+        lambda: kms.unwrap(wrapped.replace(tenant.encode(), other.encode(), 1), context="data:1"),
+        lambda: kms.unwrap(f"{key}:v{version}:".encode() + bytes(flipped), context="data:1"),
+        lambda: kms.unwrap(b"not a wrapped key", context="data:1"),
+    ]:
+        with pytest.raises(KmsError):
+            attempt()
+
+
+def test_rotation_keeps_earlier_wrappings_readable(kms: Kms) -> None:
+    key = tenant_key(uuid.uuid4())
+    assert kms.current(key) is None
+    first = kms.wrap(key, DATA_KEY, context="c")
+    assert kms.rotate(key) == f"{key}:v2" == kms.current(key)
+    second = kms.wrap(key, DATA_KEY, context="c")
+    assert key_ref(second) == f"{key}:v2"
+    assert kms.unwrap(first, context="c") == kms.unwrap(second, context="c") == DATA_KEY
+
+
+def test_destroying_a_key_leaves_what_it_wrapped_unreadable(kms: Kms) -> None:
+    key = tenant_key(uuid.uuid4())
+    wrapped = kms.wrap(key, DATA_KEY, context="c")
+    assert kms.destroy(key) is True
+    assert kms.current(key) is None
+    with pytest.raises(KmsError):
+        kms.unwrap(wrapped, context="c")
+    assert kms.destroy(key) is False
+    kms.wrap(key, DATA_KEY, context="c")  # a new key under the old name opens nothing old
+    with pytest.raises(KmsError):
+        kms.unwrap(wrapped, context="c")
+
+
+def test_secrets_are_stored_and_read_back(kms: Kms) -> None:
+    assert kms.read_secret("psp/stripe-api-key") is None
+    kms.write_secret("psp/stripe-api-key", SecretStr(PSP_KEY))
+    read = kms.read_secret("psp/stripe-api-key")
+    assert read is not None
+    assert read.get_secret_value() == PSP_KEY
+    assert PSP_KEY not in repr(read)
+    kms.write_secret("psp/stripe-api-key", SecretStr("rotated"))
+    assert kms.read_secret("psp/stripe-api-key") == SecretStr("rotated")
+    for bad in ["../etc/passwd", "Upper", "", "a" * 200]:
+        with pytest.raises(KmsError, match="bad secret name"):
+            kms.read_secret(bad)
+    with pytest.raises(KmsError, match="bad KMS key name"):
+        kms.wrap("system/../x", DATA_KEY, context="c")
+
+
+# --- the local keystore ------------------------------------------------------------------
+
+
+def test_the_keystore_is_private_and_holds_nothing_in_the_clear(tmp_path: Path) -> None:
+    kms = temporary_kms(tmp_path)
+    kms.write_secret("model/openai", SecretStr(PSP_KEY))
+    wrapped = kms.wrap("system", DATA_KEY, context="c")
+    keystore = tmp_path / "keystore.json"
+    assert stat.S_IMODE(keystore.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "kek").stat().st_mode) == 0o600
+    raw = keystore.read_bytes()
+    assert PSP_KEY.encode() not in raw
+    assert b"sk_test" not in raw
+    assert DATA_KEY not in raw
+    assert base64.b64encode(DATA_KEY) not in raw
+    assert kms.unwrap(wrapped, context="c") == DATA_KEY
+
+
+def test_another_process_sees_rotations_and_secrets(tmp_path: Path) -> None:
+    first, second = temporary_kms(tmp_path), temporary_kms(tmp_path)
+    wrapped = first.wrap("system", DATA_KEY, context="c")
+    assert second.unwrap(wrapped, context="c") == DATA_KEY
+    second.rotate("system")
+    second.write_secret("webhook/psp", SecretStr("whsec"))
+    assert first.current("system") == "system:v2"
+    assert key_ref(first.wrap("system", DATA_KEY, context="c")) == "system:v2"
+    assert first.read_secret("webhook/psp") == SecretStr("whsec")
+
+
+def test_the_wrong_key_file_or_passphrase_opens_nothing(tmp_path: Path) -> None:
+    kms = temporary_kms(tmp_path)
+    wrapped = kms.wrap("system", DATA_KEY, context="c")
+    stranger = tmp_path / "other.kek"
+    stranger.write_bytes(secrets.token_bytes(32))
+    stranger.chmod(0o600)
+    keystore = tmp_path / "keystore.json"
+    with pytest.raises(KmsError, match="does not open"):
+        LocalKms(keystore, key_file=stranger)
+    with pytest.raises(KmsError, match="protected by a key file"):
+        LocalKms(keystore, passphrase=SecretStr("correct horse battery staple"))
+    protected = tmp_path / "protected" / "keystore.json"
+    LocalKms(protected, passphrase=SecretStr("correct horse battery staple")).write_secret(
+        "a", SecretStr("b")
+    )
+    with pytest.raises(KmsError, match="does not open"):
+        LocalKms(protected, passphrase=SecretStr("wrong horse battery staple"))
+    with pytest.raises(KmsError, match="protected by a passphrase"):
+        LocalKms(protected, key_file=tmp_path / "kek")
+    reopened = LocalKms(protected, passphrase=SecretStr("correct horse battery staple"))
+    assert reopened.read_secret("a") == SecretStr("b")
+    assert kms.unwrap(wrapped, context="c") == DATA_KEY
+
+
+def test_key_files_must_be_private_long_and_outside_the_checkout(tmp_path: Path) -> None:
+    loose = tmp_path / "loose.kek"
+    loose.write_bytes(secrets.token_bytes(32))
+    loose.chmod(0o644)
+    with pytest.raises(KmsError, match="readable by others"):
+        LocalKms(tmp_path / "a.json", key_file=loose)
+    short = tmp_path / "short.kek"
+    short.write_bytes(b"x" * 16)
+    short.chmod(0o600)
+    with pytest.raises(KmsError, match="under 32 bytes"):
+        LocalKms(tmp_path / "b.json", key_file=short)
+    inside = Path(__file__).parent / "kek-in-checkout"
+    with pytest.raises(KmsError, match="outside the git checkout"):
+        LocalKms(tmp_path / "c.json", key_file=inside)
+    assert not inside.exists()
+    with pytest.raises(KmsError, match="exactly one"):
+        LocalKms(tmp_path / "d.json")
+
+
+# --- Vault: the recorded exchange --------------------------------------------------------
+
+
+@dataclass
+class Replay:
+    """The recorded exchange still to play, and every request that did not match it."""
+
+    exchange: list[dict[str, Any]]
+    mismatches: list[str] = field(default_factory=list)
+
+    def answer(self, got: dict[str, Any]) -> dict[str, Any]:
+        if not self.exchange:
+            self.mismatches.append(f"unexpected {got}")
+            return {"status": 500}
+        expected = self.exchange.pop(0)
+        if got != expected["request"]:
+            self.mismatches.append(f"expected {expected['request']}, got {got}")
+        response: dict[str, Any] = expected["response"]
+        return response
+
+
+def replay_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
+    """A handler that checks each request (method, path, token header, JSON body) against the
+    next recorded one and answers with the recorded response."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def handle_one(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            got = {
+                "method": self.command,
+                "path": self.path,
+                "token": self.headers.get("X-Vault-Token"),
+                "json": json.loads(self.rfile.read(length)) if length else None,
+            }
+            response = replay.answer(got)
+            payload = json.dumps(response["json"]).encode() if "json" in response else b""
+            self.send_response(response["status"])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        setattr(Handler, f"do_{method}", Handler.handle_one)
+    return Handler
+
+
+@pytest.fixture
+def recorded_vault() -> Iterator[tuple[str, Replay]]:
+    replay = Replay(list(recorded.EXCHANGE))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), replay_handler(replay))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", replay
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_vault_speaks_transit_kv_and_approle_as_recorded(
+    recorded_vault: tuple[str, Replay],
+) -> None:
+    url, replay = recorded_vault
+    kms = VaultKms(
+        vault_client(url, role_id=recorded.ROLE_ID, secret_id=SecretStr(recorded.SECRET_ID))
+    )
+    tenant, context = recorded.TENANT_KEY, recorded.CONTEXT
+    plaintext = base64.b64decode(recorded.PLAINTEXT)
+
+    wrapped = kms.wrap(tenant, plaintext, context=context)
+    assert wrapped == f"{tenant}:v1:{recorded.CIPHERTEXT}".encode()
+    assert kms.unwrap(wrapped, context=context) == plaintext
+    assert kms.rotate(tenant) == f"{tenant}:v2"
+    with pytest.raises(KmsError) as refused:  # Vault's error list, never the token
+        kms.unwrap(wrapped, context="another context")
+    assert "cipher: message authentication failed" in str(refused.value)
+    assert recorded.SECRET_ID not in str(refused.value)
+    assert recorded.TOKEN not in str(refused.value)
+    kms.write_secret("psp/stripe-api-key", SecretStr(recorded.SECRET))
+    assert kms.read_secret("psp/stripe-api-key") == SecretStr(recorded.SECRET)
+    assert kms.read_secret("model/missing") is None
+    assert kms.destroy(tenant) is True
+
+    assert replay.mismatches == []
+    assert replay.exchange == [], f"not replayed: {replay.exchange}"
+
+
+# --- Vault: a real dev server --------------------------------------------------------------
+
+
+def test_vault_approle_login_against_a_dev_server(vault_dev: tuple[str, str]) -> None:
+    url, token = vault_dev
+    admin = hvac.Client(url=url, token=token)
+    admin.sys.create_or_update_policy(
+        name="ramparts",
+        policy='path "transit/*" { capabilities = ["create", "read", "update", "delete"] }\n'
+        'path "secret/*" { capabilities = ["create", "read", "update"] }',
+    )
+    admin.auth.approle.create_or_update_approle(role_name="ramparts", token_policies=["ramparts"])
+    role_id = admin.auth.approle.read_role_id(role_name="ramparts")["data"]["role_id"]
+    secret_id = admin.auth.approle.generate_secret_id(role_name="ramparts")["data"]["secret_id"]
+    kms = VaultKms(vault_client(url, role_id=role_id, secret_id=SecretStr(secret_id)))
+    wrapped = kms.wrap("system", DATA_KEY, context="c")
+    assert kms.unwrap(wrapped, context="c") == DATA_KEY
+    with pytest.raises(KmsError, match="AppRole login"):
+        vault_client(url, role_id=role_id, secret_id=SecretStr("wrong"))
