@@ -46,7 +46,7 @@ from ramparts.audit.verify import (
 from ramparts.config import ConfigError, Profile, Settings, load_settings
 from ramparts.crypto.backends import open_kms
 from ramparts.crypto.keys import KeyShreddedError
-from ramparts.crypto.kms import SYSTEM_KEY, KmsError
+from ramparts.crypto.kms import SYSTEM_KEY, Kms, KmsError
 from ramparts.crypto.scanner import scan_paths, tracked_files
 from ramparts.db.engine import (
     Database,
@@ -114,12 +114,13 @@ async def _with_owner(urls: DatabaseUrls, work: Callable[[Database], Awaitable[T
         await owner.dispose()
 
 
-def _audit(settings: Settings, owner: Database) -> AuditLog:
-    return AuditLog(owner, audit_redactor(settings))
+def _audit(settings: Settings, owner: Database, kms: Kms) -> AuditLog:
+    return AuditLog(owner, audit_redactor(settings, kms))
 
 
 def _provisioning(settings: Settings, owner: Database) -> Provisioning:
-    return Provisioning(owner, open_kms(settings), _audit(settings, owner))
+    kms = open_kms(settings)
+    return Provisioning(owner, kms, _audit(settings, owner, kms))
 
 
 def _migrate(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
@@ -129,7 +130,7 @@ def _migrate(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
 
     async def bootstrap(owner: Database) -> str | None:
         kms = open_kms(settings)
-        provisioning = Provisioning(owner, kms, _audit(settings, owner))
+        provisioning = Provisioning(owner, kms, _audit(settings, owner, kms))
         async with owner.session() as session:
             await ensure_audit_key(session, kms)
         redirect = web_client_redirect_uri(settings.public_url)
@@ -153,11 +154,13 @@ def _migrate(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
 
 
 def _seed(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
+    kms = open_kms(settings)
+
     async def seed(owner: Database) -> dict[str, Any]:
         return await seed_demo(
             owner,
-            open_kms(settings),
-            _audit(settings, owner),
+            kms,
+            _audit(settings, owner, kms),
             public_url=settings.public_url,
         )
 

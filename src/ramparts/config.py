@@ -7,8 +7,6 @@ needs a different configuration builds a new `Settings`, it never mutates the sh
 from __future__ import annotations
 
 import os
-import secrets
-from contextlib import suppress
 from difflib import get_close_matches
 from enum import StrEnum
 from pathlib import Path
@@ -34,7 +32,6 @@ __all__ = [
     "Settings",
     "load_settings",
     "production_violations",
-    "secret_key",
 ]
 
 #: The runtime login role. It owns nothing, is not a superuser and cannot bypass RLS.
@@ -249,24 +246,6 @@ def _describe(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{name}: {message}" if field else message)
     return "; ".join(problems)
-
-
-def secret_key(settings: Settings) -> SecretStr:
-    """The key behind server-side secrets of the web tier: sealed login flows, passkey
-    tickets and the login throttle's address hashes.
-
-    Outside prod an unset key is generated once per install and kept in RAMPARTS_HOME (mode
-    0600), so no default key ever exists. In prod the production guard insists it is set.
-    """
-    if settings.secret_key is not None:
-        return settings.secret_key
-    path = settings.home / "secret_key"
-    settings.home.mkdir(parents=True, exist_ok=True)
-    with suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    return SecretStr(path.read_text().strip())
 
 
 def _weak(secret: str, min_chars: int) -> bool:

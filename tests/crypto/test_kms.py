@@ -24,6 +24,8 @@ import hvac
 import pytest
 from pydantic import SecretStr
 
+from ramparts.config import Profile, Settings
+from ramparts.crypto.backends import SERVER_SECRET_NAME, server_secret
 from ramparts.crypto.keystore import LocalKms
 from ramparts.crypto.kms import Kms, KmsError, key_ref, split_wrapped, tenant_key
 from ramparts.crypto.vault import VaultKms, vault_client
@@ -322,3 +324,17 @@ def test_vault_approle_login_against_a_dev_server(vault_dev: tuple[str, str]) ->
     assert kms.unwrap(wrapped, context="c") == DATA_KEY
     with pytest.raises(KmsError, match="AppRole login"):
         vault_client(url, role_id=role_id, secret_id=SecretStr("wrong"))
+
+
+def test_the_server_secret_is_made_once_and_kept_in_the_kms(tmp_path: Path) -> None:
+    kms = temporary_kms(tmp_path / "kms")
+    settings = Settings(home=tmp_path / "home")
+    made = server_secret(settings, kms)
+    assert len(made.get_secret_value()) >= 64
+    assert server_secret(settings, temporary_kms(tmp_path / "kms")) == made  # another process
+    assert kms.read_secret(SERVER_SECRET_NAME) == made
+    assert not (tmp_path / "home").exists()  # no plain key file beside the data
+    given = SecretStr("q8Z2vN4xR7tL1mK9pW3sY6cB0dF5hJ8e")  # pragma: allowlist secret
+    assert server_secret(Settings(secret_key=given), kms) == given
+    with pytest.raises(KmsError, match="RAMPARTS_SECRET_KEY is not set"):
+        server_secret(Settings(profile=Profile.PROD), temporary_kms(tmp_path / "empty"))

@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.audit.chain import canonical
 from ramparts.audit.context import current_request
 from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
-from ramparts.config import Settings, secret_key
+from ramparts.config import Settings
+from ramparts.crypto.backends import server_secret
 from ramparts.crypto.kms import SYSTEM_KEY, Kms
 from ramparts.db.engine import Database
 from ramparts.detectors import Redactor, is_secret_name
@@ -75,9 +76,9 @@ class RecordedEvent:
     hash: bytes
 
 
-def audit_redactor(settings: Settings) -> Redactor:
+def audit_redactor(settings: Settings, kms: Kms) -> Redactor:
     """The redactor keyed for this installation, so fingerprints match across processes."""
-    key = secret_key(settings).get_secret_value().encode()
+    key = server_secret(settings, kms).get_secret_value().encode()
     return Redactor(hashlib.sha256(b"ramparts audit redaction" + key).digest())
 
 

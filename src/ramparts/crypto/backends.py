@@ -3,12 +3,18 @@ secrets (RAMPARTS_KMS_BACKEND=local | vault)."""
 
 from __future__ import annotations
 
-from ramparts.config import KmsBackend, Settings
+import secrets
+
+from pydantic import SecretStr
+
+from ramparts.config import KmsBackend, Profile, Settings
 from ramparts.crypto.keystore import LocalKms, default_key_file
 from ramparts.crypto.kms import Kms, KmsError
 from ramparts.crypto.vault import VaultKms, vault_client
 
-__all__ = ["open_kms"]
+__all__ = ["SERVER_SECRET_NAME", "open_kms", "server_secret"]
+
+SERVER_SECRET_NAME = "server/secret-key"  # noqa: S105 - where it lives, not what it is
 
 
 def open_kms(settings: Settings) -> Kms:
@@ -36,3 +42,24 @@ def open_kms(settings: Settings) -> Kms:
         key_file=settings.kms_key_file or default_key_file(settings.home),
         create_key_file=settings.kms_key_file is None,
     )
+
+
+def server_secret(settings: Settings, kms: Kms) -> SecretStr:
+    """The key behind the web tier's server-side secrets: sealed login flows, passkey tickets,
+    the login throttle's address hashes and the audit trail's redaction fingerprints.
+
+    RAMPARTS_SECRET_KEY when set (the production guard insists on it in prod); otherwise the
+    KMS's `server/secret-key`, made once per install, so no default key ever exists and none
+    lies in a plain file.
+    """
+    if settings.secret_key is not None:
+        return settings.secret_key
+    stored = kms.read_secret(SERVER_SECRET_NAME)
+    if stored is None:
+        if settings.profile is Profile.PROD:
+            raise KmsError("RAMPARTS_SECRET_KEY is not set")
+        kms.write_secret(SERVER_SECRET_NAME, SecretStr(secrets.token_urlsafe(48)))
+        stored = kms.read_secret(SERVER_SECRET_NAME)  # whichever write won, every process agrees
+    if stored is None:
+        raise KmsError(f"the KMS lost {SERVER_SECRET_NAME}")
+    return stored

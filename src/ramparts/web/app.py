@@ -16,7 +16,8 @@ from fastapi.staticfiles import StaticFiles
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
 from ramparts.audit.services import AuditLog, Checkpointer, audit_redactor
-from ramparts.config import Settings, secret_key
+from ramparts.config import Settings
+from ramparts.crypto.backends import server_secret
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms
 from ramparts.crypto.sealing import SealedFields
@@ -60,7 +61,7 @@ def identity_services(
 ) -> IdentityHttp:
     issuer = settings.public_url
     audience = f"{issuer}/api"
-    key = secret_key(settings).get_secret_value().encode()
+    key = server_secret(settings, kms).get_secret_value().encode()
     tokens = TokenIssuer(
         issuer=issuer,
         audience=audience,
@@ -136,7 +137,7 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     # Its own small pool for events written apart (refusals), so a request that holds a
     # connection never waits on the same pool to record why it is refused.
     audit_database = Database(database.engine.url, pool_size=2)
-    audit = AuditLog(audit_database, audit_redactor(settings))
+    audit = AuditLog(audit_database, audit_redactor(settings, kms))
     checkpointer = Checkpointer(database, kms)
 
     @asynccontextmanager
