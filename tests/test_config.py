@@ -147,6 +147,7 @@ def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
         ("RAMPARTS_PUBLIC_URL", "ramparts.example", "RAMPARTS_PUBLIC_URL: must be an http(s)"),
         ("RAMPARTS_VAULT_URL", "vault:8200", "RAMPARTS_VAULT_URL: must be an http(s) URL"),
         ("RAMPARTS_VAULT_PREFIX", "Ramparts/x", "RAMPARTS_VAULT_PREFIX: String should match"),
+        ("RAMPARTS_KMS_PASSPHRASE", "", "RAMPARTS_KMS_PASSPHRASE: Value should have at least 12"),
     ],
 )
 def test_malformed_setting_names_the_variable(

@@ -45,6 +45,7 @@ from ramparts.audit.verify import (
 )
 from ramparts.config import ConfigError, Profile, Settings, load_settings
 from ramparts.crypto.backends import open_kms
+from ramparts.crypto.fields import FieldDecryptionError
 from ramparts.crypto.keys import KeyShreddedError
 from ramparts.crypto.kms import SYSTEM_KEY, Kms, KmsError
 from ramparts.crypto.scanner import scan_paths, tracked_files
@@ -797,7 +798,7 @@ def main() -> None:
         app()
     except (ConfigError, UsageError, OwnerRequiredError, ValueError) as exc:
         _fail(str(exc), 2)
-    except (KmsError, KeyShreddedError) as exc:
+    except (KmsError, KeyShreddedError, FieldDecryptionError) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
         _fail(str(exc), 3)

@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     kms_backend: KmsBackend = KmsBackend.LOCAL
     # The local keystore's key-encryption key: a passphrase, or a file outside the checkout.
     # Neither -> a generated key file in the user's config directory (dev and stage).
-    kms_passphrase: SecretStr | None = None
+    kms_passphrase: SecretStr | None = Field(default=None, min_length=12)
     kms_key_file: Path | None = None
     vault_url: str | None = None
     vault_token: SecretStr | None = None

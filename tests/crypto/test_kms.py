@@ -28,7 +28,7 @@ from ramparts.config import Profile, Settings
 from ramparts.crypto.backends import SERVER_SECRET_NAME, server_secret
 from ramparts.crypto.keystore import LocalKms
 from ramparts.crypto.kms import Kms, KmsError, key_ref, split_wrapped, tenant_key
-from ramparts.crypto.vault import VaultKms, vault_client
+from ramparts.crypto.vault import VaultKms, approle_login, vault_client
 from tests.crypto import vault_exchange as recorded
 from tests.live import free_port, temporary_kms
 
@@ -171,6 +171,31 @@ def test_another_process_sees_rotations_and_secrets(tmp_path: Path) -> None:
     assert first.read_secret("webhook/psp") == SecretStr("whsec")
 
 
+def test_a_key_destroyed_by_another_process_stops_working_here_at_once(tmp_path: Path) -> None:
+    server, operator = temporary_kms(tmp_path), temporary_kms(tmp_path)
+    key = tenant_key(uuid.uuid4())
+    wrapped = server.wrap(key, DATA_KEY, context="c")
+    assert server.unwrap(wrapped, context="c") == DATA_KEY  # its cipher is cached now
+    assert operator.destroy(key) is True
+    with pytest.raises(KmsError, match="does not exist"):
+        server.unwrap(wrapped, context="c")
+
+
+def test_create_only_secrets_keep_the_first_value(tmp_path: Path) -> None:
+    first, second = temporary_kms(tmp_path), temporary_kms(tmp_path)
+    assert first.write_secret("server/secret-key", SecretStr("one"), create_only=True) is True
+    assert second.write_secret("server/secret-key", SecretStr("two"), create_only=True) is False
+    assert second.read_secret("server/secret-key") == SecretStr("one")
+
+
+def test_a_missing_key_file_is_not_replaced_beside_an_existing_keystore(tmp_path: Path) -> None:
+    temporary_kms(tmp_path).write_secret("a", SecretStr("b"))
+    (tmp_path / "kek").unlink()  # say HOME moved, so the key file is looked for elsewhere
+    with pytest.raises(KmsError, match="cannot read the KMS key file"):
+        temporary_kms(tmp_path)
+    assert not (tmp_path / "kek").exists()
+
+
 def test_the_wrong_key_file_or_passphrase_opens_nothing(tmp_path: Path) -> None:
     kms = temporary_kms(tmp_path)
     wrapped = kms.wrap("system", DATA_KEY, context="c")
@@ -281,8 +306,10 @@ def test_vault_speaks_transit_kv_and_approle_as_recorded(
     recorded_vault: tuple[str, Replay],
 ) -> None:
     url, replay = recorded_vault
+    client = vault_client(url, role_id=recorded.ROLE_ID, secret_id=SecretStr(recorded.SECRET_ID))
     kms = VaultKms(
-        vault_client(url, role_id=recorded.ROLE_ID, secret_id=SecretStr(recorded.SECRET_ID))
+        client,
+        relogin=lambda: approle_login(client, recorded.ROLE_ID, SecretStr(recorded.SECRET_ID)),
     )
     tenant, context = recorded.TENANT_KEY, recorded.CONTEXT
     plaintext = base64.b64decode(recorded.PLAINTEXT)
@@ -300,6 +327,11 @@ def test_vault_speaks_transit_kv_and_approle_as_recorded(
     assert kms.read_secret("psp/stripe-api-key") == SecretStr(recorded.SECRET)
     assert kms.read_secret("model/missing") is None
     assert kms.destroy(tenant) is True
+    assert (
+        kms.write_secret("psp/stripe-api-key", SecretStr(recorded.SECRET), create_only=True)
+        is False
+    )
+    assert kms.read_secret("psp/stripe-api-key") == SecretStr(recorded.SECRET)  # after a re-login
 
     assert replay.mismatches == []
     assert replay.exchange == [], f"not replayed: {replay.exchange}"

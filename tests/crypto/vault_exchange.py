@@ -14,6 +14,7 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+RENEWED_TOKEN = "hvs.CAESIGrenewedreplaytokenafterexpiry"  # pragma: allowlist secret
 TOKEN = "hvs.CAESIGrecordedreplaytokenforthetestsonly"  # pragma: allowlist secret
 ROLE_ID = "5e0c9b3a-7f61-4a0e-9d2b-recorded-role"  # pragma: allowlist secret
 SECRET_ID = "b8f1e2d3-recorded-secret-id-for-replay"  # pragma: allowlist secret
@@ -267,5 +268,54 @@ EXCHANGE: list[dict[str, Any]] = [
             "json": None,
         },
         "response": {"status": 204},
+    },
+    # Create-only write of a secret that exists: Vault's check-and-set refuses it.
+    {
+        "request": {
+            "method": "POST",
+            "path": "/v1/secret/data/ramparts/psp/stripe-api-key",
+            "token": TOKEN,
+            "json": {"options": {"cas": 0}, "data": {"value": SECRET}},
+        },
+        "response": {
+            "status": 400,
+            "json": {"errors": ["check-and-set parameter did not match the current version"]},
+        },
+    },
+    # The token expires: denied, one fresh AppRole login, the same request again.
+    {
+        "request": {
+            "method": "GET",
+            "path": "/v1/secret/data/ramparts/psp/stripe-api-key",
+            "token": TOKEN,
+            "json": None,
+        },
+        "response": {"status": 403, "json": {"errors": ["permission denied"]}},
+    },
+    {
+        "request": {
+            "method": "POST",
+            "path": "/v1/auth/approle/login",
+            "token": TOKEN,
+            "json": {"role_id": ROLE_ID, "secret_id": SECRET_ID},
+        },
+        "response": {
+            "status": 200,
+            "json": {
+                "auth": {"client_token": RENEWED_TOKEN, "lease_duration": 1200, "renewable": True}
+            },
+        },
+    },
+    {
+        "request": {
+            "method": "GET",
+            "path": "/v1/secret/data/ramparts/psp/stripe-api-key",
+            "token": RENEWED_TOKEN,
+            "json": None,
+        },
+        "response": {
+            "status": 200,
+            "json": {"data": {"data": {"value": SECRET}, "metadata": {"version": 1}}},
+        },
     },
 ]

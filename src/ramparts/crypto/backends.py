@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from ramparts.config import KmsBackend, Profile, Settings
 from ramparts.crypto.keystore import LocalKms, default_key_file
 from ramparts.crypto.kms import Kms, KmsError
-from ramparts.crypto.vault import VaultKms, vault_client
+from ramparts.crypto.vault import VaultKms, approle_login, vault_client
 
 __all__ = ["SERVER_SECRET_NAME", "open_kms", "server_secret"]
 
@@ -28,8 +28,15 @@ def open_kms(settings: Settings) -> Kms:
             secret_id=settings.vault_secret_id,
             ca_file=str(settings.vault_ca_file) if settings.vault_ca_file else None,
         )
+        role_id, secret_id = settings.vault_role_id, settings.vault_secret_id
+        relogin = (
+            (lambda: approle_login(client, role_id, secret_id))
+            if role_id is not None and secret_id is not None
+            else None
+        )
         return VaultKms(
             client,
+            relogin=relogin,
             prefix=settings.vault_prefix,
             transit_mount=settings.vault_transit_mount,
             kv_mount=settings.vault_kv_mount,
@@ -58,8 +65,9 @@ def server_secret(settings: Settings, kms: Kms) -> SecretStr:
     if stored is None:
         if settings.profile is Profile.PROD:
             raise KmsError("RAMPARTS_SECRET_KEY is not set")
-        kms.write_secret(SERVER_SECRET_NAME, SecretStr(secrets.token_urlsafe(48)))
-        stored = kms.read_secret(SERVER_SECRET_NAME)  # whichever write won, every process agrees
+        # Create-only: when two processes race, the first write wins and both read it back.
+        kms.write_secret(SERVER_SECRET_NAME, SecretStr(secrets.token_urlsafe(48)), create_only=True)
+        stored = kms.read_secret(SERVER_SECRET_NAME)
     if stored is None:
         raise KmsError(f"the KMS lost {SERVER_SECRET_NAME}")
     return stored

@@ -55,6 +55,8 @@ class DataKey:
 
 
 def _aad(key: DataKey, table: str, column: str, row: str) -> bytes:
+    if ":" in table or ":" in column:  # the row comes last, so only these could be ambiguous
+        raise ValueError("table and column names cannot hold ':'")
     return key.aad_prefix + f"{table}:{column}:{row}".encode()
 
 

@@ -92,9 +92,13 @@ class LocalKms:
         self._ciphers: dict[tuple[str, int], AESGCM] = {}
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._locked():
-            document = self._read() if path.exists() else self._new_document(passphrase)
-            self._kek = AESGCM(self._derive(document["kdf"], passphrase, key_file, create_key_file))
-            if not path.exists():
+            exists = path.exists()
+            document = self._read() if exists else self._new_document(passphrase)
+            # A key file is made only with a new keystore: beside an existing one, a missing key
+            # file is an error to fix (a moved HOME), not a reason to make a different key.
+            make_key_file = create_key_file and not exists
+            self._kek = AESGCM(self._derive(document["kdf"], passphrase, key_file, make_key_file))
+            if not exists:
                 document["check"] = self._seal(CHECK, "check")
                 self._write(document)
             elif self._open(document["check"], "check") != CHECK:
@@ -107,7 +111,7 @@ class LocalKms:
         salt = _b64(secrets.token_bytes(16))
         kdf = (
             {"name": "scrypt", "salt": salt, **SCRYPT}
-            if passphrase
+            if passphrase is not None
             else {"name": "hkdf-sha256", "salt": salt}
         )
         return {"format": FORMAT, "kdf": kdf, "keys": {}, "secrets": {}}
@@ -164,12 +168,12 @@ class LocalKms:
         return _b64(nonce + self._kek.encrypt(nonce, value, f"{FORMAT}:{label}".encode()))
 
     def _open(self, sealed: str, label: str) -> bytes:
-        raw = _unb64(sealed)
         try:
+            raw = _unb64(sealed)
             return self._kek.decrypt(
                 raw[:NONCE_BYTES], raw[NONCE_BYTES:], f"{FORMAT}:{label}".encode()
             )
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: bad base64 or a truncated entry
             raise KmsError(
                 f"the KMS passphrase or key file does not open {self._path} ({label})"
             ) from None
@@ -196,6 +200,12 @@ class LocalKms:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self._path)
+        # The rename itself must survive a crash: a destroyed key must stay destroyed.
+        directory = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def _current_document(self) -> Document:
         """The keystore as on disk now: another process may have rotated a key."""
@@ -216,14 +226,18 @@ class LocalKms:
     # --- keys ----------------------------------------------------------------------------
 
     def _cipher(self, key: str, version: int) -> AESGCM:
-        cipher = self._ciphers.get((key, version))
-        if cipher is None:
-            with self._mutex:
-                sealed = self._current_document()["keys"].get(key, {}).get(str(version))
+        # Asked of the file every time (a stat, and a re-read only when it changed), so a key
+        # destroyed by another process stops working here at once, cached or not.
+        with self._mutex:
+            sealed = self._current_document()["keys"].get(key, {}).get(str(version))
             if sealed is None:
+                self._ciphers.pop((key, version), None)
                 raise KmsError(f"KMS key {key} v{version} does not exist (destroyed or never made)")
+            cipher = self._ciphers.get((key, version))
+        if cipher is None:
             cipher = AESGCM(self._open(sealed, f"key:{key}:{version}"))
-            self._ciphers[(key, version)] = cipher
+            with self._mutex:
+                self._ciphers[(key, version)] = cipher
         return cipher
 
     def _versions(self, key: str) -> list[int]:
@@ -262,17 +276,20 @@ class LocalKms:
 
     def unwrap(self, wrapped: bytes, *, context: str) -> bytes:
         key, version, payload = split_wrapped(wrapped)
+        cipher = self._cipher(key, version)
         try:
-            return self._cipher(key, version).decrypt(
+            return cipher.decrypt(
                 payload[:NONCE_BYTES], payload[NONCE_BYTES:], _aad(key, version, context)
             )
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: a truncated blob
             raise KmsError(f"a blob wrapped by {key} v{version} does not unwrap here") from None
 
     def destroy(self, key: str) -> bool:
         check_key_name(key)
-        self._ciphers = {k: v for k, v in self._ciphers.items() if k[0] != key}
-        return self._mutate(lambda document: document["keys"].pop(key, None) is not None)
+        destroyed = self._mutate(lambda document: document["keys"].pop(key, None) is not None)
+        with self._mutex:
+            self._ciphers = {k: v for k, v in self._ciphers.items() if k[0] != key}
+        return destroyed
 
     # --- secrets -------------------------------------------------------------------------
 
@@ -282,10 +299,17 @@ class LocalKms:
             sealed = self._current_document()["secrets"].get(name)
         return None if sealed is None else SecretStr(self._open(sealed, f"secret:{name}").decode())
 
-    def write_secret(self, name: str, value: SecretStr) -> None:
+    def write_secret(self, name: str, value: SecretStr, *, create_only: bool = False) -> bool:
         check_secret_name(name)
         sealed = self._seal(value.get_secret_value().encode(), f"secret:{name}")
-        self._mutate(lambda document: document["secrets"].__setitem__(name, sealed))
+
+        def store(document: Document) -> bool:
+            if create_only and name in document["secrets"]:
+                return False
+            document["secrets"][name] = sealed
+            return True
+
+        return self._mutate(store)
 
 
 def _aad(key: str, version: int, context: str) -> bytes:

@@ -65,7 +65,9 @@ class Kms(Protocol):
 
     def read_secret(self, name: str) -> SecretStr | None: ...
 
-    def write_secret(self, name: str, value: SecretStr) -> None: ...
+    def write_secret(self, name: str, value: SecretStr, *, create_only: bool = False) -> bool:
+        """Store `value`; with `create_only`, only if `name` holds nothing yet. True if written."""
+        ...
 
 
 def tenant_key(tenant: uuid.UUID) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeDecorator
 
-from ramparts.crypto.fields import FieldCipher
+from ramparts.crypto.fields import FieldCipher, FieldDecryptionError
 from ramparts.crypto.keys import DataKeys
 from ramparts.db.engine import Database
 
@@ -132,9 +132,10 @@ async def reencrypt(
 
     Each batch commits on its own and only rows still under an older version are picked, so an
     interrupted run resumes where it stopped and a finished one finds nothing left to do.
-    Runs as the owner; `progress(done, total)` is called after each batch. Returns rows done.
+    Runs as the owner, in the tenant's session (the owner need not bypass row-level
+    security); `progress(done, total)` is called after each batch. Returns rows done.
     """
-    async with owner.session() as session:
+    async with owner.tenant_session(tenant) as session:
         newest = (await keys.current(session, tenant)).version
         total = 0
         for column in columns:
@@ -174,7 +175,7 @@ async def _reencrypt_batch(
     """Re-seal up to `batch` stale fields of one column, in one transaction."""
     table, name = column.table, column.column
     stale = _STALE.format(column=name)
-    async with owner.session() as session:
+    async with owner.tenant_session(tenant) as session:
         rows = (
             await session.execute(
                 text(
@@ -190,8 +191,15 @@ async def _reencrypt_batch(
             "WHERE ctid = CAST(:ctid AS tid) AND tenant_id = :tenant"
         ).bindparams(column.param("sealed"))
         for ctid, row, sealed in rows:
-            old = await keys.version(session, tenant, FieldCipher.version_of(bytes(sealed)))
-            value = FieldCipher.open(old, table=table, column=name, row=row, sealed=bytes(sealed))
+            try:
+                old = await keys.version(session, tenant, FieldCipher.version_of(bytes(sealed)))
+                value = FieldCipher.open(
+                    old, table=table, column=name, row=row, sealed=bytes(sealed)
+                )
+            except FieldDecryptionError as exc:  # stop, naming the row: never skip data
+                raise FieldDecryptionError(
+                    f"{exc} (row {row}); nothing after it was moved"
+                ) from None
             resealed = FieldCipher.seal(target, table=table, column=name, row=row, value=value)
             await session.execute(
                 update, {"sealed": Sealed(resealed), "ctid": ctid, "tenant": tenant}

@@ -27,7 +27,7 @@ from ramparts.crypto.kms import (
     split_wrapped,
 )
 
-__all__ = ["VaultKms", "vault_client"]
+__all__ = ["VaultKms", "approle_login", "vault_client"]
 
 T = TypeVar("T")
 TIMEOUT_SECONDS = 10
@@ -47,20 +47,33 @@ def vault_client(
     if token is not None:
         client.token = token.get_secret_value()
     elif role_id is not None and secret_id is not None:
-        _call(
-            "AppRole login",
-            lambda: client.auth.approle.login(
-                role_id=role_id, secret_id=secret_id.get_secret_value(), mount_point=approle_mount
-            ),
-        )
+        approle_login(client, role_id, secret_id, mount=approle_mount)
     else:
         raise KmsError("Vault needs a token, or an AppRole role id and secret id")
     return client
 
 
+def approle_login(
+    client: hvac.Client, role_id: str, secret_id: SecretStr, *, mount: str = "approle"
+) -> None:
+    """Log in with AppRole; the client keeps the token it gets."""
+    _call(
+        "AppRole login",
+        lambda: client.auth.approle.login(
+            role_id=role_id, secret_id=secret_id.get_secret_value(), mount_point=mount
+        ),
+    )
+
+
+class VaultDeniedError(KmsError):
+    """Vault answered 401/403: a wrong policy, or a token that expired."""
+
+
 def _call(what: str, request: Callable[[], T]) -> T:
     try:
         return request()
+    except (vault_errors.Forbidden, vault_errors.Unauthorized) as exc:
+        raise VaultDeniedError(f"Vault denied {what} ({'; '.join(exc.errors or [])})") from None
     except vault_errors.VaultError as exc:
         # hvac's message is Vault's own error list: no token, no plaintext.
         kind = type(exc).__name__
@@ -91,13 +104,25 @@ class VaultKms:
         prefix: str = "ramparts",
         transit_mount: str = "transit",
         kv_mount: str = "secret",
+        relogin: Callable[[], None] | None = None,
     ) -> None:
+        """`relogin` gets a fresh token (AppRole) when Vault denies one that has expired."""
         self._client = client
+        self._relogin = relogin
         self._prefix = check_key_name(prefix)
         self._transit = transit_mount
         self._kv = kv_mount
         self._known: set[str] = set()
         self._mutex = threading.Lock()
+
+    def _request(self, what: str, request: Callable[[], T]) -> T:
+        try:
+            return _call(what, request)
+        except VaultDeniedError:
+            if self._relogin is None:
+                raise
+            self._relogin()  # the token may have expired: one fresh login, one retry
+            return _call(what, request)
 
     def _name(self, key: str) -> str:
         return f"{self._prefix}-{check_key_name(key)}"
@@ -108,7 +133,7 @@ class VaultKms:
             if name in self._known:
                 return name
         # Creating an existing key is a no-op in Vault, so racing processes are fine.
-        _call(
+        self._request(
             f"creating key {name}",
             lambda: self._client.secrets.transit.create_key(
                 name=name, key_type="aes256-gcm96", mount_point=self._transit
@@ -120,7 +145,7 @@ class VaultKms:
 
     def wrap(self, key: str, plaintext: bytes, *, context: str) -> bytes:
         name = self._ensure(key)
-        response = _call(
+        response = self._request(
             f"encrypt with {name}",
             lambda: self._client.secrets.transit.encrypt_data(
                 name=name,
@@ -129,6 +154,10 @@ class VaultKms:
                 mount_point=self._transit,
             ),
         )
+        if response.get("warnings"):
+            # Vault before 1.13 ignores associated_data with only a warning: the context would
+            # not be bound, so nothing is wrapped there.
+            raise KmsError(f"Vault warned on encrypt with {name}: {response['warnings']}")
         ciphertext: str = response["data"]["ciphertext"]  # vault:v<N>:<base64>
         version = int(ciphertext.split(":")[1].removeprefix("v"))
         return join_wrapped(key, version, ciphertext.encode())
@@ -136,7 +165,7 @@ class VaultKms:
     def unwrap(self, wrapped: bytes, *, context: str) -> bytes:
         key, _, ciphertext = split_wrapped(wrapped)
         name = self._name(key)
-        response = _call(
+        response = self._request(
             f"decrypt with {name}",
             lambda: self._client.secrets.transit.decrypt_data(
                 name=name,
@@ -149,7 +178,7 @@ class VaultKms:
 
     def current(self, key: str) -> str | None:
         name = self._name(key)
-        response = _call(
+        response = self._request(
             f"reading key {name}",
             _missing_is_none(
                 lambda: self._client.secrets.transit.read_key(name=name, mount_point=self._transit)
@@ -159,7 +188,7 @@ class VaultKms:
 
     def rotate(self, key: str) -> str:
         name = self._ensure(key)
-        _call(
+        self._request(
             f"rotating {name}",
             lambda: self._client.secrets.transit.rotate_key(name=name, mount_point=self._transit),
         )
@@ -172,13 +201,13 @@ class VaultKms:
         name = self._name(key)
         if self.current(key) is None:
             return False
-        _call(
+        self._request(
             f"allowing deletion of {name}",
             lambda: self._client.secrets.transit.update_key_configuration(
                 name=name, deletion_allowed=True, mount_point=self._transit
             ),
         )
-        _call(
+        self._request(
             f"deleting {name}",
             lambda: self._client.secrets.transit.delete_key(name=name, mount_point=self._transit),
         )
@@ -191,7 +220,7 @@ class VaultKms:
 
     def read_secret(self, name: str) -> SecretStr | None:
         path = self._path(name)
-        response = _call(
+        response = self._request(
             f"reading secret {name}",
             _missing_is_none(
                 lambda: self._client.secrets.kv.v2.read_secret_version(
@@ -202,11 +231,20 @@ class VaultKms:
         value = None if response is None else response["data"]["data"].get("value")
         return None if value is None else SecretStr(str(value))
 
-    def write_secret(self, name: str, value: SecretStr) -> None:
+    def write_secret(self, name: str, value: SecretStr, *, create_only: bool = False) -> bool:
         path = self._path(name)
-        _call(
-            f"writing secret {name}",
-            lambda: self._client.secrets.kv.v2.create_or_update_secret(
-                path=path, secret={"value": value.get_secret_value()}, mount_point=self._kv
-            ),
-        )
+        try:
+            self._request(
+                f"writing secret {name}",
+                lambda: self._client.secrets.kv.v2.create_or_update_secret(
+                    path=path,
+                    secret={"value": value.get_secret_value()},
+                    cas=0 if create_only else None,  # check-and-set 0: only if none exists
+                    mount_point=self._kv,
+                ),
+            )
+        except KmsError as exc:
+            if create_only and "check-and-set" in str(exc):
+                return False
+            raise
+        return True

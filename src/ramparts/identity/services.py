@@ -119,7 +119,7 @@ class Provisioning:
         """Delete the tenant and crypto-shred it: its KMS key and data keys are destroyed, so
         its sealed fields stay unreadable in every backup. The audit trail is kept (it is
         append-only and already redacted). Returns how many data keys were shredded."""
-        async with self._db.session() as session:
+        async with self._db.tenant_session(tenant.id) as session:
             shredded = await self._keys.shred(session, tenant.id)
             await session.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant.id})
         async with self._db.tenant_session(SYSTEM_TENANT) as session:

@@ -10,9 +10,11 @@ Revision ID: 0009_sealed_fields
 Revises: 0008_tenant_keys
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 from ramparts.config import APP_ROLE
+from ramparts.db.migrate import MigrationError
 
 revision = "0009_sealed_fields"
 down_revision = "0008_tenant_keys"
@@ -20,7 +22,24 @@ branch_labels = None
 depends_on = None
 
 
+#: Rows that hold secrets sealed by the local sealer that this revision retires.
+LEGACY_SECRETS = """
+    SELECT (SELECT count(*) FROM signing_keys) + (SELECT count(*) FROM audit_signing_keys)
+         + (SELECT count(*) FROM totp_credentials) + (SELECT count(*) FROM webauthn_credentials)
+         + (SELECT count(*) FROM tenant_identity_providers
+            WHERE sealed_client_secret IS NOT NULL)
+         + (SELECT count(*) FROM tenant_data_keys)
+"""
+
+
 def upgrade() -> None:
+    if op.get_bind().execute(sa.text(LEGACY_SECRETS)).scalar():
+        # Their key was a file that this revision no longer reads; moving them would need it
+        # and the old code. Ramparts had no release before this, so no production data exists.
+        raise MigrationError(
+            "this database holds secrets sealed before the KMS (revision 0009) that cannot be "
+            "moved automatically; recreate it (for the embedded database, delete RAMPARTS_HOME)"
+        )
     for statement in [
         # The data key version that sealed a field: the re-encryption job picks older ones.
         """
