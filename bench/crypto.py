@@ -20,16 +20,27 @@ from bench.common import print_report
 from ramparts.crypto.fields import DataKey, FieldCipher
 
 VALUE = b"DE89370400440532013000"  # pragma: allowlist secret
-SECONDS = 2.0
+ROUNDS = 6
+SECONDS_PER_ROUND = 0.4
 
 
 def per_second(work: Callable[[], object]) -> float:
     done, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < SECONDS:
+    while (elapsed := time.perf_counter() - started) < SECONDS_PER_ROUND:
         for _ in range(1000):
             work()
         done += 1000
     return done / elapsed
+
+
+def best_of_interleaved(*works: Callable[[], object]) -> list[float]:
+    """Each work's best rate over rounds that alternate between them, so a noisy neighbour
+    or a frequency change hits both sides of the ratio alike."""
+    best = [0.0] * len(works)
+    for _ in range(ROUNDS):
+        for index, work in enumerate(works):
+            best[index] = max(best[index], per_second(work))
+    return best
 
 
 def main() -> None:
@@ -51,8 +62,7 @@ def main() -> None:
         nonce = secrets.token_bytes(12)
         raw.decrypt(nonce, raw.encrypt(nonce, VALUE, aad), aad)
 
-    fields = per_second(field_round_trip)
-    baseline = per_second(raw_round_trip)
+    fields, baseline = best_of_interleaved(field_round_trip, raw_round_trip)
     report = {
         "field_seal_open_per_s": round(fields),
         "raw_aesgcm_per_s": round(baseline),

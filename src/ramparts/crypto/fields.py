@@ -23,6 +23,8 @@ __all__ = ["DataKey", "FieldCipher", "FieldDecryptionError"]
 
 NONCE_BYTES = 12
 HEADER = struct.Struct(">I")
+BODY_START = HEADER.size + NONCE_BYTES
+MIN_SEALED = BODY_START + 16  # an empty value still carries its 16-byte tag
 
 
 class FieldDecryptionError(Exception):
@@ -72,7 +74,7 @@ class FieldCipher:
     @staticmethod
     def version_of(sealed: bytes) -> int:
         """Which data key version sealed this field (to fetch that key before opening)."""
-        if len(sealed) < HEADER.size + NONCE_BYTES + 16:
+        if len(sealed) < MIN_SEALED:
             raise FieldDecryptionError("not a sealed field")
         (version,) = HEADER.unpack_from(sealed)
         return int(version)
@@ -81,12 +83,12 @@ class FieldCipher:
     def open(
         key: DataKey, *, table: str, column: str, row: str | uuid.UUID, sealed: bytes
     ) -> bytes:
-        if not sealed.startswith(key.header) or len(sealed) < HEADER.size + NONCE_BYTES + 16:
+        if len(sealed) < MIN_SEALED or not sealed.startswith(key.header):
             raise FieldDecryptionError("not sealed under this key version")
-        nonce = sealed[HEADER.size : HEADER.size + NONCE_BYTES]
+        nonce = sealed[HEADER.size : BODY_START]
         aad = _aad(key, table, column, str(row))
         try:
-            return key.aead.decrypt(nonce, sealed[HEADER.size + NONCE_BYTES :], aad)
+            return key.aead.decrypt(nonce, sealed[BODY_START:], aad)
         except InvalidTag:
             raise FieldDecryptionError(f"{table}.{column} does not open for this row") from None
 
