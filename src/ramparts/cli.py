@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import ssl
 import sys
@@ -25,9 +26,10 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from ramparts.audit.events import SYSTEM_TENANT
+from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
 from ramparts.audit.services import (
     AuditLog,
     Checkpoint,
@@ -359,6 +361,69 @@ def _report(result: dict[str, Any], as_json: bool, line: str) -> None:
         print(json.dumps(result))
     else:
         console.print(line)
+
+
+class Switch(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+@app.command("killswitch")
+def killswitch(
+    state: Annotated[Switch, typer.Argument(help="on: stop the assistant; off: let it run.")],
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant slug (default: every tenant).")
+    ] = None,
+    tool: Annotated[str, typer.Option("--tool", help="One tool (default: all of them).")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Stop (or restart) the AI assistant, globally, for one tenant, or for one tool: every
+    server process sees it at its next request or tool call."""
+    if not re.fullmatch(r"[a-z0-9_]{0,64}", tool):
+        raise UsageError(f"--tool {tool!r}: a tool name is lowercase letters, digits and _")
+    settings = load_settings()
+
+    async def switch(owner: Database) -> dict[str, Any]:
+        kms = open_kms(settings)
+        audit = _audit(settings, owner, kms)
+        record = None
+        if tenant is not None:
+            record = await Provisioning(owner, kms, audit).tenant(tenant)
+            if record is None:
+                raise UsageError(f"no tenant {tenant!r}")
+        async with owner.tenant_session(record.id if record else SYSTEM_TENANT) as session:
+            await session.execute(
+                text(
+                    "INSERT INTO ai_killswitch (scope_tenant, tool, engaged, reason, set_by) "
+                    "VALUES (:tenant, :tool, :engaged, :reason, 'ramparts-cli') "
+                    "ON CONFLICT (COALESCE(scope_tenant, "
+                    "'00000000-0000-0000-0000-000000000000'::uuid), tool) DO UPDATE SET "
+                    "engaged = excluded.engaged, reason = excluded.reason, "
+                    "set_by = excluded.set_by, set_at = now()"
+                ),
+                {
+                    "tenant": record.id if record else None,
+                    "tool": tool,
+                    "engaged": state is Switch.ON,
+                    "reason": reason[:500],
+                },
+            )
+            await audit.record(
+                session,
+                Actor.system("ramparts-cli"),
+                Action.KILLSWITCH_SET,
+                Resource("assistant", tool or "*"),
+                Decision.ALLOW,
+                {"engaged": state is Switch.ON, "reason": reason[:500]},
+            )
+        return {"tenant": tenant, "tool": tool or None, "engaged": state is Switch.ON}
+
+    with open_database(settings) as urls:
+        result = asyncio.run(_with_owner(urls, switch))
+    scope = f"tenant {tenant}" if tenant else "every tenant"
+    what = f"tool {tool}" if tool else "the assistant"
+    _report(result, as_json, f"{what} is {'OFF' if state is Switch.ON else 'on'} for {scope}")
 
 
 tenants_app = typer.Typer(help="Tenants.", no_args_is_help=True)

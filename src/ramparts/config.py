@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     app_database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     model: str = "offline"
+    # Where a remote model endpoint (openai:<model>) runs: a tenant pinned to `eu` reaches
+    # only `eu` endpoints. Local adapters (offline, scripted) send data nowhere.
+    model_region: str = Field(default="us", pattern=r"^[a-z]{2,8}$")
     secret_key: SecretStr | None = None
     debug: bool = False
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()

@@ -54,6 +54,13 @@ class Action(StrEnum):
     FIELDS_REENCRYPTED = "crypto:fields:reencrypted"
     KMS_KEY_ROTATED = "crypto:kms_key:rotated"
     AUTHORIZATION_DECIDED = "policy:request:decided"
+    ASSISTANT_ANSWERED = "ai:assistant:answered"
+    TOOL_CALLED = "ai:tool:called"
+    INJECTION_SUSPECTED = "ai:injection:suspected"
+    CONTENT_REFUSED = "ai:content:refused"
+    APPROVAL_REQUESTED = "ai:approval:requested"
+    APPROVAL_DECIDED = "ai:approval:decided"
+    KILLSWITCH_SET = "ai:killswitch:set"
     # the audit trail itself
     AUDIT_EVENTS_READ = "audit:events:read"
 

@@ -25,6 +25,7 @@ VERSION_LOCATIONS = (
     _PACKAGE / "db" / "migrations" / "versions",
     _PACKAGE / "quotes" / "migrations",
     _PACKAGE / "audit" / "migrations",
+    _PACKAGE / "ai" / "migrations",
 )
 
 

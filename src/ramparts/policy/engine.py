@@ -52,6 +52,8 @@ class PolicyAction(StrEnum):
     REFUND_ISSUE = "refund.issue"
     DISBURSEMENT_APPROVE = "disbursement.approve"
     AUDIT_READ = "audit.read"
+    ASSISTANT_APPROVE = "assistant.approve"
+    ASSISTANT_KILLSWITCH = "assistant.killswitch"
     MODEL_CALL = "model.call"
 
     @property
@@ -65,6 +67,7 @@ _RESOURCE_TYPES = {
     "refund": "Refund",
     "disbursement": "Disbursement",
     "audit": "AuditLog",
+    "assistant": "Assistant",
     "model": "ModelEndpoint",
 }
 

@@ -70,6 +70,14 @@ class Authorizer:
         self._engine = engine
         self._audit = audit
 
+    def decide(
+        self, principal: Principal, action: PolicyAction, resource: Target, context: RequestContext
+    ) -> PolicyDecision:
+        """What Cedar says, unrecorded: for what to offer (a tool list), never to act on."""
+        return self._engine.decide(
+            subject_of(principal, context.region), action, resource, context.channel
+        )
+
     async def authorize(
         self,
         principal: Principal,

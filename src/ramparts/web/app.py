@@ -13,6 +13,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
+from ramparts.ai import views as ai_views
+from ramparts.ai.endpoints import endpoints_for
+from ramparts.ai.gateway import Approvals, Gateway
+from ramparts.ai.tools import ToolRegistry
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
 from ramparts.audit.services import AuditLog, Checkpointer, audit_redactor
@@ -35,6 +39,7 @@ from ramparts.identity.views import IdentityHttp, build_router
 from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
 from ramparts.policy.services import Authorizer, request_context
 from ramparts.quotes import views as quote_views
+from ramparts.quotes.tools import register_quote_tools
 from ramparts.routes import declares
 from ramparts.web import health, pages
 from ramparts.web.errors import install_error_handlers
@@ -57,7 +62,7 @@ log = structlog.get_logger(__name__)
 
 
 def identity_services(
-    settings: Settings, database: Database, kms: Kms, audit: AuditLog
+    settings: Settings, database: Database, kms: Kms, fields: SealedFields, audit: AuditLog
 ) -> IdentityHttp:
     issuer = settings.public_url
     audience = f"{issuer}/api"
@@ -79,7 +84,6 @@ def identity_services(
     address_key = hashlib.sha256(b"ramparts login throttle" + key).digest()
     verifier = TokenVerifier(issuer=issuer, audience=audience)
     flows = FlowCodec(key)
-    fields = SealedFields(DataKeys(kms))
     return IdentityHttp(
         issuer=issuer,
         oauth=oauth,
@@ -164,7 +168,8 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     )
     app.state.database = database
     app.state.schema_revision = head_revision()
-    identity = identity_services(settings, database, kms, audit)
+    fields = SealedFields(DataKeys(kms))  # one data key cache for the whole app
+    identity = identity_services(settings, database, kms, fields, audit)
     app.state.identity = identity
     app.state.audit = audit
     app.state.checkpointer = checkpointer
@@ -182,6 +187,30 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
         )
     )
     app.include_router(quote_views.build_router(database, identity.bearer, authorizer))
+    registry = ToolRegistry()
+    register_quote_tools(registry)
+    app.state.tools = registry  # other apps register their tools here
+    gateway = Gateway(
+        database,
+        registry,
+        authorizer,
+        fields,
+        audit,
+        endpoints=endpoints_for(settings, kms),
+        ui_client=WEB_CLIENT_ID,
+    )
+    approvals = Approvals(database, registry, authorizer, fields, audit, ui_client=WEB_CLIENT_ID)
+    app.include_router(
+        ai_views.build_router(
+            database,
+            identity.bearer,
+            authorizer,
+            gateway=gateway,
+            approvals=approvals,
+            audit=audit,
+            ui_client=WEB_CLIENT_ID,
+        )
+    )
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Added innermost first. From the outside: headers, catch-all, CORS, catch-all, rules.

@@ -1,0 +1,783 @@
+"""The AI tool gateway: everything between a user's message and a tool running, enforced
+outside the model, which is assumed fully compromised (AZ-3, AI-1, AI-2, AI-4).
+
+For each message: the kill-switch, secret refusal and PII masking, injection scanning, the
+tenant's region picking the model endpoint (Cedar `model.call`), and only the tools the user
+may call on offer. For each tool call the model returns: the kill-switch again, the tool's
+JSON Schema, provenance (sensitive arguments backed by trusted data; no `high` call after
+untrusted content), Cedar re-authorization on the real resource through the `ai_tool`
+channel, and the result's schema. A call that a person could make but the model may not make
+alone becomes an approval request for a different person. Every step is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ramparts.ai.injection import scan
+from ramparts.ai.masking import Masker, RefusedContentError
+from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall
+from ramparts.ai.provenance import Provenance, Trust
+from ramparts.ai.tools import Risk, Tool, ToolError, ToolRegistry, ToolRun
+from ramparts.audit.events import Action, Actor, Decision, Resource
+from ramparts.audit.services import AuditLog
+from ramparts.crypto.sealing import EncryptedColumn, SealedFields
+from ramparts.db.engine import Database
+from ramparts.identity.auth import Principal, actor_of
+from ramparts.policy.engine import Channel, PolicyAction, Target
+from ramparts.policy.services import Authorizer, RequestContext, request_context
+
+__all__ = [
+    "Approvals",
+    "AssistantReply",
+    "Gateway",
+    "GatewayRefusedError",
+    "ModelEndpoint",
+    "Status",
+    "ToolOutcome",
+]
+
+CONVERSATION_TOKENS = EncryptedColumn("ai_conversations", "sealed_tokens", row="id")
+MAX_STEPS = 4
+MAX_MESSAGE_CHARS = 8_000
+APPROVAL_TTL = timedelta(hours=24)
+
+
+class Status(StrEnum):
+    EXECUTED = "executed"
+    REFUSED = "refused"
+    PENDING_APPROVAL = "pending_approval"
+
+
+class GatewayRefusedError(Exception):
+    """The whole request is refused (kill-switch, secret in the message, no endpoint)."""
+
+    def __init__(self, status: int, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.kind, self.detail = status, kind, detail
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    name: str
+    region: str  # the data region it may receive: a tenant pinned to `eu` reaches `eu` only
+    model: Model
+
+
+@dataclass
+class ToolOutcome:
+    tool: str
+    arguments: Any
+    status: Status
+    reason: str
+    approval_id: uuid.UUID | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        shown = {
+            "tool": self.tool,
+            "arguments": self.arguments,
+            "status": self.status.value,
+            "reason": self.reason,
+        }
+        if self.approval_id is not None:
+            shown["approval_id"] = str(self.approval_id)
+        return shown
+
+
+@dataclass
+class AssistantReply:
+    conversation_id: uuid.UUID
+    reply: str
+    actions: list[ToolOutcome] = field(default_factory=list)
+
+
+@dataclass
+class _Conversation:
+    id: uuid.UUID
+    masker: Masker
+    provenance: Provenance
+    messages: list[dict[str, Any]]
+    next_seq: int
+
+
+class _AssistantService:
+    """What the gateway and its approvals both work with."""
+
+    def __init__(
+        self,
+        database: Database,
+        registry: ToolRegistry,
+        authorizer: Authorizer,
+        fields: SealedFields,
+        audit: AuditLog,
+        *,
+        ui_client: str,
+    ) -> None:
+        self._db = database
+        self._registry = registry
+        self._authorizer = authorizer
+        self._fields = fields
+        self._audit = audit
+        self._ui_client = ui_client
+
+
+class Gateway(_AssistantService):
+    def __init__(
+        self,
+        database: Database,
+        registry: ToolRegistry,
+        authorizer: Authorizer,
+        fields: SealedFields,
+        audit: AuditLog,
+        *,
+        endpoints: list[ModelEndpoint],
+        ui_client: str,
+    ) -> None:
+        super().__init__(database, registry, authorizer, fields, audit, ui_client=ui_client)
+        self._endpoints = endpoints
+
+    # --- one message ----------------------------------------------------------------------
+
+    async def converse(
+        self, principal: Principal, message: str, conversation_id: uuid.UUID | None
+    ) -> AssistantReply:
+        if principal.user_id is None:
+            raise GatewayRefusedError(403, "forbidden", "the assistant serves people")
+        if not message.strip() or len(message) > MAX_MESSAGE_CHARS:
+            raise GatewayRefusedError(
+                422, "invalid-request", f"a message is 1 to {MAX_MESSAGE_CHARS} characters"
+            )
+        tenant = principal.tenant_id
+        async with self._db.tenant_session(tenant) as session:
+            context = await request_context(session, principal, ui_client=self._ui_client)
+            if await _stopped(session, ""):
+                raise GatewayRefusedError(503, "ai-disabled", "the assistant is switched off")
+            endpoint = await self._endpoint(session, principal, context)
+            conversation = await self._conversation(session, principal, conversation_id)
+            try:
+                masked = conversation.masker.mask(message)
+            except RefusedContentError as refused:
+                await self._audit.record(
+                    session,
+                    actor_of(principal),
+                    Action.CONTENT_REFUSED,
+                    Resource("conversation", str(conversation.id)),
+                    Decision.DENY,
+                    {"kinds": refused.kinds},
+                )
+                raise GatewayRefusedError(
+                    422, "content-refused", f"the message holds {', '.join(refused.kinds)}"
+                ) from None
+            injection = scan(message)
+            # The user's own words are trusted, unless they carry the signs of an injection
+            # (pasted from elsewhere): then they back nothing and taint the conversation.
+            trust = Trust.UNTRUSTED if injection.hit else Trust.TRUSTED
+            if injection.hit:
+                await self._audit.record(
+                    session,
+                    actor_of(principal),
+                    Action.INJECTION_SUSPECTED,
+                    Resource("conversation", str(conversation.id)),
+                    Decision.DENY,
+                    {"signs": list(injection.signs), "source": "user"},
+                )
+            await self._remember(
+                session, conversation, role="user", trust=trust, source="user", content=masked
+            )
+            ai_context = RequestContext(channel=Channel.AI_TOOL, region=context.region)
+            offered = self._offered(principal, ai_context)
+            outcomes: list[ToolOutcome] = []
+            reply = ""
+            for _ in range(MAX_STEPS):
+                turn = await self._ask(endpoint, conversation, offered)
+                if turn is None:
+                    reply = "The model's answer was not valid and was refused."
+                    break
+                if not turn.tool_calls:
+                    reply = turn.text or ""
+                    break
+                for call in turn.tool_calls:
+                    outcome, result = await self._call(
+                        session,
+                        principal,
+                        context=ai_context,
+                        conversation=conversation,
+                        offered=offered,
+                        call=call,
+                    )
+                    outcomes.append(outcome)
+                    await self._remember_result(session, conversation, call, outcome, result)
+            await self._remember(
+                session,
+                conversation,
+                role="assistant",
+                trust=Trust.UNTRUSTED,
+                source="model",
+                content=reply,
+            )
+            await self._save_tokens(session, tenant, conversation)
+            await self._audit.record(
+                session,
+                actor_of(principal),
+                Action.ASSISTANT_ANSWERED,
+                Resource("conversation", str(conversation.id)),
+                Decision.ALLOW,
+                {
+                    "model": endpoint.model.name,
+                    "endpoint": endpoint.name,
+                    "actions": [{"tool": o.tool, "status": o.status.value} for o in outcomes],
+                },
+            )
+        # Tokens go back to values only here, in the user's own view.
+        for outcome in outcomes:
+            outcome.arguments = conversation.masker.unmask(outcome.arguments)
+        return AssistantReply(conversation.id, conversation.masker.unmask(reply), outcomes)
+
+    async def _endpoint(
+        self, session: AsyncSession, principal: Principal, context: RequestContext
+    ) -> ModelEndpoint:
+        """The first endpoint Cedar lets this tenant's data reach; none is a refusal, never a
+        fallback to another region."""
+        for endpoint in self._endpoints:
+            target = Target("ModelEndpoint", endpoint.name, region=endpoint.region)
+            if self._authorizer.decide(principal, PolicyAction.MODEL_CALL, target, context).allowed:
+                await self._authorizer.authorize(
+                    principal, PolicyAction.MODEL_CALL, target, context, session=session
+                )
+                return endpoint
+        raise GatewayRefusedError(
+            503, "no-model-endpoint", f"no model endpoint may receive {context.region} data"
+        )
+
+    def _offered(self, principal: Principal, context: RequestContext) -> dict[str, Tool]:
+        """Tools the user may call, judged on a resource of their own tenant: a tool they may
+        not use is never shown (re-authorization on the real resource comes at call time)."""
+        offered = {}
+        direct = RequestContext(channel=Channel.API, region=context.region)
+        for tool in self._registry:
+            target = Target(tool.action.resource_type, "*", str(principal.tenant_id))
+            if self._authorizer.decide(principal, tool.action, target, direct).allowed:
+                offered[tool.name] = tool
+        return offered
+
+    async def _ask(
+        self, endpoint: ModelEndpoint, conversation: _Conversation, offered: dict[str, Tool]
+    ) -> ModelTurn | None:
+        try:
+            return await endpoint.model.complete(
+                list(conversation.messages), [tool.describe() for tool in offered.values()]
+            )
+        except ModelOutputError:
+            return None
+
+    # --- one tool call --------------------------------------------------------------------
+
+    async def _call(  # noqa: PLR0911 - one return per refusal, each with its reason
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        context: RequestContext,
+        conversation: _Conversation,
+        offered: dict[str, Tool],
+        call: ToolCall,
+    ) -> tuple[ToolOutcome, dict[str, Any] | None]:
+        def refused(reason: str) -> tuple[ToolOutcome, None]:
+            return ToolOutcome(call.name, call.arguments, Status.REFUSED, reason), None
+
+        tool = offered.get(call.name)
+        if tool is None:
+            known = self._registry.get(call.name) is not None
+            await self._record_call(session, principal, call.name, Decision.DENY, "not offered")
+            return refused("not available to you" if known else "no such tool")
+        if await _stopped(session, tool.name):
+            await self._record_call(session, principal, tool.name, Decision.DENY, "kill-switch")
+            return refused("this tool is switched off")
+        errors = tool.argument_errors(call.arguments)
+        if errors:
+            await self._record_call(session, principal, tool.name, Decision.DENY, "schema")
+            return refused("invalid arguments: " + "; ".join(errors))
+        arguments: dict[str, Any] = call.arguments
+        run = ToolRun(session, principal, conversation.masker.unmask(arguments))
+        try:
+            target = await tool.target(run)
+        except ToolError as exc:
+            return refused(str(exc))
+        unbacked = conversation.provenance.unbacked(arguments, tool.sensitive)
+        reason = None
+        if unbacked:
+            reason = f"{', '.join(unbacked)} not backed by anything you said or may read"
+        elif tool.risk is Risk.HIGH and conversation.provenance.tainted:
+            reason = "a high-risk call after untrusted content entered the conversation"
+        decision = await self._authorizer.authorize(
+            principal, tool.action, target, context, session=session, deny_apart=False
+        )
+        if reason is None and not decision.allowed:
+            direct = RequestContext(channel=Channel.API, region=context.region)
+            if not self._authorizer.decide(principal, tool.action, target, direct).allowed:
+                return refused(f"{tool.action} is not allowed here")
+            reason = "the model may not do this alone"
+        if reason is not None:
+            approval = await self._request_approval(
+                session,
+                principal,
+                conversation=conversation,
+                tool=tool,
+                arguments=arguments,
+                reason=reason,
+            )
+            outcome = ToolOutcome(tool.name, arguments, Status.PENDING_APPROVAL, reason, approval)
+            return outcome, None
+        return await self._execute(session, principal, tool, run, arguments)
+
+    async def _execute(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        tool: Tool,
+        run: ToolRun,
+        arguments: dict[str, Any],
+    ) -> tuple[ToolOutcome, dict[str, Any] | None]:
+        try:
+            result = await _run_checked(session, tool, run)
+        except ToolError as exc:
+            await self._record_call(session, principal, tool.name, Decision.DENY, str(exc))
+            return ToolOutcome(tool.name, arguments, Status.REFUSED, str(exc)), None
+        await self._record_call(session, principal, tool.name, Decision.ALLOW, "executed")
+        return ToolOutcome(tool.name, arguments, Status.EXECUTED, "done"), result
+
+    async def _record_call(
+        self, session: AsyncSession, principal: Principal, tool: str, decision: Decision, why: str
+    ) -> None:
+        await self._audit.record(
+            session,
+            actor_of(principal),
+            Action.TOOL_CALLED,
+            Resource("tool", tool[:100]),
+            decision,
+            {"reason": why[:300]},
+        )
+
+    # --- approvals ------------------------------------------------------------------------
+
+    async def _request_approval(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        conversation: _Conversation,
+        tool: Tool,
+        arguments: dict[str, Any],
+        reason: str,
+    ) -> uuid.UUID:
+        approval = uuid.uuid4()
+        await session.execute(
+            text(
+                "INSERT INTO ai_approvals (tenant_id, id, conversation_id, tool, arguments, "
+                "reason, provenance, requested_by, expires_at) VALUES (:tenant, :id, "
+                ":conversation, :tool, CAST(:arguments AS jsonb), :reason, "
+                "CAST(:provenance AS jsonb), :user, :expires)"
+            ),
+            {
+                "tenant": principal.tenant_id,
+                "id": approval,
+                "conversation": conversation.id,
+                "tool": tool.name,
+                "arguments": json.dumps(arguments),
+                "reason": reason,
+                "provenance": json.dumps(conversation.provenance.trail()),
+                "user": principal.user_id,
+                "expires": datetime.now(UTC) + APPROVAL_TTL,
+            },
+        )
+        await self._audit.record(
+            session,
+            actor_of(principal),
+            Action.APPROVAL_REQUESTED,
+            Resource("approval", str(approval)),
+            Decision.DENY,
+            {"tool": tool.name, "reason": reason},
+        )
+        return approval
+
+    # --- the conversation ----------------------------------------------------------------
+
+    async def _conversation(
+        self, session: AsyncSession, principal: Principal, conversation_id: uuid.UUID | None
+    ) -> _Conversation:
+        tenant = principal.tenant_id
+        if conversation_id is None:
+            conversation_id = uuid.uuid4()
+            await session.execute(
+                text(
+                    "INSERT INTO ai_conversations (tenant_id, id, user_id) "
+                    "VALUES (:tenant, :id, :user)"
+                ),
+                {"tenant": tenant, "id": conversation_id, "user": principal.user_id},
+            )
+            return _Conversation(conversation_id, Masker(), Provenance(), [], 1)
+        row = (
+            await session.execute(
+                text(
+                    "SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :tenant "
+                    "AND id = :id AND user_id = :user FOR UPDATE"
+                ),
+                {"tenant": tenant, "id": conversation_id, "user": principal.user_id},
+            )
+        ).first()
+        if row is None:  # another user's conversation looks like no conversation
+            raise GatewayRefusedError(404, "not-found", "no such conversation")
+        tokens: dict[str, str] = {}
+        if row[0] is not None:
+            opened = await self._fields.open(
+                session, tenant, CONVERSATION_TOKENS, conversation_id, row[0]
+            )
+            tokens = json.loads(opened)
+        conversation = _Conversation(conversation_id, Masker.restore(tokens), Provenance(), [], 1)
+        rows = await session.execute(
+            text(
+                "SELECT seq, role, trust, source, content FROM ai_messages "
+                "WHERE tenant_id = :tenant AND conversation_id = :id ORDER BY seq"
+            ),
+            {"tenant": tenant, "id": conversation_id},
+        )
+        for seq, role, trust, source, content in rows:
+            conversation.provenance.add(Trust(trust), source, content)
+            conversation.messages.append({"role": role, "content": content})
+            conversation.next_seq = seq + 1
+        return conversation
+
+    async def _remember(
+        self,
+        session: AsyncSession,
+        conversation: _Conversation,
+        *,
+        role: str,
+        trust: Trust,
+        source: str,
+        content: str,
+        record_provenance: bool = True,
+    ) -> None:
+        if record_provenance and role != "assistant":  # the model's own words back nothing
+            conversation.provenance.add(trust, source, content)
+        conversation.messages.append({"role": role, "content": content})
+        await session.execute(
+            text(
+                "INSERT INTO ai_messages (tenant_id, conversation_id, seq, role, trust, source, "
+                "content) VALUES (current_setting('app.tenant_id')::uuid, :id, :seq, :role, "
+                ":trust, :source, :content)"
+            ),
+            {
+                "id": conversation.id,
+                "seq": conversation.next_seq,
+                "role": role,
+                "trust": trust.value,
+                "source": source[:200],
+                "content": content,
+            },
+        )
+        conversation.next_seq += 1
+
+    async def _remember_result(
+        self,
+        session: AsyncSession,
+        conversation: _Conversation,
+        call: ToolCall,
+        outcome: ToolOutcome,
+        result: dict[str, Any] | None,
+    ) -> None:
+        """What the model sees next: the result, masked; its third-party fields untrusted."""
+        tool = self._registry.get(call.name)
+        if result is None or tool is None:
+            shown = {"status": outcome.status.value, "reason": outcome.reason}
+            content = json.dumps(shown)
+            await self._remember(
+                session,
+                conversation,
+                role="tool",
+                trust=Trust.TRUSTED,
+                source="gateway",
+                content=content,
+            )
+            return
+        masked = conversation.masker.mask_value(result)
+        untrusted = {k: v for k, v in masked.items() if k in tool.untrusted_fields}
+        for name, value in untrusted.items():
+            signs = scan(json.dumps(value)).signs
+            if signs:
+                await self._audit.record(
+                    session,
+                    Actor.system(),
+                    Action.INJECTION_SUSPECTED,
+                    Resource("tool", tool.name),
+                    Decision.DENY,
+                    {"signs": list(signs), "source": f"{tool.name}:{name}"},
+                )
+        trusted = {k: v for k, v in masked.items() if k not in tool.untrusted_fields}
+        conversation.provenance.add(Trust.TRUSTED, f"tool:{tool.name}", trusted)
+        if untrusted:
+            conversation.provenance.add(Trust.UNTRUSTED, f"tool:{tool.name}:content", untrusted)
+        trust = Trust.UNTRUSTED if untrusted else Trust.TRUSTED
+        await self._remember(
+            session,
+            conversation,
+            role="tool",
+            trust=trust,
+            source=f"tool:{tool.name}",
+            content=json.dumps(masked),
+            record_provenance=False,
+        )
+
+    async def _save_tokens(
+        self, session: AsyncSession, tenant: uuid.UUID, conversation: _Conversation
+    ) -> None:
+        state = conversation.masker.state()
+        if not state:
+            return
+        sealed = await self._fields.seal(
+            session, tenant, CONVERSATION_TOKENS, conversation.id, json.dumps(state).encode()
+        )
+        await session.execute(
+            text(
+                "UPDATE ai_conversations SET sealed_tokens = :sealed "
+                "WHERE tenant_id = :tenant AND id = :id"
+            ).bindparams(CONVERSATION_TOKENS.param("sealed")),
+            {"sealed": sealed, "tenant": tenant, "id": conversation.id},
+        )
+
+
+async def _run_checked(session: AsyncSession, tool: Tool, run: ToolRun) -> dict[str, Any]:
+    """Run the tool in a savepoint and check its result: a result that breaks the tool's
+    schema is refused, and what the tool did is undone with it."""
+    async with session.begin_nested():
+        result = await tool.run(run)
+        errors = tool.result_errors(result)
+        if errors:
+            raise ToolError("the tool's result broke its schema: " + "; ".join(errors))
+    return result
+
+
+async def _stopped(session: AsyncSession, tool: str) -> bool:
+    """The kill-switch, asked of the database on every request and call: every process sees
+    a switch the moment it is committed."""
+    return bool(await session.scalar(text("SELECT ramparts_ai_stopped(:tool)"), {"tool": tool}))
+
+
+RECENT_SIGN_IN = timedelta(minutes=10)
+SECOND_FACTORS = frozenset({"otp", "hwk", "swk", "mfa"})
+
+
+class Approvals(_AssistantService):
+    """Approval requests: listed for the tenant, decided once by a different person who may
+    do the action themselves and signed in (with a second factor) in the last ten minutes."""
+
+    async def pending(self, principal: Principal) -> list[dict[str, Any]]:
+        async with self._db.tenant_session(principal.tenant_id) as session:
+            rows = await session.execute(
+                text(
+                    "SELECT id, tool, arguments, reason, provenance, requested_by, expires_at "
+                    "FROM ai_approvals WHERE tenant_id = :tenant AND status = 'pending' "
+                    "AND expires_at > now() ORDER BY created_at LIMIT 100"
+                ),
+                {"tenant": principal.tenant_id},
+            )
+            return [
+                {
+                    "id": str(row[0]),
+                    "tool": row[1],
+                    "arguments": row[2],
+                    "reason": row[3],
+                    "provenance": row[4],
+                    "requested_by": str(row[5]),
+                    "expires_at": row[6].isoformat(),
+                }
+                for row in rows
+            ]
+
+    async def decide(
+        self, approver: Principal, approval_id: uuid.UUID, *, approve: bool
+    ) -> dict[str, Any]:
+        if approver.user_id is None:
+            raise GatewayRefusedError(403, "not-a-user", "approvals are decided by people")
+        tenant = approver.tenant_id
+        async with self._db.tenant_session(tenant) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT conversation_id, tool, arguments, requested_by, status, "
+                        "expires_at FROM ai_approvals WHERE tenant_id = :tenant AND id = :id "
+                        "FOR UPDATE"
+                    ),
+                    {"tenant": tenant, "id": approval_id},
+                )
+            ).first()
+            if row is None:
+                raise GatewayRefusedError(404, "not-found", "no such approval request")
+            conversation_id, tool_name, arguments, requested_by, status, expires_at = row
+            if status != "pending":
+                raise GatewayRefusedError(409, "wrong-status", f"already {status}")
+            if expires_at <= datetime.now(UTC):
+                raise GatewayRefusedError(409, "wrong-status", "the request has expired")
+            if requested_by == approver.user_id:
+                await self._refused(approver, approval_id, "same person")
+                raise GatewayRefusedError(
+                    403, "forbidden", "four eyes: a different person must decide this request"
+                )
+            fresh = approver.auth_time is not None and (
+                datetime.now(UTC) - approver.auth_time <= RECENT_SIGN_IN
+            )
+            if not fresh or not SECOND_FACTORS & set(approver.amr):
+                raise GatewayRefusedError(
+                    403,
+                    "reauthentication-required",
+                    "deciding needs a sign-in with a second factor in the last 10 minutes",
+                )
+            if not approve:
+                await self._close(
+                    session,
+                    tenant,
+                    approval_id=approval_id,
+                    approver=approver,
+                    status="rejected",
+                    result=None,
+                )
+                await self._decided(session, approver, approval_id, Decision.DENY, "rejected")
+                return {"id": str(approval_id), "status": "rejected"}
+            return await self._run(
+                session,
+                approver,
+                approval_id=approval_id,
+                conversation_id=conversation_id,
+                tool_name=tool_name,
+                arguments=arguments,
+            )
+
+    async def _run(
+        self,
+        session: AsyncSession,
+        approver: Principal,
+        *,
+        approval_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        tool_name: str,
+        arguments: dict[str, Any],
+    ) -> dict[str, Any]:
+        tenant = approver.tenant_id
+        tool = self._registry.get(tool_name)
+        if tool is None:
+            raise GatewayRefusedError(409, "wrong-status", f"the tool {tool_name} is gone")
+        if await _stopped(session, tool.name):
+            raise GatewayRefusedError(503, "ai-disabled", "this tool is switched off")
+        sealed = await session.scalar(
+            text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
+            {"t": tenant, "id": conversation_id},
+        )
+        tokens = (
+            json.loads(
+                await self._fields.open(
+                    session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
+                )
+            )
+            if sealed is not None
+            else {}
+        )
+        run = ToolRun(session, approver, Masker.restore(tokens).unmask(arguments))
+        try:
+            target = await tool.target(run)
+        except ToolError as exc:
+            raise GatewayRefusedError(409, "wrong-status", str(exc)) from None
+        # The approver acts as themselves (not through the model), so Cedar judges them on the
+        # channel they use; a role that may not do this cannot approve it either.
+        context = await request_context(session, approver, ui_client=self._ui_client)
+        # Nothing of this transaction is in the audit trail yet, so a denial can be written
+        # apart: it must outlive the rollback of the refused request.
+        decision = await self._authorizer.authorize(
+            approver, tool.action, target, context, session=session
+        )
+        if not decision.allowed:
+            await self._refused(approver, approval_id, "not allowed")
+            raise GatewayRefusedError(403, "forbidden", f"you may not {tool.action} yourself")
+        try:
+            result = await _run_checked(session, tool, run)
+        except ToolError as exc:
+            await self._close(
+                session,
+                tenant,
+                approval_id=approval_id,
+                approver=approver,
+                status="failed",
+                result={"error": str(exc)},
+            )
+            await self._decided(session, approver, approval_id, Decision.DENY, str(exc))
+            return {"id": str(approval_id), "status": "failed", "reason": str(exc)}
+        await self._close(
+            session,
+            tenant,
+            approval_id=approval_id,
+            approver=approver,
+            status="executed",
+            result=result,
+        )
+        await self._decided(session, approver, approval_id, Decision.ALLOW, "executed")
+        return {"id": str(approval_id), "status": "executed", "result": result}
+
+    async def _close(
+        self,
+        session: AsyncSession,
+        tenant: uuid.UUID,
+        *,
+        approval_id: uuid.UUID,
+        approver: Principal,
+        status: str,
+        result: dict[str, Any] | None,
+    ) -> None:
+        await session.execute(
+            text(
+                "UPDATE ai_approvals SET status = :status, decided_by = :user, "
+                "decided_at = now(), result = CAST(:result AS jsonb) "
+                "WHERE tenant_id = :tenant AND id = :id AND status = 'pending'"
+            ),
+            {
+                "status": status,
+                "user": approver.user_id,
+                "result": json.dumps(result) if result is not None else None,
+                "tenant": tenant,
+                "id": approval_id,
+            },
+        )
+
+    async def _refused(self, approver: Principal, approval_id: uuid.UUID, why: str) -> None:
+        """A refused decision, recorded in its own transaction (the request's rolls back)."""
+        await self._audit.record_apart(
+            approver.tenant_id,
+            actor_of(approver),
+            Action.APPROVAL_DECIDED,
+            Resource("approval", str(approval_id)),
+            Decision.DENY,
+            {"reason": why},
+        )
+
+    async def _decided(
+        self,
+        session: AsyncSession,
+        approver: Principal,
+        approval_id: uuid.UUID,
+        decision: Decision,
+        why: str,
+    ) -> None:
+        await self._audit.record(
+            session,
+            actor_of(approver),
+            Action.APPROVAL_DECIDED,
+            Resource("approval", str(approval_id)),
+            decision,
+            {"reason": why[:300]},
+        )

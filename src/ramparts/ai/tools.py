@@ -1,0 +1,151 @@
+"""The tool registry: what a model may ask for, described so the gateway can check every call.
+
+An app registers each tool once: a name, what it does, JSON Schemas for its arguments and its
+result, the Cedar action it performs, a risk tier, which arguments are sensitive (money,
+recipients, accounts, other principals' ids), and which result fields carry third-party text.
+The gateway does the rest: it shows the model only the tools its user may call, refuses unknown
+tools and malformed arguments before anything runs, re-authorizes each call with Cedar, and
+turns risky calls into approval requests. See docs/ai-gateway.md.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ramparts.identity.auth import Principal
+from ramparts.policy.engine import PolicyAction, Target
+
+__all__ = [
+    "Risk",
+    "Tool",
+    "ToolError",
+    "ToolRegistry",
+    "ToolRun",
+    "ToolSchemaError",
+]
+
+TOOL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+class Risk(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    HIGH = "high"  # never runs after untrusted content entered the conversation: approval
+
+
+class ToolSchemaError(ValueError):
+    """A tool was registered with a schema the gateway cannot enforce."""
+
+
+class ToolError(Exception):
+    """The tool refused the call for a reason its user may read (not found, wrong status)."""
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """Everything a tool body gets: a tenant session of the acting user's tenant, that user,
+    and arguments already validated against the tool's schema (and unmasked)."""
+
+    session: AsyncSession
+    principal: Principal
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    arguments: Mapping[str, Any]  # JSON Schema of the arguments object
+    result: Mapping[str, Any]  # JSON Schema of what the tool returns
+    action: PolicyAction
+    risk: Risk
+    run: Callable[[ToolRun], Awaitable[dict[str, Any]]]
+    #: The Cedar resource a call acts on, found from its (validated) arguments.
+    target: Callable[[ToolRun], Awaitable[Target]]
+    sensitive: frozenset[str] = frozenset()
+    #: Result fields holding third-party text (a vendor's proposal, a buyer's description):
+    #: untrusted content for every later decision in the conversation.
+    untrusted_fields: frozenset[str] = frozenset()
+    _arguments: Draft202012Validator = field(init=False, repr=False, compare=False)
+    _result: Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not TOOL_NAME.fullmatch(self.name):
+            raise ToolSchemaError(f"tool name {self.name!r}: lowercase letters, digits, _")
+        for label, schema in (("arguments", self.arguments), ("result", self.result)):
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                raise ToolSchemaError(f"{self.name} {label} schema: {exc.message}") from None
+            if schema.get("type") != "object" or schema.get("additionalProperties") is not False:
+                raise ToolSchemaError(
+                    f"{self.name} {label} schema must be an object with additionalProperties "
+                    "false: unknown fields are refused, never ignored"
+                )
+        unknown = self.sensitive - set(self.arguments.get("properties", {}))
+        if unknown:
+            raise ToolSchemaError(f"{self.name}: sensitive names no argument: {sorted(unknown)}")
+        object.__setattr__(self, "_arguments", Draft202012Validator(self.arguments))
+        object.__setattr__(self, "_result", Draft202012Validator(self.result))
+
+    def argument_errors(self, arguments: object) -> list[str]:
+        return _errors(self._arguments, arguments)
+
+    def result_errors(self, result: object) -> list[str]:
+        return _errors(self._result, result)
+
+    def describe(self) -> dict[str, Any]:
+        """The tool as a model sees it (OpenAI's function-tool shape)."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": dict(self.arguments),
+            },
+        }
+
+
+def _errors(validator: Draft202012Validator, value: object) -> list[str]:
+    """Every schema violation, each naming where it is (never echoing the value)."""
+    found = []
+    for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(part) for part in error.absolute_path) or "(arguments)"
+        found.append(f"{where}: {error.validator} {error.validator_value!r}"[:300])
+    return found
+
+
+class ToolRegistry:
+    """The tools of one app; the gateway reads it, apps add to it."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def register(self, tool: Tool) -> Tool:
+        if tool.name in self._tools:
+            raise ToolSchemaError(f"tool {tool.name!r} is already registered")
+        self._tools[tool.name] = tool
+        return tool
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+
+def uuid_argument(run: ToolRun, name: str) -> uuid.UUID:
+    """An argument the schema already checked is a UUID string."""
+    return uuid.UUID(str(run.arguments[name]))

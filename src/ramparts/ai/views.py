@@ -1,0 +1,143 @@
+"""HTTP for the assistant: `POST /api/assistant`, the approval requests, and a tenant admin's
+kill-switch. Every route declares its Cedar action."""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+
+from ramparts.ai.gateway import Approvals, Gateway, GatewayRefusedError
+from ramparts.audit.events import Action, Decision, Resource
+from ramparts.audit.services import AuditLog
+from ramparts.db.engine import Database
+from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
+from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.services import Authorizer, request_context
+from ramparts.problems import Problem
+from ramparts.routes import declares
+
+__all__ = ["build_router"]
+
+TITLES = {
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    422: "Unprocessable request",
+    503: "Unavailable",
+}
+
+
+class AssistantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    message: str = Field(min_length=1, max_length=8_000)
+    conversation_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
+
+
+class KillSwitchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    engaged: bool
+    tool: str = Field(default="", pattern=r"^[a-z0-9_]{0,64}$")
+    reason: str = Field(default="", max_length=500)
+
+
+def _problem(refused: GatewayRefusedError) -> Problem:
+    return Problem(
+        refused.status, refused.kind, TITLES.get(refused.status, "Refused"), refused.detail
+    )
+
+
+def build_router(
+    database: Database,
+    bearer: BearerAuthenticator,
+    authorizer: Authorizer,
+    *,
+    gateway: Gateway,
+    approvals: Approvals,
+    audit: AuditLog,
+    ui_client: str,
+) -> APIRouter:
+    router = APIRouter(tags=["assistant"])
+    Caller = Annotated[Principal, Depends(bearer)]  # noqa: N806 - a type alias
+
+    async def require(principal: Principal, action: PolicyAction) -> None:
+        tenant = str(principal.tenant_id)
+        async with database.tenant_session(principal.tenant_id) as session:
+            context = await request_context(session, principal, ui_client=ui_client)
+        await authorizer.require(principal, action, Target("Assistant", tenant, tenant), context)
+
+    @router.post("/api/assistant", openapi_extra=declares(PolicyAction.MODEL_CALL))
+    async def assistant(principal: Caller, body: AssistantIn) -> dict[str, Any]:
+        """Ask the assistant. Tool calls it makes come back in `actions`, each executed,
+        refused or pending approval, with the reason."""
+        try:
+            answer = await gateway.converse(principal, body.message, body.conversation_id)
+        except GatewayRefusedError as refused:
+            raise _problem(refused) from None
+        return {
+            "conversation_id": str(answer.conversation_id),
+            "reply": answer.reply,
+            "actions": [outcome.as_json() for outcome in answer.actions],
+        }
+
+    @router.get("/api/approvals", openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE))
+    async def pending(principal: Caller) -> dict[str, Any]:
+        """Pending approval requests of the caller's tenant (arguments as the model saw them)."""
+        await require(principal, PolicyAction.ASSISTANT_APPROVE)
+        return {"items": await approvals.pending(principal)}
+
+    async def decide(principal: Principal, approval_id: uuid.UUID, approve: bool) -> Any:
+        await require(principal, PolicyAction.ASSISTANT_APPROVE)
+        try:
+            return await approvals.decide(principal, approval_id, approve=approve)
+        except GatewayRefusedError as refused:
+            raise _problem(refused) from None
+
+    @router.post(
+        "/api/approvals/{approval_id}/approve",
+        openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE),
+    )
+    async def approve(principal: Caller, approval_id: uuid.UUID) -> dict[str, Any]:
+        """Run the requested call once, as the caller: a different person from the one who
+        asked, signed in with a second factor in the last 10 minutes, allowed to do it."""
+        result: dict[str, Any] = await decide(principal, approval_id, True)
+        return result
+
+    @router.post(
+        "/api/approvals/{approval_id}/reject",
+        openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE),
+    )
+    async def reject(principal: Caller, approval_id: uuid.UUID) -> dict[str, Any]:
+        result: dict[str, Any] = await decide(principal, approval_id, False)
+        return result
+
+    @router.post(
+        "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_KILLSWITCH)
+    )
+    async def killswitch(principal: Caller, body: KillSwitchIn) -> dict[str, Any]:
+        """Switch the tenant's assistant (or one tool) off or on, for every process at once."""
+        await require(principal, PolicyAction.ASSISTANT_KILLSWITCH)
+        async with database.tenant_session(principal.tenant_id) as session:
+            await session.execute(
+                text("SELECT ramparts_ai_switch(:tool, :engaged, :reason, :actor)"),
+                {
+                    "tool": body.tool,
+                    "engaged": body.engaged,
+                    "reason": body.reason,
+                    "actor": principal.subject,
+                },
+            )
+            await audit.record(
+                session,
+                actor_of(principal),
+                Action.KILLSWITCH_SET,
+                Resource("assistant", body.tool or "*"),
+                Decision.ALLOW,
+                {"engaged": body.engaged, "reason": body.reason},
+            )
+        return {"tool": body.tool or None, "engaged": body.engaged}
+
+    return router
