@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import limits
 from pydantic import (
     Field,
     PostgresDsn,
@@ -103,6 +104,11 @@ class Settings(BaseSettings):
     # Where a remote model endpoint (openai:<model>) runs: a tenant pinned to `eu` reaches
     # only `eu` endpoints. Local adapters (offline, scripted) send data nowhere.
     model_region: str = Field(default="us", pattern=r"^[a-z]{2,8}$")
+    # Assistant limits (shared through RAMPARTS_REDIS_URL when set): requests and model tokens.
+    ai_user_rate: str = "30/minute"
+    ai_tenant_rate: str = "300/minute"
+    ai_user_tokens: str = "100000/day"
+    ai_tenant_tokens: str = "1000000/day"
     secret_key: SecretStr | None = None
     debug: bool = False
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
@@ -187,6 +193,15 @@ class Settings(BaseSettings):
         if kind in {"openai", "scripted"} and arg:
             return value
         raise ValueError("must be 'offline', 'openai:<model>' or 'scripted:<file>'")
+
+    @field_validator("ai_user_rate", "ai_tenant_rate", "ai_user_tokens", "ai_tenant_tokens")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as '30/minute'") from None
+        return value
 
     @field_validator("vault_url")
     @classmethod

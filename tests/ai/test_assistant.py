@@ -341,3 +341,97 @@ def test_an_eu_tenant_never_reaches_a_us_endpoint(
     assert answer.status_code == 503
     assert answer.json()["type"] == "urn:ramparts:problem:no-model-endpoint"
     assert fake_openai.bodies == []  # refused, not sent elsewhere
+
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def test_limits_are_shared_by_every_server_through_redis(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    first = serve_app(redis_url=REDIS, ai_user_rate="2/minute")
+    second = serve_app(redis_url=REDIS, ai_user_rate="2/minute")
+    account, first_headers = sign_in(first, urls, kms, Role.BUYER)
+    assert account.totp_secret is not None
+    again = obtain_tokens(second, account, otp=next_code(account.totp_secret))
+    second_headers = bearer(again["access_token"])
+    assert ask(first, first_headers, "hello").status_code == 200
+    assert ask(second, second_headers, "hello").status_code == 200
+    limited = ask(first, first_headers, "hello")
+    assert limited.status_code == 429
+    assert limited.json()["type"] == "urn:ramparts:problem:rate-limited"
+    assert int(limited.headers["retry-after"]) > 0
+    assert ask(second, second_headers, "hello").status_code == 429
+
+
+def test_each_server_counts_alone_without_redis(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    first = serve_app(ai_user_rate="1/minute")
+    second = serve_app(ai_user_rate="1/minute")
+    account, first_headers = sign_in(first, urls, kms, Role.BUYER)
+    assert account.totp_secret is not None
+    again = obtain_tokens(second, account, otp=next_code(account.totp_secret))
+    assert ask(first, first_headers, "hello").status_code == 200
+    assert ask(second, bearer(again["access_token"]), "hello").status_code == 200
+    assert ask(first, first_headers, "hello").status_code == 429
+
+
+def test_the_daily_token_budget_stops_the_next_request(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    server = serve_app(ai_user_tokens="60/day")
+    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    assert ask(server, headers, "list my quotes please").status_code == 200
+    spent = ask(server, headers, "and again")
+    assert spent.status_code == 429
+    assert spent.json()["type"] == "urn:ramparts:problem:budget-exhausted"
+
+
+def test_repeated_refusals_throttle_then_lock_the_user_with_an_alert(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
+) -> None:
+    probe = {"name": "issue_refund", "arguments": {"amount_minor": 1}}
+    model = script(tmp_path, {"tool_calls": [probe] * 6}, {"tool_calls": [probe] * 6})
+    server = serve_app(model=model)
+    buyer, headers = sign_in(server, urls, kms, Role.BUYER)
+    first = ask(server, headers, "hello")
+    assert first.status_code == 200
+    assert {a["status"] for a in first.json()["actions"]} == {"refused"}
+    locked = ask(server, headers, "hello")
+    assert locked.status_code == 403
+    assert locked.json()["type"] == "urn:ramparts:problem:ai-locked"
+    alerts = recorded(urls, buyer.tenant_id, Action.AI_ACCESS_LOCKED)
+    assert len(alerts) == 1
+    assert alerts[0]["actor"]["id"] == str(buyer.user_id)
+
+
+def test_a_tenant_can_forbid_kinds_of_personal_data_outright(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, fake_openai: FakeOpenAI
+) -> None:
+    server = serve_app(model="openai:test-model", model_region="eu")
+    admin, admin_headers = sign_in(server, urls, kms, Role.ADMIN)
+    _, buyer_headers = sign_in(server, urls, kms, Role.BUYER, tenant=admin.tenant)
+    assert (
+        server.put(
+            "/api/assistant/dlp", json={"forbidden": ["SSN"]}, headers=buyer_headers
+        ).status_code
+        == 403
+    )
+    bad = server.put("/api/assistant/dlp", json={"forbidden": ["PASSWORD"]}, headers=admin_headers)
+    assert bad.status_code == 422
+    rules = server.put(
+        "/api/assistant/dlp", json={"forbidden": ["SSN", "IBAN"]}, headers=admin_headers
+    )
+    assert rules.status_code == 200, rules.text
+    assert server.get("/api/assistant/dlp", headers=admin_headers).json() == {
+        "forbidden": ["IBAN", "SSN"]
+    }
+    refused = ask(server, buyer_headers, "my SSN is 078-05-1120")
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == "the message holds SSN"
+    assert ask(server, buyer_headers, "mail ann@example.com").status_code == 200  # masked
+    assert b"078-05-1120" not in b"".join(fake_openai.bodies)
+    assert recorded(urls, admin.tenant_id, Action.CONTENT_REFUSED)[-1]["details"] == {
+        "kinds": ["SSN"]
+    }

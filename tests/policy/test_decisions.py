@@ -50,7 +50,7 @@ ALLOWED: dict[str, set[PolicyAction]] = {
         A.QUOTE_READ,
         A.AUDIT_READ,
         A.ASSISTANT_APPROVE,
-        A.ASSISTANT_KILLSWITCH,
+        A.ASSISTANT_CONFIGURE,
         A.MODEL_CALL,
     },
     "none": set(),

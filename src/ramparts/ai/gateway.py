@@ -19,10 +19,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.ai.injection import scan
+from ramparts.ai.limits import Limiter, LimitExceededError, estimate_tokens
 from ramparts.ai.masking import Masker, RefusedContentError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall
 from ramparts.ai.provenance import Provenance, Trust
@@ -31,6 +33,7 @@ from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.sealing import EncryptedColumn, SealedFields
 from ramparts.db.engine import Database
+from ramparts.detectors import Kind
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import Channel, PolicyAction, Target
 from ramparts.policy.services import Authorizer, RequestContext, request_context
@@ -45,9 +48,11 @@ __all__ = [
     "ToolOutcome",
 ]
 
+log = structlog.get_logger(__name__)
 CONVERSATION_TOKENS = EncryptedColumn("ai_conversations", "sealed_tokens", row="id")
 MAX_STEPS = 4
 MAX_MESSAGE_CHARS = 8_000
+MAX_CONVERSATION_CHARS = 100_000
 APPROVAL_TTL = timedelta(hours=24)
 
 
@@ -60,9 +65,10 @@ class Status(StrEnum):
 class GatewayRefusedError(Exception):
     """The whole request is refused (kill-switch, secret in the message, no endpoint)."""
 
-    def __init__(self, status: int, kind: str, detail: str) -> None:
+    def __init__(self, status: int, kind: str, detail: str, *, retry_after: int = 0) -> None:
         super().__init__(detail)
         self.status, self.kind, self.detail = status, kind, detail
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -139,10 +145,12 @@ class Gateway(_AssistantService):
         audit: AuditLog,
         *,
         endpoints: list[ModelEndpoint],
+        limiter: Limiter,
         ui_client: str,
     ) -> None:
         super().__init__(database, registry, authorizer, fields, audit, ui_client=ui_client)
         self._endpoints = endpoints
+        self._limiter = limiter
 
     # --- one message ----------------------------------------------------------------------
 
@@ -156,26 +164,28 @@ class Gateway(_AssistantService):
                 422, "invalid-request", f"a message is 1 to {MAX_MESSAGE_CHARS} characters"
             )
         tenant = principal.tenant_id
+        await self._admit(principal)
         async with self._db.tenant_session(tenant) as session:
             context = await request_context(session, principal, ui_client=self._ui_client)
             if await _stopped(session, ""):
                 raise GatewayRefusedError(503, "ai-disabled", "the assistant is switched off")
-            endpoint = await self._endpoint(session, principal, context)
             conversation = await self._conversation(session, principal, conversation_id)
+            if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
+                raise GatewayRefusedError(
+                    422, "conversation-too-long", "this conversation is full: start a new one"
+                )
+            # Refusals before anything is recorded in this transaction are written apart:
+            # they must outlive its rollback.
             try:
                 masked = conversation.masker.mask(message)
             except RefusedContentError as refused:
-                await self._audit.record(
-                    session,
-                    actor_of(principal),
-                    Action.CONTENT_REFUSED,
-                    Resource("conversation", str(conversation.id)),
-                    Decision.DENY,
-                    {"kinds": refused.kinds},
+                await self._refuse_apart(
+                    principal, Action.CONTENT_REFUSED, conversation.id, {"kinds": refused.kinds}
                 )
                 raise GatewayRefusedError(
                     422, "content-refused", f"the message holds {', '.join(refused.kinds)}"
                 ) from None
+            endpoint = await self._endpoint(session, principal, context)
             injection = scan(message)
             # The user's own words are trusted, unless they carry the signs of an injection
             # (pasted from elsewhere): then they back nothing and taint the conversation.
@@ -189,6 +199,7 @@ class Gateway(_AssistantService):
                     Decision.DENY,
                     {"signs": list(injection.signs), "source": "user"},
                 )
+                await self._strike(session, principal)
             await self._remember(
                 session, conversation, role="user", trust=trust, source="user", content=masked
             )
@@ -197,7 +208,7 @@ class Gateway(_AssistantService):
             outcomes: list[ToolOutcome] = []
             reply = ""
             for _ in range(MAX_STEPS):
-                turn = await self._ask(endpoint, conversation, offered)
+                turn = await self._ask(principal, endpoint, conversation, offered)
                 if turn is None:
                     reply = "The model's answer was not valid and was refused."
                     break
@@ -214,6 +225,8 @@ class Gateway(_AssistantService):
                         call=call,
                     )
                     outcomes.append(outcome)
+                    if outcome.status is Status.REFUSED:
+                        await self._strike(session, principal)
                     await self._remember_result(session, conversation, call, outcome, result)
             await self._remember(
                 session,
@@ -241,6 +254,53 @@ class Gateway(_AssistantService):
             outcome.arguments = conversation.masker.unmask(outcome.arguments)
         return AssistantReply(conversation.id, conversation.masker.unmask(reply), outcomes)
 
+    async def _admit(self, principal: Principal) -> None:
+        try:
+            await self._limiter.admit(str(principal.tenant_id), str(principal.user_id))
+        except LimitExceededError as exceeded:
+            status, kind = {
+                "locked": (403, "ai-locked"),
+                "budget": (429, "budget-exhausted"),
+            }.get(exceeded.kind, (429, "rate-limited"))
+            raise GatewayRefusedError(
+                status, kind, exceeded.detail, retry_after=exceeded.retry_after
+            ) from None
+
+    async def _strike(self, session: AsyncSession | None, principal: Principal) -> None:
+        """A refusal or an injection sign counts against the user; the strike that locks
+        their AI access raises an alert."""
+        if not await self._limiter.strike(str(principal.tenant_id), str(principal.user_id)):
+            return
+        log.warning("ai_access_locked", tenant=str(principal.tenant_id), user=principal.subject)
+        parts = (
+            actor_of(principal),
+            Action.AI_ACCESS_LOCKED,
+            Resource("user", principal.subject),
+            Decision.DENY,
+            {"reason": "repeated refusals or injection signs"},
+        )
+        if session is None:
+            await self._audit.record_apart(principal.tenant_id, *parts)
+        else:
+            await self._audit.record(session, *parts)
+
+    async def _refuse_apart(
+        self,
+        principal: Principal,
+        action: Action,
+        conversation: uuid.UUID,
+        details: dict[str, Any],
+    ) -> None:
+        await self._audit.record_apart(
+            principal.tenant_id,
+            actor_of(principal),
+            action,
+            Resource("conversation", str(conversation)),
+            Decision.DENY,
+            details,
+        )
+        await self._strike(None, principal)
+
     async def _endpoint(
         self, session: AsyncSession, principal: Principal, context: RequestContext
     ) -> ModelEndpoint:
@@ -253,6 +313,9 @@ class Gateway(_AssistantService):
                     principal, PolicyAction.MODEL_CALL, target, context, session=session
                 )
                 return endpoint
+        for endpoint in self._endpoints[:1]:  # the refusal, in the trail
+            target = Target("ModelEndpoint", endpoint.name, region=endpoint.region)
+            await self._authorizer.authorize(principal, PolicyAction.MODEL_CALL, target, context)
         raise GatewayRefusedError(
             503, "no-model-endpoint", f"no model endpoint may receive {context.region} data"
         )
@@ -269,14 +332,24 @@ class Gateway(_AssistantService):
         return offered
 
     async def _ask(
-        self, endpoint: ModelEndpoint, conversation: _Conversation, offered: dict[str, Tool]
+        self,
+        principal: Principal,
+        endpoint: ModelEndpoint,
+        conversation: _Conversation,
+        offered: dict[str, Tool],
     ) -> ModelTurn | None:
+        """One model call, its tokens counted against the user's and tenant's budgets."""
+        messages = list(conversation.messages)
+        tools = [tool.describe() for tool in offered.values()]
+        turn: ModelTurn | None
         try:
-            return await endpoint.model.complete(
-                list(conversation.messages), [tool.describe() for tool in offered.values()]
-            )
+            turn = await endpoint.model.complete(messages, tools)
         except ModelOutputError:
-            return None
+            turn = None
+        answer = "" if turn is None else (turn.text or "") + repr(turn.tool_calls)
+        spent = estimate_tokens(*(m["content"] for m in messages), json.dumps(tools), answer)
+        await self._limiter.spend(str(principal.tenant_id), str(principal.user_id), spent)
+        return turn
 
     # --- one tool call --------------------------------------------------------------------
 
@@ -414,6 +487,7 @@ class Gateway(_AssistantService):
         self, session: AsyncSession, principal: Principal, conversation_id: uuid.UUID | None
     ) -> _Conversation:
         tenant = principal.tenant_id
+        forbidden = await forbidden_kinds(session)
         if conversation_id is None:
             conversation_id = uuid.uuid4()
             await session.execute(
@@ -423,7 +497,7 @@ class Gateway(_AssistantService):
                 ),
                 {"tenant": tenant, "id": conversation_id, "user": principal.user_id},
             )
-            return _Conversation(conversation_id, Masker(), Provenance(), [], 1)
+            return _Conversation(conversation_id, Masker(forbidden), Provenance(), [], 1)
         row = (
             await session.execute(
                 text(
@@ -441,7 +515,8 @@ class Gateway(_AssistantService):
                 session, tenant, CONVERSATION_TOKENS, conversation_id, row[0]
             )
             tokens = json.loads(opened)
-        conversation = _Conversation(conversation_id, Masker.restore(tokens), Provenance(), [], 1)
+        masker = Masker.restore(tokens, forbidden)
+        conversation = _Conversation(conversation_id, masker, Provenance(), [], 1)
         rows = await session.execute(
             text(
                 "SELECT seq, role, trust, source, content FROM ai_messages "
@@ -508,7 +583,20 @@ class Gateway(_AssistantService):
                 content=content,
             )
             return
-        masked = conversation.masker.mask_value(result)
+        try:
+            masked = conversation.masker.mask_value(result)
+        except RefusedContentError as refused:  # the model never sees it
+            kinds = ", ".join(refused.kinds)
+            withheld = {"status": "withheld", "reason": f"the result holds {kinds}"}
+            await self._remember(
+                session,
+                conversation,
+                role="tool",
+                trust=Trust.TRUSTED,
+                source="gateway",
+                content=json.dumps(withheld),
+            )
+            return
         untrusted = {k: v for k, v in masked.items() if k in tool.untrusted_fields}
         for name, value in untrusted.items():
             signs = scan(json.dumps(value)).signs
@@ -552,6 +640,16 @@ class Gateway(_AssistantService):
             ).bindparams(CONVERSATION_TOKENS.param("sealed")),
             {"sealed": sealed, "tenant": tenant, "id": conversation.id},
         )
+
+
+async def forbidden_kinds(session: AsyncSession) -> frozenset[Kind]:
+    """The session's tenant's DLP rules: kinds never sent to a model, not even masked."""
+    rows = await session.scalars(
+        text(
+            "SELECT kind FROM ai_dlp_rules WHERE tenant_id = current_setting('app.tenant_id')::uuid"
+        )
+    )
+    return frozenset(Kind(kind) for kind in rows)
 
 
 async def _run_checked(session: AsyncSession, tool: Tool, run: ToolRun) -> dict[str, Any]:

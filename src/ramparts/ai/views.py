@@ -8,10 +8,12 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
-from ramparts.ai.gateway import Approvals, Gateway, GatewayRefusedError
+from ramparts.ai.gateway import Approvals, Gateway, GatewayRefusedError, forbidden_kinds
+from ramparts.ai.masking import MASKED_KINDS
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.db.engine import Database
+from ramparts.detectors import Kind
 from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
 from ramparts.policy.engine import PolicyAction, Target
 from ramparts.policy.services import Authorizer, request_context
@@ -25,6 +27,7 @@ TITLES = {
     404: "Not found",
     409: "Conflict",
     422: "Unprocessable request",
+    429: "Too many requests",
     503: "Unavailable",
 }
 
@@ -36,6 +39,12 @@ class AssistantIn(BaseModel):
     conversation_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
 
 
+class DlpIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    forbidden: list[Annotated[Kind, Field(strict=False)]] = Field(max_length=len(MASKED_KINDS))
+
+
 class KillSwitchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -45,8 +54,13 @@ class KillSwitchIn(BaseModel):
 
 
 def _problem(refused: GatewayRefusedError) -> Problem:
+    headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
     return Problem(
-        refused.status, refused.kind, TITLES.get(refused.status, "Refused"), refused.detail
+        refused.status,
+        refused.kind,
+        TITLES.get(refused.status, "Refused"),
+        refused.detail,
+        headers=headers,
     )
 
 
@@ -115,11 +129,11 @@ def build_router(
         return result
 
     @router.post(
-        "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_KILLSWITCH)
+        "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE)
     )
     async def killswitch(principal: Caller, body: KillSwitchIn) -> dict[str, Any]:
         """Switch the tenant's assistant (or one tool) off or on, for every process at once."""
-        await require(principal, PolicyAction.ASSISTANT_KILLSWITCH)
+        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
         async with database.tenant_session(principal.tenant_id) as session:
             await session.execute(
                 text("SELECT ramparts_ai_switch(:tool, :engaged, :reason, :actor)"),
@@ -139,5 +153,39 @@ def build_router(
                 {"engaged": body.engaged, "reason": body.reason},
             )
         return {"tool": body.tool or None, "engaged": body.engaged}
+
+    @router.get("/api/assistant/dlp", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE))
+    async def dlp_rules(principal: Caller) -> dict[str, Any]:
+        """Kinds of personal data the tenant never lets reach a model, not even masked."""
+        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
+        async with database.tenant_session(principal.tenant_id) as session:
+            return {"forbidden": sorted(await forbidden_kinds(session))}
+
+    @router.put("/api/assistant/dlp", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE))
+    async def set_dlp_rules(principal: Caller, body: DlpIn) -> dict[str, Any]:
+        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
+        kinds = sorted(set(body.forbidden))
+        unknown = [k for k in kinds if k not in MASKED_KINDS]
+        if unknown:
+            raise Problem(422, "invalid-request", "Invalid request", f"not a DLP kind: {unknown}")
+        async with database.tenant_session(principal.tenant_id) as session:
+            await session.execute(
+                text("DELETE FROM ai_dlp_rules WHERE tenant_id = :tenant"),
+                {"tenant": principal.tenant_id},
+            )
+            for kind in kinds:
+                await session.execute(
+                    text("INSERT INTO ai_dlp_rules (tenant_id, kind) VALUES (:tenant, :kind)"),
+                    {"tenant": principal.tenant_id, "kind": kind.value},
+                )
+            await audit.record(
+                session,
+                actor_of(principal),
+                Action.DLP_RULES_SET,
+                Resource("assistant", "dlp"),
+                Decision.ALLOW,
+                {"forbidden": [k.value for k in kinds]},
+            )
+        return {"forbidden": kinds}
 
     return router

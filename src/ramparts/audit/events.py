@@ -61,6 +61,8 @@ class Action(StrEnum):
     APPROVAL_REQUESTED = "ai:approval:requested"
     APPROVAL_DECIDED = "ai:approval:decided"
     KILLSWITCH_SET = "ai:killswitch:set"
+    DLP_RULES_SET = "ai:dlp_rules:set"
+    AI_ACCESS_LOCKED = "ai:access:locked"  # an alert: repeated refusals or injection signs
     # the audit trail itself
     AUDIT_EVENTS_READ = "audit:events:read"
 

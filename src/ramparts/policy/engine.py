@@ -53,7 +53,7 @@ class PolicyAction(StrEnum):
     DISBURSEMENT_APPROVE = "disbursement.approve"
     AUDIT_READ = "audit.read"
     ASSISTANT_APPROVE = "assistant.approve"
-    ASSISTANT_KILLSWITCH = "assistant.killswitch"
+    ASSISTANT_CONFIGURE = "assistant.configure"
     MODEL_CALL = "model.call"
 
     @property

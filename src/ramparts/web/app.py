@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from ramparts.ai import views as ai_views
 from ramparts.ai.endpoints import endpoints_for
 from ramparts.ai.gateway import Approvals, Gateway
+from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.tools import ToolRegistry
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
@@ -155,6 +156,7 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
                 await signing
             await audit_database.dispose()
             await database.dispose()
+            app.state.limiter.close()
 
     # No Swagger/ReDoc pages: they need inline script and third-party CDNs, which the CSP
     # forbids. The OpenAPI document itself stays at /openapi.json.
@@ -187,9 +189,19 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
         )
     )
     app.include_router(quote_views.build_router(database, identity.bearer, authorizer))
+    limiter = Limiter(
+        settings.redis_url.get_secret_value() if settings.redis_url else None,
+        AssistantLimits(
+            user_rate=settings.ai_user_rate,
+            tenant_rate=settings.ai_tenant_rate,
+            user_tokens=settings.ai_user_tokens,
+            tenant_tokens=settings.ai_tenant_tokens,
+        ),
+    )
     registry = ToolRegistry()
     register_quote_tools(registry)
     app.state.tools = registry  # other apps register their tools here
+    app.state.limiter = limiter
     gateway = Gateway(
         database,
         registry,
@@ -197,6 +209,7 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
         fields,
         audit,
         endpoints=endpoints_for(settings, kms),
+        limiter=limiter,
         ui_client=WEB_CLIENT_ID,
     )
     approvals = Approvals(database, registry, authorizer, fields, audit, ui_client=WEB_CLIENT_ID)

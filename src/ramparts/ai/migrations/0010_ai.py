@@ -1,5 +1,5 @@
-"""The AI gateway's state: conversations (memory per tenant, under RLS), approval requests, and
-the kill-switch.
+"""The AI gateway's state: conversations (memory per tenant, under RLS), approval requests,
+data loss prevention rules and the kill-switch.
 
 Revision ID: 0010_ai
 Revises: 0009_sealed_fields
@@ -75,6 +75,16 @@ def upgrade() -> None:
         )
         """,
         *tenant_table_sql("ai_approvals", privileges="SELECT, INSERT, UPDATE"),
+        # Data loss prevention: kinds of personal data a tenant forbids in anything its
+        # assistant sends to a model (masking would otherwise let them through as tokens).
+        """
+        CREATE TABLE ai_dlp_rules (
+            tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            kind text NOT NULL CHECK (kind IN ('CARD', 'IBAN', 'SSN', 'EMAIL', 'PHONE')),
+            CONSTRAINT pk_ai_dlp_rules PRIMARY KEY (tenant_id, kind)
+        )
+        """,
+        *tenant_table_sql("ai_dlp_rules", privileges="SELECT, INSERT, DELETE"),
         # Kill-switch: global, per tenant, per tool (of one tenant or of all). Not a tenant
         # table (a switch may cover every tenant), so the runtime role has no privilege on it:
         # it asks ramparts_ai_stopped and sets its own tenant's switches via ramparts_ai_switch.
