@@ -201,6 +201,10 @@ def is_secret_name(name: str) -> bool:
     )
 
 
+CACHED_CHARS = 200
+CACHED_STRINGS = 4096
+
+
 class Redactor:
     """Replaces detected values with typed placeholders: `[CARD:…4242]`, `[EMAIL:3f9a…]`."""
 
@@ -208,6 +212,9 @@ class Redactor:
         if len(key) < 32:
             raise ValueError("the redaction key must be at least 32 bytes")
         self._key = key
+        # Audit events repeat the same short strings (actions, roles, ids, the actor's name):
+        # each is scanned once. Bounded, and it holds only what the process already holds.
+        self._done: dict[str, str] = {}
 
     def fingerprint(self, kind: Kind, value: str) -> str:
         """A short keyed hash: equal values give equal fingerprints, nothing else is learnt."""
@@ -226,7 +233,14 @@ class Redactor:
         return f"[{kind}]"
 
     def text(self, value: str) -> str:
-        return "".join(self._pieces(value))
+        if len(value) > CACHED_CHARS:
+            return "".join(self._pieces(value))
+        done = self._done.get(value)
+        if done is None:
+            if len(self._done) >= CACHED_STRINGS:
+                self._done.clear()
+            done = self._done[value] = "".join(self._pieces(value))
+        return done
 
     def _pieces(self, value: str) -> Iterator[str]:
         position = 0

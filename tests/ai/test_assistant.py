@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,7 +130,7 @@ def test_a_compromised_model_gets_nothing_it_may_not_have(
     assert outcomes[6] == ("get_quote", "refused", "no such quote")
     assert quotes_of(urls, buyer.tenant_id) == []  # nothing ran
     calls = recorded(urls, buyer.tenant_id, Action.TOOL_CALLED)
-    assert [c["decision"] for c in calls] == ["deny"] * 6
+    assert [c["decision"] for c in calls] == ["deny"] * 7
 
 
 def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
@@ -218,47 +219,72 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
     assert [d["decision"] for d in decided] == ["deny", "deny", "allow"]
 
 
-def test_the_kill_switch_stops_every_server_at_once(
+def within_a_second(
+    server: httpx.Client, headers: dict[str, str], check: Callable[[httpx.Response], bool]
+) -> httpx.Response:
+    """Ask until `check` holds; fail if that takes more than a second (the kill-switch's
+    promise to every process)."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        answer = ask(server, headers, "list my quotes")
+        if check(answer):
+            return answer
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.05)
+
+
+def stopped(answer: httpx.Response) -> bool:
+    return answer.status_code == 503
+
+
+def running(answer: httpx.Response) -> bool:
+    return answer.status_code == 200
+
+
+def test_the_kill_switch_stops_every_server_within_a_second(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
 ) -> None:
-    first, second = serve_app(), serve_app()
+    first = serve_app(ai_user_rate="1000/minute")
+    second = serve_app(ai_user_rate="1000/minute")
     admin, admin_headers = sign_in(first, urls, kms, Role.ADMIN)
     _, buyer_headers = sign_in(second, urls, kms, Role.BUYER, tenant=admin.tenant)
-    assert ask(second, buyer_headers, "list my quotes").status_code == 200
+    assert running(ask(second, buyer_headers, "list my quotes"))
     refused = second.post(
         "/api/assistant/killswitch", json={"engaged": True, "reason": "x"}, headers=buyer_headers
     )
     assert refused.status_code == 403  # only an admin
-    stopped = first.post(
+    engaged = first.post(
         "/api/assistant/killswitch",
         json={"engaged": True, "reason": "drill"},
         headers=admin_headers,
     )
-    assert stopped.status_code == 200, stopped.text
-    off = ask(second, buyer_headers, "list my quotes")
-    assert off.status_code == 503
+    assert engaged.status_code == 200, engaged.text
+    off = within_a_second(second, buyer_headers, stopped)
     assert off.json()["type"] == "urn:ramparts:problem:ai-disabled"
     _, other_headers = sign_in(second, urls, kms, Role.BUYER)  # another tenant: unaffected
-    assert ask(second, other_headers, "list my quotes").status_code == 200
+    assert running(ask(second, other_headers, "list my quotes"))
     first.post("/api/assistant/killswitch", json={"engaged": False}, headers=admin_headers)
-    assert ask(second, buyer_headers, "list my quotes").status_code == 200
+    within_a_second(second, buyer_headers, running)
     # The operator's switch, from another process, covers every tenant.
     env = owner_env(tmp_path, urls)
-    engaged = run("killswitch", "on", "--reason", "incident", "--json", env=env)
-    assert engaged.returncode == 0, engaged.stderr
-    assert json.loads(engaged.stdout) == {"tenant": None, "tool": None, "engaged": True}
-    assert ask(second, other_headers, "list my quotes").status_code == 503
+    result = run("killswitch", "on", "--reason", "incident", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"tenant": None, "tool": None, "engaged": True}
+    within_a_second(second, other_headers, stopped)
     assert run("killswitch", "off", env=env).returncode == 0
-    assert ask(second, other_headers, "list my quotes").status_code == 200
+    within_a_second(second, other_headers, running)
     tool_off = first.post(
         "/api/assistant/killswitch",
         json={"engaged": True, "tool": "list_quotes"},
         headers=admin_headers,
     )
     assert tool_off.status_code == 200
-    answer = ask(second, buyer_headers, "list my quotes")
-    assert answer.status_code == 200
-    assert answer.json()["actions"][0]["reason"] == "this tool is switched off"
+    answer = within_a_second(
+        second,
+        buyer_headers,
+        lambda a: running(a) and a.json()["actions"][0]["reason"] == "this tool is switched off",
+    )
+    assert answer.json()["actions"][0]["status"] == "refused"
 
 
 class FakeOpenAI:

@@ -13,6 +13,7 @@ alone becomes an approval request for a different person. Every step is audited.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,8 +30,8 @@ from ramparts.ai.masking import Masker, RefusedContentError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall
 from ramparts.ai.provenance import Provenance, Trust
 from ramparts.ai.tools import Risk, Tool, ToolError, ToolRegistry, ToolRun
-from ramparts.audit.events import Action, Actor, Decision, Resource
-from ramparts.audit.services import AuditLog
+from ramparts.audit.events import Action, Decision, Resource
+from ramparts.audit.services import AuditLog, Event
 from ramparts.crypto.sealing import EncryptedColumn, SealedFields
 from ramparts.db.engine import Database
 from ramparts.detectors import Kind
@@ -53,6 +54,9 @@ CONVERSATION_TOKENS = EncryptedColumn("ai_conversations", "sealed_tokens", row="
 MAX_STEPS = 4
 MAX_MESSAGE_CHARS = 8_000
 MAX_CONVERSATION_CHARS = 100_000
+#: A kill-switch takes effect within a second: each process reads it at most this long ago.
+KILLSWITCH_MAX_AGE = 0.5
+SAVED_COLUMNS = ("seq", "role", "trust", "source", "content")
 APPROVAL_TTL = timedelta(hours=24)
 
 
@@ -112,6 +116,10 @@ class _Conversation:
     provenance: Provenance
     messages: list[dict[str, Any]]
     next_seq: int
+    # Written once a turn (one round trip each), not once a call: the hot path of a tool call
+    # then touches the database only for what it must do at once.
+    unsaved: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
 
 class _AssistantService:
@@ -151,6 +159,7 @@ class Gateway(_AssistantService):
         super().__init__(database, registry, authorizer, fields, audit, ui_client=ui_client)
         self._endpoints = endpoints
         self._limiter = limiter
+        self._switch = KillSwitch()
 
     # --- one message ----------------------------------------------------------------------
 
@@ -167,8 +176,7 @@ class Gateway(_AssistantService):
         await self._admit(principal)
         async with self._db.tenant_session(tenant) as session:
             context = await request_context(session, principal, ui_client=self._ui_client)
-            if await _stopped(session, ""):
-                raise GatewayRefusedError(503, "ai-disabled", "the assistant is switched off")
+            stopped = await self._switch.stopped(session, tenant)  # refuses when all is off
             conversation = await self._conversation(session, principal, conversation_id)
             if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
                 raise GatewayRefusedError(
@@ -185,24 +193,23 @@ class Gateway(_AssistantService):
                 raise GatewayRefusedError(
                     422, "content-refused", f"the message holds {', '.join(refused.kinds)}"
                 ) from None
-            endpoint = await self._endpoint(session, principal, context)
+            endpoint = await self._endpoint(principal, context, conversation)
             injection = scan(message)
             # The user's own words are trusted, unless they carry the signs of an injection
             # (pasted from elsewhere): then they back nothing and taint the conversation.
             trust = Trust.UNTRUSTED if injection.hit else Trust.TRUSTED
             if injection.hit:
-                await self._audit.record(
-                    session,
-                    actor_of(principal),
-                    Action.INJECTION_SUSPECTED,
-                    Resource("conversation", str(conversation.id)),
-                    Decision.DENY,
-                    {"signs": list(injection.signs), "source": "user"},
+                conversation.events.append(
+                    Event(
+                        actor_of(principal),
+                        Action.INJECTION_SUSPECTED,
+                        Resource("conversation", str(conversation.id)),
+                        Decision.DENY,
+                        {"signs": list(injection.signs), "source": "user"},
+                    )
                 )
                 await self._strike(session, principal)
-            await self._remember(
-                session, conversation, role="user", trust=trust, source="user", content=masked
-            )
+            self._remember(conversation, role="user", trust=trust, source="user", content=masked)
             ai_context = RequestContext(channel=Channel.AI_TOOL, region=context.region)
             offered = self._offered(principal, ai_context)
             outcomes: list[ToolOutcome] = []
@@ -215,6 +222,9 @@ class Gateway(_AssistantService):
                 if not turn.tool_calls:
                     reply = turn.text or ""
                     break
+                # Asked again after every model call: a switch thrown while the model was
+                # thinking stops the calls it comes back with.
+                stopped = await self._switch.stopped(session, tenant)
                 for call in turn.tool_calls:
                     outcome, result = await self._call(
                         session,
@@ -222,33 +232,35 @@ class Gateway(_AssistantService):
                         context=ai_context,
                         conversation=conversation,
                         offered=offered,
+                        stopped=stopped,
                         call=call,
                     )
                     outcomes.append(outcome)
                     if outcome.status is Status.REFUSED:
                         await self._strike(session, principal)
-                    await self._remember_result(session, conversation, call, outcome, result)
-            await self._remember(
-                session,
+                    self._remember_result(principal, conversation, call, outcome, result)
+            self._remember(
                 conversation,
                 role="assistant",
                 trust=Trust.UNTRUSTED,
                 source="model",
                 content=reply,
             )
-            await self._save_tokens(session, tenant, conversation)
-            await self._audit.record(
-                session,
-                actor_of(principal),
-                Action.ASSISTANT_ANSWERED,
-                Resource("conversation", str(conversation.id)),
-                Decision.ALLOW,
-                {
-                    "model": endpoint.model.name,
-                    "endpoint": endpoint.name,
-                    "actions": [{"tool": o.tool, "status": o.status.value} for o in outcomes],
-                },
+            conversation.events.append(
+                Event(
+                    actor_of(principal),
+                    Action.ASSISTANT_ANSWERED,
+                    Resource("conversation", str(conversation.id)),
+                    Decision.ALLOW,
+                    {
+                        "model": endpoint.model.name,
+                        "endpoint": endpoint.name,
+                        "actions": [{"tool": o.tool, "status": o.status.value} for o in outcomes],
+                    },
+                )
             )
+            await self._flush(session, conversation)
+            await self._save_tokens(session, tenant, conversation)
         # Tokens go back to values only here, in the user's own view.
         for outcome in outcomes:
             outcome.arguments = conversation.masker.unmask(outcome.arguments)
@@ -302,16 +314,17 @@ class Gateway(_AssistantService):
         await self._strike(None, principal)
 
     async def _endpoint(
-        self, session: AsyncSession, principal: Principal, context: RequestContext
+        self, principal: Principal, context: RequestContext, conversation: _Conversation
     ) -> ModelEndpoint:
         """The first endpoint Cedar lets this tenant's data reach; none is a refusal, never a
         fallback to another region."""
+        action = PolicyAction.MODEL_CALL
         for endpoint in self._endpoints:
             target = Target("ModelEndpoint", endpoint.name, region=endpoint.region)
-            if self._authorizer.decide(principal, PolicyAction.MODEL_CALL, target, context).allowed:
-                await self._authorizer.authorize(
-                    principal, PolicyAction.MODEL_CALL, target, context, session=session
-                )
+            decision = self._authorizer.decide(principal, action, target, context)
+            if decision.allowed:
+                event = self._authorizer.event(principal, action, target, context, decision)
+                conversation.events.append(event)
                 return endpoint
         for endpoint in self._endpoints[:1]:  # the refusal, in the trail
             target = Target("ModelEndpoint", endpoint.name, region=endpoint.region)
@@ -361,23 +374,24 @@ class Gateway(_AssistantService):
         context: RequestContext,
         conversation: _Conversation,
         offered: dict[str, Tool],
+        stopped: frozenset[str],
         call: ToolCall,
     ) -> tuple[ToolOutcome, dict[str, Any] | None]:
-        def refused(reason: str) -> tuple[ToolOutcome, None]:
+        def refused(reason: str, why: str | None = None) -> tuple[ToolOutcome, None]:
+            conversation.events.append(
+                _call_event(principal, call.name, Decision.DENY, why or reason)
+            )
             return ToolOutcome(call.name, call.arguments, Status.REFUSED, reason), None
 
         tool = offered.get(call.name)
         if tool is None:
             known = self._registry.get(call.name) is not None
-            await self._record_call(session, principal, call.name, Decision.DENY, "not offered")
-            return refused("not available to you" if known else "no such tool")
-        if await _stopped(session, tool.name):
-            await self._record_call(session, principal, tool.name, Decision.DENY, "kill-switch")
-            return refused("this tool is switched off")
+            return refused("not available to you" if known else "no such tool", "not offered")
+        if tool.name in stopped:
+            return refused("this tool is switched off", "kill-switch")
         errors = tool.argument_errors(call.arguments)
         if errors:
-            await self._record_call(session, principal, tool.name, Decision.DENY, "schema")
-            return refused("invalid arguments: " + "; ".join(errors))
+            return refused("invalid arguments: " + "; ".join(errors), "schema")
         arguments: dict[str, Any] = call.arguments
         run = ToolRun(session, principal, conversation.masker.unmask(arguments))
         try:
@@ -390,8 +404,9 @@ class Gateway(_AssistantService):
             reason = f"{', '.join(unbacked)} not backed by anything you said or may read"
         elif tool.risk is Risk.HIGH and conversation.provenance.tainted:
             reason = "a high-risk call after untrusted content entered the conversation"
-        decision = await self._authorizer.authorize(
-            principal, tool.action, target, context, session=session, deny_apart=False
+        decision = self._authorizer.decide(principal, tool.action, target, context)
+        conversation.events.append(
+            self._authorizer.event(principal, tool.action, target, context, decision)
         )
         if reason is None and not decision.allowed:
             direct = RequestContext(channel=Channel.API, region=context.region)
@@ -409,35 +424,12 @@ class Gateway(_AssistantService):
             )
             outcome = ToolOutcome(tool.name, arguments, Status.PENDING_APPROVAL, reason, approval)
             return outcome, None
-        return await self._execute(session, principal, tool, run, arguments)
-
-    async def _execute(
-        self,
-        session: AsyncSession,
-        principal: Principal,
-        tool: Tool,
-        run: ToolRun,
-        arguments: dict[str, Any],
-    ) -> tuple[ToolOutcome, dict[str, Any] | None]:
         try:
             result = await _run_checked(session, tool, run)
         except ToolError as exc:
-            await self._record_call(session, principal, tool.name, Decision.DENY, str(exc))
-            return ToolOutcome(tool.name, arguments, Status.REFUSED, str(exc)), None
-        await self._record_call(session, principal, tool.name, Decision.ALLOW, "executed")
+            return refused(str(exc))
+        conversation.events.append(_call_event(principal, tool.name, Decision.ALLOW, "executed"))
         return ToolOutcome(tool.name, arguments, Status.EXECUTED, "done"), result
-
-    async def _record_call(
-        self, session: AsyncSession, principal: Principal, tool: str, decision: Decision, why: str
-    ) -> None:
-        await self._audit.record(
-            session,
-            actor_of(principal),
-            Action.TOOL_CALLED,
-            Resource("tool", tool[:100]),
-            decision,
-            {"reason": why[:300]},
-        )
 
     # --- approvals ------------------------------------------------------------------------
 
@@ -471,13 +463,14 @@ class Gateway(_AssistantService):
                 "expires": datetime.now(UTC) + APPROVAL_TTL,
             },
         )
-        await self._audit.record(
-            session,
-            actor_of(principal),
-            Action.APPROVAL_REQUESTED,
-            Resource("approval", str(approval)),
-            Decision.DENY,
-            {"tool": tool.name, "reason": reason},
+        conversation.events.append(
+            Event(
+                actor_of(principal),
+                Action.APPROVAL_REQUESTED,
+                Resource("approval", str(approval)),
+                Decision.DENY,
+                {"tool": tool.name, "reason": reason},
+            )
         )
         return approval
 
@@ -530,9 +523,8 @@ class Gateway(_AssistantService):
             conversation.next_seq = seq + 1
         return conversation
 
-    async def _remember(
+    def _remember(
         self,
-        session: AsyncSession,
         conversation: _Conversation,
         *,
         role: str,
@@ -544,26 +536,39 @@ class Gateway(_AssistantService):
         if record_provenance and role != "assistant":  # the model's own words back nothing
             conversation.provenance.add(trust, source, content)
         conversation.messages.append({"role": role, "content": content})
-        await session.execute(
-            text(
-                "INSERT INTO ai_messages (tenant_id, conversation_id, seq, role, trust, source, "
-                "content) VALUES (current_setting('app.tenant_id')::uuid, :id, :seq, :role, "
-                ":trust, :source, :content)"
-            ),
+        conversation.unsaved.append(
             {
-                "id": conversation.id,
                 "seq": conversation.next_seq,
                 "role": role,
                 "trust": trust.value,
                 "source": source[:200],
                 "content": content,
-            },
+            }
         )
         conversation.next_seq += 1
 
-    async def _remember_result(
+    async def _flush(self, session: AsyncSession, conversation: _Conversation) -> None:
+        """Store the request's messages and audit events: one statement each."""
+        rows = conversation.unsaved
+        if rows:
+            await session.execute(
+                text(
+                    "INSERT INTO ai_messages (tenant_id, conversation_id, seq, role, trust, "
+                    "source, content) SELECT current_setting('app.tenant_id')::uuid, :id, * "
+                    "FROM unnest(CAST(:seq AS integer[]), CAST(:role AS text[]), "
+                    "CAST(:trust AS text[]), CAST(:source AS text[]), CAST(:content AS text[]))"
+                ),
+                {"id": conversation.id}
+                | {name: [row[name] for row in rows] for name in SAVED_COLUMNS},
+            )
+            conversation.unsaved = []
+        if conversation.events:
+            await self._audit.record_many(session, conversation.events)
+            conversation.events = []
+
+    def _remember_result(
         self,
-        session: AsyncSession,
+        principal: Principal,
         conversation: _Conversation,
         call: ToolCall,
         outcome: ToolOutcome,
@@ -573,14 +578,12 @@ class Gateway(_AssistantService):
         tool = self._registry.get(call.name)
         if result is None or tool is None:
             shown = {"status": outcome.status.value, "reason": outcome.reason}
-            content = json.dumps(shown)
-            await self._remember(
-                session,
+            self._remember(
                 conversation,
                 role="tool",
                 trust=Trust.TRUSTED,
                 source="gateway",
-                content=content,
+                content=json.dumps(shown),
             )
             return
         try:
@@ -588,8 +591,7 @@ class Gateway(_AssistantService):
         except RefusedContentError as refused:  # the model never sees it
             kinds = ", ".join(refused.kinds)
             withheld = {"status": "withheld", "reason": f"the result holds {kinds}"}
-            await self._remember(
-                session,
+            self._remember(
                 conversation,
                 role="tool",
                 trust=Trust.TRUSTED,
@@ -601,24 +603,23 @@ class Gateway(_AssistantService):
         for name, value in untrusted.items():
             signs = scan(json.dumps(value)).signs
             if signs:
-                await self._audit.record(
-                    session,
-                    Actor.system(),
-                    Action.INJECTION_SUSPECTED,
-                    Resource("tool", tool.name),
-                    Decision.DENY,
-                    {"signs": list(signs), "source": f"{tool.name}:{name}"},
+                conversation.events.append(
+                    Event(
+                        actor_of(principal),
+                        Action.INJECTION_SUSPECTED,
+                        Resource("tool", tool.name),
+                        Decision.DENY,
+                        {"signs": list(signs), "source": f"{tool.name}:{name}"},
+                    )
                 )
         trusted = {k: v for k, v in masked.items() if k not in tool.untrusted_fields}
         conversation.provenance.add(Trust.TRUSTED, f"tool:{tool.name}", trusted)
         if untrusted:
             conversation.provenance.add(Trust.UNTRUSTED, f"tool:{tool.name}:content", untrusted)
-        trust = Trust.UNTRUSTED if untrusted else Trust.TRUSTED
-        await self._remember(
-            session,
+        self._remember(
             conversation,
             role="tool",
-            trust=trust,
+            trust=Trust.UNTRUSTED if untrusted else Trust.TRUSTED,
             source=f"tool:{tool.name}",
             content=json.dumps(masked),
             record_provenance=False,
@@ -653,20 +654,51 @@ async def forbidden_kinds(session: AsyncSession) -> frozenset[Kind]:
 
 
 async def _run_checked(session: AsyncSession, tool: Tool, run: ToolRun) -> dict[str, Any]:
-    """Run the tool in a savepoint and check its result: a result that breaks the tool's
-    schema is refused, and what the tool did is undone with it."""
+    """Run the tool and check its result: a result that breaks the tool's schema is refused,
+    and what a writing tool did is undone with it (a savepoint)."""
+    if tool.risk is Risk.READ:
+        return _checked(tool, await tool.run(run))
     async with session.begin_nested():
-        result = await tool.run(run)
-        errors = tool.result_errors(result)
-        if errors:
-            raise ToolError("the tool's result broke its schema: " + "; ".join(errors))
+        return _checked(tool, await tool.run(run))
+
+
+def _checked(tool: Tool, result: dict[str, Any]) -> dict[str, Any]:
+    errors = tool.result_errors(result)
+    if errors:
+        raise ToolError("the tool's result broke its schema: " + "; ".join(errors))
     return result
 
 
-async def _stopped(session: AsyncSession, tool: str) -> bool:
-    """The kill-switch, asked of the database on every request and call: every process sees
-    a switch the moment it is committed."""
-    return bool(await session.scalar(text("SELECT ramparts_ai_stopped(:tool)"), {"tool": tool}))
+def _call_event(principal: Principal, tool: str, decision: Decision, why: str) -> Event:
+    return Event(
+        actor_of(principal),
+        Action.TOOL_CALLED,
+        Resource("tool", tool[:100]),
+        decision,
+        {"reason": why[:300]},
+    )
+
+
+class KillSwitch:
+    """The kill-switch as this process sees it: read from the database at most `max_age`
+    seconds ago for each tenant, so a switch thrown anywhere stops every process within a
+    second, without a query on every request."""
+
+    def __init__(self, max_age: float = KILLSWITCH_MAX_AGE) -> None:
+        self._max_age = max_age
+        self._seen: dict[uuid.UUID, tuple[float, frozenset[str]]] = {}
+
+    async def stopped(self, session: AsyncSession, tenant: uuid.UUID) -> frozenset[str]:
+        """The tools stopped for `tenant`; refuses when the whole assistant is off."""
+        seen = self._seen.get(tenant)
+        now = time.monotonic()
+        if seen is None or now - seen[0] >= self._max_age:
+            read = await session.scalar(text("SELECT ramparts_ai_stopped_tools()"))
+            seen = (now, frozenset(read or ()))
+            self._seen[tenant] = seen
+        if "" in seen[1]:
+            raise GatewayRefusedError(503, "ai-disabled", "the assistant is switched off")
+        return seen[1]
 
 
 RECENT_SIGN_IN = timedelta(minutes=10)
@@ -772,7 +804,7 @@ class Approvals(_AssistantService):
         tool = self._registry.get(tool_name)
         if tool is None:
             raise GatewayRefusedError(409, "wrong-status", f"the tool {tool_name} is gone")
-        if await _stopped(session, tool.name):
+        if tool.name in await KillSwitch(max_age=0).stopped(session, tenant):
             raise GatewayRefusedError(503, "ai-disabled", "this tool is switched off")
         sealed = await session.scalar(
             text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),

@@ -182,7 +182,8 @@ class AuditLog:
 
     def _string(self, value: str) -> str:
         # PostgreSQL's jsonb refuses NUL and lone surrogates, and audit_append parses bodies.
-        value = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+        if not value.isascii() or "\x00" in value:
+            value = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
         # Redact, then cut: a value straddling the cut would otherwise escape the detectors.
         value = self._redactor.text(value)
         return value[:MAX_STRING] + "…[truncated]" if len(value) > MAX_STRING else value

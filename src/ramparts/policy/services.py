@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Decision, Resource
-from ramparts.audit.services import AuditLog
+from ramparts.audit.services import AuditLog, Event
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import (
     Channel,
@@ -95,10 +95,32 @@ class Authorizer:
         A request that goes on after a denial (a bulk call, a filtered list) must pass
         `deny_apart=False`: once its transaction holds its tenant's chain, a record written
         apart would wait for that same transaction."""
-        decision = self._engine.decide(
-            subject_of(principal, context.region), action, resource, context.channel
-        )
-        parts = (
+        decision = self.decide(principal, action, resource, context)
+        event = self.event(principal, action, resource, context, decision)
+        if session is not None and (decision.allowed or not deny_apart):
+            await self._audit.record_many(session, [event])
+        else:
+            await self._audit.record_apart(
+                principal.tenant_id,
+                event.actor,
+                event.action,
+                event.resource,
+                event.decision,
+                event.details,
+                policy_ids=event.policy_ids,
+            )
+        return decision
+
+    @staticmethod
+    def event(
+        principal: Principal,
+        action: PolicyAction,
+        resource: Target,
+        context: RequestContext,
+        decision: PolicyDecision,
+    ) -> Event:
+        """The audit event of a decision, for a caller that records a batch of them."""
+        return Event(
             actor_of(principal),
             Action.AUTHORIZATION_DECIDED,
             Resource(resource.type, resource.id, {"tenant": resource.tenant}),
@@ -109,14 +131,8 @@ class Authorizer:
                 "sensitivity": resource.sensitivity,
                 "errors": list(decision.errors),
             },
+            decision.policy_ids,
         )
-        if session is not None and (decision.allowed or not deny_apart):
-            await self._audit.record(session, *parts, policy_ids=decision.policy_ids)
-        else:
-            await self._audit.record_apart(
-                principal.tenant_id, *parts, policy_ids=decision.policy_ids
-            )
-        return decision
 
     async def require(
         self,

@@ -101,17 +101,15 @@ def upgrade() -> None:
         """,
         "CREATE UNIQUE INDEX ux_ai_killswitch_scope ON ai_killswitch "
         "(COALESCE(scope_tenant, '00000000-0000-0000-0000-000000000000'::uuid), tool)",
-        # Whether a call of `tool` is stopped for the caller's tenant: asked on every call, so
-        # a switch takes effect for every process at once.
+        # The tools stopped for the caller's tenant ('' = the whole assistant): read for every
+        # request and model turn, so a switch takes effect for every process at once.
         """
-        CREATE FUNCTION ramparts_ai_stopped(tool_name text) RETURNS boolean
+        CREATE FUNCTION ramparts_ai_stopped_tools() RETURNS text[]
         LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
-            SELECT EXISTS (
-                SELECT 1 FROM ai_killswitch
-                WHERE engaged
-                  AND (scope_tenant IS NULL
-                       OR scope_tenant = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
-                  AND (tool = '' OR tool = tool_name))
+            SELECT coalesce(array_agg(DISTINCT tool), '{}') FROM ai_killswitch
+            WHERE engaged
+              AND (scope_tenant IS NULL
+                   OR scope_tenant = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
         $$
         """,
         """
@@ -127,9 +125,9 @@ def upgrade() -> None:
                           set_by = excluded.set_by, set_at = now()
         $$
         """,
-        "REVOKE ALL ON FUNCTION ramparts_ai_stopped(text) FROM PUBLIC",
+        "REVOKE ALL ON FUNCTION ramparts_ai_stopped_tools() FROM PUBLIC",
         "REVOKE ALL ON FUNCTION ramparts_ai_switch(text, boolean, text, text) FROM PUBLIC",
-        f"GRANT EXECUTE ON FUNCTION ramparts_ai_stopped(text) TO {APP_ROLE}",
+        f"GRANT EXECUTE ON FUNCTION ramparts_ai_stopped_tools() TO {APP_ROLE}",
         f"GRANT EXECUTE ON FUNCTION ramparts_ai_switch(text, boolean, text, text) TO {APP_ROLE}",
     ]:
         op.execute(statement)
