@@ -395,10 +395,11 @@ def killswitch(
         async with owner.tenant_session(record.id if record else SYSTEM_TENANT) as session:
             await session.execute(
                 text(
-                    "INSERT INTO ai_killswitch (scope_tenant, tool, engaged, reason, set_by) "
-                    "VALUES (:tenant, :tool, :engaged, :reason, 'ramparts-cli') "
+                    "INSERT INTO ai_killswitch "
+                    "(scope_tenant, tool, origin, engaged, reason, set_by) "
+                    "VALUES (:tenant, :tool, 'operator', :engaged, :reason, 'ramparts-cli') "
                     "ON CONFLICT (COALESCE(scope_tenant, "
-                    "'00000000-0000-0000-0000-000000000000'::uuid), tool) DO UPDATE SET "
+                    "'00000000-0000-0000-0000-000000000000'::uuid), tool, origin) DO UPDATE SET "
                     "engaged = excluded.engaged, reason = excluded.reason, "
                     "set_by = excluded.set_by, set_at = now()"
                 ),

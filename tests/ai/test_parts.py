@@ -112,6 +112,16 @@ def test_provenance_backs_only_what_trusted_data_holds() -> None:
     }
     assert provenance.unbacked(arguments, frozenset({"iban", "quote_id"})) == ["iban"]
     assert not provenance.backs({})  # nothing to back is not backed
+    # Data backs its values, not the words of its text; echoed values back nothing.
+    provenance.add(Trust.TRUSTED, "gateway", {"reason": "maximum 1000000000000"})
+    assert not provenance.backs(10**12)
+    provenance.add(
+        Trust.TRUSTED,
+        "tool:get_quote",
+        {"id": "9d9d9d9d-0000-4000-8000-000000000009"},
+        withhold=frozenset({"9d9d9d9d-0000-4000-8000-000000000009"}),
+    )
+    assert not provenance.backs("9d9d9d9d-0000-4000-8000-000000000009")
 
 
 @pytest.mark.parametrize(

@@ -73,7 +73,7 @@ class OpenAIModel:
                 }
                 for call in message.get("tool_calls") or []
             ]
-        except (KeyError, IndexError, TypeError, ValueError):
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise ModelOutputError("the endpoint's answer is not a chat completion") from None
         if calls:
             return parse_turn({"tool_calls": calls})
@@ -83,14 +83,19 @@ class OpenAIModel:
         for attempt in range(RETRIES + 1):
             try:
                 response = await self._client.post("/chat/completions", json=body)
-            except httpx.TransportError:
+            except httpx.HTTPError:
                 if attempt == RETRIES:
                     raise ModelOutputError("the model endpoint is unreachable") from None
             else:
                 if response.status_code < 500 and response.status_code != 429:
                     if response.status_code >= 400:
                         raise ModelOutputError(f"the endpoint refused ({response.status_code})")
-                    answer: dict[str, Any] = response.json()
+                    try:
+                        answer = response.json()
+                    except ValueError:
+                        raise ModelOutputError("the endpoint answered with no JSON") from None
+                    if not isinstance(answer, dict):
+                        raise ModelOutputError("the endpoint's answer is not a chat completion")
                     return answer
                 if attempt == RETRIES:
                     raise ModelOutputError(f"the endpoint failed ({response.status_code})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -28,7 +29,7 @@ from ramparts.ai.injection import scan
 from ramparts.ai.limits import Limiter, LimitExceededError, estimate_tokens
 from ramparts.ai.masking import Masker, RefusedContentError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall
-from ramparts.ai.provenance import Provenance, Trust
+from ramparts.ai.provenance import Provenance, Trust, scalars
 from ramparts.ai.tools import Risk, Tool, ToolError, ToolRegistry, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
@@ -54,9 +55,12 @@ CONVERSATION_TOKENS = EncryptedColumn("ai_conversations", "sealed_tokens", row="
 MAX_STEPS = 4
 MAX_MESSAGE_CHARS = 8_000
 MAX_CONVERSATION_CHARS = 100_000
+MAX_RESULT_CHARS = 20_000  # one tool result, as the model sees it
 #: A kill-switch takes effect within a second: each process reads it at most this long ago.
 KILLSWITCH_MAX_AGE = 0.5
 SAVED_COLUMNS = ("seq", "role", "trust", "source", "content")
+#: Refusals written to the audit trail where they happen.
+AUDITED_APART = frozenset({"content-refused", "no-model-endpoint"})
 APPROVAL_TTL = timedelta(hours=24)
 
 
@@ -120,6 +124,7 @@ class _Conversation:
     # then touches the database only for what it must do at once.
     unsaved: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    echoed: set[str] = field(default_factory=set)  # unbacked argument values tools were given
 
 
 class _AssistantService:
@@ -172,12 +177,30 @@ class Gateway(_AssistantService):
             raise GatewayRefusedError(
                 422, "invalid-request", f"a message is 1 to {MAX_MESSAGE_CHARS} characters"
             )
+        pending: list[Event] = []  # what this request has to say in the audit trail
+        try:
+            await self._admit(principal)
+            return await self._converse(principal, message, conversation_id, pending)
+        except GatewayRefusedError as refused:
+            await self._salvage(principal, pending, refused)
+            raise
+        except Exception:
+            await self._salvage(principal, pending, None)
+            raise
+
+    async def _converse(
+        self,
+        principal: Principal,
+        message: str,
+        conversation_id: uuid.UUID | None,
+        pending: list[Event],
+    ) -> AssistantReply:
         tenant = principal.tenant_id
-        await self._admit(principal)
         async with self._db.tenant_session(tenant) as session:
             context = await request_context(session, principal, ui_client=self._ui_client)
             stopped = await self._switch.stopped(session, tenant)  # refuses when all is off
             conversation = await self._conversation(session, principal, conversation_id)
+            conversation.events = pending  # kept by the caller: they outlive a rollback
             if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
                 raise GatewayRefusedError(
                     422, "conversation-too-long", "this conversation is full: start a new one"
@@ -215,6 +238,9 @@ class Gateway(_AssistantService):
             outcomes: list[ToolOutcome] = []
             reply = ""
             for _ in range(MAX_STEPS):
+                if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
+                    reply = "This conversation is full: start a new one."
+                    break
                 turn = await self._ask(principal, endpoint, conversation, offered)
                 if turn is None:
                     reply = "The model's answer was not valid and was refused."
@@ -265,6 +291,34 @@ class Gateway(_AssistantService):
         for outcome in outcomes:
             outcome.arguments = conversation.masker.unmask(outcome.arguments)
         return AssistantReply(conversation.id, conversation.masker.unmask(reply), outcomes)
+
+    async def _salvage(
+        self, principal: Principal, pending: list[Event], refused: GatewayRefusedError | None
+    ) -> None:
+        """The request failed and its transaction rolled back: what it had to say goes to the
+        audit trail anyway, each event on its own, with why it ended."""
+        events = list(pending)
+        if refused is None or refused.kind not in AUDITED_APART:
+            kind = refused.kind if refused is not None else "internal-error"
+            events.append(
+                Event(
+                    actor_of(principal),
+                    Action.ASSISTANT_REFUSED,
+                    Resource("assistant", None),
+                    Decision.DENY,
+                    {"kind": kind},
+                )
+            )
+        for event in events:
+            await self._audit.record_apart(
+                principal.tenant_id,
+                event.actor,
+                event.action,
+                event.resource,
+                event.decision,
+                event.details,
+                policy_ids=event.policy_ids,
+            )
 
     async def _admit(self, principal: Principal) -> None:
         try:
@@ -393,25 +447,34 @@ class Gateway(_AssistantService):
         if errors:
             return refused("invalid arguments: " + "; ".join(errors), "schema")
         arguments: dict[str, Any] = call.arguments
-        run = ToolRun(session, principal, conversation.masker.unmask(arguments))
+        unmasked = conversation.masker.unmask(arguments)
+        errors = tool.argument_errors(unmasked)  # the values the tool will really get
+        if errors:
+            return refused("invalid arguments: " + "; ".join(errors), "schema")
+        run = ToolRun(session, principal, unmasked, self._may(principal, context))
         try:
             target = await tool.target(run)
         except ToolError as exc:
             return refused(str(exc))
+        except Exception:  # a bug in a tool is its refusal, not the request's 500
+            log.exception("tool_target_failed", tool=tool.name)
+            return refused("the tool failed")
+        decision = self._authorizer.decide(principal, tool.action, target, context)
+        conversation.events.append(
+            self._authorizer.event(principal, tool.action, target, context, decision)
+        )
+        # Whatever happens next, the user must be allowed to do this themselves: an approval
+        # lets a second person confirm what the user may do, never widen it.
+        direct = RequestContext(channel=Channel.API, region=context.region)
+        if not self._authorizer.decide(principal, tool.action, target, direct).allowed:
+            return refused(f"{tool.action} is not allowed here")
         unbacked = conversation.provenance.unbacked(arguments, tool.sensitive)
         reason = None
         if unbacked:
             reason = f"{', '.join(unbacked)} not backed by anything you said or may read"
         elif tool.risk is Risk.HIGH and conversation.provenance.tainted:
             reason = "a high-risk call after untrusted content entered the conversation"
-        decision = self._authorizer.decide(principal, tool.action, target, context)
-        conversation.events.append(
-            self._authorizer.event(principal, tool.action, target, context, decision)
-        )
-        if reason is None and not decision.allowed:
-            direct = RequestContext(channel=Channel.API, region=context.region)
-            if not self._authorizer.decide(principal, tool.action, target, direct).allowed:
-                return refused(f"{tool.action} is not allowed here")
+        elif not decision.allowed:
             reason = "the model may not do this alone"
         if reason is not None:
             approval = await self._request_approval(
@@ -429,7 +492,22 @@ class Gateway(_AssistantService):
         except ToolError as exc:
             return refused(str(exc))
         conversation.events.append(_call_event(principal, tool.name, Decision.ALLOW, "executed"))
+        # A result that echoes an argument nothing trusted backed does not make it trusted.
+        conversation.echoed |= {
+            v
+            for value in arguments.values()
+            if not conversation.provenance.backs(value)
+            for v in scalars(value)
+        }
         return ToolOutcome(tool.name, arguments, Status.EXECUTED, "done"), result
+
+    def _may(
+        self, principal: Principal, context: RequestContext
+    ) -> Callable[[PolicyAction, Target], bool]:
+        def may(action: PolicyAction, target: Target) -> bool:
+            return self._authorizer.decide(principal, action, target, context).allowed
+
+        return may
 
     # --- approvals ------------------------------------------------------------------------
 
@@ -564,7 +642,7 @@ class Gateway(_AssistantService):
             conversation.unsaved = []
         if conversation.events:
             await self._audit.record_many(session, conversation.events)
-            conversation.events = []
+            conversation.events.clear()
 
     def _remember_result(
         self,
@@ -584,20 +662,18 @@ class Gateway(_AssistantService):
                 trust=Trust.TRUSTED,
                 source="gateway",
                 content=json.dumps(shown),
+                record_provenance=False,  # the gateway's words back nothing either
             )
             return
         try:
             masked = conversation.masker.mask_value(result)
         except RefusedContentError as refused:  # the model never sees it
             kinds = ", ".join(refused.kinds)
-            withheld = {"status": "withheld", "reason": f"the result holds {kinds}"}
-            self._remember(
-                conversation,
-                role="tool",
-                trust=Trust.TRUSTED,
-                source="gateway",
-                content=json.dumps(withheld),
-            )
+            self._withhold(conversation, f"the result holds {kinds}")
+            return
+        content = json.dumps(masked, ensure_ascii=False)
+        if len(content) > MAX_RESULT_CHARS:
+            self._withhold(conversation, f"the result is over {MAX_RESULT_CHARS} characters")
             return
         untrusted = {k: v for k, v in masked.items() if k in tool.untrusted_fields}
         for name, value in untrusted.items():
@@ -613,7 +689,9 @@ class Gateway(_AssistantService):
                     )
                 )
         trusted = {k: v for k, v in masked.items() if k not in tool.untrusted_fields}
-        conversation.provenance.add(Trust.TRUSTED, f"tool:{tool.name}", trusted)
+        conversation.provenance.add(
+            Trust.TRUSTED, f"tool:{tool.name}", trusted, withhold=frozenset(conversation.echoed)
+        )
         if untrusted:
             conversation.provenance.add(Trust.UNTRUSTED, f"tool:{tool.name}:content", untrusted)
         self._remember(
@@ -621,7 +699,18 @@ class Gateway(_AssistantService):
             role="tool",
             trust=Trust.UNTRUSTED if untrusted else Trust.TRUSTED,
             source=f"tool:{tool.name}",
-            content=json.dumps(masked),
+            content=content,
+            record_provenance=False,
+        )
+
+    def _withhold(self, conversation: _Conversation, reason: str) -> None:
+        """The model learns only that a result exists and why it may not see it."""
+        self._remember(
+            conversation,
+            role="tool",
+            trust=Trust.TRUSTED,
+            source="gateway",
+            content=json.dumps({"status": "withheld", "reason": reason}),
             record_provenance=False,
         )
 
@@ -654,12 +743,16 @@ async def forbidden_kinds(session: AsyncSession) -> frozenset[Kind]:
 
 
 async def _run_checked(session: AsyncSession, tool: Tool, run: ToolRun) -> dict[str, Any]:
-    """Run the tool and check its result: a result that breaks the tool's schema is refused,
-    and what a writing tool did is undone with it (a savepoint)."""
-    if tool.risk is Risk.READ:
-        return _checked(tool, await tool.run(run))
-    async with session.begin_nested():
-        return _checked(tool, await tool.run(run))
+    """Run the tool in a savepoint and check its result: a result that breaks the tool's
+    schema is refused, and what the tool did is undone with it."""
+    try:
+        async with session.begin_nested():
+            return _checked(tool, await tool.run(run))
+    except ToolError:
+        raise
+    except Exception:  # a bug in a tool is its refusal, not the request's 500
+        log.exception("tool_failed", tool=tool.name)
+        raise ToolError("the tool failed") from None
 
 
 def _checked(tool: Tool, result: dict[str, Any]) -> dict[str, Any]:
@@ -702,6 +795,18 @@ class KillSwitch:
 
 
 RECENT_SIGN_IN = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An approval request as it would run for the person deciding it."""
+
+    tool: Tool
+    run: ToolRun
+    target: Target
+    allowed: bool  # may they do this themselves
+
+
 SECOND_FACTORS = frozenset({"otp", "hwk", "swk", "mfa"})
 
 
@@ -710,33 +815,58 @@ class Approvals(_AssistantService):
     do the action themselves and signed in (with a second factor) in the last ten minutes."""
 
     async def pending(self, principal: Principal) -> list[dict[str, Any]]:
+        """The requests this person could decide: for each, the exact arguments that would
+        run (personal data included: they may see it, as they may do the action)."""
         async with self._db.tenant_session(principal.tenant_id) as session:
             rows = await session.execute(
                 text(
-                    "SELECT id, tool, arguments, reason, provenance, requested_by, expires_at "
-                    "FROM ai_approvals WHERE tenant_id = :tenant AND status = 'pending' "
-                    "AND expires_at > now() ORDER BY created_at LIMIT 100"
+                    "SELECT id, conversation_id, tool, arguments, reason, provenance, "
+                    "requested_by, expires_at FROM ai_approvals WHERE tenant_id = :tenant "
+                    "AND status = 'pending' AND expires_at > now() ORDER BY created_at LIMIT 100"
                 ),
                 {"tenant": principal.tenant_id},
             )
-            return [
-                {
-                    "id": str(row[0]),
-                    "tool": row[1],
-                    "arguments": row[2],
-                    "reason": row[3],
-                    "provenance": row[4],
-                    "requested_by": str(row[5]),
-                    "expires_at": row[6].isoformat(),
-                }
-                for row in rows
-            ]
+            context = await request_context(session, principal, ui_client=self._ui_client)
+            shown = []
+            for row in rows.all():
+                request = await self._prepare(
+                    session,
+                    principal,
+                    context,
+                    conversation_id=row[1],
+                    tool_name=row[2],
+                    arguments=row[3],
+                )
+                if request is None or not request.allowed:
+                    continue
+                shown.append(
+                    {
+                        "id": str(row[0]),
+                        "tool": row[2],
+                        "arguments": request.run.arguments,
+                        "reason": row[4],
+                        "provenance": row[5],
+                        "requested_by": str(row[6]),
+                        "expires_at": row[7].isoformat(),
+                    }
+                )
+            return shown
 
     async def decide(
         self, approver: Principal, approval_id: uuid.UUID, *, approve: bool
     ) -> dict[str, Any]:
         if approver.user_id is None:
             raise GatewayRefusedError(403, "not-a-user", "approvals are decided by people")
+        try:
+            return await self._decide(approver, approval_id, approve=approve)
+        except GatewayRefusedError as refused:
+            # The request's transaction rolled back; the refusal is written on its own.
+            await self._refused(approver, approval_id, f"{refused.kind}: {refused.detail}")
+            raise
+
+    async def _decide(
+        self, approver: Principal, approval_id: uuid.UUID, *, approve: bool
+    ) -> dict[str, Any]:
         tenant = approver.tenant_id
         async with self._db.tenant_session(tenant) as session:
             row = (
@@ -757,7 +887,6 @@ class Approvals(_AssistantService):
             if expires_at <= datetime.now(UTC):
                 raise GatewayRefusedError(409, "wrong-status", "the request has expired")
             if requested_by == approver.user_id:
-                await self._refused(approver, approval_id, "same person")
                 raise GatewayRefusedError(
                     403, "forbidden", "four eyes: a different person must decide this request"
                 )
@@ -770,6 +899,30 @@ class Approvals(_AssistantService):
                     "reauthentication-required",
                     "deciding needs a sign-in with a second factor in the last 10 minutes",
                 )
+            # The approver acts as themselves (not through the model), so Cedar judges them on
+            # the channel they use: who may not do this may neither approve nor reject it.
+            context = await request_context(session, approver, ui_client=self._ui_client)
+            request = await self._prepare(
+                session,
+                approver,
+                context,
+                conversation_id=conversation_id,
+                tool_name=tool_name,
+                arguments=arguments,
+            )
+            if request is None:
+                raise GatewayRefusedError(409, "wrong-status", f"{tool_name} cannot run now")
+            if not request.allowed:
+                raise GatewayRefusedError(
+                    403, "forbidden", f"you may not {request.tool.action} yourself"
+                )
+            decision = self._authorizer.decide(
+                approver, request.tool.action, request.target, context
+            )
+            event = self._authorizer.event(
+                approver, request.tool.action, request.target, context, decision
+            )
+            await self._audit.record_many(session, [event])
             if not approve:
                 await self._close(
                     session,
@@ -781,62 +934,58 @@ class Approvals(_AssistantService):
                 )
                 await self._decided(session, approver, approval_id, Decision.DENY, "rejected")
                 return {"id": str(approval_id), "status": "rejected"}
-            return await self._run(
-                session,
-                approver,
-                approval_id=approval_id,
-                conversation_id=conversation_id,
-                tool_name=tool_name,
-                arguments=arguments,
+            return await self._run(session, approver, approval_id, request)
+
+    async def _prepare(
+        self,
+        session: AsyncSession,
+        approver: Principal,
+        context: RequestContext,
+        *,
+        conversation_id: uuid.UUID,
+        tool_name: str,
+        arguments: dict[str, Any],
+    ) -> _Prepared | None:
+        """The request as it would run for `approver`, or None when it cannot run now (the
+        tool is gone, switched off, or its resource is)."""
+        tenant = approver.tenant_id
+        tool = self._registry.get(tool_name)
+        if tool is None or tool.name in await KillSwitch(max_age=0).stopped(session, tenant):
+            return None
+        sealed = await session.scalar(
+            text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
+            {"t": tenant, "id": conversation_id},
+        )
+        tokens: dict[str, str] = {}
+        if sealed is not None:
+            opened = await self._fields.open(
+                session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
             )
+            tokens = json.loads(opened)
+        unmasked = Masker.restore(tokens).unmask(arguments)
+        if tool.argument_errors(unmasked):
+            return None
+
+        def may(action: PolicyAction, target: Target) -> bool:
+            return self._authorizer.decide(approver, action, target, context).allowed
+
+        run = ToolRun(session, approver, unmasked, may)
+        try:
+            target = await tool.target(run)
+        except ToolError:
+            return None
+        return _Prepared(tool, run, target, may(tool.action, target))
 
     async def _run(
         self,
         session: AsyncSession,
         approver: Principal,
-        *,
         approval_id: uuid.UUID,
-        conversation_id: uuid.UUID,
-        tool_name: str,
-        arguments: dict[str, Any],
+        request: _Prepared,
     ) -> dict[str, Any]:
         tenant = approver.tenant_id
-        tool = self._registry.get(tool_name)
-        if tool is None:
-            raise GatewayRefusedError(409, "wrong-status", f"the tool {tool_name} is gone")
-        if tool.name in await KillSwitch(max_age=0).stopped(session, tenant):
-            raise GatewayRefusedError(503, "ai-disabled", "this tool is switched off")
-        sealed = await session.scalar(
-            text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
-            {"t": tenant, "id": conversation_id},
-        )
-        tokens = (
-            json.loads(
-                await self._fields.open(
-                    session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
-                )
-            )
-            if sealed is not None
-            else {}
-        )
-        run = ToolRun(session, approver, Masker.restore(tokens).unmask(arguments))
         try:
-            target = await tool.target(run)
-        except ToolError as exc:
-            raise GatewayRefusedError(409, "wrong-status", str(exc)) from None
-        # The approver acts as themselves (not through the model), so Cedar judges them on the
-        # channel they use; a role that may not do this cannot approve it either.
-        context = await request_context(session, approver, ui_client=self._ui_client)
-        # Nothing of this transaction is in the audit trail yet, so a denial can be written
-        # apart: it must outlive the rollback of the refused request.
-        decision = await self._authorizer.authorize(
-            approver, tool.action, target, context, session=session
-        )
-        if not decision.allowed:
-            await self._refused(approver, approval_id, "not allowed")
-            raise GatewayRefusedError(403, "forbidden", f"you may not {tool.action} yourself")
-        try:
-            result = await _run_checked(session, tool, run)
+            result = await _run_checked(session, request.tool, request.run)
         except ToolError as exc:
             await self._close(
                 session,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Provenance", "Segment", "Trust"]
+__all__ = ["Provenance", "Segment", "Trust", "scalars"]
 
 _WORD = re.compile(r"[\w@.+-]+", re.UNICODE)
 
@@ -39,12 +39,12 @@ def _normal(value: object) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _values(value: Any) -> list[str]:
+def scalars(value: Any) -> list[str]:
     """The scalar values inside a JSON value, normalised."""
     if isinstance(value, dict):
-        return [v for item in value.values() for v in _values(item)]
+        return [v for item in value.values() for v in scalars(item)]
     if isinstance(value, list):
-        return [v for item in value for v in _values(item)]
+        return [v for item in value for v in scalars(item)]
     if value is None or isinstance(value, bool):
         return []
     return [_normal(value)]
@@ -55,12 +55,21 @@ class Provenance:
     segments: list[Segment] = field(default_factory=list)
     _trusted_values: set[str] = field(default_factory=set, repr=False)
 
-    def add(self, trust: Trust, source: str, content: Any) -> None:
+    def add(
+        self, trust: Trust, source: str, content: Any, *, withhold: frozenset[str] = frozenset()
+    ) -> None:
+        """Record a piece of the conversation. Trusted text (the user's words) backs its
+        words; trusted data (a tool's result) backs its values, except `withhold`: values
+        the tool only echoed from arguments nothing trusted backed."""
         text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
         self.segments.append(Segment(trust, source, text))
-        if trust is Trust.TRUSTED:
-            self._trusted_values.update(_values(content))
-            self._trusted_values.update(word.casefold() for word in _WORD.findall(text))
+        if trust is not Trust.TRUSTED:
+            return
+        if isinstance(content, str):
+            self._trusted_values.add(_normal(content))
+            self._trusted_values.update(word.casefold() for word in _WORD.findall(content))
+        else:
+            self._trusted_values.update(v for v in scalars(content) if v not in withhold)
 
     @property
     def tainted(self) -> bool:
@@ -70,8 +79,8 @@ class Provenance:
     def backs(self, value: Any) -> bool:
         """Whether every scalar in `value` appears in trusted data (exactly, or as a word of
         the user's own text: "refund 120.00 on quote 7f3…" backs 120.00 and the id)."""
-        scalars = _values(value)
-        return bool(scalars) and all(s in self._trusted_values for s in scalars)
+        found = scalars(value)
+        return bool(found) and all(s in self._trusted_values for s in found)
 
     def unbacked(self, arguments: dict[str, Any], sensitive: frozenset[str]) -> list[str]:
         return sorted(

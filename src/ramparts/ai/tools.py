@@ -50,14 +50,21 @@ class ToolError(Exception):
     """The tool refused the call for a reason its user may read (not found, wrong status)."""
 
 
+def _nothing_allowed(action: PolicyAction, target: Target) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class ToolRun:
     """Everything a tool body gets: a tenant session of the acting user's tenant, that user,
-    and arguments already validated against the tool's schema (and unmasked)."""
+    arguments already validated against the tool's schema (and unmasked), and `may`, which
+    asks Cedar whether the user may do an action on a resource through this channel (a tool
+    that returns several resources keeps only those)."""
 
     session: AsyncSession
     principal: Principal
     arguments: dict[str, Any]
+    may: Callable[[PolicyAction, Target], bool] = _nothing_allowed
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,13 @@ class Tool:
         unknown = self.sensitive - set(self.arguments.get("properties", {}))
         if unknown:
             raise ToolSchemaError(f"{self.name}: sensitive names no argument: {sorted(unknown)}")
-        object.__setattr__(self, "_arguments", Draft202012Validator(self.arguments))
-        object.__setattr__(self, "_result", Draft202012Validator(self.result))
+        checker = Draft202012Validator.FORMAT_CHECKER  # "format": "uuid" is enforced
+        object.__setattr__(
+            self, "_arguments", Draft202012Validator(self.arguments, format_checker=checker)
+        )
+        object.__setattr__(
+            self, "_result", Draft202012Validator(self.result, format_checker=checker)
+        )
 
     def argument_errors(self, arguments: object) -> list[str]:
         return _errors(self._arguments, arguments)
@@ -147,5 +159,8 @@ class ToolRegistry:
 
 
 def uuid_argument(run: ToolRun, name: str) -> uuid.UUID:
-    """An argument the schema already checked is a UUID string."""
-    return uuid.UUID(str(run.arguments[name]))
+    """A UUID argument (the schema checked its format; this is the last word)."""
+    try:
+        return uuid.UUID(str(run.arguments[name]))
+    except ValueError:
+        raise ToolError(f"{name} is not a UUID") from None

@@ -55,6 +55,7 @@ class Action(StrEnum):
     KMS_KEY_ROTATED = "crypto:kms_key:rotated"
     AUTHORIZATION_DECIDED = "policy:request:decided"
     ASSISTANT_ANSWERED = "ai:assistant:answered"
+    ASSISTANT_REFUSED = "ai:assistant:refused"
     TOOL_CALLED = "ai:tool:called"
     INJECTION_SUSPECTED = "ai:injection:suspected"
     CONTENT_REFUSED = "ai:content:refused"

@@ -93,7 +93,9 @@ async def _list(run: ToolRun) -> dict[str, Any]:
     quotes = await QuoteService(run.session).find(
         run.principal.tenant_id, status=QuoteStatus(status) if status else None, limit=50
     )
-    shown = [await _shown(run, q, with_items=False) for q in quotes]
+    # Each quote as Cedar judges it (a restricted one needs a WebAuthn sign-in), like the API.
+    readable = [q for q in quotes if run.may(PolicyAction.QUOTE_READ, _target(q))]
+    shown = [await _shown(run, q, with_items=False) for q in readable]
     return {"ids": [q["id"] for q in shown], "quotes": shown}
 
 
@@ -195,6 +197,8 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             risk=Risk.WRITE,
             run=_create,
             target=_list_target,
+            # What the model wrote may come from third-party text it read.
+            untrusted_fields=frozenset({"title", "description", "items"}),
         )
     )
     registry.register(

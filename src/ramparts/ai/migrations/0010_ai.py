@@ -93,6 +93,9 @@ def upgrade() -> None:
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             scope_tenant uuid REFERENCES tenants (id) ON DELETE CASCADE,
             tool text NOT NULL DEFAULT '' CHECK (tool ~ '^[a-z0-9_]{0,64}$'),
+            -- An operator's switch and a tenant admin's are separate rows: an admin can never
+            -- lift the operator's stop, only their own.
+            origin text NOT NULL CHECK (origin IN ('operator', 'tenant')),
             engaged boolean NOT NULL,
             reason text NOT NULL DEFAULT '' CHECK (char_length(reason) <= 500),
             set_by text NOT NULL,
@@ -100,7 +103,7 @@ def upgrade() -> None:
         )
         """,
         "CREATE UNIQUE INDEX ux_ai_killswitch_scope ON ai_killswitch "
-        "(COALESCE(scope_tenant, '00000000-0000-0000-0000-000000000000'::uuid), tool)",
+        "(COALESCE(scope_tenant, '00000000-0000-0000-0000-000000000000'::uuid), tool, origin)",
         # The tools stopped for the caller's tenant ('' = the whole assistant): read for every
         # request and model turn, so a switch takes effect for every process at once.
         """
@@ -116,11 +119,12 @@ def upgrade() -> None:
         CREATE FUNCTION ramparts_ai_switch(tool_name text, engage boolean, why text, actor text)
         RETURNS void
         LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
-            INSERT INTO ai_killswitch (scope_tenant, tool, engaged, reason, set_by)
-            SELECT tenant, tool_name, engage, why, actor
+            INSERT INTO ai_killswitch (scope_tenant, tool, origin, engaged, reason, set_by)
+            SELECT tenant, tool_name, 'tenant', engage, why, actor
             FROM (SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid AS tenant) t
             WHERE tenant IS NOT NULL  -- the runtime role never sets a global switch
-            ON CONFLICT (COALESCE(scope_tenant, '00000000-0000-0000-0000-000000000000'::uuid), tool)
+            ON CONFLICT (COALESCE(scope_tenant, '00000000-0000-0000-0000-000000000000'::uuid),
+                         tool, origin)
             DO UPDATE SET engaged = excluded.engaged, reason = excluded.reason,
                           set_by = excluded.set_by, set_at = now()
         $$
