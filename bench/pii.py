@@ -1,5 +1,6 @@
 """PII masking benchmark (see README.md): precision, recall and throughput of the gateway's
-masker on a labelled corpus of mixed business text, beside Presidio's pattern recognizers
+detectors, and the masker's own throughput (credential refusal and tokens included), on a
+labelled corpus of mixed business text, beside Presidio's pattern recognizers
 (credit card, email, IBAN, US SSN, phone) on the same corpus in the same run.
 
 The corpus is generated from a fixed seed: business sentences with cards (valid Luhn), IBANs
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_report
 
-from ramparts.ai.masking import MASKED_KINDS
+from ramparts.ai.masking import MASKED_KINDS, Masker
 from ramparts.detectors import find_sensitive
 
 SEED = 20261129
@@ -222,6 +223,17 @@ def measure(detect: Callable[[str], list[Span]], text: str, truth: list[Span]) -
     }
 
 
+def masking_rate(text: str) -> float:
+    """What the gateway really does to a message: refuse credentials, then replace every
+    finding with its conversation token (`Masker.mask`), in message-sized pieces."""
+    masker = Masker()
+    chunks = [text[i : i + 2000] for i in range(0, len(text), 2000)]
+    started = time.perf_counter()
+    for chunk in chunks:
+        masker.mask(chunk)
+    return round(len(text.encode()) / (time.perf_counter() - started) / 1e6, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -232,9 +244,10 @@ def main() -> None:
         "corpus_chars": len(text),
         "labelled_values": dict(Counter(kind for *_, kind in truth)),
         "ramparts": measure(ours, text, truth),
+        "ramparts_masking_mb_per_s": masking_rate(text),
         "presidio_patterns": measure(presidio(), text, truth),
     }
-    report["goal_1_mb_per_s"] = report["ramparts"]["mb_per_s"] >= 1.0
+    report["goal_1_mb_per_s"] = report["ramparts_masking_mb_per_s"] >= 1.0
     print_report(report, as_json=args.json)
 
 

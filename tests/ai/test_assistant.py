@@ -347,10 +347,14 @@ def test_pii_never_reaches_the_model_and_comes_back_for_the_user(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, fake_openai: FakeOpenAI
 ) -> None:
     server = serve_app(model="openai:test-model", model_region="eu")
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    account, headers = sign_in(server, urls, kms, Role.BUYER)
+    with psycopg.connect(libpq(urls.owner)) as conn:  # a person of the tenant's directory
+        conn.execute(
+            "UPDATE users SET display_name = 'Grace Hopper' WHERE id = %s", (account.user_id,)
+        )
     message = (
         "Invoice jane.doe@example.com, card 4111 1111 1111 1111, IBAN DE89370400440532013000, "
-        "SSN 078-05-1120, phone +44 20 7946 0958."
+        "SSN 078-05-1120, phone +44 20 7946 0958, for Grace Hopper."
     )
     answer = ask(server, headers, message)
     assert answer.status_code == 200, answer.text
@@ -363,6 +367,7 @@ def test_pii_never_reaches_the_model_and_comes_back_for_the_user(
         "DE89370400440532013000",
         "078-05-1120",
         "7946 0958",
+        "Grace Hopper",
     ]:
         assert value.encode() not in sent, value
     assert b"[EMAIL_1]" in sent

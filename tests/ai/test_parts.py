@@ -169,3 +169,10 @@ def test_model_turns_have_one_shape() -> None:
     ]:
         with pytest.raises(ModelOutputError):
             parse_turn(bad)
+
+
+def test_the_tenants_people_are_masked_by_name() -> None:
+    masker = Masker(names=frozenset({"Marie Curie", "Al", "Ada Lovelace"}))
+    masked = masker.mask("Ask marie curie and Ada Lovelace; Al is too short; Adam is not Ada.")
+    assert masked == "Ask [NAME_1] and [NAME_2]; Al is too short; Adam is not Ada."
+    assert masker.unmask("[NAME_2] agrees") == "Ada Lovelace agrees"

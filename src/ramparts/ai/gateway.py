@@ -559,6 +559,7 @@ class Gateway(_AssistantService):
     ) -> _Conversation:
         tenant = principal.tenant_id
         forbidden = await forbidden_kinds(session)
+        names = await people_names(session)
         if conversation_id is None:
             conversation_id = uuid.uuid4()
             await session.execute(
@@ -568,7 +569,7 @@ class Gateway(_AssistantService):
                 ),
                 {"tenant": tenant, "id": conversation_id, "user": principal.user_id},
             )
-            return _Conversation(conversation_id, Masker(forbidden), Provenance(), [], 1)
+            return _Conversation(conversation_id, Masker(forbidden, names), Provenance(), [], 1)
         row = (
             await session.execute(
                 text(
@@ -586,7 +587,7 @@ class Gateway(_AssistantService):
                 session, tenant, CONVERSATION_TOKENS, conversation_id, row[0]
             )
             tokens = json.loads(opened)
-        masker = Masker.restore(tokens, forbidden)
+        masker = Masker.restore(tokens, forbidden, names)
         conversation = _Conversation(conversation_id, masker, Provenance(), [], 1)
         rows = await session.execute(
             text(
@@ -730,6 +731,17 @@ class Gateway(_AssistantService):
             ).bindparams(CONVERSATION_TOKENS.param("sealed")),
             {"sealed": sealed, "tenant": tenant, "id": conversation.id},
         )
+
+
+async def people_names(session: AsyncSession) -> frozenset[str]:
+    """The display names of the session's tenant's people, masked like any personal data."""
+    rows = await session.scalars(
+        text(
+            "SELECT display_name FROM users "
+            "WHERE tenant_id = current_setting('app.tenant_id')::uuid LIMIT 10000"
+        )
+    )
+    return frozenset(name.strip() for name in rows if name and name.strip())
 
 
 async def forbidden_kinds(session: AsyncSession) -> frozenset[Kind]:

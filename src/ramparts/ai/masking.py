@@ -1,15 +1,18 @@
 """PII masking and secret refusal for everything that goes to a model (AI-2).
 
 Before a model sees text, cards (Luhn-checked), SSNs, IBANs, emails and phone numbers are
-replaced by tokens such as `[EMAIL_1]`, stable within a conversation, so the model can still
-refer to "the same email". The tokens are turned back into values only inside an authorized
-tool call and in the user's own view. Credentials (keys, tokens, passwords) are never masked
-and sent: the whole message is refused. A tenant may forbid categories outright (DLP).
+replaced by tokens such as `[EMAIL_1]`, and so are the names of the tenant's own people (the
+names detectable without guessing: those in its directory). Tokens are stable within a
+conversation, so the model can still refer to "the same email". They turn back into values
+only inside an authorized tool call and in the user's own view. Credentials (keys, tokens,
+passwords) are never masked and sent: the whole message is refused. A tenant may forbid
+categories outright (DLP).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +23,9 @@ from ramparts.detectors import Kind, find_sensitive
 __all__ = ["MASKED_KINDS", "Masker", "RefusedContentError"]
 
 MASKED_KINDS = frozenset({Kind.CARD, Kind.IBAN, Kind.SSN, Kind.EMAIL, Kind.PHONE})
-_TOKEN = re.compile(r"\[(?:CARD|IBAN|SSN|EMAIL|PHONE)_[0-9]{1,4}\]")
+_TOKEN = re.compile(r"\[(?:CARD|IBAN|SSN|EMAIL|PHONE|NAME)_[0-9]{1,4}\]")
+NAME = "NAME"
+MIN_NAME_CHARS = 4  # shorter display names ("Al", "U") would mask ordinary words
 
 
 class RefusedContentError(Exception):
@@ -36,21 +41,37 @@ class Masker:
     """One conversation's reversible tokens. `forbidden` are the tenant's DLP categories."""
 
     forbidden: frozenset[Kind] = frozenset()
+    names: frozenset[str] = frozenset()  # people's names to mask (the tenant's directory)
     _tokens: dict[str, str] = field(default_factory=dict)  # value -> token
     _values: dict[str, str] = field(default_factory=dict)  # token -> value
+    _counts: Counter[str] = field(default_factory=Counter)  # tokens made, by kind
+    _names: re.Pattern[str] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = sorted((n for n in self.names if len(n) >= MIN_NAME_CHARS), key=len, reverse=True)
+        if names:
+            alternatives = "|".join(re.escape(n) for n in names)
+            self._names = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
     def mask(self, text: str) -> str:
-        secrets_found = find_secrets(text)
+        sensitive = find_sensitive(text)
+        secrets_found = find_secrets(text, sensitive)
         if secrets_found:
             raise RefusedContentError([f.kind.value for f in secrets_found])
-        findings = [f for f in find_sensitive(text) if f.kind in MASKED_KINDS]
+        findings = [f for f in sensitive if f.kind in MASKED_KINDS]
         refused = {f.kind.value for f in findings if f.kind in self.forbidden}
         if refused:
             raise RefusedContentError(refused)
+        spans = [(f.start, f.end, f.kind.value, f.value) for f in findings]
+        if self._names is not None:
+            for match in self._names.finditer(text):
+                start, end = match.span()
+                if not any(start < e and s < end for s, e, _, _ in spans):
+                    spans.append((start, end, NAME, match.group()))
         parts, last = [], 0
-        for finding in findings:
-            parts += [text[last : finding.start], self._token(finding.kind, finding.value)]
-            last = finding.end
+        for start, end, kind, value in sorted(spans):
+            parts += [text[last:start], self._token(kind, value)]
+            last = end
         parts.append(text[last:])
         return "".join(parts)
 
@@ -75,11 +96,11 @@ class Masker:
             return [self.unmask(v) for v in value]
         return value
 
-    def _token(self, kind: Kind, value: str) -> str:
+    def _token(self, kind: str, value: str) -> str:
         token = self._tokens.get(value)
         if token is None:
-            count = sum(1 for t in self._values if t.startswith(f"[{kind.value}_")) + 1
-            token = f"[{kind.value}_{count}]"
+            self._counts[kind] += 1
+            token = f"[{kind}_{self._counts[kind]}]"
             self._tokens[value], self._values[token] = token, value
         return token
 
@@ -88,8 +109,14 @@ class Masker:
         return dict(self._values)
 
     @classmethod
-    def restore(cls, state: dict[str, str], forbidden: frozenset[Kind] = frozenset()) -> Masker:
-        masker = cls(forbidden)
+    def restore(
+        cls,
+        state: dict[str, str],
+        forbidden: frozenset[Kind] = frozenset(),
+        names: frozenset[str] = frozenset(),
+    ) -> Masker:
+        masker = cls(forbidden, names)
         for token, value in state.items():
             masker._values[token], masker._tokens[value] = value, token
+            masker._counts[token[1:].split("_")[0]] += 1
         return masker

@@ -64,9 +64,12 @@ def _secret_like(value: str) -> bool:
     return any(c.isdigit() for c in value) or _entropy(value) > 4.0
 
 
-def find_secrets(text: str) -> list[Finding]:
-    """Credentials in `text`, for the AI gateway (prompts, outputs) and the repository scan."""
-    found = [f for f in find_sensitive(text) if f.kind in CREDENTIAL_KINDS]
+def find_secrets(text: str, sensitive: list[Finding] | None = None) -> list[Finding]:
+    """Credentials in `text`, for the AI gateway (prompts, outputs) and the repository scan.
+    `sensitive` is `find_sensitive(text)` when the caller has it already."""
+    if sensitive is None:
+        sensitive = find_sensitive(text)
+    found = [f for f in sensitive if f.kind in CREDENTIAL_KINDS]
 
     def free(start: int, end: int) -> bool:
         return not any(start < f.end and f.start < end for f in found)
