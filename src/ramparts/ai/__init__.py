@@ -1,5 +1,3 @@
-"""The AI tool gateway: registry, schemas, re-authorization, provenance, approvals, PII masking,
-region pinning, rate limits, kill-switch, model adapters (AZ-3, AI-1..AI-4).
-
-Lands with the AI tool gateway issue.
-"""
+"""The AI tool gateway (AZ-3, AI-1..AI-4): a public tool registry, schema validation, Cedar
+re-authorization, provenance, approvals, PII masking and DLP, region pinning, limits, the
+kill-switch and model adapters. The threat model is in docs/ai-gateway.md."""

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
-from ramparts.ai.gateway import Approvals, Gateway, GatewayRefusedError, forbidden_kinds
+from ramparts.ai.approvals import Approvals
+from ramparts.ai.gateway import Gateway, GatewayRefusedError, forbidden_kinds
 from ramparts.ai.masking import MASKED_KINDS
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog

@@ -14,8 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from ramparts.ai import views as ai_views
+from ramparts.ai.approvals import Approvals
 from ramparts.ai.endpoints import endpoints_for
-from ramparts.ai.gateway import Approvals, Gateway
+from ramparts.ai.gateway import Gateway
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.tools import ToolRegistry
 from ramparts.audit import views as audit_views

@@ -1,0 +1,259 @@
+"""Approval requests (AI-4): what the gateway would not run on the model's word, decided once
+by a different person who may do the action themselves and signed in with a second factor in
+the last ten minutes. Every decision, and every refusal to decide, is audited."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ramparts.ai.gateway import (
+    CONVERSATION_TOKENS,
+    AssistantService,
+    GatewayRefusedError,
+    KillSwitch,
+    run_checked,
+)
+from ramparts.ai.masking import Masker
+from ramparts.ai.tools import Tool, ToolError, ToolRun
+from ramparts.audit.events import Action, Decision, Resource
+from ramparts.identity.auth import Principal, actor_of
+from ramparts.policy.engine import Target
+from ramparts.policy.services import RequestContext, request_context
+
+__all__ = ["Approvals"]
+
+RECENT_SIGN_IN = timedelta(minutes=10)
+SECOND_FACTORS = frozenset({"otp", "hwk", "swk", "mfa"})
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An approval request as it would run for the person deciding it."""
+
+    tool: Tool
+    run: ToolRun
+    target: Target
+    allowed: bool  # may they do this themselves
+
+
+class Approvals(AssistantService):
+    """Approval requests: listed for the tenant, decided once by a different person who may
+    do the action themselves and signed in (with a second factor) in the last ten minutes."""
+
+    async def pending(self, principal: Principal) -> list[dict[str, Any]]:
+        """The requests this person could decide: for each, the exact arguments that would
+        run (personal data included: they may see it, as they may do the action)."""
+        async with self._db.tenant_session(principal.tenant_id) as session:
+            rows = await session.execute(
+                text(
+                    "SELECT id, conversation_id, tool, arguments, reason, provenance, "
+                    "requested_by, expires_at FROM ai_approvals WHERE tenant_id = :tenant "
+                    "AND status = 'pending' AND expires_at > now() ORDER BY created_at LIMIT 100"
+                ),
+                {"tenant": principal.tenant_id},
+            )
+            context = await request_context(session, principal, ui_client=self._ui_client)
+            shown = []
+            for row in rows.all():
+                request = await self._prepare(
+                    session,
+                    principal,
+                    context,
+                    conversation_id=row[1],
+                    tool_name=row[2],
+                    arguments=row[3],
+                )
+                if request is None or not request.allowed:
+                    continue
+                shown.append(
+                    {
+                        "id": str(row[0]),
+                        "tool": row[2],
+                        "arguments": request.run.arguments,
+                        "reason": row[4],
+                        "provenance": row[5],
+                        "requested_by": str(row[6]),
+                        "expires_at": row[7].isoformat(),
+                    }
+                )
+            return shown
+
+    async def decide(
+        self, approver: Principal, approval_id: uuid.UUID, *, approve: bool
+    ) -> dict[str, Any]:
+        if approver.user_id is None:
+            raise GatewayRefusedError(403, "not-a-user", "approvals are decided by people")
+        try:
+            return await self._decide(approver, approval_id, approve=approve)
+        except GatewayRefusedError as refused:
+            # The request's transaction rolled back; the refusal is written on its own.
+            await self._refused(approver, approval_id, f"{refused.kind}: {refused.detail}")
+            raise
+
+    async def _decide(
+        self, approver: Principal, approval_id: uuid.UUID, *, approve: bool
+    ) -> dict[str, Any]:
+        tenant = approver.tenant_id
+        async with self._db.tenant_session(tenant) as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT conversation_id, tool, arguments, requested_by, status, "
+                        "expires_at FROM ai_approvals WHERE tenant_id = :tenant AND id = :id "
+                        "FOR UPDATE"
+                    ),
+                    {"tenant": tenant, "id": approval_id},
+                )
+            ).first()
+            if row is None:
+                raise GatewayRefusedError(404, "not-found", "no such approval request")
+            conversation_id, tool_name, arguments, requested_by, status, expires_at = row
+            if status != "pending":
+                raise GatewayRefusedError(409, "wrong-status", f"already {status}")
+            if expires_at <= datetime.now(UTC):
+                raise GatewayRefusedError(409, "wrong-status", "the request has expired")
+            if requested_by == approver.user_id:
+                raise GatewayRefusedError(
+                    403, "forbidden", "four eyes: a different person must decide this request"
+                )
+            fresh = approver.auth_time is not None and (
+                datetime.now(UTC) - approver.auth_time <= RECENT_SIGN_IN
+            )
+            if not fresh or not SECOND_FACTORS & set(approver.amr):
+                raise GatewayRefusedError(
+                    403,
+                    "reauthentication-required",
+                    "deciding needs a sign-in with a second factor in the last 10 minutes",
+                )
+            # The approver acts as themselves (not through the model), so Cedar judges them on
+            # the channel they use: who may not do this may neither approve nor reject it.
+            context = await request_context(session, approver, ui_client=self._ui_client)
+            request = await self._prepare(
+                session,
+                approver,
+                context,
+                conversation_id=conversation_id,
+                tool_name=tool_name,
+                arguments=arguments,
+            )
+            if request is None:
+                raise GatewayRefusedError(409, "wrong-status", f"{tool_name} cannot run now")
+            if not request.allowed:
+                raise GatewayRefusedError(
+                    403, "forbidden", f"you may not {request.tool.action} yourself"
+                )
+            decision = self._authorizer.decide(
+                approver, request.tool.action, request.target, context
+            )
+            event = self._authorizer.event(
+                approver, request.tool.action, request.target, context, decision
+            )
+            await self._audit.record_many(session, [event])
+            if not approve:
+                return await self._finish(session, approver, approval_id, status="rejected")
+            try:
+                result = await run_checked(session, request.tool, request.run)
+            except ToolError as exc:
+                return await self._finish(
+                    session, approver, approval_id, status="failed", reason=str(exc)
+                )
+            return await self._finish(
+                session, approver, approval_id, status="executed", result=result
+            )
+
+    async def _prepare(
+        self,
+        session: AsyncSession,
+        approver: Principal,
+        context: RequestContext,
+        *,
+        conversation_id: uuid.UUID,
+        tool_name: str,
+        arguments: dict[str, Any],
+    ) -> _Prepared | None:
+        """The request as it would run for `approver`, or None when it cannot run now (the
+        tool is gone, switched off, or its resource is)."""
+        tenant = approver.tenant_id
+        tool = self._registry.get(tool_name)
+        if tool is None or tool.name in await KillSwitch(max_age=0).stopped(session, tenant):
+            return None
+        sealed = await session.scalar(
+            text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
+            {"t": tenant, "id": conversation_id},
+        )
+        tokens: dict[str, str] = {}
+        if sealed is not None:
+            opened = await self._fields.open(
+                session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
+            )
+            tokens = json.loads(opened)
+        unmasked = Masker.restore(tokens).unmask(arguments)
+        if tool.argument_errors(unmasked):
+            return None
+
+        may = self._may(approver, context)
+        run = ToolRun(session, approver, unmasked, may)
+        try:
+            target = await tool.target(run)
+        except ToolError:
+            return None
+        return _Prepared(tool, run, target, may(tool.action, target))
+
+    async def _finish(
+        self,
+        session: AsyncSession,
+        approver: Principal,
+        approval_id: uuid.UUID,
+        *,
+        status: str,
+        result: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Close the request (still pending: the row is locked) and audit the decision."""
+        stored = result if result is not None else ({"error": reason} if reason else None)
+        await session.execute(
+            text(
+                "UPDATE ai_approvals SET status = :status, decided_by = :user, "
+                "decided_at = now(), result = CAST(:result AS jsonb) "
+                "WHERE tenant_id = :tenant AND id = :id AND status = 'pending'"
+            ),
+            {
+                "status": status,
+                "user": approver.user_id,
+                "result": json.dumps(stored) if stored is not None else None,
+                "tenant": approver.tenant_id,
+                "id": approval_id,
+            },
+        )
+        await self._audit.record(
+            session,
+            actor_of(approver),
+            Action.APPROVAL_DECIDED,
+            Resource("approval", str(approval_id)),
+            Decision.ALLOW if status == "executed" else Decision.DENY,
+            {"reason": (reason or status)[:300]},
+        )
+        answer: dict[str, Any] = {"id": str(approval_id), "status": status}
+        if result is not None:
+            answer["result"] = result
+        if reason is not None:
+            answer["reason"] = reason
+        return answer
+
+    async def _refused(self, approver: Principal, approval_id: uuid.UUID, why: str) -> None:
+        """A refused decision, recorded in its own transaction (the request's rolls back)."""
+        await self._audit.record_apart(
+            approver.tenant_id,
+            actor_of(approver),
+            Action.APPROVAL_DECIDED,
+            Resource("approval", str(approval_id)),
+            Decision.DENY,
+            {"reason": why},
+        )
