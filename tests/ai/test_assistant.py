@@ -110,9 +110,10 @@ def test_a_compromised_model_gets_nothing_it_may_not_have(
                 {"name": "create_quote", "arguments": {**NEW_QUOTE, "items": "all of them"}},
                 {"name": "create_quote", "arguments": "not an object"},
                 {"name": "get_quote", "arguments": {"quote_id": str(uuid.uuid4())}},
+                {"name": "create_quote", "arguments": {**NEW_QUOTE, "title": "[EMAIL_3]"}},
             ]
         },
-        {"text": "done"},
+        {"text": "bad\u0000text"},
     )
     server = serve_app(model=model)
     buyer, headers = sign_in(server, urls, kms, Role.BUYER)
@@ -128,9 +129,17 @@ def test_a_compromised_model_gets_nothing_it_may_not_have(
     assert "items: type 'array'" in outcomes[4][2]
     assert outcomes[5][:2] == ("create_quote", "refused")
     assert outcomes[6] == ("get_quote", "refused", "no such quote")
+    # A placeholder the conversation never made could later stand for anything: refused.
+    assert outcomes[7] == (
+        "create_quote",
+        "refused",
+        "invalid arguments: a placeholder this conversation never made",
+    )
+    assert answer.json()["reply"] == "The model's answer was not valid and was refused."
     assert quotes_of(urls, buyer.tenant_id) == []  # nothing ran
+    assert ask(server, headers, "nul \u0000 here").status_code == 422
     calls = recorded(urls, buyer.tenant_id, Action.TOOL_CALLED)
-    assert [c["decision"] for c in calls] == ["deny"] * 7
+    assert [c["decision"] for c in calls] == ["deny"] * 8
 
 
 def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,8 @@ from ramparts.policy.engine import Target
 from ramparts.policy.services import RequestContext, request_context
 
 __all__ = ["Approvals"]
+
+log = structlog.get_logger(__name__)
 
 RECENT_SIGN_IN = timedelta(minutes=10)
 SECOND_FACTORS = frozenset({"otp", "hwk", "swk", "mfa"})
@@ -156,8 +159,10 @@ class Approvals(AssistantService):
                 approver, request.tool.action, request.target, context, decision
             )
             await self._audit.record_many(session, [event])
-            if not approve:
+            if not approve:  # rejecting works even while the assistant is switched off
                 return await self._finish(session, approver, approval_id, status="rejected")
+            if request.tool.name in await KillSwitch(max_age=0).stopped(session, tenant):
+                raise GatewayRefusedError(503, "ai-disabled", "this tool is switched off")
             try:
                 result = await run_checked(session, request.tool, request.run)
             except ToolError as exc:
@@ -182,7 +187,7 @@ class Approvals(AssistantService):
         tool is gone, switched off, or its resource is)."""
         tenant = approver.tenant_id
         tool = self._registry.get(tool_name)
-        if tool is None or tool.name in await KillSwitch(max_age=0).stopped(session, tenant):
+        if tool is None:
             return None
         sealed = await session.scalar(
             text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
@@ -203,6 +208,9 @@ class Approvals(AssistantService):
         try:
             target = await tool.target(run)
         except ToolError:
+            return None
+        except Exception:  # a bug in a tool: this request cannot run, the others still list
+            log.exception("tool_target_failed", tool=tool.name)
             return None
         return _Prepared(tool, run, target, may(tool.action, target))
 

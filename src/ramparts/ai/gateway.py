@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.ai.injection import scan
 from ramparts.ai.limits import Limiter, LimitExceededError, estimate_tokens
 from ramparts.ai.masking import Masker, RefusedContentError
-from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall
+from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall, storable
 from ramparts.ai.provenance import Provenance, Trust, scalars
 from ramparts.ai.tools import Risk, Tool, ToolError, ToolRegistry, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
@@ -127,6 +127,7 @@ class _Conversation:
     unsaved: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     echoed: set[str] = field(default_factory=set)  # unbacked argument values tools were given
+    flushed: int = 0  # events already in this transaction
 
 
 class AssistantService:
@@ -189,6 +190,8 @@ class Gateway(AssistantService):
             raise GatewayRefusedError(
                 422, "invalid-request", f"a message is 1 to {MAX_MESSAGE_CHARS} characters"
             )
+        if not storable(message):
+            raise GatewayRefusedError(422, "invalid-request", "the message holds NUL or bad UTF-16")
         pending: list[Event] = []  # what this request has to say in the audit trail
         try:
             await self._admit(principal)
@@ -243,7 +246,7 @@ class Gateway(AssistantService):
                         {"signs": list(injection.signs), "source": "user"},
                     )
                 )
-                await self._strike(session, principal)
+                await self._strike(principal, conversation.events)
             self._remember(conversation, role="user", trust=trust, source="user", content=masked)
             ai_context = RequestContext(channel=Channel.AI_TOOL, region=context.region)
             offered = self._offered(principal, ai_context)
@@ -275,7 +278,7 @@ class Gateway(AssistantService):
                     )
                     outcomes.append(outcome)
                     if outcome.status is Status.REFUSED:
-                        await self._strike(session, principal)
+                        await self._strike(principal, conversation.events)
                     self._remember_result(principal, conversation, call, outcome, result)
             self._remember(
                 conversation,
@@ -344,23 +347,31 @@ class Gateway(AssistantService):
                 status, kind, exceeded.detail, retry_after=exceeded.retry_after
             ) from None
 
-    async def _strike(self, session: AsyncSession | None, principal: Principal) -> None:
+    async def _strike(self, principal: Principal, events: list[Event] | None) -> None:
         """A refusal or an injection sign counts against the user; the strike that locks
-        their AI access raises an alert."""
+        their AI access raises an alert: with the request's events when it has them (they are
+        written even if it fails), else on its own."""
         if not await self._limiter.strike(str(principal.tenant_id), str(principal.user_id)):
             return
         log.warning("ai_access_locked", tenant=str(principal.tenant_id), user=principal.subject)
-        parts = (
+        alert = Event(
             actor_of(principal),
             Action.AI_ACCESS_LOCKED,
             Resource("user", principal.subject),
             Decision.DENY,
             {"reason": "repeated refusals or injection signs"},
         )
-        if session is None:
-            await self._audit.record_apart(principal.tenant_id, *parts)
-        else:
-            await self._audit.record(session, *parts)
+        if events is not None:
+            events.append(alert)
+            return
+        await self._audit.record_apart(
+            principal.tenant_id,
+            alert.actor,
+            alert.action,
+            alert.resource,
+            alert.decision,
+            alert.details,
+        )
 
     async def _refuse_apart(
         self,
@@ -377,7 +388,7 @@ class Gateway(AssistantService):
             Decision.DENY,
             details,
         )
-        await self._strike(None, principal)
+        await self._strike(principal, None)
 
     async def _endpoint(
         self, principal: Principal, context: RequestContext, conversation: _Conversation
@@ -455,14 +466,11 @@ class Gateway(AssistantService):
             return refused("not available to you" if known else "no such tool", "not offered")
         if tool.name in stopped:
             return refused("this tool is switched off", "kill-switch")
-        errors = tool.argument_errors(call.arguments)
-        if errors:
-            return refused("invalid arguments: " + "; ".join(errors), "schema")
         arguments: dict[str, Any] = call.arguments
         unmasked = conversation.masker.unmask(arguments)
-        errors = tool.argument_errors(unmasked)  # the values the tool will really get
-        if errors:
-            return refused("invalid arguments: " + "; ".join(errors), "schema")
+        problem = _argument_problem(tool, arguments, unmasked, conversation.masker)
+        if problem is not None:
+            return refused(f"invalid arguments: {problem}", "schema")
         run = ToolRun(session, principal, unmasked, self._may(principal, context))
         try:
             target = await tool.target(run)
@@ -601,7 +609,11 @@ class Gateway(AssistantService):
             {"tenant": tenant, "id": conversation_id},
         )
         for seq, role, trust, source, content in rows:
-            conversation.provenance.add(Trust(trust), source, content)
+            # Earlier messages come back as text: the user's own words back what they said,
+            # but a stored tool result can no longer tell echoed values from data, so it
+            # backs nothing (and still taints, when it held untrusted content).
+            if role == "user" or trust == Trust.UNTRUSTED.value:
+                conversation.provenance.add(Trust(trust), source, content)
             conversation.messages.append({"role": role, "content": content})
             conversation.next_seq = seq + 1
         return conversation
@@ -645,9 +657,12 @@ class Gateway(AssistantService):
                 | {name: [row[name] for row in rows] for name in SAVED_COLUMNS},
             )
             conversation.unsaved = []
-        if conversation.events:
-            await self._audit.record_many(session, conversation.events)
-            conversation.events.clear()
+        # The events stay in the caller's list: if the commit fails after this, they are
+        # written again on their own (see `_salvage`).
+        new = conversation.events[conversation.flushed :]
+        if new:
+            await self._audit.record_many(session, new)
+            conversation.flushed = len(conversation.events)
 
     def _remember_result(
         self,
@@ -776,6 +791,19 @@ def _checked(tool: Tool, result: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ToolError("the tool's result broke its schema: " + "; ".join(errors))
     return result
+
+
+def _argument_problem(
+    tool: Tool, arguments: object, unmasked: object, masker: Masker
+) -> str | None:
+    """Why the arguments are refused, if they are: checked as the model sent them and as the
+    tool would get them, and never holding a placeholder the conversation did not make."""
+    errors = tool.argument_errors(arguments)
+    if not errors and masker.has_token(unmasked):
+        return "a placeholder this conversation never made"
+    if not errors:
+        errors = tool.argument_errors(unmasked)
+    return "; ".join(errors) if errors else None
 
 
 def _call_event(principal: Principal, tool: str, decision: Decision, why: str) -> Event:

@@ -96,6 +96,16 @@ class Masker:
             return [self.unmask(v) for v in value]
         return value
 
+    def has_token(self, value: Any) -> bool:
+        """Whether a placeholder is left in a JSON value (after `unmask`: one never made)."""
+        if isinstance(value, str):
+            return _TOKEN.search(value) is not None
+        if isinstance(value, dict):
+            return any(self.has_token(v) for v in value.values())
+        if isinstance(value, list):
+            return any(self.has_token(v) for v in value)
+        return False
+
     def _token(self, kind: str, value: str) -> str:
         token = self._tokens.get(value)
         if token is None:

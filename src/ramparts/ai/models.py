@@ -24,6 +24,7 @@ __all__ = [
     "ScriptedModel",
     "ToolCall",
     "parse_turn",
+    "storable",
 ]
 
 MAX_TOOL_CALLS = 8
@@ -54,10 +55,29 @@ class Model(Protocol):
     ) -> ModelTurn: ...
 
 
+def storable(value: object) -> bool:
+    """No NUL and no lone surrogate anywhere: PostgreSQL text and jsonb refuse both."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(storable(k) and storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(storable(v) for v in value)
+    return True
+
+
 def parse_turn(raw: object) -> ModelTurn:
     """`{"text": "..."}` or `{"tool_calls": [{"name": "...", "arguments": {...}}]}`."""
     if not isinstance(raw, dict) or not raw.keys() <= {"text", "tool_calls"} or not raw:
         raise ModelOutputError("a turn is an object with 'text' or 'tool_calls'")
+    if not storable(raw):
+        raise ModelOutputError("a turn holds NUL or bad UTF-16")
     text = raw.get("text")
     if text is not None and not isinstance(text, str):
         raise ModelOutputError("'text' must be a string")
