@@ -179,10 +179,7 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
-            raise ValueError("must be an http(s) URL without query, e.g. https://ramparts.example")
-        return value.rstrip("/")
+        return _http_url(value, "https://ramparts.example")
 
     @field_validator("model")
     @classmethod
@@ -206,12 +203,7 @@ class Settings(BaseSettings):
     @field_validator("vault_url")
     @classmethod
     def _vault_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
-            raise ValueError("must be an http(s) URL, e.g. https://vault.example:8200")
-        return value.rstrip("/")
+        return None if value is None else _http_url(value, "https://vault.example:8200")
 
     @model_validator(mode="after")
     def _one_kms_login(self) -> Settings:
@@ -235,6 +227,13 @@ class Settings(BaseSettings):
     @property
     def cors_wildcard(self) -> bool:
         return "*" in self.cors_origins
+
+
+def _http_url(value: str, example: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+        raise ValueError(f"must be an http(s) URL without query, e.g. {example}")
+    return value.rstrip("/")
 
 
 def load_settings() -> Settings:

@@ -25,6 +25,28 @@ CONTEXT = "tenant-data-key:6f1c2a4e-8d3b-4f5a-9c7e-1b2d3e4f5a6b:data:1"
 PLAINTEXT = base64.b64encode(bytes(range(32))).decode()
 CIPHERTEXT = "vault:v1:" + base64.b64encode(bytes(i * 37 % 256 for i in range(60))).decode()
 
+
+def key_info(latest: int) -> dict[str, Any]:
+    """Transit's answer about KEY (create, rotate, read, config) at its `latest` version."""
+    return {
+        "status": 200,
+        "json": {
+            "data": {
+                "name": KEY,
+                "type": "aes256-gcm96",
+                "latest_version": latest,
+                "min_decryption_version": 1,
+                "min_encryption_version": 0,
+                "deletion_allowed": False,
+                "exportable": False,
+                "supports_encryption": True,
+                "supports_decryption": True,
+                "keys": {str(v): 1764400000 + v for v in range(1, latest + 1)},
+            }
+        },
+    }
+
+
 EXCHANGE: list[dict[str, Any]] = [
     {
         "request": {
@@ -63,23 +85,7 @@ EXCHANGE: list[dict[str, Any]] = [
             "token": TOKEN,
             "json": {"type": "aes256-gcm96"},
         },
-        "response": {
-            "status": 200,
-            "json": {
-                "data": {
-                    "name": KEY,
-                    "type": "aes256-gcm96",
-                    "latest_version": 1,
-                    "min_decryption_version": 1,
-                    "min_encryption_version": 0,
-                    "deletion_allowed": False,
-                    "exportable": False,
-                    "supports_encryption": True,
-                    "supports_decryption": True,
-                    "keys": {"1": 1764400001},
-                }
-            },
-        },
+        "response": key_info(1),
     },
     {
         "request": {
@@ -106,23 +112,7 @@ EXCHANGE: list[dict[str, Any]] = [
             "token": TOKEN,
             "json": None,
         },
-        "response": {
-            "status": 200,
-            "json": {
-                "data": {
-                    "name": KEY,
-                    "type": "aes256-gcm96",
-                    "latest_version": 2,
-                    "min_decryption_version": 1,
-                    "min_encryption_version": 0,
-                    "deletion_allowed": False,
-                    "exportable": False,
-                    "supports_encryption": True,
-                    "supports_decryption": True,
-                    "keys": {"1": 1764400001, "2": 1764400002},
-                }
-            },
-        },
+        "response": key_info(2),
     },
     {
         "request": {
@@ -131,23 +121,7 @@ EXCHANGE: list[dict[str, Any]] = [
             "token": TOKEN,
             "json": None,
         },
-        "response": {
-            "status": 200,
-            "json": {
-                "data": {
-                    "name": KEY,
-                    "type": "aes256-gcm96",
-                    "latest_version": 2,
-                    "min_decryption_version": 1,
-                    "min_encryption_version": 0,
-                    "deletion_allowed": False,
-                    "exportable": False,
-                    "supports_encryption": True,
-                    "supports_decryption": True,
-                    "keys": {"1": 1764400001, "2": 1764400002},
-                }
-            },
-        },
+        "response": key_info(2),
     },
     {
         "request": {
@@ -217,23 +191,7 @@ EXCHANGE: list[dict[str, Any]] = [
             "token": TOKEN,
             "json": None,
         },
-        "response": {
-            "status": 200,
-            "json": {
-                "data": {
-                    "name": KEY,
-                    "type": "aes256-gcm96",
-                    "latest_version": 2,
-                    "min_decryption_version": 1,
-                    "min_encryption_version": 0,
-                    "deletion_allowed": False,
-                    "exportable": False,
-                    "supports_encryption": True,
-                    "supports_decryption": True,
-                    "keys": {"1": 1764400001, "2": 1764400002},
-                }
-            },
-        },
+        "response": key_info(2),
     },
     {
         "request": {
@@ -242,23 +200,7 @@ EXCHANGE: list[dict[str, Any]] = [
             "token": TOKEN,
             "json": {"deletion_allowed": True},
         },
-        "response": {
-            "status": 200,
-            "json": {
-                "data": {
-                    "name": KEY,
-                    "type": "aes256-gcm96",
-                    "latest_version": 2,
-                    "min_decryption_version": 1,
-                    "min_encryption_version": 0,
-                    "deletion_allowed": False,
-                    "exportable": False,
-                    "supports_encryption": True,
-                    "supports_decryption": True,
-                    "keys": {"1": 1764400001, "2": 1764400002},
-                }
-            },
-        },
+        "response": key_info(2),
     },
     {
         "request": {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -60,6 +60,7 @@ MAX_CONVERSATION_CHARS = 100_000
 MAX_RESULT_CHARS = 20_000  # one tool result, as the model sees it
 #: A kill-switch takes effect within a second: each process reads it at most this long ago.
 KILLSWITCH_MAX_AGE = 0.5
+DIRECTORY_MAX_AGE = 60.0
 SAVED_COLUMNS = ("seq", "role", "trust", "source", "content")
 #: Refusals written to the audit trail where they happen.
 AUDITED_APART = frozenset({"content-refused", "no-model-endpoint"})
@@ -178,6 +179,8 @@ class Gateway(AssistantService):
         self._endpoints = endpoints
         self._limiter = limiter
         self._switch = KillSwitch()
+        # The tenant's people, whose names are masked: a new colleague's name within a minute.
+        self._directory = TenantRead(people_names, DIRECTORY_MAX_AGE)
 
     # --- one message ----------------------------------------------------------------------
 
@@ -324,16 +327,7 @@ class Gateway(AssistantService):
                     {"kind": kind},
                 )
             )
-        for event in events:
-            await self._audit.record_apart(
-                principal.tenant_id,
-                event.actor,
-                event.action,
-                event.resource,
-                event.decision,
-                event.details,
-                policy_ids=event.policy_ids,
-            )
+        await self._audit.record_many_apart(principal.tenant_id, events)
 
     async def _admit(self, principal: Principal) -> None:
         try:
@@ -364,14 +358,7 @@ class Gateway(AssistantService):
         if events is not None:
             events.append(alert)
             return
-        await self._audit.record_apart(
-            principal.tenant_id,
-            alert.actor,
-            alert.action,
-            alert.resource,
-            alert.decision,
-            alert.details,
-        )
+        await self._audit.record_many_apart(principal.tenant_id, [alert])
 
     async def _refuse_apart(
         self,
@@ -571,7 +558,7 @@ class Gateway(AssistantService):
     ) -> _Conversation:
         tenant = principal.tenant_id
         forbidden = await forbidden_kinds(session)
-        names = await people_names(session)
+        names = await self._directory.get(session, tenant)
         if conversation_id is None:
             conversation_id = uuid.uuid4()
             await session.execute(
@@ -816,23 +803,41 @@ def _call_event(principal: Principal, tool: str, decision: Decision, why: str) -
     )
 
 
+class TenantRead:
+    """What `read` returns for a tenant, read from the database at most `max_age` seconds ago
+    by this process."""
+
+    def __init__(
+        self, read: Callable[[AsyncSession], Awaitable[frozenset[str]]], max_age: float
+    ) -> None:
+        self._read = read
+        self._max_age = max_age
+        self._seen: dict[uuid.UUID, tuple[float, frozenset[str]]] = {}
+
+    async def get(self, session: AsyncSession, tenant: uuid.UUID) -> frozenset[str]:
+        seen = self._seen.get(tenant)
+        now = time.monotonic()
+        if seen is None or now - seen[0] >= self._max_age:
+            seen = (now, await self._read(session))
+            self._seen[tenant] = seen
+        return seen[1]
+
+
+async def _stopped_tools(session: AsyncSession) -> frozenset[str]:
+    return frozenset(await session.scalar(text("SELECT ramparts_ai_stopped_tools()")) or ())
+
+
 class KillSwitch:
     """The kill-switch as this process sees it: read from the database at most `max_age`
     seconds ago for each tenant, so a switch thrown anywhere stops every process within a
     second, without a query on every request."""
 
     def __init__(self, max_age: float = KILLSWITCH_MAX_AGE) -> None:
-        self._max_age = max_age
-        self._seen: dict[uuid.UUID, tuple[float, frozenset[str]]] = {}
+        self._stopped = TenantRead(_stopped_tools, max_age)
 
     async def stopped(self, session: AsyncSession, tenant: uuid.UUID) -> frozenset[str]:
         """The tools stopped for `tenant`; refuses when the whole assistant is off."""
-        seen = self._seen.get(tenant)
-        now = time.monotonic()
-        if seen is None or now - seen[0] >= self._max_age:
-            read = await session.scalar(text("SELECT ramparts_ai_stopped_tools()"))
-            seen = (now, frozenset(read or ()))
-            self._seen[tenant] = seen
-        if "" in seen[1]:
+        stopped = await self._stopped.get(session, tenant)
+        if "" in stopped:
             raise GatewayRefusedError(503, "ai-disabled", "the assistant is switched off")
-        return seen[1]
+        return stopped

@@ -11,6 +11,7 @@ categories outright (DLP).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Collection
@@ -36,6 +37,16 @@ class RefusedContentError(Exception):
         super().__init__(f"refused: the text holds {', '.join(self.kinds)}")
 
 
+@functools.lru_cache(maxsize=64)
+def _name_pattern(names: frozenset[str]) -> re.Pattern[str] | None:
+    """One pattern for a directory, compiled once (every message of the tenant uses it)."""
+    kept = sorted((n for n in names if len(n) >= MIN_NAME_CHARS), key=len, reverse=True)
+    if not kept:
+        return None
+    alternatives = "|".join(re.escape(n) for n in kept)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
 @dataclass
 class Masker:
     """One conversation's reversible tokens. `forbidden` are the tenant's DLP categories."""
@@ -48,10 +59,7 @@ class Masker:
     _names: re.Pattern[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        names = sorted((n for n in self.names if len(n) >= MIN_NAME_CHARS), key=len, reverse=True)
-        if names:
-            alternatives = "|".join(re.escape(n) for n in names)
-            self._names = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+        self._names = _name_pattern(self.names)
 
     def mask(self, text: str) -> str:
         sensitive = find_sensitive(text)

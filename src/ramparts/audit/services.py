@@ -146,10 +146,15 @@ class AuditLog:
 
         Never while a transaction of yours has already recorded on that same chain and is
         still open: it holds the chain's lock, and this would wait for it."""
+        event = Event(actor, action, resource, decision, details, policy_ids)
+        return (await self.record_many_apart(tenant, [event]))[0]
+
+    async def record_many_apart(
+        self, tenant: uuid.UUID | None, events: Sequence[Event]
+    ) -> list[RecordedEvent]:
+        """`record_many` in a transaction of its own (see `record_apart`)."""
         async with self._db.tenant_session(tenant or SYSTEM_TENANT) as session:
-            return await self.record(
-                session, actor, action, resource, decision, details, policy_ids=policy_ids
-            )
+            return await self.record_many(session, events)
 
     @staticmethod
     def _with_request(actor: Actor) -> Actor:

@@ -100,15 +100,7 @@ class Authorizer:
         if session is not None and (decision.allowed or not deny_apart):
             await self._audit.record_many(session, [event])
         else:
-            await self._audit.record_apart(
-                principal.tenant_id,
-                event.actor,
-                event.action,
-                event.resource,
-                event.decision,
-                event.details,
-                policy_ids=event.policy_ids,
-            )
+            await self._audit.record_many_apart(principal.tenant_id, [event])
         return decision
 
     @staticmethod
