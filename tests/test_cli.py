@@ -236,6 +236,37 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
         assert quotes == (6,)  # sample quotes are not duplicated by the second run
 
 
+def test_seed_demo_prints_every_credential_whole_and_keeps_them_in_a_private_file(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    """A narrow terminal or a log must still show each password and TOTP secret in full, and
+    the same credentials wait in RAMPARTS_HOME for whoever missed them, readable by the owner
+    only."""
+    env = owner_env(tmp_path, make_database(), COLUMNS="40")
+    saved = tmp_path / "demo-credentials.json"
+    saved.write_text("{}")
+    saved.chmod(0o644)  # an older file with a loose mode is tightened, not trusted
+    result = run("seed-demo", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    report = json.loads(saved.read_text())
+    assert saved.stat().st_mode & 0o777 == 0o600
+    lines = result.stdout.splitlines()
+    for user in report["users"]:
+        assert any(user["username"] in line for line in lines)
+        assert any(line.split()[-1:] == [user["password"]] for line in lines)
+        assert any(line.split()[-1:] == [user["totp_secret"]] for line in lines)
+
+    saved.unlink()
+    decoy = tmp_path / "elsewhere.json"
+    saved.symlink_to(decoy)  # a planted link must not carry the passwords away
+    refused = run("seed-demo", env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("ramparts: error: cannot write the demo credentials")
+    assert len(refused.stderr.splitlines()) == 1
+    assert not decoy.exists()
+
+
 @pytest.mark.parametrize("command", ["seed-demo", "demo"])
 def test_demo_commands_refuse_other_profiles(tmp_path: Path, command: str) -> None:
     result = run(command, env=cli_env(tmp_path, RAMPARTS_PROFILE="stage"))

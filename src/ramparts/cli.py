@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import ssl
@@ -19,7 +20,7 @@ from contextlib import nullcontext, suppress
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import psycopg
 import typer
@@ -167,22 +168,48 @@ def _seed(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
             public_url=settings.public_url,
         )
 
-    return asyncio.run(_with_owner(urls, seed))
+    # Opened first: if the credentials cannot be kept, nothing is reset.
+    with _credentials_file(settings) as file:
+        report = asyncio.run(_with_owner(urls, seed))
+        file.truncate(0)  # only now: until the seed succeeds, the old credentials still hold
+        json.dump(report, file, indent=2)
+        file.write("\n")
+    return report
 
 
-def _print_credentials(report: dict[str, Any]) -> None:
-    table = Table(title="Demo users (credentials are new on every seed)")
-    for column in ("tenant", "username", "password", "TOTP secret", "roles"):
-        table.add_column(column)
-    for user in report["users"]:
-        table.add_row(
-            user["tenant"],
-            user["username"],
-            user["password"],
-            user["totp_secret"],
-            ", ".join(user["roles"]),
-        )
-    console.print(table)
+#: Where `seed-demo` and `demo` leave the demo credentials, readable by their owner only.
+DEMO_CREDENTIALS = "demo-credentials.json"
+
+
+def _credentials_file(settings: Settings) -> TextIO:
+    """RAMPARTS_HOME's credentials file, mode 0600, for the seed's report (what `seed-demo
+    --json` prints): a user whose terminal scrolled past it, or who ran the demo under a log,
+    can still sign in."""
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = settings.home / DEMO_CREDENTIALS
+    try:
+        # O_NOFOLLOW: a symlink planted there must not carry the passwords elsewhere.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    except OSError as exc:
+        raise UsageError(f"cannot write the demo credentials to {path}: {exc.strerror}") from None
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
+def _print_credentials(settings: Settings, report: dict[str, Any]) -> None:
+    """Each credential whole on a line of its own: a table would cut them to the terminal."""
+    console.print(
+        "[bold]Demo users[/] (new credentials on every seed; "
+        f"also in {settings.home / DEMO_CREDENTIALS}, mode 0600)"
+    )
+    for tenant in report["tenants"]:
+        print(f"\n{tenant['slug']} (region {tenant['region']})")
+        for user in report["users"]:
+            if user["tenant"] == tenant["slug"]:
+                print(f"  {user['username']} ({', '.join(user['roles'])})")
+                print(f"      password     {user['password']}")
+                print(f"      TOTP secret  {user['totp_secret']}")
+    print()
 
 
 @app.command()
@@ -207,7 +234,7 @@ def seed_demo_command(as_json: JsonOption = False) -> None:
     if as_json:
         print(json.dumps(report))
     else:
-        _print_credentials(report)
+        _print_credentials(settings, report)
 
 
 @app.command("serve")
@@ -254,7 +281,7 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
         with console.status(f"Migrating and seeding {where}…"):
             _migrate(settings, urls)
             report = _seed(settings, urls)
-        _print_credentials(report)
+        _print_credentials(settings, report)
         console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
         serve(settings, urls, host=host, port=port)
 

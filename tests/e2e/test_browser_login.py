@@ -65,14 +65,32 @@ def test_demo_user_signs_in_with_totp_in_a_browser(tmp_path: Path, chromium: str
                     else None
                 ),
             )
+            failed: list[str] = []  # every resource a page asked for must exist
+            page.on(
+                "response",
+                lambda response: (
+                    failed.append(f"{response.status} {response.url}")
+                    if response.status >= 400
+                    else None
+                ),
+            )
+            icons: list[str] = []  # without one, the browser asks for /favicon.ico: a 404
             page.goto(base + "/")
+            page.wait_for_load_state("networkidle")
+            icons += page.eval_on_selector_all("link[rel=icon]", "links => links.map(l => l.href)")
             page.click("#sign-in")
             page.wait_for_url(f"{base}/login")
+            page.wait_for_load_state("networkidle")
+            icons += page.eval_on_selector_all("link[rel=icon]", "links => links.map(l => l.href)")
+            assert len(icons) == 2
+            assert all(httpx.get(icon).status_code == 200 for icon in icons)
+            # One organisation field serves both the password and the SSO sign-in.
+            assert page.get_by_label("Organisation").count() == 1
             login = "form[action='/login']"
             page.fill(f"{login} input[name=tenant]", "acme")
             page.fill(f"{login} input[name=username]", buyer["username"])
             page.fill(f"{login} input[name=password]", buyer["password"])
-            page.click(f"{login} button[type=submit]")
+            page.click(f"{login} button[type=submit]:not([formaction])")
             page.wait_for_url(f"{base}/login/mfa")
             page.fill("input[name=otp]", pyotp.TOTP(buyer["totp_secret"]).now())
             page.click("form button[type=submit]")
@@ -82,6 +100,7 @@ def test_demo_user_signs_in_with_totp_in_a_browser(tmp_path: Path, chromium: str
     assert "Signed in: buyer" in status
     assert "pwd+otp+mfa" in status
     assert blocked == []  # the strict CSP did not have to block anything
+    assert failed == []
 
 
 def test_a_third_party_client_on_another_origin_gets_its_code(
@@ -130,7 +149,7 @@ def test_a_third_party_client_on_another_origin_gets_its_code(
         page.fill(f"{login} input[name=tenant]", account.tenant)
         page.fill(f"{login} input[name=username]", account.username)
         page.fill(f"{login} input[name=password]", account.password)
-        page.click(f"{login} button[type=submit]")
+        page.click(f"{login} button[type=submit]:not([formaction])")
         page.wait_for_selector("input[name=otp]")
         assert account.totp_secret is not None
         page.fill("input[name=otp]", pyotp.TOTP(account.totp_secret).now())
