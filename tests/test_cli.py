@@ -135,15 +135,15 @@ def test_tenant_keys_rotate_reencrypt_and_shred(
                 )
             )
 
-    assert versions() == [1] * 5
+    assert versions() == [1] * 6  # one TOTP secret per demo user
     rotated = run("keys", "rotate", "--tenant", "acme", "--json", env=env)
     assert rotated.returncode == 0, rotated.stderr
     assert json.loads(rotated.stdout) == {
         "tenant": "acme",
         "data_key_version": 2,
-        "reencrypted": 5,
+        "reencrypted": 6,
     }
-    assert versions() == [2] * 5
+    assert versions() == [2] * 6
     again = run("keys", "reencrypt", "--tenant", "acme", "--json", env=env)
     assert json.loads(again.stdout) == {"tenant": "acme", "reencrypted": 0}
 
@@ -198,10 +198,10 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
     }
     usernames = {u["username"] for u in report["users"]}
     for slug in ("acme", "globex"):
-        for local in ("buyer", "seller", "finance", "finance2", "admin"):
+        for local in ("buyer", "buyer2", "seller", "finance", "finance2", "admin"):
             assert f"{local}@{slug}.test" in usernames
     passwords = [u["password"] for u in report["users"]]
-    assert len(set(passwords)) == len(passwords) == 10
+    assert len(set(passwords)) == len(passwords) == 12
     assert all(len(p) >= 16 for p in passwords)
     assert set(report) == {"tenants", "users", "oidc_client", "webhook_secret"}
     assert report["oidc_client"] == {
@@ -209,7 +209,7 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
         "redirect_uri": "http://127.0.0.1:8000/app/callback",
     }
     secrets_ = [u["totp_secret"] for u in report["users"]]
-    assert len(set(secrets_)) == 10
+    assert len(set(secrets_)) == 12
     assert all(len(base64.b32decode(s)) == 20 for s in secrets_)  # 160-bit RFC 4226 secrets
 
     again = json.loads(run("seed-demo", "--json", env=env).stdout)
@@ -218,7 +218,7 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
 
     with psycopg.connect(libpq(urls.owner)) as conn:
         hashes_ = [row[0] for row in conn.execute("SELECT password_hash FROM users")]
-        assert len(hashes_) == 10
+        assert len(hashes_) == 12
         assert all(h.startswith("$argon2id$") for h in hashes_)
         dump = " ".join(
             str(row)

@@ -27,23 +27,29 @@ __all__ = ["DEMO_TENANTS", "DEMO_USERS", "seed_demo"]
 DEMO_TENANTS = (("acme", "Acme Corporation", "eu"), ("globex", "Globex Inc.", "us"))
 DEMO_USERS: tuple[tuple[str, str, tuple[Role, ...]], ...] = (
     ("buyer", "Buyer", (Role.BUYER,)),
+    # A second buyer shows ownership: neither buyer sees or changes the other's requests.
+    ("buyer2", "Buyer (another team)", (Role.BUYER,)),
     ("seller", "Seller", (Role.SELLER,)),
     ("finance", "Finance", (Role.FINANCE,)),
     ("finance2", "Finance (second approver)", (Role.FINANCE,)),
     ("admin", "Administrator", (Role.ADMIN,)),
 )
+# Who asks (a demo user's local part), the title, sensitivity and line items.
 SAMPLE_QUOTES = (
     (
+        "buyer",
         "Office chairs for the new floor",
         Sensitivity.INTERNAL,
         (LineItem("Ergonomic chair", 40, 18_900), LineItem("Delivery and assembly", 1, 45_000)),
     ),
     (
+        "buyer",
         "Annual laptop refresh",
         Sensitivity.CONFIDENTIAL,
         (LineItem("14-inch laptop", 25, 129_900), LineItem("Three-year warranty", 25, 14_900)),
     ),
     (
+        "buyer2",
         "Catering for the partner summit",
         Sensitivity.PUBLIC,
         (LineItem("Lunch per guest", 120, 2_450),),
@@ -95,15 +101,14 @@ async def _sample_quotes(owner_db: Database, tenant: TenantRecord) -> None:
             select(func.count()).select_from(Quote).where(Quote.tenant_id == tenant.id)
         ):
             return
-        buyer_id = await session.scalar(
-            select(User.id).where(
-                User.tenant_id == tenant.id, User.username == f"buyer@{tenant.slug}.test"
-            )
-        )
-        if buyer_id is None:
-            raise LookupError(f"demo buyer missing in tenant {tenant.slug}")
         quotes = QuoteService(session)
-        for title, sensitivity, items in SAMPLE_QUOTES:
+        for buyer, title, sensitivity, items in SAMPLE_QUOTES:
+            username = f"{buyer}@{tenant.slug}.test"
+            buyer_id = await session.scalar(
+                select(User.id).where(User.tenant_id == tenant.id, User.username == username)
+            )
+            if buyer_id is None:
+                raise LookupError(f"demo buyer {username} missing")
             await quotes.create(
                 tenant_id=tenant.id,
                 buyer_id=buyer_id,

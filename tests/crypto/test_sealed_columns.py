@@ -1,6 +1,7 @@
 """Encrypted columns in a real database: plaintext refused at two layers, no second factor or
-password in the clear anywhere, data key rotation with a resumable re-encryption, and tenant
-deletion that crypto-shreds even a backup."""
+password in the clear anywhere, every sealed column declared and so covered by rotation, data
+key rotation with a resumable re-encryption, and tenant deletion that crypto-shreds even a
+backup."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from psycopg import errors, sql
 from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
+from ramparts.ai.gateway import CONVERSATION_TOKENS
 from ramparts.audit.services import AuditLog
+from ramparts.crypto.fields import FieldCipher
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms, KmsError
-from ramparts.crypto.sealing import SealedFields
+from ramparts.crypto.sealing import EncryptedColumn, SealedFields, encrypted_columns
 from ramparts.db.engine import Database, DatabaseUrls, libpq
 from ramparts.demo import seed_demo
 from ramparts.identity.models import Role
@@ -111,6 +114,86 @@ async def test_no_password_or_second_factor_is_stored_in_the_clear(
     assert len(dump) > 10_000  # the demo data is really there
     leaked = [form for form in forms if form in dump]
     assert leaked == []
+
+
+def test_every_sealed_column_of_the_database_is_declared(urls: DatabaseUrls) -> None:
+    """Rotation and shredding work from the declared columns: a column of the `sealed_field`
+    domain that nobody declared would stay under an old key forever, so it fails here."""
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        in_database = set(
+            conn.execute(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns "
+                "WHERE domain_name = 'sealed_field'"
+            ).fetchall()
+        )
+        declared = encrypted_columns()
+        assert in_database == {(c.table, c.column) for c in declared}
+        for column in declared:  # every declared row expression names a row of its table
+            conn.execute(
+                sql.SQL("SELECT ({})::text, tenant_id FROM {} LIMIT 0").format(
+                    sql.SQL(column.row), sql.Identifier(column.table)
+                )
+            )
+    # One column, one AAD: a second declaration naming its rows differently is refused.
+    with pytest.raises(ValueError, match="declared twice"):
+        EncryptedColumn(TOTP_SECRET.table, TOTP_SECRET.column, row="tenant_id")
+
+
+async def test_rotation_and_shredding_reach_the_assistants_sealed_tokens(
+    urls: DatabaseUrls, kms: Kms
+) -> None:
+    account = await asyncio.to_thread(provision, urls, kms)
+    record = TenantRecord(account.tenant_id, account.tenant, account.tenant, "eu")
+    conversation, tokens = uuid.uuid4(), b'{"<EMAIL_1>": "ana@example.com"}'
+    owner = Database(urls.owner, pool_size=1)
+    fields = SealedFields(DataKeys(kms))
+    try:
+        async with owner.tenant_session(record.id) as session:
+            sealed = await fields.seal(
+                session, record.id, CONVERSATION_TOKENS, conversation, tokens
+            )
+            await session.execute(
+                text(
+                    "INSERT INTO ai_conversations (tenant_id, id, user_id, sealed_tokens) "
+                    "VALUES (:tenant, :id, :user, :sealed)"
+                ).bindparams(CONVERSATION_TOKENS.param("sealed")),
+                {
+                    "tenant": record.id,
+                    "id": conversation,
+                    "user": account.user_id,
+                    "sealed": sealed,
+                },
+            )
+        provisioning = provisioning_for(owner, kms)
+        assert await provisioning.rotate_data_key(record) == 2
+        assert await provisioning.reencrypt(record) == 2  # the TOTP secret and the tokens
+        async with owner.tenant_session(record.id) as session:
+            resealed = await session.scalar(
+                text(
+                    "SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"
+                ),
+                {"t": record.id, "id": conversation},
+            )
+            assert FieldCipher.version_of(bytes(resealed)) == 2
+            assert (
+                await fields.open(session, record.id, CONVERSATION_TOKENS, conversation, resealed)
+                == tokens
+            )
+
+        await provisioning.delete_tenant(record)
+        with psycopg.connect(libpq(urls.owner)) as conn:
+            [details] = conn.execute(
+                "SELECT body::jsonb->'details' FROM audit_events "
+                "WHERE audit_action(body) = 'identity:tenant:deleted' "
+                "AND body::jsonb->'resource'->>'id' = %s",
+                (str(record.id),),
+            ).fetchone() or [None]
+        shredded = {c["column"]: c["fields"] for c in details["sealed_fields_shredded"]}
+        assert set(shredded) == {f"{c.table}.{c.column}" for c in encrypted_columns()}
+        assert shredded["ai_conversations.sealed_tokens"] == 1
+        assert shredded["totp_credentials.sealed_secret"] == 1
+    finally:
+        await owner.dispose()
 
 
 async def _sealed_versions(owner: Database, tenant: uuid.UUID) -> list[int]:

@@ -48,11 +48,12 @@ async def test_allow_and_deny_are_both_on_the_record(urls: DatabaseUrls) -> None
         denied = await authorizer.authorize(
             finance, PolicyAction.REFUND_ISSUE, Target("Refund", "rf-2", str(other)), context
         )
+        buyer = principal(tenant, "buyer")
         async with database.tenant_session(tenant) as session:
             in_transaction = await authorizer.authorize(
-                principal(tenant, "buyer"),
+                buyer,
                 PolicyAction.QUOTE_DELETE,
-                Target("Quote", "q-1", str(tenant)),
+                Target("Quote", "q-1", str(tenant), buyer=buyer.subject),  # the buyer's own
                 context,
                 session=session,
             )

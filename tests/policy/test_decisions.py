@@ -22,8 +22,9 @@ from ramparts.policy.matrix import changes, decide_all, read_snapshot
 ENGINE = PolicyEngine.load()
 A = PolicyAction
 
-# What each role may do in its own tenant (internal data, TOTP, through the UI). Anything not
-# listed is denied; in another tenant everything is denied.
+# What each role may do in its own tenant (internal data, TOTP, through the UI) on a quote it
+# takes part in (it asked for it and answers it). Anything not listed is denied; in another
+# tenant everything is denied. Quotes of other people: see test_quotes_have_owners.
 ALLOWED: dict[str, set[PolicyAction]] = {
     "buyer": {
         A.QUOTE_LIST,
@@ -67,9 +68,16 @@ def person(
 
 
 def thing(
-    action: PolicyAction, tenant: str = "acme", sensitivity: str = "internal", region: str = "eu"
+    action: PolicyAction,
+    tenant: str = "acme",
+    sensitivity: str = "internal",
+    region: str = "eu",
+    *,
+    parties: Subject | None = None,
 ) -> Target:
-    return Target(action.resource_type, "r-1", tenant, sensitivity, region)
+    """A resource; a quote whose buyer and seller are `parties` (or nobody)."""
+    mine = parties.id if parties is not None else None
+    return Target(action.resource_type, "r-1", tenant, sensitivity, region, buyer=mine, seller=mine)
 
 
 @pytest.mark.parametrize("role", ALLOWED)
@@ -77,8 +85,14 @@ def thing(
 @pytest.mark.parametrize("relation", ["same tenant", "other tenant"])
 def test_role_action_tenant_matrix(role: str, action: PolicyAction, relation: str) -> None:
     other = relation == "other tenant"
-    target = thing(action, tenant="globex" if other else "acme", region="us" if other else "eu")
-    decision = ENGINE.decide(person(role), action, target, Channel.UI)
+    subject = person(role)
+    target = thing(
+        action,
+        tenant="globex" if other else "acme",
+        region="us" if other else "eu",
+        parties=subject,
+    )
+    decision = ENGINE.decide(subject, action, target, Channel.UI)
     assert decision.allowed is (action in ALLOWED[role] and not other), decision
     assert decision.errors == ()
     if other and action in ALLOWED[role]:
@@ -97,16 +111,59 @@ def test_only_finance_moves_money_and_never_from_an_ai_tool() -> None:
 
 
 def test_restricted_data_needs_webauthn() -> None:
-    restricted = thing(A.QUOTE_READ, sensitivity="restricted")
-    refused = ENGINE.decide(person("buyer"), A.QUOTE_READ, restricted, Channel.UI)
+    buyer = person("buyer")
+    restricted = thing(A.QUOTE_READ, sensitivity="restricted", parties=buyer)
+    refused = ENGINE.decide(buyer, A.QUOTE_READ, restricted, Channel.UI)
     assert not refused.allowed
     assert refused.policy_ids == ("restricted-needs-webauthn",)
     assert ENGINE.decide(
         person("buyer", amr=WEBAUTHN), A.QUOTE_READ, restricted, Channel.UI
     ).allowed
     for sensitivity in ("public", "internal", "confidential"):
-        target = thing(A.QUOTE_READ, sensitivity=sensitivity)
-        assert ENGINE.decide(person("buyer"), A.QUOTE_READ, target, Channel.UI).allowed
+        target = thing(A.QUOTE_READ, sensitivity=sensitivity, parties=buyer)
+        assert ENGINE.decide(buyer, A.QUOTE_READ, target, Channel.UI).allowed
+
+
+QUOTE_ACTIONS = [a for a in PolicyAction if a.resource_type == "Quote"]
+# Inside one tenant: what a role may do on a quote of someone else (another buyer asked for
+# it, another seller answers it), and on one still open to every seller.
+ON_OTHERS: dict[str, set[PolicyAction]] = {
+    "buyer": {A.QUOTE_LIST, A.QUOTE_CREATE},
+    "seller": {A.QUOTE_LIST},
+    "finance": {A.QUOTE_LIST, A.QUOTE_READ},
+    "admin": {A.QUOTE_LIST, A.QUOTE_READ},
+    "none": set(),
+}
+ON_OPEN = {**ON_OTHERS, "seller": {A.QUOTE_LIST, A.QUOTE_READ, A.QUOTE_SUBMIT}}
+
+
+@pytest.mark.parametrize("role", ALLOWED)
+@pytest.mark.parametrize("action", QUOTE_ACTIONS)
+def test_quotes_have_owners(role: str, action: PolicyAction) -> None:
+    subject, someone = person(role), "another-user@acme"
+    theirs = Target("Quote", "q", "acme", buyer=someone, seller=someone)
+    open_ = Target("Quote", "q", "acme", buyer=someone)
+    for target, allowed in ((theirs, ON_OTHERS), (open_, ON_OPEN)):
+        decision = ENGINE.decide(subject, action, target, Channel.UI)
+        assert decision.allowed is (action in allowed[role]), (target, decision)
+        assert decision.errors == ()
+    # Asked for by them, answered by us, and the other way round.
+    answered = Target("Quote", "q", "acme", buyer=someone, seller=subject.id)
+    asked = Target("Quote", "q", "acme", buyer=subject.id, seller=someone)
+    sellers = {A.QUOTE_LIST, A.QUOTE_READ, A.QUOTE_SUBMIT}
+    buyers = {A.QUOTE_LIST, A.QUOTE_CREATE, A.QUOTE_READ, A.QUOTE_UPDATE}
+    buyers |= {A.QUOTE_DELETE, A.QUOTE_ACCEPT}
+    as_seller = ENGINE.decide(subject, action, answered, Channel.UI).allowed
+    as_buyer = ENGINE.decide(subject, action, asked, Channel.UI).allowed
+    assert as_seller is (action in ON_OTHERS[role] | (sellers if role == "seller" else set()))
+    assert as_buyer is (action in ON_OTHERS[role] | (buyers if role == "buyer" else set()))
+
+
+def test_a_service_is_never_a_quotes_buyer_or_seller() -> None:
+    service = Subject("svc", "acme", "eu", frozenset({"buyer", "seller"}), OTP, service=True)
+    # Its client id may look like anything, a user id too: it is still not that user.
+    mine = Target("Quote", "q", "acme", buyer="svc", seller="svc")
+    assert not ENGINE.decide(service, A.QUOTE_READ, mine, Channel.SERVICE).allowed
 
 
 def test_eu_data_never_goes_to_a_non_eu_model() -> None:
@@ -165,23 +222,34 @@ def test_an_allow_never_crosses_tenants(
 ) -> None:
     roles = frozenset({role, extra_role} - {"none"})
     subject = Subject("p", own, "eu", roles, amr, service=service)
-    decision = ENGINE.decide(subject, action, thing(action, theirs, sensitivity), channel)
+    target = thing(action, theirs, sensitivity, parties=subject)  # a quote of theirs is ours
+    decision = ENGINE.decide(subject, action, target, channel)
     if decision.allowed:
         assert theirs == own
 
 
 def test_remembered_decisions_are_the_fresh_ones() -> None:
-    """`decide` remembers by request attributes, never ids: it must agree with Cedar asked
-    afresh, for every cell of the matrix and whatever the ids."""
+    """`decide` remembers by request attributes, never ids (only which of them are the same
+    user): it must agree with Cedar asked afresh, for every cell of the matrix and whatever
+    the ids."""
+    from dataclasses import replace  # noqa: PLC0415
+
     from ramparts.policy.matrix import _request, cells  # noqa: PLC0415
 
     engine = PolicyEngine.load()
     for cell in cells():
         subject, action, target, channel = _request(cell)
         first = engine.decide(subject, action, target, channel)
-        renamed = Subject("someone-else", *list(subject.__dict__.values())[1:])
-        again = engine.decide(renamed, action, target, channel)
-        assert first == again == engine.evaluate(renamed, action, target, channel), cell
+        renamed = replace(subject, id="someone-else")
+        buyer, seller = (
+            renamed.id if party == subject.id else party for party in (target.buyer, target.seller)
+        )
+        same_parties = replace(target, buyer=buyer, seller=seller)
+        again = engine.decide(renamed, action, same_parties, channel)
+        assert first == again == engine.evaluate(renamed, action, same_parties, channel), cell
+        # Renaming only the caller makes them a stranger to the quote: decided afresh.
+        stranger = engine.decide(renamed, action, target, channel)
+        assert stranger == engine.evaluate(renamed, action, target, channel), cell
 
 
 def test_a_policy_naming_an_entity_makes_ids_count(tmp_path: Path) -> None:

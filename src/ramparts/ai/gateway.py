@@ -398,12 +398,16 @@ class Gateway(AssistantService):
         )
 
     def _offered(self, principal: Principal, context: RequestContext) -> dict[str, Tool]:
-        """Tools the user may call, judged on a resource of their own tenant: a tool they may
-        not use is never shown (re-authorization on the real resource comes at call time)."""
+        """Tools the user may call, judged on a resource of their own tenant that is theirs
+        (a quote they asked for or answer): a tool they may not use is never shown
+        (re-authorization on the real resource comes at call time)."""
         offered = {}
         direct = RequestContext(channel=Channel.API, region=context.region)
+        mine = principal.subject
         for tool in self._registry:
-            target = Target(tool.action.resource_type, "*", str(principal.tenant_id))
+            target = Target(
+                tool.action.resource_type, "*", str(principal.tenant_id), buyer=mine, seller=mine
+            )
             if self._authorizer.decide(principal, tool.action, target, direct).allowed:
                 offered[tool.name] = tool
         return offered

@@ -3,16 +3,21 @@ tenant's data keys, and the job that re-encrypts them after a data key rotation.
 
 An encrypted column is declared once as an `EncryptedColumn` (table, column, and the SQL that
 names its row); that declaration fixes the AAD, so the service that writes it and the job that
-re-encrypts it cannot disagree. In the database the column has the domain `sealed_field`
+re-encrypts it cannot disagree. Declaring it is also its registration: `encrypted_columns()`
+is the one list that key rotation and tenant shredding work from, so a new column is covered
+without an edit anywhere else. In the database the column has the domain `sealed_field`
 (migration 0009), which refuses anything that is not a sealed field: plaintext cannot be
 written there even by a bug or by hand.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +36,8 @@ __all__ = [
     "Sealed",
     "SealedColumn",
     "SealedFields",
+    "count_sealed",
+    "encrypted_columns",
     "reencrypt",
 ]
 
@@ -71,10 +78,34 @@ class EncryptedColumn:
         for name in (self.table, self.column):
             if not IDENTIFIER.fullmatch(name):
                 raise ValueError(f"bad SQL identifier {name!r}")
+        declared = _DECLARED.setdefault((self.table, self.column), self)
+        if declared != self:  # two AADs for one column: one of them would never open
+            raise ValueError(f"{self.table}.{self.column} is declared twice, differently")
 
     def param(self, name: str) -> BindParameter[Sealed]:
         """A bind parameter of the encrypted type, for `text(...).bindparams(...)`."""
         return bindparam(name, type_=SealedColumn())
+
+
+_DECLARED: dict[tuple[str, str], EncryptedColumn] = {}
+
+
+def encrypted_columns() -> tuple[EncryptedColumn, ...]:
+    """Every encrypted column declared anywhere in Ramparts, by table and column."""
+    _import_declarations()
+    return tuple(_DECLARED[key] for key in sorted(_DECLARED))
+
+
+@functools.cache
+def _import_declarations() -> None:
+    """Import every module of the package once: a column is registered when its declaring
+    module runs, and rotation must not depend on which modules a command happened to load.
+    Migrations are scripts for Alembic, not modules, and declare nothing."""
+    import ramparts  # noqa: PLC0415 - the package itself, to walk it
+
+    for module in pkgutil.walk_packages(ramparts.__path__, "ramparts."):
+        if ".migrations" not in module.name:
+            importlib.import_module(module.name)
 
 
 class SealedFields:
@@ -123,7 +154,7 @@ async def reencrypt(
     owner: Database,
     keys: DataKeys,
     tenant: uuid.UUID,
-    columns: list[EncryptedColumn],
+    columns: Sequence[EncryptedColumn],
     *,
     batch: int = 200,
     progress: Callable[[int, int], None] = lambda done, total: None,
@@ -156,6 +187,25 @@ async def reencrypt(
             done += moved
             progress(done, total)
     return done
+
+
+async def count_sealed(
+    session: AsyncSession, tenant: uuid.UUID, columns: Sequence[EncryptedColumn]
+) -> list[dict[str, Any]]:
+    """How many fields of `tenant` each column holds sealed: `{"column": "table.column",
+    "fields": n}` each (a list, not a mapping: column names such as `sealed_secret` are keys
+    the audit trail's redaction would hide)."""
+    counts = []
+    for column in columns:
+        found = await session.scalar(
+            text(
+                f"SELECT count({column.column}) FROM {column.table} "  # noqa: S608
+                "WHERE tenant_id = :tenant"
+            ),
+            {"tenant": tenant},
+        )
+        counts.append({"column": f"{column.table}.{column.column}", "fields": int(found or 0)})
+    return counts
 
 
 # Only identifiers checked by EncryptedColumn and its declared row expression are formatted

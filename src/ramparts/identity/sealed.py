@@ -1,12 +1,12 @@
 """The identity domain's encrypted columns (AZ-5): each declared once, for the services that
-seal and open them and for the re-encryption job that follows a data key rotation."""
+seal and open them; the declaration registers it for key rotation and tenant shredding
+(`crypto.sealing.encrypted_columns`)."""
 
 from __future__ import annotations
 
 from ramparts.crypto.sealing import EncryptedColumn
 
 __all__ = [
-    "IDENTITY_COLUMNS",
     "IDP_CLIENT_SECRET",
     "PASSKEY_PUBLIC_KEY",
     "RECOVERY_CODE_INDEX",
@@ -23,5 +23,3 @@ IDP_CLIENT_SECRET = EncryptedColumn(
 )
 # Recovery codes are stored as blind indexes (a per-tenant keyed HMAC), never as plain hashes.
 RECOVERY_CODE_INDEX = "recovery_codes.code_hash"
-
-IDENTITY_COLUMNS = (TOTP_SECRET, PASSKEY_PUBLIC_KEY, IDP_CLIENT_SECRET)

@@ -22,14 +22,14 @@ from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resour
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms, tenant_key
-from ramparts.crypto.sealing import SealedFields, reencrypt
+from ramparts.crypto.sealing import SealedFields, count_sealed, encrypted_columns, reencrypt
 from ramparts.db.engine import Database
 from ramparts.identity.clients import new_client_id
 from ramparts.identity.federation import DEFAULT_MFA_AMR, issuer_allowed
 from ramparts.identity.keys import load_key_ring, rotate_signing_key
 from ramparts.identity.models import Membership, Role, Tenant, User
 from ramparts.identity.passwords import check_password, hash_password
-from ramparts.identity.sealed import IDENTITY_COLUMNS, IDP_CLIENT_SECRET, TOTP_SECRET
+from ramparts.identity.sealed import IDP_CLIENT_SECRET, TOTP_SECRET
 
 __all__ = ["Provisioning", "TenantRecord"]
 
@@ -94,10 +94,10 @@ class Provisioning:
         *,
         batch: int = 200,
     ) -> int:
-        """Re-seal the tenant's encrypted fields under its newest data key (resumable)."""
-        columns = list(IDENTITY_COLUMNS)
+        """Re-seal the tenant's encrypted fields, in every declared column, under its newest
+        data key (resumable)."""
         done = await reencrypt(
-            self._db, self._keys, tenant.id, columns, batch=batch, progress=progress
+            self._db, self._keys, tenant.id, encrypted_columns(), batch=batch, progress=progress
         )
         async with self._db.tenant_session(tenant.id) as session:
             await self._record(
@@ -118,8 +118,10 @@ class Provisioning:
     async def delete_tenant(self, tenant: TenantRecord) -> int:
         """Delete the tenant and crypto-shred it: its KMS key and data keys are destroyed, so
         its sealed fields stay unreadable in every backup. The audit trail is kept (it is
-        append-only and already redacted). Returns how many data keys were shredded."""
+        append-only and already redacted), with how many fields of each encrypted column the
+        shredding made unreadable. Returns how many data keys were shredded."""
         async with self._db.tenant_session(tenant.id) as session:
+            sealed = await count_sealed(session, tenant.id, encrypted_columns())
             shredded = await self._keys.shred(session, tenant.id)
             await session.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant.id})
         async with self._db.tenant_session(SYSTEM_TENANT) as session:
@@ -129,6 +131,7 @@ class Provisioning:
                 Resource("tenant", str(tenant.id)),
                 slug=tenant.slug,
                 data_keys_shredded=shredded,
+                sealed_fields_shredded=sealed,
             )
         return shredded
 

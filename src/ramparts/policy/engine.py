@@ -93,13 +93,19 @@ class Subject:
 
 @dataclass(frozen=True)
 class Target:
-    """What is asked about: `type` is a Cedar entity type (see `PolicyAction.resource_type`)."""
+    """What is asked about: `type` is a Cedar entity type (see `PolicyAction.resource_type`).
+
+    A quote's parties are user ids (`Subject.id`): `buyer` asked for it, `seller` answers it
+    (none: open to every seller). A target without a buyer is owned by nobody, so no
+    ownership rule allows anything on it."""
 
     type: str
     id: str
     tenant: str | None = None
     sensitivity: str = "internal"
     region: str | None = None  # for a ModelEndpoint
+    buyer: str | None = None  # for a Quote
+    seller: str | None = None  # for a Quote
 
     def __post_init__(self) -> None:
         if self.sensitivity not in SENSITIVITIES:
@@ -127,8 +133,9 @@ class PolicyEngine:
         parsed = json.loads(cedarpy.policies_to_json_str(policies))
         self._names = _annotated_ids(parsed)
         # A decision depends only on what the request carries. When no policy names a user,
-        # service or resource by id (only roles and actions), ids cannot change it, so
-        # decisions are remembered by everything else: the API path then skips Cedar.
+        # service or resource by id (only roles and actions), ids cannot change it, only
+        # which of them are the same (is the caller the quote's buyer?), so decisions are
+        # remembered by everything else: the API path then skips Cedar.
         self._ids_matter = bool(_entity_types(parsed) - {"Role", "Action"})
         self._remembered: OrderedDict[tuple[Any, ...], PolicyDecision] = OrderedDict()
 
@@ -154,7 +161,11 @@ class PolicyEngine:
             target.sensitivity,
             target.region,
             channel,
-            *((subject.id, target.id) if self._ids_matter else ()),
+            *(
+                (subject.id, target.id, target.buyer, target.seller)
+                if self._ids_matter
+                else _parties(subject, target)
+            ),
         )
         remembered = self._remembered.get(key)
         if remembered is not None:
@@ -204,10 +215,26 @@ class PolicyEngine:
         return PolicyDecision(bool(result.allowed), reasons, errors)
 
 
+def _parties(subject: Subject, target: Target) -> tuple[bool | None, ...]:
+    """Which of the caller, the buyer and the seller are the same user, and which are absent:
+    all a policy that names no id can learn from the ids."""
+    return (
+        None if target.buyer is None else target.buyer == subject.id,
+        None if target.seller is None else target.seller == subject.id,
+        target.buyer is not None and target.buyer == target.seller,
+    )
+
+
 def _target_attrs(target: Target) -> dict[str, Any]:
     if target.type == "ModelEndpoint":
         return {"region": target.region or ""}
-    return {"tenant": target.tenant or "", "sensitivity": target.sensitivity}
+    attrs: dict[str, Any] = {"tenant": target.tenant or "", "sensitivity": target.sensitivity}
+    if target.type == "Quote":
+        for party in ("buyer", "seller"):
+            user = getattr(target, party)
+            if user is not None:
+                attrs[party] = {"__entity": {"type": "User", "id": user}}
+    return attrs
 
 
 def read_policies(directory: Path) -> str:

@@ -1,6 +1,6 @@
-"""The decision matrix: every combination of role, action, tenant relation, sensitivity,
-second factor and channel, decided by a policy set, for review (`ramparts policy diff`) and for
-the committed snapshot (`decisions.json`) that CI compares the policies against."""
+"""The decision matrix: every combination of role, action, relation, sensitivity, second
+factor and channel, decided by a policy set, for review (`ramparts policy diff`) and for the
+committed snapshot (`decisions.json`) that CI compares the policies against."""
 
 from __future__ import annotations
 
@@ -34,6 +34,17 @@ __all__ = [
 SNAPSHOT = POLICY_DIR / "decisions.json"
 ROLES = ("buyer", "seller", "finance", "admin", "none")
 RELATIONS = ("same", "other")  # the resource's tenant (or a model endpoint's region) vs ours
+# A quote of our tenant is also ours or not: `same` is someone else's (another buyer asked,
+# another seller answers), `requested` we asked for, `assigned` we answer, `open` awaits any
+# seller. Each names the quote's (buyer, seller); `None` is no seller.
+ME, SOMEONE = "matrix-principal", "matrix-someone-else"
+QUOTE_PARTIES: dict[str, tuple[str, str | None]] = {
+    "same": (SOMEONE, SOMEONE),
+    "requested": (ME, SOMEONE),
+    "assigned": (SOMEONE, ME),
+    "open": (SOMEONE, None),
+    "other": (SOMEONE, SOMEONE),
+}
 AMRS = {"otp": frozenset({"pwd", "otp"}), "webauthn": frozenset({"pwd", "hwk"})}
 HOME, ELSEWHERE = ("tenant-a", "eu"), ("tenant-b", "us")
 
@@ -62,10 +73,12 @@ class Change:
 
 
 def cells() -> Iterator[Cell]:
-    for role, action, relation, sensitivity, amr, channel in itertools.product(
-        ROLES, PolicyAction, RELATIONS, SENSITIVITIES, AMRS, Channel
-    ):
-        yield Cell(role, action.value, relation, sensitivity, amr, channel.value)
+    for role, action in itertools.product(ROLES, PolicyAction):
+        relations = QUOTE_PARTIES if action.resource_type == "Quote" else RELATIONS
+        for relation, sensitivity, amr, channel in itertools.product(
+            relations, SENSITIVITIES, AMRS, Channel
+        ):
+            yield Cell(role, action.value, relation, sensitivity, amr, channel.value)
 
 
 def _request(cell: Cell) -> tuple[Subject, PolicyAction, Target, Channel]:
@@ -73,19 +86,23 @@ def _request(cell: Cell) -> tuple[Subject, PolicyAction, Target, Channel]:
     tenant, region = HOME
     other_tenant, other_region = ELSEWHERE if cell.relation == "other" else HOME
     subject = Subject(
-        id="matrix-principal",
+        id=ME,
         tenant=tenant,
         region=region,
         roles=frozenset() if cell.role == "none" else frozenset({cell.role}),
         amr=AMRS[cell.amr],
         service=cell.channel == Channel.SERVICE,
     )
+    quote = action.resource_type == "Quote"
+    buyer, seller = QUOTE_PARTIES[cell.relation] if quote else (None, None)
     target = Target(
         type=action.resource_type,
         id="matrix-resource",
         tenant=other_tenant,
         sensitivity=cell.sensitivity,
         region=other_region,
+        buyer=buyer,
+        seller=seller,
     )
     return subject, action, target, Channel(cell.channel)
 

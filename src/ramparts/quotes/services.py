@@ -1,6 +1,10 @@
 """Quote operations. Callers pass a tenant session; RLS confines every statement to it, and
 every query also names the tenant, so a forgotten filter and a missing policy are each caught
-by the other."""
+by the other.
+
+Inside a tenant a quote has parties: the buyer who asked for it, and the seller who answers it
+(named by the buyer when asking, or the first seller to answer; none: open to every seller).
+Cedar decides what each may do with it (`policy/policies/10-roles.cedar`)."""
 
 from __future__ import annotations
 
@@ -8,12 +12,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.identity.auth import Principal
+from ramparts.identity.models import Membership, Role
+from ramparts.policy.engine import Target
 from ramparts.quotes.models import Quote, QuoteItem, QuoteStatus, Sensitivity
 
-__all__ = ["LineItem", "QuoteService", "WrongStatusError"]
+__all__ = ["LineItem", "Party", "QuoteService", "WrongStatusError", "quote_target"]
+
+#: Roles whose permits in 10-roles.cedar read every quote of their tenant.
+READS_EVERY_QUOTE = frozenset({Role.FINANCE, Role.ADMIN})
 
 
 class WrongStatusError(Exception):
@@ -25,6 +35,47 @@ class LineItem:
     description: str
     quantity: int
     unit_price_minor: int
+
+
+@dataclass(frozen=True)
+class Party:
+    """The quotes a person takes part in: as a buyer those they asked for, as a seller those
+    open to every seller or assigned to them. A listing looks only at these (indexed), so a
+    page is filled with quotes the person may read; Cedar still judges each one."""
+
+    user_id: uuid.UUID | None
+    buyer: bool
+    seller: bool
+
+    @classmethod
+    def of(cls, principal: Principal) -> Party | None:
+        """The caller's share of the tenant's quotes; None when a role reads them all."""
+        roles = set(principal.roles)
+        if roles & READS_EVERY_QUOTE:
+            return None
+        return cls(principal.user_id, Role.BUYER in roles, Role.SELLER in roles)
+
+    def condition(self) -> ColumnElement[bool]:
+        if self.user_id is None:  # a service is never a party to a quote
+            return false()
+        shares = []
+        if self.buyer:
+            shares.append(Quote.buyer_id == self.user_id)
+        if self.seller:
+            shares.append(or_(Quote.seller_id.is_(None), Quote.seller_id == self.user_id))
+        return or_(*shares) if shares else false()
+
+
+def quote_target(quote: Quote) -> Target:
+    """The quote as Cedar sees it: its tenant, sensitivity and parties."""
+    return Target(
+        "Quote",
+        str(quote.id),
+        str(quote.tenant_id),
+        quote.sensitivity.value,
+        buyer=str(quote.buyer_id),
+        seller=None if quote.seller_id is None else str(quote.seller_id),
+    )
 
 
 class QuoteService:
@@ -43,11 +94,15 @@ class QuoteService:
         items: Sequence[LineItem],
         description: str = "",
         sensitivity: Sensitivity = Sensitivity.INTERNAL,
+        seller_id: uuid.UUID | None = None,
     ) -> Quote:
+        """A draft request; with `seller_id` (check it with `is_seller`) only that seller
+        may answer it, otherwise every seller of the tenant may."""
         quote = Quote(
             id=uuid.uuid4(),
             tenant_id=tenant_id,
             buyer_id=buyer_id,
+            seller_id=seller_id,
             title=title,
             description=description,
             currency=currency,
@@ -84,14 +139,29 @@ class QuoteService:
         *,
         status: QuoteStatus | None = None,
         ids: Sequence[uuid.UUID] | None = None,
+        party: Party | None = None,
         limit: int = 100,
     ) -> list[Quote]:
+        """The tenant's quotes, oldest first; with `party`, only those it takes part in."""
         query = select(Quote).where(Quote.tenant_id == tenant_id)
+        if party is not None:
+            query = query.where(party.condition())
         if status is not None:
             query = query.where(Quote.status == status)
         if ids is not None:
             query = query.where(Quote.id.in_(ids))
         return list(await self._session.scalars(query.order_by(Quote.created_at).limit(limit)))
+
+    async def is_seller(self, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        """Whether the user is a seller of the tenant (a quote may be assigned to them)."""
+        found = await self._session.scalar(
+            select(Membership.user_id).where(
+                Membership.tenant_id == tenant_id,
+                Membership.user_id == user_id,
+                Membership.role == Role.SELLER,
+            )
+        )
+        return found is not None
 
     async def items(self, quote: Quote) -> list[QuoteItem]:
         return list(
@@ -124,7 +194,8 @@ class QuoteService:
         )
 
     async def submit(self, quote: Quote, seller_id: uuid.UUID) -> Quote:
-        """A seller answers a buyer's request: the quote now carries the seller's offer."""
+        """A seller answers a buyer's request: the quote now carries the seller's offer and
+        is assigned to that seller."""
         _require(quote, QuoteStatus.DRAFT)
         quote.seller_id, quote.status = seller_id, QuoteStatus.SUBMITTED
         await self._session.flush()

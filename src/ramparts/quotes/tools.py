@@ -12,7 +12,7 @@ from typing import Any
 from ramparts.ai.tools import Risk, Tool, ToolError, ToolRegistry, ToolRun, uuid_argument
 from ramparts.policy.engine import PolicyAction, Target
 from ramparts.quotes.models import Quote, QuoteStatus
-from ramparts.quotes.services import LineItem, QuoteService
+from ramparts.quotes.services import LineItem, Party, QuoteService, quote_target
 
 __all__ = ["register_quote_tools"]
 
@@ -47,10 +47,6 @@ QUOTE_ID_ONLY = {
     "required": ["quote_id"],
     "additionalProperties": False,
 }
-
-
-def _target(quote: Quote) -> Target:
-    return Target("Quote", str(quote.id), str(quote.tenant_id), quote.sensitivity.value)
 
 
 async def _quote(run: ToolRun) -> Quote:
@@ -91,16 +87,20 @@ async def _list_target(run: ToolRun) -> Target:
 async def _list(run: ToolRun) -> dict[str, Any]:
     status = run.arguments.get("status")
     quotes = await QuoteService(run.session).find(
-        run.principal.tenant_id, status=QuoteStatus(status) if status else None, limit=50
+        run.principal.tenant_id,
+        status=QuoteStatus(status) if status else None,
+        party=Party.of(run.principal),
+        limit=50,
     )
-    # Each quote as Cedar judges it (a restricted one needs a WebAuthn sign-in), like the API.
-    readable = [q for q in quotes if run.may(PolicyAction.QUOTE_READ, _target(q))]
+    # Each quote as Cedar judges it (whose it is; a restricted one needs a WebAuthn sign-in),
+    # like the API.
+    readable = [q for q in quotes if run.may(PolicyAction.QUOTE_READ, quote_target(q))]
     shown = [await _shown(run, q, with_items=False) for q in readable]
     return {"ids": [q["id"] for q in shown], "quotes": shown}
 
 
 async def _quote_target(run: ToolRun) -> Target:
-    return _target(await _quote(run))
+    return quote_target(await _quote(run))
 
 
 async def _get(run: ToolRun) -> dict[str, Any]:
@@ -142,7 +142,8 @@ def register_quote_tools(registry: ToolRegistry) -> None:
     registry.register(
         Tool(
             name="list_quotes",
-            description="List the quotes of your organisation (at most 50), oldest first.",
+            description="List the quotes of your organisation you may read (at most 50), "
+            "oldest first.",
             arguments={
                 "type": "object",
                 "properties": {"status": {"enum": [s.value for s in QuoteStatus]}},

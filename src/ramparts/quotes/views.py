@@ -2,8 +2,10 @@
 
 A quote the caller's tenant cannot see (row-level security) and a quote it may not act on
 answer alike with 404 when it is another tenant's, so ids from elsewhere reveal nothing; an
-action the caller's role lacks on its own tenant's quote answers 403. Every decision, allow or
-deny, is in the audit trail.
+action the caller's role lacks on its own tenant's quote, or a quote of the tenant that is not
+theirs (another buyer's request, another seller's answer), answers 403. Listings hold only the
+quotes the caller may read: a buyer's own requests, a seller's open and assigned ones, every
+quote for Finance and admins. Every decision, allow or deny, is in the audit trail.
 """
 
 import uuid
@@ -19,7 +21,7 @@ from ramparts.policy.engine import PolicyAction, Target
 from ramparts.policy.services import Authorizer, RequestContext, request_context
 from ramparts.problems import Problem
 from ramparts.quotes.models import Quote, QuoteStatus, Sensitivity
-from ramparts.quotes.services import LineItem, QuoteService, WrongStatusError
+from ramparts.quotes.services import LineItem, Party, QuoteService, WrongStatusError, quote_target
 from ramparts.routes import declares
 from ramparts.web.pages import WEB_CLIENT_ID
 
@@ -44,6 +46,8 @@ class QuoteIn(BaseModel):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     sensitivity: Sensitivity = Field(default=Sensitivity.INTERNAL, strict=False)
     items: list[ItemIn] = Field(min_length=1, max_length=100)
+    # The one seller who may answer; without it every seller of the tenant may.
+    seller_id: Annotated[uuid.UUID, Field(strict=False)] | None = None
 
 
 class QuoteChange(BaseModel):
@@ -64,7 +68,7 @@ def _target(quote: Quote | None, quote_id: uuid.UUID | str) -> Target:
     know, so the tenant wall denies it."""
     if quote is None:
         return Target("Quote", str(quote_id), tenant="", sensitivity="internal")
-    return Target("Quote", str(quote.id), str(quote.tenant_id), quote.sensitivity.value)
+    return quote_target(quote)
 
 
 def _not_found() -> Problem:
@@ -145,7 +149,7 @@ def build_router(  # noqa: PLR0915 - one route table
                 principal, PolicyAction.QUOTE_LIST, collection, ctx, session=session
             )
             quotes = await QuoteService(session).find(
-                principal.tenant_id, status=status, ids=wanted
+                principal.tenant_id, status=status, ids=wanted, party=Party.of(principal)
             )
             readable = {
                 t.id
@@ -179,7 +183,17 @@ def build_router(  # noqa: PLR0915 - one route table
             # The schema gives quote.create to people only, so a service was refused above.
             if principal.user_id is None:  # pragma: no cover
                 raise Problem(403, "forbidden", "Forbidden", "quote.create is for people")
-            quote = await QuoteService(session).create(
+            quotes = QuoteService(session)
+            if new.seller_id is not None and not await quotes.is_seller(
+                principal.tenant_id, new.seller_id
+            ):
+                raise Problem(
+                    422,
+                    "invalid-request",
+                    "Invalid request",
+                    "seller_id is not a seller of your organisation",
+                )
+            quote = await quotes.create(
                 tenant_id=principal.tenant_id,
                 buyer_id=principal.user_id,
                 title=new.title,
@@ -187,6 +201,7 @@ def build_router(  # noqa: PLR0915 - one route table
                 currency=new.currency,
                 sensitivity=new.sensitivity,
                 items=[LineItem(i.description, i.quantity, i.unit_price_minor) for i in new.items],
+                seller_id=new.seller_id,
             )
             return await body(session, quote)
 

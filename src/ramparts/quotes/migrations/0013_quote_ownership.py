@@ -1,8 +1,14 @@
-"""Quote ownership inside a tenant (placeholder, filled by the ownership work).
+"""Quote ownership inside a tenant: listings look up a person's own quotes by index.
+
+A buyer lists the quotes they asked for, a seller those open to every seller or assigned to
+them (`QuoteService.find(party=...)`); each is an index range, oldest first, instead of a scan
+of the tenant's quotes.
 
 Revision ID: 0013_quote_ownership
 Revises: 0012_ai_hardening
 """
+
+from alembic import op
 
 revision = "0013_quote_ownership"
 down_revision = "0012_ai_hardening"
@@ -11,8 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.execute("CREATE INDEX ix_quotes_buyer ON quotes (tenant_id, buyer_id, created_at)")
+    op.execute("CREATE INDEX ix_quotes_seller ON quotes (tenant_id, seller_id, created_at)")
 
 
 def downgrade() -> None:
-    pass
+    op.execute("DROP INDEX ix_quotes_seller")
+    op.execute("DROP INDEX ix_quotes_buyer")
