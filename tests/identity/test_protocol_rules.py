@@ -324,3 +324,11 @@ def test_userinfo_refuses_repeated_parameters(
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["type"] == "urn:ramparts:problem:invalid-request"
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/oauth/jwks"])
+def test_discovery_and_keys_refuse_repeated_parameters(server: httpx.Client, path: str) -> None:
+    assert server.get(f"{path}?v=1").status_code == 200  # an unknown parameter is ignored
+    answer = server.get(f"{path}?v=1&v=2")
+    assert answer.status_code == 400
+    assert answer.json()["type"] == "urn:ramparts:problem:invalid-request"

@@ -155,7 +155,28 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             params["state"] = state
         return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=303)
 
-    @router.get("/.well-known/openid-configuration", openapi_extra=declares(Exempt.PUBLIC))
+    async def body_params(request: Request) -> dict[str, str]:
+        """A POST endpoint's parameters: in the form body only (RFC 6749 3.2, RFC 7009 2.1),
+        so codes, verifiers and tokens never sit in a URL, each name at most once."""
+        if request.query_params:
+            raise OAuthError("invalid_request", "send the parameters in the form body")
+        return single_valued((await request.form()).multi_items())
+
+    async def no_repeated_params(request: Request) -> None:
+        """For endpoints that take no parameters: a repeated one is refused all the same."""
+        try:
+            if request.method == "POST":
+                await body_params(request)
+            else:
+                single_valued(request.query_params.multi_items())
+        except OAuthError as exc:
+            raise Problem(400, "invalid-request", "Invalid request", exc.description) from None
+
+    @router.get(
+        "/.well-known/openid-configuration",
+        openapi_extra=declares(Exempt.PUBLIC),
+        dependencies=[Depends(no_repeated_params)],
+    )
     async def discovery() -> dict[str, Any]:
         base = deps.issuer
         return {
@@ -194,17 +215,14 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             "authorization_response_iss_parameter_supported": True,
         }
 
-    @router.get("/oauth/jwks", openapi_extra=declares(Exempt.PUBLIC))
+    @router.get(
+        "/oauth/jwks",
+        openapi_extra=declares(Exempt.PUBLIC),
+        dependencies=[Depends(no_repeated_params)],
+    )
     async def jwks() -> Response:
         ring = await deps.keys.ring()
         return JSONResponse(ring.jwks(), headers={"Cache-Control": "public, max-age=60"})
-
-    async def body_params(request: Request) -> dict[str, str]:
-        """A POST endpoint's parameters: in the form body only (RFC 6749 3.2, RFC 7009 2.1),
-        so codes, verifiers and tokens never sit in a URL, each name at most once."""
-        if request.query_params:
-            raise OAuthError("invalid_request", "send the parameters in the form body")
-        return single_valued((await request.form()).multi_items())
 
     async def malformed_authorize(request: Request, error: OAuthError) -> Response:
         """A repeated parameter at authorize: tell the client by redirect when the client and
@@ -731,18 +749,8 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             return JSONResponse(exc.body(), status_code=exc.status, headers=no_store)
         return JSONResponse(body, headers=no_store)
 
-    async def userinfo_params(request: Request) -> None:
-        """UserInfo takes no parameters, but a repeated one is refused all the same."""
-        try:
-            if request.method == "POST":
-                await body_params(request)
-            else:
-                single_valued(request.query_params.multi_items())
-        except OAuthError as exc:
-            raise Problem(400, "invalid-request", "Invalid request", exc.description) from None
-
     async def userinfo(
-        _: Annotated[None, Depends(userinfo_params)],
+        _: Annotated[None, Depends(no_repeated_params)],
         principal: Annotated[Principal, Depends(deps.bearer)],
     ) -> dict[str, Any]:
         await user_of(principal)
