@@ -543,7 +543,7 @@ def clients_revoke(
     tenant: Annotated[str, typer.Option(help="Tenant slug.")],
     client_id: Annotated[str, typer.Argument(help="The client to revoke.")],
 ) -> None:
-    """Revoke a service client: it gets no new tokens from now on."""
+    """Revoke a service client: it gets no new tokens, and those it holds stop working now."""
     settings = load_settings()
 
     async def revoke(provisioning: Provisioning, record: TenantRecord) -> bool:
@@ -551,7 +551,7 @@ def clients_revoke(
 
     if not _owned_tenant(settings, revoke, tenant):
         raise UsageError(f"no active client {client_id!r} in tenant {tenant!r}")
-    console.print(f"revoked {client_id}")
+    console.print(f"revoked {client_id}; its access tokens are refused from now on")
 
 
 idp_app = typer.Typer(

@@ -6,9 +6,13 @@ No `from __future__ import annotations`: FastAPI must resolve the probe route's 
 import asyncio
 import json
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -21,11 +25,12 @@ from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.auth import Principal
 from ramparts.identity.services import TenantRecord
 from tests.audit.trail import head, recorded
-from tests.conftest import libpq
+from tests.conftest import cli_env, libpq
 from tests.identity.helpers import OVERLAP, bearer, provisioning_for
 
 BILLING = "https://billing.example/"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+RAMPARTS = str(Path(sys.executable).with_name("ramparts"))
 
 
 def whoami_route(app: FastAPI) -> None:
@@ -216,3 +221,80 @@ def test_registration_refuses_private_keys(
 ) -> None:
     with pytest.raises(ValueError, match="private key"):
         register(urls, kms, [BILLING], jwks={"keys": [client_key.as_dict(private=True)]})
+
+
+def test_revoking_a_client_revokes_the_tokens_it_holds(
+    server: httpx.Client,
+    urls: DatabaseUrls,
+    kms: Kms,
+    client: tuple[str, TenantRecord],
+    client_key: jwk.ECKey,
+    tmp_path: Path,
+) -> None:
+    """`ramparts clients revoke`: the client's live tokens are refused on the next request,
+    not after their 600 s, while other clients' tokens keep working."""
+    client_id, tenant = client
+    other_id, _ = register(
+        urls, kms, [api(server)], jwks={"keys": [client_key.as_dict(private=False)]}
+    )
+    held = token_request(server, assertion(server, client_id, client_key), api(server)).json()
+    other = token_request(server, assertion(server, other_id, client_key), api(server)).json()
+    for token in (held, other):
+        assert server.get("/probe/whoami", headers=bearer(token["access_token"])).status_code == 200
+    env = cli_env(tmp_path / "home", RAMPARTS_DATABASE_URL=libpq(urls.owner))
+    revoked = subprocess.run(
+        [RAMPARTS, "clients", "revoke", "--tenant", tenant.slug, client_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    before = head(urls, tenant.id)
+    refused = server.get("/probe/whoami", headers=bearer(held["access_token"]))
+    assert refused.status_code == 401
+    [rejected] = recorded(urls, tenant.id, after=before)
+    assert rejected["action"] == "identity:token:rejected"
+    assert rejected["details"]["reason"] == "revoked"
+    assert server.get("/probe/whoami", headers=bearer(other["access_token"])).status_code == 200
+
+
+def test_a_client_id_without_a_value_counts_as_omitted(
+    server: httpx.Client, client: tuple[str, TenantRecord], client_key: jwk.ECKey
+) -> None:
+    """RFC 6749 3.1: `client_id=` is no client_id, not a client_id that fails to match."""
+    client_id, _ = client
+    data = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION,
+        "client_assertion": assertion(server, client_id, client_key),
+        "resource": api(server),
+        "client_id": "",
+    }
+    answer = server.post("/oauth/token", data=data)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("repeated", ["resource", "client_assertion", "client_assertion_type"])
+def test_a_repeated_parameter_is_refused_before_the_assertion_is_spent(
+    server: httpx.Client, client: tuple[str, TenantRecord], client_key: jwk.ECKey, repeated: str
+) -> None:
+    client_id, _ = client
+    signed = assertion(server, client_id, client_key)
+    body = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", ASSERTION),
+        ("client_assertion", signed),
+        ("resource", api(server)),
+    ]
+    again = BILLING if repeated == "resource" else dict(body)[repeated]
+    answer = server.post(
+        "/oauth/token",
+        content=urlencode([*body, (repeated, again)]),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_request"
+    # Refused before anything was checked or recorded: the same assertion still works once.
+    assert token_request(server, signed, api(server)).status_code == 200

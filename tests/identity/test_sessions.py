@@ -291,14 +291,19 @@ def test_logout_ends_the_session_and_redirects_only_where_registered(
     assert forged.status_code == 400  # an access token is not an ID token
     assert account.totp_secret is not None
     fresh = obtain_tokens(server, account, otp=next_code(account.totp_secret))
-    done = server.get(
-        "/oauth/logout",
-        params={
-            "id_token_hint": fresh["id_token"],
-            "state": "bye",
-            "post_logout_redirect_uri": "https://client.example/",
-        },
-    )
+    with httpx.Client(base_url=server.base_url) as browser:
+        confirm = browser.get(
+            "/oauth/logout",
+            params={
+                "id_token_hint": fresh["id_token"],
+                "state": "bye",
+                "post_logout_redirect_uri": "https://client.example/",
+            },
+        )
+        assert confirm.status_code == 200  # the user confirms first (see test_protocol_rules)
+        ticket = re.search(r'name="ticket" value="([^"]+)"', confirm.text)
+        assert ticket is not None
+        done = browser.post("/oauth/logout/confirm", data={"ticket": ticket.group(1)})
     assert done.status_code == 303
     assert done.headers["location"] == "https://client.example/?state=bye"
     for session in (tokens, fresh):  # every session of this user at this client ended

@@ -38,6 +38,7 @@ class Action(StrEnum):
     TOKEN_REJECTED = "identity:token:rejected"
     TOKEN_REFUSED = "identity:token:refused"
     REFRESH_TOKEN_REUSED = "identity:refresh_token:reused"
+    AUTHORIZATION_CODE_REUSED = "identity:authorization_code:reused"
     SESSION_ENDED = "identity:session:ended"
     # identity: service clients and configuration
     CLIENT_AUTHENTICATION_FAILED = "identity:client:authentication_failed"

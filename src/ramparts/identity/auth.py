@@ -89,7 +89,12 @@ class BearerAuthenticator:
                 # RFC 8705 section 3: a certificate-bound token needs that certificate.
                 await self._rejected(claims, request, "certificate mismatch")
                 raise _unauthorized("the access token is invalid", "invalid_token")
-        if await self._oauth.access_token_revoked(claims.tenant, claims.jti):
+        if await self._oauth.access_token_revoked(
+            claims.tenant,
+            claims.jti,
+            # A service's tokens die with the client (`ramparts clients revoke`).
+            service_client=claims.client_id if claims.is_service else None,
+        ):
             await self._rejected(claims, request, "revoked")
             raise _unauthorized("the access token is invalid", "invalid_token")
         return Principal(

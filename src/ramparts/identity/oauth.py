@@ -13,11 +13,12 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
@@ -27,7 +28,7 @@ from ramparts.db.engine import Database
 from ramparts.identity.keys import KeyRing, load_key_ring
 from ramparts.identity.tokens import TokenIssuer
 
-__all__ = ["Client", "KeyCache", "OAuthError", "OAuthService", "TokenResponse"]
+__all__ = ["Client", "KeyCache", "OAuthError", "OAuthService", "TokenResponse", "single_valued"]
 
 CODE_LIFETIME = timedelta(seconds=60)
 ACR_MFA = "urn:ramparts:acr:mfa"
@@ -50,6 +51,24 @@ class OAuthError(Exception):
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "error_description": self.description}
+
+
+def single_valued(*sources: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    """A request's OAuth parameters, from its query and/or form body taken together.
+
+    RFC 6749 sections 3.1 and 3.2: a parameter must not be included more than once (parsers
+    disagree on which copy wins, so `code=a&code=b` is refused, as is the same name in the query
+    and the body), and one sent without a value is treated as omitted.
+    """
+    seen: dict[str, str] = {}
+    for source in sources:
+        for name, value in source:
+            if name in seen:
+                raise OAuthError("invalid_request", f"parameter {name[:64]!r} is repeated")
+            if not isinstance(value, str):
+                raise OAuthError("invalid_request", f"parameter {name[:64]!r} must be text")
+            seen[name] = value
+    return {name: value for name, value in seen.items() if value}
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,28 @@ def s256(verifier: str) -> str:
 
 def _opaque(tenant: uuid.UUID) -> str:
     return f"{tenant.hex}.{secrets.token_urlsafe(32)}"
+
+
+def _code_refusal(
+    code: Row[Any], client_id: str, redirect_uri: str, code_verifier: str
+) -> str | None:
+    """Why this request may not redeem this (just consumed) code, or None."""
+    if not secrets.compare_digest(code.client_id, client_id):
+        return "code was issued to another client"
+    if code.redirect_uri != redirect_uri:
+        return "redirect_uri does not match the request"
+    if code.expires_at < datetime.now(UTC):
+        return "authorization code expired"
+    if not secrets.compare_digest(s256(code_verifier), code.code_challenge):
+        return "PKCE verification failed"
+    return None
+
+
+def code_family(code_hash: bytes) -> uuid.UUID:
+    """The refresh family an authorization code starts, derived from the code's stored hash,
+    so a replayed code finds what it issued without another column to keep in step."""
+    digest = hashlib.sha256(b"ramparts code family\x00" + code_hash).digest()
+    return uuid.UUID(bytes=digest[:16], version=4)
 
 
 def _tenant_of(token: str) -> uuid.UUID | None:
@@ -217,8 +258,12 @@ class OAuthService:
         tenant = _tenant_of(code)
         if tenant is None:
             raise OAuthError("invalid_grant", "unknown authorization code")
-        # Consume first, in its own transaction: a code is burnt by the first attempt even when
-        # a later check fails, so a leaked code cannot be tried twice (RFC 6749 4.1.2).
+        code_hash = token_digest(code)
+        refusal: str | None = None
+        tokens: TokenResponse | None = None
+        replayed = False
+        # One transaction consumes the code and issues its tokens, so a concurrent replay
+        # waits on the code's row and then finds the tokens committed, ready to revoke.
         async with self._db.tenant_session(tenant) as session:
             row = (
                 await session.execute(
@@ -228,59 +273,100 @@ class OAuthService:
                         "RETURNING client_id, user_id, redirect_uri, code_challenge, nonce, scope, "
                         "amr, auth_time, expires_at"
                     ),
-                    {"tenant": tenant, "hash": token_digest(code)},
+                    {"tenant": tenant, "hash": code_hash},
                 )
             ).first()
+            if row is None:
+                replayed = await self._revoke_replayed_code(session, tenant, code_hash, client_id)
+            else:
+                refusal = _code_refusal(row, client_id, redirect_uri, code_verifier)
+                if refusal is None:
+                    # A savepoint: when issuing fails (the user was disabled), the code stays
+                    # burnt, because a code is spent by its first attempt (RFC 6749 4.1.2).
+                    try:
+                        async with session.begin_nested():
+                            tokens = await self._code_tokens(session, tenant, code_hash, row)
+                    except OAuthError as exc:
+                        refusal = exc.description
         if row is None:
+            if replayed:  # committed above: the code's tokens are revoked before we answer
+                raise OAuthError(
+                    "invalid_grant", "authorization code already used; its tokens are revoked"
+                )
             # The tenant in an unknown code is only a claim: the refusal goes to the system chain.
             raise await self._refused(
                 None,
                 client_id,
                 OAuthError("invalid_grant", "unknown, expired or already used code"),
             )
-        code_client, user, code_redirect, challenge, nonce, scope, amr, auth_time, expires = row
-        refusal = None
-        if not secrets.compare_digest(code_client, client_id):
-            refusal = "code was issued to another client"
-        elif code_redirect != redirect_uri:
-            refusal = "redirect_uri does not match the request"
-        elif expires < datetime.now(UTC):
-            refusal = "authorization code expired"
-        elif not secrets.compare_digest(s256(code_verifier), challenge):
-            refusal = "PKCE verification failed"
-        if refusal is not None:
-            raise await self._refused(tenant, client_id, OAuthError("invalid_grant", refusal))
-        family = uuid.uuid4()
-        async with self._db.tenant_session(tenant) as session:
+        if tokens is None:
+            raise await self._refused(
+                tenant, client_id, OAuthError("invalid_grant", refusal or "code refused")
+            )
+        return tokens
+
+    async def _code_tokens(
+        self, session: AsyncSession, tenant: uuid.UUID, code_hash: bytes, code: Row[Any]
+    ) -> TokenResponse:
+        """The first tokens of a sign-in, in a new refresh family named after the code."""
+        family = code_family(code_hash)
+        await session.execute(
+            text(
+                "INSERT INTO refresh_families (tenant_id, id, client_id, user_id, scope, "
+                "amr, auth_time, expires_at) VALUES (:tenant, :id, :client, :user, :scope,"
+                " :amr, :auth_time, :expires)"
+            ),
+            {
+                "tenant": tenant,
+                "id": family,
+                "client": code.client_id,
+                "user": code.user_id,
+                "scope": code.scope,
+                "amr": code.amr,
+                "auth_time": code.auth_time,
+                "expires": datetime.now(UTC) + self._family_lifetime,
+            },
+        )
+        return await self._tokens(
+            session,
+            tenant=tenant,
+            user=code.user_id,
+            family=family,
+            client_id=code.client_id,
+            scope=code.scope,
+            amr=list(code.amr),
+            auth_time=code.auth_time,
+            nonce=code.nonce,
+            with_id_token=True,
+        )
+
+    async def _revoke_replayed_code(
+        self, session: AsyncSession, tenant: uuid.UUID, code_hash: bytes, client_id: str
+    ) -> bool:
+        """A code presented again: it leaked, so everything issued from it is revoked, the
+        refresh family and with it every access token (RFC 6749 4.1.2, RFC 9700 4.5)."""
+        row = (
             await session.execute(
                 text(
-                    "INSERT INTO refresh_families (tenant_id, id, client_id, user_id, scope, "
-                    "amr, auth_time, expires_at) VALUES (:tenant, :id, :client, :user, :scope,"
-                    " :amr, :auth_time, :expires)"
+                    "SELECT user_id, client_id FROM authorization_codes WHERE tenant_id = :tenant "
+                    "AND code_hash = :hash AND consumed_at IS NOT NULL"
                 ),
-                {
-                    "tenant": tenant,
-                    "id": family,
-                    "client": client_id,
-                    "user": user,
-                    "scope": scope,
-                    "amr": amr,
-                    "auth_time": auth_time,
-                    "expires": datetime.now(UTC) + self._family_lifetime,
-                },
+                {"tenant": tenant, "hash": code_hash},
             )
-            return await self._tokens(
-                session,
-                tenant=tenant,
-                user=user,
-                family=family,
-                client_id=client_id,
-                scope=scope,
-                amr=list(amr),
-                auth_time=auth_time,
-                nonce=nonce,
-                with_id_token=True,
-            )
+        ).first()
+        if row is None:
+            return False
+        family = code_family(code_hash)
+        revoked = await self._revoke_family(session, tenant, family, "authorization code reused")
+        await self._audit.record(
+            session,
+            Actor("anonymous", tenant=tenant, client_id=client_id),
+            Action.AUTHORIZATION_CODE_REUSED,
+            Resource("refresh_family", str(family)),
+            Decision.DENY,
+            {"user": str(row[0]), "code_client": row[1], "family_revoked": revoked},
+        )
+        return True
 
     async def refresh(self, *, refresh_token: str, client_id: str) -> TokenResponse:
         tenant = _tenant_of(refresh_token)
@@ -425,9 +511,10 @@ class OAuthService:
 
     async def _revoke_family(
         self, session: AsyncSession, tenant: uuid.UUID, family: uuid.UUID, reason: str
-    ) -> None:
+    ) -> bool:
+        """Revoke a refresh family and its access tokens; False when it was not live."""
         params = {"tenant": tenant, "family": family}
-        await session.execute(
+        revoked = await session.execute(
             text(
                 "UPDATE refresh_families SET revoked_at = now(), revoked_reason = :reason "
                 "WHERE tenant_id = :tenant AND id = :family AND revoked_at IS NULL"
@@ -441,6 +528,7 @@ class OAuthService:
             ),
             params,
         )
+        return bool(getattr(revoked, "rowcount", 0))
 
     async def _tokens(
         self,
@@ -520,15 +608,20 @@ class OAuthService:
         )
         return TokenResponse(access, refresh, id_token, self._issuer.access_seconds, scope)
 
-    async def access_token_revoked(self, tenant: uuid.UUID, jti: uuid.UUID) -> bool:
+    async def access_token_revoked(
+        self, tenant: uuid.UUID, jti: uuid.UUID, *, service_client: str | None = None
+    ) -> bool:
+        """Whether a verified access token may no longer be used: revoked itself (or with its
+        refresh family), unknown, or issued to a service client that has since been revoked.
+        One query on primary keys; it runs on every authenticated request."""
         async with self._db.tenant_session(tenant) as session:
-            row = (
-                await session.execute(
-                    text(
-                        "SELECT revoked_at FROM access_tokens WHERE tenant_id = :tenant "
-                        "AND jti = :jti"
-                    ),
-                    {"tenant": tenant, "jti": jti},
-                )
-            ).first()
-        return row is None or row[0] is not None
+            revoked = await session.scalar(
+                text(
+                    "SELECT a.revoked_at IS NOT NULL OR (CAST(:client AS text) IS NOT NULL AND "
+                    "NOT EXISTS (SELECT 1 FROM service_clients c WHERE c.tenant_id = a.tenant_id "
+                    "AND c.client_id = :client AND c.revoked_at IS NULL)) "
+                    "FROM access_tokens a WHERE a.tenant_id = :tenant AND a.jti = :jti"
+                ),
+                {"tenant": tenant, "jti": jti, "client": service_client},
+            )
+        return revoked is None or bool(revoked)

@@ -248,8 +248,8 @@ class Provisioning:
         """Register a service client; exactly one credential: public keys or a certificate."""
         if (jwks is None) == (certificate_thumbprint is None):
             raise ValueError("give either public keys (private_key_jwt) or a certificate (mTLS)")
-        if jwks is not None and any("d" in key for key in jwks.get("keys", [])):
-            raise ValueError("the JWKS contains a private key; register only public keys")
+        if jwks is not None:
+            _check_jwks(jwks)
         client_id = new_client_id(tenant.id)
         async with self._db.tenant_session(tenant.id) as session:
             await session.execute(
@@ -382,6 +382,20 @@ class Provisioning:
             published=rotated["published"],
         )
         return rotated
+
+
+def _check_jwks(jwks: dict[str, Any]) -> None:
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
+        raise ValueError("the JWKS must hold at least one key")
+    if any("d" in key for key in keys):
+        raise ValueError("the JWKS contains a private key; register only public keys")
+    # Assertions are verified with ES256 only: any other key could never sign one.
+    if not all(
+        key.get("kty") == "EC" and key.get("crv") == "P-256" and key.get("alg", "ES256") == "ES256"
+        for key in keys
+    ):
+        raise ValueError("only ES256 keys are accepted: EC keys on curve P-256")
 
 
 async def demo_data_present(session: AsyncSession) -> bool:

@@ -9,6 +9,7 @@ which refer to dependencies that exist only inside `build_router`.
 import json
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,13 @@ from ramparts.identity.federation import FederatedLogin, Federation, FederationE
 from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, FlowConflict, FlowStore, LoginFlow
 from ramparts.identity.login import Authenticator
 from ramparts.identity.mtls import client_certificate_thumbprint
-from ramparts.identity.oauth import KeyCache, OAuthError, OAuthService, TokenResponse
+from ramparts.identity.oauth import (
+    KeyCache,
+    OAuthError,
+    OAuthService,
+    TokenResponse,
+    single_valued,
+)
 from ramparts.identity.passkeys import PasskeyError, Passkeys
 from ramparts.identity.tokens import TokenError, TokenVerifier
 from ramparts.problems import Problem
@@ -51,6 +58,8 @@ MAX_MFA_FAILURES = 5
 AMR_TOTP = ["otp", "mfa"]
 AMR_PASSKEY = ["hwk", "mfa"]
 PASSKEY_TICKET = "passkey-registration"
+LOGOUT_TICKET = "logout-confirmation"
+LOGOUT_SECONDS = 600
 RECENT_SIGN_IN = timedelta(minutes=10)
 
 
@@ -146,7 +155,28 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             params["state"] = state
         return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=303)
 
-    @router.get("/.well-known/openid-configuration", openapi_extra=declares(Exempt.PUBLIC))
+    async def body_params(request: Request) -> dict[str, str]:
+        """A POST endpoint's parameters: in the form body only (RFC 6749 3.2, RFC 7009 2.1),
+        so codes, verifiers and tokens never sit in a URL, each name at most once."""
+        if request.query_params:
+            raise OAuthError("invalid_request", "send the parameters in the form body")
+        return single_valued((await request.form()).multi_items())
+
+    async def no_repeated_params(request: Request) -> None:
+        """For endpoints that take no parameters: a repeated one is refused all the same."""
+        try:
+            if request.method == "POST":
+                await body_params(request)
+            else:
+                single_valued(request.query_params.multi_items())
+        except OAuthError as exc:
+            raise Problem(400, "invalid-request", "Invalid request", exc.description) from None
+
+    @router.get(
+        "/.well-known/openid-configuration",
+        openapi_extra=declares(Exempt.PUBLIC),
+        dependencies=[Depends(no_repeated_params)],
+    )
     async def discovery() -> dict[str, Any]:
         base = deps.issuer
         return {
@@ -185,14 +215,33 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             "authorization_response_iss_parameter_supported": True,
         }
 
-    @router.get("/oauth/jwks", openapi_extra=declares(Exempt.PUBLIC))
+    @router.get(
+        "/oauth/jwks",
+        openapi_extra=declares(Exempt.PUBLIC),
+        dependencies=[Depends(no_repeated_params)],
+    )
     async def jwks() -> Response:
         ring = await deps.keys.ring()
         return JSONResponse(ring.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
+    async def malformed_authorize(request: Request, error: OAuthError) -> Response:
+        """A repeated parameter at authorize: tell the client by redirect when the client and
+        its redirect address are themselves unambiguous and registered, else show a page."""
+        query = request.query_params
+        client_ids, redirects = query.getlist("client_id"), query.getlist("redirect_uri")
+        client = await deps.oauth.client(client_ids[0]) if len(client_ids) == 1 else None
+        if client is None or len(redirects) != 1 or redirects[0] not in client.redirect_uris:
+            return page(request, "error.html", 400, message="This sign-in request is not valid.")
+        states = query.getlist("state")
+        state = states[0] if len(states) == 1 else None
+        return redirect_error(redirects[0], state, error.error, error.description)
+
     @router.get("/oauth/authorize", openapi_extra=declares(Exempt.PUBLIC))
     async def authorize(request: Request) -> Response:
-        query = request.query_params
+        try:
+            query = single_valued(request.query_params.multi_items())
+        except OAuthError as exc:
+            return await malformed_authorize(request, exc)
         client = await deps.oauth.client(query.get("client_id", ""))
         redirect_uri = query.get("redirect_uri", "")
         # Never redirect to an address we cannot vouch for (RFC 6749 4.1.2.1).
@@ -327,9 +376,11 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow = await current_flow(request)
         if flow is None or flow.stage != "sso" or not flow.federation or not flow.tenant_id:
             return await expired(request)
-        if not secrets.compare_digest(
-            request.query_params.get("state", ""), flow.federation["state"]
-        ):
+        try:  # the IdP's answer follows the same rules: one state, one code
+            query = single_valued(request.query_params.multi_items())
+        except OAuthError:
+            return await expired(request)
+        if not secrets.compare_digest(query.get("state", ""), flow.federation["state"]):
             return await expired(request)
         idp = await deps.federation.provider(uuid.UUID(flow.tenant_id))
         login: FederatedLogin | None = None
@@ -687,10 +738,9 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
 
     @router.post("/oauth/token", openapi_extra=declares(Exempt.PUBLIC))
     async def token(request: Request) -> Response:
-        form = await request.form()
         no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         try:
-            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            fields = await body_params(request)
             if fields.get("grant_type") == "client_credentials":
                 body = await service_grant(fields, request)
             else:
@@ -699,7 +749,10 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             return JSONResponse(exc.body(), status_code=exc.status, headers=no_store)
         return JSONResponse(body, headers=no_store)
 
-    async def userinfo(principal: Annotated[Principal, Depends(deps.bearer)]) -> dict[str, Any]:
+    async def userinfo(
+        _: Annotated[None, Depends(no_repeated_params)],
+        principal: Annotated[Principal, Depends(deps.bearer)],
+    ) -> dict[str, Any]:
         await user_of(principal)
         return {
             "sub": principal.subject,
@@ -725,9 +778,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     @router.post("/oauth/revoke", openapi_extra=declares(Exempt.PUBLIC))
     async def revoke(request: Request) -> Response:
         """RFC 7009. A refresh token ends its family; an access token is revoked by jti."""
-        form = await request.form()
+        try:
+            form = await body_params(request)
+        except OAuthError as exc:
+            no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+            return JSONResponse(exc.body(), status_code=exc.status, headers=no_store)
         token_value, client_id = form.get("token"), form.get("client_id")
-        if isinstance(token_value, str) and isinstance(client_id, str):
+        if token_value is not None and client_id is not None:
             if token_value.count(".") == 2:
                 try:
                     claims = deps.verifier.verify(token_value, await deps.keys.ring())
@@ -739,10 +796,46 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 await deps.oauth.revoke(token=token_value, client_id=client_id)
         return Response(status_code=200)  # 2.2: the same answer for unknown tokens
 
-    @router.get("/oauth/logout", openapi_extra=declares(Exempt.PUBLIC))
+    def logout_cookie(response: Response, value: str | None) -> Response:
+        name = f"{deps.cookie}_logout"
+        if value is None:
+            response.delete_cookie(
+                name, path="/", secure=deps.secure_cookies, httponly=True, samesite="strict"
+            )
+        else:
+            response.set_cookie(
+                name,
+                value,
+                max_age=LOGOUT_SECONDS,
+                path="/",
+                secure=deps.secure_cookies,
+                httponly=True,
+                samesite="strict",
+            )
+        return response
+
+    def signed_out(request: Request, target: str | None, state: str | None) -> Response:
+        if target is None:
+            return page(
+                request, "error.html", 200, message="You are signed out.", heading="Signed out"
+            )
+        suffix = f"?{urlencode({'state': state})}" if state else ""
+        return RedirectResponse(target + suffix, status_code=303)
+
     async def logout(request: Request) -> Response:
-        """OIDC RP-Initiated Logout: end the user's sessions at the client named by the hint."""
-        query = request.query_params
+        """OIDC RP-Initiated Logout (GET or POST). Nothing ends here: a hint is a bearer
+        credential anyone who saw it holds, and this server keeps no session after sign-in to
+        prove the request is the user's own, so the user confirms on a page first. The
+        confirmation is bound to a SameSite=Strict cookie set with the page, so another site
+        cannot submit it from the user's browser either."""
+        invalid = "This sign-out request is not valid."
+        try:
+            if request.method == "POST":
+                query = await body_params(request)
+            else:
+                query = single_valued(request.query_params.multi_items())
+        except OAuthError:
+            return await with_flow(request, page(request, "error.html", 400, message=invalid), None)
         hint, target = query.get("id_token_hint"), query.get("post_logout_redirect_uri")
         claims: dict[str, Any] | None = None
         if hint:
@@ -750,34 +843,72 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 claims = deps.verifier.verify_id_token_hint(hint, await deps.keys.ring())
             except TokenError:
                 return await with_flow(
-                    request,
-                    page(request, "error.html", 400, message="This sign-out request is not valid."),
-                    None,
+                    request, page(request, "error.html", 400, message=invalid), None
                 )
-            await deps.oauth.end_sessions(
-                tenant=uuid.UUID(claims["tenant"]),
-                user=uuid.UUID(claims["sub"]),
-                client_id=claims["aud"],
-            )
-        if target:
-            client = await deps.oauth.client(claims["aud"]) if claims else None
-            # Redirect only to an address registered by the client the hint proves.
-            if client is None or target not in client.post_logout_redirect_uris:
-                return await with_flow(
-                    request,
-                    page(request, "error.html", 400, message="Unknown sign-out redirect address."),
-                    None,
-                )
-            state = query.get("state")
-            suffix = f"?{urlencode({'state': state})}" if state else ""
+        client = await deps.oauth.client(claims["aud"]) if claims else None
+        # Redirect only to an address registered by the client the hint proves.
+        if target and (client is None or target not in client.post_logout_redirect_uris):
             return await with_flow(
-                request, RedirectResponse(target + suffix, status_code=303), None
+                request,
+                page(request, "error.html", 400, message="Unknown sign-out redirect address."),
+                None,
             )
-        return await with_flow(
-            request,
-            page(request, "error.html", 200, message="You are signed out.", heading="Signed out"),
-            None,
+        if claims is None or client is None:  # no hint: there is no session here to end
+            return await with_flow(request, signed_out(request, target, query.get("state")), None)
+        binding = secrets.token_urlsafe(32)
+        ticket = deps.flows.seal(
+            {
+                "tenant": str(claims["tenant"]),
+                "user": str(claims["sub"]),
+                "client": client.client_id,
+                "target": target,
+                "state": query.get("state"),
+                "binding": binding,
+                "expires": int(time.time()) + LOGOUT_SECONDS,
+            },
+            LOGOUT_TICKET,
         )
+        confirm = page(
+            request, "logout.html", client=client.client_id, ticket=ticket, leads_to=target
+        )
+        return logout_cookie(await with_flow(request, confirm, None), binding)
+
+    # OIDC RP-Initiated Logout 1.0 section 2: the end-session endpoint answers GET and POST.
+    router.add_api_route(
+        "/oauth/logout", logout, methods=["GET"], openapi_extra=declares(Exempt.PUBLIC)
+    )
+    router.add_api_route(
+        "/oauth/logout",
+        logout,
+        methods=["POST"],
+        operation_id="logout_post",
+        openapi_extra=declares(Exempt.PUBLIC),
+        include_in_schema=False,
+    )
+
+    @router.post("/oauth/logout/confirm", openapi_extra=declares(Exempt.PUBLIC))
+    async def confirm_logout(request: Request) -> Response:
+        """The user pressed Sign out on the page `logout` showed, in this browser."""
+        try:
+            ticket = deps.flows.open((await body_params(request)).get("ticket", ""), LOGOUT_TICKET)
+        except OAuthError:
+            ticket = None
+        bound = request.cookies.get(f"{deps.cookie}_logout", "")
+        if (
+            ticket is None
+            or int(ticket.get("expires", 0)) < time.time()
+            or not secrets.compare_digest(bound.encode(), str(ticket.get("binding")).encode())
+        ):
+            refused = page(
+                request, "error.html", 400, message="This sign-out has expired. Start it again."
+            )
+            return logout_cookie(refused, None)
+        await deps.oauth.end_sessions(
+            tenant=uuid.UUID(ticket["tenant"]),
+            user=uuid.UUID(ticket["user"]),
+            client_id=str(ticket["client"]),
+        )
+        return logout_cookie(signed_out(request, ticket.get("target"), ticket.get("state")), None)
 
     return router
 
