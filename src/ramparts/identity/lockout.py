@@ -27,8 +27,11 @@ from ramparts.db.engine import Database
 
 __all__ = [
     "ACCOUNT_FREE_FAILURES",
+    "ACCOUNT_MAX_LOCK",
     "ADDRESS_MAX_FAILURES",
+    "SECOND_FACTOR_BASE_LOCK",
     "SECOND_FACTOR_FREE_FAILURES",
+    "SECOND_FACTOR_MAX_LOCK",
     "Lockout",
     "SecondFactorAttempt",
     "SecondFactorLockedError",
