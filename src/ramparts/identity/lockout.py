@@ -132,8 +132,10 @@ class Lockout:
                 ),
                 {"tenant": tenant_id, "user": user_id, "key": self.address_hash(address)},
             )
-        ).one()
-        return SecondFactorAttempt(tenant_id, user_id, address, row[0], bool(row[1]))
+        ).first()
+        if row is None:  # the user was deleted during the sign-in: nothing to check
+            return SecondFactorAttempt(tenant_id, user_id, address, 0, locked=True)
+        return SecondFactorAttempt(tenant_id, user_id, address, row[0], locked=bool(row[1]))
 
     async def second_factor_failed(
         self, session: AsyncSession, attempt: SecondFactorAttempt, method: str
