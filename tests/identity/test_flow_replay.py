@@ -58,9 +58,13 @@ def test_second_factor_guesses_are_limited_even_with_a_replayed_cookie(
     right = pyotp.TOTP(account.totp_secret).now()
     with replayer(server, saved) as attacker:
         assert attacker.post("/login/mfa", data={"otp": right, "csrf": csrf}).status_code == 400
-    # The wrong codes also counted against the account: it is locked now.
+    # The wrong codes counted against the account's second factor: locked now, so a fresh
+    # sign-in with the password is refused even the right code.
     fresh = to_second_step(server, account)
-    assert fresh.get("/login/mfa").status_code == 400
+    page = fresh.get("/login/mfa")
+    locked = fresh.post("/login/mfa", data={"otp": right, "csrf": csrf_of(page)})
+    assert locked.status_code == 429
+    assert fresh.get("/login/mfa").status_code == 400  # and that flow is over
     browser.close()
     fresh.close()
 

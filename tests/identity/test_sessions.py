@@ -15,7 +15,7 @@ import pytest
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.login import ACCOUNT_FREE_FAILURES, ADDRESS_MAX_FAILURES
+from ramparts.identity.lockout import ACCOUNT_FREE_FAILURES, ADDRESS_MAX_FAILURES
 from tests.audit.trail import recorded
 from tests.conftest import libpq
 from tests.identity.helpers import (

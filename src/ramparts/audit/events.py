@@ -25,6 +25,7 @@ class Action(StrEnum):
     LOGIN_FAILED = "identity:login:failed"
     ACCOUNT_LOCKED = "identity:account:locked"
     ADDRESS_LOCKED = "identity:address:locked"
+    SECOND_FACTOR_LOCKED = "identity:second_factor:locked"  # an alert: the password is known
     TOTP_ENROLLED = "identity:totp:enrolled"
     TOTP_FAILED = "identity:totp:failed"
     TOTP_REPLAYED = "identity:totp:replayed"

@@ -1,4 +1,4 @@
-"""Password and TOTP checks, with progressive lockout per account and per client address.
+"""Password, TOTP and recovery-code checks, each through the lockout (lockout.py).
 
 Unknown tenants, unknown users, wrong passwords and locked accounts all answer the same way and
 take the same time (an argon2 verification always runs), so the login form reveals nothing.
@@ -7,12 +7,11 @@ take the same time (an argon2 verification always runs), so the login form revea
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pyotp
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,16 +22,12 @@ from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
+from ramparts.identity.lockout import Lockout, SecondFactorAttempt
 from ramparts.identity.passwords import HASHER, hash_password
 from ramparts.identity.sealed import RECOVERY_CODE_INDEX, TOTP_SECRET
 
 __all__ = ["Authenticator", "LoginResult", "new_recovery_code", "recovery_index"]
 
-ACCOUNT_FREE_FAILURES = 5
-ACCOUNT_BASE_LOCK = timedelta(seconds=30)
-ACCOUNT_MAX_LOCK = timedelta(minutes=15)
-ADDRESS_MAX_FAILURES = 20
-ADDRESS_WINDOW = timedelta(minutes=15)
 TOTP_STEP_SECONDS = 30
 
 # Verified against when the user does not exist, so that path costs the same as a real one.
@@ -49,15 +44,12 @@ class LoginResult:
 
 class Authenticator:
     def __init__(
-        self, database: Database, fields: SealedFields, address_key: bytes, audit: AuditLog
+        self, database: Database, fields: SealedFields, audit: AuditLog, lockout: Lockout
     ) -> None:
         self._db = database
         self._fields = fields
-        self._address_key = address_key
         self._audit = audit
-
-    def _address_hash(self, address: str) -> bytes:
-        return hmac.new(self._address_key, address.encode(), hashlib.sha256).digest()
+        self._lockout = lockout
 
     async def password(
         self, *, tenant_slug: str, username: str, password: str, address: str
@@ -71,13 +63,13 @@ class Authenticator:
                         "SELECT ramparts_tenant_id(:slug), (SELECT locked_until FROM "
                         "login_throttle WHERE key_hash = :key)"
                     ),
-                    {"slug": tenant_slug, "key": self._address_hash(address)},
+                    {"slug": tenant_slug, "key": self._lockout.address_hash(address)},
                 )
             ).one()
         address_locked = address_until is not None and address_until > now
         if tenant_id is None:
             _verify(_DUMMY_HASH, password)
-            await self._address_failed(address, now)
+            await self._lockout.address_failed(address)
             await self._audit.record_apart(
                 None,
                 Actor("anonymous", username=username),
@@ -123,7 +115,7 @@ class Authenticator:
                 # Only a wrong password counts against the account: a locked shared address
                 # must not lock out the people behind it who type theirs correctly.
                 if not locked and not correct:
-                    await self._account_failed(session, tenant_id, user_id, now)
+                    await self._lockout.password_failed(session, tenant_id, user_id, now)
             await self._audit.record(
                 session,
                 Actor("anonymous", tenant=tenant_id, username=username),
@@ -132,117 +124,60 @@ class Authenticator:
                 Decision.DENY,
                 {"reason": reason, "step": "password"},
             )
-        await self._address_failed(address, now)
+        await self._lockout.address_failed(address)
         return None
 
-    async def _account_failed(
-        self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
-    ) -> None:
-        failures = await session.scalar(
-            text(
-                "UPDATE users SET failed_logins = failed_logins + 1 "
-                "WHERE tenant_id = :tenant AND id = :id RETURNING failed_logins"
-            ),
-            {"tenant": tenant_id, "id": user_id},
-        )
-        if failures is not None and failures >= ACCOUNT_FREE_FAILURES:
-            lock = min(
-                ACCOUNT_BASE_LOCK * 2 ** (failures - ACCOUNT_FREE_FAILURES), ACCOUNT_MAX_LOCK
-            )
-            await session.execute(
-                text(
-                    "UPDATE users SET locked_until = :until WHERE tenant_id = :tenant AND id = :id"
-                ),
-                {"until": now + lock, "tenant": tenant_id, "id": user_id},
-            )
-            await self._audit.record(
-                session,
-                Actor.system(),
-                Action.ACCOUNT_LOCKED,
-                Resource("user", str(user_id)),
-                Decision.DENY,
-                {"failures": failures, "seconds": int(lock.total_seconds())},
-            )
-
-    async def _address_failed(self, address: str, now: datetime) -> None:
-        locked = False
-        async with self._db.session() as session:
-            failures = await session.scalar(
-                text("""
-                INSERT INTO login_throttle AS t (key_hash, failures, window_start)
-                VALUES (:key, 1, :now)
-                ON CONFLICT (key_hash) DO UPDATE SET
-                    failures = CASE WHEN t.window_start < :window_open THEN 1
-                                    ELSE t.failures + 1 END,
-                    window_start = CASE WHEN t.window_start < :window_open THEN :now
-                                        ELSE t.window_start END
-                RETURNING failures
-                """),
-                {
-                    "key": self._address_hash(address),
-                    "now": now,
-                    "window_open": now - ADDRESS_WINDOW,
-                },
-            )
-            if failures is not None and failures >= ADDRESS_MAX_FAILURES:
-                await session.execute(
-                    text("UPDATE login_throttle SET locked_until = :until WHERE key_hash = :key"),
-                    {"until": now + ADDRESS_WINDOW, "key": self._address_hash(address)},
-                )
-                locked = True
-        if locked:
-            # Addresses are not a tenant's: the lock is evidence on the system chain.
-            await self._audit.record_apart(
-                None,
-                Actor.system(),
-                Action.ADDRESS_LOCKED,
-                Resource("address", address),
-                Decision.DENY,
-                {"failures": failures, "seconds": int(ADDRESS_WINDOW.total_seconds())},
-            )
-
-    async def verify_totp(self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str) -> bool:
-        """RFC 6238 with one step of drift either way; each accepted step is used up."""
+    async def verify_totp(
+        self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str, address: str
+    ) -> bool:
+        """RFC 6238 with one step of drift either way; each accepted step is used up.
+        Raises SecondFactorLockedError, checking nothing, while a lock holds."""
         async with self._db.tenant_session(tenant_id) as session:
-            if await self._locked(session, tenant_id, user_id):
+            attempt = await self._lockout.begin_second_factor(session, tenant_id, user_id, address)
+            refusal = "locked" if attempt.locked else await self._check_totp(session, attempt, code)
+            if refusal is None:
+                await self._lockout.second_factor_succeeded(session, attempt)
+            else:
+                action = Action.TOTP_REPLAYED if refusal == "replayed" else Action.TOTP_FAILED
                 await self._user_event(
-                    session, tenant_id, user_id, Action.TOTP_FAILED, ok=False, reason="locked"
+                    session, tenant_id, user_id, action, ok=False, reason=refusal
                 )
-                return False
-            row = (
-                await session.execute(
-                    text(
-                        "SELECT sealed_secret, last_step FROM totp_credentials "
-                        "WHERE tenant_id = :tenant AND user_id = :user FOR UPDATE"
-                    ),
-                    {"tenant": tenant_id, "user": user_id},
-                )
-            ).first()
-            if row is None:
-                return False
-            secret = (
-                await self._fields.open(session, tenant_id, TOTP_SECRET, user_id, row[0])
-            ).decode()
-            step = _matching_step(secret, code)
-            if step is None:
-                # Wrong codes count like wrong passwords: a known password does not buy an
-                # endless supply of guesses at the second factor.
-                await self._user_event(
-                    session, tenant_id, user_id, Action.TOTP_FAILED, ok=False, reason="wrong_code"
-                )
-                await self._account_failed(session, tenant_id, user_id, datetime.now(UTC))
-                return False
-            if step <= row[1]:
-                await self._user_event(session, tenant_id, user_id, Action.TOTP_REPLAYED, ok=False)
-                return False
+                await self._lockout.second_factor_failed(session, attempt, "totp")
+        await self._lockout.end_second_factor(attempt, ok=refusal is None)
+        return refusal is None
+
+    async def _check_totp(
+        self, session: AsyncSession, attempt: SecondFactorAttempt, code: str
+    ) -> str | None:
+        """Why `code` is refused, or None when it is accepted (and its step used up)."""
+        tenant_id, user_id = attempt.tenant_id, attempt.user_id
+        row = (
             await session.execute(
                 text(
-                    "UPDATE totp_credentials SET last_step = :step "
+                    "SELECT sealed_secret, last_step FROM totp_credentials "
                     "WHERE tenant_id = :tenant AND user_id = :user"
                 ),
-                {"step": step, "tenant": tenant_id, "user": user_id},
+                {"tenant": tenant_id, "user": user_id},
             )
-            return True
+        ).first()
+        if row is None:
+            return "no_totp"
+        secret = (
+            await self._fields.open(session, tenant_id, TOTP_SECRET, user_id, row[0])
+        ).decode()
+        step = _matching_step(secret, code)
+        if step is None:
+            return "wrong_code"
+        if step <= row[1]:
+            return "replayed"
+        await session.execute(
+            text(
+                "UPDATE totp_credentials SET last_step = :step "
+                "WHERE tenant_id = :tenant AND user_id = :user"
+            ),
+            {"step": step, "tenant": tenant_id, "user": user_id},
+        )
+        return None
 
     async def _user_event(
         self,
@@ -263,15 +198,6 @@ class Authenticator:
             Decision.ALLOW if ok else Decision.DENY,
             details,
         )
-
-    async def _locked(
-        self, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID
-    ) -> bool:
-        until = await session.scalar(
-            text("SELECT locked_until FROM users WHERE tenant_id = :tenant AND id = :user"),
-            {"tenant": tenant_id, "user": user_id},
-        )
-        return until is not None and until > datetime.now(UTC)
 
     async def has_second_factor(self, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
         async with self._db.tenant_session(tenant_id) as session:
@@ -323,26 +249,35 @@ class Authenticator:
         return codes
 
     async def use_recovery_code(
-        self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str
+        self, *, tenant_id: uuid.UUID, user_id: uuid.UUID, code: str, address: str
     ) -> bool:
+        """Use up one of the user's recovery codes. Raises SecondFactorLockedError, checking
+        nothing, while a lock holds."""
         async with self._db.tenant_session(tenant_id) as session:
-            if await self._locked(session, tenant_id, user_id):
-                await self._user_event(
-                    session, tenant_id, user_id, Action.RECOVERY_CODE_USED, ok=False
+            attempt = await self._lockout.begin_second_factor(session, tenant_id, user_id, address)
+            ok = False
+            if not attempt.locked:
+                index = await recovery_index(self._fields, session, tenant_id, code)
+                used = await session.execute(
+                    text(
+                        "UPDATE recovery_codes SET used_at = now() WHERE tenant_id = :tenant "
+                        "AND user_id = :user AND code_hash = :hash AND used_at IS NULL"
+                    ),
+                    {"tenant": tenant_id, "user": user_id, "hash": index},
                 )
-                return False
-            index = await recovery_index(self._fields, session, tenant_id, code)
-            used = await session.execute(
-                text(
-                    "UPDATE recovery_codes SET used_at = now() WHERE tenant_id = :tenant "
-                    "AND user_id = :user AND code_hash = :hash AND used_at IS NULL"
-                ),
-                {"tenant": tenant_id, "user": user_id, "hash": index},
-            )
-            ok = bool(getattr(used, "rowcount", 0))
-            if not ok:
-                await self._account_failed(session, tenant_id, user_id, datetime.now(UTC))
-            await self._user_event(session, tenant_id, user_id, Action.RECOVERY_CODE_USED, ok=ok)
+                ok = bool(getattr(used, "rowcount", 0))
+            if ok:
+                await self._lockout.second_factor_succeeded(session, attempt)
+                await self._user_event(
+                    session, tenant_id, user_id, Action.RECOVERY_CODE_USED, ok=True
+                )
+            else:
+                reason = "locked" if attempt.locked else "wrong_code"
+                await self._user_event(
+                    session, tenant_id, user_id, Action.RECOVERY_CODE_USED, ok=False, reason=reason
+                )
+                await self._lockout.second_factor_failed(session, attempt, "recovery_code")
+        await self._lockout.end_second_factor(attempt, ok=ok)
         return ok
 
     async def enroll_totp(

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 from webauthn import (
     base64url_to_bytes,
     generate_authentication_options,
@@ -34,6 +35,7 @@ from ramparts.audit.services import AuditLog
 from ramparts.crypto.digest import token_digest
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
+from ramparts.identity.lockout import Lockout, SecondFactorAttempt
 from ramparts.identity.sealed import PASSKEY_PUBLIC_KEY
 
 __all__ = ["PasskeyError", "Passkeys"]
@@ -55,6 +57,7 @@ class Passkeys:
         database: Database,
         fields: SealedFields,
         audit: AuditLog,
+        lockout: Lockout,
         *,
         public_url: str,
         rp_name: str = "Ramparts",
@@ -62,6 +65,7 @@ class Passkeys:
         self._db = database
         self._fields = fields
         self._audit = audit
+        self._lockout = lockout
         self.origin = public_url
         self.rp_id = urlsplit(public_url).hostname or "localhost"
         self._rp_name = rp_name
@@ -145,18 +149,6 @@ class Passkeys:
                 {"name": name[:100]},
             )
 
-    async def _refused(self, tenant: uuid.UUID, user: uuid.UUID, reason: str) -> PasskeyError:
-        """Record a refused assertion apart (its transaction rolls back) and return the error."""
-        await self._audit.record_apart(
-            tenant,
-            Actor("user", tenant=tenant, id=str(user)),
-            Action.PASSKEY_REFUSED,
-            Resource("user", str(user)),
-            Decision.DENY,
-            {"reason": reason},
-        )
-        return PasskeyError(reason)
-
     async def remember_challenge(self, tenant: uuid.UUID, user: uuid.UUID, challenge: str) -> None:
         async with self._db.tenant_session(tenant) as session:
             await session.execute(
@@ -198,48 +190,87 @@ class Passkeys:
         return Ceremony(options_to_json(options), bytes_to_base64url(options.challenge))
 
     async def authenticate(
-        self, tenant: uuid.UUID, user: uuid.UUID, challenge: str, credential: dict[str, Any]
+        self,
+        tenant: uuid.UUID,
+        user: uuid.UUID,
+        challenge: str,
+        credential: dict[str, Any],
+        address: str,
     ) -> None:
-        """Verify an assertion from one of the user's own credentials; raise on any doubt."""
+        """Verify an assertion from one of the user's own credentials; raise PasskeyError on
+        any doubt, counted like a wrong code, or SecondFactorLockedError, checking nothing,
+        while a lock holds."""
+        async with self._db.tenant_session(tenant) as session:
+            attempt = await self._lockout.begin_second_factor(session, tenant, user, address)
+            refusal = (
+                "locked"
+                if attempt.locked
+                else await self._check(session, attempt, challenge, credential)
+            )
+            if refusal is None:
+                await self._lockout.second_factor_succeeded(session, attempt)
+            else:
+                await self._audit.record(
+                    session,
+                    Actor("user", tenant=tenant, id=str(user)),
+                    Action.PASSKEY_REFUSED,
+                    Resource("user", str(user)),
+                    Decision.DENY,
+                    {"reason": refusal},
+                )
+                await self._lockout.second_factor_failed(session, attempt, "passkey")
+        await self._lockout.end_second_factor(attempt, ok=refusal is None)
+        if refusal is not None:
+            raise PasskeyError(refusal)
+
+    async def _check(
+        self,
+        session: AsyncSession,
+        attempt: SecondFactorAttempt,
+        challenge: str,
+        credential: dict[str, Any],
+    ) -> str | None:
+        """Why the assertion is refused, or None when it is good (its counter then moves)."""
+        tenant = attempt.tenant_id
         raw_id = credential.get("rawId") or credential.get("id")
         if not isinstance(raw_id, str):
-            raise PasskeyError("assertion without a credential id")
+            return "assertion without a credential id"
         try:
             credential_id = base64url_to_bytes(raw_id)
         except ValueError:
-            raise PasskeyError("malformed credential id") from None
-        async with self._db.tenant_session(tenant) as session:
-            row = (
-                await session.execute(
-                    text(
-                        "SELECT public_key, sign_count FROM webauthn_credentials "
-                        "WHERE tenant_id = :tenant AND user_id = :user AND credential_id = :id "
-                        "FOR UPDATE"
-                    ),
-                    {"tenant": tenant, "user": user, "id": credential_id},
-                )
-            ).first()
-            if row is None:
-                raise await self._refused(tenant, user, "not one of this user's credentials")
-            public_key = await self._fields.open(
-                session, tenant, PASSKEY_PUBLIC_KEY, credential_id.hex(), row[0]
-            )
-            try:
-                verified = verify_authentication_response(
-                    credential=credential,
-                    expected_challenge=base64url_to_bytes(challenge),
-                    expected_rp_id=self.rp_id,
-                    expected_origin=self.origin,
-                    credential_public_key=public_key,
-                    credential_current_sign_count=row[1],
-                    require_user_verification=True,
-                )
-            except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as exc:
-                raise await self._refused(tenant, user, f"assertion refused: {exc}") from None
+            return "malformed credential id"
+        row = (
             await session.execute(
                 text(
-                    "UPDATE webauthn_credentials SET sign_count = :count, last_used_at = now()"
-                    " WHERE tenant_id = :tenant AND credential_id = :id"
+                    "SELECT public_key, sign_count FROM webauthn_credentials "
+                    "WHERE tenant_id = :tenant AND user_id = :user AND credential_id = :id "
+                    "FOR UPDATE"
                 ),
-                {"count": verified.new_sign_count, "tenant": tenant, "id": credential_id},
+                {"tenant": tenant, "user": attempt.user_id, "id": credential_id},
             )
+        ).first()
+        if row is None:
+            return "not one of this user's credentials"
+        public_key = await self._fields.open(
+            session, tenant, PASSKEY_PUBLIC_KEY, credential_id.hex(), row[0]
+        )
+        try:
+            verified = verify_authentication_response(
+                credential=credential,
+                expected_challenge=base64url_to_bytes(challenge),
+                expected_rp_id=self.rp_id,
+                expected_origin=self.origin,
+                credential_public_key=public_key,
+                credential_current_sign_count=row[1],
+                require_user_verification=True,
+            )
+        except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as exc:
+            return f"assertion refused: {exc}"
+        await session.execute(
+            text(
+                "UPDATE webauthn_credentials SET sign_count = :count, last_used_at = now()"
+                " WHERE tenant_id = :tenant AND credential_id = :id"
+            ),
+            {"count": verified.new_sign_count, "tenant": tenant, "id": credential_id},
+        )
+        return None

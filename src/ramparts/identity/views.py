@@ -31,6 +31,7 @@ from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
 from ramparts.identity.clients import ASSERTION_TYPE, ServiceClients
 from ramparts.identity.federation import FederatedLogin, Federation, FederationError
 from ramparts.identity.flow import FLOW_SECONDS, FlowCodec, FlowConflict, FlowStore, LoginFlow
+from ramparts.identity.lockout import SecondFactorLockedError
 from ramparts.identity.login import Authenticator
 from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import (
@@ -61,6 +62,7 @@ PASSKEY_TICKET = "passkey-registration"
 LOGOUT_TICKET = "logout-confirmation"
 LOGOUT_SECONDS = 600
 RECENT_SIGN_IN = timedelta(minutes=10)
+SECOND_FACTOR_LOCKED = "Too many failed attempts: sign-in is blocked for a while. Try again later."
 
 
 class NewPasskey(BaseModel):
@@ -301,12 +303,11 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         flow = await current_flow(request)
         if flow is None or flow.stage != "password" or not flow.csrf_ok(csrf):
             return await expired(request)
-        address = request.client.host if request.client else "unknown"
         result = await deps.authenticator.password(
             tenant_slug=tenant.strip().lower(),
             username=username,
             password=password,
-            address=address,
+            address=_client_address(request),
         )
         if result is None:
             return page(
@@ -427,15 +428,19 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         if flow is None or flow.stage != "mfa" or not flow.csrf_ok(csrf):
             return await expired(request)
         tenant_id, user_id = _subject(flow)
-        code = otp.strip()
-        if code.isdigit():
-            ok = await deps.authenticator.verify_totp(
-                tenant_id=tenant_id, user_id=user_id, code=code
-            )
-        else:  # a recovery code, for a lost authenticator
-            ok = await deps.authenticator.use_recovery_code(
-                tenant_id=tenant_id, user_id=user_id, code=code
-            )
+        code, address = otp.strip(), _client_address(request)
+        try:
+            if code.isdigit():
+                ok = await deps.authenticator.verify_totp(
+                    tenant_id=tenant_id, user_id=user_id, code=code, address=address
+                )
+            else:  # a recovery code, for a lost authenticator
+                ok = await deps.authenticator.use_recovery_code(
+                    tenant_id=tenant_id, user_id=user_id, code=code, address=address
+                )
+        except SecondFactorLockedError:
+            locked = page(request, "error.html", 429, message=SECOND_FACTOR_LOCKED)
+            return await with_flow(request, locked, None)
         if not ok:
             return await retry_mfa(request, flow, "mfa.html")
         return await with_flow(
@@ -565,7 +570,14 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 await deps.passkeys.register(tenant_id, user_id, challenge, credential)
                 await enrolled(flow, AMR_PASSKEY)
                 return await with_flow(request, JSONResponse({"next": "/login/recovery"}), flow)
-            await deps.passkeys.authenticate(tenant_id, user_id, challenge, credential)
+            await deps.passkeys.authenticate(
+                tenant_id, user_id, challenge, credential, _client_address(request)
+            )
+        except SecondFactorLockedError:
+            locked = Problem(
+                429, "second-factor-locked", "Second factor locked", SECOND_FACTOR_LOCKED
+            )
+            return await with_flow(request, locked.response(), None)
         except PasskeyError as exc:
             flow.mfa_failures += 1
             if flow.mfa_failures >= MAX_MFA_FAILURES:
@@ -918,3 +930,8 @@ def _subject(flow: LoginFlow) -> tuple[uuid.UUID, uuid.UUID]:
     if not flow.tenant_id or not flow.user_id:
         raise RuntimeError("login flow reached MFA without a user")
     return uuid.UUID(flow.tenant_id), uuid.UUID(flow.user_id)
+
+
+def _client_address(request: Request) -> str:
+    """The address the login throttle counts failures against."""
+    return request.client.host if request.client else "unknown"

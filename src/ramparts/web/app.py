@@ -33,6 +33,7 @@ from ramparts.identity.auth import BearerAuthenticator, actor_of
 from ramparts.identity.clients import ServiceClients
 from ramparts.identity.federation import Federation
 from ramparts.identity.flow import FlowCodec, FlowStore
+from ramparts.identity.lockout import Lockout
 from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.passkeys import Passkeys
@@ -84,18 +85,19 @@ def identity_services(
         family_lifetime=timedelta(seconds=settings.refresh_family_seconds),
     )
     address_key = hashlib.sha256(b"ramparts login throttle" + key).digest()
+    lockout = Lockout(database, address_key, audit)
     verifier = TokenVerifier(issuer=issuer, audience=audience)
     flows = FlowCodec(key)
     return IdentityHttp(
         issuer=issuer,
         oauth=oauth,
-        authenticator=Authenticator(database, fields, address_key, audit),
+        authenticator=Authenticator(database, fields, audit, lockout),
         flows=flows,
         flow_store=FlowStore(database, flows),
         keys=keys,
         verifier=verifier,
         bearer=BearerAuthenticator(verifier, keys, oauth, audit),
-        passkeys=Passkeys(database, fields, audit, public_url=issuer),
+        passkeys=Passkeys(database, fields, audit, lockout, public_url=issuer),
         services=ServiceClients(
             database, tokens, keys, audit, token_endpoint=f"{issuer}/oauth/token"
         ),
