@@ -3,10 +3,11 @@ outside the model, which is assumed fully compromised (AZ-3, AI-1, AI-2, AI-4).
 
 For each message: the kill-switch, secret refusal and PII masking, injection scanning, the
 tenant's region picking the model endpoint (Cedar `model.call`), and only the tools the user
-may call on offer. For each tool call the model returns: the kill-switch again, the tool's
-JSON Schema, provenance (sensitive arguments backed by trusted data; no `high` call after
-untrusted content), Cedar re-authorization on the real resource through the `ai_tool`
-channel, and the result's schema. A call that a person could make but the model may not make
+may call, and that are not switched off, on offer. For each tool call the model returns: the
+kill-switch again, the tool's JSON Schema, provenance (sensitive arguments backed by trusted
+data; after untrusted content, each tool's `after_untrusted` rule), Cedar re-authorization on
+the real resource through the `ai_tool` channel, a cap per risk tier on the calls one message
+leads to, and the result's schema. A call that a person could make but the model may not make
 alone becomes an approval request for a different person. Every step is audited.
 """
 
