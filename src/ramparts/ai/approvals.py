@@ -25,9 +25,8 @@ from ramparts.ai.gateway import (
 from ramparts.ai.masking import Masker
 from ramparts.ai.tools import Tool, ToolError, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
-from ramparts.audit.services import Event
 from ramparts.identity.auth import Principal, actor_of
-from ramparts.policy.engine import Channel, Target
+from ramparts.policy.engine import Channel, PolicyDecision, Target
 from ramparts.policy.services import RequestContext, request_context
 
 __all__ = ["Approvals"]
@@ -46,7 +45,12 @@ class _Prepared:
     run: ToolRun
     target: Target
     allowed: bool  # may they do this themselves
-    requester_allowed: bool  # may the person who asked still do it themselves
+    #: Cedar's answer now for the person who asked (None: gone or disabled).
+    requester_decision: PolicyDecision | None
+
+    @property
+    def requester_allowed(self) -> bool:
+        return self.requester_decision is not None and self.requester_decision.allowed
 
 
 class Approvals(AssistantService):
@@ -183,8 +187,16 @@ class Approvals(AssistantService):
                     approver, request.tool.action, request.target, context, decision
                 )
             ]
-            if requester is not None:
-                events.append(self._requester_event(requester, request, context))
+            if requester is not None and request.requester_decision is not None:
+                events.append(
+                    self._authorizer.event(
+                        requester,
+                        request.tool.action,
+                        request.target,
+                        _direct(context),
+                        request.requester_decision,
+                    )
+                )
             await self._audit.record_many(session, events)
             if not approve:  # rejecting works even while the assistant is switched off
                 return await self._finish(session, approver, approval_id, status="rejected")
@@ -238,22 +250,12 @@ class Approvals(AssistantService):
         except Exception:  # a bug in a tool: this request cannot run, the others still list
             log.exception("tool_target_failed", tool=tool.name)
             return None
-        # The requester asked through the assistant for what they could do themselves (the
-        # gateway's check), so they are judged again on that direct channel.
-        direct = RequestContext(Channel.API, context.region)
-        requester_allowed = requester is not None and (
-            self._authorizer.decide(requester, tool.action, target, direct).allowed
-        )
-        return _Prepared(tool, run, target, may(tool.action, target), requester_allowed)
-
-    def _requester_event(
-        self, requester: Principal, request: _Prepared, context: RequestContext
-    ) -> Event:
-        direct = RequestContext(Channel.API, context.region)
-        decision = self._authorizer.decide(requester, request.tool.action, request.target, direct)
-        return self._authorizer.event(
-            requester, request.tool.action, request.target, direct, decision
-        )
+        requester_decision = None
+        if requester is not None:
+            requester_decision = self._authorizer.decide(
+                requester, tool.action, target, _direct(context)
+            )
+        return _Prepared(tool, run, target, may(tool.action, target), requester_decision)
 
     async def _unmasked(
         self,
@@ -362,3 +364,9 @@ def _requester(decider: Principal, row: Any, roles: tuple[str, ...]) -> Principa
         scope="",
         jti=uuid.UUID(int=0),  # not a token: a re-check of who asked
     )
+
+
+def _direct(context: RequestContext) -> RequestContext:
+    """The channel the requester is judged on: they asked the assistant for what they could
+    do themselves (the gateway's own check when they asked), so directly, not as the model."""
+    return RequestContext(Channel.API, context.region)
