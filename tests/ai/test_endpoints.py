@@ -119,7 +119,7 @@ def test_tool_results_reach_the_model_in_the_tool_role_answering_their_call(
     assert sent[:2] == [system, {"role": "user", "content": question}]
     asked, result, refusal = sent[2:]
     ids = [call["id"] for call in asked["tool_calls"]]
-    assert len(set(ids)) == 2
+    assert ids == ["call_model_1", "call_model_2"]  # the model's own ids
     assert asked == {
         "role": "assistant",
         "content": None,
@@ -162,6 +162,18 @@ def test_tool_results_reach_the_model_in_the_tool_role_answering_their_call(
         *sent,
         {"role": "assistant", "content": "It is for office chairs."},
         {"role": "user", "content": "Thanks"},
+    ]
+    # Ids a model repeats (or that do not look like ids) are replaced, still one per call.
+    openai.calls(("same", "list_quotes", {}), ("same", "list_quotes", {}))
+    third = ask(server, headers, "List them", conversation_id=answer.json()["conversation_id"])
+    assert third.status_code == 200, third.text
+    *_, asked, first, second = openai.requests[4]["messages"]
+    ids = [call["id"] for call in asked["tool_calls"]]
+    assert len(set(ids)) == 2
+    assert "same" not in ids
+    assert [(first["role"], first["tool_call_id"]), (second["role"], second["tool_call_id"])] == [
+        ("tool", ids[0]),
+        ("tool", ids[1]),
     ]
     every = [m for request in openai.requests for m in request["messages"]]
     assert not [m for m in every if m["role"] == "user" and LABEL.strip() in m["content"]]

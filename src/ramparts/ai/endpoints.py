@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,14 @@ class OpenAIModel:
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise ModelOutputError("the endpoint's answer is not a chat completion") from None
         if calls:
-            return parse_turn({"tool_calls": calls})
+            turn = parse_turn({"tool_calls": calls})
+            ids = [call.get("id") for call in message["tool_calls"]]
+            # Its results answer the model's own ids (the gateway keeps them if they are sane).
+            named = (
+                replace(c, id=i if isinstance(i, str) else None)
+                for c, i in zip(turn.tool_calls, ids, strict=True)
+            )
+            return ModelTurn(None, tuple(named))
         return parse_turn({"text": message.get("content") or ""})
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ alone becomes an approval request for a different person. Every step is audited.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -71,6 +72,8 @@ APPROVAL_TTL = timedelta(hours=24)
 CALLS_PER_MESSAGE: Mapping[Risk, int] = {Risk.READ: 16, Risk.WRITE: 3, Risk.HIGH: 1}
 #: The source of a stored model turn that asked for tool calls (its content: the calls).
 MODEL_CALLS = "model:tool_calls"
+#: A model's own call id is kept when it looks like one (else the gateway names its calls).
+CALL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 TIER = {Risk.READ: "read", Risk.WRITE: "write", Risk.HIGH: "high-risk"}
 
 
@@ -657,13 +660,14 @@ class Gateway(AssistantService):
     def _remember_calls(self, conversation: _Conversation, calls: Sequence[ToolCall]) -> list[str]:
         """The model's turn that asked for tool calls, as later model calls must see it (each
         result then answers its call by id, in the protocol's own tool-result role)."""
+        ids = [call.id for call in calls]
+        used = {c["id"] for m in conversation.messages for c in m.get("tool_calls", ())}
+        fresh = len(set(ids)) == len(ids) and not used.intersection(ids)
+        if not fresh or not all(i and CALL_ID.fullmatch(i) for i in ids):
+            ids = [f"call_{conversation.next_seq}_{n}" for n in range(len(calls))]
         asked = [
-            {
-                "id": f"call_{conversation.next_seq}_{n}",
-                "name": call.name,
-                "arguments": call.arguments,
-            }
-            for n, call in enumerate(calls)
+            {"id": i, "name": call.name, "arguments": call.arguments}
+            for i, call in zip(ids, calls, strict=True)
         ]
         self._remember(
             conversation,
