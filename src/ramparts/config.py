@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     ai_tenant_rate: str = "300/minute"
     ai_user_tokens: str = "100000/day"
     ai_tenant_tokens: str = "1000000/day"
+    # Tool calls one user message may lead to (run or sent to approval), per risk tier.
+    ai_read_calls_per_message: int = Field(default=16, ge=0, le=64)
+    ai_write_calls_per_message: int = Field(default=3, ge=0, le=64)
+    ai_high_calls_per_message: int = Field(default=1, ge=0, le=64)
     secret_key: SecretStr | None = None
     debug: bool = False
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()

@@ -205,10 +205,12 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
     assert suspected
     assert suspected[-1]["details"]["source"] == "get_quote:description"
 
-    listed = server.get("/api/approvals", headers=buyer_token).json()["items"]
-    assert [item["id"] for item in listed] == [pending["approval_id"]]
-    assert listed[0]["arguments"] == {"quote_id": poisoned["id"]}
-    assert any(step["trust"] == "untrusted" for step in listed[0]["provenance"])
+    listing = server.get("/api/approvals", headers=buyer_token).json()
+    assert listing["items"] == []  # four eyes: one's own request is never one's to decide
+    mine = listing["mine"]
+    assert [(item["id"], item["mine"]) for item in mine] == [(pending["approval_id"], True)]
+    assert mine[0]["arguments"] == {"quote_id": poisoned["id"]}
+    assert any(step["trust"] == "untrusted" for step in mine[0]["provenance"])
 
     same = server.post(f"/api/approvals/{pending['approval_id']}/approve", headers=buyer_token)
     assert same.status_code == 403
@@ -218,8 +220,17 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
         f"/api/approvals/{pending['approval_id']}/approve", headers=seller_headers
     )
     assert not_allowed.status_code == 403  # a seller may not delete a buyer's quote
-    # Nor may another buyer: the quote is not theirs to delete, by approval or otherwise.
+    assert server.get("/api/approvals", headers=seller_headers).json() == {
+        "items": [],
+        "mine": [],
+    }
+    # Nor may another buyer: the quote is not theirs to delete, by approval or otherwise, so
+    # the request is not listed for them either.
     _, second_headers = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    assert server.get("/api/approvals", headers=second_headers).json() == {
+        "items": [],
+        "mine": [],
+    }
     not_theirs = server.post(
         f"/api/approvals/{pending['approval_id']}/approve", headers=second_headers
     )
@@ -289,12 +300,14 @@ def test_the_kill_switch_stops_every_server_within_a_second(
         headers=admin_headers,
     )
     assert tool_off.status_code == 200
+    # A switched-off tool is no longer offered, so the model does not even try it.
     answer = within_a_second(
         second,
         buyer_headers,
-        lambda a: running(a) and a.json()["actions"][0]["reason"] == "this tool is switched off",
+        lambda a: running(a) and "list_quotes" not in a.json()["reply"],
     )
-    assert answer.json()["actions"][0]["status"] == "refused"
+    assert answer.json()["actions"] == []
+    assert "Tools available to you: create_quote, get_quote." in answer.json()["reply"]
     # An operator's stop of one tenant is not the tenant admin's to lift.
     first.post(
         "/api/assistant/killswitch",

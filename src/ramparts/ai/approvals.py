@@ -1,6 +1,7 @@
 """Approval requests (AI-4): what the gateway would not run on the model's word, decided once
 by a different person who may do the action themselves and signed in with a second factor in
-the last ten minutes. Every decision, and every refusal to decide, is audited."""
+the last ten minutes, while the person who asked still may too. Every decision, and every
+refusal to decide, is audited."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ramparts.ai.masking import Masker
 from ramparts.ai.tools import Tool, ToolError, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.identity.auth import Principal, actor_of
-from ramparts.policy.engine import Target
+from ramparts.policy.engine import Channel, PolicyDecision, Target
 from ramparts.policy.services import RequestContext, request_context
 
 __all__ = ["Approvals"]
@@ -44,49 +45,70 @@ class _Prepared:
     run: ToolRun
     target: Target
     allowed: bool  # may they do this themselves
+    #: Cedar's answer now for the person who asked (None: gone or disabled).
+    requester_decision: PolicyDecision | None
+
+    @property
+    def requester_allowed(self) -> bool:
+        return self.requester_decision is not None and self.requester_decision.allowed
 
 
 class Approvals(AssistantService):
     """Approval requests: listed for the tenant, decided once by a different person who may
     do the action themselves and signed in (with a second factor) in the last ten minutes."""
 
-    async def pending(self, principal: Principal) -> list[dict[str, Any]]:
-        """The requests this person could decide: for each, the exact arguments that would
-        run (personal data included: they may see it, as they may do the action)."""
-        async with self._db.tenant_session(principal.tenant_id) as session:
-            rows = await session.execute(
-                text(
-                    "SELECT id, conversation_id, tool, arguments, reason, provenance, "
-                    "requested_by, expires_at FROM ai_approvals WHERE tenant_id = :tenant "
-                    "AND status = 'pending' AND expires_at > now() ORDER BY created_at LIMIT 100"
-                ),
-                {"tenant": principal.tenant_id},
-            )
+    async def pending(self, principal: Principal) -> dict[str, list[dict[str, Any]]]:
+        """`items`: the requests this person could decide (never their own; only those its
+        requester may still make), each with the exact arguments that would run (personal data
+        included: they may see it, as they may do the action). `mine`: their own pending
+        requests, as they asked them."""
+        tenant = principal.tenant_id
+        async with self._db.tenant_session(tenant) as session:
+            rows = (
+                await session.execute(
+                    text(
+                        "SELECT id, conversation_id, tool, arguments, reason, provenance, "
+                        "requested_by, requested_amr, expires_at FROM ai_approvals "
+                        "WHERE tenant_id = :tenant AND status = 'pending' AND expires_at > now() "
+                        "ORDER BY created_at LIMIT 100"
+                    ),
+                    {"tenant": tenant},
+                )
+            ).all()
             context = await request_context(session, principal, ui_client=self._ui_client)
-            shown = []
-            for row in rows.all():
+            others = {row.requested_by for row in rows} - {principal.user_id}
+            roles = await _current_roles(session, others)
+            items, mine = [], []
+            for row in rows:
+                shown = {
+                    "id": str(row.id),
+                    "tool": row.tool,
+                    "reason": row.reason,
+                    "provenance": row.provenance,
+                    "requested_by": str(row.requested_by),
+                    "expires_at": row.expires_at.isoformat(),
+                }
+                if row.requested_by == principal.user_id:
+                    arguments = await self._unmasked(
+                        session, tenant, row.conversation_id, row.arguments
+                    )
+                    mine.append({**shown, "arguments": arguments, "mine": True})
+                    continue
+                if row.requested_by not in roles:  # gone or disabled: nothing to confirm
+                    continue
                 request = await self._prepare(
                     session,
                     principal,
                     context,
-                    conversation_id=row[1],
-                    tool_name=row[2],
-                    arguments=row[3],
+                    requester=_requester(principal, row, roles[row.requested_by]),
+                    conversation_id=row.conversation_id,
+                    tool_name=row.tool,
+                    arguments=row.arguments,
                 )
-                if request is None or not request.allowed:
+                if request is None or not (request.allowed and request.requester_allowed):
                     continue
-                shown.append(
-                    {
-                        "id": str(row[0]),
-                        "tool": row[2],
-                        "arguments": request.run.arguments,
-                        "reason": row[4],
-                        "provenance": row[5],
-                        "requested_by": str(row[6]),
-                        "expires_at": row[7].isoformat(),
-                    }
-                )
-            return shown
+                items.append({**shown, "arguments": request.run.arguments, "mine": False})
+            return {"items": items, "mine": mine}
 
     async def decide(
         self, approver: Principal, approval_id: uuid.UUID, *, approve: bool
@@ -108,16 +130,16 @@ class Approvals(AssistantService):
             row = (
                 await session.execute(
                     text(
-                        "SELECT conversation_id, tool, arguments, requested_by, status, "
-                        "expires_at FROM ai_approvals WHERE tenant_id = :tenant AND id = :id "
-                        "FOR UPDATE"
+                        "SELECT conversation_id, tool, arguments, requested_by, requested_amr, "
+                        "status, expires_at FROM ai_approvals WHERE tenant_id = :tenant "
+                        "AND id = :id FOR UPDATE"
                     ),
                     {"tenant": tenant, "id": approval_id},
                 )
             ).first()
             if row is None:
                 raise GatewayRefusedError(404, "not-found", "no such approval request")
-            conversation_id, tool_name, arguments, requested_by, status, expires_at = row
+            conversation_id, tool_name, arguments, requested_by, _, status, expires_at = row
             if status != "pending":
                 raise GatewayRefusedError(409, "wrong-status", f"already {status}")
             if expires_at <= datetime.now(UTC):
@@ -138,10 +160,15 @@ class Approvals(AssistantService):
             # The approver acts as themselves (not through the model), so Cedar judges them on
             # the channel they use: who may not do this may neither approve nor reject it.
             context = await request_context(session, approver, ui_client=self._ui_client)
+            # The person who asked is judged again too, as they are now (their roles may have
+            # gone since): an approval confirms what they may do, it never widens it.
+            roles = await _current_roles(session, {requested_by})
+            requester = _requester(approver, row, roles[requested_by]) if roles else None
             request = await self._prepare(
                 session,
                 approver,
                 context,
+                requester=requester,
                 conversation_id=conversation_id,
                 tool_name=tool_name,
                 arguments=arguments,
@@ -155,12 +182,32 @@ class Approvals(AssistantService):
             decision = self._authorizer.decide(
                 approver, request.tool.action, request.target, context
             )
-            event = self._authorizer.event(
-                approver, request.tool.action, request.target, context, decision
-            )
-            await self._audit.record_many(session, [event])
+            events = [
+                self._authorizer.event(
+                    approver, request.tool.action, request.target, context, decision
+                )
+            ]
+            if requester is not None and request.requester_decision is not None:
+                events.append(
+                    self._authorizer.event(
+                        requester,
+                        request.tool.action,
+                        request.target,
+                        _direct(context),
+                        request.requester_decision,
+                    )
+                )
+            await self._audit.record_many(session, events)
             if not approve:  # rejecting works even while the assistant is switched off
                 return await self._finish(session, approver, approval_id, status="rejected")
+            if not request.requester_allowed:
+                # Refused like any decision: recorded apart, as this transaction rolls back.
+                raise GatewayRefusedError(
+                    403,
+                    "forbidden",
+                    f"the person who asked may no longer {request.tool.action}: "
+                    "an approval confirms, it never widens",
+                )
             if request.tool.name in await KillSwitch(max_age=0).stopped(session, tenant):
                 raise GatewayRefusedError(503, "ai-disabled", "this tool is switched off")
             try:
@@ -179,27 +226,18 @@ class Approvals(AssistantService):
         approver: Principal,
         context: RequestContext,
         *,
+        requester: Principal | None,
         conversation_id: uuid.UUID,
         tool_name: str,
         arguments: dict[str, Any],
     ) -> _Prepared | None:
         """The request as it would run for `approver`, or None when it cannot run now (the
-        tool is gone, switched off, or its resource is)."""
-        tenant = approver.tenant_id
+        tool is gone, switched off, or its resource is). `requester` is the person who asked,
+        as they are now (None: gone or disabled)."""
         tool = self._registry.get(tool_name)
         if tool is None:
             return None
-        sealed = await session.scalar(
-            text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
-            {"t": tenant, "id": conversation_id},
-        )
-        tokens: dict[str, str] = {}
-        if sealed is not None:
-            opened = await self._fields.open(
-                session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
-            )
-            tokens = json.loads(opened)
-        unmasked = Masker.restore(tokens).unmask(arguments)
+        unmasked = await self._unmasked(session, approver.tenant_id, conversation_id, arguments)
         if tool.argument_errors(unmasked):
             return None
 
@@ -212,7 +250,32 @@ class Approvals(AssistantService):
         except Exception:  # a bug in a tool: this request cannot run, the others still list
             log.exception("tool_target_failed", tool=tool.name)
             return None
-        return _Prepared(tool, run, target, may(tool.action, target))
+        requester_decision = None
+        if requester is not None:
+            requester_decision = self._authorizer.decide(
+                requester, tool.action, target, _direct(context)
+            )
+        return _Prepared(tool, run, target, may(tool.action, target), requester_decision)
+
+    async def _unmasked(
+        self,
+        session: AsyncSession,
+        tenant: uuid.UUID,
+        conversation_id: uuid.UUID,
+        arguments: dict[str, Any],
+    ) -> Any:
+        """The request's arguments with the conversation's placeholders back to values."""
+        sealed = await session.scalar(
+            text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
+            {"t": tenant, "id": conversation_id},
+        )
+        tokens: dict[str, str] = {}
+        if sealed is not None:
+            opened = await self._fields.open(
+                session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
+            )
+            tokens = json.loads(opened)
+        return Masker.restore(tokens).unmask(arguments)
 
     async def _finish(
         self,
@@ -265,3 +328,45 @@ class Approvals(AssistantService):
             Decision.DENY,
             {"reason": why},
         )
+
+
+async def _current_roles(
+    session: AsyncSession, users: set[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, ...]]:
+    """The roles each of `users` holds now, one query for all; a user who is gone or disabled
+    is left out (they may do nothing)."""
+    if not users:
+        return {}
+    rows = await session.execute(
+        text(
+            "SELECT u.id, coalesce(array_agg(m.role ORDER BY m.role) "
+            "FILTER (WHERE m.role IS NOT NULL), '{}') FROM users u LEFT JOIN memberships m "
+            "ON m.tenant_id = u.tenant_id AND m.user_id = u.id "
+            "WHERE u.tenant_id = current_setting('app.tenant_id')::uuid "
+            "AND u.id = ANY(:users) AND u.is_active GROUP BY u.id"
+        ),
+        {"users": list(users)},
+    )
+    return {user: tuple(roles) for user, roles in rows}
+
+
+def _requester(decider: Principal, row: Any, roles: tuple[str, ...]) -> Principal:
+    """The person who asked, as Cedar should judge them now: their current roles, and how
+    they had signed in when they asked."""
+    return Principal(
+        subject=str(row.requested_by),
+        user_id=row.requested_by,
+        tenant_id=decider.tenant_id,
+        roles=roles,
+        amr=tuple(row.requested_amr or ()),
+        acr="",
+        client_id="",
+        scope="",
+        jti=uuid.UUID(int=0),  # not a token: a re-check of who asked
+    )
+
+
+def _direct(context: RequestContext) -> RequestContext:
+    """The channel the requester is judged on: they asked the assistant for what they could
+    do themselves (the gateway's own check when they asked), so directly, not as the model."""
+    return RequestContext(Channel.API, context.region)

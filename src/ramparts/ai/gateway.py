@@ -3,19 +3,21 @@ outside the model, which is assumed fully compromised (AZ-3, AI-1, AI-2, AI-4).
 
 For each message: the kill-switch, secret refusal and PII masking, injection scanning, the
 tenant's region picking the model endpoint (Cedar `model.call`), and only the tools the user
-may call on offer. For each tool call the model returns: the kill-switch again, the tool's
-JSON Schema, provenance (sensitive arguments backed by trusted data; no `high` call after
-untrusted content), Cedar re-authorization on the real resource through the `ai_tool`
-channel, and the result's schema. A call that a person could make but the model may not make
+may call, and that are not switched off, on offer. For each tool call the model returns: the
+kill-switch again, the tool's JSON Schema, provenance (sensitive arguments backed by trusted
+data; after untrusted content, each tool's `after_untrusted` rule), Cedar re-authorization on
+the real resource through the `ai_tool` channel, a cap per risk tier on the calls one message
+leads to, and the result's schema. A call that a person could make but the model may not make
 alone becomes an approval request for a different person. Every step is audited.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,7 +32,7 @@ from ramparts.ai.limits import Limiter, LimitExceededError, estimate_tokens
 from ramparts.ai.masking import Masker, RefusedContentError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall, storable
 from ramparts.ai.provenance import Provenance, Trust, scalars
-from ramparts.ai.tools import Risk, Tool, ToolError, ToolRegistry, ToolRun
+from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolError, ToolRegistry, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
 from ramparts.crypto.sealing import EncryptedColumn, SealedFields
@@ -65,6 +67,14 @@ SAVED_COLUMNS = ("seq", "role", "trust", "source", "content")
 #: Refusals written to the audit trail where they happen.
 AUDITED_APART = frozenset({"content-refused", "no-model-endpoint"})
 APPROVAL_TTL = timedelta(hours=24)
+#: Tool calls one user message may lead to, per risk tier (run or sent to approval): the
+#: model's turns cannot multiply what one request does.
+CALLS_PER_MESSAGE: Mapping[Risk, int] = {Risk.READ: 16, Risk.WRITE: 3, Risk.HIGH: 1}
+#: The source of a stored model turn that asked for tool calls (its content: the calls).
+MODEL_CALLS = "model:tool_calls"
+#: A model's own call id is kept when it looks like one (else the gateway names its calls).
+CALL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+TIER = {Risk.READ: "read", Risk.WRITE: "write", Risk.HIGH: "high-risk"}
 
 
 class Status(StrEnum):
@@ -128,6 +138,7 @@ class _Conversation:
     unsaved: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     echoed: set[str] = field(default_factory=set)  # unbacked argument values tools were given
+    calls: dict[Risk, int] = field(default_factory=dict)  # run or sent to approval, this message
     flushed: int = 0  # events already in this transaction
 
 
@@ -174,10 +185,12 @@ class Gateway(AssistantService):
         endpoints: list[ModelEndpoint],
         limiter: Limiter,
         ui_client: str,
+        calls_per_message: Mapping[Risk, int] = CALLS_PER_MESSAGE,
     ) -> None:
         super().__init__(database, registry, authorizer, fields, audit, ui_client=ui_client)
         self._endpoints = endpoints
         self._limiter = limiter
+        self._calls_per_message = {risk: calls_per_message.get(risk, 0) for risk in Risk}
         self._switch = KillSwitch()
         # The tenant's people, whose names are masked: a new colleague's name within a minute.
         self._directory = TenantRead(people_names, DIRECTORY_MAX_AGE)
@@ -259,7 +272,9 @@ class Gateway(AssistantService):
                 if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
                     reply = "This conversation is full: start a new one."
                     break
-                turn = await self._ask(principal, endpoint, conversation, offered)
+                # A switched-off tool is not offered: the model cannot even ask for it.
+                shown = {name: tool for name, tool in offered.items() if name not in stopped}
+                turn = await self._ask(principal, endpoint, conversation, shown)
                 if turn is None:
                     reply = "The model's answer was not valid and was refused."
                     break
@@ -269,7 +284,8 @@ class Gateway(AssistantService):
                 # Asked again after every model call: a switch thrown while the model was
                 # thinking stops the calls it comes back with.
                 stopped = await self._switch.stopped(session, tenant)
-                for call in turn.tool_calls:
+                call_ids = self._remember_calls(conversation, turn.tool_calls)
+                for call, call_id in zip(turn.tool_calls, call_ids, strict=True):
                     outcome, result = await self._call(
                         session,
                         principal,
@@ -283,6 +299,7 @@ class Gateway(AssistantService):
                     if outcome.status is Status.REFUSED:
                         await self._strike(principal, conversation.events)
                     self._remember_result(principal, conversation, call, outcome, result)
+                    conversation.messages[-1]["tool_call_id"] = call_id  # what it answers
             self._remember(
                 conversation,
                 role="assistant",
@@ -457,6 +474,11 @@ class Gateway(AssistantService):
             return refused("not available to you" if known else "no such tool", "not offered")
         if tool.name in stopped:
             return refused("this tool is switched off", "kill-switch")
+        if conversation.provenance.tainted and tool.untrusted_rule is AfterUntrusted.REFUSE:
+            return refused(
+                f"{tool.name} never runs after untrusted content entered the conversation",
+                "after-untrusted",
+            )
         arguments: dict[str, Any] = call.arguments
         unmasked = conversation.masker.unmask(arguments)
         problem = _argument_problem(tool, arguments, unmasked, conversation.masker)
@@ -479,14 +501,12 @@ class Gateway(AssistantService):
         direct = RequestContext(channel=Channel.API, region=context.region)
         if not self._authorizer.decide(principal, tool.action, target, direct).allowed:
             return refused(f"{tool.action} is not allowed here")
-        unbacked = conversation.provenance.unbacked(arguments, tool.sensitive)
-        reason = None
-        if unbacked:
-            reason = f"{', '.join(unbacked)} not backed by anything you said or may read"
-        elif tool.risk is Risk.HIGH and conversation.provenance.tainted:
-            reason = "a high-risk call after untrusted content entered the conversation"
-        elif not decision.allowed:
-            reason = "the model may not do this alone"
+        used = conversation.calls.get(tool.risk, 0)
+        cap = self._calls_per_message[tool.risk]
+        if used >= cap:
+            return refused(f"at most {cap} {TIER[tool.risk]} calls per message", "call-cap")
+        conversation.calls[tool.risk] = used + 1
+        reason = _approval_reason(conversation.provenance, tool, arguments, decision.allowed)
         if reason is not None:
             approval = await self._request_approval(
                 session,
@@ -528,9 +548,9 @@ class Gateway(AssistantService):
         await session.execute(
             text(
                 "INSERT INTO ai_approvals (tenant_id, id, conversation_id, tool, arguments, "
-                "reason, provenance, requested_by, expires_at) VALUES (:tenant, :id, "
-                ":conversation, :tool, CAST(:arguments AS jsonb), :reason, "
-                "CAST(:provenance AS jsonb), :user, :expires)"
+                "reason, provenance, requested_by, requested_amr, expires_at) VALUES (:tenant, "
+                ":id, :conversation, :tool, CAST(:arguments AS jsonb), :reason, "
+                "CAST(:provenance AS jsonb), :user, :amr, :expires)"
             ),
             {
                 "tenant": principal.tenant_id,
@@ -541,6 +561,7 @@ class Gateway(AssistantService):
                 "reason": reason,
                 "provenance": json.dumps(conversation.provenance.trail()),
                 "user": principal.user_id,
+                "amr": list(principal.amr),  # the requester is judged again at decision time
                 "expires": datetime.now(UTC) + APPROVAL_TTL,
             },
         )
@@ -599,13 +620,20 @@ class Gateway(AssistantService):
             ),
             {"tenant": tenant, "id": conversation_id},
         )
+        answering: list[str] = []  # ids of the stored calls whose results come next
         for seq, role, trust, source, content in rows:
             # Earlier messages come back as text: the user's own words back what they said,
             # but a stored tool result can no longer tell echoed values from data, so it
             # backs nothing (and still taints, when it held untrusted content).
             if role == "user" or trust == Trust.UNTRUSTED.value:
                 conversation.provenance.add(Trust(trust), source, content)
-            conversation.messages.append({"role": role, "content": content})
+            message: dict[str, Any] = {"role": role, "content": content}
+            if role == "assistant" and source == MODEL_CALLS:
+                message["tool_calls"] = json.loads(content)
+                answering = [call["id"] for call in message["tool_calls"]]
+            elif role == "tool" and answering:  # results follow their calls, in order
+                message["tool_call_id"] = answering.pop(0)
+            conversation.messages.append(message)
             conversation.next_seq = seq + 1
         return conversation
 
@@ -632,6 +660,28 @@ class Gateway(AssistantService):
             }
         )
         conversation.next_seq += 1
+
+    def _remember_calls(self, conversation: _Conversation, calls: Sequence[ToolCall]) -> list[str]:
+        """The model's turn that asked for tool calls, as later model calls must see it (each
+        result then answers its call by id, in the protocol's own tool-result role)."""
+        ids = [call.id for call in calls]
+        used = {c["id"] for m in conversation.messages for c in m.get("tool_calls", ())}
+        fresh = len(set(ids)) == len(ids) and not used.intersection(ids)
+        if not fresh or not all(i and CALL_ID.fullmatch(i) for i in ids):
+            ids = [f"call_{conversation.next_seq}_{n}" for n in range(len(calls))]
+        asked = [
+            {"id": i, "name": call.name, "arguments": call.arguments}
+            for i, call in zip(ids, calls, strict=True)
+        ]
+        self._remember(
+            conversation,
+            role="assistant",
+            trust=Trust.UNTRUSTED,
+            source=MODEL_CALLS,
+            content=json.dumps(asked, ensure_ascii=False),
+        )
+        conversation.messages[-1]["tool_calls"] = asked
+        return [call["id"] for call in asked]
 
     async def _flush(self, session: AsyncSession, conversation: _Conversation) -> None:
         """Store the request's messages and audit events: one statement each."""
@@ -795,6 +845,20 @@ def _argument_problem(
     if not errors:
         errors = tool.argument_errors(unmasked)
     return "; ".join(errors) if errors else None
+
+
+def _approval_reason(
+    provenance: Provenance, tool: Tool, arguments: dict[str, Any], allowed: bool
+) -> str | None:
+    """Why a call the user may make waits for a different person, if it does."""
+    unbacked = provenance.unbacked(arguments, tool.sensitive)
+    if unbacked:
+        return f"{', '.join(unbacked)} not backed by anything you said or may read"
+    if provenance.tainted and tool.untrusted_rule is AfterUntrusted.APPROVAL:
+        return f"a {TIER[tool.risk]} call after untrusted content entered the conversation"
+    if not allowed:
+        return "the model may not do this alone"
+    return None
 
 
 def _call_event(principal: Principal, tool: str, decision: Decision, why: str) -> Event:

@@ -39,6 +39,7 @@ class ModelOutputError(Exception):
 class ToolCall:
     name: str
     arguments: Any  # as the model sent it: checked against the tool's schema later
+    id: str | None = None  # the model's own id for the call, where its protocol has one
 
 
 @dataclass(frozen=True)

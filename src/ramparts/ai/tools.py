@@ -25,6 +25,7 @@ from ramparts.identity.auth import Principal
 from ramparts.policy.engine import PolicyAction, Target
 
 __all__ = [
+    "AfterUntrusted",
     "Risk",
     "Tool",
     "ToolError",
@@ -40,6 +41,15 @@ class Risk(StrEnum):
     READ = "read"
     WRITE = "write"
     HIGH = "high"  # never runs after untrusted content entered the conversation: approval
+
+
+class AfterUntrusted(StrEnum):
+    """What a call of a tool gets once untrusted content entered the conversation (a vendor's
+    text, a webhook payload, a user message with the signs of an injection)."""
+
+    RUN = "run"  # the default of `read` tools
+    APPROVAL = "approval"  # the default of `write` and `high` tools: a different person decides
+    REFUSE = "refuse"  # the call is refused outright
 
 
 class ToolSchemaError(ValueError):
@@ -82,6 +92,9 @@ class Tool:
     #: Result fields holding third-party text (a vendor's proposal, a buyer's description):
     #: untrusted content for every later decision in the conversation.
     untrusted_fields: frozenset[str] = frozenset()
+    #: A call after untrusted content entered the conversation; None is the tier's default
+    #: (`read` runs, `write` and `high` wait for approval). A `high` tool never runs on it.
+    after_untrusted: AfterUntrusted | None = None
     _arguments: Draft202012Validator = field(init=False, repr=False, compare=False)
     _result: Draft202012Validator = field(init=False, repr=False, compare=False)
 
@@ -98,6 +111,10 @@ class Tool:
                     f"{self.name} {label} schema must be an object with additionalProperties "
                     "false: unknown fields are refused, never ignored"
                 )
+        if self.risk is Risk.HIGH and self.after_untrusted is AfterUntrusted.RUN:
+            raise ToolSchemaError(
+                f"{self.name}: a high-risk tool never runs after untrusted content"
+            )
         unknown = self.sensitive - set(self.arguments.get("properties", {}))
         if unknown:
             raise ToolSchemaError(f"{self.name}: sensitive names no argument: {sorted(unknown)}")
@@ -108,6 +125,13 @@ class Tool:
         object.__setattr__(
             self, "_result", Draft202012Validator(self.result, format_checker=checker)
         )
+
+    @property
+    def untrusted_rule(self) -> AfterUntrusted:
+        """`after_untrusted`, or the default of the tool's risk tier."""
+        if self.after_untrusted is not None:
+            return self.after_untrusted
+        return AfterUntrusted.RUN if self.risk is Risk.READ else AfterUntrusted.APPROVAL
 
     def argument_errors(self, arguments: object) -> list[str]:
         return _errors(self._arguments, arguments)

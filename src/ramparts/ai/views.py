@@ -2,11 +2,13 @@
 kill-switch. Every route declares its Cedar action."""
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.ai.approvals import Approvals
 from ramparts.ai.gateway import Gateway, GatewayRefusedError, forbidden_kinds
@@ -52,6 +54,79 @@ class KillSwitchIn(BaseModel):
     engaged: bool
     tool: str = Field(default="", pattern=r"^[a-z0-9_]{0,64}$")
     reason: str = Field(default="", max_length=500)
+
+
+async def _switches(session: AsyncSession) -> dict[str, list[str]]:
+    """The engaged switches covering the session's tenant ('' = the whole assistant), each
+    with who holds it: `operator` (the CLI, not the tenant's to lift) and/or `tenant`."""
+    rows = await session.execute(text("SELECT tool, origin FROM ramparts_ai_switches()"))
+    held: dict[str, list[str]] = {}
+    for tool, origin in rows:
+        held.setdefault(tool, []).append(origin)
+    return {tool: sorted(origins) for tool, origins in held.items()}
+
+
+async def _set_switch(
+    session: AsyncSession, audit: AuditLog, principal: Principal, body: KillSwitchIn
+) -> dict[str, list[str]]:
+    """Set the tenant's own switch (never an operator's) and audit it; the switches now."""
+    await session.execute(
+        text("SELECT ramparts_ai_switch(:tool, :engaged, :reason, :actor)"),
+        {
+            "tool": body.tool,
+            "engaged": body.engaged,
+            "reason": body.reason,
+            "actor": principal.subject,
+        },
+    )
+    await audit.record(
+        session,
+        actor_of(principal),
+        Action.KILLSWITCH_SET,
+        Resource("assistant", body.tool or "*"),
+        Decision.ALLOW,
+        {"engaged": body.engaged, "reason": body.reason},
+    )
+    return await _switches(session)
+
+
+def _effective(switches: dict[str, list[str]], tool: str) -> dict[str, Any]:
+    """Whether `tool` ('' = the assistant) is off, whatever set it, and who keeps it off."""
+    held = sorted({*switches.get("", []), *switches.get(tool, [])})
+    return {"tool": tool or None, "engaged": bool(held), "held_by": held}
+
+
+def _killswitch_routes(
+    router: APIRouter,
+    database: Database,
+    audit: AuditLog,
+    Caller: Any,  # noqa: N803 - the router's type alias of an authenticated caller
+    require: Callable[[Principal, PolicyAction], Awaitable[None]],
+) -> None:
+    """A tenant admin's kill-switch: set it, and read the effective state."""
+
+    @router.post(
+        "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE)
+    )
+    async def killswitch(principal: Caller, body: KillSwitchIn) -> dict[str, Any]:
+        """Switch the tenant's assistant (or one tool) off or on, for every process at once."""
+        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
+        async with database.tenant_session(principal.tenant_id) as session:
+            switches = await _set_switch(session, audit, principal, body)
+        # The effective state, not the echo of the request: lifting the tenant's own switch
+        # does not restart an assistant an operator keeps off.
+        return _effective(switches, body.tool) | {"requested": body.engaged}
+
+    @router.get(
+        "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE)
+    )
+    async def killswitch_state(principal: Caller) -> dict[str, Any]:
+        """Whether the tenant's assistant is off and who keeps it off; the tools switched off."""
+        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
+        async with database.tenant_session(principal.tenant_id) as session:
+            switches = await _switches(session)
+        tools = [_effective(switches, tool) for tool in sorted(switches) if tool]
+        return _effective(switches, "") | {"tools": tools}
 
 
 def _problem(refused: GatewayRefusedError) -> Problem:
@@ -100,9 +175,11 @@ def build_router(
 
     @router.get("/api/approvals", openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE))
     async def pending(principal: Caller) -> dict[str, Any]:
-        """Pending approval requests of the caller's tenant (arguments as the model saw them)."""
+        """Pending approval requests of the caller's tenant: `items`, those the caller may
+        decide (with the arguments that would run); `mine`, the caller's own, which a different
+        person must decide. Each is marked `mine` true or false."""
         await require(principal, PolicyAction.ASSISTANT_APPROVE)
-        return {"items": await approvals.pending(principal)}
+        return await approvals.pending(principal)
 
     async def decide(principal: Principal, approval_id: uuid.UUID, approve: bool) -> Any:
         await require(principal, PolicyAction.ASSISTANT_APPROVE)
@@ -129,31 +206,7 @@ def build_router(
         result: dict[str, Any] = await decide(principal, approval_id, False)
         return result
 
-    @router.post(
-        "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE)
-    )
-    async def killswitch(principal: Caller, body: KillSwitchIn) -> dict[str, Any]:
-        """Switch the tenant's assistant (or one tool) off or on, for every process at once."""
-        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
-        async with database.tenant_session(principal.tenant_id) as session:
-            await session.execute(
-                text("SELECT ramparts_ai_switch(:tool, :engaged, :reason, :actor)"),
-                {
-                    "tool": body.tool,
-                    "engaged": body.engaged,
-                    "reason": body.reason,
-                    "actor": principal.subject,
-                },
-            )
-            await audit.record(
-                session,
-                actor_of(principal),
-                Action.KILLSWITCH_SET,
-                Resource("assistant", body.tool or "*"),
-                Decision.ALLOW,
-                {"engaged": body.engaged, "reason": body.reason},
-            )
-        return {"tool": body.tool or None, "engaged": body.engaged}
+    _killswitch_routes(router, database, audit, Caller, require)
 
     @router.get("/api/assistant/dlp", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE))
     async def dlp_rules(principal: Caller) -> dict[str, Any]:

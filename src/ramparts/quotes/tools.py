@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ramparts.ai.tools import Risk, Tool, ToolError, ToolRegistry, ToolRun, uuid_argument
+from ramparts.ai.tools import (
+    AfterUntrusted,
+    Risk,
+    Tool,
+    ToolError,
+    ToolRegistry,
+    ToolRun,
+    uuid_argument,
+)
 from ramparts.policy.engine import PolicyAction, Target
 from ramparts.quotes.models import Quote, QuoteStatus
 from ramparts.quotes.services import LineItem, Party, QuoteService, quote_target
@@ -200,6 +208,8 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             target=_list_target,
             # What the model wrote may come from third-party text it read.
             untrusted_fields=frozenset({"title", "description", "items"}),
+            # A quote asked for after the model read a vendor's text: a colleague confirms it.
+            after_untrusted=AfterUntrusted.APPROVAL,
         )
     )
     registry.register(

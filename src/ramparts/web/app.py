@@ -18,7 +18,7 @@ from ramparts.ai.approvals import Approvals
 from ramparts.ai.endpoints import endpoints_for
 from ramparts.ai.gateway import Gateway
 from ramparts.ai.limits import AssistantLimits, Limiter
-from ramparts.ai.tools import ToolRegistry
+from ramparts.ai.tools import Risk, ToolRegistry
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
 from ramparts.audit.services import AuditLog, Checkpointer, audit_redactor
@@ -214,6 +214,11 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
         endpoints=endpoints_for(settings, kms),
         limiter=limiter,
         ui_client=WEB_CLIENT_ID,
+        calls_per_message={
+            Risk.READ: settings.ai_read_calls_per_message,
+            Risk.WRITE: settings.ai_write_calls_per_message,
+            Risk.HIGH: settings.ai_high_calls_per_message,
+        },
     )
     approvals = Approvals(database, registry, authorizer, fields, audit, ui_client=WEB_CLIENT_ID)
     app.include_router(
