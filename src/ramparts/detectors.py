@@ -331,7 +331,8 @@ _NAMED = (
     r"(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-]|(?-i:[a-z0-9]+(?=[A-Z])))*(?:{words})"
     r"(?:[_.-][A-Za-z0-9]+|(?-i:[A-Z][a-z0-9]*))*"
 )
-_VALUE = r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"']\S*)"
+# Unquoted, a value ends before the punctuation that ends its clause: "pw: x1!, then".
+_VALUE = r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"'](?:\S*[^\s\"',;.)\]}])?)"
 _ANNOUNCED_CREDENTIAL = (
     "(?i)"
     + _NAMED.format(words=_CREDENTIAL_WORDS)
@@ -345,7 +346,7 @@ _ANNOUNCED_CREDENTIAL = (
 # a symbol or a capital after the first letter), so "the password is expired" stays.
 _TOLD_CREDENTIAL = (
     r"(?i)\b(?:password|passwort|passcode|pin|pwd)\b[^.\n:=]{0,30}?\b(?:is|was|ist|lautet)"
-    r"\s+(?P<value>[^\s\"']*[^\s\"'.,;:!?)])"
+    r"\s+(?P<value>[^\s\"']*[^\s\"'.,;:?)])"
 )
 
 
