@@ -58,7 +58,7 @@ PERSONAL_KINDS = frozenset({Kind.CARD, Kind.IBAN, Kind.SSN, Kind.EMAIL, Kind.PHO
 SECRET_KINDS = frozenset(Kind) - PERSONAL_KINDS
 
 _Span = tuple[int, int]
-_Finder = Callable[[str], Iterator[_Span]]
+_Finder = Callable[[str, int, int], Iterator[_Span]]  # text, from, to
 
 
 # --- normalisation ---------------------------------------------------------------------------
@@ -95,8 +95,13 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
     return "".join(pieces), origin
 
 
+_NOT_DIGIT = re.compile(r"\D")
+
+
 def _digits(value: str) -> str:
-    return "".join(str(unicodedata.decimal(c)) for c in value if c.isdecimal())
+    """The value's digits in ASCII, whatever script they were written in."""
+    digits = _NOT_DIGIT.sub("", value)
+    return digits if digits.isascii() else "".join(str(unicodedata.decimal(c)) for c in digits)
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -117,7 +122,7 @@ def _card_brand(number: str) -> bool:
     length, two, four = len(number), int(number[:2]), int(number[:4])
     first = number[0]
     if first == "4":  # Visa
-        issued = length in {13, 16, 19}
+        issued = length in {16, 19}
     elif first == "2":  # Mastercard 2-series, Mir
         issued = (2221 <= four <= 2720 and length == 16) or 2200 <= four <= 2204
     elif first == "3":  # Amex 34/37; JCB 3528-3589; Diners 300-305, 36, 38, 39
@@ -181,7 +186,7 @@ def _ssn_valid(value: str) -> bool:
     return area not in {"000", "666"} and area[0] != "9" and group != "00" and serial != "0000"
 
 
-# A bare or spaced nine-digit number, or a 3-3-4 or 0-prefixed number, is a value of its
+# A nine-digit number however split, or a 3-3-4 or 0-prefixed number, is a value of its
 # kind unless the words before it name it as something else ("order 123456789"); words that
 # name it as personal data win ("SSN 078051120", "phone no. 030 1234567").
 _NAMED_PERSONAL = re.compile(
@@ -191,7 +196,7 @@ _NAMED_PERSONAL = re.compile(
 _NAMED_OTHER = re.compile(
     r"(?i)(?:\b(?:order|invoice|inv|ref|reference|tracking|ticket|sku|serial|part|item|article"
     r"|batch|lot|case|booking|confirmation|shipment|parcel|account|acct|customer|quote|po|id"
-    r"|no|nr|number|code|pin|amount|total|qty|quantity)|#)\W{0,3}$"
+    r"|no|nr|number|code|pin|amount|total|qty|quantity)(?:_\w+)?|#)\W{0,3}$"
 )
 
 
@@ -201,7 +206,7 @@ def _personal_by_context(text: str, start: int) -> bool:
 
 
 def _ssn_plausible(text: str, start: int, value: str) -> bool:
-    return _ssn_valid(value) and ("-" in value or _personal_by_context(text, start))
+    return _ssn_valid(value) and _personal_by_context(text, start)
 
 
 def _phone_digits(value: str) -> str:
@@ -234,8 +239,8 @@ def _national_phone(text: str, start: int, value: str) -> bool:
 def _matches(pattern: re.Pattern[str], valid: Callable[[str], bool] | None = None) -> _Finder:
     """Each match (its named group, when the pattern has some) that passes `valid`."""
 
-    def find(text: str) -> Iterator[_Span]:
-        for match in pattern.finditer(text):
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        for match in pattern.finditer(text, start, end):
             group = match.lastgroup or 0  # the named group of the alternative that matched
             if valid is None or valid(match.group(group)):
                 yield match.span(group)
@@ -253,8 +258,8 @@ def _grouped(pattern: re.Pattern[str], valid: _Valid, *, anchored: bool) -> _Fin
     match's start (a phone's `+`), before it ("qty 2 4111 1111 1111 1111"): a regular
     expression alone would take the longer run, fail the check, and let the value through."""
 
-    def find(text: str) -> Iterator[_Span]:
-        for match in pattern.finditer(text):
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        for match in pattern.finditer(text, start, end):
             groups = [m.span() for m in _DIGIT_GROUP.finditer(text, *match.span())]
             first = 0
             while first < len(groups):
@@ -282,6 +287,8 @@ def _longest(
     count = len(groups)
     for size in range(count - first, 0, -1):
         for low in [first] if anchored else range(first, count - size + 1):
+            if low > first and groups[low - 1][1] - groups[low - 1][0] >= 4:
+                continue  # inside a longer number (a tracking number), not after a word
             begin = start if anchored else groups[low][0]
             high = low + size - 1
             if valid(text, begin, text[begin : groups[high][1]]):
@@ -289,12 +296,12 @@ def _longest(
     return None
 
 
-def _ibans(text: str) -> Iterator[_Span]:
+def _ibans(text: str, start: int, end: int) -> Iterator[_Span]:
     """A country code, check digits, then exactly the country's length in letters and
     digits, in any case, compact or split by single spaces, dashes or dots anywhere; the
     next character must not continue it. The registry length, not a pattern, says where an
     IBAN ends, so `DE89 3704 0044 0532 0130 00 12 chairs` stops before `12`."""
-    for match in _IBAN_START.finditer(text):
+    for match in _IBAN_START.finditer(text, start, end):
         length = _IBAN_LENGTHS.get(match.group(1).upper())
         if length is None:
             continue
@@ -316,6 +323,26 @@ def _ibans(text: str) -> Iterator[_Span]:
         yield match.start(), position
 
 
+def _emails(pattern: re.Pattern[str]) -> _Finder:
+    """Each match around an `@` (or a written-out `[at]`): few texts hold many, so the
+    pattern runs near them instead of from every word of the text."""
+
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        done = start
+        for at in _AT.finditer(text, start, end):
+            if at.start() < done:
+                continue
+            # A local part is at most 64 characters (RFC 5321), a domain at most 255.
+            low = max(done, at.start() - 64)
+            match = pattern.search(text, low, min(end, at.end() + 256))
+            if match is not None and match.start() <= at.start():
+                done = match.end()
+                yield match.span()
+
+    return find
+
+
+_AT = re.compile(r"@|[\[(][aA][tT][\])]")
 _IBAN_START = re.compile(r"(?<![^\W_])([A-Za-z]{2})[ ]?(\d{2})")
 
 # `password: x` and `db_password=x` hide whatever follows; `token: x` only what looks like a
@@ -358,10 +385,14 @@ def _told_value(value: str) -> bool:
 
 # Most specific first: a private key or JWT must be claimed before the digit detectors see it,
 # an IBAN (country, length and checksum) before a card. Each detector has a cheap hint that
-# must be present for it to run at all: most strings in an event are short names and ids, and
-# skipping them keeps redaction off the hot path.
-_DIGITS = re.compile(r"\d\D{0,3}\d")
-_DETECTORS: list[tuple[Kind, re.Pattern[str], _Finder]] = [
+# must be present for it to run at all (a pattern, or words of the lowercased text): most
+# strings in an event are short names and ids, and skipping them keeps redaction off the hot
+# path. Detectors of numbers (`NUMBERS`) run only inside the text's runs of 8 or more digits
+# with short separators, found once for all of them.
+NUMBERS = None
+_NUMBERS = re.compile(r"(?:\+ ?|\()?\d(?:[ ()./-]{0,3}\d){7,}")
+_Hint = re.Pattern[str] | tuple[str, ...] | None
+_DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
     (
         Kind.PRIVATE_KEY,
         re.compile("PRIVATE KEY"),
@@ -398,18 +429,18 @@ _DETECTORS: list[tuple[Kind, re.Pattern[str], _Finder]] = [
     ),
     (
         Kind.PASSWORD,
-        re.compile(r"(?i:pass|pwd|secret|key|token|credential|kennwort|contrase|senha)"),
+        ("pass", "pwd", "secret", "key", "token", "credential", "kennwort", "contrase", "senha"),
         _matches(re.compile(_ANNOUNCED_CREDENTIAL)),
     ),
     (
         Kind.PASSWORD,
-        re.compile(r"(?i:pass|pwd|pin)"),
+        ("password", "passwort", "passcode", "pwd", "pin "),
         _matches(re.compile(_TOLD_CREDENTIAL), _told_value),
     ),
-    (Kind.IBAN, _DIGITS, _ibans),
+    (Kind.IBAN, re.compile(r"\d\d"), _ibans),
     (
         Kind.CARD,
-        _DIGITS,
+        NUMBERS,
         # Compact, or groups of 4 or more digits (4-4-4-4, Amex 4-6-5) split by up to three
         # spaces or one dash or dot; a short last group (4-4-4-4-3).
         _grouped(
@@ -424,7 +455,7 @@ _DETECTORS: list[tuple[Kind, re.Pattern[str], _Finder]] = [
     ),
     (
         Kind.SSN,
-        _DIGITS,
+        NUMBERS,
         _grouped(
             re.compile(
                 r"(?<![\w.,/$€£#-])(?<!\d[ .-])"
@@ -438,7 +469,7 @@ _DETECTORS: list[tuple[Kind, re.Pattern[str], _Finder]] = [
     (
         Kind.EMAIL,
         re.compile(r"@|[\[(](?i:at)[\])]"),
-        _matches(
+        _emails(
             re.compile(
                 # Unicode names and domains (jürgen@müller.de), punycode, and the written-out
                 # `name [at] example [dot] com`.
@@ -450,7 +481,7 @@ _DETECTORS: list[tuple[Kind, re.Pattern[str], _Finder]] = [
     ),
     (
         Kind.PHONE,
-        re.compile(r"\+|00|\d\D{0,3}\d"),
+        NUMBERS,
         _grouped(
             # +44 20 7946 0958, 0049 (0)30 1234567, +1 (212) 555-0100, +91 98765 43210
             re.compile(
@@ -463,7 +494,7 @@ _DETECTORS: list[tuple[Kind, re.Pattern[str], _Finder]] = [
     ),
     (
         Kind.PHONE,
-        _DIGITS,
+        NUMBERS,
         _grouped(
             # (555)123-4567, 555.123.4567, 1-800-555-0100
             re.compile(
@@ -476,19 +507,18 @@ _DETECTORS: list[tuple[Kind, re.Pattern[str], _Finder]] = [
     ),
     (
         Kind.PHONE,
-        _DIGITS,
+        NUMBERS,
         _grouped(
             # A national number with its trunk 0: 030/12345678, (030) 1234567, 020 7946 0958
             re.compile(
-                r"(?<![\w+./-])(?<!\d[ .-])(?:\(0\d{1,4}\) ?|0\d{1,4}(?: ?/ ?|[ .-]))\d{2,8}"
-                r"(?:[ .-]\d{2,8}){0,4}(?![\w]|[.,/:-]?\d)"
+                r"(?<![\w+./-])(?<!\d[ .-])(?:\(0[1-9]\d{0,3}\) ?|0[1-9]\d{0,3}(?: ?/ ?|[ .-]))"
+                r"\d{2,8}(?:[ .-]\d{2,8}){0,4}(?![\w]|[.,/:-]?\d)"
             ),
             _national_phone,
             anchored=True,
         ),
     ),
 ]
-_ANY_HINT = re.compile("|".join(sorted({hint.pattern for _, hint, _ in _DETECTORS})))
 #: Nothing shorter can hold any of the values above (the shortest is an email, `a@b.co`).
 _SHORTEST = 6
 
@@ -498,19 +528,25 @@ def find_sensitive(text: str) -> list[Finding]:
     if len(text) < _SHORTEST:
         return []
     folded, origin = _fold(text)
-    if _ANY_HINT.search(folded) is None:
-        return []
+    lowered = folded.lower()
+    numbers = [m.span() for m in _NUMBERS.finditer(folded)]
     claimed: list[_Span] = []
     found: list[Finding] = []
     for kind, hint, finder in _DETECTORS:
-        if hint.search(folded) is None:
-            continue
-        for span in finder(folded):
-            if any(span[0] < e and s < span[1] for s, e in claimed):
-                continue
-            claimed.append(span)
-            start, end = span if origin is None else (origin[span[0]], origin[span[1]])
-            found.append(Finding(kind, start, end, text[start:end]))
+        if hint is NUMBERS:
+            # Three characters past a run, so a pattern's look-ahead sees how it ends.
+            scopes = [(start, min(len(folded), end + 3)) for start, end in numbers]
+        elif isinstance(hint, tuple):
+            scopes = [(0, len(folded))] if any(word in lowered for word in hint) else []
+        else:
+            scopes = [(0, len(folded))] if hint.search(folded) else []
+        for scope in scopes:
+            for span in finder(folded, *scope):
+                if any(span[0] < e and s < span[1] for s, e in claimed):
+                    continue
+                claimed.append(span)
+                start, end = span if origin is None else (origin[span[0]], origin[span[1]])
+                found.append(Finding(kind, start, end, text[start:end]))
     return sorted(found, key=lambda f: f.start)
 
 
