@@ -109,6 +109,8 @@ def test_look_alikes_are_left_alone(text: str) -> None:
         ("dbPassword: correcthorse", "correcthorse"),  # pragma: allowlist secret
         ("Passwort: Sommer2026!", "Sommer2026!"),  # pragma: allowlist secret
         ("mot de passe : azerty123", "azerty123"),  # pragma: allowlist secret
+        ("user: admin pass: hunter2", "hunter2"),  # pragma: allowlist secret
+        ("card PIN: 4821", "4821"),  # pragma: allowlist secret
         ("the VPN password is Tr0ub4dor&3 today", "Tr0ub4dor&3"),  # pragma: allowlist secret
         (
             "aws_secret_access_key = " + AWS_EXAMPLE_SECRET,
@@ -132,6 +134,7 @@ def test_an_announced_credential_is_a_password_finding(text: str, value: str) ->
         "the password is expired.",
         "Secretary: Mrs Smith",
         "shipping: express",
+        "compass: north, typing: fast, spin: 3",
         "malformed token: decode_error: Invalid header",
     ],
 )

@@ -323,6 +323,29 @@ def _ibans(text: str, start: int, end: int) -> Iterator[_Span]:
         yield match.start(), position
 
 
+def _keyed(pattern: re.Pattern[str], keys: re.Pattern[str]) -> _Finder:
+    """Each match of `pattern` that starts where one of its key words (`keys`, lowercase
+    literals) does: a search for a few literals is fast, and trying a long pattern from every
+    position of the text is not."""
+
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a rare letter whose lowercase is longer
+            yield from _matches(pattern)(text, start, end)
+            return
+        done = start
+        for key in keys.finditer(lowered, start, end):
+            if key.start() < done:
+                continue
+            match = pattern.match(text, key.start(), end)
+            if match is not None:
+                group = match.lastgroup or 0
+                done = match.end()
+                yield match.span(group)
+
+    return find
+
+
 def _emails(pattern: re.Pattern[str]) -> _Finder:
     """Each match around an `@` (or a written-out `[at]`): few texts hold many, so the
     pattern runs near them instead of from every word of the text."""
@@ -349,13 +372,15 @@ _IBAN_START = re.compile(r"(?<![^\W_])([A-Za-z]{2})[ ]?(\d{2})")
 # credential (16+ token characters), so prose such as "malformed token: decode_error" stays
 # readable. Only the value is replaced: "db_password=[PASSWORD]" still says what was there.
 _CREDENTIAL_WORDS = (
-    r"password|passwd|pwd|passphrase|passcode|passwort|kennwort|wachtwoord|contrase[ñn]a"
-    r"|senha|mot de passe|secret|credentials?"
+    r"password|passwd|pwd|pw|pass|passphrase|passcode|pin|passwort|kennwort|wachtwoord"
+    r"|contrase[ñn]a|senha|mot de passe|secret|credentials?"
 )
 _KEY_WORDS = r"api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|token|auth[_-]?key"
 # The word alone or inside an identifier: `aws_secret_access_key`, `DB-PASSWORD`, `dbPassword`.
+# Only the word's own start is checked (a word, a segment, a camel-case hump), not the whole
+# identifier matched: the value is what is reported, and scanning every word is slow.
 _NAMED = (
-    r"(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-]|(?-i:[a-z0-9]+(?=[A-Z])))*(?:{words})"
+    r"(?:(?<![A-Za-z0-9])|(?<=[_.-])|(?<=[a-z0-9])(?-i:(?=[A-Z])))(?:{words})"
     r"(?:[_.-][A-Za-z0-9]+|(?-i:[A-Z][a-z0-9]*))*"
 )
 # Unquoted, a value ends before the punctuation that ends its clause: "pw: x1!, then".
@@ -429,8 +454,25 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
     ),
     (
         Kind.PASSWORD,
-        ("pass", "pwd", "secret", "key", "token", "credential", "kennwort", "contrase", "senha"),
-        _matches(re.compile(_ANNOUNCED_CREDENTIAL)),
+        (
+            "pass",
+            "pw",
+            "pin",
+            "secret",
+            "key",
+            "token",
+            "credential",
+            "kennwort",
+            "contrase",
+            "senha",
+        ),
+        _keyed(
+            re.compile(_ANNOUNCED_CREDENTIAL),
+            re.compile(
+                "pass|pwd|pw|pin|secret|credential|kennwort|wachtwoord|contrase|senha"
+                "|mot de passe|api|access|private|auth|token"
+            ),
+        ),
     ),
     (
         Kind.PASSWORD,
