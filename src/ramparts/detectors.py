@@ -318,7 +318,7 @@ def _ibans(text: str, start: int, end: int) -> Iterator[_Span]:
         if need or separated:
             continue
         after = text[position : position + 1]
-        if after.isalnum() or _iban_valid(text[match.start() : position]) is False:
+        if after.isalnum() or not _iban_valid(text[match.start() : position]):
             continue
         yield match.start(), position
 

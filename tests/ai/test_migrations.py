@@ -23,7 +23,10 @@ def test_stored_credentials_and_missed_personal_data_are_scrubbed(
     ensure_app_role(urls)
     command.upgrade(_config(urls.owner), BEFORE)
     tenant, user, conversation = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    result = {"description": "Portal login password: Winter2026!xyz, mail jürgen@müller.de"}
+    result = {
+        "title": "Login",
+        "description": 'Portal password: "Winter2026!xyz", mail jürgen@müller.de',  # pragma: allowlist secret
+    }
     stored = [
         ("user", "my password: Hunter2Hunter2 and my SSN 078 05 1120"),  # pragma: allowlist secret
         ("tool", json.dumps(result, ensure_ascii=False)),
@@ -61,8 +64,10 @@ def test_stored_credentials_and_missed_personal_data_are_scrubbed(
         ).fetchone()
     assert [content for (content,) in rows] == [
         "my password: [PASSWORD] and my SSN [SSN]",
+        # Still JSON: scrubbed value by value, the quoted password's quotes and all.
         json.dumps(
-            {"description": "Portal login password: [PASSWORD], mail [EMAIL]"}, ensure_ascii=False
+            {"title": "Login", "description": "Portal password: [PASSWORD], mail [EMAIL]"},
+            ensure_ascii=False,
         ),
         stored[2][1],  # tokens and ids are not personal data: left as they were
     ]

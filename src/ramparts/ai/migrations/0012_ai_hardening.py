@@ -14,7 +14,9 @@ Revision ID: 0012_ai_hardening
 Revises: 0011_second_factor
 """
 
+import json
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -38,6 +40,28 @@ REWRITE = sa.text(
     "WHERE tenant_id = :tenant AND conversation_id = :conversation AND seq = :seq"
 )
 FIRST = {"tenant": uuid.UUID(int=0), "conversation": uuid.UUID(int=0), "seq": 0}
+
+
+def scrubbed_message(content: str) -> str:
+    """A stored message scrubbed; a tool result (JSON) value by value, so it stays JSON."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return scrubbed(content)
+    if not isinstance(value, dict | list):
+        return scrubbed(content)
+    clean = _scrubbed_value(value)
+    return content if clean == value else json.dumps(clean, ensure_ascii=False)
+
+
+def _scrubbed_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrubbed(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed_value(v) for v in value]
+    return value
 
 
 def scrubbed(content: str) -> str:
@@ -66,7 +90,7 @@ def upgrade() -> None:
         changed = [
             {"tenant": t, "conversation": c, "seq": s, "content": new}
             for t, c, s, content in rows
-            if (new := scrubbed(content)) != content
+            if (new := scrubbed_message(content)) != content
         ]
         if changed:
             bind.execute(REWRITE, changed)
