@@ -14,6 +14,7 @@ from ramparts.db.migrate import _config, ensure_app_role
 
 BEFORE = "0011_second_factor"
 SCRUBBING = "0012_ai_hardening"
+OLD_PASSWORD = "Winter2026!xyz"  # pragma: allowlist secret
 
 
 def test_stored_credentials_and_missed_personal_data_are_scrubbed(
@@ -25,7 +26,7 @@ def test_stored_credentials_and_missed_personal_data_are_scrubbed(
     tenant, user, conversation = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     result = {
         "title": "Login",
-        "description": 'Portal password: "Winter2026!xyz", mail jürgen@müller.de',  # pragma: allowlist secret
+        "description": f'Portal password: "{OLD_PASSWORD}", mail jürgen@müller.de',
     }
     stored = [
         ("user", "my password: Hunter2Hunter2 and my SSN 078 05 1120"),  # pragma: allowlist secret
