@@ -111,6 +111,10 @@ def test_look_alikes_are_left_alone(text: str) -> None:
         ("mot de passe : azerty123", "azerty123"),  # pragma: allowlist secret
         ("user: admin pass: hunter2", "hunter2"),  # pragma: allowlist secret
         ("card PIN: 4821", "4821"),  # pragma: allowlist secret
+        (
+            "DATABASE_URL=postgres://app:S3cret-9@db:5432/app",
+            "S3cret-9",
+        ),  # pragma: allowlist secret
         ("the VPN password is Tr0ub4dor&3 today", "Tr0ub4dor&3"),  # pragma: allowlist secret
         (
             "aws_secret_access_key = " + AWS_EXAMPLE_SECRET,
@@ -128,6 +132,11 @@ def test_an_announced_credential_is_a_password_finding(text: str, value: str) ->
     assert finding.value == value
 
 
+def test_a_basic_authorization_header_is_a_credential() -> None:
+    [finding] = find_sensitive("Authorization: Basic dXNlcjpodW50ZXIy")  # pragma: allowlist secret
+    assert finding.kind is Kind.BEARER
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -135,6 +144,7 @@ def test_an_announced_credential_is_a_password_finding(text: str, value: str) ->
         "Secretary: Mrs Smith",
         "shipping: express",
         "compass: north, typing: fast, spin: 3",
+        "see https://example.com/a:b@c and the basic internationalization plan",
         "malformed token: decode_error: Invalid header",
     ],
 )

@@ -449,8 +449,19 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
     ),
     (
         Kind.BEARER,
-        re.compile("(?i:bearer)"),
-        _matches(re.compile(r"(?i)\bbearer\s+[\w.~+/-]{16,}=*")),
+        ("bearer", "authorization"),
+        _matches(
+            re.compile(
+                r"(?i)\bbearer\s+[\w.~+/-]{16,}=*"
+                r"|\bauthorization\s*[:=]\s*(?:basic|digest|token)\s+[\w.~+/=-]{8,}"
+            )
+        ),
+    ),
+    (
+        # A URL that carries its password: postgres://app:S3cret@db:5432/app
+        Kind.PASSWORD,
+        ("://",),
+        _matches(re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/?#@]+:(?P<value>[^\s/?#@]+)@")),
     ),
     (
         Kind.PASSWORD,
