@@ -14,11 +14,20 @@ import functools
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Finding", "Kind", "Redactor", "find_sensitive", "is_secret_name"]
+__all__ = [
+    "PERSONAL_KINDS",
+    "SECRET_KINDS",
+    "Finding",
+    "Kind",
+    "Redactor",
+    "find_sensitive",
+    "is_secret_name",
+]
 
 
 class Kind(StrEnum):
@@ -43,10 +52,59 @@ class Finding:
     value: str
 
 
+#: Personal data: masked with reversible tokens before a model sees it. Every other kind is a
+#: secret: refused in what a user sends, redacted in what a tool returns, never passed on.
+PERSONAL_KINDS = frozenset({Kind.CARD, Kind.IBAN, Kind.SSN, Kind.EMAIL, Kind.PHONE})
+SECRET_KINDS = frozenset(Kind) - PERSONAL_KINDS
+
+_Span = tuple[int, int]
+_Finder = Callable[[str, int, int], Iterator[_Span]]  # text, from, to
+
+
+# --- normalisation ---------------------------------------------------------------------------
+# The detectors read a folded copy of the text, so fullwidth digits, no-break or thin spaces,
+# Unicode dashes and zero-width characters cannot hide a value; findings are reported on the
+# original text. ASCII text, nearly all of it, is its own fold.
+_INVISIBLE = frozenset("\u00ad\u034f\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u2060\ufeff")
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(char: str) -> str:
+    category = unicodedata.category(char)
+    if char in _INVISIBLE or category == "Mn":  # combining marks: "u" + "¨" reads as "u"
+        return ""
+    if category == "Zs":
+        return " "
+    if category == "Pd" or char == "\u2212":  # dashes and the minus sign
+        return "-"
+    if char.isdecimal():  # any script's digits: ٤١١١ is 4111
+        return str(unicodedata.decimal(char))
+    return unicodedata.normalize("NFKC", char)  # fullwidth at-signs and digits: ASCII
+
+
+def _fold(text: str) -> tuple[str, list[int] | None]:
+    """The folded text and, when it differs in length, each folded index's original index
+    (one extra entry for the end)."""
+    if text.isascii():
+        return text, None
+    pieces = [_fold_char(c) for c in text]
+    if all(len(p) == 1 for p in pieces):
+        return "".join(pieces), None
+    origin = [index for index, piece in enumerate(pieces) for _ in piece]
+    origin.append(len(text))
+    return "".join(pieces), origin
+
+
+_NOT_DIGIT = re.compile(r"\D")
+
+
 def _digits(value: str) -> str:
-    return "".join(c for c in value if c.isdigit())
+    """The value's digits in ASCII, whatever script they were written in."""
+    digits = _NOT_DIGIT.sub("", value)
+    return digits if digits.isascii() else "".join(str(unicodedata.decimal(c)) for c in digits)
 
 
+# --- checks ----------------------------------------------------------------------------------
 def _luhn(number: str) -> bool:
     total = 0
     for index, char in enumerate(reversed(number)):
@@ -57,127 +115,492 @@ def _luhn(number: str) -> bool:
     return total % 10 == 0
 
 
-def _iban_valid(value: str) -> bool:
-    """ISO 13616 mod-97 check: rearranged, letters as numbers, remainder 1."""
-    compact = value.replace(" ", "").upper()
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+def _card_brand(number: str) -> bool:
+    """Whether some card network issues numbers of this prefix and length (the IIN ranges of
+    Visa, Mastercard, Amex, Diners, JCB, Discover, UnionPay, Maestro and Mir): a 16-digit
+    order number that passes Luhn by chance usually does not."""
+    length, two, four = len(number), int(number[:2]), int(number[:4])
+    first = number[0]
+    if first == "4":  # Visa
+        issued = length in {16, 19}
+    elif first == "2":  # Mastercard 2-series, Mir
+        issued = (2221 <= four <= 2720 and length == 16) or 2200 <= four <= 2204
+    elif first == "3":  # Amex 34/37; JCB 3528-3589; Diners 300-305, 36, 38, 39
+        issued = (
+            length == 15
+            if two in {34, 37}
+            else (3528 <= four <= 3589 or two in {30, 36, 38, 39}) and length >= 14
+        )
+    elif first == "5":  # Mastercard 51-55, Maestro 50 and 56-59
+        issued = length == 16 if 51 <= two <= 55 else length >= 13
+    else:  # Discover, UnionPay, Maestro, RuPay
+        issued = first == "6"
+    return issued
 
 
 def _card_valid(value: str) -> bool:
     digits = _digits(value)
-    return 13 <= len(digits) <= 19 and _luhn(digits)
+    return 13 <= len(digits) <= 19 and _card_brand(digits) and _luhn(digits)
 
 
-def _phone_valid(value: str) -> bool:
-    return 8 <= len(_digits(value)) <= 15
+# ISO 13616 registry: every IBAN country and its IBAN length.
+_IBAN_LENGTHS = {
+    **dict.fromkeys(["NO"], 15),
+    **dict.fromkeys(["BE"], 16),
+    **dict.fromkeys(["DK", "FI", "FO", "FK", "GL", "NL", "SD"], 18),
+    **dict.fromkeys(["MK", "SI"], 19),
+    **dict.fromkeys(["AT", "BA", "EE", "KZ", "LT", "LU", "MN", "XK"], 20),
+    **dict.fromkeys(["CH", "HR", "LI", "LV"], 21),
+    **dict.fromkeys(["BG", "BH", "CR", "DE", "GB", "GE", "IE", "ME", "RS", "VA"], 22),
+    **dict.fromkeys(["AE", "GI", "IL", "IQ", "OM", "SO", "TL"], 23),
+    **dict.fromkeys(["AD", "CZ", "ES", "MD", "PK", "RO", "SA", "SE", "SK", "TN", "VG"], 24),
+    **dict.fromkeys(["LY", "PT", "ST"], 25),
+    **dict.fromkeys(["IS", "TR"], 26),
+    **dict.fromkeys(["BI", "DJ", "FR", "GR", "IT", "MC", "MR", "SM"], 27),
+    **dict.fromkeys(["AL", "AZ", "BY", "CY", "DO", "GT", "HN", "HU", "LB", "NI", "PL"], 28),
+    **dict.fromkeys(["SV"], 28),
+    **dict.fromkeys(["BR", "EG", "PS", "QA", "UA"], 29),
+    **dict.fromkeys(["JO", "KW", "MU", "YE"], 30),
+    **dict.fromkeys(["MT", "SC"], 31),
+    **dict.fromkeys(["LC"], 32),
+    **dict.fromkeys(["RU"], 33),
+}
 
 
-# `password: x` hides whatever follows; `token: x` only what looks like a credential (16+
-# token characters), so prose such as "malformed token: decode_error" stays readable.
-_ANNOUNCED_CREDENTIAL = (
-    # Not \b: `db_password=`, `client_secret=` and `"password": "…"` must match too.
-    r"(?i)(?<![A-Za-z0-9])(?:(?:password|passwd|pwd|passphrase|secret)[\"']?\s*[:=]\s*"
-    r"(?:\"[^\"]*\"|'[^']*'|\S+)"
-    r"|(?:api[_-]?key|access[_-]?token|token)[\"']?\s*[:=]\s*[\"']?[\w./+=-]{16,})"
+def _iban_valid(value: str) -> bool:
+    """ISO 13616 mod-97 check: rearranged, letters as numbers, remainder 1."""
+    compact = _compact(value)
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _compact(value: str) -> str:
+    """An IBAN without its separators, in capitals."""
+    return "".join(c for c in value if c.isalnum()).upper()
+
+
+def _ssn_valid(value: str) -> bool:
+    """The SSA never issues area 000, 666 or 900-999, group 00 or serial 0000."""
+    digits = _digits(value)
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in {"000", "666"} and area[0] != "9" and group != "00" and serial != "0000"
+
+
+# A nine-digit number however split, or a 3-3-4 or 0-prefixed number, is a value of its
+# kind unless the words before it name it as something else ("order 123456789"); words that
+# name it as personal data win ("SSN 078051120", "phone no. 030 1234567").
+_NAMED_PERSONAL = re.compile(
+    r"(?i)\b(?:ssn|social security|soc\.? ?sec|tax ?id|tin|phone|tel|telephone|mobile|cell"
+    r"|fax|whatsapp|sms)\b"
+)
+_NAMED_OTHER = re.compile(
+    r"(?i)(?:\b(?:order|invoice|inv|ref|reference|tracking|ticket|sku|serial|part|item|article"
+    r"|batch|lot|case|booking|confirmation|shipment|parcel|account|acct|customer|quote|po|id"
+    r"|no|nr|number|code|pin|amount|total|qty|quantity)(?:_\w+)?|#)\W{0,3}$"
 )
 
-# Most specific first: a private key or JWT must be claimed before the digit detectors see it.
-# Each detector has a cheap hint that must be present for it to run at all: most strings in
-# an event are short names and ids, and skipping them keeps redaction off the hot path.
-_Detector = tuple[Kind, re.Pattern[str], re.Pattern[str], Callable[[str], bool] | None]
-_DIGITS = re.compile(r"\d\D?\d")
-_DETECTORS: list[_Detector] = [
+
+def _personal_by_context(text: str, start: int) -> bool:
+    before = text[max(0, start - 40) : start]
+    return _NAMED_PERSONAL.search(before) is not None or _NAMED_OTHER.search(before) is None
+
+
+def _ssn_plausible(text: str, start: int, value: str) -> bool:
+    return _ssn_valid(value) and _personal_by_context(text, start)
+
+
+def _phone_digits(value: str) -> str:
+    digits = _digits(value.replace("(0)", ""))
+    return digits[2:] if value.startswith("00") else digits
+
+
+def _international_phone(text: str, start: int, value: str) -> bool:
+    return 8 <= len(_phone_digits(value)) <= 15
+
+
+def _nanp_phone(text: str, start: int, value: str) -> bool:
+    return _personal_by_context(text, start)
+
+
+_DATE = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}(?!\d)")
+
+
+def _national_phone(text: str, start: int, value: str) -> bool:
+    """`030/12345678`, `020 7946 0958`, `01 23 45 67 89`: a trunk 0 and 9 to 12 digits,
+    not a date."""
+    return (
+        9 <= len(_digits(value)) <= 12
+        and _DATE.match(value) is None
+        and _personal_by_context(text, start)
+    )
+
+
+# --- finders ---------------------------------------------------------------------------------
+def _matches(pattern: re.Pattern[str], valid: Callable[[str], bool] | None = None) -> _Finder:
+    """Each match (its named group, when the pattern has some) that passes `valid`."""
+
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        for match in pattern.finditer(text, start, end):
+            group = match.lastgroup or 0  # the named group of the alternative that matched
+            if valid is None or valid(match.group(group)):
+                yield match.span(group)
+
+    return find
+
+
+_DIGIT_GROUP = re.compile(r"\d+")
+_Valid = Callable[[str, int, str], bool]
+
+
+def _grouped(pattern: re.Pattern[str], valid: _Valid, *, anchored: bool) -> _Finder:
+    """The longest valid run of digit groups inside each match. Prose around a value may add
+    a group after it ("+44 20 7946 0958 2026") or, unless the value is `anchored` at the
+    match's start (a phone's `+`), before it ("qty 2 4111 1111 1111 1111"): a regular
+    expression alone would take the longer run, fail the check, and let the value through."""
+
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        for match in pattern.finditer(text, start, end):
+            groups = [m.span() for m in _DIGIT_GROUP.finditer(text, *match.span())]
+            first = 0
+            while first < len(groups):
+                span = _longest(text, match.start(), groups, first, valid, anchored=anchored)
+                if span is None:
+                    break
+                yield span[:2]
+                first = span[2] + 1
+                if anchored:
+                    break
+
+    return find
+
+
+def _longest(
+    text: str,
+    start: int,
+    groups: list[_Span],
+    first: int,
+    valid: _Valid,
+    *,
+    anchored: bool,
+) -> tuple[int, int, int] | None:
+    """(start, end, last group) of the longest valid run from group `first` on."""
+    count = len(groups)
+    for size in range(count - first, 0, -1):
+        for low in [first] if anchored else range(first, count - size + 1):
+            if low > first and groups[low - 1][1] - groups[low - 1][0] >= 4:
+                continue  # inside a longer number (a tracking number), not after a word
+            begin = start if anchored else groups[low][0]
+            high = low + size - 1
+            if valid(text, begin, text[begin : groups[high][1]]):
+                return begin, groups[high][1], high
+    return None
+
+
+def _ibans(text: str, start: int, end: int) -> Iterator[_Span]:
+    """A country code, check digits, then exactly the country's length in letters and
+    digits, in any case, compact or split by single spaces, dashes or dots anywhere; the
+    next character must not continue it. The registry length, not a pattern, says where an
+    IBAN ends, so `DE89 3704 0044 0532 0130 00 12 chairs` stops before `12`."""
+    for match in _IBAN_START.finditer(text, start, end):
+        length = _IBAN_LENGTHS.get(match.group(1).upper())
+        if length is None:
+            continue
+        need, position, separated = length - 4, match.end(), False
+        while need and position < len(text):
+            char = text[position]
+            if char.isascii() and char.isalnum():
+                need, separated = need - 1, False
+            elif char in " .-" and not separated:
+                separated = True
+            else:
+                break
+            position += 1
+        if need or separated:
+            continue
+        after = text[position : position + 1]
+        if after.isalnum() or not _iban_valid(text[match.start() : position]):
+            continue
+        yield match.start(), position
+
+
+def _keyed(pattern: re.Pattern[str], keys: re.Pattern[str]) -> _Finder:
+    """Each match of `pattern` that starts where one of its key words (`keys`, lowercase
+    literals) does: a search for a few literals is fast, and trying a long pattern from every
+    position of the text is not."""
+
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a rare letter whose lowercase is longer
+            yield from _matches(pattern)(text, start, end)
+            return
+        done = start
+        for key in keys.finditer(lowered, start, end):
+            if key.start() < done:
+                continue
+            match = pattern.match(text, key.start(), end)
+            if match is not None:
+                group = match.lastgroup or 0
+                done = match.end()
+                yield match.span(group)
+
+    return find
+
+
+def _emails(pattern: re.Pattern[str]) -> _Finder:
+    """Each match around an `@` (or a written-out `[at]`): few texts hold many, so the
+    pattern runs near them instead of from every word of the text."""
+
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        done = start
+        for at in _AT.finditer(text, start, end):
+            if at.start() < done:
+                continue
+            # A local part is at most 64 characters (RFC 5321), a domain at most 255.
+            low = max(done, at.start() - 64)
+            match = pattern.search(text, low, min(end, at.end() + 256))
+            if match is not None and match.start() <= at.start():
+                done = match.end()
+                yield match.span()
+
+    return find
+
+
+_AT = re.compile(r"@|[\[(][aA][tT][\])]")
+_IBAN_START = re.compile(r"(?<![^\W_])([A-Za-z]{2})[ ]?(\d{2})")
+
+# `password: x` and `db_password=x` hide whatever follows; `token: x` only what looks like a
+# credential (16+ token characters), so prose such as "malformed token: decode_error" stays
+# readable. Only the value is replaced: "db_password=[PASSWORD]" still says what was there.
+_CREDENTIAL_WORDS = (
+    r"password|passwd|pwd|pw|pass|passphrase|passcode|pin|passwort|kennwort|wachtwoord"
+    r"|contrase[ñn]a|senha|mot de passe|secret|credentials?"
+)
+_KEY_WORDS = r"api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|token|auth[_-]?key"
+# The word alone or inside an identifier: `aws_secret_access_key`, `DB-PASSWORD`, `dbPassword`.
+# Only the word's own start is checked (a word, a segment, a camel-case hump), not the whole
+# identifier matched: the value is what is reported, and scanning every word is slow.
+_NAMED = (
+    r"(?:(?<![A-Za-z0-9])|(?<=[_.-])|(?<=[a-z0-9])(?-i:(?=[A-Z])))(?:{words})"
+    r"(?:[_.-][A-Za-z0-9]+|(?-i:[A-Z][a-z0-9]*))*"
+)
+# Unquoted, a value ends before the punctuation that ends its clause: "pw: x1!, then".
+_VALUE = r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"'](?:\S*[^\s\"',;.)\]}])?)"
+_ANNOUNCED_CREDENTIAL = (
+    "(?i)"
+    + _NAMED.format(words=_CREDENTIAL_WORDS)
+    + r"[\"']?\s*[:=]\s*"
+    + _VALUE
+    + "|"
+    + _NAMED.format(words=_KEY_WORDS)
+    + r"[\"']?\s*[:=]\s*[\"']?(?P<token>[\w./+=-]{16,})"
+)
+# "my password is Hunter2Hunter2": said in words, the value must look like one (a digit,
+# a symbol or a capital after the first letter), so "the password is expired" stays.
+_TOLD_CREDENTIAL = (
+    r"(?i)\b(?:password|passwort|passcode|pin|pwd)\b[^.\n:=]{0,30}?\b(?:is|was|ist|lautet)"
+    r"\s+(?P<value>[^\s\"']*[^\s\"'.,;:?)])"
+)
+
+
+def _told_value(value: str) -> bool:
+    return len(value) >= 6 and (
+        any(not c.isalpha() for c in value) or any(c.isupper() for c in value[1:])
+    )
+
+
+# Most specific first: a private key or JWT must be claimed before the digit detectors see it,
+# an IBAN (country, length and checksum) before a card. Each detector has a cheap hint that
+# must be present for it to run at all (a pattern, or words of the lowercased text): most
+# strings in an event are short names and ids, and skipping them keeps redaction off the hot
+# path. Detectors of numbers (`NUMBERS`) run only inside the text's runs of 8 or more digits
+# with short separators, found once for all of them.
+NUMBERS = None
+_NUMBERS = re.compile(r"(?:\+ ?|\()?\d(?:[ ()./-]{0,3}\d){7,}")
+_Hint = re.Pattern[str] | tuple[str, ...] | None
+_DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
     (
         Kind.PRIVATE_KEY,
         re.compile("PRIVATE KEY"),
-        re.compile(
-            r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
-            r"(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*)"
+        _matches(
+            re.compile(
+                r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
+                r"(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*)"
+            )
         ),
-        None,
     ),
-    (Kind.JWT, re.compile("eyJ"), re.compile(r"\beyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*"), None),
+    (
+        Kind.JWT,
+        re.compile("eyJ"),
+        _matches(re.compile(r"\beyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*")),
+    ),
     (
         Kind.API_KEY,
-        re.compile(r"_live_|_test_|whsec_|sk-|AKIA|gh[pousr]_|github_pat_|xox|AIza"),
         re.compile(
-            r"\b(?:(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,}|whsec_[0-9A-Za-z+/=]{10,}"
-            r"|sk-[\w-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[0-9A-Za-z]{30,}"
-            r"|github_pat_\w{30,}|xox[abprs]-[\w-]{10,}|AIza[\w-]{35})"
+            r"_live_|_test_|whsec_|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox|AIza|ya29\.|glpat-"
         ),
-        None,
+        _matches(
+            re.compile(
+                r"\b(?:(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,}|whsec_[0-9A-Za-z+/=]{10,}"
+                r"|sk-[\w-]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[0-9A-Za-z]{30,}"
+                r"|github_pat_\w{30,}|xox[abprs]-[\w-]{10,}|AIza[\w-]{35}|ya29\.[\w.-]{20,}"
+                r"|glpat-[\w-]{20,})"
+            )
+        ),
     ),
     (
         Kind.BEARER,
-        re.compile("(?i:bearer)"),
-        re.compile(r"(?i)\bbearer\s+[\w.~+/-]{16,}=*"),
-        None,
+        ("bearer", "authorization"),
+        _matches(
+            re.compile(
+                r"(?i)\bbearer\s+[\w.~+/-]{16,}=*"
+                r"|\bauthorization\s*[:=]\s*(?:basic|digest|token)\s+[\w.~+/=-]{8,}"
+            )
+        ),
+    ),
+    (
+        # A URL that carries its password: postgres://app:S3cret@db:5432/app
+        Kind.PASSWORD,
+        ("://",),
+        _matches(re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/?#@]+:(?P<value>[^\s/?#@]+)@")),
     ),
     (
         Kind.PASSWORD,
-        re.compile("(?i:pass|pwd|secret|key|token)"),
-        re.compile(_ANNOUNCED_CREDENTIAL),
-        None,
+        (
+            "pass",
+            "pw",
+            "pin",
+            "secret",
+            "key",
+            "token",
+            "credential",
+            "kennwort",
+            "contrase",
+            "senha",
+        ),
+        _keyed(
+            re.compile(_ANNOUNCED_CREDENTIAL),
+            re.compile(
+                "pass|pwd|pw|pin|secret|credential|kennwort|wachtwoord|contrase|senha"
+                "|mot de passe|api|access|private|auth|token"
+            ),
+        ),
     ),
+    (
+        Kind.PASSWORD,
+        ("password", "passwort", "passcode", "pwd", "pin "),
+        _matches(re.compile(_TOLD_CREDENTIAL), _told_value),
+    ),
+    (Kind.IBAN, re.compile(r"\d\d"), _ibans),
     (
         Kind.CARD,
-        _DIGITS,
-        re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])"),
-        _card_valid,
-    ),
-    (
-        Kind.IBAN,
-        _DIGITS,
-        # Compact, or printed in groups of four (ISO 13616): never swallowing the next word.
-        re.compile(
-            r"\b[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b"
+        NUMBERS,
+        # Compact, or groups of 4 or more digits (4-4-4-4, Amex 4-6-5) split by up to three
+        # spaces or one dash or dot; a short last group (4-4-4-4-3).
+        _grouped(
+            re.compile(
+                r"(?<![\w.,/-])(?=\d(?:(?: {1,3}| ?[.-] ?)?\d){12})"
+                r"\d{4,}(?:(?: {1,3}| ?[.-] ?)\d{4,})*(?:(?: {1,3}| ?[.-] ?)\d{1,3})?"
+                r"(?![\w]|[.,/-]\d)"
+            ),
+            lambda _text, _start, value: _card_valid(value),
+            anchored=False,
         ),
-        _iban_valid,
     ),
     (
         Kind.SSN,
-        _DIGITS,
-        re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"),
-        None,
+        NUMBERS,
+        _grouped(
+            re.compile(
+                r"(?<![\w.,/$€£#-])(?<!\d[ .-])"
+                r"\d{3}(?:(?P<sep> ?- ?|[ .])\d{2}(?P=sep)|\d{2})\d{4}"
+                r"(?![\w]|[.,/-]?\d| \d)"
+            ),
+            _ssn_plausible,
+            anchored=True,
+        ),
     ),
     (
         Kind.EMAIL,
-        re.compile("@"),
-        re.compile(r"\b[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
-        None,
+        re.compile(r"@|[\[(](?i:at)[\])]"),
+        _emails(
+            re.compile(
+                # Unicode names and domains (jürgen@müller.de), punycode, and the written-out
+                # `name [at] example [dot] com`.
+                r"(?i)(?<![\w.%+'-])[\w.%+'-]+(?:@|\s?[\[(]at[\])]\s?)"
+                r"(?:[^\W_][\w-]*(?:\.|\s?[\[(]dot[\])]\s?))+"
+                r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{2,59})(?![\w-])"
+            )
+        ),
     ),
     (
         Kind.PHONE,
-        _DIGITS,
-        re.compile(
-            r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
-            r"|\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4})\b"
+        NUMBERS,
+        _grouped(
+            # +44 20 7946 0958, 0049 (0)30 1234567, +1 (212) 555-0100, +91 98765 43210
+            re.compile(
+                r"(?<![\w+])(?:\+ ?|(?<!\d)(?<!\d[ .-])00)[1-9]\d{0,3}"
+                r"(?:(?:[ ./-]{1,2}|(?=\()|(?<=\)))(?:\(\d{1,5}\)|\d{1,8})){1,8}(?!\w)"
+            ),
+            _international_phone,
+            anchored=True,
         ),
-        _phone_valid,
+    ),
+    (
+        Kind.PHONE,
+        NUMBERS,
+        _grouped(
+            # (555)123-4567, 555.123.4567, 1-800-555-0100
+            re.compile(
+                r"(?<![\w+./-])(?<!\d[ .-])(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-]?)\d{3}[ .-]\d{4}"
+                r"(?![\w]|[.,/-]?\d)"
+            ),
+            _nanp_phone,
+            anchored=True,
+        ),
+    ),
+    (
+        Kind.PHONE,
+        NUMBERS,
+        _grouped(
+            # A national number with its trunk 0: 030/12345678, (030) 1234567, 020 7946 0958
+            re.compile(
+                r"(?<![\w+./-])(?<!\d[ .-])(?:\(0[1-9]\d{0,3}\) ?|0[1-9]\d{0,3}(?: ?/ ?|[ .-]))"
+                r"\d{2,8}(?:[ .-]\d{2,8}){0,4}(?![\w]|[.,/:-]?\d)"
+            ),
+            _national_phone,
+            anchored=True,
+        ),
     ),
 ]
-_ANY_HINT = re.compile("|".join(sorted({hint.pattern for _, hint, _, _ in _DETECTORS})))
 #: Nothing shorter can hold any of the values above (the shortest is an email, `a@b.co`).
 _SHORTEST = 6
 
 
 def find_sensitive(text: str) -> list[Finding]:
     """Every detected secret or personal value in `text`, in order, none overlapping."""
-    if len(text) < _SHORTEST or _ANY_HINT.search(text) is None:
+    if len(text) < _SHORTEST:
         return []
-    claimed: list[Finding] = []
-    for kind, hint, pattern, valid in _DETECTORS:
-        if hint.search(text) is None:
-            continue
-        for match in pattern.finditer(text):
-            start, end = match.span()
-            if valid is not None and not valid(match.group()):
-                continue
-            if any(start < f.end and f.start < end for f in claimed):
-                continue
-            claimed.append(Finding(kind, start, end, match.group()))
-    return sorted(claimed, key=lambda f: f.start)
+    folded, origin = _fold(text)
+    lowered = folded.lower()
+    numbers = [m.span() for m in _NUMBERS.finditer(folded)]
+    claimed: list[_Span] = []
+    found: list[Finding] = []
+    for kind, hint, finder in _DETECTORS:
+        if hint is NUMBERS:
+            # Three characters past a run, so a pattern's look-ahead sees how it ends.
+            scopes = [(start, min(len(folded), end + 3)) for start, end in numbers]
+        elif isinstance(hint, tuple):
+            scopes = [(0, len(folded))] if any(word in lowered for word in hint) else []
+        else:
+            scopes = [(0, len(folded))] if hint.search(folded) else []
+        for scope in scopes:
+            for span in finder(folded, *scope):
+                if any(span[0] < e and s < span[1] for s, e in claimed):
+                    continue
+                claimed.append(span)
+                start, end = span if origin is None else (origin[span[0]], origin[span[1]])
+                found.append(Finding(kind, start, end, text[start:end]))
+    return sorted(found, key=lambda f: f.start)
 
 
 # Field names whose value is a secret whatever it looks like: exact names, then suffixes
@@ -218,7 +641,10 @@ class Redactor:
 
     def fingerprint(self, kind: Kind, value: str) -> str:
         """A short keyed hash: equal values give equal fingerprints, nothing else is learnt."""
-        normal = value.strip().lower() if kind is Kind.EMAIL else _digits(value) or value
+        if kind is Kind.EMAIL:  # one address however it is written: case, width, IDN form
+            normal = unicodedata.normalize("NFKC", value).strip().casefold()
+        else:
+            normal = _digits(value) or value
         mac = hmac.new(self._key, f"{kind}:{normal}".encode(), hashlib.sha256)
         return mac.hexdigest()[:12]
 
@@ -227,7 +653,7 @@ class Redactor:
         if kind is Kind.CARD:
             return f"[CARD:…{_digits(finding.value)[-4:]}]"
         if kind is Kind.IBAN:
-            return f"[IBAN:…{finding.value.replace(' ', '')[-4:]}]"
+            return f"[IBAN:…{_compact(finding.value)[-4:]}]"
         if kind in {Kind.EMAIL, Kind.PHONE, Kind.SSN}:
             return f"[{kind}:{self.fingerprint(kind, finding.value)}]"
         return f"[{kind}]"

@@ -300,6 +300,7 @@ class Gateway(AssistantService):
                         await self._strike(principal, conversation.events)
                     self._remember_result(principal, conversation, call, outcome, result)
                     conversation.messages[-1]["tool_call_id"] = call_id  # what it answers
+            reply = conversation.masker.scrub(reply)  # stored and shown again as the model saw
             self._remember(
                 conversation,
                 role="assistant",
@@ -727,8 +728,9 @@ class Gateway(AssistantService):
             )
             return
         try:
-            masked = conversation.masker.mask_value(result)
-        except RefusedContentError as refused:  # the model never sees it
+            # A credential in a result is the tool's data, not the user's doing: redacted.
+            masked = conversation.masker.mask_value(result, redact_secrets=True)
+        except RefusedContentError as refused:  # a forbidden kind: the model never sees it
             kinds = ", ".join(refused.kinds)
             self._withhold(conversation, f"the result holds {kinds}")
             return

@@ -5,7 +5,10 @@ replaced by tokens such as `[EMAIL_1]`, and so are the names of the tenant's own
 names detectable without guessing: those in its directory). Tokens are stable within a
 conversation, so the model can still refer to "the same email". They turn back into values
 only inside an authorized tool call and in the user's own view. Credentials (keys, tokens,
-passwords) are never masked and sent: the whole message is refused. A tenant may forbid
+passwords, announced or not) are never masked and sent: a user's message holding one is
+refused, and in a tool result or the model's own answer it is replaced by `[PASSWORD]` (no
+token, no way back). Every kind the detectors know is either masked or treated as a secret,
+so what the model sees, and the conversation stores, holds neither. A tenant may forbid
 categories outright (DLP).
 """
 
@@ -19,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ramparts.crypto.scanner import find_secrets
-from ramparts.detectors import Kind, find_sensitive
+from ramparts.detectors import PERSONAL_KINDS, SECRET_KINDS, Finding, Kind, find_sensitive
 
 __all__ = ["MASKED_KINDS", "Masker", "RefusedContentError"]
 
-MASKED_KINDS = frozenset({Kind.CARD, Kind.IBAN, Kind.SSN, Kind.EMAIL, Kind.PHONE})
+MASKED_KINDS = PERSONAL_KINDS
 _TOKEN = re.compile(r"\[(?:CARD|IBAN|SSN|EMAIL|PHONE|NAME)_[0-9]{1,4}\]")
 NAME = "NAME"
 MIN_NAME_CHARS = 4  # shorter display names ("Al", "U") would mask ordinary words
@@ -61,16 +64,31 @@ class Masker:
     def __post_init__(self) -> None:
         self._names = _name_pattern(self.names)
 
-    def mask(self, text: str) -> str:
+    def mask(self, text: str, *, redact_secrets: bool = False) -> str:
+        """`text` with personal data as tokens. A credential refuses the text, or with
+        `redact_secrets` (what a tool returned) is replaced by its kind."""
         sensitive = find_sensitive(text)
-        secrets_found = find_secrets(text, sensitive)
-        if secrets_found:
-            raise RefusedContentError([f.kind.value for f in secrets_found])
-        findings = [f for f in sensitive if f.kind in MASKED_KINDS]
+        secrets = _secrets(text, sensitive)
+        if secrets and not redact_secrets:
+            raise RefusedContentError([f.kind.value for f in secrets])
+        findings = [f for f in sensitive if f.kind in MASKED_KINDS and not _overlaps(f, secrets)]
         refused = {f.kind.value for f in findings if f.kind in self.forbidden}
         if refused:
             raise RefusedContentError(refused)
+        return self._replace(text, findings, secrets)
+
+    def scrub(self, text: str) -> str:
+        """`mask` that never refuses, for the model's own answer: credentials and forbidden
+        kinds become their kind (a model that saw neither has no business writing them)."""
+        sensitive = find_sensitive(text)
+        secrets = _secrets(text, sensitive)
+        removed = secrets + [f for f in sensitive if f.kind in self.forbidden]
+        findings = [f for f in sensitive if f.kind in MASKED_KINDS and not _overlaps(f, removed)]
+        return self._replace(text, findings, removed)
+
+    def _replace(self, text: str, findings: list[Finding], removed: list[Finding]) -> str:
         spans = [(f.start, f.end, f.kind.value, f.value) for f in findings]
+        spans += [(f.start, f.end, "", f.kind.value) for f in removed]
         if self._names is not None:
             for match in self._names.finditer(text):
                 start, end = match.span()
@@ -78,19 +96,19 @@ class Masker:
                     spans.append((start, end, NAME, match.group()))
         parts, last = [], 0
         for start, end, kind, value in sorted(spans):
-            parts += [text[last:start], self._token(kind, value)]
+            parts += [text[last:start], self._token(kind, value) if kind else f"[{value}]"]
             last = end
         parts.append(text[last:])
         return "".join(parts)
 
-    def mask_value(self, value: Any) -> Any:
+    def mask_value(self, value: Any, *, redact_secrets: bool = False) -> Any:
         """`mask` applied to every string inside a JSON value (a tool result, say)."""
         if isinstance(value, str):
-            return self.mask(value)
+            return self.mask(value, redact_secrets=redact_secrets)
         if isinstance(value, dict):
-            return {k: self.mask_value(v) for k, v in value.items()}
+            return {k: self.mask_value(v, redact_secrets=redact_secrets) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.mask_value(v) for v in value]
+            return [self.mask_value(v, redact_secrets=redact_secrets) for v in value]
         return value
 
     def unmask(self, value: Any) -> Any:
@@ -138,3 +156,15 @@ class Masker:
             masker._values[token], masker._tokens[value] = value, token
             masker._counts[token[1:].split("_")[0]] += 1
         return masker
+
+
+def _secrets(text: str, sensitive: list[Finding]) -> list[Finding]:
+    """Every credential: the detectors' secret kinds (an announced password included), and
+    what the repository scan finds besides (a quoted random string, say)."""
+    found = [f for f in sensitive if f.kind in SECRET_KINDS]
+    found += [f for f in find_secrets(text, sensitive) if not _overlaps(f, found)]
+    return found
+
+
+def _overlaps(finding: Finding, others: list[Finding]) -> bool:
+    return any(finding.start < o.end and o.start < finding.end for o in others)

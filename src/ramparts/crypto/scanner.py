@@ -34,6 +34,9 @@ _LITERAL = re.compile(
     r"(?i)[\w-]*(?:password|passwd|passphrase|secret|api_?key|token)[\w-]*[\"']?\s*[:=]\s*"
     r"(?P<quote>[\"'])(?P<value>[^\"'\s{}<>$%]{8,})(?P=quote)"
 )
+# Words one of which `_LITERAL` needs: most text holds none, and checking for them is far
+# cheaper than trying the pattern from every position.
+_LITERAL_WORDS = ("password", "passwd", "passphrase", "secret", "api_key", "apikey", "token")
 _QUOTED = re.compile(r"[\"'](?P<value>[A-Za-z0-9+/=_-]{32,})[\"']")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
@@ -74,11 +77,14 @@ def find_secrets(text: str, sensitive: list[Finding] | None = None) -> list[Find
     def free(start: int, end: int) -> bool:
         return not any(start < f.end and f.start < end for f in found)
 
-    for match in _LITERAL.finditer(text):
+    lowered = text.lower()
+    literals = _LITERAL.finditer(text) if any(w in lowered for w in _LITERAL_WORDS) else ()
+    for match in literals:
         start, end = match.span("value")
         if free(start, end) and _secret_like(match.group("value")):
             found.append(Finding(Kind.PASSWORD, start, end, match.group("value")))
-    for match in _QUOTED.finditer(text):
+    quoted = _QUOTED.finditer(text) if '"' in text or "'" in text else ()
+    for match in quoted:
         start, end = match.span("value")
         if free(start, end) and _high_entropy(match.group("value")):
             found.append(Finding(Kind.HIGH_ENTROPY, start, end, match.group("value")))

@@ -1,0 +1,75 @@
+"""Conversations stored before the DLP fixes are scrubbed by the upgrade (0012)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+
+import psycopg
+from alembic import command
+
+from ramparts.db.engine import DatabaseUrls, libpq
+from ramparts.db.migrate import _config, ensure_app_role
+
+BEFORE = "0011_second_factor"
+SCRUBBING = "0012_ai_hardening"
+OLD_PASSWORD = "Winter2026!xyz"  # pragma: allowlist secret
+
+
+def test_stored_credentials_and_missed_personal_data_are_scrubbed(
+    make_database: Callable[..., DatabaseUrls],
+) -> None:
+    urls = make_database(migrate=False)
+    ensure_app_role(urls)
+    command.upgrade(_config(urls.owner), BEFORE)
+    tenant, user, conversation = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    result = {
+        "title": "Login",
+        "description": f'Portal password: "{OLD_PASSWORD}", mail jürgen@müller.de',
+    }
+    stored = [
+        ("user", "my password: Hunter2Hunter2 and my SSN 078 05 1120"),  # pragma: allowlist secret
+        ("tool", json.dumps(result, ensure_ascii=False)),
+        ("assistant", "Sent to [EMAIL_1] for quote 7f3a9c1e-0000-4000-8000-000000000001."),
+    ]
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        conn.execute(
+            "INSERT INTO tenants (id, slug, name, region) VALUES (%s, %s, 'Old', 'eu')",
+            (tenant, f"old-{tenant.hex[:8]}"),
+        )
+        conn.execute(
+            "INSERT INTO users (id, tenant_id, username, display_name) "
+            "VALUES (%s, %s, 'old@example.test', 'Old')",
+            (user, tenant),
+        )
+        conn.execute(
+            "INSERT INTO ai_conversations (tenant_id, id, user_id) VALUES (%s, %s, %s)",
+            (tenant, conversation, user),
+        )
+        for seq, (role, content) in enumerate(stored, 1):
+            conn.execute(
+                "INSERT INTO ai_messages (tenant_id, conversation_id, seq, role, trust, source, "
+                "content) VALUES (%s, %s, %s, %s, 'trusted', 'user', %s)",
+                (tenant, conversation, seq, role, content),
+            )
+
+    command.upgrade(_config(urls.owner), SCRUBBING)
+
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        rows = conn.execute(
+            "SELECT content FROM ai_messages WHERE tenant_id = %s ORDER BY seq", (tenant,)
+        ).fetchall()
+        forced = conn.execute(
+            "SELECT relforcerowsecurity FROM pg_class WHERE relname = 'ai_messages'"
+        ).fetchone()
+    assert [content for (content,) in rows] == [
+        "my password: [PASSWORD] and my SSN [SSN]",
+        # Still JSON: scrubbed value by value, the quoted password's quotes and all.
+        json.dumps(
+            {"title": "Login", "description": "Portal password: [PASSWORD], mail [EMAIL]"},
+            ensure_ascii=False,
+        ),
+        stored[2][1],  # tokens and ids are not personal data: left as they were
+    ]
+    assert forced == (True,)
