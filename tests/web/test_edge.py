@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -319,3 +320,75 @@ def test_form_targets_extend_form_action_only_with_origins(
     assert "unsafe-inline" not in csp
     assert "javascript" not in csp
     assert_security_headers(response)
+
+
+OTHER_HOSTS = [
+    "evil.example",
+    "127.0.0.2",
+    "127.0.0.1",  # the right host on another port (80)
+    "127.0.0.1:1",
+    "127.0.0.1.evil.example",
+    "evil.example#@127.0.0.1",
+    "",
+]
+# Every kind of route that could build an absolute URL from the request.
+HOST_PATHS = [
+    "/api/quotes/",  # trailing-slash redirect
+    "/api/quotes",
+    "/.well-known/openid-configuration",
+    "/oauth/authorize",
+    "/login",
+    "/",
+    "/static/app.js",
+    "/healthz",
+    "/no/such/route",
+]
+
+
+@pytest.mark.parametrize("host", OTHER_HOSTS)
+def test_requests_for_another_host_are_refused(
+    serve_module_app: Callable[..., httpx.Client], host: str
+) -> None:
+    client = serve_module_app()
+    for path in HOST_PATHS:
+        response = client.get(path, headers={"host": host})
+        problem = assert_problem(response, 400, "unknown-host")
+        assert "location" not in response.headers, path
+        assert problem["detail"] == f"this server answers only as {client.base_url}"
+        assert "evil" not in response.text
+
+
+def test_a_request_without_host_is_refused(serve_module_app: Callable[..., httpx.Client]) -> None:
+    client = serve_module_app()
+    with socket.create_connection((client.base_url.host, client.base_url.port)) as conn:
+        conn.sendall(b"GET /api/quotes/ HTTP/1.0\r\n\r\n")  # HTTP/1.0 may omit Host
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"content-type: application/problem+json" in head.lower()
+    assert json.loads(body)["type"] == "urn:ramparts:problem:unknown-host"
+
+
+def test_redirects_point_at_the_configured_origin(
+    serve_module_app: Callable[..., httpx.Client],
+) -> None:
+    client = serve_module_app()
+    forged = {"x-forwarded-host": "evil.example", "x-forwarded-proto": "https"}
+    response = client.get("/api/quotes/?status=draft", headers=forged)
+    assert response.status_code == 307
+    assert response.headers["location"] == f"{client.base_url}/api/quotes?status=draft"
+
+
+@pytest.mark.parametrize("host", ["app.example", "APP.example", "app.example:443"])
+def test_the_public_host_is_matched_as_a_host(
+    serve_app: Callable[..., httpx.Client], host: str
+) -> None:
+    client = serve_app(public_url="https://app.example")
+    response = client.get("/api/quotes/", headers={"host": host})
+    assert response.status_code == 307
+    assert response.headers["location"] == "https://app.example/api/quotes"
+    assert_problem(
+        client.get("/api/quotes/", headers={"host": "app.example:8443"}), 400, "unknown-host"
+    )

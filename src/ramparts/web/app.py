@@ -48,6 +48,7 @@ from ramparts.web.errors import install_error_handlers
 from ramparts.web.middleware import (
     CatchAllMiddleware,
     EdgeMiddleware,
+    PublicHostMiddleware,
     RequestRulesMiddleware,
     StrictCORSMiddleware,
 )
@@ -227,10 +228,11 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     )
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # Added innermost first. From the outside: headers, catch-all, CORS, catch-all, rules.
+    # Added innermost first. From the outside: headers, catch-all, host, CORS, catch-all, rules.
     app.add_middleware(RequestRulesMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(StrictCORSMiddleware, origins=settings.cors_origins)
+    app.add_middleware(PublicHostMiddleware, public_url=settings.public_url)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(EdgeMiddleware, hsts_max_age=settings.hsts_max_age)
     return app

@@ -7,6 +7,7 @@ the same code, including 404s, problem responses and failures inside other middl
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from ramparts.problems import Problem, problem_response
 __all__ = [
     "CatchAllMiddleware",
     "EdgeMiddleware",
+    "PublicHostMiddleware",
     "RequestRulesMiddleware",
     "StrictCORSMiddleware",
 ]
@@ -149,6 +151,54 @@ class CatchAllMiddleware:
                 raise
             response = problem_response(500, "internal-error", "Internal server error")
             await response(scope, receive, send)
+
+
+DEFAULT_PORTS = MappingProxyType({"http": 80, "https": 443})
+
+
+class PublicHostMiddleware:
+    """Only requests addressed to the configured public host (`RAMPARTS_PUBLIC_URL`) get in.
+
+    Starlette builds absolute URLs from the request: the trailing-slash redirect, `url_for`,
+    `request.url`. A made-up `Host` would point them elsewhere (`Location:
+    http://evil.example/...`, poisoning caches and links), so any other host, a missing one or
+    two of them is a 400 problem. A host that matches is rewritten to the configured spelling
+    and the scheme pinned to the configured one, so every URL built says exactly the public
+    origin: `X-Forwarded-Proto` cannot change it, and nothing reads `X-Forwarded-Host`.
+    """
+
+    def __init__(self, app: ASGIApp, *, public_url: str) -> None:
+        self.app = app
+        parts = urlsplit(public_url)
+        self.scheme = parts.scheme
+        self.hostname = parts.hostname or ""
+        self.port = parts.port or DEFAULT_PORTS[parts.scheme]
+        self.netloc = parts.netloc.encode()
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+
+    def _is_ours(self, host: str) -> bool:
+        if not host or any(c in host for c in "/?#@\\ \t"):
+            return False
+        try:
+            parts = urlsplit(f"//{host}")
+            port = parts.port or DEFAULT_PORTS[self.scheme]
+        except ValueError:  # a port that is not a number
+            return False
+        return parts.hostname == self.hostname and port == self.port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        hosts = Headers(scope=scope).getlist("host")
+        if len(hosts) != 1 or not self._is_ours(hosts[0]):
+            response = problem_response(
+                400, "unknown-host", "Unknown host", f"this server answers only as {self.origin}"
+            )
+            await response(scope, receive, send)
+            return
+        headers = [(k, self.netloc if k == b"host" else v) for k, v in scope["headers"]]
+        await self.app({**scope, "scheme": self.scheme, "headers": headers}, receive, send)
 
 
 class StrictCORSMiddleware:
