@@ -21,7 +21,7 @@ from webauthn import (
     verify_registration_response,
 )
 from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -40,7 +40,12 @@ __all__ = ["PasskeyError", "Passkeys"]
 
 
 class PasskeyError(Exception):
-    """The ceremony failed; the message is safe to log, not meant for the user."""
+    """The ceremony failed. The message is safe to log; `detail` is what the user is told,
+    in our words (a library's own message names the runtime)."""
+
+    def __init__(self, reason: str, *, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.detail = detail or reason
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,10 @@ class Passkeys:
                 expected_origin=self.origin,
                 require_user_verification=True,
             )
-        except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
-            raise PasskeyError(f"registration refused: {exc}") from None
+        except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+            raise PasskeyError(
+                f"registration refused: {exc}", detail="the new passkey's response does not verify"
+            ) from None
         async with self._db.tenant_session(tenant) as session:
             public_key = await self._fields.seal(
                 session,
@@ -145,7 +152,9 @@ class Passkeys:
                 {"name": name[:100]},
             )
 
-    async def _refused(self, tenant: uuid.UUID, user: uuid.UUID, reason: str) -> PasskeyError:
+    async def _refused(
+        self, tenant: uuid.UUID, user: uuid.UUID, reason: str, *, detail: str | None = None
+    ) -> PasskeyError:
         """Record a refused assertion apart (its transaction rolls back) and return the error."""
         await self._audit.record_apart(
             tenant,
@@ -155,7 +164,7 @@ class Passkeys:
             Decision.DENY,
             {"reason": reason},
         )
-        return PasskeyError(reason)
+        return PasskeyError(reason, detail=detail)
 
     async def remember_challenge(self, tenant: uuid.UUID, user: uuid.UUID, challenge: str) -> None:
         async with self._db.tenant_session(tenant) as session:
@@ -234,8 +243,13 @@ class Passkeys:
                     credential_current_sign_count=row[1],
                     require_user_verification=True,
                 )
-            except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as exc:
-                raise await self._refused(tenant, user, f"assertion refused: {exc}") from None
+            except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+                raise await self._refused(
+                    tenant,
+                    user,
+                    f"assertion refused: {exc}",
+                    detail="the passkey's signature does not verify",
+                ) from None
             await session.execute(
                 text(
                     "UPDATE webauthn_credentials SET sign_count = :count, last_used_at = now()"

@@ -6,9 +6,7 @@ the same code, including 404s, problem responses and failures inside other middl
 
 from __future__ import annotations
 
-import json
 from types import MappingProxyType
-from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -19,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ramparts.audit.context import serving
 from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.problems import Problem, problem_response
+from ramparts.web.bodies import check_form, check_json
 
 __all__ = [
     "CatchAllMiddleware",
@@ -291,25 +290,13 @@ class StrictCORSMiddleware:
         await response(scope, receive, send)
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 class RequestRulesMiddleware:
     """Rules every request body must meet before any route sees it.
 
     Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed, UTF-8, JSON or a
     form, and JSON must be strict: no duplicate keys (parsers disagree on which one wins), no
-    NaN/Infinity. The body is read once here and replayed to the app.
+    NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). The body is read once here and
+    replayed to the app.
     """
 
     FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
@@ -403,7 +390,9 @@ class RequestRulesMiddleware:
         except UnicodeDecodeError:
             raise Problem(400, "malformed-body", "Malformed body", "body is not UTF-8") from None
         if is_json:
-            _check_json(text)
+            check_json(text)
+        else:
+            check_form(text)
 
 
 def _charset(parameters: str) -> str | None:
@@ -412,14 +401,3 @@ def _charset(parameters: str) -> str | None:
         if name.strip().lower() == "charset":
             return value.strip().strip('"').lower()
     return None
-
-
-def _check_json(text: str) -> None:
-    try:
-        json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        raise Problem(400, "malformed-json", "Malformed JSON", detail) from None
-    except (ValueError, RecursionError) as exc:
-        detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
-        raise Problem(400, "malformed-json", "Malformed JSON", detail) from None
