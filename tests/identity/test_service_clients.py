@@ -20,6 +20,7 @@ from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.auth import Principal
 from ramparts.identity.services import TenantRecord
+from ramparts.routes import Exempt, declares
 from tests.audit.trail import head, recorded
 from tests.conftest import libpq
 from tests.identity.helpers import OVERLAP, bearer, provisioning_for
@@ -40,7 +41,9 @@ def whoami_route(app: FastAPI) -> None:
             "roles": list(principal.roles),
         }
 
-    app.add_api_route("/probe/whoami", whoami)
+    # The permission gate lets a public route through; the route's own dependency then
+    # authenticates, which is what the tests here are about.
+    app.add_api_route("/probe/whoami", whoami, openapi_extra=declares(Exempt.PUBLIC))
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +219,35 @@ def test_registration_refuses_private_keys(
 ) -> None:
     with pytest.raises(ValueError, match="private key"):
         register(urls, kms, [BILLING], jwks={"keys": [client_key.as_dict(private=True)]})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "slug"),
+    [
+        ("POST", "/api/me/passkeys", "not-a-user"),
+        ("POST", "/api/quotes", "forbidden"),
+        ("PATCH", "/api/quotes/not-a-uuid", "forbidden"),
+        ("PUT", "/api/assistant/dlp", "forbidden"),
+    ],
+)
+def test_a_service_is_refused_before_its_input_is_read(
+    server: httpx.Client,
+    client: tuple[str, TenantRecord],
+    client_key: jwk.ECKey,
+    urls: DatabaseUrls,
+    method: str,
+    path: str,
+    slug: str,
+) -> None:
+    """Routes for people answer a service 403, never a 422 that would teach it their input."""
+    client_id, tenant = client
+    token = token_request(server, assertion(server, client_id, client_key), api(server))
+    trail = head(urls, tenant.id)
+    response = server.request(
+        method, path, json={"not_a_field": 1}, headers=bearer(token.json()["access_token"])
+    )
+    assert response.status_code == 403, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == f"urn:ramparts:problem:{slug}"
+    [refusal] = [e for e in recorded(urls, tenant.id, after=trail) if e["decision"] == "deny"]
+    assert refusal["actor"]["id"] == client_id

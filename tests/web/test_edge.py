@@ -73,7 +73,7 @@ def _boom_route(app: FastAPI) -> None:
     async def boom() -> None:
         raise RuntimeError("secret-internal-detail")
 
-    app.add_api_route("/boom", boom)
+    app.add_api_route("/boom", boom, openapi_extra=PUBLIC)
 
 
 EVERY_KIND_OF_RESPONSE = [
@@ -208,7 +208,7 @@ def writing_route(urls: DatabaseUrls) -> Callable[[FastAPI], None]:
                 )
             return {"id": str(created.id)}
 
-        app.add_api_route("/probe/quotes", create, methods=["POST"])
+        app.add_api_route("/probe/quotes", create, methods=["POST"], openapi_extra=PUBLIC)
 
     return install
 
@@ -251,9 +251,9 @@ BAD_INPUT = [
     ),
     pytest.param(b'{"title": 1e999}', JSON, {}, 400, "malformed-json", id="overflowing-float"),
     pytest.param(b'\xef\xbb\xbf{"title": "x"}', JSON, {}, 400, "malformed-json", id="bom"),
-    pytest.param(b'{"title": "\\ud800"}', JSON, {}, 400, "malformed-json", id="lone-surrogate"),
-    pytest.param(b'{"title": "a\\u0000"}', JSON, {}, 400, "malformed-json", id="nul"),
-    pytest.param(b"title=a%00", FORM, {}, 400, "malformed-body", id="nul-in-form"),
+    pytest.param(b'{"title": "\\ud800"}', JSON, {}, 422, "invalid-request", id="lone-surrogate"),
+    pytest.param(b'{"title": "a\\u0000"}', JSON, {}, 422, "invalid-request", id="nul"),
+    pytest.param(b"title=a%00", FORM, {}, 422, "invalid-request", id="nul-in-form"),
     pytest.param(b"a=1&" * 1000 + b"a=1", FORM, {}, 400, "malformed-body", id="many-fields"),
     pytest.param(b"x" * 8192, JSON, {}, 413, "body-too-large", id="declared-too-large"),
     pytest.param(None, JSON, {}, 413, "body-too-large", id="streamed-too-large"),
@@ -335,7 +335,7 @@ def _form_target_route(app: FastAPI) -> None:
             },
         )
 
-    app.add_api_route("/leads-out", leads_out)
+    app.add_api_route("/leads-out", leads_out, openapi_extra=PUBLIC)
 
 
 def test_form_targets_extend_form_action_only_with_origins(
@@ -436,7 +436,6 @@ def test_the_public_host_is_matched_as_a_host(
         (b'{"title": "\x01"}', "a string holds a control character; escape it at line 1 column 12"),
         (b'{"title": "\\q"}', "a string holds an invalid escape at line 1 column 12"),
         (b'{"title": "x"} []', "more follows the JSON value at line 1 column 16"),
-        (b'["\\udc00"]', "a string holds an unpaired surrogate (\\ud800-\\udfff)"),
     ],
 )
 def test_malformed_json_is_described_in_our_words(
@@ -504,3 +503,26 @@ def test_validation_errors_are_described_in_our_words(
     ]
     missing = client.post("/probe/shapes", json={"name": "abc"})
     assert {"loc": ["body", "kind"], "msg": "is required"} in missing.json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'["\\udc00"]', "a string holds an unpaired surrogate (\\ud800-\\udfff)"),
+        (
+            b'{"title": "\\ud83d\\ude00", "x": ["\\ud800 "]}',
+            "a string holds an unpaired surrogate (\\ud800-\\udfff)",
+        ),
+        (b'{"title": "a\\u0000b"}', "a string holds a NUL character"),
+        (b'{"\\u0000": 1}', "a string holds a NUL character"),
+    ],
+)
+def test_strings_that_cannot_be_stored_are_refused(
+    client: httpx.Client, content: bytes, detail: str
+) -> None:
+    response = client.post("/api/quotes", content=content, headers={"content-type": JSON})
+    problem = assert_problem(response, 422, "invalid-request")
+    assert problem["detail"] == detail
+    assert (
+        client.post("/api/quotes", json={"title": "\U0001f600"}).status_code == 401
+    )  # a pair is fine

@@ -2,8 +2,9 @@
 
 The parsers' messages name the runtime ("use sys.set_int_max_str_digits()", "decode using
 utf-8-sig"), so none is passed on: each refusal says, in the product's terms, what is wrong
-and where. Strings may hold neither NUL (PostgreSQL text cannot) nor unpaired surrogates (not
-encodable as UTF-8), so a body that passes here can be stored as it is.
+and where. Malformed JSON is a 400. Strings may hold neither NUL (PostgreSQL text cannot) nor
+unpaired surrogates (not encodable as UTF-8): well-formed but unusable, a 422, so a body that
+passes here can be stored and logged as it is, on every route.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class _RefusedError(ValueError):
 
 def _malformed_json(detail: str) -> Problem:
     return Problem(400, "malformed-json", "Malformed JSON", detail)
+
+
+def _unusable(detail: str) -> Problem:
+    return Problem(422, "invalid-request", "Invalid request", detail)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -123,7 +128,7 @@ def check_json(text: str) -> None:
         raise _malformed_json("not valid JSON") from None
     problem = _strings_problem(document)
     if problem:
-        raise _malformed_json(problem)
+        raise _unusable(problem)
 
 
 def check_form(text: str) -> None:
@@ -135,4 +140,4 @@ def check_form(text: str) -> None:
     for name, value in parse_qsl(text, keep_blank_values=True):
         problem = _string_problem(name) or _string_problem(value)
         if problem:
-            raise Problem(400, "malformed-body", "Malformed body", problem)
+            raise _unusable(problem)
