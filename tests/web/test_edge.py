@@ -368,7 +368,7 @@ HOST_PATHS = [
     "/login",
     "/",
     "/static/app.js",
-    "/healthz",
+    "/healthz/",
     "/no/such/route",
 ]
 
@@ -384,6 +384,17 @@ def test_requests_for_another_host_are_refused(
         assert "location" not in response.headers, path
         assert problem["detail"] == f"this server answers only as {client.base_url}"
         assert "evil" not in response.text
+
+
+@pytest.mark.parametrize("host", ["10.0.0.7:8000", "evil.example", ""])
+def test_probes_answer_on_any_host(
+    serve_module_app: Callable[..., httpx.Client], host: str
+) -> None:
+    """Orchestrators probe an instance by its own address; the probes build no URL."""
+    client = serve_module_app()
+    assert client.get("/healthz", headers={"host": host}).json() == {"status": "ok"}
+    assert client.get("/readyz", headers={"host": host}).status_code == 200
+    assert_problem(client.post("/healthz", headers={"host": host}), 405, "method-not-allowed")
 
 
 def test_a_request_without_host_is_refused(serve_module_app: Callable[..., httpx.Client]) -> None:

@@ -164,7 +164,13 @@ class PublicHostMiddleware:
     two of them is a 400 problem. A host that matches is rewritten to the configured spelling
     and the scheme pinned to the configured one, so every URL built says exactly the public
     origin: `X-Forwarded-Proto` cannot change it, and nothing reads `X-Forwarded-Host`.
+
+    The liveness and readiness probes answer on any host: orchestrators and load balancers
+    address them by the instance's own address, and they build no URL (their host is
+    rewritten all the same).
     """
+
+    PROBES = frozenset({"/healthz", "/readyz"})
 
     def __init__(self, app: ASGIApp, *, public_url: str) -> None:
         self.app = app
@@ -190,13 +196,15 @@ class PublicHostMiddleware:
             await self.app(scope, receive, send)
             return
         hosts = Headers(scope=scope).getlist("host")
-        if len(hosts) != 1 or not self._is_ours(hosts[0]):
+        ours = len(hosts) == 1 and self._is_ours(hosts[0])
+        if not ours and scope["path"] not in self.PROBES:
             response = problem_response(
                 400, "unknown-host", "Unknown host", f"this server answers only as {self.origin}"
             )
             await response(scope, receive, send)
             return
-        headers = [(k, self.netloc if k == b"host" else v) for k, v in scope["headers"]]
+        headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+        headers.append((b"host", self.netloc))
         await self.app({**scope, "scheme": self.scheme, "headers": headers}, receive, send)
 
 
