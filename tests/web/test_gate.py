@@ -18,6 +18,7 @@ from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.models import Role
 from ramparts.policy.engine import (
+    POLICY_DIR,
     SENSITIVITIES,
     Channel,
     PolicyAction,
@@ -165,3 +166,32 @@ def test_a_route_that_declares_nothing_is_refused(
     assert response.status_code == 403
     assert response.headers["content-type"] == PROBLEM
     assert response.json()["detail"] == "this route declares no authorization"
+
+
+def test_only_what_no_resource_could_allow_is_refused_early() -> None:
+    """A permit that depends on the resource (here its sensitivity and tenant, as an owner
+    rule would) never makes the gate refuse: the resource is unknown to it."""
+    schema = (POLICY_DIR / "schema.cedarschema").read_text()
+    engine = PolicyEngine(
+        '@id("confidential-updates")\n'
+        'permit (principal in Role::"buyer", action == Action::"quote.update", resource)\n'
+        'when { resource.tenant == principal.tenant && resource.sensitivity == "confidential" };',
+        schema,
+    )
+
+    def person(role: Role) -> Subject:
+        return Subject(id=str(uuid.uuid4()), tenant="t", region="eu", roles=frozenset({role}))
+
+    buyer, seller = person(Role.BUYER), person(Role.SELLER)
+    update = PolicyAction.QUOTE_UPDATE
+    assert not engine.refuses_outright(buyer, update, "confidential", Channel.API)
+    assert engine.decide(
+        buyer, update, Target("Quote", "q", "t", "confidential"), Channel.API
+    ).allowed
+    assert not engine.decide(
+        buyer, update, Target("Quote", "q", "t", "internal"), Channel.API
+    ).allowed
+    assert engine.refuses_outright(seller, update, "confidential", Channel.API)
+    assert engine.refuses_outright(buyer, PolicyAction.QUOTE_CREATE, "confidential", Channel.API)
+    service = Subject(id="svc", tenant="t", region="eu", roles=frozenset({"buyer"}), service=True)
+    assert engine.refuses_outright(service, update, "confidential", Channel.SERVICE)  # people only

@@ -17,6 +17,7 @@ from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import (
+    SENSITIVITIES,
     Channel,
     PolicyAction,
     PolicyDecision,
@@ -90,6 +91,17 @@ class Authorizer:
         """What Cedar says, unrecorded: for what to offer (a tool list), never to act on."""
         return self._engine.decide(
             subject_of(principal, context.region), action, resource, context.channel
+        )
+
+    def refuses_outright(
+        self, principal: Principal, action: PolicyAction, context: RequestContext
+    ) -> bool:
+        """Whether Cedar denies `action` to the caller on every resource it could name, of any
+        sensitivity: unrecorded, for refusing early (see `PolicyEngine.refuses_outright`)."""
+        subject = subject_of(principal, context.region)
+        return all(
+            self._engine.refuses_outright(subject, action, sensitivity, context.channel)
+            for sensitivity in SENSITIVITIES
         )
 
     async def authorize(

@@ -5,10 +5,11 @@ Without it a caller who may not create quotes learns the quote format from a 422
 handler's Cedar check answers 403. FastAPI solves a route's dependencies before it validates
 its path, query and body, so the gate is an app-wide dependency; the edge has already refused
 a malformed body (`RequestRulesMiddleware`, the same for every path, so it teaches nothing
-about a route). The gate decides the route's declared action (`ramparts.routes`) on the
-caller's own tenant: a refusal is a 403 problem, recorded like any denial. An allow is not
-recorded here: it only lets the request reach its handler, whose decision on the real
-resource is the one that counts and is recorded. Per-resource decisions stay in the handlers.
+about a route). The gate asks Cedar about the route's declared action (`ramparts.routes`)
+with the resource left unknown: when the caller's roles, factors and channel are denied it on
+every resource, the request is refused with a 403 problem, recorded like any denial. Anything
+else goes on to the handler, whose decision on the real resource (its tenant, owner,
+sensitivity) is the one that allows, and is recorded; per-resource decisions stay there.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ class PermissionGate:
     """A FastAPI dependency of every route (see the module docstring).
 
     `public` routes pass; every other route needs a verified token first (401). A `self` route
-    is a person's own account, so a service is refused (403 `not-a-user`). A Cedar action must
-    be allowed to the caller on some resource of its tenant (of any sensitivity; a model
-    endpoint of its tenant's region); otherwise 403. A route that declares nothing is refused.
+    is a person's own account, so a service is refused (403 `not-a-user`). A Cedar action
+    denied to the caller whatever the resource is refused (403). A route that declares nothing
+    is refused.
     """
 
     def __init__(
@@ -71,10 +72,12 @@ class PermissionGate:
         context = RequestContext(
             channel_of(principal, ui_client=self._ui_client), await self._region(principal)
         )
-        targets = _tenant_targets(action, str(principal.tenant_id), context.region)
-        if any(self._authorizer.decide(principal, action, t, context).allowed for t in targets):
+        if not self._authorizer.refuses_outright(principal, action, context):
             return
-        await self._authorizer.authorize(principal, action, targets[0], context)  # recorded
+        # Recorded like any denial, on what stands for the tenant's resources of that kind.
+        await self._authorizer.authorize(
+            principal, action, _tenant_target(action, principal, context), context
+        )
         raise Problem(403, "forbidden", "Forbidden", f"{action} is not allowed here")
 
     async def _region(self, principal: Principal) -> str:
@@ -105,10 +108,9 @@ class PermissionGate:
 _DECLARATIONS = frozenset({*PolicyAction, *Exempt})
 
 
-def _tenant_targets(action: PolicyAction, tenant: str, region: str) -> list[Target]:
-    """What stands for "any resource of the caller's tenant" for `action`: one per sensitivity
-    (least first), so no sensitivity a handler might meet is refused here; a model endpoint
-    in the tenant's own region."""
+def _tenant_target(action: PolicyAction, principal: Principal, context: RequestContext) -> Target:
+    """What the recorded denial names: any resource of the action's kind in the caller's
+    tenant (a model endpoint of its region)."""
     if action.resource_type == "ModelEndpoint":
-        return [Target("ModelEndpoint", "*", region=region)]
-    return [Target(action.resource_type, "*", tenant, s) for s in SENSITIVITIES]
+        return Target("ModelEndpoint", "*", region=context.region)
+    return Target(action.resource_type, "*", str(principal.tenant_id), SENSITIVITIES[0])
