@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
@@ -49,3 +53,25 @@ async def test_every_route_declares_its_action(urls: DatabaseUrls, tmp_path: Pat
     # The schema in /openapi.json carries the declarations for reviewers.
     operation = app.openapi()["paths"]["/api/quotes/{quote_id}"]["get"]
     assert operation[ACTION_KEY] == "quote.read"
+
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def test_a_405_lists_every_method_of_the_path(serve_app: Callable[..., httpx.Client]) -> None:
+    """On every path, `Allow` names each method the path answers, and only those."""
+    apps: list[FastAPI] = []
+    client = serve_app(apps.append)
+    paths = {
+        re.sub(r"\{[^}]+\}", str(uuid.uuid4()), route.path) for route in api_routes(apps[0].routes)
+    }
+    paths.add("/static/app.js")
+    assert {"/api/quotes", "/api/quotes/bulk-delete", "/oauth/userinfo"} <= paths
+    for path in sorted(paths):
+        refused = [m for m in METHODS if client.request(m, path).status_code == 405]
+        assert refused, f"{path} answers every method"
+        response = client.request(refused[0], path)
+        assert response.headers["content-type"] == "application/problem+json"
+        allowed = response.headers["allow"].split(", ")
+        assert sorted(set(METHODS) - set(refused)) == [m for m in allowed if m != "HEAD"], path
+        assert all(client.request(m, path).status_code == 405 for m in refused), path

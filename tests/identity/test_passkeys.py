@@ -234,3 +234,20 @@ def test_adding_a_passkey_needs_a_recent_sign_in(
     [event] = recorded(urls, account.tenant_id, Action.PASSKEY_REFUSED)
     assert event["actor"]["id"] == str(account.user_id)
     assert event["details"]["status"] == 403
+
+
+def test_refusals_are_in_our_words(server: httpx.Client, account: Account) -> None:
+    """The WebAuthn library's own messages are logged, never shown."""
+    with httpx.Client(base_url=server.base_url) as browser:
+        page, _ = start(browser, account)
+        assert page == "/login/enroll"
+        csrf = {"X-CSRF-Token": csrf_of(browser.get(page))}
+        assert browser.post("/login/passkey/options", headers=csrf).status_code == 200
+        empty = browser.post("/login/passkey", headers=csrf)
+        assert empty.status_code == 400
+        assert empty.json()["detail"] == "send the credential as a JSON object"
+        forged = {"id": "AAAA", "rawId": "AAAA", "type": "public-key", "response": {}}
+        refused = browser.post("/login/passkey", json=forged, headers=csrf)
+    assert refused.status_code == 401
+    assert refused.json()["type"] == "urn:ramparts:problem:passkey-refused"
+    assert refused.json()["detail"] == "the new passkey's response does not verify"

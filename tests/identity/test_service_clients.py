@@ -24,6 +24,7 @@ from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.auth import Principal
 from ramparts.identity.services import TenantRecord
+from ramparts.routes import Exempt, declares
 from tests.audit.trail import head, recorded
 from tests.conftest import cli_env, libpq
 from tests.identity.helpers import OVERLAP, bearer, provisioning_for
@@ -45,7 +46,9 @@ def whoami_route(app: FastAPI) -> None:
             "roles": list(principal.roles),
         }
 
-    app.add_api_route("/probe/whoami", whoami)
+    # The permission gate lets a public route through; the route's own dependency then
+    # authenticates, which is what the tests here are about.
+    app.add_api_route("/probe/whoami", whoami, openapi_extra=declares(Exempt.PUBLIC))
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +301,35 @@ def test_a_repeated_parameter_is_refused_before_the_assertion_is_spent(
     assert answer.json()["error"] == "invalid_request"
     # Refused before anything was checked or recorded: the same assertion still works once.
     assert token_request(server, signed, api(server)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "slug"),
+    [
+        ("POST", "/api/me/passkeys", "not-a-user"),
+        ("POST", "/api/quotes", "forbidden"),
+        ("PATCH", "/api/quotes/not-a-uuid", "forbidden"),
+        ("PUT", "/api/assistant/dlp", "forbidden"),
+    ],
+)
+def test_a_service_is_refused_before_its_input_is_read(
+    server: httpx.Client,
+    client: tuple[str, TenantRecord],
+    client_key: jwk.ECKey,
+    urls: DatabaseUrls,
+    method: str,
+    path: str,
+    slug: str,
+) -> None:
+    """Routes for people answer a service 403, never a 422 that would teach it their input."""
+    client_id, tenant = client
+    token = token_request(server, assertion(server, client_id, client_key), api(server))
+    trail = head(urls, tenant.id)
+    response = server.request(
+        method, path, json={"not_a_field": 1}, headers=bearer(token.json()["access_token"])
+    )
+    assert response.status_code == 403, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == f"urn:ramparts:problem:{slug}"
+    [refusal] = [e for e in recorded(urls, tenant.id, after=trail) if e["decision"] == "deny"]
+    assert refusal["actor"]["id"] == client_id

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated, Literal
 
 import httpx
 import psycopg
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from ramparts.db.engine import DatabaseUrls
 from ramparts.quotes.services import QuoteService
+from ramparts.routes import Exempt, declares
 from tests.conftest import libpq
 from tests.db.test_rls import seed_tenant
 
@@ -26,6 +31,7 @@ REQUIRED_HEADERS = {
     "referrer-policy": "no-referrer",
 }
 ALLOWED = "https://app.example"
+PUBLIC = declares(Exempt.PUBLIC)
 
 
 def assert_security_headers(response: httpx.Response) -> None:
@@ -51,11 +57,23 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
     return dict(body)
 
 
+# What the runtime's own messages say; an answer in the product's words says none of these.
+RUNTIME_WORDS = re.compile(
+    r"sys\.|utf-8-sig|Expecting|Input should|pydantic|urn:uuid|Maximum number|KB\.|"
+    r"Traceback|Exceeds the limit|codec|surrogates not allowed|`",
+    re.IGNORECASE,
+)
+
+
+def assert_our_words(text: str) -> None:
+    assert not RUNTIME_WORDS.search(text), text
+
+
 def _boom_route(app: FastAPI) -> None:
     async def boom() -> None:
         raise RuntimeError("secret-internal-detail")
 
-    app.add_api_route("/boom", boom)
+    app.add_api_route("/boom", boom, openapi_extra=PUBLIC)
 
 
 EVERY_KIND_OF_RESPONSE = [
@@ -190,7 +208,7 @@ def writing_route(urls: DatabaseUrls) -> Callable[[FastAPI], None]:
                 )
             return {"id": str(created.id)}
 
-        app.add_api_route("/probe/quotes", create, methods=["POST"])
+        app.add_api_route("/probe/quotes", create, methods=["POST"], openapi_extra=PUBLIC)
 
     return install
 
@@ -201,6 +219,7 @@ def _chunks(total: int) -> Iterator[bytes]:
 
 
 JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
 BAD_INPUT = [
     pytest.param(b'{"title": ', JSON, {}, 400, "malformed-json", id="truncated-json"),
     pytest.param(b'{"title": "a", "title": "b"}', JSON, {}, 400, "malformed-json", id="dup-keys"),
@@ -227,6 +246,15 @@ BAD_INPUT = [
         "unsupported-media-type",
         id="gzip",
     ),
+    pytest.param(
+        b'{"title": ' + b"9" * 3000 + b"}", JSON, {}, 400, "malformed-json", id="long-int"
+    ),
+    pytest.param(b'{"title": 1e999}', JSON, {}, 400, "malformed-json", id="overflowing-float"),
+    pytest.param(b'\xef\xbb\xbf{"title": "x"}', JSON, {}, 400, "malformed-json", id="bom"),
+    pytest.param(b'{"title": "\\ud800"}', JSON, {}, 422, "invalid-request", id="lone-surrogate"),
+    pytest.param(b'{"title": "a\\u0000"}', JSON, {}, 422, "invalid-request", id="nul"),
+    pytest.param(b"title=a%00", FORM, {}, 422, "invalid-request", id="nul-in-form"),
+    pytest.param(b"a=1&" * 1000 + b"a=1", FORM, {}, 400, "malformed-body", id="many-fields"),
     pytest.param(b"x" * 8192, JSON, {}, 413, "body-too-large", id="declared-too-large"),
     pytest.param(None, JSON, {}, 413, "body-too-large", id="streamed-too-large"),
 ]
@@ -252,6 +280,7 @@ def test_bad_input_is_refused_and_changes_nothing(
     body = content if content is not None else _chunks(4096)  # None: chunked, no length
     problem = assert_problem(client.post(path, content=body, headers=headers), status, slug)
     assert problem.get("detail")
+    assert_our_words(str(problem["detail"]))
     assert row_counts() == before
     # The same route does write when the input is good: the comparison above can fail.
     created = client.post("/probe/quotes", json={"title": "Good input"})
@@ -306,7 +335,7 @@ def _form_target_route(app: FastAPI) -> None:
             },
         )
 
-    app.add_api_route("/leads-out", leads_out)
+    app.add_api_route("/leads-out", leads_out, openapi_extra=PUBLIC)
 
 
 def test_form_targets_extend_form_action_only_with_origins(
@@ -319,3 +348,192 @@ def test_form_targets_extend_form_action_only_with_origins(
     assert "unsafe-inline" not in csp
     assert "javascript" not in csp
     assert_security_headers(response)
+
+
+OTHER_HOSTS = [
+    "evil.example",
+    "127.0.0.2",
+    "127.0.0.1",  # the right host on another port (80)
+    "127.0.0.1:1",
+    "127.0.0.1.evil.example",
+    "evil.example#@127.0.0.1",
+    "",
+]
+# Every kind of route that could build an absolute URL from the request.
+HOST_PATHS = [
+    "/api/quotes/",  # trailing-slash redirect
+    "/api/quotes",
+    "/.well-known/openid-configuration",
+    "/oauth/authorize",
+    "/login",
+    "/",
+    "/static/app.js",
+    "/healthz/",
+    "/no/such/route",
+]
+
+
+@pytest.mark.parametrize("host", OTHER_HOSTS)
+def test_requests_for_another_host_are_refused(
+    serve_module_app: Callable[..., httpx.Client], host: str
+) -> None:
+    client = serve_module_app()
+    for path in HOST_PATHS:
+        response = client.get(path, headers={"host": host})
+        problem = assert_problem(response, 400, "unknown-host")
+        assert "location" not in response.headers, path
+        assert problem["detail"] == f"this server answers only as {client.base_url}"
+        assert "evil" not in response.text
+
+
+@pytest.mark.parametrize("host", ["10.0.0.7:8000", "evil.example", ""])
+def test_probes_answer_on_any_host(
+    serve_module_app: Callable[..., httpx.Client], host: str
+) -> None:
+    """Orchestrators probe an instance by its own address; the probes build no URL."""
+    client = serve_module_app()
+    assert client.get("/healthz", headers={"host": host}).json() == {"status": "ok"}
+    assert client.get("/readyz", headers={"host": host}).status_code == 200
+    assert_problem(client.post("/healthz", headers={"host": host}), 405, "method-not-allowed")
+
+
+def test_a_request_without_host_is_refused(serve_module_app: Callable[..., httpx.Client]) -> None:
+    client = serve_module_app()
+    with socket.create_connection((client.base_url.host, client.base_url.port)) as conn:
+        conn.sendall(b"GET /api/quotes/ HTTP/1.0\r\n\r\n")  # HTTP/1.0 may omit Host
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"content-type: application/problem+json" in head.lower()
+    assert json.loads(body)["type"] == "urn:ramparts:problem:unknown-host"
+
+
+def test_redirects_point_at_the_configured_origin(
+    serve_module_app: Callable[..., httpx.Client],
+) -> None:
+    client = serve_module_app()
+    forged = {"x-forwarded-host": "evil.example", "x-forwarded-proto": "https"}
+    response = client.get("/api/quotes/?status=draft", headers=forged)
+    assert response.status_code == 307
+    assert response.headers["location"] == f"{client.base_url}/api/quotes?status=draft"
+
+
+@pytest.mark.parametrize("host", ["app.example", "APP.example", "app.example:443"])
+def test_the_public_host_is_matched_as_a_host(
+    serve_app: Callable[..., httpx.Client], host: str
+) -> None:
+    client = serve_app(public_url="https://app.example")
+    response = client.get("/api/quotes/", headers={"host": host})
+    assert response.status_code == 307
+    assert response.headers["location"] == "https://app.example/api/quotes"
+    assert_problem(
+        client.get("/api/quotes/", headers={"host": "app.example:8443"}), 400, "unknown-host"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'{"title": ' + b"9" * 5000 + b"}", "a number is longer than 100 characters"),
+        (b'{"title": 1e999}', "a number is too large"),
+        (
+            b'\xef\xbb\xbf{"title": "x"}',
+            "the body starts with a byte order mark; send JSON without one",
+        ),
+        (b'{"title" "x"}', "a colon was expected at line 1 column 10"),
+        (b'{"title": "x",}', "a name in double quotes was expected at line 1 column 15"),
+        (b'{"title": "\x01"}', "a string holds a control character; escape it at line 1 column 12"),
+        (b'{"title": "\\q"}', "a string holds an invalid escape at line 1 column 12"),
+        (b'{"title": "x"} []', "more follows the JSON value at line 1 column 16"),
+    ],
+)
+def test_malformed_json_is_described_in_our_words(
+    client: httpx.Client, content: bytes, detail: str
+) -> None:
+    response = client.post("/api/quotes", content=content, headers={"content-type": JSON})
+    problem = assert_problem(response, 400, "malformed-json")
+    assert problem["detail"] == detail
+    assert_our_words(response.text)
+
+
+def test_form_limits_are_described_in_our_words(client: httpx.Client) -> None:
+    fields = b"&".join(b"f%d=1" % n for n in range(1001))
+    response = client.post("/login", content=fields, headers={"content-type": FORM})
+    problem = assert_problem(response, 400, "malformed-body")
+    assert problem["detail"] == "a form has at most 1000 fields"
+    assert_our_words(response.text)
+
+
+class Shapes(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    count: int | list[int]
+    id: uuid.UUID = Field(strict=False)
+    kind: Literal["a", "b"]
+    name: str = Field(max_length=3, pattern=r"^[a-z]+$")
+    when: datetime | None = Field(default=None, strict=False)
+    items: list[Annotated[int, Field(ge=1)]] = Field(default=[], max_length=2)
+
+
+def _shapes_route(app: FastAPI) -> None:
+    async def shapes(body: Shapes, limit: Annotated[int, Query(le=10)] = 1) -> None:
+        pass
+
+    app.add_api_route("/probe/shapes", shapes, methods=["POST"], openapi_extra=PUBLIC)
+
+
+def test_validation_errors_are_described_in_our_words(
+    serve_app: Callable[..., httpx.Client],
+) -> None:
+    client = serve_app(_shapes_route)
+    body = {
+        "count": "3",
+        "id": "urn:nope",
+        "kind": "c",
+        "name": "ABCD",
+        "when": "yesterday",
+        "items": [2, 0],
+        "extra": True,
+    }
+    response = client.post("/probe/shapes?limit=11", json=body)
+    problem = assert_problem(response, 422, "invalid-request")
+    assert_our_words(response.text)
+    assert "yesterday" not in response.text  # the input is never echoed
+    assert problem["errors"] == [
+        {"loc": ["query", "limit"], "msg": "must be at most 10"},
+        {"loc": ["body", "count"], "msg": "must be a whole number"},
+        {"loc": ["body", "count"], "msg": "must be a list"},
+        {"loc": ["body", "id"], "msg": "must be a UUID"},
+        {"loc": ["body", "kind"], "msg": "must be one of 'a' or 'b'"},
+        {"loc": ["body", "name"], "msg": "must have at most 3 characters"},
+        {"loc": ["body", "when"], "msg": "must be a date and time (ISO 8601)"},
+        {"loc": ["body", "items", "1"], "msg": "must be at least 1"},
+        {"loc": ["body", "extra"], "msg": "is not an accepted field"},
+    ]
+    missing = client.post("/probe/shapes", json={"name": "abc"})
+    assert {"loc": ["body", "kind"], "msg": "is required"} in missing.json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'["\\udc00"]', "a string holds an unpaired surrogate (\\ud800-\\udfff)"),
+        (
+            b'{"title": "\\ud83d\\ude00", "x": ["\\ud800 "]}',
+            "a string holds an unpaired surrogate (\\ud800-\\udfff)",
+        ),
+        (b'{"title": "a\\u0000b"}', "a string holds a NUL character"),
+        (b'{"\\u0000": 1}', "a string holds a NUL character"),
+    ],
+)
+def test_strings_that_cannot_be_stored_are_refused(
+    client: httpx.Client, content: bytes, detail: str
+) -> None:
+    response = client.post("/api/quotes", content=content, headers={"content-type": JSON})
+    problem = assert_problem(response, 422, "invalid-request")
+    assert problem["detail"] == detail
+    assert (
+        client.post("/api/quotes", json={"title": "\U0001f600"}).status_code == 401
+    )  # a pair is fine

@@ -59,6 +59,11 @@ def actor_of(principal: Principal) -> Actor:
     )
 
 
+#: Where a request keeps the principal its token proved, so that however many steps ask
+#: (the permission gate, the route), the token is verified once per request.
+PRINCIPAL_KEY = "ramparts.principal"
+
+
 class BearerAuthenticator:
     """A FastAPI dependency: verifies the bearer token and that it was not revoked."""
 
@@ -71,6 +76,14 @@ class BearerAuthenticator:
         self._audit = audit
 
     async def __call__(self, request: Request) -> Principal:
+        known = request.scope.get(PRINCIPAL_KEY)
+        if isinstance(known, Principal):
+            return known
+        principal = await self._authenticate(request)
+        request.scope[PRINCIPAL_KEY] = principal
+        return principal
+
+    async def _authenticate(self, request: Request) -> Principal:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("send an access token: Authorization: Bearer <token>")

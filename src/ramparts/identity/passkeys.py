@@ -22,7 +22,7 @@ from webauthn import (
     verify_registration_response,
 )
 from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -42,7 +42,12 @@ __all__ = ["PasskeyError", "Passkeys"]
 
 
 class PasskeyError(Exception):
-    """The ceremony failed; the message is safe to log, not meant for the user."""
+    """The ceremony failed. The message is safe to log; `detail` is what the user is told,
+    in our words (a library's own message names the runtime)."""
+
+    def __init__(self, reason: str, *, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.detail = detail or reason
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,10 @@ class Passkeys:
                 expected_origin=self.origin,
                 require_user_verification=True,
             )
-        except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
-            raise PasskeyError(f"registration refused: {exc}") from None
+        except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+            raise PasskeyError(
+                f"registration refused: {exc}", detail="the new passkey's response does not verify"
+            ) from None
         async with self._db.tenant_session(tenant) as session:
             public_key = await self._fields.seal(
                 session,
@@ -203,7 +210,7 @@ class Passkeys:
         async with self._db.tenant_session(tenant) as session:
             attempt = await self._lockout.begin_second_factor(session, tenant, user, address)
             refusal = (
-                "locked"
+                PasskeyError("locked")
                 if attempt.locked
                 else await self._check(session, attempt, challenge, credential)
             )
@@ -216,12 +223,12 @@ class Passkeys:
                     Action.PASSKEY_REFUSED,
                     Resource("user", str(user)),
                     Decision.DENY,
-                    {"reason": refusal},
+                    {"reason": str(refusal)},
                 )
                 await self._lockout.second_factor_failed(session, attempt, "passkey")
         await self._lockout.end_second_factor(attempt, ok=refusal is None)
         if refusal is not None:
-            raise PasskeyError(refusal)
+            raise refusal
 
     async def _check(
         self,
@@ -229,16 +236,16 @@ class Passkeys:
         attempt: SecondFactorAttempt,
         challenge: str,
         credential: dict[str, Any],
-    ) -> str | None:
+    ) -> PasskeyError | None:
         """Why the assertion is refused, or None when it is good (its counter then moves)."""
         tenant = attempt.tenant_id
         raw_id = credential.get("rawId") or credential.get("id")
         if not isinstance(raw_id, str):
-            return "assertion without a credential id"
+            return PasskeyError("assertion without a credential id")
         try:
             credential_id = base64url_to_bytes(raw_id)
         except ValueError:
-            return "malformed credential id"
+            return PasskeyError("malformed credential id")
         row = (
             await session.execute(
                 text(
@@ -250,7 +257,7 @@ class Passkeys:
             )
         ).first()
         if row is None:
-            return "not one of this user's credentials"
+            return PasskeyError("not one of this user's credentials")
         public_key = await self._fields.open(
             session, tenant, PASSKEY_PUBLIC_KEY, credential_id.hex(), row[0]
         )
@@ -264,8 +271,10 @@ class Passkeys:
                 credential_current_sign_count=row[1],
                 require_user_verification=True,
             )
-        except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as exc:
-            return f"assertion refused: {exc}"
+        except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+            return PasskeyError(
+                f"assertion refused: {exc}", detail="the passkey's signature does not verify"
+            )
         await session.execute(
             text(
                 "UPDATE webauthn_credentials SET sign_count = :count, last_used_at = now()"

@@ -546,7 +546,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             else:
                 ceremony = await deps.passkeys.authentication(tenant_id, user_id)
         except PasskeyError as exc:
-            raise Problem(400, "passkey-refused", "Passkey refused", str(exc)) from None
+            raise Problem(400, "passkey-refused", "Passkey refused", exc.detail) from None
         flow.challenge = ceremony.challenge
         return await with_flow(
             request, Response(ceremony.options_json, media_type="application/json"), flow
@@ -556,7 +556,12 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     async def passkey(request: Request) -> Response:
         flow = await passkey_flow(request)
         tenant_id, user_id = _subject(flow)
-        credential = await request.json()
+        try:
+            credential = await request.json()
+        except ValueError:  # an empty body: the edge checked any other
+            raise Problem(
+                400, "malformed-json", "Malformed JSON", "send the credential as a JSON object"
+            ) from None
         challenge, flow.challenge = flow.challenge, None  # each challenge is used once
         if not challenge or not isinstance(credential, dict):
             raise Problem(400, "passkey-refused", "Passkey refused", "no ceremony in progress")
@@ -579,6 +584,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             )
             return await with_flow(request, locked.response(), None)
         except PasskeyError as exc:
+            log.warning("passkey_refused", reason=str(exc))
             flow.mfa_failures += 1
             if flow.mfa_failures >= MAX_MFA_FAILURES:
                 return await with_flow(
@@ -590,7 +596,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 )
             return await with_flow(
                 request,
-                Problem(401, "passkey-refused", "Passkey refused", str(exc)).response(),
+                Problem(401, "passkey-refused", "Passkey refused", exc.detail).response(),
                 flow,
             )
         return await with_flow(
@@ -672,7 +678,8 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                     principal.tenant_id, user, str(ticket["challenge"]), body.credential, body.name
                 )
             except PasskeyError as exc:
-                reason = str(exc)
+                log.warning("passkey_refused", reason=str(exc))
+                reason = exc.detail
         if reason is not None:
             raise await refused(
                 principal,

@@ -138,6 +138,7 @@ class PolicyEngine:
         # remembered by everything else: the API path then skips Cedar.
         self._ids_matter = bool(_entity_types(parsed) - {"Role", "Action"})
         self._remembered: OrderedDict[tuple[Any, ...], PolicyDecision] = OrderedDict()
+        self._refusals: dict[tuple[Any, ...], bool] = {}
 
     @classmethod
     def load(cls, directory: Path = POLICY_DIR, schema: Path | None = None) -> PolicyEngine:
@@ -176,6 +177,47 @@ class PolicyEngine:
         if len(self._remembered) > REMEMBERED_DECISIONS:
             self._remembered.popitem(last=False)
         return decision
+
+    def refuses_outright(
+        self, subject: Subject, action: PolicyAction, sensitivity: str, channel: Channel
+    ) -> bool:
+        """Whether Cedar denies `action` to `subject` whatever the resource (of `sensitivity`):
+        partial evaluation with the resource unknown, so a condition on the resource (its
+        tenant, owner, region) never decides it. A request can then be refused before its
+        input is read. It never allows anything: `decide` on the real resource does that.
+        Remembered, since only the subject's roles, factors and channel can change it."""
+        key = (subject.service, subject.tenant, subject.region, subject.roles, subject.amr)
+        key += (action, sensitivity, channel, *((subject.id,) if self._ids_matter else ()))
+        refused = self._refusals.get(key)
+        if refused is None:
+            principal_type = "Service" if subject.service else "User"
+            principal = {
+                "uid": {"type": principal_type, "id": subject.id},
+                "attrs": {"tenant": subject.tenant},
+                "parents": [{"type": "Role", "id": role} for role in sorted(subject.roles)],
+            }
+            request = {
+                "principal": f'{principal_type}::"{_escaped(subject.id)}"',
+                "action": f'Action::"{action.value}"',
+                "context": {
+                    "tenant": subject.tenant,
+                    "region": subject.region,
+                    "sensitivity": sensitivity,
+                    "amr": sorted(subject.amr),
+                    "channel": channel.value,
+                },
+            }
+            result = cedarpy.is_authorized_partial(
+                request, self._policies, [principal], schema=self._schema
+            )
+            # Deny, or no decision and nothing left to decide (an invalid request): refused.
+            refused = result.decision == cedarpy.Decision.Deny or (
+                result.decision == cedarpy.Decision.NoDecision and not result.residuals
+            )
+            if len(self._refusals) >= REMEMBERED_DECISIONS:
+                self._refusals.clear()
+            self._refusals[key] = refused
+        return refused
 
     def evaluate(
         self, subject: Subject, action: PolicyAction, target: Target, channel: Channel
@@ -223,6 +265,10 @@ def _parties(subject: Subject, target: Target) -> tuple[bool | None, ...]:
         None if target.seller is None else target.seller == subject.id,
         target.buyer is not None and target.buyer == target.seller,
     )
+
+
+def _escaped(entity_id: str) -> str:
+    return entity_id.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _target_attrs(target: Target) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import (
+    SENSITIVITIES,
     Channel,
     PolicyAction,
     PolicyDecision,
@@ -26,7 +27,14 @@ from ramparts.policy.engine import (
 )
 from ramparts.problems import Problem
 
-__all__ = ["Authorizer", "RequestContext", "request_context", "subject_of"]
+__all__ = [
+    "Authorizer",
+    "RequestContext",
+    "channel_of",
+    "request_context",
+    "subject_of",
+    "tenant_region",
+]
 
 
 @dataclass(frozen=True)
@@ -44,14 +52,21 @@ async def request_context(
     """The caller's channel (its token's client says UI or API; a service is a service) and
     its tenant's data region. `session` is a tenant session of the caller's tenant: the region
     is all the runtime role may read of it."""
-    region = await session.scalar(text("SELECT ramparts_tenant_region()"))
+    return RequestContext(channel_of(principal, ui_client=ui_client), await tenant_region(session))
+
+
+async def tenant_region(session: AsyncSession) -> str:
+    """The data region of the tenant of `session` (a tenant session)."""
+    return str(await session.scalar(text("SELECT ramparts_tenant_region()")) or "")
+
+
+def channel_of(principal: Principal, *, ui_client: str) -> Channel:
+    """How the caller reaches us: a service is a service; a person through our UI or the API."""
     if principal.user_id is None:
-        channel = Channel.SERVICE
-    elif principal.client_id == ui_client:
-        channel = Channel.UI
-    else:
-        channel = Channel.API
-    return RequestContext(channel, str(region or ""))
+        return Channel.SERVICE
+    if principal.client_id == ui_client:
+        return Channel.UI
+    return Channel.API
 
 
 def subject_of(principal: Principal, region: str) -> Subject:
@@ -76,6 +91,17 @@ class Authorizer:
         """What Cedar says, unrecorded: for what to offer (a tool list), never to act on."""
         return self._engine.decide(
             subject_of(principal, context.region), action, resource, context.channel
+        )
+
+    def refuses_outright(
+        self, principal: Principal, action: PolicyAction, context: RequestContext
+    ) -> bool:
+        """Whether Cedar denies `action` to the caller on every resource it could name, of any
+        sensitivity: unrecorded, for refusing early (see `PolicyEngine.refuses_outright`)."""
+        subject = subject_of(principal, context.region)
+        return all(
+            self._engine.refuses_outright(subject, action, sensitivity, context.channel)
+            for sensitivity in SENSITIVITIES
         )
 
     async def authorize(

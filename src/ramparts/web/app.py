@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from ramparts.ai import views as ai_views
@@ -46,9 +46,11 @@ from ramparts.quotes.tools import register_quote_tools
 from ramparts.routes import declares
 from ramparts.web import health, pages
 from ramparts.web.errors import install_error_handlers
+from ramparts.web.gate import PermissionGate
 from ramparts.web.middleware import (
     CatchAllMiddleware,
     EdgeMiddleware,
+    PublicHostMiddleware,
     RequestRulesMiddleware,
     StrictCORSMiddleware,
 )
@@ -161,6 +163,11 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
             await database.dispose()
             app.state.limiter.close()
 
+    fields = SealedFields(DataKeys(kms))  # one data key cache for the whole app
+    identity = identity_services(settings, database, kms, fields, audit)
+    authorizer = Authorizer(PolicyEngine.load(), audit)
+    # Every route, whoever registers it, first passes the gate: permission before validation.
+    gate = PermissionGate(database, identity.bearer, authorizer, audit, ui_client=WEB_CLIENT_ID)
     # No Swagger/ReDoc pages: they need inline script and third-party CDNs, which the CSP
     # forbids. The OpenAPI document itself stays at /openapi.json.
     app = FastAPI(
@@ -170,18 +177,16 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
         redoc_url=None,
         debug=False,
         lifespan=lifespan,
+        dependencies=[Depends(gate)],
     )
     app.state.database = database
     app.state.schema_revision = head_revision()
-    fields = SealedFields(DataKeys(kms))  # one data key cache for the whole app
-    identity = identity_services(settings, database, kms, fields, audit)
     app.state.identity = identity
     app.state.audit = audit
     app.state.checkpointer = checkpointer
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(build_router(identity))
-    authorizer = Authorizer(PolicyEngine.load(), audit)
     app.state.authorizer = authorizer
     app.include_router(
         audit_views.build_router(
@@ -234,10 +239,11 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     )
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # Added innermost first. From the outside: headers, catch-all, CORS, catch-all, rules.
+    # Added innermost first. From the outside: headers, catch-all, host, CORS, catch-all, rules.
     app.add_middleware(RequestRulesMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(StrictCORSMiddleware, origins=settings.cors_origins)
+    app.add_middleware(PublicHostMiddleware, public_url=settings.public_url)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(EdgeMiddleware, hsts_max_age=settings.hsts_max_age)
     return app

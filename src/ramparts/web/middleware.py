@@ -6,8 +6,7 @@ the same code, including 404s, problem responses and failures inside other middl
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 import structlog
@@ -18,10 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ramparts.audit.context import serving
 from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.problems import Problem, problem_response
+from ramparts.web.bodies import check_form, check_json
 
 __all__ = [
     "CatchAllMiddleware",
     "EdgeMiddleware",
+    "PublicHostMiddleware",
     "RequestRulesMiddleware",
     "StrictCORSMiddleware",
 ]
@@ -151,6 +152,62 @@ class CatchAllMiddleware:
             await response(scope, receive, send)
 
 
+DEFAULT_PORTS = MappingProxyType({"http": 80, "https": 443})
+
+
+class PublicHostMiddleware:
+    """Only requests addressed to the configured public host (`RAMPARTS_PUBLIC_URL`) get in.
+
+    Starlette builds absolute URLs from the request: the trailing-slash redirect, `url_for`,
+    `request.url`. A made-up `Host` would point them elsewhere (`Location:
+    http://evil.example/...`, poisoning caches and links), so any other host, a missing one or
+    two of them is a 400 problem. A host that matches is rewritten to the configured spelling
+    and the scheme pinned to the configured one, so every URL built says exactly the public
+    origin: `X-Forwarded-Proto` cannot change it, and nothing reads `X-Forwarded-Host`.
+
+    The liveness and readiness probes answer on any host: orchestrators and load balancers
+    address them by the instance's own address, and they build no URL (their host is
+    rewritten all the same).
+    """
+
+    PROBES = frozenset({"/healthz", "/readyz"})
+
+    def __init__(self, app: ASGIApp, *, public_url: str) -> None:
+        self.app = app
+        parts = urlsplit(public_url)
+        self.scheme = parts.scheme
+        self.hostname = parts.hostname or ""
+        self.port = parts.port or DEFAULT_PORTS[parts.scheme]
+        self.netloc = parts.netloc.encode()
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+
+    def _is_ours(self, host: str) -> bool:
+        if not host or any(c in host for c in "/?#@\\ \t"):
+            return False
+        try:
+            parts = urlsplit(f"//{host}")
+            port = parts.port or DEFAULT_PORTS[self.scheme]
+        except ValueError:  # a port that is not a number
+            return False
+        return parts.hostname == self.hostname and port == self.port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        hosts = Headers(scope=scope).getlist("host")
+        ours = len(hosts) == 1 and self._is_ours(hosts[0])
+        if not ours and scope["path"] not in self.PROBES:
+            response = problem_response(
+                400, "unknown-host", "Unknown host", f"this server answers only as {self.origin}"
+            )
+            await response(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+        headers.append((b"host", self.netloc))
+        await self.app({**scope, "scheme": self.scheme, "headers": headers}, receive, send)
+
+
 class StrictCORSMiddleware:
     """CORS for the configured origins only.
 
@@ -241,25 +298,13 @@ class StrictCORSMiddleware:
         await response(scope, receive, send)
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 class RequestRulesMiddleware:
     """Rules every request body must meet before any route sees it.
 
     Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed, UTF-8, JSON or a
     form, and JSON must be strict: no duplicate keys (parsers disagree on which one wins), no
-    NaN/Infinity. The body is read once here and replayed to the app.
+    NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). The body is read once here and
+    replayed to the app.
     """
 
     FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
@@ -353,7 +398,9 @@ class RequestRulesMiddleware:
         except UnicodeDecodeError:
             raise Problem(400, "malformed-body", "Malformed body", "body is not UTF-8") from None
         if is_json:
-            _check_json(text)
+            check_json(text)
+        else:
+            check_form(text)
 
 
 def _charset(parameters: str) -> str | None:
@@ -362,14 +409,3 @@ def _charset(parameters: str) -> str | None:
         if name.strip().lower() == "charset":
             return value.strip().strip('"').lower()
     return None
-
-
-def _check_json(text: str) -> None:
-    try:
-        json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        raise Problem(400, "malformed-json", "Malformed JSON", detail) from None
-    except (ValueError, RecursionError) as exc:
-        detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
-        raise Problem(400, "malformed-json", "Malformed JSON", detail) from None

@@ -1,0 +1,116 @@
+"""Permission before validation: one step in front of every route decides whether the caller
+may do what the route declares at all, before FastAPI reads the route's parameters or body.
+
+Without it a caller who may not create quotes learns the quote format from a 422 before the
+handler's Cedar check answers 403. FastAPI solves a route's dependencies before it validates
+its path, query and body, so the gate is an app-wide dependency; the edge has already refused
+a malformed body (`RequestRulesMiddleware`, the same for every path, so it teaches nothing
+about a route). The gate asks Cedar about the route's declared action (`ramparts.routes`)
+with the resource left unknown: when the caller's roles, factors and channel are denied it on
+every resource, the request is refused with a 403 problem, recorded like any denial. Anything
+else goes on to the handler, whose decision on the real resource (its tenant, owner,
+sensitivity) is the one that allows, and is recorded; per-resource decisions stay there.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import Request
+
+from ramparts.audit.events import Action, Decision, Resource
+from ramparts.audit.services import AuditLog
+from ramparts.db.engine import Database
+from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
+from ramparts.policy.engine import SENSITIVITIES, PolicyAction, Target
+from ramparts.policy.services import Authorizer, RequestContext, channel_of, tenant_region
+from ramparts.problems import Problem
+from ramparts.routes import ACTION_KEY, Exempt
+
+__all__ = ["PermissionGate"]
+
+
+class PermissionGate:
+    """A FastAPI dependency of every route (see the module docstring).
+
+    `public` routes pass; every other route needs a verified token first (401). A `self` route
+    is a person's own account, so a service is refused (403 `not-a-user`). A Cedar action
+    denied to the caller whatever the resource is refused (403). A route that declares nothing
+    is refused.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        bearer: BearerAuthenticator,
+        authorizer: Authorizer,
+        audit: AuditLog,
+        *,
+        ui_client: str,
+    ) -> None:
+        self._database = database
+        self._bearer = bearer
+        self._authorizer = authorizer
+        self._audit = audit
+        self._ui_client = ui_client
+        # A tenant's region is set when it is created and never changes, so each process
+        # reads it once per tenant: the gate adds no database round trip to a request.
+        self._regions: dict[uuid.UUID, str] = {}
+
+    async def __call__(self, request: Request) -> None:
+        route = request.scope.get("route")
+        declared = (getattr(route, "openapi_extra", None) or {}).get(ACTION_KEY)
+        if declared == Exempt.PUBLIC:
+            return
+        if declared not in _DECLARATIONS:  # deny by default
+            raise Problem(403, "forbidden", "Forbidden", "this route declares no authorization")
+        principal = await self._bearer(request)
+        if declared == Exempt.SELF:
+            await self._require_person(principal)
+            return
+        action = PolicyAction(str(declared))
+        context = RequestContext(
+            channel_of(principal, ui_client=self._ui_client), await self._region(principal)
+        )
+        if not self._authorizer.refuses_outright(principal, action, context):
+            return
+        # Recorded like any denial, on what stands for the tenant's resources of that kind.
+        await self._authorizer.authorize(
+            principal, action, _tenant_target(action, principal, context), context
+        )
+        raise Problem(403, "forbidden", "Forbidden", f"{action} is not allowed here")
+
+    async def _region(self, principal: Principal) -> str:
+        region = self._regions.get(principal.tenant_id)
+        if region is None:
+            async with self._database.tenant_session(principal.tenant_id) as session:
+                region = await tenant_region(session)
+            self._regions[principal.tenant_id] = region
+        return region
+
+    async def _require_person(self, principal: Principal) -> None:
+        if principal.user_id is not None:
+            return
+        problem = Problem(
+            403, "not-a-user", "Forbidden", "this endpoint is for users, not services"
+        )
+        await self._audit.record_apart(
+            principal.tenant_id,
+            actor_of(principal),
+            Action.USER_ENDPOINT_REFUSED,
+            Resource("user", None),
+            Decision.DENY,
+            {"reason": problem.detail, "status": problem.status},
+        )
+        raise problem
+
+
+_DECLARATIONS = frozenset({*PolicyAction, *Exempt})
+
+
+def _tenant_target(action: PolicyAction, principal: Principal, context: RequestContext) -> Target:
+    """What the recorded denial names: any resource of the action's kind in the caller's
+    tenant (a model endpoint of its region)."""
+    if action.resource_type == "ModelEndpoint":
+        return Target("ModelEndpoint", "*", region=context.region)
+    return Target(action.resource_type, "*", str(principal.tenant_id), SENSITIVITIES[0])

@@ -1,0 +1,197 @@
+"""Permission before validation (issue 12, finding 18): a caller who may not do what a route
+does is refused with 403 whatever its request looks like, so a 422 never teaches it the
+route's input; a caller who may gets the precise 422. Walks every route of the app."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from ramparts.audit.events import Action
+from ramparts.crypto.kms import Kms
+from ramparts.db.engine import DatabaseUrls
+from ramparts.identity.models import Role
+from ramparts.policy.engine import (
+    POLICY_DIR,
+    SENSITIVITIES,
+    Channel,
+    PolicyAction,
+    PolicyEngine,
+    Subject,
+    Target,
+)
+from ramparts.routes import ACTION_KEY, Exempt
+from tests.audit.trail import head, recorded
+from tests.identity.helpers import bearer, obtain_tokens, provision
+from tests.test_routes import api_routes
+
+PROBLEM = "application/problem+json"
+ROLES: list[tuple[Role, ...]] = [(), *((role,) for role in Role)]
+ENGINE = PolicyEngine.load()
+
+
+@pytest.fixture(scope="module")
+def served(serve_module_app: Callable[..., httpx.Client]) -> tuple[httpx.Client, FastAPI]:
+    apps: list[FastAPI] = []
+    return serve_module_app(apps.append), apps[0]
+
+
+def declared(route: APIRoute) -> str:
+    return str((route.openapi_extra or {}).get(ACTION_KEY))
+
+
+def may(roles: tuple[Role, ...], action: PolicyAction) -> bool:
+    """What the policies say: may a person with `roles` do `action` to anything of its tenant
+    (signed in with a password and TOTP, through the API)?"""
+    subject = Subject(
+        id=str(uuid.uuid4()),
+        tenant="t",
+        region="eu",
+        roles=frozenset(roles),
+        amr=frozenset({"pwd", "otp", "mfa"}),
+    )
+    if action.resource_type == "ModelEndpoint":
+        targets = [Target("ModelEndpoint", "*", region="eu")]
+    else:
+        targets = [Target(action.resource_type, "*", "t", s) for s in SENSITIVITIES]
+    return any(ENGINE.decide(subject, action, t, Channel.API).allowed for t in targets)
+
+
+def invalid_request(route: APIRoute) -> tuple[str, dict[str, Any]]:
+    """The route's URL and request options, with every path parameter, query parameter and
+    body made invalid (each of them alone would answer 422)."""
+    path = route.path
+    for param in route.dependant.path_params:
+        path = path.replace(f"{{{param.name}}}", "not-a-uuid")
+    options: dict[str, Any] = {
+        "params": {q.alias: "not valid!" for q in route.dependant.query_params}
+    }
+    if route.body_field is not None:
+        options["json"] = {"not_a_field": ["x"]}
+    return path, options
+
+
+def is_invalid(route: APIRoute) -> bool:
+    return bool(route.dependant.path_params or route.body_field or route.dependant.query_params)
+
+
+def test_the_walk_covers_the_routes_with_input(served: tuple[httpx.Client, FastAPI]) -> None:
+    _, app = served
+    routes = [r for r in api_routes(app.routes) if declared(r) in set(PolicyAction)]
+    with_body = {(r.path, m) for r in routes if r.body_field is not None for m in r.methods}
+    assert {
+        ("/api/quotes", "POST"),
+        ("/api/quotes/{quote_id}", "PATCH"),
+        ("/api/quotes/bulk-delete", "POST"),
+        ("/api/assistant", "POST"),
+        ("/api/assistant/killswitch", "POST"),
+        ("/api/assistant/dlp", "PUT"),
+    } <= with_body
+    assert any(r.path == "/api/audit/events" for r in routes)
+    assert not may((Role.SELLER,), PolicyAction.QUOTE_CREATE)  # the finding's example
+
+
+@pytest.mark.parametrize("roles", ROLES, ids=lambda r: "-".join(r) or "no-role")
+def test_permission_is_decided_before_validation(
+    served: tuple[httpx.Client, FastAPI],
+    urls: DatabaseUrls,
+    kms: Kms,
+    roles: tuple[Role, ...],
+) -> None:
+    client, app = served
+    account = provision(urls, kms, roles=roles)
+    headers = bearer(obtain_tokens(client, account)["access_token"])
+    trail = head(urls, account.tenant_id)
+    refused: list[str] = []
+    for route in api_routes(app.routes):
+        if declared(route) not in set(PolicyAction):
+            continue
+        action = PolicyAction(declared(route))
+        path, options = invalid_request(route)
+        for method in sorted(route.methods):
+            response = client.request(method, path, headers=headers, **options)
+            where = f"{method} {route.path} as {roles or 'no role'}"
+            if may(roles, action):
+                assert response.status_code != 403, where
+                if is_invalid(route):
+                    assert response.status_code == 422, where
+            else:
+                assert response.status_code == 403, f"{where}: {response.text}"
+                assert response.headers["content-type"] == PROBLEM, where
+                assert response.json()["type"] == "urn:ramparts:problem:forbidden", where
+                assert "not_a_field" not in response.text
+                refused.append(action.value)
+    if not roles:
+        assert len(refused) == sum(
+            len(r.methods) for r in api_routes(app.routes) if declared(r) in set(PolicyAction)
+        )
+    # Every refusal is in the tenant's trail, as a denied decision on that action.
+    denials = [
+        d["details"]["action"]
+        for d in recorded(urls, account.tenant_id, Action.AUTHORIZATION_DECIDED, after=trail)
+        if d["decision"] == "deny"
+    ]
+    assert sorted(denials) == sorted(refused)
+
+
+def test_authentication_comes_before_validation(served: tuple[httpx.Client, FastAPI]) -> None:
+    client, app = served
+    for route in api_routes(app.routes):
+        if declared(route) == Exempt.PUBLIC:
+            continue
+        path, options = invalid_request(route)
+        for method in route.methods:
+            response = client.request(method, path, **options)
+            assert response.status_code == 401, f"{method} {route.path}: {response.text}"
+            assert response.headers["content-type"] == PROBLEM
+
+
+def test_a_route_that_declares_nothing_is_refused(
+    serve_app: Callable[..., httpx.Client],
+) -> None:
+    def undeclared(app: FastAPI) -> None:
+        async def open_door(body: dict[str, int]) -> dict[str, str]:
+            return {"status": "open"}
+
+        app.add_api_route("/probe/undeclared", open_door, methods=["POST"])
+
+    client = serve_app(undeclared)
+    response = client.post("/probe/undeclared", json={"x": "not an int"})
+    assert response.status_code == 403
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["detail"] == "this route declares no authorization"
+
+
+def test_only_what_no_resource_could_allow_is_refused_early() -> None:
+    """A permit that depends on the resource (here its sensitivity and tenant, as an owner
+    rule would) never makes the gate refuse: the resource is unknown to it."""
+    schema = (POLICY_DIR / "schema.cedarschema").read_text()
+    engine = PolicyEngine(
+        '@id("confidential-updates")\n'
+        'permit (principal in Role::"buyer", action == Action::"quote.update", resource)\n'
+        'when { resource.tenant == principal.tenant && resource.sensitivity == "confidential" };',
+        schema,
+    )
+
+    def person(role: Role) -> Subject:
+        return Subject(id=str(uuid.uuid4()), tenant="t", region="eu", roles=frozenset({role}))
+
+    buyer, seller = person(Role.BUYER), person(Role.SELLER)
+    update = PolicyAction.QUOTE_UPDATE
+    assert not engine.refuses_outright(buyer, update, "confidential", Channel.API)
+    assert engine.decide(
+        buyer, update, Target("Quote", "q", "t", "confidential"), Channel.API
+    ).allowed
+    assert not engine.decide(
+        buyer, update, Target("Quote", "q", "t", "internal"), Channel.API
+    ).allowed
+    assert engine.refuses_outright(seller, update, "confidential", Channel.API)
+    assert engine.refuses_outright(buyer, PolicyAction.QUOTE_CREATE, "confidential", Channel.API)
+    service = Subject(id="svc", tenant="t", region="eu", roles=frozenset({"buyer"}), service=True)
+    assert engine.refuses_outright(service, update, "confidential", Channel.SERVICE)  # people only
