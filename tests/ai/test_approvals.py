@@ -38,7 +38,11 @@ def test_a_request_runs_only_while_its_requester_may_still_make_it(
         {"tool_calls": [{"name": "create_quote", "arguments": {**NEW_QUOTE, "title": "Lamps"}}]},
     )
     server = serve_app(model=model)
-    requester, requester_headers = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    # The quote's own buyer asks (another buyer may not read it at all).
+    requester = buyer
+    assert requester.totp_secret is not None
+    login = obtain_tokens(server, requester, otp=next_code(requester.totp_secret))
+    requester_headers = bearer(login["access_token"])
     answer = ask(server, requester_headers, f"What does quote {poisoned['id']} say?")
     assert answer.status_code == 200, answer.text
     desks, lamps = (a["approval_id"] for a in answer.json()["actions"][1:])
