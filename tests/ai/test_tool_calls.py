@@ -18,6 +18,7 @@ from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.models import Role
 from ramparts.policy.engine import PolicyAction, Target
 from tests.ai.test_assistant import NEW_QUOTE, POISON, ask, quotes_of, script, sign_in
+from tests.identity.helpers import bearer, next_code, obtain_tokens
 
 
 def create(title: str) -> dict[str, Any]:
@@ -121,11 +122,6 @@ def test_a_write_after_untrusted_content_follows_the_tools_rule(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
 ) -> None:
     setup = serve_app()
-    buyer, buyer_headers = sign_in(setup, urls, kms, Role.BUYER)
-    poisoned = setup.post(
-        "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=buyer_headers
-    ).json()
-    read = {"name": "get_quote", "arguments": {"quote_id": poisoned["id"]}}
     note = {"name": "save_note", "arguments": {"text": "hello"}}
     expected = {
         None: (  # a write tool's default
@@ -144,11 +140,19 @@ def test_a_write_after_untrusted_content_follows_the_tools_rule(
     }
     for rule, (status, reason) in expected.items():
         ran: list[str] = []
+        # A buyer's own quote carries the vendor's text (another buyer may not read it).
+        buyer, buyer_headers = sign_in(setup, urls, kms, Role.BUYER)
+        poisoned = setup.post(
+            "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=buyer_headers
+        ).json()
+        read = {"name": "get_quote", "arguments": {"quote_id": poisoned["id"]}}
         model = script(
             tmp_path, {"tool_calls": [note]}, {"tool_calls": [read]}, {"tool_calls": [note]}
         )
         server = serve_app(note_tool(rule, ran), model=model)
-        _, headers = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+        assert buyer.totp_secret is not None
+        login = obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))
+        headers = bearer(login["access_token"])
         # Before anything untrusted, the write runs; after the vendor's text, the rule holds.
         assert outcomes(ask(server, headers, f"What does quote {poisoned['id']} say?")) == [
             ("save_note", "executed", "done"),
