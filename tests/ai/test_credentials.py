@@ -196,10 +196,11 @@ def test_a_credential_in_a_tool_result_is_redacted_before_the_model_and_the_tabl
     assert "api_key=[PASSWORD]" in result
     assert "[EMAIL_1]" in result
     rows = stored(urls, account.tenant_id)
-    assert [role for role, _ in rows] == ["user", "tool", "assistant"]
+    # The model's turn that asked for the tool is kept too, so the result answers it by id.
+    assert [role for role, _ in rows] == ["user", "assistant", "tool", "assistant"]
     table = " ".join(content for _, content in rows)
     for raw in ["Winter2026!xyz", key, "jürgen@müller.de"]:
         assert raw not in model.seen(), raw
         assert raw not in table, raw
-    assert rows[2][1] == "Done. The password is [PASSWORD]"
+    assert rows[3][1] == "Done. The password is [PASSWORD]"
     assert answer.json()["reply"] == "Done. The password is [PASSWORD]"

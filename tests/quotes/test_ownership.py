@@ -90,7 +90,7 @@ def test_a_buyer_acts_only_on_the_quotes_they_asked_for(
         (draft, "quote.delete"),
         (offered, "quote.accept"),
         (offered, "quote.read"),
-        (draft, "quote.submit"),
+        ("*", "quote.submit"),  # no buyer may submit any quote: refused before the lookup
     }
     assert all(d["actor"]["id"] == str(buyer2.account.user_id) for d in denied)
 
