@@ -252,6 +252,7 @@ def test_seed_demo_prints_every_credential_whole_and_keeps_them_in_a_private_fil
     report = json.loads(saved.read_text())
     assert saved.stat().st_mode & 0o777 == 0o600
     lines = result.stdout.splitlines()
+    assert any(line.strip() == str(saved) for line in lines)  # the path whole, never wrapped
     for user in report["users"]:
         assert any(user["username"] in line for line in lines)
         assert any(line.split()[-1:] == [user["password"]] for line in lines)

@@ -52,6 +52,7 @@ from ramparts.crypto.fields import FieldDecryptionError
 from ramparts.crypto.keys import KeyShreddedError
 from ramparts.crypto.kms import SYSTEM_KEY, Kms, KmsError
 from ramparts.crypto.scanner import scan_paths, tracked_files
+from ramparts.crypto.sealing import RowsLockedError
 from ramparts.db.engine import (
     Database,
     DatabaseUrls,
@@ -198,10 +199,9 @@ def _credentials_file(settings: Settings) -> TextIO:
 
 def _print_credentials(settings: Settings, report: dict[str, Any]) -> None:
     """Each credential whole on a line of its own: a table would cut them to the terminal."""
-    console.print(
-        "[bold]Demo users[/] (new credentials on every seed; "
-        f"also in {settings.home / DEMO_CREDENTIALS}, mode 0600)"
-    )
+    # Plain print: Rich would wrap a long path (or a password) to the terminal's width.
+    print("Demo users (new credentials on every seed; also saved, readable by you only, in)")
+    print(f"  {settings.home / DEMO_CREDENTIALS}")
     for tenant in report["tenants"]:
         print(f"\n{tenant['slug']} (region {tenant['region']})")
         for user in report["users"]:
@@ -891,7 +891,7 @@ def main() -> None:
         app()
     except (ConfigError, UsageError, OwnerRequiredError, ValueError) as exc:
         _fail(str(exc), 2)
-    except (KmsError, KeyShreddedError, FieldDecryptionError) as exc:
+    except (KmsError, KeyShreddedError, FieldDecryptionError, RowsLockedError) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
         _fail(str(exc), 3)

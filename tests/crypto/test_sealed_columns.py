@@ -10,6 +10,7 @@ import base64
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pyotp
@@ -23,7 +24,12 @@ from ramparts.audit.services import AuditLog
 from ramparts.crypto.fields import FieldCipher
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms, KmsError
-from ramparts.crypto.sealing import EncryptedColumn, SealedFields, encrypted_columns
+from ramparts.crypto.sealing import (
+    EncryptedColumn,
+    RowsLockedError,
+    SealedFields,
+    encrypted_columns,
+)
 from ramparts.db.engine import Database, DatabaseUrls, libpq
 from ramparts.demo import seed_demo
 from ramparts.identity.models import Role
@@ -252,6 +258,47 @@ async def test_rotation_reencrypts_every_field_and_resumes_after_interruption(
                 assert opened.decode() == account.totp_secret
                 assert pyotp.TOTP(opened.decode()).now()
     finally:
+        await owner.dispose()
+
+
+async def test_rotation_waits_for_rows_that_requests_hold_and_never_reports_them_done(
+    urls: DatabaseUrls, kms: Kms
+) -> None:
+    """A row locked by a running request (a chat holds its conversation through its model
+    calls) is re-sealed once released; one held too long fails the run, never passes as done."""
+    first = await asyncio.to_thread(provision, urls, kms)
+    second = await asyncio.to_thread(
+        provision, urls, kms, roles=(Role.SELLER,), tenant=first.tenant
+    )
+    record = TenantRecord(first.tenant_id, first.tenant, first.tenant, "eu")
+    owner = Database(urls.owner, pool_size=2)
+    held = await psycopg.AsyncConnection.connect(libpq(urls.owner))
+
+    async def hold(account: Any) -> None:
+        await held.execute(
+            "SELECT 1 FROM totp_credentials WHERE tenant_id = %s AND user_id = %s FOR UPDATE",
+            (record.id, account.user_id),
+        )
+
+    try:
+        provisioning = provisioning_for(owner, kms)
+        assert await provisioning.rotate_data_key(record) == 2
+        await hold(first)
+        with pytest.raises(RowsLockedError, match=r"totp_credentials\.sealed_secret"):
+            await provisioning.reencrypt(record, lock_wait=0.3)
+        assert sorted(await _sealed_versions(owner, record.id)) == [1, 2]  # the free one moved
+        await held.rollback()
+
+        assert await provisioning.rotate_data_key(record) == 3
+        await hold(second)
+        release = asyncio.get_running_loop().call_later(
+            0.5, lambda: asyncio.ensure_future(held.rollback())
+        )
+        assert await provisioning.reencrypt(record, lock_wait=10) == 2
+        release.cancel()
+        assert await _sealed_versions(owner, record.id) == [3, 3]
+    finally:
+        await held.close()
         await owner.dispose()
 
 

@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import LargeBinary, bindparam, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeDecorator
@@ -33,6 +35,7 @@ from ramparts.db.engine import Database
 
 __all__ = [
     "EncryptedColumn",
+    "RowsLockedError",
     "Sealed",
     "SealedColumn",
     "SealedFields",
@@ -42,6 +45,10 @@ __all__ = [
 ]
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class RowsLockedError(Exception):
+    """Re-encryption could not reach rows that running requests kept locked."""
 
 
 class Sealed(bytes):
@@ -157,6 +164,7 @@ async def reencrypt(
     columns: Sequence[EncryptedColumn],
     *,
     batch: int = 200,
+    lock_wait: float = 30.0,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> int:
     """Re-seal every field of `tenant` under its newest data key version.
@@ -164,7 +172,8 @@ async def reencrypt(
     Each batch commits on its own and only rows still under an older version are picked, so an
     interrupted run resumes where it stopped and a finished one finds nothing left to do.
     Runs as the owner, in the tenant's session (the owner need not bypass row-level
-    security); `progress(done, total)` is called after each batch. Returns rows done.
+    security); `progress(done, total)` is called after each batch. Returns rows done; raises
+    RowsLockedError when rows stay locked by others for longer than `lock_wait` seconds.
     """
     async with owner.tenant_session(tenant) as session:
         newest = (await keys.current(session, tenant)).version
@@ -181,11 +190,21 @@ async def reencrypt(
     done = 0
     progress(done, total)
     for column in columns:
-        while moved := await _reencrypt_batch(
-            owner, keys, tenant, column, newest=newest, batch=batch
-        ):
-            done += moved
-            progress(done, total)
+        # First what nobody holds; then, waiting at most `lock_wait` per batch, the rows a
+        # running request has locked (a chat holds its conversation through its model calls):
+        # a rotation that reports success has left nothing on an old key.
+        for wait in (False, True):
+            while moved := await _reencrypt_batch(
+                owner,
+                keys,
+                tenant,
+                column,
+                newest=newest,
+                batch=batch,
+                lock_wait=lock_wait if wait else None,
+            ):
+                done += moved
+                progress(done, total)
     return done
 
 
@@ -221,20 +240,36 @@ async def _reencrypt_batch(
     *,
     newest: int,
     batch: int,
+    lock_wait: float | None,
 ) -> int:
-    """Re-seal up to `batch` stale fields of one column, in one transaction."""
+    """Re-seal up to `batch` stale fields of one column, in one transaction: rows others hold
+    are skipped, or with `lock_wait` (seconds) waited for."""
     table, name = column.table, column.column
     stale = _STALE.format(column=name)
+    locking = "FOR UPDATE SKIP LOCKED" if lock_wait is None else "FOR UPDATE"
     async with owner.tenant_session(tenant) as session:
-        rows = (
+        if lock_wait is not None:
             await session.execute(
-                text(
-                    f"SELECT ctid::text, ({column.row})::text, {name} FROM {table} "  # noqa: S608
-                    f"WHERE {stale} LIMIT :batch FOR UPDATE SKIP LOCKED"
-                ),
-                {"tenant": tenant, "newest": newest, "batch": batch},
+                text("SELECT set_config('lock_timeout', :wait, true)"),
+                {"wait": f"{int(lock_wait * 1000)}ms"},
             )
-        ).all()
+        try:
+            rows = (
+                await session.execute(
+                    text(
+                        f"SELECT ctid::text, ({column.row})::text, {name} "  # noqa: S608
+                        f"FROM {table} WHERE {stale} LIMIT :batch {locking}"
+                    ),
+                    {"tenant": tenant, "newest": newest, "batch": batch},
+                )
+            ).all()
+        except DBAPIError as exc:
+            if not isinstance(exc.orig, LockNotAvailable):
+                raise
+            raise RowsLockedError(
+                f"{table}.{name}: rows stayed locked by running requests for {lock_wait:g} s; "
+                "nothing else is lost: run `ramparts keys reencrypt` again"
+            ) from None
         target = await keys.version(session, tenant, newest)
         update = text(
             f"UPDATE {table} SET {name} = :sealed "  # noqa: S608

@@ -93,11 +93,18 @@ class Provisioning:
         progress: Callable[[int, int], None] = lambda done, total: None,
         *,
         batch: int = 200,
+        lock_wait: float = 30.0,
     ) -> int:
         """Re-seal the tenant's encrypted fields, in every declared column, under its newest
-        data key (resumable)."""
+        data key (resumable; rows that requests hold are waited for up to `lock_wait` s)."""
         done = await reencrypt(
-            self._db, self._keys, tenant.id, encrypted_columns(), batch=batch, progress=progress
+            self._db,
+            self._keys,
+            tenant.id,
+            encrypted_columns(),
+            batch=batch,
+            lock_wait=lock_wait,
+            progress=progress,
         )
         async with self._db.tenant_session(tenant.id) as session:
             await self._record(
