@@ -59,7 +59,15 @@ def may(roles: tuple[Role, ...], action: PolicyAction) -> bool:
     if action.resource_type == "ModelEndpoint":
         targets = [Target("ModelEndpoint", "*", region="eu")]
     else:
-        targets = [Target(action.resource_type, "*", "t", s) for s in SENSITIVITIES]
+        # Any resource of its tenant: of any sensitivity, and (for quotes) whoever's it is:
+        # the caller's own, open to every seller, another's.
+        other = str(uuid.uuid4())
+        parties = [(subject.id, None), (other, subject.id), (other, None), (other, other)]
+        targets = [
+            Target(action.resource_type, "*", "t", s, buyer=buyer, seller=seller)
+            for s in SENSITIVITIES
+            for buyer, seller in parties
+        ]
     return any(ENGINE.decide(subject, action, t, Channel.API).allowed for t in targets)
 
 
