@@ -67,12 +67,13 @@ class _Prepared:
 
 class Approvals(AssistantService):
     """Approval requests: listed for the tenant, decided once by a different person who may
-    do the action themselves and signed in (with a second factor) in the last ten minutes."""
+    do the same on a resource of their own and signed in (with a second factor) in the last
+    ten minutes; run as the person who asked."""
 
     async def pending(self, principal: Principal) -> dict[str, list[dict[str, Any]]]:
         """`items`: the requests this person could approve now (never their own; only those
         its requester may still make, of tools switched on), each with the exact arguments
-        that would run (personal data included: they may see it, as they may do the action).
+        that would run (personal data included: they confirm exactly what runs).
         `mine`: their own pending requests, as they asked them. Oldest first, at most
         `LISTED` of each: requests nobody here may decide never push out those they may."""
         tenant = principal.tenant_id
