@@ -111,11 +111,14 @@ class Approvals(AssistantService):
                     # Gone or disabled (nothing to confirm), or nothing may run now.
                     if row.requested_by not in roles or stopped is None or len(items) >= LISTED:
                         continue
+                    requester = _requester(principal, row, roles[row.requested_by])
+                    if self._never_decidable(principal, requester, row.tool, context):
+                        continue
                     request = await self._prepare(
                         session,
                         principal,
                         context,
-                        requester=_requester(principal, row, roles[row.requested_by]),
+                        requester=requester,
                         conversation_id=row.conversation_id,
                         tool_name=row.tool,
                         arguments=row.arguments,
@@ -278,6 +281,18 @@ class Approvals(AssistantService):
                 approver, tool.action, _as_theirs(target, requester, approver), context
             ),
             self._authorizer.decide(requester, tool.action, target, direct),
+        )
+
+    def _never_decidable(
+        self, approver: Principal, requester: Principal, tool_name: str, context: RequestContext
+    ) -> bool:
+        """Whether Cedar refuses the tool's action to the approver or the requester whatever
+        the resource: such a request is left out of a listing before anything is read for it
+        (the answers are remembered per roles), so many of them cost little."""
+        tool = self._registry.get(tool_name)
+        return tool is not None and (
+            self._authorizer.refuses_outright(approver, tool.action, context)
+            or self._authorizer.refuses_outright(requester, tool.action, _direct(context))
         )
 
     async def _unmasked(
