@@ -1,18 +1,27 @@
-"""Approval requests at decision time: the person who asked is judged again as they are now,
-and the listing shows the caller what they may decide apart from what they asked."""
+"""Approval requests at decision time: the call runs as the person who asked, judged again as
+they are now; who may do the same on a resource of their own confirms it; the listing shows
+the caller what they may decide apart from what they asked, of tools switched on, however
+many requests nobody here may decide come first."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+from fastapi import FastAPI
 
+from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolRun
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.identity.models import Role
+from ramparts.policy.engine import PolicyAction, Target
+from ramparts.quotes.services import QuoteService, quote_target
+from ramparts.quotes.tools import QUOTE_ID_ONLY
 from tests.ai.test_assistant import NEW_QUOTE, POISON, ask, quotes_of, script, sign_in
 from tests.audit.trail import recorded
 from tests.identity.helpers import bearer, next_code, obtain_tokens
@@ -128,3 +137,236 @@ def test_the_listing_shows_the_callers_own_requests_apart(
     # A seller may not create quotes, so has nothing to decide here.
     _, seller = sign_in(server, urls, kms, Role.SELLER, tenant=buyer.tenant)
     assert server.get("/api/approvals", headers=seller).json() == {"items": [], "mine": []}
+
+
+def who_runs_tool(ran: list[tuple[str, str | None]]) -> Callable[[FastAPI], None]:
+    """A read tool that waits for approval after untrusted content and records, for each run,
+    who it ran as and who approved it."""
+
+    async def who(run: ToolRun) -> dict[str, Any]:
+        approver = run.approved_by
+        ran.append((run.principal.subject, None if approver is None else approver.subject))
+        return {"ok": True}
+
+    async def target(run: ToolRun) -> Target:
+        return Target("Quote", "*", str(run.principal.tenant_id))
+
+    def register(app: FastAPI) -> None:
+        app.state.tools.register(
+            Tool(
+                name="who_runs",
+                description="Say who runs this.",
+                arguments={"type": "object", "additionalProperties": False},
+                result={
+                    "type": "object",
+                    "properties": {"ok": {"type": "boolean"}},
+                    "required": ["ok"],
+                    "additionalProperties": False,
+                },
+                action=PolicyAction.QUOTE_LIST,
+                risk=Risk.READ,
+                run=who,
+                target=target,
+                after_untrusted=AfterUntrusted.APPROVAL,
+            )
+        )
+
+    return register
+
+
+def delete_tool(app: FastAPI) -> None:
+    """A high-risk tool on a quote its requester owns: only its buyer may delete it."""
+
+    async def quote(run: ToolRun) -> Any:
+        found = await QuoteService(run.session).get(
+            run.principal.tenant_id, uuid.UUID(run.arguments["quote_id"])
+        )
+        assert found is not None
+        return found
+
+    async def delete(run: ToolRun) -> dict[str, Any]:
+        await QuoteService(run.session).delete(await quote(run))
+        return {"deleted": run.arguments["quote_id"]}
+
+    async def target(run: ToolRun) -> Target:
+        return quote_target(await quote(run))
+
+    app.state.tools.register(
+        Tool(
+            name="delete_quote",
+            description="Delete a draft quote.",
+            arguments=QUOTE_ID_ONLY,
+            result={
+                "type": "object",
+                "properties": {"deleted": {"type": "string"}},
+                "required": ["deleted"],
+                "additionalProperties": False,
+            },
+            action=PolicyAction.QUOTE_DELETE,
+            risk=Risk.HIGH,
+            run=delete,
+            target=target,
+        )
+    )
+
+
+def poisoned_request(
+    serve_app: Callable[..., httpx.Client],
+    urls: DatabaseUrls,
+    kms: Kms,
+    tmp_path: Path,
+    *calls: dict[str, Any],
+    app_hook: Callable[[FastAPI], None] | None = None,
+) -> tuple[httpx.Client, Any, dict[str, str], dict[str, Any], list[str]]:
+    """A buyer reads their own poisoned quote through the assistant, which then makes `calls`
+    (`quote_id` filled in): the server, the buyer and their headers, their quote and the
+    approval ids."""
+    setup = serve_app()
+    buyer, headers = sign_in(setup, urls, kms, Role.BUYER)
+    poisoned = setup.post(
+        "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=headers
+    ).json()
+    turns = [{"tool_calls": [{"name": "get_quote", "arguments": {"quote_id": poisoned["id"]}}]}]
+    for call in calls:
+        arguments = {
+            k: poisoned["id"] if v == "quote_id" else v for k, v in call["arguments"].items()
+        }
+        turns.append({"tool_calls": [{"name": call["name"], "arguments": arguments}]})
+    server = serve_app(app_hook, model=script(tmp_path, *turns))
+    assert buyer.totp_secret is not None
+    login = obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))
+    buyer_headers = bearer(login["access_token"])
+    answer = ask(server, buyer_headers, f"What does quote {poisoned['id']} say?")
+    assert answer.status_code == 200, answer.text
+    actions = answer.json()["actions"][1:]
+    assert [a["status"] for a in actions] == ["pending_approval"] * len(calls)
+    return server, buyer, buyer_headers, poisoned, [a["approval_id"] for a in actions]
+
+
+def listed(server: httpx.Client, headers: dict[str, str]) -> list[str]:
+    listing = server.get("/api/approvals", headers=headers)
+    assert listing.status_code == 200, listing.text
+    return [item["id"] for item in listing.json()["items"]]
+
+
+def test_an_approved_call_runs_as_the_person_who_asked(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
+) -> None:
+    ran: list[tuple[str, str | None]] = []
+    create = {"name": "create_quote", "arguments": {**NEW_QUOTE, "title": "Desks"}}
+    server, buyer, buyer_headers, _, (desks, who) = poisoned_request(
+        serve_app,
+        urls,
+        kms,
+        tmp_path,
+        create,
+        {"name": "who_runs", "arguments": {}},
+        app_hook=who_runs_tool(ran),
+    )
+    colleague, colleague_headers = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+
+    def approve(approval: str) -> None:
+        approved = server.post(f"/api/approvals/{approval}/approve", headers=colleague_headers)
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["status"] == "executed"
+
+    approve(desks)
+    # The quote asked for is the buyer's: they see it, the colleague who confirmed does not.
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        row = conn.execute(
+            "SELECT id, buyer_id FROM quotes WHERE tenant_id = %s AND title = 'Desks'",
+            (buyer.tenant_id,),
+        ).fetchone()
+    assert row is not None
+    quote_id, buyer_id = row
+    assert buyer_id == buyer.user_id
+    assert server.get(f"/api/quotes/{quote_id}", headers=colleague_headers).status_code in {
+        403,
+        404,
+    }
+    mine = server.get(f"/api/quotes/{quote_id}", headers=buyer_headers)
+    assert mine.status_code == 200, mine.text
+    # A read tool ran as the buyer who asked too, and knows who confirmed it.
+    approve(who)
+    assert ran == [(str(buyer.user_id), str(colleague.user_id))]
+    # The trail of each decision names both: the approver acts, on the buyer's request.
+    decided = recorded(urls, buyer.tenant_id, Action.APPROVAL_DECIDED)
+    assert [(d["actor"]["id"], d["details"]["requested_by"]) for d in decided] == [
+        (str(colleague.user_id), str(buyer.user_id))
+    ] * 2
+
+
+def test_who_may_do_it_on_a_resource_of_their_own_confirms_it(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
+) -> None:
+    delete = {"name": "delete_quote", "arguments": {"quote_id": "quote_id"}}
+    server, buyer, _, poisoned, (approval,) = poisoned_request(
+        serve_app, urls, kms, tmp_path, delete, app_hook=delete_tool
+    )
+    # Only a quote's own buyer may delete it: nobody else may do this exact thing, yet
+    # another buyer, who may delete quotes of their own, may confirm it (and nobody else).
+    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    assert listed(server, colleague) == [approval]
+    for role in (Role.SELLER, Role.FINANCE, Role.ADMIN):
+        _, headers = sign_in(server, urls, kms, role, tenant=buyer.tenant)
+        assert listed(server, headers) == []
+        refused = server.post(f"/api/approvals/{approval}/approve", headers=headers)
+        assert refused.status_code == 403, (role, refused.text)
+        assert refused.json()["detail"] == (
+            "you may not confirm quote.delete: only someone who may quote.delete themselves "
+            "decides it"
+        )
+    _, stranger = sign_in(server, urls, kms, Role.BUYER)  # another tenant's buyer
+    assert server.post(f"/api/approvals/{approval}/approve", headers=stranger).status_code == 404
+    approved = server.post(f"/api/approvals/{approval}/approve", headers=colleague)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "executed"
+    assert poisoned["id"] not in [quote for quote, _ in quotes_of(urls, buyer.tenant_id)]
+
+
+def test_requests_of_switched_off_tools_are_not_listed(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
+) -> None:
+    create = {"name": "create_quote", "arguments": {**NEW_QUOTE, "title": "Desks"}}
+    server, buyer, _, _, (desks,) = poisoned_request(serve_app, urls, kms, tmp_path, create)
+    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    _, admin = sign_in(server, urls, kms, Role.ADMIN, tenant=buyer.tenant)
+    assert listed(server, colleague) == [desks]
+
+    def switch(engaged: bool, tool: str = "") -> None:
+        body = {"engaged": engaged, "tool": tool, "reason": "drill"}
+        answer = server.post("/api/assistant/killswitch", json=body, headers=admin)
+        assert answer.status_code == 200, answer.text
+
+    for tool in ("create_quote", ""):  # the tool, then the whole assistant
+        switch(True, tool)
+        assert listed(server, colleague) == []
+        refused = server.post(f"/api/approvals/{desks}/approve", headers=colleague)
+        assert refused.status_code == 503, refused.text
+        switch(False, tool)
+        assert listed(server, colleague) == [desks]
+    switch(True)
+    # Rejecting runs nothing, so it stays possible while the assistant is off.
+    rejected = server.post(f"/api/approvals/{desks}/reject", headers=colleague)
+    assert rejected.status_code == 200, rejected.text
+
+
+def test_undecidable_requests_never_push_decidable_ones_out_of_the_listing(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
+) -> None:
+    create = {"name": "create_quote", "arguments": {**NEW_QUOTE, "title": "Desks"}}
+    server, buyer, _, _, (desks,) = poisoned_request(serve_app, urls, kms, tmp_path, create)
+    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    # 250 older requests for a tool that is gone: nobody may decide them.
+    owner_sql(
+        urls,
+        "INSERT INTO ai_approvals (tenant_id, id, conversation_id, tool, arguments, reason, "
+        "provenance, requested_by, requested_amr, expires_at, created_at) "
+        "SELECT tenant_id, gen_random_uuid(), conversation_id, 'retired_tool', arguments, "
+        "reason, provenance, requested_by, requested_amr, expires_at, "
+        "created_at - make_interval(secs => n) "
+        "FROM ai_approvals, generate_series(1, 250) AS n WHERE tenant_id = %s AND id = %s",
+        buyer.tenant_id,
+        desks,
+    )
+    assert listed(server, colleague) == [desks]

@@ -1,14 +1,18 @@
 """Approval requests (AI-4): what the gateway would not run on the model's word, decided once
-by a different person who may do the action themselves and signed in with a second factor in
-the last ten minutes, while the person who asked still may too. Every decision, and every
-refusal to decide, is audited."""
+by a different person who signed in with a second factor in the last ten minutes and who may
+confirm it: they may do the same action on a resource like this one of their own (a buyer
+confirms another buyer's request, Finance another Finance user's). An approved call runs as
+the person who asked, with their current roles, and only while they still may make it: the
+approver confirms, never lends their rights. Every decision, and every refusal to decide, is
+audited with both people."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -35,79 +39,99 @@ log = structlog.get_logger(__name__)
 
 RECENT_SIGN_IN = timedelta(minutes=10)
 SECOND_FACTORS = frozenset({"otp", "hwk", "swk", "mfa"})
+LISTED = 100  # requests listed at most, of each kind (to decide, and one's own)
+PAGE = 100  # pending requests read at a time until enough are listed
 
 
 @dataclass(frozen=True)
 class _Prepared:
-    """An approval request as it would run for the person deciding it."""
+    """An approval request as it would run: as the person who asked, confirmed by the
+    person deciding."""
 
     tool: Tool
-    run: ToolRun
+    run: ToolRun  # `principal` is the requester, `approved_by` the person deciding
     target: Target
-    allowed: bool  # may they do this themselves
-    #: Cedar's answer now for the person who asked (None: gone or disabled).
-    requester_decision: PolicyDecision | None
+    #: Cedar's answer for the person deciding: may they confirm this (see `_as_theirs`).
+    approver_decision: PolicyDecision
+    #: Cedar's answer now for the person who asked (no roles when gone or disabled).
+    requester_decision: PolicyDecision
+
+    @property
+    def approver_allowed(self) -> bool:
+        return self.approver_decision.allowed
 
     @property
     def requester_allowed(self) -> bool:
-        return self.requester_decision is not None and self.requester_decision.allowed
+        return self.requester_decision.allowed
 
 
 class Approvals(AssistantService):
     """Approval requests: listed for the tenant, decided once by a different person who may
-    do the action themselves and signed in (with a second factor) in the last ten minutes."""
+    do the same on a resource of their own and signed in (with a second factor) in the last
+    ten minutes; run as the person who asked."""
 
     async def pending(self, principal: Principal) -> dict[str, list[dict[str, Any]]]:
-        """`items`: the requests this person could decide (never their own; only those its
-        requester may still make), each with the exact arguments that would run (personal data
-        included: they may see it, as they may do the action). `mine`: their own pending
-        requests, as they asked them."""
+        """`items`: the requests this person could approve now (never their own; only those
+        its requester may still make, of tools switched on), each with the exact arguments
+        that would run (personal data included: they confirm exactly what runs).
+        `mine`: their own pending requests, as they asked them. Oldest first, at most
+        `LISTED` of each: requests nobody here may decide never push out those they may."""
         tenant = principal.tenant_id
         async with self._db.tenant_session(tenant) as session:
-            rows = (
-                await session.execute(
-                    text(
-                        "SELECT id, conversation_id, tool, arguments, reason, provenance, "
-                        "requested_by, requested_amr, expires_at FROM ai_approvals "
-                        "WHERE tenant_id = :tenant AND status = 'pending' AND expires_at > now() "
-                        "ORDER BY created_at LIMIT 100"
-                    ),
-                    {"tenant": tenant},
-                )
-            ).all()
             context = await request_context(session, principal, ui_client=self._ui_client)
-            others = {row.requested_by for row in rows} - {principal.user_id}
-            roles = await _current_roles(session, others)
-            items, mine = [], []
-            for row in rows:
-                shown = {
-                    "id": str(row.id),
-                    "tool": row.tool,
-                    "reason": row.reason,
-                    "provenance": row.provenance,
-                    "requested_by": str(row.requested_by),
-                    "expires_at": row.expires_at.isoformat(),
-                }
-                if row.requested_by == principal.user_id:
-                    arguments = await self._unmasked(
-                        session, tenant, row.conversation_id, row.arguments
-                    )
-                    mine.append({**shown, "arguments": arguments, "mine": True})
-                    continue
-                if row.requested_by not in roles:  # gone or disabled: nothing to confirm
-                    continue
-                request = await self._prepare(
-                    session,
-                    principal,
-                    context,
-                    requester=_requester(principal, row, roles[row.requested_by]),
-                    conversation_id=row.conversation_id,
-                    tool_name=row.tool,
-                    arguments=row.arguments,
+            try:
+                stopped: frozenset[str] | None = await KillSwitch(max_age=0).stopped(
+                    session, tenant
                 )
-                if request is None or not (request.allowed and request.requester_allowed):
-                    continue
-                items.append({**shown, "arguments": request.run.arguments, "mine": False})
+            except GatewayRefusedError:  # the whole assistant is off: nothing can run now
+                stopped = None
+            items: list[dict[str, Any]] = []
+            mine: list[dict[str, Any]] = []
+            after: tuple[datetime, uuid.UUID] | None = None
+            while len(items) < LISTED or len(mine) < LISTED:
+                rows = await _pending_page(session, tenant, after)
+                others = {row.requested_by for row in rows} - {principal.user_id}
+                roles = await _current_roles(session, others)
+                for row in rows:
+                    shown = {
+                        "id": str(row.id),
+                        "tool": row.tool,
+                        "reason": row.reason,
+                        "provenance": row.provenance,
+                        "requested_by": str(row.requested_by),
+                        "expires_at": row.expires_at.isoformat(),
+                    }
+                    if row.requested_by == principal.user_id:
+                        if len(mine) < LISTED:
+                            arguments = await self._unmasked(
+                                session, tenant, row.conversation_id, row.arguments
+                            )
+                            mine.append({**shown, "arguments": arguments, "mine": True})
+                        continue
+                    # Gone or disabled (nothing to confirm), or nothing may run now.
+                    if row.requested_by not in roles or stopped is None or len(items) >= LISTED:
+                        continue
+                    requester = _requester(principal, row, roles[row.requested_by])
+                    if self._never_decidable(principal, requester, row.tool, context):
+                        continue
+                    request = await self._prepare(
+                        session,
+                        principal,
+                        context,
+                        requester=requester,
+                        conversation_id=row.conversation_id,
+                        tool_name=row.tool,
+                        arguments=row.arguments,
+                        stopped=stopped,
+                    )
+                    if request is None or not (
+                        request.approver_allowed and request.requester_allowed
+                    ):
+                        continue
+                    items.append({**shown, "arguments": request.run.arguments, "mine": False})
+                if len(rows) < PAGE:
+                    break
+                after = (rows[-1].created_at, rows[-1].id)
             return {"items": items, "mine": mine}
 
     async def decide(
@@ -158,12 +182,13 @@ class Approvals(AssistantService):
                     "deciding needs a sign-in with a second factor in the last 10 minutes",
                 )
             # The approver acts as themselves (not through the model), so Cedar judges them on
-            # the channel they use: who may not do this may neither approve nor reject it.
+            # the channel they use: who may not confirm this may neither approve nor reject it.
             context = await request_context(session, approver, ui_client=self._ui_client)
-            # The person who asked is judged again too, as they are now (their roles may have
-            # gone since): an approval confirms what they may do, it never widens it.
+            # The call runs as the person who asked, judged again as they are now (their roles
+            # may have gone since; gone or disabled, they have none): an approval confirms what
+            # they may do, it never widens it.
             roles = await _current_roles(session, {requested_by})
-            requester = _requester(approver, row, roles[requested_by]) if roles else None
+            requester = _requester(approver, row, roles.get(requested_by, ()))
             request = await self._prepare(
                 session,
                 approver,
@@ -172,34 +197,32 @@ class Approvals(AssistantService):
                 conversation_id=conversation_id,
                 tool_name=tool_name,
                 arguments=arguments,
+                stopped=frozenset(),  # rejecting works even while the tool is switched off
             )
             if request is None:
                 raise GatewayRefusedError(409, "wrong-status", f"{tool_name} cannot run now")
-            if not request.allowed:
+            if not request.approver_allowed:
                 raise GatewayRefusedError(
-                    403, "forbidden", f"you may not {request.tool.action} yourself"
+                    403,
+                    "forbidden",
+                    f"you may not confirm {request.tool.action}: only someone who may "
+                    f"{request.tool.action} themselves decides it",
                 )
-            decision = self._authorizer.decide(
-                approver, request.tool.action, request.target, context
-            )
-            events = [
-                self._authorizer.event(
-                    approver, request.tool.action, request.target, context, decision
-                )
-            ]
-            if requester is not None and request.requester_decision is not None:
-                events.append(
+            action, target = request.tool.action, request.target
+            await self._audit.record_many(
+                session,
+                [
                     self._authorizer.event(
-                        requester,
-                        request.tool.action,
-                        request.target,
-                        _direct(context),
-                        request.requester_decision,
-                    )
-                )
-            await self._audit.record_many(session, events)
+                        approver, action, target, context, request.approver_decision
+                    ),
+                    self._authorizer.event(
+                        requester, action, target, _direct(context), request.requester_decision
+                    ),
+                ],
+            )
+            finish = partial(self._finish, session, approver, approval_id, requester=requester)
             if not approve:  # rejecting works even while the assistant is switched off
-                return await self._finish(session, approver, approval_id, status="rejected")
+                return await finish(status="rejected")
             if not request.requester_allowed:
                 # Refused like any decision: recorded apart, as this transaction rolls back.
                 raise GatewayRefusedError(
@@ -213,12 +236,8 @@ class Approvals(AssistantService):
             try:
                 result = await run_checked(session, request.tool, request.run)
             except ToolError as exc:
-                return await self._finish(
-                    session, approver, approval_id, status="failed", reason=str(exc)
-                )
-            return await self._finish(
-                session, approver, approval_id, status="executed", result=result
-            )
+                return await finish(status="failed", reason=str(exc))
+            return await finish(status="executed", result=result)
 
     async def _prepare(
         self,
@@ -226,23 +245,27 @@ class Approvals(AssistantService):
         approver: Principal,
         context: RequestContext,
         *,
-        requester: Principal | None,
+        requester: Principal,
         conversation_id: uuid.UUID,
         tool_name: str,
         arguments: dict[str, Any],
+        stopped: frozenset[str],
     ) -> _Prepared | None:
-        """The request as it would run for `approver`, or None when it cannot run now (the
-        tool is gone, switched off, or its resource is). `requester` is the person who asked,
-        as they are now (None: gone or disabled)."""
+        """The request as it would run, as `requester` (the person who asked, as they are
+        now) confirmed by `approver`; None when it cannot run now (the tool is gone or in
+        `stopped`, switched off, or its resource is gone)."""
         tool = self._registry.get(tool_name)
-        if tool is None:
+        if tool is None or tool.name in stopped:
             return None
         unmasked = await self._unmasked(session, approver.tenant_id, conversation_id, arguments)
         if tool.argument_errors(unmasked):
             return None
-
-        may = self._may(approver, context)
-        run = ToolRun(session, approver, unmasked, may)
+        # They asked the assistant for what they could do themselves (the gateway's own check
+        # when they asked), and a person confirmed it: judged directly, not as the model.
+        direct = _direct(context)
+        run = ToolRun(
+            session, requester, unmasked, self._may(requester, direct), approved_by=approver
+        )
         try:
             target = await tool.target(run)
         except ToolError:
@@ -250,12 +273,27 @@ class Approvals(AssistantService):
         except Exception:  # a bug in a tool: this request cannot run, the others still list
             log.exception("tool_target_failed", tool=tool.name)
             return None
-        requester_decision = None
-        if requester is not None:
-            requester_decision = self._authorizer.decide(
-                requester, tool.action, target, _direct(context)
-            )
-        return _Prepared(tool, run, target, may(tool.action, target), requester_decision)
+        return _Prepared(
+            tool,
+            run,
+            target,
+            self._authorizer.decide(
+                approver, tool.action, _as_theirs(target, requester, approver), context
+            ),
+            self._authorizer.decide(requester, tool.action, target, direct),
+        )
+
+    def _never_decidable(
+        self, approver: Principal, requester: Principal, tool_name: str, context: RequestContext
+    ) -> bool:
+        """Whether Cedar refuses the tool's action to the approver or the requester whatever
+        the resource: such a request is left out of a listing before anything is read for it
+        (the answers are remembered per roles), so many of them cost little."""
+        tool = self._registry.get(tool_name)
+        return tool is not None and (
+            self._authorizer.refuses_outright(approver, tool.action, context)
+            or self._authorizer.refuses_outright(requester, tool.action, _direct(context))
+        )
 
     async def _unmasked(
         self,
@@ -283,11 +321,13 @@ class Approvals(AssistantService):
         approver: Principal,
         approval_id: uuid.UUID,
         *,
+        requester: Principal,
         status: str,
         result: dict[str, Any] | None = None,
         reason: str | None = None,
     ) -> dict[str, Any]:
-        """Close the request (still pending: the row is locked) and audit the decision."""
+        """Close the request (still pending: the row is locked) and audit the decision: by
+        the approver (the actor), on the request of `requester`."""
         stored = result if result is not None else ({"error": reason} if reason else None)
         await session.execute(
             text(
@@ -309,7 +349,7 @@ class Approvals(AssistantService):
             Action.APPROVAL_DECIDED,
             Resource("approval", str(approval_id)),
             Decision.ALLOW if status == "executed" else Decision.DENY,
-            {"reason": (reason or status)[:300]},
+            {"reason": (reason or status)[:300], "requested_by": requester.subject},
         )
         answer: dict[str, Any] = {"id": str(approval_id), "status": status}
         if result is not None:
@@ -328,6 +368,26 @@ class Approvals(AssistantService):
             Decision.DENY,
             {"reason": why},
         )
+
+
+async def _pending_page(
+    session: AsyncSession, tenant: uuid.UUID, after: tuple[datetime, uuid.UUID] | None
+) -> list[Any]:
+    """The next `PAGE` pending, unexpired requests of the tenant, oldest first, after `after`
+    (the created_at and id of the last one read; None: from the start)."""
+    created, last = after if after is not None else (None, None)
+    result = await session.execute(
+        text(
+            "SELECT id, conversation_id, tool, arguments, reason, provenance, requested_by, "
+            "requested_amr, expires_at, created_at FROM ai_approvals "
+            "WHERE tenant_id = :tenant AND status = 'pending' AND expires_at > now() "
+            "AND (CAST(:created AS timestamptz) IS NULL "
+            "OR (created_at, id) > (CAST(:created AS timestamptz), CAST(:last AS uuid))) "
+            "ORDER BY created_at, id LIMIT :page"
+        ),
+        {"tenant": tenant, "created": created, "last": last, "page": PAGE},
+    )
+    return list(result.all())
 
 
 async def _current_roles(
@@ -364,6 +424,20 @@ def _requester(decider: Principal, row: Any, roles: tuple[str, ...]) -> Principa
         scope="",
         jti=uuid.UUID(int=0),  # not a token: a re-check of who asked
     )
+
+
+def _as_theirs(target: Target, requester: Principal, approver: Principal) -> Target:
+    """Who may confirm a request: someone who may do the same action on a resource like this
+    one of their own. The requester's place in the resource (a quote's buyer or seller) goes
+    to the approver; everything else (tenant, sensitivity, the other party) stays, so Cedar
+    decides with the app's own rules: another buyer confirms a buyer's request on their own
+    quote, only Finance confirms Finance's, and nobody confirms what they could not do."""
+    theirs = {
+        party: approver.subject
+        for party in ("buyer", "seller")
+        if getattr(target, party) == requester.subject
+    }
+    return replace(target, **theirs) if theirs else target
 
 
 def _direct(context: RequestContext) -> RequestContext:

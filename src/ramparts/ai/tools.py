@@ -69,12 +69,18 @@ class ToolRun:
     """Everything a tool body gets: a tenant session of the acting user's tenant, that user,
     arguments already validated against the tool's schema (and unmasked), and `may`, which
     asks Cedar whether the user may do an action on a resource through this channel (a tool
-    that returns several resources keeps only those)."""
+    that returns several resources keeps only those).
+
+    The acting user (`principal`) is always the person who asked the assistant, also when
+    the call waited for approval: it then runs with their current roles, and `approved_by` is
+    the person who confirmed it (None: it ran without approval). What a tool creates or
+    changes is the requester's, never the approver's."""
 
     session: AsyncSession
     principal: Principal
     arguments: dict[str, Any]
     may: Callable[[PolicyAction, Target], bool] = _nothing_allowed
+    approved_by: Principal | None = None
 
 
 @dataclass(frozen=True)

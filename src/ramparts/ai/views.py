@@ -176,8 +176,9 @@ def build_router(
     @router.get("/api/approvals", openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE))
     async def pending(principal: Caller) -> dict[str, Any]:
         """Pending approval requests of the caller's tenant: `items`, those the caller may
-        decide (with the arguments that would run); `mine`, the caller's own, which a different
-        person must decide. Each is marked `mine` true or false."""
+        approve now (with the arguments that would run; none of a switched-off tool); `mine`,
+        the caller's own, which a different person must decide. Each is marked `mine` true or
+        false."""
         await require(principal, PolicyAction.ASSISTANT_APPROVE)
         return await approvals.pending(principal)
 
@@ -193,8 +194,9 @@ def build_router(
         openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE),
     )
     async def approve(principal: Caller, approval_id: uuid.UUID) -> dict[str, Any]:
-        """Run the requested call once, as the caller: a different person from the one who
-        asked, signed in with a second factor in the last 10 minutes, allowed to do it."""
+        """Run the requested call once, as the person who asked (still allowed to make it),
+        confirmed by the caller: a different person, signed in with a second factor in the
+        last 10 minutes, who may do the same on a resource of their own."""
         result: dict[str, Any] = await decide(principal, approval_id, True)
         return result
 
