@@ -98,6 +98,50 @@ def test_a_replayed_code_revokes_every_token_it_issued(
     assert code not in str(event)
 
 
+REPLAYS: dict[str, Callable[[str, str], dict[str, str]]] = {
+    "no verifier": lambda code, _: {"code": code, "code_verifier": ""},
+    "malformed verifier": lambda code, _: {"code": code, "code_verifier": "short"},
+    "another client": lambda code, v: {"code": code, "code_verifier": v, "client_id": "nobody"},
+    "no client": lambda code, v: {"code": code, "code_verifier": v, "client_id": ""},
+    "refresh grant, code": lambda code, _: {"grant_type": "refresh_token", "code": code},
+    "refresh grant, as token": lambda code, _: {
+        "grant_type": "refresh_token",
+        "refresh_token": code,
+    },
+    "unknown grant": lambda code, v: {"grant_type": "password", "code": code, "code_verifier": v},
+    "service grant": lambda code, _: {"grant_type": "client_credentials", "code": code},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(REPLAYS))
+def test_a_replay_revokes_the_tokens_whatever_else_is_wrong_with_it(
+    server: httpx.Client, account: Account, urls: DatabaseUrls, variant: str
+) -> None:
+    """RFC 6749 4.1.2: any second use of a code is denied and revokes what it issued, even when
+    the replay would be refused anyway (no verifier, another client, another grant type); the
+    stranger learns nothing more than invalid_grant."""
+    code, verifier = code_for(server, account)
+    first = exchange_code(server, code, verifier).json()
+    assert works(server, first["access_token"])
+
+    fields = {
+        "grant_type": "authorization_code",
+        "redirect_uri": REDIRECT_URI,
+        "client_id": CLIENT_ID,
+        **REPLAYS[variant](code, verifier),
+    }
+    replay = server.post("/oauth/token", data={k: v for k, v in fields.items() if v})
+    assert replay.status_code == 400, replay.text
+    assert replay.json() == {
+        "error": "invalid_grant",
+        "error_description": "unknown, expired or already used code",
+    }
+    assert not works(server, first["access_token"])
+    assert refresh(server, first["refresh_token"]).json()["error"] == "invalid_grant"
+    [event] = recorded(urls, account.tenant_id, Action.AUTHORIZATION_CODE_REUSED)
+    assert event["details"]["family_revoked"] is True
+
+
 def test_a_replay_racing_the_exchange_still_revokes_its_tokens(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:

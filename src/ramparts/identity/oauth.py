@@ -28,7 +28,15 @@ from ramparts.db.engine import Database
 from ramparts.identity.keys import KeyRing, load_key_ring
 from ramparts.identity.tokens import TokenIssuer
 
-__all__ = ["Client", "KeyCache", "OAuthError", "OAuthService", "TokenResponse", "single_valued"]
+__all__ = [
+    "Client",
+    "CodeReusedError",
+    "KeyCache",
+    "OAuthError",
+    "OAuthService",
+    "TokenResponse",
+    "single_valued",
+]
 
 CODE_LIFETIME = timedelta(seconds=60)
 ACR_MFA = "urn:ramparts:acr:mfa"
@@ -69,6 +77,13 @@ def single_valued(*sources: Iterable[tuple[str, Any]]) -> dict[str, str]:
                 raise OAuthError("invalid_request", f"parameter {name[:64]!r} must be text")
             seen[name] = value
     return {name: value for name, value in seen.items() if value}
+
+
+class CodeReusedError(OAuthError):
+    """An authorization code presented a second time; what it issued is already revoked."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid_grant", "authorization code already used; its tokens are revoked")
 
 
 @dataclass(frozen=True)
@@ -290,9 +305,7 @@ class OAuthService:
                         refusal = exc.description
         if row is None:
             if replayed:  # committed above: the code's tokens are revoked before we answer
-                raise OAuthError(
-                    "invalid_grant", "authorization code already used; its tokens are revoked"
-                )
+                raise CodeReusedError()
             # The tenant in an unknown code is only a claim: the refusal goes to the system chain.
             raise await self._refused(
                 None,
@@ -339,6 +352,22 @@ class OAuthService:
             nonce=code.nonce,
             with_id_token=True,
         )
+
+    async def revoke_reused_code(self, values: Iterable[str | None], client_id: str) -> bool:
+        """Whether any of `values` (a refused token request's `code`, `refresh_token`...) is an
+        authorization code redeemed before; if so its tokens are revoked, committed before the
+        caller answers. A second use of a code is a leak whatever else is wrong with the
+        request: another client, no verifier, another grant type (RFC 6749 4.1.2)."""
+        reused = False
+        for value in {v for v in values if v}:
+            tenant = _tenant_of(value)
+            if tenant is None:
+                continue
+            async with self._db.tenant_session(tenant) as session:
+                reused |= await self._revoke_replayed_code(
+                    session, tenant, token_digest(value), client_id
+                )
+        return reused
 
     async def _revoke_replayed_code(
         self, session: AsyncSession, tenant: uuid.UUID, code_hash: bytes, client_id: str

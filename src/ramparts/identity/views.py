@@ -35,6 +35,7 @@ from ramparts.identity.lockout import SecondFactorLockedError
 from ramparts.identity.login import Authenticator
 from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import (
+    CodeReusedError,
     KeyCache,
     OAuthError,
     OAuthService,
@@ -758,6 +759,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     @router.post("/oauth/token", openapi_extra=declares(Exempt.PUBLIC))
     async def token(request: Request) -> Response:
         no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        fields: dict[str, str] = {}
         try:
             fields = await body_params(request)
             if fields.get("grant_type") == "client_credentials":
@@ -765,7 +767,15 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             else:
                 body = (await grant(fields)).body()
         except OAuthError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status, headers=no_store)
+            error = exc
+            # A refused request that carries a code redeemed before still revokes what the code
+            # issued, whatever else is wrong with it; the exchange found its own replays. Only
+            # refusals pay this lookup, and the answer is the generic invalid_grant.
+            if not isinstance(exc, CodeReusedError) and await deps.oauth.revoke_reused_code(
+                (fields.get("code"), fields.get("refresh_token")), fields.get("client_id", "")
+            ):
+                error = OAuthError("invalid_grant", "unknown, expired or already used code")
+            return JSONResponse(error.body(), status_code=error.status, headers=no_store)
         return JSONResponse(body, headers=no_store)
 
     async def userinfo(
