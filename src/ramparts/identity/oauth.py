@@ -26,7 +26,7 @@ from ramparts.audit.services import AuditLog
 from ramparts.crypto.digest import token_digest
 from ramparts.db.engine import Database
 from ramparts.identity.keys import KeyRing, load_key_ring
-from ramparts.identity.tokens import TokenIssuer
+from ramparts.identity.tokens import IdTokenHint, TokenIssuer
 
 __all__ = [
     "Client",
@@ -146,6 +146,15 @@ def code_family(code_hash: bytes) -> uuid.UUID:
     return uuid.UUID(bytes=digest[:16], version=4)
 
 
+def _hint_params(hint: IdTokenHint) -> dict[str, Any]:
+    return {
+        "tenant": hint.tenant,
+        "family": hint.session,
+        "user": hint.user,
+        "client": hint.client_id,
+    }
+
+
 def _tenant_of(token: str) -> uuid.UUID | None:
     prefix, dot, rest = token.partition(".")
     if not dot or len(rest) < 43:
@@ -205,6 +214,11 @@ class OAuthService:
         self._keys = keys
         self._audit = audit
         self._family_lifetime = family_lifetime
+
+    @property
+    def family_lifetime(self) -> timedelta:
+        """How long a sign-in (a refresh family) lasts at most."""
+        return self._family_lifetime
 
     async def client(self, client_id: str) -> Client | None:
         async with self._db.session() as session:
@@ -501,28 +515,43 @@ class OAuthService:
                 {"tenant": tenant, "jti": jti},
             )
 
-    async def end_sessions(self, *, tenant: uuid.UUID, user: uuid.UUID, client_id: str) -> None:
-        """Logout: revoke every live family of this user at this client."""
-        async with self._db.tenant_session(tenant) as session:
-            families = (
-                await session.scalars(
-                    text(
-                        "SELECT id FROM refresh_families WHERE tenant_id = :tenant AND "
-                        "user_id = :user AND client_id = :client AND revoked_at IS NULL"
-                    ),
-                    {"tenant": tenant, "user": user, "client": client_id},
-                )
-            ).all()
-            for family in families:
-                await self._revoke_family(session, tenant, family, "logout")
+    async def session_live(self, hint: IdTokenHint) -> bool:
+        """Whether the sign-in a logout hint names is still on: its refresh family, of that
+        user at that client, neither revoked nor expired."""
+        async with self._db.tenant_session(hint.tenant) as session:
+            live = await session.scalar(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM refresh_families WHERE tenant_id = :tenant "
+                    "AND id = :family AND user_id = :user AND client_id = :client "
+                    "AND revoked_at IS NULL AND expires_at > now())"
+                ),
+                _hint_params(hint),
+            )
+        return bool(live)
+
+    async def end_session(self, hint: IdTokenHint) -> bool:
+        """Logout: end the one sign-in the hint was issued for (its refresh family and access
+        tokens), never the user's other sessions. False when it had already ended."""
+        async with self._db.tenant_session(hint.tenant) as session:
+            family = await session.scalar(
+                text(
+                    "SELECT id FROM refresh_families WHERE tenant_id = :tenant AND id = :family "
+                    "AND user_id = :user AND client_id = :client FOR UPDATE"
+                ),
+                _hint_params(hint),
+            )
+            ended = family is not None and await self._revoke_family(
+                session, hint.tenant, hint.session, "logout"
+            )
             await self._audit.record(
                 session,
-                Actor("user", tenant=tenant, id=str(user), client_id=client_id),
+                Actor("user", tenant=hint.tenant, id=str(hint.user), client_id=hint.client_id),
                 Action.SESSION_ENDED,
-                Resource("user", str(user)),
-                Decision.ALLOW,
-                {"reason": "logout", "families": len(families)},
+                Resource("refresh_family", str(hint.session)),
+                Decision.ALLOW if ended else Decision.DENY,
+                {"reason": "logout", "ended": ended},
             )
+        return ended
 
     async def _refused(
         self, tenant: uuid.UUID | None, client_id: str, error: OAuthError
@@ -626,6 +655,7 @@ class OAuthService:
                 acr=acr_for(amr),
                 auth_time=auth_time,
                 username=username,
+                session=family,
             )
         await self._audit.record(
             session,

@@ -43,7 +43,7 @@ from ramparts.identity.oauth import (
     single_valued,
 )
 from ramparts.identity.passkeys import PasskeyError, Passkeys
-from ramparts.identity.tokens import TokenError, TokenVerifier
+from ramparts.identity.tokens import IdTokenHint, TokenError, TokenVerifier
 from ramparts.problems import Problem
 from ramparts.routes import Exempt, declares
 
@@ -209,6 +209,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 "iat",
                 "auth_time",
                 "nonce",
+                "sid",
                 "amr",
                 "acr",
                 "tenant",
@@ -856,7 +857,9 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         credential anyone who saw it holds, and this server keeps no session after sign-in to
         prove the request is the user's own, so the user confirms on a page first. The
         confirmation is bound to a SameSite=Strict cookie set with the page, so another site
-        cannot submit it from the user's browser either."""
+        cannot submit it from the user's browser either. Whoever confirms ends only the sign-in
+        the hint names (its `sid`), and only while it is live and the hint no older than a
+        sign-in can last: a leaked hint cannot end the user's other sessions."""
         invalid = "This sign-out request is not valid."
         try:
             if request.method == "POST":
@@ -866,15 +869,17 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         except OAuthError:
             return await with_flow(request, page(request, "error.html", 400, message=invalid), None)
         hint, target = query.get("id_token_hint"), query.get("post_logout_redirect_uri")
-        claims: dict[str, Any] | None = None
+        proven: IdTokenHint | None = None
         if hint:
             try:
-                claims = deps.verifier.verify_id_token_hint(hint, await deps.keys.ring())
+                proven = deps.verifier.verify_id_token_hint(
+                    hint, await deps.keys.ring(), max_age=deps.oauth.family_lifetime
+                )
             except TokenError:
                 return await with_flow(
                     request, page(request, "error.html", 400, message=invalid), None
                 )
-        client = await deps.oauth.client(claims["aud"]) if claims else None
+        client = await deps.oauth.client(proven.client_id) if proven else None
         # Redirect only to an address registered by the client the hint proves.
         if target and (client is None or target not in client.post_logout_redirect_uris):
             return await with_flow(
@@ -882,14 +887,18 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 page(request, "error.html", 400, message="Unknown sign-out redirect address."),
                 None,
             )
-        if claims is None or client is None:  # no hint: there is no session here to end
+        if proven is None or client is None:  # no hint: there is no session here to end
             return await with_flow(request, signed_out(request, target, query.get("state")), None)
+        if not await deps.oauth.session_live(proven):  # nothing left to end: a stale hint
+            ended = "This sign-in has already ended."
+            return await with_flow(request, page(request, "error.html", 400, message=ended), None)
         binding = secrets.token_urlsafe(32)
         ticket = deps.flows.seal(
             {
-                "tenant": str(claims["tenant"]),
-                "user": str(claims["sub"]),
+                "tenant": str(proven.tenant),
+                "user": str(proven.user),
                 "client": client.client_id,
+                "session": str(proven.session),
                 "target": target,
                 "state": query.get("state"),
                 "binding": binding,
@@ -932,10 +941,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 request, "error.html", 400, message="This sign-out has expired. Start it again."
             )
             return logout_cookie(refused, None)
-        await deps.oauth.end_sessions(
-            tenant=uuid.UUID(ticket["tenant"]),
-            user=uuid.UUID(ticket["user"]),
-            client_id=str(ticket["client"]),
+        await deps.oauth.end_session(
+            IdTokenHint(
+                tenant=uuid.UUID(ticket["tenant"]),
+                user=uuid.UUID(ticket["user"]),
+                client_id=str(ticket["client"]),
+                session=uuid.UUID(ticket["session"]),
+            )
         )
         return logout_cookie(signed_out(request, ticket.get("target"), ticket.get("state")), None)
 
