@@ -387,12 +387,14 @@ class OAuthService:
         self, session: AsyncSession, tenant: uuid.UUID, code_hash: bytes, client_id: str
     ) -> bool:
         """A code presented again: it leaked, so everything issued from it is revoked, the
-        refresh family and with it every access token (RFC 6749 4.1.2, RFC 9700 4.5)."""
+        refresh family and with it every access token (RFC 6749 4.1.2, RFC 9700 4.5).
+        FOR UPDATE waits for a redemption still in progress, so its tokens are committed and
+        found here."""
         row = (
             await session.execute(
                 text(
                     "SELECT user_id, client_id FROM authorization_codes WHERE tenant_id = :tenant "
-                    "AND code_hash = :hash AND consumed_at IS NOT NULL"
+                    "AND code_hash = :hash AND consumed_at IS NOT NULL FOR UPDATE"
                 ),
                 {"tenant": tenant, "hash": code_hash},
             )

@@ -216,7 +216,7 @@ class StrictCORSMiddleware:
     403 problem. Credentials are allowed only for listed origins, never with the wildcard.
     """
 
-    ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
     ALLOW_HEADERS = frozenset({"authorization", "content-type", "idempotency-key"})
     MAX_AGE = "600"
 
