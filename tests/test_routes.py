@@ -15,10 +15,12 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from ramparts.config import Settings
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.policy.engine import PolicyAction
 from ramparts.routes import ACTION_KEY, Exempt
 from ramparts.web.app import create_app
+from tests.identity.helpers import bearer, obtain_tokens, provision
 from tests.live import temporary_kms
 
 SELF_SERVICE = ("/api/me/", "/oauth/userinfo")
@@ -74,4 +76,38 @@ def test_a_405_lists_every_method_of_the_path(serve_app: Callable[..., httpx.Cli
         assert response.headers["content-type"] == "application/problem+json"
         allowed = response.headers["allow"].split(", ")
         assert sorted(set(METHODS) - set(refused)) == [m for m in allowed if m != "HEAD"], path
+        assert ("HEAD" in allowed) == ("GET" in allowed), path
         assert all(client.request(m, path).status_code == 405 for m in refused), path
+
+
+def test_head_answers_like_get_without_content(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    """RFC 9110 9.3.2: wherever GET is allowed, HEAD is too, listed in `Allow`, with GET's
+    status, headers and authorization, and no content."""
+    apps: list[FastAPI] = []
+    client = serve_app(apps.append)
+    gets = {
+        re.sub(r"\{[^}]+\}", str(uuid.uuid4()), route.path)
+        for route in api_routes(apps[0].routes)
+        if "GET" in route.methods
+    }
+    assert {"/", "/.well-known/openid-configuration", "/oauth/jwks", "/api/quotes"} <= gets
+    token = obtain_tokens(client, provision(urls, kms))["access_token"]
+    for path in sorted({*gets, "/static/app.js"}):
+        for headers in ({}, bearer(token)):
+            got, head = client.get(path, headers=headers), client.head(path, headers=headers)
+            assert head.status_code == got.status_code != 405, path
+            assert head.content == b"", path
+            assert head.headers.get("content-type") == got.headers.get("content-type"), path
+            assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
+    for path in ("/", "/.well-known/openid-configuration", "/oauth/jwks"):
+        assert client.head(path).headers["content-length"] == str(len(client.get(path).content))
+    assert client.head("/api/quotes").status_code == 401  # the same authentication as GET
+    assert client.head("/api/quotes", headers=bearer(token)).status_code == 200
+    # Where GET is not allowed, neither is HEAD, and Allow says so.
+    refused = client.head("/oauth/token")
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "POST"
+    assert client.post("/api/quotes/bulk-delete").status_code != 405
+    assert "HEAD" in client.delete("/oauth/jwks").headers["allow"].split(", ")

@@ -4,6 +4,11 @@ A route either names the policy action it is authorized as (`ramparts.policy.Pol
 checked by Cedar in the handler) or says why it needs none: `public` (anyone may call it:
 sign-in, discovery, health) or `self` (only the caller's own account, proven by its token).
 The declaration rides in the route's OpenAPI operation as `x-ramparts-action`.
+
+A route may also be for people only (`x-ramparts-people-only`) where its action is one the
+Cedar schema lets services take elsewhere (the assistant calls a model for a person; a service
+calls models through its own routes): the gate then refuses a service before reading its input,
+as it does for every action whose `appliesTo` names no `Service`.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["ACTION_KEY", "Exempt", "declares"]
+__all__ = ["ACTION_KEY", "PEOPLE_ONLY_KEY", "Exempt", "declares", "people_only"]
 
 ACTION_KEY = "x-ramparts-action"
+PEOPLE_ONLY_KEY = "x-ramparts-people-only"
 
 
 class Exempt(StrEnum):
@@ -21,6 +27,16 @@ class Exempt(StrEnum):
     SELF = "self"
 
 
-def declares(action: StrEnum) -> dict[str, Any]:
-    """The `openapi_extra` of a route authorized as `action`."""
-    return {ACTION_KEY: action.value}
+def declares(action: StrEnum, *, people_only: bool = False) -> dict[str, Any]:
+    """The `openapi_extra` of a route authorized as `action` (and refused to services when
+    `people_only`)."""
+    declaration: dict[str, Any] = {ACTION_KEY: action.value}
+    if people_only:
+        declaration[PEOPLE_ONLY_KEY] = True
+    return declaration
+
+
+def people_only(openapi_extra: dict[str, Any] | None) -> bool:
+    """Whether a route's declaration refuses services (a `self` route is a person's own)."""
+    extra = openapi_extra or {}
+    return extra.get(ACTION_KEY) == Exempt.SELF or extra.get(PEOPLE_ONLY_KEY) is True

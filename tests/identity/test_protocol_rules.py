@@ -4,18 +4,26 @@ endpoint accepts a parameter twice."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import re
 import threading
+import time
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from joserfc import jwt
 
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
-from ramparts.db.engine import DatabaseUrls
+from ramparts.db.engine import Database, DatabaseUrls
+from ramparts.identity.keys import load_key_ring
 from tests.audit.trail import recorded
 from tests.identity.helpers import (
     CLIENT_ID,
@@ -98,6 +106,50 @@ def test_a_replayed_code_revokes_every_token_it_issued(
     assert code not in str(event)
 
 
+REPLAYS: dict[str, Callable[[str, str], dict[str, str]]] = {
+    "no verifier": lambda code, _: {"code": code, "code_verifier": ""},
+    "malformed verifier": lambda code, _: {"code": code, "code_verifier": "short"},
+    "another client": lambda code, v: {"code": code, "code_verifier": v, "client_id": "nobody"},
+    "no client": lambda code, v: {"code": code, "code_verifier": v, "client_id": ""},
+    "refresh grant, code": lambda code, _: {"grant_type": "refresh_token", "code": code},
+    "refresh grant, as token": lambda code, _: {
+        "grant_type": "refresh_token",
+        "refresh_token": code,
+    },
+    "unknown grant": lambda code, v: {"grant_type": "password", "code": code, "code_verifier": v},
+    "service grant": lambda code, _: {"grant_type": "client_credentials", "code": code},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(REPLAYS))
+def test_a_replay_revokes_the_tokens_whatever_else_is_wrong_with_it(
+    server: httpx.Client, account: Account, urls: DatabaseUrls, variant: str
+) -> None:
+    """RFC 6749 4.1.2: any second use of a code is denied and revokes what it issued, even when
+    the replay would be refused anyway (no verifier, another client, another grant type); the
+    stranger learns nothing more than invalid_grant."""
+    code, verifier = code_for(server, account)
+    first = exchange_code(server, code, verifier).json()
+    assert works(server, first["access_token"])
+
+    fields = {
+        "grant_type": "authorization_code",
+        "redirect_uri": REDIRECT_URI,
+        "client_id": CLIENT_ID,
+        **REPLAYS[variant](code, verifier),
+    }
+    replay = server.post("/oauth/token", data={k: v for k, v in fields.items() if v})
+    assert replay.status_code == 400, replay.text
+    assert replay.json() == {
+        "error": "invalid_grant",
+        "error_description": "unknown, expired or already used code",
+    }
+    assert not works(server, first["access_token"])
+    assert refresh(server, first["refresh_token"]).json()["error"] == "invalid_grant"
+    [event] = recorded(urls, account.tenant_id, Action.AUTHORIZATION_CODE_REUSED)
+    assert event["details"]["family_revoked"] is True
+
+
 def test_a_replay_racing_the_exchange_still_revokes_its_tokens(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
@@ -176,12 +228,14 @@ def test_a_confirmation_from_another_browser_is_refused(
     assert refresh(server, tokens["refresh_token"]).status_code == 200
 
 
-def test_confirmed_logout_ends_the_sessions_and_redirects(
+def test_confirmed_logout_ends_only_the_sign_in_of_the_hint_and_redirects(
     server: httpx.Client, account: Account, urls: DatabaseUrls
 ) -> None:
     older = obtain_tokens(server, account)
     assert account.totp_secret is not None
     tokens = obtain_tokens(server, account, otp=next_code(account.totp_secret))
+    sid = claims_of(tokens["id_token"])["sid"]
+    assert sid != claims_of(older["id_token"])["sid"]
     with httpx.Client(base_url=server.base_url) as browser:
         shown = browser.get(
             "/oauth/logout",
@@ -196,11 +250,96 @@ def test_confirmed_logout_ends_the_sessions_and_redirects(
         done = browser.post("/oauth/logout/confirm", data={"ticket": logout_ticket(shown)})
     assert done.status_code == 303
     assert done.headers["location"] == "https://client.example/?state=bye"
-    for session in (older, tokens):
-        assert not works(server, session["access_token"])
-        assert refresh(server, session["refresh_token"]).json()["error"] == "invalid_grant"
+    assert not works(server, tokens["access_token"])
+    assert refresh(server, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+    # The user's other sign-in at the same client goes on: a hint ends its own session only.
+    assert works(server, older["access_token"])
+    assert refresh(server, older["refresh_token"]).status_code == 200
     [ended] = recorded(urls, account.tenant_id, Action.SESSION_ENDED)
-    assert ended["details"] == {"reason": "logout", "families": 2}
+    assert ended["resource"]["id"] == sid
+    assert ended["details"] == {"reason": "logout", "ended": True}
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+def resigned(urls: DatabaseUrls, kms: Kms, token: str, **changes: object) -> str:
+    """`token` with its claims changed (None removes one), signed with the server's own
+    current key: only the claims, never the signature, make the difference."""
+
+    async def run() -> str:
+        database = Database(urls.app, pool_size=1)
+        try:
+            async with database.session() as session:
+                ring = await load_key_ring(session, overlap=timedelta(minutes=5))
+        finally:
+            await database.dispose()
+        claims = {**claims_of(token), **changes}
+        key = ring.signing_key(kms)
+        header = {"typ": "JWT", "alg": "ES256", "kid": key.kid}
+        present = {name: value for name, value in claims.items() if value is not None}
+        return jwt.encode(header, present, key, algorithms=["ES256"])
+
+    return asyncio.run(run())
+
+
+def stale_hints(urls: DatabaseUrls, kms: Kms, id_token: str) -> dict[str, str]:
+    day = 24 * 3600
+    issued = int(time.time()) - 13 * 3600  # the sign-in lasts 12 hours at most
+    return {
+        "older than a sign-in lasts": resigned(urls, kms, id_token, iat=issued, exp=issued + 300),
+        "issued in the future": resigned(urls, kms, id_token, iat=int(time.time()) + day),
+        "no sid": resigned(urls, kms, id_token, sid=None),
+        "sid of no session": resigned(urls, kms, id_token, sid=str(uuid.uuid4())),
+    }
+
+
+def refused_logout(server: httpx.Client, hint: str) -> None:
+    with httpx.Client(base_url=server.base_url) as anyone:
+        asked = anyone.get("/oauth/logout", params={"id_token_hint": hint})
+        assert asked.status_code == 400, asked.text
+        assert 'name="ticket"' not in asked.text
+        assert "_logout" not in str(asked.headers.get("set-cookie"))
+
+
+def test_a_stale_or_unbound_hint_is_refused(
+    server: httpx.Client, account: Account, urls: DatabaseUrls, kms: Kms
+) -> None:
+    tokens = obtain_tokens(server, account)
+    resigned_fresh = resigned(urls, kms, tokens["id_token"])
+    with httpx.Client(base_url=server.base_url) as browser:  # the helper's signing is sound
+        assert (
+            'name="ticket"'
+            in browser.get("/oauth/logout", params={"id_token_hint": resigned_fresh}).text
+        )
+    for reason, hint in stale_hints(urls, kms, tokens["id_token"]).items():
+        try:
+            refused_logout(server, hint)
+        except AssertionError as exc:
+            raise AssertionError(reason) from exc
+    assert works(server, tokens["access_token"])
+
+
+@pytest.mark.parametrize("ended_by", ["revocation", "logout"])
+def test_a_hint_whose_sign_in_is_over_is_refused(
+    server: httpx.Client, account: Account, ended_by: str
+) -> None:
+    tokens = obtain_tokens(server, account)
+    if ended_by == "revocation":
+        server.post(
+            "/oauth/revoke", data={"token": tokens["refresh_token"], "client_id": CLIENT_ID}
+        )
+    else:
+        with httpx.Client(base_url=server.base_url) as browser:
+            shown = browser.get("/oauth/logout", params={"id_token_hint": tokens["id_token"]})
+            browser.post("/oauth/logout/confirm", data={"ticket": logout_ticket(shown)})
+    assert not works(server, tokens["access_token"])
+    refused_logout(server, tokens["id_token"])
 
 
 # Finding 9: a parameter sent twice is refused at every OAuth endpoint (RFC 6749 3.1, 3.2).

@@ -57,7 +57,11 @@ def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
 
 
 def register(
-    urls: DatabaseUrls, kms: Kms, resources: list[str], **credential: Any
+    urls: DatabaseUrls,
+    kms: Kms,
+    resources: list[str],
+    roles: tuple[str, ...] = ("service",),
+    **credential: Any,
 ) -> tuple[str, TenantRecord]:
     async def run() -> tuple[str, TenantRecord]:
         owner = Database(urls.owner, pool_size=1)
@@ -67,7 +71,7 @@ def register(
             tenant = await provisioning.ensure_tenant(slug=slug, name=slug, region="us")
             await provisioning.ensure_signing_key(overlap=OVERLAP)
             client_id = await provisioning.create_service_client(
-                tenant, name="billing-sync", resources=resources, roles=["service"], **credential
+                tenant, name="billing-sync", resources=resources, roles=list(roles), **credential
             )
             return client_id, tenant
         finally:

@@ -141,6 +141,20 @@ def test_preflight_for_allowed_origin(client: httpx.Client) -> None:
     assert_security_headers(response)
 
 
+def test_preflight_for_head_with_a_token(client: httpx.Client) -> None:
+    """HEAD is answered wherever GET is; with Authorization a browser asks first."""
+    response = client.options(
+        "/api/quotes",
+        headers={
+            "origin": ALLOWED,
+            "access-control-request-method": "HEAD",
+            "access-control-request-headers": "Authorization",
+        },
+    )
+    assert response.status_code == 204, response.text
+    assert "HEAD" in response.headers["access-control-allow-methods"].split(", ")
+
+
 @pytest.mark.parametrize(
     ("origin", "method", "request_headers"),
     [

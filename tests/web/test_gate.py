@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from joserfc import jwk
 
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
@@ -26,9 +27,10 @@ from ramparts.policy.engine import (
     Subject,
     Target,
 )
-from ramparts.routes import ACTION_KEY, Exempt
+from ramparts.routes import ACTION_KEY, Exempt, people_only
 from tests.audit.trail import head, recorded
 from tests.identity.helpers import bearer, obtain_tokens, provision
+from tests.identity.test_service_clients import api, assertion, register, token_request
 from tests.test_routes import api_routes
 
 PROBLEM = "application/problem+json"
@@ -56,19 +58,19 @@ def may(roles: tuple[Role, ...], action: PolicyAction) -> bool:
         roles=frozenset(roles),
         amr=frozenset({"pwd", "otp", "mfa"}),
     )
+    return any(
+        ENGINE.decide(subject, action, t, Channel.API).allowed for t in targets(subject, action)
+    )
+
+
+def targets(subject: Subject, action: PolicyAction) -> list[Target]:
+    """Every kind of resource of the subject's tenant the action could name: of each
+    sensitivity, and a quote the subject asked for, answers, or nobody answers yet."""
     if action.resource_type == "ModelEndpoint":
-        targets = [Target("ModelEndpoint", "*", region="eu")]
-    else:
-        # Any resource of its tenant: of any sensitivity, and (for quotes) whoever's it is:
-        # the caller's own, open to every seller, another's.
-        other = str(uuid.uuid4())
-        parties = [(subject.id, None), (other, subject.id), (other, None), (other, other)]
-        targets = [
-            Target(action.resource_type, "*", "t", s, buyer=buyer, seller=seller)
-            for s in SENSITIVITIES
-            for buyer, seller in parties
-        ]
-    return any(ENGINE.decide(subject, action, t, Channel.API).allowed for t in targets)
+        return [Target("ModelEndpoint", "*", region="eu")]
+    kind = action.resource_type
+    parties = [{}, {"buyer": subject.id}, {"buyer": "other", "seller": subject.id}]
+    return [Target(kind, "*", "t", s, **p) for s in SENSITIVITIES for p in parties]
 
 
 def invalid_request(route: APIRoute) -> tuple[str, dict[str, Any]]:
@@ -146,6 +148,80 @@ def test_permission_is_decided_before_validation(
         if d["decision"] == "deny"
     ]
     assert sorted(denials) == sorted(refused)
+
+
+SERVICE_ROLES: list[tuple[str, ...]] = [("service",), *((role.value,) for role in Role)]
+
+
+def service_may(roles: tuple[str, ...], route: APIRoute) -> bool:
+    """What the declarations and policies say a service with `roles` may do on `route`: never
+    a people-only route, else what Cedar allows it (the schema's `appliesTo` included)."""
+    if people_only(route.openapi_extra) or declared(route) not in set(PolicyAction):
+        return False
+    action = PolicyAction(declared(route))
+    subject = Subject(
+        id="svc", tenant="t", region="eu", roles=frozenset(roles), amr=frozenset(), service=True
+    )
+    return any(
+        ENGINE.decide(subject, action, t, Channel.SERVICE).allowed for t in targets(subject, action)
+    )
+
+
+@pytest.mark.parametrize("roles", SERVICE_ROLES, ids="-".join)
+def test_a_service_is_refused_before_validation_on_every_route_it_may_not_use(
+    served: tuple[httpx.Client, FastAPI], urls: DatabaseUrls, kms: Kms, roles: tuple[str, ...]
+) -> None:
+    """The same walk with a service token: a route no service may use (its action's schema
+    names no Service, or it serves people only) answers 403 whatever the body."""
+    client, app = served
+    key = jwk.ECKey.generate_key("P-256", parameters={"kid": "svc-1"}, private=True)
+    jwks = {"keys": [key.as_dict(private=False)]}
+    client_id, tenant = register(urls, kms, [api(client)], roles, jwks=jwks)
+    issued = token_request(client, assertion(client, client_id, key), api(client))
+    headers = bearer(issued.json()["access_token"])
+    trail = head(urls, tenant.id)
+    refused = 0
+    for route in api_routes(app.routes):
+        if declared(route) == Exempt.PUBLIC:
+            continue
+        path, options = invalid_request(route)
+        for method in sorted(route.methods):
+            response = client.request(method, path, headers=headers, **options)
+            where = f"{method} {route.path} as a service with {roles}"
+            if service_may(roles, route):
+                assert response.status_code != 403, where
+                if is_invalid(route):
+                    assert response.status_code == 422, where
+                continue
+            assert response.status_code == 403, f"{where}: {response.text}"
+            assert response.headers["content-type"] == PROBLEM, where
+            slug = "not-a-user" if people_only(route.openapi_extra) else "forbidden"
+            assert response.json()["type"] == f"urn:ramparts:problem:{slug}", where
+            assert "not_a_field" not in response.text
+            refused += 1
+    assert refused
+    denials = [e for e in recorded(urls, tenant.id, after=trail) if e["decision"] == "deny"]
+    assert len(denials) == refused
+    assert {e["actor"]["id"] for e in denials} == {client_id}
+
+
+def test_the_assistant_refuses_a_service_whatever_its_body(
+    served: tuple[httpx.Client, FastAPI], urls: DatabaseUrls, kms: Kms
+) -> None:
+    """The finding's example: a service allowed to call models (role buyer) asks the assistant,
+    which serves people: the same 403 for a valid and an invalid body."""
+    client, _ = served
+    key = jwk.ECKey.generate_key("P-256", parameters={"kid": "svc-1"}, private=True)
+    client_id, _ = register(
+        urls, kms, [api(client)], ("buyer",), jwks={"keys": [key.as_dict(private=False)]}
+    )
+    issued = token_request(client, assertion(client, client_id, key), api(client))
+    headers = bearer(issued.json()["access_token"])
+    for body in ({"zzz": 1}, {"message": "hi"}):
+        response = client.post("/api/assistant", json=body, headers=headers)
+        assert response.status_code == 403, response.text
+        assert response.json()["type"] == "urn:ramparts:problem:not-a-user"
+        assert "message" not in response.text
 
 
 def test_authentication_comes_before_validation(served: tuple[httpx.Client, FastAPI]) -> None:

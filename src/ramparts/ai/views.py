@@ -159,7 +159,9 @@ def build_router(
             context = await request_context(session, principal, ui_client=ui_client)
         await authorizer.require(principal, action, Target("Assistant", tenant, tenant), context)
 
-    @router.post("/api/assistant", openapi_extra=declares(PolicyAction.MODEL_CALL))
+    @router.post(
+        "/api/assistant", openapi_extra=declares(PolicyAction.MODEL_CALL, people_only=True)
+    )
     async def assistant(principal: Caller, body: AssistantIn) -> dict[str, Any]:
         """Ask the assistant. Tool calls it makes come back in `actions`, each executed,
         refused or pending approval, with the reason."""

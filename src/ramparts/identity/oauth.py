@@ -26,9 +26,17 @@ from ramparts.audit.services import AuditLog
 from ramparts.crypto.digest import token_digest
 from ramparts.db.engine import Database
 from ramparts.identity.keys import KeyRing, load_key_ring
-from ramparts.identity.tokens import TokenIssuer
+from ramparts.identity.tokens import IdTokenHint, TokenIssuer
 
-__all__ = ["Client", "KeyCache", "OAuthError", "OAuthService", "TokenResponse", "single_valued"]
+__all__ = [
+    "Client",
+    "CodeReusedError",
+    "KeyCache",
+    "OAuthError",
+    "OAuthService",
+    "TokenResponse",
+    "single_valued",
+]
 
 CODE_LIFETIME = timedelta(seconds=60)
 ACR_MFA = "urn:ramparts:acr:mfa"
@@ -69,6 +77,13 @@ def single_valued(*sources: Iterable[tuple[str, Any]]) -> dict[str, str]:
                 raise OAuthError("invalid_request", f"parameter {name[:64]!r} must be text")
             seen[name] = value
     return {name: value for name, value in seen.items() if value}
+
+
+class CodeReusedError(OAuthError):
+    """An authorization code presented a second time; what it issued is already revoked."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid_grant", "authorization code already used; its tokens are revoked")
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,15 @@ def code_family(code_hash: bytes) -> uuid.UUID:
     return uuid.UUID(bytes=digest[:16], version=4)
 
 
+def _hint_params(hint: IdTokenHint) -> dict[str, Any]:
+    return {
+        "tenant": hint.tenant,
+        "family": hint.session,
+        "user": hint.user,
+        "client": hint.client_id,
+    }
+
+
 def _tenant_of(token: str) -> uuid.UUID | None:
     prefix, dot, rest = token.partition(".")
     if not dot or len(rest) < 43:
@@ -190,6 +214,11 @@ class OAuthService:
         self._keys = keys
         self._audit = audit
         self._family_lifetime = family_lifetime
+
+    @property
+    def family_lifetime(self) -> timedelta:
+        """How long a sign-in (a refresh family) lasts at most."""
+        return self._family_lifetime
 
     async def client(self, client_id: str) -> Client | None:
         async with self._db.session() as session:
@@ -290,9 +319,7 @@ class OAuthService:
                         refusal = exc.description
         if row is None:
             if replayed:  # committed above: the code's tokens are revoked before we answer
-                raise OAuthError(
-                    "invalid_grant", "authorization code already used; its tokens are revoked"
-                )
+                raise CodeReusedError()
             # The tenant in an unknown code is only a claim: the refusal goes to the system chain.
             raise await self._refused(
                 None,
@@ -340,16 +367,34 @@ class OAuthService:
             with_id_token=True,
         )
 
+    async def revoke_reused_code(self, values: Iterable[str | None], client_id: str) -> bool:
+        """Whether any of `values` (a refused token request's `code`, `refresh_token`...) is an
+        authorization code redeemed before; if so its tokens are revoked, committed before the
+        caller answers. A second use of a code is a leak whatever else is wrong with the
+        request: another client, no verifier, another grant type (RFC 6749 4.1.2)."""
+        reused = False
+        for value in {v for v in values if v}:
+            tenant = _tenant_of(value)
+            if tenant is None:
+                continue
+            async with self._db.tenant_session(tenant) as session:
+                reused |= await self._revoke_replayed_code(
+                    session, tenant, token_digest(value), client_id
+                )
+        return reused
+
     async def _revoke_replayed_code(
         self, session: AsyncSession, tenant: uuid.UUID, code_hash: bytes, client_id: str
     ) -> bool:
         """A code presented again: it leaked, so everything issued from it is revoked, the
-        refresh family and with it every access token (RFC 6749 4.1.2, RFC 9700 4.5)."""
+        refresh family and with it every access token (RFC 6749 4.1.2, RFC 9700 4.5).
+        FOR UPDATE waits for a redemption still in progress, so its tokens are committed and
+        found here."""
         row = (
             await session.execute(
                 text(
                     "SELECT user_id, client_id FROM authorization_codes WHERE tenant_id = :tenant "
-                    "AND code_hash = :hash AND consumed_at IS NOT NULL"
+                    "AND code_hash = :hash AND consumed_at IS NOT NULL FOR UPDATE"
                 ),
                 {"tenant": tenant, "hash": code_hash},
             )
@@ -472,28 +517,43 @@ class OAuthService:
                 {"tenant": tenant, "jti": jti},
             )
 
-    async def end_sessions(self, *, tenant: uuid.UUID, user: uuid.UUID, client_id: str) -> None:
-        """Logout: revoke every live family of this user at this client."""
-        async with self._db.tenant_session(tenant) as session:
-            families = (
-                await session.scalars(
-                    text(
-                        "SELECT id FROM refresh_families WHERE tenant_id = :tenant AND "
-                        "user_id = :user AND client_id = :client AND revoked_at IS NULL"
-                    ),
-                    {"tenant": tenant, "user": user, "client": client_id},
-                )
-            ).all()
-            for family in families:
-                await self._revoke_family(session, tenant, family, "logout")
+    async def session_live(self, hint: IdTokenHint) -> bool:
+        """Whether the sign-in a logout hint names is still on: its refresh family, of that
+        user at that client, neither revoked nor expired."""
+        async with self._db.tenant_session(hint.tenant) as session:
+            live = await session.scalar(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM refresh_families WHERE tenant_id = :tenant "
+                    "AND id = :family AND user_id = :user AND client_id = :client "
+                    "AND revoked_at IS NULL AND expires_at > now())"
+                ),
+                _hint_params(hint),
+            )
+        return bool(live)
+
+    async def end_session(self, hint: IdTokenHint) -> bool:
+        """Logout: end the one sign-in the hint was issued for (its refresh family and access
+        tokens), never the user's other sessions. False when it had already ended."""
+        async with self._db.tenant_session(hint.tenant) as session:
+            family = await session.scalar(
+                text(
+                    "SELECT id FROM refresh_families WHERE tenant_id = :tenant AND id = :family "
+                    "AND user_id = :user AND client_id = :client FOR UPDATE"
+                ),
+                _hint_params(hint),
+            )
+            ended = family is not None and await self._revoke_family(
+                session, hint.tenant, hint.session, "logout"
+            )
             await self._audit.record(
                 session,
-                Actor("user", tenant=tenant, id=str(user), client_id=client_id),
+                Actor("user", tenant=hint.tenant, id=str(hint.user), client_id=hint.client_id),
                 Action.SESSION_ENDED,
-                Resource("user", str(user)),
-                Decision.ALLOW,
-                {"reason": "logout", "families": len(families)},
+                Resource("refresh_family", str(hint.session)),
+                Decision.ALLOW if ended else Decision.DENY,
+                {"reason": "logout", "ended": ended},
             )
+        return ended
 
     async def _refused(
         self, tenant: uuid.UUID | None, client_id: str, error: OAuthError
@@ -597,6 +657,7 @@ class OAuthService:
                 acr=acr_for(amr),
                 auth_time=auth_time,
                 username=username,
+                session=family,
             )
         await self._audit.record(
             session,

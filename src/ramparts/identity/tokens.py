@@ -25,6 +25,7 @@ from ramparts.identity.keys import ALGORITHM, KeyRing
 __all__ = [
     "ACR_SERVICE",
     "AccessClaims",
+    "IdTokenHint",
     "TokenError",
     "TokenIssuer",
     "TokenVerifier",
@@ -58,6 +59,16 @@ class AccessClaims:
     @property
     def is_service(self) -> bool:
         return self.acr == ACR_SERVICE
+
+
+@dataclass(frozen=True)
+class IdTokenHint:
+    """What a verified `id_token_hint` names: one sign-in of one user at one client."""
+
+    tenant: uuid.UUID
+    user: uuid.UUID
+    client_id: str
+    session: uuid.UUID  # the refresh family (`sid`)
 
 
 class TokenIssuer:
@@ -155,11 +166,15 @@ class TokenIssuer:
         acr: str,
         auth_time: datetime,
         username: str,
+        session: uuid.UUID,
     ) -> str:
+        """`sid` names the sign-in (the refresh family) the token was issued for, as OIDC
+        Front- and Back-Channel Logout define it: a logout hint ends that sign-in only."""
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": str(subject),
+            "sid": str(session),
             "aud": client_id,
             "azp": client_id,
             "exp": now + self.access_seconds,
@@ -232,13 +247,27 @@ class TokenVerifier:
             raise TokenError("malformed claims")
         return claims, kid
 
-    def verify_id_token_hint(self, token: str, ring: KeyRing) -> dict[str, Any]:
+    def verify_id_token_hint(self, token: str, ring: KeyRing, *, max_age: timedelta) -> IdTokenHint:
         """An ID token we issued, as a logout hint (OIDC RP-Initiated Logout 1.0 section 2):
-        signature and issuer must hold; expiry may have passed."""
+        signature and issuer must hold; expiry may have passed, but not `max_age` since it was
+        issued (a sign-in outlives no longer), and it must name its sign-in (`sid`)."""
         claims, _ = self._decode(token, ring, "JWT")
         if claims.get("iss") != self._issuer or not isinstance(claims.get("aud"), str):
             raise TokenError("not one of our ID tokens")
-        return claims
+        try:
+            issued = int(claims["iat"])
+            hint = IdTokenHint(
+                tenant=uuid.UUID(claims["tenant"]),
+                user=uuid.UUID(claims["sub"]),
+                client_id=str(claims["aud"]),
+                session=uuid.UUID(claims["sid"]),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise TokenError(f"malformed hint: {exc}") from None
+        now = time.time()
+        if issued > now + LEEWAY_SECONDS or issued + max_age.total_seconds() < now:
+            raise TokenError("hint issued too long ago (or in the future)")
+        return hint
 
     def verify(self, token: str, ring: KeyRing) -> AccessClaims:
         digest = token_digest(token)

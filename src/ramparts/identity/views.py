@@ -35,6 +35,7 @@ from ramparts.identity.lockout import SecondFactorLockedError
 from ramparts.identity.login import Authenticator
 from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import (
+    CodeReusedError,
     KeyCache,
     OAuthError,
     OAuthService,
@@ -42,7 +43,7 @@ from ramparts.identity.oauth import (
     single_valued,
 )
 from ramparts.identity.passkeys import PasskeyError, Passkeys
-from ramparts.identity.tokens import TokenError, TokenVerifier
+from ramparts.identity.tokens import IdTokenHint, TokenError, TokenVerifier
 from ramparts.problems import Problem
 from ramparts.routes import Exempt, declares
 
@@ -208,6 +209,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 "iat",
                 "auth_time",
                 "nonce",
+                "sid",
                 "amr",
                 "acr",
                 "tenant",
@@ -758,6 +760,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
     @router.post("/oauth/token", openapi_extra=declares(Exempt.PUBLIC))
     async def token(request: Request) -> Response:
         no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        fields: dict[str, str] = {}
         try:
             fields = await body_params(request)
             if fields.get("grant_type") == "client_credentials":
@@ -765,7 +768,15 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
             else:
                 body = (await grant(fields)).body()
         except OAuthError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status, headers=no_store)
+            error = exc
+            # A refused request that carries a code redeemed before still revokes what the code
+            # issued, whatever else is wrong with it; the exchange found its own replays. Only
+            # refusals pay this lookup, and the answer is the generic invalid_grant.
+            if not isinstance(exc, CodeReusedError) and await deps.oauth.revoke_reused_code(
+                (fields.get("code"), fields.get("refresh_token")), fields.get("client_id", "")
+            ):
+                error = OAuthError("invalid_grant", "unknown, expired or already used code")
+            return JSONResponse(error.body(), status_code=error.status, headers=no_store)
         return JSONResponse(body, headers=no_store)
 
     async def userinfo(
@@ -846,7 +857,9 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         credential anyone who saw it holds, and this server keeps no session after sign-in to
         prove the request is the user's own, so the user confirms on a page first. The
         confirmation is bound to a SameSite=Strict cookie set with the page, so another site
-        cannot submit it from the user's browser either."""
+        cannot submit it from the user's browser either. Whoever confirms ends only the sign-in
+        the hint names (its `sid`), and only while it is live and the hint no older than a
+        sign-in can last: a leaked hint cannot end the user's other sessions."""
         invalid = "This sign-out request is not valid."
         try:
             if request.method == "POST":
@@ -856,15 +869,17 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         except OAuthError:
             return await with_flow(request, page(request, "error.html", 400, message=invalid), None)
         hint, target = query.get("id_token_hint"), query.get("post_logout_redirect_uri")
-        claims: dict[str, Any] | None = None
+        proven: IdTokenHint | None = None
         if hint:
             try:
-                claims = deps.verifier.verify_id_token_hint(hint, await deps.keys.ring())
+                proven = deps.verifier.verify_id_token_hint(
+                    hint, await deps.keys.ring(), max_age=deps.oauth.family_lifetime
+                )
             except TokenError:
                 return await with_flow(
                     request, page(request, "error.html", 400, message=invalid), None
                 )
-        client = await deps.oauth.client(claims["aud"]) if claims else None
+        client = await deps.oauth.client(proven.client_id) if proven else None
         # Redirect only to an address registered by the client the hint proves.
         if target and (client is None or target not in client.post_logout_redirect_uris):
             return await with_flow(
@@ -872,14 +887,18 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 page(request, "error.html", 400, message="Unknown sign-out redirect address."),
                 None,
             )
-        if claims is None or client is None:  # no hint: there is no session here to end
+        if proven is None or client is None:  # no hint: there is no session here to end
             return await with_flow(request, signed_out(request, target, query.get("state")), None)
+        if not await deps.oauth.session_live(proven):  # nothing left to end: a stale hint
+            ended = "This sign-in has already ended."
+            return await with_flow(request, page(request, "error.html", 400, message=ended), None)
         binding = secrets.token_urlsafe(32)
         ticket = deps.flows.seal(
             {
-                "tenant": str(claims["tenant"]),
-                "user": str(claims["sub"]),
+                "tenant": str(proven.tenant),
+                "user": str(proven.user),
                 "client": client.client_id,
+                "session": str(proven.session),
                 "target": target,
                 "state": query.get("state"),
                 "binding": binding,
@@ -922,10 +941,13 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
                 request, "error.html", 400, message="This sign-out has expired. Start it again."
             )
             return logout_cookie(refused, None)
-        await deps.oauth.end_sessions(
-            tenant=uuid.UUID(ticket["tenant"]),
-            user=uuid.UUID(ticket["user"]),
-            client_id=str(ticket["client"]),
+        await deps.oauth.end_session(
+            IdTokenHint(
+                tenant=uuid.UUID(ticket["tenant"]),
+                user=uuid.UUID(ticket["user"]),
+                client_id=str(ticket["client"]),
+                session=uuid.UUID(ticket["session"]),
+            )
         )
         return logout_cookie(signed_out(request, ticket.get("target"), ticket.get("state")), None)
 

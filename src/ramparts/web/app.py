@@ -50,6 +50,7 @@ from ramparts.web.gate import PermissionGate
 from ramparts.web.middleware import (
     CatchAllMiddleware,
     EdgeMiddleware,
+    HeadMiddleware,
     PublicHostMiddleware,
     RequestRulesMiddleware,
     StrictCORSMiddleware,
@@ -239,7 +240,9 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     )
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # Added innermost first. From the outside: headers, catch-all, host, CORS, catch-all, rules.
+    # Added innermost first. From the outside: headers, catch-all, host, CORS, catch-all, rules,
+    # HEAD as GET.
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestRulesMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(StrictCORSMiddleware, origins=settings.cors_origins)

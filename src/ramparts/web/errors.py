@@ -133,6 +133,8 @@ def allowed_methods(routes: Iterable[BaseRoute], path: str) -> list[str]:
             accepts = {"GET", "HEAD"}
         else:
             continue
+        if "GET" in accepts:  # answered as GET without content (`HeadMiddleware`)
+            accepts = {*accepts, "HEAD"}
         if route.matches(scope)[0] is not Match.NONE:
             methods |= accepts
     return sorted(methods)

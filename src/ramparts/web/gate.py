@@ -25,7 +25,7 @@ from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
 from ramparts.policy.engine import SENSITIVITIES, PolicyAction, Target
 from ramparts.policy.services import Authorizer, RequestContext, channel_of, tenant_region
 from ramparts.problems import Problem
-from ramparts.routes import ACTION_KEY, Exempt
+from ramparts.routes import ACTION_KEY, Exempt, people_only
 
 __all__ = ["PermissionGate"]
 
@@ -34,9 +34,10 @@ class PermissionGate:
     """A FastAPI dependency of every route (see the module docstring).
 
     `public` routes pass; every other route needs a verified token first (401). A `self` route
-    is a person's own account, so a service is refused (403 `not-a-user`). A Cedar action
-    denied to the caller whatever the resource is refused (403). A route that declares nothing
-    is refused.
+    is a person's own account and a people-only route serves people, so a service is refused
+    (403 `not-a-user`). A Cedar action denied to the caller whatever the resource is refused
+    (403): for a service, that is every action whose schema `appliesTo` names no `Service`
+    (Cedar refuses such a request as invalid). A route that declares nothing is refused.
     """
 
     def __init__(
@@ -59,14 +60,16 @@ class PermissionGate:
 
     async def __call__(self, request: Request) -> None:
         route = request.scope.get("route")
-        declared = (getattr(route, "openapi_extra", None) or {}).get(ACTION_KEY)
+        extra = getattr(route, "openapi_extra", None)
+        declared = (extra or {}).get(ACTION_KEY)
         if declared == Exempt.PUBLIC:
             return
         if declared not in _DECLARATIONS:  # deny by default
             raise Problem(403, "forbidden", "Forbidden", "this route declares no authorization")
         principal = await self._bearer(request)
-        if declared == Exempt.SELF:
+        if people_only(extra):
             await self._require_person(principal)
+        if declared == Exempt.SELF:
             return
         action = PolicyAction(str(declared))
         context = RequestContext(

@@ -22,6 +22,7 @@ from ramparts.web.bodies import check_form, check_json
 __all__ = [
     "CatchAllMiddleware",
     "EdgeMiddleware",
+    "HeadMiddleware",
     "PublicHostMiddleware",
     "RequestRulesMiddleware",
     "StrictCORSMiddleware",
@@ -215,7 +216,7 @@ class StrictCORSMiddleware:
     403 problem. Credentials are allowed only for listed origins, never with the wildcard.
     """
 
-    ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
     ALLOW_HEADERS = frozenset({"authorization", "content-type", "idempotency-key"})
     MAX_AGE = "600"
 
@@ -296,6 +297,28 @@ class StrictCORSMiddleware:
                 },
             )
         await response(scope, receive, send)
+
+
+class HeadMiddleware:
+    """RFC 9110 section 9.3.2: HEAD is GET without the content. The routes declare GET only, so
+    a HEAD request goes on as GET (the same route, authentication, permission and headers,
+    `Content-Length` included) and its body is dropped on the way out. Innermost, so the
+    outer layers and the logs still see HEAD."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_content(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_content)
 
 
 class RequestRulesMiddleware:
