@@ -32,6 +32,10 @@ CREDENTIALS = [
     "the VPN password is Tr0ub4dor&3 for now",  # pragma: allowlist secret
     "Passwort: Sommer2026!",  # pragma: allowlist secret
     "clientSecret='q8Zk2v9Lm'",  # pragma: allowlist secret
+    "password: |\n  Hunter2Hunter2",  # pragma: allowlist secret
+    "Portal login: admin / Winter2026!",  # pragma: allowlist secret
+    "The password was changed to Winter2026!",  # pragma: allowlist secret
+    "mot de passe est Geheim123",  # pragma: allowlist secret
 ]
 # Personal data in the ways people write it; each value must reach neither model nor table.
 PERSONAL = [
@@ -44,6 +48,12 @@ PERSONAL = [
     "078051120",
     "(555)123-4567",
     "030/12345678",
+    "+41446681800",
+    "Mobil: 01734567890",
+    "bob%40example.com",
+    "4111_1111_1111_1111",
+    "DE89/3704/0044/0532/0130/00",
+    "ssn078051120",
 ]
 
 
