@@ -244,7 +244,10 @@ def _phone_digits(value: str) -> str:
 
 
 def _international_phone(text: str, start: int, value: str) -> bool:
-    return 8 <= len(_phone_digits(value)) <= 15
+    # A `+` says phone; a leading `00` may be a tracking or order number's own zeros.
+    return 8 <= len(_phone_digits(value)) <= 15 and (
+        value.startswith("+") or _phone_by_context(text, start, value)
+    )
 
 
 # A count of things right after the digits ("we need 025 412 3456 screws") makes them a
@@ -466,7 +469,7 @@ def _emails(pattern: re.Pattern[str]) -> _Finder:
 
 
 # `@`, `%40`, `[at]`, `[@]`, `(at)`, and the spelt-out `bob at example dot com`.
-_AT = re.compile(r"@|%40|[\[({] ?(?:@|(?i:at)) ?[\])}]|\s(?i:at)\s+[^\W_][\w-]*\s+(?i:dot)\s")
+_AT = re.compile(r"@|%40|[\[({] ?(?:@|(?i:at)) ?[\])}]|\s(?i:at)\s+[^\W_][\w.-]*\s+(?i:dot)\s")
 _IBAN_START = re.compile(r"(?<![^\W_])([A-Za-z]{2})[ ]?(\d{2})")
 
 # `password: x` and `db_password=x` hide whatever follows; `token: x` only what looks like a
@@ -768,7 +771,7 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
                 # Unicode names and domains (jürgen@müller.de), punycode, and the written-out
                 # `name [at] example [dot] com`, `bob%40example.com`, `bob at example dot com`.
                 r"(?i)(?<![\w.%+'-])[\w.%+'-]+?"
-                r"(?: ?@ ?|%40|\s?[\[({] ?(?:@|at) ?[\])}]\s?|\s+at\s+(?=[^\W_][\w-]*\s+dot\s))"
+                r"(?: ?@ ?|%40|\s?[\[({] ?(?:@|at) ?[\])}]\s?|\s+at\s+(?=[^\W_][\w.-]*\s+dot\s))"
                 r"(?:[^\W_][\w-]*(?:\.|\s?[\[({] ?(?:\.|dot) ?[\])}]\s?|\s+dot\s+))+"
                 r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{2,59})(?![\w-])"
             )
