@@ -715,8 +715,15 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
     ),
     (
         Kind.PASSWORD,
-        ("log", "user", "account", "cred", "benutzer", "-u", "--user", "-p"),
-        _matches(re.compile(_PAIRED_CREDENTIAL), valid_match=_paired),
+        ("log", "sign", "user", "account", "cred", "benutzer", "-u", "mysql", "mariadb", "sshpass"),
+        _keyed(
+            re.compile(_PAIRED_CREDENTIAL),
+            re.compile(
+                "login|log-in|logon|sign-in|signin|user|account|creds|credentials|benutzer"
+                "|--user|-u|mysql|mariadb|sshpass"
+            ),
+            _paired,
+        ),
     ),
     (Kind.IBAN, re.compile(r"\d\d"), _ibans),
     (
