@@ -748,13 +748,14 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
         # Named, however close: `ssn078051120`, `SSN#078-05-1120`, `social security no. …`.
         Kind.SSN,
         ("ssn", "social", "soc"),
-        _matches(
+        _keyed(
             re.compile(
                 r"(?i)\b(?:ssn|social security(?: number| no\.?)?|soc\.? ?sec\.?(?: no\.?)?)"
                 r"[ \t]*(?:#|no\.?|nr\.?|number)?[ \t]*[:=#.-]?[ \t]*"
                 r"(?P<value>\d{3}[ .-]{0,3}\d{2}[ .-]{0,3}\d{4})(?![\w]|[.,/-]?\d)"
             ),
-            _ssn_valid,
+            re.compile("ssn|social|soc"),
+            lambda match: _ssn_valid(match.group("value")),
         ),
     ),
     (
