@@ -174,6 +174,10 @@ PHRASED = [
     ("password\n\nWinter2026!", "Winter2026!"),  # pragma: allowlist secret
     ("my pw is Winter2026!", "Winter2026!"),  # pragma: allowlist secret
     ("my PIN is 4821", "4821"),  # pragma: allowlist secret
+    ("the pin code is 4821", "4821"),  # pragma: allowlist secret
+    ("The password for the VPN is Tr0ub4dor&3 for now", "Tr0ub4dor&3"),  # pragma: allowlist secret
+    ("passphrase = 'correct horse battery staple'", "'correct horse battery staple'"),
+    ("password:\n- Hunter2Hunter2", "Hunter2Hunter2"),  # pragma: allowlist secret
     ("Portal login: admin / Winter2026!", "Winter2026!"),  # pragma: allowlist secret
     ("curl -u bob:Winter2026 https://api.example.net", "Winter2026"),  # pragma: allowlist secret
     ("machine api.example.net login bob password hunter22", "hunter22"),  # pragma: allowlist secret
@@ -256,6 +260,7 @@ def test_a_sas_signature_and_an_unlabelled_aws_secret_are_api_keys() -> None:
         "Your password must be at least 12 characters long.",
         "Forgot your password? Use the link in the email.",
         "password reset for user42 was sent",
+        "The password for the portal is in the vault",
         "top secret Project-X plans",
         "user roles / admin rights",
         "pin 4 chairs to the wall",

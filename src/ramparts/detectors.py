@@ -549,10 +549,18 @@ _LEADING = (
     r"is|was|ist|war|lautet|est|était|es|era|är|var|on|oli|je|jest|è|é|to|now|still|been|has"
     r"|have|changed|set|reset|updated|will|be|remains|temporarily|new|here|as|follows|da"
 )
+_TOLD_VALUE = (
+    r"(?P<value>" + _QUOTED + r"|[^\s" + _OPENING + r"]*[^\s" + _OPENING + _CLOSING + r".,;:?)\]])"
+)
 _TOLD_CREDENTIAL = (
     r"(?i)(?<![^\W_])(?P<word>" + _TOLD_WORDS + r")(?![A-Za-z0-9])"
-    r"(?:\s*(?:=>|->|→|[-\u2013\u2014:=])|\s+(?:" + _LEADING + r")(?![^\W_]))*\s*"
-    r"(?P<value>" + _QUOTED + r"|[^\s" + _OPENING + r"]*[^\s" + _OPENING + _CLOSING + r".,;:?)\]])"
+    r"(?:\s*(?:=>|->|→|[-\u2013\u2014:=])|\s+(?:" + _LEADING + r")(?![^\W_]))*\s*" + _TOLD_VALUE
+)
+# "The password for the VPN is X": a few words of any kind, then the verb that gives it.
+_TOLD_LATER = (
+    r"(?i)(?<![^\W_])(?P<word>" + _TOLD_WORDS + r")(?![A-Za-z0-9])[^.\n:=]{0,30}?\s"
+    r"(?:is|was|ist|war|lautet|est|es|era|är|er|on|je|jest|è|é)\s+(?:now\s+|still\s+)?"
+    + _TOLD_VALUE
 )
 _DATE_LIKE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{1,2}:\d{2}(?::\d{2})?")
 
@@ -712,6 +720,11 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
         Kind.PASSWORD,
         _CREDENTIAL_HINTS,
         _keyed(re.compile(_TOLD_CREDENTIAL), re.compile(_CREDENTIAL_KEYS), _told),
+    ),
+    (
+        Kind.PASSWORD,
+        _CREDENTIAL_HINTS,
+        _keyed(re.compile(_TOLD_LATER), re.compile(_CREDENTIAL_KEYS), _told),
     ),
     (
         Kind.PASSWORD,
