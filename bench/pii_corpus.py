@@ -215,6 +215,53 @@ def _phone_unmarked(rng: random.Random) -> str:
     return rng.choice(_PHONES_UNMARKED)(rng)
 
 
+# Forms the attack review found left in clear (issue 12, second round).
+def _phone_e164(rng: random.Random) -> str:
+    country, length, first = rng.choice(
+        [("1", 10, "23456789"), ("44", 10, "7"), ("41", 9, "4"), ("49", 10, "1"), ("91", 10, "9")]
+    )
+    return f"+{country}{_n(rng, length, first)}"
+
+
+def _phone_labelled(rng: random.Random) -> str:
+    return rng.choice([_n(rng, 10, "23456789"), "0" + _n(rng, 10, "1"), _n(rng, 7, "2345678")])
+
+
+def _phone_extension(rng: random.Random) -> str:
+    number = rng.choice(_PHONES)(rng)
+    extension = rng.choice(["ext. {}", "x{}", "Durchwahl {}", "ext {}", "extension {}"])
+    return f"{number} {extension.format(_n(rng, rng.randint(2, 4)))}"
+
+
+def _card_more_separators(rng: random.Random) -> str:
+    number, groups = _card_number(rng)
+    written = _grouped(number, groups, rng.choice(["_", "/"]))
+    return rng.choice([written, f"{_grouped(number, groups, ' ')}/{_n(rng, 3)}"])
+
+
+def _ssn_glued(rng: random.Random) -> str:
+    return rng.choice(["", "-"]).join(_ssn_digits(rng))
+
+
+def _iban_more_separators(rng: random.Random) -> str:
+    iban = _iban_number(rng)
+    return rng.choice(["/", "  "]).join(iban[i : i + 4] for i in range(0, len(iban), 4))
+
+
+def _email_obfuscated(rng: random.Random) -> str:
+    local, domain = _email(rng).split("@")
+    name, tld = domain.rsplit(".", 1)
+    return rng.choice(
+        [
+            f"{local} at {name} dot {tld}",
+            f"{local}[@]{domain}",
+            f"{local}%40{domain}",
+            f"{local} @ {domain}",
+            f"{local}@{name}\u3002{tld}",
+        ]
+    )
+
+
 # name: (kind, maker, weight); weights roughly follow how many variants a maker draws from.
 FORMATS: dict[str, tuple[str, Maker, float]] = {
     "email ascii": ("EMAIL", _email, 1),
@@ -227,6 +274,19 @@ FORMATS: dict[str, tuple[str, Maker, float]] = {
     "SSN any separator": ("SSN", _ssn, 2),
     "phone 13 countries": ("PHONE", _phone, 4),
     "phone without separators or trunk 0": ("PHONE", _phone_unmarked, 0.3),
+    "phone E.164 without separators": ("PHONE", _phone_e164, 0.5),
+    "phone named, no separators": ("PHONE", _phone_labelled, 0.5),
+    "phone with its extension": ("PHONE", _phone_extension, 0.5),
+    "card with _ or / or a security code": ("CARD", _card_more_separators, 0.5),
+    "SSN glued to its name": ("SSN", _ssn_glued, 0.3),
+    "IBAN split by / or double spaces": ("IBAN", _iban_more_separators, 0.5),
+    "email obfuscated": ("EMAIL", _email_obfuscated, 0.5),
+}
+# Formats whose value is named right before it, so the name is part of the sentence.
+FORMAT_TEMPLATES = {
+    "phone E.164 without separators": ["Call {} now.", "<a href='tel:{}'>", "WhatsApp {}"],
+    "phone named, no separators": ["phone: {}", "Mobil: {}", "Tel. {} (office)"],
+    "SSN glued to its name": ["ssn{} on file", "SSN#{}", "Soc. Sec. No. {}"],
 }
 TEMPLATES = {
     "EMAIL": ["Send the signed quote to {}.", "Questions? Write to {} any time.", "cc: {}"],
@@ -235,6 +295,14 @@ TEMPLATES = {
     "SSN": ["Contractor SSN {} is on the W-9.", "Social security number: {}.", "SSN: {}"],
     "PHONE": ["Call our sales desk on {} to confirm.", "Delivery contact: {}.", "Tel. {}"],
 }
+
+
+def _counted(rng: random.Random) -> str:
+    """`Schedule: 01 02 03 04 05`: numbers counting up, not a phone number."""
+    first, step = rng.randint(1, 5), rng.choice([1, 2])
+    numbers = " ".join(f"{first + i * step:02d}" for i in range(5))
+    return f"{rng.choice(['Schedule:', 'Rooms', 'Slots'])} {numbers}"
+
 
 # --- hard negatives: what business text holds that looks like the above -----------------------
 NEGATIVES: dict[str, Maker] = {
@@ -284,6 +352,11 @@ NEGATIVES: dict[str, Maker] = {
     "serial number": lambda r: f"Serial number {_n(r, 3)} {_n(r, 2)} {_n(r, 4)} on the label",
     "room and phone extension": lambda r: f"ext. {_n(r, 4)}, room {r.randint(100, 999)}",
     "nine digits, no context": lambda r: f"You have {_n(r, 9, '1234')} bonus points left.",
+    "a counted sequence": _counted,
+    "a count of things": lambda r: (
+        f"we need 0{_n(r, 2, '123456789')} {_n(r, 3)} {_n(r, 4)} "
+        f"{r.choice(['screws', 'bolts', 'pieces', 'units', 'pallets'])}"
+    ),
 }
 
 
@@ -297,7 +370,7 @@ def corpus(positives: int, negatives: int, seed: int = SEED) -> list[Sample]:
         name = rng.choices(names, weights)[0]
         kind, make, _ = FORMATS[name]
         value = make(rng)
-        before, after = rng.choice(TEMPLATES[kind]).split("{}")
+        before, after = rng.choice(FORMAT_TEMPLATES.get(name, TEMPLATES[kind])).split("{}")
         samples.append(
             (before + value + after, [(len(before), len(before) + len(value), kind)], name)
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -79,6 +80,8 @@ def _fold_char(char: str) -> str:
         return "-"
     if char.isdecimal():  # any script's digits: ٤١١١ is 4111
         return str(unicodedata.decimal(char))
+    if char in "\u3002\uff61":  # ideographic full stops: bob@example。com
+        return "."
     return unicodedata.normalize("NFKC", char)  # fullwidth at-signs and digits: ASCII
 
 
@@ -143,6 +146,28 @@ def _card_valid(value: str) -> bool:
     return 13 <= len(digits) <= 19 and _card_brand(digits) and _luhn(digits)
 
 
+def _card_digits(value: str) -> str:
+    """The card number in a finding that may end with its security code (`…1111/123`)."""
+    digits = _digits(value)
+    for number in (digits, digits[:-3], digits[:-4]):
+        if _card_valid(number):
+            return number
+    return digits
+
+
+# A security code written right after the number (`4111 1111 1111 1111/123`) goes with it.
+def _with_security_code(finder: _Finder) -> _Finder:
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        for span in finder(text, start, end):
+            code = _CODE_AFTER.match(text, span[1])
+            yield (span[0], code.end()) if code is not None else span
+
+    return find
+
+
+_CODE_AFTER = re.compile(r"/\d{3,4}(?![\w/]|[.,-]\d)")
+
+
 # ISO 13616 registry: every IBAN country and its IBAN length.
 _IBAN_LENGTHS = {
     **dict.fromkeys(["NO"], 15),
@@ -189,14 +214,18 @@ def _ssn_valid(value: str) -> bool:
 # A nine-digit number however split, or a 3-3-4 or 0-prefixed number, is a value of its
 # kind unless the words before it name it as something else ("order 123456789"); words that
 # name it as personal data win ("SSN 078051120", "phone no. 030 1234567").
+_PHONE_WORDS = (
+    r"phone|tel|telephone|mobile|mobil|cell|cellphone|handy|natel|fax|whatsapp|sms|telefon"
+    r"|telefono|teléfono|téléphone|tél|portable|cellulare|móvil|celular|ph"
+)
 _NAMED_PERSONAL = re.compile(
-    r"(?i)\b(?:ssn|social security|soc\.? ?sec|tax ?id|tin|phone|tel|telephone|mobile|cell"
-    r"|fax|whatsapp|sms)\b"
+    r"(?i)\b(?:ssn|social security|soc\.? ?sec|tax ?id|tin|" + _PHONE_WORDS + r")\b"
 )
 _NAMED_OTHER = re.compile(
     r"(?i)(?:\b(?:order|invoice|inv|ref|reference|tracking|ticket|sku|serial|part|item|article"
     r"|batch|lot|case|booking|confirmation|shipment|parcel|account|acct|customer|quote|po|id"
-    r"|no|nr|number|code|pin|amount|total|qty|quantity)(?:_\w+)?|#)\W{0,3}$"
+    r"|no|nr|number|code|pin|amount|total|qty|quantity|schedule|slots?|rooms?|days|weeks|lots"
+    r"|steps|chapters|sections|pages|lines|levels|floors|seats|rows)(?:_\w+)?|#)\W{0,3}$"
 )
 
 
@@ -215,11 +244,50 @@ def _phone_digits(value: str) -> str:
 
 
 def _international_phone(text: str, start: int, value: str) -> bool:
-    return 8 <= len(_phone_digits(value)) <= 15
+    # A `+` says phone; a leading `00` may be a tracking or order number's own zeros.
+    return 8 <= len(_phone_digits(value)) <= 15 and (
+        value.startswith("+") or _phone_by_context(text, start, value)
+    )
+
+
+# A count of things right after the digits ("we need 025 412 3456 screws") makes them a
+# quantity: a plural noun or a unit, not the words that follow a phone number in a sentence.
+_QUANTITY_AFTER = re.compile(
+    r" (?:x )?(?:pcs|pc|ea|kg|units?|pieces?|items?|(?P<plural>[a-z]{3,}[^s\W]s))\b(?!['\u2019])"
+)
+_NOT_PLURALS = frozenset(
+    re.findall(
+        r"\w+",
+        "thanks always perhaps unless towards besides sometimes whereas afterwards anyways"
+        " regards hours days weekdays weekends mornings evenings afternoons nights mondays"
+        " tuesdays wednesdays thursdays fridays saturdays sundays works opens closes answers"
+        " rings calls goes does says asks",
+    )
+)
+
+
+def _sequence(value: str) -> bool:
+    """`01 02 03 04 05`, `02 04 06 08 10`: four or more groups counting up or down by one
+    small step are a list of numbers, not a number (`01 23 45 67 89` is a French phone)."""
+    groups = [int(g) for g in _DIGIT_GROUP.findall(value)]
+    steps = {b - a for a, b in itertools.pairwise(groups)}
+    return len(groups) >= 4 and len(steps) == 1 and abs(steps.pop()) <= 10
+
+
+def _phone_by_context(text: str, start: int, value: str) -> bool:
+    """Digits shaped like a phone number are one unless their words say otherwise: named as
+    something else before, counting things after, or a counted sequence."""
+    before = text[max(0, start - 40) : start]
+    if _NAMED_PERSONAL.search(before) is not None:
+        return True
+    if _NAMED_OTHER.search(before) is not None or _sequence(value):
+        return False
+    after = _QUANTITY_AFTER.match(text, start + len(value))
+    return after is None or after.group("plural") in _NOT_PLURALS
 
 
 def _nanp_phone(text: str, start: int, value: str) -> bool:
-    return _personal_by_context(text, start)
+    return len(_digits(value)) in {10, 11} and _phone_by_context(text, start, value)
 
 
 _DATE = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}(?!\d)")
@@ -231,18 +299,50 @@ def _national_phone(text: str, start: int, value: str) -> bool:
     return (
         9 <= len(_digits(value)) <= 12
         and _DATE.match(value) is None
-        and _personal_by_context(text, start)
+        and _phone_by_context(text, start, value)
     )
 
 
+def _labelled_phone(value: str) -> bool:
+    """A number named as a phone (`phone: 5551234567`): 7 to 15 digits, not a date."""
+    return 7 <= len(_phone_digits(value)) <= 15 and _DATE.match(value) is None
+
+
+# An extension belongs to its number: `+1 555 123 4567 ext. 89`, `x123`, `Durchwahl 12`.
+_EXTENSION = re.compile(
+    r"(?i)[ \t]{0,2}[,;]?[ \t]{0,2}(?:ext\.?|extn\.?|extension|x|#|durchwahl|dw\.?|nebenstelle"
+    r"|poste|int\.?|interno)[ \t]{0,2}[:.-]?[ \t]{0,2}\d{1,6}(?!\d)"
+)
+
+
+def _with_extension(finder: _Finder) -> _Finder:
+    def find(text: str, start: int, end: int) -> Iterator[_Span]:
+        for span in finder(text, start, end):
+            extension = _EXTENSION.match(text, span[1])
+            yield (span[0], extension.end()) if extension is not None else span
+
+    return find
+
+
 # --- finders ---------------------------------------------------------------------------------
-def _matches(pattern: re.Pattern[str], valid: Callable[[str], bool] | None = None) -> _Finder:
-    """Each match (its named group, when the pattern has some) that passes `valid`."""
+_ValidMatch = Callable[[re.Match[str]], bool]
+
+
+def _matches(
+    pattern: re.Pattern[str],
+    valid: Callable[[str], bool] | None = None,
+    *,
+    valid_match: _ValidMatch | None = None,
+) -> _Finder:
+    """Each match (its named group, when the pattern has some) that passes `valid` (given
+    the value) and `valid_match` (given the whole match)."""
 
     def find(text: str, start: int, end: int) -> Iterator[_Span]:
         for match in pattern.finditer(text, start, end):
             group = match.lastgroup or 0  # the named group of the alternative that matched
-            if valid is None or valid(match.group(group)):
+            if (valid is None or valid(match.group(group))) and (
+                valid_match is None or valid_match(match)
+            ):
                 yield match.span(group)
 
     return find
@@ -298,24 +398,25 @@ def _longest(
 
 def _ibans(text: str, start: int, end: int) -> Iterator[_Span]:
     """A country code, check digits, then exactly the country's length in letters and
-    digits, in any case, compact or split by single spaces, dashes or dots anywhere; the
-    next character must not continue it. The registry length, not a pattern, says where an
-    IBAN ends, so `DE89 3704 0044 0532 0130 00 12 chairs` stops before `12`."""
+    digits, in any case, compact or split anywhere by up to three spaces, dashes, dots,
+    slashes or underscores; the next character must not continue it. The registry length,
+    not a pattern, says where an IBAN ends, so `DE89 3704 0044 0532 0130 00 12 chairs` stops
+    before `12`."""
     for match in _IBAN_START.finditer(text, start, end):
         length = _IBAN_LENGTHS.get(match.group(1).upper())
         if length is None:
             continue
-        need, position, separated = length - 4, match.end(), False
+        need, position, gap = length - 4, match.end(), 0
         while need and position < len(text):
             char = text[position]
             if char.isascii() and char.isalnum():
-                need, separated = need - 1, False
-            elif char in " .-" and not separated:
-                separated = True
+                need, gap = need - 1, 0
+            elif char in " .-/_" and gap < 3:
+                gap += 1
             else:
                 break
             position += 1
-        if need or separated:
+        if need or gap:
             continue
         after = text[position : position + 1]
         if after.isalnum() or not _iban_valid(text[match.start() : position]):
@@ -323,22 +424,24 @@ def _ibans(text: str, start: int, end: int) -> Iterator[_Span]:
         yield match.start(), position
 
 
-def _keyed(pattern: re.Pattern[str], keys: re.Pattern[str]) -> _Finder:
+def _keyed(
+    pattern: re.Pattern[str], keys: re.Pattern[str], valid: _ValidMatch | None = None
+) -> _Finder:
     """Each match of `pattern` that starts where one of its key words (`keys`, lowercase
-    literals) does: a search for a few literals is fast, and trying a long pattern from every
-    position of the text is not."""
+    literals) does, and passes `valid`: a search for a few literals is fast, and trying a
+    long pattern from every position of the text is not."""
 
     def find(text: str, start: int, end: int) -> Iterator[_Span]:
         lowered = text.lower()
         if len(lowered) != len(text):  # a rare letter whose lowercase is longer
-            yield from _matches(pattern)(text, start, end)
+            yield from _matches(pattern, valid_match=valid)(text, start, end)
             return
         done = start
         for key in keys.finditer(lowered, start, end):
             if key.start() < done:
                 continue
             match = pattern.match(text, key.start(), end)
-            if match is not None:
+            if match is not None and (valid is None or valid(match)):
                 group = match.lastgroup or 0
                 done = match.end()
                 yield match.span(group)
@@ -365,17 +468,24 @@ def _emails(pattern: re.Pattern[str]) -> _Finder:
     return find
 
 
-_AT = re.compile(r"@|[\[(][aA][tT][\])]")
+# `@`, `%40`, `[at]`, `[@]`, `(at)`, and the spelt-out `bob at example dot com`.
+_AT = re.compile(r"@|%40|[\[({] ?(?:@|(?i:at)) ?[\])}]|\s(?i:at)\s+[^\W_][\w.-]*\s+(?i:dot)\s")
 _IBAN_START = re.compile(r"(?<![^\W_])([A-Za-z]{2})[ ]?(\d{2})")
 
 # `password: x` and `db_password=x` hide whatever follows; `token: x` only what looks like a
 # credential (16+ token characters), so prose such as "malformed token: decode_error" stays
 # readable. Only the value is replaced: "db_password=[PASSWORD]" still says what was there.
 _CREDENTIAL_WORDS = (
-    r"password|passwd|pwd|pw|pass|passphrase|passcode|pin|passwort|kennwort|wachtwoord"
-    r"|contrase[ñn]a|senha|mot de passe|secret|credentials?"
+    r"password|passwd|pwd|pw|pass|passphrase|pass phrase|passcode|pin|passwort|kennwort"
+    r"|wachtwoord|contrase[ñn]a|senha|mot de passe|secret|credentials?|пароль|парола|パスワード"
+    r"|密码|密碼|heslo|has[łl]o|l[öo]senord|parola|salasana|passord|adgangskode|jelsz[óo]|lozinka"
+    r"|geslo|[şs]ifre|κωδικός"
 )
-_KEY_WORDS = r"api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|token|auth[_-]?key"
+_KEY_WORDS = (
+    r"api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|token|auth[_-]?key"
+    r"|account[_-]?key|shared[_-]?access[_-]?key|storage[_-]?key|master[_-]?key"
+    r"|signing[_-]?key"
+)
 # The word alone or inside an identifier: `aws_secret_access_key`, `DB-PASSWORD`, `dbPassword`.
 # Only the word's own start is checked (a word, a segment, a camel-case hump), not the whole
 # identifier matched: the value is what is reported, and scanning every word is slow.
@@ -383,29 +493,118 @@ _NAMED = (
     r"(?:(?<![A-Za-z0-9])|(?<=[_.-])|(?<=[a-z0-9])(?-i:(?=[A-Z])))(?:{words})"
     r"(?:[_.-][A-Za-z0-9]+|(?-i:[A-Z][a-z0-9]*))*"
 )
-# Unquoted, a value ends before the punctuation that ends its clause: "pw: x1!, then".
-_VALUE = r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"'](?:\S*[^\s\"',;.)\]}])?)"
+_SEPARATOR = r"\s*(?::=|=>|->|→|[:=])\s*"
+# A YAML block or folded scalar (`password: |`, `>-`) or a list dash announces the value on
+# the next line: the indicator is not the value.
+_INDICATOR = r"(?:[|>][-+]?[1-9]?[ \t]*(?=\r?\n)\s*|-[ \t]+)?"
+# Quoted (straight, curly or angle quotes), or unquoted: a word, and the plain lowercase
+# words after it up to the end of the clause ("ssh passphrase: correct horse battery
+# staple"); "pw: x1!, then" stops at the comma, "pw: x1 and my SSN …" at a joining word, and
+# a `name=value` after it is the next field.
+_QUOTED = (
+    r"\"[^\"\n]*\"|'[^'\n]*'|\u201c[^\u201d\n]*\u201d|\u201e[^\u201c\u201d\n]*[\u201c\u201d]"
+    r"|\u2018[^\u2019\n]*\u2019|«[^»\n]*»"
+)
+_OPENING = r"\"'\u201c\u201e\u2018«"  # a quote that opens a quoted value
+_CLOSING = r"\u201d\u2019»"
+_JOINING = (
+    r"and|or|but|then|for|to|with|the|my|your|our|a|an|in|on|at|of|is|was|are|be|please|from"
+    r"|by|as|if|so|also|until|since|before|after|via|use|using|when|which|that|this|und|oder"
+    r"|et|ou|y|o|en|bitte"
+)
+_VALUE = (
+    r"(?P<value>"
+    + _QUOTED
+    + r"|[^\s"
+    + _OPENING
+    + r"](?:[^\s,;]*[^\s\"',;.)\]}"
+    + _CLOSING
+    + r"])?"
+    r"(?:[ \t]+(?!(?:" + _JOINING + r")\b)(?-i:[^\W\dA-Z_]{2,})(?=[\s,;.)\]}]|$))*)"
+)
 _ANNOUNCED_CREDENTIAL = (
     "(?i)"
     + _NAMED.format(words=_CREDENTIAL_WORDS)
-    + r"[\"']?\s*[:=]\s*"
+    + r"[\"']?"
+    + _SEPARATOR
+    + _INDICATOR
     + _VALUE
     + "|"
     + _NAMED.format(words=_KEY_WORDS)
-    + r"[\"']?\s*[:=]\s*[\"']?(?P<token>[\w./+=-]{16,})"
+    + r"[\"']?(?:"
+    + _SEPARATOR
+    + r"[\"']?(?P<token>[\w./+=-]{16,})|\s+(?P<loose>[\w./+=-]{16,}))"
 )
-# "my password is Hunter2Hunter2": said in words, the value must look like one (a digit,
-# a symbol or a capital after the first letter), so "the password is expired" stays.
+# Said in words or without a separator: "my password is Hunter2Hunter2", "The password was
+# changed to X", "set PASSWORD to X", "new password X", "password -> X", "my PIN is 4821".
+# The words between may only be ones that lead to a value; the value must look like one (a
+# digit, a symbol or a capital after the first letter; a PIN's digits), so "the password is
+# expired" and "reset your password in settings" stay.
+_TOLD_WORDS = (
+    r"password|passwort|passphrase|passcode|pin|pwd|pw|kennwort|wachtwoord|mot de passe"
+    r"|contrase[ñn]a|senha|пароль|パスワード|密码|密碼|heslo|has[łl]o|l[öo]senord|parola"
+    r"|salasana|passord|adgangskode|secret(?: access)?(?: key)?"
+)
+_LEADING = (
+    r"is|was|ist|war|lautet|est|était|es|era|är|var|on|oli|je|jest|è|é|to|now|still|been|has"
+    r"|have|changed|set|reset|updated|will|be|remains|temporarily|new|here|as|follows|da"
+)
+_TOLD_VALUE = (
+    r"(?P<value>" + _QUOTED + r"|[^\s" + _OPENING + r"]*[^\s" + _OPENING + _CLOSING + r".,;:?)\]])"
+)
 _TOLD_CREDENTIAL = (
-    r"(?i)\b(?:password|passwort|passcode|pin|pwd)\b[^.\n:=]{0,30}?\b(?:is|was|ist|lautet)"
-    r"\s+(?P<value>[^\s\"']*[^\s\"'.,;:?)])"
+    r"(?i)(?<![^\W_])(?P<word>" + _TOLD_WORDS + r")(?![A-Za-z0-9])"
+    r"(?:\s*(?:=>|->|→|[-\u2013\u2014:=])|\s+(?:" + _LEADING + r")(?![^\W_]))*\s*" + _TOLD_VALUE
+)
+# "The password for the VPN is X": a few words of any kind, then the verb that gives it.
+_TOLD_LATER = (
+    r"(?i)(?<![^\W_])(?P<word>" + _TOLD_WORDS + r")(?![A-Za-z0-9])[^.\n:=]{0,30}?\s"
+    r"(?:is|was|ist|war|lautet|est|es|era|är|er|on|je|jest|è|é)\s+(?:now\s+|still\s+)?"
+    + _TOLD_VALUE
+)
+_DATE_LIKE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{1,2}:\d{2}(?::\d{2})?")
+
+
+def _credential_like(value: str) -> bool:
+    return (
+        len(value) >= 6
+        and (any(not c.isalpha() for c in value) or any(c.isupper() for c in value[1:]))
+        and _DATE_LIKE.fullmatch(value) is None
+    )
+
+
+def _told(match: re.Match[str]) -> bool:
+    word, value = match.group("word").lower(), match.group("value")
+    if value[:1] in "\"'\u201c\u201e\u2018«":
+        return len(value) > 2
+    if word == "pin":
+        return (value.isdigit() and 4 <= len(value) <= 8) or _credential_like(value)
+    if word.startswith("secret"):  # "top secret Project-X" is not one
+        return len(value) >= 16 and _credential_like(value)
+    return _credential_like(value)
+
+
+def _announced(match: re.Match[str]) -> bool:
+    loose = match.group("loose")  # `aws_secret_access_key<TAB>value`: it must look like one
+    return loose is None or _credential_like(loose)
+
+
+# A user and its password: `Portal login: admin / X`, `login bob@example.com / X`, a .netrc's
+# `login bob password X`, `curl -u bob:X`, `mysql -pX`, `sshpass -p X`.
+_PAIRED_CREDENTIAL = (
+    r"(?i)(?:\b(?:login|log-in|logon|sign-in|signin|user|username|user id|userid|account|creds"
+    r"|credentials|benutzer|benutzername)\b[^\S\n]*[:=]?[^\S\n]*[^\s/:]{1,64}[^\S\n]*/[^\S\n]*"
+    r"(?P<pair>[^\s/]{4,100}[^\s/.,;:)])"
+    r"|\blogin\s+\S+\s+(?:password|passwd)\s+(?P<netrc>\S+)"
+    r"|(?<!\S)(?:-u|--user)(?:\s+|=)[\"']?[^\s:\"']*:(?P<user>[^\s\"']+)"
+    r"|\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p(?P<mysql>[^\s\"'-][^\s\"']*)"
+    r"|\bsshpass\s+-p\s*(?P<sshpass>\S+))"
 )
 
 
-def _told_value(value: str) -> bool:
-    return len(value) >= 6 and (
-        any(not c.isalpha() for c in value) or any(c.isupper() for c in value[1:])
-    )
+def _paired(match: re.Match[str]) -> bool:
+    pair = match.group("pair")
+    return pair is None or _credential_like(pair)
 
 
 # Most specific first: a private key or JWT must be claimed before the digit detectors see it,
@@ -415,7 +614,14 @@ def _told_value(value: str) -> bool:
 # path. Detectors of numbers (`NUMBERS`) run only inside the text's runs of 8 or more digits
 # with short separators, found once for all of them.
 NUMBERS = None
-_NUMBERS = re.compile(r"(?:\+ ?|\()?\d(?:[ ()./-]{0,3}\d){7,}")
+# Where a credential word may start (lowercase literals), and what the text must hold at all.
+_CREDENTIAL_KEYS = (
+    "pass|pwd|pw|pin|secret|kennwort|wachtwoord|contrase|senha|mot de passe|пароль|парола"
+    "|パスワード|密码|密碼|heslo|hasło|haslo|lösenord|losenord|parola|salasana|passord"
+    "|adgangskode|jelsz|lozinka|geslo|şifre|sifre|κωδικός"
+)
+_CREDENTIAL_HINTS = tuple(_CREDENTIAL_KEYS.split("|"))
+_NUMBERS = re.compile(r"(?:\+ ?|\()?\d(?:[ ()./_-]{0,3}\d){7,}")
 _Hint = re.Pattern[str] | tuple[str, ...] | None
 _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
     (
@@ -437,14 +643,32 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
         Kind.API_KEY,
         re.compile(
             r"_live_|_test_|whsec_|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox|AIza|ya29\.|glpat-"
+            r"|npm_|pypi-|SG\.|hooks\.slack\.com|/api/webhooks/|sig="
         ),
         _matches(
             re.compile(
                 r"\b(?:(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,}|whsec_[0-9A-Za-z+/=]{10,}"
                 r"|sk-[\w-]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[0-9A-Za-z]{30,}"
                 r"|github_pat_\w{30,}|xox[abprs]-[\w-]{10,}|AIza[\w-]{35}|ya29\.[\w.-]{20,}"
-                r"|glpat-[\w-]{20,})"
+                r"|glpat-[\w-]{20,}|npm_[0-9A-Za-z]{36}|pypi-[\w-]{50,}"
+                r"|SG\.[\w-]{16,}\.[\w-]{16,})"
+                # Webhook URLs are their own credential; a SAS token's signature is one.
+                r"|https?://hooks\.slack\.com/(?:services|workflows|triggers)/[\w/-]+"
+                r"|https?://(?:\w+\.)?discord(?:app)?\.com/api/webhooks/\d+/[\w-]+"
+                r"|(?<=[?&;])sig=(?P<sig>[\w%+/=-]{16,})"
             )
+        ),
+    ),
+    (
+        # An AWS secret key written near its key id, labelled or not: `AKIA… and secret wJalr…`.
+        Kind.API_KEY,
+        re.compile("AKIA|ASIA"),
+        _matches(
+            re.compile(
+                r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])[^\n]{0,80}?(?<![\w/+=])"
+                r"(?P<aws>[A-Za-z0-9/+=]{40})(?![\w/+=])"
+            ),
+            lambda value: _credential_like(value) and not value.isdigit(),
         ),
     ),
     (
@@ -458,52 +682,93 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
         ),
     ),
     (
-        # A URL that carries its password: postgres://app:S3cret@db:5432/app
+        # A URL that carries its password: postgres://app:S3cret@db:5432/app, redis://:pw@h
         Kind.PASSWORD,
         ("://",),
-        _matches(re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/?#@]+:(?P<value>[^\s/?#@]+)@")),
+        _matches(re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/?#@]*:(?P<value>[^\s/?#@]+)@")),
+    ),
+    (
+        # A cookie header is a session: `Cookie: session=…`, `Set-Cookie: id=…`.
+        Kind.PASSWORD,
+        ("cookie",),
+        _matches(re.compile(r"(?im)\b(?:set-)?cookie[ \t]*:[ \t]*(?P<value>[^\s;]+=[^\n]*\S)")),
+    ),
+    (
+        # `<password>X</password>`, `<db:secret>X</db:secret>`
+        Kind.PASSWORD,
+        re.compile(r"(?i)<[\w:.-]*(?:pass|pwd|secret|token|key)"),
+        _matches(
+            re.compile(
+                r"(?i)<(?P<tag>[\w:.-]*(?:pass|pwd|secret|token|key)[\w:.-]*)(?:\s[^>]*)?>"
+                r"(?P<value>[^<]{1,200})</(?P=tag)>"
+            )
+        ),
     ),
     (
         Kind.PASSWORD,
-        (
-            "pass",
-            "pw",
-            "pin",
-            "secret",
-            "key",
-            "token",
-            "credential",
-            "kennwort",
-            "contrase",
-            "senha",
-        ),
+        (*_CREDENTIAL_HINTS, "key", "token", "credential"),
         _keyed(
             re.compile(_ANNOUNCED_CREDENTIAL),
             re.compile(
-                "pass|pwd|pw|pin|secret|credential|kennwort|wachtwoord|contrase|senha"
-                "|mot de passe|api|access|private|auth|token"
+                _CREDENTIAL_KEYS + "|credential|api|access|private|auth|token|account"
+                "|shared|storage|master|signing"
             ),
+            _announced,
         ),
     ),
     (
         Kind.PASSWORD,
-        ("password", "passwort", "passcode", "pwd", "pin "),
-        _matches(re.compile(_TOLD_CREDENTIAL), _told_value),
+        _CREDENTIAL_HINTS,
+        _keyed(re.compile(_TOLD_CREDENTIAL), re.compile(_CREDENTIAL_KEYS), _told),
+    ),
+    (
+        Kind.PASSWORD,
+        _CREDENTIAL_HINTS,
+        _keyed(re.compile(_TOLD_LATER), re.compile(_CREDENTIAL_KEYS), _told),
+    ),
+    (
+        Kind.PASSWORD,
+        ("log", "sign", "user", "account", "cred", "benutzer", "-u", "mysql", "mariadb", "sshpass"),
+        _keyed(
+            re.compile(_PAIRED_CREDENTIAL),
+            re.compile(
+                "login|log-in|logon|sign-in|signin|user|account|creds|credentials|benutzer"
+                "|--user|-u|mysql|mariadb|sshpass"
+            ),
+            _paired,
+        ),
     ),
     (Kind.IBAN, re.compile(r"\d\d"), _ibans),
     (
         Kind.CARD,
         NUMBERS,
         # Compact, or groups of 4 or more digits (4-4-4-4, Amex 4-6-5) split by up to three
-        # spaces or one dash or dot; a short last group (4-4-4-4-3).
-        _grouped(
+        # spaces or one dash, dot, slash or underscore; a short last group (4-4-4-4-3). A
+        # slash and digits may follow (`4111 1111 1111 1111/123`, a security code).
+        _with_security_code(
+            _grouped(
+                re.compile(
+                    r"(?<![\w.,/-])(?=\d(?:(?: {1,3}| ?[._/-] ?)?\d){12})"
+                    r"\d{4,}(?:(?: {1,3}| ?[._/-] ?)\d{4,})*(?:(?: {1,3}| ?[._/-] ?)\d{1,3})?"
+                    r"(?![^\W_]|[.,-]\d|_\d)"
+                ),
+                lambda _text, _start, value: _card_valid(value),
+                anchored=False,
+            )
+        ),
+    ),
+    (
+        # Named, however close: `ssn078051120`, `SSN#078-05-1120`, `social security no. …`.
+        Kind.SSN,
+        ("ssn", "social", "soc"),
+        _keyed(
             re.compile(
-                r"(?<![\w.,/-])(?=\d(?:(?: {1,3}| ?[.-] ?)?\d){12})"
-                r"\d{4,}(?:(?: {1,3}| ?[.-] ?)\d{4,})*(?:(?: {1,3}| ?[.-] ?)\d{1,3})?"
-                r"(?![\w]|[.,/-]\d)"
+                r"(?i)\b(?:ssn|social security(?: number| no\.?)?|soc\.? ?sec\.?(?: no\.?)?)"
+                r"[ \t]*(?:#|no\.?|nr\.?|number)?[ \t]*[:=#.-]?[ \t]*"
+                r"(?P<value>\d{3}[ .-]{0,3}\d{2}[ .-]{0,3}\d{4})(?![\w]|[.,/-]?\d)"
             ),
-            lambda _text, _start, value: _card_valid(value),
-            anchored=False,
+            re.compile("ssn|social|soc"),
+            lambda match: _ssn_valid(match.group("value")),
         ),
     ),
     (
@@ -521,54 +786,79 @@ _DETECTORS: list[tuple[Kind, _Hint, _Finder]] = [
     ),
     (
         Kind.EMAIL,
-        re.compile(r"@|[\[(](?i:at)[\])]"),
+        _AT,
         _emails(
             re.compile(
                 # Unicode names and domains (jürgen@müller.de), punycode, and the written-out
-                # `name [at] example [dot] com`.
-                r"(?i)(?<![\w.%+'-])[\w.%+'-]+(?:@|\s?[\[(]at[\])]\s?)"
-                r"(?:[^\W_][\w-]*(?:\.|\s?[\[(]dot[\])]\s?))+"
+                # `name [at] example [dot] com`, `bob%40example.com`, `bob at example dot com`.
+                r"(?i)(?<![\w.%+'-])[\w.%+'-]+?"
+                r"(?: ?@ ?|%40|\s?[\[({] ?(?:@|at) ?[\])}]\s?|\s+at\s+(?=[^\W_][\w.-]*\s+dot\s))"
+                r"(?:[^\W_][\w-]*(?:\.|\s?[\[({] ?(?:\.|dot) ?[\])}]\s?|\s+dot\s+))+"
                 r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{2,59})(?![\w-])"
+            )
+        ),
+    ),
+    (
+        # Named as a phone, in any form: `phone: 5551234567`, `Mobil: 01734567890`.
+        Kind.PHONE,
+        tuple(_PHONE_WORDS.split("|")),
+        _with_extension(
+            _keyed(
+                re.compile(
+                    r"(?i)\b(?:" + _PHONE_WORDS + r")\b\.?(?:[ \t]*(?:no|nr|number|num|#)\b\.?)?"
+                    r"[ \t]*[:=#.-]?[ \t]*(?P<value>(?:\+ ?)?\d(?:[ ./()-]{0,2}\d){6,16})"
+                    r"(?![\w]|[.,/-]?\d)"
+                ),
+                re.compile(_PHONE_WORDS.lower()),
+                lambda match: _labelled_phone(match.group("value")),
             )
         ),
     ),
     (
         Kind.PHONE,
         NUMBERS,
-        _grouped(
-            # +44 20 7946 0958, 0049 (0)30 1234567, +1 (212) 555-0100, +91 98765 43210
-            re.compile(
-                r"(?<![\w+])(?:\+ ?|(?<!\d)(?<!\d[ .-])00)[1-9]\d{0,3}"
-                r"(?:(?:[ ./-]{1,2}|(?=\()|(?<=\)))(?:\(\d{1,5}\)|\d{1,8})){1,8}(?!\w)"
-            ),
-            _international_phone,
-            anchored=True,
+        _with_extension(
+            _grouped(
+                # +44 20 7946 0958, 0049 (0)30 1234567, +1 (212) 555-0100, +91 98765 43210,
+                # and E.164 as written by machines: +41446681800, tel:+14155550100
+                re.compile(
+                    r"(?<![\w+])(?:(?:\+ ?|(?<!\d)(?<!\d[ .-])00)[1-9]\d{0,3}"
+                    r"(?:(?:[ ./-]{1,2}|(?=\()|(?<=\)))(?:\(\d{1,5}\)|\d{1,8})){1,8}"
+                    r"|\+[1-9]\d{7,14})(?!\w)"
+                ),
+                _international_phone,
+                anchored=True,
+            )
         ),
     ),
     (
         Kind.PHONE,
         NUMBERS,
-        _grouped(
-            # (555)123-4567, 555.123.4567, 1-800-555-0100
-            re.compile(
-                r"(?<![\w+./-])(?<!\d[ .-])(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-]?)\d{3}[ .-]\d{4}"
-                r"(?![\w]|[.,/-]?\d)"
-            ),
-            _nanp_phone,
-            anchored=True,
+        _with_extension(
+            _grouped(
+                # (555)123-4567, 555.123.4567, 1-800-555-0100, 555-123-4567x123
+                re.compile(
+                    r"(?<![\w+./-])(?<!\d[ .-])(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-]?)\d{3}[ .-]"
+                    r"\d{4}(?!(?!x\d)\w|[.,/-]?\d)"
+                ),
+                _nanp_phone,
+                anchored=True,
+            )
         ),
     ),
     (
         Kind.PHONE,
         NUMBERS,
-        _grouped(
-            # A national number with its trunk 0: 030/12345678, (030) 1234567, 020 7946 0958
-            re.compile(
-                r"(?<![\w+./-])(?<!\d[ .-])(?:\(0[1-9]\d{0,3}\) ?|0[1-9]\d{0,3}(?: ?/ ?|[ .-]))"
-                r"\d{2,8}(?:[ .-]\d{2,8}){0,4}(?![\w]|[.,/:-]?\d)"
-            ),
-            _national_phone,
-            anchored=True,
+        _with_extension(
+            _grouped(
+                # A national number with its trunk 0: 030/12345678, (030) 1234567, 020 7946 0958
+                re.compile(
+                    r"(?<![\w+./-])(?<!\d[ .-])(?:\(0[1-9]\d{0,3}\) ?|0[1-9]\d{0,3}(?: ?/ ?|[ .-]))"
+                    r"\d{2,8}(?:[ .-]\d{2,8}){0,4}(?!(?!x\d)\w|[.,/:-]?\d)"
+                ),
+                _national_phone,
+                anchored=True,
+            )
         ),
     ),
 ]
@@ -651,7 +941,7 @@ class Redactor:
     def placeholder(self, finding: Finding) -> str:
         kind = finding.kind
         if kind is Kind.CARD:
-            return f"[CARD:…{_digits(finding.value)[-4:]}]"
+            return f"[CARD:…{_card_digits(finding.value)[-4:]}]"
         if kind is Kind.IBAN:
             return f"[IBAN:…{_compact(finding.value)[-4:]}]"
         if kind in {Kind.EMAIL, Kind.PHONE, Kind.SSN}:

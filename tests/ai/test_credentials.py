@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,8 @@ import pytest
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.identity.models import Role
-from tests.ai.test_assistant import NEW_QUOTE, ask, sign_in
+from tests.ai.test_assistant import NEW_QUOTE, POISON, ask, script, sign_in
+from tests.identity.helpers import bearer, next_code, obtain_tokens
 
 # Each an announced credential, as users paste them (fake values; the scanner is told so).
 CREDENTIALS = [
@@ -30,6 +32,10 @@ CREDENTIALS = [
     "the VPN password is Tr0ub4dor&3 for now",  # pragma: allowlist secret
     "Passwort: Sommer2026!",  # pragma: allowlist secret
     "clientSecret='q8Zk2v9Lm'",  # pragma: allowlist secret
+    "password: |\n  Hunter2Hunter2",  # pragma: allowlist secret
+    "Portal login: admin / Winter2026!",  # pragma: allowlist secret
+    "The password was changed to Winter2026!",  # pragma: allowlist secret
+    "mot de passe est Geheim123",  # pragma: allowlist secret
 ]
 # Personal data in the ways people write it; each value must reach neither model nor table.
 PERSONAL = [
@@ -42,6 +48,12 @@ PERSONAL = [
     "078051120",
     "(555)123-4567",
     "030/12345678",
+    "+41446681800",
+    "Mobil: 01734567890",
+    "bob%40example.com",
+    "4111_1111_1111_1111",
+    "DE89/3704/0044/0532/0130/00",
+    "ssn078051120",
 ]
 
 
@@ -204,3 +216,89 @@ def test_a_credential_in_a_tool_result_is_redacted_before_the_model_and_the_tabl
         assert raw not in table, raw
     assert rows[3][1] == "Done. The password is [PASSWORD]"
     assert answer.json()["reply"] == "Done. The password is [PASSWORD]"
+
+
+def approval_rows(urls: DatabaseUrls, tenant: uuid.UUID) -> list[tuple[str, str]]:
+    """(arguments, result) of every approval request of the tenant, as stored."""
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        rows = conn.execute(
+            "SELECT arguments::text, coalesce(result::text, '') FROM ai_approvals "
+            "WHERE tenant_id = %s ORDER BY created_at",
+            (tenant,),
+        )
+        return [(arguments, result) for arguments, result in rows]
+
+
+def test_what_the_model_writes_in_a_tool_call_is_stored_masked_and_runs_as_shown(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
+) -> None:
+    setup = serve_app()
+    buyer, setup_headers = sign_in(setup, urls, kms, Role.BUYER)
+    poisoned = setup.post(
+        "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=setup_headers
+    ).json()
+    secret = "Hunter2Hunter2"  # pragma: allowlist secret
+    raw = ["bob@example.com", "+41 44 668 18 00", "4111 1111 1111 1111", secret]
+    written = f"Ship to {raw[0]} (phone {raw[1]}), pay by card {raw[2]}; portal password: {secret}"
+    shown = (  # what runs: personal data as written, the credential gone for good
+        f"Ship to {raw[0]} (phone {raw[1]}), pay by card {raw[2]}; portal password: [PASSWORD]"
+    )
+    model = script(
+        tmp_path,
+        # Written by the model itself: run at once, then after untrusted content (approval).
+        {
+            "tool_calls": [
+                {"name": "create_quote", "arguments": {**NEW_QUOTE, "description": written}}
+            ]
+        },
+        {"tool_calls": [{"name": "get_quote", "arguments": {"quote_id": poisoned["id"]}}]},
+        {
+            "tool_calls": [
+                {
+                    "name": "create_quote",
+                    "arguments": {**NEW_QUOTE, "title": "Desks", "description": written},
+                }
+            ]
+        },
+    )
+    server = serve_app(model=model)
+    assert buyer.totp_secret is not None
+    login = obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))
+    headers = bearer(login["access_token"])
+    answer = ask(server, headers, f"What does quote {poisoned['id']} say?")
+    assert answer.status_code == 200, answer.text
+    actions = answer.json()["actions"]
+    assert [a["status"] for a in actions] == ["executed", "executed", "pending_approval"]
+    assert actions[0]["arguments"]["description"] == shown  # the user's own view
+    quotes = server.get("/api/quotes", headers=headers).json()["items"]
+    assert shown in [q["description"] for q in quotes]  # ran on the real values
+
+    # Stored and replayed to the model: the call turns hold tokens, never the values.
+    rows = stored(urls, buyer.tenant_id)
+    calls = [content for role, content in rows if role == "assistant" and content[:1] == "["]
+    table = " ".join(content for _, content in rows)
+    for value in raw:
+        assert value not in table, value
+    for token in ["[EMAIL_1]", "[PHONE_1]", "[CARD_1]"]:
+        assert token in calls[0], token
+    assert "portal password: [PASSWORD]" in calls[0]
+    [(arguments, result)] = approval_rows(urls, buyer.tenant_id)
+    for value in raw:
+        assert value not in arguments, value
+    assert "[EMAIL_1]" in arguments
+    assert result == ""
+
+    # The approver sees the real arguments and runs exactly them; the stored result is masked.
+    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    [item] = server.get("/api/approvals", headers=colleague).json()["items"]
+    assert item["arguments"]["description"] == shown
+    approved = server.post(f"/api/approvals/{item['id']}/approve", headers=colleague)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "executed"
+    assert approved.json()["result"]["description"] == shown
+    [(arguments, result)] = approval_rows(urls, buyer.tenant_id)
+    for value in raw:
+        assert value not in arguments, value
+        assert value not in result, value
+    for word in ["[EMAIL]", "[PASSWORD]", "Desks"]:
+        assert word in result, word

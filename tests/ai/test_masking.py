@@ -24,12 +24,34 @@ def test_every_kind_is_masked_or_a_secret() -> None:
         "db_password=S3cr3tPassw0rd!",  # pragma: allowlist secret
         "my password is Hunter2Hunter2",  # pragma: allowlist secret
         'config {"api_secret": "9fQ2xLm8VbT4nR7cK1sW5yH3jD6gA0pZ"}',  # pragma: allowlist secret
+        "password: |\n  Hunter2Hunter2",  # pragma: allowlist secret
+        "ssh passphrase: correct horse battery staple",  # pragma: allowlist secret
+        "The password was changed to Winter2026!",  # pragma: allowlist secret
+        "my PIN is 4821",  # pragma: allowlist secret
+        "Portal login: admin / Winter2026!",  # pragma: allowlist secret
+        "run mysql -uroot -pS3cretPw shop",  # pragma: allowlist secret
+        "redis://:S3cretPw@cache:6379",  # pragma: allowlist secret
+        "Kennwort ist Geheim123",  # pragma: allowlist secret
+        "пароль: Geheim123",  # pragma: allowlist secret
     ],
 )
 def test_a_users_credential_is_refused(text: str) -> None:
     with pytest.raises(RefusedContentError) as refused:
         Masker().mask(f"hello, {text}")
     assert refused.value.kinds == ["PASSWORD"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How do I reset my password in settings?",
+        "The password policy requires 12 characters.",
+        "Forgot your password? Use the link in the email.",
+        "We need 025 412 3456 screws on Schedule: 01 02 03 04 05",
+    ],
+)
+def test_prose_about_passwords_is_sent_as_it_is(text: str) -> None:
+    assert Masker().mask(text) == text
 
 
 def test_a_tools_credential_is_redacted_and_its_personal_data_masked() -> None:

@@ -1,4 +1,5 @@
-"""Conversations stored before the DLP fixes are scrubbed by the upgrade (0012)."""
+"""Conversations stored before the DLP fixes are scrubbed by the upgrade (0012), and tool
+calls and approvals stored before they were masked (0015)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,62 @@ def test_stored_credentials_and_missed_personal_data_are_scrubbed(
         stored[2][1],  # tokens and ids are not personal data: left as they were
     ]
     assert forced == (True,)
+
+
+def test_stored_tool_calls_and_approvals_are_scrubbed(
+    make_database: Callable[..., DatabaseUrls],
+) -> None:
+    urls = make_database(migrate=False)
+    ensure_app_role(urls)
+    command.upgrade(_config(urls.owner), "0014_ai_requester_and_switches")
+    tenant, user, conversation, approval = (uuid.uuid4() for _ in range(4))
+    arguments = {
+        "title": "Desks",
+        "description": f"Ship to bob@example.com, call +41446681800, password {OLD_PASSWORD}",
+    }
+    calls = [{"id": "call_1", "name": "create_quote", "arguments": arguments}]
+    result = {"id": str(approval), "description": arguments["description"]}
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        conn.execute(
+            "INSERT INTO tenants (id, slug, name, region) VALUES (%s, %s, 'Old', 'eu')",
+            (tenant, f"old-{tenant.hex[:8]}"),
+        )
+        conn.execute(
+            "INSERT INTO users (id, tenant_id, username, display_name) "
+            "VALUES (%s, %s, 'old@example.test', 'Old')",
+            (user, tenant),
+        )
+        conn.execute(
+            "INSERT INTO ai_conversations (tenant_id, id, user_id) VALUES (%s, %s, %s)",
+            (tenant, conversation, user),
+        )
+        conn.execute(
+            "INSERT INTO ai_messages (tenant_id, conversation_id, seq, role, trust, source, "
+            "content) VALUES (%s, %s, 1, 'assistant', 'untrusted', 'model:tool_calls', %s)",
+            (tenant, conversation, json.dumps(calls)),
+        )
+        conn.execute(
+            "INSERT INTO ai_approvals (tenant_id, id, conversation_id, tool, arguments, reason, "
+            "provenance, requested_by, status, expires_at, result) VALUES (%s, %s, %s, "
+            "'create_quote', %s, 'why', '[]', %s, 'executed', now(), %s)",
+            (tenant, approval, conversation, json.dumps(arguments), user, json.dumps(result)),
+        )
+
+    command.upgrade(_config(urls.owner), "0015_ai_masked_calls")
+
+    clean = "Ship to [EMAIL], call [PHONE], password [PASSWORD]"
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        [(content,)] = conn.execute(
+            "SELECT content FROM ai_messages WHERE tenant_id = %s", (tenant,)
+        ).fetchall()
+        [(stored_arguments, stored_result)] = conn.execute(
+            "SELECT arguments, result FROM ai_approvals WHERE tenant_id = %s", (tenant,)
+        ).fetchall()
+        forced = conn.execute(
+            "SELECT relname, relforcerowsecurity FROM pg_class "
+            "WHERE relname IN ('ai_messages', 'ai_approvals') ORDER BY relname"
+        ).fetchall()
+    assert json.loads(content) == [{**calls[0], "arguments": {**arguments, "description": clean}}]
+    assert stored_arguments == {**arguments, "description": clean}
+    assert stored_result == {**result, "description": clean}
+    assert forced == [("ai_approvals", True), ("ai_messages", True)]

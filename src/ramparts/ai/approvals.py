@@ -26,7 +26,7 @@ from ramparts.ai.gateway import (
     KillSwitch,
     run_checked,
 )
-from ramparts.ai.masking import Masker
+from ramparts.ai.masking import Masker, redacted
 from ramparts.ai.tools import Tool, ToolError, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.identity.auth import Principal, actor_of
@@ -338,7 +338,7 @@ class Approvals(AssistantService):
             {
                 "status": status,
                 "user": approver.user_id,
-                "result": json.dumps(stored) if stored is not None else None,
+                "result": json.dumps(redacted(stored)) if stored is not None else None,
                 "tenant": approver.tenant_id,
                 "id": approval_id,
             },

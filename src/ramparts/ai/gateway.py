@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -284,8 +284,18 @@ class Gateway(AssistantService):
                 # Asked again after every model call: a switch thrown while the model was
                 # thinking stops the calls it comes back with.
                 stopped = await self._switch.stopped(session, tenant)
-                call_ids = self._remember_calls(conversation, turn.tool_calls)
-                for call, call_id in zip(turn.tool_calls, call_ids, strict=True):
+                # What the model wrote is stored, replayed and put to an approver masked like
+                # its answer; a call runs on exactly that, unmasked, so what is kept is what runs.
+                calls = [
+                    replace(
+                        call,
+                        name=conversation.masker.scrub(call.name),
+                        arguments=conversation.masker.scrub_value(call.arguments),
+                    )
+                    for call in turn.tool_calls
+                ]
+                call_ids = self._remember_calls(conversation, calls)
+                for call, call_id in zip(calls, call_ids, strict=True):
                     outcome, result = await self._call(
                         session,
                         principal,

@@ -24,7 +24,7 @@ from typing import Any
 from ramparts.crypto.scanner import find_secrets
 from ramparts.detectors import PERSONAL_KINDS, SECRET_KINDS, Finding, Kind, find_sensitive
 
-__all__ = ["MASKED_KINDS", "Masker", "RefusedContentError"]
+__all__ = ["MASKED_KINDS", "Masker", "RefusedContentError", "redacted"]
 
 MASKED_KINDS = PERSONAL_KINDS
 _TOKEN = re.compile(r"\[(?:CARD|IBAN|SSN|EMAIL|PHONE|NAME)_[0-9]{1,4}\]")
@@ -101,6 +101,17 @@ class Masker:
         parts.append(text[last:])
         return "".join(parts)
 
+    def scrub_value(self, value: Any) -> Any:
+        """`scrub` applied to every string inside a JSON value, keys included: what the model
+        wrote in a tool call, stored and replayed as masked as its answer (and run unmasked)."""
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {self.scrub(k): self.scrub_value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.scrub_value(v) for v in value]
+        return value
+
     def mask_value(self, value: Any, *, redact_secrets: bool = False) -> Any:
         """`mask` applied to every string inside a JSON value (a tool result, say)."""
         if isinstance(value, str):
@@ -156,6 +167,26 @@ class Masker:
             masker._values[token], masker._tokens[value] = value, token
             masker._counts[token[1:].split("_")[0]] += 1
         return masker
+
+
+def redacted(value: Any) -> Any:
+    """A JSON value with every detected kind replaced by its name (`[EMAIL]`, `[PASSWORD]`),
+    keys included: for what is stored outside a conversation, so has no tokens to keep."""
+    if isinstance(value, str):
+        sensitive = find_sensitive(value)
+        secrets = _secrets(value, sensitive)
+        found = secrets + [f for f in sensitive if not _overlaps(f, secrets)]
+        parts, last = [], 0
+        for finding in sorted(found, key=lambda f: f.start):
+            parts += [value[last : finding.start], f"[{finding.kind.value}]"]
+            last = finding.end
+        parts.append(value[last:])
+        return "".join(parts)
+    if isinstance(value, dict):
+        return {redacted(k): redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
 
 
 def _secrets(text: str, sensitive: list[Finding]) -> list[Finding]:
