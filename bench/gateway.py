@@ -30,10 +30,10 @@ from bench.common import database, print_report
 from tests.identity.helpers import TEST_REDACTOR, provisioning_for
 from tests.live import temporary_kms
 
-from ramparts.ai.gateway import Gateway, ModelEndpoint
+from ramparts.ai.gateway import CALLS_PER_MESSAGE, Gateway, ModelEndpoint
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import ModelTurn, ToolCall
-from ramparts.ai.tools import Risk, Tool, ToolRegistry, ToolRun
+from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolRegistry, ToolRun
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.sealing import SealedFields
@@ -75,8 +75,8 @@ async def _nothing(run: ToolRun) -> dict[str, Any]:
 
 
 async def _target(run: ToolRun) -> Target:
-    tenant = str(run.principal.tenant_id)
-    return Target("Quote", run.arguments["quote_id"], tenant, "internal")
+    tenant, caller = str(run.principal.tenant_id), str(run.principal.user_id)
+    return Target("Quote", run.arguments["quote_id"], tenant, "internal", buyer=caller)
 
 
 def _tool() -> Tool:
@@ -101,6 +101,9 @@ def _tool() -> Tool:
         target=_target,
         sensitive=frozenset({"quote_id"}),
         untrusted_fields=frozenset({"title"}),
+        # The path measured is a write that runs: the app's explicit choice after untrusted
+        # content (the default sends it to a person), with room for the 4 calls per message.
+        after_untrusted=AfterUntrusted.RUN,
     )
 
 
@@ -130,6 +133,7 @@ async def run(urls: Any, home: Path) -> tuple[list[float], list[float]]:
         endpoints=[ModelEndpoint("bench", "local", Burst())],
         limiter=Limiter(None, UNLIMITED),
         ui_client="ramparts-web",
+        calls_per_message={**CALLS_PER_MESSAGE, Risk.WRITE: 4},
     )
     principal = Principal(
         subject=str(user),
