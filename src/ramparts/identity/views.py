@@ -11,6 +11,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -793,17 +794,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         }
 
     # OIDC Core 5.3.1: the UserInfo endpoint answers GET and POST.
-    router.add_api_route(
-        "/oauth/userinfo", userinfo, methods=["GET"], openapi_extra=declares(Exempt.SELF)
-    )
-    router.add_api_route(
-        "/oauth/userinfo",
-        userinfo,
-        methods=["POST"],
-        operation_id="userinfo_post",
-        openapi_extra=declares(Exempt.SELF),
-        include_in_schema=False,
-    )
+    _get_and_post(router, "/oauth/userinfo", userinfo, Exempt.SELF)
 
     @router.post("/oauth/revoke", openapi_extra=declares(Exempt.PUBLIC))
     async def revoke(request: Request) -> Response:
@@ -912,17 +903,7 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         return logout_cookie(await with_flow(request, confirm, None), binding)
 
     # OIDC RP-Initiated Logout 1.0 section 2: the end-session endpoint answers GET and POST.
-    router.add_api_route(
-        "/oauth/logout", logout, methods=["GET"], openapi_extra=declares(Exempt.PUBLIC)
-    )
-    router.add_api_route(
-        "/oauth/logout",
-        logout,
-        methods=["POST"],
-        operation_id="logout_post",
-        openapi_extra=declares(Exempt.PUBLIC),
-        include_in_schema=False,
-    )
+    _get_and_post(router, "/oauth/logout", logout, Exempt.PUBLIC)
 
     @router.post("/oauth/logout/confirm", openapi_extra=declares(Exempt.PUBLIC))
     async def confirm_logout(request: Request) -> Response:
@@ -952,6 +933,21 @@ def build_router(deps: IdentityHttp) -> APIRouter:  # noqa: PLR0915 - one route 
         return logout_cookie(signed_out(request, ticket.get("target"), ticket.get("state")), None)
 
     return router
+
+
+def _get_and_post(
+    router: APIRouter, path: str, endpoint: Callable[..., Any], exempt: Exempt
+) -> None:
+    """One endpoint at `path` for GET and POST; the schema documents the GET."""
+    router.add_api_route(path, endpoint, methods=["GET"], openapi_extra=declares(exempt))
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        operation_id=f"{endpoint.__name__}_post",
+        openapi_extra=declares(exempt),
+        include_in_schema=False,
+    )
 
 
 def _subject(flow: LoginFlow) -> tuple[uuid.UUID, uuid.UUID]:
