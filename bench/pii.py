@@ -39,7 +39,8 @@ PRESIDIO_KINDS = {
 Span = tuple[int, int, str]
 
 
-def _luhn_complete(digits: str) -> str:
+def luhn_complete(digits: str) -> str:
+    """`digits` with the Luhn check digit that makes them a valid card number."""
     total = 0
     for index, char in enumerate(reversed(digits + "0")):
         digit = int(char)
@@ -52,7 +53,7 @@ def _luhn_complete(digits: str) -> str:
 def _card(rng: random.Random) -> str:
     prefix, length = rng.choice([("4", 16), ("51", 16), ("37", 15)])
     body = prefix + "".join(rng.choices("0123456789", k=length - len(prefix) - 1))
-    number = _luhn_complete(body)
+    number = luhn_complete(body)
     if length == 16 and rng.random() < 0.5:
         return " ".join(number[i : i + 4] for i in range(0, 16, 4))
     return number

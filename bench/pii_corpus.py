@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_report
-from bench.pii import KINDS, Span, ours, presidio
+from bench.pii import KINDS, Span, luhn_complete, ours, presidio
 
 SEED = 20261201
 DIGITS = string.digits
@@ -37,16 +37,6 @@ Sample = tuple[str, list[Span], str]  # text, labelled values, format (or negati
 
 def _n(rng: random.Random, count: int, first: str = DIGITS) -> str:
     return rng.choice(first) + "".join(rng.choices(DIGITS, k=count - 1))
-
-
-def _luhn_complete(body: str) -> str:
-    total = 0
-    for index, char in enumerate(reversed(body + "0")):
-        digit = int(char)
-        if index % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return body + str((10 - total % 10) % 10)
 
 
 def _luhn_break(number: str) -> str:
@@ -103,7 +93,7 @@ _CARD_SEPARATORS = ["", " ", "  ", "-", ".", " - ", "\u00a0", "\u2009"]
 def _card_number(rng: random.Random) -> tuple[str, tuple[int, ...]]:
     prefixes, lengths, groups = rng.choice(_BRANDS)
     prefix, length = rng.choice(prefixes), rng.choice(lengths)
-    number = _luhn_complete(prefix + _n(rng, length - len(prefix) - 1))
+    number = luhn_complete(prefix + _n(rng, length - len(prefix) - 1))
     return number, groups
 
 
@@ -343,7 +333,7 @@ NEGATIVES: dict[str, Maker] = {
     "ISBN": lambda r: f"ISBN 978-3-{_n(r, 2)}-{_n(r, 6)}-{r.randint(0, 9)}",
     "card failing Luhn": lambda r: f"Reference {_luhn_break(_card_number(r)[0])} (void)",
     "Luhn-valid, no card network": lambda r: (
-        f"Account {_luhn_complete(_n(r, 15, '1789'))} in the ledger"
+        f"Account {luhn_complete(_n(r, 15, '1789'))} in the ledger"
     ),
     "IBAN with wrong check digits": lambda r: f"IBAN {_iban_break(_iban_number(r))}",
     "SSN never issued": lambda r: (
