@@ -22,9 +22,16 @@ from ramparts.identity.models import Role
 from ramparts.policy.engine import PolicyAction, Target
 from ramparts.quotes.services import QuoteService, quote_target
 from ramparts.quotes.tools import QUOTE_ID_ONLY
-from tests.ai.test_assistant import NEW_QUOTE, POISON, ask, quotes_of, script, sign_in
+from tests.ai.test_assistant import (
+    NEW_QUOTE,
+    POISON,
+    ask,
+    quotes_of,
+    script,
+    sign_in,
+    signed_in_again,
+)
 from tests.audit.trail import recorded
-from tests.identity.helpers import bearer, next_code, obtain_tokens
 
 
 def owner_sql(urls: DatabaseUrls, sql: str, *params: object) -> None:
@@ -49,9 +56,7 @@ def test_a_request_runs_only_while_its_requester_may_still_make_it(
     server = serve_app(model=model)
     # The quote's own buyer asks (another buyer may not read it at all).
     requester = buyer
-    assert requester.totp_secret is not None
-    login = obtain_tokens(server, requester, otp=next_code(requester.totp_secret))
-    requester_headers = bearer(login["access_token"])
+    requester_headers = signed_in_again(server, requester)
     answer = ask(server, requester_headers, f"What does quote {poisoned['id']} say?")
     assert answer.status_code == 200, answer.text
     desks, lamps = (a["approval_id"] for a in answer.json()["actions"][1:])
@@ -123,9 +128,7 @@ def test_the_listing_shows_the_callers_own_requests_apart(
         {"tool_calls": [{"name": "create_quote", "arguments": {**NEW_QUOTE, "title": "Desks"}}]},
     )
     server = serve_app(model=model)
-    assert buyer.totp_secret is not None
-    tokens = obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))
-    buyer_headers = bearer(tokens["access_token"])
+    buyer_headers = signed_in_again(server, buyer)
     answer = ask(server, buyer_headers, f"What does quote {poisoned['id']} say?")
     approval = answer.json()["actions"][1]["approval_id"]
     listing = server.get("/api/approvals", headers=buyer_headers).json()
@@ -233,9 +236,7 @@ def poisoned_request(
         }
         turns.append({"tool_calls": [{"name": call["name"], "arguments": arguments}]})
     server = serve_app(app_hook, model=script(tmp_path, *turns))
-    assert buyer.totp_secret is not None
-    login = obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))
-    buyer_headers = bearer(login["access_token"])
+    buyer_headers = signed_in_again(server, buyer)
     answer = ask(server, buyer_headers, f"What does quote {poisoned['id']} say?")
     assert answer.status_code == 200, answer.text
     actions = answer.json()["actions"][1:]

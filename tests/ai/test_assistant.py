@@ -53,6 +53,15 @@ def sign_in(
     return account, bearer(obtain_tokens(server, account)["access_token"])
 
 
+def signed_in_again(server: httpx.Client, account: Account) -> dict[str, str]:
+    """`account`'s bearer header on `server`, signed in with the next TOTP step (its current
+    code may be used already: each is accepted once)."""
+    assert account.totp_secret is not None
+    return bearer(
+        obtain_tokens(server, account, otp=next_code(account.totp_secret))["access_token"]
+    )
+
+
 def ask(
     server: httpx.Client, headers: dict[str, str], message: str, **extra: Any
 ) -> httpx.Response:
@@ -191,9 +200,7 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
         )
 
     server = serve_app(add_high_risk_tool, model=model)
-    assert buyer.totp_secret is not None
-    second_login = obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))
-    buyer_token = bearer(second_login["access_token"])
+    buyer_token = signed_in_again(server, buyer)
     answer = ask(server, buyer_token, f"What does quote {poisoned['id']} say?")
     assert answer.status_code == 200, answer.text
     actions = answer.json()["actions"]
@@ -582,10 +589,7 @@ def test_money_never_moves_on_a_poisoned_proposal_without_a_second_finance_user(
     )
     refunds: list[dict[str, Any]] = []
     server = serve_app(refund_tool(refunds), model=model)
-    assert buyer.totp_secret is not None
-    buyer_token = bearer(
-        obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))["access_token"]
-    )
+    buyer_token = signed_in_again(server, buyer)
     by_buyer = ask(server, buyer_token, "hello").json()["actions"]
     assert [(a["tool"], a["status"], a["reason"]) for a in by_buyer] == [
         ("issue_refund", "refused", "not available to you")

@@ -19,8 +19,7 @@ import pytest
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.identity.models import Role
-from tests.ai.test_assistant import NEW_QUOTE, POISON, ask, script, sign_in
-from tests.identity.helpers import bearer, next_code, obtain_tokens
+from tests.ai.test_assistant import NEW_QUOTE, POISON, ask, script, sign_in, signed_in_again
 
 # Each an announced credential, as users paste them (fake values; the scanner is told so).
 CREDENTIALS = [
@@ -262,9 +261,7 @@ def test_what_the_model_writes_in_a_tool_call_is_stored_masked_and_runs_as_shown
         },
     )
     server = serve_app(model=model)
-    assert buyer.totp_secret is not None
-    login = obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))
-    headers = bearer(login["access_token"])
+    headers = signed_in_again(server, buyer)
     answer = ask(server, headers, f"What does quote {poisoned['id']} say?")
     assert answer.status_code == 200, answer.text
     actions = answer.json()["actions"]

@@ -17,8 +17,15 @@ from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.models import Role
 from ramparts.policy.engine import PolicyAction, Target
-from tests.ai.test_assistant import NEW_QUOTE, POISON, ask, quotes_of, script, sign_in
-from tests.identity.helpers import bearer, next_code, obtain_tokens
+from tests.ai.test_assistant import (
+    NEW_QUOTE,
+    POISON,
+    ask,
+    quotes_of,
+    script,
+    sign_in,
+    signed_in_again,
+)
 
 
 def create(title: str) -> dict[str, Any]:
@@ -150,9 +157,7 @@ def test_a_write_after_untrusted_content_follows_the_tools_rule(
             tmp_path, {"tool_calls": [note]}, {"tool_calls": [read]}, {"tool_calls": [note]}
         )
         server = serve_app(note_tool(rule, ran), model=model)
-        assert buyer.totp_secret is not None
-        login = obtain_tokens(server, buyer, otp=next_code(buyer.totp_secret))
-        headers = bearer(login["access_token"])
+        headers = signed_in_again(server, buyer)
         # Before anything untrusted, the write runs; after the vendor's text, the rule holds.
         assert outcomes(ask(server, headers, f"What does quote {poisoned['id']} say?")) == [
             ("save_note", "executed", "done"),
