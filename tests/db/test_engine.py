@@ -95,3 +95,18 @@ async def test_demo_data_check_sees_across_tenants_and_keeps_the_callers_tenant(
             assert await present() is True
         finally:
             await database.dispose()
+
+
+async def test_a_pooled_connection_killed_by_the_server_is_replaced(
+    urls: DatabaseUrls, app_db: Database
+) -> None:
+    """No ping before each use: the first statement on a dead pooled connection fails, and
+    the transaction starts again on a fresh connection."""
+    async with app_db.session() as session:
+        killed = await session.scalar(text("SELECT pg_backend_pid()"))
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        assert owner.execute("SELECT pg_terminate_backend(%s)", (killed,)).fetchone() == (True,)
+    async with app_db.session() as session:
+        fresh = await session.scalar(text("SELECT pg_backend_pid()"))
+    assert fresh not in {None, killed}
+

@@ -3,6 +3,10 @@
 `Database.tenant_session(tenant_id)` is the only way application code reaches tenant rows: it
 opens a transaction and sets `app.tenant_id` with `set_config(..., true)`, which PostgreSQL
 scopes to that transaction, so a pooled connection never carries a tenant into the next use.
+
+Pooled connections are not pinged before use (a round trip on every checkout): they are
+recycled after `POOL_RECYCLE_SECONDS`, and a transaction whose first statement finds its
+connection dead is started again, once, on a fresh one.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from ramparts.config import APP_ROLE, Settings
@@ -32,6 +37,11 @@ __all__ = [
 ]
 
 DRIVER = "postgresql+psycopg"
+#: Older pooled connections are closed and replaced, before a server or proxy idle timeout
+#: drops them.
+POOL_RECYCLE_SECONDS = 300
+
+SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant_id, true)")
 
 RUNTIME_ROLE_CHECK = """
 SELECT current_user, r.rolsuper, r.rolbypassrls,
@@ -107,7 +117,10 @@ class Database:
         # hide_parameters: statement parameters (password hashes, tokens, PII) never appear
         # in exception messages, which end up in logs.
         self.engine = create_async_engine(
-            _with_driver(url), pool_size=pool_size, pool_pre_ping=True, hide_parameters=True
+            _with_driver(url),
+            pool_size=pool_size,
+            pool_recycle=POOL_RECYCLE_SECONDS,
+            hide_parameters=True,
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -116,11 +129,7 @@ class Database:
         """A transaction that sees exactly one tenant's rows (row-level security)."""
         if not isinstance(tenant_id, uuid.UUID):
             raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                text("SELECT set_config('app.tenant_id', :tenant_id, true)"),
-                {"tenant_id": str(tenant_id)},
-            )
+        async with self._transaction(SET_TENANT, {"tenant_id": str(tenant_id)}) as session:
             yield session
 
     @asynccontextmanager
@@ -130,9 +139,48 @@ class Database:
         The tenant is cleared explicitly, so a session-level `SET app.tenant_id` left on a
         pooled connection by anyone cannot carry over into it.
         """
-        async with self._sessions() as session, session.begin():
-            await session.execute(text("SELECT set_config('app.tenant_id', '', true)"))
+        async with self._transaction(SET_TENANT, {"tenant_id": ""}) as session:
             yield session
+
+    @asynccontextmanager
+    async def _transaction(
+        self, first: TextClause, parameters: dict[str, str]
+    ) -> AsyncIterator[AsyncSession]:
+        """A transaction that runs `first`, then the caller's work: committed when that work
+        ends normally, rolled back when it raises."""
+        session = await self._begin(first, parameters)
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        finally:
+            await session.close()
+
+    async def _begin(self, first: TextClause, parameters: dict[str, str]) -> AsyncSession:
+        """A session whose transaction has run `first`.
+
+        A pooled connection the server has since closed (a restart, `pg_terminate_backend`,
+        a failover) fails on its first statement. Nothing has happened in the transaction
+        yet, so it is started again once; the pool has by then discarded the dead connection
+        and every one checked out before it, so the retry gets a fresh one.
+        """
+        try:
+            return await self._run_first(first, parameters)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return await self._run_first(first, parameters)
+
+    async def _run_first(self, first: TextClause, parameters: dict[str, str]) -> AsyncSession:
+        session = self._sessions()
+        try:
+            await session.execute(first, parameters)
+        except BaseException:
+            await session.close()
+            raise
+        return session
 
     async def verify_runtime_role(self) -> None:
         """Refuse a connection that is not the powerless runtime role (see `ramparts migrate`).
