@@ -41,7 +41,7 @@ from ramparts.db.engine import Database
 from ramparts.identity.auth import Principal
 from ramparts.identity.models import Role
 from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
-from ramparts.policy.services import Authorizer
+from ramparts.policy.services import Authorizer, TenantRegions
 
 CALLS = 4
 ROUNDS = 120
@@ -127,7 +127,7 @@ async def run(urls: Any, home: Path) -> tuple[list[float], list[float]]:
     gateway = Gateway(
         database,
         registry,
-        Authorizer(PolicyEngine.load(), audit),
+        Authorizer(PolicyEngine.load(), audit, TenantRegions(database)),
         SealedFields(DataKeys(kms)),
         audit,
         endpoints=[ModelEndpoint("bench", "local", Burst())],

@@ -109,4 +109,3 @@ async def test_a_pooled_connection_killed_by_the_server_is_replaced(
     async with app_db.session() as session:
         fresh = await session.scalar(text("SELECT pg_backend_pid()"))
     assert fresh not in {None, killed}
-

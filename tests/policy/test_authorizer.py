@@ -12,7 +12,7 @@ from ramparts.audit.services import AuditLog
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.auth import Principal
 from ramparts.policy.engine import Channel, PolicyAction, PolicyEngine, Target
-from ramparts.policy.services import Authorizer, RequestContext
+from ramparts.policy.services import Authorizer, RequestContext, TenantRegions
 from tests.audit.trail import recorded
 from tests.identity.helpers import TEST_REDACTOR
 
@@ -38,7 +38,9 @@ def principal(tenant: uuid.UUID, *roles: str) -> Principal:
 async def test_allow_and_deny_are_both_on_the_record(urls: DatabaseUrls) -> None:
     tenant, other = uuid.uuid4(), uuid.uuid4()
     database = Database(urls.app, pool_size=1)
-    authorizer = Authorizer(PolicyEngine.load(), AuditLog(database, TEST_REDACTOR))
+    authorizer = Authorizer(
+        PolicyEngine.load(), AuditLog(database, TEST_REDACTOR), TenantRegions(database)
+    )
     context = RequestContext(Channel.API, region="eu")
     finance = principal(tenant, "finance")
     try:

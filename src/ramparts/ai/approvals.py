@@ -31,7 +31,7 @@ from ramparts.ai.tools import Tool, ToolError, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import Channel, PolicyDecision, Target
-from ramparts.policy.services import RequestContext, request_context
+from ramparts.policy.services import RequestContext
 
 __all__ = ["Approvals"]
 
@@ -78,7 +78,9 @@ class Approvals(AssistantService):
         `LISTED` of each: requests nobody here may decide never push out those they may."""
         tenant = principal.tenant_id
         async with self._db.tenant_session(tenant) as session:
-            context = await request_context(session, principal, ui_client=self._ui_client)
+            context = await self._authorizer.context(
+                principal, ui_client=self._ui_client, session=session
+            )
             try:
                 stopped: frozenset[str] | None = await KillSwitch(max_age=0).stopped(
                     session, tenant
@@ -183,7 +185,9 @@ class Approvals(AssistantService):
                 )
             # The approver acts as themselves (not through the model), so Cedar judges them on
             # the channel they use: who may not confirm this may neither approve nor reject it.
-            context = await request_context(session, approver, ui_client=self._ui_client)
+            context = await self._authorizer.context(
+                approver, ui_client=self._ui_client, session=session
+            )
             # The call runs as the person who asked, judged again as they are now (their roles
             # may have gone since; gone or disabled, they have none): an approval confirms what
             # they may do, it never widens it.

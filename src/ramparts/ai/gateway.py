@@ -40,7 +40,7 @@ from ramparts.db.engine import Database
 from ramparts.detectors import Kind
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import Channel, PolicyAction, Target
-from ramparts.policy.services import Authorizer, RequestContext, request_context
+from ramparts.policy.services import Authorizer, RequestContext
 
 __all__ = [
     "AssistantReply",
@@ -228,7 +228,9 @@ class Gateway(AssistantService):
     ) -> AssistantReply:
         tenant = principal.tenant_id
         async with self._db.tenant_session(tenant) as session:
-            context = await request_context(session, principal, ui_client=self._ui_client)
+            context = await self._authorizer.context(
+                principal, ui_client=self._ui_client, session=session
+            )
             stopped = await self._switch.stopped(session, tenant)  # refuses when all is off
             conversation = await self._conversation(session, principal, conversation_id)
             conversation.events = pending  # kept by the caller: they outlive a rollback

@@ -19,7 +19,7 @@ from ramparts.db.engine import Database
 from ramparts.detectors import Kind
 from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
 from ramparts.policy.engine import PolicyAction, Target
-from ramparts.policy.services import Authorizer, request_context
+from ramparts.policy.services import Authorizer
 from ramparts.problems import Problem
 from ramparts.routes import declares
 
@@ -155,8 +155,7 @@ def build_router(
 
     async def require(principal: Principal, action: PolicyAction) -> None:
         tenant = str(principal.tenant_id)
-        async with database.tenant_session(principal.tenant_id) as session:
-            context = await request_context(session, principal, ui_client=ui_client)
+        context = await authorizer.context(principal, ui_client=ui_client)
         await authorizer.require(principal, action, Target("Assistant", tenant, tenant), context)
 
     @router.post(

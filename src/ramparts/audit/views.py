@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog, EventQuery, search_events
-from ramparts.db.engine import Database
+from ramparts.db.request import request_session
 from ramparts.problems import Problem
 
 __all__ = ["build_router"]
@@ -21,18 +22,17 @@ ACTION_FILTER = r"^[a-z_]+(:[a-z_]+){2}$|^[a-z_]+(:[a-z_]+)?:\*$"
 
 
 def build_router(
-    database: Database,
-    audit: AuditLog,
-    reader: Callable[[Request], Awaitable[Actor]],
-    declared: dict[str, Any],
+    audit: AuditLog, reader: Callable[..., Awaitable[Actor]], declared: dict[str, Any]
 ) -> APIRouter:
-    """`reader` authenticates the caller and authorizes reading its tenant's trail (raising a
-    403 problem, recorded, when policy says no); `declared` is the route's policy action."""
+    """`reader`, a FastAPI dependency, authenticates the caller and authorizes reading its
+    tenant's trail (raising a 403 problem, recorded, when policy says no); `declared` is the
+    route's policy action. The route reads in the request's transaction."""
     router = APIRouter(tags=["audit"])
 
     @router.get("/api/audit/events", openapi_extra=declared)
     async def list_events(  # noqa: PLR0917 - FastAPI passes one parameter per filter
         actor: Annotated[Actor, Depends(reader)],
+        session: Annotated[AsyncSession, Depends(request_session)],
         by: Annotated[
             str | None, Query(alias="actor", max_length=200, description="Actor id.")
         ] = None,
@@ -57,16 +57,15 @@ def build_router(
         query = EventQuery(by, action, decision, since, until, after, limit)
         resource = Resource("audit_log", str(actor.tenant))
         filters = {k: str(v) for k, v in query.__dict__.items() if v is not None}
-        async with database.tenant_session(actor.tenant) as session:
-            items = await search_events(session, actor.tenant, query)
-            await audit.record(
-                session,
-                actor,
-                Action.AUDIT_EVENTS_READ,
-                resource,
-                Decision.ALLOW,
-                {**filters, "returned": len(items)},
-            )
+        items = await search_events(session, actor.tenant, query)
+        await audit.record(
+            session,
+            actor,
+            Action.AUDIT_EVENTS_READ,
+            resource,
+            Decision.ALLOW,
+            {**filters, "returned": len(items)},
+        )
         return {
             "items": items,
             "next_after": items[-1]["seq"] if len(items) == limit else None,

@@ -9,9 +9,12 @@ from datetime import datetime
 
 import structlog
 from fastapi import Request
+from fastapi.dependencies.models import Dependant
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
+from ramparts.db.engine import Database
+from ramparts.db.request import RequestTransaction, request_session
 from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.tokens import AccessClaims, TokenError, TokenVerifier
@@ -65,15 +68,28 @@ PRINCIPAL_KEY = "ramparts.principal"
 
 
 class BearerAuthenticator:
-    """A FastAPI dependency: verifies the bearer token and that it was not revoked."""
+    """A FastAPI dependency: verifies the bearer token and that it was not revoked.
+
+    The signature is checked in memory; the revocation check needs the database. For a route
+    that works in the request's transaction (`ramparts.db.request.request_session`) it opens
+    that transaction in the token's tenant and checks there, as its first query; for any
+    other route it checks in a short transaction of its own, so a route that opens its own
+    never holds two connections of the pool at once.
+    """
 
     def __init__(
-        self, verifier: TokenVerifier, keys: KeyCache, oauth: OAuthService, audit: AuditLog
+        self,
+        verifier: TokenVerifier,
+        keys: KeyCache,
+        oauth: OAuthService,
+        audit: AuditLog,
+        database: Database,
     ) -> None:
         self._verifier = verifier
         self._keys = keys
         self._oauth = oauth
         self._audit = audit
+        self._database = database
 
     async def __call__(self, request: Request) -> Principal:
         known = request.scope.get(PRINCIPAL_KEY)
@@ -102,12 +118,7 @@ class BearerAuthenticator:
                 # RFC 8705 section 3: a certificate-bound token needs that certificate.
                 await self._rejected(claims, request, "certificate mismatch")
                 raise _unauthorized("the access token is invalid", "invalid_token")
-        if await self._oauth.access_token_revoked(
-            claims.tenant,
-            claims.jti,
-            # A service's tokens die with the client (`ramparts clients revoke`).
-            service_client=claims.client_id if claims.is_service else None,
-        ):
+        if await self._revoked(request, claims):
             await self._rejected(claims, request, "revoked")
             raise _unauthorized("the access token is invalid", "invalid_token")
         return Principal(
@@ -122,6 +133,22 @@ class BearerAuthenticator:
             jti=claims.jti,
             auth_time=claims.auth_time,
         )
+
+    async def _revoked(self, request: Request, claims: AccessClaims) -> bool:
+        # A service's tokens die with the client (`ramparts clients revoke`).
+        client = claims.client_id if claims.is_service else None
+        transaction = RequestTransaction.of(request.scope)
+        if transaction is None or not _takes_session(request.scope.get("route")):
+            return await self._oauth.access_token_revoked(
+                claims.tenant, claims.jti, service_client=client
+            )
+        session = await transaction.open(self._database, claims.tenant)
+        revoked = await self._oauth.access_token_revoked(
+            claims.tenant, claims.jti, service_client=client, session=session
+        )
+        if revoked:  # nothing more happens in it
+            await transaction.end(commit=False)
+        return revoked
 
     async def actor(self, request: Request) -> Actor:
         """A FastAPI dependency for routes that only need to know who is calling."""
@@ -147,3 +174,15 @@ class BearerAuthenticator:
                 raise
             # Another process may have rotated keys since our cache was filled.
             return self._verifier.verify(token, await self._keys.ring(refresh=True))
+
+
+def _takes_session(route: object) -> bool:
+    """Whether `route` (the scope's matched route) depends on `request_session`."""
+    root = getattr(route, "dependant", None)
+    pending: list[Dependant] = [root] if isinstance(root, Dependant) else []
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is request_session:
+            return True
+        pending.extend(dependant.dependencies)
+    return False

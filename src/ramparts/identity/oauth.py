@@ -670,19 +670,35 @@ class OAuthService:
         return TokenResponse(access, refresh, id_token, self._issuer.access_seconds, scope)
 
     async def access_token_revoked(
-        self, tenant: uuid.UUID, jti: uuid.UUID, *, service_client: str | None = None
+        self,
+        tenant: uuid.UUID,
+        jti: uuid.UUID,
+        *,
+        service_client: str | None = None,
+        session: AsyncSession | None = None,
     ) -> bool:
         """Whether a verified access token may no longer be used: revoked itself (or with its
         refresh family), unknown, or issued to a service client that has since been revoked.
-        One query on primary keys; it runs on every authenticated request."""
-        async with self._db.tenant_session(tenant) as session:
-            revoked = await session.scalar(
-                text(
-                    "SELECT a.revoked_at IS NOT NULL OR (CAST(:client AS text) IS NOT NULL AND "
-                    "NOT EXISTS (SELECT 1 FROM service_clients c WHERE c.tenant_id = a.tenant_id "
-                    "AND c.client_id = :client AND c.revoked_at IS NULL)) "
-                    "FROM access_tokens a WHERE a.tenant_id = :tenant AND a.jti = :jti"
-                ),
-                {"tenant": tenant, "jti": jti, "client": service_client},
-            )
-        return revoked is None or bool(revoked)
+        One query on primary keys; it runs on every authenticated request, in `session` (a
+        tenant session of `tenant`: the request's own transaction) or else in its own."""
+        if session is None:
+            async with self._db.tenant_session(tenant) as own:
+                return await _token_revoked(own, tenant, jti, service_client)
+        return await _token_revoked(session, tenant, jti, service_client)
+
+
+TOKEN_REVOKED = text(
+    "SELECT a.revoked_at IS NOT NULL OR (CAST(:client AS text) IS NOT NULL AND "
+    "NOT EXISTS (SELECT 1 FROM service_clients c WHERE c.tenant_id = a.tenant_id "
+    "AND c.client_id = :client AND c.revoked_at IS NULL)) "
+    "FROM access_tokens a WHERE a.tenant_id = :tenant AND a.jti = :jti"
+)
+
+
+async def _token_revoked(
+    session: AsyncSession, tenant: uuid.UUID, jti: uuid.UUID, service_client: str | None
+) -> bool:
+    revoked = await session.scalar(
+        TOKEN_REVOKED, {"tenant": tenant, "jti": jti, "client": service_client}
+    )
+    return revoked is None or bool(revoked)

@@ -7,6 +7,7 @@ permit, an evaluation error or a forbid all come back as a denial.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
+from ramparts.db.engine import Database
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import (
     SENSITIVITIES,
@@ -30,10 +32,9 @@ from ramparts.problems import Problem
 __all__ = [
     "Authorizer",
     "RequestContext",
+    "TenantRegions",
     "channel_of",
-    "request_context",
     "subject_of",
-    "tenant_region",
 ]
 
 
@@ -46,17 +47,32 @@ class RequestContext:
     region: str
 
 
-async def request_context(
-    session: AsyncSession, principal: Principal, *, ui_client: str
-) -> RequestContext:
-    """The caller's channel (its token's client says UI or API; a service is a service) and
-    its tenant's data region. `session` is a tenant session of the caller's tenant: the region
-    is all the runtime role may read of it."""
-    return RequestContext(channel_of(principal, ui_client=ui_client), await tenant_region(session))
+class TenantRegions:
+    """Each tenant's data region as this process knows it. A region is set when its tenant is
+    created and never changes, so it is read once per tenant and process: deciding adds no
+    round trip to a request."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._known: dict[uuid.UUID, str] = {}
+
+    async def of(self, tenant_id: uuid.UUID, session: AsyncSession | None = None) -> str:
+        """`tenant_id`'s region, read the first time in `session` (a tenant session of that
+        tenant: a caller that holds a transaction never waits on the pool for a second one)
+        or, without one, in a transaction of its own. The runtime role may read no more of
+        a tenant than its region."""
+        region = self._known.get(tenant_id)
+        if region is None:
+            if session is None:
+                async with self._database.tenant_session(tenant_id) as own:
+                    region = await _tenant_region(own)
+            else:
+                region = await _tenant_region(session)
+            self._known[tenant_id] = region
+        return region
 
 
-async def tenant_region(session: AsyncSession) -> str:
-    """The data region of the tenant of `session` (a tenant session)."""
+async def _tenant_region(session: AsyncSession) -> str:
     return str(await session.scalar(text("SELECT ramparts_tenant_region()")) or "")
 
 
@@ -81,9 +97,20 @@ def subject_of(principal: Principal, region: str) -> Subject:
 
 
 class Authorizer:
-    def __init__(self, engine: PolicyEngine, audit: AuditLog) -> None:
+    def __init__(self, engine: PolicyEngine, audit: AuditLog, regions: TenantRegions) -> None:
         self._engine = engine
         self._audit = audit
+        self._regions = regions
+
+    async def context(
+        self, principal: Principal, *, ui_client: str, session: AsyncSession | None = None
+    ) -> RequestContext:
+        """The caller's channel (its token's client says UI or API; a service is a service)
+        and its tenant's data region (`TenantRegions.of`, in `session` when given)."""
+        return RequestContext(
+            channel_of(principal, ui_client=ui_client),
+            await self._regions.of(principal.tenant_id, session),
+        )
 
     def decide(
         self, principal: Principal, action: PolicyAction, resource: Target, context: RequestContext

@@ -11,8 +11,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, false, or_, select
+from sqlalchemy import ColumnElement, Row, delete, false, func, literal_column, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.identity.auth import Principal
@@ -20,8 +22,18 @@ from ramparts.identity.models import Membership, Role
 from ramparts.policy.engine import Target
 from ramparts.quotes.models import Quote, QuoteItem, QuoteStatus, Sensitivity
 
-__all__ = ["LineItem", "Party", "QuoteService", "WrongStatusError", "quote_target"]
+__all__ = [
+    "LineItem",
+    "Party",
+    "QuoteService",
+    "QuoteWithItems",
+    "WrongStatusError",
+    "quote_target",
+]
 
+# The tables, for the reads that need no ORM entities (SQLAlchemy Core).
+QUOTES = Quote.__table__
+ITEMS = QuoteItem.__table__
 #: Roles whose permits in 10-roles.cedar read every quote of their tenant.
 READS_EVERY_QUOTE = frozenset({Role.FINANCE, Role.ADMIN})
 
@@ -35,6 +47,26 @@ class LineItem:
     description: str
     quantity: int
     unit_price_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteWithItems:
+    """A quote as read, with its line items in order: plain data, no ORM identity."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    buyer_id: uuid.UUID
+    seller_id: uuid.UUID | None
+    title: str
+    description: str
+    status: QuoteStatus
+    currency: str
+    sensitivity: Sensitivity
+    items: tuple[LineItem, ...]
+
+    @property
+    def total_minor(self) -> int:
+        return sum(i.quantity * i.unit_price_minor for i in self.items)
 
 
 @dataclass(frozen=True)
@@ -60,13 +92,13 @@ class Party:
             return false()
         shares = []
         if self.buyer:
-            shares.append(Quote.buyer_id == self.user_id)
+            shares.append(QUOTES.c.buyer_id == self.user_id)
         if self.seller:
-            shares.append(or_(Quote.seller_id.is_(None), Quote.seller_id == self.user_id))
+            shares.append(or_(QUOTES.c.seller_id.is_(None), QUOTES.c.seller_id == self.user_id))
         return or_(*shares) if shares else false()
 
 
-def quote_target(quote: Quote) -> Target:
+def quote_target(quote: Quote | QuoteWithItems) -> Target:
     """The quote as Cedar sees it: its tenant, sensitivity and parties."""
     return Target(
         "Quote",
@@ -133,7 +165,7 @@ class QuoteService:
         query = select(Quote).where(Quote.tenant_id == tenant_id, Quote.id == quote_id)
         return await self._session.scalar(query.with_for_update() if for_update else query)
 
-    async def find(
+    async def listing(
         self,
         tenant_id: uuid.UUID,
         *,
@@ -141,16 +173,23 @@ class QuoteService:
         ids: Sequence[uuid.UUID] | None = None,
         party: Party | None = None,
         limit: int = 100,
-    ) -> list[Quote]:
-        """The tenant's quotes, oldest first; with `party`, only those it takes part in."""
-        query = select(Quote).where(Quote.tenant_id == tenant_id)
+    ) -> list[QuoteWithItems]:
+        """The tenant's quotes with their items, oldest first, in one statement; with `party`,
+        only those it takes part in."""
+        query = _WITH_ITEMS.where(QUOTES.c.tenant_id == tenant_id)
         if party is not None:
             query = query.where(party.condition())
         if status is not None:
-            query = query.where(Quote.status == status)
+            query = query.where(QUOTES.c.status == status)
         if ids is not None:
-            query = query.where(Quote.id.in_(ids))
-        return list(await self._session.scalars(query.order_by(Quote.created_at).limit(limit)))
+            query = query.where(QUOTES.c.id.in_(ids))
+        rows = await self._session.execute(query.order_by(QUOTES.c.created_at).limit(limit))
+        return [_with_items(row) for row in rows]
+
+    async def read(self, tenant_id: uuid.UUID, quote_id: uuid.UUID) -> QuoteWithItems | None:
+        """One quote with its items, in one statement."""
+        found = await self.listing(tenant_id, ids=[quote_id], limit=1)
+        return found[0] if found else None
 
     async def is_seller(self, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
         """Whether the user is a seller of the tenant (a quote may be assigned to them)."""
@@ -162,15 +201,6 @@ class QuoteService:
             )
         )
         return found is not None
-
-    async def items(self, quote: Quote) -> list[QuoteItem]:
-        return list(
-            await self._session.scalars(
-                select(QuoteItem)
-                .where(QuoteItem.tenant_id == quote.tenant_id, QuoteItem.quote_id == quote.id)
-                .order_by(QuoteItem.position)
-            )
-        )
 
     async def update(
         self, quote: Quote, *, title: str | None = None, description: str | None = None
@@ -206,6 +236,53 @@ class QuoteService:
         quote.status = QuoteStatus.ACCEPTED
         await self._session.flush()
         return quote
+
+
+#: A quote's items as a JSON array of [description, quantity, unit_price_minor], in order.
+_ITEMS = (
+    select(
+        func.coalesce(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_array(
+                        ITEMS.c.description, ITEMS.c.quantity, ITEMS.c.unit_price_minor
+                    ),
+                    ITEMS.c.position,
+                )
+            ),
+            literal_column("'[]'::json"),
+        )
+    )
+    .where(ITEMS.c.tenant_id == QUOTES.c.tenant_id, ITEMS.c.quote_id == QUOTES.c.id)
+    .scalar_subquery()
+)
+_WITH_ITEMS = select(
+    QUOTES.c.id,
+    QUOTES.c.tenant_id,
+    QUOTES.c.buyer_id,
+    QUOTES.c.seller_id,
+    QUOTES.c.title,
+    QUOTES.c.description,
+    QUOTES.c.status,
+    QUOTES.c.currency,
+    QUOTES.c.sensitivity,
+    _ITEMS.label("items"),
+)
+
+
+def _with_items(row: Row[*tuple[Any, ...]]) -> QuoteWithItems:
+    return QuoteWithItems(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        buyer_id=row.buyer_id,
+        seller_id=row.seller_id,
+        title=row.title,
+        description=row.description,
+        status=row.status,
+        currency=row.currency,
+        sensitivity=row.sensitivity,
+        items=tuple(LineItem(*item) for item in row.items),
+    )
 
 
 def _require(quote: Quote, status: QuoteStatus) -> None:

@@ -7,6 +7,7 @@ statuses and totals come from the database and are trusted.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from ramparts.ai.tools import (
@@ -20,7 +21,7 @@ from ramparts.ai.tools import (
 )
 from ramparts.policy.engine import PolicyAction, Target
 from ramparts.quotes.models import Quote, QuoteStatus
-from ramparts.quotes.services import LineItem, Party, QuoteService, quote_target
+from ramparts.quotes.services import LineItem, Party, QuoteService, QuoteWithItems, quote_target
 
 __all__ = ["register_quote_tools"]
 
@@ -66,15 +67,14 @@ async def _quote(run: ToolRun) -> Quote:
     return quote
 
 
-async def _shown(run: ToolRun, quote: Quote, *, with_items: bool) -> dict[str, Any]:
-    items = await QuoteService(run.session).items(quote)
+def _shown(quote: QuoteWithItems, *, with_items: bool) -> dict[str, Any]:
     shown: dict[str, Any] = {
         "id": str(quote.id),
         "title": quote.title,
         "description": quote.description,
         "status": quote.status.value,
         "currency": quote.currency,
-        "total_minor": sum(i.quantity * i.unit_price_minor for i in items),
+        "total_minor": quote.total_minor,
     }
     if with_items:
         shown["items"] = [
@@ -83,9 +83,16 @@ async def _shown(run: ToolRun, quote: Quote, *, with_items: bool) -> dict[str, A
                 "quantity": i.quantity,
                 "unit_price_minor": i.unit_price_minor,
             }
-            for i in items
+            for i in quote.items
         ]
     return shown
+
+
+async def _with_items(run: ToolRun, quote_id: uuid.UUID) -> QuoteWithItems:
+    quote = await QuoteService(run.session).read(run.principal.tenant_id, quote_id)
+    if quote is None:  # another tenant's quote is invisible under RLS: the same answer
+        raise ToolError("no such quote")
+    return quote
 
 
 async def _list_target(run: ToolRun) -> Target:
@@ -94,7 +101,7 @@ async def _list_target(run: ToolRun) -> Target:
 
 async def _list(run: ToolRun) -> dict[str, Any]:
     status = run.arguments.get("status")
-    quotes = await QuoteService(run.session).find(
+    quotes = await QuoteService(run.session).listing(
         run.principal.tenant_id,
         status=QuoteStatus(status) if status else None,
         party=Party.of(run.principal),
@@ -103,7 +110,7 @@ async def _list(run: ToolRun) -> dict[str, Any]:
     # Each quote as Cedar judges it (whose it is; a restricted one needs a WebAuthn sign-in),
     # like the API.
     readable = [q for q in quotes if run.may(PolicyAction.QUOTE_READ, quote_target(q))]
-    shown = [await _shown(run, q, with_items=False) for q in readable]
+    shown = [_shown(q, with_items=False) for q in readable]
     return {"ids": [q["id"] for q in shown], "quotes": shown}
 
 
@@ -112,7 +119,7 @@ async def _quote_target(run: ToolRun) -> Target:
 
 
 async def _get(run: ToolRun) -> dict[str, Any]:
-    return await _shown(run, await _quote(run), with_items=True)
+    return _shown(await _with_items(run, uuid_argument(run, "quote_id")), with_items=True)
 
 
 async def _create(run: ToolRun) -> dict[str, Any]:
@@ -125,13 +132,13 @@ async def _create(run: ToolRun) -> dict[str, Any]:
         currency=run.arguments["currency"],
         items=[LineItem(**item) for item in run.arguments["items"]],
     )
-    return await _shown(run, quote, with_items=True)
+    return _shown(await _with_items(run, quote.id), with_items=True)
 
 
 async def _draft(run: ToolRun) -> dict[str, Any]:
     """A proposal drafted from the quote's own data: deterministic, so it needs no model."""
-    quote = await _quote(run)
-    shown = await _shown(run, quote, with_items=True)
+    quote = await _with_items(run, uuid_argument(run, "quote_id"))
+    shown = _shown(quote, with_items=True)
     lines = [
         f"- {item['quantity']} x {item['description']} at "
         f"{item['unit_price_minor'] / 100:.2f} {quote.currency}"

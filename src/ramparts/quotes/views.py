@@ -6,28 +6,41 @@ action the caller's role lacks on its own tenant's quote, or a quote of the tena
 theirs (another buyer's request, another seller's answer), answers 403. Listings hold only the
 quotes the caller may read: a buyer's own requests, a seller's open and assigned ones, every
 quote for Finance and admins. Every decision, allow or deny, is in the audit trail.
+
+Each route works in the request's one tenant transaction (`request_session`, opened when the
+caller's token was checked): it commits when the route answers a success, and rolls back
+otherwise, so a refusal is recorded apart (`Authorizer.authorize`) to survive it.
 """
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ramparts.db.engine import Database
+from ramparts.db.request import request_session
 from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.policy.engine import PolicyAction, Target
-from ramparts.policy.services import Authorizer, RequestContext, request_context
+from ramparts.policy.services import Authorizer, RequestContext
 from ramparts.problems import Problem
 from ramparts.quotes.models import Quote, QuoteStatus, Sensitivity
-from ramparts.quotes.services import LineItem, Party, QuoteService, WrongStatusError, quote_target
+from ramparts.quotes.services import (
+    LineItem,
+    Party,
+    QuoteService,
+    QuoteWithItems,
+    WrongStatusError,
+    quote_target,
+)
 from ramparts.routes import declares
 from ramparts.web.pages import WEB_CLIENT_ID
 
 __all__ = ["build_router"]
 
 MAX_IDS = 100
+
+Found = TypeVar("Found", Quote, QuoteWithItems)
 
 
 class ItemIn(BaseModel):
@@ -63,7 +76,7 @@ class QuoteIds(BaseModel):
     ids: list[Annotated[uuid.UUID, Field(strict=False)]] = Field(min_length=1, max_length=MAX_IDS)
 
 
-def _target(quote: Quote | None, quote_id: uuid.UUID | str) -> Target:
+def _target(quote: Quote | QuoteWithItems | None, quote_id: uuid.UUID | str) -> Target:
     """The Cedar resource; a quote not found in the caller's tenant belongs to no tenant we
     know, so the tenant wall denies it."""
     if quote is None:
@@ -75,22 +88,45 @@ def _not_found() -> Problem:
     return Problem(404, "not-found", "Not found", "no such quote")
 
 
+def _body(quote: QuoteWithItems) -> dict[str, Any]:
+    return {
+        "id": str(quote.id),
+        "title": quote.title,
+        "description": quote.description,
+        "status": quote.status.value,
+        "currency": quote.currency,
+        "sensitivity": quote.sensitivity.value,
+        "buyer_id": str(quote.buyer_id),
+        "seller_id": str(quote.seller_id) if quote.seller_id else None,
+        "items": [
+            {
+                "description": i.description,
+                "quantity": i.quantity,
+                "unit_price_minor": i.unit_price_minor,
+            }
+            for i in quote.items
+        ],
+        "total_minor": quote.total_minor,
+    }
+
+
 def build_router(  # noqa: PLR0915 - one route table
-    database: Database, bearer: BearerAuthenticator, authorizer: Authorizer
+    bearer: BearerAuthenticator, authorizer: Authorizer
 ) -> APIRouter:
     router = APIRouter(tags=["quotes"])
     Caller = Annotated[Principal, Depends(bearer)]  # noqa: N806 - a type alias
+    Session = Annotated[AsyncSession, Depends(request_session)]  # noqa: N806 - a type alias
 
     async def context(session: AsyncSession, principal: Principal) -> RequestContext:
-        return await request_context(session, principal, ui_client=WEB_CLIENT_ID)
+        return await authorizer.context(principal, ui_client=WEB_CLIENT_ID, session=session)
 
     async def require(
         session: AsyncSession,
         principal: Principal,
         action: PolicyAction,
-        quote: Quote | None,
-        quote_id: uuid.UUID | str,
-    ) -> Quote:
+        quote: Found | None,
+        quote_id: uuid.UUID,
+    ) -> Found:
         """The quote, when it exists in the caller's tenant and Cedar allows `action` on it."""
         decision = await authorizer.authorize(
             principal,
@@ -108,167 +144,149 @@ def build_router(  # noqa: PLR0915 - one route table
     async def load(
         session: AsyncSession, principal: Principal, action: PolicyAction, quote_id: uuid.UUID
     ) -> Quote:
-        changes = action is not PolicyAction.QUOTE_READ
-        quote = await QuoteService(session).get(principal.tenant_id, quote_id, for_update=changes)
+        """The quote to change, locked until the transaction ends."""
+        quote = await QuoteService(session).get(principal.tenant_id, quote_id, for_update=True)
         return await require(session, principal, action, quote, quote_id)
 
-    async def body(session: AsyncSession, quote: Quote) -> dict[str, Any]:
-        items = await QuoteService(session).items(quote)
-        return {
-            "id": str(quote.id),
-            "title": quote.title,
-            "description": quote.description,
-            "status": quote.status.value,
-            "currency": quote.currency,
-            "sensitivity": quote.sensitivity.value,
-            "buyer_id": str(quote.buyer_id),
-            "seller_id": str(quote.seller_id) if quote.seller_id else None,
-            "items": [
-                {
-                    "description": i.description,
-                    "quantity": i.quantity,
-                    "unit_price_minor": i.unit_price_minor,
-                }
-                for i in items
-            ],
-            "total_minor": sum(i.quantity * i.unit_price_minor for i in items),
-        }
+    async def shown(session: AsyncSession, quote: Quote) -> dict[str, Any]:
+        """The quote's body as it now stands in this transaction."""
+        current = await QuoteService(session).read(quote.tenant_id, quote.id)
+        if current is None:  # pragma: no cover - written in this same transaction
+            raise _not_found()
+        return _body(current)
 
     @router.get("/api/quotes", openapi_extra=declares(PolicyAction.QUOTE_LIST))
     async def list_quotes(
         principal: Caller,
+        session: Session,
         status: QuoteStatus | None = None,
         ids: Annotated[str | None, Query(max_length=MAX_IDS * 37)] = None,
     ) -> dict[str, Any]:
         """The caller's tenant's quotes it may read, oldest first (at most 100)."""
         wanted = _parse_ids(ids) if ids is not None else None
-        async with database.tenant_session(principal.tenant_id) as session:
-            collection = Target("Quote", "*", str(principal.tenant_id), "internal")
-            ctx = await context(session, principal)
-            await authorizer.require(
-                principal, PolicyAction.QUOTE_LIST, collection, ctx, session=session
-            )
-            quotes = await QuoteService(session).find(
-                principal.tenant_id, status=status, ids=wanted, party=Party.of(principal)
-            )
-            readable = {
-                t.id
-                for t in await authorizer.permitted(
-                    principal,
-                    PolicyAction.QUOTE_READ,
-                    [_target(q, q.id) for q in quotes],
-                    ctx,
-                    session=session,
-                )
-            }
-            return {"items": [await body(session, q) for q in quotes if str(q.id) in readable]}
-
-    @router.get("/api/quotes/{quote_id}", openapi_extra=declares(PolicyAction.QUOTE_READ))
-    async def read_quote(principal: Caller, quote_id: uuid.UUID) -> dict[str, Any]:
-        async with database.tenant_session(principal.tenant_id) as session:
-            quote = await load(session, principal, PolicyAction.QUOTE_READ, quote_id)
-            return await body(session, quote)
-
-    @router.post("/api/quotes", status_code=201, openapi_extra=declares(PolicyAction.QUOTE_CREATE))
-    async def create_quote(principal: Caller, new: QuoteIn) -> dict[str, Any]:
-        async with database.tenant_session(principal.tenant_id) as session:
-            target = Target("Quote", "new", str(principal.tenant_id), new.sensitivity.value)
-            await authorizer.require(
+        collection = Target("Quote", "*", str(principal.tenant_id), "internal")
+        ctx = await context(session, principal)
+        await authorizer.require(
+            principal, PolicyAction.QUOTE_LIST, collection, ctx, session=session
+        )
+        quotes = await QuoteService(session).listing(
+            principal.tenant_id, status=status, ids=wanted, party=Party.of(principal)
+        )
+        readable = {
+            t.id
+            for t in await authorizer.permitted(
                 principal,
-                PolicyAction.QUOTE_CREATE,
-                target,
-                await context(session, principal),
+                PolicyAction.QUOTE_READ,
+                [quote_target(q) for q in quotes],
+                ctx,
                 session=session,
             )
-            # The schema gives quote.create to people only, so a service was refused above.
-            if principal.user_id is None:  # pragma: no cover
-                raise Problem(403, "forbidden", "Forbidden", "quote.create is for people")
-            quotes = QuoteService(session)
-            if new.seller_id is not None and not await quotes.is_seller(
-                principal.tenant_id, new.seller_id
-            ):
-                raise Problem(
-                    422,
-                    "invalid-request",
-                    "Invalid request",
-                    "seller_id is not a seller of your organisation",
-                )
-            quote = await quotes.create(
-                tenant_id=principal.tenant_id,
-                buyer_id=principal.user_id,
-                title=new.title,
-                description=new.description,
-                currency=new.currency,
-                sensitivity=new.sensitivity,
-                items=[LineItem(i.description, i.quantity, i.unit_price_minor) for i in new.items],
-                seller_id=new.seller_id,
+        }
+        return {"items": [_body(q) for q in quotes if str(q.id) in readable]}
+
+    @router.get("/api/quotes/{quote_id}", openapi_extra=declares(PolicyAction.QUOTE_READ))
+    async def read_quote(
+        principal: Caller, session: Session, quote_id: uuid.UUID
+    ) -> dict[str, Any]:
+        quote = await QuoteService(session).read(principal.tenant_id, quote_id)
+        return _body(await require(session, principal, PolicyAction.QUOTE_READ, quote, quote_id))
+
+    @router.post("/api/quotes", status_code=201, openapi_extra=declares(PolicyAction.QUOTE_CREATE))
+    async def create_quote(principal: Caller, session: Session, new: QuoteIn) -> dict[str, Any]:
+        target = Target("Quote", "new", str(principal.tenant_id), new.sensitivity.value)
+        await authorizer.require(
+            principal,
+            PolicyAction.QUOTE_CREATE,
+            target,
+            await context(session, principal),
+            session=session,
+        )
+        # The schema gives quote.create to people only, so a service was refused above.
+        if principal.user_id is None:  # pragma: no cover
+            raise Problem(403, "forbidden", "Forbidden", "quote.create is for people")
+        quotes = QuoteService(session)
+        if new.seller_id is not None and not await quotes.is_seller(
+            principal.tenant_id, new.seller_id
+        ):
+            raise Problem(
+                422,
+                "invalid-request",
+                "Invalid request",
+                "seller_id is not a seller of your organisation",
             )
-            return await body(session, quote)
+        quote = await quotes.create(
+            tenant_id=principal.tenant_id,
+            buyer_id=principal.user_id,
+            title=new.title,
+            description=new.description,
+            currency=new.currency,
+            sensitivity=new.sensitivity,
+            items=[LineItem(i.description, i.quantity, i.unit_price_minor) for i in new.items],
+            seller_id=new.seller_id,
+        )
+        return await shown(session, quote)
 
     @router.patch("/api/quotes/{quote_id}", openapi_extra=declares(PolicyAction.QUOTE_UPDATE))
     async def update_quote(
-        principal: Caller, quote_id: uuid.UUID, change: QuoteChange
+        principal: Caller, session: Session, quote_id: uuid.UUID, change: QuoteChange
     ) -> dict[str, Any]:
-        async with database.tenant_session(principal.tenant_id) as session:
-            quote = await load(session, principal, PolicyAction.QUOTE_UPDATE, quote_id)
-            await _in_status(
-                QuoteService(session).update(
-                    quote, title=change.title, description=change.description
-                )
-            )
-            return await body(session, quote)
+        quote = await load(session, principal, PolicyAction.QUOTE_UPDATE, quote_id)
+        await _in_status(
+            QuoteService(session).update(quote, title=change.title, description=change.description)
+        )
+        return await shown(session, quote)
 
     @router.delete(
         "/api/quotes/{quote_id}",
         status_code=204,
         openapi_extra=declares(PolicyAction.QUOTE_DELETE),
     )
-    async def delete_quote(principal: Caller, quote_id: uuid.UUID) -> Response:
-        async with database.tenant_session(principal.tenant_id) as session:
-            quote = await load(session, principal, PolicyAction.QUOTE_DELETE, quote_id)
-            await _in_status(QuoteService(session).delete(quote))
+    async def delete_quote(principal: Caller, session: Session, quote_id: uuid.UUID) -> Response:
+        quote = await load(session, principal, PolicyAction.QUOTE_DELETE, quote_id)
+        await _in_status(QuoteService(session).delete(quote))
         return Response(status_code=204)
 
     @router.post("/api/quotes/bulk-delete", openapi_extra=declares(PolicyAction.QUOTE_DELETE))
-    async def bulk_delete(principal: Caller, request: QuoteIds) -> dict[str, Any]:
+    async def bulk_delete(principal: Caller, session: Session, request: QuoteIds) -> dict[str, Any]:
         """Delete several drafts; each id is authorized on its own, and refusals are listed."""
         deleted, refused = [], []
-        async with database.tenant_session(principal.tenant_id) as session:
-            quotes = QuoteService(session)
-            ctx = await context(session, principal)
-            for quote_id in dict.fromkeys(request.ids):
-                quote = await quotes.get(principal.tenant_id, quote_id, for_update=True)
-                decision = await authorizer.authorize(
-                    principal,
-                    PolicyAction.QUOTE_DELETE,
-                    _target(quote, quote_id),
-                    ctx,
-                    session=session,
-                    deny_apart=False,  # the request goes on: its transaction commits
-                )
-                if quote is None or not decision.allowed or quote.status != QuoteStatus.DRAFT:
-                    refused.append(str(quote_id))
-                    continue
-                await quotes.delete(quote)
-                deleted.append(str(quote_id))
+        quotes = QuoteService(session)
+        ctx = await context(session, principal)
+        for quote_id in dict.fromkeys(request.ids):
+            quote = await quotes.get(principal.tenant_id, quote_id, for_update=True)
+            decision = await authorizer.authorize(
+                principal,
+                PolicyAction.QUOTE_DELETE,
+                _target(quote, quote_id),
+                ctx,
+                session=session,
+                deny_apart=False,  # the request goes on: its transaction commits
+            )
+            if quote is None or not decision.allowed or quote.status != QuoteStatus.DRAFT:
+                refused.append(str(quote_id))
+                continue
+            await quotes.delete(quote)
+            deleted.append(str(quote_id))
         return {"deleted": deleted, "refused": refused}
 
     @router.post("/api/quotes/{quote_id}/submit", openapi_extra=declares(PolicyAction.QUOTE_SUBMIT))
-    async def submit_quote(principal: Caller, quote_id: uuid.UUID) -> dict[str, Any]:
-        async with database.tenant_session(principal.tenant_id) as session:
-            quote = await load(session, principal, PolicyAction.QUOTE_SUBMIT, quote_id)
-            seller = principal.user_id
-            if seller is None:  # pragma: no cover - the schema gives quote.submit to people
-                raise Problem(403, "forbidden", "Forbidden", "quote.submit is for people")
-            await _in_status(QuoteService(session).submit(quote, seller))
-            return await body(session, quote)
+    async def submit_quote(
+        principal: Caller, session: Session, quote_id: uuid.UUID
+    ) -> dict[str, Any]:
+        quote = await load(session, principal, PolicyAction.QUOTE_SUBMIT, quote_id)
+        seller = principal.user_id
+        if seller is None:  # pragma: no cover - the schema gives quote.submit to people
+            raise Problem(403, "forbidden", "Forbidden", "quote.submit is for people")
+        await _in_status(QuoteService(session).submit(quote, seller))
+        return await shown(session, quote)
 
     @router.post("/api/quotes/{quote_id}/accept", openapi_extra=declares(PolicyAction.QUOTE_ACCEPT))
-    async def accept_quote(principal: Caller, quote_id: uuid.UUID) -> dict[str, Any]:
-        async with database.tenant_session(principal.tenant_id) as session:
-            quote = await load(session, principal, PolicyAction.QUOTE_ACCEPT, quote_id)
-            await _in_status(QuoteService(session).accept(quote))
-            return await body(session, quote)
+    async def accept_quote(
+        principal: Caller, session: Session, quote_id: uuid.UUID
+    ) -> dict[str, Any]:
+        quote = await load(session, principal, PolicyAction.QUOTE_ACCEPT, quote_id)
+        await _in_status(QuoteService(session).accept(quote))
+        return await shown(session, quote)
 
     return router
 

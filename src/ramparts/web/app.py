@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.ai import views as ai_views
 from ramparts.ai.approvals import Approvals
@@ -29,6 +31,7 @@ from ramparts.crypto.kms import Kms
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.db.migrate import head_revision
+from ramparts.db.request import request_session
 from ramparts.identity.auth import BearerAuthenticator, actor_of
 from ramparts.identity.clients import ServiceClients
 from ramparts.identity.federation import Federation
@@ -40,7 +43,7 @@ from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp, build_router
 from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
-from ramparts.policy.services import Authorizer, request_context
+from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.quotes import views as quote_views
 from ramparts.quotes.tools import register_quote_tools
 from ramparts.routes import declares
@@ -53,6 +56,7 @@ from ramparts.web.middleware import (
     HeadMiddleware,
     PublicHostMiddleware,
     RequestRulesMiddleware,
+    RequestTransactionMiddleware,
     StrictCORSMiddleware,
 )
 from ramparts.web.pages import WEB_CLIENT_ID
@@ -99,7 +103,7 @@ def identity_services(
         flow_store=FlowStore(database, flows),
         keys=keys,
         verifier=verifier,
-        bearer=BearerAuthenticator(verifier, keys, oauth, audit),
+        bearer=BearerAuthenticator(verifier, keys, oauth, audit, database),
         passkeys=Passkeys(database, fields, audit, lockout, public_url=issuer),
         services=ServiceClients(
             database, tokens, keys, audit, token_endpoint=f"{issuer}/oauth/token"
@@ -110,21 +114,24 @@ def identity_services(
 
 
 def _audit_reader(
-    database: Database, bearer: BearerAuthenticator, authorizer: Authorizer
-) -> Callable[[Request], Awaitable[Actor]]:
-    """The audit route's dependency: the caller, once Cedar allows it to read its trail."""
+    bearer: BearerAuthenticator, authorizer: Authorizer
+) -> Callable[..., Awaitable[Actor]]:
+    """The audit route's dependency: the caller, once Cedar allows it to read its trail (the
+    allow commits with the read)."""
 
-    async def reader(request: Request) -> Actor:
+    async def reader(
+        request: Request, session: Annotated[AsyncSession, Depends(request_session)]
+    ) -> Actor:
         principal = await bearer(request)
         tenant = str(principal.tenant_id)
-        async with database.tenant_session(principal.tenant_id) as session:
-            context = await request_context(session, principal, ui_client=WEB_CLIENT_ID)
+        context = await authorizer.context(principal, ui_client=WEB_CLIENT_ID, session=session)
         target = Target("AuditLog", tenant, tenant, "confidential")
         await authorizer.require(
             principal,
             PolicyAction.AUDIT_READ,
             target,
             context,
+            session=session,
             detail="reading the audit trail needs admin",
         )
         return actor_of(principal)
@@ -166,9 +173,9 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
 
     fields = SealedFields(DataKeys(kms))  # one data key cache for the whole app
     identity = identity_services(settings, database, kms, fields, audit)
-    authorizer = Authorizer(PolicyEngine.load(), audit)
+    authorizer = Authorizer(PolicyEngine.load(), audit, TenantRegions(database))
     # Every route, whoever registers it, first passes the gate: permission before validation.
-    gate = PermissionGate(database, identity.bearer, authorizer, audit, ui_client=WEB_CLIENT_ID)
+    gate = PermissionGate(identity.bearer, authorizer, audit, ui_client=WEB_CLIENT_ID)
     # No Swagger/ReDoc pages: they need inline script and third-party CDNs, which the CSP
     # forbids. The OpenAPI document itself stays at /openapi.json.
     app = FastAPI(
@@ -191,13 +198,10 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     app.state.authorizer = authorizer
     app.include_router(
         audit_views.build_router(
-            database,
-            audit,
-            _audit_reader(database, identity.bearer, authorizer),
-            declares(PolicyAction.AUDIT_READ),
+            audit, _audit_reader(identity.bearer, authorizer), declares(PolicyAction.AUDIT_READ)
         )
     )
-    app.include_router(quote_views.build_router(database, identity.bearer, authorizer))
+    app.include_router(quote_views.build_router(identity.bearer, authorizer))
     limiter = Limiter(
         settings.redis_url.get_secret_value() if settings.redis_url else None,
         AssistantLimits(
@@ -241,7 +245,8 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Added innermost first. From the outside: headers, catch-all, host, CORS, catch-all, rules,
-    # HEAD as GET.
+    # HEAD as GET, the request's transaction.
+    app.add_middleware(RequestTransactionMiddleware)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestRulesMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)

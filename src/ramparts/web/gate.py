@@ -14,16 +14,14 @@ sensitivity) is the one that allows, and is recorded; per-resource decisions sta
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import Request
 
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog
-from ramparts.db.engine import Database
+from ramparts.db.request import RequestTransaction
 from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
 from ramparts.policy.engine import SENSITIVITIES, PolicyAction, Target
-from ramparts.policy.services import Authorizer, RequestContext, channel_of, tenant_region
+from ramparts.policy.services import Authorizer, RequestContext
 from ramparts.problems import Problem
 from ramparts.routes import ACTION_KEY, Exempt, people_only
 
@@ -42,21 +40,16 @@ class PermissionGate:
 
     def __init__(
         self,
-        database: Database,
         bearer: BearerAuthenticator,
         authorizer: Authorizer,
         audit: AuditLog,
         *,
         ui_client: str,
     ) -> None:
-        self._database = database
         self._bearer = bearer
         self._authorizer = authorizer
         self._audit = audit
         self._ui_client = ui_client
-        # A tenant's region is set when it is created and never changes, so each process
-        # reads it once per tenant: the gate adds no database round trip to a request.
-        self._regions: dict[uuid.UUID, str] = {}
 
     async def __call__(self, request: Request) -> None:
         route = request.scope.get("route")
@@ -72,8 +65,13 @@ class PermissionGate:
         if declared == Exempt.SELF:
             return
         action = PolicyAction(str(declared))
-        context = RequestContext(
-            channel_of(principal, ui_client=self._ui_client), await self._region(principal)
+        # The tenant's region is known to the process after its first request (no round
+        # trip); the first time, it is read in the request's transaction when there is one.
+        transaction = RequestTransaction.of(request.scope)
+        context = await self._authorizer.context(
+            principal,
+            ui_client=self._ui_client,
+            session=transaction.session if transaction is not None else None,
         )
         if not self._authorizer.refuses_outright(principal, action, context):
             return
@@ -82,14 +80,6 @@ class PermissionGate:
             principal, action, _tenant_target(action, principal, context), context
         )
         raise Problem(403, "forbidden", "Forbidden", f"{action} is not allowed here")
-
-    async def _region(self, principal: Principal) -> str:
-        region = self._regions.get(principal.tenant_id)
-        if region is None:
-            async with self._database.tenant_session(principal.tenant_id) as session:
-                region = await tenant_region(session)
-            self._regions[principal.tenant_id] = region
-        return region
 
     async def _require_person(self, principal: Principal) -> None:
         if principal.user_id is not None:

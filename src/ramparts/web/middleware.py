@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ramparts.audit.context import serving
+from ramparts.db.request import REQUEST_TRANSACTION, RequestTransaction
 from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.problems import Problem, problem_response
 from ramparts.web.bodies import check_form, check_json
@@ -25,6 +26,7 @@ __all__ = [
     "HeadMiddleware",
     "PublicHostMiddleware",
     "RequestRulesMiddleware",
+    "RequestTransactionMiddleware",
     "StrictCORSMiddleware",
 ]
 
@@ -319,6 +321,50 @@ class HeadMiddleware:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, without_content)
+
+
+class RequestTransactionMiddleware:
+    """Each HTTP request gets a place for its tenant transaction (`ramparts.db.request`), and
+    the transaction ends as the response starts, before the client learns anything.
+
+    A success (status below 400) commits before its start goes out, so no client ever sees a
+    success for work that did not commit: when the commit fails, the answer is a 500 problem
+    instead (and the failure is logged). Any other status, an exception, or no response at
+    all rolls back. Either way the connection goes back to the pool then, not after the body.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        transaction = RequestTransaction()
+        scope[REQUEST_TRANSACTION] = transaction
+        replaced = False
+
+        async def send_after_ending(message: Message) -> None:
+            nonlocal replaced
+            if replaced:  # the app's response, after the problem that replaced it
+                return
+            if message["type"] == "http.response.start":
+                succeeded = message["status"] < 400
+                try:
+                    await transaction.end(commit=succeeded)
+                except Exception:
+                    log.exception("request_transaction_failed", path=scope["path"])
+                    if succeeded:
+                        replaced = True
+                        response = problem_response(500, "internal-error", "Internal server error")
+                        await response(scope, receive, send)
+                        return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_ending)
+        finally:
+            await transaction.end(commit=False)
 
 
 class RequestRulesMiddleware:
