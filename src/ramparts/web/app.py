@@ -142,12 +142,16 @@ async def _sign_checkpoints(checkpointer: Checkpointer) -> None:
             log.exception("audit_checkpoints_failed")
 
 
-def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
-    """Build the app around a runtime-role `Database`; the app disposes it on shutdown."""
+def create_app(
+    settings: Settings, database: Database, kms: Kms, *, audit_database: Database | None = None
+) -> FastAPI:
+    """Build the app around a runtime-role `Database`; the app disposes it on shutdown, and
+    `audit_database` too (`serve` sizes both pools; default: a small pool of its own)."""
 
     # Its own small pool for events written apart (refusals), so a request that holds a
     # connection never waits on the same pool to record why it is refused.
-    audit_database = Database(database.engine.url, pool_size=2)
+    if audit_database is None:
+        audit_database = Database(database.engine.url, pool_size=2)
     audit = AuditLog(audit_database, audit_redactor(settings, kms))
     checkpointer = Checkpointer(database, kms)
 
