@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
 from ramparts.config import Profile, Settings, load_settings, production_violations
-from ramparts.crypto.backends import open_kms
+from ramparts.crypto.backends import open_kms, server_secret
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import demo_data_present
 from ramparts.logs import configure_logging
@@ -269,6 +269,9 @@ def serve(
     configure_logging(settings)
     count = worker_count(workers, settings)
     sizing = asyncio.run(_preflight(settings, urls.app, count))
+    # Once here: a KMS that does not answer fails before any worker starts, and the install's
+    # secret exists before the workers read it.
+    server_secret(settings, open_kms(settings))
     if count < usable_cores() and workers is None:
         log.info(
             "serve_single_worker",
