@@ -44,7 +44,8 @@ def test_pools_fit_the_servers_max_connections(urls: DatabaseUrls) -> None:
         shown = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
         reserved = int(conn.execute("SHOW superuser_reserved_connections").fetchone()[0])  # type: ignore[index]
     assert server == ServerConnections(shown, reserved)
-    for workers in range(1, 9):
+    most_workers = min(8, server.usable // 2 // MIN_CONNECTIONS_PER_WORKER)
+    for workers in range(1, most_workers + 1):
         sizing = size_pools(workers, server)
         assert sizing.budget == server.usable // 2  # the default share
         assert sizing.most <= sizing.budget

@@ -257,8 +257,8 @@ def serve_command(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Worker processes [default: one per usable core, or 1 without "
-            "RAMPARTS_REDIS_URL]. More than 1 needs RAMPARTS_REDIS_URL, so the assistant's "
+            help="Worker processes (default: one per usable core, or 1 without "
+            "RAMPARTS_REDIS_URL). More than 1 needs RAMPARTS_REDIS_URL, so the assistant's "
             "limits are shared, not multiplied.",
             show_default=False,
         ),
