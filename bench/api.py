@@ -605,6 +605,8 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=20, help="soak length")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args()
+    if min(args.duration, args.workers, args.minutes) < 1:
+        parser.error("--duration, --workers and --minutes must be at least 1")
     try:
         report = run(args)
     except BenchError as exc:
