@@ -616,10 +616,35 @@ def main() -> int:
     if args.json:
         print(json.dumps({**report, "missed goals": missed}))
     else:
-        print(json.dumps(report, indent=2))
-        for line in missed:
-            print(f"goal missed: {line}")
+        print_table(report, missed)
     return 1 if args.check and missed else 0
+
+
+def print_table(report: dict[str, Any], missed: list[str]) -> None:
+    """The results one line per measure, the goals and what missed them after."""
+    print(f"workers {report['workers']}, app pool {report['app pool']} per worker")
+    if "soak" in report:
+        soaked = report["soak"]
+        for sample in soaked["samples"]:
+            print(f"minute {sample['minute']:3}  {sample['rps']:8.1f} req/s  {sample['rss_mb']} MB")
+        print(f"throughput drift {soaked['throughput drift']:+.1%}")
+        print(f"RSS growth       {soaked['RSS growth']:+.1%}")
+    else:
+        head = ("measure", "app req/s", "p50 ms", "p99 ms", "bare req/s", "p50 ms", "p99 ms")
+        print("".join(f"{h:>12}" for h in head) + "  app/bare  p99 a/b  1t/2t")
+        for name, entry in report["results"].items():
+            app, bare = entry["app"], entry["bare"]
+            cells = [app["rps"], app["p50_ms"], app["p99_ms"], bare["rps"], bare["p50_ms"]]
+            cells.append(bare["p99_ms"])
+            one_two = entry.get("one tenant/two tenants", "")
+            print(
+                f"{name:>12}"
+                + "".join(f"{c:12.1f}" for c in cells)
+                + f"  {entry['throughput app/bare']:8.2f}  {entry['p99 app/bare']:7.2f}  {one_two}"
+            )
+    print("goals: " + "; ".join(f"{name} {goal}" for name, goal in report["goals"].items()))
+    for line in missed:
+        print(f"goal missed: {line}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
