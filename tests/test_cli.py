@@ -376,6 +376,29 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
     assert result.stderr.strip() == "ramparts: error: --tls-cert and --tls-key go together"
 
 
+@pytest.mark.parametrize(
+    ("workers", "redis", "message"),
+    [
+        ("0", None, "--workers must be between 1 and 64, not 0"),
+        ("65", "redis://127.0.0.1:6379/0", "--workers must be between 1 and 64, not 65"),
+        (
+            "2",
+            None,
+            "--workers 2 needs RAMPARTS_REDIS_URL: without it the assistant's rate limits and "
+            "budgets are kept per process and would multiply by the workers",
+        ),
+    ],
+)
+def test_serve_refuses_worker_counts_it_cannot_run(
+    tmp_path: Path, workers: str, redis: str | None, message: str
+) -> None:
+    env = cli_env(tmp_path, **({"RAMPARTS_REDIS_URL": redis} if redis else {}))
+    result = run("serve", "--workers", workers, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"ramparts: error: {message}"
+    assert not (tmp_path / "pgdata").exists()  # refused before starting anything
+
+
 @pytest.mark.embedded
 def test_demo_runs_on_the_embedded_database(tmp_path: Path) -> None:
     """The README's promise: one command, nothing else running, /healthz within 15 s, and a

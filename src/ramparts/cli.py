@@ -76,7 +76,13 @@ from ramparts.policy.matrix import (
     read_snapshot,
     snapshot_text,
 )
-from ramparts.runtime import ProductionGuardError, guard_production, serve
+from ramparts.runtime import (
+    ProductionGuardError,
+    ServeSizingError,
+    guard_production,
+    serve,
+    worker_count,
+)
 from ramparts.web.pages import WEB_CLIENT_ID, web_client_redirect_uri
 
 __all__ = ["app", "main"]
@@ -248,20 +254,36 @@ def serve_command(
     tls_client_ca: Annotated[
         Path | None, typer.Option(help="PEM CA for client certificates (service mTLS).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes (default: one per usable core, or 1 without "
+            "RAMPARTS_REDIS_URL). More than 1 needs RAMPARTS_REDIS_URL, so the assistant's "
+            "limits are shared, not multiplied.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API (uvloop, httptools, one process per worker).
+
+    The database connections (RAMPARTS_DB_MAX_CONNECTIONS, default half of what the server
+    accepts) are divided over the workers; it refuses to start when they cannot go round.
+    """
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
         raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     settings = load_settings()
-    guard_production(settings)  # configuration first: refuse before starting anything
+    # Configuration first: refuse before starting anything.
+    worker_count(workers, settings)
+    guard_production(settings)
     with open_database(settings) as urls:
         serve(
             settings,
             urls,
             host=host,
             port=port,
+            workers=workers,
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
@@ -889,7 +911,7 @@ def main() -> None:
     log_to_stderr()
     try:
         app()
-    except (ConfigError, UsageError, OwnerRequiredError, ValueError) as exc:
+    except (ConfigError, UsageError, OwnerRequiredError, ServeSizingError, ValueError) as exc:
         _fail(str(exc), 2)
     except (KmsError, KeyShreddedError, FieldDecryptionError, RowsLockedError) as exc:
         _fail(str(exc), 1)

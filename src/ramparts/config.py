@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     # Runtime URL of the ramparts_app role. Unset -> derived from database_url (no password).
     app_database_url: SecretStr | None = None
+    # The database connections this instance may hold, over all its workers and pools.
+    # Unset -> half of what the server accepts (headroom for migrations, the CLI, others).
+    db_max_connections: int | None = Field(default=None, ge=1)
+    # Shared limits (the assistant's rate limits and budgets). Unset -> kept in memory, which
+    # holds only in one process, so `serve` then runs a single worker.
     redis_url: SecretStr | None = None
     model: str = "offline"
     # Where a remote model endpoint (openai:<model>) runs: a tenant pinned to `eu` reaches

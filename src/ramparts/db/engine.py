@@ -113,12 +113,13 @@ def open_database(settings: Settings) -> Iterator[DatabaseUrls]:
 class Database:
     """An async engine plus the two ways to open a transaction on it."""
 
-    def __init__(self, url: URL, *, pool_size: int = 5) -> None:
+    def __init__(self, url: URL, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         # hide_parameters: statement parameters (password hashes, tokens, PII) never appear
         # in exception messages, which end up in logs.
         self.engine = create_async_engine(
             _with_driver(url),
             pool_size=pool_size,
+            max_overflow=max_overflow,
             pool_recycle=POOL_RECYCLE_SECONDS,
             hide_parameters=True,
         )

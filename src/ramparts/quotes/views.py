@@ -36,7 +36,7 @@ from ramparts.quotes.services import (
 from ramparts.routes import declares
 from ramparts.web.pages import WEB_CLIENT_ID
 
-__all__ = ["build_router"]
+__all__ = ["build_router", "quote_json"]
 
 MAX_IDS = 100
 
@@ -88,7 +88,8 @@ def _not_found() -> Problem:
     return Problem(404, "not-found", "Not found", "no such quote")
 
 
-def _body(quote: QuoteWithItems) -> dict[str, Any]:
+def quote_json(quote: QuoteWithItems) -> dict[str, Any]:
+    """The quote as the API shows it."""
     return {
         "id": str(quote.id),
         "title": quote.title,
@@ -153,7 +154,7 @@ def build_router(  # noqa: PLR0915 - one route table
         current = await QuoteService(session).read(quote.tenant_id, quote.id)
         if current is None:  # pragma: no cover - written in this same transaction
             raise _not_found()
-        return _body(current)
+        return quote_json(current)
 
     @router.get("/api/quotes", openapi_extra=declares(PolicyAction.QUOTE_LIST))
     async def list_quotes(
@@ -182,14 +183,16 @@ def build_router(  # noqa: PLR0915 - one route table
                 session=session,
             )
         }
-        return {"items": [_body(q) for q in quotes if str(q.id) in readable]}
+        return {"items": [quote_json(q) for q in quotes if str(q.id) in readable]}
 
     @router.get("/api/quotes/{quote_id}", openapi_extra=declares(PolicyAction.QUOTE_READ))
     async def read_quote(
         principal: Caller, session: Session, quote_id: uuid.UUID
     ) -> dict[str, Any]:
         quote = await QuoteService(session).read(principal.tenant_id, quote_id)
-        return _body(await require(session, principal, PolicyAction.QUOTE_READ, quote, quote_id))
+        return quote_json(
+            await require(session, principal, PolicyAction.QUOTE_READ, quote, quote_id)
+        )
 
     @router.post("/api/quotes", status_code=201, openapi_extra=declares(PolicyAction.QUOTE_CREATE))
     async def create_quote(principal: Caller, session: Session, new: QuoteIn) -> dict[str, Any]:

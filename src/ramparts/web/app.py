@@ -149,12 +149,16 @@ async def _sign_checkpoints(checkpointer: Checkpointer) -> None:
             log.exception("audit_checkpoints_failed")
 
 
-def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
-    """Build the app around a runtime-role `Database`; the app disposes it on shutdown."""
+def create_app(
+    settings: Settings, database: Database, kms: Kms, *, audit_database: Database | None = None
+) -> FastAPI:
+    """Build the app around a runtime-role `Database`; the app disposes it on shutdown, and
+    `audit_database` too (`serve` sizes both pools; default: a small pool of its own)."""
 
     # Its own small pool for events written apart (refusals), so a request that holds a
     # connection never waits on the same pool to record why it is refused.
-    audit_database = Database(database.engine.url, pool_size=2)
+    if audit_database is None:
+        audit_database = Database(database.engine.url, pool_size=2)
     audit = AuditLog(audit_database, audit_redactor(settings, kms))
     checkpointer = Checkpointer(database, kms)
 
@@ -244,6 +248,11 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     )
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_middleware(app, settings)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # Added innermost first. From the outside: headers, catch-all, host, CORS, catch-all, rules,
     # HEAD as GET, the request's transaction.
     app.add_middleware(RequestTransactionMiddleware)
@@ -254,4 +263,3 @@ def create_app(settings: Settings, database: Database, kms: Kms) -> FastAPI:
     app.add_middleware(PublicHostMiddleware, public_url=settings.public_url)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(EdgeMiddleware, hsts_max_age=settings.hsts_max_age)
-    return app

@@ -10,31 +10,37 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["ClientCertificateProtocol", "tls13_context_factory"]
+__all__ = ["ClientCertificateProtocol", "Tls13ContextFactory"]
 
 
-def tls13_context_factory(
-    client_ca: str | None,
-) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
-    def factory(_: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+@dataclass(frozen=True)
+class Tls13ContextFactory:
+    """Uvicorn's `ssl_context_factory`: TLS 1.3 only, client certificates optional when a CA
+    is given. A plain object rather than a closure, so it reaches every worker process
+    (uvicorn pickles its configuration into them)."""
+
+    client_ca: str | None = None
+
+    def __call__(self, _: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         context = default()
         context.minimum_version = ssl.TLSVersion.TLSv1_3
-        if client_ca is not None:
+        if self.client_ca is not None:
             # Optional: browsers connect without one; services present theirs (mTLS).
-            context.load_verify_locations(cafile=client_ca)
+            context.load_verify_locations(cafile=self.client_ca)
             context.verify_mode = ssl.CERT_OPTIONAL
         return context
 
-    return factory
 
+class ClientCertificateProtocol(HttpToolsProtocol):
+    """Uvicorn's httptools protocol, plus the peer certificate of a TLS connection."""
 
-class ClientCertificateProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")

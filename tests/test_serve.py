@@ -1,0 +1,178 @@
+"""`ramparts serve` in several worker processes, and the pools sized to the server's limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from ramparts.db.engine import Database, DatabaseUrls
+from ramparts.runtime import (
+    MIN_CONNECTIONS_PER_WORKER,
+    ServerConnections,
+    ServeSizingError,
+    server_connections,
+    size_pools,
+)
+from tests.conftest import free_port, libpq
+from tests.identity.helpers import Account, bearer, code_from, exchange_code, log_in, pkce_pair
+from tests.test_cli import owner_env, run, running
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def test_pools_fit_the_servers_max_connections(urls: DatabaseUrls) -> None:
+    async def read() -> ServerConnections:
+        database = Database(urls.app, pool_size=1, max_overflow=0)
+        try:
+            return await server_connections(database)
+        finally:
+            await database.dispose()
+
+    server = asyncio.run(read())
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        shown = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+        reserved = int(conn.execute("SHOW superuser_reserved_connections").fetchone()[0])  # type: ignore[index]
+    assert server == ServerConnections(shown, reserved)
+    most_workers = min(8, server.usable // 2 // MIN_CONNECTIONS_PER_WORKER)
+    for workers in range(1, most_workers + 1):
+        sizing = size_pools(workers, server)
+        assert sizing.budget == server.usable // 2  # the default share
+        assert sizing.most <= sizing.budget
+        assert sizing.app.most >= 2
+        assert sizing.audit.most >= 1
+    one = size_pools(1, server, budget=60)
+    assert (one.app.size, one.app.overflow, one.audit.size, one.audit.overflow) == (5, 10, 2, 10)
+    two = size_pools(2, server, budget=24)  # 12 each: a fifth for the audit pool
+    assert (two.app.size, two.app.overflow, two.audit.size, two.audit.overflow) == (5, 5, 2, 0)
+    assert two.most == 24
+    least = size_pools(4, server, budget=4 * MIN_CONNECTIONS_PER_WORKER)
+    assert (least.app.most, least.audit.most) == (2, 1)
+
+
+def test_pools_refuse_a_budget_that_cannot_go_round() -> None:
+    server = ServerConnections(max_connections=100, reserved=3)
+    with pytest.raises(ServeSizingError) as short:
+        size_pools(4, server, budget=11)
+    assert str(short.value) == (
+        "4 worker(s) need at least 12 database connections (3 each); this instance may use 11 "
+        "of the server's 97 usable connections (max_connections 100 - 3 reserved) "
+        "(set RAMPARTS_DB_MAX_CONNECTIONS or fewer --workers)"
+    )
+    with pytest.raises(ServeSizingError) as over:
+        size_pools(1, server, budget=98)
+    assert str(over.value) == (
+        "RAMPARTS_DB_MAX_CONNECTIONS=98 is more than "
+        "the server's 97 usable connections (max_connections 100 - 3 reserved)"
+    )
+    with pytest.raises(ServeSizingError):
+        size_pools(33, server)  # the default share, 48, gives 33 workers one connection each
+
+
+def test_serve_refuses_a_budget_too_small_for_its_workers(
+    tmp_path: Path, urls: DatabaseUrls
+) -> None:
+    env = owner_env(tmp_path, urls, RAMPARTS_REDIS_URL=REDIS, RAMPARTS_DB_MAX_CONNECTIONS="5")
+    result = run("serve", "--port", str(free_port()), "--workers", "2", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "ramparts: error: 2 worker(s) need at least 6 database connections (3 each); "
+        "this instance may use 5 of the server's"
+    )
+
+
+def _worker_processes(server: psutil.Process) -> list[psutil.Process]:
+    return [
+        child
+        for child in server.children(recursive=True)
+        if any("spawn_main" in part for part in child.cmdline())
+    ]
+
+
+def _accepted_by(worker: psutil.Process, port: int) -> int:
+    return sum(
+        1
+        for conn in worker.net_connections(kind="tcp")
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_two_workers_serve_authenticated_requests(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database(migrate=False)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = owner_env(tmp_path, urls, RAMPARTS_PUBLIC_URL=base, RAMPARTS_REDIS_URL=REDIS)
+    assert run("migrate", env=env).returncode == 0
+    seeded = run("seed-demo", "--json", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    report = json.loads(seeded.stdout)
+    buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
+    client = report["oidc_client"]
+    account = Account(
+        tenant="acme",
+        tenant_id=uuid.UUID(report["tenants"][0]["id"]),
+        username=buyer["username"],
+        password=buyer["password"],
+        totp_secret=buyer["totp_secret"],
+        user_id=uuid.uuid4(),
+    )
+    with running("serve", "--port", str(port), "--workers", "2", env=env, url=f"{base}/readyz") as (
+        started
+    ):
+        workers = _worker_processes(psutil.Process(started.process.pid))
+        assert len(workers) == 2
+        verifier, challenge = pkce_pair()
+        authorize = "/oauth/authorize?" + urlencode(
+            {
+                "response_type": "code",
+                "client_id": client["client_id"],
+                "redirect_uri": client["redirect_uri"],
+                "scope": "openid",
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+        with httpx.Client(base_url=base) as browser:
+            final = log_in(browser, authorize, account)
+            tokens = exchange_code(
+                browser,
+                code_from(final.headers["location"]),
+                verifier,
+                client_id=client["client_id"],
+                redirect_uri=client["redirect_uri"],
+            )
+        assert tokens.status_code == 200, tokens.text
+        headers = bearer(tokens.json()["access_token"])
+        # Each client keeps its connection open, so the worker that accepted it stays visible.
+        clients = [httpx.Client(base_url=base, headers=headers) for _ in range(24)]
+        try:
+            for _ in range(5):
+                with ThreadPoolExecutor(8) as pool:
+                    answers = list(pool.map(lambda c: c.get("/api/quotes"), clients))
+                assert [a.status_code for a in answers] == [200] * len(clients)
+                # The buyer's two demo quotes, to every client.
+                assert all(len(a.json()["items"]) == 2 for a in answers)
+                if all(_accepted_by(worker, port) for worker in workers):
+                    break
+                clients += [httpx.Client(base_url=base, headers=headers) for _ in range(8)]
+            assert [_accepted_by(worker, port) > 0 for worker in workers] == [True, True]
+        finally:
+            for each in clients:
+                each.close()
+    logged = re.sub(r"\x1b\[[0-9;]*m", "", started.output)  # the dev log's colours
+    assert "serve_sizing" in logged
+    assert "workers=2" in logged
