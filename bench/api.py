@@ -201,7 +201,7 @@ def seed(urls: DatabaseUrls, env: dict[str, str]) -> tuple[list[Buyer], str]:
                     if user_id is None:
                         raise BenchError(f"demo buyer {user['username']} missing")
                     quotes = QuoteService(session)
-                    have = len(await quotes.find(ids[slug], limit=1000))
+                    have = len(await quotes.listing(ids[slug], limit=1000))
                     for n in range(QUOTES_PER_BUYER - 2):  # the demo gave the buyer two
                         await quotes.create(
                             tenant_id=ids[slug],
