@@ -229,9 +229,7 @@ async def search_events(
     tenant chain is sequenced first, so the reader sees what was recorded up to now rather
     than up to the sequencer's last pass; the session holds the chain until it ends.
     """
-    await session.execute(
-        text("SELECT audit_sequence_own(:batch)"), {"batch": OWN_SEQUENCE_EVENTS}
-    )
+    await session.execute(text("SELECT audit_sequence_own(:batch)"), {"batch": OWN_SEQUENCE_EVENTS})
     conditions = ["tenant_id = :tenant", "seq > :after"]
     values: dict[str, Any] = {"tenant": tenant, "after": query.after, "limit": query.limit}
     if query.actor is not None:
