@@ -49,6 +49,15 @@ def upgrade() -> None:
         CREATE TRIGGER audit_queue_no_truncate BEFORE TRUNCATE ON audit_queue
         FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()
         """,
+        # Indexed for every event chained, so its cost bounds the sequencer: an SQL function
+        # whose body is not immutable is never inlined and runs through the SQL function
+        # executor per row; PL/pgSQL evaluates the same expression at a fraction of the cost.
+        # Same input, same result: the index built on it stays valid.
+        """
+        CREATE OR REPLACE FUNCTION audit_time(body text) RETURNS timestamptz
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ BEGIN RETURN left(right(body, 29), 27)::timestamptz; END $$
+        """,
         # The chain's advisory lock key, in one place for audit_lock and audit_sequence.
         """
         CREATE FUNCTION audit_lock_key(chain uuid) RETURNS bigint
@@ -112,11 +121,13 @@ def upgrade() -> None:
             prevs bytea[] := '{}';
             digests bytea[] := '{}';
         BEGIN
+            -- = ANY(ARRAY(...)): the claimed ids first, then one index probe each, never a
+            -- scan of the whole queue.
             WITH claimed AS (
-                DELETE FROM audit_queue q WHERE q.id IN (
+                DELETE FROM audit_queue q WHERE q.id = ANY (ARRAY(
                     SELECT c.id FROM audit_queue c WHERE c.tenant = chain
                     ORDER BY c.id LIMIT max_events FOR UPDATE SKIP LOCKED
-                )
+                ))
                 RETURNING q.id, q.head, q.queued_at
             )
             SELECT array_agg(c.head ORDER BY c.id), array_agg(c.queued_at ORDER BY c.id)
