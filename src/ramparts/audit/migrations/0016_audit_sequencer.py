@@ -24,7 +24,9 @@ depends_on = None
 def upgrade() -> None:
     for statement in [
         # Events recorded but not yet in their chain. `head` is the canonical event without
-        # its last three keys, `queued_at` the event's time. No tenant_id column and no
+        # its last three keys, `tail` the last two (`,"tenant":"…","time":"…"}`, written
+        # when the event is queued, so chaining only has to put `,"seq":N` between them), and
+        # `queued_at` the event's time. No tenant_id column and no
         # row-level security on purpose, like audit_chains: the sequencer lists the queue
         # across tenants. The runtime role has no privilege at all on it; it writes through
         # audit_enqueue alone, into its own tenant's queue. The head is bounded so that the
@@ -35,7 +37,8 @@ def upgrade() -> None:
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             tenant uuid NOT NULL,
             head text NOT NULL CHECK (octet_length(head) <= 262144 - 128),
-            queued_at timestamptz NOT NULL DEFAULT clock_timestamp()
+            tail text NOT NULL CHECK (octet_length(tail) <= 100),
+            queued_at timestamptz NOT NULL
         )
         """,
         "CREATE INDEX ix_audit_queue_tenant ON audit_queue (tenant, id)",
@@ -91,9 +94,19 @@ def upgrade() -> None:
             ) THEN
                 RAISE EXCEPTION 'audit_enqueue takes canonical events without their last keys';
             END IF;
+            -- OFFSET 0 keeps the clock read once per event, for both its tail and queued_at.
             RETURN QUERY
-                INSERT INTO audit_queue (tenant, head)
-                SELECT chain, h FROM unnest(heads) WITH ORDINALITY AS u (h, n) ORDER BY n
+                INSERT INTO audit_queue (tenant, head, tail, queued_at)
+                SELECT chain, e.h,
+                    ',"tenant":"' || chain || '","time":"'
+                        || to_char(e.t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                        || '"}',
+                    e.t
+                FROM (
+                    SELECT u.h, u.n, clock_timestamp() AS t
+                    FROM unnest(heads) WITH ORDINALITY AS u (h, n) OFFSET 0
+                ) AS e
+                ORDER BY e.n
                 RETURNING audit_queue.tenant, audit_queue.id;
         END $$
         """,
@@ -101,8 +114,8 @@ def upgrade() -> None:
         f"GRANT EXECUTE ON FUNCTION audit_enqueue(text[]) TO {APP_ROLE}",
         # Chains up to `max_events` of `chain`'s queued events, oldest first, and returns how
         # many; the caller holds the chain's lock. The body and hash are built exactly as
-        # audit_append built them: head + `,"seq":N,"tenant":"…","time":"<queued_at, UTC>"}`,
-        # hash = SHA-256(body || prev_hash). Sequence numbers follow the order events are
+        # audit_append built them: head + `,"seq":N` + tail, the tail being
+        # `,"tenant":"…","time":"<queued_at, UTC>"}`; hash = SHA-256(body || prev_hash). Sequence numbers follow the order events are
         # chained in, which for any one writer is the order it committed them. Internal: the
         # runtime role reaches it only through the two functions below.
         #
@@ -115,7 +128,7 @@ def upgrade() -> None:
             head_seq bigint;
             prev bytea;
             heads text[];
-            times timestamptz[];
+            tails text[];
             body text;
             bodies text[];
             prevs bytea[] := '{}';
@@ -128,10 +141,10 @@ def upgrade() -> None:
                     SELECT c.id FROM audit_queue c WHERE c.tenant = chain
                     ORDER BY c.id LIMIT max_events FOR UPDATE SKIP LOCKED
                 ))
-                RETURNING q.id, q.head, q.queued_at
+                RETURNING q.id, q.head, q.tail
             )
-            SELECT array_agg(c.head ORDER BY c.id), array_agg(c.queued_at ORDER BY c.id)
-                INTO heads, times FROM claimed c;
+            SELECT array_agg(c.head ORDER BY c.id), array_agg(c.tail ORDER BY c.id)
+                INTO heads, tails FROM claimed c;
             IF heads IS NULL THEN
                 RETURN 0;
             END IF;
@@ -144,10 +157,8 @@ def upgrade() -> None:
                 prev := decode(repeat('00', 32), 'hex');
             END IF;
             bodies := ARRAY(
-                SELECT h || ',"seq":' || (head_seq + n) || ',"tenant":"' || chain
-                    || '","time":"'
-                    || to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"}'
-                FROM unnest(heads, times) WITH ORDINALITY AS u (h, t, n) ORDER BY n
+                SELECT h || ',"seq":' || (head_seq + n) || t
+                FROM unnest(heads, tails) WITH ORDINALITY AS u (h, t, n) ORDER BY n
             );
             -- The one step that cannot be set-based: each hash covers the one before it.
             FOREACH body IN ARRAY bodies LOOP
