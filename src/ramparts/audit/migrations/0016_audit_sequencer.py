@@ -115,9 +115,10 @@ def upgrade() -> None:
         # Chains up to `max_events` of `chain`'s queued events, oldest first, and returns how
         # many; the caller holds the chain's lock. The body and hash are built exactly as
         # audit_append built them: head + `,"seq":N` + tail, the tail being
-        # `,"tenant":"…","time":"<queued_at, UTC>"}`; hash = SHA-256(body || prev_hash). Sequence numbers follow the order events are
-        # chained in, which for any one writer is the order it committed them. Internal: the
-        # runtime role reaches it only through the two functions below.
+        # `,"tenant":"…","time":"<queued_at, UTC>"}`; hash = SHA-256(body || prev_hash).
+        # Sequence numbers follow the order events are chained in, which for any one writer
+        # is the order it committed them. Internal: the runtime role reaches it only through
+        # the two functions below.
         #
         # audit_events forces row-level security, owner included, so the chain is written as
         # its tenant; those functions' SET clause puts the caller's setting back on return.
