@@ -724,8 +724,9 @@ def _print_verification(reports: list[ChainReport]) -> None:
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(tenant: TenantOption = None, as_json: JsonOption = False) -> None:
-    """Chain what is queued, then sign a checkpoint of every chain that moved since its last
-    one; keep the output."""
+    """Sign a checkpoint of every chain that moved since its last one; keep the output.
+
+    What is queued is chained first, so the checkpoint covers every event committed so far."""
     settings = load_settings()
     with open_database(settings) as urls:
         _sequence(settings, urls)
@@ -785,8 +786,9 @@ def audit_export(
 
 @audit_app.command("sequence")
 def audit_sequence(as_json: JsonOption = False) -> None:
-    """Chain every queued event now (the servers' sequencers otherwise do, within the lag
-    bound RAMPARTS_AUDIT_MAX_LAG_SECONDS)."""
+    """Chain every queued event now.
+
+    Running servers do it on their own, within RAMPARTS_AUDIT_MAX_LAG_SECONDS."""
     settings = load_settings()
     with open_database(settings) as urls:
         sequenced = _sequence(settings, urls)
@@ -798,8 +800,9 @@ def audit_sequence(as_json: JsonOption = False) -> None:
 
 @audit_app.command("status")
 def audit_status(as_json: JsonOption = False) -> None:
-    """Events waiting to be chained, per chain, and whether the oldest is within the lag
-    bound (RAMPARTS_AUDIT_MAX_LAG_SECONDS); exit 1 when it is not."""
+    """Events waiting to be chained, and the oldest one's age; exit 1 beyond the lag bound.
+
+    Per chain; the bound is RAMPARTS_AUDIT_MAX_LAG_SECONDS."""
     settings = load_settings()
     bound = settings.audit_max_lag_seconds
     with open_database(settings) as urls, psycopg.connect(libpq(urls.owner)) as conn:
