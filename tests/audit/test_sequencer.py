@@ -205,7 +205,7 @@ async def test_the_sequencer_warns_when_behind_and_never_waits_on_a_held_chain(
     [behind] = [e for e in logs if e["event"] == "audit_sequencer_behind"]
     assert behind["log_level"] == "warning"
     assert behind["max_lag_seconds"] == 0.05
-    assert behind["oldest_queued_seconds"] > 0.05
+    assert behind["oldest_queued_seconds"] >= 0.05  # logged to the millisecond
 
 
 async def test_the_sequencer_survives_an_unreachable_database(fresh: DatabaseUrls) -> None:
