@@ -144,6 +144,13 @@ def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
         ("RAMPARTS_MODEL", "gpt", "RAMPARTS_MODEL: must be 'offline'"),
         ("RAMPARTS_DEBUG", "maybe", "RAMPARTS_DEBUG: Input should be a valid boolean"),
         ("RAMPARTS_ACCESS_TOKEN_SECONDS", "3600", "RAMPARTS_ACCESS_TOKEN_SECONDS: Input should be"),
+        ("RAMPARTS_AUDIT_MAX_LAG_SECONDS", "0", "RAMPARTS_AUDIT_MAX_LAG_SECONDS: Input should be"),
+        (
+            "RAMPARTS_AUDIT_MAX_LAG_SECONDS",
+            "nan",
+            "RAMPARTS_AUDIT_MAX_LAG_SECONDS: Input should be",
+        ),
+        ("RAMPARTS_AUDIT_MAX_LAG_SECONDS", "-1", "RAMPARTS_AUDIT_MAX_LAG_SECONDS: Input should be"),
         ("RAMPARTS_PUBLIC_URL", "ramparts.example", "RAMPARTS_PUBLIC_URL: must be an http(s)"),
         ("RAMPARTS_VAULT_URL", "vault:8200", "RAMPARTS_VAULT_URL: must be an http(s) URL"),
         ("RAMPARTS_VAULT_PREFIX", "Ramparts/x", "RAMPARTS_VAULT_PREFIX: String should match"),

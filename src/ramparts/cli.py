@@ -31,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
+from ramparts.audit.sequencer import Sequencer
 from ramparts.audit.services import (
     AuditLog,
     Checkpoint,
@@ -44,6 +45,7 @@ from ramparts.audit.verify import (
     chain_tenants,
     export_events,
     load_checkpoints,
+    queue_lag,
     verify_chain,
 )
 from ramparts.config import ConfigError, Profile, Settings, load_settings
@@ -638,7 +640,10 @@ def idp_link(
     console.print(f"{username} may now sign in as IdP subject {subject}")
 
 
-audit_app = typer.Typer(help="The audit trail: verify, checkpoint, export.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The audit trail: verify, checkpoint, export, and the queue of events not yet chained.",
+    no_args_is_help=True,
+)
 app.add_typer(audit_app, name="audit")
 
 TenantOption = Annotated[
@@ -665,6 +670,15 @@ def _chains(conn: psycopg.Connection, tenant: str | None) -> list[uuid.UUID]:
     return [row[0]]
 
 
+def _sequence(settings: Settings, urls: DatabaseUrls) -> int:
+    """Chain every committed queued event now, as the owner; how many were chained."""
+
+    async def drain(owner: Database) -> int:
+        return await Sequencer(owner, max_lag_seconds=settings.audit_max_lag_seconds).drain()
+
+    return asyncio.run(_with_owner(urls, drain))
+
+
 @audit_app.command("verify")
 def audit_verify(
     tenant: TenantOption = None,
@@ -674,7 +688,9 @@ def audit_verify(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recompute every hash and link; exit 1 and locate the first break when there is one."""
+    """Recompute every hash and link; exit 1 and locate the first break when there is one.
+
+    Events still queued (not yet chained) are counted per chain, with the oldest one's age."""
     external = (
         load_checkpoints(checkpoints.read_text().splitlines(), str(checkpoints))
         if checkpoints
@@ -706,14 +722,17 @@ def audit_verify(
 
 def _print_verification(reports: list[ChainReport]) -> None:
     table = Table(title="Audit chains")
-    for column in ("chain", "events", "head", "checkpoints", "result"):
+    for column in ("chain", "events", "head", "checkpoints", "queued", "oldest queued", "result"):
         table.add_column(column)
     for report in reports:
+        oldest = report.oldest_queued_seconds
         table.add_row(
             report.tenant,
             str(report.events),
             str(report.head_seq),
             str(report.checkpoints),
+            str(report.queued),
+            "" if oldest is None else f"{oldest:.1f} s",
             "[green]intact[/]" if report.intact else f"[red]{len(report.problems)} problem(s)[/]",
         )
     console.print(table)
@@ -727,9 +746,12 @@ def _print_verification(reports: list[ChainReport]) -> None:
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(tenant: TenantOption = None, as_json: JsonOption = False) -> None:
-    """Sign a checkpoint of every chain that moved since its last one; keep the output."""
+    """Sign a checkpoint of every chain that moved since its last one; keep the output.
+
+    What is queued is chained first, so the checkpoint covers every event committed so far."""
     settings = load_settings()
     with open_database(settings) as urls:
+        _sequence(settings, urls)
         with psycopg.connect(libpq(urls.owner)) as conn:
             chains = None if tenant is None else _chains(conn, tenant)
 
@@ -763,7 +785,9 @@ def audit_export(
     ] = ExportFormat.JSONL,
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Events as JSON lines, oldest first per chain, each with its hash, for a SIEM."""
+    """Events as JSON lines, in chain order per chain, each with its hash, for a SIEM.
+
+    What is queued is chained first, so the export holds every event committed so far."""
     if export_format is not ExportFormat.JSONL:  # pragma: no cover - one format today
         raise UsageError(f"unknown format {export_format}")
     bounds = {
@@ -776,9 +800,61 @@ def audit_export(
         psycopg.connect(libpq(urls.owner)) as conn,
         output.open("w") if output else nullcontext(sys.stdout) as sink,
     ):
+        _sequence(settings, urls)
         for chain in _chains(conn, tenant):
             for event in export_events(conn, chain, **bounds):
                 sink.write(json.dumps(event) + "\n")
+
+
+@audit_app.command("sequence")
+def audit_sequence(as_json: JsonOption = False) -> None:
+    """Chain every queued event now.
+
+    Running servers do it on their own, within RAMPARTS_AUDIT_MAX_LAG_SECONDS."""
+    settings = load_settings()
+    with open_database(settings) as urls:
+        sequenced = _sequence(settings, urls)
+    if as_json:
+        print(json.dumps({"sequenced": sequenced}))
+    else:
+        console.print(f"{sequenced} event(s) chained")
+
+
+@audit_app.command("status")
+def audit_status(as_json: JsonOption = False) -> None:
+    """Events waiting to be chained, and the oldest one's age; exit 1 beyond the lag bound.
+
+    Per chain; the bound is RAMPARTS_AUDIT_MAX_LAG_SECONDS."""
+    settings = load_settings()
+    bound = settings.audit_max_lag_seconds
+    with open_database(settings) as urls, psycopg.connect(libpq(urls.owner)) as conn:
+        lags = queue_lag(conn)
+    oldest = max((lag.oldest_seconds for lag in lags), default=None)
+    within = oldest is None or oldest <= bound
+    if as_json:
+        status = {
+            "queued": sum(lag.queued for lag in lags),
+            "oldest_queued_seconds": oldest,
+            "max_lag_seconds": bound,
+            "within_bound": within,
+            "chains": [
+                {
+                    "tenant": str(lag.tenant),
+                    "queued": lag.queued,
+                    "oldest_seconds": lag.oldest_seconds,
+                }
+                for lag in lags
+            ],
+        }
+        print(json.dumps(status))
+    else:
+        for lag in lags:
+            console.print(f"{lag.tenant}: {lag.queued} queued, oldest {lag.oldest_seconds:.1f} s")
+        verdict = "[green]within[/]" if within else "[red]beyond[/]"
+        age = "nothing queued" if oldest is None else f"oldest {oldest:.1f} s"
+        console.print(f"{age}, {verdict} the {bound:g} s bound")
+    if not within:
+        raise typer.Exit(1)
 
 
 policy_app = typer.Typer(

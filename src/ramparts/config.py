@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # The OIDC issuer and the base of every absolute URL we hand out.
     public_url: str = "http://127.0.0.1:8000"
     access_token_seconds: int = Field(default=600, ge=30, le=600)
+    # How long a recorded event may wait in the queue before it is in its hash chain: every
+    # server's sequencer runs well within it and warns when the oldest queued event is older.
+    audit_max_lag_seconds: float = Field(default=1.0, gt=0, le=3600)
     refresh_family_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 86400)
 
     @field_validator("database_url", "app_database_url")

@@ -16,6 +16,7 @@ from psycopg import errors
 
 from ramparts.audit.chain import GENESIS, event_hash
 from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
+from ramparts.audit.sequencer import Sequencer
 from ramparts.audit.services import AuditLog, Checkpointer, ensure_audit_key
 from ramparts.audit.verify import ChainReport, load_checkpoints, verify_chain
 from ramparts.crypto.kms import Kms
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def _write(urls: DatabaseUrls, tenant: uuid.UUID, count: int) -> None:
+    """Record `count` events on `tenant`'s chain, then let a sequencer chain them."""
     database = Database(urls.app, pool_size=1)
     audit = AuditLog(database, TEST_REDACTOR)
     try:
@@ -38,6 +40,7 @@ async def _write(urls: DatabaseUrls, tenant: uuid.UUID, count: int) -> None:
                 Decision.DENY,
                 {"attempt": number},
             )
+        await Sequencer(database, max_lag_seconds=1).drain()
     finally:
         await database.dispose()
 
@@ -119,7 +122,7 @@ async def test_the_runtime_role_can_only_append_and_read_its_own_tenant(
                 app.execute(statement)
             app.rollback()
             app.execute("SELECT set_config('app.tenant_id', %s, false)", (str(chain),))
-        # No row goes in but through audit_append, into its own tenant's chain or any other.
+        # No row goes in but through the queue, into its own tenant's chain or any other.
         for tenant in (chain, other):
             with pytest.raises(errors.InsufficientPrivilege):
                 app.execute(
@@ -131,12 +134,12 @@ async def test_the_runtime_role_can_only_append_and_read_its_own_tenant(
         # A head that tries to supply its own position is refused.
         app.execute("SELECT set_config('app.tenant_id', %s, false)", (str(chain),))
         with pytest.raises(errors.RaiseException, match="without their last keys"):
-            app.execute("""SELECT * FROM audit_append(ARRAY['{"action":"x","seq":1'])""")
+            app.execute("""SELECT * FROM audit_enqueue(ARRAY['{"action":"x","seq":1'])""")
         app.rollback()
         # Outside a tenant session there is no chain to append to.
         app.execute("SELECT set_config('app.tenant_id', '', false)")
         with pytest.raises(errors.RaiseException, match="inside a tenant session"):
-            app.execute('SELECT * FROM audit_append(ARRAY[\'{"action":"x"\'])')
+            app.execute('SELECT * FROM audit_enqueue(ARRAY[\'{"action":"x"\'])')
 
 
 @pytest.mark.parametrize(

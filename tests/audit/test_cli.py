@@ -1,4 +1,5 @@
-"""`ramparts audit verify | checkpoint | export`, run as an operator runs them."""
+"""`ramparts audit verify | status | sequence | checkpoint | export`, run as an operator runs
+them."""
 
 from __future__ import annotations
 
@@ -23,12 +24,38 @@ def test_verify_checkpoint_and_export_then_find_a_tampered_event(
     for _ in range(2):
         assert run("keys", "rotate", env=env).returncode == 0
 
+    # Each command queued its events: verify counts them, status reports the lag, and
+    # `audit sequence` chains them, as a server's sequencer would.
+    waiting = run("audit", "verify", "--tenant", "system", "--json", env=env)
+    assert waiting.returncode == 0, waiting.stderr
+    [queued] = json.loads(waiting.stdout)["chains"]
+    assert (queued["intact"], queued["events"], queued["queued"]) == (True, 0, 3)
+    assert queued["oldest_queued_seconds"] > 0
+    late = run("audit", "status", "--json", env={**env, "RAMPARTS_AUDIT_MAX_LAG_SECONDS": "0.001"})
+    assert late.returncode == 1
+    lag = json.loads(late.stdout)
+    assert (lag["queued"], lag["max_lag_seconds"], lag["within_bound"]) == (3, 0.001, False)
+    assert lag["chains"] == [
+        {"tenant": str(SYSTEM_TENANT), "queued": 3, "oldest_seconds": lag["oldest_queued_seconds"]}
+    ]
+    chained = run("audit", "sequence", "--json", env=env)
+    assert json.loads(chained.stdout) == {"sequenced": 3}, chained.stderr
+    caught_up = run("audit", "status", "--json", env=env)
+    assert caught_up.returncode == 0
+    assert json.loads(caught_up.stdout) == {
+        "queued": 0,
+        "oldest_queued_seconds": None,
+        "max_lag_seconds": 1.0,
+        "within_bound": True,
+        "chains": [],
+    }
+
     verified = run("audit", "verify", "--json", env=env)
     assert verified.returncode == 0, verified.stderr
     report = json.loads(verified.stdout)
     assert report["intact"] is True
     [system] = [c for c in report["chains"] if c["tenant"] == str(SYSTEM_TENANT)]
-    assert system["events"] >= 2  # the first key (migrate) and the two rotations
+    assert (system["events"], system["queued"]) == (3, 0)  # migrate's key, two rotations
 
     signed = run("audit", "checkpoint", "--json", env=env)
     assert signed.returncode == 0, signed.stderr

@@ -11,6 +11,7 @@ from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.db.engine import Database, DatabaseUrls, libpq
 from ramparts.detectors import Kind, Redactor, find_sensitive, is_secret_name
+from tests.audit.trail import sequence
 from tests.identity.helpers import TEST_REDACTOR
 
 # Each raw value must not appear anywhere in the stored row; the placeholder kind it becomes.
@@ -136,17 +137,23 @@ async def test_a_corpus_of_pii_events_leaves_no_raw_value_in_the_table(urls: Dat
     finally:
         await database.dispose()
 
+    # Redacted before it is queued: neither the queue nor the chain ever holds the raw text.
     with psycopg.connect(libpq(urls.owner)) as owner:
+        queued = owner.execute(
+            "SELECT string_agg(q::text, ' ') FROM audit_queue q WHERE tenant = %s", (tenant,)
+        ).fetchone()
+        sequence(urls)
         stored = owner.execute(
             "SELECT string_agg(t::text, ' ') FROM audit_events t WHERE tenant_id = %s",
             (tenant,),
         ).fetchone()
+    assert queued is not None
     assert stored is not None
-    table_text: str = stored[0]
-    for raw, kind in CORPUS:
-        for piece in (raw, raw.replace(" ", ""), raw.replace("\n", "\\n")):
-            assert piece not in table_text, f"{kind} leaked"
-        assert f"[{kind.value}" in table_text
-    for value in secrets_by_field.values():
-        assert value not in table_text
-    assert table_text.count("[REDACTED]") == len(CORPUS) * len(secrets_by_field)
+    for table_text in (queued[0], stored[0]):
+        for raw, kind in CORPUS:
+            for piece in (raw, raw.replace(" ", ""), raw.replace("\n", "\\n")):
+                assert piece not in table_text, f"{kind} leaked"
+            assert f"[{kind.value}" in table_text
+        for value in secrets_by_field.values():
+            assert value not in table_text
+        assert table_text.count("[REDACTED]") == len(CORPUS) * len(secrets_by_field)

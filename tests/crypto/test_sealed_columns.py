@@ -35,6 +35,7 @@ from ramparts.demo import seed_demo
 from ramparts.identity.models import Role
 from ramparts.identity.sealed import TOTP_SECRET
 from ramparts.identity.services import TenantRecord
+from tests.audit.trail import sequence
 from tests.identity.helpers import TEST_REDACTOR, provision, provisioning_for
 from tests.live import temporary_kms
 
@@ -187,6 +188,7 @@ async def test_rotation_and_shredding_reach_the_assistants_sealed_tokens(
             )
 
         await provisioning.delete_tenant(record)
+        sequence(urls)
         with psycopg.connect(libpq(urls.owner)) as conn:
             [details] = conn.execute(
                 "SELECT body::jsonb->'details' FROM audit_events "
@@ -321,6 +323,7 @@ async def test_deleting_a_tenant_crypto_shreds_it_even_from_a_backup(
     owner = Database(urls.owner, pool_size=1)
     try:
         assert await provisioning_for(owner, kms).delete_tenant(record) == len(keys)
+        sequence(urls)
         with psycopg.connect(libpq(urls.owner)) as conn:
             for table in ("tenants", "users", "totp_credentials", "tenant_data_keys"):
                 column = "id" if table == "tenants" else "tenant_id"

@@ -1,9 +1,9 @@
 """The hash chain: one canonical byte string per event, linked by SHA-256.
 
 `hash = SHA-256(body || prev_hash)` where `body` is the event as canonical JSON: keys sorted,
-no whitespace, ASCII only (non-ASCII escaped), no NaN. The database computes it when it appends
-(`audit_append` in the audit migration, the only way in) and stores the body verbatim, so a
-verifier needs these lines and the rows, nothing else from Ramparts.
+no whitespace, ASCII only (non-ASCII escaped), no NaN. The database computes it when it chains
+a queued event (`audit_sequence` in the sequencer migration, the only way in) and stores the
+body verbatim, so a verifier needs these lines and the rows, nothing else from Ramparts.
 """
 
 from __future__ import annotations

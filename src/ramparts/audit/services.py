@@ -1,11 +1,12 @@
 """Writing, signing and reading the audit trail.
 
 `AuditLog.record(session, actor, action, resource, decision, details)` is the one way events
-are written. It appends to the chain of the session's own tenant (the database reads it from the
-session, so no caller can name another tenant's chain), redacts before anything is built, and
-holds the chain's lock until the caller's transaction ends: record last, just before commit.
-A refusal whose transaction rolls back is written with `record_apart`, in a transaction of its
-own, so the evidence survives the rollback.
+are written. It queues them on the chain of the session's own tenant (the database reads it
+from the session, so no caller can name another tenant's chain), in the caller's transaction:
+they commit or roll back with what they describe, and take no lock. The `Sequencer`
+(`ramparts.audit.sequencer`) then folds queued events into the hash chain within a bounded
+lag. A refusal whose transaction rolls back is written with `record_apart`, in a transaction
+of its own, so the evidence survives the rollback.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ __all__ = [
     "Checkpointer",
     "Event",
     "EventQuery",
-    "RecordedEvent",
+    "QueuedEvent",
     "audit_redactor",
     "ensure_audit_key",
     "search_events",
@@ -55,6 +56,8 @@ MAX_DEPTH = 8
 MAX_BODY = 262_144
 TAIL_BYTES = 128  # what the database appends: seq, tenant and time
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: Queued events a search chains before it reads; the sequencer chains any beyond.
+OWN_SEQUENCE_EVENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,11 @@ class Event:
 
 
 @dataclass(frozen=True)
-class RecordedEvent:
+class QueuedEvent:
+    """An event committed to `tenant`'s queue; its place in the chain comes when sequenced."""
+
     tenant: uuid.UUID
-    seq: int
-    hash: bytes
+    queue_id: int
 
 
 def audit_redactor(settings: Settings, kms: Kms) -> Redactor:
@@ -83,7 +87,7 @@ def audit_redactor(settings: Settings, kms: Kms) -> Redactor:
 
 
 class AuditLog:
-    """Appends redacted events to the per-tenant hash chains."""
+    """Queues redacted events for the per-tenant hash chains."""
 
     def __init__(self, database: Database, redactor: Redactor) -> None:
         self._db = database
@@ -99,21 +103,21 @@ class AuditLog:
         details: Mapping[str, Any] | None = None,
         *,
         policy_ids: Sequence[str] = (),
-    ) -> RecordedEvent:
+    ) -> QueuedEvent:
         event = Event(actor, action, resource, decision, details, policy_ids)
         return (await self.record_many(session, [event]))[0]
 
     async def record_many(
         self, session: AsyncSession, events: Sequence[Event]
-    ) -> list[RecordedEvent]:
-        """Record several events in order, locking the chain once (one AI turn, one batch)."""
+    ) -> list[QueuedEvent]:
+        """Record several events in order in the session's transaction (one AI turn, one batch)."""
         heads = [self._head(event) for event in events]
-        # The database appends `seq`, `tenant` and `time` (the keys that sort last) under the
-        # chain's lock and hashes the result: one round trip, straight to the driver, because
-        # this is the hottest write path in Ramparts.
+        # The database checks each head and queues it with its time; the sequencer adds
+        # `seq`, `tenant` and `time` (the keys that sort last) and hashes. One round trip,
+        # straight to the driver, because this is the hottest write path in Ramparts.
         driver = await _driver(session)
-        cursor = await driver.execute("SELECT * FROM audit_append(%s::text[])", (heads,))
-        return [RecordedEvent(c, s, bytes(d)) for c, s, d in await cursor.fetchall()]
+        cursor = await driver.execute("SELECT * FROM audit_enqueue(%s::text[])", (heads,))
+        return [QueuedEvent(chain, queue_id) for chain, queue_id in await cursor.fetchall()]
 
     def _head(self, event: Event) -> str:
         """The event's canonical JSON without its closing brace, redacted and bounded."""
@@ -141,17 +145,15 @@ class AuditLog:
         details: Mapping[str, Any] | None = None,
         *,
         policy_ids: Sequence[str] = (),
-    ) -> RecordedEvent:
-        """Record in a transaction of its own, on `tenant`'s chain or the system chain.
-
-        Never while a transaction of yours has already recorded on that same chain and is
-        still open: it holds the chain's lock, and this would wait for it."""
+    ) -> QueuedEvent:
+        """Record in a transaction of its own, on `tenant`'s chain or the system chain, so the
+        event stays recorded whatever becomes of the caller's transaction."""
         event = Event(actor, action, resource, decision, details, policy_ids)
         return (await self.record_many_apart(tenant, [event]))[0]
 
     async def record_many_apart(
         self, tenant: uuid.UUID | None, events: Sequence[Event]
-    ) -> list[RecordedEvent]:
+    ) -> list[QueuedEvent]:
         """`record_many` in a transaction of its own (see `record_apart`)."""
         async with self._db.tenant_session(tenant or SYSTEM_TENANT) as session:
             return await self.record_many(session, events)
@@ -186,7 +188,7 @@ class AuditLog:
         return self._string(str(value))
 
     def _string(self, value: str) -> str:
-        # PostgreSQL's jsonb refuses NUL and lone surrogates, and audit_append parses bodies.
+        # PostgreSQL's jsonb refuses NUL and lone surrogates, and audit_enqueue parses heads.
         if not value.isascii() or "\x00" in value:
             value = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
         # Redact, then cut: a value straddling the cut would otherwise escape the detectors.
@@ -223,8 +225,11 @@ async def search_events(
 ) -> list[dict[str, Any]]:
     """`tenant`'s events matching `query`, oldest first, after sequence `after`.
 
-    An `action` ending in `:*` matches the whole prefix (`identity:login:*`).
+    An `action` ending in `:*` matches the whole prefix (`identity:login:*`). The session's
+    tenant chain is sequenced first, so the reader sees what was recorded up to now rather
+    than up to the sequencer's last pass; the session holds the chain until it ends.
     """
+    await session.execute(text("SELECT audit_sequence_own(:batch)"), {"batch": OWN_SEQUENCE_EVENTS})
     conditions = ["tenant_id = :tenant", "seq > :after"]
     values: dict[str, Any] = {"tenant": tenant, "after": query.after, "limit": query.limit}
     if query.actor is not None:

@@ -5,6 +5,9 @@ checks every link and every sequence number, and checks each checkpoint's Ed2551
 that the chain still holds the hash it signed. Checkpoints kept outside the database (an export
 from `ramparts audit checkpoint --json`) are checked the same way, which is what catches a
 rewrite that also rewrote the checkpoints table, or a tail cut after the last checkpoint.
+
+Events still queued (recorded, not yet chained by the sequencer) are not in any chain yet:
+every report counts them and gives the age of the oldest, so none goes unseen.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from ramparts.audit.services import TIME_FORMAT, Checkpoint
 __all__ = [
     "ChainReport",
     "Problem",
+    "QueueLag",
     "chain_length",
     "chain_tenants",
     "export_events",
     "load_checkpoints",
+    "queue_lag",
     "verify_chain",
 ]
 
@@ -59,6 +64,8 @@ class ChainReport:
     head_hash: str | None = None
     checkpoints: int = 0
     problems: list[Problem] = field(default_factory=list)
+    queued: int = 0  # recorded, not yet in the chain
+    oldest_queued_seconds: float | None = None
 
     @property
     def intact(self) -> bool:
@@ -77,6 +84,8 @@ class ChainReport:
             "head_seq": self.head_seq,
             "head_hash": self.head_hash,
             "checkpoints": self.checkpoints,
+            "queued": self.queued,
+            "oldest_queued_seconds": self.oldest_queued_seconds,
             "first_break": asdict(first) if first else None,
             "problems": [asdict(p) for p in sorted(self.problems, key=lambda p: p.seq)],
         }
@@ -110,9 +119,11 @@ def load_checkpoints(lines: Iterable[str], source: str) -> list[Checkpoint]:
 
 
 def chain_tenants(conn: psycopg.Connection) -> list[uuid.UUID]:
-    """Every chain that exists or should: started chains, tenants, and the system chain."""
+    """Every chain that exists or should: started chains, tenants, chains with queued events,
+    and the system chain."""
     rows = conn.execute(
-        "SELECT tenant FROM audit_chains UNION SELECT id FROM tenants UNION SELECT %s ORDER BY 1",
+        "SELECT tenant FROM audit_chains UNION SELECT id FROM tenants "
+        "UNION SELECT tenant FROM audit_queue UNION SELECT %s ORDER BY 1",
         (SYSTEM_TENANT,),
     ).fetchall()
     return [row[0] for row in rows]
@@ -166,8 +177,36 @@ def verify_chain(
         ).fetchone()
         if report.events == 0 and started and started[0]:
             report.add(Problem("missing_events", 1, "the chain was started; no event is left"))
+        report.queued, report.oldest_queued_seconds = _queued(conn, tenant)
     _check_checkpoints(report, checkpoints, hashes_at)
     return report
+
+
+@dataclass(frozen=True)
+class QueueLag:
+    """Events of one chain waiting for the sequencer, and how long the oldest has waited."""
+
+    tenant: uuid.UUID
+    queued: int
+    oldest_seconds: float
+
+
+def _queued(conn: psycopg.Connection, tenant: uuid.UUID) -> tuple[int, float | None]:
+    row = conn.execute(
+        "SELECT count(*), extract(epoch FROM clock_timestamp() - min(queued_at))::float8 "
+        "FROM audit_queue WHERE tenant = %s",
+        (tenant,),
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else (0, None)
+
+
+def queue_lag(conn: psycopg.Connection) -> list[QueueLag]:
+    """Every chain with queued events, the longest waiting first."""
+    rows = conn.execute(
+        "SELECT tenant, count(*), extract(epoch FROM clock_timestamp() - min(queued_at))::float8 "
+        "FROM audit_queue GROUP BY tenant ORDER BY 3 DESC, 1"
+    ).fetchall()
+    return [QueueLag(tenant, int(count), float(age)) for tenant, count, age in rows]
 
 
 def _walk(

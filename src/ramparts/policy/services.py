@@ -145,9 +145,9 @@ class Authorizer:
         with what it allowed) and so does a denial when `deny_apart` is false; otherwise a
         denial is written on its own, to survive the rollback that follows a refused request.
 
-        A request that goes on after a denial (a bulk call, a filtered list) must pass
-        `deny_apart=False`: once its transaction holds its tenant's chain, a record written
-        apart would wait for that same transaction."""
+        A request that goes on after a denial (a bulk call, a filtered list) passes
+        `deny_apart=False`: its transaction commits, so the denial needs no transaction of
+        its own."""
         decision = self.decide(principal, action, resource, context)
         event = self.event(principal, action, resource, context, decision)
         if session is not None and (decision.allowed or not deny_apart):

@@ -23,6 +23,7 @@ from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.tools import Risk, ToolRegistry
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
+from ramparts.audit.sequencer import Sequencer
 from ramparts.audit.services import AuditLog, Checkpointer, audit_redactor
 from ramparts.config import Settings
 from ramparts.crypto.backends import server_secret
@@ -161,16 +162,21 @@ def create_app(
         audit_database = Database(database.engine.url, pool_size=2)
     audit = AuditLog(audit_database, audit_redactor(settings, kms))
     checkpointer = Checkpointer(database, kms)
+    sequencer = Sequencer(database, max_lag_seconds=settings.audit_max_lag_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        signing = asyncio.create_task(_sign_checkpoints(checkpointer))
+        background = [
+            asyncio.create_task(_sign_checkpoints(checkpointer)),
+            asyncio.create_task(sequencer.run()),
+        ]
         try:
             yield
         finally:
-            signing.cancel()
-            with suppress(asyncio.CancelledError):
-                await signing
+            for task in background:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             await audit_database.dispose()
             await database.dispose()
             app.state.limiter.close()
