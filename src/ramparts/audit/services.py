@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import psycopg
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -34,7 +33,7 @@ from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resour
 from ramparts.config import Settings
 from ramparts.crypto.backends import server_secret
 from ramparts.crypto.kms import SYSTEM_KEY, Kms
-from ramparts.db.engine import Database
+from ramparts.db.engine import Database, driver_of
 from ramparts.detectors import Redactor, is_secret_name
 
 __all__ = [
@@ -120,7 +119,7 @@ class AuditLog:
         # The database checks each head and queues it with its time; the sequencer adds
         # `seq`, `tenant` and `time` (the keys that sort last) and hashes. One round trip,
         # straight to the driver, because this is the hottest write path in Ramparts.
-        driver = await _driver(session)
+        driver = await driver_of(session)
         # In binary (`%b`): the text format would escape every quote in the JSON, one regex
         # substitution each.
         cursor = await driver.execute("SELECT * FROM audit_enqueue(%b::text[])", (heads,))
@@ -210,16 +209,6 @@ class AuditLog:
         # Redact, then cut: a value straddling the cut would otherwise escape the detectors.
         value = self._redactor.text(value)
         return value[:MAX_STRING] + "…[truncated]" if len(value) > MAX_STRING else value
-
-
-async def _driver(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
-    """The psycopg connection under the session, inside the session's transaction."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    if not isinstance(driver, psycopg.AsyncConnection):  # pragma: no cover - one driver
-        raise TypeError("the audit trail needs the psycopg driver")
-    return driver
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -11,29 +11,33 @@ connection dead is started again, once, on a fresh one.
 
 from __future__ import annotations
 
+import re
 import uuid
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import TextClause, text
+import psycopg
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from ramparts.config import APP_ROLE, Settings
 from ramparts.db.embedded import embedded_postgres
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
 __all__ = [
     "Database",
     "DatabaseUrls",
+    "Opening",
     "OwnerRequiredError",
     "UnsafeRuntimeRoleError",
+    "driver_of",
     "libpq",
     "open_database",
+    "opened",
 ]
 
 DRIVER = "postgresql+psycopg"
@@ -41,7 +45,46 @@ DRIVER = "postgresql+psycopg"
 #: drops them.
 POOL_RECYCLE_SECONDS = 300
 
-SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant_id, true)")
+SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"
+_SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: Where a session keeps the answer of its opening statement (see `opened`).
+OPENED = "ramparts.opened"
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A SQL function that opens a tenant session in place of `set_config`: it takes the
+    tenant, then `arguments`, sets `app.tenant_id` for the transaction, and returns one
+    value."""
+
+    function: str
+    arguments: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _SQL_NAME.fullmatch(self.function):  # it is written into the statement
+            raise ValueError(f"not a SQL function name: {self.function!r}")
+
+
+def opened(session: AsyncSession) -> Any:
+    """What the session's opening statement returned."""
+    return session.info.get(OPENED)
+
+
+async def driver_of(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under the session, inside the session's transaction: for the
+    few statements on every request's path, where the ORM's machinery costs more than the
+    round trip."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, psycopg.AsyncConnection):  # pragma: no cover - one driver
+        raise TypeError("Ramparts needs the psycopg driver")
+    return driver
+
+
+class _DeadConnectionError(Exception):
+    """The pooled connection was closed by the server before this transaction began."""
+
 
 RUNTIME_ROLE_CHECK = """
 SELECT current_user, r.rolsuper, r.rolbypassrls,
@@ -126,11 +169,22 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
-    async def tenant_session(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
-        """A transaction that sees exactly one tenant's rows (row-level security)."""
+    async def tenant_session(
+        self, tenant_id: uuid.UUID, *, opening: Opening | None = None
+    ) -> AsyncIterator[AsyncSession]:
+        """A transaction that sees exactly one tenant's rows (row-level security).
+
+        With `opening`, its SQL function sets the tenant instead of `set_config`, so the
+        first round trip does a second job too; its answer is `opened(session)`.
+        """
         if not isinstance(tenant_id, uuid.UUID):
             raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
-        async with self._transaction(SET_TENANT, {"tenant_id": str(tenant_id)}) as session:
+        if opening is None:
+            first, parameters = SET_TENANT, (str(tenant_id),)
+        else:
+            first = f"SELECT {opening.function}(%s{', %s' * len(opening.arguments)})"
+            parameters = (tenant_id, *opening.arguments)
+        async with self._transaction(first, parameters) as session:
             yield session
 
     @asynccontextmanager
@@ -140,12 +194,12 @@ class Database:
         The tenant is cleared explicitly, so a session-level `SET app.tenant_id` left on a
         pooled connection by anyone cannot carry over into it.
         """
-        async with self._transaction(SET_TENANT, {"tenant_id": ""}) as session:
+        async with self._transaction(SET_TENANT, ("",)) as session:
             yield session
 
     @asynccontextmanager
     async def _transaction(
-        self, first: TextClause, parameters: dict[str, str]
+        self, first: str, parameters: Sequence[Any]
     ) -> AsyncIterator[AsyncSession]:
         """A transaction that runs `first`, then the caller's work: committed when that work
         ends normally, rolled back when it raises."""
@@ -159,25 +213,36 @@ class Database:
         finally:
             await session.close()
 
-    async def _begin(self, first: TextClause, parameters: dict[str, str]) -> AsyncSession:
+    async def _begin(self, first: str, parameters: Sequence[Any]) -> AsyncSession:
         """A session whose transaction has run `first`.
 
         A pooled connection the server has since closed (a restart, `pg_terminate_backend`,
         a failover) fails on its first statement. Nothing has happened in the transaction
-        yet, so it is started again once; the pool has by then discarded the dead connection
-        and every one checked out before it, so the retry gets a fresh one.
+        yet, so it is started again once, in a fresh pool: every connection of the old one
+        is as likely to be dead.
         """
         try:
             return await self._run_first(first, parameters)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
+        except _DeadConnectionError:
+            await self.engine.dispose()
         return await self._run_first(first, parameters)
 
-    async def _run_first(self, first: TextClause, parameters: dict[str, str]) -> AsyncSession:
+    async def _run_first(self, first: str, parameters: Sequence[Any]) -> AsyncSession:
+        # Straight to the driver: this runs at the start of every transaction, and the ORM's
+        # statement machinery costs more than the round trip itself.
         session = self._sessions()
         try:
-            await session.execute(first, parameters)
+            connection = await session.connection()
+            driver = await driver_of(session)
+            try:
+                cursor = await driver.execute(first, parameters)
+            except psycopg.OperationalError:
+                if not driver.broken:
+                    raise
+                await connection.invalidate()
+                raise _DeadConnectionError from None
+            row = await cursor.fetchone()
+            session.info[OPENED] = row[0] if row else None
         except BaseException:
             await session.close()
             raise

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from ramparts.db.engine import Database
+    from ramparts.db.engine import Database, Opening
 
 __all__ = ["REQUEST_TRANSACTION", "RequestTransaction", "request_session"]
 
@@ -47,12 +47,16 @@ class RequestTransaction:
         """The open transaction's session; None before it opens and after it ends."""
         return self._session
 
-    async def open(self, database: Database, tenant_id: uuid.UUID) -> AsyncSession:
+    async def open(
+        self, database: Database, tenant_id: uuid.UUID, *, opening: Opening | None = None
+    ) -> AsyncSession:
         """Start the transaction in `tenant_id`'s rows (`Database.tenant_session`)."""
         if self._stack is not None or self._ended:
             raise RuntimeError("a request has one transaction, opened once")
         stack = AsyncExitStack()
-        self._session = await stack.enter_async_context(database.tenant_session(tenant_id))
+        self._session = await stack.enter_async_context(
+            database.tenant_session(tenant_id, opening=opening)
+        )
         self._stack = stack
         return self._session
 

@@ -13,7 +13,7 @@ from fastapi.dependencies.models import Dependant
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
-from ramparts.db.engine import Database
+from ramparts.db.engine import Database, Opening, opened
 from ramparts.db.request import RequestTransaction, request_session
 from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import KeyCache, OAuthService
@@ -142,10 +142,13 @@ class BearerAuthenticator:
             return await self._oauth.access_token_revoked(
                 claims.tenant, claims.jti, service_client=client
             )
-        session = await transaction.open(self._database, claims.tenant)
-        revoked = await self._oauth.access_token_revoked(
-            claims.tenant, claims.jti, service_client=client, session=session
+        # One round trip sets the tenant and checks the token (`ramparts_begin_request`).
+        session = await transaction.open(
+            self._database,
+            claims.tenant,
+            opening=Opening("ramparts_begin_request", (claims.jti, client)),
         )
+        revoked = opened(session) is not True  # NULL: a token never issued
         if revoked:  # nothing more happens in it
             await transaction.end(commit=False)
         return revoked
