@@ -31,7 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
-from ramparts.audit.sequencer import Sequencer
+from ramparts.audit.sequencer import Sequencer, SequencerStalledError
 from ramparts.audit.services import (
     AuditLog,
     Checkpoint,
@@ -989,7 +989,13 @@ def main() -> None:
         app()
     except (ConfigError, UsageError, OwnerRequiredError, ServeSizingError, ValueError) as exc:
         _fail(str(exc), 2)
-    except (KmsError, KeyShreddedError, FieldDecryptionError, RowsLockedError) as exc:
+    except (
+        KmsError,
+        KeyShreddedError,
+        FieldDecryptionError,
+        RowsLockedError,
+        SequencerStalledError,
+    ) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
         _fail(str(exc), 3)

@@ -21,7 +21,7 @@ from psycopg import errors
 from structlog.testing import capture_logs
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
-from ramparts.audit.sequencer import Sequencer
+from ramparts.audit.sequencer import Sequencer, SequencerStalledError
 from ramparts.audit.services import AuditLog
 from ramparts.audit.verify import verify_chain
 from ramparts.crypto.kms import Kms
@@ -278,3 +278,86 @@ def test_the_servers_sequencer_chains_a_requests_events_within_the_bound(
         assert "identity:login:succeeded" in actions
         assert "identity:token:issued" in actions
         assert verify_chain(owner, account.tenant_id).intact
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        '{"action":"x"',  # no actor: the action index could not read it
+        '{"action":"' + "a" * 201 + '","actor":{"id":"a"}',  # an action the index cannot hold
+        '{"action":"x","actor":{"id":"' + "a" * 1025 + '"}',  # an actor id it cannot hold
+    ],
+)
+def test_the_queue_takes_only_events_that_can_be_chained(
+    fresh: DatabaseUrls, owner: psycopg.Connection, head: str
+) -> None:
+    tenant = uuid.uuid4()
+    with psycopg.connect(libpq(fresh.app)) as app:
+        app.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant),))
+        with pytest.raises(errors.RaiseException, match="canonical events"):
+            app.execute("SELECT * FROM audit_enqueue(%s::text[])", ([head],))
+    assert _queued(owner, tenant) == 0
+
+
+async def test_a_chain_that_cannot_be_chained_never_stops_the_others(
+    make_database: Callable[..., DatabaseUrls],
+) -> None:
+    """The second wall: an event in the queue that the chain cannot take (written there by
+    the owner, past `audit_enqueue`) stays queued and the other tenants' events are chained.
+    Its own database: the stuck event stays."""
+    fresh = make_database()
+    owner = psycopg.connect(libpq(fresh.owner), autocommit=True)
+    stuck, honest = sorted([uuid.uuid4(), uuid.uuid4()])  # the stuck chain comes first
+    owner.execute(
+        "INSERT INTO audit_queue (tenant, head, tail, queued_at) "
+        "VALUES (%s, %s, '}', clock_timestamp())",
+        (stuck, '{"action":"x"'),
+    )
+    await _record(fresh, honest, [1, 2])
+    database = Database(fresh.app, pool_size=1)
+    try:
+        with pytest.raises(SequencerStalledError, match="without progress"):
+            await Sequencer(database, max_lag_seconds=1).drain(patience=0.3)
+    finally:
+        await database.dispose()
+    with owner:
+        assert _numbers(owner, honest) == [(1, 1), (2, 2)]
+        assert _queued(owner, stuck) == 1
+        assert not owner.execute(
+            "SELECT 1 FROM audit_events WHERE tenant_id = %s", (stuck,)
+        ).fetchall()
+
+
+async def test_draining_gives_up_on_a_chain_held_open(
+    fresh: DatabaseUrls, owner: psycopg.Connection
+) -> None:
+    tenant = uuid.uuid4()
+    await _record(fresh, tenant, [1])
+    database = Database(fresh.app, pool_size=1)
+    try:
+        with owner.transaction():
+            owner.execute("SELECT audit_lock(%s)", (tenant,))
+            started = time.monotonic()
+            with pytest.raises(SequencerStalledError, match="held by an open transaction"):
+                await Sequencer(database, max_lag_seconds=1).drain(patience=0.3)
+            assert time.monotonic() - started < 5
+        assert await Sequencer(database, max_lag_seconds=1).drain() == 1
+    finally:
+        await database.dispose()
+    assert _numbers(owner, tenant) == [(1, 1)]
+
+
+async def test_a_pass_chains_at_most_its_batch_oldest_chain_first(
+    fresh: DatabaseUrls, owner: psycopg.Connection
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await _record(fresh, first, range(3))
+    await _record(fresh, second, range(3))
+    database = Database(fresh.app, pool_size=1)
+    try:
+        done = await Sequencer(database, max_lag_seconds=1, batch=4).sequence()
+    finally:
+        await database.dispose()
+    assert (done.sequenced, done.full) == (4, True)
+    assert [n for _, n in _numbers(owner, first)] == [0, 1, 2]
+    assert [n for _, n in _numbers(owner, second)] == [0]

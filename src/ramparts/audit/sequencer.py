@@ -19,15 +19,17 @@ from sqlalchemy import text
 
 from ramparts.db.engine import Database
 
-__all__ = ["BATCH_EVENTS", "Sequencer", "SequencerPass"]
+__all__ = ["BATCH_EVENTS", "Sequencer", "SequencerPass", "SequencerStalledError"]
 
 log = structlog.get_logger(__name__)
 
-#: Events chained per tenant per transaction: large enough that a pass's fixed costs vanish
-#: (bench/audit.py: 1,000 to 20,000 chain at the same rate), small enough that the chain's
-#: lock, which the checkpoint signer and an admin's search wait for, is held well under a
+#: Events chained per pass, in all: large enough that a pass's fixed costs vanish
+#: (bench/audit.py: 1,000 to 20,000 chain at the same rate), small enough that the chains'
+#: locks, which the checkpoint signer and an admin's search wait for, are held well under a
 #: second.
 BATCH_EVENTS = 5_000
+#: How long `drain` waits for a held chain before it gives up.
+DRAIN_PATIENCE_SECONDS = 30.0
 #: The longest pause after repeated failures (the database down, a failover).
 MAX_BACKOFF_SECONDS = 30.0
 #: The least time between two warnings that the queue is behind, so a long outage is not
@@ -35,12 +37,16 @@ MAX_BACKOFF_SECONDS = 30.0
 WARN_EVERY_SECONDS = 30.0
 
 
+class SequencerStalledError(Exception):
+    """`drain` made no progress for its whole patience while events were still queued."""
+
+
 @dataclass(frozen=True)
 class SequencerPass:
     """What one `audit_sequence` transaction did, and how old the oldest event left is."""
 
     sequenced: int
-    full: bool  # some chain had a full batch: more is waiting
+    full: bool  # a full batch: more may be waiting
     oldest_seconds: float | None  # None when nothing committed is queued
 
 
@@ -60,7 +66,7 @@ class Sequencer:
         self._warned_at = -WARN_EVERY_SECONDS
 
     async def sequence(self) -> SequencerPass:
-        """One pass in one transaction: up to a batch of every chain that is not held."""
+        """One pass in one transaction: up to a batch in all, over the chains not held."""
         async with self._db.session() as session:
             rows = (
                 await session.execute(
@@ -76,19 +82,32 @@ class Sequencer:
                     )
                 )
             ).scalar_one()
-        return SequencerPass(sum(counts), self._batch in counts, oldest)
+        return SequencerPass(sum(counts), sum(counts) >= self._batch, oldest)
 
-    async def drain(self) -> int:
+    async def drain(self, *, patience: float = DRAIN_PATIENCE_SECONDS) -> int:
         """Sequence until nothing committed is queued; how many events this chained.
 
         A chain another transaction holds (another sequencer, the checkpoint signer) is
-        waited for, briefly and repeatedly, never skipped."""
+        waited for, briefly and repeatedly, never skipped; `SequencerStalledError` after
+        `patience` seconds without progress."""
         total = 0
+        stalled_since: float | None = None
         while True:
             done = await self.sequence()
             total += done.sequenced
             if done.oldest_seconds is None:
                 return total
+            if done.sequenced:
+                stalled_since = None
+            else:
+                now = time.monotonic()
+                stalled_since = now if stalled_since is None else stalled_since
+                if now - stalled_since > patience:
+                    raise SequencerStalledError(
+                        f"audit events are still queued after {patience:g} s without progress: "
+                        "a chain is held by an open transaction, or cannot be chained "
+                        "(see the database log)"
+                    )
             if not done.full:
                 await asyncio.sleep(0.01)
 

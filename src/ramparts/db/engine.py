@@ -166,7 +166,12 @@ class Database:
             pool_recycle=POOL_RECYCLE_SECONDS,
             hide_parameters=True,
         )
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # close_resets_only=False: a session that has ended cannot quietly start another
+        # transaction (with no tenant set) if someone keeps using it, e.g. a streaming
+        # response's body after the request's transaction ended.
+        self._sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, close_resets_only=False
+        )
 
     @asynccontextmanager
     async def tenant_session(

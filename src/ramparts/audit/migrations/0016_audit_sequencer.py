@@ -86,11 +86,16 @@ def upgrade() -> None:
             IF chain IS NULL THEN
                 RAISE EXCEPTION 'audit events are written inside a tenant session';
             END IF;
-            -- Parsing proves each head is one JSON object whose keys all sort before "seq".
+            -- Parsing proves each head is one JSON object whose keys all sort before "seq";
+            -- the action and the actor's id must also fit the trail's search indexes, so
+            -- that every queued event can be chained (one that could not would stop its
+            -- tenant's chain).
             IF EXISTS (
                 SELECT FROM unnest(heads) AS h
                 WHERE h IS NULL OR left(h, 11) <> '{"action":"'
+                    OR position('","actor":' IN h) NOT BETWEEN 13 AND 12 + 200
                     OR (h || '}')::jsonb ?| ARRAY['seq', 'tenant', 'time']
+                    OR octet_length(((h || '}')::jsonb -> 'actor') ->> 'id') > 1024
             ) THEN
                 RAISE EXCEPTION 'audit_enqueue takes canonical events without their last keys';
             END IF;
@@ -174,32 +179,37 @@ def upgrade() -> None:
         END $$
         """,
         "REVOKE ALL ON FUNCTION audit_chain_queued(uuid, integer) FROM PUBLIC",
-        # The sequencer's pass: up to `max_events` of each tenant that has queued events, and
-        # how many per chain. A chain another transaction holds (another sequencer, the
-        # checkpoint signer, an admin's search) is skipped, never waited for, so sequencers
-        # in many processes share the work.
+        # The sequencer's pass: up to `max_events` in all, the chains whose oldest event has
+        # waited longest first (none starves), and how many per chain. A chain another
+        # transaction holds (another sequencer, the checkpoint signer, an admin's search) is
+        # skipped, never waited for, so sequencers in many processes share the work; and the
+        # bound keeps each chain's lock, held to the end of the pass, brief. A chain that
+        # cannot be chained (`audit_enqueue` admits no such event; this is the second wall)
+        # is left queued, with a warning, and does not stop the others: its lag shows in
+        # `ramparts audit status`.
         """
         CREATE FUNCTION audit_sequence(max_events integer)
         RETURNS TABLE (chain uuid, sequenced integer)
         LANGUAGE plpgsql VOLATILE SECURITY DEFINER
         SET search_path = pg_catalog, public SET app.tenant_id = '' AS $$
+        DECLARE
+            total integer := 0;
         BEGIN
             IF max_events IS NULL OR max_events < 1 THEN
                 RAISE EXCEPTION 'audit_sequence takes a positive batch size';
             END IF;
-            -- The tenants with queued events, one index probe each (a loose index scan).
             FOR chain IN
-                WITH RECURSIVE queued (tenant) AS (
-                    (SELECT q.tenant FROM audit_queue q ORDER BY q.tenant LIMIT 1)
-                    UNION ALL
-                    SELECT (SELECT q.tenant FROM audit_queue q WHERE q.tenant > queued.tenant
-                            ORDER BY q.tenant LIMIT 1)
-                    FROM queued WHERE queued.tenant IS NOT NULL
-                )
-                SELECT queued.tenant FROM queued WHERE queued.tenant IS NOT NULL
+                SELECT q.tenant FROM audit_queue q GROUP BY q.tenant ORDER BY min(q.id)
             LOOP
+                EXIT WHEN total >= max_events;
                 CONTINUE WHEN NOT pg_try_advisory_xact_lock(audit_lock_key(chain));
-                sequenced := audit_chain_queued(chain, max_events);
+                BEGIN
+                    sequenced := audit_chain_queued(chain, max_events - total);
+                EXCEPTION WHEN OTHERS THEN
+                    RAISE WARNING 'audit chain % cannot be sequenced: %', chain, SQLERRM;
+                    CONTINUE;
+                END;
+                total := total + sequenced;
                 IF sequenced > 0 THEN
                     RETURN NEXT;
                 END IF;
