@@ -9,12 +9,10 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -25,7 +23,7 @@ from ramparts.db.engine import DatabaseUrls
 from ramparts.db.migrate import head_revision
 from tests.certs import certificate, write_pem
 from tests.conftest import cli_env, free_port, libpq
-from tests.identity.helpers import Account, bearer, code_from, exchange_code, log_in, pkce_pair
+from tests.identity.helpers import bearer, sign_in_demo_buyer
 from tests.test_config import STRONG_DB_PASSWORD, STRONG_KEY, VAULT_TOKEN
 
 HEAD = head_revision()
@@ -414,37 +412,9 @@ def test_demo_runs_on_the_embedded_database(tmp_path: Path) -> None:
         seeded = run("seed-demo", "--json", env={**env, "RAMPARTS_PUBLIC_URL": base})
         assert seeded.returncode == 0, seeded.stderr
         report = json.loads(seeded.stdout)
-        buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
-        client = report["oidc_client"]
-        assert client["redirect_uri"] == f"{base}/app/callback"
-        verifier, challenge = pkce_pair()
-        authorize = "/oauth/authorize?" + urlencode(
-            {
-                "response_type": "code",
-                "client_id": client["client_id"],
-                "redirect_uri": client["redirect_uri"],
-                "scope": "openid",
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            }
-        )
-        account = Account(
-            tenant="acme",
-            tenant_id=uuid.UUID(report["tenants"][0]["id"]),
-            username=buyer["username"],
-            password=buyer["password"],
-            totp_secret=buyer["totp_secret"],
-            user_id=uuid.uuid4(),
-        )
+        assert report["oidc_client"]["redirect_uri"] == f"{base}/app/callback"
         with httpx.Client(base_url=base) as browser:
-            final = log_in(browser, authorize, account)
-            tokens = exchange_code(
-                browser,
-                code_from(final.headers["location"]),
-                verifier,
-                client_id=client["client_id"],
-                redirect_uri=client["redirect_uri"],
-            ).json()
+            tokens = sign_in_demo_buyer(browser, report).json()
             me = browser.get("/oauth/userinfo", headers=bearer(tokens["access_token"])).json()
         assert me["roles"] == ["buyer"]
         assert me["tenant"] == report["tenants"][0]["id"]

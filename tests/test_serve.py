@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
 import psutil
@@ -25,7 +23,7 @@ from ramparts.runtime import (
     size_pools,
 )
 from tests.conftest import free_port, libpq
-from tests.identity.helpers import Account, bearer, code_from, exchange_code, log_in, pkce_pair
+from tests.identity.helpers import bearer, sign_in_demo_buyer
 from tests.test_cli import owner_env, run, running
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -120,41 +118,13 @@ def test_two_workers_serve_authenticated_requests(
     seeded = run("seed-demo", "--json", env=env)
     assert seeded.returncode == 0, seeded.stderr
     report = json.loads(seeded.stdout)
-    buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
-    client = report["oidc_client"]
-    account = Account(
-        tenant="acme",
-        tenant_id=uuid.UUID(report["tenants"][0]["id"]),
-        username=buyer["username"],
-        password=buyer["password"],
-        totp_secret=buyer["totp_secret"],
-        user_id=uuid.uuid4(),
-    )
     with running("serve", "--port", str(port), "--workers", "2", env=env, url=f"{base}/readyz") as (
         started
     ):
         workers = _worker_processes(psutil.Process(started.process.pid))
         assert len(workers) == 2
-        verifier, challenge = pkce_pair()
-        authorize = "/oauth/authorize?" + urlencode(
-            {
-                "response_type": "code",
-                "client_id": client["client_id"],
-                "redirect_uri": client["redirect_uri"],
-                "scope": "openid",
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            }
-        )
         with httpx.Client(base_url=base) as browser:
-            final = log_in(browser, authorize, account)
-            tokens = exchange_code(
-                browser,
-                code_from(final.headers["location"]),
-                verifier,
-                client_id=client["client_id"],
-                redirect_uri=client["redirect_uri"],
-            )
+            tokens = sign_in_demo_buyer(browser, report)
         assert tokens.status_code == 200, tokens.text
         headers = bearer(tokens.json()["access_token"])
         # Each client keeps its connection open, so the worker that accepted it stays visible.

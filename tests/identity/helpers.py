@@ -228,3 +228,37 @@ def register_client(urls: DatabaseUrls, kms: Kms, client_id: str, redirect_uri: 
             await owner.dispose()
 
     asyncio.run(run())
+
+
+def sign_in_demo_buyer(browser: httpx.Client, report: dict[str, Any]) -> httpx.Response:
+    """The token response of `buyer@acme.test` from a `seed-demo --json` report, signed in
+    through the first-party client as a person would (password, TOTP, PKCE code)."""
+    buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
+    client = report["oidc_client"]
+    verifier, challenge = pkce_pair()
+    authorize = "/oauth/authorize?" + urlencode(
+        {
+            "response_type": "code",
+            "client_id": client["client_id"],
+            "redirect_uri": client["redirect_uri"],
+            "scope": "openid",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    account = Account(
+        tenant="acme",
+        tenant_id=uuid.UUID(report["tenants"][0]["id"]),
+        username=buyer["username"],
+        password=buyer["password"],
+        totp_secret=buyer["totp_secret"],
+        user_id=uuid.uuid4(),
+    )
+    final = log_in(browser, authorize, account)
+    return exchange_code(
+        browser,
+        code_from(final.headers["location"]),
+        verifier,
+        client_id=client["client_id"],
+        redirect_uri=client["redirect_uri"],
+    )

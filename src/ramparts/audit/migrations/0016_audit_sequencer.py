@@ -74,9 +74,9 @@ def upgrade() -> None:
         AS $$ SELECT pg_advisory_xact_lock(audit_lock_key(chain)) $$
         """,
         # Queues events on the chain of the caller's tenant (app.tenant_id, never an
-        # argument) and returns their queue ids, in order. The same check of each head as
-        # audit_append made, so the sequencer only ever meets events it can chain. No lock:
-        # writers of one tenant never wait for each other.
+        # argument) and returns their queue ids, in order. It checks each head as
+        # audit_append did, and that it fits the trail's indexes, so the sequencer only ever
+        # meets events it can chain. No lock: writers of one tenant never wait for each other.
         """
         CREATE FUNCTION audit_enqueue(heads text[])
         RETURNS TABLE (chain uuid, queue_id bigint)
