@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -9,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from ramparts.db.engine import Database, DatabaseUrls, UnsafeRuntimeRoleError
+from ramparts.db.engine import Database, DatabaseUrls, Opening, UnsafeRuntimeRoleError
 from ramparts.identity.services import demo_data_present
 from tests.conftest import libpq
 from tests.db.test_rls import seed_tenant
@@ -109,3 +110,35 @@ async def test_a_pooled_connection_killed_by_the_server_is_replaced(
     async with app_db.session() as session:
         fresh = await session.scalar(text("SELECT pg_backend_pid()"))
     assert fresh not in {None, killed}
+
+
+async def test_a_transaction_cancelled_while_it_opens_stays_cancelled(
+    make_database: Callable[..., DatabaseUrls],
+) -> None:
+    """A cancelled task's first statement is interrupted and its connection left broken:
+    the cancellation goes on, the transaction is not started again (which would swallow it
+    and keep, say, the audit sequencer running after its server stopped it)."""
+    urls = make_database()
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        owner.execute(
+            "CREATE FUNCTION slow_opening(tenant uuid) RETURNS boolean LANGUAGE sql "
+            "AS $$ SELECT pg_sleep(2) IS NULL $$"
+        )
+        owner.execute("GRANT EXECUTE ON FUNCTION slow_opening(uuid) TO ramparts_app")
+    database = Database(urls.app, pool_size=1)
+    opened: list[uuid.UUID] = []
+
+    async def open_slowly() -> None:
+        tenant = uuid.uuid4()
+        async with database.tenant_session(tenant, opening=Opening("slow_opening")):
+            opened.append(tenant)
+
+    try:
+        task = asyncio.create_task(open_slowly())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+    finally:
+        await database.dispose()
+    assert opened == []

@@ -11,6 +11,7 @@ connection dead is started again, once, on a fresh one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from contextlib import asynccontextmanager, contextmanager
@@ -241,7 +242,11 @@ class Database:
             driver = await driver_of(session)
             try:
                 cursor = await driver.execute(first, parameters)
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
+                # A cancelled task's statement is interrupted and its connection left broken
+                # too: that is the cancellation going on, not a dead connection to replace.
+                if isinstance(exc.__context__, asyncio.CancelledError):
+                    raise exc.__context__ from None
                 if not driver.broken:
                     raise
                 await connection.invalidate()
