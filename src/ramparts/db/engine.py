@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from ramparts.config import APP_ROLE, Settings
 from ramparts.db.embedded import embedded_postgres
@@ -75,9 +80,11 @@ async def driver_of(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
     """The psycopg connection under the session, inside the session's transaction: for the
     few statements on every request's path, where the ORM's machinery costs more than the
     round trip."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
+    return await _psycopg(await session.connection())
+
+
+async def _psycopg(connection: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    driver = (await connection.get_raw_connection()).driver_connection
     if not isinstance(driver, psycopg.AsyncConnection):  # pragma: no cover - one driver
         raise TypeError("Ramparts needs the psycopg driver")
     return driver
@@ -239,7 +246,7 @@ class Database:
         session = self._sessions()
         try:
             connection = await session.connection()
-            driver = await driver_of(session)
+            driver = await _psycopg(connection)
             try:
                 cursor = await driver.execute(first, parameters)
             except psycopg.OperationalError as exc:
