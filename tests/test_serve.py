@@ -50,9 +50,10 @@ def test_pools_fit_the_servers_max_connections(urls: DatabaseUrls) -> None:
         assert sizing.app.most >= 2
         assert sizing.audit.most >= 1
     one = size_pools(1, server, budget=60)
-    assert (one.app.size, one.app.overflow, one.audit.size, one.audit.overflow) == (5, 10, 2, 10)
+    # Every connection opened is kept: no overflow closed after each use.
+    assert (one.app.size, one.app.overflow, one.audit.size, one.audit.overflow) == (15, 0, 12, 0)
     two = size_pools(2, server, budget=24)  # 12 each: a fifth for the audit pool
-    assert (two.app.size, two.app.overflow, two.audit.size, two.audit.overflow) == (5, 5, 2, 0)
+    assert (two.app.size, two.app.overflow, two.audit.size, two.audit.overflow) == (10, 0, 2, 0)
     assert two.most == 24
     least = size_pools(4, server, budget=4 * MIN_CONNECTIONS_PER_WORKER)
     assert (least.app.most, least.audit.most) == (2, 1)

@@ -57,10 +57,9 @@ WORKER_HANDOFF = "_RAMPARTS_WORKER"
 MAX_WORKERS = 64
 #: Each worker's least: a request, the background tasks' one at a time, a refusal's event.
 MIN_CONNECTIONS_PER_WORKER = 3
-#: Per worker, at most what one process was given before workers existed (5 + 10 and
-#: 2 + 10): more connections than that only queue on the server's cores.
-APP_POOL_STEADY, APP_POOL_MAX = 5, 15
-AUDIT_POOL_STEADY, AUDIT_POOL_MAX = 2, 12
+#: Per worker, at most what one process was given before workers existed (15 and 12): more
+#: connections than that only queue on the server's cores.
+APP_POOL_MAX, AUDIT_POOL_MAX = 15, 12
 CONNECTION_LIMITS = """
 SELECT current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int
@@ -150,9 +149,11 @@ class Pool:
         return self.size + self.overflow
 
     @classmethod
-    def of(cls, most: int, steady: int) -> Pool:
-        size = min(steady, most)
-        return cls(size, most - size)
+    def of(cls, most: int) -> Pool:
+        """A pool that keeps every connection it opens, up to `most`: one that closed its
+        overflow after each use would have PostgreSQL start a backend per request under
+        load (a fork, authentication and cold caches, on the server's cores)."""
+        return cls(most, 0)
 
 
 @dataclass(frozen=True)
@@ -191,8 +192,8 @@ def size_pools(workers: int, server: ServerConnections, budget: int | None = Non
         workers,
         budget,
         server,
-        Pool.of(app, APP_POOL_STEADY),
-        Pool.of(audit, AUDIT_POOL_STEADY),
+        Pool.of(app),
+        Pool.of(audit),
     )
 
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 
 import psycopg
 import pytest
 from sqlalchemy import text
 
-from ramparts.db.engine import Database, DatabaseUrls, Opening, UnsafeRuntimeRoleError
+from ramparts.db.engine import (
+    Database,
+    DatabaseUrls,
+    Opening,
+    TransactionAbortedError,
+    UnsafeRuntimeRoleError,
+    driver_of,
+)
 from ramparts.identity.services import demo_data_present
 from tests.conftest import libpq
 from tests.db.test_rls import seed_tenant
@@ -142,3 +150,37 @@ async def test_a_transaction_cancelled_while_it_opens_stays_cancelled(
     finally:
         await database.dispose()
     assert opened == []
+
+
+@pytest.fixture
+async def probe(make_database: Callable[..., DatabaseUrls]) -> AsyncIterator[Database]:
+    """A database of the test's own with a table the runtime role may write."""
+    urls = make_database()
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        owner.execute("CREATE TABLE probe (note text NOT NULL)")
+        owner.execute("GRANT SELECT, INSERT ON probe TO ramparts_app")
+    database = Database(urls.app, pool_size=1)
+    yield database
+    await database.dispose()
+
+
+async def _notes(database: Database) -> list[str]:
+    async with database.session() as session:
+        return list(await session.scalars(text("SELECT note FROM probe ORDER BY note")))
+
+
+async def test_a_transaction_an_error_aborted_does_not_pass_for_committed(
+    probe: Database,
+) -> None:
+    """PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK, not an error."""
+
+    async def swallow_a_failure() -> None:
+        async with probe.session() as session:
+            await session.execute(text("INSERT INTO probe VALUES ('lost')"))
+            with suppress(psycopg.errors.DivisionByZero):
+                await (await driver_of(session)).execute("SELECT 1 / 0")
+
+    with pytest.raises(TransactionAbortedError):
+        await swallow_a_failure()
+    assert await _notes(probe) == []
+    assert await _notes(probe) == []  # and the pooled connection serves the next one

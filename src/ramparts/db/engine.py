@@ -39,6 +39,7 @@ __all__ = [
     "DatabaseUrls",
     "Opening",
     "OwnerRequiredError",
+    "TransactionAbortedError",
     "UnsafeRuntimeRoleError",
     "driver_of",
     "libpq",
@@ -88,6 +89,10 @@ async def _psycopg(connection: AsyncConnection) -> psycopg.AsyncConnection[Any]:
     if not isinstance(driver, psycopg.AsyncConnection):  # pragma: no cover - one driver
         raise TypeError("Ramparts needs the psycopg driver")
     return driver
+
+
+class TransactionAbortedError(Exception):
+    """COMMIT found the transaction aborted by a failed statement: it rolled back instead."""
 
 
 class _DeadConnectionError(Exception):
@@ -185,19 +190,14 @@ class Database:
     async def tenant_session(
         self, tenant_id: uuid.UUID, *, opening: Opening | None = None
     ) -> AsyncIterator[AsyncSession]:
-        """A transaction that sees exactly one tenant's rows (row-level security).
+        """A transaction that sees exactly one tenant's rows (row-level security): committed
+        when the block ends normally, rolled back when it raises.
 
         With `opening`, its SQL function sets the tenant instead of `set_config`, so the
         first round trip does a second job too; its answer is `opened(session)`.
         """
-        if not isinstance(tenant_id, uuid.UUID):
-            raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
-        if opening is None:
-            first, parameters = SET_TENANT, (str(tenant_id),)
-        else:
-            first = f"SELECT {opening.function}(%s{', %s' * len(opening.arguments)})"
-            parameters = (tenant_id, *opening.arguments)
-        async with self._transaction(first, parameters) as session:
+        session = await self.begin_tenant(tenant_id, opening=opening)
+        async with self._ending(session):
             yield session
 
     @asynccontextmanager
@@ -207,24 +207,55 @@ class Database:
         The tenant is cleared explicitly, so a session-level `SET app.tenant_id` left on a
         pooled connection by anyone cannot carry over into it.
         """
-        async with self._transaction(SET_TENANT, ("",)) as session:
+        session = await self._begin(SET_TENANT, ("",))
+        async with self._ending(session):
             yield session
 
-    @asynccontextmanager
-    async def _transaction(
-        self, first: str, parameters: Sequence[Any]
-    ) -> AsyncIterator[AsyncSession]:
-        """A transaction that runs `first`, then the caller's work: committed when that work
-        ends normally, rolled back when it raises."""
-        session = await self._begin(first, parameters)
+    async def begin_tenant(
+        self, tenant_id: uuid.UUID, *, opening: Opening | None = None
+    ) -> AsyncSession:
+        """`tenant_session` for a transaction whose end is not a block: whoever holds it must
+        `end` it."""
+        if not isinstance(tenant_id, uuid.UUID):
+            raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
+        if opening is None:
+            return await self._begin(SET_TENANT, (str(tenant_id),))
+        first = f"SELECT {opening.function}(%s{', %s' * len(opening.arguments)})"
+        return await self._begin(first, (tenant_id, *opening.arguments))
+
+    async def end(self, session: AsyncSession, *, commit: bool) -> None:
+        """Commit (or roll back) `session`'s transaction and close it: its connection goes
+        back to the pool. A commit that fails rolls back and raises."""
         try:
-            yield session
-            await session.commit()
+            if commit:
+                await self._commit(session)
+            else:
+                await session.rollback()
         except BaseException:
             await session.rollback()
             raise
         finally:
             await session.close()
+
+    @asynccontextmanager
+    async def _ending(self, session: AsyncSession) -> AsyncIterator[None]:
+        try:
+            yield
+        except BaseException:
+            await self.end(session, commit=False)
+            raise
+        await self.end(session, commit=True)
+
+    @staticmethod
+    async def _commit(session: AsyncSession) -> None:
+        """Flush, then COMMIT, checking that the server did commit."""
+        await session.flush()
+        committed = await (await driver_of(session)).execute(b"COMMIT")
+        # PostgreSQL answers COMMIT of a transaction a failed statement aborted with ROLLBACK,
+        # not an error: nothing was saved, and the caller must not answer as if it was.
+        if committed.statusmessage != "COMMIT":
+            raise TransactionAbortedError("the transaction was aborted by an earlier error")
+        await session.commit()  # the ORM's bookkeeping; the driver has nothing left to send
 
     async def _begin(self, first: str, parameters: Sequence[Any]) -> AsyncSession:
         """A session whose transaction has run `first`.

@@ -10,7 +10,6 @@ opens nothing.
 from __future__ import annotations
 
 import uuid
-from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -32,7 +31,7 @@ class RequestTransaction:
     """A request's tenant transaction: not yet open, open, or ended (for good)."""
 
     def __init__(self) -> None:
-        self._stack: AsyncExitStack | None = None
+        self._database: Database | None = None
         self._session: AsyncSession | None = None
         self._ended = False
 
@@ -50,29 +49,21 @@ class RequestTransaction:
     async def open(
         self, database: Database, tenant_id: uuid.UUID, *, opening: Opening | None = None
     ) -> AsyncSession:
-        """Start the transaction in `tenant_id`'s rows (`Database.tenant_session`)."""
-        if self._stack is not None or self._ended:
+        """Start the transaction in `tenant_id`'s rows (`Database.begin_tenant`)."""
+        if self._session is not None or self._ended:
             raise RuntimeError("a request has one transaction, opened once")
-        stack = AsyncExitStack()
-        self._session = await stack.enter_async_context(
-            database.tenant_session(tenant_id, opening=opening)
-        )
-        self._stack = stack
+        self._session = await database.begin_tenant(tenant_id, opening=opening)
+        self._database = database
         return self._session
 
     async def end(self, *, commit: bool) -> None:
         """Commit or roll back, and give the connection back to the pool. Ending a
         transaction that never opened, or has ended, does nothing."""
         self._ended = True
-        stack, session = self._stack, self._session
-        self._stack = self._session = None
-        if stack is None or session is None:
-            return
-        try:
-            if not commit:
-                await session.rollback()  # leaves `tenant_session` nothing to commit
-        finally:
-            await stack.aclose()  # `tenant_session` commits, or raises what failed
+        session, database = self._session, self._database
+        self._session = self._database = None
+        if session is not None and database is not None:
+            await database.end(session, commit=commit)
 
 
 async def request_session(request: Request) -> AsyncSession:
