@@ -13,7 +13,10 @@ reports req/s, p50 and p99 and the ratios app/bare and one tenant/two tenants. G
 printed beside the results, not enforced: the exit status reflects errors (a non-2xx answer,
 a socket error, a server that does not start), unless `--check` also makes a missed goal
 fail. `--quick` is the CI smoke run; `--soak` loads the app alone for `--minutes`, sampling
-throughput and the server's memory (RSS of all its processes) every minute.
+throughput and the server's memory (RSS of all its processes) every minute. `--floor` reads
+through two more baselines (`floor_app.py`): the bare app plus the database work an audited
+read cannot skip, with and without its audit event, to show how much of the gap is the
+database's and how much the app's.
 """
 
 from __future__ import annotations
@@ -287,15 +290,17 @@ def serve_app(
 
 
 def serve_bare(
-    env: dict[str, str], port: int, workers: int, log: Path
+    env: dict[str, str], port: int, workers: int, log: Path, *, name: str = "bare app"
 ) -> AbstractContextManager[Server]:
-    """The same server settings as `ramparts serve` (see `runtime.serve`)."""
+    """The same server settings as `ramparts serve` (see `runtime.serve`); `name` picks the
+    app: `bare app`, or a floor (`floor_app.py`)."""
+    module = "bare_app" if name == "bare app" else "floor_app"
     command = [
         sys.executable,
         "-m",
         "uvicorn",
         "--factory",
-        "bare_app:create_app",
+        f"{module}:create_app",
         "--host",
         "127.0.0.1",
         "--port",
@@ -312,7 +317,7 @@ def serve_bare(
         "--no-server-header",
         "--no-proxy-headers",
     ]
-    return started("bare app", command, env, port, log)
+    return started(name, command, env, port, log)
 
 
 # Tokens -----------------------------------------------------------------------------------
@@ -540,6 +545,27 @@ def compare(
     return results
 
 
+def compare_floors(
+    bench: Bench, floors: list[Server], buyers: list[Buyer], *, seconds: int, warmup: int
+) -> dict[str, Any]:
+    """Authenticated reads of one tenant at 10 connections (four servers' pools at 50 would
+    pass the database's connection limit): the bare app, each floor and the app, interleaved
+    over two rounds; req/s of each and its ratio to the bare app's."""
+    servers = [bench.bare, *floors, bench.app]
+    measure = Measure("read", 1, 10)
+    runs: dict[str, list[Result]] = {s.name: [] for s in servers}
+    for _ in range(2):
+        for server in servers:
+            runs[server.name].append(bench.run(server, buyers[:1], measure, seconds, warmup))
+    bare_rps = summary(runs[bench.bare.name])["rps"]
+    entry = {
+        name: {**summary(found), "ratio": round(summary(found)["rps"] / bare_rps, 3)}
+        for name, found in runs.items()
+    }
+    print(f"# {measure.name}: {entry}", file=sys.stderr)
+    return {measure.name: entry}
+
+
 def print_progress(name: str, entry: dict[str, Any]) -> None:
     app, bare = entry["app"], entry["bare"]
     print(
@@ -604,6 +630,11 @@ def main() -> int:
     parser.add_argument("--soak", action="store_true", help="the app alone, for --minutes")
     parser.add_argument("--minutes", type=int, default=20, help="soak length")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="reads only: the bare app, the floors (floor_app.py) and the app",
+    )
     args = parser.parse_args()
     if min(args.duration, args.workers, args.minutes) < 1:
         parser.error("--duration, --workers and --minutes must be at least 1")
@@ -623,7 +654,12 @@ def main() -> int:
 def print_table(report: dict[str, Any], missed: list[str]) -> None:
     """The results one line per measure, the goals and what missed them after."""
     print(f"workers {report['workers']}, app pool {report['app pool']} per worker")
-    if "soak" in report:
+    if "floors" in report:
+        for name, entry in report["floors"].items():
+            print(name)
+            for server, found in entry.items():
+                print(f"  {server:>20} {found['rps']:9.1f} req/s  {found['ratio']:6.3f} x bare")
+    elif "soak" in report:
         soaked = report["soak"]
         for sample in soaked["samples"]:
             print(f"minute {sample['minute']:3}  {sample['rps']:8.1f} req/s  {sample['rss_mb']} MB")
@@ -684,6 +720,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "quotes per buyer": QUOTES_PER_BUYER,
             "goals": GOALS,
         }
+        if args.floor:
+            floors = [
+                stack.enter_context(serve_floor(bare_env, urls, args.workers, work, audited))
+                for audited in (False, True)
+            ]
+            for floor in floors:
+                floor.ready()
+            report["floors"] = compare_floors(
+                bench, floors, buyers, seconds=args.duration, warmup=3
+            )
+            report["missed goals"] = []
+            return report
         if args.soak:
             report["soak"] = soak(bench, buyers, args.minutes, 50)
             soaked = report["soak"]
@@ -713,6 +761,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["missed goals"] = [] if quick else missed_goals(report["results"])
         return report
     raise AssertionError("unreachable")
+
+
+def serve_floor(
+    bare_env: dict[str, str], urls: DatabaseUrls, workers: int, work: Path, audited: bool
+) -> AbstractContextManager[Server]:
+    """A floor (`floor_app.py`), as the runtime role, with or without the audit event."""
+    name = "floor" if audited else "floor, no audit"
+    env = {
+        **bare_env,
+        "BENCH_FLOOR_DATABASE_URL": urls.app.render_as_string(hide_password=False),
+        "BENCH_FLOOR_AUDIT": "1" if audited else "0",
+    }
+    log = work / f"{name.replace(', ', '-').replace(' ', '-')}.log"
+    return serve_bare(env, free_port(), workers, log, name=name)
 
 
 async def _sizing(urls: DatabaseUrls, workers: int) -> Sizing:

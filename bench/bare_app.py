@@ -27,7 +27,7 @@ DATABASE_URL = "BENCH_BARE_DATABASE_URL"
 POOL = "BENCH_BARE_POOL"
 
 
-def _caller(request: Request) -> tuple[uuid.UUID, uuid.UUID]:
+def caller(request: Request) -> tuple[uuid.UUID, uuid.UUID]:
     named = request.headers.get("authorization", "").partition(" ")[2]
     tenant, _, user = named.partition(":")
     try:
@@ -36,10 +36,11 @@ def _caller(request: Request) -> tuple[uuid.UUID, uuid.UUID]:
         raise HTTPException(401, "name the caller: Bearer <tenant id>:<user id>") from None
 
 
-def create_app() -> FastAPI:
+def served(url_variable: str) -> tuple[FastAPI, Database]:
+    """An app answering `/healthz`, and a database at the URL in `url_variable`, pooled as
+    `BENCH_BARE_POOL` says and disposed of when the app stops."""
     size, overflow = (int(n) for n in os.environ[POOL].split(","))
-    database = Database(make_url(os.environ[DATABASE_URL]), pool_size=size, max_overflow=overflow)
-    sessions = async_sessionmaker(database.engine, expire_on_commit=False)
+    database = Database(make_url(os.environ[url_variable]), pool_size=size, max_overflow=overflow)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,9 +53,16 @@ def create_app() -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    return app, database
+
+
+def create_app() -> FastAPI:
+    app, database = served(DATABASE_URL)
+    sessions = async_sessionmaker(database.engine, expire_on_commit=False)
+
     @app.get("/api/quotes")
     async def list_quotes(request: Request) -> dict[str, Any]:
-        tenant, user = _caller(request)
+        tenant, user = caller(request)
         async with sessions() as session, session.begin():
             quotes = QuoteService(session)
             found = await quotes.listing(tenant, party=Party(user, buyer=True, seller=False))
@@ -62,7 +70,7 @@ def create_app() -> FastAPI:
 
     @app.post("/api/quotes", status_code=201)
     async def create_quote(request: Request, new: QuoteIn) -> dict[str, Any]:
-        tenant, user = _caller(request)
+        tenant, user = caller(request)
         async with sessions() as session, session.begin():
             quotes = QuoteService(session)
             quote = await quotes.create(
