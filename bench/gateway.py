@@ -30,7 +30,9 @@ from bench.common import database, print_report
 from tests.identity.helpers import TEST_REDACTOR, provisioning_for
 from tests.live import temporary_kms
 
+from ramparts.ai.conversations import Conversations
 from ramparts.ai.gateway import CALLS_PER_MESSAGE, Gateway, ModelEndpoint
+from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import ModelTurn, ToolCall
 from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolRegistry, ToolRun
@@ -128,10 +130,11 @@ async def run(urls: Any, home: Path) -> tuple[list[float], list[float]]:
         database,
         registry,
         Authorizer(PolicyEngine.load(), audit, TenantRegions(database)),
-        SealedFields(DataKeys(kms)),
+        Conversations(SealedFields(DataKeys(kms))),
         audit,
         endpoints=[ModelEndpoint("bench", "local", Burst())],
         limiter=Limiter(None, UNLIMITED),
+        kill_switch=KillSwitch(),
         ui_client="ramparts-web",
         calls_per_message={**CALLS_PER_MESSAGE, Risk.WRITE: 4},
     )

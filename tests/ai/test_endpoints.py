@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ramparts.ai.gateway import KILLSWITCH_MAX_AGE
+from ramparts.ai.killswitch import KILLSWITCH_MAX_AGE
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.models import Role

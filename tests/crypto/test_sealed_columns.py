@@ -19,7 +19,7 @@ from psycopg import errors, sql
 from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
-from ramparts.ai.gateway import CONVERSATION_TOKENS
+from ramparts.ai.conversations import CONVERSATION_TOKENS
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.fields import FieldCipher
 from ramparts.crypto.keys import DataKeys

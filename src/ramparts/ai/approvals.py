@@ -19,14 +19,10 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ramparts.ai.gateway import (
-    CONVERSATION_TOKENS,
-    AssistantService,
-    GatewayRefusedError,
-    KillSwitch,
-    run_checked,
-)
+from ramparts.ai.gateway import AssistantService, run_checked
+from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.masking import Masker, redacted
+from ramparts.ai.refusals import GatewayRefusedError
 from ramparts.ai.tools import Tool, ToolError, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.identity.auth import Principal, actor_of
@@ -307,16 +303,7 @@ class Approvals(AssistantService):
         arguments: dict[str, Any],
     ) -> Any:
         """The request's arguments with the conversation's placeholders back to values."""
-        sealed = await session.scalar(
-            text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
-            {"t": tenant, "id": conversation_id},
-        )
-        tokens: dict[str, str] = {}
-        if sealed is not None:
-            opened = await self._fields.open(
-                session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
-            )
-            tokens = json.loads(opened)
+        tokens = await self._conversations.tokens(session, tenant, conversation_id)
         return Masker.restore(tokens).unmask(arguments)
 
     async def _finish(

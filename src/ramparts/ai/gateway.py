@@ -14,30 +14,28 @@ alone becomes an approval request for a different person. Every step is audited.
 from __future__ import annotations
 
 import json
-import re
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.ai.approval_requests import request_approval
+from ramparts.ai.conversations import Conversation, Conversations
 from ramparts.ai.injection import scan
+from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import Limiter, LimitExceededError, estimate_tokens
 from ramparts.ai.masking import Masker, RefusedContentError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall, storable
 from ramparts.ai.provenance import Provenance, Trust, scalars
+from ramparts.ai.refusals import GatewayRefusedError
 from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolError, ToolRegistry, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
-from ramparts.crypto.sealing import EncryptedColumn, SealedFields
 from ramparts.db.engine import Database
-from ramparts.detectors import Kind
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import Channel, PolicyAction, Target
 from ramparts.policy.services import Authorizer, RequestContext
@@ -46,8 +44,6 @@ __all__ = [
     "AssistantReply",
     "AssistantService",
     "Gateway",
-    "GatewayRefusedError",
-    "KillSwitch",
     "ModelEndpoint",
     "Status",
     "ToolOutcome",
@@ -55,25 +51,15 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-CONVERSATION_TOKENS = EncryptedColumn("ai_conversations", "sealed_tokens", row="id")
 MAX_STEPS = 4
 MAX_MESSAGE_CHARS = 8_000
 MAX_CONVERSATION_CHARS = 100_000
 MAX_RESULT_CHARS = 20_000  # one tool result, as the model sees it
-#: A kill-switch takes effect within a second: each process reads it at most this long ago.
-KILLSWITCH_MAX_AGE = 0.5
-DIRECTORY_MAX_AGE = 60.0
-SAVED_COLUMNS = ("seq", "role", "trust", "source", "content")
 #: Refusals written to the audit trail where they happen.
 AUDITED_APART = frozenset({"content-refused", "no-model-endpoint"})
-APPROVAL_TTL = timedelta(hours=24)
 #: Tool calls one user message may lead to, per risk tier (run or sent to approval): the
 #: model's turns cannot multiply what one request does.
 CALLS_PER_MESSAGE: Mapping[Risk, int] = {Risk.READ: 16, Risk.WRITE: 3, Risk.HIGH: 1}
-#: The source of a stored model turn that asked for tool calls (its content: the calls).
-MODEL_CALLS = "model:tool_calls"
-#: A model's own call id is kept when it looks like one (else the gateway names its calls).
-CALL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 TIER = {Risk.READ: "read", Risk.WRITE: "write", Risk.HIGH: "high-risk"}
 
 
@@ -81,15 +67,6 @@ class Status(StrEnum):
     EXECUTED = "executed"
     REFUSED = "refused"
     PENDING_APPROVAL = "pending_approval"
-
-
-class GatewayRefusedError(Exception):
-    """The whole request is refused (kill-switch, secret in the message, no endpoint)."""
-
-    def __init__(self, status: int, kind: str, detail: str, *, retry_after: int = 0) -> None:
-        super().__init__(detail)
-        self.status, self.kind, self.detail = status, kind, detail
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -126,22 +103,6 @@ class AssistantReply:
     actions: list[ToolOutcome] = field(default_factory=list)
 
 
-@dataclass
-class _Conversation:
-    id: uuid.UUID
-    masker: Masker
-    provenance: Provenance
-    messages: list[dict[str, Any]]
-    next_seq: int
-    # Written once a turn (one round trip each), not once a call: the hot path of a tool call
-    # then touches the database only for what it must do at once.
-    unsaved: list[dict[str, Any]] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    echoed: set[str] = field(default_factory=set)  # unbacked argument values tools were given
-    calls: dict[Risk, int] = field(default_factory=dict)  # run or sent to approval, this message
-    flushed: int = 0  # events already in this transaction
-
-
 class AssistantService:
     """What the gateway and its approvals both work with."""
 
@@ -150,7 +111,7 @@ class AssistantService:
         database: Database,
         registry: ToolRegistry,
         authorizer: Authorizer,
-        fields: SealedFields,
+        conversations: Conversations,
         audit: AuditLog,
         *,
         ui_client: str,
@@ -158,7 +119,7 @@ class AssistantService:
         self._db = database
         self._registry = registry
         self._authorizer = authorizer
-        self._fields = fields
+        self._conversations = conversations
         self._audit = audit
         self._ui_client = ui_client
 
@@ -179,21 +140,20 @@ class Gateway(AssistantService):
         database: Database,
         registry: ToolRegistry,
         authorizer: Authorizer,
-        fields: SealedFields,
+        conversations: Conversations,
         audit: AuditLog,
         *,
         endpoints: list[ModelEndpoint],
         limiter: Limiter,
+        kill_switch: KillSwitch,
         ui_client: str,
         calls_per_message: Mapping[Risk, int] = CALLS_PER_MESSAGE,
     ) -> None:
-        super().__init__(database, registry, authorizer, fields, audit, ui_client=ui_client)
+        super().__init__(database, registry, authorizer, conversations, audit, ui_client=ui_client)
         self._endpoints = endpoints
         self._limiter = limiter
         self._calls_per_message = {risk: calls_per_message.get(risk, 0) for risk in Risk}
-        self._switch = KillSwitch()
-        # The tenant's people, whose names are masked: a new colleague's name within a minute.
-        self._directory = TenantRead(people_names, DIRECTORY_MAX_AGE)
+        self._switch = kill_switch
 
     # --- one message ----------------------------------------------------------------------
 
@@ -232,7 +192,7 @@ class Gateway(AssistantService):
                 principal, ui_client=self._ui_client, session=session
             )
             stopped = await self._switch.stopped(session, tenant)  # refuses when all is off
-            conversation = await self._conversation(session, principal, conversation_id)
+            conversation = await self._conversations.open(session, principal, conversation_id)
             conversation.events = pending  # kept by the caller: they outlive a rollback
             if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
                 raise GatewayRefusedError(
@@ -265,7 +225,7 @@ class Gateway(AssistantService):
                     )
                 )
                 await self._strike(principal, conversation.events)
-            self._remember(conversation, role="user", trust=trust, source="user", content=masked)
+            conversation.remember(role="user", trust=trust, source="user", content=masked)
             ai_context = RequestContext(channel=Channel.AI_TOOL, region=context.region)
             offered = self._offered(principal, ai_context)
             outcomes: list[ToolOutcome] = []
@@ -296,7 +256,7 @@ class Gateway(AssistantService):
                     )
                     for call in turn.tool_calls
                 ]
-                call_ids = self._remember_calls(conversation, calls)
+                call_ids = conversation.remember_calls(calls)
                 for call, call_id in zip(calls, call_ids, strict=True):
                     outcome, result = await self._call(
                         session,
@@ -313,8 +273,7 @@ class Gateway(AssistantService):
                     self._remember_result(principal, conversation, call, outcome, result)
                     conversation.messages[-1]["tool_call_id"] = call_id  # what it answers
             reply = conversation.masker.scrub(reply)  # stored and shown again as the model saw
-            self._remember(
-                conversation,
+            conversation.remember(
                 role="assistant",
                 trust=Trust.UNTRUSTED,
                 source="model",
@@ -333,8 +292,8 @@ class Gateway(AssistantService):
                     },
                 )
             )
-            await self._flush(session, conversation)
-            await self._save_tokens(session, tenant, conversation)
+            await self._conversations.save(session, tenant, conversation)
+            await self._flush_events(session, conversation)
         # Tokens go back to values only here, in the user's own view.
         for outcome in outcomes:
             outcome.arguments = conversation.masker.unmask(outcome.arguments)
@@ -408,7 +367,7 @@ class Gateway(AssistantService):
         await self._strike(principal, None)
 
     async def _endpoint(
-        self, principal: Principal, context: RequestContext, conversation: _Conversation
+        self, principal: Principal, context: RequestContext, conversation: Conversation
     ) -> ModelEndpoint:
         """The first endpoint Cedar lets this tenant's data reach; none is a refusal, never a
         fallback to another region."""
@@ -446,7 +405,7 @@ class Gateway(AssistantService):
         self,
         principal: Principal,
         endpoint: ModelEndpoint,
-        conversation: _Conversation,
+        conversation: Conversation,
         offered: dict[str, Tool],
     ) -> ModelTurn | None:
         """One model call, its tokens counted against the user's and tenant's budgets."""
@@ -470,7 +429,7 @@ class Gateway(AssistantService):
         principal: Principal,
         *,
         context: RequestContext,
-        conversation: _Conversation,
+        conversation: Conversation,
         offered: dict[str, Tool],
         stopped: frozenset[str],
         call: ToolCall,
@@ -521,7 +480,7 @@ class Gateway(AssistantService):
         conversation.calls[tool.risk] = used + 1
         reason = _approval_reason(conversation.provenance, tool, arguments, decision.allowed)
         if reason is not None:
-            approval = await self._request_approval(
+            approval = await request_approval(
                 session,
                 principal,
                 conversation=conversation,
@@ -545,172 +504,10 @@ class Gateway(AssistantService):
         }
         return ToolOutcome(tool.name, arguments, Status.EXECUTED, "done"), result
 
-    # --- approvals ------------------------------------------------------------------------
+    # --- what the request records ---------------------------------------------------------
 
-    async def _request_approval(
-        self,
-        session: AsyncSession,
-        principal: Principal,
-        *,
-        conversation: _Conversation,
-        tool: Tool,
-        arguments: dict[str, Any],
-        reason: str,
-    ) -> uuid.UUID:
-        approval = uuid.uuid4()
-        await session.execute(
-            text(
-                "INSERT INTO ai_approvals (tenant_id, id, conversation_id, tool, arguments, "
-                "reason, provenance, requested_by, requested_amr, expires_at) VALUES (:tenant, "
-                ":id, :conversation, :tool, CAST(:arguments AS jsonb), :reason, "
-                "CAST(:provenance AS jsonb), :user, :amr, :expires)"
-            ),
-            {
-                "tenant": principal.tenant_id,
-                "id": approval,
-                "conversation": conversation.id,
-                "tool": tool.name,
-                "arguments": json.dumps(arguments),
-                "reason": reason,
-                "provenance": json.dumps(conversation.provenance.trail()),
-                "user": principal.user_id,
-                "amr": list(principal.amr),  # the requester is judged again at decision time
-                "expires": datetime.now(UTC) + APPROVAL_TTL,
-            },
-        )
-        conversation.events.append(
-            Event(
-                actor_of(principal),
-                Action.APPROVAL_REQUESTED,
-                Resource("approval", str(approval)),
-                Decision.DENY,
-                {"tool": tool.name, "reason": reason},
-            )
-        )
-        return approval
-
-    # --- the conversation ----------------------------------------------------------------
-
-    async def _conversation(
-        self, session: AsyncSession, principal: Principal, conversation_id: uuid.UUID | None
-    ) -> _Conversation:
-        tenant = principal.tenant_id
-        forbidden = await forbidden_kinds(session)
-        names = await self._directory.get(session, tenant)
-        if conversation_id is None:
-            conversation_id = uuid.uuid4()
-            await session.execute(
-                text(
-                    "INSERT INTO ai_conversations (tenant_id, id, user_id) "
-                    "VALUES (:tenant, :id, :user)"
-                ),
-                {"tenant": tenant, "id": conversation_id, "user": principal.user_id},
-            )
-            return _Conversation(conversation_id, Masker(forbidden, names), Provenance(), [], 1)
-        row = (
-            await session.execute(
-                text(
-                    "SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :tenant "
-                    "AND id = :id AND user_id = :user FOR UPDATE"
-                ),
-                {"tenant": tenant, "id": conversation_id, "user": principal.user_id},
-            )
-        ).first()
-        if row is None:  # another user's conversation looks like no conversation
-            raise GatewayRefusedError(404, "not-found", "no such conversation")
-        tokens: dict[str, str] = {}
-        if row[0] is not None:
-            opened = await self._fields.open(
-                session, tenant, CONVERSATION_TOKENS, conversation_id, row[0]
-            )
-            tokens = json.loads(opened)
-        masker = Masker.restore(tokens, forbidden, names)
-        conversation = _Conversation(conversation_id, masker, Provenance(), [], 1)
-        rows = await session.execute(
-            text(
-                "SELECT seq, role, trust, source, content FROM ai_messages "
-                "WHERE tenant_id = :tenant AND conversation_id = :id ORDER BY seq"
-            ),
-            {"tenant": tenant, "id": conversation_id},
-        )
-        answering: list[str] = []  # ids of the stored calls whose results come next
-        for seq, role, trust, source, content in rows:
-            # Earlier messages come back as text: the user's own words back what they said,
-            # but a stored tool result can no longer tell echoed values from data, so it
-            # backs nothing (and still taints, when it held untrusted content).
-            if role == "user" or trust == Trust.UNTRUSTED.value:
-                conversation.provenance.add(Trust(trust), source, content)
-            message: dict[str, Any] = {"role": role, "content": content}
-            if role == "assistant" and source == MODEL_CALLS:
-                message["tool_calls"] = json.loads(content)
-                answering = [call["id"] for call in message["tool_calls"]]
-            elif role == "tool" and answering:  # results follow their calls, in order
-                message["tool_call_id"] = answering.pop(0)
-            conversation.messages.append(message)
-            conversation.next_seq = seq + 1
-        return conversation
-
-    def _remember(
-        self,
-        conversation: _Conversation,
-        *,
-        role: str,
-        trust: Trust,
-        source: str,
-        content: str,
-        record_provenance: bool = True,
-    ) -> None:
-        if record_provenance and role != "assistant":  # the model's own words back nothing
-            conversation.provenance.add(trust, source, content)
-        conversation.messages.append({"role": role, "content": content})
-        conversation.unsaved.append(
-            {
-                "seq": conversation.next_seq,
-                "role": role,
-                "trust": trust.value,
-                "source": source[:200],
-                "content": content,
-            }
-        )
-        conversation.next_seq += 1
-
-    def _remember_calls(self, conversation: _Conversation, calls: Sequence[ToolCall]) -> list[str]:
-        """The model's turn that asked for tool calls, as later model calls must see it (each
-        result then answers its call by id, in the protocol's own tool-result role)."""
-        ids = [call.id for call in calls]
-        used = {c["id"] for m in conversation.messages for c in m.get("tool_calls", ())}
-        fresh = len(set(ids)) == len(ids) and not used.intersection(ids)
-        if not fresh or not all(i and CALL_ID.fullmatch(i) for i in ids):
-            ids = [f"call_{conversation.next_seq}_{n}" for n in range(len(calls))]
-        asked = [
-            {"id": i, "name": call.name, "arguments": call.arguments}
-            for i, call in zip(ids, calls, strict=True)
-        ]
-        self._remember(
-            conversation,
-            role="assistant",
-            trust=Trust.UNTRUSTED,
-            source=MODEL_CALLS,
-            content=json.dumps(asked, ensure_ascii=False),
-        )
-        conversation.messages[-1]["tool_calls"] = asked
-        return [call["id"] for call in asked]
-
-    async def _flush(self, session: AsyncSession, conversation: _Conversation) -> None:
-        """Store the request's messages and audit events: one statement each."""
-        rows = conversation.unsaved
-        if rows:
-            await session.execute(
-                text(
-                    "INSERT INTO ai_messages (tenant_id, conversation_id, seq, role, trust, "
-                    "source, content) SELECT current_setting('app.tenant_id')::uuid, :id, * "
-                    "FROM unnest(CAST(:seq AS integer[]), CAST(:role AS text[]), "
-                    "CAST(:trust AS text[]), CAST(:source AS text[]), CAST(:content AS text[]))"
-                ),
-                {"id": conversation.id}
-                | {name: [row[name] for row in rows] for name in SAVED_COLUMNS},
-            )
-            conversation.unsaved = []
+    async def _flush_events(self, session: AsyncSession, conversation: Conversation) -> None:
+        """Record the request's audit events not yet in this transaction: one statement."""
         # The events stay in the caller's list: if the commit fails after this, they are
         # written again on their own (see `_salvage`).
         new = conversation.events[conversation.flushed :]
@@ -721,7 +518,7 @@ class Gateway(AssistantService):
     def _remember_result(
         self,
         principal: Principal,
-        conversation: _Conversation,
+        conversation: Conversation,
         call: ToolCall,
         outcome: ToolOutcome,
         result: dict[str, Any] | None,
@@ -730,8 +527,7 @@ class Gateway(AssistantService):
         tool = self._registry.get(call.name)
         if result is None or tool is None:
             shown = {"status": outcome.status.value, "reason": outcome.reason}
-            self._remember(
-                conversation,
+            conversation.remember(
                 role="tool",
                 trust=Trust.TRUSTED,
                 source="gateway",
@@ -769,8 +565,7 @@ class Gateway(AssistantService):
         )
         if untrusted:
             conversation.provenance.add(Trust.UNTRUSTED, f"tool:{tool.name}:content", untrusted)
-        self._remember(
-            conversation,
+        conversation.remember(
             role="tool",
             trust=Trust.UNTRUSTED if untrusted else Trust.TRUSTED,
             source=f"tool:{tool.name}",
@@ -778,54 +573,15 @@ class Gateway(AssistantService):
             record_provenance=False,
         )
 
-    def _withhold(self, conversation: _Conversation, reason: str) -> None:
+    def _withhold(self, conversation: Conversation, reason: str) -> None:
         """The model learns only that a result exists and why it may not see it."""
-        self._remember(
-            conversation,
+        conversation.remember(
             role="tool",
             trust=Trust.TRUSTED,
             source="gateway",
             content=json.dumps({"status": "withheld", "reason": reason}),
             record_provenance=False,
         )
-
-    async def _save_tokens(
-        self, session: AsyncSession, tenant: uuid.UUID, conversation: _Conversation
-    ) -> None:
-        state = conversation.masker.state()
-        if not state:
-            return
-        sealed = await self._fields.seal(
-            session, tenant, CONVERSATION_TOKENS, conversation.id, json.dumps(state).encode()
-        )
-        await session.execute(
-            text(
-                "UPDATE ai_conversations SET sealed_tokens = :sealed "
-                "WHERE tenant_id = :tenant AND id = :id"
-            ).bindparams(CONVERSATION_TOKENS.param("sealed")),
-            {"sealed": sealed, "tenant": tenant, "id": conversation.id},
-        )
-
-
-async def people_names(session: AsyncSession) -> frozenset[str]:
-    """The display names of the session's tenant's people, masked like any personal data."""
-    rows = await session.scalars(
-        text(
-            "SELECT display_name FROM users "
-            "WHERE tenant_id = current_setting('app.tenant_id')::uuid LIMIT 10000"
-        )
-    )
-    return frozenset(name.strip() for name in rows if name and name.strip())
-
-
-async def forbidden_kinds(session: AsyncSession) -> frozenset[Kind]:
-    """The session's tenant's DLP rules: kinds never sent to a model, not even masked."""
-    rows = await session.scalars(
-        text(
-            "SELECT kind FROM ai_dlp_rules WHERE tenant_id = current_setting('app.tenant_id')::uuid"
-        )
-    )
-    return frozenset(Kind(kind) for kind in rows)
 
 
 async def run_checked(session: AsyncSession, tool: Tool, run: ToolRun) -> dict[str, Any]:
@@ -883,43 +639,3 @@ def _call_event(principal: Principal, tool: str, decision: Decision, why: str) -
         decision,
         {"reason": why[:300]},
     )
-
-
-class TenantRead:
-    """What `read` returns for a tenant, read from the database at most `max_age` seconds ago
-    by this process."""
-
-    def __init__(
-        self, read: Callable[[AsyncSession], Awaitable[frozenset[str]]], max_age: float
-    ) -> None:
-        self._read = read
-        self._max_age = max_age
-        self._seen: dict[uuid.UUID, tuple[float, frozenset[str]]] = {}
-
-    async def get(self, session: AsyncSession, tenant: uuid.UUID) -> frozenset[str]:
-        seen = self._seen.get(tenant)
-        now = time.monotonic()
-        if seen is None or now - seen[0] >= self._max_age:
-            seen = (now, await self._read(session))
-            self._seen[tenant] = seen
-        return seen[1]
-
-
-async def _stopped_tools(session: AsyncSession) -> frozenset[str]:
-    return frozenset(await session.scalar(text("SELECT ramparts_ai_stopped_tools()")) or ())
-
-
-class KillSwitch:
-    """The kill-switch as this process sees it: read from the database at most `max_age`
-    seconds ago for each tenant, so a switch thrown anywhere stops every process within a
-    second, without a query on every request."""
-
-    def __init__(self, max_age: float = KILLSWITCH_MAX_AGE) -> None:
-        self._stopped = TenantRead(_stopped_tools, max_age)
-
-    async def stopped(self, session: AsyncSession, tenant: uuid.UUID) -> frozenset[str]:
-        """The tools stopped for `tenant`; refuses when the whole assistant is off."""
-        stopped = await self._stopped.get(session, tenant)
-        if "" in stopped:
-            raise GatewayRefusedError(503, "ai-disabled", "the assistant is switched off")
-        return stopped

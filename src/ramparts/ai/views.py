@@ -8,11 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.ai.approvals import Approvals
-from ramparts.ai.gateway import Gateway, GatewayRefusedError, forbidden_kinds
+from ramparts.ai.dlp import forbidden_kinds
+from ramparts.ai.gateway import Gateway
+from ramparts.ai.killswitch import set_switch, switches
 from ramparts.ai.masking import MASKED_KINDS
+from ramparts.ai.refusals import GatewayRefusedError
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.db.engine import Database
@@ -56,40 +58,6 @@ class KillSwitchIn(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
-async def _switches(session: AsyncSession) -> dict[str, list[str]]:
-    """The engaged switches covering the session's tenant ('' = the whole assistant), each
-    with who holds it: `operator` (the CLI, not the tenant's to lift) and/or `tenant`."""
-    rows = await session.execute(text("SELECT tool, origin FROM ramparts_ai_switches()"))
-    held: dict[str, list[str]] = {}
-    for tool, origin in rows:
-        held.setdefault(tool, []).append(origin)
-    return {tool: sorted(origins) for tool, origins in held.items()}
-
-
-async def _set_switch(
-    session: AsyncSession, audit: AuditLog, principal: Principal, body: KillSwitchIn
-) -> dict[str, list[str]]:
-    """Set the tenant's own switch (never an operator's) and audit it; the switches now."""
-    await session.execute(
-        text("SELECT ramparts_ai_switch(:tool, :engaged, :reason, :actor)"),
-        {
-            "tool": body.tool,
-            "engaged": body.engaged,
-            "reason": body.reason,
-            "actor": principal.subject,
-        },
-    )
-    await audit.record(
-        session,
-        actor_of(principal),
-        Action.KILLSWITCH_SET,
-        Resource("assistant", body.tool or "*"),
-        Decision.ALLOW,
-        {"engaged": body.engaged, "reason": body.reason},
-    )
-    return await _switches(session)
-
-
 def _effective(switches: dict[str, list[str]], tool: str) -> dict[str, Any]:
     """Whether `tool` ('' = the assistant) is off, whatever set it, and who keeps it off."""
     held = sorted({*switches.get("", []), *switches.get(tool, [])})
@@ -112,10 +80,19 @@ def _killswitch_routes(
         """Switch the tenant's assistant (or one tool) off or on, for every process at once."""
         await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
         async with database.tenant_session(principal.tenant_id) as session:
-            switches = await _set_switch(session, audit, principal, body)
+            # The tenant's own switch, never an operator's.
+            await set_switch(
+                session,
+                audit,
+                actor_of(principal),
+                engaged=body.engaged,
+                tool=body.tool,
+                reason=body.reason,
+            )
+            held = await switches(session)
         # The effective state, not the echo of the request: lifting the tenant's own switch
         # does not restart an assistant an operator keeps off.
-        return _effective(switches, body.tool) | {"requested": body.engaged}
+        return _effective(held, body.tool) | {"requested": body.engaged}
 
     @router.get(
         "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE)
@@ -124,9 +101,9 @@ def _killswitch_routes(
         """Whether the tenant's assistant is off and who keeps it off; the tools switched off."""
         await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
         async with database.tenant_session(principal.tenant_id) as session:
-            switches = await _switches(session)
-        tools = [_effective(switches, tool) for tool in sorted(switches) if tool]
-        return _effective(switches, "") | {"tools": tools}
+            held = await switches(session)
+        tools = [_effective(held, tool) for tool in sorted(held) if tool]
+        return _effective(held, "") | {"tools": tools}
 
 
 def _problem(refused: GatewayRefusedError) -> Problem:

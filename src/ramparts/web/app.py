@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.ai import views as ai_views
 from ramparts.ai.approvals import Approvals
+from ramparts.ai.conversations import Conversations
 from ramparts.ai.endpoints import endpoints_for
 from ramparts.ai.gateway import Gateway
+from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.tools import Risk, ToolRegistry
 from ramparts.audit import views as audit_views
@@ -227,14 +229,16 @@ def create_app(
     register_quote_tools(registry)
     app.state.tools = registry  # other apps register their tools here
     app.state.limiter = limiter
+    conversations = Conversations(fields)
     gateway = Gateway(
         database,
         registry,
         authorizer,
-        fields,
+        conversations,
         audit,
         endpoints=endpoints_for(settings, kms),
         limiter=limiter,
+        kill_switch=KillSwitch(),
         ui_client=WEB_CLIENT_ID,
         calls_per_message={
             Risk.READ: settings.ai_read_calls_per_message,
@@ -242,7 +246,9 @@ def create_app(
             Risk.HIGH: settings.ai_high_calls_per_message,
         },
     )
-    approvals = Approvals(database, registry, authorizer, fields, audit, ui_client=WEB_CLIENT_ID)
+    approvals = Approvals(
+        database, registry, authorizer, conversations, audit, ui_client=WEB_CLIENT_ID
+    )
     app.include_router(
         ai_views.build_router(
             database,
