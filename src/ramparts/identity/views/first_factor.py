@@ -37,6 +37,8 @@ router = APIRouter(tags=["identity"])
 
 
 class PasswordForm(BaseModel):
+    """The password page's form (each step's form echoes the flow's CSRF token)."""
+
     tenant: str = Field(max_length=63)
     username: str = Field(max_length=254)
     password: str = Field(max_length=128)
@@ -44,6 +46,8 @@ class PasswordForm(BaseModel):
 
 
 class SsoForm(BaseModel):
+    """The password page's other button: sign in at the organisation's own provider."""
+
     tenant: str = Field(max_length=63)
     csrf: str = Field(max_length=100)
 

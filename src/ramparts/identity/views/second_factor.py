@@ -45,16 +45,22 @@ SECOND_FACTOR_LOCKED = "Too many failed attempts: sign-in is blocked for a while
 
 
 class MfaForm(BaseModel):
+    """A TOTP code, or a recovery code for a lost authenticator."""
+
     otp: str = Field(max_length=32)
     csrf: str = Field(max_length=100)
 
 
 class EnrollForm(BaseModel):
+    """The first TOTP code of the authenticator being enrolled."""
+
     otp: str = Field(max_length=10)
     csrf: str = Field(max_length=100)
 
 
 class ContinueForm(BaseModel):
+    """The recovery codes page's form: the user has saved them."""
+
     csrf: str = Field(max_length=100)
 
 
