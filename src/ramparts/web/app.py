@@ -35,6 +35,7 @@ from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.db.migrate import head_revision
 from ramparts.db.request import request_session
+from ramparts.identity import views as identity_views
 from ramparts.identity.auth import BearerAuthenticator, actor_of
 from ramparts.identity.clients import ServiceClients
 from ramparts.identity.federation import Federation
@@ -44,7 +45,7 @@ from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
-from ramparts.identity.views import IdentityHttp, build_router
+from ramparts.identity.views import IdentityHttp
 from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.quotes import views as quote_views
@@ -201,7 +202,6 @@ def create_app(
     )
     app.state.database = database
     app.state.schema_revision = head_revision()
-    app.state.identity = identity
     app.state.audit = audit
     app.state.checkpointer = checkpointer
     install_error_handlers(app)
@@ -215,7 +215,7 @@ def create_app(
         )
     )
     app.include_router(health.router)
-    app.include_router(build_router(identity))
+    identity_views.install(app, identity)
     limiter = Limiter(
         settings.redis_url.get_secret_value() if settings.redis_url else None,
         AssistantLimits(
