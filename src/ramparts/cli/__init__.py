@@ -1,0 +1,97 @@
+"""The `ramparts` command: the root of the command tree, and the exit code of every failure.
+
+Exit codes: 0 success; 1 the operation failed (database unreachable, migration error);
+2 bad usage or configuration; 3 refused to start (the production guard, or a runtime database
+role with more power than it may have).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import psycopg
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from ramparts.audit.sequencer import SequencerStalledError
+from ramparts.cli.audit import audit_app
+from ramparts.cli.clients import clients_app
+from ramparts.cli.common import UsageError
+from ramparts.cli.demo import demo, seed_demo_command
+from ramparts.cli.idp import idp_app
+from ramparts.cli.keys import keys_app
+from ramparts.cli.killswitch import killswitch
+from ramparts.cli.policy import PolicyInvalidError, policy_app
+from ramparts.cli.secret_scan import secrets_app
+from ramparts.cli.server import migrate, serve_command
+from ramparts.cli.tenants import tenants_app
+from ramparts.config import ConfigError
+from ramparts.crypto.fields import FieldDecryptionError
+from ramparts.crypto.keys import KeyShreddedError
+from ramparts.crypto.kms import KmsError
+from ramparts.crypto.sealing import RowsLockedError
+from ramparts.db.engine import OwnerRequiredError, UnsafeRuntimeRoleError
+from ramparts.db.migrate import MigrationError
+from ramparts.logs import log_to_stderr
+from ramparts.runtime import ProductionGuardError, ServeSizingError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Ramparts: a secure-by-default runtime for AI-assisted business apps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# The order here is the order of `ramparts --help`: commands first, then the groups.
+app.command()(migrate)
+app.command("seed-demo")(seed_demo_command)
+app.command("serve")(serve_command)
+app.command()(demo)
+app.command()(killswitch)
+app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(clients_app, name="clients")
+app.add_typer(idp_app, name="idp")
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+app.add_typer(secrets_app, name="secrets")
+
+
+def main() -> None:
+    """Entry point: one line on stderr and a documented exit code for every known failure."""
+    # SIGTERM unwinds like Ctrl-C, so the embedded database is stopped on the way out.
+    signal.signal(signal.SIGTERM, _terminate)
+    log_to_stderr()
+    try:
+        app()
+    except (ConfigError, UsageError, OwnerRequiredError, ServeSizingError, ValueError) as exc:
+        _fail(str(exc), 2)
+    except (
+        KmsError,
+        KeyShreddedError,
+        FieldDecryptionError,
+        RowsLockedError,
+        SequencerStalledError,
+    ) as exc:
+        _fail(str(exc), 1)
+    except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
+        _fail(str(exc), 3)
+    except (
+        MigrationError,
+        PolicyInvalidError,
+        SQLAlchemyError,
+        psycopg.Error,
+        FileNotFoundError,
+    ) as exc:
+        _fail(str(exc).strip().splitlines()[0], 1)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"ramparts: error: {message}", file=sys.stderr)
+    sys.exit(code)

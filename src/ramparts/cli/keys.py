@@ -1,0 +1,121 @@
+"""`ramparts keys`: token signing keys, tenant data keys and KMS keys."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from ramparts.cli.common import (
+    JsonOption,
+    open_provisioning,
+    print_result,
+    with_owner,
+    with_tenant,
+)
+from ramparts.config import load_settings
+from ramparts.crypto.backends import open_kms
+from ramparts.crypto.kms import SYSTEM_KEY
+from ramparts.db.engine import Database, open_database
+from ramparts.identity.services import Provisioning, TenantRecord
+from ramparts.identity.tokens import overlap_for
+
+__all__ = ["keys_app"]
+
+keys_app = typer.Typer(
+    help="Token signing keys, tenant data keys and KMS keys.", no_args_is_help=True
+)
+OptionalTenant = Annotated[
+    str | None, typer.Option("--tenant", help="Tenant slug: rotate its data key.")
+]
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    tenant: OptionalTenant = None,
+    kms: Annotated[
+        bool, typer.Option("--kms", help="Rotate the KMS key (the tenant's, or the system key).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Without options: a new token signing key (predecessors stay published for the overlap
+    window). With --tenant: a new data key version for the tenant, then every sealed field
+    re-encrypted under it (resumable: `keys reencrypt`). With --kms: a new KMS key version,
+    and the tenant's data keys re-wrapped under it."""
+    settings = load_settings()
+    if kms and tenant is None:
+        key = open_kms(settings).rotate(SYSTEM_KEY)
+        print_result({"kms_key": key}, as_json, f"system KMS key now [bold]{key}[/]")
+    elif kms and tenant is not None:
+
+        async def rotate_kms(provisioning: Provisioning, record: TenantRecord) -> dict[str, Any]:
+            return await provisioning.rotate_kms_key(record)
+
+        result = with_tenant(settings, rotate_kms, tenant)
+        print_result(
+            result,
+            as_json,
+            f"KMS key of {tenant} now [bold]{result['kms_key']}[/]; "
+            f"{result['rewrapped']} data key(s) re-wrapped",
+        )
+    elif tenant is not None:
+
+        async def rotate_data(provisioning: Provisioning, record: TenantRecord) -> dict[str, Any]:
+            version = await provisioning.rotate_data_key(record)
+            done = await _reencrypt_with_bar(provisioning, record, as_json)
+            return {"tenant": record.slug, "data_key_version": version, "reencrypted": done}
+
+        result = with_tenant(settings, rotate_data, tenant)
+        print_result(
+            result,
+            as_json,
+            f"data key of {tenant} now version [bold]{result['data_key_version']}[/]; "
+            f"{result['reencrypted']} field(s) re-encrypted",
+        )
+    else:
+
+        async def rotate_signing(owner: Database) -> dict[str, Any]:
+            return await open_provisioning(settings, owner).rotate_signing_key(
+                overlap=overlap_for(settings.access_token_seconds)
+            )
+
+        with open_database(settings) as urls:
+            result = asyncio.run(with_owner(urls, rotate_signing))
+        print_result(
+            result,
+            as_json,
+            f"current signing key [bold]{result['kid']}[/]; "
+            f"published: {', '.join(result['published'])}",
+        )
+
+
+@keys_app.command("reencrypt")
+def keys_reencrypt(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant slug.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Re-encrypt the tenant's sealed fields still under an older data key version: finishes
+    an interrupted `keys rotate --tenant`; a no-op when nothing is left."""
+    settings = load_settings()
+
+    async def run(provisioning: Provisioning, record: TenantRecord) -> dict[str, Any]:
+        return {
+            "tenant": record.slug,
+            "reencrypted": await _reencrypt_with_bar(provisioning, record, as_json),
+        }
+
+    result = with_tenant(settings, run, tenant)
+    print_result(result, as_json, f"{result['reencrypted']} field(s) re-encrypted")
+
+
+async def _reencrypt_with_bar(provisioning: Provisioning, record: TenantRecord, quiet: bool) -> int:
+    with Progress(console=Console(stderr=True), transient=True, disable=quiet) as bar:
+        task = bar.add_task(f"re-encrypting {record.slug}", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return await provisioning.reencrypt(record, progress=advance)
