@@ -8,9 +8,9 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import text
 
-from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resource
+from ramparts.ai.killswitch import OperatorScope, set_switch
+from ramparts.audit.events import SYSTEM_TENANT, Actor
 from ramparts.cli.common import JsonOption, UsageError, audit_log, print_result, with_owner
 from ramparts.config import load_settings
 from ramparts.crypto.backends import open_kms
@@ -49,30 +49,14 @@ def killswitch(
             if record is None:
                 raise UsageError(f"no tenant {tenant!r}")
         async with owner.tenant_session(record.id if record else SYSTEM_TENANT) as session:
-            await session.execute(
-                text(
-                    "INSERT INTO ai_killswitch "
-                    "(scope_tenant, tool, origin, engaged, reason, set_by) "
-                    "VALUES (:tenant, :tool, 'operator', :engaged, :reason, 'ramparts-cli') "
-                    "ON CONFLICT (COALESCE(scope_tenant, "
-                    "'00000000-0000-0000-0000-000000000000'::uuid), tool, origin) DO UPDATE SET "
-                    "engaged = excluded.engaged, reason = excluded.reason, "
-                    "set_by = excluded.set_by, set_at = now()"
-                ),
-                {
-                    "tenant": record.id if record else None,
-                    "tool": tool,
-                    "engaged": state is Switch.ON,
-                    "reason": reason[:500],
-                },
-            )
-            await audit.record(
+            await set_switch(
                 session,
+                audit,
                 Actor.system("ramparts-cli"),
-                Action.KILLSWITCH_SET,
-                Resource("assistant", tool or "*"),
-                Decision.ALLOW,
-                {"engaged": state is Switch.ON, "reason": reason[:500]},
+                engaged=state is Switch.ON,
+                tool=tool,
+                reason=reason,
+                operator=OperatorScope(record.id if record else None),
             )
         return {"tenant": tenant, "tool": tool or None, "engaged": state is Switch.ON}
 
