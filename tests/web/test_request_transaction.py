@@ -22,7 +22,7 @@ from ramparts.db.request import request_session
 from ramparts.identity.auth import Principal
 from ramparts.identity.models import Role
 from ramparts.policy.engine import PolicyAction
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 from ramparts.quotes.services import LineItem, QuoteService
 from ramparts.routes import declares
 from tests.identity.helpers import bearer, obtain_tokens, provision
@@ -60,7 +60,7 @@ def routes_that_write_then(owner: str) -> Callable[[FastAPI], None]:
         @app.post("/test/refused/{title}", openapi_extra=creates)
         async def refused(principal: Caller, session: Session, title: str) -> None:
             await write(principal, session, title)
-            raise Problem(409, "conflict", "Conflict", "refused after writing")
+            raise Problem(409, ProblemType.WRONG_STATUS, "refused after writing")
 
         @app.post("/test/fails/{title}", openapi_extra=creates)
         async def fails(principal: Caller, session: Session, title: str) -> None:

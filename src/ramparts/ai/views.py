@@ -22,19 +22,10 @@ from ramparts.detectors import Kind
 from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
 from ramparts.policy.engine import PolicyAction, Target
 from ramparts.policy.services import Authorizer
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 from ramparts.routes import declares
 
 __all__ = ["build_router"]
-
-TITLES = {
-    403: "Forbidden",
-    404: "Not found",
-    409: "Conflict",
-    422: "Unprocessable request",
-    429: "Too many requests",
-    503: "Unavailable",
-}
 
 
 class AssistantIn(BaseModel):
@@ -110,8 +101,7 @@ def _problem(refused: GatewayRefusedError) -> Problem:
     headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
     return Problem(
         refused.status,
-        refused.kind,
-        TITLES.get(refused.status, "Refused"),
+        ProblemType.named(refused.kind),
         refused.detail,
         headers=headers,
     )
@@ -201,7 +191,7 @@ def build_router(
         kinds = sorted(set(body.forbidden))
         unknown = [k for k in kinds if k not in MASKED_KINDS]
         if unknown:
-            raise Problem(422, "invalid-request", "Invalid request", f"not a DLP kind: {unknown}")
+            raise Problem(422, ProblemType.INVALID_REQUEST, f"not a DLP kind: {unknown}")
         async with database.tenant_session(principal.tenant_id) as session:
             await session.execute(
                 text("DELETE FROM ai_dlp_rules WHERE tenant_id = :tenant"),

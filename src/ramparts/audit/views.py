@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog, EventQuery, search_events
 from ramparts.db.request import request_session
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 
 __all__ = ["build_router"]
 
@@ -48,12 +48,10 @@ def build_router(
     ) -> dict[str, Any]:
         """The caller's tenant's events, oldest first; page with `after=<next_after>`."""
         if actor.tenant is None:  # pragma: no cover - authenticated callers have a tenant
-            raise Problem(403, "forbidden", "Forbidden")
+            raise Problem(403, ProblemType.FORBIDDEN)
         for moment in (since, until):
             if moment is not None and moment.tzinfo is None:
-                raise Problem(
-                    422, "invalid-request", "Invalid request", "give times with a UTC offset"
-                )
+                raise Problem(422, ProblemType.INVALID_REQUEST, "give times with a UTC offset")
         query = EventQuery(by, action, decision, since, until, after, limit)
         resource = Resource("audit_log", str(actor.tenant))
         filters = {k: str(v) for k, v in query.__dict__.items() if v is not None}

@@ -18,7 +18,7 @@ from ramparts.db.request import RequestTransaction, request_session
 from ramparts.identity.mtls import client_certificate_thumbprint
 from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.tokens import AccessClaims, TokenError, TokenVerifier
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 
 __all__ = ["BearerAuthenticator", "Principal", "actor_of"]
 
@@ -43,8 +43,7 @@ def _unauthorized(detail: str, error: str | None = None) -> Problem:
     challenge = 'Bearer realm="ramparts"' + (f', error="{error}"' if error else "")
     return Problem(
         401,
-        "unauthenticated",
-        "Authentication required",
+        ProblemType.UNAUTHENTICATED,
         detail,
         headers={"WWW-Authenticate": challenge},
     )

@@ -27,7 +27,7 @@ from ramparts.policy.engine import (
     Subject,
     Target,
 )
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 
 __all__ = [
     "Authorizer",
@@ -192,7 +192,7 @@ class Authorizer:
         """`authorize`, answering a denial with a 403 problem."""
         decision = await self.authorize(principal, action, resource, context, session=session)
         if not decision.allowed:
-            raise Problem(403, "forbidden", "Forbidden", detail or f"{action} is not allowed here")
+            raise Problem(403, ProblemType.FORBIDDEN, detail or f"{action} is not allowed here")
         return decision
 
     async def permitted(

@@ -23,7 +23,7 @@ from ramparts.db.request import request_session
 from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.policy.engine import PolicyAction, Target
 from ramparts.policy.services import Authorizer, RequestContext
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 from ramparts.quotes.models import Quote, QuoteStatus, Sensitivity
 from ramparts.quotes.services import (
     LineItem,
@@ -85,7 +85,7 @@ def _target(quote: Quote | QuoteWithItems | None, quote_id: uuid.UUID | str) -> 
 
 
 def _not_found() -> Problem:
-    return Problem(404, "not-found", "Not found", "no such quote")
+    return Problem(404, ProblemType.NOT_FOUND, "no such quote")
 
 
 def quote_json(quote: QuoteWithItems) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def build_router(  # noqa: PLR0915 - one route table
         if quote is None:
             raise _not_found()
         if not decision.allowed:
-            raise Problem(403, "forbidden", "Forbidden", f"{action} is not allowed here")
+            raise Problem(403, ProblemType.FORBIDDEN, f"{action} is not allowed here")
         return quote
 
     async def load(
@@ -206,15 +206,14 @@ def build_router(  # noqa: PLR0915 - one route table
         )
         # The schema gives quote.create to people only, so a service was refused above.
         if principal.user_id is None:  # pragma: no cover
-            raise Problem(403, "forbidden", "Forbidden", "quote.create is for people")
+            raise Problem(403, ProblemType.FORBIDDEN, "quote.create is for people")
         quotes = QuoteService(session)
         if new.seller_id is not None and not await quotes.is_seller(
             principal.tenant_id, new.seller_id
         ):
             raise Problem(
                 422,
-                "invalid-request",
-                "Invalid request",
+                ProblemType.INVALID_REQUEST,
                 "seller_id is not a seller of your organisation",
             )
         quote = await quotes.create(
@@ -279,7 +278,7 @@ def build_router(  # noqa: PLR0915 - one route table
         quote = await load(session, principal, PolicyAction.QUOTE_SUBMIT, quote_id)
         seller = principal.user_id
         if seller is None:  # pragma: no cover - the schema gives quote.submit to people
-            raise Problem(403, "forbidden", "Forbidden", "quote.submit is for people")
+            raise Problem(403, ProblemType.FORBIDDEN, "quote.submit is for people")
         await _in_status(QuoteService(session).submit(quote, seller))
         return await shown(session, quote)
 
@@ -298,14 +297,14 @@ async def _in_status(work: Any) -> Any:
     try:
         return await work
     except WrongStatusError as exc:
-        raise Problem(409, "wrong-status", "Conflict", str(exc)) from None
+        raise Problem(409, ProblemType.WRONG_STATUS, str(exc)) from None
 
 
 def _parse_ids(raw: str) -> list[uuid.UUID]:
     parts = [p for p in raw.split(",") if p]
     if not parts or len(parts) > MAX_IDS:
-        raise Problem(422, "invalid-request", "Invalid request", f"give 1 to {MAX_IDS} ids")
+        raise Problem(422, ProblemType.INVALID_REQUEST, f"give 1 to {MAX_IDS} ids")
     try:
         return [uuid.UUID(p) for p in parts]
     except ValueError:
-        raise Problem(422, "invalid-request", "Invalid request", "ids must be UUIDs") from None
+        raise Problem(422, ProblemType.INVALID_REQUEST, "ids must be UUIDs") from None

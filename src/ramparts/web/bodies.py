@@ -14,7 +14,7 @@ import math
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 
 __all__ = ["MAX_FORM_FIELDS", "MAX_NUMBER_CHARS", "check_form", "check_json"]
 
@@ -42,11 +42,11 @@ class _RefusedError(ValueError):
 
 
 def _malformed_json(detail: str) -> Problem:
-    return Problem(400, "malformed-json", "Malformed JSON", detail)
+    return Problem(400, ProblemType.MALFORMED_JSON, detail)
 
 
 def _unusable(detail: str) -> Problem:
-    return Problem(422, "invalid-request", "Invalid request", detail)
+    return Problem(422, ProblemType.INVALID_REQUEST, detail)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -135,7 +135,7 @@ def check_form(text: str) -> None:
     """Refuse a URL-encoded form with too many fields or a NUL in a name or value."""
     if text.count("&") + text.count(";") + 1 > MAX_FORM_FIELDS:
         raise Problem(
-            400, "malformed-body", "Malformed body", f"a form has at most {MAX_FORM_FIELDS} fields"
+            400, ProblemType.MALFORMED_BODY, f"a form has at most {MAX_FORM_FIELDS} fields"
         )
     for name, value in parse_qsl(text, keep_blank_values=True):
         problem = _string_problem(name) or _string_problem(value)

@@ -9,7 +9,6 @@ and a framework's HTTP error keeps only its status.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI, Request
@@ -19,14 +18,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ramparts.problems import Problem, problem_response
+from ramparts.problems import Problem, ProblemType, problem_response
 
 if TYPE_CHECKING:
     from starlette.types import ExceptionHandler, Scope
 
 __all__ = ["allowed_methods", "describe", "install_error_handlers"]
 
-_SLUGS = {400: "malformed-body", 404: "not-found", 405: "method-not-allowed"}
+_TYPES = {
+    400: ProblemType.MALFORMED_BODY,
+    404: ProblemType.NOT_FOUND,
+    405: ProblemType.METHOD_NOT_ALLOWED,
+}
 # What the framework means when it raises these, said by us (its detail is its own wording).
 _DETAILS = {400: "the body could not be read", 413: "the body is too large"}
 
@@ -145,7 +148,6 @@ def _one_of(words: list[str]) -> str:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    status = HTTPStatus(exc.status_code)
     headers = dict(exc.headers or {})
     detail = _DETAILS.get(exc.status_code)
     if exc.status_code == 404:
@@ -156,8 +158,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
         detail = f"{request.method} is not allowed here; use {_one_of(allowed)}"
     return problem_response(
         exc.status_code,
-        _SLUGS.get(exc.status_code, "http-error"),
-        status.phrase,
+        _TYPES.get(exc.status_code, ProblemType.HTTP_ERROR),
         detail,
         headers=headers or None,
     )
@@ -172,8 +173,7 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> Response
             errors.append(entry)
     return problem_response(
         422,
-        "invalid-request",
-        "Invalid request",
+        ProblemType.INVALID_REQUEST,
         "the request does not match the schema",
         errors=errors,
     )

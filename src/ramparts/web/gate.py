@@ -22,7 +22,7 @@ from ramparts.db.request import RequestTransaction
 from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
 from ramparts.policy.engine import SENSITIVITIES, PolicyAction, Target
 from ramparts.policy.services import Authorizer, RequestContext
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 from ramparts.routes import ACTION_KEY, Exempt, people_only
 
 __all__ = ["PermissionGate"]
@@ -58,7 +58,7 @@ class PermissionGate:
         if declared == Exempt.PUBLIC:
             return
         if declared not in _DECLARATIONS:  # deny by default
-            raise Problem(403, "forbidden", "Forbidden", "this route declares no authorization")
+            raise Problem(403, ProblemType.FORBIDDEN, "this route declares no authorization")
         principal = await self._bearer(request)
         if people_only(extra):
             await self._require_person(principal)
@@ -79,14 +79,12 @@ class PermissionGate:
         await self._authorizer.authorize(
             principal, action, _tenant_target(action, principal, context), context
         )
-        raise Problem(403, "forbidden", "Forbidden", f"{action} is not allowed here")
+        raise Problem(403, ProblemType.FORBIDDEN, f"{action} is not allowed here")
 
     async def _require_person(self, principal: Principal) -> None:
         if principal.user_id is not None:
             return
-        problem = Problem(
-            403, "not-a-user", "Forbidden", "this endpoint is for users, not services"
-        )
+        problem = Problem(403, ProblemType.NOT_A_USER, "this endpoint is for users, not services")
         await self._audit.record_apart(
             principal.tenant_id,
             actor_of(principal),

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.db.engine import Database
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 from ramparts.routes import Exempt, declares
 
 __all__ = ["router"]
@@ -32,15 +32,13 @@ async def readyz(request: Request) -> dict[str, str]:
     except (SQLAlchemyError, OSError):
         raise Problem(
             503,
-            "not-ready",
-            "Service not ready",
+            ProblemType.NOT_READY,
             "database unavailable or not migrated; run `ramparts migrate`",
         ) from None
     if found != expected:
         raise Problem(
             503,
-            "not-ready",
-            "Service not ready",
+            ProblemType.NOT_READY,
             f"schema at {found}, expected {expected}; run `ramparts migrate`",
         )
     return {"status": "ready", "schema": expected}

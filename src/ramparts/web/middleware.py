@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ramparts.audit.context import serving
 from ramparts.db.request import REQUEST_TRANSACTION, RequestTransaction
 from ramparts.headers import FORM_ACTION_HEADER
-from ramparts.problems import Problem, problem_response
+from ramparts.problems import Problem, ProblemType, problem_response
 from ramparts.web.bodies import check_form, check_json
 
 __all__ = [
@@ -151,7 +151,7 @@ class CatchAllMiddleware:
             log.exception("unhandled_error", method=scope["method"], path=scope["path"])
             if started:  # too late for a clean answer; the server drops the connection
                 raise
-            response = problem_response(500, "internal-error", "Internal server error")
+            response = problem_response(500, ProblemType.INTERNAL_ERROR)
             await response(scope, receive, send)
 
 
@@ -202,7 +202,7 @@ class PublicHostMiddleware:
         ours = len(hosts) == 1 and self._is_ours(hosts[0])
         if not ours and scope["path"] not in self.PROBES:
             response = problem_response(
-                400, "unknown-host", "Unknown host", f"this server answers only as {self.origin}"
+                400, ProblemType.UNKNOWN_HOST, f"this server answers only as {self.origin}"
             )
             await response(scope, receive, send)
             return
@@ -285,9 +285,7 @@ class StrictCORSMiddleware:
         else:
             reason = None
         if reason is not None:
-            response: Response = problem_response(
-                403, "cors-rejected", "CORS preflight rejected", reason
-            )
+            response: Response = problem_response(403, ProblemType.CORS_REJECTED, reason)
         else:
             response = Response(
                 status_code=204,
@@ -356,7 +354,7 @@ class RequestTransactionMiddleware:
                     log.exception("request_transaction_failed", path=scope["path"])
                     if succeeded:
                         replaced = True
-                        response = problem_response(500, "internal-error", "Internal server error")
+                        response = problem_response(500, ProblemType.INTERNAL_ERROR)
                         await response(scope, receive, send)
                         return
             await send(message)
@@ -411,7 +409,7 @@ class RequestRulesMiddleware:
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise Problem(400, "bad-request", "Bad request", "invalid Content-Length")
+                raise Problem(400, ProblemType.BAD_REQUEST, "invalid Content-Length")
             if int(declared) > self.max_body_bytes:
                 raise self._too_large()
         body = bytearray()
@@ -428,8 +426,7 @@ class RequestRulesMiddleware:
     def _too_large(self) -> Problem:
         return Problem(
             413,
-            "body-too-large",
-            "Request body too large",
+            ProblemType.BODY_TOO_LARGE,
             f"the limit is {self.max_body_bytes} bytes",
         )
 
@@ -439,8 +436,7 @@ class RequestRulesMiddleware:
             # Compressed bodies would slip past the size limit (a zip bomb) and the checks.
             raise Problem(
                 415,
-                "unsupported-media-type",
-                "Unsupported media type",
+                ProblemType.UNSUPPORTED_MEDIA_TYPE,
                 f"content encoding {encoding!r} is not accepted",
             )
         media_type, _, parameters = headers.get("content-type", "").partition(";")
@@ -449,8 +445,7 @@ class RequestRulesMiddleware:
         if charset not in {None, "utf-8", "utf8"}:
             raise Problem(
                 415,
-                "unsupported-media-type",
-                "Unsupported media type",
+                ProblemType.UNSUPPORTED_MEDIA_TYPE,
                 f"charset {charset!r}; send UTF-8",
             )
         is_json = media_type == "application/json" or media_type.endswith("+json")
@@ -458,14 +453,13 @@ class RequestRulesMiddleware:
             shown = media_type or "none"
             raise Problem(
                 415,
-                "unsupported-media-type",
-                "Unsupported media type",
+                ProblemType.UNSUPPORTED_MEDIA_TYPE,
                 f"content type {shown!r}; send application/json",
             )
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise Problem(400, "malformed-body", "Malformed body", "body is not UTF-8") from None
+            raise Problem(400, ProblemType.MALFORMED_BODY, "body is not UTF-8") from None
         if is_json:
             check_json(text)
         else:

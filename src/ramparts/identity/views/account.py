@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ramparts.audit.events import Action
 from ramparts.identity.passkeys import PasskeyError
 from ramparts.identity.views.dependencies import Caller, Identity, refused, user_of
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 from ramparts.routes import Exempt, declares
 
 __all__ = ["router"]
@@ -46,8 +46,7 @@ async def add_passkey_options(identity: Identity, principal: Caller) -> dict[str
             Action.PASSKEY_REFUSED,
             Problem(
                 403,
-                "reauthentication-required",
-                "Sign in again",
+                ProblemType.REAUTHENTICATION_REQUIRED,
                 "adding a passkey needs a sign-in from the last 10 minutes",
             ),
         )
@@ -92,6 +91,6 @@ async def add_passkey(body: NewPasskey, identity: Identity, principal: Caller) -
             identity,
             principal,
             Action.PASSKEY_REFUSED,
-            Problem(400, "passkey-refused", "Passkey refused", reason),
+            Problem(400, ProblemType.PASSKEY_REFUSED, reason),
         )
     return {"status": "registered"}

@@ -22,7 +22,7 @@ from ramparts.identity.login import Authenticator
 from ramparts.identity.oauth import KeyCache, OAuthError, OAuthService, single_valued
 from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenVerifier
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 
 __all__ = [
     "Caller",
@@ -94,7 +94,7 @@ async def no_repeated_params(request: Request) -> None:
         else:
             single_valued(request.query_params.multi_items())
     except OAuthError as exc:
-        raise Problem(400, "invalid-request", "Invalid request", exc.description) from None
+        raise Problem(400, ProblemType.INVALID_REQUEST, exc.description) from None
 
 
 async def refused(
@@ -119,6 +119,6 @@ async def user_of(identity: IdentityHttp, principal: Principal) -> uuid.UUID:
             identity,
             principal,
             Action.USER_ENDPOINT_REFUSED,
-            Problem(403, "not-a-user", "Forbidden", "this endpoint is for users, not services"),
+            Problem(403, ProblemType.NOT_A_USER, "this endpoint is for users, not services"),
         )
     return principal.user_id

@@ -28,7 +28,7 @@ from ramparts.identity.views.signin_flow import (
     require_flow,
     subject,
 )
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 from ramparts.routes import Exempt, declares
 
 __all__ = ["ask_second_factor", "router"]
@@ -232,7 +232,7 @@ async def passkey_options(
         else:
             ceremony = await identity.passkeys.authentication(tenant_id, user_id)
     except PasskeyError as exc:
-        raise Problem(400, "passkey-refused", "Passkey refused", exc.detail) from None
+        raise Problem(400, ProblemType.PASSKEY_REFUSED, exc.detail) from None
     flow.challenge = ceremony.challenge
     return await flows.keep(Response(ceremony.options_json, media_type="application/json"), flow)
 
@@ -249,16 +249,16 @@ async def passkey(
         credential = await request.json()
     except ValueError:  # an empty body: the edge checked any other
         raise Problem(
-            400, "malformed-json", "Malformed JSON", "send the credential as a JSON object"
+            400, ProblemType.MALFORMED_JSON, "send the credential as a JSON object"
         ) from None
     challenge, flow.challenge = flow.challenge, None  # each challenge is used once
     if not challenge or not isinstance(credential, dict):
-        raise Problem(400, "passkey-refused", "Passkey refused", "no ceremony in progress")
+        raise Problem(400, ProblemType.PASSKEY_REFUSED, "no ceremony in progress")
     if flow.stage == "enroll" and await identity.authenticator.has_second_factor(
         tenant_id, user_id
     ):  # the flow began when the user had no factor; someone has enrolled since
         await identity.flow_store.end(flow.handle)
-        raise Problem(400, "login-expired", "Sign-in expired", "start again")
+        raise Problem(400, ProblemType.LOGIN_EXPIRED, "start again")
     try:
         if flow.stage == "enroll":
             await identity.passkeys.register(tenant_id, user_id, challenge, credential)
@@ -268,18 +268,16 @@ async def passkey(
             tenant_id, user_id, challenge, credential, client_address(request)
         )
     except SecondFactorLockedError:
-        locked = Problem(429, "second-factor-locked", "Second factor locked", SECOND_FACTOR_LOCKED)
+        locked = Problem(429, ProblemType.SECOND_FACTOR_LOCKED, SECOND_FACTOR_LOCKED)
         return await flows.end(locked.response())
     except PasskeyError as exc:
         log.warning("passkey_refused", reason=str(exc))
         flow.mfa_failures += 1
         if flow.mfa_failures >= MAX_MFA_FAILURES:
             return await flows.end(
-                Problem(
-                    400, "login-expired", "Sign-in expired", "too many failed attempts"
-                ).response()
+                Problem(400, ProblemType.LOGIN_EXPIRED, "too many failed attempts").response()
             )
         return await flows.keep(
-            Problem(401, "passkey-refused", "Passkey refused", exc.detail).response(), flow
+            Problem(401, ProblemType.PASSKEY_REFUSED, exc.detail).response(), flow
         )
     return await flows.end(JSONResponse({"next": await code_redirect(identity, flow, AMR_PASSKEY)}))

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from ramparts.identity.flow import FLOW_SECONDS, FlowConflict, LoginFlow
 from ramparts.identity.views.dependencies import Identity, IdentityHttp
 from ramparts.identity.views.pages import page
-from ramparts.problems import Problem
+from ramparts.problems import Problem, ProblemType
 
 if TYPE_CHECKING:
     from starlette.types import ExceptionHandler
@@ -181,7 +181,7 @@ async def passkey_flow(request: Request, flows: Flows) -> LoginFlow:
     flow = await flows.load()
     csrf = request.headers.get("x-csrf-token", "")
     if flow is None or flow.stage not in {"mfa", "enroll"} or not flow.csrf_ok(csrf):
-        raise Problem(400, "login-expired", "Sign-in expired", "start again from the application")
+        raise Problem(400, ProblemType.LOGIN_EXPIRED, "start again from the application")
     return flow
 
 
