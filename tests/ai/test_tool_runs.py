@@ -6,56 +6,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
-from fastapi import FastAPI
 
-from ramparts.ai.tools import Risk, Tool, ToolRun
+from ramparts.ai.tools import ToolRun
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.models import Role
-from ramparts.policy.engine import Channel, PolicyAction, Target
+from ramparts.policy.engine import Channel
 from tests.ai.test_assistant import ask, script, sign_in, signed_in_again
-
-
-def recording_tool(runs: list[ToolRun]) -> Callable[[FastAPI], None]:
-    """A `write` tool whose note is sensitive (an unbacked one waits for approval); it keeps
-    every `ToolRun` it is given."""
-
-    async def save(run: ToolRun) -> dict[str, Any]:
-        runs.append(run)
-        return {"saved": True}
-
-    async def target(run: ToolRun) -> Target:
-        return Target("Quote", "*", str(run.principal.tenant_id))
-
-    def register(app: FastAPI) -> None:
-        app.state.tools.register(
-            Tool(
-                name="save_note",
-                description="Save a note.",
-                arguments={
-                    "type": "object",
-                    "properties": {"text": {"type": "string", "maxLength": 100}},
-                    "required": ["text"],
-                    "additionalProperties": False,
-                },
-                result={
-                    "type": "object",
-                    "properties": {"saved": {"type": "boolean"}},
-                    "required": ["saved"],
-                    "additionalProperties": False,
-                },
-                action=PolicyAction.QUOTE_CREATE,
-                risk=Risk.WRITE,
-                run=save,
-                target=target,
-                sensitive=frozenset({"text"}),
-            )
-        )
-
-    return register
+from tests.ai.test_tool_calls import note_tool
 
 
 def test_a_tool_knows_who_asked_in_which_conversation_and_who_confirmed(
@@ -74,7 +34,8 @@ def test_a_tool_knows_who_asked_in_which_conversation_and_who_confirmed(
         },
         {"text": "saved one, the other waits"},
     )
-    server = serve_app(recording_tool(runs), model=model)
+    # A note is sensitive here: one nobody said waits for a different person's approval.
+    server = serve_app(note_tool(None, runs, sensitive=frozenset({"text"})), model=model)
     headers = signed_in_again(server, requester)
     answer = ask(server, headers, "Save the note blue-chairs")
     assert answer.status_code == 200, answer.text
