@@ -111,6 +111,25 @@ def test_region_pinning_stands_in_front_of_an_apps_own_adapter(
     assert recorded(urls, buyer.tenant_id, Action.ASSISTANT_ANSWERED) == []
 
 
+def test_the_kill_switch_stands_in_front_of_an_apps_own_adapter(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    adapter = lists_then_drafts()
+    server = serve_app(adapter=adapter, model_region="eu")
+    admin, admin_headers = sign_in(server, urls, kms, Role.ADMIN)
+    _, headers = sign_in(server, urls, kms, Role.BUYER, admin.tenant)
+    engaged = server.post(
+        "/api/assistant/killswitch",
+        json={"engaged": True, "reason": "drill"},
+        headers=admin_headers,
+    )
+    assert engaged.status_code == 200, engaged.text
+    answer = ask(server, headers, "What do I have?")
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["type"] == "urn:ramparts:problem:ai-disabled"
+    assert adapter.offered == []
+
+
 def test_an_app_names_its_own_endpoints_and_their_regions(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
 ) -> None:
