@@ -6,7 +6,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -14,6 +14,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from ramparts.ai.gateway import ModelEndpoint
+from ramparts.ai.models import Model
 from ramparts.config import Settings
 from ramparts.crypto.keystore import LocalKms
 from ramparts.crypto.kms import Kms
@@ -85,12 +87,15 @@ class Servers:
         *,
         database_urls: DatabaseUrls | None = None,
         host: str = "127.0.0.1",
+        adapter: Model | None = None,
+        endpoints: Sequence[ModelEndpoint] | None = None,
         **overrides: object,
     ) -> httpx.Client:
         """Start the app with these settings overrides; returns an HTTP client for it.
 
         `host` names the server in its public URL (cookies ignore ports, so two servers that
-        must keep apart their cookies need different host names)."""
+        must keep apart their cookies need different host names). `adapter` and `endpoints`
+        are the app's own model (`create_app`'s `model` and `endpoints`)."""
         port = free_port()
         settings = Settings(  # type: ignore[arg-type]
             **{
@@ -101,7 +106,7 @@ class Servers:
             }
         )
         database = Database((database_urls or self.urls).app, pool_size=2)
-        app = create_app(settings, database, self.kms)
+        app = create_app(settings, database, self.kms, model=adapter, endpoints=endpoints)
         if app_hook is not None:
             app_hook(app)
         live = LiveServer(app, port, host)

@@ -87,11 +87,14 @@ def test_the_default_caps_stop_a_flood_of_writes(
     assert len(quotes_of(urls, buyer.tenant_id)) == 1
 
 
-def note_tool(rule: AfterUntrusted | None, ran: list[str]) -> Callable[[FastAPI], None]:
-    """A `write` tool with `rule` for calls after untrusted content; it records each run."""
+def note_tool(
+    rule: AfterUntrusted | None, ran: list[ToolRun], *, sensitive: frozenset[str] = frozenset()
+) -> Callable[[FastAPI], None]:
+    """A `write` tool with `rule` for calls after untrusted content (and `sensitive`
+    arguments, which must be backed); it keeps the `ToolRun` of each run."""
 
     async def note(run: ToolRun) -> dict[str, Any]:
-        ran.append(run.arguments["text"])
+        ran.append(run)
         return {"saved": True}
 
     async def target(run: ToolRun) -> Target:
@@ -118,6 +121,7 @@ def note_tool(rule: AfterUntrusted | None, ran: list[str]) -> Callable[[FastAPI]
                 risk=Risk.WRITE,
                 run=note,
                 target=target,
+                sensitive=sensitive,
                 after_untrusted=rule,
             )
         )
@@ -146,7 +150,7 @@ def test_a_write_after_untrusted_content_follows_the_tools_rule(
         AfterUntrusted.RUN: ("executed", "done"),  # the app's explicit choice
     }
     for rule, (status, reason) in expected.items():
-        ran: list[str] = []
+        ran: list[ToolRun] = []
         # A buyer's own quote carries the vendor's text (another buyer may not read it).
         buyer, buyer_headers = sign_in(setup, urls, kms, Role.BUYER)
         poisoned = setup.post(
@@ -168,7 +172,7 @@ def test_a_write_after_untrusted_content_follows_the_tools_rule(
 
 
 def test_a_high_risk_tool_can_never_run_after_untrusted_content() -> None:
-    ran: list[str] = []
+    ran: list[ToolRun] = []
     app = FastAPI()
     app.state.tools = ToolRegistry()
     note_tool(AfterUntrusted.RUN, ran)(app)  # a write tool may opt in

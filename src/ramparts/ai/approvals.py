@@ -263,8 +263,13 @@ class Approvals(AssistantService):
         # They asked the assistant for what they could do themselves (the gateway's own check
         # when they asked), and a person confirmed it: judged directly, not as the model.
         direct = _direct(context)
-        run = ToolRun(
-            session, requester, unmasked, self._may(requester, direct), approved_by=approver
+        run = self._tool_run(
+            session,
+            requester,
+            unmasked,
+            context=direct,
+            conversation_id=conversation_id,
+            approved_by=approver,
         )
         try:
             target = await tool.target(run)

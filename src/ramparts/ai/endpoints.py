@@ -4,6 +4,7 @@
 `local`: the data goes nowhere); `openai:<model>` calls `OPENAI_BASE_URL` (any OpenAI-compatible
 server) in the region `RAMPARTS_MODEL_REGION` says it is in. Its API key comes from the KMS
 (`model/openai/api-key`), or from `OPENAI_API_KEY` when the KMS holds none; never from a prompt.
+An app may bring its own adapter instead (`create_app(..., model=...)`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import httpx
 from pydantic import SecretStr
 
 from ramparts.ai.gateway import ModelEndpoint
-from ramparts.ai.models import ModelOutputError, ModelTurn, OfflineModel, ScriptedModel, parse_turn
+from ramparts.ai.models import (
+    Model,
+    ModelOutputError,
+    ModelTurn,
+    OfflineModel,
+    ScriptedModel,
+    parse_turn,
+)
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 
@@ -141,7 +149,14 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": message["role"], "content": message["content"]}
 
 
-def endpoints_for(settings: Settings, kms: Kms) -> list[ModelEndpoint]:
+def endpoints_for(
+    settings: Settings, kms: Kms, *, model: Model | None = None
+) -> list[ModelEndpoint]:
+    """The model endpoints `RAMPARTS_MODEL` names, or the one of an app's own `model`
+    adapter instead. Ramparts cannot know where an app's adapter sends the data, so it is in
+    the region `RAMPARTS_MODEL_REGION` says, like any remote endpoint (never `local`)."""
+    if model is not None:
+        return [ModelEndpoint(f"custom-{settings.model_region}", settings.model_region, model)]
     kind, _, argument = settings.model.partition(":")
     if kind == "scripted":
         return [ModelEndpoint("scripted", "local", ScriptedModel(Path(argument)))]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -123,15 +123,31 @@ class AssistantService:
         self._audit = audit
         self._ui_client = ui_client
 
-    def _may(
-        self, principal: Principal, context: RequestContext
-    ) -> Callable[[PolicyAction, Target], bool]:
-        """Cedar's answer for this person and channel, for a tool that filters what it shows."""
+    def _tool_run(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        arguments: dict[str, Any],
+        *,
+        context: RequestContext,
+        conversation_id: uuid.UUID,
+        approved_by: Principal | None = None,
+    ) -> ToolRun:
+        """What a tool gets for a call by `principal` in their conversation, authorized under
+        `context`: its `may` asks Cedar on the same channel the run says it is on."""
 
         def may(action: PolicyAction, target: Target) -> bool:
             return self._authorizer.decide(principal, action, target, context).allowed
 
-        return may
+        return ToolRun(
+            session=session,
+            principal=principal,
+            conversation_id=conversation_id,
+            channel=context.channel,
+            arguments=arguments,
+            may=may,
+            approved_by=approved_by,
+        )
 
 
 class Gateway(AssistantService):
@@ -456,7 +472,9 @@ class Gateway(AssistantService):
         problem = _argument_problem(tool, arguments, unmasked, conversation.masker)
         if problem is not None:
             return refused(f"invalid arguments: {problem}", "schema")
-        run = ToolRun(session, principal, unmasked, self._may(principal, context))
+        run = self._tool_run(
+            session, principal, unmasked, context=context, conversation_id=conversation.id
+        )
         try:
             target = await tool.target(run)
         except ToolError as exc:

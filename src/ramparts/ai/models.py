@@ -49,6 +49,19 @@ class ModelTurn:
 
 
 class Model(Protocol):
+    """A model adapter: what the gateway calls for each model turn. Ramparts has its own
+    (`OfflineModel`, `ScriptedModel`, `OpenAIModel`); an app may bring another (see
+    `create_app(..., model=...)`) and it stays behind the same checks, because whatever an
+    adapter returns is treated as a fully compromised model's answer.
+
+    `name` names the adapter in the audit trail. `complete` gets the conversation as the
+    model may see it (masked: `role` user, assistant or tool, with `content`; an assistant
+    turn that asked for calls has `tool_calls` of `{"id", "name", "arguments"}`, and each
+    result answers one by `tool_call_id`) and the tools on offer in OpenAI's function-tool
+    shape. It returns text or tool calls (`parse_turn` checks a raw turn), or raises
+    `ModelOutputError` when its model gave nothing of that shape: the turn is then refused.
+    """
+
     name: str
 
     async def complete(

@@ -22,7 +22,7 @@ from jsonschema.exceptions import SchemaError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.identity.auth import Principal
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Channel, PolicyAction, Target
 
 __all__ = [
     "AfterUntrusted",
@@ -64,20 +64,26 @@ def _nothing_allowed(action: PolicyAction, target: Target) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ToolRun:
     """Everything a tool body gets: a tenant session of the acting user's tenant, that user,
-    arguments already validated against the tool's schema (and unmasked), and `may`, which
-    asks Cedar whether the user may do an action on a resource through this channel (a tool
-    that returns several resources keeps only those).
+    the conversation the call belongs to, arguments already validated against the tool's
+    schema (and unmasked), and `may`, which asks Cedar whether the user may do an action on a
+    resource through `channel` (a tool that returns several resources keeps only those).
 
     The acting user (`principal`) is always the person who asked the assistant, also when
-    the call waited for approval: it then runs with their current roles, and `approved_by` is
-    the person who confirmed it (None: it ran without approval). What a tool creates or
-    changes is the requester's, never the approver's."""
+    the call waited for approval: it then runs with their current roles, in their
+    conversation, and `approved_by` is the person who confirmed it (None: it ran without
+    approval). What a tool creates or changes is the requester's, never the approver's.
+
+    `channel` is the one the call is authorized under: `ai_tool` for a call the model made
+    and the gateway ran; `api` for an approved call, which a person confirmed, so the
+    requester is judged as if they made it themselves."""
 
     session: AsyncSession
     principal: Principal
+    conversation_id: uuid.UUID
+    channel: Channel
     arguments: dict[str, Any]
     may: Callable[[PolicyAction, Target], bool] = _nothing_allowed
     approved_by: Principal | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +19,10 @@ from ramparts.ai import views as ai_views
 from ramparts.ai.approvals import Approvals
 from ramparts.ai.conversations import Conversations
 from ramparts.ai.endpoints import endpoints_for
-from ramparts.ai.gateway import Gateway
+from ramparts.ai.gateway import Gateway, ModelEndpoint
 from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
+from ramparts.ai.models import Model
 from ramparts.ai.tools import Risk, ToolRegistry
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
@@ -154,10 +155,25 @@ async def _sign_checkpoints(checkpointer: Checkpointer) -> None:
 
 
 def create_app(
-    settings: Settings, database: Database, kms: Kms, *, audit_database: Database | None = None
+    settings: Settings,
+    database: Database,
+    kms: Kms,
+    *,
+    audit_database: Database | None = None,
+    model: Model | None = None,
+    endpoints: Sequence[ModelEndpoint] | None = None,
 ) -> FastAPI:
     """Build the app around a runtime-role `Database`; the app disposes it on shutdown, and
-    `audit_database` too (`serve` sizes both pools; default: a small pool of its own)."""
+    `audit_database` too (`serve` sizes both pools; default: a small pool of its own).
+
+    The assistant's model is what `RAMPARTS_MODEL` says, unless the app brings its own:
+    `model`, an adapter in the region `RAMPARTS_MODEL_REGION` says, or `endpoints`, each
+    naming its region. Either way the gateway's checks stand in front of it. The gateway and
+    its approvals are `app.state.gateway` and `app.state.approvals`, the ones the routes use."""
+    if model is not None and endpoints is not None:
+        raise TypeError("create_app takes model= or endpoints=, not both")
+    if endpoints is None:
+        endpoints = endpoints_for(settings, kms, model=model)
 
     # Its own small pool for events written apart (refusals), so a request that holds a
     # connection never waits on the same pool to record why it is refused.
@@ -216,6 +232,34 @@ def create_app(
     )
     app.include_router(health.router)
     identity_views.install(app, identity)
+    _install_assistant(
+        app,
+        settings,
+        database,
+        authorizer=authorizer,
+        audit=audit,
+        bearer=identity.bearer,
+        fields=fields,
+        endpoints=endpoints,
+    )
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_middleware(app, settings)
+    return app
+
+
+def _install_assistant(
+    app: FastAPI,
+    settings: Settings,
+    database: Database,
+    *,
+    authorizer: Authorizer,
+    audit: AuditLog,
+    bearer: BearerAuthenticator,
+    fields: SealedFields,
+    endpoints: Sequence[ModelEndpoint],
+) -> None:
+    """The AI tool gateway, its approvals and their routes; the services on `app.state`."""
     limiter = Limiter(
         settings.redis_url.get_secret_value() if settings.redis_url else None,
         AssistantLimits(
@@ -236,7 +280,7 @@ def create_app(
         authorizer,
         conversations,
         audit,
-        endpoints=endpoints_for(settings, kms),
+        endpoints=list(endpoints),
         limiter=limiter,
         kill_switch=KillSwitch(),
         ui_client=WEB_CLIENT_ID,
@@ -249,10 +293,12 @@ def create_app(
     approvals = Approvals(
         database, registry, authorizer, conversations, audit, ui_client=WEB_CLIENT_ID
     )
+    app.state.gateway = gateway  # an app's own routes reach the assistant here
+    app.state.approvals = approvals
     app.include_router(
         ai_views.build_router(
             database,
-            identity.bearer,
+            bearer,
             authorizer,
             gateway=gateway,
             approvals=approvals,
@@ -260,10 +306,6 @@ def create_app(
             ui_client=WEB_CLIENT_ID,
         )
     )
-    app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _add_middleware(app, settings)
-    return app
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
