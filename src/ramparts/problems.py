@@ -62,14 +62,6 @@ class ProblemType(Enum):
         self.slug = slug
         self._title = title
 
-    @classmethod
-    def named(cls, slug: str) -> ProblemType:
-        """The type whose slug is `slug`, for refusals that carry it as text."""
-        for problem_type in cls:
-            if problem_type.slug == slug:
-                return problem_type
-        raise ValueError(f"no problem type {slug!r}")
-
     @property
     def uri(self) -> str:
         """The `type` member of the answer."""

@@ -28,6 +28,7 @@ from ramparts.audit.events import Action, Decision, Resource
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import Channel, PolicyDecision, Target
 from ramparts.policy.services import RequestContext
+from ramparts.problems import ProblemType
 
 __all__ = ["Approvals"]
 
@@ -136,12 +137,14 @@ class Approvals(AssistantService):
         self, approver: Principal, approval_id: uuid.UUID, *, approve: bool
     ) -> dict[str, Any]:
         if approver.user_id is None:
-            raise GatewayRefusedError(403, "not-a-user", "approvals are decided by people")
+            raise GatewayRefusedError(
+                403, ProblemType.NOT_A_USER, "approvals are decided by people"
+            )
         try:
             return await self._decide(approver, approval_id, approve=approve)
         except GatewayRefusedError as refused:
             # The request's transaction rolled back; the refusal is written on its own.
-            await self._refused(approver, approval_id, f"{refused.kind}: {refused.detail}")
+            await self._refused(approver, approval_id, f"{refused.kind.slug}: {refused.detail}")
             raise
 
     async def _decide(
@@ -160,15 +163,17 @@ class Approvals(AssistantService):
                 )
             ).first()
             if row is None:
-                raise GatewayRefusedError(404, "not-found", "no such approval request")
+                raise GatewayRefusedError(404, ProblemType.NOT_FOUND, "no such approval request")
             conversation_id, tool_name, arguments, requested_by, _, status, expires_at = row
             if status != "pending":
-                raise GatewayRefusedError(409, "wrong-status", f"already {status}")
+                raise GatewayRefusedError(409, ProblemType.WRONG_STATUS, f"already {status}")
             if expires_at <= datetime.now(UTC):
-                raise GatewayRefusedError(409, "wrong-status", "the request has expired")
+                raise GatewayRefusedError(409, ProblemType.WRONG_STATUS, "the request has expired")
             if requested_by == approver.user_id:
                 raise GatewayRefusedError(
-                    403, "forbidden", "four eyes: a different person must decide this request"
+                    403,
+                    ProblemType.FORBIDDEN,
+                    "four eyes: a different person must decide this request",
                 )
             fresh = approver.auth_time is not None and (
                 datetime.now(UTC) - approver.auth_time <= RECENT_SIGN_IN
@@ -176,7 +181,7 @@ class Approvals(AssistantService):
             if not fresh or not SECOND_FACTORS & set(approver.amr):
                 raise GatewayRefusedError(
                     403,
-                    "reauthentication-required",
+                    ProblemType.REAUTHENTICATION_REQUIRED,
                     "deciding needs a sign-in with a second factor in the last 10 minutes",
                 )
             # The approver acts as themselves (not through the model), so Cedar judges them on
@@ -200,11 +205,13 @@ class Approvals(AssistantService):
                 stopped=frozenset(),  # rejecting works even while the tool is switched off
             )
             if request is None:
-                raise GatewayRefusedError(409, "wrong-status", f"{tool_name} cannot run now")
+                raise GatewayRefusedError(
+                    409, ProblemType.WRONG_STATUS, f"{tool_name} cannot run now"
+                )
             if not request.approver_allowed:
                 raise GatewayRefusedError(
                     403,
-                    "forbidden",
+                    ProblemType.FORBIDDEN,
                     f"you may not confirm {request.tool.action}: only someone who may "
                     f"{request.tool.action} themselves decides it",
                 )
@@ -227,12 +234,12 @@ class Approvals(AssistantService):
                 # Refused like any decision: recorded apart, as this transaction rolls back.
                 raise GatewayRefusedError(
                     403,
-                    "forbidden",
+                    ProblemType.FORBIDDEN,
                     f"the person who asked may no longer {request.tool.action}: "
                     "an approval confirms, it never widens",
                 )
             if request.tool.name in await KillSwitch(max_age=0).stopped(session, tenant):
-                raise GatewayRefusedError(503, "ai-disabled", "this tool is switched off")
+                raise GatewayRefusedError(503, ProblemType.AI_DISABLED, "this tool is switched off")
             try:
                 result = await run_checked(session, request.tool, request.run)
             except ToolError as exc:

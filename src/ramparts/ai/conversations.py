@@ -23,6 +23,7 @@ from ramparts.ai.tools import Risk
 from ramparts.audit.services import Event
 from ramparts.crypto.sealing import EncryptedColumn, SealedFields
 from ramparts.identity.auth import Principal
+from ramparts.problems import ProblemType
 
 __all__ = ["CONVERSATION_TOKENS", "Conversation", "Conversations", "people_names"]
 
@@ -131,7 +132,7 @@ class Conversations:
             )
         ).first()
         if row is None:  # another user's conversation looks like no conversation
-            raise GatewayRefusedError(404, "not-found", "no such conversation")
+            raise GatewayRefusedError(404, ProblemType.NOT_FOUND, "no such conversation")
         tokens = await self._opened(session, tenant, conversation_id, row[0])
         masker = Masker.restore(tokens, forbidden, names)
         conversation = Conversation(conversation_id, masker, Provenance(), [], 1)

@@ -39,6 +39,7 @@ from ramparts.db.engine import Database
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import Channel, PolicyAction, Target
 from ramparts.policy.services import Authorizer, RequestContext
+from ramparts.problems import ProblemType
 
 __all__ = [
     "AssistantReply",
@@ -56,7 +57,7 @@ MAX_MESSAGE_CHARS = 8_000
 MAX_CONVERSATION_CHARS = 100_000
 MAX_RESULT_CHARS = 20_000  # one tool result, as the model sees it
 #: Refusals written to the audit trail where they happen.
-AUDITED_APART = frozenset({"content-refused", "no-model-endpoint"})
+AUDITED_APART = frozenset({ProblemType.CONTENT_REFUSED, ProblemType.NO_MODEL_ENDPOINT})
 #: Tool calls one user message may lead to, per risk tier (run or sent to approval): the
 #: model's turns cannot multiply what one request does.
 CALLS_PER_MESSAGE: Mapping[Risk, int] = {Risk.READ: 16, Risk.WRITE: 3, Risk.HIGH: 1}
@@ -177,13 +178,17 @@ class Gateway(AssistantService):
         self, principal: Principal, message: str, conversation_id: uuid.UUID | None
     ) -> AssistantReply:
         if principal.user_id is None:
-            raise GatewayRefusedError(403, "forbidden", "the assistant serves people")
+            raise GatewayRefusedError(403, ProblemType.FORBIDDEN, "the assistant serves people")
         if not message.strip() or len(message) > MAX_MESSAGE_CHARS:
             raise GatewayRefusedError(
-                422, "invalid-request", f"a message is 1 to {MAX_MESSAGE_CHARS} characters"
+                422,
+                ProblemType.INVALID_REQUEST,
+                f"a message is 1 to {MAX_MESSAGE_CHARS} characters",
             )
         if not storable(message):
-            raise GatewayRefusedError(422, "invalid-request", "the message holds NUL or bad UTF-16")
+            raise GatewayRefusedError(
+                422, ProblemType.INVALID_REQUEST, "the message holds NUL or bad UTF-16"
+            )
         pending: list[Event] = []  # what this request has to say in the audit trail
         try:
             await self._admit(principal)
@@ -212,7 +217,9 @@ class Gateway(AssistantService):
             conversation.events = pending  # kept by the caller: they outlive a rollback
             if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
                 raise GatewayRefusedError(
-                    422, "conversation-too-long", "this conversation is full: start a new one"
+                    422,
+                    ProblemType.CONVERSATION_TOO_LONG,
+                    "this conversation is full: start a new one",
                 )
             # Refusals before anything is recorded in this transaction are written apart:
             # they must outlive its rollback.
@@ -223,7 +230,9 @@ class Gateway(AssistantService):
                     principal, Action.CONTENT_REFUSED, conversation.id, {"kinds": refused.kinds}
                 )
                 raise GatewayRefusedError(
-                    422, "content-refused", f"the message holds {', '.join(refused.kinds)}"
+                    422,
+                    ProblemType.CONTENT_REFUSED,
+                    f"the message holds {', '.join(refused.kinds)}",
                 ) from None
             endpoint = await self._endpoint(principal, context, conversation)
             injection = scan(message)
@@ -322,14 +331,14 @@ class Gateway(AssistantService):
         audit trail anyway, each event on its own, with why it ended."""
         events = list(pending)
         if refused is None or refused.kind not in AUDITED_APART:
-            kind = refused.kind if refused is not None else "internal-error"
+            kind = refused.kind if refused is not None else ProblemType.INTERNAL_ERROR
             events.append(
                 Event(
                     actor_of(principal),
                     Action.ASSISTANT_REFUSED,
                     Resource("assistant", None),
                     Decision.DENY,
-                    {"kind": kind},
+                    {"kind": kind.slug},
                 )
             )
         await self._audit.record_many_apart(principal.tenant_id, events)
@@ -339,9 +348,9 @@ class Gateway(AssistantService):
             await self._limiter.admit(str(principal.tenant_id), str(principal.user_id))
         except LimitExceededError as exceeded:
             status, kind = {
-                "locked": (403, "ai-locked"),
-                "budget": (429, "budget-exhausted"),
-            }.get(exceeded.kind, (429, "rate-limited"))
+                "locked": (403, ProblemType.AI_LOCKED),
+                "budget": (429, ProblemType.BUDGET_EXHAUSTED),
+            }.get(exceeded.kind, (429, ProblemType.RATE_LIMITED))
             raise GatewayRefusedError(
                 status, kind, exceeded.detail, retry_after=exceeded.retry_after
             ) from None
@@ -399,7 +408,9 @@ class Gateway(AssistantService):
             target = Target("ModelEndpoint", endpoint.name, region=endpoint.region)
             await self._authorizer.authorize(principal, PolicyAction.MODEL_CALL, target, context)
         raise GatewayRefusedError(
-            503, "no-model-endpoint", f"no model endpoint may receive {context.region} data"
+            503,
+            ProblemType.NO_MODEL_ENDPOINT,
+            f"no model endpoint may receive {context.region} data",
         )
 
     def _offered(self, principal: Principal, context: RequestContext) -> dict[str, Tool]:

@@ -14,6 +14,7 @@ from ramparts.ai.refusals import GatewayRefusedError
 from ramparts.ai.tenant_reads import TenantRead
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
+from ramparts.problems import ProblemType
 
 __all__ = ["KILLSWITCH_MAX_AGE", "KillSwitch", "OperatorScope", "set_switch", "switches"]
 
@@ -37,7 +38,7 @@ class KillSwitch:
         """The tools stopped for `tenant`; refuses when the whole assistant is off."""
         stopped = await self._stopped.get(session, tenant)
         if "" in stopped:
-            raise GatewayRefusedError(503, "ai-disabled", "the assistant is switched off")
+            raise GatewayRefusedError(503, ProblemType.AI_DISABLED, "the assistant is switched off")
         return stopped
 
 

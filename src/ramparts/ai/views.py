@@ -99,12 +99,7 @@ def _killswitch_routes(
 
 def _problem(refused: GatewayRefusedError) -> Problem:
     headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
-    return Problem(
-        refused.status,
-        ProblemType.named(refused.kind),
-        refused.detail,
-        headers=headers,
-    )
+    return Problem(refused.status, refused.kind, refused.detail, headers=headers)
 
 
 def build_router(
