@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     ai_read_calls_per_message: int = Field(default=16, ge=0, le=64)
     ai_write_calls_per_message: int = Field(default=3, ge=0, le=64)
     ai_high_calls_per_message: int = Field(default=1, ge=0, le=64)
+    # Model calls one user message may lead to (each may ask for tool calls).
+    ai_max_steps: int = Field(default=4, ge=1, le=16)
+    # Strikes (a refused tool call, an injection sign, refused content) per user: past the
+    # first the user is slowed down, past the second their AI access is locked for an hour.
+    ai_throttle_after: str = "5/10 minutes"
+    ai_lock_after: str = "10/10 minutes"
     secret_key: SecretStr | None = None
     debug: bool = False
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
@@ -203,7 +209,14 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be 'offline', 'openai:<model>' or 'scripted:<file>'")
 
-    @field_validator("ai_user_rate", "ai_tenant_rate", "ai_user_tokens", "ai_tenant_tokens")
+    @field_validator(
+        "ai_user_rate",
+        "ai_tenant_rate",
+        "ai_user_tokens",
+        "ai_tenant_tokens",
+        "ai_throttle_after",
+        "ai_lock_after",
+    )
     @classmethod
     def _rate(cls, value: str) -> str:
         try:

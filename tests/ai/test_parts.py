@@ -3,6 +3,7 @@ injection detector and the model turn parser."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -93,17 +94,16 @@ def test_masking_is_reversible_per_conversation_and_refuses_credentials() -> Non
 
 def test_provenance_backs_only_what_trusted_data_holds() -> None:
     provenance = Provenance()
-    provenance.add(
-        Trust.TRUSTED, "user", "refund 120.00 on quote 7f3a9c1e-0000-4000-8000-000000000001"
-    )
-    provenance.add(
-        Trust.TRUSTED, "tool:list_quotes", {"ids": ["5b1d2c3e-0000-4000-8000-000000000002"]}
+    provenance.vouch_user("refund 120.00 on quote 7f3a9c1e-0000-4000-8000-000000000001", [])
+    provenance.record_result(
+        "list_quotes", [("/ids/0", "5b1d2c3e-0000-4000-8000-000000000002")], []
     )
     assert not provenance.tainted
     assert provenance.backs("7f3a9c1e-0000-4000-8000-000000000001")
     assert provenance.backs("5b1d2c3e-0000-4000-8000-000000000002")
     assert provenance.backs("120.00")
-    provenance.add(Trust.UNTRUSTED, "tool:get_quote:content", {"iban": "GB82WEST12345698765432"})
+    provenance.add(Trust.UNTRUSTED, "tool:get_quote:content", {"/iban": "GB82WEST12345698765432"})
+    provenance.record_result("get_quote", [], [("/iban", "GB82WEST12345698765432")])
     assert provenance.tainted
     assert not provenance.backs("GB82WEST12345698765432")  # the vendor named it: not backed
     arguments = {
@@ -111,17 +111,24 @@ def test_provenance_backs_only_what_trusted_data_holds() -> None:
         "quote_id": "7f3a9c1e-0000-4000-8000-000000000001",
     }
     assert provenance.unbacked(arguments, frozenset({"iban", "quote_id"})) == ["iban"]
+    assert provenance.origins(arguments, frozenset({"iban", "quote_id"})) == {
+        "iban": [{"source": "untrusted field", "tool": "get_quote", "pointer": "/iban"}],
+        "quote_id": [{"source": "user message"}],
+    }
     assert not provenance.backs({})  # nothing to back is not backed
-    # Data backs its values, not the words of its text; echoed values back nothing.
+    # What the model was shown (the gateway's words included) backs nothing by itself.
     provenance.add(Trust.TRUSTED, "gateway", {"reason": "maximum 1000000000000"})
     assert not provenance.backs(10**12)
-    provenance.add(
-        Trust.TRUSTED,
-        "tool:get_quote",
-        {"id": "9d9d9d9d-0000-4000-8000-000000000009"},
-        withhold=frozenset({"9d9d9d9d-0000-4000-8000-000000000009"}),
-    )
+    # A trusted field that echoes an argument nothing backed does not back it.
+    provenance.note_given({"quote_id": "9d9d9d9d-0000-4000-8000-000000000009"})
+    provenance.record_result("get_quote", [("/id", "9d9d9d9d-0000-4000-8000-000000000009")], [])
     assert not provenance.backs("9d9d9d9d-0000-4000-8000-000000000009")
+    # All of it survives being stored with the conversation.
+    restored = Provenance.restore(json.loads(json.dumps(provenance.state())))
+    assert restored.backs("7f3a9c1e-0000-4000-8000-000000000001")
+    assert not restored.backs("GB82WEST12345698765432")
+    restored.record_result("get_quote", [("/id", "9d9d9d9d-0000-4000-8000-000000000009")], [])
+    assert not restored.backs("9d9d9d9d-0000-4000-8000-000000000009")
 
 
 @pytest.mark.parametrize(

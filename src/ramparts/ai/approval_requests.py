@@ -1,6 +1,6 @@
 """Approval requests made (AI-4): a tool call the gateway holds is stored with the arguments
-the model sent, why it waits and the conversation's provenance, for a different person to
-decide within a day (see `approvals`)."""
+the model sent, why it waits, the conversation's provenance and where each sensitive argument
+came from, for a different person to decide within a day (see `approvals`)."""
 
 from __future__ import annotations
 
@@ -31,16 +31,17 @@ async def request_approval(
     tool: Tool,
     arguments: dict[str, Any],
     reason: str,
+    origins: dict[str, list[dict[str, str]]],
 ) -> uuid.UUID:
     """Store the request for `principal`'s call of `tool` and add its event to the
-    conversation's; its id."""
+    conversation's; its id. `origins`: where each sensitive argument came from."""
     approval = uuid.uuid4()
     await session.execute(
         text(
             "INSERT INTO ai_approvals (tenant_id, id, conversation_id, tool, arguments, "
-            "reason, provenance, requested_by, requested_amr, expires_at) VALUES (:tenant, "
-            ":id, :conversation, :tool, CAST(:arguments AS jsonb), :reason, "
-            "CAST(:provenance AS jsonb), :user, :amr, :expires)"
+            "reason, provenance, origins, requested_by, requested_amr, expires_at) VALUES "
+            "(:tenant, :id, :conversation, :tool, CAST(:arguments AS jsonb), :reason, "
+            "CAST(:provenance AS jsonb), CAST(:origins AS jsonb), :user, :amr, :expires)"
         ),
         {
             "tenant": principal.tenant_id,
@@ -50,6 +51,7 @@ async def request_approval(
             "arguments": json.dumps(arguments),
             "reason": reason,
             "provenance": json.dumps(conversation.provenance.trail()),
+            "origins": json.dumps(origins),
             "user": principal.user_id,
             "amr": list(principal.amr),  # the requester is judged again at decision time
             "expires": datetime.now(UTC) + APPROVAL_TTL,

@@ -97,6 +97,7 @@ class Approvals(AssistantService):
                         "tool": row.tool,
                         "reason": row.reason,
                         "provenance": row.provenance,
+                        "origins": row.origins,
                         "requested_by": str(row.requested_by),
                         "expires_at": row.expires_at.isoformat(),
                     }
@@ -381,8 +382,8 @@ async def _pending_page(
     created, last = after if after is not None else (None, None)
     result = await session.execute(
         text(
-            "SELECT id, conversation_id, tool, arguments, reason, provenance, requested_by, "
-            "requested_amr, expires_at, created_at FROM ai_approvals "
+            "SELECT id, conversation_id, tool, arguments, reason, provenance, origins, "
+            "requested_by, requested_amr, expires_at, created_at FROM ai_approvals "
             "WHERE tenant_id = :tenant AND status = 'pending' AND expires_at > now() "
             "AND (CAST(:created AS timestamptz) IS NULL "
             "OR (created_at, id) > (CAST(:created AS timestamptz), CAST(:last AS uuid))) "

@@ -1,5 +1,7 @@
 """The assistant's conversations as stored: each one its user's own, its messages in order,
-and the placeholders its masking made, sealed (the values behind them are personal data)."""
+and, sealed (both hold personal data), the placeholders its masking made and what its
+provenance lets back an argument: a value the user typed in one message backs a call in the
+next, in this conversation only."""
 
 from __future__ import annotations
 
@@ -25,9 +27,16 @@ from ramparts.crypto.sealing import EncryptedColumn, SealedFields
 from ramparts.identity.auth import Principal
 from ramparts.problems import ProblemType
 
-__all__ = ["CONVERSATION_TOKENS", "Conversation", "Conversations", "people_names"]
+__all__ = [
+    "CONVERSATION_PROVENANCE",
+    "CONVERSATION_TOKENS",
+    "Conversation",
+    "Conversations",
+    "people_names",
+]
 
 CONVERSATION_TOKENS = EncryptedColumn("ai_conversations", "sealed_tokens", row="id")
+CONVERSATION_PROVENANCE = EncryptedColumn("ai_conversations", "sealed_provenance", row="id")
 DIRECTORY_MAX_AGE = 60.0
 SAVED_COLUMNS = ("seq", "role", "trust", "source", "content")
 #: The source of a stored model turn that asked for tool calls (its content: the calls).
@@ -47,7 +56,6 @@ class Conversation:
     # then touches the database only for what it must do at once.
     unsaved: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    echoed: set[str] = field(default_factory=set)  # unbacked argument values tools were given
     calls: dict[Risk, int] = field(default_factory=dict)  # run or sent to approval, this message
     flushed: int = 0  # events already in this transaction
 
@@ -125,7 +133,8 @@ class Conversations:
         row = (
             await session.execute(
                 text(
-                    "SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :tenant "
+                    "SELECT sealed_tokens, sealed_provenance FROM ai_conversations "
+                    "WHERE tenant_id = :tenant "
                     "AND id = :id AND user_id = :user FOR UPDATE"
                 ),
                 {"tenant": tenant, "id": conversation_id, "user": principal.user_id},
@@ -133,9 +142,12 @@ class Conversations:
         ).first()
         if row is None:  # another user's conversation looks like no conversation
             raise GatewayRefusedError(404, ProblemType.NOT_FOUND, "no such conversation")
-        tokens = await self._opened(session, tenant, conversation_id, row[0])
+        tokens = await self._opened(session, tenant, CONVERSATION_TOKENS, conversation_id, row[0])
         masker = Masker.restore(tokens, forbidden, names)
-        conversation = Conversation(conversation_id, masker, Provenance(), [], 1)
+        backing = await self._opened(
+            session, tenant, CONVERSATION_PROVENANCE, conversation_id, row[1]
+        )
+        conversation = Conversation(conversation_id, masker, Provenance.restore(backing), [], 1)
         rows = await session.execute(
             text(
                 "SELECT seq, role, trust, source, content FROM ai_messages "
@@ -145,9 +157,8 @@ class Conversations:
         )
         answering: list[str] = []  # ids of the stored calls whose results come next
         for seq, role, trust, source, content in rows:
-            # Earlier messages come back as text: the user's own words back what they said,
-            # but a stored tool result can no longer tell echoed values from data, so it
-            # backs nothing (and still taints, when it held untrusted content).
+            # Earlier messages come back for the trail and the taint; what backs arguments
+            # came back with the sealed provenance above.
             if role == "user" or trust == Trust.UNTRUSTED.value:
                 conversation.provenance.add(Trust(trust), source, content)
             message: dict[str, Any] = {"role": role, "content": content}
@@ -168,27 +179,31 @@ class Conversations:
             text("SELECT sealed_tokens FROM ai_conversations WHERE tenant_id = :t AND id = :id"),
             {"t": tenant, "id": conversation_id},
         )
-        return await self._opened(session, tenant, conversation_id, sealed)
+        tokens: dict[str, str] = await self._opened(
+            session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
+        )
+        return tokens
 
     async def _opened(
         self,
         session: AsyncSession,
         tenant: uuid.UUID,
+        column: EncryptedColumn,
         conversation_id: uuid.UUID,
         sealed: bytes | None,
-    ) -> dict[str, str]:
+    ) -> dict[str, Any]:
         if sealed is None:
             return {}
-        opened = await self._fields.open(
-            session, tenant, CONVERSATION_TOKENS, conversation_id, sealed
+        opened: dict[str, Any] = json.loads(
+            await self._fields.open(session, tenant, column, conversation_id, sealed)
         )
-        tokens: dict[str, str] = json.loads(opened)
-        return tokens
+        return opened
 
     async def save(
         self, session: AsyncSession, tenant: uuid.UUID, conversation: Conversation
     ) -> None:
-        """Store the request's new messages (one statement) and the placeholders made."""
+        """Store the request's new messages (one statement), the placeholders made and what
+        backs arguments."""
         rows = conversation.unsaved
         if rows:
             await session.execute(
@@ -202,19 +217,22 @@ class Conversations:
                 | {name: [row[name] for row in rows] for name in SAVED_COLUMNS},
             )
             conversation.unsaved = []
-        state = conversation.masker.state()
-        if not state:
-            return
-        sealed = await self._fields.seal(
-            session, tenant, CONVERSATION_TOKENS, conversation.id, json.dumps(state).encode()
-        )
-        await session.execute(
-            text(
-                "UPDATE ai_conversations SET sealed_tokens = :sealed "
-                "WHERE tenant_id = :tenant AND id = :id"
-            ).bindparams(CONVERSATION_TOKENS.param("sealed")),
-            {"sealed": sealed, "tenant": tenant, "id": conversation.id},
-        )
+        for column, state in (
+            (CONVERSATION_TOKENS, conversation.masker.state()),
+            (CONVERSATION_PROVENANCE, conversation.provenance.state()),
+        ):
+            if not any(state.values()):
+                continue
+            sealed = await self._fields.seal(
+                session, tenant, column, conversation.id, json.dumps(state).encode()
+            )
+            await session.execute(
+                text(
+                    f"UPDATE ai_conversations SET {column.column} = :sealed "  # noqa: S608 - a declared column
+                    "WHERE tenant_id = :tenant AND id = :id"
+                ).bindparams(column.param("sealed")),
+                {"sealed": sealed, "tenant": tenant, "id": conversation.id},
+            )
 
 
 async def people_names(session: AsyncSession) -> frozenset[str]:

@@ -30,7 +30,7 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import Limiter, LimitExceededError, estimate_tokens
 from ramparts.ai.masking import Masker, RefusedContentError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall, storable
-from ramparts.ai.provenance import Provenance, Trust, scalars
+from ramparts.ai.provenance import Provenance, Trust
 from ramparts.ai.refusals import GatewayRefusedError
 from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolError, ToolRegistry, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-MAX_STEPS = 4
+#: Model calls one user message may lead to (each may ask for tool calls).
+MAX_STEPS = 4  # RAMPARTS_AI_MAX_STEPS
 MAX_MESSAGE_CHARS = 8_000
 MAX_CONVERSATION_CHARS = 100_000
 MAX_RESULT_CHARS = 20_000  # one tool result, as the model sees it
@@ -165,11 +166,13 @@ class Gateway(AssistantService):
         kill_switch: KillSwitch,
         ui_client: str,
         calls_per_message: Mapping[Risk, int] = CALLS_PER_MESSAGE,
+        max_steps: int = MAX_STEPS,
     ) -> None:
         super().__init__(database, registry, authorizer, conversations, audit, ui_client=ui_client)
         self._endpoints = endpoints
         self._limiter = limiter
         self._calls_per_message = {risk: calls_per_message.get(risk, 0) for risk in Risk}
+        self._max_steps = max_steps
         self._switch = kill_switch
 
     # --- one message ----------------------------------------------------------------------
@@ -235,27 +238,12 @@ class Gateway(AssistantService):
                     f"the message holds {', '.join(refused.kinds)}",
                 ) from None
             endpoint = await self._endpoint(principal, context, conversation)
-            injection = scan(message)
-            # The user's own words are trusted, unless they carry the signs of an injection
-            # (pasted from elsewhere): then they back nothing and taint the conversation.
-            trust = Trust.UNTRUSTED if injection.hit else Trust.TRUSTED
-            if injection.hit:
-                conversation.events.append(
-                    Event(
-                        actor_of(principal),
-                        Action.INJECTION_SUSPECTED,
-                        Resource("conversation", str(conversation.id)),
-                        Decision.DENY,
-                        {"signs": list(injection.signs), "source": "user"},
-                    )
-                )
-                await self._strike(principal, conversation.events)
-            conversation.remember(role="user", trust=trust, source="user", content=masked)
+            await self._remember_message(principal, conversation, message, masked)
             ai_context = RequestContext(channel=Channel.AI_TOOL, region=context.region)
             offered = self._offered(principal, ai_context)
             outcomes: list[ToolOutcome] = []
             reply = ""
-            for _ in range(MAX_STEPS):
+            for _ in range(self._max_steps):
                 if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
                     reply = "This conversation is full: start a new one."
                     break
@@ -323,6 +311,29 @@ class Gateway(AssistantService):
         for outcome in outcomes:
             outcome.arguments = conversation.masker.unmask(outcome.arguments)
         return AssistantReply(conversation.id, conversation.masker.unmask(reply), outcomes)
+
+    async def _remember_message(
+        self, principal: Principal, conversation: Conversation, message: str, masked: str
+    ) -> None:
+        """The user's message, masked, as the model sees it; and, unmasked, what it backs."""
+        injection = scan(message)
+        # The user's own words are trusted, unless they carry the signs of an injection
+        # (pasted from elsewhere): then they back nothing and taint the conversation.
+        trust = Trust.UNTRUSTED if injection.hit else Trust.TRUSTED
+        if injection.hit:
+            conversation.events.append(
+                Event(
+                    actor_of(principal),
+                    Action.INJECTION_SUSPECTED,
+                    Resource("conversation", str(conversation.id)),
+                    Decision.DENY,
+                    {"signs": list(injection.signs), "source": "user"},
+                )
+            )
+            await self._strike(principal, conversation.events)
+        conversation.remember(role="user", trust=trust, source="user", content=masked)
+        if trust is Trust.TRUSTED:  # what the user typed backs arguments, unmasked
+            conversation.provenance.vouch_user(message, conversation.masker.values_in(masked))
 
     async def _salvage(
         self, principal: Principal, pending: list[Event], refused: GatewayRefusedError | None
@@ -480,7 +491,7 @@ class Gateway(AssistantService):
             )
         arguments: dict[str, Any] = call.arguments
         unmasked = conversation.masker.unmask(arguments)
-        problem = _argument_problem(tool, arguments, unmasked, conversation.masker)
+        problem = _argument_problem(tool, unmasked, conversation.masker)
         if problem is not None:
             return refused(f"invalid arguments: {problem}", "schema")
         run = self._tool_run(
@@ -507,7 +518,7 @@ class Gateway(AssistantService):
         if used >= cap:
             return refused(f"at most {cap} {TIER[tool.risk]} calls per message", "call-cap")
         conversation.calls[tool.risk] = used + 1
-        reason = _approval_reason(conversation.provenance, tool, arguments, decision.allowed)
+        reason = _approval_reason(conversation.provenance, tool, unmasked, decision.allowed)
         if reason is not None:
             approval = await request_approval(
                 session,
@@ -516,6 +527,7 @@ class Gateway(AssistantService):
                 tool=tool,
                 arguments=arguments,
                 reason=reason,
+                origins=conversation.provenance.origins(unmasked, tool.sensitive),
             )
             outcome = ToolOutcome(tool.name, arguments, Status.PENDING_APPROVAL, reason, approval)
             return outcome, None
@@ -525,12 +537,7 @@ class Gateway(AssistantService):
             return refused(str(exc))
         conversation.events.append(_call_event(principal, tool.name, Decision.ALLOW, "executed"))
         # A result that echoes an argument nothing trusted backed does not make it trusted.
-        conversation.echoed |= {
-            v
-            for value in arguments.values()
-            if not conversation.provenance.backs(value)
-            for v in scalars(value)
-        }
+        conversation.provenance.note_given(unmasked)
         return ToolOutcome(tool.name, arguments, Status.EXECUTED, "done"), result
 
     # --- what the request records ---------------------------------------------------------
@@ -552,7 +559,8 @@ class Gateway(AssistantService):
         outcome: ToolOutcome,
         result: dict[str, Any] | None,
     ) -> None:
-        """What the model sees next: the result, masked; its third-party fields untrusted."""
+        """What the model sees next: the result, masked. Its declared trusted fields back
+        arguments (on their real values); every other field is untrusted content."""
         tool = self._registry.get(call.name)
         if result is None or tool is None:
             shown = {"status": outcome.status.value, "reason": outcome.reason}
@@ -575,9 +583,10 @@ class Gateway(AssistantService):
         if len(content) > MAX_RESULT_CHARS:
             self._withhold(conversation, f"the result is over {MAX_RESULT_CHARS} characters")
             return
-        untrusted = {k: v for k, v in masked.items() if k in tool.untrusted_fields}
-        for name, value in untrusted.items():
-            signs = scan(json.dumps(value)).signs
+        conversation.provenance.record_result(tool.name, *tool.split_result(result))
+        trusted, untrusted = tool.split_result(masked)  # the same places, as the model sees them
+        for field_name, values in _by_field(untrusted).items():
+            signs = scan(json.dumps(values)).signs
             if signs:
                 conversation.events.append(
                     Event(
@@ -585,15 +594,14 @@ class Gateway(AssistantService):
                         Action.INJECTION_SUSPECTED,
                         Resource("tool", tool.name),
                         Decision.DENY,
-                        {"signs": list(signs), "source": f"{tool.name}:{name}"},
+                        {"signs": list(signs), "source": f"{tool.name}:{field_name}"},
                     )
                 )
-        trusted = {k: v for k, v in masked.items() if k not in tool.untrusted_fields}
-        conversation.provenance.add(
-            Trust.TRUSTED, f"tool:{tool.name}", trusted, withhold=frozenset(conversation.echoed)
-        )
+        conversation.provenance.add(Trust.TRUSTED, f"tool:{tool.name}", dict(trusted))
         if untrusted:
-            conversation.provenance.add(Trust.UNTRUSTED, f"tool:{tool.name}:content", untrusted)
+            conversation.provenance.add(
+                Trust.UNTRUSTED, f"tool:{tool.name}:content", dict(untrusted)
+            )
         conversation.remember(
             role="tool",
             trust=Trust.UNTRUSTED if untrusted else Trust.TRUSTED,
@@ -633,23 +641,30 @@ def _checked(tool: Tool, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _argument_problem(
-    tool: Tool, arguments: object, unmasked: object, masker: Masker
-) -> str | None:
-    """Why the arguments are refused, if they are: checked as the model sent them and as the
-    tool would get them, and never holding a placeholder the conversation did not make."""
-    errors = tool.argument_errors(arguments)
-    if not errors and masker.has_token(unmasked):
+def _argument_problem(tool: Tool, unmasked: object, masker: Masker) -> str | None:
+    """Why the arguments are refused, if they are: never holding a placeholder the
+    conversation did not make, and checked as the tool would get them (a `pattern` or
+    `format` judges the value a placeholder stands for, not the placeholder)."""
+    if masker.has_token(unmasked):
         return "a placeholder this conversation never made"
-    if not errors:
-        errors = tool.argument_errors(unmasked)
+    errors = tool.argument_errors(unmasked)
     return "; ".join(errors) if errors else None
+
+
+def _by_field(found: list[tuple[str, Any]]) -> dict[str, list[Any]]:
+    """Scalars found in a result (pointer, value), grouped by the top-level field they are in
+    (`/items/0/description` is in `items`): each is scanned for injection signs on its own."""
+    grouped: dict[str, list[Any]] = {}
+    for pointer, value in found:
+        grouped.setdefault(pointer.split("/")[1], []).append(value)
+    return grouped
 
 
 def _approval_reason(
     provenance: Provenance, tool: Tool, arguments: dict[str, Any], allowed: bool
 ) -> str | None:
-    """Why a call the user may make waits for a different person, if it does."""
+    """Why a call the user may make waits for a different person, if it does (judged on
+    the arguments as they would run, unmasked)."""
     unbacked = provenance.unbacked(arguments, tool.sensitive)
     if unbacked:
         return f"{', '.join(unbacked)} not backed by anything you said or may read"

@@ -133,6 +133,10 @@ class Masker:
             return [self.unmask(v) for v in value]
         return value
 
+    def values_in(self, text: str) -> list[str]:
+        """The values behind the placeholders `text` holds (those this masker made)."""
+        return [self._values[t] for t in _TOKEN.findall(text) if t in self._values]
+
     def has_token(self, value: Any) -> bool:
         """Whether a placeholder is left in a JSON value (after `unmask`: one never made)."""
         if isinstance(value, str):

@@ -1,25 +1,37 @@
 """Provenance: where each piece of a conversation came from, and what it may back.
 
-Trusted: the signed-in user's own words and system data the user may read (ids, statuses,
-amounts the database holds). Untrusted: third-party text (a vendor's proposal, a buyer's
-description, a document, a webhook payload) and anything a tool returns from it. The model sees
-both and may be steered by either; the gateway decides from this record, never from the model:
+Trusted: the signed-in user's own words and the result fields a tool declares trusted (system
+data the user may read: ids, statuses, amounts the database computes). Untrusted: everything
+else, such as third-party text (a vendor's proposal, a buyer's description, a transfer's
+sender) and any result field no declaration names. The model sees both and may be steered by
+either; the gateway decides from this record, never from the model:
 
-- a sensitive argument must be backed by trusted data (its value appears in something trusted);
+- a sensitive argument must be backed by trusted data (its real value, placeholders turned
+  back into what they stand for, appears in something trusted);
 - once untrusted content has entered, no `high` call runs directly.
+
+Backing works on real values, not on what the model saw: the user's words are recorded
+unmasked, so an argument holding `[IBAN_1]` is backed when the user typed that IBAN, and not
+when it came from a tool's untrusted field. The record outlives the request (see `state`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Provenance", "Segment", "Trust", "scalars"]
+__all__ = ["Origin", "Provenance", "Segment", "Trust", "scalars"]
 
 _WORD = re.compile(r"[\w@.+-]+", re.UNICODE)
+#: Where a value came from, as an approver is shown it.
+USER = "user message"
+TRUSTED_FIELD = "trusted field"
+UNTRUSTED_FIELD = "untrusted field"
+UNKNOWN = "nowhere in this conversation"
 
 
 class Trust(StrEnum):
@@ -30,8 +42,30 @@ class Trust(StrEnum):
 @dataclass(frozen=True)
 class Segment:
     trust: Trust
-    source: str  # "user", "tool:get_quote", "tool:get_quote:description", ...
+    source: str  # "user", "tool:get_quote", "tool:get_quote:content", ...
     text: str
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value was seen first: the user's message, or a tool result's field (the
+    tool and the JSON Pointer of the field), trusted or not."""
+
+    source: str  # USER, TRUSTED_FIELD, UNTRUSTED_FIELD or UNKNOWN
+    tool: str | None = None
+    pointer: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        shown = {"source": self.source}
+        if self.tool is not None:
+            shown["tool"] = self.tool
+        if self.pointer is not None:
+            shown["pointer"] = self.pointer
+        return shown
+
+    @classmethod
+    def from_json(cls, stored: dict[str, str]) -> Origin:
+        return cls(stored["source"], stored.get("tool"), stored.get("pointer"))
 
 
 def _normal(value: object) -> str:
@@ -40,7 +74,8 @@ def _normal(value: object) -> str:
 
 
 def scalars(value: Any) -> list[str]:
-    """The scalar values inside a JSON value, normalised."""
+    """The scalar values inside a JSON value, normalised (booleans and nulls carry nothing
+    to back)."""
     if isinstance(value, dict):
         return [v for item in value.values() for v in scalars(item)]
     if isinstance(value, list):
@@ -53,23 +88,49 @@ def scalars(value: Any) -> list[str]:
 @dataclass
 class Provenance:
     segments: list[Segment] = field(default_factory=list)
-    _trusted_values: set[str] = field(default_factory=set, repr=False)
+    #: normalised value -> where it was first seen in something trusted
+    _backing: dict[str, Origin] = field(default_factory=dict, repr=False)
+    #: normalised value -> the untrusted field it was first seen in
+    _untrusted: dict[str, Origin] = field(default_factory=dict, repr=False)
+    #: unbacked argument values a tool was given: a result echoing them backs nothing
+    _echoed: set[str] = field(default_factory=set, repr=False)
 
-    def add(
-        self, trust: Trust, source: str, content: Any, *, withhold: frozenset[str] = frozenset()
-    ) -> None:
-        """Record a piece of the conversation. Trusted text (the user's words) backs its
-        words; trusted data (a tool's result) backs its values, except `withhold`: values
-        the tool only echoed from arguments nothing trusted backed."""
+    def add(self, trust: Trust, source: str, content: Any) -> None:
+        """Record a piece of the conversation as shown to the model (masked): it is in the
+        trail an approver sees, and untrusted content taints. It backs nothing by itself."""
         text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
         self.segments.append(Segment(trust, source, text))
-        if trust is not Trust.TRUSTED:
-            return
-        if isinstance(content, str):
-            self._trusted_values.add(_normal(content))
-            self._trusted_values.update(word.casefold() for word in _WORD.findall(content))
-        else:
-            self._trusted_values.update(v for v in scalars(content) if v not in withhold)
+
+    def vouch_user(self, text: str, values: Iterable[str]) -> None:
+        """The user's own words, unmasked, back what they hold: the whole text, each word
+        ("refund 120.00 on quote 7f3…" backs 120.00 and the id), and `values`, the personal
+        data the masking replaced by placeholders (an IBAN written with spaces, a name)."""
+        origin = Origin(USER)
+        for value in (text, *_WORD.findall(text), *values):
+            self._backing.setdefault(_normal(value), origin)
+
+    def record_result(
+        self, tool: str, trusted: list[tuple[str, Any]], untrusted: list[tuple[str, Any]]
+    ) -> None:
+        """A tool's result, unmasked, split into its declared trusted fields and the rest
+        (each a pointer and a scalar). A trusted field that only echoes an argument nothing
+        trusted backed does not make it trusted."""
+        for pointer, value in trusted:
+            for normal in scalars(value):
+                if normal in self._echoed:
+                    self._untrusted.setdefault(normal, Origin(UNTRUSTED_FIELD, tool, pointer))
+                else:
+                    self._backing.setdefault(normal, Origin(TRUSTED_FIELD, tool, pointer))
+        for pointer, value in untrusted:
+            for normal in scalars(value):
+                self._untrusted.setdefault(normal, Origin(UNTRUSTED_FIELD, tool, pointer))
+
+    def note_given(self, arguments: dict[str, Any]) -> None:
+        """A tool ran on `arguments` (unmasked): those nothing trusted backed stay unbacked
+        when its result echoes them."""
+        self._echoed |= {
+            v for value in arguments.values() if not self.backs(value) for v in scalars(value)
+        }
 
     @property
     def tainted(self) -> bool:
@@ -77,15 +138,29 @@ class Provenance:
         return any(s.trust is Trust.UNTRUSTED for s in self.segments)
 
     def backs(self, value: Any) -> bool:
-        """Whether every scalar in `value` appears in trusted data (exactly, or as a word of
-        the user's own text: "refund 120.00 on quote 7f3…" backs 120.00 and the id)."""
+        """Whether every scalar in `value` (unmasked) appears in trusted data."""
         found = scalars(value)
-        return bool(found) and all(s in self._trusted_values for s in found)
+        return bool(found) and all(s in self._backing for s in found)
 
     def unbacked(self, arguments: dict[str, Any], sensitive: frozenset[str]) -> list[str]:
         return sorted(
             name for name in sensitive if name in arguments and not self.backs(arguments[name])
         )
+
+    def origins(
+        self, arguments: dict[str, Any], sensitive: frozenset[str]
+    ) -> dict[str, list[dict[str, str]]]:
+        """Where each sensitive argument's values came from (never the values): what an
+        approver needs to tell a bill's IBAN from the one the user typed."""
+        shown: dict[str, list[dict[str, str]]] = {}
+        for name in sorted(sensitive & set(arguments)):
+            seen: list[dict[str, str]] = []
+            for normal in scalars(arguments[name]):
+                origin = self._backing.get(normal) or self._untrusted.get(normal) or Origin(UNKNOWN)
+                if origin.as_json() not in seen:
+                    seen.append(origin.as_json())
+            shown[name] = seen
+        return shown
 
     def trail(self) -> list[dict[str, str]]:
         """What an approver is shown: each segment's source and trust, not its full text."""
@@ -93,3 +168,20 @@ class Provenance:
             {"trust": s.trust.value, "source": s.source, "excerpt": s.text[:200]}
             for s in self.segments
         ]
+
+    def state(self) -> dict[str, Any]:
+        """What backs and what does not, to keep with the conversation (sealed at rest: it
+        holds the values). The segments are kept as the conversation's messages."""
+        return {
+            "backing": {v: o.as_json() for v, o in self._backing.items()},
+            "untrusted": {v: o.as_json() for v, o in self._untrusted.items()},
+            "echoed": sorted(self._echoed),
+        }
+
+    @classmethod
+    def restore(cls, state: dict[str, Any]) -> Provenance:
+        return cls(
+            _backing={v: Origin.from_json(o) for v, o in state.get("backing", {}).items()},
+            _untrusted={v: Origin.from_json(o) for v, o in state.get("untrusted", {}).items()},
+            _echoed=set(state.get("echoed", ())),
+        )

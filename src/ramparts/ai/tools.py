@@ -2,7 +2,8 @@
 
 An app registers each tool once: a name, what it does, JSON Schemas for its arguments and its
 result, the Cedar action it performs, a risk tier, which arguments are sensitive (money,
-recipients, accounts, other principals' ids), and which result fields carry third-party text.
+recipients, accounts, other principals' ids), and which result fields are trusted system data
+(JSON Pointers: every other field is untrusted content).
 The gateway does the rest: it shows the model only the tools its user may call, refuses unknown
 tools and malformed arguments before anything runs, re-authorizes each call with Cedar, and
 turns risky calls into approval requests. See docs/ai-gateway.md.
@@ -21,6 +22,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.ai.pointers import PointerError, check_against_schema, leaves, matches, parse
 from ramparts.identity.auth import Principal
 from ramparts.policy.engine import Channel, PolicyAction, Target
 
@@ -101,14 +103,17 @@ class Tool:
     #: The Cedar resource a call acts on, found from its (validated) arguments.
     target: Callable[[ToolRun], Awaitable[Target]]
     sensitive: frozenset[str] = frozenset()
-    #: Result fields holding third-party text (a vendor's proposal, a buyer's description):
-    #: untrusted content for every later decision in the conversation.
-    untrusted_fields: frozenset[str] = frozenset()
+    #: JSON Pointers (see `pointers`: `/id`, `/items/*/id`) of the result fields that are
+    #: system data the user may read (ids, statuses, amounts the database computes): only
+    #: their values back sensitive arguments. Every other field is untrusted content (text
+    #: a vendor, a buyer or a payer wrote), and taints the conversation.
+    trusted: frozenset[str] = frozenset()
     #: A call after untrusted content entered the conversation; None is the tier's default
     #: (`read` runs, `write` and `high` wait for approval). A `high` tool never runs on it.
     after_untrusted: AfterUntrusted | None = None
     _arguments: Draft202012Validator = field(init=False, repr=False, compare=False)
     _result: Draft202012Validator = field(init=False, repr=False, compare=False)
+    _trusted: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not TOOL_NAME.fullmatch(self.name):
@@ -130,6 +135,11 @@ class Tool:
         unknown = self.sensitive - set(self.arguments.get("properties", {}))
         if unknown:
             raise ToolSchemaError(f"{self.name}: sensitive names no argument: {sorted(unknown)}")
+        try:
+            check_against_schema(self.trusted, self.result)
+        except PointerError as exc:
+            raise ToolSchemaError(f"{self.name} trusted: {exc}") from None
+        object.__setattr__(self, "_trusted", tuple(parse(p) for p in sorted(self.trusted)))
         checker = Draft202012Validator.FORMAT_CHECKER  # "format": "uuid" is enforced
         object.__setattr__(
             self, "_arguments", Draft202012Validator(self.arguments, format_checker=checker)
@@ -150,6 +160,21 @@ class Tool:
 
     def result_errors(self, result: object) -> list[str]:
         return _errors(self._result, result)
+
+    def split_result(
+        self, result: dict[str, Any]
+    ) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        """The result's scalars, each with its pointer: those at a declared trusted path, and
+        the others. Booleans and nulls are in neither: they carry no text to steer a model
+        and no value to back an argument."""
+        trusted: list[tuple[str, Any]] = []
+        untrusted: list[tuple[str, Any]] = []
+        for pointer, value in leaves(result):
+            if value is None or isinstance(value, bool):
+                continue
+            declared = any(matches(path, pointer) for path in self._trusted)
+            (trusted if declared else untrusted).append((pointer, value))
+        return trusted, untrusted
 
     def describe(self) -> dict[str, Any]:
         """The tool as a model sees it (OpenAI's function-tool shape)."""

@@ -1,8 +1,8 @@
 """The quotes app's assistant tools: the first user of the gateway's public registry.
 
 Titles, descriptions and line items are written by the other party of a quote (a buyer for
-the seller, a seller's proposal for the buyer), so every tool marks them untrusted; ids,
-statuses and totals come from the database and are trusted.
+the seller, a seller's proposal for the buyer), so no tool declares them trusted; ids,
+statuses, currencies and totals come from the database, and each tool declares exactly those.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ QUOTE = {
     "required": ["id", "title", "status", "currency", "total_minor"],
     "additionalProperties": False,
 }
+#: What the database holds of a quote and the user may read: neither party's text.
+QUOTE_SYSTEM_FIELDS = ("id", "status", "currency", "total_minor")
 QUOTE_ID_ONLY = {
     "type": "object",
     "properties": {"quote_id": UUID},
@@ -177,7 +179,7 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             risk=Risk.READ,
             run=_list,
             target=_list_target,
-            untrusted_fields=frozenset({"quotes"}),
+            trusted=frozenset({"/ids/*", *(f"/quotes/*/{name}" for name in QUOTE_SYSTEM_FIELDS)}),
         )
     )
     registry.register(
@@ -190,7 +192,7 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             risk=Risk.READ,
             run=_get,
             target=_quote_target,
-            untrusted_fields=frozenset({"title", "description", "items"}),
+            trusted=frozenset(f"/{name}" for name in QUOTE_SYSTEM_FIELDS),
         )
     )
     registry.register(
@@ -213,8 +215,9 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             risk=Risk.WRITE,
             run=_create,
             target=_list_target,
-            # What the model wrote may come from third-party text it read.
-            untrusted_fields=frozenset({"title", "description", "items"}),
+            # The new quote's id and status are the database's; the rest (currency and total
+            # too) is what the model wrote, which may come from third-party text it read.
+            trusted=frozenset({"/id", "/status"}),
             # A quote asked for after the model read a vendor's text: a colleague confirms it.
             after_untrusted=AfterUntrusted.APPROVAL,
         )
@@ -238,6 +241,6 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             risk=Risk.READ,
             run=_draft,
             target=_quote_target,
-            untrusted_fields=frozenset({"proposal"}),
+            trusted=frozenset({"/quote_id", "/total_minor"}),
         )
     )

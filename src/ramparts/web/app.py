@@ -267,6 +267,8 @@ def _install_assistant(
             tenant_rate=settings.ai_tenant_rate,
             user_tokens=settings.ai_user_tokens,
             tenant_tokens=settings.ai_tenant_tokens,
+            throttle_after=settings.ai_throttle_after,
+            lock_after=settings.ai_lock_after,
         ),
     )
     registry = ToolRegistry()
@@ -289,6 +291,7 @@ def _install_assistant(
             Risk.WRITE: settings.ai_write_calls_per_message,
             Risk.HIGH: settings.ai_high_calls_per_message,
         },
+        max_steps=settings.ai_max_steps,
     )
     approvals = Approvals(
         database, registry, authorizer, conversations, audit, ui_client=WEB_CLIENT_ID

@@ -1,0 +1,93 @@
+"""Trusted result fields named by JSON Pointers (RFC 6901) with `*` for any array item: only
+the places a tool declares back arguments; nested objects and array items included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ramparts.ai.pointers import PointerError, leaves, matches, parse
+from ramparts.ai.tools import ToolSchemaError
+from tests.ai.test_parts import tool
+
+TRANSFER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "payee": {
+            "type": "object",
+            "properties": {"iban": {"type": "string"}, "name": {"type": "string"}},
+        },
+        "sender": {
+            "type": "object",
+            "properties": {"iban": {"type": "string"}, "name": {"type": "string"}},
+        },
+        "amount_minor": {"type": "integer"},
+        "fees": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"label": {"type": "string"}, "fee_minor": {"type": "integer"}},
+            },
+        },
+        "a/b~c": {"type": "string"},
+        "settled": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+RESULT: dict[str, Any] = {
+    "id": "tr_1",
+    "payee": {"iban": "DE89370400440532013000", "name": "Us"},
+    "sender": {"iban": "GB82WEST12345698765432", "name": "Mallory"},
+    "amount_minor": 990_000,
+    "fees": [{"label": "wire", "fee_minor": 250}, {"label": "fx", "fee_minor": 75}],
+    "a/b~c": "escaped",
+    "settled": True,
+}
+
+
+def test_pointers_follow_rfc_6901_with_a_wildcard_for_array_items() -> None:
+    assert parse("/a~1b~0c") == ("a/b~c",)
+    assert parse("/fees/*/fee_minor") == ("fees", "*", "fee_minor")
+    with pytest.raises(PointerError):
+        parse("id")  # a pointer starts with "/"
+    with pytest.raises(PointerError):
+        parse("/a~2")
+    assert dict(leaves({"a/b": [{"c": 1}]})) == {"/a~1b/0/c": 1}
+    assert matches(("fees", "*", "fee_minor"), "/fees/1/fee_minor")
+    assert not matches(("fees", "*", "fee_minor"), "/fees/x/fee_minor")  # items, not members
+    assert not matches(("payee",), "/payee/iban")  # a container does not cover what it holds
+    assert not matches(("payee", "iban"), "/payee/iban/0")
+
+
+def test_only_declared_places_are_trusted_the_rest_is_untrusted_content() -> None:
+    transfer = tool(
+        result=TRANSFER,
+        trusted=frozenset({"/id", "/payee/iban", "/fees/*/fee_minor", "/a~1b~0c"}),
+    )
+    trusted, untrusted = transfer.split_result(RESULT)
+    assert trusted == [
+        ("/id", "tr_1"),
+        ("/payee/iban", "DE89370400440532013000"),
+        ("/fees/0/fee_minor", 250),
+        ("/fees/1/fee_minor", 75),
+        ("/a~1b~0c", "escaped"),
+    ]
+    # The sender and the amount are whatever the payer chose; a boolean carries nothing.
+    assert untrusted == [
+        ("/payee/name", "Us"),
+        ("/sender/iban", "GB82WEST12345698765432"),
+        ("/sender/name", "Mallory"),
+        ("/amount_minor", 990_000),
+        ("/fees/0/label", "wire"),
+        ("/fees/1/label", "fx"),
+    ]
+    # Nothing declared: nothing trusted (deny by default).
+    assert tool(result=TRANSFER).split_result(RESULT)[0] == []
+
+
+@pytest.mark.parametrize("pointer", ["/nothing", "/payee/account", "/fees/0/fee_minor", "id"])
+def test_a_trusted_path_must_name_a_field_of_the_result(pointer: str) -> None:
+    with pytest.raises(ToolSchemaError, match="trusted"):
+        tool(result=TRANSFER, trusted=frozenset({pointer}))
