@@ -102,7 +102,7 @@ def _tool() -> Tool:
         run=_nothing,
         target=_target,
         sensitive=frozenset({"quote_id"}),
-        untrusted_fields=frozenset({"title"}),
+        trusted=frozenset({"/quote_id"}),  # the title is the other party's text
         # The path measured is a write that runs: the app's explicit choice after untrusted
         # content (the default sends it to a person), with room for the 4 calls per message.
         after_untrusted=AfterUntrusted.RUN,

@@ -151,6 +151,8 @@ def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
             "RAMPARTS_AUDIT_MAX_LAG_SECONDS: Input should be",
         ),
         ("RAMPARTS_AUDIT_MAX_LAG_SECONDS", "-1", "RAMPARTS_AUDIT_MAX_LAG_SECONDS: Input should be"),
+        ("RAMPARTS_AI_MAX_STEPS", "0", "RAMPARTS_AI_MAX_STEPS: Input should be"),
+        ("RAMPARTS_AI_LOCK_AFTER", "often", "RAMPARTS_AI_LOCK_AFTER: 'often' is not a rate"),
         ("RAMPARTS_PUBLIC_URL", "ramparts.example", "RAMPARTS_PUBLIC_URL: must be an http(s)"),
         ("RAMPARTS_VAULT_URL", "vault:8200", "RAMPARTS_VAULT_URL: must be an http(s) URL"),
         ("RAMPARTS_VAULT_PREFIX", "Ramparts/x", "RAMPARTS_VAULT_PREFIX: String should match"),

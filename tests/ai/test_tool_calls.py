@@ -87,6 +87,22 @@ def test_the_default_caps_stop_a_flood_of_writes(
     assert len(quotes_of(urls, buyer.tenant_id)) == 1
 
 
+def test_the_step_and_strike_limits_are_settings(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
+) -> None:
+    probe = {"name": "issue_refund", "arguments": {"amount_minor": 1}}
+    model = script(tmp_path, {"tool_calls": [probe] * 3}, {"tool_calls": [probe]})
+    # One model call per message, and the third strike locks (defaults: 4 and the eleventh).
+    server = serve_app(model=model, ai_max_steps=1, ai_lock_after="2/10 minutes")
+    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    assert (
+        outcomes(ask(server, headers, "hello")) == [("issue_refund", "refused", "no such tool")] * 3
+    )
+    locked = ask(server, headers, "hello")
+    assert locked.status_code == 403
+    assert locked.json()["type"] == "urn:ramparts:problem:ai-locked"
+
+
 def note_tool(
     rule: AfterUntrusted | None, ran: list[ToolRun], *, sensitive: frozenset[str] = frozenset()
 ) -> Callable[[FastAPI], None]:
