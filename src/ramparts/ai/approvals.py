@@ -70,7 +70,8 @@ class Approvals(AssistantService):
     async def pending(self, principal: Principal) -> dict[str, list[dict[str, Any]]]:
         """`items`: the requests this person could approve now (never their own; only those
         its requester may still make, of tools switched on), each with the exact arguments
-        that would run (personal data included: they confirm exactly what runs).
+        that would run (personal data included: they confirm exactly what runs) and where
+        each sensitive argument came from (`origins`: never the value).
         `mine`: their own pending requests, as they asked them. Oldest first, at most
         `LISTED` of each: requests nobody here may decide never push out those they may."""
         tenant = principal.tenant_id

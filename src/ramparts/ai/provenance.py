@@ -17,6 +17,7 @@ when it came from a tool's untrusted field. The record outlives the request (see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Origin", "Provenance", "Segment", "Trust", "scalars"]
+__all__ = ["Origin", "Provenance", "Segment", "Trust"]
 
 _WORD = re.compile(r"[\w@.+-]+", re.UNICODE)
 #: Where a value came from, as an approver is shown it.
@@ -73,24 +74,31 @@ def _normal(value: object) -> str:
     return " ".join(text.split()).casefold()
 
 
-def scalars(value: Any) -> list[str]:
+def _scalars(value: Any) -> list[str]:
     """The scalar values inside a JSON value, normalised (booleans and nulls carry nothing
     to back)."""
     if isinstance(value, dict):
-        return [v for item in value.values() for v in scalars(item)]
+        return [v for item in value.values() for v in _scalars(item)]
     if isinstance(value, list):
-        return [v for item in value for v in scalars(item)]
+        return [v for item in value for v in _scalars(item)]
     if value is None or isinstance(value, bool):
         return []
     return [_normal(value)]
 
 
+def _keys(value: Any) -> list[str]:
+    """What the record keeps of each scalar in `value`: a digest of its normal form, so a
+    long third-party text costs little to keep (the record is sealed all the same: short
+    values such as amounts are easy to guess from a digest)."""
+    return [hashlib.blake2b(s.encode(), digest_size=16).hexdigest() for s in _scalars(value)]
+
+
 @dataclass
 class Provenance:
     segments: list[Segment] = field(default_factory=list)
-    #: normalised value -> where it was first seen in something trusted
+    #: value (its `_keys`) -> where it was first seen in something trusted
     _backing: dict[str, Origin] = field(default_factory=dict, repr=False)
-    #: normalised value -> the untrusted field it was first seen in
+    #: value -> the untrusted field it was first seen in
     _untrusted: dict[str, Origin] = field(default_factory=dict, repr=False)
     #: unbacked argument values a tool was given: a result echoing them backs nothing
     _echoed: set[str] = field(default_factory=set, repr=False)
@@ -106,8 +114,8 @@ class Provenance:
         ("refund 120.00 on quote 7f3…" backs 120.00 and the id), and `values`, the personal
         data the masking replaced by placeholders (an IBAN written with spaces, a name)."""
         origin = Origin(USER)
-        for value in (text, *_WORD.findall(text), *values):
-            self._backing.setdefault(_normal(value), origin)
+        for key in _keys([text, *_WORD.findall(text), *values]):
+            self._backing.setdefault(key, origin)
 
     def record_result(
         self, tool: str, trusted: list[tuple[str, Any]], untrusted: list[tuple[str, Any]]
@@ -116,20 +124,20 @@ class Provenance:
         (each a pointer and a scalar). A trusted field that only echoes an argument nothing
         trusted backed does not make it trusted."""
         for pointer, value in trusted:
-            for normal in scalars(value):
-                if normal in self._echoed:
-                    self._untrusted.setdefault(normal, Origin(UNTRUSTED_FIELD, tool, pointer))
+            for key in _keys(value):
+                if key in self._echoed:
+                    self._untrusted.setdefault(key, Origin(UNTRUSTED_FIELD, tool, pointer))
                 else:
-                    self._backing.setdefault(normal, Origin(TRUSTED_FIELD, tool, pointer))
+                    self._backing.setdefault(key, Origin(TRUSTED_FIELD, tool, pointer))
         for pointer, value in untrusted:
-            for normal in scalars(value):
-                self._untrusted.setdefault(normal, Origin(UNTRUSTED_FIELD, tool, pointer))
+            for key in _keys(value):
+                self._untrusted.setdefault(key, Origin(UNTRUSTED_FIELD, tool, pointer))
 
     def note_given(self, arguments: dict[str, Any]) -> None:
         """A tool ran on `arguments` (unmasked): those nothing trusted backed stay unbacked
         when its result echoes them."""
         self._echoed |= {
-            v for value in arguments.values() if not self.backs(value) for v in scalars(value)
+            key for value in arguments.values() if not self.backs(value) for key in _keys(value)
         }
 
     @property
@@ -139,8 +147,8 @@ class Provenance:
 
     def backs(self, value: Any) -> bool:
         """Whether every scalar in `value` (unmasked) appears in trusted data."""
-        found = scalars(value)
-        return bool(found) and all(s in self._backing for s in found)
+        found = _keys(value)
+        return bool(found) and all(key in self._backing for key in found)
 
     def unbacked(self, arguments: dict[str, Any], sensitive: frozenset[str]) -> list[str]:
         return sorted(
@@ -155,8 +163,8 @@ class Provenance:
         shown: dict[str, list[dict[str, str]]] = {}
         for name in sorted(sensitive & set(arguments)):
             seen: list[dict[str, str]] = []
-            for normal in scalars(arguments[name]):
-                origin = self._backing.get(normal) or self._untrusted.get(normal) or Origin(UNKNOWN)
+            for key in _keys(arguments[name]):
+                origin = self._backing.get(key) or self._untrusted.get(key) or Origin(UNKNOWN)
                 if origin.as_json() not in seen:
                     seen.append(origin.as_json())
             shown[name] = seen
@@ -170,18 +178,18 @@ class Provenance:
         ]
 
     def state(self) -> dict[str, Any]:
-        """What backs and what does not, to keep with the conversation (sealed at rest: it
-        holds the values). The segments are kept as the conversation's messages."""
+        """What backs and what does not, to keep with the conversation (sealed at rest). The
+        segments are kept as the conversation's messages."""
         return {
-            "backing": {v: o.as_json() for v, o in self._backing.items()},
-            "untrusted": {v: o.as_json() for v, o in self._untrusted.items()},
+            "backing": {key: o.as_json() for key, o in self._backing.items()},
+            "untrusted": {key: o.as_json() for key, o in self._untrusted.items()},
             "echoed": sorted(self._echoed),
         }
 
     @classmethod
     def restore(cls, state: dict[str, Any]) -> Provenance:
         return cls(
-            _backing={v: Origin.from_json(o) for v, o in state.get("backing", {}).items()},
-            _untrusted={v: Origin.from_json(o) for v, o in state.get("untrusted", {}).items()},
+            _backing={k: Origin.from_json(o) for k, o in state.get("backing", {}).items()},
+            _untrusted={k: Origin.from_json(o) for k, o in state.get("untrusted", {}).items()},
             _echoed=set(state.get("echoed", ())),
         )
