@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
     {"identity"},
     {"policy"},
     {"ai", "payments"},
+    {"apps"},
     {"web", "quotes", "tabletop"},
     {"demo", "runtime", "cli"},
 ]

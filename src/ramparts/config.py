@@ -7,6 +7,7 @@ needs a different configuration builds a new `Settings`, it never mutates the sh
 from __future__ import annotations
 
 import os
+import re
 from difflib import get_close_matches
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +38,8 @@ __all__ = [
 
 #: The runtime login role. It owns nothing, is not a superuser and cannot bypass RLS.
 APP_ROLE = "ramparts_app"
+#: What an app may be called (`ramparts.apps`, `RAMPARTS_APPS`).
+APP_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 #: Secrets that ship in tutorials, compose files and our own docs. Never acceptable in prod.
 KNOWN_DEFAULT_SECRETS = frozenset(
@@ -150,6 +153,8 @@ class Settings(BaseSettings):
     # server's sequencer runs well within it and warns when the oldest queued event is older.
     audit_max_lag_seconds: float = Field(default=1.0, gt=0, le=3600)
     refresh_family_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 86400)
+    # The installed apps (`ramparts.apps` entry points) this instance serves, by name.
+    apps: Annotated[tuple[str, ...], NoDecode] = ("quotes",)
 
     @field_validator("database_url", "app_database_url")
     @classmethod
@@ -176,11 +181,19 @@ class Settings(BaseSettings):
             raise ValueError(f"must log in as the runtime role {APP_ROLE!r}")
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "apps", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("apps")
+    @classmethod
+    def _app_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not APP_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an app name (lowercase letters, digits, _)")
         return value
 
     @field_validator("cors_origins")

@@ -14,7 +14,9 @@ import psycopg
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from ramparts.apps import AppError
 from ramparts.audit.sequencer import SequencerStalledError
+from ramparts.cli.apps import apps_app
 from ramparts.cli.audit import audit_app
 from ramparts.cli.clients import clients_app
 from ramparts.cli.common import UsageError
@@ -50,6 +52,7 @@ app.command("seed-demo")(seed_demo_command)
 app.command("serve")(serve_command)
 app.command()(demo)
 app.command()(killswitch)
+app.add_typer(apps_app, name="apps")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(clients_app, name="clients")
@@ -66,7 +69,14 @@ def main() -> None:
     log_to_stderr()
     try:
         app()
-    except (ConfigError, UsageError, OwnerRequiredError, ServeSizingError, ValueError) as exc:
+    except (
+        AppError,
+        ConfigError,
+        UsageError,
+        OwnerRequiredError,
+        ServeSizingError,
+        ValueError,
+    ) as exc:
         _fail(str(exc), 2)
     except (
         KmsError,

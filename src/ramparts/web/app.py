@@ -24,6 +24,7 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import Model
 from ramparts.ai.tools import Risk, ToolRegistry
+from ramparts.apps import App, AppServices, selected_apps
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
 from ramparts.audit.sequencer import Sequencer
@@ -49,8 +50,6 @@ from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp
 from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
 from ramparts.policy.services import Authorizer, TenantRegions
-from ramparts.quotes import views as quote_views
-from ramparts.quotes.tools import register_quote_tools
 from ramparts.routes import declares
 from ramparts.web import health, pages
 from ramparts.web.errors import install_error_handlers
@@ -162,9 +161,13 @@ def create_app(
     audit_database: Database | None = None,
     model: Model | None = None,
     endpoints: Sequence[ModelEndpoint] | None = None,
+    apps: Sequence[App] | None = None,
 ) -> FastAPI:
     """Build the app around a runtime-role `Database`; the app disposes it on shutdown, and
     `audit_database` too (`serve` sizes both pools; default: a small pool of its own).
+
+    The apps served are `apps`, or those `RAMPARTS_APPS` names (`ramparts.apps`): their routes
+    behind the permission gate, their tools in the assistant's registry.
 
     The assistant's model is what `RAMPARTS_MODEL` says, unless the app brings its own:
     `model`, an adapter in the region `RAMPARTS_MODEL_REGION` says, or `endpoints`, each
@@ -174,6 +177,7 @@ def create_app(
         raise TypeError("create_app takes model= or endpoints=, not both")
     if endpoints is None:
         endpoints = endpoints_for(settings, kms, model=model)
+    plugged_in = selected_apps(settings.apps) if apps is None else list(apps)
 
     # Its own small pool for events written apart (refusals), so a request that holds a
     # connection never waits on the same pool to record why it is refused.
@@ -224,7 +228,10 @@ def create_app(
     app.state.authorizer = authorizer
     # Routes are matched in the order they are added: the busiest API first (no two routers
     # share a path, so the order changes only how soon a request finds its route).
-    app.include_router(quote_views.build_router(identity.bearer, authorizer))
+    services = AppServices(database, identity.bearer, authorizer, audit)
+    for plugged in plugged_in:
+        for router in plugged.routers(services):
+            app.include_router(router)
     app.include_router(
         audit_views.build_router(
             audit, _audit_reader(identity.bearer, authorizer), declares(PolicyAction.AUDIT_READ)
@@ -241,6 +248,7 @@ def create_app(
         bearer=identity.bearer,
         fields=fields,
         endpoints=endpoints,
+        apps=plugged_in,
     )
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -258,8 +266,10 @@ def _install_assistant(
     bearer: BearerAuthenticator,
     fields: SealedFields,
     endpoints: Sequence[ModelEndpoint],
+    apps: Sequence[App],
 ) -> None:
-    """The AI tool gateway, its approvals and their routes; the services on `app.state`."""
+    """The AI tool gateway with the apps' tools, its approvals and their routes; the services
+    on `app.state`."""
     limiter = Limiter(
         settings.redis_url.get_secret_value() if settings.redis_url else None,
         AssistantLimits(
@@ -272,8 +282,9 @@ def _install_assistant(
         ),
     )
     registry = ToolRegistry()
-    register_quote_tools(registry)
-    app.state.tools = registry  # other apps register their tools here
+    for plugged in apps:
+        plugged.tools(registry)
+    app.state.tools = registry
     app.state.limiter = limiter
     conversations = Conversations(fields)
     gateway = Gateway(

@@ -1,0 +1,103 @@
+"""The App contract (`ramparts.apps`): apps are found through their entry points, chosen with
+RAMPARTS_APPS, and only what the chosen apps declare is served."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from ramparts.apps import ENTRY_POINT_GROUP, App, AppError, installed_apps, selected_apps
+from ramparts.crypto.kms import Kms
+from ramparts.db.engine import DatabaseUrls
+from ramparts.identity.models import Role
+from ramparts.quotes.app import QUOTES
+from tests.conftest import cli_env
+from tests.identity.helpers import bearer, obtain_tokens, provision
+from tests.test_cli import RAMPARTS
+
+#: Not an App, for an entry point that names the wrong thing.
+NOT_AN_APP = object()
+#: An App whose name its entry point does not carry.
+MISNAMED = App(name="other", title="Other")
+
+
+def _entry(name: str, value: str) -> EntryPoint:
+    return EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+
+
+def test_the_quote_app_is_installed_through_its_entry_point() -> None:
+    assert installed_apps()["quotes"] is QUOTES
+    assert selected_apps(("quotes",)) == [QUOTES]
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([_entry("bad", "tests.test_apps:NOT_AN_APP")], "is not a ramparts.apps.App"),
+        ([_entry("mine", "tests.test_apps:MISNAMED")], "names an App called 'other'"),
+        ([_entry("gone", "tests.no_such_module:APP")], "app gone: cannot be loaded"),
+        (
+            [_entry("quotes", "ramparts.quotes.app:QUOTES")] * 2,
+            "two installed packages publish an app called 'quotes'",
+        ),
+    ],
+)
+def test_an_app_that_cannot_be_loaded_is_named(entries: list[EntryPoint], message: str) -> None:
+    with pytest.raises(AppError, match=message):
+        installed_apps(entries)
+
+
+def test_apps_are_chosen_by_name() -> None:
+    installed = {"quotes": QUOTES}
+    assert selected_apps((), installed) == []
+    with pytest.raises(AppError, match=r"names nope, which is not installed \(installed: quotes\)"):
+        selected_apps(("nope",), installed)
+    with pytest.raises(AppError, match="names an app twice"):
+        selected_apps(("quotes", "quotes"), installed)
+    with pytest.raises(AppError, match="lowercase letters"):
+        App(name="Quotes", title="Quotes")
+
+
+def test_apps_list_reports_what_is_installed_and_served(tmp_path: Path) -> None:
+    def listed(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [RAMPARTS, "apps", "list", "--json"],
+            env=cli_env(tmp_path, **env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    served = json.loads(listed().stdout)["apps"]
+    assert [(a["name"], a["served"], a["roles"]) for a in served] == [
+        ("quotes", True, ["buyer", "seller", "finance"])
+    ]
+    assert [a["served"] for a in json.loads(listed(RAMPARTS_APPS="").stdout)["apps"]] == [False]
+    refused = listed(RAMPARTS_APPS="quotes,nope")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr.strip() == (
+        "ramparts: error: RAMPARTS_APPS names nope, which is not installed (installed: quotes)"
+    )
+
+
+def test_only_the_chosen_apps_are_served(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    built: list[FastAPI] = []
+    with_quotes = serve_app(built.append)
+    without = serve_app(built.append, apps=(), host="localhost")  # its own cookies
+    for server, status in ((with_quotes, 200), (without, 404)):
+        buyer = provision(urls, kms, roles=(Role.BUYER,))  # a TOTP code signs in once
+        token = obtain_tokens(server, buyer)["access_token"]
+        assert server.get("/api/quotes", headers=bearer(token)).status_code == status
+    offered = [{tool.name for tool in app.state.tools} for app in built]
+    assert offered[0] >= {"list_quotes", "draft_proposal"}
+    assert offered[1] == set()
