@@ -7,15 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import text
 
 from ramparts.ai.approvals import Approvals
-from ramparts.ai.dlp import forbidden_kinds
+from ramparts.ai.dlp import forbidden_kinds, set_forbidden_kinds
 from ramparts.ai.gateway import Gateway
 from ramparts.ai.killswitch import set_switch, switches
 from ramparts.ai.masking import MASKED_KINDS
 from ramparts.ai.refusals import GatewayRefusedError
-from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.db.engine import Database
 from ramparts.detectors import Kind
@@ -188,23 +186,7 @@ def build_router(
         if unknown:
             raise Problem(422, ProblemType.INVALID_REQUEST, f"not a DLP kind: {unknown}")
         async with database.tenant_session(principal.tenant_id) as session:
-            await session.execute(
-                text("DELETE FROM ai_dlp_rules WHERE tenant_id = :tenant"),
-                {"tenant": principal.tenant_id},
-            )
-            for kind in kinds:
-                await session.execute(
-                    text("INSERT INTO ai_dlp_rules (tenant_id, kind) VALUES (:tenant, :kind)"),
-                    {"tenant": principal.tenant_id, "kind": kind.value},
-                )
-            await audit.record(
-                session,
-                actor_of(principal),
-                Action.DLP_RULES_SET,
-                Resource("assistant", "dlp"),
-                Decision.ALLOW,
-                {"forbidden": [k.value for k in kinds]},
-            )
+            await set_forbidden_kinds(session, audit, actor_of(principal), kinds)
         return {"forbidden": kinds}
 
     return router
