@@ -4,6 +4,7 @@ RAMPARTS_APPS, and only what the chosen apps declare is served."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from collections.abc import Callable
 from importlib.metadata import EntryPoint
@@ -11,13 +12,25 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from ramparts.apps import ENTRY_POINT_GROUP, App, AppError, installed_apps, selected_apps
+from ramparts.apps import (
+    ENTRY_POINT_GROUP,
+    App,
+    AppError,
+    AppServices,
+    installed_apps,
+    selected_apps,
+)
+from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
-from ramparts.db.engine import DatabaseUrls
+from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.models import Role
 from ramparts.quotes.app import QUOTES
+from ramparts.routes import Exempt, declares
+from ramparts.web.app import create_app
 from tests.conftest import cli_env
 from tests.identity.helpers import bearer, obtain_tokens, provision
 from tests.test_cli import RAMPARTS
@@ -55,7 +68,7 @@ def test_an_app_that_cannot_be_loaded_is_named(entries: list[EntryPoint], messag
 
 
 def test_apps_are_chosen_by_name() -> None:
-    installed = {"quotes": QUOTES}
+    installed = [_entry("quotes", "ramparts.quotes.app:QUOTES")]
     assert selected_apps((), installed) == []
     with pytest.raises(AppError, match=r"names nope, which is not installed \(installed: quotes\)"):
         selected_apps(("nope",), installed)
@@ -101,3 +114,62 @@ def test_only_the_chosen_apps_are_served(
     offered = [{tool.name for tool in app.state.tools} for app in built]
     assert offered[0] >= {"list_quotes", "draft_proposal"}
     assert offered[1] == set()
+
+
+async def _leak(_: Request) -> JSONResponse:
+    return JSONResponse({"served": "without the gate"})
+
+
+def _plain_route(_: AppServices) -> list[APIRouter]:
+    router = APIRouter()
+    router.add_route("/api/leaky/export", _leak, methods=["GET"])
+    return [router]
+
+
+def _websocket(_: AppServices) -> list[APIRouter]:
+    router = APIRouter()
+
+    @router.websocket("/api/leaky/socket")
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.close()
+
+    return [router]
+
+
+def _shadowing(_: AppServices) -> list[APIRouter]:
+    router = APIRouter()
+
+    @router.get("/healthz", openapi_extra=declares(Exempt.PUBLIC))
+    async def shadow() -> dict[str, str]:
+        return {"status": "an app's"}
+
+    return [router]
+
+
+@pytest.mark.parametrize(
+    ("routers", "message"),
+    [
+        (_plain_route, "app leaky: /api/leaky/export is not an API route"),
+        (_websocket, "app leaky: /api/leaky/socket is not an API route"),
+        (_shadowing, "GET /healthz is answered twice: an app's route shadows another"),
+    ],
+)
+def test_an_app_route_the_gate_would_not_guard_is_refused(
+    urls: DatabaseUrls, kms: Kms, routers: Callable[[AppServices], list[APIRouter]], message: str
+) -> None:
+    settings = Settings(secret_key=secrets.token_urlsafe(32))  # type: ignore[call-arg]
+    leaky = App(name="leaky", title="Leaky", routers=routers)
+    database = Database(urls.app, pool_size=1)
+    with pytest.raises(AppError, match=message):
+        create_app(settings, database, kms, apps=[leaky])
+
+
+def test_only_the_chosen_apps_are_imported() -> None:
+    broken = _entry("broken", "tests.no_such_module:APP")
+    assert selected_apps(("quotes",), [broken, _entry("quotes", "ramparts.quotes.app:QUOTES")]) == [
+        QUOTES
+    ]
+    with pytest.raises(AppError) as refused:
+        selected_apps(("broken",), [broken])
+    # Named by its kind: an app's own message may hold a secret it was configured with.
+    assert str(refused.value) == "app broken: cannot be loaded (ModuleNotFoundError)"

@@ -91,3 +91,10 @@ def test_dlp_rules_refuse_every_way_of_writing_a_forbidden_kind(kind: Kind, text
     with pytest.raises(RefusedContentError) as refused:
         Masker(forbidden=frozenset({kind})).mask(text)
     assert refused.value.kinds == [kind.value]
+
+
+def test_personal_data_in_a_results_keys_is_masked_too() -> None:
+    masker = Masker()
+    masked = masker.mask_value({"balances": {"GB82WEST12345698765432": 120}})
+    assert masked == {"balances": {"[IBAN_1]": 120}}
+    assert masker.unmask(masked) == {"balances": {"GB82WEST12345698765432": 120}}

@@ -18,7 +18,7 @@ QUOTE: dict[str, Any] = {
     "total_minor": 50_000,
     "items": [{"description": "Chair", "quantity": 4, "unit_price_minor": 12_500}],
 }
-SYSTEM = {"id", "status", "currency", "total_minor"}
+SYSTEM = {"id", "status", "currency"}
 
 
 def places(tool: str, result: dict[str, Any]) -> tuple[set[str], set[str]]:
@@ -32,6 +32,7 @@ def places(tool: str, result: dict[str, Any]) -> tuple[set[str], set[str]]:
 
 def test_quote_tools_trust_system_data_only() -> None:
     others = {
+        "/total_minor",  # computed from items that others (or the model) wrote
         "/title",
         "/description",
         "/items/0/description",
@@ -42,10 +43,10 @@ def test_quote_tools_trust_system_data_only() -> None:
     listed = {"ids": [QUOTE_ID], "quotes": [{k: v for k, v in QUOTE.items() if k != "items"}]}
     assert places("list_quotes", listed) == (
         {"/ids/0", *(f"/quotes/0/{name}" for name in SYSTEM)},
-        {"/quotes/0/title", "/quotes/0/description"},
+        {"/quotes/0/title", "/quotes/0/description", "/quotes/0/total_minor"},
     )
     # What the model wrote into a new quote is not the database's data: only id and status.
     created = places("create_quote", QUOTE)
     assert created[0] == {"/id", "/status"}
     drafted = {"quote_id": QUOTE_ID, "total_minor": 50_000, "proposal": "We offer chairs"}
-    assert places("draft_proposal", drafted) == ({"/quote_id", "/total_minor"}, {"/proposal"})
+    assert places("draft_proposal", drafted) == ({"/quote_id"}, {"/total_minor", "/proposal"})

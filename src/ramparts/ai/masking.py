@@ -116,8 +116,13 @@ class Masker:
         """`mask` applied to every string inside a JSON value (a tool result, say)."""
         if isinstance(value, str):
             return self.mask(value, redact_secrets=redact_secrets)
-        if isinstance(value, dict):
-            return {k: self.mask_value(v, redact_secrets=redact_secrets) for k, v in value.items()}
+        if isinstance(value, dict):  # keys too: a map keyed by IBAN or name holds PII there
+            return {
+                self.mask(k, redact_secrets=redact_secrets): self.mask_value(
+                    v, redact_secrets=redact_secrets
+                )
+                for k, v in value.items()
+            }
         if isinstance(value, list):
             return [self.mask_value(v, redact_secrets=redact_secrets) for v in value]
         return value
@@ -128,7 +133,7 @@ class Masker:
         if isinstance(value, str):
             return _TOKEN.sub(lambda m: self._values.get(m.group(), m.group()), value)
         if isinstance(value, dict):
-            return {k: self.unmask(v) for k, v in value.items()}
+            return {self.unmask(k): self.unmask(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.unmask(v) for v in value]
         return value

@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["ANY_ITEM", "PointerError", "check_against_schema", "leaves", "matches", "parse"]
+__all__ = [
+    "ANY_ITEM",
+    "PointerError",
+    "check_against_schema",
+    "keys",
+    "leaves",
+    "matches",
+    "parse",
+    "property_names",
+]
 
 ANY_ITEM = "*"
 
@@ -47,6 +56,33 @@ def leaves(value: Any, at: str = "") -> Iterator[tuple[str, Any]]:
             yield from leaves(item, f"{at}/{index}")
     else:
         yield at, value
+
+
+def keys(value: Any, at: str = "") -> Iterator[tuple[str, str]]:
+    """Every object key inside a JSON value, with the pointer of the member it names."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            place = f"{at}/{_escaped(str(key))}"
+            yield place, str(key)
+            yield from keys(item, place)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from keys(item, f"{at}/{index}")
+
+
+def property_names(schema: Any) -> frozenset[str]:
+    """Every name a schema declares under `properties`, at any depth: the keys a result can
+    hold that its tool wrote, not its data."""
+    found: set[str] = set()
+    if isinstance(schema, Mapping):
+        for name, value in schema.items():
+            if name == "properties" and isinstance(value, Mapping):
+                found |= {str(k) for k in value}
+            found |= property_names(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            found |= property_names(item)
+    return frozenset(found)
 
 
 def matches(declared: tuple[str, ...], pointer: str) -> bool:

@@ -74,15 +74,20 @@ def _normal(value: object) -> str:
     return " ".join(text.split()).casefold()
 
 
+#: What a boolean or a null inside an argument stands for: nothing can back it, so a sensitive
+#: argument holding one is never backed (a flag or a map's shape is the model's choice).
+_UNBACKABLE = "\x00unbackable"
+
+
 def _scalars(value: Any) -> list[str]:
-    """The scalar values inside a JSON value, normalised (booleans and nulls carry nothing
-    to back)."""
+    """The scalar values inside a JSON value, normalised: an object's keys too (a payment map
+    keyed by IBAN names its recipients there)."""
     if isinstance(value, dict):
-        return [v for item in value.values() for v in _scalars(item)]
+        return [v for key, item in value.items() for v in (_normal(str(key)), *_scalars(item))]
     if isinstance(value, list):
         return [v for item in value for v in _scalars(item)]
     if value is None or isinstance(value, bool):
-        return []
+        return [_UNBACKABLE]
     return [_normal(value)]
 
 
@@ -134,10 +139,10 @@ class Provenance:
                 self._untrusted.setdefault(key, Origin(UNTRUSTED_FIELD, tool, pointer))
 
     def note_given(self, arguments: dict[str, Any]) -> None:
-        """A tool ran on `arguments` (unmasked): those nothing trusted backed stay unbacked
-        when its result echoes them."""
+        """A tool ran on `arguments` (unmasked): the values in them nothing trusted backed
+        stay unbacked when its result echoes them."""
         self._echoed |= {
-            key for value in arguments.values() if not self.backs(value) for key in _keys(value)
+            key for value in arguments.values() for key in _keys(value) if key not in self._backing
         }
 
     @property
@@ -146,9 +151,15 @@ class Provenance:
         return any(s.trust is Trust.UNTRUSTED for s in self.segments)
 
     def backs(self, value: Any) -> bool:
-        """Whether every scalar in `value` (unmasked) appears in trusted data."""
+        """Whether every scalar in `value` (unmasked) appears in trusted data and never in
+        untrusted data: a value an untrusted field or an unbacked argument ever held backs
+        nothing, whatever trusted field shows it later (a total computed from a vendor's
+        prices, an id the model made up and a tool echoed)."""
         found = _keys(value)
-        return bool(found) and all(key in self._backing for key in found)
+        return bool(found) and all(
+            key in self._backing and key not in self._untrusted and key not in self._echoed
+            for key in found
+        )
 
     def unbacked(self, arguments: dict[str, Any], sensitive: frozenset[str]) -> list[str]:
         return sorted(
@@ -164,9 +175,12 @@ class Provenance:
         for name in sorted(sensitive & set(arguments)):
             seen: list[dict[str, str]] = []
             for key in _keys(arguments[name]):
-                origin = self._backing.get(key) or self._untrusted.get(key) or Origin(UNKNOWN)
-                if origin.as_json() not in seen:
-                    seen.append(origin.as_json())
+                # Every origin, untrusted first: an approver must see a vendor's IBAN as the
+                # vendor's even when a trusted field or the user showed it too.
+                found = [o for o in (self._untrusted.get(key), self._backing.get(key)) if o]
+                for origin in found or [Origin(UNKNOWN)]:
+                    if origin.as_json() not in seen:
+                        seen.append(origin.as_json())
             shown[name] = seen
         return shown
 

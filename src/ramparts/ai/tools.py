@@ -22,7 +22,15 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ramparts.ai.pointers import PointerError, check_against_schema, leaves, matches, parse
+from ramparts.ai.pointers import (
+    PointerError,
+    check_against_schema,
+    keys,
+    leaves,
+    matches,
+    parse,
+    property_names,
+)
 from ramparts.identity.auth import Principal
 from ramparts.policy.engine import Channel, PolicyAction, Target
 
@@ -114,6 +122,7 @@ class Tool:
     _arguments: Draft202012Validator = field(init=False, repr=False, compare=False)
     _result: Draft202012Validator = field(init=False, repr=False, compare=False)
     _trusted: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+    _result_names: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not TOOL_NAME.fullmatch(self.name):
@@ -140,6 +149,7 @@ class Tool:
         except PointerError as exc:
             raise ToolSchemaError(f"{self.name} trusted: {exc}") from None
         object.__setattr__(self, "_trusted", tuple(parse(p) for p in sorted(self.trusted)))
+        object.__setattr__(self, "_result_names", property_names(self.result))
         checker = Draft202012Validator.FORMAT_CHECKER  # "format": "uuid" is enforced
         object.__setattr__(
             self, "_arguments", Draft202012Validator(self.arguments, format_checker=checker)
@@ -166,7 +176,8 @@ class Tool:
     ) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
         """The result's scalars, each with its pointer: those at a declared trusted path, and
         the others. Booleans and nulls are in neither: they carry no text to steer a model
-        and no value to back an argument."""
+        and no value to back an argument. An object key the result schema does not declare
+        is data too (a map keyed by whatever a third party wrote): untrusted."""
         trusted: list[tuple[str, Any]] = []
         untrusted: list[tuple[str, Any]] = []
         for pointer, value in leaves(result):
@@ -174,7 +185,17 @@ class Tool:
                 continue
             declared = any(matches(path, pointer) for path in self._trusted)
             (trusted if declared else untrusted).append((pointer, value))
-        return trusted, untrusted
+        untrusted += [(p, key) for p, key in keys(result) if key not in self._result_names]
+        return trusted, [(self._shown(p), value) for p, value in untrusted]
+
+    def _shown(self, pointer: str) -> str:
+        """`pointer` as an approver and the audit trail see it: a key the schema does not
+        declare is data (an IBAN, a name), so it is shown as `(key)`, never as itself."""
+        return "".join(
+            "/" + (t.replace("~", "~0").replace("/", "~1") if known else "(key)")
+            for t in parse(pointer)
+            for known in [t in self._result_names or t.isdigit()]
+        )
 
     def describe(self) -> dict[str, Any]:
         """The tool as a model sees it (OpenAI's function-tool shape)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
 from ramparts.ai.tools import ToolRegistry
 from ramparts.audit.services import AuditLog
@@ -22,7 +23,15 @@ from ramparts.db.engine import Database
 from ramparts.identity.auth import BearerAuthenticator
 from ramparts.policy.services import Authorizer
 
-__all__ = ["ENTRY_POINT_GROUP", "App", "AppError", "AppServices", "installed_apps", "selected_apps"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "App",
+    "AppError",
+    "AppServices",
+    "app_routers",
+    "installed_apps",
+    "selected_apps",
+]
 
 ENTRY_POINT_GROUP = "ramparts.apps"
 
@@ -76,8 +85,10 @@ class App:
 def _load(entry: EntryPoint) -> App:
     try:
         app = entry.load()
-    except Exception as exc:  # an app's import error is its own: name it
-        raise AppError(f"app {entry.name}: cannot be loaded ({exc})") from exc
+    except Exception as exc:
+        # Named by its kind only: an app's own message may hold what it was configured with
+        # (a URL with its password); the traceback stays with the exception.
+        raise AppError(f"app {entry.name}: cannot be loaded ({type(exc).__name__})") from exc
     if not isinstance(app, App):
         raise AppError(f"app {entry.name}: {entry.value} is not a ramparts.apps.App")
     if app.name != entry.name:
@@ -85,26 +96,45 @@ def _load(entry: EntryPoint) -> App:
     return app
 
 
-def installed_apps(found: Iterable[EntryPoint] | None = None) -> dict[str, App]:
-    """Every app installed in this environment, by name."""
-    entries = list(entry_points(group=ENTRY_POINT_GROUP) if found is None else found)
-    apps: dict[str, App] = {}
-    for entry in sorted(entries, key=lambda e: e.name):
-        if entry.name in apps:
+def _entries(found: Iterable[EntryPoint] | None) -> dict[str, EntryPoint]:
+    entries: dict[str, EntryPoint] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP) if found is None else found:
+        if entry.name in entries:
             raise AppError(f"two installed packages publish an app called {entry.name!r}")
-        apps[entry.name] = _load(entry)
-    return apps
+        entries[entry.name] = entry
+    return dict(sorted(entries.items()))
 
 
-def selected_apps(names: Sequence[str], installed: dict[str, App] | None = None) -> list[App]:
-    """The apps `RAMPARTS_APPS` names, in its order."""
-    available = installed_apps() if installed is None else installed
+def installed_apps(found: Iterable[EntryPoint] | None = None) -> dict[str, App]:
+    """Every app installed in this environment, by name (each one imported)."""
+    return {name: _load(entry) for name, entry in _entries(found).items()}
+
+
+def selected_apps(names: Sequence[str], found: Iterable[EntryPoint] | None = None) -> list[App]:
+    """The apps `RAMPARTS_APPS` names, in its order; only those are imported."""
+    available = _entries(found)
     missing = [name for name in names if name not in available]
     if missing:
-        have = ", ".join(sorted(available)) or "none"
+        have = ", ".join(available) or "none"
         raise AppError(
             f"RAMPARTS_APPS names {', '.join(missing)}, which is not installed (installed: {have})"
         )
     if len(set(names)) != len(names):
         raise AppError("RAMPARTS_APPS names an app twice")
-    return [available[name] for name in names]
+    return [_load(available[name]) for name in names]
+
+
+def app_routers(app: App, services: AppServices) -> list[APIRouter]:
+    """`app`'s routers, refused unless each route is an API route: the permission gate is a
+    dependency of API routes, so any other kind (a plain or websocket route, a mount, a
+    nested router) would be served without it."""
+    routers = list(app.routers(services))
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):
+                where = getattr(route, "path", type(route).__name__)
+                raise AppError(
+                    f"app {app.name}: {where} is not an API route (APIRouter.get, .post, ...): "
+                    "the permission gate guards API routes only"
+                )
+    return routers

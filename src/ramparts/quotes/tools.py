@@ -51,7 +51,9 @@ QUOTE = {
     "additionalProperties": False,
 }
 #: What the database holds of a quote and the user may read: neither party's text.
-QUOTE_SYSTEM_FIELDS = ("id", "status", "currency", "total_minor")
+#: What the database holds of a quote whoever wrote it. Not the total: it is computed from the
+#: line items, which a buyer, a seller or the model wrote.
+QUOTE_SYSTEM_FIELDS = ("id", "status", "currency")
 QUOTE_ID_ONLY = {
     "type": "object",
     "properties": {"quote_id": UUID},
@@ -241,6 +243,6 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             risk=Risk.READ,
             run=_draft,
             target=_quote_target,
-            trusted=frozenset({"/quote_id", "/total_minor"}),
+            trusted=frozenset({"/quote_id"}),
         )
     )

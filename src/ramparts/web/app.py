@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.routing import BaseRoute, Route
 
 from ramparts.ai import views as ai_views
 from ramparts.ai.approvals import Approvals
@@ -24,7 +27,7 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import Model
 from ramparts.ai.tools import Risk, ToolRegistry
-from ramparts.apps import App, AppServices, selected_apps
+from ramparts.apps import App, AppError, AppServices, app_routers, selected_apps
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
 from ramparts.audit.sequencer import Sequencer
@@ -229,9 +232,9 @@ def create_app(
     # Routes are matched in the order they are added: the busiest API first (no two routers
     # share a path, so the order changes only how soon a request finds its route).
     services = AppServices(database, identity.bearer, authorizer, audit)
-    for plugged in plugged_in:
-        for router in plugged.routers(services):
-            app.include_router(router)
+    plugged_routers = [r for a in plugged_in for r in app_routers(a, services)]
+    for router in plugged_routers:
+        app.include_router(router)
     app.include_router(
         audit_views.build_router(
             audit, _audit_reader(identity.bearer, authorizer), declares(PolicyAction.AUDIT_READ)
@@ -252,8 +255,29 @@ def create_app(
     )
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _refuse_shadowing(app, plugged_routers)
     _add_middleware(app, settings)
     return app
+
+
+def _answered(routes: Iterable[BaseRoute]) -> Iterator[tuple[str, str]]:
+    """Each (method, path) the routes answer, through included routers."""
+    for route in routes:
+        if isinstance(route, Route | APIRoute):
+            for method in sorted(route.methods or ()):
+                yield method, route.path
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _answered(included.routes)
+
+
+def _refuse_shadowing(app: FastAPI, plugged: Sequence[APIRouter]) -> None:
+    """An app's route may not answer what another route answers: matched first, it would
+    take over the runtime's (a sign-in, an approval) or another app's."""
+    everything = Counter(_answered(app.routes))
+    for method, path in _answered(route for r in plugged for route in r.routes):
+        if everything[method, path] > 1:
+            raise AppError(f"{method} {path} is answered twice: an app's route shadows another")
 
 
 def _install_assistant(
