@@ -2,7 +2,8 @@
 
 Titles, descriptions and line items are written by the other party of a quote (a buyer for
 the seller, a seller's proposal for the buyer), so no tool declares them trusted; ids,
-statuses, currencies and totals come from the database, and each tool declares exactly those.
+statuses and currencies come from the database, and each tool declares exactly those (not
+totals: they are computed from line items others wrote).
 """
 
 from __future__ import annotations
