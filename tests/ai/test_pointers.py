@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ramparts.ai.pointers import PointerError, leaves, matches, parse
+from ramparts.ai.pointers import PointerError, matches, parse, places
 from ramparts.ai.tools import ToolSchemaError
 from tests.ai.test_parts import tool
 
@@ -54,11 +54,17 @@ def test_pointers_follow_rfc_6901_with_a_wildcard_for_array_items() -> None:
         parse("id")  # a pointer starts with "/"
     with pytest.raises(PointerError):
         parse("/a~2")
-    assert dict(leaves({"a/b": [{"c": 1}]})) == {"/a~1b/0/c": 1}
-    assert matches(("fees", "*", "fee_minor"), "/fees/1/fee_minor")
-    assert not matches(("fees", "*", "fee_minor"), "/fees/x/fee_minor")  # items, not members
-    assert not matches(("payee",), "/payee/iban")  # a container does not cover what it holds
-    assert not matches(("payee", "iban"), "/payee/iban/0")
+    found = dict(places({"a/b": [{"c": 1}], "fees": {"0": {"fee_minor": 5}}}))
+    assert {place.pointer: value for place, value in found.items()} == {
+        "/a~1b/0/c": 1,
+        "/fees/0/fee_minor": 5,
+    }
+    item, member = found
+    assert matches(("a/b", "*", "c"), item)
+    assert not matches(("fees", "*", "fee_minor"), member)  # a member called "0" is no item
+    assert matches(("fees", "0", "fee_minor"), member)
+    assert not matches(("a/b", "0", "c"), item)  # an item is named by "*" only
+    assert not matches(("a/b",), item)  # a container does not cover what it holds
 
 
 def test_only_declared_places_are_trusted_the_rest_is_untrusted_content() -> None:

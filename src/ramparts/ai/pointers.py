@@ -11,16 +11,18 @@ names the container itself (a declaration is exact, so it cannot trust more than
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "ANY_ITEM",
+    "Place",
     "PointerError",
     "check_against_schema",
     "keys",
-    "leaves",
     "matches",
     "parse",
+    "places",
     "property_names",
 ]
 
@@ -46,28 +48,46 @@ def _escaped(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def leaves(value: Any, at: str = "") -> Iterator[tuple[str, Any]]:
-    """Every scalar inside a JSON value with the pointer of its place (`/items/0/price`)."""
+@dataclass(frozen=True)
+class Place:
+    """Where a scalar or a key sits inside a JSON value: its reference tokens, and which of
+    them are array indices (an object member may be called "0" or "*": never an item)."""
+
+    tokens: tuple[str, ...]
+    items: frozenset[int] = frozenset()
+
+    @property
+    def pointer(self) -> str:
+        return "".join(f"/{_escaped(token)}" for token in self.tokens)
+
+    def member(self, key: str) -> Place:
+        return Place((*self.tokens, key), self.items)
+
+    def item(self, index: int) -> Place:
+        return Place((*self.tokens, str(index)), self.items | {len(self.tokens)})
+
+
+def places(value: Any, at: Place = Place(())) -> Iterator[tuple[Place, Any]]:
+    """Every scalar inside a JSON value with its place (`/items/0/price`)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from leaves(item, f"{at}/{_escaped(str(key))}")
+            yield from places(item, at.member(str(key)))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from leaves(item, f"{at}/{index}")
+            yield from places(item, at.item(index))
     else:
         yield at, value
 
 
-def keys(value: Any, at: str = "") -> Iterator[tuple[str, str]]:
-    """Every object key inside a JSON value, with the pointer of the member it names."""
+def keys(value: Any, at: Place = Place(())) -> Iterator[tuple[Place, str]]:
+    """Every object key inside a JSON value, with the place of the member it names."""
     if isinstance(value, dict):
         for key, item in value.items():
-            place = f"{at}/{_escaped(str(key))}"
-            yield place, str(key)
-            yield from keys(item, place)
+            yield at.member(str(key)), str(key)
+            yield from keys(item, at.member(str(key)))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from keys(item, f"{at}/{index}")
+            yield from keys(item, at.item(index))
 
 
 def property_names(schema: Any) -> frozenset[str]:
@@ -85,12 +105,12 @@ def property_names(schema: Any) -> frozenset[str]:
     return frozenset(found)
 
 
-def matches(declared: tuple[str, ...], pointer: str) -> bool:
-    """Whether the concrete `pointer` (from `leaves`) is the place `declared` names."""
-    tokens = parse(pointer)
-    return len(tokens) == len(declared) and all(
-        want == got or (want == ANY_ITEM and got.isdigit())
-        for want, got in zip(declared, tokens, strict=True)
+def matches(declared: tuple[str, ...], place: Place) -> bool:
+    """Whether `place` is the one `declared` names: `*` stands for any array item, every
+    other token for the object member of that name."""
+    return len(place.tokens) == len(declared) and all(
+        want == ANY_ITEM if i in place.items else want == got
+        for i, (want, got) in enumerate(zip(declared, place.tokens, strict=True))
     )
 
 

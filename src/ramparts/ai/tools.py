@@ -23,12 +23,13 @@ from jsonschema.exceptions import SchemaError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.ai.pointers import (
+    Place,
     PointerError,
     check_against_schema,
     keys,
-    leaves,
     matches,
     parse,
+    places,
     property_names,
 )
 from ramparts.identity.auth import Principal
@@ -180,22 +181,28 @@ class Tool:
         is data too (a map keyed by whatever a third party wrote): untrusted."""
         trusted: list[tuple[str, Any]] = []
         untrusted: list[tuple[str, Any]] = []
-        for pointer, value in leaves(result):
+        for place, value in places(result):
             if value is None or isinstance(value, bool):
                 continue
-            declared = any(matches(path, pointer) for path in self._trusted)
-            (trusted if declared else untrusted).append((pointer, value))
-        untrusted += [(p, key) for p, key in keys(result) if key not in self._result_names]
-        return trusted, [(self._shown(p), value) for p, value in untrusted]
+            if any(matches(path, place) for path in self._trusted):
+                trusted.append((place.pointer, value))
+            else:
+                untrusted.append((self._shown(place), value))
+        untrusted += [
+            (self._shown(place), key)
+            for place, key in keys(result)
+            if key not in self._result_names
+        ]
+        return trusted, untrusted
 
-    def _shown(self, pointer: str) -> str:
-        """`pointer` as an approver and the audit trail see it: a key the schema does not
-        declare is data (an IBAN, a name), so it is shown as `(key)`, never as itself."""
-        return "".join(
-            "/" + (t.replace("~", "~0").replace("/", "~1") if known else "(key)")
-            for t in parse(pointer)
-            for known in [t in self._result_names or t.isdigit()]
+    def _shown(self, place: Place) -> str:
+        """The pointer of `place` as an approver and the audit trail see it: a key the schema
+        does not declare is data (an IBAN, a name), so it is shown as `(key)`."""
+        tokens = tuple(
+            t if i in place.items or t in self._result_names else "(key)"
+            for i, t in enumerate(place.tokens)
         )
+        return Place(tokens, place.items).pointer
 
     def describe(self) -> dict[str, Any]:
         """The tool as a model sees it (OpenAI's function-tool shape)."""
