@@ -290,11 +290,16 @@ def serve_app(
 
 
 def serve_bare(
-    env: dict[str, str], port: int, workers: int, log: Path, *, name: str = "bare app"
+    env: dict[str, str],
+    port: int,
+    workers: int,
+    log: Path,
+    *,
+    name: str = "bare app",
+    module: str = "bare_app",
 ) -> AbstractContextManager[Server]:
-    """The same server settings as `ramparts serve` (see `runtime.serve`); `name` picks the
-    app: `bare app`, or a floor (`floor_app.py`)."""
-    module = "bare_app" if name == "bare app" else "floor_app"
+    """`module`'s app (`bare_app.py`, or `floor_app.py`) with the same server settings as
+    `ramparts serve` (see `runtime.serve`)."""
     command = [
         sys.executable,
         "-m",
@@ -774,7 +779,7 @@ def serve_floor(
         "BENCH_FLOOR_AUDIT": "1" if audited else "0",
     }
     log = work / f"{name.replace(', ', '-').replace(' ', '-')}.log"
-    return serve_bare(env, free_port(), workers, log, name=name)
+    return serve_bare(env, free_port(), workers, log, name=name, module="floor_app")
 
 
 async def _sizing(urls: DatabaseUrls, workers: int) -> Sizing:
