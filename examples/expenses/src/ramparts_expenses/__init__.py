@@ -1,0 +1,1 @@
+"""Expenses on Ramparts: employees claim, approvers approve, Finance reimburses."""
