@@ -38,8 +38,15 @@ POLICY = AppPolicy(
     actions=ExpenseAction.ALL,
     money_actions=ExpenseAction.MONEY,
     money_roles=(FINANCE,),
-    # The decision matrix's claims of our tenant: someone else's, and the caller's own.
-    parties={"Expense": {"same": {"employee": SOMEONE}, "own": {"employee": ME}}},
+    # The decision matrix's claims: someone else's of our tenant, the caller's own, and one
+    # of another tenant.
+    parties={
+        "Expense": {
+            "same": {"employee": SOMEONE},
+            "own": {"employee": ME},
+            "other": {"employee": SOMEONE},
+        }
+    },
 )
 
 EXPENSES = App(
