@@ -41,7 +41,8 @@ __all__ = ["LISTED", "expense_tools"]
 LISTED = 50
 UUID = {"type": "string", "format": "uuid", "pattern": "^[0-9a-f-]{36}$"}
 STATUS = {"enum": [s.value for s in ExpenseStatus]}
-AMOUNT = {"type": "integer", "minimum": 1, "maximum": 100_000_000}
+#: An amount as people write it ("42.50"): what the user typed then backs it as it is.
+AMOUNT = {"type": "string", "pattern": r"^[0-9]{1,6}(\.[0-9]{2})?$"}
 CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
 IBAN = {"type": "string", "pattern": IBAN_ARGUMENT}
 SUMMARY = {
@@ -80,6 +81,15 @@ def _summary(expense: Expense) -> dict[str, Any]:
         "amount_minor": expense.amount_minor,
         "currency": expense.currency,
     }
+
+
+def _minor_units(amount: str) -> int:
+    """ "42.50" or "42" as 4250 (the schema checked the shape; the service checks the bounds)."""
+    whole, _, cents = amount.partition(".")
+    minor = int(whole) * 100 + int(cents or 0)
+    if minor < 1:
+        raise ToolError("an amount is more than 0")
+    return minor
 
 
 def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry], None]:
@@ -140,7 +150,7 @@ def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry]
         assert run.principal.user_id is not None  # noqa: S101 - the gateway serves people only
         new = NewExpense(
             description=run.arguments["description"],
-            amount_minor=run.arguments["amount_minor"],
+            amount_minor=_minor_units(run.arguments["amount"]),
             currency=run.arguments["currency"],
             payee_iban=run.arguments["payee_iban"],
             receipt_text=run.arguments.get("receipt_text", ""),
@@ -231,18 +241,18 @@ def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry]
         registry.register(
             Tool(
                 name="submit_expense",
-                description="Claim an expense of your own: what it was, the amount in minor "
-                "units, its currency, and the IBAN to pay it back to.",
+                description="Claim an expense of your own: what it was, the amount as written "
+                "(42.50), its currency, and the IBAN to pay it back to.",
                 arguments={
                     "type": "object",
                     "properties": {
                         "description": {"type": "string", "minLength": 1, "maxLength": 500},
-                        "amount_minor": AMOUNT,
+                        "amount": AMOUNT,
                         "currency": CURRENCY,
                         "payee_iban": IBAN,
                         "receipt_text": {"type": "string", "maxLength": 20_000},
                     },
-                    "required": ["description", "amount_minor", "currency", "payee_iban"],
+                    "required": ["description", "amount", "currency", "payee_iban"],
                     "additionalProperties": False,
                 },
                 result=SUMMARY,
@@ -252,7 +262,7 @@ def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry]
                 target=new_claim,
                 # Where the money goes and how much: the user's own words, or a colleague
                 # confirms it (a receipt's "pay to" line is the vendor's, never the user's).
-                sensitive=frozenset({"amount_minor", "payee_iban"}),
+                sensitive=frozenset({"amount", "payee_iban"}),
                 # The new claim's id, employee and status are the database's; its amount and
                 # currency are what the model wrote.
                 trusted=frozenset({"/id", "/employee_id", "/status"}),
