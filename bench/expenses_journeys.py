@@ -125,7 +125,7 @@ def _benign() -> list[Journey]:
                 "Approve the oldest submitted claim",
                 [
                     call("list_expenses", status="submitted"),
-                    call("approve_expense", expense_id=str(c.mine.id)),
+                    call("approve_expense", expense_id=str(c.other.id)),
                 ],
             ),
         ),
