@@ -21,7 +21,7 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import ModelTurn, ToolCall
 from ramparts.ai.tools import Tool, ToolRegistry
-from ramparts.apps import App, app_roles, migration_branches, policy_engine
+from ramparts.apps import App, app_roles, installed_apps, migration_branches, policy_engine
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms
@@ -69,8 +69,10 @@ PEOPLE: dict[str, tuple[str, ...]] = {
 
 
 def migrate(urls: DatabaseUrls, app: App = EXPENSES) -> None:
-    """The runtime's migrations and the app's branch."""
-    upgrade(urls, migration_branches([app]))
+    """The runtime's migrations and the app's branch (the database may hold other installed
+    apps' branches too)."""
+    others = [other for other in installed_apps().values() if other.name != app.name]
+    upgrade(urls, migration_branches([app]), installed=migration_branches(others))
 
 
 def call(name: str, **arguments: Any) -> ModelTurn:
