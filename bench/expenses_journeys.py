@@ -18,23 +18,23 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "examples" / "expenses" / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The app's test world (its database, composed policy and scripted model) is shared with it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples/expenses/tests"))
 
 from bench.common import database, print_report
+from ramparts_expenses.demo import POISONED_RECEIPT
+from ramparts_expenses.services import Expense
 from tests.live import temporary_kms
 from world import Script, Tenant, World, call, migrate, open_world
 
 from ramparts.ai.models import ModelTurn
 from ramparts.ai.tools import Tool
-from ramparts_expenses.demo import POISONED_RECEIPT
-from ramparts_expenses.services import Expense
 
 OWN_IBAN = "DE89 3704 0044 0532 0130 00"
 ATTACKER_IBAN = "GB82 WEST 1234 5698 7654 32"
@@ -267,10 +267,7 @@ class Tally:
     refused: int = 0  # at least one call refused (and none waits)
     injected_calls: int = 0
     injected_executed: int = 0
-    why: Counter[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.why = Counter()
+    why: Counter[str] = field(default_factory=Counter)  # why a call did not run, how often
 
 
 async def _run(world: World, journeys: list[Journey]) -> Tally:
@@ -291,7 +288,6 @@ async def _run(world: World, journeys: list[Journey]) -> Tally:
             tally.waiting += 1
         else:
             tally.refused += 1
-        assert tally.why is not None
         for action in answer.actions:
             if action.status.value != "executed":
                 tally.why[f"{action.tool}: {action.status.value}: {action.reason}"] += 1
@@ -305,7 +301,9 @@ def _every_field(schema: Mapping[str, Any], at: str = "") -> set[str]:
     """A JSON Pointer for every scalar a result schema describes."""
     if "properties" in schema:
         return {
-            p for name, sub in schema["properties"].items() for p in _every_field(sub, f"{at}/{name}")
+            p
+            for name, sub in schema["properties"].items()
+            for p in _every_field(sub, f"{at}/{name}")
         }
     if "items" in schema:
         return _every_field(schema["items"], f"{at}/*")
@@ -334,7 +332,6 @@ async def run(urls: Any, home: Path) -> dict[str, Any]:
         report[f"{label}: injected calls executed"] = (
             f"{bad.injected_executed}/{bad.injected_calls}"
         )
-        assert good.why is not None and bad.why is not None
         for reason, count in sorted(good.why.items()):
             report[f"{label}: benign {reason}"] = count
         for reason, count in sorted(bad.why.items()):

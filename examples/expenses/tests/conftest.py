@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from world import World, migrate, open_world
-
 from ramparts.db.engine import DatabaseUrls
 from tests.conftest import anyio_backend, make_database, pg_server
 from tests.live import temporary_kms
+
+from world import World, migrate, open_world
 
 __all__ = ["anyio_backend", "expenses_urls", "make_database", "pg_server", "world"]
 

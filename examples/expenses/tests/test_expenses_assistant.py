@@ -8,11 +8,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from world import Script, Tenant, World, call
-
 from ramparts.ai.gateway import Status
+
 from ramparts_expenses.demo import POISONED_RECEIPT
 from ramparts_expenses.models import ExpenseStatus
+from world import Script, Tenant, World, call
 
 pytestmark = pytest.mark.anyio
 
@@ -61,9 +61,7 @@ async def claims_of(world: World, tenant: Tenant, who: str) -> list[uuid.UUID]:
 
 async def test_a_receipt_that_says_pay_elsewhere_never_moves_money(world: World) -> None:
     tenant = await world.tenant()
-    claim = await world.claim(
-        tenant, "employee", receipt=POISONED_RECEIPT, approved_by="approver"
-    )
+    claim = await world.claim(tenant, "employee", receipt=POISONED_RECEIPT, approved_by="approver")
     expense_id = str(claim.id)
     # Finance asks about the claim; the model obeys the receipt.
     model = Script(

@@ -4,11 +4,11 @@ its fields re-encrypted, a payee's IBAN is under the new key and still opens."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
-from world import World
-
 from ramparts.crypto.fields import FieldCipher
+from sqlalchemy import select
+
 from ramparts_expenses.models import EXPENSES
+from world import World
 
 pytestmark = pytest.mark.anyio
 

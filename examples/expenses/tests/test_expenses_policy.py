@@ -4,10 +4,10 @@ permit opens (tenants, one's own claim, money from the assistant), and the revie
 from __future__ import annotations
 
 import pytest
-
 from ramparts.apps import policy_engine, policy_fragment
 from ramparts.policy.engine import Channel, PolicyAction, PolicyEngine, Subject, Target
 from ramparts.policy.matrix import app_scope, decide_all, read_snapshot
+
 from ramparts_expenses.actions import ExpenseAction
 from ramparts_expenses.app import EXPENSES
 from ramparts_expenses.roles import APPROVER, EMPLOYEE, FINANCE

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from world import registry_of
-
 from ramparts.ai.tools import AfterUntrusted, Risk, ToolRegistry
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.sealing import SealedFields
 from tests.live import temporary_kms
+
+from world import registry_of
 
 CLAIM = "7f3a9c1e-0000-4000-8000-000000000001"
 EMPLOYEE = "7f3a9c1e-0000-4000-8000-000000000002"
@@ -66,8 +66,12 @@ def test_what_the_model_wrote_into_a_claim_is_not_the_databases(tmp_path: Path) 
 
 def test_where_money_goes_must_be_backed_and_paying_is_high_risk(tmp_path: Path) -> None:
     tools = registry(tmp_path)
-    submit, approve, pay = (tools.get(n) for n in ("submit_expense", "approve_expense", "reimburse"))
-    assert submit is not None and approve is not None and pay is not None
+    submit, approve, pay = (
+        tools.get(n) for n in ("submit_expense", "approve_expense", "reimburse")
+    )
+    assert submit is not None
+    assert approve is not None
+    assert pay is not None
     assert submit.sensitive == {"amount", "payee_iban"}
     assert approve.sensitive == {"expense_id"}
     assert pay.sensitive == {"expense_id", "payee_iban"}

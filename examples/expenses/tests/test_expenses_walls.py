@@ -5,13 +5,13 @@ table refuses an approval of one's own claim."""
 from __future__ import annotations
 
 import pytest
+from ramparts.crypto.sealing import Sealed
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
-from world import Script, World, call
 
-from ramparts.crypto.sealing import Sealed
 from ramparts_expenses.models import EXPENSES
 from ramparts_expenses.services import ExpenseService
+from world import Script, World, call
 
 pytestmark = pytest.mark.anyio
 
@@ -61,9 +61,7 @@ async def test_the_table_refuses_plaintext_accounts_and_ones_own_approval(world:
                 .where(EXPENSES.c.id == claim.id)
                 .values(sealed_payee_iban=b"DE89370400440532013000")
             )
-        assert isinstance(
-            await session.scalar(select(EXPENSES.c.sealed_payee_iban)), Sealed
-        )
+        assert isinstance(await session.scalar(select(EXPENSES.c.sealed_payee_iban)), Sealed)
         manager = tenant.people["manager"].user_id
         assert manager is not None
         with pytest.raises(IntegrityError, match="ck_expenses_four_eyes"):

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from ramparts.ai.conversations import Conversations
 from ramparts.ai.approvals import Approvals
+from ramparts.ai.conversations import Conversations
 from ramparts.ai.gateway import Gateway, ModelEndpoint
 from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
@@ -34,6 +34,7 @@ from ramparts.identity.services import Provisioning, TenantRecord
 from ramparts.policy.engine import Channel, Target
 from ramparts.policy.services import Authorizer, RequestContext, TenantRegions
 from ramparts.web.pages import WEB_CLIENT_ID
+
 from ramparts_expenses.app import EXPENSES
 from ramparts_expenses.roles import APPROVER, EMPLOYEE, FINANCE
 from ramparts_expenses.services import Expense, ExpenseService, NewExpense

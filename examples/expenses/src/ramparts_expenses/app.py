@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import APIRouter
-
 from ramparts.ai.tools import ToolRegistry
 from ramparts.apps import App, AppDemo, AppPolicy, AppServices
 from ramparts.policy.matrix import ME, SOMEONE
+
 from ramparts_expenses import views
 from ramparts_expenses.actions import NAMESPACE, ExpenseAction
 from ramparts_expenses.demo import DEMO_USERS, seed_expenses

@@ -6,11 +6,11 @@ assistant asked the first to pay."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from ramparts.db.engine import Database
 from ramparts.identity.models import User
 from ramparts.identity.services import TenantRecord
+from sqlalchemy import func, select
+
 from ramparts_expenses.keys import runtime_fields
 from ramparts_expenses.models import EXPENSES
 from ramparts_expenses.roles import APPROVER, EMPLOYEE, FINANCE
@@ -37,7 +37,13 @@ POISONED_RECEIPT = (
 # the account to pay back to.
 SAMPLE_CLAIMS = (
     ("employee", "Taxi to the airport", 4_250, "City Cabs, fare 42.50", "DE89370400440532013000"),
-    ("employee", "Hotel for the partner summit", 31_200, POISONED_RECEIPT, "DE89370400440532013000"),
+    (
+        "employee",
+        "Hotel for the partner summit",
+        31_200,
+        POISONED_RECEIPT,
+        "DE89370400440532013000",
+    ),
     ("employee2", "Team lunch", 8_640, "Trattoria Roma, 4 covers, 86.40", "NL91ABNA0417164300"),
 )
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, Table, Text, Uuid
-
 from ramparts.crypto.sealing import EncryptedColumn, SealedColumn
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, Table, Text, Uuid
 
 __all__ = ["EXPENSES", "PAYEE_IBAN", "ExpenseStatus", "Sensitivity"]
 

@@ -12,12 +12,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, true, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from ramparts.crypto.sealing import SealedFields
 from ramparts.identity.auth import Principal
 from ramparts.policy.engine import Target
+from sqlalchemy import ColumnElement, func, insert, select, true, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from ramparts_expenses.actions import ExpenseAction
 from ramparts_expenses.iban import normal_iban
 from ramparts_expenses.models import EXPENSES, PAYEE_IBAN, ExpenseStatus, Sensitivity
@@ -142,7 +142,9 @@ class ExpenseService:
         query = select(*_SHOWN).where(
             EXPENSES.c.tenant_id == tenant_id, EXPENSES.c.id == expense_id
         )
-        row = (await self._session.execute(query.with_for_update() if for_update else query)).first()
+        row = (
+            await self._session.execute(query.with_for_update() if for_update else query)
+        ).first()
         return None if row is None else _expense(row._mapping)
 
     async def listing(

@@ -21,6 +21,7 @@ from ramparts.ai.tools import Risk, Tool, ToolError, ToolRegistry, ToolRun, uuid
 from ramparts.crypto.sealing import SealedFields
 from ramparts.detectors import Kind, find_sensitive
 from ramparts.policy.engine import Target
+
 from ramparts_expenses.actions import ExpenseAction
 from ramparts_expenses.iban import IBAN_ARGUMENT, InvalidIbanError
 from ramparts_expenses.models import ExpenseStatus, Sensitivity
@@ -156,9 +157,7 @@ def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry]
             receipt_text=run.arguments.get("receipt_text", ""),
         )
         try:
-            expense = await service(run).submit(
-                run.principal.tenant_id, run.principal.user_id, new
-            )
+            expense = await service(run).submit(run.principal.tenant_id, run.principal.user_id, new)
         except InvalidIbanError as exc:
             raise ToolError(str(exc)) from None
         return {**_summary(expense)}
@@ -166,7 +165,9 @@ def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry]
     async def approve_expense(run: ToolRun) -> dict[str, Any]:
         assert run.principal.user_id is not None  # noqa: S101 - the gateway serves people only
         try:
-            moved = await service(run).approve(await claim(run, for_update=True), run.principal.user_id)
+            moved = await service(run).approve(
+                await claim(run, for_update=True), run.principal.user_id
+            )
         except WrongStatusError as exc:
             raise ToolError(str(exc)) from None
         return {"id": str(moved.id), "status": moved.status.value}

@@ -17,8 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from ramparts.apps import AppServices
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.request import request_session
@@ -28,6 +26,8 @@ from ramparts.policy.services import RequestContext
 from ramparts.problems import Problem, ProblemType
 from ramparts.routes import declares
 from ramparts.web.pages import WEB_CLIENT_ID
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from ramparts_expenses.actions import ExpenseAction
 from ramparts_expenses.iban import IBAN_ARGUMENT, InvalidIbanError
 from ramparts_expenses.models import ExpenseStatus, Sensitivity

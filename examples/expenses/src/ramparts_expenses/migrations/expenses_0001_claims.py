@@ -10,7 +10,6 @@ Depends on: 0009_sealed_fields
 """
 
 from alembic import op
-
 from ramparts.db.rls import tenant_table_sql
 
 revision = "expenses_0001_claims"
