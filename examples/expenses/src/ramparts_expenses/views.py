@@ -9,8 +9,8 @@ Each route works in the request's one tenant transaction (`request_session`): it
 the route answers a success and rolls back otherwise, so a refusal is recorded apart.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the route signatures' annotations,
+# and the `Caller` and `Session` aliases are local to `build_router`.
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
