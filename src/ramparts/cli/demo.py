@@ -80,7 +80,7 @@ def _print_credentials(settings: Settings, report: dict[str, Any]) -> None:
 
 
 def seed_demo_command(as_json: JsonOption = False) -> None:
-    """Create the demo tenants, users and quotes, printing fresh passwords (dev only)."""
+    """Create the demo tenants, users and sample data, printing fresh passwords (dev only)."""
     settings = load_settings()
     _require_dev(settings, "seed-demo")
     with open_database(settings) as urls:
