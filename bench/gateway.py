@@ -36,13 +36,13 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import ModelTurn, ToolCall
 from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolRegistry, ToolRun
+from ramparts.apps import policy_engine, selected_apps
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.auth import Principal
 from ramparts.identity.models import Role
-from ramparts.apps import policy_engine, selected_apps
 from ramparts.policy.engine import Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.quotes.actions import QuoteAction
@@ -81,7 +81,9 @@ async def _nothing(run: ToolRun) -> dict[str, Any]:
 async def _target(run: ToolRun) -> Target:
     tenant, caller = str(run.principal.tenant_id), str(run.principal.user_id)
     quote = QuoteAction.QUOTE_READ.entity_type
-    return Target(quote, run.arguments["quote_id"], tenant, "internal", parties=(("buyer", caller),))
+    return Target(
+        quote, run.arguments["quote_id"], tenant, "internal", parties=(("buyer", caller),)
+    )
 
 
 def _tool() -> Tool:

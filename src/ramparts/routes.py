@@ -1,9 +1,10 @@
 """Every HTTP route declares what it does for authorization, in one place a test can walk.
 
 A route either names the policy action it is authorized as (a
-`ramparts.policy.engine.PolicyAction`, by its qualified name; checked by Cedar in the handler) or says why it needs none: `public` (anyone may call it:
-sign-in, discovery, health) or `self` (only the caller's own account, proven by its token).
-The declaration rides in the route's OpenAPI operation as `x-ramparts-action`.
+`ramparts.policy.engine.PolicyAction`, by its qualified name; checked by Cedar in the
+handler) or says why it needs none: `public` (anyone may call it: sign-in, discovery,
+health) or `self` (only the caller's own account, proven by its token). The declaration
+rides in the route's OpenAPI operation as `x-ramparts-action`.
 
 A route may also be for people only (`x-ramparts-people-only`) where its action is one the
 Cedar schema lets services take elsewhere (the assistant calls a model for a person; a service

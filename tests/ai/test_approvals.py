@@ -81,7 +81,8 @@ def test_a_request_runs_only_while_its_requester_may_still_make_it(
     refused = server.post(f"/api/approvals/{desks}/approve", headers=colleague)
     assert refused.status_code == 403
     assert refused.json()["detail"] == (
-        "the person who asked may no longer Quotes::quote.create: an approval confirms, it never widens"
+        "the person who asked may no longer Quotes::quote.create: "
+        "an approval confirms, it never widens"
     )
     titles = [title for _, title in quotes_of(urls, buyer.tenant_id)]
     assert "Desks" not in titles
@@ -315,8 +316,8 @@ def test_who_may_do_it_on_a_resource_of_their_own_confirms_it(
         refused = server.post(f"/api/approvals/{approval}/approve", headers=headers)
         assert refused.status_code == 403, (role, refused.text)
         assert refused.json()["detail"] == (
-            "you may not confirm Quotes::quote.delete: only someone who may Quotes::quote.delete themselves "
-            "decides it"
+            "you may not confirm Quotes::quote.delete: "
+            "only someone who may Quotes::quote.delete themselves decides it"
         )
     _, stranger = sign_in(server, urls, kms, Role.BUYER)  # another tenant's buyer
     assert server.post(f"/api/approvals/{approval}/approve", headers=stranger).status_code == 404

@@ -526,7 +526,9 @@ def refund_tool(refunds: list[dict[str, Any]]) -> Callable[[FastAPI], None]:
 
     async def target(run: ToolRun) -> Target:
         tenant = str(run.principal.tenant_id)
-        return Target(QuoteAction.REFUND_ISSUE.entity_type, run.arguments["quote_id"], tenant, "confidential")
+        return Target(
+            QuoteAction.REFUND_ISSUE.entity_type, run.arguments["quote_id"], tenant, "confidential"
+        )
 
     def register(app: FastAPI) -> None:
         app.state.tools.register(

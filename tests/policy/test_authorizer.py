@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ramparts.apps import policy_engine
 from ramparts.audit.events import Action
 from ramparts.audit.services import AuditLog
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.auth import Principal
-from ramparts.apps import policy_engine
 from ramparts.policy.engine import Channel, Target
 from ramparts.policy.services import Authorizer, RequestContext, TenantRegions
 from ramparts.quotes.actions import QuoteAction

@@ -61,12 +61,14 @@ def test_an_app_fragment_composes_with_the_runtime() -> None:
     engine = compose([SHOP])
     order = Target(ORDER_READ.entity_type, "o-1", "acme", parties=(("customer", "u-1"),))
     decision = engine.decide(person("customer"), ORDER_READ, order, Channel.UI)
-    assert decision.allowed and decision.policy_ids == ("customers-read-their-orders",)
+    assert decision.allowed
+    assert decision.policy_ids == ("customers-read-their-orders",)
     assert engine.party_attributes("Shop::Order") == ("customer",)
     assert engine.action("Shop::order.read") is ORDER_READ
     theirs = replace(order, tenant="globex")
     refused = engine.decide(person("customer", tenant="acme"), ORDER_READ, theirs, Channel.UI)
-    assert not refused.allowed and refused.policy_ids == ("tenant-boundary",)
+    assert not refused.allowed
+    assert refused.policy_ids == ("tenant-boundary",)
 
 
 def test_a_money_action_needs_a_money_role_even_with_a_permit() -> None:
@@ -106,7 +108,7 @@ def test_a_permit_naming_another_namespace_s_action_is_refused() -> None:
         parties={},
     )
     refused(
-        'app other: policy \'reads-the-shop\' names Shop::Action::"order.read", outside its '
+        "app other: policy 'reads-the-shop' names Shop::Action::\"order.read\", outside its "
         "namespace Other",
         SHOP,
         other,
@@ -114,7 +116,10 @@ def test_a_permit_naming_another_namespace_s_action_is_refused() -> None:
 
 
 def test_a_permit_may_grant_only_the_grantable_runtime_actions() -> None:
-    audit = '@id("customers-audit")\npermit (principal in Role::"customer", action == Action::"audit.read", resource);'
+    audit = (
+        '@id("customers-audit")\n'
+        'permit (principal in Role::"customer", action == Action::"audit.read", resource);'
+    )
     refused(
         "policy 'customers-audit' names Action::\"audit.read\", outside its namespace Shop",
         replace(SHOP, policies=POLICIES + audit),
@@ -122,10 +127,14 @@ def test_a_permit_may_grant_only_the_grantable_runtime_actions() -> None:
 
 
 @pytest.mark.parametrize(
-    ("principal", "who"), [("principal", "every principal"), ('principal in Role::"admin"', "role admin")]
+    ("principal", "who"),
+    [("principal", "every principal"), ('principal in Role::"admin"', "role admin")],
 )
 def test_a_grantable_runtime_action_goes_only_to_the_app_s_roles(principal: str, who: str) -> None:
-    grant = f'@id("all-use-the-assistant")\npermit ({principal}, action == Action::"model.call", resource);'
+    grant = (
+        '@id("all-use-the-assistant")\n'
+        f'permit ({principal}, action == Action::"model.call", resource);'
+    )
     refused(
         f"policy 'all-use-the-assistant' grants model.call to {who}",
         replace(SHOP, policies=POLICIES + grant),
@@ -157,7 +166,10 @@ def test_a_forbid_outside_the_app_s_namespace_is_refused() -> None:
         ("entity Basket = { tenant?: String, sensitivity: String };", "tenant"),
         ("entity Basket = { tenant: Long, sensitivity: String };", "tenant"),
         ("entity Basket;", "tenant"),
-        ("entity Basket in [Order] = { address: { tenant: String }, sensitivity: String };", "tenant"),
+        (
+            "entity Basket in [Order] = { address: { tenant: String }, sensitivity: String };",
+            "tenant",
+        ),
     ],
 )
 def test_an_app_entity_without_tenant_and_sensitivity_is_refused(
@@ -193,7 +205,10 @@ def test_an_action_outside_the_app_s_namespace_is_refused() -> None:
 def test_two_apps_never_share_a_namespace_or_a_policy_id() -> None:
     twin = replace(SHOP, name="twin")
     refused("app twin: namespace Shop is already app shop's", SHOP, twin)
-    runtime_id = '@id("tenant-boundary")\npermit (principal in Role::"customer", action == Shop::Action::"order.read", resource);'
+    runtime_id = (
+        '@id("tenant-boundary")\npermit (principal in Role::"customer", '
+        'action == Shop::Action::"order.read", resource);'
+    )
     refused(
         "app shop: policy @id 'tenant-boundary' is already the runtime's",
         replace(SHOP, policies=POLICIES + runtime_id),
@@ -206,8 +221,14 @@ def test_two_apps_never_share_a_namespace_or_a_policy_id() -> None:
     ("schema", "message"),
     [
         (SCHEMA.replace("namespace Shop", "namespace Store"), "found namespace blocks: Store"),
-        (SCHEMA + "\nnamespace Shop2 { entity X = { tenant: String, sensitivity: String }; }", "Shop, Shop2"),
-        ("entity Loose = { tenant: String, sensitivity: String };\n" + SCHEMA, "outside its namespace block"),
+        (
+            SCHEMA + "\nnamespace Shop2 { entity X = { tenant: String, sensitivity: String }; }",
+            "Shop, Shop2",
+        ),
+        (
+            "entity Loose = { tenant: String, sensitivity: String };\n" + SCHEMA,
+            "outside its namespace block",
+        ),
     ],
 )
 def test_the_schema_fragment_is_one_block_of_the_app_s_namespace(schema: str, message: str) -> None:

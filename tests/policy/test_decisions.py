@@ -39,7 +39,8 @@ def test_the_admin_runs_the_tenant_and_no_one_else_gets_a_runtime_action(
 ) -> None:
     target = of_acme(action)
     admin = ENGINE.decide(person("admin"), action, target, Channel.UI)
-    assert admin.allowed and admin.policy_ids == ("admin-runs-the-tenant",)
+    assert admin.allowed
+    assert admin.policy_ids == ("admin-runs-the-tenant",)
     # A role no composed app declares gets nothing from the runtime.
     for role in ("none", "some-app-role"):
         assert not ENGINE.decide(person(role), action, target, Channel.UI).allowed
@@ -49,7 +50,8 @@ def test_the_tenant_boundary_holds_every_runtime_resource() -> None:
     action = RuntimeAction.AUDIT_READ
     theirs = Target(action.entity_type, "t", "globex", "internal")
     refused = ENGINE.decide(person("admin"), action, theirs, Channel.UI)
-    assert not refused.allowed and refused.policy_ids == ("tenant-boundary",)
+    assert not refused.allowed
+    assert refused.policy_ids == ("tenant-boundary",)
     restricted = Target(action.entity_type, "t", "acme", "restricted")
     refused = ENGINE.decide(person("admin"), action, restricted, Channel.UI)
     assert refused.policy_ids == ("restricted-needs-webauthn",)
@@ -93,7 +95,7 @@ def test_the_runtime_policies_decide_exactly_as_the_reviewed_snapshot() -> None:
 
 
 def test_a_target_of_the_wrong_type_is_refused() -> None:
-    with pytest.raises(ValueError, match="audit.read applies to AuditLog, not Assistant"):
+    with pytest.raises(ValueError, match=r"audit\.read applies to AuditLog, not Assistant"):
         ENGINE.evaluate(
             person("admin"), RuntimeAction.AUDIT_READ, Target("Assistant", "t", "acme"), Channel.UI
         )

@@ -145,6 +145,8 @@ QUOTE = A.QUOTE_READ.entity_type
 def quote(buyer: str, seller: str | None = None) -> Target:
     parties = (("buyer", buyer),) + ((("seller", seller),) if seller is not None else ())
     return Target(QUOTE, "q", "acme", parties=parties)
+
+
 # Inside one tenant: what a role may do on a quote of someone else (another buyer asked for
 # it, another seller answers it), and on one still open to every seller.
 ON_OTHERS: dict[str, set[PolicyAction]] = {

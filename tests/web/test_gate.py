@@ -14,11 +14,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from joserfc import jwk
 
+from ramparts.apps import policy_engine, policy_fragments
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.models import Role
-from ramparts.apps import policy_engine, policy_fragments
 from ramparts.policy.compose import composition
 from ramparts.policy.engine import (
     SENSITIVITIES,

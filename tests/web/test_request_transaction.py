@@ -21,8 +21,8 @@ from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.db.request import request_session
 from ramparts.identity.auth import Principal
 from ramparts.identity.models import Role
-from ramparts.quotes.actions import QuoteAction
 from ramparts.problems import Problem, ProblemType
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.services import LineItem, QuoteService
 from ramparts.routes import declares
 from tests.identity.helpers import bearer, obtain_tokens, provision

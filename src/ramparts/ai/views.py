@@ -116,7 +116,9 @@ def build_router(
     async def require(principal: Principal, action: PolicyAction) -> None:
         tenant = str(principal.tenant_id)
         context = await authorizer.context(principal, ui_client=ui_client)
-        await authorizer.require(principal, action, Target(action.entity_type, tenant, tenant), context)
+        await authorizer.require(
+            principal, action, Target(action.entity_type, tenant, tenant), context
+        )
 
     @router.post(
         "/api/assistant", openapi_extra=declares(RuntimeAction.MODEL_CALL, people_only=True)

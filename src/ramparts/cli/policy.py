@@ -130,7 +130,10 @@ def policy_validate(
 
 @policy_app.command("diff")
 def policy_diff(
-    old: PolicyDirArgument, new: PolicyDirArgument, app: AppOption = None, as_json: JsonOption = False
+    old: PolicyDirArgument,
+    new: PolicyDirArgument,
+    app: AppOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Every decision of the review matrices that changes from OLD to NEW (two versions of the
     runtime's policy folder, or with --app of that app's)."""
@@ -157,7 +160,9 @@ def policy_snapshot(
     parts = _Parts()
     scopes = parts.scopes()
     current = parts.decisions()
-    found = {name: changes(read_snapshot(scopes[name]), current[name], scopes[name]) for name in scopes}
+    found = {
+        name: changes(read_snapshot(scopes[name]), current[name], scopes[name]) for name in scopes
+    }
     if check:
         _print_changes([(name, c) for name, moved in found.items() for c in moved])
         if any(found.values()):

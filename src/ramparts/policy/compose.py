@@ -93,12 +93,14 @@ def compose(fragments: Sequence[PolicyFragment] = (), runtime: Path = POLICY_DIR
     return composition(fragments, runtime).engine()
 
 
-def composition(fragments: Sequence[PolicyFragment] = (), runtime: Path = POLICY_DIR) -> Composition:
+def composition(
+    fragments: Sequence[PolicyFragment] = (), runtime: Path = POLICY_DIR
+) -> Composition:
     runtime_schema = runtime / "schema.cedarschema"
-    schema = (runtime_schema if runtime_schema.is_file() else POLICY_DIR / "schema.cedarschema")
+    schema = runtime_schema if runtime_schema.is_file() else POLICY_DIR / "schema.cedarschema"
     schema_text = schema.read_text()
     policies = [read_policies(runtime)]
-    ids = {policy_id: "the runtime" for policy_id in _ids(policies[0], "the runtime")}
+    ids = dict.fromkeys(_ids(policies[0], "the runtime"), "the runtime")
     namespaces: dict[str, str] = {}
     parties: dict[str, tuple[str, ...]] = {}
     for fragment in fragments:
@@ -115,7 +117,9 @@ def composition(fragments: Sequence[PolicyFragment] = (), runtime: Path = POLICY
         walls = money_walls(fragment)
         for policy_id in _ids(fragment.policies, where) + _ids(walls, where):
             if policy_id in ids:
-                raise PolicyError(f"{where}: policy @id {policy_id!r} is already {ids[policy_id]}'s")
+                raise PolicyError(
+                    f"{where}: policy @id {policy_id!r} is already {ids[policy_id]}'s"
+                )
             ids[policy_id] = where
         _check_scopes(fragment)
         schema_text += "\n" + fragment.schema
@@ -151,7 +155,7 @@ def _ids(policies: str, where: str) -> list[str]:
         return []
     try:
         parsed = json.loads(cedarpy.policies_to_json_str(policies))
-    except Exception as exc:  # cedarpy raises its parser's own errors
+    except ValueError as exc:  # cedarpy's parse error
         raise PolicyError(f"{where}: the policies do not parse: {exc}") from None
     found = []
     for generated, policy in parsed.get("staticPolicies", {}).items():
@@ -182,7 +186,8 @@ def _check_schema(fragment: PolicyFragment) -> dict[str, dict[str, tuple[bool, s
             f"(found namespace blocks: {found})"
         )
     opening = _NAMESPACE_BLOCK.search(text)
-    assert opening is not None  # found above
+    if opening is None:  # cannot be: its name was just found
+        raise PolicyError(f"{where}: no namespace block")
     body_end = _closing_brace(text, opening.end() - 1)
     if text[: opening.start()].strip() or (body_end is not None and text[body_end + 1 :].strip()):
         raise PolicyError(f"{where}: the schema declares something outside its namespace block")
@@ -263,11 +268,15 @@ def _check_parties(
     for kind, names in fragment.party_attributes().items():
         local = kind.split("::", 1)[1]
         if local not in entities:
-            raise PolicyError(f"{where}: parties are declared for {kind}, which it does not declare")
+            raise PolicyError(
+                f"{where}: parties are declared for {kind}, which it does not declare"
+            )
         for name in names:
             declared = entities[local].get(name)
             if declared is None or declared[1] not in {"User", "::User"}:
-                raise PolicyError(f"{where}: party {name} of {kind} is not an attribute of type User")
+                raise PolicyError(
+                    f"{where}: party {name} of {kind} is not an attribute of type User"
+                )
 
 
 def _check_scopes(fragment: PolicyFragment) -> None:
@@ -297,7 +306,7 @@ def _check_scopes(fragment: PolicyFragment) -> None:
             )
             if not runtime_grant:
                 raise PolicyError(
-                    f"{where}: policy {policy_id!r} names {action['type']}::\"{action['id']}\", "
+                    f'{where}: policy {policy_id!r} names {action["type"]}::"{action["id"]}", '
                     f"outside its namespace {fragment.namespace} (an app may permit only "
                     f"{', '.join(sorted(grantable))} of the runtime's actions)"
                 )
@@ -307,7 +316,7 @@ def _check_scopes(fragment: PolicyFragment) -> None:
                     f"{where}: policy {policy_id!r} grants {action['id']} to "
                     f"{'every principal' if role is None else f'role {role}'}; "
                     "an app grants runtime actions only to its own roles "
-                    "(`principal in Role::\"<role>\"`)"
+                    '(`principal in Role::"<role>"`)'
                 )
 
 

@@ -238,7 +238,12 @@ class PolicyEngine:
         input is read. It never allows anything: `decide` on the real resource does that.
         Remembered, since only the subject's roles, factors and channel can change it."""
         key = (subject.service, subject.tenant, subject.region, subject.roles, subject.amr)
-        key += (action.qualified, sensitivity, channel, *((subject.id,) if self._ids_matter else ()))
+        key += (
+            action.qualified,
+            sensitivity,
+            channel,
+            *((subject.id,) if self._ids_matter else ()),
+        )
         refused = self._refusals.get(key)
         if refused is None:
             principal_type = "Service" if subject.service else "User"
@@ -312,14 +317,12 @@ def _parties(subject: Subject, target: Target) -> tuple[tuple[str, bool, int], .
     """Per party: whether it is the caller, and the first party that is the same user (so
     which parties coincide): all a policy that names no id can learn from the ids."""
     users = [user for _, user in target.parties]
-    return tuple(
-        (name, user == subject.id, users.index(user)) for name, user in target.parties
-    )
+    return tuple((name, user == subject.id, users.index(user)) for name, user in target.parties)
 
 
 def _names_no_one(entity_type: str) -> bool:
     """Roles and actions are named by policies; naming them says nothing about who asks."""
-    return entity_type == "Role" or entity_type == "Action" or entity_type.endswith("::Action")
+    return entity_type in {"Role", "Action"} or entity_type.endswith("::Action")
 
 
 def _escaped(entity_id: str) -> str:

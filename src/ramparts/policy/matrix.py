@@ -3,8 +3,8 @@ factor and channel, decided by a policy set, for review (`ramparts policy diff`)
 committed snapshots that CI compares the policies against.
 
 There is one matrix per snapshot (`Scope`): the runtime's (`policy/decisions.json`: the
-admin and no role × the runtime's actions, decided by the runtime's policies alone), and one
-per app (`<its folder>/decisions.json`: its roles, admin and no role × its actions and the
+admin and no role x the runtime's actions, decided by the runtime's policies alone), and one
+per app (`<its folder>/decisions.json`: its roles, admin and no role x its actions and the
 runtime actions it may grant, decided by the runtime's policies with that app's alone, so
 installing another app never changes it).
 """
@@ -57,7 +57,7 @@ HOME, ELSEWHERE = ("tenant-a", "eu"), ("tenant-b", "us")
 
 @dataclass(frozen=True)
 class Scope:
-    """What one snapshot covers: `roles` × `actions`, with each resource type's relations
+    """What one snapshot covers: `roles` x `actions`, with each resource type's relations
     (`parties`, by qualified entity type; a type without is `same` vs `other` tenant)."""
 
     name: str
@@ -110,7 +110,7 @@ class Change:
 def _requests(scope: Scope) -> Iterator[tuple[Cell, tuple[Subject, PolicyAction, Target, Channel]]]:
     tenant, region = HOME
     for role, action in itertools.product(scope.roles, scope.actions):
-        relations = scope.parties.get(action.entity_type) or dict.fromkeys(RELATIONS, {})
+        relations = scope.parties.get(action.entity_type) or {r: {} for r in RELATIONS}
         for relation, sensitivity, amr, channel in itertools.product(
             relations, SENSITIVITIES, AMRS, Channel
         ):

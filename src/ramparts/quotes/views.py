@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.db.request import request_session
 from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.policy.engine import PolicyAction, Target
-from ramparts.quotes.actions import QuoteAction
 from ramparts.policy.services import Authorizer, RequestContext
 from ramparts.problems import Problem, ProblemType
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteStatus, Sensitivity
 from ramparts.quotes.services import (
     LineItem,
