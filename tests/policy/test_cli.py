@@ -16,9 +16,15 @@ assert QUOTES.policy is not None
 QUOTES_FOLDER = QUOTES.policy.folder
 
 
-def copy_policies(tmp_path: Path, name: str, source: Path = POLICY_DIR) -> Path:
+def copy_policies(
+    tmp_path: Path, name: str, source: Path = POLICY_DIR, added: str | None = None
+) -> Path:
+    """A proposed policy folder: a copy of `source`'s policies, with `added` in a file of its
+    own."""
     target = tmp_path / name
     shutil.copytree(source / "policies", target / "policies")
+    if added is not None:
+        (target / "policies" / "99-added.cedar").write_text(added)
     return target
 
 
@@ -32,19 +38,20 @@ def test_validate_accepts_the_shipped_policies_and_refuses_unknown_names(tmp_pat
         "apps": ["quotes"],
     }
 
-    broken = copy_policies(tmp_path, "broken", QUOTES_FOLDER)
-    (broken / "policies" / "99-typo.cedar").write_text(
+    typo = (
         '@id("typo")\npermit (principal, action == Quotes::Action::"quote.read", resource)\n'
         'when { resource.colour == "red" };\n'
     )
+    broken = copy_policies(tmp_path, "broken", QUOTES_FOLDER, typo)
     refused = run("policy", "validate", str(broken), "--app", "quotes", env=env)
     assert refused.returncode == 1
     [line] = refused.stderr.strip().splitlines()
     assert "attribute `colour` on entity type `Quotes::Quote` not found" in line
 
-    unknown_type = copy_policies(tmp_path, "unknown-type")
-    (unknown_type / "policies" / "99-typo.cedar").write_text(
-        '@id("typo")\nforbid (principal is Admin, action, resource);\n'
+    unknown_type = copy_policies(
+        tmp_path,
+        "unknown-type",
+        added='@id("typo")\nforbid (principal is Admin, action, resource);',
     )
     assert run("policy", "validate", str(unknown_type), env=env).returncode == 1
     missing = run("policy", "validate", str(tmp_path / "nowhere"), env=env)
@@ -58,10 +65,12 @@ def test_validate_accepts_the_shipped_policies_and_refuses_unknown_names(tmp_pat
 
 def test_an_app_permit_beyond_its_namespace_does_not_validate(tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    greedy = copy_policies(tmp_path, "greedy", QUOTES_FOLDER)
-    (greedy / "policies" / "99-greedy.cedar").write_text(
+    greedy = copy_policies(
+        tmp_path,
+        "greedy",
+        QUOTES_FOLDER,
         '@id("buyers-read-the-audit")\n'
-        'permit (principal in Role::"buyer", action == Action::"audit.read", resource);\n'
+        'permit (principal in Role::"buyer", action == Action::"audit.read", resource);\n',
     )
     refused = run("policy", "validate", str(greedy), "--app", "quotes", env=env)
     assert refused.returncode == 1

@@ -188,24 +188,6 @@ def test_a_service_is_never_a_quotes_buyer_or_seller() -> None:
     assert not ENGINE.decide(service, A.QUOTE_READ, mine, Channel.SERVICE).allowed
 
 
-def test_eu_data_never_goes_to_a_non_eu_model() -> None:
-    def call(tenant_region: str, endpoint_region: str) -> bool:
-        endpoint = Target("ModelEndpoint", "gpt", region=endpoint_region)
-        subject = person("buyer", region=tenant_region)
-        return ENGINE.decide(subject, A.MODEL_CALL, endpoint, Channel.AI_TOOL).allowed
-
-    assert call("eu", "eu")
-    assert not call("eu", "us")
-    assert call("us", "us")
-
-
-def test_services_never_read_the_audit_trail() -> None:
-    service = Subject("svc", "acme", "eu", frozenset({"admin"}), frozenset(), service=True)
-    decision = ENGINE.decide(service, A.AUDIT_READ, thing(A.AUDIT_READ), Channel.SERVICE)
-    assert not decision.allowed
-    assert decision.errors  # the schema says audit.read is for users: an error, so a deny
-
-
 def test_the_policies_decide_exactly_as_the_reviewed_snapshot() -> None:
     """Change a policy without `ramparts policy snapshot` in the same change and this fails,
     listing every decision that moved."""
