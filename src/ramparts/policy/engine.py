@@ -3,8 +3,9 @@
 The runtime's policies live in `policies/*.cedar` beside its schema (`schema.cedarschema`);
 each app brings its own in its namespace, composed with them (`ramparts.policy.compose`). The
 whole is read and validated once when the engine is built, and the parsed policy set is reused
-for every decision, so no request pays for parsing. Each policy carries an `@id("...")` annotation, the
-name a decision reports (and the audit trail records) for the policies that determined it.
+for every decision, so no request pays for parsing. Each policy carries an `@id("...")`
+annotation, the name a decision reports (and the audit trail records) for the policies that
+determined it.
 """
 
 from __future__ import annotations
