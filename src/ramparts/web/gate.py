@@ -1,7 +1,7 @@
 """Permission before validation: one step in front of every route decides whether the caller
 may do what the route declares at all, before FastAPI reads the route's parameters or body.
 
-Without it a caller who may not create quotes learns the quote format from a 422 before the
+Without it a caller who may not create a record learns the record's format from a 422 before the
 handler's Cedar check answers 403. FastAPI solves a route's dependencies before it validates
 its path, query and body, so the gate is an app-wide dependency; the edge has already refused
 a malformed body (`RequestRulesMiddleware`, the same for every path, so it teaches nothing
