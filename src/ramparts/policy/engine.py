@@ -175,14 +175,6 @@ class PolicyEngine:
         self._refusals: dict[tuple[Any, ...], bool] = {}
 
     @classmethod
-    def load(cls, directory: Path = POLICY_DIR, schema: Path | None = None) -> PolicyEngine:
-        """The runtime's policies alone: `directory/policies/*.cedar` (or `directory/*.cedar`)
-        against its schema. An engine that serves apps is composed (`compose`)."""
-        return cls(
-            read_policies(directory), (schema or POLICY_DIR / "schema.cedarschema").read_text()
-        )
-
-    @classmethod
     def compose(
         cls, fragments: Sequence[PolicyFragment] = (), runtime: Path = POLICY_DIR
     ) -> PolicyEngine:
