@@ -126,7 +126,7 @@ def main() -> None:
             "channel": "api",
         },
     }
-    entities = [
+    entities: list[dict[str, Any]] = [
         {
             "uid": {"type": "User", "id": "alice"},
             "attrs": {"tenant": "acme"},
