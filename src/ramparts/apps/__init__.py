@@ -68,9 +68,12 @@ class AppPolicy:
     `money_actions` those that move money: the runtime lets only `money_roles` take them, and
     never from the assistant. `parties` are the decision matrix's dimensions, per resource type
     (unqualified): relation name → {party attribute: `ME` | `SOMEONE` | None} (from
-    `ramparts.policy.matrix`). Their attribute names are what the runtime knows of a
-    resource's parties (its attributes of type User): the assistant offers a tool on a
-    resource where the caller is every party, and hands a requester's place to the approver."""
+    `ramparts.policy.matrix`; None: the resource has no such party); the relation called
+    `other` is a resource of another tenant, every other one of the caller's. A resource type
+    without relations is decided as `same` and `other` tenant. Their attribute names are
+    what the runtime knows of a resource's parties (its attributes of type User): the
+    assistant offers a tool on a resource where the caller is every party, and hands a
+    requester's place to the approver."""
 
     namespace: str
     folder: Path
