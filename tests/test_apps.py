@@ -7,6 +7,7 @@ import json
 import secrets
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -22,12 +23,15 @@ from ramparts.apps import (
     AppError,
     AppServices,
     installed_apps,
+    policy_fragment,
     selected_apps,
 )
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.models import Role
+from ramparts.policy.engine import PolicyError
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.app import QUOTES
 from ramparts.routes import Exempt, declares
 from ramparts.web.app import create_app
@@ -173,3 +177,34 @@ def test_only_the_chosen_apps_are_imported() -> None:
         selected_apps(("broken",), [broken])
     # Named by its kind: an app's own message may hold a secret it was configured with.
     assert str(refused.value) == "app broken: cannot be loaded (ModuleNotFoundError)"
+
+
+def test_the_engine_is_composed_from_the_served_apps(urls: DatabaseUrls, kms: Kms) -> None:
+    """Cedar knows the actions of the apps served, and only theirs: a route of an app that is
+    not served could not be authorized even if it were mounted."""
+    settings = Settings(secret_key=secrets.token_urlsafe(32))  # type: ignore[call-arg]
+    database = Database(urls.app, pool_size=1)
+    with_quotes = create_app(settings, database, kms, apps=[QUOTES])
+    without = create_app(settings, database, kms, apps=[])
+    read = QuoteAction.QUOTE_READ
+    assert with_quotes.state.authorizer.action(str(read)) is read
+    assert with_quotes.state.authorizer.party_attributes(read.entity_type) == ("buyer", "seller")
+    assert without.state.authorizer.action(str(read)) is None
+    # Two apps claiming one Cedar namespace never compose: the app is not built.
+    twin = replace(QUOTES, name="twin")
+    with pytest.raises(PolicyError, match="app twin: namespace Quotes is already app quotes's"):
+        create_app(settings, database, kms, apps=[QUOTES, twin])
+
+
+def test_the_quote_app_brings_its_cedar() -> None:
+    fragment = policy_fragment(QUOTES)
+    assert fragment is not None
+    assert fragment.namespace == "Quotes"
+    assert fragment.actions == QuoteAction.ALL
+    assert fragment.money_actions == (
+        QuoteAction.DEPOSIT_CHARGE,
+        QuoteAction.REFUND_ISSUE,
+        QuoteAction.DISBURSEMENT_APPROVE,
+    )
+    assert fragment.money_roles == ("finance",)
+    assert policy_fragment(App(name="bare", title="No Cedar")) is None

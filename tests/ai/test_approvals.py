@@ -19,7 +19,8 @@ from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.services import QuoteService, quote_target
 from ramparts.quotes.tools import QUOTE_ID_ONLY
 from tests.ai.test_assistant import (
@@ -80,7 +81,8 @@ def test_a_request_runs_only_while_its_requester_may_still_make_it(
     refused = server.post(f"/api/approvals/{desks}/approve", headers=colleague)
     assert refused.status_code == 403
     assert refused.json()["detail"] == (
-        "the person who asked may no longer quote.create: an approval confirms, it never widens"
+        "the person who asked may no longer Quotes::quote.create: "
+        "an approval confirms, it never widens"
     )
     titles = [title for _, title in quotes_of(urls, buyer.tenant_id)]
     assert "Desks" not in titles
@@ -152,7 +154,7 @@ def who_runs_tool(ran: list[tuple[str, str | None]]) -> Callable[[FastAPI], None
         return {"ok": True}
 
     async def target(run: ToolRun) -> Target:
-        return Target("Quote", "*", str(run.principal.tenant_id))
+        return Target(QuoteAction.QUOTE_READ.entity_type, "*", str(run.principal.tenant_id))
 
     def register(app: FastAPI) -> None:
         app.state.tools.register(
@@ -166,7 +168,7 @@ def who_runs_tool(ran: list[tuple[str, str | None]]) -> Callable[[FastAPI], None
                     "required": ["ok"],
                     "additionalProperties": False,
                 },
-                action=PolicyAction.QUOTE_LIST,
+                action=QuoteAction.QUOTE_LIST,
                 risk=Risk.READ,
                 run=who,
                 target=target,
@@ -205,7 +207,7 @@ def delete_tool(app: FastAPI) -> None:
                 "required": ["deleted"],
                 "additionalProperties": False,
             },
-            action=PolicyAction.QUOTE_DELETE,
+            action=QuoteAction.QUOTE_DELETE,
             risk=Risk.HIGH,
             run=delete,
             target=target,
@@ -314,8 +316,8 @@ def test_who_may_do_it_on_a_resource_of_their_own_confirms_it(
         refused = server.post(f"/api/approvals/{approval}/approve", headers=headers)
         assert refused.status_code == 403, (role, refused.text)
         assert refused.json()["detail"] == (
-            "you may not confirm quote.delete: only someone who may quote.delete themselves "
-            "decides it"
+            "you may not confirm Quotes::quote.delete: "
+            "only someone who may Quotes::quote.delete themselves decides it"
         )
     _, stranger = sign_in(server, urls, kms, Role.BUYER)  # another tenant's buyer
     assert server.post(f"/api/approvals/{approval}/approve", headers=stranger).status_code == 404

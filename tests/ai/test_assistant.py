@@ -22,7 +22,8 @@ from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.services import QuoteService, quote_target
 from ramparts.quotes.tools import QUOTE_ID_ONLY
 from tests.audit.trail import recorded
@@ -191,7 +192,7 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
                     "required": ["deleted"],
                     "additionalProperties": False,
                 },
-                action=PolicyAction.QUOTE_DELETE,
+                action=QuoteAction.QUOTE_DELETE,
                 risk=Risk.HIGH,
                 run=delete,
                 target=target,
@@ -525,7 +526,9 @@ def refund_tool(refunds: list[dict[str, Any]]) -> Callable[[FastAPI], None]:
 
     async def target(run: ToolRun) -> Target:
         tenant = str(run.principal.tenant_id)
-        return Target("Refund", run.arguments["quote_id"], tenant, "confidential")
+        return Target(
+            QuoteAction.REFUND_ISSUE.entity_type, run.arguments["quote_id"], tenant, "confidential"
+        )
 
     def register(app: FastAPI) -> None:
         app.state.tools.register(
@@ -550,7 +553,7 @@ def refund_tool(refunds: list[dict[str, Any]]) -> Callable[[FastAPI], None]:
                     "required": ["refund_id", "status"],
                     "additionalProperties": False,
                 },
-                action=PolicyAction.REFUND_ISSUE,
+                action=QuoteAction.REFUND_ISSUE,
                 risk=Risk.HIGH,
                 run=refund,
                 target=target,

@@ -16,7 +16,8 @@ from ramparts.ai.tools import Risk, Tool, ToolRun
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
 from tests.ai.test_assistant import ask, script, sign_in
 
 OURS = "DE89370400440532013000"  # the account on file: the database's data
@@ -57,7 +58,7 @@ def money_tools(ran: list[ToolRun]) -> Callable[[FastAPI], None]:
         return {"sent": True}
 
     async def target(run: ToolRun) -> Target:
-        return Target("Quote", "*", str(run.principal.tenant_id))
+        return Target(QuoteAction.QUOTE_READ.entity_type, "*", str(run.principal.tenant_id))
 
     iban = {"type": "object", "properties": {"iban": {"type": "string"}}}
     fees = {
@@ -70,7 +71,7 @@ def money_tools(ran: list[ToolRun]) -> Callable[[FastAPI], None]:
 
     def register(app: FastAPI) -> None:
         tools = app.state.tools
-        reads = {"arguments": NO_ARGUMENTS, "action": PolicyAction.QUOTE_LIST, "risk": Risk.READ}
+        reads = {"arguments": NO_ARGUMENTS, "action": QuoteAction.QUOTE_LIST, "risk": Risk.READ}
         tools.register(
             Tool(
                 name="get_transfer",
@@ -129,7 +130,7 @@ def money_tools(ran: list[ToolRun]) -> Callable[[FastAPI], None]:
                     "properties": {"sent": {"type": "boolean"}},
                     "additionalProperties": False,
                 },
-                action=PolicyAction.QUOTE_CREATE,
+                action=QuoteAction.QUOTE_CREATE,
                 risk=Risk.HIGH,
                 run=send,
                 target=target,

@@ -16,7 +16,8 @@ from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolRegistry, ToolRun,
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
 from tests.ai.test_assistant import (
     NEW_QUOTE,
     POISON,
@@ -114,7 +115,7 @@ def note_tool(
         return {"saved": True}
 
     async def target(run: ToolRun) -> Target:
-        return Target("Quote", "*", str(run.principal.tenant_id))
+        return Target(QuoteAction.QUOTE_READ.entity_type, "*", str(run.principal.tenant_id))
 
     def register(app: FastAPI) -> None:
         app.state.tools.register(
@@ -133,7 +134,7 @@ def note_tool(
                     "required": ["saved"],
                     "additionalProperties": False,
                 },
-                action=PolicyAction.QUOTE_CREATE,
+                action=QuoteAction.QUOTE_CREATE,
                 risk=Risk.WRITE,
                 run=note,
                 target=target,

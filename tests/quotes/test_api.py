@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -96,10 +96,10 @@ def test_the_quote_flow_follows_the_roles(
     decisions = recorded(urls, buyer.account.tenant_id, Action.AUTHORIZATION_DECIDED)
     refused = [d for d in decisions if d["decision"] == "deny"]
     assert {d["details"]["action"] for d in refused} >= {
-        "quote.create",
-        "quote.submit",
-        "quote.accept",
-        "quote.update",
+        "Quotes::quote.create",
+        "Quotes::quote.submit",
+        "Quotes::quote.accept",
+        "Quotes::quote.update",
     }
 
 
@@ -225,7 +225,9 @@ def test_rls_still_holds_when_the_policies_fail_open(
 ) -> None:
     """The second wall: with a policy set that permits everything (a broken policy change),
     PostgreSQL row-level security alone still keeps tenant B's quotes from tenant A."""
-    from ramparts.policy.engine import POLICY_DIR, PolicyEngine  # noqa: PLC0415
+    from ramparts.apps import policy_fragments  # noqa: PLC0415
+    from ramparts.policy.compose import composition  # noqa: PLC0415
+    from ramparts.quotes.app import QUOTES  # noqa: PLC0415
     from ramparts.web import app as web_app  # noqa: PLC0415
 
     honest = serve_app()
@@ -233,9 +235,10 @@ def test_rls_still_holds_when_the_policies_fail_open(
     theirs = create(honest, b_buyer)["id"]
     before = b_state(urls, b_buyer.account.tenant_id)
 
-    schema = (POLICY_DIR / "schema.cedarschema").read_text()
-    open_door = PolicyEngine('@id("everything")\npermit (principal, action, resource);\n', schema)
-    monkeypatch.setattr(web_app.PolicyEngine, "load", classmethod(lambda cls: open_door))
+    composed = composition(policy_fragments([QUOTES]))
+    everything = '@id("everything")\npermit (principal, action, resource);\n'
+    open_door = replace(composed, policies=everything).engine()
+    monkeypatch.setattr(web_app, "policy_engine", lambda apps: open_door)
     broken = serve_app()
     a_buyer = person(broken, urls, kms, Role.BUYER)
     for method, path in [

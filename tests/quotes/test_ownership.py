@@ -85,12 +85,12 @@ def test_a_buyer_acts_only_on_the_quotes_they_asked_for(
         if d["decision"] == "deny"
     ]
     assert {(d["resource"]["id"], d["details"]["action"]) for d in denied} >= {
-        (draft, "quote.read"),
-        (draft, "quote.update"),
-        (draft, "quote.delete"),
-        (offered, "quote.accept"),
-        (offered, "quote.read"),
-        ("*", "quote.submit"),  # no buyer may submit any quote: refused before the lookup
+        (draft, "Quotes::quote.read"),
+        (draft, "Quotes::quote.update"),
+        (draft, "Quotes::quote.delete"),
+        (offered, "Quotes::quote.accept"),
+        (offered, "Quotes::quote.read"),
+        ("*", "Quotes::quote.submit"),  # no buyer may submit any quote: refused before the lookup
     }
     assert all(d["actor"]["id"] == str(buyer2.account.user_id) for d in denied)
 

@@ -21,8 +21,8 @@ from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.db.request import request_session
 from ramparts.identity.auth import Principal
 from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction
 from ramparts.problems import Problem, ProblemType
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.services import LineItem, QuoteService
 from ramparts.routes import declares
 from tests.identity.helpers import bearer, obtain_tokens, provision
@@ -37,7 +37,7 @@ def routes_that_write_then(owner: str) -> Callable[[FastAPI], None]:
     def add(app: FastAPI) -> None:
         Caller = Annotated[Principal, Depends(app.state.identity.bearer)]  # noqa: N806
         Session = Annotated[AsyncSession, Depends(request_session)]  # noqa: N806
-        creates = declares(PolicyAction.QUOTE_CREATE)
+        creates = declares(QuoteAction.QUOTE_CREATE)
 
         async def write(principal: Principal, session: AsyncSession, title: str) -> None:
             assert principal.user_id is not None

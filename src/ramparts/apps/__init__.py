@@ -3,15 +3,17 @@
 An app is one declarative `App` object, published under the Python entry-point group
 `ramparts.apps` (the entry point's name is the app's name) and chosen with `RAMPARTS_APPS`
 (default: the quote app). The runtime composes what the chosen apps declare: their routes
-behind the permission gate, and their tools in the assistant's registry. The runtime itself
-names no app.
+behind the permission gate, their tools in the assistant's registry, and their Cedar
+(`AppPolicy`) with the runtime's policies into one engine (`policy_engine`). The runtime
+itself names no app.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
@@ -21,15 +23,21 @@ from ramparts.audit.services import AuditLog
 from ramparts.config import APP_NAME
 from ramparts.db.engine import Database
 from ramparts.identity.auth import BearerAuthenticator
+from ramparts.policy.compose import PolicyFragment, compose
+from ramparts.policy.engine import PolicyAction, PolicyEngine, read_policies
 from ramparts.policy.services import Authorizer
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "App",
     "AppError",
+    "AppPolicy",
     "AppServices",
     "app_routers",
     "installed_apps",
+    "policy_engine",
+    "policy_fragment",
+    "policy_fragments",
     "selected_apps",
 ]
 
@@ -51,6 +59,30 @@ class AppServices:
     audit: AuditLog
 
 
+@dataclass(frozen=True)
+class AppPolicy:
+    """An app's Cedar: `folder` holds `schema.cedarschema` (one `namespace <namespace>
+    { ... }` block), `policies/*.cedar` and the reviewed `decisions.json`.
+
+    `actions` are every action its routes and tools ask for (all of `namespace`);
+    `money_actions` those that move money: the runtime lets only `money_roles` take them, and
+    never from the assistant. `parties` are the decision matrix's dimensions, per resource type
+    (unqualified): relation name → {party attribute: `ME` | `SOMEONE` | None} (from
+    `ramparts.policy.matrix`; None: the resource has no such party); the relation called
+    `other` is a resource of another tenant, every other one of the caller's. A resource type
+    without relations is decided as `same` and `other` tenant. Their attribute names are
+    what the runtime knows of a resource's parties (its attributes of type User): the
+    assistant offers a tool on a resource where the caller is every party, and hands a
+    requester's place to the approver."""
+
+    namespace: str
+    folder: Path
+    actions: tuple[PolicyAction, ...]
+    money_actions: tuple[PolicyAction, ...] = ()
+    money_roles: tuple[str, ...] = ()
+    parties: Mapping[str, Mapping[str, Mapping[str, str | None]]] = field(default_factory=dict)
+
+
 def _no_routers(_: AppServices) -> Sequence[APIRouter]:
     return ()
 
@@ -67,6 +99,7 @@ class App:
     declare its Cedar action (`ramparts.routes.declares`), and the permission gate stands in
     front of it like any other. `tools` registers the app's assistant tools, which the
     assistant offers to whoever Cedar allows. `roles` are the roles the app's people hold.
+    `policy` is its Cedar (`AppPolicy`); an app without one may declare no action of its own.
     """
 
     name: str
@@ -74,6 +107,7 @@ class App:
     roles: tuple[str, ...] = ()
     routers: Callable[[AppServices], Sequence[APIRouter]] = _no_routers
     tools: Callable[[ToolRegistry], None] = _no_tools
+    policy: AppPolicy | None = None
 
     def __post_init__(self) -> None:
         if not APP_NAME.fullmatch(self.name):
@@ -138,3 +172,35 @@ def app_routers(app: App, services: AppServices) -> list[APIRouter]:
                     "the permission gate guards API routes only"
                 )
     return routers
+
+
+def policy_fragment(app: App) -> PolicyFragment | None:
+    """`app`'s Cedar as the runtime composes it (None: it brings none)."""
+    policy = app.policy
+    if policy is None:
+        return None
+    schema = policy.folder / "schema.cedarschema"
+    if not schema.is_file():
+        raise AppError(f"app {app.name}: no Cedar schema at {schema}")
+    return PolicyFragment(
+        name=app.name,
+        namespace=policy.namespace,
+        schema=schema.read_text(),
+        policies=read_policies(policy.folder),
+        actions=policy.actions,
+        money_actions=policy.money_actions,
+        money_roles=policy.money_roles,
+        roles=app.roles,
+        parties=policy.parties,
+        snapshot=policy.folder / "decisions.json",
+    )
+
+
+def policy_fragments(apps: Iterable[App]) -> list[PolicyFragment]:
+    return [f for f in (policy_fragment(app) for app in apps) if f is not None]
+
+
+def policy_engine(apps: Iterable[App]) -> PolicyEngine:
+    """The engine for the runtime's policies and `apps`' Cedar, checked as a whole
+    (`ramparts.policy.compose`: a `PolicyError` says what is refused)."""
+    return compose(policy_fragments(apps))

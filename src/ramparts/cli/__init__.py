@@ -36,6 +36,7 @@ from ramparts.crypto.sealing import RowsLockedError
 from ramparts.db.engine import OwnerRequiredError, UnsafeRuntimeRoleError
 from ramparts.db.migrate import MigrationError
 from ramparts.logs import log_to_stderr
+from ramparts.policy.engine import PolicyError
 from ramparts.runtime import ProductionGuardError, ServeSizingError
 
 __all__ = ["app", "main"]
@@ -71,6 +72,7 @@ def main() -> None:
         app()
     except (
         AppError,
+        PolicyError,  # the selected apps' Cedar does not compose: their configuration
         ConfigError,
         UsageError,
         OwnerRequiredError,

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.identity.auth import Principal
 from ramparts.identity.models import Membership, Role
 from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteItem, QuoteStatus, Sensitivity
 
 __all__ = [
@@ -100,13 +101,15 @@ class Party:
 
 def quote_target(quote: Quote | QuoteWithItems) -> Target:
     """The quote as Cedar sees it: its tenant, sensitivity and parties."""
+    parties = [("buyer", str(quote.buyer_id))]
+    if quote.seller_id is not None:  # none: open to every seller
+        parties.append(("seller", str(quote.seller_id)))
     return Target(
-        "Quote",
+        QuoteAction.QUOTE_READ.entity_type,
         str(quote.id),
         str(quote.tenant_id),
         quote.sensitivity.value,
-        buyer=str(quote.buyer_id),
-        seller=None if quote.seller_id is None else str(quote.seller_id),
+        parties=tuple(parties),
     )
 
 
