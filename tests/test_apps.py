@@ -27,8 +27,8 @@ from ramparts.apps import (
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
-from ramparts.identity.models import Role
 from ramparts.quotes.app import QUOTES
+from ramparts.quotes.roles import BUYER
 from ramparts.routes import Exempt, declares
 from ramparts.web.app import create_app
 from tests.conftest import cli_env
@@ -108,7 +108,7 @@ def test_only_the_chosen_apps_are_served(
     with_quotes = serve_app(built.append)
     without = serve_app(built.append, apps=(), host="localhost")  # its own cookies
     for server, status in ((with_quotes, 200), (without, 404)):
-        buyer = provision(urls, kms, roles=(Role.BUYER,))  # a TOTP code signs in once
+        buyer = provision(urls, kms, roles=(BUYER,))  # a TOTP code signs in once
         token = obtain_tokens(server, buyer)["access_token"]
         assert server.get("/api/quotes", headers=bearer(token)).status_code == status
     offered = [{tool.name for tool in app.state.tools} for app in built]

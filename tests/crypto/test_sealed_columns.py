@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
 from ramparts.ai.conversations import CONVERSATION_TOKENS
+from ramparts.apps import installed_apps
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.fields import FieldCipher
 from ramparts.crypto.keys import DataKeys
@@ -32,9 +33,9 @@ from ramparts.crypto.sealing import (
 )
 from ramparts.db.engine import Database, DatabaseUrls, libpq
 from ramparts.demo import seed_demo
-from ramparts.identity.models import Role
 from ramparts.identity.sealed import TOTP_SECRET
 from ramparts.identity.services import TenantRecord
+from ramparts.quotes.roles import SELLER
 from tests.audit.trail import sequence
 from tests.identity.helpers import TEST_REDACTOR, provision, provisioning_for
 from tests.live import temporary_kms
@@ -93,6 +94,7 @@ async def test_no_password_or_second_factor_is_stored_in_the_clear(
             temporary_kms(tmp_path),
             AuditLog(owner, TEST_REDACTOR),
             public_url="http://127.0.0.1:8000",
+            apps=list(installed_apps().values()),
         )
     finally:
         await owner.dispose()
@@ -222,9 +224,7 @@ async def test_rotation_reencrypts_every_field_and_resumes_after_interruption(
     first = await asyncio.to_thread(provision, urls, kms)
     accounts = [first]
     for _ in range(4):
-        more = await asyncio.to_thread(
-            provision, urls, kms, roles=(Role.SELLER,), tenant=first.tenant
-        )
+        more = await asyncio.to_thread(provision, urls, kms, roles=(SELLER,), tenant=first.tenant)
         accounts.append(more)
     record = TenantRecord(first.tenant_id, first.tenant, first.tenant, "eu")
     owner = Database(urls.owner, pool_size=1)
@@ -269,9 +269,7 @@ async def test_rotation_waits_for_rows_that_requests_hold_and_never_reports_them
     """A row locked by a running request (a chat holds its conversation through its model
     calls) is re-sealed once released; one held too long fails the run, never passes as done."""
     first = await asyncio.to_thread(provision, urls, kms)
-    second = await asyncio.to_thread(
-        provision, urls, kms, roles=(Role.SELLER,), tenant=first.tenant
-    )
+    second = await asyncio.to_thread(provision, urls, kms, roles=(SELLER,), tenant=first.tenant)
     record = TenantRecord(first.tenant_id, first.tenant, first.tenant, "eu")
     owner = Database(urls.owner, pool_size=2)
     held = await psycopg.AsyncConnection.connect(libpq(urls.owner))
