@@ -19,14 +19,17 @@ from starlette.responses import JSONResponse
 from ramparts.apps import (
     ENTRY_POINT_GROUP,
     App,
+    AppDemo,
     AppError,
     AppServices,
+    app_roles,
     installed_apps,
     selected_apps,
 )
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
+from ramparts.demo import demo_users
 from ramparts.quotes.app import QUOTES
 from ramparts.quotes.roles import BUYER
 from ramparts.routes import Exempt, declares
@@ -67,6 +70,68 @@ def test_an_app_that_cannot_be_loaded_is_named(entries: list[EntryPoint], messag
         installed_apps(entries)
 
 
+#: Two apps for the default selection: one that says it is a default, one that does not.
+DEFAULT_APP = App(name="first", title="First", default=True)
+OPTIONAL_APP = App(name="second", title="Second")
+
+
+def test_unset_apps_are_the_installed_defaults_and_an_explicit_list_is_kept() -> None:
+    installed = [
+        _entry("second", "tests.test_apps:OPTIONAL_APP"),
+        _entry("first", "tests.test_apps:DEFAULT_APP"),
+    ]
+    assert selected_apps(None, installed) == [DEFAULT_APP]
+    assert selected_apps(("second",), installed) == [OPTIONAL_APP]
+    assert selected_apps((), installed) == []
+    assert Settings().apps is None  # unset: no app is named by the runtime
+    assert Settings(apps="second, first").apps == ("second", "first")  # type: ignore[arg-type]
+    assert Settings(apps="").apps == ()  # type: ignore[arg-type]
+
+
+def test_roles_of_apps_are_theirs_and_admin_is_the_runtimes() -> None:
+    assert app_roles([QUOTES, OPTIONAL_APP]) == {"admin", "buyer", "seller", "finance"}
+    assert app_roles([]) == {"admin"}
+    with pytest.raises(AppError, match="not the runtime's own 'admin'"):
+        App(name="mine", title="Mine", roles=("admin",))
+    with pytest.raises(AppError, match="role 'Boss' must be lowercase"):
+        App(name="mine", title="Mine", roles=("Boss",))
+    with pytest.raises(AppError, match="demo user 'ann' holds boss, not a role of the app"):
+        App(
+            name="mine",
+            title="Mine",
+            roles=("clerk",),
+            demo=AppDemo(users=(("ann", "Ann", ("clerk", "boss")),)),
+        )
+
+
+def test_demo_users_of_two_apps_with_one_local_part_are_one_person() -> None:
+    clerks = App(
+        name="clerks",
+        title="Clerks",
+        roles=("clerk",),
+        demo=AppDemo(users=(("ann", "Ann", ("clerk",)), ("admin", "Admin", ("clerk",)))),
+    )
+    auditors = App(
+        name="auditors",
+        title="Auditors",
+        roles=("auditor", "clerk"),
+        demo=AppDemo(users=(("ann", "Ann again", ("auditor", "clerk")),)),
+    )
+    assert demo_users([clerks, auditors]) == [
+        ("ann", "Ann", ("clerk", "auditor")),
+        ("admin", "Admin", ("clerk", "admin")),
+    ]
+    assert demo_users([]) == [("admin", "Administrator", ("admin",))]
+    assert [local for local, _, _ in demo_users([QUOTES])] == [
+        "buyer",
+        "buyer2",
+        "seller",
+        "finance",
+        "finance2",
+        "admin",
+    ]
+
+
 def test_apps_are_chosen_by_name() -> None:
     installed = [_entry("quotes", "ramparts.quotes.app:QUOTES")]
     assert selected_apps((), installed) == []
@@ -90,8 +155,8 @@ def test_apps_list_reports_what_is_installed_and_served(tmp_path: Path) -> None:
         )
 
     served = json.loads(listed().stdout)["apps"]
-    assert [(a["name"], a["served"], a["roles"]) for a in served] == [
-        ("quotes", True, ["buyer", "seller", "finance"])
+    assert [(a["name"], a["served"], a["default"], a["roles"]) for a in served] == [
+        ("quotes", True, True, ["buyer", "seller", "finance"])
     ]
     assert [a["served"] for a in json.loads(listed(RAMPARTS_APPS="").stdout)["apps"]] == [False]
     refused = listed(RAMPARTS_APPS="quotes,nope")
