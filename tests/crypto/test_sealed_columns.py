@@ -191,16 +191,7 @@ async def test_rotation_and_shredding_reach_the_assistants_sealed_tokens(
                 == tokens
             )
 
-        await provisioning.delete_tenant(record)
-        sequence(urls)
-        with psycopg.connect(libpq(urls.owner)) as conn:
-            [details] = conn.execute(
-                "SELECT body::jsonb->'details' FROM audit_events "
-                "WHERE audit_action(body) = 'identity:tenant:deleted' "
-                "AND body::jsonb->'resource'->>'id' = %s",
-                (str(record.id),),
-            ).fetchone() or [None]
-        shredded = {c["column"]: c["fields"] for c in details["sealed_fields_shredded"]}
+        shredded = await _delete_and_count_shredded(urls, provisioning, record)
         assert set(shredded) == {f"{c.table}.{c.column}" for c in provisioning.encrypted_columns}
         assert shredded["ai_conversations.sealed_tokens"] == 1
         assert shredded["totp_credentials.sealed_secret"] == 1
@@ -257,19 +248,26 @@ async def test_rotation_and_shredding_reach_an_apps_declared_columns(
             )
             assert await fields.open(session, record.id, NOTE_BODY, note, resealed) == body
 
-        await provisioning.delete_tenant(record)
-        sequence(urls)
-        with psycopg.connect(libpq(urls.owner)) as conn:
-            [details] = conn.execute(
-                "SELECT body::jsonb->'details' FROM audit_events "
-                "WHERE audit_action(body) = 'identity:tenant:deleted' "
-                "AND body::jsonb->'resource'->>'id' = %s",
-                (str(record.id),),
-            ).fetchone() or [None]
-        shredded = {c["column"]: c["fields"] for c in details["sealed_fields_shredded"]}
+        shredded = await _delete_and_count_shredded(urls, provisioning, record)
         assert shredded["sealed_notes.body"] == 1
     finally:
         await owner.dispose()
+
+
+async def _delete_and_count_shredded(
+    urls: DatabaseUrls, provisioning: Provisioning, record: TenantRecord
+) -> dict[str, int]:
+    """Delete the tenant; the audit trail's count of the fields shredded, per column."""
+    await provisioning.delete_tenant(record)
+    sequence(urls)
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        [details] = conn.execute(
+            "SELECT body::jsonb->'details' FROM audit_events "
+            "WHERE audit_action(body) = 'identity:tenant:deleted' "
+            "AND body::jsonb->'resource'->>'id' = %s",
+            (str(record.id),),
+        ).fetchone() or [None]
+    return {c["column"]: c["fields"] for c in details["sealed_fields_shredded"]}
 
 
 async def _note_versions(owner: Database, tenant: uuid.UUID) -> list[int]:
