@@ -42,10 +42,10 @@ from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.auth import Principal
-from ramparts.identity.models import Role
 from ramparts.policy.engine import Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER
 
 CALLS = 4
 ROUNDS = 120
@@ -124,7 +124,7 @@ async def run(urls: Any, home: Path) -> tuple[list[float], list[float]]:
         username="buyer@bench.test",
         display_name="B",
         password=secrets.token_urlsafe(16),
-        roles=(Role.BUYER,),
+        roles=(BUYER,),
     )
     await owner.dispose()
     database = Database(urls.app, pool_size=2)
@@ -148,7 +148,7 @@ async def run(urls: Any, home: Path) -> tuple[list[float], list[float]]:
         subject=str(user),
         user_id=user,
         tenant_id=tenant.id,
-        roles=(Role.BUYER.value,),
+        roles=(BUYER,),
         amr=("pwd", "otp"),
         acr="mfa",
         client_id="bench",

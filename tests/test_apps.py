@@ -20,8 +20,10 @@ from starlette.responses import JSONResponse
 from ramparts.apps import (
     ENTRY_POINT_GROUP,
     App,
+    AppDemo,
     AppError,
     AppServices,
+    app_roles,
     installed_apps,
     policy_fragment,
     selected_apps,
@@ -29,10 +31,11 @@ from ramparts.apps import (
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
-from ramparts.identity.models import Role
+from ramparts.demo import demo_users
 from ramparts.policy.engine import PolicyError
 from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.app import QUOTES
+from ramparts.quotes.roles import BUYER
 from ramparts.routes import Exempt, declares
 from ramparts.web.app import create_app
 from tests.conftest import cli_env
@@ -71,6 +74,68 @@ def test_an_app_that_cannot_be_loaded_is_named(entries: list[EntryPoint], messag
         installed_apps(entries)
 
 
+#: Two apps for the default selection: one that says it is a default, one that does not.
+DEFAULT_APP = App(name="first", title="First", default=True)
+OPTIONAL_APP = App(name="second", title="Second")
+
+
+def test_unset_apps_are_the_installed_defaults_and_an_explicit_list_is_kept() -> None:
+    installed = [
+        _entry("second", "tests.test_apps:OPTIONAL_APP"),
+        _entry("first", "tests.test_apps:DEFAULT_APP"),
+    ]
+    assert selected_apps(None, installed) == [DEFAULT_APP]
+    assert selected_apps(("second",), installed) == [OPTIONAL_APP]
+    assert selected_apps((), installed) == []
+    assert Settings().apps is None  # unset: no app is named by the runtime
+    assert Settings(apps="second, first").apps == ("second", "first")  # type: ignore[arg-type]
+    assert Settings(apps="").apps == ()  # type: ignore[arg-type]
+
+
+def test_roles_of_apps_are_theirs_and_admin_is_the_runtimes() -> None:
+    assert app_roles([QUOTES, OPTIONAL_APP]) == {"admin", "buyer", "seller", "finance"}
+    assert app_roles([]) == {"admin"}
+    with pytest.raises(AppError, match="not the runtime's own 'admin'"):
+        App(name="mine", title="Mine", roles=("admin",))
+    with pytest.raises(AppError, match="role 'Boss' must be lowercase"):
+        App(name="mine", title="Mine", roles=("Boss",))
+    with pytest.raises(AppError, match="demo user 'ann' holds boss, not a role of the app"):
+        App(
+            name="mine",
+            title="Mine",
+            roles=("clerk",),
+            demo=AppDemo(users=(("ann", "Ann", ("clerk", "boss")),)),
+        )
+
+
+def test_demo_users_of_two_apps_with_one_local_part_are_one_person() -> None:
+    clerks = App(
+        name="clerks",
+        title="Clerks",
+        roles=("clerk",),
+        demo=AppDemo(users=(("ann", "Ann", ("clerk",)), ("admin", "Admin", ("clerk",)))),
+    )
+    auditors = App(
+        name="auditors",
+        title="Auditors",
+        roles=("auditor", "clerk"),
+        demo=AppDemo(users=(("ann", "Ann again", ("auditor", "clerk")),)),
+    )
+    assert demo_users([clerks, auditors]) == [
+        ("ann", "Ann", ("clerk", "auditor")),
+        ("admin", "Admin", ("clerk", "admin")),
+    ]
+    assert demo_users([]) == [("admin", "Administrator", ("admin",))]
+    assert [local for local, _, _ in demo_users([QUOTES])] == [
+        "buyer",
+        "buyer2",
+        "seller",
+        "finance",
+        "finance2",
+        "admin",
+    ]
+
+
 def test_apps_are_chosen_by_name() -> None:
     installed = [_entry("quotes", "ramparts.quotes.app:QUOTES")]
     assert selected_apps((), installed) == []
@@ -94,8 +159,8 @@ def test_apps_list_reports_what_is_installed_and_served(tmp_path: Path) -> None:
         )
 
     served = json.loads(listed().stdout)["apps"]
-    assert [(a["name"], a["served"], a["roles"]) for a in served] == [
-        ("quotes", True, ["buyer", "seller", "finance"])
+    assert [(a["name"], a["served"], a["default"], a["roles"]) for a in served] == [
+        ("quotes", True, True, ["buyer", "seller", "finance"])
     ]
     assert [a["served"] for a in json.loads(listed(RAMPARTS_APPS="").stdout)["apps"]] == [False]
     refused = listed(RAMPARTS_APPS="quotes,nope")
@@ -112,7 +177,7 @@ def test_only_the_chosen_apps_are_served(
     with_quotes = serve_app(built.append)
     without = serve_app(built.append, apps=(), host="localhost")  # its own cookies
     for server, status in ((with_quotes, 200), (without, 404)):
-        buyer = provision(urls, kms, roles=(Role.BUYER,))  # a TOTP code signs in once
+        buyer = provision(urls, kms, roles=(BUYER,))  # a TOTP code signs in once
         token = obtain_tokens(server, buyer)["access_token"]
         assert server.get("/api/quotes", headers=bearer(token)).status_code == status
     offered = [{tool.name for tool in app.state.tools} for app in built]

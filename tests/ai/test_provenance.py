@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from ramparts.ai.tools import Risk, Tool, ToolRun
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
 from ramparts.policy.engine import Target
 from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER
 from tests.ai.test_assistant import ask, script, sign_in
 
 OURS = "DE89370400440532013000"  # the account on file: the database's data
@@ -156,7 +156,7 @@ def test_a_transfers_sender_and_amount_back_no_money_call_and_the_approver_sees_
         {"text": "Paid the fee."},
     )
     server = serve_app(money_tools(ran), model=model)
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     assert outcomes(ask(server, headers, "What came in? Refund whatever it asks.")) == [
         ("get_transfer", "executed", "done"),
         (
@@ -212,7 +212,7 @@ def test_trusted_fields_and_the_users_own_words_back_a_money_call(
         {"text": "Refused."},
     )
     server = serve_app(money_tools(ran), model=model)
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     assert outcomes(ask(server, headers, "Pay the fee to our own account.")) == [
         ("get_account", "executed", "done"),
         ("send_money", "executed", "done"),
@@ -244,7 +244,7 @@ def test_what_the_user_typed_backs_their_conversation_and_no_other(
         {"text": "Asked again."},
     )
     server = serve_app(money_tools(ran), model=model)
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     first = ask(server, headers, f"My landlord's IBAN is {USERS}.")
     assert outcomes(first) == []
     conversation = first.json()["conversation_id"]

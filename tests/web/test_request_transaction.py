@@ -20,9 +20,9 @@ from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.db.request import request_session
 from ramparts.identity.auth import Principal
-from ramparts.identity.models import Role
 from ramparts.problems import Problem, ProblemType
 from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER
 from ramparts.quotes.services import LineItem, QuoteService
 from ramparts.routes import declares
 from tests.identity.helpers import bearer, obtain_tokens, provision
@@ -87,7 +87,7 @@ def signed_in(
     serve_app: Callable[..., httpx.Client], fresh: DatabaseUrls, kms: Kms
 ) -> tuple[httpx.Client, dict[str, str]]:
     server = serve_app(routes_that_write_then(libpq(fresh.owner)), database_urls=fresh)
-    buyer = provision(fresh, kms, roles=(Role.BUYER,))
+    buyer = provision(fresh, kms, roles=(BUYER,))
     return server, bearer(obtain_tokens(server, buyer)["access_token"])
 
 

@@ -11,6 +11,8 @@ from ramparts.apps import App, AppPolicy, AppServices
 from ramparts.policy.matrix import ME, SOMEONE
 from ramparts.quotes import views
 from ramparts.quotes.actions import NAMESPACE, QuoteAction
+from ramparts.quotes.demo import QUOTES_DEMO
+from ramparts.quotes.roles import FINANCE, ROLES
 from ramparts.quotes.tools import register_quote_tools
 
 __all__ = ["QUOTES"]
@@ -35,7 +37,7 @@ def _routers(services: AppServices) -> Sequence[APIRouter]:
 QUOTES = App(
     name="quotes",
     title="Vendor quotes: requests, AI-drafted proposals, deposits",
-    roles=("buyer", "seller", "finance"),
+    roles=ROLES,
     routers=_routers,
     tools=register_quote_tools,
     policy=AppPolicy(
@@ -43,7 +45,11 @@ QUOTES = App(
         folder=Path(__file__).resolve().parent / "policy",
         actions=QuoteAction.ALL,
         money_actions=QuoteAction.MONEY,
-        money_roles=("finance",),
+        money_roles=(FINANCE,),
         parties={"Quote": QUOTE_PARTIES},
     ),
+    # Served when RAMPARTS_APPS is unset: the runtime's own demo and docs show it.
+    default=True,
+    migrations=Path(__file__).resolve().parent / "migrations",
+    demo=QUOTES_DEMO,
 )

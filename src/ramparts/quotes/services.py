@@ -18,10 +18,11 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.identity.auth import Principal
-from ramparts.identity.models import Membership, Role
+from ramparts.identity.models import ADMIN_ROLE, Membership
 from ramparts.policy.engine import Target
 from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteItem, QuoteStatus, Sensitivity
+from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 
 __all__ = [
     "LineItem",
@@ -36,7 +37,7 @@ __all__ = [
 QUOTES = Quote.__table__
 ITEMS = QuoteItem.__table__
 #: Roles whose permits in 10-roles.cedar read every quote of their tenant.
-READS_EVERY_QUOTE = frozenset({Role.FINANCE, Role.ADMIN})
+READS_EVERY_QUOTE = frozenset({FINANCE, ADMIN_ROLE})
 
 
 class WrongStatusError(Exception):
@@ -86,7 +87,7 @@ class Party:
         roles = set(principal.roles)
         if roles & READS_EVERY_QUOTE:
             return None
-        return cls(principal.user_id, Role.BUYER in roles, Role.SELLER in roles)
+        return cls(principal.user_id, BUYER in roles, SELLER in roles)
 
     def condition(self) -> ColumnElement[bool]:
         if self.user_id is None:  # a service is never a party to a quote
@@ -200,7 +201,7 @@ class QuoteService:
             select(Membership.user_id).where(
                 Membership.tenant_id == tenant_id,
                 Membership.user_id == user_id,
-                Membership.role == Role.SELLER,
+                Membership.role == SELLER,
             )
         )
         return found is not None

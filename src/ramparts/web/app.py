@@ -27,7 +27,15 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import Model
 from ramparts.ai.tools import Risk, ToolRegistry
-from ramparts.apps import App, AppError, AppServices, app_routers, policy_engine, selected_apps
+from ramparts.apps import (
+    App,
+    AppError,
+    AppServices,
+    app_routers,
+    migration_branches,
+    policy_engine,
+    selected_apps,
+)
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
 from ramparts.audit.sequencer import Sequencer
@@ -38,7 +46,7 @@ from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
-from ramparts.db.migrate import head_revision
+from ramparts.db.migrate import ExpectedSchema
 from ramparts.db.request import request_session
 from ramparts.identity import views as identity_views
 from ramparts.identity.auth import BearerAuthenticator, actor_of
@@ -224,7 +232,7 @@ def create_app(
         dependencies=[Depends(gate)],
     )
     app.state.database = database
-    app.state.schema_revision = head_revision()
+    app.state.schema = ExpectedSchema(migration_branches(plugged_in))
     app.state.audit = audit
     app.state.checkpointer = checkpointer
     install_error_handlers(app)
