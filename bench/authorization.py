@@ -24,17 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_report
 
-from ramparts.policy.engine import (
-    POLICY_DIR,
-    Channel,
-    PolicyAction,
-    PolicyEngine,
-    Subject,
-    Target,
-    read_policies,
-)
+from ramparts.apps import policy_fragments, selected_apps
+from ramparts.policy.compose import composition
+from ramparts.policy.engine import Channel, PolicyEngine, Subject, Target
+from ramparts.quotes.actions import QuoteAction
 
 SAMPLES = 3000
+QUOTE = QuoteAction.QUOTE_READ.entity_type
 
 CASBIN_MODEL = """
 [request_definition]
@@ -83,19 +79,24 @@ def owned_quotes_p50_us(engine: PolicyEngine) -> float:
     requests = [
         (
             Subject(buyer, "acme", "eu", frozenset({"buyer"}), frozenset({"pwd", "otp"})),
-            Target("Quote", f"q-{n}", "acme", buyer=buyer, seller=f"seller-{n % 7}"),
+            Target(
+                QUOTE,
+                f"q-{n}",
+                "acme",
+                parties=(("buyer", buyer), ("seller", f"seller-{n % 7}")),
+            ),
         )
         for n, buyer in enumerate(buyers)
     ]
     if not all(
-        engine.decide(s, PolicyAction.QUOTE_READ, t, Channel.UI).allowed for s, t in requests
+        engine.decide(s, QuoteAction.QUOTE_READ, t, Channel.UI).allowed for s, t in requests
     ):
         raise SystemExit("a buyer must read their own quotes")
     turn = iter(range(10**9))
 
     def one() -> None:
         subject, target = requests[next(turn) % len(requests)]
-        engine.decide(subject, PolicyAction.QUOTE_READ, target, Channel.UI)
+        engine.decide(subject, QuoteAction.QUOTE_READ, target, Channel.UI)
 
     return p50_us(one)
 
@@ -104,17 +105,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    engine = PolicyEngine.load()
+    # The benchmarked app's Cedar composed with the runtime's, as a server serving it has.
+    composed = composition(policy_fragments(selected_apps(["quotes"])))
+    engine = composed.engine()
     subject = Subject("alice", "acme", "eu", frozenset({"finance"}), frozenset({"pwd", "otp"}))
-    target = Target("Deposit", "dep-1", "acme", "confidential")
-    action, channel = PolicyAction.DEPOSIT_CHARGE, Channel.API
+    action, channel = QuoteAction.DEPOSIT_CHARGE, Channel.API
+    target = Target(action.entity_type, "dep-1", "acme", "confidential")
     if not engine.decide(subject, action, target, channel).allowed:
         raise SystemExit("the benchmark request must be allowed")
-    text = read_policies(POLICY_DIR)
+    text = composed.policies
     request = {
         "principal": {"type": "User", "id": "alice"},
-        "action": {"type": "Action", "id": action.value},
-        "resource": {"type": "Deposit", "id": "dep-1"},
+        "action": {"type": action.cedar_type, "id": action.name},
+        "resource": {"type": action.entity_type, "id": "dep-1"},
         "context": {
             "tenant": "acme",
             "region": "eu",
@@ -123,14 +126,14 @@ def main() -> None:
             "channel": "api",
         },
     }
-    entities = [
+    entities: list[dict[str, Any]] = [
         {
             "uid": {"type": "User", "id": "alice"},
             "attrs": {"tenant": "acme"},
             "parents": [{"type": "Role", "id": "finance"}],
         },
         {
-            "uid": {"type": "Deposit", "id": "dep-1"},
+            "uid": {"type": action.entity_type, "id": "dep-1"},
             "attrs": {"tenant": "acme", "sensitivity": "confidential"},
             "parents": [],
         },

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ramparts.apps import installed_apps, migration_branches
 from ramparts.db.embedded import embedded_postgres
 from ramparts.db.engine import DatabaseUrls, derive_app_url
 from ramparts.db.migrate import upgrade
@@ -41,7 +42,7 @@ def database(stack: ExitStack) -> DatabaseUrls:
     stack.callback(drop)
     owner = maintenance.set(drivername="postgresql+psycopg", database=name)
     urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
-    upgrade(urls)
+    upgrade(urls, migration_branches(installed_apps().values()))
     return urls
 
 

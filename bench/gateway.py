@@ -36,14 +36,16 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import ModelTurn, ToolCall
 from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolRegistry, ToolRun
+from ramparts.apps import policy_engine, selected_apps
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.auth import Principal
-from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
+from ramparts.policy.engine import Target
 from ramparts.policy.services import Authorizer, TenantRegions
+from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER
 
 CALLS = 4
 ROUNDS = 120
@@ -78,7 +80,10 @@ async def _nothing(run: ToolRun) -> dict[str, Any]:
 
 async def _target(run: ToolRun) -> Target:
     tenant, caller = str(run.principal.tenant_id), str(run.principal.user_id)
-    return Target("Quote", run.arguments["quote_id"], tenant, "internal", buyer=caller)
+    quote = QuoteAction.QUOTE_READ.entity_type
+    return Target(
+        quote, run.arguments["quote_id"], tenant, "internal", parties=(("buyer", caller),)
+    )
 
 
 def _tool() -> Tool:
@@ -97,7 +102,7 @@ def _tool() -> Tool:
             "required": ["quote_id", "title"],
             "additionalProperties": False,
         },
-        action=PolicyAction.QUOTE_READ,
+        action=QuoteAction.QUOTE_READ,
         risk=Risk.WRITE,
         run=_nothing,
         target=_target,
@@ -119,7 +124,7 @@ async def run(urls: Any, home: Path) -> tuple[list[float], list[float]]:
         username="buyer@bench.test",
         display_name="B",
         password=secrets.token_urlsafe(16),
-        roles=(Role.BUYER,),
+        roles=(BUYER,),
     )
     await owner.dispose()
     database = Database(urls.app, pool_size=2)
@@ -129,7 +134,8 @@ async def run(urls: Any, home: Path) -> tuple[list[float], list[float]]:
     gateway = Gateway(
         database,
         registry,
-        Authorizer(PolicyEngine.load(), audit, TenantRegions(database)),
+        # The engine of the app the benchmarked tool belongs to, as a server serving it has.
+        Authorizer(policy_engine(selected_apps(["quotes"])), audit, TenantRegions(database)),
         Conversations(SealedFields(DataKeys(kms))),
         audit,
         endpoints=[ModelEndpoint("bench", "local", Burst())],
@@ -142,7 +148,7 @@ async def run(urls: Any, home: Path) -> tuple[list[float], list[float]]:
         subject=str(user),
         user_id=user,
         tenant_id=tenant.id,
-        roles=(Role.BUYER.value,),
+        roles=(BUYER,),
         amr=("pwd", "otp"),
         acr="mfa",
         client_id="bench",

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from ramparts.apps import installed_apps, migration_branches
 from ramparts.crypto.keystore import LocalKms, default_key_file
 from ramparts.db.embedded import embedded_postgres
 from ramparts.db.engine import DatabaseUrls, derive_app_url, libpq
@@ -62,7 +63,7 @@ def make_database(pg_server: URL) -> Iterator[Callable[..., DatabaseUrls]]:
         owner = pg_server.set(drivername="postgresql+psycopg", database=name)
         urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
         if migrate:
-            upgrade(urls)
+            upgrade(urls, migration_branches(installed_apps().values()))
         return urls
 
     yield make

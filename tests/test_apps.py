@@ -7,6 +7,7 @@ import json
 import secrets
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -19,16 +20,22 @@ from starlette.responses import JSONResponse
 from ramparts.apps import (
     ENTRY_POINT_GROUP,
     App,
+    AppDemo,
     AppError,
     AppServices,
+    app_roles,
     installed_apps,
+    policy_fragment,
     selected_apps,
 )
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
-from ramparts.identity.models import Role
+from ramparts.demo import demo_users
+from ramparts.policy.engine import PolicyError
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.app import QUOTES
+from ramparts.quotes.roles import BUYER
 from ramparts.routes import Exempt, declares
 from ramparts.web.app import create_app
 from tests.conftest import cli_env
@@ -67,6 +74,68 @@ def test_an_app_that_cannot_be_loaded_is_named(entries: list[EntryPoint], messag
         installed_apps(entries)
 
 
+#: Two apps for the default selection: one that says it is a default, one that does not.
+DEFAULT_APP = App(name="first", title="First", default=True)
+OPTIONAL_APP = App(name="second", title="Second")
+
+
+def test_unset_apps_are_the_installed_defaults_and_an_explicit_list_is_kept() -> None:
+    installed = [
+        _entry("second", "tests.test_apps:OPTIONAL_APP"),
+        _entry("first", "tests.test_apps:DEFAULT_APP"),
+    ]
+    assert selected_apps(None, installed) == [DEFAULT_APP]
+    assert selected_apps(("second",), installed) == [OPTIONAL_APP]
+    assert selected_apps((), installed) == []
+    assert Settings().apps is None  # unset: no app is named by the runtime
+    assert Settings(apps="second, first").apps == ("second", "first")  # type: ignore[arg-type]
+    assert Settings(apps="").apps == ()  # type: ignore[arg-type]
+
+
+def test_roles_of_apps_are_theirs_and_admin_is_the_runtimes() -> None:
+    assert app_roles([QUOTES, OPTIONAL_APP]) == {"admin", "buyer", "seller", "finance"}
+    assert app_roles([]) == {"admin"}
+    with pytest.raises(AppError, match="not the runtime's own 'admin'"):
+        App(name="mine", title="Mine", roles=("admin",))
+    with pytest.raises(AppError, match="role 'Boss' must be lowercase"):
+        App(name="mine", title="Mine", roles=("Boss",))
+    with pytest.raises(AppError, match="demo user 'ann' holds boss, not a role of the app"):
+        App(
+            name="mine",
+            title="Mine",
+            roles=("clerk",),
+            demo=AppDemo(users=(("ann", "Ann", ("clerk", "boss")),)),
+        )
+
+
+def test_demo_users_of_two_apps_with_one_local_part_are_one_person() -> None:
+    clerks = App(
+        name="clerks",
+        title="Clerks",
+        roles=("clerk",),
+        demo=AppDemo(users=(("ann", "Ann", ("clerk",)), ("admin", "Admin", ("clerk",)))),
+    )
+    auditors = App(
+        name="auditors",
+        title="Auditors",
+        roles=("auditor", "clerk"),
+        demo=AppDemo(users=(("ann", "Ann again", ("auditor", "clerk")),)),
+    )
+    assert demo_users([clerks, auditors]) == [
+        ("ann", "Ann", ("clerk", "auditor")),
+        ("admin", "Admin", ("clerk", "admin")),
+    ]
+    assert demo_users([]) == [("admin", "Administrator", ("admin",))]
+    assert [local for local, _, _ in demo_users([QUOTES])] == [
+        "buyer",
+        "buyer2",
+        "seller",
+        "finance",
+        "finance2",
+        "admin",
+    ]
+
+
 def test_apps_are_chosen_by_name() -> None:
     installed = [_entry("quotes", "ramparts.quotes.app:QUOTES")]
     assert selected_apps((), installed) == []
@@ -90,8 +159,8 @@ def test_apps_list_reports_what_is_installed_and_served(tmp_path: Path) -> None:
         )
 
     served = json.loads(listed().stdout)["apps"]
-    assert [(a["name"], a["served"], a["roles"]) for a in served] == [
-        ("quotes", True, ["buyer", "seller", "finance"])
+    assert [(a["name"], a["served"], a["default"], a["roles"]) for a in served] == [
+        ("quotes", True, True, ["buyer", "seller", "finance"])
     ]
     assert [a["served"] for a in json.loads(listed(RAMPARTS_APPS="").stdout)["apps"]] == [False]
     refused = listed(RAMPARTS_APPS="quotes,nope")
@@ -108,7 +177,7 @@ def test_only_the_chosen_apps_are_served(
     with_quotes = serve_app(built.append)
     without = serve_app(built.append, apps=(), host="localhost")  # its own cookies
     for server, status in ((with_quotes, 200), (without, 404)):
-        buyer = provision(urls, kms, roles=(Role.BUYER,))  # a TOTP code signs in once
+        buyer = provision(urls, kms, roles=(BUYER,))  # a TOTP code signs in once
         token = obtain_tokens(server, buyer)["access_token"]
         assert server.get("/api/quotes", headers=bearer(token)).status_code == status
     offered = [{tool.name for tool in app.state.tools} for app in built]
@@ -173,3 +242,34 @@ def test_only_the_chosen_apps_are_imported() -> None:
         selected_apps(("broken",), [broken])
     # Named by its kind: an app's own message may hold a secret it was configured with.
     assert str(refused.value) == "app broken: cannot be loaded (ModuleNotFoundError)"
+
+
+def test_the_engine_is_composed_from_the_served_apps(urls: DatabaseUrls, kms: Kms) -> None:
+    """Cedar knows the actions of the apps served, and only theirs: a route of an app that is
+    not served could not be authorized even if it were mounted."""
+    settings = Settings(secret_key=secrets.token_urlsafe(32))  # type: ignore[call-arg]
+    database = Database(urls.app, pool_size=1)
+    with_quotes = create_app(settings, database, kms, apps=[QUOTES])
+    without = create_app(settings, database, kms, apps=[])
+    read = QuoteAction.QUOTE_READ
+    assert with_quotes.state.authorizer.action(str(read)) is read
+    assert with_quotes.state.authorizer.party_attributes(read.entity_type) == ("buyer", "seller")
+    assert without.state.authorizer.action(str(read)) is None
+    # Two apps claiming one Cedar namespace never compose: the app is not built.
+    twin = replace(QUOTES, name="twin")
+    with pytest.raises(PolicyError, match="app twin: namespace Quotes is already app quotes's"):
+        create_app(settings, database, kms, apps=[QUOTES, twin])
+
+
+def test_the_quote_app_brings_its_cedar() -> None:
+    fragment = policy_fragment(QUOTES)
+    assert fragment is not None
+    assert fragment.namespace == "Quotes"
+    assert fragment.actions == QuoteAction.ALL
+    assert fragment.money_actions == (
+        QuoteAction.DEPOSIT_CHARGE,
+        QuoteAction.REFUND_ISSUE,
+        QuoteAction.DISBURSEMENT_APPROVE,
+    )
+    assert fragment.money_roles == ("finance",)
+    assert policy_fragment(App(name="bare", title="No Cedar")) is None

@@ -17,7 +17,8 @@ from starlette.routing import BaseRoute
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
-from ramparts.policy.engine import PolicyAction
+from ramparts.policy.engine import RuntimeAction
+from ramparts.quotes.actions import QuoteAction
 from ramparts.routes import ACTION_KEY, Exempt
 from ramparts.web.app import create_app
 from tests.identity.helpers import bearer, obtain_tokens, provision
@@ -44,7 +45,7 @@ async def test_every_route_declares_its_action(urls: DatabaseUrls, tmp_path: Pat
     await database.dispose()
     routes = list(api_routes(app.routes))
     assert len(routes) > 20
-    actions = {a.value for a in PolicyAction}
+    actions = {str(a) for a in (*RuntimeAction.ALL, *QuoteAction.ALL)}
     for route in routes:
         declared = (route.openapi_extra or {}).get(ACTION_KEY)
         assert declared in actions | {e.value for e in Exempt}, f"{route.path} declares nothing"
@@ -54,7 +55,7 @@ async def test_every_route_declares_its_action(urls: DatabaseUrls, tmp_path: Pat
             assert declared in actions, f"{route.path} must be authorized by Cedar"
     # The schema in /openapi.json carries the declarations for reviewers.
     operation = app.openapi()["paths"]["/api/quotes/{quote_id}"]["get"]
-    assert operation[ACTION_KEY] == "quote.read"
+    assert operation[ACTION_KEY] == "Quotes::quote.read"
 
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

@@ -26,6 +26,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
+    "APPS_ENTRY_POINT_GROUP",
+    "APP_NAME",
     "APP_ROLE",
     "ConfigError",
     "KmsBackend",
@@ -38,8 +40,10 @@ __all__ = [
 
 #: The runtime login role. It owns nothing, is not a superuser and cannot bypass RLS.
 APP_ROLE = "ramparts_app"
-#: What an app may be called (`ramparts.apps`, `RAMPARTS_APPS`).
+#: What an app may be called (`ramparts.apps`, `RAMPARTS_APPS`), and a role too.
 APP_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+#: The entry-point group an app package publishes its `ramparts.apps.App` under.
+APPS_ENTRY_POINT_GROUP = "ramparts.apps"
 
 #: Secrets that ship in tutorials, compose files and our own docs. Never acceptable in prod.
 KNOWN_DEFAULT_SECRETS = frozenset(
@@ -154,7 +158,8 @@ class Settings(BaseSettings):
     audit_max_lag_seconds: float = Field(default=1.0, gt=0, le=3600)
     refresh_family_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 86400)
     # The installed apps (`ramparts.apps` entry points) this instance serves, by name.
-    apps: Annotated[tuple[str, ...], NoDecode] = ("quotes",)
+    # Unset -> the installed apps that declare themselves default (`App.default`).
+    apps: Annotated[tuple[str, ...] | None, NoDecode] = None
 
     @field_validator("database_url", "app_database_url")
     @classmethod
@@ -190,8 +195,8 @@ class Settings(BaseSettings):
 
     @field_validator("apps")
     @classmethod
-    def _app_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
+    def _app_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in value or ():
             if not APP_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not an app name (lowercase letters, digits, _)")
         return value

@@ -497,7 +497,7 @@ _SEPARATOR = r"\s*(?::=|=>|->|→|[:=])\s*"
 # A YAML block or folded scalar (`password: |`, `>-`) or a list dash announces the value on
 # the next line: the indicator is not the value.
 _INDICATOR = r"(?:[|>][-+]?[1-9]?[ \t]*(?=\r?\n)\s*|-[ \t]+)?"
-# Quoted (straight, curly or angle quotes), or unquoted: a word, and the plain lowercase
+# Quoted (straight, curly or angle quotation marks), or unquoted: a word, and the plain lowercase
 # words after it up to the end of the clause ("ssh passphrase: correct horse battery
 # staple"); "pw: x1!, then" stops at the comma, "pw: x1 and my SSN …" at a joining word, and
 # a `name=value` after it is the next field.
@@ -505,7 +505,7 @@ _QUOTED = (
     r"\"[^\"\n]*\"|'[^'\n]*'|\u201c[^\u201d\n]*\u201d|\u201e[^\u201c\u201d\n]*[\u201c\u201d]"
     r"|\u2018[^\u2019\n]*\u2019|«[^»\n]*»"
 )
-_OPENING = r"\"'\u201c\u201e\u2018«"  # a quote that opens a quoted value
+_OPENING = r"\"'\u201c\u201e\u2018«"  # a mark that opens a quoted value
 _CLOSING = r"\u201d\u2019»"
 _JOINING = (
     r"and|or|but|then|for|to|with|the|my|your|our|a|an|in|on|at|of|is|was|are|be|please|from"

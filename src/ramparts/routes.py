@@ -1,9 +1,10 @@
 """Every HTTP route declares what it does for authorization, in one place a test can walk.
 
-A route either names the policy action it is authorized as (`ramparts.policy.PolicyAction`,
-checked by Cedar in the handler) or says why it needs none: `public` (anyone may call it:
-sign-in, discovery, health) or `self` (only the caller's own account, proven by its token).
-The declaration rides in the route's OpenAPI operation as `x-ramparts-action`.
+A route either names the policy action it is authorized as (a
+`ramparts.policy.engine.PolicyAction`, by its qualified name; checked by Cedar in the
+handler) or says why it needs none: `public` (anyone may call it: sign-in, discovery,
+health) or `self` (only the caller's own account, proven by its token). The declaration
+rides in the route's OpenAPI operation as `x-ramparts-action`.
 
 A route may also be for people only (`x-ramparts-people-only`) where its action is one the
 Cedar schema lets services take elsewhere (the assistant calls a model for a person; a service
@@ -27,10 +28,10 @@ class Exempt(StrEnum):
     SELF = "self"
 
 
-def declares(action: StrEnum, *, people_only: bool = False) -> dict[str, Any]:
-    """The `openapi_extra` of a route authorized as `action` (and refused to services when
-    `people_only`)."""
-    declaration: dict[str, Any] = {ACTION_KEY: action.value}
+def declares(action: object, *, people_only: bool = False) -> dict[str, Any]:
+    """The `openapi_extra` of a route authorized as `action` (a policy action, whose `str` is
+    its qualified name, or an `Exempt`), and refused to services when `people_only`."""
+    declaration: dict[str, Any] = {ACTION_KEY: str(action)}
     if people_only:
         declaration[PEOPLE_ONLY_KEY] = True
     return declaration

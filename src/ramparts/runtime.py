@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
-from ramparts.apps import selected_apps
+from ramparts.apps import policy_engine, selected_apps
 from ramparts.config import Profile, Settings, load_settings, production_violations
 from ramparts.crypto.backends import open_kms, server_secret
 from ramparts.db.engine import Database, DatabaseUrls
@@ -264,14 +264,17 @@ def serve(
     with uvloop and httptools. With a certificate it speaks TLS 1.3 only; with a client CA
     it also accepts client certificates (mTLS) issued by that CA.
 
-    Refuses to start (`AppError`, `UnsafeRuntimeRoleError`, `ProductionGuardError`,
-    `ServeSizingError`) when `RAMPARTS_APPS` names an app that is not installed, the runtime
+    Refuses to start (`AppError`, `PolicyError`, `UnsafeRuntimeRoleError`,
+    `ProductionGuardError`, `ServeSizingError`) when `RAMPARTS_APPS` names an app that is not
+    installed or whose Cedar does not compose with the runtime's, the runtime
     connection is not the powerless runtime role, the prod profile's rules are broken, or the
     database cannot give every worker its connections.
     """
     configure_logging(settings)
     count = worker_count(workers, settings)
-    selected_apps(settings.apps)  # every worker loads them: an unknown one stops us here
+    # Every worker loads the apps and composes their Cedar: an unknown app, or Cedar that may
+    # not be composed (`PolicyError`), stops us here.
+    policy_engine(selected_apps(settings.apps))
     sizing = asyncio.run(_preflight(settings, urls.app, count))
     # Once here: a KMS that does not answer fails before any worker starts, and the install's
     # secret exists before the workers read it.

@@ -18,8 +18,10 @@ from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolRun
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
-from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.identity.models import ADMIN_ROLE
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 from ramparts.quotes.services import QuoteService, quote_target
 from ramparts.quotes.tools import QUOTE_ID_ONLY
 from tests.ai.test_assistant import (
@@ -43,7 +45,7 @@ def test_a_request_runs_only_while_its_requester_may_still_make_it(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
 ) -> None:
     setup = serve_app()
-    buyer, buyer_headers = sign_in(setup, urls, kms, Role.BUYER)
+    buyer, buyer_headers = sign_in(setup, urls, kms, BUYER)
     poisoned = setup.post(
         "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=buyer_headers
     ).json()
@@ -60,7 +62,7 @@ def test_a_request_runs_only_while_its_requester_may_still_make_it(
     answer = ask(server, requester_headers, f"What does quote {poisoned['id']} say?")
     assert answer.status_code == 200, answer.text
     desks, lamps = (a["approval_id"] for a in answer.json()["actions"][1:])
-    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    _, colleague = sign_in(server, urls, kms, BUYER, tenant=buyer.tenant)
 
     def decidable() -> list[str]:
         listing = server.get("/api/approvals", headers=colleague)
@@ -80,7 +82,8 @@ def test_a_request_runs_only_while_its_requester_may_still_make_it(
     refused = server.post(f"/api/approvals/{desks}/approve", headers=colleague)
     assert refused.status_code == 403
     assert refused.json()["detail"] == (
-        "the person who asked may no longer quote.create: an approval confirms, it never widens"
+        "the person who asked may no longer Quotes::quote.create: "
+        "an approval confirms, it never widens"
     )
     titles = [title for _, title in quotes_of(urls, buyer.tenant_id)]
     assert "Desks" not in titles
@@ -118,7 +121,7 @@ def test_the_listing_shows_the_callers_own_requests_apart(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
 ) -> None:
     setup = serve_app()
-    buyer, setup_headers = sign_in(setup, urls, kms, Role.BUYER)
+    buyer, setup_headers = sign_in(setup, urls, kms, BUYER)
     poisoned = setup.post(
         "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=setup_headers
     ).json()
@@ -138,7 +141,7 @@ def test_the_listing_shows_the_callers_own_requests_apart(
     ]
     assert listing["mine"][0]["arguments"]["title"] == "Desks"
     # A seller may not create quotes, so has nothing to decide here.
-    _, seller = sign_in(server, urls, kms, Role.SELLER, tenant=buyer.tenant)
+    _, seller = sign_in(server, urls, kms, SELLER, tenant=buyer.tenant)
     assert server.get("/api/approvals", headers=seller).json() == {"items": [], "mine": []}
 
 
@@ -152,7 +155,7 @@ def who_runs_tool(ran: list[tuple[str, str | None]]) -> Callable[[FastAPI], None
         return {"ok": True}
 
     async def target(run: ToolRun) -> Target:
-        return Target("Quote", "*", str(run.principal.tenant_id))
+        return Target(QuoteAction.QUOTE_READ.entity_type, "*", str(run.principal.tenant_id))
 
     def register(app: FastAPI) -> None:
         app.state.tools.register(
@@ -166,7 +169,7 @@ def who_runs_tool(ran: list[tuple[str, str | None]]) -> Callable[[FastAPI], None
                     "required": ["ok"],
                     "additionalProperties": False,
                 },
-                action=PolicyAction.QUOTE_LIST,
+                action=QuoteAction.QUOTE_LIST,
                 risk=Risk.READ,
                 run=who,
                 target=target,
@@ -205,7 +208,7 @@ def delete_tool(app: FastAPI) -> None:
                 "required": ["deleted"],
                 "additionalProperties": False,
             },
-            action=PolicyAction.QUOTE_DELETE,
+            action=QuoteAction.QUOTE_DELETE,
             risk=Risk.HIGH,
             run=delete,
             target=target,
@@ -225,7 +228,7 @@ def poisoned_request(
     (`quote_id` filled in): the server, the buyer and their headers, their quote and the
     approval ids."""
     setup = serve_app()
-    buyer, headers = sign_in(setup, urls, kms, Role.BUYER)
+    buyer, headers = sign_in(setup, urls, kms, BUYER)
     poisoned = setup.post(
         "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=headers
     ).json()
@@ -264,7 +267,7 @@ def test_an_approved_call_runs_as_the_person_who_asked(
         {"name": "who_runs", "arguments": {}},
         app_hook=who_runs_tool(ran),
     )
-    colleague, colleague_headers = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    colleague, colleague_headers = sign_in(server, urls, kms, BUYER, tenant=buyer.tenant)
 
     def approve(approval: str) -> None:
         approved = server.post(f"/api/approvals/{approval}/approve", headers=colleague_headers)
@@ -306,18 +309,18 @@ def test_who_may_do_it_on_a_resource_of_their_own_confirms_it(
     )
     # Only a quote's own buyer may delete it: nobody else may do this exact thing, yet
     # another buyer, who may delete quotes of their own, may confirm it (and nobody else).
-    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    _, colleague = sign_in(server, urls, kms, BUYER, tenant=buyer.tenant)
     assert listed(server, colleague) == [approval]
-    for role in (Role.SELLER, Role.FINANCE, Role.ADMIN):
+    for role in (SELLER, FINANCE, ADMIN_ROLE):
         _, headers = sign_in(server, urls, kms, role, tenant=buyer.tenant)
         assert listed(server, headers) == []
         refused = server.post(f"/api/approvals/{approval}/approve", headers=headers)
         assert refused.status_code == 403, (role, refused.text)
         assert refused.json()["detail"] == (
-            "you may not confirm quote.delete: only someone who may quote.delete themselves "
-            "decides it"
+            "you may not confirm Quotes::quote.delete: "
+            "only someone who may Quotes::quote.delete themselves decides it"
         )
-    _, stranger = sign_in(server, urls, kms, Role.BUYER)  # another tenant's buyer
+    _, stranger = sign_in(server, urls, kms, BUYER)  # another tenant's buyer
     assert server.post(f"/api/approvals/{approval}/approve", headers=stranger).status_code == 404
     approved = server.post(f"/api/approvals/{approval}/approve", headers=colleague)
     assert approved.status_code == 200, approved.text
@@ -330,8 +333,8 @@ def test_requests_of_switched_off_tools_are_not_listed(
 ) -> None:
     create = {"name": "create_quote", "arguments": {**NEW_QUOTE, "title": "Desks"}}
     server, buyer, _, _, (desks,) = poisoned_request(serve_app, urls, kms, tmp_path, create)
-    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
-    _, admin = sign_in(server, urls, kms, Role.ADMIN, tenant=buyer.tenant)
+    _, colleague = sign_in(server, urls, kms, BUYER, tenant=buyer.tenant)
+    _, admin = sign_in(server, urls, kms, ADMIN_ROLE, tenant=buyer.tenant)
     assert listed(server, colleague) == [desks]
 
     def switch(engaged: bool, tool: str = "") -> None:
@@ -357,7 +360,7 @@ def test_undecidable_requests_never_push_decidable_ones_out_of_the_listing(
 ) -> None:
     create = {"name": "create_quote", "arguments": {**NEW_QUOTE, "title": "Desks"}}
     server, buyer, _, _, (desks,) = poisoned_request(serve_app, urls, kms, tmp_path, create)
-    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    _, colleague = sign_in(server, urls, kms, BUYER, tenant=buyer.tenant)
     # 250 older requests for a tool that is gone: nobody may decide them.
     owner_sql(
         urls,

@@ -21,8 +21,10 @@ from ramparts.ai.tools import Risk, Tool, ToolRun
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
-from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.identity.models import ADMIN_ROLE
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 from ramparts.quotes.services import QuoteService, quote_target
 from ramparts.quotes.tools import QUOTE_ID_ONLY
 from tests.audit.trail import recorded
@@ -47,7 +49,7 @@ def script(tmp_path: Path, *turns: dict[str, Any]) -> str:
 
 
 def sign_in(
-    server: httpx.Client, urls: DatabaseUrls, kms: Kms, role: Role, tenant: str | None = None
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms, role: str, tenant: str | None = None
 ) -> tuple[Account, dict[str, str]]:
     account = provision(urls, kms, roles=(role,), tenant=tenant)
     return account, bearer(obtain_tokens(server, account)["access_token"])
@@ -82,8 +84,8 @@ def test_the_offline_model_drafts_a_proposal_for_a_seller(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
 ) -> None:
     server = serve_app()
-    buyer, buyer_headers = sign_in(server, urls, kms, Role.BUYER)
-    _, seller_headers = sign_in(server, urls, kms, Role.SELLER, tenant=buyer.tenant)
+    buyer, buyer_headers = sign_in(server, urls, kms, BUYER)
+    _, seller_headers = sign_in(server, urls, kms, SELLER, tenant=buyer.tenant)
     quote = server.post("/api/quotes", json=NEW_QUOTE, headers=buyer_headers).json()
     answer = ask(server, seller_headers, f"Please draft a proposal for quote {quote['id']}")
     assert answer.status_code == 200, answer.text
@@ -125,7 +127,7 @@ def test_a_compromised_model_gets_nothing_it_may_not_have(
         {"text": "bad\u0000text"},
     )
     server = serve_app(model=model)
-    buyer, headers = sign_in(server, urls, kms, Role.BUYER)
+    buyer, headers = sign_in(server, urls, kms, BUYER)
     answer = ask(server, headers, "hello")
     assert answer.status_code == 200, answer.text
     outcomes = [(a["tool"], a["status"], a["reason"]) for a in answer.json()["actions"]]
@@ -155,7 +157,7 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
 ) -> None:
     seller_server = serve_app()
-    buyer, buyer_headers = sign_in(seller_server, urls, kms, Role.BUYER)
+    buyer, buyer_headers = sign_in(seller_server, urls, kms, BUYER)
     poisoned = seller_server.post(
         "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=buyer_headers
     ).json()
@@ -191,7 +193,7 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
                     "required": ["deleted"],
                     "additionalProperties": False,
                 },
-                action=PolicyAction.QUOTE_DELETE,
+                action=QuoteAction.QUOTE_DELETE,
                 risk=Risk.HIGH,
                 run=delete,
                 target=target,
@@ -222,7 +224,7 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
     same = server.post(f"/api/approvals/{pending['approval_id']}/approve", headers=buyer_token)
     assert same.status_code == 403
     assert "four eyes" in same.json()["detail"]
-    _, seller_headers = sign_in(server, urls, kms, Role.SELLER, tenant=buyer.tenant)
+    _, seller_headers = sign_in(server, urls, kms, SELLER, tenant=buyer.tenant)
     not_allowed = server.post(
         f"/api/approvals/{pending['approval_id']}/approve", headers=seller_headers
     )
@@ -234,7 +236,7 @@ def test_a_poisoned_quote_turns_a_high_risk_call_into_a_four_eyes_approval(
     # Another buyer may: they may delete a quote of their own, so they confirm this one,
     # which then runs as the buyer who asked (the quote stays theirs to delete, not the
     # colleague's: see tests/ai/test_approvals.py).
-    _, second_headers = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    _, second_headers = sign_in(server, urls, kms, BUYER, tenant=buyer.tenant)
     assert [
         item["id"] for item in server.get("/api/approvals", headers=second_headers).json()["items"]
     ] == [pending["approval_id"]]
@@ -275,8 +277,8 @@ def test_the_kill_switch_stops_every_server_within_a_second(
 ) -> None:
     first = serve_app(ai_user_rate="1000/minute")
     second = serve_app(ai_user_rate="1000/minute")
-    admin, admin_headers = sign_in(first, urls, kms, Role.ADMIN)
-    _, buyer_headers = sign_in(second, urls, kms, Role.BUYER, tenant=admin.tenant)
+    admin, admin_headers = sign_in(first, urls, kms, ADMIN_ROLE)
+    _, buyer_headers = sign_in(second, urls, kms, BUYER, tenant=admin.tenant)
     assert running(ask(second, buyer_headers, "list my quotes"))
     refused = second.post(
         "/api/assistant/killswitch", json={"engaged": True, "reason": "x"}, headers=buyer_headers
@@ -290,7 +292,7 @@ def test_the_kill_switch_stops_every_server_within_a_second(
     assert engaged.status_code == 200, engaged.text
     off = within_a_second(second, buyer_headers, stopped)
     assert off.json()["type"] == "urn:ramparts:problem:ai-disabled"
-    _, other_headers = sign_in(second, urls, kms, Role.BUYER)  # another tenant: unaffected
+    _, other_headers = sign_in(second, urls, kms, BUYER)  # another tenant: unaffected
     assert running(ask(second, other_headers, "list my quotes"))
     first.post("/api/assistant/killswitch", json={"engaged": False}, headers=admin_headers)
     within_a_second(second, buyer_headers, running)
@@ -378,7 +380,7 @@ def test_pii_never_reaches_the_model_and_comes_back_for_the_user(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, fake_openai: FakeOpenAI
 ) -> None:
     server = serve_app(model="openai:test-model", model_region="eu")
-    account, headers = sign_in(server, urls, kms, Role.BUYER)
+    account, headers = sign_in(server, urls, kms, BUYER)
     with psycopg.connect(libpq(urls.owner)) as conn:  # a person of the tenant's directory
         conn.execute(
             "UPDATE users SET display_name = 'Grace Hopper' WHERE id = %s", (account.user_id,)
@@ -412,7 +414,7 @@ def test_an_eu_tenant_never_reaches_a_us_endpoint(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, fake_openai: FakeOpenAI
 ) -> None:
     server = serve_app(model="openai:test-model", model_region="us")
-    _, headers = sign_in(server, urls, kms, Role.BUYER)  # provisioned in region eu
+    _, headers = sign_in(server, urls, kms, BUYER)  # provisioned in region eu
     answer = ask(server, headers, "hello")
     assert answer.status_code == 503
     assert answer.json()["type"] == "urn:ramparts:problem:no-model-endpoint"
@@ -427,7 +429,7 @@ def test_limits_are_shared_by_every_server_through_redis(
 ) -> None:
     first = serve_app(redis_url=REDIS, ai_user_rate="2/minute")
     second = serve_app(redis_url=REDIS, ai_user_rate="2/minute")
-    account, first_headers = sign_in(first, urls, kms, Role.BUYER)
+    account, first_headers = sign_in(first, urls, kms, BUYER)
     assert account.totp_secret is not None
     again = obtain_tokens(second, account, otp=next_code(account.totp_secret))
     second_headers = bearer(again["access_token"])
@@ -445,7 +447,7 @@ def test_each_server_counts_alone_without_redis(
 ) -> None:
     first = serve_app(ai_user_rate="1/minute")
     second = serve_app(ai_user_rate="1/minute")
-    account, first_headers = sign_in(first, urls, kms, Role.BUYER)
+    account, first_headers = sign_in(first, urls, kms, BUYER)
     assert account.totp_secret is not None
     again = obtain_tokens(second, account, otp=next_code(account.totp_secret))
     assert ask(first, first_headers, "hello").status_code == 200
@@ -457,7 +459,7 @@ def test_the_daily_token_budget_stops_the_next_request(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
 ) -> None:
     server = serve_app(ai_user_tokens="60/day")
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     assert ask(server, headers, "list my quotes please").status_code == 200
     spent = ask(server, headers, "and again")
     assert spent.status_code == 429
@@ -470,7 +472,7 @@ def test_repeated_refusals_throttle_then_lock_the_user_with_an_alert(
     probe = {"name": "issue_refund", "arguments": {"amount_minor": 1}}
     model = script(tmp_path, {"tool_calls": [probe] * 6}, {"tool_calls": [probe] * 6})
     server = serve_app(model=model)
-    buyer, headers = sign_in(server, urls, kms, Role.BUYER)
+    buyer, headers = sign_in(server, urls, kms, BUYER)
     first = ask(server, headers, "hello")
     assert first.status_code == 200
     assert {a["status"] for a in first.json()["actions"]} == {"refused"}
@@ -486,8 +488,8 @@ def test_a_tenant_can_forbid_kinds_of_personal_data_outright(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, fake_openai: FakeOpenAI
 ) -> None:
     server = serve_app(model="openai:test-model", model_region="eu")
-    admin, admin_headers = sign_in(server, urls, kms, Role.ADMIN)
-    _, buyer_headers = sign_in(server, urls, kms, Role.BUYER, tenant=admin.tenant)
+    admin, admin_headers = sign_in(server, urls, kms, ADMIN_ROLE)
+    _, buyer_headers = sign_in(server, urls, kms, BUYER, tenant=admin.tenant)
     assert (
         server.put(
             "/api/assistant/dlp", json={"forbidden": ["SSN"]}, headers=buyer_headers
@@ -525,7 +527,9 @@ def refund_tool(refunds: list[dict[str, Any]]) -> Callable[[FastAPI], None]:
 
     async def target(run: ToolRun) -> Target:
         tenant = str(run.principal.tenant_id)
-        return Target("Refund", run.arguments["quote_id"], tenant, "confidential")
+        return Target(
+            QuoteAction.REFUND_ISSUE.entity_type, run.arguments["quote_id"], tenant, "confidential"
+        )
 
     def register(app: FastAPI) -> None:
         app.state.tools.register(
@@ -550,7 +554,7 @@ def refund_tool(refunds: list[dict[str, Any]]) -> Callable[[FastAPI], None]:
                     "required": ["refund_id", "status"],
                     "additionalProperties": False,
                 },
-                action=PolicyAction.REFUND_ISSUE,
+                action=QuoteAction.REFUND_ISSUE,
                 risk=Risk.HIGH,
                 run=refund,
                 target=target,
@@ -565,7 +569,7 @@ def test_money_never_moves_on_a_poisoned_proposal_without_a_second_finance_user(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
 ) -> None:
     setup = serve_app()
-    buyer, buyer_headers = sign_in(setup, urls, kms, Role.BUYER)
+    buyer, buyer_headers = sign_in(setup, urls, kms, BUYER)
     poisoned = setup.post(
         "/api/quotes",
         json={
@@ -594,7 +598,7 @@ def test_money_never_moves_on_a_poisoned_proposal_without_a_second_finance_user(
     assert [(a["tool"], a["status"], a["reason"]) for a in by_buyer] == [
         ("issue_refund", "refused", "not available to you")
     ]
-    finance, finance_headers = sign_in(server, urls, kms, Role.FINANCE, tenant=buyer.tenant)
+    finance, finance_headers = sign_in(server, urls, kms, FINANCE, tenant=buyer.tenant)
     answer = ask(server, finance_headers, f"Summarise quote {poisoned['id']} for me")
     assert answer.status_code == 200, answer.text
     actions = answer.json()["actions"]
@@ -603,7 +607,7 @@ def test_money_never_moves_on_a_poisoned_proposal_without_a_second_finance_user(
     approval = actions[1]["approval_id"]
     same = server.post(f"/api/approvals/{approval}/approve", headers=finance_headers)
     assert same.status_code == 403
-    second, second_headers = sign_in(server, urls, kms, Role.FINANCE, tenant=buyer.tenant)
+    second, second_headers = sign_in(server, urls, kms, FINANCE, tenant=buyer.tenant)
     approved = server.post(f"/api/approvals/{approval}/approve", headers=second_headers)
     assert approved.status_code == 200, approved.text
     again = server.post(f"/api/approvals/{approval}/approve", headers=second_headers)

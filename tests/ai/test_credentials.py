@@ -18,7 +18,7 @@ import pytest
 
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
-from ramparts.identity.models import Role
+from ramparts.quotes.roles import BUYER
 from tests.ai.test_assistant import NEW_QUOTE, POISON, ask, script, sign_in, signed_in_again
 
 # Each an announced credential, as users paste them (fake values; the scanner is told so).
@@ -140,10 +140,10 @@ def test_a_credential_in_a_message_is_refused_and_goes_nowhere(
 ) -> None:
     model = endpoint()
     server = serve_app(model="openai:test-model", model_region="eu")
-    first, _ = sign_in(server, urls, kms, Role.BUYER)
+    first, _ = sign_in(server, urls, kms, BUYER)
     for message in CREDENTIALS:
         # A user each: repeated refusals would throttle one user, which is another test.
-        _, headers = sign_in(server, urls, kms, Role.BUYER, tenant=first.tenant)
+        _, headers = sign_in(server, urls, kms, BUYER, tenant=first.tenant)
         refused = ask(server, headers, f"Please log in for me. {message}")
         assert refused.status_code == 422, message
         assert refused.json()["type"] == "urn:ramparts:problem:content-refused"
@@ -160,7 +160,7 @@ def test_personal_data_in_any_format_is_masked_for_the_model_and_the_table(
 ) -> None:
     model = endpoint({"content": "I will use [EMAIL_1] and [PHONE_1]."})
     server = serve_app(model="openai:test-model", model_region="eu")
-    account, headers = sign_in(server, urls, kms, Role.BUYER)
+    account, headers = sign_in(server, urls, kms, BUYER)
     answer = ask(server, headers, "Update the supplier record: " + "; ".join(PERSONAL))
     assert answer.status_code == 200, answer.text
     seen = model.seen()
@@ -182,7 +182,7 @@ def test_a_credential_in_a_tool_result_is_redacted_before_the_model_and_the_tabl
 ) -> None:
     model = endpoint()
     server = serve_app(model="openai:test-model", model_region="eu")
-    account, headers = sign_in(server, urls, kms, Role.BUYER)
+    account, headers = sign_in(server, urls, kms, BUYER)
     key = "ZXhhbXBsZWV4YW1wbGVleGFtcGxl"
     description = (
         "Portal login password: Winter2026!xyz, "  # pragma: allowlist secret
@@ -232,7 +232,7 @@ def test_what_the_model_writes_in_a_tool_call_is_stored_masked_and_runs_as_shown
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
 ) -> None:
     setup = serve_app()
-    buyer, setup_headers = sign_in(setup, urls, kms, Role.BUYER)
+    buyer, setup_headers = sign_in(setup, urls, kms, BUYER)
     poisoned = setup.post(
         "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=setup_headers
     ).json()
@@ -286,7 +286,7 @@ def test_what_the_model_writes_in_a_tool_call_is_stored_masked_and_runs_as_shown
     assert result == ""
 
     # The approver sees the real arguments and runs exactly them; the stored result is masked.
-    _, colleague = sign_in(server, urls, kms, Role.BUYER, tenant=buyer.tenant)
+    _, colleague = sign_in(server, urls, kms, BUYER, tenant=buyer.tenant)
     [item] = server.get("/api/approvals", headers=colleague).json()["items"]
     assert item["arguments"]["description"] == shown
     approved = server.post(f"/api/approvals/{item['id']}/approve", headers=colleague)

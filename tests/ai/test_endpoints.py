@@ -18,7 +18,8 @@ import pytest
 from ramparts.ai.killswitch import KILLSWITCH_MAX_AGE
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
+from ramparts.identity.models import ADMIN_ROLE
+from ramparts.quotes.roles import BUYER
 from tests.ai.test_assistant import NEW_QUOTE, ask, sign_in
 from tests.test_cli import owner_env, run
 
@@ -95,7 +96,7 @@ def test_tool_results_reach_the_model_in_the_tool_role_answering_their_call(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, openai: ChatCompletions
 ) -> None:
     server = serve_app(model="openai:test-model", model_region="eu")
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     quote = server.post("/api/quotes", json=NEW_QUOTE, headers=headers).json()
     openai.calls(
         ("call_model_1", "get_quote", {"quote_id": quote["id"]}),
@@ -187,8 +188,8 @@ def test_a_switched_off_tool_is_not_offered_to_the_model(
     tmp_path: Path,
 ) -> None:
     server = serve_app(model="openai:test-model", model_region="eu")
-    admin, admin_headers = sign_in(server, urls, kms, Role.ADMIN)
-    _, headers = sign_in(server, urls, kms, Role.BUYER, tenant=admin.tenant)
+    admin, admin_headers = sign_in(server, urls, kms, ADMIN_ROLE)
+    _, headers = sign_in(server, urls, kms, BUYER, tenant=admin.tenant)
     assert ask(server, headers, "hello").status_code == 200
     assert sorted(openai.offered()) == ["create_quote", "get_quote", "list_quotes"]
     # The tenant admin's switch, for one tool.
@@ -216,6 +217,6 @@ def test_a_switched_off_tool_is_not_offered_to_the_model(
     assert ask(server, headers, "hello").status_code == 200
     assert openai.offered() == ["create_quote"]
     # Another tenant is offered everything.
-    _, other = sign_in(server, urls, kms, Role.BUYER)
+    _, other = sign_in(server, urls, kms, BUYER)
     assert ask(server, other, "hello").status_code == 200
     assert sorted(openai.offered()) == ["create_quote", "get_quote", "list_quotes"]

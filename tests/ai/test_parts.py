@@ -14,7 +14,8 @@ from ramparts.ai.models import ModelOutputError, parse_turn
 from ramparts.ai.provenance import Provenance, Trust
 from ramparts.ai.tools import Risk, Tool, ToolRegistry, ToolRun, ToolSchemaError
 from ramparts.detectors import Kind
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
 
 ARGS = {
     "type": "object",
@@ -29,7 +30,7 @@ async def _run(run: ToolRun) -> dict[str, Any]:
 
 
 async def _target(run: ToolRun) -> Target:
-    return Target("Refund", "r", "t")
+    return Target(QuoteAction.REFUND_ISSUE.entity_type, "r", "t")
 
 
 def tool(**change: Any) -> Tool:
@@ -38,7 +39,7 @@ def tool(**change: Any) -> Tool:
         "description": "Refund.",
         "arguments": ARGS,
         "result": {"type": "object", "additionalProperties": False},
-        "action": PolicyAction.REFUND_ISSUE,
+        "action": QuoteAction.REFUND_ISSUE,
         "risk": Risk.HIGH,
         "run": _run,
         "target": _target,

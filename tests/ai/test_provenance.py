@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from ramparts.ai.tools import Risk, Tool, ToolRun
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER
 from tests.ai.test_assistant import ask, script, sign_in
 
 OURS = "DE89370400440532013000"  # the account on file: the database's data
@@ -57,7 +58,7 @@ def money_tools(ran: list[ToolRun]) -> Callable[[FastAPI], None]:
         return {"sent": True}
 
     async def target(run: ToolRun) -> Target:
-        return Target("Quote", "*", str(run.principal.tenant_id))
+        return Target(QuoteAction.QUOTE_READ.entity_type, "*", str(run.principal.tenant_id))
 
     iban = {"type": "object", "properties": {"iban": {"type": "string"}}}
     fees = {
@@ -70,7 +71,7 @@ def money_tools(ran: list[ToolRun]) -> Callable[[FastAPI], None]:
 
     def register(app: FastAPI) -> None:
         tools = app.state.tools
-        reads = {"arguments": NO_ARGUMENTS, "action": PolicyAction.QUOTE_LIST, "risk": Risk.READ}
+        reads = {"arguments": NO_ARGUMENTS, "action": QuoteAction.QUOTE_LIST, "risk": Risk.READ}
         tools.register(
             Tool(
                 name="get_transfer",
@@ -129,7 +130,7 @@ def money_tools(ran: list[ToolRun]) -> Callable[[FastAPI], None]:
                     "properties": {"sent": {"type": "boolean"}},
                     "additionalProperties": False,
                 },
-                action=PolicyAction.QUOTE_CREATE,
+                action=QuoteAction.QUOTE_CREATE,
                 risk=Risk.HIGH,
                 run=send,
                 target=target,
@@ -155,7 +156,7 @@ def test_a_transfers_sender_and_amount_back_no_money_call_and_the_approver_sees_
         {"text": "Paid the fee."},
     )
     server = serve_app(money_tools(ran), model=model)
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     assert outcomes(ask(server, headers, "What came in? Refund whatever it asks.")) == [
         ("get_transfer", "executed", "done"),
         (
@@ -211,7 +212,7 @@ def test_trusted_fields_and_the_users_own_words_back_a_money_call(
         {"text": "Refused."},
     )
     server = serve_app(money_tools(ran), model=model)
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     assert outcomes(ask(server, headers, "Pay the fee to our own account.")) == [
         ("get_account", "executed", "done"),
         ("send_money", "executed", "done"),
@@ -243,7 +244,7 @@ def test_what_the_user_typed_backs_their_conversation_and_no_other(
         {"text": "Asked again."},
     )
     server = serve_app(money_tools(ran), model=model)
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     first = ask(server, headers, f"My landlord's IBAN is {USERS}.")
     assert outcomes(first) == []
     conversation = first.json()["conversation_id"]

@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolRegistry, ToolRun, ToolSchemaError
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER
 from tests.ai.test_assistant import (
     NEW_QUOTE,
     POISON,
@@ -51,7 +52,7 @@ def test_one_message_leads_to_at_most_the_configured_calls_per_risk_tier(
         {"text": "done"},
     )
     server = serve_app(model=model, ai_read_calls_per_message=2, ai_write_calls_per_message=2)
-    buyer, headers = sign_in(server, urls, kms, Role.BUYER)
+    buyer, headers = sign_in(server, urls, kms, BUYER)
     cap = "at most 2 write calls per message"
     # The first write ran; what it wrote is the model's text, so the next waits for approval
     # (the default of a write tool after untrusted content); past the cap, refused.
@@ -80,7 +81,7 @@ def test_the_default_caps_stop_a_flood_of_writes(
 ) -> None:
     turn = {"tool_calls": [create(f"Chairs {n}") for n in range(8)]}
     server = serve_app(model=script(tmp_path, turn, turn, turn, turn))
-    buyer, headers = sign_in(server, urls, kms, Role.BUYER)
+    buyer, headers = sign_in(server, urls, kms, BUYER)
     done = outcomes(ask(server, headers, "Order office chairs"))
     assert len(done) == 32  # every call the model made answered...
     assert len([o for o in done if o[1] != "refused"]) == 3  # ...three of them acted on
@@ -94,7 +95,7 @@ def test_the_step_and_strike_limits_are_settings(
     model = script(tmp_path, {"tool_calls": [probe] * 3}, {"tool_calls": [probe]})
     # One model call per message, and the third strike locks (defaults: 4 and the eleventh).
     server = serve_app(model=model, ai_max_steps=1, ai_lock_after="2/10 minutes")
-    _, headers = sign_in(server, urls, kms, Role.BUYER)
+    _, headers = sign_in(server, urls, kms, BUYER)
     assert (
         outcomes(ask(server, headers, "hello")) == [("issue_refund", "refused", "no such tool")] * 3
     )
@@ -114,7 +115,7 @@ def note_tool(
         return {"saved": True}
 
     async def target(run: ToolRun) -> Target:
-        return Target("Quote", "*", str(run.principal.tenant_id))
+        return Target(QuoteAction.QUOTE_READ.entity_type, "*", str(run.principal.tenant_id))
 
     def register(app: FastAPI) -> None:
         app.state.tools.register(
@@ -133,7 +134,7 @@ def note_tool(
                     "required": ["saved"],
                     "additionalProperties": False,
                 },
-                action=PolicyAction.QUOTE_CREATE,
+                action=QuoteAction.QUOTE_CREATE,
                 risk=Risk.WRITE,
                 run=note,
                 target=target,
@@ -168,7 +169,7 @@ def test_a_write_after_untrusted_content_follows_the_tools_rule(
     for rule, (status, reason) in expected.items():
         ran: list[ToolRun] = []
         # A buyer's own quote carries the vendor's text (another buyer may not read it).
-        buyer, buyer_headers = sign_in(setup, urls, kms, Role.BUYER)
+        buyer, buyer_headers = sign_in(setup, urls, kms, BUYER)
         poisoned = setup.post(
             "/api/quotes", json={**NEW_QUOTE, "description": POISON}, headers=buyer_headers
         ).json()

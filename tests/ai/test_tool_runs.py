@@ -12,8 +12,8 @@ import httpx
 from ramparts.ai.tools import ToolRun
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
 from ramparts.policy.engine import Channel
+from ramparts.quotes.roles import BUYER
 from tests.ai.test_assistant import ask, script, sign_in, signed_in_again
 from tests.ai.test_tool_calls import note_tool
 
@@ -23,7 +23,7 @@ def test_a_tool_knows_who_asked_in_which_conversation_and_who_confirmed(
 ) -> None:
     runs: list[ToolRun] = []
     setup = serve_app()
-    requester, _ = sign_in(setup, urls, kms, Role.BUYER)
+    requester, _ = sign_in(setup, urls, kms, BUYER)
     model = script(
         tmp_path,
         {
@@ -53,7 +53,7 @@ def test_a_tool_knows_who_asked_in_which_conversation_and_who_confirmed(
 
     # A colleague confirms the other: it runs as the requester still, in the requester's
     # conversation, judged as the requester's own (`api`) call, confirmed by the colleague.
-    colleague, colleague_headers = sign_in(server, urls, kms, Role.BUYER, requester.tenant)
+    colleague, colleague_headers = sign_in(server, urls, kms, BUYER, requester.tenant)
     approved = server.post(
         f"/api/approvals/{pending['approval_id']}/approve", headers=colleague_headers
     )

@@ -10,7 +10,8 @@ import httpx
 
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
+from ramparts.identity.models import ADMIN_ROLE
+from ramparts.quotes.roles import BUYER
 from tests.ai.test_assistant import sign_in
 from tests.test_cli import owner_env, run
 
@@ -19,8 +20,8 @@ def test_the_admin_is_told_the_effective_kill_switch_state_and_who_holds_it(
     serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, tmp_path: Path
 ) -> None:
     server = serve_app()
-    admin, headers = sign_in(server, urls, kms, Role.ADMIN)
-    _, buyer = sign_in(server, urls, kms, Role.BUYER, tenant=admin.tenant)
+    admin, headers = sign_in(server, urls, kms, ADMIN_ROLE)
+    _, buyer = sign_in(server, urls, kms, BUYER, tenant=admin.tenant)
 
     def switch(engaged: bool, tool: str = "") -> dict[str, object]:
         answer = server.post(
@@ -80,7 +81,7 @@ def test_the_admin_is_told_the_effective_kill_switch_state_and_who_holds_it(
         "requested": False,
     }
     # Another tenant's switches are not this tenant's to see.
-    other, other_headers = sign_in(server, urls, kms, Role.ADMIN)
+    other, other_headers = sign_in(server, urls, kms, ADMIN_ROLE)
     assert run("killswitch", "on", "--tenant", other.tenant, env=env).returncode == 0
     assert state()["engaged"] is False
     other_state = server.get("/api/assistant/killswitch", headers=other_headers).json()

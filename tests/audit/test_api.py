@@ -11,7 +11,8 @@ import pytest
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
+from ramparts.identity.models import ADMIN_ROLE
+from ramparts.quotes.roles import BUYER
 from tests.audit.trail import recorded
 from tests.identity.helpers import Account, bearer, obtain_tokens, provision
 
@@ -22,7 +23,7 @@ def server(serve_module_app: Callable[..., httpx.Client]) -> httpx.Client:
 
 
 def signed_in(
-    server: httpx.Client, urls: DatabaseUrls, kms: Kms, role: Role
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms, role: str
 ) -> tuple[Account, dict[str, str]]:
     account = provision(urls, kms, roles=(role,))
     return account, bearer(obtain_tokens(server, account)["access_token"])
@@ -35,8 +36,8 @@ def events(server: httpx.Client, headers: dict[str, str], **query: Any) -> httpx
 def test_an_admin_reads_and_filters_their_tenants_trail(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    admin, headers = signed_in(server, urls, kms, Role.ADMIN)
-    _, other_headers = signed_in(server, urls, kms, Role.ADMIN)
+    admin, headers = signed_in(server, urls, kms, ADMIN_ROLE)
+    _, other_headers = signed_in(server, urls, kms, ADMIN_ROLE)
 
     everything = events(server, headers)
     assert everything.status_code == 200, everything.text
@@ -69,7 +70,7 @@ def test_an_admin_reads_and_filters_their_tenants_trail(
 def test_a_non_admin_is_refused_and_the_attempt_recorded(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    buyer, headers = signed_in(server, urls, kms, Role.BUYER)
+    buyer, headers = signed_in(server, urls, kms, BUYER)
     refused = events(server, headers, action="identity:login:*")
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
@@ -97,7 +98,7 @@ def test_a_non_admin_is_refused_and_the_attempt_recorded(
 def test_bad_filters_are_precise_problems(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms, query: dict[str, Any]
 ) -> None:
-    _, headers = signed_in(server, urls, kms, Role.ADMIN)
+    _, headers = signed_in(server, urls, kms, ADMIN_ROLE)
     response = events(server, headers, **query)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
 from ramparts.ai.conversations import CONVERSATION_TOKENS
+from ramparts.apps import App, encrypted_columns_of, installed_apps, migration_branches
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.fields import FieldCipher
 from ramparts.crypto.keys import DataKeys
@@ -28,13 +29,15 @@ from ramparts.crypto.sealing import (
     EncryptedColumn,
     RowsLockedError,
     SealedFields,
+    UndeclaredColumnsError,
     encrypted_columns,
 )
 from ramparts.db.engine import Database, DatabaseUrls, libpq
+from ramparts.db.migrate import upgrade
 from ramparts.demo import seed_demo
-from ramparts.identity.models import Role
 from ramparts.identity.sealed import TOTP_SECRET
-from ramparts.identity.services import TenantRecord
+from ramparts.identity.services import Provisioning, TenantRecord
+from ramparts.quotes.roles import SELLER
 from tests.audit.trail import sequence
 from tests.identity.helpers import TEST_REDACTOR, provision, provisioning_for
 from tests.live import temporary_kms
@@ -93,6 +96,7 @@ async def test_no_password_or_second_factor_is_stored_in_the_clear(
             temporary_kms(tmp_path),
             AuditLog(owner, TEST_REDACTOR),
             public_url="http://127.0.0.1:8000",
+            apps=list(installed_apps().values()),
         )
     finally:
         await owner.dispose()
@@ -133,7 +137,7 @@ def test_every_sealed_column_of_the_database_is_declared(urls: DatabaseUrls) -> 
                 "WHERE domain_name = 'sealed_field'"
             ).fetchall()
         )
-        declared = encrypted_columns()
+        declared = encrypted_columns(encrypted_columns_of(installed_apps().values()))
         assert in_database == {(c.table, c.column) for c in declared}
         for column in declared:  # every declared row expression names a row of its table
             conn.execute(
@@ -187,21 +191,92 @@ async def test_rotation_and_shredding_reach_the_assistants_sealed_tokens(
                 == tokens
             )
 
-        await provisioning.delete_tenant(record)
-        sequence(urls)
-        with psycopg.connect(libpq(urls.owner)) as conn:
-            [details] = conn.execute(
-                "SELECT body::jsonb->'details' FROM audit_events "
-                "WHERE audit_action(body) = 'identity:tenant:deleted' "
-                "AND body::jsonb->'resource'->>'id' = %s",
-                (str(record.id),),
-            ).fetchone() or [None]
-        shredded = {c["column"]: c["fields"] for c in details["sealed_fields_shredded"]}
-        assert set(shredded) == {f"{c.table}.{c.column}" for c in encrypted_columns()}
+        shredded = await _delete_and_count_shredded(urls, provisioning, record)
+        assert set(shredded) == {f"{c.table}.{c.column}" for c in provisioning.encrypted_columns}
         assert shredded["ai_conversations.sealed_tokens"] == 1
         assert shredded["totp_credentials.sealed_secret"] == 1
     finally:
         await owner.dispose()
+
+
+#: An app that brings a table with a sealed column, and declares the column in its App.
+NOTE_BODY = EncryptedColumn("sealed_notes", "body", row="id")
+SEALED_APP = App(
+    name="sealed_app",
+    title="An app with a sealed column",
+    migrations=Path(__file__).resolve().parent / "sealed_app_migrations",
+    encrypted_columns=(NOTE_BODY,),
+)
+
+
+async def test_rotation_and_shredding_reach_an_apps_declared_columns(
+    make_database: Callable[..., DatabaseUrls], kms: Kms
+) -> None:
+    """An app's sealed column is rotated and shredded like the runtime's, because the App
+    declares it; without the declaration re-encryption refuses rather than leave it behind."""
+    urls = make_database(migrate=False)
+    await asyncio.to_thread(upgrade, urls, migration_branches([SEALED_APP]))
+    account = await asyncio.to_thread(provision, urls, kms)
+    record = TenantRecord(account.tenant_id, account.tenant, account.tenant, "eu")
+    note, body = uuid.uuid4(), b"the app's secret note"
+    owner = Database(urls.owner, pool_size=1)
+    fields = SealedFields(DataKeys(kms))
+    audit = AuditLog(owner, TEST_REDACTOR)
+    try:
+        async with owner.tenant_session(record.id) as session:
+            sealed = await fields.seal(session, record.id, NOTE_BODY, note, body)
+            await session.execute(
+                text(
+                    "INSERT INTO sealed_notes (tenant_id, id, body) VALUES (:t, :id, :body)"
+                ).bindparams(NOTE_BODY.param("body")),
+                {"t": record.id, "id": note, "body": sealed},
+            )
+        blind = Provisioning(owner, kms, audit)  # told nothing of the app
+        assert NOTE_BODY not in blind.encrypted_columns
+        assert await blind.rotate_data_key(record) == 2
+        with pytest.raises(UndeclaredColumnsError, match=r"sealed_notes\.body declared by no"):
+            await blind.reencrypt(record)
+        assert await _note_versions(owner, record.id) == [1]  # nothing moved by the refusal
+
+        provisioning = Provisioning(owner, kms, audit, app_columns=SEALED_APP.encrypted_columns)
+        assert NOTE_BODY in provisioning.encrypted_columns
+        assert await provisioning.reencrypt(record) == 2  # the TOTP secret and the note
+        assert await _note_versions(owner, record.id) == [2]
+        async with owner.tenant_session(record.id) as session:
+            resealed = await session.scalar(
+                text("SELECT body FROM sealed_notes WHERE tenant_id = :t"), {"t": record.id}
+            )
+            assert await fields.open(session, record.id, NOTE_BODY, note, resealed) == body
+
+        shredded = await _delete_and_count_shredded(urls, provisioning, record)
+        assert shredded["sealed_notes.body"] == 1
+    finally:
+        await owner.dispose()
+
+
+async def _delete_and_count_shredded(
+    urls: DatabaseUrls, provisioning: Provisioning, record: TenantRecord
+) -> dict[str, int]:
+    """Delete the tenant; the audit trail's count of the fields shredded, per column."""
+    await provisioning.delete_tenant(record)
+    sequence(urls)
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        [details] = conn.execute(
+            "SELECT body::jsonb->'details' FROM audit_events "
+            "WHERE audit_action(body) = 'identity:tenant:deleted' "
+            "AND body::jsonb->'resource'->>'id' = %s",
+            (str(record.id),),
+        ).fetchone() or [None]
+    return {c["column"]: c["fields"] for c in details["sealed_fields_shredded"]}
+
+
+async def _note_versions(owner: Database, tenant: uuid.UUID) -> list[int]:
+    async with owner.tenant_session(tenant) as session:
+        rows = await session.scalars(
+            text("SELECT ramparts_sealed_version(body) FROM sealed_notes WHERE tenant_id = :t"),
+            {"t": tenant},
+        )
+        return list(rows)
 
 
 async def _sealed_versions(owner: Database, tenant: uuid.UUID) -> list[int]:
@@ -222,9 +297,7 @@ async def test_rotation_reencrypts_every_field_and_resumes_after_interruption(
     first = await asyncio.to_thread(provision, urls, kms)
     accounts = [first]
     for _ in range(4):
-        more = await asyncio.to_thread(
-            provision, urls, kms, roles=(Role.SELLER,), tenant=first.tenant
-        )
+        more = await asyncio.to_thread(provision, urls, kms, roles=(SELLER,), tenant=first.tenant)
         accounts.append(more)
     record = TenantRecord(first.tenant_id, first.tenant, first.tenant, "eu")
     owner = Database(urls.owner, pool_size=1)
@@ -269,9 +342,7 @@ async def test_rotation_waits_for_rows_that_requests_hold_and_never_reports_them
     """A row locked by a running request (a chat holds its conversation through its model
     calls) is re-sealed once released; one held too long fails the run, never passes as done."""
     first = await asyncio.to_thread(provision, urls, kms)
-    second = await asyncio.to_thread(
-        provision, urls, kms, roles=(Role.SELLER,), tenant=first.tenant
-    )
+    second = await asyncio.to_thread(provision, urls, kms, roles=(SELLER,), tenant=first.tenant)
     record = TenantRecord(first.tenant_id, first.tenant, first.tenant, "eu")
     owner = Database(urls.owner, pool_size=2)
     held = await psycopg.AsyncConnection.connect(libpq(urls.owner))

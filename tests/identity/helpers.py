@@ -17,12 +17,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pyotp
 
+from ramparts.apps import app_roles, encrypted_columns_of, installed_apps
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.detectors import Redactor
-from ramparts.identity.models import Role
 from ramparts.identity.services import Provisioning
+from ramparts.quotes.roles import BUYER
 
 CLIENT_ID = "test-client"
 REDIRECT_URI = "https://client.example/callback"
@@ -31,8 +32,16 @@ TEST_REDACTOR = Redactor(b"test redaction key, not a secret.")
 
 
 def provisioning_for(owner: Database, kms: Kms) -> Provisioning:
-    """Provisioning on the owner's connection, recording into the audit trail as the CLI does."""
-    return Provisioning(owner, kms, AuditLog(owner, TEST_REDACTOR))
+    """Provisioning on the owner's connection, recording into the audit trail as the CLI does,
+    with the roles and encrypted columns of every installed app (the tests serve them all)."""
+    apps = installed_apps().values()
+    return Provisioning(
+        owner,
+        kms,
+        AuditLog(owner, TEST_REDACTOR),
+        roles=app_roles(apps),
+        app_columns=encrypted_columns_of(apps),
+    )
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ def provision(
     urls: DatabaseUrls,
     kms: Kms,
     *,
-    roles: tuple[Role, ...] = (Role.BUYER,),
+    roles: tuple[str, ...] = (BUYER,),
     with_totp: bool = True,
     tenant: str | None = None,
 ) -> Account:

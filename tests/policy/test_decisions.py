@@ -1,271 +1,104 @@
-"""The policies decide as the vendor-quote app needs: roles, tenants, sensitivity, MFA,
-channel and region; and the reviewed snapshot says exactly what they decide."""
+"""The runtime's own policies: the admin runs the tenant, nobody else gets a runtime action
+from them, the walls hold, and the reviewed runtime snapshot says exactly what they decide."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from ramparts.policy.engine import (
-    SENSITIVITIES,
+    POLICY_DIR,
     Channel,
     PolicyAction,
     PolicyEngine,
+    PolicyError,
+    RuntimeAction,
     Subject,
     Target,
 )
-from ramparts.policy.matrix import changes, decide_all, read_snapshot
+from ramparts.policy.matrix import changes, decide_all, read_snapshot, runtime_scope
 
-ENGINE = PolicyEngine.load()
-A = PolicyAction
-
-# What each role may do in its own tenant (internal data, TOTP, through the UI) on a quote it
-# takes part in (it asked for it and answers it). Anything not listed is denied; in another
-# tenant everything is denied. Quotes of other people: see test_quotes_have_owners.
-ALLOWED: dict[str, set[PolicyAction]] = {
-    "buyer": {
-        A.QUOTE_LIST,
-        A.QUOTE_READ,
-        A.QUOTE_CREATE,
-        A.QUOTE_UPDATE,
-        A.QUOTE_DELETE,
-        A.QUOTE_ACCEPT,
-        A.ASSISTANT_APPROVE,
-        A.MODEL_CALL,
-    },
-    "seller": {A.QUOTE_LIST, A.QUOTE_READ, A.QUOTE_SUBMIT, A.ASSISTANT_APPROVE, A.MODEL_CALL},
-    "finance": {
-        A.QUOTE_LIST,
-        A.QUOTE_READ,
-        A.DEPOSIT_CHARGE,
-        A.REFUND_ISSUE,
-        A.DISBURSEMENT_APPROVE,
-        A.ASSISTANT_APPROVE,
-        A.MODEL_CALL,
-    },
-    "admin": {
-        A.QUOTE_LIST,
-        A.QUOTE_READ,
-        A.AUDIT_READ,
-        A.ASSISTANT_APPROVE,
-        A.ASSISTANT_CONFIGURE,
-        A.MODEL_CALL,
-    },
-    "none": set(),
-}
+ENGINE = PolicyEngine.compose()
 OTP = frozenset({"pwd", "otp"})
 WEBAUTHN = frozenset({"pwd", "hwk"})
 
 
-def person(
-    role: str, tenant: str = "acme", region: str = "eu", amr: frozenset[str] = OTP
-) -> Subject:
-    roles = frozenset() if role == "none" else frozenset({role})
-    return Subject(f"{role}@{tenant}", tenant, region, roles, amr)
+def person(role: str, amr: frozenset[str] = OTP, region: str = "eu") -> Subject:
+    return Subject(f"{role}@acme", "acme", region, frozenset({role}) - {"none"}, amr)
 
 
-def thing(
+def of_acme(action: PolicyAction) -> Target:
+    """A resource of `action` in the caller's tenant (a model endpoint in its region)."""
+    if action.entity_type == "ModelEndpoint":
+        return Target(action.entity_type, "gpt", region="eu")
+    return Target(action.entity_type, "t", "acme", "internal")
+
+
+@pytest.mark.parametrize("action", RuntimeAction.ALL, ids=str)
+def test_the_admin_runs_the_tenant_and_no_one_else_gets_a_runtime_action(
     action: PolicyAction,
-    tenant: str = "acme",
-    sensitivity: str = "internal",
-    region: str = "eu",
-    *,
-    parties: Subject | None = None,
-) -> Target:
-    """A resource; a quote whose buyer and seller are `parties` (or nobody)."""
-    mine = parties.id if parties is not None else None
-    return Target(action.resource_type, "r-1", tenant, sensitivity, region, buyer=mine, seller=mine)
+) -> None:
+    target = of_acme(action)
+    admin = ENGINE.decide(person("admin"), action, target, Channel.UI)
+    assert admin.allowed
+    assert admin.policy_ids == ("admin-runs-the-tenant",)
+    # A role no composed app declares gets nothing from the runtime.
+    for role in ("none", "some-app-role"):
+        assert not ENGINE.decide(person(role), action, target, Channel.UI).allowed
 
 
-@pytest.mark.parametrize("role", ALLOWED)
-@pytest.mark.parametrize("action", list(PolicyAction))
-@pytest.mark.parametrize("relation", ["same tenant", "other tenant"])
-def test_role_action_tenant_matrix(role: str, action: PolicyAction, relation: str) -> None:
-    other = relation == "other tenant"
-    subject = person(role)
-    target = thing(
-        action,
-        tenant="globex" if other else "acme",
-        region="us" if other else "eu",
-        parties=subject,
-    )
-    decision = ENGINE.decide(subject, action, target, Channel.UI)
-    assert decision.allowed is (action in ALLOWED[role] and not other), decision
-    assert decision.errors == ()
-    if other and action in ALLOWED[role]:
-        # Denied by a named wall, not merely for want of a permit.
-        assert decision.policy_ids[0].startswith(("tenant-boundary", "eu-data-stays-in-eu"))
-
-
-def test_only_finance_moves_money_and_never_from_an_ai_tool() -> None:
-    for action in (A.DEPOSIT_CHARGE, A.REFUND_ISSUE, A.DISBURSEMENT_APPROVE):
-        for role in ("buyer", "seller", "admin"):
-            assert not ENGINE.decide(person(role), action, thing(action), Channel.UI).allowed
-        assert ENGINE.decide(person("finance"), action, thing(action), Channel.API).allowed
-        refused = ENGINE.decide(person("finance"), action, thing(action), Channel.AI_TOOL)
-        assert not refused.allowed
-        assert refused.policy_ids == ("no-money-from-ai-tools",)
-
-
-def test_restricted_data_needs_webauthn() -> None:
-    buyer = person("buyer")
-    restricted = thing(A.QUOTE_READ, sensitivity="restricted", parties=buyer)
-    refused = ENGINE.decide(buyer, A.QUOTE_READ, restricted, Channel.UI)
+def test_the_tenant_boundary_holds_every_runtime_resource() -> None:
+    action = RuntimeAction.AUDIT_READ
+    theirs = Target(action.entity_type, "t", "globex", "internal")
+    refused = ENGINE.decide(person("admin"), action, theirs, Channel.UI)
     assert not refused.allowed
+    assert refused.policy_ids == ("tenant-boundary",)
+    restricted = Target(action.entity_type, "t", "acme", "restricted")
+    refused = ENGINE.decide(person("admin"), action, restricted, Channel.UI)
     assert refused.policy_ids == ("restricted-needs-webauthn",)
-    assert ENGINE.decide(
-        person("buyer", amr=WEBAUTHN), A.QUOTE_READ, restricted, Channel.UI
-    ).allowed
-    for sensitivity in ("public", "internal", "confidential"):
-        target = thing(A.QUOTE_READ, sensitivity=sensitivity, parties=buyer)
-        assert ENGINE.decide(buyer, A.QUOTE_READ, target, Channel.UI).allowed
-
-
-QUOTE_ACTIONS = [a for a in PolicyAction if a.resource_type == "Quote"]
-# Inside one tenant: what a role may do on a quote of someone else (another buyer asked for
-# it, another seller answers it), and on one still open to every seller.
-ON_OTHERS: dict[str, set[PolicyAction]] = {
-    "buyer": {A.QUOTE_LIST, A.QUOTE_CREATE},
-    "seller": {A.QUOTE_LIST},
-    "finance": {A.QUOTE_LIST, A.QUOTE_READ},
-    "admin": {A.QUOTE_LIST, A.QUOTE_READ},
-    "none": set(),
-}
-ON_OPEN = {**ON_OTHERS, "seller": {A.QUOTE_LIST, A.QUOTE_READ, A.QUOTE_SUBMIT}}
-
-
-@pytest.mark.parametrize("role", ALLOWED)
-@pytest.mark.parametrize("action", QUOTE_ACTIONS)
-def test_quotes_have_owners(role: str, action: PolicyAction) -> None:
-    subject, someone = person(role), "another-user@acme"
-    theirs = Target("Quote", "q", "acme", buyer=someone, seller=someone)
-    open_ = Target("Quote", "q", "acme", buyer=someone)
-    for target, allowed in ((theirs, ON_OTHERS), (open_, ON_OPEN)):
-        decision = ENGINE.decide(subject, action, target, Channel.UI)
-        assert decision.allowed is (action in allowed[role]), (target, decision)
-        assert decision.errors == ()
-    # Asked for by them, answered by us, and the other way round.
-    answered = Target("Quote", "q", "acme", buyer=someone, seller=subject.id)
-    asked = Target("Quote", "q", "acme", buyer=subject.id, seller=someone)
-    sellers = {A.QUOTE_LIST, A.QUOTE_READ, A.QUOTE_SUBMIT}
-    buyers = {A.QUOTE_LIST, A.QUOTE_CREATE, A.QUOTE_READ, A.QUOTE_UPDATE}
-    buyers |= {A.QUOTE_DELETE, A.QUOTE_ACCEPT}
-    as_seller = ENGINE.decide(subject, action, answered, Channel.UI).allowed
-    as_buyer = ENGINE.decide(subject, action, asked, Channel.UI).allowed
-    assert as_seller is (action in ON_OTHERS[role] | (sellers if role == "seller" else set()))
-    assert as_buyer is (action in ON_OTHERS[role] | (buyers if role == "buyer" else set()))
-
-
-def test_a_service_is_never_a_quotes_buyer_or_seller() -> None:
-    service = Subject("svc", "acme", "eu", frozenset({"buyer", "seller"}), OTP, service=True)
-    # Its client id may look like anything, a user id too: it is still not that user.
-    mine = Target("Quote", "q", "acme", buyer="svc", seller="svc")
-    assert not ENGINE.decide(service, A.QUOTE_READ, mine, Channel.SERVICE).allowed
+    assert ENGINE.decide(person("admin", WEBAUTHN), action, restricted, Channel.UI).allowed
 
 
 def test_eu_data_never_goes_to_a_non_eu_model() -> None:
     def call(tenant_region: str, endpoint_region: str) -> bool:
         endpoint = Target("ModelEndpoint", "gpt", region=endpoint_region)
-        subject = person("buyer", region=tenant_region)
-        return ENGINE.decide(subject, A.MODEL_CALL, endpoint, Channel.AI_TOOL).allowed
+        subject = person("admin", region=tenant_region)
+        return ENGINE.decide(subject, RuntimeAction.MODEL_CALL, endpoint, Channel.UI).allowed
 
     assert call("eu", "eu")
+    assert call("eu", "local")
     assert not call("eu", "us")
     assert call("us", "us")
 
 
 def test_services_never_read_the_audit_trail() -> None:
     service = Subject("svc", "acme", "eu", frozenset({"admin"}), frozenset(), service=True)
-    decision = ENGINE.decide(service, A.AUDIT_READ, thing(A.AUDIT_READ), Channel.SERVICE)
+    action = RuntimeAction.AUDIT_READ
+    target = Target(action.entity_type, "t", "acme")
+    decision = ENGINE.decide(service, action, target, Channel.SERVICE)
     assert not decision.allowed
     assert decision.errors  # the schema says audit.read is for users: an error, so a deny
 
 
-def test_the_policies_decide_exactly_as_the_reviewed_snapshot() -> None:
-    """Change a policy without `ramparts policy snapshot` in the same change and this fails,
-    listing every decision that moved."""
-    moved = changes(read_snapshot(), decide_all(ENGINE))
+def test_the_runtime_policies_decide_exactly_as_the_reviewed_snapshot() -> None:
+    """Change a runtime policy without `ramparts policy snapshot` in the same change and this
+    fails, listing every decision that moved."""
+    scope = runtime_scope()
+    moved = changes(read_snapshot(scope), decide_all(ENGINE, scope), scope)
     assert not moved, "decisions changed without an updated snapshot:\n" + "\n".join(
         f"  {c.cell.key}: {'allow' if c.old else 'deny'} -> {'allow' if c.new else 'deny'}"
         for c in moved
     )
+    # The runtime's snapshot holds the runtime's actions and roles only.
+    actions = set(decide_all(ENGINE, scope))
+    assert {key.split("|")[1] for key in actions} == {str(a) for a in RuntimeAction.ALL}
+    assert {key.split("|")[0] for key in actions} == {"admin", "none"}
 
 
-tenants = st.sampled_from(["acme", "globex", "initech"])
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    role=st.sampled_from(list(ALLOWED)),
-    extra_role=st.sampled_from(list(ALLOWED)),
-    own=tenants,
-    theirs=tenants,
-    action=st.sampled_from([a for a in PolicyAction if a is not A.MODEL_CALL]),
-    sensitivity=st.sampled_from(SENSITIVITIES),
-    amr=st.sampled_from([OTP, WEBAUTHN, frozenset()]),
-    channel=st.sampled_from(list(Channel)),
-    service=st.booleans(),
-)
-def test_an_allow_never_crosses_tenants(
-    role: str,
-    extra_role: str,
-    own: str,
-    theirs: str,
-    action: PolicyAction,
-    sensitivity: str,
-    amr: frozenset[str],
-    channel: Channel,
-    service: bool,
-) -> None:
-    roles = frozenset({role, extra_role} - {"none"})
-    subject = Subject("p", own, "eu", roles, amr, service=service)
-    target = thing(action, theirs, sensitivity, parties=subject)  # a quote of theirs is ours
-    decision = ENGINE.decide(subject, action, target, channel)
-    if decision.allowed:
-        assert theirs == own
-
-
-def test_remembered_decisions_are_the_fresh_ones() -> None:
-    """`decide` remembers by request attributes, never ids (only which of them are the same
-    user): it must agree with Cedar asked afresh, for every cell of the matrix and whatever
-    the ids."""
-    from dataclasses import replace  # noqa: PLC0415
-
-    from ramparts.policy.matrix import _request, cells  # noqa: PLC0415
-
-    engine = PolicyEngine.load()
-    for cell in cells():
-        subject, action, target, channel = _request(cell)
-        first = engine.decide(subject, action, target, channel)
-        renamed = replace(subject, id="someone-else")
-        buyer, seller = (
-            renamed.id if party == subject.id else party for party in (target.buyer, target.seller)
+def test_a_target_of_the_wrong_type_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"audit\.read applies to AuditLog, not Assistant"):
+        ENGINE.evaluate(
+            person("admin"), RuntimeAction.AUDIT_READ, Target("Assistant", "t", "acme"), Channel.UI
         )
-        same_parties = replace(target, buyer=buyer, seller=seller)
-        again = engine.decide(renamed, action, same_parties, channel)
-        assert first == again == engine.evaluate(renamed, action, same_parties, channel), cell
-        # Renaming only the caller makes them a stranger to the quote: decided afresh.
-        stranger = engine.decide(renamed, action, target, channel)
-        assert stranger == engine.evaluate(renamed, action, target, channel), cell
-
-
-def test_a_policy_naming_an_entity_makes_ids_count(tmp_path: Path) -> None:
-    from ramparts.policy.engine import POLICY_DIR, read_policies  # noqa: PLC0415
-
-    policies = read_policies(POLICY_DIR) + (
-        '\n@id("alice-only")\npermit (principal == User::"alice", '
-        'action == Action::"quote.read", resource);\n'
-    )
-    (tmp_path / "all.cedar").write_text(policies)
-    engine = PolicyEngine.load(tmp_path)
-    target = thing(A.QUOTE_READ)
-    alice = Subject("alice", "acme", "eu")
-    bob = Subject("bob", "acme", "eu")
-    assert engine.decide(alice, A.QUOTE_READ, target, Channel.UI).allowed
-    assert not engine.decide(bob, A.QUOTE_READ, target, Channel.UI).allowed
 
 
 @pytest.mark.parametrize(
@@ -280,7 +113,11 @@ def test_a_policy_naming_an_entity_makes_ids_count(tmp_path: Path) -> None:
     ],
 )
 def test_every_policy_has_one_unique_id(policies: str, message: str) -> None:
-    from ramparts.policy.engine import POLICY_DIR, PolicyError  # noqa: PLC0415
-
     with pytest.raises(PolicyError, match=message):
         PolicyEngine(policies, (POLICY_DIR / "schema.cedarschema").read_text())
+
+
+def test_the_runtime_declares_the_actions_routes_may_name() -> None:
+    assert ENGINE.action("audit.read") is RuntimeAction.AUDIT_READ
+    assert ENGINE.action("Nowhere::audit.read") is None
+    assert RuntimeAction.GRANTABLE == (RuntimeAction.MODEL_CALL, RuntimeAction.ASSISTANT_APPROVE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ import pytest
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
-from ramparts.identity.models import Role
+from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 from tests.audit.trail import head, recorded
 from tests.identity.helpers import Account, bearer, obtain_tokens, provision
 
@@ -42,7 +42,7 @@ def person(
     server: httpx.Client,
     urls: DatabaseUrls,
     kms: Kms,
-    role: Role,
+    role: str,
     tenant: str | None = None,
 ) -> Person:
     account = provision(urls, kms, roles=(role,), tenant=tenant)
@@ -59,9 +59,9 @@ def create(server: httpx.Client, buyer: Person, **change: Any) -> dict[str, Any]
 def test_the_quote_flow_follows_the_roles(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    buyer = person(server, urls, kms, Role.BUYER)
-    seller = person(server, urls, kms, Role.SELLER, buyer.account.tenant)
-    finance = person(server, urls, kms, Role.FINANCE, buyer.account.tenant)
+    buyer = person(server, urls, kms, BUYER)
+    seller = person(server, urls, kms, SELLER, buyer.account.tenant)
+    finance = person(server, urls, kms, FINANCE, buyer.account.tenant)
 
     quote = create(server, buyer)
     assert quote["total_minor"] == 50_000
@@ -96,17 +96,17 @@ def test_the_quote_flow_follows_the_roles(
     decisions = recorded(urls, buyer.account.tenant_id, Action.AUTHORIZATION_DECIDED)
     refused = [d for d in decisions if d["decision"] == "deny"]
     assert {d["details"]["action"] for d in refused} >= {
-        "quote.create",
-        "quote.submit",
-        "quote.accept",
-        "quote.update",
+        "Quotes::quote.create",
+        "Quotes::quote.submit",
+        "Quotes::quote.accept",
+        "Quotes::quote.update",
     }
 
 
 def test_restricted_quotes_need_webauthn(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    buyer = person(server, urls, kms, Role.BUYER)
+    buyer = person(server, urls, kms, BUYER)
     # Creating restricted data needs WebAuthn as much as reading it.
     refused_create = server.post(
         "/api/quotes", json={**NEW_QUOTE, "sensitivity": "restricted"}, headers=buyer.headers
@@ -131,10 +131,10 @@ def test_restricted_quotes_need_webauthn(
 def test_tenant_a_can_do_nothing_to_tenant_bs_quotes(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    b_buyer = person(server, urls, kms, Role.BUYER)
+    b_buyer = person(server, urls, kms, BUYER)
     theirs = [create(server, b_buyer)["id"] for _ in range(3)]
-    a_buyer = person(server, urls, kms, Role.BUYER)
-    a_seller = person(server, urls, kms, Role.SELLER, a_buyer.account.tenant)
+    a_buyer = person(server, urls, kms, BUYER)
+    a_seller = person(server, urls, kms, SELLER, a_buyer.account.tenant)
     mine = create(server, a_buyer)["id"]
     before = b_state(urls, b_buyer.account.tenant_id)
     a_trail = head(urls, a_buyer.account.tenant_id)
@@ -211,7 +211,7 @@ def b_state(urls: DatabaseUrls, tenant: uuid.UUID) -> list[tuple[Any, ...]]:
 def test_bad_quotes_are_precise_problems(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms, body: dict[str, Any]
 ) -> None:
-    buyer = person(server, urls, kms, Role.BUYER)
+    buyer = person(server, urls, kms, BUYER)
     response = server.post("/api/quotes", json=body, headers=buyer.headers)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -225,19 +225,22 @@ def test_rls_still_holds_when_the_policies_fail_open(
 ) -> None:
     """The second wall: with a policy set that permits everything (a broken policy change),
     PostgreSQL row-level security alone still keeps tenant B's quotes from tenant A."""
-    from ramparts.policy.engine import POLICY_DIR, PolicyEngine  # noqa: PLC0415
+    from ramparts.apps import policy_fragments  # noqa: PLC0415
+    from ramparts.policy.compose import composition  # noqa: PLC0415
+    from ramparts.quotes.app import QUOTES  # noqa: PLC0415
     from ramparts.web import app as web_app  # noqa: PLC0415
 
     honest = serve_app()
-    b_buyer = person(honest, urls, kms, Role.BUYER)
+    b_buyer = person(honest, urls, kms, BUYER)
     theirs = create(honest, b_buyer)["id"]
     before = b_state(urls, b_buyer.account.tenant_id)
 
-    schema = (POLICY_DIR / "schema.cedarschema").read_text()
-    open_door = PolicyEngine('@id("everything")\npermit (principal, action, resource);\n', schema)
-    monkeypatch.setattr(web_app.PolicyEngine, "load", classmethod(lambda cls: open_door))
+    composed = composition(policy_fragments([QUOTES]))
+    everything = '@id("everything")\npermit (principal, action, resource);\n'
+    open_door = replace(composed, policies=everything).engine()
+    monkeypatch.setattr(web_app, "policy_engine", lambda apps: open_door)
     broken = serve_app()
-    a_buyer = person(broken, urls, kms, Role.BUYER)
+    a_buyer = person(broken, urls, kms, BUYER)
     for method, path in [
         ("GET", f"/api/quotes/{theirs}"),
         ("DELETE", f"/api/quotes/{theirs}"),

@@ -15,7 +15,7 @@ import pytest
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
-from ramparts.identity.models import Role
+from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 from tests.audit.trail import head, recorded
 from tests.quotes.test_api import NEW_QUOTE, Person, b_state, create, person
 
@@ -42,10 +42,10 @@ def submit(server: httpx.Client, seller: Person, quote: str) -> httpx.Response:
 def test_a_buyer_acts_only_on_the_quotes_they_asked_for(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    buyer = person(server, urls, kms, Role.BUYER)
+    buyer = person(server, urls, kms, BUYER)
     tenant = buyer.account.tenant
-    buyer2 = person(server, urls, kms, Role.BUYER, tenant)
-    seller = person(server, urls, kms, Role.SELLER, tenant)
+    buyer2 = person(server, urls, kms, BUYER, tenant)
+    seller = person(server, urls, kms, SELLER, tenant)
     draft, offered = create(server, buyer)["id"], create(server, buyer)["id"]
     assert submit(server, seller, offered).status_code == 200
     own = create(server, buyer2)["id"]
@@ -85,12 +85,12 @@ def test_a_buyer_acts_only_on_the_quotes_they_asked_for(
         if d["decision"] == "deny"
     ]
     assert {(d["resource"]["id"], d["details"]["action"]) for d in denied} >= {
-        (draft, "quote.read"),
-        (draft, "quote.update"),
-        (draft, "quote.delete"),
-        (offered, "quote.accept"),
-        (offered, "quote.read"),
-        ("*", "quote.submit"),  # no buyer may submit any quote: refused before the lookup
+        (draft, "Quotes::quote.read"),
+        (draft, "Quotes::quote.update"),
+        (draft, "Quotes::quote.delete"),
+        (offered, "Quotes::quote.accept"),
+        (offered, "Quotes::quote.read"),
+        ("*", "Quotes::quote.submit"),  # no buyer may submit any quote: refused before the lookup
     }
     assert all(d["actor"]["id"] == str(buyer2.account.user_id) for d in denied)
 
@@ -106,10 +106,10 @@ def test_a_buyer_acts_only_on_the_quotes_they_asked_for(
 def test_sellers_answer_open_requests_and_their_own(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    buyer = person(server, urls, kms, Role.BUYER)
+    buyer = person(server, urls, kms, BUYER)
     tenant = buyer.account.tenant
-    seller, seller2 = (person(server, urls, kms, Role.SELLER, tenant) for _ in range(2))
-    finance = person(server, urls, kms, Role.FINANCE, tenant)
+    seller, seller2 = (person(server, urls, kms, SELLER, tenant) for _ in range(2))
+    finance = person(server, urls, kms, FINANCE, tenant)
     open_ = create(server, buyer)["id"]
     for_seller2 = create(server, buyer, seller_id=str(seller2.account.user_id))
     assert for_seller2["seller_id"] == str(seller2.account.user_id)
@@ -144,12 +144,12 @@ def test_sellers_answer_open_requests_and_their_own(
 def test_a_quote_is_assigned_only_to_a_seller_of_the_tenant(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms, who: str
 ) -> None:
-    buyer = person(server, urls, kms, Role.BUYER)
-    roles = {"buyer": Role.BUYER, "finance": Role.FINANCE}
+    buyer = person(server, urls, kms, BUYER)
+    roles = {"buyer": BUYER, "finance": FINANCE}
     if who in roles:
         seller_id = str(person(server, urls, kms, roles[who], buyer.account.tenant).account.user_id)
     elif who == "other-tenant-seller":
-        seller_id = str(person(server, urls, kms, Role.SELLER).account.user_id)
+        seller_id = str(person(server, urls, kms, SELLER).account.user_id)
     else:
         seller_id = str(uuid.uuid4())
     response = server.post(
@@ -165,8 +165,8 @@ def test_a_buyers_listing_is_full_of_their_own_quotes(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
     """Another buyer's many quotes never crowd out one's own (the listing's limit is 100)."""
-    buyer = person(server, urls, kms, Role.BUYER)
-    buyer2 = person(server, urls, kms, Role.BUYER, buyer.account.tenant)
+    buyer = person(server, urls, kms, BUYER)
+    buyer2 = person(server, urls, kms, BUYER, buyer.account.tenant)
     mine = create(server, buyer2)["id"]
     with psycopg.connect(libpq(urls.owner)) as owner:
         owner.execute(
@@ -183,10 +183,10 @@ def test_the_assistants_tools_keep_to_the_same_owners(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:
     """The offline model calls the tools; Cedar judges each call on the real quote."""
-    buyer = person(server, urls, kms, Role.BUYER)
+    buyer = person(server, urls, kms, BUYER)
     tenant = buyer.account.tenant
     buyer2, seller, seller2 = (
-        person(server, urls, kms, role, tenant) for role in (Role.BUYER, Role.SELLER, Role.SELLER)
+        person(server, urls, kms, role, tenant) for role in (BUYER, SELLER, SELLER)
     )
     theirs = create(server, buyer, title="Chairs for team one")["id"]
     assigned = create(server, buyer, title="Lamps", seller_id=str(seller.account.user_id))["id"]

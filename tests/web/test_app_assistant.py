@@ -19,7 +19,8 @@ from ramparts.audit.events import Action
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls
-from ramparts.identity.models import Role
+from ramparts.identity.models import ADMIN_ROLE
+from ramparts.quotes.roles import BUYER
 from ramparts.web.app import create_app
 from tests.ai.test_assistant import ask, sign_in
 from tests.audit.trail import recorded
@@ -81,7 +82,7 @@ def test_an_apps_own_adapter_answers_the_assistant_through_the_gateway_on_app_st
     # The adapter's endpoint is in the region RAMPARTS_MODEL_REGION says: the tenants here
     # are in the EU.
     server = serve_app(spy_on_the_assistant, adapter=adapter, model_region="eu")
-    buyer, headers = sign_in(server, urls, kms, Role.BUYER)
+    buyer, headers = sign_in(server, urls, kms, BUYER)
     answer = ask(server, headers, "What do I have?")
     assert answer.status_code == 200, answer.text
     assert answer.json()["reply"] == "Here are your quotes."
@@ -103,7 +104,7 @@ def test_region_pinning_stands_in_front_of_an_apps_own_adapter(
 ) -> None:
     adapter = lists_then_drafts()
     server = serve_app(adapter=adapter)  # RAMPARTS_MODEL_REGION: us (the default)
-    buyer, headers = sign_in(server, urls, kms, Role.BUYER)
+    buyer, headers = sign_in(server, urls, kms, BUYER)
     answer = ask(server, headers, "What do I have?")
     assert answer.status_code == 503, answer.text
     assert answer.json()["type"] == "urn:ramparts:problem:no-model-endpoint"
@@ -116,8 +117,8 @@ def test_the_kill_switch_stands_in_front_of_an_apps_own_adapter(
 ) -> None:
     adapter = lists_then_drafts()
     server = serve_app(adapter=adapter, model_region="eu")
-    admin, admin_headers = sign_in(server, urls, kms, Role.ADMIN)
-    _, headers = sign_in(server, urls, kms, Role.BUYER, admin.tenant)
+    admin, admin_headers = sign_in(server, urls, kms, ADMIN_ROLE)
+    _, headers = sign_in(server, urls, kms, BUYER, admin.tenant)
     engaged = server.post(
         "/api/assistant/killswitch",
         json={"engaged": True, "reason": "drill"},
@@ -137,7 +138,7 @@ def test_an_app_names_its_own_endpoints_and_their_regions(
     server = serve_app(
         endpoints=[ModelEndpoint("partner-us", "us", us), ModelEndpoint("partner-eu", "eu", eu)]
     )
-    buyer, headers = sign_in(server, urls, kms, Role.BUYER)
+    buyer, headers = sign_in(server, urls, kms, BUYER)
     answer = ask(server, headers, "What do I have?")
     assert answer.status_code == 200, answer.text
     assert (answer.json()["reply"], answer.json()["actions"]) == ("From the EU.", [])

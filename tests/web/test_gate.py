@@ -14,12 +14,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from joserfc import jwk
 
+from ramparts.apps import policy_engine, policy_fragments
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
+from ramparts.identity.models import ADMIN_ROLE
+from ramparts.policy.compose import composition
 from ramparts.policy.engine import (
-    POLICY_DIR,
     SENSITIVITIES,
     Channel,
     PolicyAction,
@@ -27,6 +28,10 @@ from ramparts.policy.engine import (
     Subject,
     Target,
 )
+from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.app import QUOTES
+from ramparts.quotes.roles import BUYER, SELLER
+from ramparts.quotes.roles import ROLES as QUOTE_ROLES
 from ramparts.routes import ACTION_KEY, Exempt, people_only
 from tests.audit.trail import head, recorded
 from tests.identity.helpers import bearer, obtain_tokens, provision
@@ -34,8 +39,8 @@ from tests.identity.test_service_clients import api, assertion, register, token_
 from tests.test_routes import api_routes
 
 PROBLEM = "application/problem+json"
-ROLES: list[tuple[Role, ...]] = [(), *((role,) for role in Role)]
-ENGINE = PolicyEngine.load()
+ROLES: list[tuple[str, ...]] = [(), *((role,) for role in (*QUOTE_ROLES, ADMIN_ROLE))]
+ENGINE = policy_engine([QUOTES])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,12 @@ def declared(route: APIRoute) -> str:
     return str((route.openapi_extra or {}).get(ACTION_KEY))
 
 
-def may(roles: tuple[Role, ...], action: PolicyAction) -> bool:
+def action_of(route: APIRoute) -> PolicyAction | None:
+    """The policy action the route declares (None: it is exempt, or declares nothing)."""
+    return ENGINE.action(declared(route))
+
+
+def may(roles: tuple[str, ...], action: PolicyAction) -> bool:
     """What the policies say: may a person with `roles` do `action` to anything of its tenant
     (signed in with a password and TOTP, through the API)?"""
     subject = Subject(
@@ -65,12 +75,16 @@ def may(roles: tuple[Role, ...], action: PolicyAction) -> bool:
 
 def targets(subject: Subject, action: PolicyAction) -> list[Target]:
     """Every kind of resource of the subject's tenant the action could name: of each
-    sensitivity, and a quote the subject asked for, answers, or nobody answers yet."""
-    if action.resource_type == "ModelEndpoint":
-        return [Target("ModelEndpoint", "*", region="eu")]
-    kind = action.resource_type
-    parties = [{}, {"buyer": subject.id}, {"buyer": "other", "seller": subject.id}]
-    return [Target(kind, "*", "t", s, **p) for s in SENSITIVITIES for p in parties]
+    sensitivity, and one where the subject is one of its parties (a quote the subject asked
+    for, answers), or where it has none."""
+    kind = action.entity_type
+    if kind == "ModelEndpoint":
+        return [Target(kind, "*", region="eu")]
+    names = ENGINE.party_attributes(kind)
+    parties = [(), *(((name, subject.id),) for name in names)]
+    if len(names) > 1:  # another party set, the subject one of them
+        parties += [((names[0], "other"), (name, subject.id)) for name in names[1:]]
+    return [Target(kind, "*", "t", s, parties=p) for s in SENSITIVITIES for p in parties]
 
 
 def invalid_request(route: APIRoute) -> tuple[str, dict[str, Any]]:
@@ -93,7 +107,7 @@ def is_invalid(route: APIRoute) -> bool:
 
 def test_the_walk_covers_the_routes_with_input(served: tuple[httpx.Client, FastAPI]) -> None:
     _, app = served
-    routes = [r for r in api_routes(app.routes) if declared(r) in set(PolicyAction)]
+    routes = [r for r in api_routes(app.routes) if action_of(r) is not None]
     with_body = {(r.path, m) for r in routes if r.body_field is not None for m in r.methods}
     assert {
         ("/api/quotes", "POST"),
@@ -104,7 +118,7 @@ def test_the_walk_covers_the_routes_with_input(served: tuple[httpx.Client, FastA
         ("/api/assistant/dlp", "PUT"),
     } <= with_body
     assert any(r.path == "/api/audit/events" for r in routes)
-    assert not may((Role.SELLER,), PolicyAction.QUOTE_CREATE)  # the finding's example
+    assert not may((SELLER,), QuoteAction.QUOTE_CREATE)  # the finding's example
 
 
 @pytest.mark.parametrize("roles", ROLES, ids=lambda r: "-".join(r) or "no-role")
@@ -112,7 +126,7 @@ def test_permission_is_decided_before_validation(
     served: tuple[httpx.Client, FastAPI],
     urls: DatabaseUrls,
     kms: Kms,
-    roles: tuple[Role, ...],
+    roles: tuple[str, ...],
 ) -> None:
     client, app = served
     account = provision(urls, kms, roles=roles)
@@ -120,9 +134,9 @@ def test_permission_is_decided_before_validation(
     trail = head(urls, account.tenant_id)
     refused: list[str] = []
     for route in api_routes(app.routes):
-        if declared(route) not in set(PolicyAction):
+        action = action_of(route)
+        if action is None:
             continue
-        action = PolicyAction(declared(route))
         path, options = invalid_request(route)
         for method in sorted(route.methods):
             response = client.request(method, path, headers=headers, **options)
@@ -136,10 +150,10 @@ def test_permission_is_decided_before_validation(
                 assert response.headers["content-type"] == PROBLEM, where
                 assert response.json()["type"] == "urn:ramparts:problem:forbidden", where
                 assert "not_a_field" not in response.text
-                refused.append(action.value)
+                refused.append(str(action))
     if not roles:
         assert len(refused) == sum(
-            len(r.methods) for r in api_routes(app.routes) if declared(r) in set(PolicyAction)
+            len(r.methods) for r in api_routes(app.routes) if action_of(r) is not None
         )
     # Every refusal is in the tenant's trail, as a denied decision on that action.
     denials = [
@@ -150,15 +164,18 @@ def test_permission_is_decided_before_validation(
     assert sorted(denials) == sorted(refused)
 
 
-SERVICE_ROLES: list[tuple[str, ...]] = [("service",), *((role.value,) for role in Role)]
+SERVICE_ROLES: list[tuple[str, ...]] = [
+    ("service",),
+    *((role,) for role in (*QUOTE_ROLES, ADMIN_ROLE)),
+]
 
 
 def service_may(roles: tuple[str, ...], route: APIRoute) -> bool:
     """What the declarations and policies say a service with `roles` may do on `route`: never
     a people-only route, else what Cedar allows it (the schema's `appliesTo` included)."""
-    if people_only(route.openapi_extra) or declared(route) not in set(PolicyAction):
+    action = action_of(route)
+    if people_only(route.openapi_extra) or action is None:
         return False
-    action = PolicyAction(declared(route))
     subject = Subject(
         id="svc", tenant="t", region="eu", roles=frozenset(roles), amr=frozenset(), service=True
     )
@@ -255,27 +272,28 @@ def test_a_route_that_declares_nothing_is_refused(
 def test_only_what_no_resource_could_allow_is_refused_early() -> None:
     """A permit that depends on the resource (here its sensitivity and tenant, as an owner
     rule would) never makes the gate refuse: the resource is unknown to it."""
-    schema = (POLICY_DIR / "schema.cedarschema").read_text()
+    schema = composition(policy_fragments([QUOTES])).schema
     engine = PolicyEngine(
         '@id("confidential-updates")\n'
-        'permit (principal in Role::"buyer", action == Action::"quote.update", resource)\n'
+        'permit (principal in Role::"buyer", action == Quotes::Action::"quote.update", resource)\n'
         'when { resource.tenant == principal.tenant && resource.sensitivity == "confidential" };',
         schema,
     )
 
-    def person(role: Role) -> Subject:
+    def person(role: str) -> Subject:
         return Subject(id=str(uuid.uuid4()), tenant="t", region="eu", roles=frozenset({role}))
 
-    buyer, seller = person(Role.BUYER), person(Role.SELLER)
-    update = PolicyAction.QUOTE_UPDATE
+    buyer, seller = person(BUYER), person(SELLER)
+    update = QuoteAction.QUOTE_UPDATE
+    quote = update.entity_type
     assert not engine.refuses_outright(buyer, update, "confidential", Channel.API)
     assert engine.decide(
-        buyer, update, Target("Quote", "q", "t", "confidential"), Channel.API
+        buyer, update, Target(quote, "q", "t", "confidential"), Channel.API
     ).allowed
     assert not engine.decide(
-        buyer, update, Target("Quote", "q", "t", "internal"), Channel.API
+        buyer, update, Target(quote, "q", "t", "internal"), Channel.API
     ).allowed
     assert engine.refuses_outright(seller, update, "confidential", Channel.API)
-    assert engine.refuses_outright(buyer, PolicyAction.QUOTE_CREATE, "confidential", Channel.API)
+    assert engine.refuses_outright(buyer, QuoteAction.QUOTE_CREATE, "confidential", Channel.API)
     service = Subject(id="svc", tenant="t", region="eu", roles=frozenset({"buyer"}), service=True)
     assert engine.refuses_outright(service, update, "confidential", Channel.SERVICE)  # people only

@@ -20,9 +20,9 @@ from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.db.request import request_session
 from ramparts.identity.auth import Principal
-from ramparts.identity.models import Role
-from ramparts.policy.engine import PolicyAction
 from ramparts.problems import Problem, ProblemType
+from ramparts.quotes.actions import QuoteAction
+from ramparts.quotes.roles import BUYER
 from ramparts.quotes.services import LineItem, QuoteService
 from ramparts.routes import declares
 from tests.identity.helpers import bearer, obtain_tokens, provision
@@ -37,7 +37,7 @@ def routes_that_write_then(owner: str) -> Callable[[FastAPI], None]:
     def add(app: FastAPI) -> None:
         Caller = Annotated[Principal, Depends(app.state.identity.bearer)]  # noqa: N806
         Session = Annotated[AsyncSession, Depends(request_session)]  # noqa: N806
-        creates = declares(PolicyAction.QUOTE_CREATE)
+        creates = declares(QuoteAction.QUOTE_CREATE)
 
         async def write(principal: Principal, session: AsyncSession, title: str) -> None:
             assert principal.user_id is not None
@@ -87,7 +87,7 @@ def signed_in(
     serve_app: Callable[..., httpx.Client], fresh: DatabaseUrls, kms: Kms
 ) -> tuple[httpx.Client, dict[str, str]]:
     server = serve_app(routes_that_write_then(libpq(fresh.owner)), database_urls=fresh)
-    buyer = provision(fresh, kms, roles=(Role.BUYER,))
+    buyer = provision(fresh, kms, roles=(BUYER,))
     return server, bearer(obtain_tokens(server, buyer)["access_token"])
 
 

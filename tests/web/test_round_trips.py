@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
-from ramparts.identity.models import Role
+from ramparts.quotes.roles import BUYER
 from tests.identity.helpers import bearer, obtain_tokens, provision
 
 #: The goal of issue 13 for one authenticated read, BEGIN and COMMIT included.
@@ -184,7 +184,7 @@ def _shown(round_trips: list[str]) -> str:
 def test_an_authenticated_read_is_one_transaction_of_at_most_six_round_trips(
     server: httpx.Client, proxy: CountingProxy, urls: DatabaseUrls, kms: Kms
 ) -> None:
-    buyer = provision(urls, kms, roles=(Role.BUYER,))
+    buyer = provision(urls, kms, roles=(BUYER,))
     headers = bearer(obtain_tokens(server, buyer)["access_token"])
     items = [
         {"description": f"Item {n}", "quantity": n, "unit_price_minor": 100 * n}

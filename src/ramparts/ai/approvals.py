@@ -1,7 +1,7 @@
 """Approval requests (AI-4): what the gateway would not run on the model's word, decided once
 by a different person who signed in with a second factor in the last ten minutes and who may
-confirm it: they may do the same action on a resource like this one of their own (a buyer
-confirms another buyer's request, Finance another Finance user's). An approved call runs as
+confirm it: they may do the same action on a resource like this one of their own (someone of
+the requester's role confirms, on a resource they take part in). An approved call runs as
 the person who asked, with their current roles, and only while they still may make it: the
 approver confirms, never lends their rights. Every decision, and every refusal to decide, is
 audited with both people."""
@@ -433,16 +433,15 @@ def _requester(decider: Principal, row: Any, roles: tuple[str, ...]) -> Principa
 
 def _as_theirs(target: Target, requester: Principal, approver: Principal) -> Target:
     """Who may confirm a request: someone who may do the same action on a resource like this
-    one of their own. The requester's place in the resource (a quote's buyer or seller) goes
-    to the approver; everything else (tenant, sensitivity, the other party) stays, so Cedar
-    decides with the app's own rules: another buyer confirms a buyer's request on their own
-    quote, only Finance confirms Finance's, and nobody confirms what they could not do."""
-    theirs = {
-        party: approver.subject
-        for party in ("buyer", "seller")
-        if getattr(target, party) == requester.subject
-    }
-    return replace(target, **theirs) if theirs else target
+    one of their own. The requester's place in the resource (every party of it that is the
+    requester) goes to the approver; everything else (tenant, sensitivity, the other parties)
+    stays, so Cedar decides with the app's own rules: whoever holds the requester's role
+    confirms on a resource of their own, and nobody confirms what they could not do."""
+    parties = tuple(
+        (name, approver.subject if user == requester.subject else user)
+        for name, user in target.parties
+    )
+    return replace(target, parties=parties)
 
 
 def _direct(context: RequestContext) -> RequestContext:

@@ -37,7 +37,7 @@ from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
 from ramparts.db.engine import Database
 from ramparts.identity.auth import Principal, actor_of
-from ramparts.policy.engine import Channel, PolicyAction, Target
+from ramparts.policy.engine import Channel, PolicyAction, RuntimeAction, Target
 from ramparts.policy.services import Authorizer, RequestContext
 from ramparts.problems import ProblemType
 
@@ -407,17 +407,17 @@ class Gateway(AssistantService):
     ) -> ModelEndpoint:
         """The first endpoint Cedar lets this tenant's data reach; none is a refusal, never a
         fallback to another region."""
-        action = PolicyAction.MODEL_CALL
+        action = RuntimeAction.MODEL_CALL
         for endpoint in self._endpoints:
-            target = Target("ModelEndpoint", endpoint.name, region=endpoint.region)
+            target = Target(action.entity_type, endpoint.name, region=endpoint.region)
             decision = self._authorizer.decide(principal, action, target, context)
             if decision.allowed:
                 event = self._authorizer.event(principal, action, target, context, decision)
                 conversation.events.append(event)
                 return endpoint
         for endpoint in self._endpoints[:1]:  # the refusal, in the trail
-            target = Target("ModelEndpoint", endpoint.name, region=endpoint.region)
-            await self._authorizer.authorize(principal, PolicyAction.MODEL_CALL, target, context)
+            target = Target(action.entity_type, endpoint.name, region=endpoint.region)
+            await self._authorizer.authorize(principal, action, target, context)
         raise GatewayRefusedError(
             503,
             ProblemType.NO_MODEL_ENDPOINT,
@@ -426,15 +426,16 @@ class Gateway(AssistantService):
 
     def _offered(self, principal: Principal, context: RequestContext) -> dict[str, Tool]:
         """Tools the user may call, judged on a resource of their own tenant that is theirs
-        (a quote they asked for or answer): a tool they may not use is never shown
-        (re-authorization on the real resource comes at call time)."""
+        (the user is every party its app declares for it, say who asked and who answers):
+        a tool they may not use is never shown (re-authorization on the real resource comes
+        at call time)."""
         offered = {}
         direct = RequestContext(channel=Channel.API, region=context.region)
         mine = principal.subject
         for tool in self._registry:
-            target = Target(
-                tool.action.resource_type, "*", str(principal.tenant_id), buyer=mine, seller=mine
-            )
+            kind = tool.action.entity_type
+            parties = tuple((name, mine) for name in self._authorizer.party_attributes(kind))
+            target = Target(kind, "*", str(principal.tenant_id), parties=parties)
             if self._authorizer.decide(principal, tool.action, target, direct).allowed:
                 offered[tool.name] = tool
         return offered

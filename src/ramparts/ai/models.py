@@ -129,28 +129,67 @@ class ScriptedModel:
 
 
 class OfflineModel:
-    """Deterministic and local, so the demo works with nothing configured: it drafts a
-    proposal or lists quotes through the tools, then answers from what the tools returned."""
+    """Deterministic and local, so the demo works with nothing configured. It knows no app:
+    it calls the offered tool whose name the user's words match best (preferring reads),
+    filling its one required id from an id in the message, then answers from what the tool
+    returned."""
 
     name = "offline"
 
     async def complete(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> ModelTurn:
-        offered = {tool["function"]["name"] for tool in tools}
         last = messages[-1] if messages else {"role": "user", "content": ""}
         if last["role"] == "tool":
             return ModelTurn(_summary(last.get("content", "")))
-        ask = str(last.get("content", "")).lower()
-        quote = _UUID.search(ask)
-        if "draft" in ask and quote and "draft_proposal" in offered:
-            return ModelTurn(None, (ToolCall("draft_proposal", {"quote_id": quote.group()}),))
-        if quote and "get_quote" in offered:
-            return ModelTurn(None, (ToolCall("get_quote", {"quote_id": quote.group()}),))
-        if "quote" in ask and "list_quotes" in offered:
-            return ModelTurn(None, (ToolCall("list_quotes", {}),))
-        names = ", ".join(sorted(offered)) or "none"
-        return ModelTurn(f"I can help with your quotes. Tools available to you: {names}.")
+        call = _best_call(str(last.get("content", "")).lower(), tools)
+        if call is not None:
+            return ModelTurn(None, (call,))
+        names = ", ".join(sorted(tool["function"]["name"] for tool in tools)) or "none"
+        return ModelTurn(f"I can help with that. Tools available to you: {names}.")
+
+
+_READ_VERBS = frozenset({"get", "read", "list", "show"})
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+
+def _best_call(ask: str, tools: list[dict[str, Any]]) -> ToolCall | None:
+    """The tool whose name shares most words with `ask` (an id it fills counts as one) and
+    whose required arguments the ids in `ask` can fill; ties go to a read, then to the name.
+    A tool that is not a read is called only when `ask` says its verb."""
+    words = {_stem(word) for word in re.findall(r"[a-z]+", ask)}
+    ids = _UUID.findall(ask)
+    ranked = []
+    for tool in tools:
+        function = tool["function"]
+        arguments = _id_arguments(function.get("parameters") or {}, ids)
+        if arguments is None:
+            continue
+        parts = [_stem(part) for part in function["name"].split("_")]
+        matched = sum(part in words for part in parts)
+        read = parts[0] in _READ_VERBS
+        # A write needs its verb in the user's words: naming a record never changes it.
+        if (matched or arguments) and (read or parts[0] in words):
+            score = matched + len(arguments)  # an id the message gives counts as a match
+            ranked.append(((-score, -len(arguments), not read, function["name"]), arguments))
+    if not ranked:
+        return None
+    (*_, name), arguments = min(ranked)
+    return ToolCall(name, arguments)
+
+
+def _id_arguments(parameters: dict[str, Any], ids: list[str]) -> dict[str, Any] | None:
+    """Each required argument filled with the next id of the message, or None when one is
+    not an id or there are too few ids."""
+    required = parameters.get("required") or []
+    if len(required) > len(ids) or not all(
+        name == "id" or name.endswith("_id") for name in required
+    ):
+        return None
+    return dict(zip(required, ids, strict=False))
 
 
 def _summary(content: str) -> str:
@@ -158,11 +197,17 @@ def _summary(content: str) -> str:
         result = json.loads(content)
     except ValueError:
         return "Done."
-    if isinstance(result, dict) and isinstance(result.get("proposal"), str):
-        return str(result["proposal"])
-    if isinstance(result, dict) and isinstance(result.get("quotes"), list):
-        lines = [f"- {q.get('title')} ({q.get('status')})" for q in result["quotes"]]
-        return "Your quotes:\n" + ("\n".join(lines) if lines else "(none)")
-    if isinstance(result, dict) and result.get("title"):
+    if not isinstance(result, dict):
+        return "Done."
+    # A listing: the records (a list of objects), or an empty list when nothing was found.
+    lists = [(key, value) for key, value in result.items() if isinstance(value, list)]
+    records = [(k, v) for k, v in lists if v and all(isinstance(item, dict) for item in v)]
+    for key, value in records[:1] or [(k, v) for k, v in lists if not v][-1:]:
+        lines = [f"- {item.get('title')} ({item.get('status')})" for item in value]
+        return f"Your {key}:\n" + ("\n".join(lines) if lines else "(none)")
+    texts = [value for value in result.values() if isinstance(value, str) and "\n" in value]
+    if texts:
+        return max(texts, key=len)
+    if result.get("title"):
         return f"{result['title']}: {result.get('status', '')}"
     return "Done."

@@ -2,7 +2,7 @@
 
 Trusted: the signed-in user's own words and the result fields a tool declares trusted (system
 data the user may read: ids, statuses, amounts the database computes). Untrusted: everything
-else, such as third-party text (a vendor's proposal, a buyer's description, a transfer's
+else, such as third-party text (a vendor's proposal, a customer's description, a transfer's
 sender) and any result field no declaration names. The model sees both and may be steered by
 either; the gateway decides from this record, never from the model:
 
@@ -116,7 +116,7 @@ class Provenance:
 
     def vouch_user(self, text: str, values: Iterable[str]) -> None:
         """The user's own words, unmasked, back what they hold: the whole text, each word
-        ("refund 120.00 on quote 7f3…" backs 120.00 and the id), and `values`, the personal
+        ("refund 120.00 on order 7f3…" backs 120.00 and the id), and `values`, the personal
         data the masking replaced by placeholders (an IBAN written with spaces, a name)."""
         origin = Origin(USER)
         for key in _keys([text, *_WORD.findall(text), *values]):

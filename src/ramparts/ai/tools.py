@@ -115,7 +115,7 @@ class Tool:
     #: JSON Pointers (see `pointers`: `/id`, `/items/*/id`) of the result fields that are
     #: system data the user may read (ids, statuses, amounts the database computes): only
     #: their values back sensitive arguments. Every other field is untrusted content (text
-    #: a vendor, a buyer or a payer wrote), and taints the conversation.
+    #: a vendor, a customer or a payer wrote), and taints the conversation.
     trusted: frozenset[str] = frozenset()
     #: A call after untrusted content entered the conversation; None is the tier's default
     #: (`read` runs, `write` and `high` wait for approval). A `high` tool never runs on it.

@@ -18,7 +18,7 @@ from ramparts.audit.services import AuditLog
 from ramparts.db.engine import Database
 from ramparts.detectors import Kind
 from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import PolicyAction, RuntimeAction, Target
 from ramparts.policy.services import Authorizer
 from ramparts.problems import Problem, ProblemType
 from ramparts.routes import declares
@@ -63,11 +63,11 @@ def _killswitch_routes(
     """A tenant admin's kill-switch: set it, and read the effective state."""
 
     @router.post(
-        "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE)
+        "/api/assistant/killswitch", openapi_extra=declares(RuntimeAction.ASSISTANT_CONFIGURE)
     )
     async def killswitch(principal: Caller, body: KillSwitchIn) -> dict[str, Any]:
         """Switch the tenant's assistant (or one tool) off or on, for every process at once."""
-        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
+        await require(principal, RuntimeAction.ASSISTANT_CONFIGURE)
         async with database.tenant_session(principal.tenant_id) as session:
             # The tenant's own switch, never an operator's.
             await set_switch(
@@ -84,11 +84,11 @@ def _killswitch_routes(
         return _effective(held, body.tool) | {"requested": body.engaged}
 
     @router.get(
-        "/api/assistant/killswitch", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE)
+        "/api/assistant/killswitch", openapi_extra=declares(RuntimeAction.ASSISTANT_CONFIGURE)
     )
     async def killswitch_state(principal: Caller) -> dict[str, Any]:
         """Whether the tenant's assistant is off and who keeps it off; the tools switched off."""
-        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
+        await require(principal, RuntimeAction.ASSISTANT_CONFIGURE)
         async with database.tenant_session(principal.tenant_id) as session:
             held = await switches(session)
         tools = [_effective(held, tool) for tool in sorted(held) if tool]
@@ -116,10 +116,12 @@ def build_router(
     async def require(principal: Principal, action: PolicyAction) -> None:
         tenant = str(principal.tenant_id)
         context = await authorizer.context(principal, ui_client=ui_client)
-        await authorizer.require(principal, action, Target("Assistant", tenant, tenant), context)
+        await authorizer.require(
+            principal, action, Target(action.entity_type, tenant, tenant), context
+        )
 
     @router.post(
-        "/api/assistant", openapi_extra=declares(PolicyAction.MODEL_CALL, people_only=True)
+        "/api/assistant", openapi_extra=declares(RuntimeAction.MODEL_CALL, people_only=True)
     )
     async def assistant(principal: Caller, body: AssistantIn) -> dict[str, Any]:
         """Ask the assistant. Tool calls it makes come back in `actions`, each executed,
@@ -134,17 +136,17 @@ def build_router(
             "actions": [outcome.as_json() for outcome in answer.actions],
         }
 
-    @router.get("/api/approvals", openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE))
+    @router.get("/api/approvals", openapi_extra=declares(RuntimeAction.ASSISTANT_APPROVE))
     async def pending(principal: Caller) -> dict[str, Any]:
         """Pending approval requests of the caller's tenant: `items`, those the caller may
         approve now (with the arguments that would run; none of a switched-off tool); `mine`,
         the caller's own, which a different person must decide. Each is marked `mine` true or
         false."""
-        await require(principal, PolicyAction.ASSISTANT_APPROVE)
+        await require(principal, RuntimeAction.ASSISTANT_APPROVE)
         return await approvals.pending(principal)
 
     async def decide(principal: Principal, approval_id: uuid.UUID, approve: bool) -> Any:
-        await require(principal, PolicyAction.ASSISTANT_APPROVE)
+        await require(principal, RuntimeAction.ASSISTANT_APPROVE)
         try:
             return await approvals.decide(principal, approval_id, approve=approve)
         except GatewayRefusedError as refused:
@@ -152,7 +154,7 @@ def build_router(
 
     @router.post(
         "/api/approvals/{approval_id}/approve",
-        openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE),
+        openapi_extra=declares(RuntimeAction.ASSISTANT_APPROVE),
     )
     async def approve(principal: Caller, approval_id: uuid.UUID) -> dict[str, Any]:
         """Run the requested call once, as the person who asked (still allowed to make it),
@@ -163,7 +165,7 @@ def build_router(
 
     @router.post(
         "/api/approvals/{approval_id}/reject",
-        openapi_extra=declares(PolicyAction.ASSISTANT_APPROVE),
+        openapi_extra=declares(RuntimeAction.ASSISTANT_APPROVE),
     )
     async def reject(principal: Caller, approval_id: uuid.UUID) -> dict[str, Any]:
         result: dict[str, Any] = await decide(principal, approval_id, False)
@@ -171,16 +173,16 @@ def build_router(
 
     _killswitch_routes(router, database, audit, Caller, require)
 
-    @router.get("/api/assistant/dlp", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE))
+    @router.get("/api/assistant/dlp", openapi_extra=declares(RuntimeAction.ASSISTANT_CONFIGURE))
     async def dlp_rules(principal: Caller) -> dict[str, Any]:
         """Kinds of personal data the tenant never lets reach a model, not even masked."""
-        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
+        await require(principal, RuntimeAction.ASSISTANT_CONFIGURE)
         async with database.tenant_session(principal.tenant_id) as session:
             return {"forbidden": sorted(await forbidden_kinds(session))}
 
-    @router.put("/api/assistant/dlp", openapi_extra=declares(PolicyAction.ASSISTANT_CONFIGURE))
+    @router.put("/api/assistant/dlp", openapi_extra=declares(RuntimeAction.ASSISTANT_CONFIGURE))
     async def set_dlp_rules(principal: Caller, body: DlpIn) -> dict[str, Any]:
-        await require(principal, PolicyAction.ASSISTANT_CONFIGURE)
+        await require(principal, RuntimeAction.ASSISTANT_CONFIGURE)
         kinds = sorted(set(body.forbidden))
         unknown = [k for k in kinds if k not in MASKED_KINDS]
         if unknown:

@@ -2,38 +2,56 @@
 
 An app is one declarative `App` object, published under the Python entry-point group
 `ramparts.apps` (the entry point's name is the app's name) and chosen with `RAMPARTS_APPS`
-(default: the quote app). The runtime composes what the chosen apps declare: their routes
-behind the permission gate, and their tools in the assistant's registry. The runtime itself
-names no app.
+(unset: the installed apps that say `default=True`). The runtime composes what the chosen apps
+declare: their routes behind the permission gate, their tools in the assistant's registry,
+their Cedar (`AppPolicy`) with the runtime's policies into one engine (`policy_engine`), their
+roles, their migrations (an Alembic branch each), their encrypted columns and their demo data.
+The runtime itself names no app.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 from ramparts.ai.tools import ToolRegistry
 from ramparts.audit.services import AuditLog
-from ramparts.config import APP_NAME
+from ramparts.config import APP_NAME, APPS_ENTRY_POINT_GROUP
+from ramparts.crypto.sealing import EncryptedColumn
 from ramparts.db.engine import Database
+from ramparts.db.migrate import MigrationBranch
 from ramparts.identity.auth import BearerAuthenticator
+from ramparts.identity.models import ADMIN_ROLE
+from ramparts.identity.services import TenantRecord
+from ramparts.policy.compose import PolicyFragment, compose
+from ramparts.policy.engine import PolicyAction, PolicyEngine, read_policies
 from ramparts.policy.services import Authorizer
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "App",
+    "AppDemo",
     "AppError",
+    "AppPolicy",
     "AppServices",
+    "DemoUser",
+    "app_roles",
     "app_routers",
+    "encrypted_columns_of",
     "installed_apps",
+    "migration_branches",
+    "policy_engine",
+    "policy_fragment",
+    "policy_fragments",
     "selected_apps",
 ]
 
-ENTRY_POINT_GROUP = "ramparts.apps"
+ENTRY_POINT_GROUP = APPS_ENTRY_POINT_GROUP
 
 
 class AppError(Exception):
@@ -51,12 +69,50 @@ class AppServices:
     audit: AuditLog
 
 
+@dataclass(frozen=True)
+class AppPolicy:
+    """An app's Cedar: `folder` holds `schema.cedarschema` (one `namespace <namespace>
+    { ... }` block), `policies/*.cedar` and the reviewed `decisions.json`.
+
+    `actions` are every action its routes and tools ask for (all of `namespace`);
+    `money_actions` those that move money: the runtime lets only `money_roles` take them, and
+    never from the assistant. `parties` are the decision matrix's dimensions, per resource type
+    (unqualified): relation name → {party attribute: `ME` | `SOMEONE` | None} (from
+    `ramparts.policy.matrix`; None: the resource has no such party); the relation called
+    `other` is a resource of another tenant, every other one of the caller's. A resource type
+    without relations is decided as `same` and `other` tenant. Their attribute names are
+    what the runtime knows of a resource's parties (its attributes of type User): the
+    assistant offers a tool on a resource where the caller is every party, and hands a
+    requester's place to the approver."""
+
+    namespace: str
+    folder: Path
+    actions: tuple[PolicyAction, ...]
+    money_actions: tuple[PolicyAction, ...] = ()
+    money_roles: tuple[str, ...] = ()
+    parties: Mapping[str, Mapping[str, Mapping[str, str | None]]] = field(default_factory=dict)
+
+
 def _no_routers(_: AppServices) -> Sequence[APIRouter]:
     return ()
 
 
 def _no_tools(_: ToolRegistry) -> None:
     return None
+
+
+#: Who a demo user is: the local part of `<local>@<tenant>.test`, a display name, roles.
+DemoUser = tuple[str, str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class AppDemo:
+    """An app's demo data (`ramparts seed-demo`, dev only). The runtime creates each user in
+    every demo tenant (with the roles of every app that names the same local part), then
+    calls `seed` with the owner's database and the tenant; a seed must be safe to re-run."""
+
+    users: tuple[DemoUser, ...] = ()
+    seed: Callable[[Database, TenantRecord], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +122,13 @@ class App:
     `routers` builds the app's API routers from the runtime's services; every route must
     declare its Cedar action (`ramparts.routes.declares`), and the permission gate stands in
     front of it like any other. `tools` registers the app's assistant tools, which the
-    assistant offers to whoever Cedar allows. `roles` are the roles the app's people hold.
+    assistant offers to whoever Cedar allows. `roles` are the roles the app's people hold
+    (besides the runtime's own, `admin`). `policy` is its Cedar (`AppPolicy`); an app without
+    one may declare no action of its own. `default`: served when RAMPARTS_APPS is unset.
+    `migrations` is the app's Alembic versions folder: a branch labelled with the app's name,
+    its first revision depending on a runtime revision. `encrypted_columns` are the app's
+    sealed columns, which key rotation and tenant shredding then cover. `demo`: its demo
+    users and data.
     """
 
     name: str
@@ -74,12 +136,31 @@ class App:
     roles: tuple[str, ...] = ()
     routers: Callable[[AppServices], Sequence[APIRouter]] = _no_routers
     tools: Callable[[ToolRegistry], None] = _no_tools
+    policy: AppPolicy | None = None
+    default: bool = False
+    migrations: Path | None = None
+    encrypted_columns: tuple[EncryptedColumn, ...] = ()
+    demo: AppDemo | None = None
 
     def __post_init__(self) -> None:
         if not APP_NAME.fullmatch(self.name):
             raise AppError(f"app name {self.name!r}: lowercase letters, digits and _, at most 32")
         if not self.title.strip():
             raise AppError(f"app {self.name}: a title is required")
+        for role in self.roles:
+            if not APP_NAME.fullmatch(role) or role == ADMIN_ROLE:
+                raise AppError(
+                    f"app {self.name}: role {role!r} must be lowercase letters, digits and _ "
+                    f"(at most 32), and not the runtime's own {ADMIN_ROLE!r}"
+                )
+        if self.demo is not None:
+            for local, _, roles in self.demo.users:
+                unknown = sorted(set(roles) - {*self.roles, ADMIN_ROLE})
+                if unknown:
+                    raise AppError(
+                        f"app {self.name}: demo user {local!r} holds {', '.join(unknown)}, "
+                        "not a role of the app"
+                    )
 
 
 def _load(entry: EntryPoint) -> App:
@@ -110,8 +191,13 @@ def installed_apps(found: Iterable[EntryPoint] | None = None) -> dict[str, App]:
     return {name: _load(entry) for name, entry in _entries(found).items()}
 
 
-def selected_apps(names: Sequence[str], found: Iterable[EntryPoint] | None = None) -> list[App]:
-    """The apps `RAMPARTS_APPS` names, in its order; only those are imported."""
+def selected_apps(
+    names: Sequence[str] | None, found: Iterable[EntryPoint] | None = None
+) -> list[App]:
+    """The apps `RAMPARTS_APPS` names, in its order; only those are imported. `None` (the
+    variable unset): every installed app that says `default=True`, by name."""
+    if names is None:
+        return [app for app in installed_apps(found).values() if app.default]
     available = _entries(found)
     missing = [name for name in names if name not in available]
     if missing:
@@ -138,3 +224,50 @@ def app_routers(app: App, services: AppServices) -> list[APIRouter]:
                     "the permission gate guards API routes only"
                 )
     return routers
+
+
+def policy_fragment(app: App) -> PolicyFragment | None:
+    """`app`'s Cedar as the runtime composes it (None: it brings none)."""
+    policy = app.policy
+    if policy is None:
+        return None
+    schema = policy.folder / "schema.cedarschema"
+    if not schema.is_file():
+        raise AppError(f"app {app.name}: no Cedar schema at {schema}")
+    return PolicyFragment(
+        name=app.name,
+        namespace=policy.namespace,
+        schema=schema.read_text(),
+        policies=read_policies(policy.folder),
+        actions=policy.actions,
+        money_actions=policy.money_actions,
+        money_roles=policy.money_roles,
+        roles=app.roles,
+        parties=policy.parties,
+        snapshot=policy.folder / "decisions.json",
+    )
+
+
+def policy_fragments(apps: Iterable[App]) -> list[PolicyFragment]:
+    return [f for f in (policy_fragment(app) for app in apps) if f is not None]
+
+
+def policy_engine(apps: Iterable[App]) -> PolicyEngine:
+    """The engine for the runtime's policies and `apps`' Cedar, checked as a whole
+    (`ramparts.policy.compose`: a `PolicyError` says what is refused)."""
+    return compose(policy_fragments(apps))
+
+
+def app_roles(apps: Iterable[App]) -> frozenset[str]:
+    """The roles a membership may hold when `apps` are served: `admin` and theirs."""
+    return frozenset({ADMIN_ROLE, *(role for app in apps for role in app.roles)})
+
+
+def migration_branches(apps: Iterable[App]) -> list[MigrationBranch]:
+    """The Alembic branches of those of `apps` that bring migrations."""
+    return [MigrationBranch(app.name, app.migrations) for app in apps if app.migrations]
+
+
+def encrypted_columns_of(apps: Iterable[App]) -> tuple[EncryptedColumn, ...]:
+    """The encrypted columns `apps` declare."""
+    return tuple(column for app in apps for column in app.encrypted_columns)

@@ -120,7 +120,7 @@ class AuditLog:
         # `seq`, `tenant` and `time` (the keys that sort last) and hashes. One round trip,
         # straight to the driver, because this is the hottest write path in Ramparts.
         driver = await driver_of(session)
-        # In binary (`%b`): the text format would escape every quote in the JSON, one regex
+        # In binary (`%b`): the text format would escape every quotation mark in the JSON, one regex
         # substitution each.
         cursor = await driver.execute("SELECT * FROM audit_enqueue(%b::text[])", (heads,))
         return [QueuedEvent(chain, queue_id) for chain, queue_id in await cursor.fetchall()]

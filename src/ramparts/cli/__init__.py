@@ -32,10 +32,11 @@ from ramparts.config import ConfigError
 from ramparts.crypto.fields import FieldDecryptionError
 from ramparts.crypto.keys import KeyShreddedError
 from ramparts.crypto.kms import KmsError
-from ramparts.crypto.sealing import RowsLockedError
+from ramparts.crypto.sealing import RowsLockedError, UndeclaredColumnsError
 from ramparts.db.engine import OwnerRequiredError, UnsafeRuntimeRoleError
 from ramparts.db.migrate import MigrationError
 from ramparts.logs import log_to_stderr
+from ramparts.policy.engine import PolicyError
 from ramparts.runtime import ProductionGuardError, ServeSizingError
 
 __all__ = ["app", "main"]
@@ -71,6 +72,7 @@ def main() -> None:
         app()
     except (
         AppError,
+        PolicyError,  # the selected apps' Cedar does not compose: their configuration
         ConfigError,
         UsageError,
         OwnerRequiredError,
@@ -83,6 +85,7 @@ def main() -> None:
         KeyShreddedError,
         FieldDecryptionError,
         RowsLockedError,
+        UndeclaredColumnsError,
         SequencerStalledError,
     ) as exc:
         _fail(str(exc), 1)

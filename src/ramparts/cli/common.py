@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from ramparts.apps import app_roles, encrypted_columns_of, installed_apps, selected_apps
 from ramparts.audit.services import AuditLog, audit_redactor
 from ramparts.config import Settings
 from ramparts.crypto.backends import open_kms
@@ -53,8 +54,17 @@ def audit_log(settings: Settings, owner: Database, kms: Kms) -> AuditLog:
 
 
 def open_provisioning(settings: Settings, owner: Database) -> Provisioning:
+    """Provisioning that grants `admin` and the served apps' roles, and rotates and shreds
+    the encrypted columns of every installed app: one served before and no longer still has
+    its data in the database (a never-served one has no tables, and is skipped)."""
     kms = open_kms(settings)
-    return Provisioning(owner, kms, audit_log(settings, owner, kms))
+    return Provisioning(
+        owner,
+        kms,
+        audit_log(settings, owner, kms),
+        roles=app_roles(selected_apps(settings.apps)),
+        app_columns=encrypted_columns_of(installed_apps().values()),
+    )
 
 
 def with_tenant(

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any, TextIO
 
+from ramparts.apps import selected_apps
 from ramparts.cli.common import JsonOption, UsageError, audit_log, console, with_owner
 from ramparts.cli.server import HostOption, PortOption, migrate_database
 from ramparts.config import Profile, Settings, load_settings
@@ -38,6 +39,7 @@ def _seed(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
             kms,
             audit_log(settings, owner, kms),
             public_url=settings.public_url,
+            apps=selected_apps(settings.apps),
         )
 
     # Opened first: if the credentials cannot be kept, nothing is reset.
@@ -80,7 +82,8 @@ def _print_credentials(settings: Settings, report: dict[str, Any]) -> None:
 
 
 def seed_demo_command(as_json: JsonOption = False) -> None:
-    """Create the demo tenants, users and quotes, printing fresh passwords (dev only)."""
+    """Create the demo tenants and users, and the served apps' demo data, printing fresh
+    passwords (dev only)."""
     settings = load_settings()
     _require_dev(settings, "seed-demo")
     with open_database(settings) as urls:

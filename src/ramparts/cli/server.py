@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ramparts.apps import installed_apps, migration_branches, selected_apps
 from ramparts.audit.services import ensure_audit_key
 from ramparts.cli.common import JsonOption, UsageError, audit_log, console, with_owner
 from ramparts.config import Settings, load_settings
@@ -28,9 +29,14 @@ PortOption = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
 
 
 def migrate_database(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
-    """Schema to head, then what the schema alone cannot hold: signing keys (tokens, audit
-    checkpoints) and the web client registered for this RAMPARTS_PUBLIC_URL."""
-    before, after = upgrade(urls)
+    """Schema to head (the runtime's, and each served app's branch), then what the schema
+    alone cannot hold: signing keys (tokens, audit checkpoints) and the web client registered
+    for this RAMPARTS_PUBLIC_URL. The other installed apps' branches are known, not run."""
+    before, after = upgrade(
+        urls,
+        migration_branches(selected_apps(settings.apps)),
+        installed=migration_branches(installed_apps().values()),
+    )
 
     async def bootstrap(owner: Database) -> str | None:
         kms = open_kms(settings)
@@ -50,8 +56,8 @@ def migrate_database(settings: Settings, urls: DatabaseUrls) -> dict[str, Any]:
 
     created_key = asyncio.run(with_owner(urls, bootstrap))
     return {
-        "from": before,
-        "to": after,
+        "from": sorted(before),
+        "to": sorted(after),
         "changed": before != after,
         "signing_key_created": created_key,
     }
@@ -65,7 +71,8 @@ def migrate(as_json: JsonOption = False) -> None:
     if as_json:
         print(json.dumps(result))
     else:
-        console.print(f"schema at [bold]{result['to']}[/] (was {result['from'] or 'empty'})")
+        was = ", ".join(result["from"]) or "empty"
+        console.print(f"schema at [bold]{', '.join(result['to'])}[/] (was {was})")
 
 
 def serve_command(

@@ -32,7 +32,7 @@ CREDENTIAL_KINDS = {Kind.PRIVATE_KEY, Kind.JWT, Kind.API_KEY, Kind.BEARER}
 # template braces) given to a name that says it is a secret, when it looks like one.
 _LITERAL = re.compile(
     r"(?i)[\w-]*(?:password|passwd|passphrase|secret|api_?key|token)[\w-]*[\"']?\s*[:=]\s*"
-    r"(?P<quote>[\"'])(?P<value>[^\"'\s{}<>$%]{8,})(?P=quote)"
+    r"(?P<mark>[\"'])(?P<value>[^\"'\s{}<>$%]{8,})(?P=mark)"
 )
 # Words one of which `_LITERAL` needs: most text holds none, and checking for them is far
 # cheaper than trying the pattern from every position.

@@ -3,11 +3,13 @@ tenant's data keys, and the job that re-encrypts them after a data key rotation.
 
 An encrypted column is declared once as an `EncryptedColumn` (table, column, and the SQL that
 names its row); that declaration fixes the AAD, so the service that writes it and the job that
-re-encrypts it cannot disagree. Declaring it is also its registration: `encrypted_columns()`
-is the one list that key rotation and tenant shredding work from, so a new column is covered
+re-encrypts it cannot disagree. A runtime module's declaration is also its registration; an
+app lists its columns in its `App`, and whoever runs rotation or shredding passes them in:
+`encrypted_columns(app_columns)` is the one list both work from, so a new column is covered
 without an edit anywhere else. In the database the column has the domain `sealed_field`
 (migration 0009), which refuses anything that is not a sealed field: plaintext cannot be
-written there even by a bug or by hand.
+written there even by a bug or by hand; and re-encryption refuses to run while a column of
+that domain is declared by nobody (it would stay under an old key).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import importlib
 import pkgutil
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any
 
 from psycopg.errors import LockNotAvailable
@@ -29,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeDecorator
 
+from ramparts.config import APPS_ENTRY_POINT_GROUP
 from ramparts.crypto.fields import FieldCipher, FieldDecryptionError
 from ramparts.crypto.keys import DataKeys
 from ramparts.db.engine import Database
@@ -39,6 +44,7 @@ __all__ = [
     "Sealed",
     "SealedColumn",
     "SealedFields",
+    "UndeclaredColumnsError",
     "count_sealed",
     "encrypted_columns",
     "reencrypt",
@@ -49,6 +55,11 @@ IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 class RowsLockedError(Exception):
     """Re-encryption could not reach rows that running requests kept locked."""
+
+
+class UndeclaredColumnsError(Exception):
+    """The database has sealed columns that no declaration covers, so re-encryption would
+    leave them under an old key."""
 
 
 class Sealed(bytes):
@@ -97,22 +108,42 @@ class EncryptedColumn:
 _DECLARED: dict[tuple[str, str], EncryptedColumn] = {}
 
 
-def encrypted_columns() -> tuple[EncryptedColumn, ...]:
-    """Every encrypted column declared anywhere in Ramparts, by table and column."""
-    _import_declarations()
-    return tuple(_DECLARED[key] for key in sorted(_DECLARED))
+def encrypted_columns(app_columns: Iterable[EncryptedColumn] = ()) -> tuple[EncryptedColumn, ...]:
+    """Every encrypted column: the runtime's own and `app_columns` (what the apps declare,
+    passed in by the caller: this layer knows no app), by table and column."""
+    found = {(column.table, column.column): column for column in _runtime_columns()}
+    found.update(((column.table, column.column), column) for column in app_columns)
+    return tuple(found[key] for key in sorted(found))
 
 
 @functools.cache
-def _import_declarations() -> None:
-    """Import every module of the package once: a column is registered when its declaring
-    module runs, and rotation must not depend on which modules a command happened to load.
-    Migrations are scripts for Alembic, not modules, and declare nothing."""
+def _runtime_columns() -> tuple[EncryptedColumn, ...]:
+    """The columns the runtime's modules declare, each module imported once: rotation must not
+    depend on which modules a command happened to load. App packages (published under the
+    apps' entry-point group) are left out: an app's columns are the ones its App lists.
+    Migrations are scripts for Alembic and declare nothing."""
     import ramparts  # noqa: PLC0415 - the package itself, to walk it
 
-    for module in pkgutil.walk_packages(ramparts.__path__, "ramparts."):
-        if ".migrations" not in module.name:
-            importlib.import_module(module.name)
+    apps = {
+        ".".join(entry.module.split(".")[:2])
+        for entry in entry_points(group=APPS_ENTRY_POINT_GROUP)
+    } - {"ramparts"}
+    found: dict[tuple[str, str], EncryptedColumn] = {}
+    for module in _runtime_modules(ramparts.__path__, "ramparts.", apps):
+        for value in vars(module).values():
+            if isinstance(value, EncryptedColumn):
+                found[value.table, value.column] = value
+    return tuple(found.values())
+
+
+def _runtime_modules(path: Iterable[str], prefix: str, apps: set[str]) -> Iterator[ModuleType]:
+    for found in pkgutil.iter_modules(path, prefix):
+        if found.name in apps or found.name.endswith(".migrations"):
+            continue
+        module = importlib.import_module(found.name)
+        yield module
+        if found.ispkg:
+            yield from _runtime_modules(module.__path__, f"{found.name}.", apps)
 
 
 class SealedFields:
@@ -176,6 +207,14 @@ async def reencrypt(
     RowsLockedError when rows stay locked by others for longer than `lock_wait` seconds.
     """
     async with owner.tenant_session(tenant) as session:
+        undeclared = await _undeclared(session, columns)
+        if undeclared:
+            raise UndeclaredColumnsError(
+                f"sealed column(s) {', '.join(undeclared)} declared by no installed app: "
+                "re-encrypting without them would leave them under the old key; install the "
+                "app that brought them (or drop them), then run `ramparts keys reencrypt`"
+            )
+        columns = await _present(session, columns)
         newest = (await keys.current(session, tenant)).version
         total = 0
         for column in columns:
@@ -215,7 +254,7 @@ async def count_sealed(
     "fields": n}` each (a list, not a mapping: column names such as `sealed_secret` are keys
     the audit trail's redaction would hide)."""
     counts = []
-    for column in columns:
+    for column in await _present(session, columns):
         found = await session.scalar(
             text(
                 f"SELECT count({column.column}) FROM {column.table} "  # noqa: S608
@@ -225,6 +264,32 @@ async def count_sealed(
         )
         counts.append({"column": f"{column.table}.{column.column}", "fields": int(found or 0)})
     return counts
+
+
+async def _present(
+    session: AsyncSession, columns: Sequence[EncryptedColumn]
+) -> list[EncryptedColumn]:
+    """The columns whose table this database has: an installed app that was never served
+    has not created its tables (one that was served and is no longer keeps them, and they are
+    covered)."""
+    tables = set(
+        await session.scalars(
+            text("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()")
+        )
+    )
+    return [column for column in columns if column.table in tables]
+
+
+async def _undeclared(session: AsyncSession, columns: Sequence[EncryptedColumn]) -> list[str]:
+    """Columns of the `sealed_field` domain that none of `columns` names, as table.column."""
+    in_database = await session.execute(
+        text(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns "
+            "WHERE domain_name = 'sealed_field' AND table_schema = current_schema()"
+        )
+    )
+    declared = {(column.table, column.column) for column in columns}
+    return sorted(f"{table}.{name}" for table, name in in_database if (table, name) not in declared)
 
 
 # Only identifiers checked by EncryptedColumn and its declared row expression are formatted

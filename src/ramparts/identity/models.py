@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import ForeignKey, ForeignKeyConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ramparts.db.base import Base, text_enum
+from ramparts.db.base import Base
 
-__all__ = ["Membership", "Role", "Tenant", "User"]
+__all__ = ["ADMIN_ROLE", "Membership", "Tenant", "User"]
 
-
-class Role(StrEnum):
-    BUYER = "buyer"
-    SELLER = "seller"
-    FINANCE = "finance"
-    ADMIN = "admin"
+#: The one role the runtime itself knows: the tenant's administrator. Every other role is an
+#: app's (`ramparts.apps.App.roles`); the schema checks only a role's format (0019).
+ADMIN_ROLE = "admin"
 
 
 class Tenant(Base):
@@ -56,5 +52,5 @@ class Membership(Base):
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    role: Mapped[Role] = mapped_column(text_enum(Role), primary_key=True)
+    role: Mapped[str] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))

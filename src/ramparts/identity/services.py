@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,16 +22,22 @@ from ramparts.audit.events import SYSTEM_TENANT, Action, Actor, Decision, Resour
 from ramparts.audit.services import AuditLog
 from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms, tenant_key
-from ramparts.crypto.sealing import SealedFields, count_sealed, encrypted_columns, reencrypt
+from ramparts.crypto.sealing import (
+    EncryptedColumn,
+    SealedFields,
+    count_sealed,
+    encrypted_columns,
+    reencrypt,
+)
 from ramparts.db.engine import Database
 from ramparts.identity.clients import new_client_id
 from ramparts.identity.federation import DEFAULT_MFA_AMR, issuer_allowed
 from ramparts.identity.keys import load_key_ring, rotate_signing_key
-from ramparts.identity.models import Membership, Role, Tenant, User
+from ramparts.identity.models import ADMIN_ROLE, Membership, Tenant, User
 from ramparts.identity.passwords import check_password, hash_password
 from ramparts.identity.sealed import IDP_CLIENT_SECRET, TOTP_SECRET
 
-__all__ = ["Provisioning", "TenantRecord"]
+__all__ = ["Provisioning", "TenantRecord", "UnknownRoleError"]
 
 
 #: Provisioning is run by an operator on the command line, not by a signed-in user.
@@ -46,15 +52,47 @@ class TenantRecord:
     region: str
 
 
-class Provisioning:
-    """Creates tenants, users and clients; constructed with the owner's `Database`."""
+class UnknownRoleError(ValueError):
+    """A role that is neither the runtime's `admin` nor a role of a served app."""
 
-    def __init__(self, owner_db: Database, kms: Kms, audit: AuditLog) -> None:
+
+class Provisioning:
+    """Creates tenants, users and clients; constructed with the owner's `Database`.
+
+    `roles` are the roles a membership may hold: `admin` and those of the apps served
+    (`ramparts.apps.app_roles`); `app_columns` the encrypted columns the installed apps
+    declare, which key rotation and tenant shredding cover besides the runtime's own. (A
+    service client's roles are what its tokens say to the policies, not memberships.)"""
+
+    def __init__(
+        self,
+        owner_db: Database,
+        kms: Kms,
+        audit: AuditLog,
+        *,
+        roles: Collection[str] = (ADMIN_ROLE,),
+        app_columns: Sequence[EncryptedColumn] = (),
+    ) -> None:
         self._db = owner_db
         self._kms = kms
         self._keys = DataKeys(kms)
         self._fields = SealedFields(self._keys)
         self._audit = audit
+        self._roles = frozenset(roles)
+        self._app_columns = tuple(app_columns)
+
+    @property
+    def encrypted_columns(self) -> tuple[EncryptedColumn, ...]:
+        """Every column that rotation re-encrypts and shredding counts."""
+        return encrypted_columns(self._app_columns)
+
+    def _check_roles(self, roles: Iterable[str]) -> None:
+        unknown = sorted(set(roles) - self._roles)
+        if unknown:
+            raise UnknownRoleError(
+                f"unknown role {', '.join(map(repr, unknown))}: a role is {ADMIN_ROLE!r} or one "
+                f"of the served apps' ({', '.join(sorted(self._roles - {ADMIN_ROLE})) or 'none'})"
+            )
 
     async def _record(
         self, session: AsyncSession, action: Action, resource: Resource, **details: Any
@@ -101,7 +139,7 @@ class Provisioning:
             self._db,
             self._keys,
             tenant.id,
-            encrypted_columns(),
+            self.encrypted_columns,
             batch=batch,
             lock_wait=lock_wait,
             progress=progress,
@@ -128,7 +166,7 @@ class Provisioning:
         append-only and already redacted), with how many fields of each encrypted column the
         shredding made unreadable. Returns how many data keys were shredded."""
         async with self._db.tenant_session(tenant.id) as session:
-            sealed = await count_sealed(session, tenant.id, encrypted_columns())
+            sealed = await count_sealed(session, tenant.id, self.encrypted_columns)
             shredded = await self._keys.shred(session, tenant.id)
             await session.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant.id})
         async with self._db.tenant_session(SYSTEM_TENANT) as session:
@@ -172,11 +210,13 @@ class Provisioning:
         username: str,
         display_name: str,
         password: str,
-        roles: Iterable[Role],
+        roles: Iterable[str],
         totp_secret: str | None = None,
     ) -> uuid.UUID:
         """Create or reset a user: new password hash, exactly the given roles, and (when
         given) a freshly enrolled TOTP secret, sealed to this tenant and user."""
+        roles = list(roles)
+        self._check_roles(roles)
         async with self._db.tenant_session(tenant.id) as session:
             user = await session.scalar(
                 select(User).where(User.tenant_id == tenant.id, User.username == username)

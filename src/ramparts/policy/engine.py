@@ -1,9 +1,11 @@
 """Cedar, loaded once: the schema, the policies, and one decision per request.
 
-The policies live in `policies/*.cedar` beside the schema (`schema.cedarschema`); both are read
-and validated once when the engine is built, and the parsed policy set is reused for every
-decision, so no request pays for parsing. Each policy carries an `@id("...")` annotation, the
-name a decision reports (and the audit trail records) for the policies that determined it.
+The runtime's policies live in `policies/*.cedar` beside its schema (`schema.cedarschema`);
+each app brings its own in its namespace, composed with them (`ramparts.policy.compose`). The
+whole is read and validated once when the engine is built, and the parsed policy set is reused
+for every decision, so no request pays for parsing. Each policy carries an `@id("...")`
+annotation, the name a decision reports (and the audit trail records) for the policies that
+determined it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cedarpy
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from ramparts.policy.compose import PolicyFragment
 
 __all__ = [
     "POLICY_DIR",
@@ -25,6 +32,7 @@ __all__ = [
     "PolicyDecision",
     "PolicyEngine",
     "PolicyError",
+    "RuntimeAction",
     "Subject",
     "Target",
 ]
@@ -35,41 +43,53 @@ SENSITIVITIES = ("public", "internal", "confidential", "restricted")
 
 
 class PolicyError(Exception):
-    """The policies do not parse or do not validate against the schema."""
+    """The policies do not parse, do not validate against the schema, or an app's Cedar may
+    not be composed with the runtime's (see `ramparts.policy.compose`)."""
 
 
-class PolicyAction(StrEnum):
-    """Every action a route or an AI tool may ask for; the Cedar action of the same name."""
+@dataclass(frozen=True)
+class PolicyAction:
+    """An action a route or an AI tool may ask for: the Cedar action `name` of `namespace`
+    (an app's; "" is the runtime's own), on entities of `resource_type` of that namespace."""
 
-    QUOTE_LIST = "quote.list"
-    QUOTE_READ = "quote.read"
-    QUOTE_CREATE = "quote.create"
-    QUOTE_UPDATE = "quote.update"
-    QUOTE_DELETE = "quote.delete"
-    QUOTE_SUBMIT = "quote.submit"
-    QUOTE_ACCEPT = "quote.accept"
-    DEPOSIT_CHARGE = "deposit.charge"
-    REFUND_ISSUE = "refund.issue"
-    DISBURSEMENT_APPROVE = "disbursement.approve"
-    AUDIT_READ = "audit.read"
-    ASSISTANT_APPROVE = "assistant.approve"
-    ASSISTANT_CONFIGURE = "assistant.configure"
-    MODEL_CALL = "model.call"
+    name: str  # the Cedar action id inside its namespace, e.g. "audit.read"
+    resource_type: str  # the entity type it applies to, unqualified, e.g. "AuditLog"
+    namespace: str = ""  # the app's Cedar namespace; "" = the runtime's own
 
     @property
-    def resource_type(self) -> str:
-        return _RESOURCE_TYPES[self.value.split(".")[0]]
+    def cedar_type(self) -> str:
+        """The Cedar entity type of the action itself (`<Namespace>::Action`)."""
+        return f"{self.namespace}::Action" if self.namespace else "Action"
+
+    @property
+    def entity_type(self) -> str:
+        """The qualified entity type of its resources: what `Target.type` says."""
+        return _qualified(self.namespace, self.resource_type)
+
+    @property
+    def qualified(self) -> str:
+        """The name the audit trail and the decision matrix record."""
+        return _qualified(self.namespace, self.name)
+
+    def __str__(self) -> str:
+        return self.qualified
 
 
-_RESOURCE_TYPES = {
-    "quote": "Quote",
-    "deposit": "Deposit",
-    "refund": "Refund",
-    "disbursement": "Disbursement",
-    "audit": "AuditLog",
-    "assistant": "Assistant",
-    "model": "ModelEndpoint",
-}
+def _qualified(namespace: str, name: str) -> str:
+    return f"{namespace}::{name}" if namespace else name
+
+
+class RuntimeAction:
+    """The runtime's own actions (the Cedar actions of `schema.cedarschema`)."""
+
+    AUDIT_READ = PolicyAction("audit.read", "AuditLog")
+    ASSISTANT_APPROVE = PolicyAction("assistant.approve", "Assistant")
+    ASSISTANT_CONFIGURE = PolicyAction("assistant.configure", "Assistant")
+    MODEL_CALL = PolicyAction("model.call", "ModelEndpoint")
+    ALL = (AUDIT_READ, ASSISTANT_APPROVE, ASSISTANT_CONFIGURE, MODEL_CALL)
+    # The only runtime actions an app's policies may permit, and only to the app's own roles:
+    # its people use the assistant and decide its approval requests.
+    GRANTABLE = (MODEL_CALL, ASSISTANT_APPROVE)
 
 
 class Channel(StrEnum):
@@ -93,23 +113,27 @@ class Subject:
 
 @dataclass(frozen=True)
 class Target:
-    """What is asked about: `type` is a Cedar entity type (see `PolicyAction.resource_type`).
+    """What is asked about: `type` is a qualified Cedar entity type
+    (`PolicyAction.entity_type`).
 
-    A quote's parties are user ids (`Subject.id`): `buyer` asked for it, `seller` answers it
-    (none: open to every seller). A target without a buyer is owned by nobody, so no
-    ownership rule allows anything on it."""
+    `parties` are the resource's attributes that are users: (attribute, user id), e.g. who
+    asked for it and who answers it; a party the resource does not have is not listed. A
+    target without parties is owned by nobody, so no ownership rule allows anything on it."""
 
     type: str
     id: str
     tenant: str | None = None
     sensitivity: str = "internal"
     region: str | None = None  # for a ModelEndpoint
-    buyer: str | None = None  # for a Quote
-    seller: str | None = None  # for a Quote
+    parties: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.sensitivity not in SENSITIVITIES:
             raise ValueError(f"unknown sensitivity {self.sensitivity!r}")
+
+    def party(self, attribute: str) -> str | None:
+        """The user `attribute` names, or None."""
+        return next((user for name, user in self.parties if name == attribute), None)
 
 
 @dataclass(frozen=True)
@@ -122,7 +146,13 @@ class PolicyDecision:
 class PolicyEngine:
     """The parsed, validated policy set; `decide` is the only evaluation path."""
 
-    def __init__(self, policies: str, schema: str) -> None:
+    def __init__(
+        self,
+        policies: str,
+        schema: str,
+        parties: Mapping[str, Sequence[str]] | None = None,
+        actions: Sequence[PolicyAction] = (),
+    ) -> None:
         result = cedarpy.validate_policies(policies, schema)
         if not result.validation_passed:
             raise PolicyError("; ".join(str(e) for e in result.errors) or "invalid policies")
@@ -132,20 +162,35 @@ class PolicyEngine:
         self._schema = cedarpy.Schema.from_str(schema)
         parsed = json.loads(cedarpy.policies_to_json_str(policies))
         self._names = _annotated_ids(parsed)
+        # The attributes of each (qualified) entity type that are users, as the apps declare.
+        self._parties = {kind: tuple(names) for kind, names in (parties or {}).items()}
+        # The actions routes may declare: the runtime's and the composed apps'.
+        self._actions = {a.qualified: a for a in (*RuntimeAction.ALL, *actions)}
         # A decision depends only on what the request carries. When no policy names a user,
         # service or resource by id (only roles and actions), ids cannot change it, only
-        # which of them are the same (is the caller the quote's buyer?), so decisions are
+        # which of them are the same (is the caller the resource's owner?), so decisions are
         # remembered by everything else: the API path then skips Cedar.
-        self._ids_matter = bool(_entity_types(parsed) - {"Role", "Action"})
+        self._ids_matter = any(not _names_no_one(kind) for kind in _entity_types(parsed))
         self._remembered: OrderedDict[tuple[Any, ...], PolicyDecision] = OrderedDict()
         self._refusals: dict[tuple[Any, ...], bool] = {}
 
     @classmethod
-    def load(cls, directory: Path = POLICY_DIR, schema: Path | None = None) -> PolicyEngine:
-        """The policies in `directory/policies/*.cedar` (or `directory/*.cedar`)."""
-        return cls(
-            read_policies(directory), (schema or POLICY_DIR / "schema.cedarschema").read_text()
-        )
+    def compose(
+        cls, fragments: Sequence[PolicyFragment] = (), runtime: Path = POLICY_DIR
+    ) -> PolicyEngine:
+        """The runtime's Cedar (in `runtime`) with each app's fragment: see
+        `ramparts.policy.compose.compose`."""
+        from ramparts.policy.compose import compose  # noqa: PLC0415 (compose builds on us)
+
+        return compose(fragments, runtime)
+
+    def action(self, qualified: str) -> PolicyAction | None:
+        """The declared action of that qualified name (None: no such action here)."""
+        return self._actions.get(qualified)
+
+    def party_attributes(self, entity_type: str) -> tuple[str, ...]:
+        """The attributes of `entity_type` (qualified) that name a user: its parties."""
+        return self._parties.get(entity_type, ())
 
     def decide(
         self, subject: Subject, action: PolicyAction, target: Target, channel: Channel
@@ -156,14 +201,14 @@ class PolicyEngine:
             subject.region,
             subject.roles,
             subject.amr,
-            action,
+            action.qualified,
             target.type,
             target.tenant,
             target.sensitivity,
             target.region,
             channel,
             *(
-                (subject.id, target.id, target.buyer, target.seller)
+                (subject.id, target.id, target.parties)
                 if self._ids_matter
                 else _parties(subject, target)
             ),
@@ -187,7 +232,12 @@ class PolicyEngine:
         input is read. It never allows anything: `decide` on the real resource does that.
         Remembered, since only the subject's roles, factors and channel can change it."""
         key = (subject.service, subject.tenant, subject.region, subject.roles, subject.amr)
-        key += (action, sensitivity, channel, *((subject.id,) if self._ids_matter else ()))
+        key += (
+            action.qualified,
+            sensitivity,
+            channel,
+            *((subject.id,) if self._ids_matter else ()),
+        )
         refused = self._refusals.get(key)
         if refused is None:
             principal_type = "Service" if subject.service else "User"
@@ -198,7 +248,7 @@ class PolicyEngine:
             }
             request = {
                 "principal": f'{principal_type}::"{_escaped(subject.id)}"',
-                "action": f'Action::"{action.value}"',
+                "action": f'{action.cedar_type}::"{_escaped(action.name)}"',
                 "context": {
                     "tenant": subject.tenant,
                     "region": subject.region,
@@ -223,8 +273,8 @@ class PolicyEngine:
         self, subject: Subject, action: PolicyAction, target: Target, channel: Channel
     ) -> PolicyDecision:
         """Ask Cedar, every time (`decide` remembers the answers)."""
-        if target.type != action.resource_type:
-            raise ValueError(f"{action} applies to {action.resource_type}, not {target.type}")
+        if target.type != action.entity_type:
+            raise ValueError(f"{action} applies to {action.entity_type}, not {target.type}")
         principal_type = "Service" if subject.service else "User"
         entities: list[dict[str, Any]] = [
             {
@@ -240,7 +290,7 @@ class PolicyEngine:
         ]
         request = {
             "principal": {"type": principal_type, "id": subject.id},
-            "action": {"type": "Action", "id": action.value},
+            "action": {"type": action.cedar_type, "id": action.name},
             "resource": {"type": target.type, "id": target.id},
             "context": {
                 "tenant": subject.tenant,
@@ -257,14 +307,16 @@ class PolicyEngine:
         return PolicyDecision(bool(result.allowed), reasons, errors)
 
 
-def _parties(subject: Subject, target: Target) -> tuple[bool | None, ...]:
-    """Which of the caller, the buyer and the seller are the same user, and which are absent:
-    all a policy that names no id can learn from the ids."""
-    return (
-        None if target.buyer is None else target.buyer == subject.id,
-        None if target.seller is None else target.seller == subject.id,
-        target.buyer is not None and target.buyer == target.seller,
-    )
+def _parties(subject: Subject, target: Target) -> tuple[tuple[str, bool, int], ...]:
+    """Per party: whether it is the caller, and the first party that is the same user (so
+    which parties coincide): all a policy that names no id can learn from the ids."""
+    users = [user for _, user in target.parties]
+    return tuple((name, user == subject.id, users.index(user)) for name, user in target.parties)
+
+
+def _names_no_one(entity_type: str) -> bool:
+    """Roles and actions are named by policies; naming them says nothing about who asks."""
+    return entity_type in {"Role", "Action"} or entity_type.endswith("::Action")
 
 
 def _escaped(entity_id: str) -> str:
@@ -275,11 +327,8 @@ def _target_attrs(target: Target) -> dict[str, Any]:
     if target.type == "ModelEndpoint":
         return {"region": target.region or ""}
     attrs: dict[str, Any] = {"tenant": target.tenant or "", "sensitivity": target.sensitivity}
-    if target.type == "Quote":
-        for party in ("buyer", "seller"):
-            user = getattr(target, party)
-            if user is not None:
-                attrs[party] = {"__entity": {"type": "User", "id": user}}
+    for name, user in target.parties:
+        attrs[name] = {"__entity": {"type": "User", "id": user}}
     return attrs
 
 

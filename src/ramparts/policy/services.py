@@ -112,6 +112,14 @@ class Authorizer:
             await self._regions.of(principal.tenant_id, session),
         )
 
+    def action(self, qualified: str) -> PolicyAction | None:
+        """The action a route declares by its qualified name (None: none such is composed)."""
+        return self._engine.action(qualified)
+
+    def party_attributes(self, entity_type: str) -> tuple[str, ...]:
+        """The attributes of `entity_type` that name a user (`PolicyEngine.party_attributes`)."""
+        return self._engine.party_attributes(entity_type)
+
     def decide(
         self, principal: Principal, action: PolicyAction, resource: Target, context: RequestContext
     ) -> PolicyDecision:
@@ -171,7 +179,7 @@ class Authorizer:
             Resource(resource.type, resource.id, {"tenant": resource.tenant}),
             Decision.ALLOW if decision.allowed else Decision.DENY,
             {
-                "action": action.value,
+                "action": action.qualified,
                 "channel": context.channel.value,
                 "sensitivity": resource.sensitivity,
                 "errors": list(decision.errors),
@@ -218,7 +226,7 @@ class Authorizer:
                 Resource(resources[0].type, None),
                 Decision.DENY,
                 {
-                    "action": action.value,
+                    "action": action.qualified,
                     "channel": context.channel.value,
                     "withheld": [r.id for r in resources if r not in kept],
                 },

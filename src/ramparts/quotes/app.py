@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from fastapi import APIRouter
 
-from ramparts.apps import App, AppServices
+from ramparts.apps import App, AppPolicy, AppServices
+from ramparts.policy.matrix import ME, SOMEONE
 from ramparts.quotes import views
+from ramparts.quotes.actions import NAMESPACE, QuoteAction
+from ramparts.quotes.demo import QUOTES_DEMO
+from ramparts.quotes.roles import FINANCE, ROLES
 from ramparts.quotes.tools import register_quote_tools
 
 __all__ = ["QUOTES"]
+
+# The decision matrix's quotes of our tenant, by the caller's place in them: `same` is
+# someone else's (another buyer asked, another seller answers), `requested` we asked for,
+# `assigned` we answer, `open` awaits any seller; `other` is another tenant's. Their
+# attributes (buyer, seller) are the quote's parties.
+QUOTE_PARTIES: dict[str, dict[str, str | None]] = {
+    "same": {"buyer": SOMEONE, "seller": SOMEONE},
+    "requested": {"buyer": ME, "seller": SOMEONE},
+    "assigned": {"buyer": SOMEONE, "seller": ME},
+    "open": {"buyer": SOMEONE, "seller": None},
+    "other": {"buyer": SOMEONE, "seller": SOMEONE},
+}
 
 
 def _routers(services: AppServices) -> Sequence[APIRouter]:
@@ -20,7 +37,19 @@ def _routers(services: AppServices) -> Sequence[APIRouter]:
 QUOTES = App(
     name="quotes",
     title="Vendor quotes: requests, AI-drafted proposals, deposits",
-    roles=("buyer", "seller", "finance"),
+    roles=ROLES,
     routers=_routers,
     tools=register_quote_tools,
+    policy=AppPolicy(
+        namespace=NAMESPACE,
+        folder=Path(__file__).resolve().parent / "policy",
+        actions=QuoteAction.ALL,
+        money_actions=QuoteAction.MONEY,
+        money_roles=(FINANCE,),
+        parties={"Quote": QUOTE_PARTIES},
+    ),
+    # Served when RAMPARTS_APPS is unset: the runtime's own demo and docs show it.
+    default=True,
+    migrations=Path(__file__).resolve().parent / "migrations",
+    demo=QUOTES_DEMO,
 )

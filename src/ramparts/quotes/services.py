@@ -18,9 +18,11 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.identity.auth import Principal
-from ramparts.identity.models import Membership, Role
+from ramparts.identity.models import ADMIN_ROLE, Membership
 from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteItem, QuoteStatus, Sensitivity
+from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 
 __all__ = [
     "LineItem",
@@ -35,7 +37,7 @@ __all__ = [
 QUOTES = Quote.__table__
 ITEMS = QuoteItem.__table__
 #: Roles whose permits in 10-roles.cedar read every quote of their tenant.
-READS_EVERY_QUOTE = frozenset({Role.FINANCE, Role.ADMIN})
+READS_EVERY_QUOTE = frozenset({FINANCE, ADMIN_ROLE})
 
 
 class WrongStatusError(Exception):
@@ -85,7 +87,7 @@ class Party:
         roles = set(principal.roles)
         if roles & READS_EVERY_QUOTE:
             return None
-        return cls(principal.user_id, Role.BUYER in roles, Role.SELLER in roles)
+        return cls(principal.user_id, BUYER in roles, SELLER in roles)
 
     def condition(self) -> ColumnElement[bool]:
         if self.user_id is None:  # a service is never a party to a quote
@@ -100,13 +102,15 @@ class Party:
 
 def quote_target(quote: Quote | QuoteWithItems) -> Target:
     """The quote as Cedar sees it: its tenant, sensitivity and parties."""
+    parties = [("buyer", str(quote.buyer_id))]
+    if quote.seller_id is not None:  # none: open to every seller
+        parties.append(("seller", str(quote.seller_id)))
     return Target(
-        "Quote",
+        QuoteAction.QUOTE_READ.entity_type,
         str(quote.id),
         str(quote.tenant_id),
         quote.sensitivity.value,
-        buyer=str(quote.buyer_id),
-        seller=None if quote.seller_id is None else str(quote.seller_id),
+        parties=tuple(parties),
     )
 
 
@@ -197,7 +201,7 @@ class QuoteService:
             select(Membership.user_id).where(
                 Membership.tenant_id == tenant_id,
                 Membership.user_id == user_id,
-                Membership.role == Role.SELLER,
+                Membership.role == SELLER,
             )
         )
         return found is not None

@@ -20,7 +20,8 @@ from ramparts.ai.tools import (
     ToolRun,
     uuid_argument,
 )
-from ramparts.policy.engine import PolicyAction, Target
+from ramparts.policy.engine import Target
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteStatus
 from ramparts.quotes.services import LineItem, Party, QuoteService, QuoteWithItems, quote_target
 
@@ -101,7 +102,7 @@ async def _with_items(run: ToolRun, quote_id: uuid.UUID) -> QuoteWithItems:
 
 
 async def _list_target(run: ToolRun) -> Target:
-    return Target("Quote", "*", str(run.principal.tenant_id))
+    return Target(QuoteAction.QUOTE_LIST.entity_type, "*", str(run.principal.tenant_id))
 
 
 async def _list(run: ToolRun) -> dict[str, Any]:
@@ -114,7 +115,7 @@ async def _list(run: ToolRun) -> dict[str, Any]:
     )
     # Each quote as Cedar judges it (whose it is; a restricted one needs a WebAuthn sign-in),
     # like the API.
-    readable = [q for q in quotes if run.may(PolicyAction.QUOTE_READ, quote_target(q))]
+    readable = [q for q in quotes if run.may(QuoteAction.QUOTE_READ, quote_target(q))]
     shown = [_shown(q, with_items=False) for q in readable]
     return {"ids": [q["id"] for q in shown], "quotes": shown}
 
@@ -178,7 +179,7 @@ def register_quote_tools(registry: ToolRegistry) -> None:
                 "required": ["ids", "quotes"],
                 "additionalProperties": False,
             },
-            action=PolicyAction.QUOTE_LIST,
+            action=QuoteAction.QUOTE_LIST,
             risk=Risk.READ,
             run=_list,
             target=_list_target,
@@ -191,7 +192,7 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             description="Read one quote with its line items.",
             arguments=QUOTE_ID_ONLY,
             result=QUOTE,
-            action=PolicyAction.QUOTE_READ,
+            action=QuoteAction.QUOTE_READ,
             risk=Risk.READ,
             run=_get,
             target=_quote_target,
@@ -214,7 +215,7 @@ def register_quote_tools(registry: ToolRegistry) -> None:
                 "additionalProperties": False,
             },
             result=QUOTE,
-            action=PolicyAction.QUOTE_CREATE,
+            action=QuoteAction.QUOTE_CREATE,
             risk=Risk.WRITE,
             run=_create,
             target=_list_target,
@@ -240,7 +241,7 @@ def register_quote_tools(registry: ToolRegistry) -> None:
                 "required": ["quote_id", "total_minor", "proposal"],
                 "additionalProperties": False,
             },
-            action=PolicyAction.QUOTE_SUBMIT,  # drafting the answer is the seller's part
+            action=QuoteAction.QUOTE_SUBMIT,  # drafting the answer is the seller's part
             risk=Risk.READ,
             run=_draft,
             target=_quote_target,

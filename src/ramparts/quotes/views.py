@@ -24,6 +24,7 @@ from ramparts.identity.auth import BearerAuthenticator, Principal
 from ramparts.policy.engine import PolicyAction, Target
 from ramparts.policy.services import Authorizer, RequestContext
 from ramparts.problems import Problem, ProblemType
+from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteStatus, Sensitivity
 from ramparts.quotes.services import (
     LineItem,
@@ -41,6 +42,8 @@ __all__ = ["build_router", "quote_json"]
 MAX_IDS = 100
 
 Found = TypeVar("Found", Quote, QuoteWithItems)
+
+QUOTE = QuoteAction.QUOTE_READ.entity_type  # what every quote target is, to Cedar
 
 
 class ItemIn(BaseModel):
@@ -80,7 +83,7 @@ def _target(quote: Quote | QuoteWithItems | None, quote_id: uuid.UUID | str) -> 
     """The Cedar resource; a quote not found in the caller's tenant belongs to no tenant we
     know, so the tenant wall denies it."""
     if quote is None:
-        return Target("Quote", str(quote_id), tenant="", sensitivity="internal")
+        return Target(QUOTE, str(quote_id), tenant="", sensitivity="internal")
     return quote_target(quote)
 
 
@@ -156,7 +159,7 @@ def build_router(  # noqa: PLR0915 - one route table
             raise _not_found()
         return quote_json(current)
 
-    @router.get("/api/quotes", openapi_extra=declares(PolicyAction.QUOTE_LIST))
+    @router.get("/api/quotes", openapi_extra=declares(QuoteAction.QUOTE_LIST))
     async def list_quotes(
         principal: Caller,
         session: Session,
@@ -165,10 +168,10 @@ def build_router(  # noqa: PLR0915 - one route table
     ) -> dict[str, Any]:
         """The caller's tenant's quotes it may read, oldest first (at most 100)."""
         wanted = _parse_ids(ids) if ids is not None else None
-        collection = Target("Quote", "*", str(principal.tenant_id), "internal")
+        collection = Target(QUOTE, "*", str(principal.tenant_id), "internal")
         ctx = await context(session, principal)
         await authorizer.require(
-            principal, PolicyAction.QUOTE_LIST, collection, ctx, session=session
+            principal, QuoteAction.QUOTE_LIST, collection, ctx, session=session
         )
         quotes = await QuoteService(session).listing(
             principal.tenant_id, status=status, ids=wanted, party=Party.of(principal)
@@ -177,7 +180,7 @@ def build_router(  # noqa: PLR0915 - one route table
             t.id
             for t in await authorizer.permitted(
                 principal,
-                PolicyAction.QUOTE_READ,
+                QuoteAction.QUOTE_READ,
                 [quote_target(q) for q in quotes],
                 ctx,
                 session=session,
@@ -185,21 +188,21 @@ def build_router(  # noqa: PLR0915 - one route table
         }
         return {"items": [quote_json(q) for q in quotes if str(q.id) in readable]}
 
-    @router.get("/api/quotes/{quote_id}", openapi_extra=declares(PolicyAction.QUOTE_READ))
+    @router.get("/api/quotes/{quote_id}", openapi_extra=declares(QuoteAction.QUOTE_READ))
     async def read_quote(
         principal: Caller, session: Session, quote_id: uuid.UUID
     ) -> dict[str, Any]:
         quote = await QuoteService(session).read(principal.tenant_id, quote_id)
         return quote_json(
-            await require(session, principal, PolicyAction.QUOTE_READ, quote, quote_id)
+            await require(session, principal, QuoteAction.QUOTE_READ, quote, quote_id)
         )
 
-    @router.post("/api/quotes", status_code=201, openapi_extra=declares(PolicyAction.QUOTE_CREATE))
+    @router.post("/api/quotes", status_code=201, openapi_extra=declares(QuoteAction.QUOTE_CREATE))
     async def create_quote(principal: Caller, session: Session, new: QuoteIn) -> dict[str, Any]:
-        target = Target("Quote", "new", str(principal.tenant_id), new.sensitivity.value)
+        target = Target(QUOTE, "new", str(principal.tenant_id), new.sensitivity.value)
         await authorizer.require(
             principal,
-            PolicyAction.QUOTE_CREATE,
+            QuoteAction.QUOTE_CREATE,
             target,
             await context(session, principal),
             session=session,
@@ -228,11 +231,11 @@ def build_router(  # noqa: PLR0915 - one route table
         )
         return await shown(session, quote)
 
-    @router.patch("/api/quotes/{quote_id}", openapi_extra=declares(PolicyAction.QUOTE_UPDATE))
+    @router.patch("/api/quotes/{quote_id}", openapi_extra=declares(QuoteAction.QUOTE_UPDATE))
     async def update_quote(
         principal: Caller, session: Session, quote_id: uuid.UUID, change: QuoteChange
     ) -> dict[str, Any]:
-        quote = await load(session, principal, PolicyAction.QUOTE_UPDATE, quote_id)
+        quote = await load(session, principal, QuoteAction.QUOTE_UPDATE, quote_id)
         await _in_status(
             QuoteService(session).update(quote, title=change.title, description=change.description)
         )
@@ -241,14 +244,14 @@ def build_router(  # noqa: PLR0915 - one route table
     @router.delete(
         "/api/quotes/{quote_id}",
         status_code=204,
-        openapi_extra=declares(PolicyAction.QUOTE_DELETE),
+        openapi_extra=declares(QuoteAction.QUOTE_DELETE),
     )
     async def delete_quote(principal: Caller, session: Session, quote_id: uuid.UUID) -> Response:
-        quote = await load(session, principal, PolicyAction.QUOTE_DELETE, quote_id)
+        quote = await load(session, principal, QuoteAction.QUOTE_DELETE, quote_id)
         await _in_status(QuoteService(session).delete(quote))
         return Response(status_code=204)
 
-    @router.post("/api/quotes/bulk-delete", openapi_extra=declares(PolicyAction.QUOTE_DELETE))
+    @router.post("/api/quotes/bulk-delete", openapi_extra=declares(QuoteAction.QUOTE_DELETE))
     async def bulk_delete(principal: Caller, session: Session, request: QuoteIds) -> dict[str, Any]:
         """Delete several drafts; each id is authorized on its own, and refusals are listed."""
         deleted, refused = [], []
@@ -258,7 +261,7 @@ def build_router(  # noqa: PLR0915 - one route table
             quote = await quotes.get(principal.tenant_id, quote_id, for_update=True)
             decision = await authorizer.authorize(
                 principal,
-                PolicyAction.QUOTE_DELETE,
+                QuoteAction.QUOTE_DELETE,
                 _target(quote, quote_id),
                 ctx,
                 session=session,
@@ -271,22 +274,22 @@ def build_router(  # noqa: PLR0915 - one route table
             deleted.append(str(quote_id))
         return {"deleted": deleted, "refused": refused}
 
-    @router.post("/api/quotes/{quote_id}/submit", openapi_extra=declares(PolicyAction.QUOTE_SUBMIT))
+    @router.post("/api/quotes/{quote_id}/submit", openapi_extra=declares(QuoteAction.QUOTE_SUBMIT))
     async def submit_quote(
         principal: Caller, session: Session, quote_id: uuid.UUID
     ) -> dict[str, Any]:
-        quote = await load(session, principal, PolicyAction.QUOTE_SUBMIT, quote_id)
+        quote = await load(session, principal, QuoteAction.QUOTE_SUBMIT, quote_id)
         seller = principal.user_id
         if seller is None:  # pragma: no cover - the schema gives quote.submit to people
             raise Problem(403, ProblemType.FORBIDDEN, "quote.submit is for people")
         await _in_status(QuoteService(session).submit(quote, seller))
         return await shown(session, quote)
 
-    @router.post("/api/quotes/{quote_id}/accept", openapi_extra=declares(PolicyAction.QUOTE_ACCEPT))
+    @router.post("/api/quotes/{quote_id}/accept", openapi_extra=declares(QuoteAction.QUOTE_ACCEPT))
     async def accept_quote(
         principal: Caller, session: Session, quote_id: uuid.UUID
     ) -> dict[str, Any]:
-        quote = await load(session, principal, PolicyAction.QUOTE_ACCEPT, quote_id)
+        quote = await load(session, principal, QuoteAction.QUOTE_ACCEPT, quote_id)
         await _in_status(QuoteService(session).accept(quote))
         return await shown(session, quote)
 

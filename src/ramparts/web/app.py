@@ -27,7 +27,15 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import Model
 from ramparts.ai.tools import Risk, ToolRegistry
-from ramparts.apps import App, AppError, AppServices, app_routers, selected_apps
+from ramparts.apps import (
+    App,
+    AppError,
+    AppServices,
+    app_routers,
+    migration_branches,
+    policy_engine,
+    selected_apps,
+)
 from ramparts.audit import views as audit_views
 from ramparts.audit.events import Actor
 from ramparts.audit.sequencer import Sequencer
@@ -38,7 +46,7 @@ from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
-from ramparts.db.migrate import head_revision
+from ramparts.db.migrate import ExpectedSchema
 from ramparts.db.request import request_session
 from ramparts.identity import views as identity_views
 from ramparts.identity.auth import BearerAuthenticator, actor_of
@@ -51,7 +59,7 @@ from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp
-from ramparts.policy.engine import PolicyAction, PolicyEngine, Target
+from ramparts.policy.engine import RuntimeAction, Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.routes import declares
 from ramparts.web import health, pages
@@ -132,10 +140,10 @@ def _audit_reader(
         principal = await bearer(request)
         tenant = str(principal.tenant_id)
         context = await authorizer.context(principal, ui_client=WEB_CLIENT_ID, session=session)
-        target = Target("AuditLog", tenant, tenant, "confidential")
+        target = Target(RuntimeAction.AUDIT_READ.entity_type, tenant, tenant, "confidential")
         await authorizer.require(
             principal,
-            PolicyAction.AUDIT_READ,
+            RuntimeAction.AUDIT_READ,
             target,
             context,
             session=session,
@@ -209,7 +217,7 @@ def create_app(
 
     fields = SealedFields(DataKeys(kms))  # one data key cache for the whole app
     identity = identity_services(settings, database, kms, fields, audit)
-    authorizer = Authorizer(PolicyEngine.load(), audit, TenantRegions(database))
+    authorizer = Authorizer(policy_engine(plugged_in), audit, TenantRegions(database))
     # Every route, whoever registers it, first passes the gate: permission before validation.
     gate = PermissionGate(identity.bearer, authorizer, audit, ui_client=WEB_CLIENT_ID)
     # No Swagger/ReDoc pages: they need inline script and third-party CDNs, which the CSP
@@ -224,7 +232,7 @@ def create_app(
         dependencies=[Depends(gate)],
     )
     app.state.database = database
-    app.state.schema_revision = head_revision()
+    app.state.schema = ExpectedSchema(migration_branches(plugged_in))
     app.state.audit = audit
     app.state.checkpointer = checkpointer
     install_error_handlers(app)
@@ -237,7 +245,7 @@ def create_app(
         app.include_router(router)
     app.include_router(
         audit_views.build_router(
-            audit, _audit_reader(identity.bearer, authorizer), declares(PolicyAction.AUDIT_READ)
+            audit, _audit_reader(identity.bearer, authorizer), declares(RuntimeAction.AUDIT_READ)
         )
     )
     app.include_router(health.router)

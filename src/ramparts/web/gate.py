@@ -1,7 +1,7 @@
 """Permission before validation: one step in front of every route decides whether the caller
 may do what the route declares at all, before FastAPI reads the route's parameters or body.
 
-Without it a caller who may not create quotes learns the quote format from a 422 before the
+Without it a caller who may not create a record learns its format from a 422 before the
 handler's Cedar check answers 403. FastAPI solves a route's dependencies before it validates
 its path, query and body, so the gate is an app-wide dependency; the edge has already refused
 a malformed body (`RequestRulesMiddleware`, the same for every path, so it teaches nothing
@@ -20,7 +20,7 @@ from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.db.request import RequestTransaction
 from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
-from ramparts.policy.engine import SENSITIVITIES, PolicyAction, Target
+from ramparts.policy.engine import SENSITIVITIES, PolicyAction, RuntimeAction, Target
 from ramparts.policy.services import Authorizer, RequestContext
 from ramparts.problems import Problem, ProblemType
 from ramparts.routes import ACTION_KEY, Exempt, people_only
@@ -57,14 +57,14 @@ class PermissionGate:
         declared = (extra or {}).get(ACTION_KEY)
         if declared == Exempt.PUBLIC:
             return
-        if declared not in _DECLARATIONS:  # deny by default
+        action = self._authorizer.action(str(declared)) if declared is not None else None
+        if action is None and declared not in _EXEMPTIONS:  # deny by default
             raise Problem(403, ProblemType.FORBIDDEN, "this route declares no authorization")
         principal = await self._bearer(request)
         if people_only(extra):
             await self._require_person(principal)
-        if declared == Exempt.SELF:
+        if action is None:  # a `self` route: the caller's own account
             return
-        action = PolicyAction(str(declared))
         # The tenant's region is known to the process after its first request (no round
         # trip); the first time, it is read in the request's transaction when there is one.
         transaction = RequestTransaction.of(request.scope)
@@ -96,12 +96,12 @@ class PermissionGate:
         raise problem
 
 
-_DECLARATIONS = frozenset({*PolicyAction, *Exempt})
+_EXEMPTIONS = frozenset(Exempt)
 
 
 def _tenant_target(action: PolicyAction, principal: Principal, context: RequestContext) -> Target:
     """What the recorded denial names: any resource of the action's kind in the caller's
     tenant (a model endpoint of its region)."""
-    if action.resource_type == "ModelEndpoint":
-        return Target("ModelEndpoint", "*", region=context.region)
-    return Target(action.resource_type, "*", str(principal.tenant_id), SENSITIVITIES[0])
+    if action.entity_type == RuntimeAction.MODEL_CALL.entity_type:
+        return Target(action.entity_type, "*", region=context.region)
+    return Target(action.entity_type, "*", str(principal.tenant_id), SENSITIVITIES[0])

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.db.engine import Database
+from ramparts.db.migrate import ExpectedSchema
 from ramparts.problems import Problem, ProblemType
 from ramparts.routes import Exempt, declares
 
@@ -22,23 +23,26 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", openapi_extra=declares(Exempt.PUBLIC))
-async def readyz(request: Request) -> dict[str, str]:
-    """The database answers as the runtime role and its schema is at the expected revision."""
+async def readyz(request: Request) -> dict[str, str | list[str]]:
+    """The database answers as the runtime role and its schema has the expected revisions:
+    the runtime's head and each served app's."""
     database: Database = request.app.state.database
-    expected: str = request.app.state.schema_revision
+    expected: ExpectedSchema = request.app.state.schema
     try:
         async with database.session() as session:
-            found = await session.scalar(text("SELECT version_num FROM alembic_version"))
+            found = list(await session.scalars(text("SELECT version_num FROM alembic_version")))
     except (SQLAlchemyError, OSError):
         raise Problem(
             503,
             ProblemType.NOT_READY,
             "database unavailable or not migrated; run `ramparts migrate`",
         ) from None
-    if found != expected:
+    missing = expected.missing(found)
+    if missing:
         raise Problem(
             503,
             ProblemType.NOT_READY,
-            f"schema at {found}, expected {expected}; run `ramparts migrate`",
+            f"schema at {', '.join(sorted(found)) or 'nothing'}, "
+            f"lacks {', '.join(sorted(missing))}; run `ramparts migrate`",
         )
-    return {"status": "ready", "schema": expected}
+    return {"status": "ready", "schema": sorted(expected.heads)}

@@ -2,7 +2,7 @@
 and a tenant session may read which switches keep its assistant off, and whose they are.
 
 Revision ID: 0014_ai_requester_and_switches
-Revises: 0013_quote_ownership
+Revises: 0012_ai_hardening
 """
 
 from alembic import op
@@ -10,7 +10,7 @@ from alembic import op
 from ramparts.config import APP_ROLE
 
 revision = "0014_ai_requester_and_switches"
-down_revision = "0013_quote_ownership"
+down_revision = "0012_ai_hardening"
 branch_labels = None
 depends_on = None
 

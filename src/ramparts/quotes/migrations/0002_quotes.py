@@ -1,7 +1,10 @@
 """Quotes and their line items, with a per-quote totals view.
 
+The quote app's branch starts here (label `quotes`), on the runtime's tenants and users.
+
 Revision ID: 0002_quotes
-Revises: 0001_core
+Revises:
+Depends on: 0001_core
 """
 
 from alembic import op
@@ -10,9 +13,14 @@ from ramparts.config import APP_ROLE
 from ramparts.db.rls import tenant_table_sql
 
 revision = "0002_quotes"
-down_revision = "0001_core"
-branch_labels = None
-depends_on = None
+down_revision = None
+branch_labels = ("quotes",)
+depends_on = "0001_core"
+#: Before apps had branches this revision ran in the runtime's single chain, right after
+#: 0001_core: a database stamped there later that has what it created had it run
+#: (`ramparts.db.migrate` adopts it, without running it again).
+single_chain_after = "0001_core"
+single_chain_created = ("quotes", "quote_items", "quote_totals")
 
 
 def upgrade() -> None:

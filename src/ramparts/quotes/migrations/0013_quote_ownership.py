@@ -5,15 +5,21 @@ them (`QuoteService.find(party=...)`); each is an index range, oldest first, ins
 of the tenant's quotes.
 
 Revision ID: 0013_quote_ownership
-Revises: 0012_ai_hardening
+Revises: 0002_quotes
+Depends on: 0012_ai_hardening
 """
 
 from alembic import op
 
 revision = "0013_quote_ownership"
-down_revision = "0012_ai_hardening"
+down_revision = "0002_quotes"
 branch_labels = None
-depends_on = None
+# Where it ran in the runtime's single chain: a database stamped at exactly this revision then
+# had the runtime at 0012_ai_hardening, and this says so.
+depends_on = "0012_ai_hardening"
+#: See 0002_quotes: in the single chain this ran right after 0012_ai_hardening.
+single_chain_after = "0012_ai_hardening"
+single_chain_created = ("ix_quotes_buyer", "ix_quotes_seller")
 
 
 def upgrade() -> None:

@@ -11,7 +11,9 @@ from ramparts.db.rls import CURRENT_TENANT, tenant_table_sql
 
 revision = "0001_core"
 down_revision = None
-branch_labels = None
+# The runtime's branch: each app's migrations form a branch of their own, labelled with the
+# app's name (`ramparts.db.migrate`).
+branch_labels = ("ramparts",)
 depends_on = None
 
 
@@ -93,7 +95,8 @@ def upgrade() -> None:
         CREATE TABLE memberships (
             tenant_id uuid NOT NULL,
             user_id uuid NOT NULL,
-            role text NOT NULL CHECK (role IN ('buyer', 'seller', 'finance', 'admin')),
+            role text NOT NULL
+                CONSTRAINT ck_memberships_role CHECK (role ~ '^[a-z][a-z0-9_]{0,31}$'),
             created_at timestamptz NOT NULL DEFAULT now(),
             CONSTRAINT pk_memberships PRIMARY KEY (tenant_id, user_id, role),
             CONSTRAINT fk_memberships_user FOREIGN KEY (tenant_id, user_id)

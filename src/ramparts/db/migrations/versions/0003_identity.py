@@ -1,7 +1,7 @@
 """Identity: lockout counters, TOTP, OAuth clients, codes, refresh families, signing keys.
 
 Revision ID: 0003_identity
-Revises: 0002_quotes
+Revises: 0001_core
 """
 
 from alembic import op
@@ -10,7 +10,7 @@ from ramparts.config import APP_ROLE
 from ramparts.db.rls import tenant_table_sql
 
 revision = "0003_identity"
-down_revision = "0002_quotes"
+down_revision = "0001_core"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,37 @@
+"""The quote app's Cedar actions (namespace `Quotes`, see `policy/schema.cedarschema`)."""
+
+from __future__ import annotations
+
+from ramparts.policy.engine import PolicyAction
+
+__all__ = ["NAMESPACE", "QuoteAction"]
+
+NAMESPACE = "Quotes"
+
+
+class QuoteAction:
+    """Every action a quote route or tool asks for."""
+
+    QUOTE_LIST = PolicyAction("quote.list", "Quote", NAMESPACE)
+    QUOTE_READ = PolicyAction("quote.read", "Quote", NAMESPACE)
+    QUOTE_CREATE = PolicyAction("quote.create", "Quote", NAMESPACE)
+    QUOTE_UPDATE = PolicyAction("quote.update", "Quote", NAMESPACE)
+    QUOTE_DELETE = PolicyAction("quote.delete", "Quote", NAMESPACE)
+    QUOTE_SUBMIT = PolicyAction("quote.submit", "Quote", NAMESPACE)
+    QUOTE_ACCEPT = PolicyAction("quote.accept", "Quote", NAMESPACE)
+    DEPOSIT_CHARGE = PolicyAction("deposit.charge", "Deposit", NAMESPACE)
+    REFUND_ISSUE = PolicyAction("refund.issue", "Refund", NAMESPACE)
+    DISBURSEMENT_APPROVE = PolicyAction("disbursement.approve", "Disbursement", NAMESPACE)
+    ALL = (
+        QUOTE_LIST,
+        QUOTE_READ,
+        QUOTE_CREATE,
+        QUOTE_UPDATE,
+        QUOTE_DELETE,
+        QUOTE_SUBMIT,
+        QUOTE_ACCEPT,
+        DEPOSIT_CHARGE,
+        REFUND_ISSUE,
+        DISBURSEMENT_APPROVE,
+    )
+    MONEY = (DEPOSIT_CHARGE, REFUND_ISSUE, DISBURSEMENT_APPROVE)

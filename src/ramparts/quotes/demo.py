@@ -1,0 +1,79 @@
+"""The quote app's demo data (`QUOTES.demo`): its people and a few sample quotes per tenant,
+so the app is never empty."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from ramparts.apps import AppDemo
+from ramparts.db.engine import Database
+from ramparts.identity.models import User
+from ramparts.identity.services import TenantRecord
+from ramparts.quotes.models import Quote, Sensitivity
+from ramparts.quotes.roles import BUYER, FINANCE, SELLER
+from ramparts.quotes.services import LineItem, QuoteService
+
+__all__ = ["QUOTES_DEMO", "SAMPLE_QUOTES"]
+
+# Who asks (a demo user's local part), the title, sensitivity and line items.
+SAMPLE_QUOTES = (
+    (
+        "buyer",
+        "Office chairs for the new floor",
+        Sensitivity.INTERNAL,
+        (LineItem("Ergonomic chair", 40, 18_900), LineItem("Delivery and assembly", 1, 45_000)),
+    ),
+    (
+        "buyer",
+        "Annual laptop refresh",
+        Sensitivity.CONFIDENTIAL,
+        (LineItem("14-inch laptop", 25, 129_900), LineItem("Three-year warranty", 25, 14_900)),
+    ),
+    (
+        "buyer2",
+        "Catering for the partner summit",
+        Sensitivity.PUBLIC,
+        (LineItem("Lunch per guest", 120, 2_450),),
+    ),
+)
+
+
+async def seed_sample_quotes(owner_db: Database, tenant: TenantRecord) -> None:
+    """The sample quotes, once: a tenant that has quotes already is left alone."""
+    currency = "EUR" if tenant.region == "eu" else "USD"
+    async with owner_db.tenant_session(tenant.id) as session:
+        # Explicit tenant filters: the owner may be a superuser, which RLS does not confine.
+        if await session.scalar(
+            select(func.count()).select_from(Quote).where(Quote.tenant_id == tenant.id)
+        ):
+            return
+        quotes = QuoteService(session)
+        for buyer, title, sensitivity, items in SAMPLE_QUOTES:
+            username = f"{buyer}@{tenant.slug}.test"
+            buyer_id = await session.scalar(
+                select(User.id).where(User.tenant_id == tenant.id, User.username == username)
+            )
+            if buyer_id is None:
+                raise LookupError(f"demo buyer {username} missing")
+            await quotes.create(
+                tenant_id=tenant.id,
+                buyer_id=buyer_id,
+                title=title,
+                currency=currency,
+                items=items,
+                sensitivity=sensitivity,
+            )
+
+
+QUOTES_DEMO = AppDemo(
+    users=(
+        ("buyer", "Buyer", (BUYER,)),
+        # A second buyer shows ownership: neither buyer sees or changes the other's requests.
+        ("buyer2", "Buyer (another team)", (BUYER,)),
+        ("seller", "Seller", (SELLER,)),
+        ("finance", "Finance", (FINANCE,)),
+        # A second person of finance: an assistant's money call needs someone else's approval.
+        ("finance2", "Finance (second approver)", (FINANCE,)),
+    ),
+    seed=seed_sample_quotes,
+)
