@@ -1,17 +1,21 @@
-"""Demo people and claims (`ramparts seed-demo`, dev profile only).
+"""Demo people (`ramparts seed-demo`, dev profile only) and sample claims.
 
 `finance` and `finance2` share their local parts with the quote app's: one Finance person per
 tenant pays quotes' deposits and expense claims alike, and the second confirms what the
-assistant asked the first to pay."""
+assistant asked the first to pay.
+
+The sample claims are not part of the app's `AppDemo` yet: a claim's account is sealed under
+the tenant's data key, and the runtime hands a demo seed only the owner's database, not the
+keys its KMS wraps (see the README). `seed_expenses` takes them explicitly until it does."""
 
 from __future__ import annotations
 
+from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.models import User
 from ramparts.identity.services import TenantRecord
 from sqlalchemy import func, select
 
-from ramparts_expenses.keys import runtime_fields
 from ramparts_expenses.models import EXPENSES
 from ramparts_expenses.roles import APPROVER, EMPLOYEE, FINANCE
 from ramparts_expenses.services import ExpenseService, NewExpense
@@ -48,8 +52,9 @@ SAMPLE_CLAIMS = (
 )
 
 
-async def seed_expenses(owner: Database, tenant: TenantRecord) -> None:
-    """The sample claims, once per tenant (a re-run leaves existing claims alone)."""
+async def seed_expenses(owner: Database, tenant: TenantRecord, fields: SealedFields) -> None:
+    """The sample claims, once per tenant (a re-run leaves existing claims alone), their
+    accounts sealed with `fields`."""
     currency = "EUR" if tenant.region == "eu" else "USD"
     async with owner.tenant_session(tenant.id) as session:
         # Explicit tenant filters: the owner may be a superuser, which RLS does not confine.
@@ -57,7 +62,7 @@ async def seed_expenses(owner: Database, tenant: TenantRecord) -> None:
             select(func.count()).select_from(EXPENSES).where(EXPENSES.c.tenant_id == tenant.id)
         ):
             return
-        expenses = ExpenseService(session, runtime_fields())
+        expenses = ExpenseService(session, fields)
         for local, description, amount, receipt, iban in SAMPLE_CLAIMS:
             username = f"{local}@{tenant.slug}.test"
             employee = await session.scalar(
