@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from ramparts.ai.gateway import Status
+from ramparts.ai.gateway import Gateway, Status
 
 from ramparts_expenses.demo import POISONED_RECEIPT
 from ramparts_expenses.models import ExpenseStatus
@@ -188,3 +188,19 @@ async def test_roles_bound_what_the_model_can_reach(world: World) -> None:
     assert statuses(answer) == [("approve_expense", "executed")]
     stored, _ = await world.read(tenant, own.id)
     assert stored.status is ExpenseStatus.APPROVED
+
+
+@pytest.mark.xfail(
+    reason="Gateway._offered judges a tool only on a resource whose every party is the "
+    "caller, so an action allowed only on other people's claims is never offered (README)",
+    raises=AssertionError,
+    strict=True,
+)
+async def test_the_runtimes_own_gateway_offers_four_eyes_tools(world: World) -> None:
+    """When the runtime offers them, `FourEyesGateway` goes (and this test passes)."""
+    tenant = await world.tenant()
+    model = Script()
+    await world.gateway(model, gateway=Gateway).converse(
+        tenant.people["approver"], "What can you do?", None
+    )
+    assert "approve_expense" in model.offered
