@@ -160,7 +160,7 @@ def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry]
             expense = await service(run).submit(run.principal.tenant_id, run.principal.user_id, new)
         except InvalidIbanError as exc:
             raise ToolError(str(exc)) from None
-        return {**_summary(expense)}
+        return _summary(expense)
 
     async def approve_expense(run: ToolRun) -> dict[str, Any]:
         assert run.principal.user_id is not None  # noqa: S101 - the gateway serves people only
@@ -182,7 +182,7 @@ def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry]
             )
         except (WrongStatusError, PayeeMismatchError, InvalidIbanError) as exc:
             raise ToolError(str(exc)) from None
-        return {**_summary(moved)}
+        return _summary(moved)
 
     def register(registry: ToolRegistry) -> None:
         registry.register(
