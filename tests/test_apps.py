@@ -158,15 +158,24 @@ def test_apps_list_reports_what_is_installed_and_served(tmp_path: Path) -> None:
             check=False,
         )
 
+    # The dev environment installs the example app too (scripts/bootstrap dev); it is not a
+    # default, so it is served only when named.
     served = json.loads(listed().stdout)["apps"]
     assert [(a["name"], a["served"], a["default"], a["roles"]) for a in served] == [
-        ("quotes", True, True, ["buyer", "seller", "finance"])
+        ("expenses", False, False, ["employee", "approver", "finance"]),
+        ("quotes", True, True, ["buyer", "seller", "finance"]),
     ]
-    assert [a["served"] for a in json.loads(listed(RAMPARTS_APPS="").stdout)["apps"]] == [False]
+    both = json.loads(listed(RAMPARTS_APPS="quotes,expenses").stdout)["apps"]
+    assert [a["served"] for a in both] == [True, True]
+    assert [a["served"] for a in json.loads(listed(RAMPARTS_APPS="").stdout)["apps"]] == [
+        False,
+        False,
+    ]
     refused = listed(RAMPARTS_APPS="quotes,nope")
     assert (refused.returncode, refused.stdout) == (2, "")
     assert refused.stderr.strip() == (
-        "ramparts: error: RAMPARTS_APPS names nope, which is not installed (installed: quotes)"
+        "ramparts: error: RAMPARTS_APPS names nope, which is not installed "
+        "(installed: expenses, quotes)"
     )
 
 
