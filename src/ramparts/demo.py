@@ -18,7 +18,9 @@ import pyotp
 
 from ramparts.apps import App, DemoUser, app_roles
 from ramparts.audit.services import AuditLog
+from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms
+from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.models import ADMIN_ROLE
 from ramparts.identity.passwords import generate_password
@@ -50,6 +52,7 @@ async def seed_demo(
 ) -> dict[str, Any]:
     """Create or refresh the demo data of the runtime and `apps`; return the credentials."""
     provisioning = Provisioning(owner_db, kms, audit, roles=app_roles(apps))
+    fields = SealedFields(DataKeys(kms))
     people = demo_users(apps)
     tenants: list[dict[str, Any]] = []
     users: list[dict[str, Any]] = []
@@ -78,7 +81,7 @@ async def seed_demo(
             )
         for app in apps:
             if app.demo is not None and app.demo.seed is not None:
-                await app.demo.seed(owner_db, tenant)
+                await app.demo.seed(owner_db, tenant, fields)
     client = {"client_id": WEB_CLIENT_ID, "redirect_uri": web_client_redirect_uri(public_url)}
     # The sandbox PSP's webhook secret arrives with the payments issue.
     return {"tenants": tenants, "users": users, "oidc_client": client, "webhook_secret": None}

@@ -65,6 +65,11 @@ CALLS_PER_MESSAGE: Mapping[Risk, int] = {Risk.READ: 16, Risk.WRITE: 3, Risk.HIGH
 TIER = {Risk.READ: "read", Risk.WRITE: "write", Risk.HIGH: "high-risk"}
 
 
+#: A user id no user has: a resource "of someone else" when the gateway judges which tools to
+#: offer (ids are UUIDs).
+SOMEONE_ELSE = "someone-else"
+
+
 class Status(StrEnum):
     EXECUTED = "executed"
     REFUSED = "refused"
@@ -426,18 +431,21 @@ class Gateway(AssistantService):
 
     def _offered(self, principal: Principal, context: RequestContext) -> dict[str, Tool]:
         """Tools the user may call, judged on a resource of their own tenant that is theirs
-        (the user is every party its app declares for it, say who asked and who answers):
-        a tool they may not use is never shown (re-authorization on the real resource comes
-        at call time)."""
+        (the user is every party its app declares for it, say who asked and who answers) or,
+        failing that, someone else's (a four-eyes action, such as approving another person's
+        claim, is allowed only there): a tool they may not use on either is never shown
+        (re-authorization on the real resource comes at call time)."""
         offered = {}
         direct = RequestContext(channel=Channel.API, region=context.region)
-        mine = principal.subject
+        tenant = str(principal.tenant_id)
         for tool in self._registry:
             kind = tool.action.entity_type
-            parties = tuple((name, mine) for name in self._authorizer.party_attributes(kind))
-            target = Target(kind, "*", str(principal.tenant_id), parties=parties)
-            if self._authorizer.decide(principal, tool.action, target, direct).allowed:
-                offered[tool.name] = tool
+            names = self._authorizer.party_attributes(kind)
+            for party in (principal.subject, SOMEONE_ELSE)[: 2 if names else 1]:
+                target = Target(kind, "*", tenant, parties=tuple((n, party) for n in names))
+                if self._authorizer.decide(principal, tool.action, target, direct).allowed:
+                    offered[tool.name] = tool
+                    break
         return offered
 
     async def _ask(

@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from ramparts.ai.tools import ToolRegistry
 from ramparts.audit.services import AuditLog
 from ramparts.config import APP_NAME, APPS_ENTRY_POINT_GROUP
-from ramparts.crypto.sealing import EncryptedColumn
+from ramparts.crypto.sealing import EncryptedColumn, SealedFields
 from ramparts.db.engine import Database
 from ramparts.db.migrate import MigrationBranch
 from ramparts.identity.auth import BearerAuthenticator
@@ -60,13 +60,15 @@ class AppError(Exception):
 
 @dataclass(frozen=True)
 class AppServices:
-    """What the runtime hands an app's route factory: the services every route of the
-    runtime uses too."""
+    """What the runtime hands an app's route and tool factories: the services its own
+    routes use too. `fields` seals and opens encrypted columns under the tenant's data keys
+    (the app's `encrypted_columns`, which rotation then covers)."""
 
     database: Database
     bearer: BearerAuthenticator
     authorizer: Authorizer
     audit: AuditLog
+    fields: SealedFields
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def _no_routers(_: AppServices) -> Sequence[APIRouter]:
     return ()
 
 
-def _no_tools(_: ToolRegistry) -> None:
+def _no_tools(_: ToolRegistry, __: AppServices) -> None:
     return None
 
 
@@ -109,10 +111,11 @@ DemoUser = tuple[str, str, tuple[str, ...]]
 class AppDemo:
     """An app's demo data (`ramparts seed-demo`, dev only). The runtime creates each user in
     every demo tenant (with the roles of every app that names the same local part), then
-    calls `seed` with the owner's database and the tenant; a seed must be safe to re-run."""
+    calls `seed` with the owner's database, the tenant and the runtime's sealed fields (to
+    write the app's encrypted columns); a seed must be safe to re-run."""
 
     users: tuple[DemoUser, ...] = ()
-    seed: Callable[[Database, TenantRecord], Awaitable[None]] | None = None
+    seed: Callable[[Database, TenantRecord, SealedFields], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ class App:
 
     `routers` builds the app's API routers from the runtime's services; every route must
     declare its Cedar action (`ramparts.routes.declares`), and the permission gate stands in
-    front of it like any other. `tools` registers the app's assistant tools, which the
+    front of it like any other. `tools` registers the app's assistant tools (given the same
+    services), which the
     assistant offers to whoever Cedar allows. `roles` are the roles the app's people hold
     (besides the runtime's own, `admin`). `policy` is its Cedar (`AppPolicy`); an app without
     one may declare no action of its own. `default`: served when RAMPARTS_APPS is unset.
@@ -135,7 +139,7 @@ class App:
     title: str
     roles: tuple[str, ...] = ()
     routers: Callable[[AppServices], Sequence[APIRouter]] = _no_routers
-    tools: Callable[[ToolRegistry], None] = _no_tools
+    tools: Callable[[ToolRegistry, AppServices], None] = _no_tools
     policy: AppPolicy | None = None
     default: bool = False
     migrations: Path | None = None

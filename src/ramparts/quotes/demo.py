@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from ramparts.apps import AppDemo
+from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.models import User
 from ramparts.identity.services import TenantRecord
@@ -38,7 +39,7 @@ SAMPLE_QUOTES = (
 )
 
 
-async def seed_sample_quotes(owner_db: Database, tenant: TenantRecord) -> None:
+async def seed_sample_quotes(owner_db: Database, tenant: TenantRecord, _: SealedFields) -> None:
     """The sample quotes, once: a tenant that has quotes already is left alone."""
     currency = "EUR" if tenant.region == "eu" else "USD"
     async with owner_db.tenant_session(tenant.id) as session:

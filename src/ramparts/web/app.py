@@ -239,7 +239,7 @@ def create_app(
     app.state.authorizer = authorizer
     # Routes are matched in the order they are added: the busiest API first (no two routers
     # share a path, so the order changes only how soon a request finds its route).
-    services = AppServices(database, identity.bearer, authorizer, audit)
+    services = AppServices(database, identity.bearer, authorizer, audit, fields)
     plugged_routers = [r for a in plugged_in for r in app_routers(a, services)]
     for router in plugged_routers:
         app.include_router(router)
@@ -253,11 +253,7 @@ def create_app(
     _install_assistant(
         app,
         settings,
-        database,
-        authorizer=authorizer,
-        audit=audit,
-        bearer=identity.bearer,
-        fields=fields,
+        services,
         endpoints=endpoints,
         apps=plugged_in,
     )
@@ -291,12 +287,8 @@ def _refuse_shadowing(app: FastAPI, plugged: Sequence[APIRouter]) -> None:
 def _install_assistant(
     app: FastAPI,
     settings: Settings,
-    database: Database,
+    services: AppServices,
     *,
-    authorizer: Authorizer,
-    audit: AuditLog,
-    bearer: BearerAuthenticator,
-    fields: SealedFields,
     endpoints: Sequence[ModelEndpoint],
     apps: Sequence[App],
 ) -> None:
@@ -315,10 +307,11 @@ def _install_assistant(
     )
     registry = ToolRegistry()
     for plugged in apps:
-        plugged.tools(registry)
+        plugged.tools(registry, services)
     app.state.tools = registry
     app.state.limiter = limiter
-    conversations = Conversations(fields)
+    database, authorizer, audit = services.database, services.authorizer, services.audit
+    conversations = Conversations(services.fields)
     gateway = Gateway(
         database,
         registry,
@@ -344,7 +337,7 @@ def _install_assistant(
     app.include_router(
         ai_views.build_router(
             database,
-            bearer,
+            services.bearer,
             authorizer,
             gateway=gateway,
             approvals=approvals,
