@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 
 import httpx
 import pyotp
 import pytest
-from ramparts.apps import App
 from ramparts.config import Settings
 from ramparts.db.engine import Database
 from ramparts.web.app import create_app
@@ -21,8 +19,6 @@ from tests.identity.helpers import CLIENT_ID, REDIRECT_URI, Account, obtain_toke
 from tests.live import LiveServer, free_port
 
 from ramparts_expenses.app import EXPENSES
-from ramparts_expenses.tools import expense_tools
-from ramparts_expenses.views import build_router
 from world import Tenant, World
 
 pytestmark = pytest.mark.anyio
@@ -37,15 +33,6 @@ CLAIM = {
 }
 
 
-def served(world: World) -> App:
-    """The app as the runtime serves it, sealing with the world's keys."""
-    return replace(
-        EXPENSES,
-        routers=lambda services: (build_router(services, lambda: world.fields),),
-        tools=expense_tools(lambda: world.fields),
-    )
-
-
 @pytest.fixture
 def server(world: World) -> Iterator[httpx.Client]:
     port = free_port()
@@ -55,7 +42,7 @@ def server(world: World) -> Iterator[httpx.Client]:
         public_url=f"http://127.0.0.1:{port}",
     )
     database = Database(world.database.engine.url, pool_size=2)
-    app = create_app(settings, database, world.kms, apps=[served(world)])
+    app = create_app(settings, database, world.kms, apps=[EXPENSES])
     live = LiveServer(app, port)
     try:
         yield live.__enter__()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from ramparts.ai.gateway import Gateway, Status
+from ramparts.ai.gateway import Status
 
 from ramparts_expenses.demo import POISONED_RECEIPT
 from ramparts_expenses.models import ExpenseStatus
@@ -190,17 +190,18 @@ async def test_roles_bound_what_the_model_can_reach(world: World) -> None:
     assert stored.status is ExpenseStatus.APPROVED
 
 
-@pytest.mark.xfail(
-    reason="Gateway._offered judges a tool only on a resource whose every party is the "
-    "caller, so an action allowed only on other people's claims is never offered (README)",
-    raises=AssertionError,
-    strict=True,
-)
-async def test_the_runtimes_own_gateway_offers_four_eyes_tools(world: World) -> None:
-    """When the runtime offers them, `FourEyesGateway` goes (and this test passes)."""
+async def test_the_assistant_offers_each_role_its_tools(world: World) -> None:
+    """Approving and paying are allowed only on other people's claims: offered all the same."""
     tenant = await world.tenant()
-    model = Script()
-    await world.gateway(model, gateway=Gateway).converse(
-        tenant.people["approver"], "What can you do?", None
-    )
-    assert "approve_expense" in model.offered
+    offered = {}
+    for who in ("employee", "approver", "finance", "manager"):
+        model = Script()
+        await world.gateway(model).converse(tenant.people[who], "What can you do?", None)
+        offered[who] = set(model.offered)
+    reads = {"list_expenses", "read_receipt"}
+    assert offered == {
+        "employee": {*reads, "submit_expense"},
+        "approver": {*reads, "approve_expense"},
+        "finance": {*reads, "reimburse"},
+        "manager": {*reads, "submit_expense", "approve_expense"},
+    }

@@ -31,8 +31,7 @@ from ramparts.db.migrate import upgrade
 from ramparts.detectors import Redactor
 from ramparts.identity.auth import Principal
 from ramparts.identity.services import Provisioning, TenantRecord
-from ramparts.policy.engine import Channel, Target
-from ramparts.policy.services import Authorizer, RequestContext, TenantRegions
+from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.web.pages import WEB_CLIENT_ID
 
 from ramparts_expenses.app import EXPENSES
@@ -42,7 +41,6 @@ from ramparts_expenses.tools import expense_tools
 
 __all__ = [
     "PEOPLE",
-    "FourEyesGateway",
     "Script",
     "Tenant",
     "World",
@@ -100,34 +98,6 @@ class Script:
         return self._turns.pop(0) if self._turns else ModelTurn("done")
 
 
-class FourEyesGateway(Gateway):
-    """The runtime's gateway, offering a tool also when Cedar allows it on a colleague's
-    resource (every party someone else of the tenant), as this app asks of the runtime.
-
-    `Gateway._offered` judges a tool only on a resource whose every party is the caller: an
-    action allowed only on other people's resources (approving a claim, paying one back:
-    never one's own) is then never offered, though Cedar allows it on every claim it is
-    for. Everything else, the call-time checks included, is the runtime's."""
-
-    def _offered(self, principal: Principal, context: RequestContext) -> dict[str, Tool]:
-        offered = super()._offered(principal, context)
-        direct = RequestContext(channel=Channel.API, region=context.region)
-        for tool in self._registry:
-            kind = tool.action.entity_type
-            parties = tuple((name, COLLEAGUE) for name in self._authorizer.party_attributes(kind))
-            theirs = Target(kind, "*", str(principal.tenant_id), parties=parties)
-            if (
-                tool.name not in offered
-                and parties
-                and self._authorizer.decide(principal, tool.action, theirs, direct).allowed
-            ):
-                offered[tool.name] = tool
-        return offered
-
-
-COLLEAGUE = "someone-else-of-the-tenant"
-
-
 @dataclass
 class Tenant:
     record: TenantRecord
@@ -168,7 +138,7 @@ class World:
         self.tenants.append(made)
         return made
 
-    def gateway(self, model: Script, *, gateway: type[Gateway] = FourEyesGateway) -> Gateway:
+    def gateway(self, model: Script, *, gateway: type[Gateway] = Gateway) -> Gateway:
         return gateway(
             self.database,
             self.registry,
@@ -249,7 +219,7 @@ def registry_of(
 ) -> ToolRegistry:
     """The app's tools with the world's keys (each passed through `change`)."""
     plain = ToolRegistry()
-    expense_tools(lambda: fields)(plain)
+    expense_tools(fields)(plain)
     registry = ToolRegistry()
     for tool in plain:
         registry.register(change(tool))

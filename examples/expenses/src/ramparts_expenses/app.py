@@ -13,8 +13,7 @@ from ramparts.policy.matrix import ME, SOMEONE
 
 from ramparts_expenses import views
 from ramparts_expenses.actions import NAMESPACE, ExpenseAction
-from ramparts_expenses.demo import DEMO_USERS
-from ramparts_expenses.keys import runtime_fields
+from ramparts_expenses.demo import DEMO_USERS, seed_expenses
 from ramparts_expenses.models import PAYEE_IBAN
 from ramparts_expenses.roles import FINANCE, ROLES
 from ramparts_expenses.tools import expense_tools
@@ -25,11 +24,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def _routers(services: AppServices) -> Sequence[APIRouter]:
-    return (views.build_router(services, runtime_fields),)
+    return (views.build_router(services),)
 
 
-def _tools(registry: ToolRegistry) -> None:
-    expense_tools(runtime_fields)(registry)
+def _tools(registry: ToolRegistry, services: AppServices) -> None:
+    expense_tools(services.fields)(registry)
 
 
 POLICY = AppPolicy(
@@ -58,6 +57,5 @@ EXPENSES = App(
     policy=POLICY,
     migrations=HERE / "migrations",
     encrypted_columns=(PAYEE_IBAN,),
-    # People only: sample claims need the tenant's data keys, which a seed is not given.
-    demo=AppDemo(users=DEMO_USERS),
+    demo=AppDemo(users=DEMO_USERS, seed=seed_expenses),
 )

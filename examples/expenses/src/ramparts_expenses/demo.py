@@ -1,12 +1,8 @@
-"""Demo people (`ramparts seed-demo`, dev profile only) and sample claims.
+"""Demo people and claims (`ramparts seed-demo`, dev profile only).
 
 `finance` and `finance2` share their local parts with the quote app's: one Finance person per
 tenant pays quotes' deposits and expense claims alike, and the second confirms what the
-assistant asked the first to pay.
-
-The sample claims are not part of the app's `AppDemo` yet: a claim's account is sealed under
-the tenant's data key, and the runtime hands a demo seed only the owner's database, not the
-keys its KMS wraps (see the README). `seed_expenses` takes them explicitly until it does."""
+assistant asked the first to pay."""
 
 from __future__ import annotations
 
@@ -54,7 +50,7 @@ SAMPLE_CLAIMS = (
 
 async def seed_expenses(owner: Database, tenant: TenantRecord, fields: SealedFields) -> None:
     """The sample claims, once per tenant (a re-run leaves existing claims alone), their
-    accounts sealed with `fields`."""
+    accounts sealed with the runtime's `fields`."""
     currency = "EUR" if tenant.region == "eu" else "USD"
     async with owner.tenant_session(tenant.id) as session:
         # Explicit tenant filters: the owner may be a superuser, which RLS does not confine.

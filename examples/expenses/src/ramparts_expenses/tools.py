@@ -93,12 +93,11 @@ def _minor_units(amount: str) -> int:
     return minor
 
 
-def expense_tools(fields: Callable[[], SealedFields]) -> Callable[[ToolRegistry], None]:
-    """The app's tools, sealing and opening payee accounts with what `fields` gives (the
-    runtime's keys; see `keys.runtime_fields`)."""
+def expense_tools(fields: SealedFields) -> Callable[[ToolRegistry], None]:
+    """The app's tools, sealing and opening payee accounts with `fields` (the runtime's)."""
 
     def service(run: ToolRun) -> ExpenseService:
-        return ExpenseService(run.session, fields())
+        return ExpenseService(run.session, fields)
 
     async def claim(run: ToolRun, *, for_update: bool = False) -> Expense:
         found = await service(run).get(

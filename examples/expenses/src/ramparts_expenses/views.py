@@ -12,13 +12,11 @@ the route answers a success and rolls back otherwise, so a refusal is recorded a
 # No `from __future__ import annotations`: FastAPI reads the route signatures' annotations,
 # and the `Caller` and `Session` aliases are local to `build_router`.
 import uuid
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from ramparts.apps import AppServices
-from ramparts.crypto.sealing import SealedFields
 from ramparts.db.request import request_session
 from ramparts.identity.auth import Principal
 from ramparts.policy.engine import PolicyAction, Target
@@ -82,10 +80,9 @@ def _not_found() -> Problem:
     return Problem(404, ProblemType.NOT_FOUND, "no such expense")
 
 
-def build_router(  # noqa: PLR0915 - one route table
-    services: AppServices, fields: Callable[[], SealedFields]
-) -> APIRouter:
-    """The app's routes; `fields` gives what seals and opens payee accounts."""
+def build_router(services: AppServices) -> APIRouter:  # noqa: PLR0915 - one route table
+    """The app's routes; `services.fields` seals and opens payee accounts."""
+    fields = services.fields
     router = APIRouter(tags=["expenses"])
     authorizer = services.authorizer
     Caller = Annotated[Principal, Depends(services.bearer)]  # noqa: N806 - a type alias
@@ -104,7 +101,7 @@ def build_router(  # noqa: PLR0915 - one route table
     ) -> Expense:
         """The claim, when it exists in the caller's tenant and Cedar allows `action` on it;
         a claim to change is locked until the transaction ends."""
-        expense = await ExpenseService(session, fields()).get(
+        expense = await ExpenseService(session, fields).get(
             principal.tenant_id, expense_id, for_update=for_update
         )
         # Not found in the caller's tenant: it belongs to no tenant we know, so the tenant
@@ -133,7 +130,7 @@ def build_router(  # noqa: PLR0915 - one route table
         await authorizer.require(
             principal, ExpenseAction.EXPENSE_LIST, collection, ctx, session=session
         )
-        found = await ExpenseService(session, fields()).listing(
+        found = await ExpenseService(session, fields).listing(
             principal.tenant_id, employee_id=visible_to(principal), status=status
         )
         readable = {
@@ -154,7 +151,7 @@ def build_router(  # noqa: PLR0915 - one route table
     ) -> dict[str, Any]:
         """One claim, with the account it is paid to."""
         expense = await load(session, principal, ExpenseAction.EXPENSE_READ, expense_id)
-        iban = await ExpenseService(session, fields()).payee_iban(expense)
+        iban = await ExpenseService(session, fields).payee_iban(expense)
         return {**expense_json(expense), "payee_iban": iban}
 
     @router.post(
@@ -180,7 +177,7 @@ def build_router(  # noqa: PLR0915 - one route table
             sensitivity=new.sensitivity,
         )
         try:
-            expense = await ExpenseService(session, fields()).submit(
+            expense = await ExpenseService(session, fields).submit(
                 principal.tenant_id, principal.user_id, claim
             )
         except InvalidIbanError as exc:
@@ -199,7 +196,7 @@ def build_router(  # noqa: PLR0915 - one route table
         if principal.user_id is None:  # pragma: no cover - the schema gives it to people
             raise Problem(403, ProblemType.FORBIDDEN, "expense.approve is for people")
         try:
-            moved = await ExpenseService(session, fields()).approve(expense, principal.user_id)
+            moved = await ExpenseService(session, fields).approve(expense, principal.user_id)
         except WrongStatusError as exc:
             raise Problem(409, ProblemType.WRONG_STATUS, str(exc)) from None
         return expense_json(moved)
@@ -216,7 +213,7 @@ def build_router(  # noqa: PLR0915 - one route table
         if principal.user_id is None:  # pragma: no cover - the schema gives it to people
             raise Problem(403, ProblemType.FORBIDDEN, "expense.reimburse is for people")
         try:
-            moved = await ExpenseService(session, fields()).reimburse(
+            moved = await ExpenseService(session, fields).reimburse(
                 expense, principal.user_id, payee.payee_iban
             )
         except WrongStatusError as exc:
