@@ -60,7 +60,7 @@ def test_a_tool_whose_arguments_it_cannot_fill_is_never_called() -> None:
     ("result", "reply"),
     [
         (
-            {"ids": ["a"], "expenses": [{"title": "Taxi", "status": "submitted"}]},
+            {"ids": ["a"], "expenses": [{"description": "Taxi", "status": "submitted"}]},
             "Your expenses:\n- Taxi (submitted)",
         ),
         ({"ids": [], "expenses": []}, "Your expenses:\n(none)"),
@@ -72,3 +72,13 @@ def test_a_tool_whose_arguments_it_cannot_fill_is_never_called() -> None:
 def test_it_answers_from_the_tool_result(result: Any, reply: str) -> None:
     messages = [{"role": "tool", "content": json.dumps(result)}]
     assert asyncio.run(OfflineModel().complete(messages, TOOLS)).text == reply
+
+
+def test_an_id_goes_to_a_tool_of_its_kind() -> None:
+    tools = [_tool("get_order", ("order_id",)), *TOOLS]
+    assert _turn(f"what about expense {ID}?", tools).tool_calls == (
+        ToolCall("read_receipt", {"expense_id": ID}),
+    )
+    assert _turn(f"what about order {ID}?", tools).tool_calls == (
+        ToolCall("get_order", {"order_id": ID}),
+    )

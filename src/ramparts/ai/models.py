@@ -173,7 +173,10 @@ def _best_call(ask: str, tools: list[dict[str, Any]]) -> ToolCall | None:
         read = parts[0] in _READ_VERBS
         # A write needs its verb in the user's words: naming a record never changes it.
         if (matched or arguments) and (read or parts[0] in words):
-            score = matched + len(arguments)  # an id the message gives counts as a match
+            # An id the message gives counts, twice when the message names its kind too
+            # ("expense 7f3…" for `expense_id`).
+            named = sum(_stem(name.removesuffix("_id")) in words for name in arguments)
+            score = matched + len(arguments) + named
             ranked.append(((-score, -len(arguments), not read, function["name"]), arguments))
     if not ranked:
         return None
@@ -203,7 +206,7 @@ def _summary(content: str) -> str:
     lists = [(key, value) for key, value in result.items() if isinstance(value, list)]
     records = [(k, v) for k, v in lists if v and all(isinstance(item, dict) for item in v)]
     for key, value in records[:1] or [(k, v) for k, v in lists if not v][-1:]:
-        lines = [f"- {item.get('title')} ({item.get('status')})" for item in value]
+        lines = [f"- {_label(item)} ({item.get('status')})" for item in value]
         return f"Your {key}:\n" + ("\n".join(lines) if lines else "(none)")
     texts = [value for value in result.values() if isinstance(value, str) and "\n" in value]
     if texts:
@@ -211,3 +214,8 @@ def _summary(content: str) -> str:
     if result.get("title"):
         return f"{result['title']}: {result.get('status', '')}"
     return "Done."
+
+
+def _label(record: dict[str, Any]) -> object:
+    """What a listed record is called: its title, name or description, else its id."""
+    return next((record[k] for k in ("title", "name", "description", "id") if record.get(k)), "")
