@@ -82,3 +82,24 @@ def test_an_id_goes_to_a_tool_of_its_kind() -> None:
     assert _turn(f"what about order {ID}?", tools).tool_calls == (
         ToolCall("get_order", {"order_id": ID}),
     )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        f"Should I approve expense {ID}? It looks suspicious.",
+        f"Who is allowed to approve expense {ID}",
+        f"Do not approve expense {ID}.",
+        f"never approve expense {ID}",
+        f"I wonder whether to approve expense {ID}",
+    ],
+)
+def test_a_question_or_a_negation_never_writes(message: str) -> None:
+    calls = _turn(message).tool_calls
+    assert all(call.name != "approve_expense" for call in calls), calls
+
+
+def test_an_order_writes() -> None:
+    assert _turn(f"Please approve expense {ID}").tool_calls == (
+        ToolCall("approve_expense", {"expense_id": ID}),
+    )

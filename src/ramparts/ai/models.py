@@ -150,6 +150,7 @@ class OfflineModel:
 
 
 _READ_VERBS = frozenset({"get", "read", "list", "show"})
+_NEGATIONS = frozenset({"not", "no", "never", "don't", "dont", "without", "stop", "cancel"})
 
 
 def _stem(word: str) -> str:
@@ -159,8 +160,14 @@ def _stem(word: str) -> str:
 def _best_call(ask: str, tools: list[dict[str, Any]]) -> ToolCall | None:
     """The tool whose name shares most words with `ask` (an id it fills counts as one) and
     whose required arguments the ids in `ask` can fill; ties go to a read, then to the name.
-    A tool that is not a read is called only when `ask` says its verb."""
-    words = {_stem(word) for word in re.findall(r"[a-z]+", ask)}
+    A tool that is not a read is called only when `ask` is an order that starts with its
+    verb ("approve expense 7f3…", "please draft …"): a question or a negation ("should I
+    approve …?", "do not approve …") never changes anything."""
+    said = re.findall(r"[a-z']+", ask)
+    words = {_stem(word) for word in said}
+    ordered = said[1:2] if said[:1] == ["please"] else said[:1]
+    if "?" in ask or words & _NEGATIONS:
+        ordered = []
     ids = _UUID.findall(ask)
     ranked = []
     for tool in tools:
@@ -171,8 +178,7 @@ def _best_call(ask: str, tools: list[dict[str, Any]]) -> ToolCall | None:
         parts = [_stem(part) for part in function["name"].split("_")]
         matched = sum(part in words for part in parts)
         read = parts[0] in _READ_VERBS
-        # A write needs its verb in the user's words: naming a record never changes it.
-        if (matched or arguments) and (read or parts[0] in words):
+        if (matched or arguments) and (read or parts[0] in ordered):
             # An id the message gives counts, twice when the message names its kind too
             # ("expense 7f3…" for `expense_id`).
             named = sum(_stem(name.removesuffix("_id")) in words for name in arguments)
