@@ -255,3 +255,43 @@ def test_a_party_is_an_attribute_of_type_user() -> None:
         "app shop: parties are declared for Shop::Basket, which it does not declare",
         replace(SHOP, parties={"Basket": {"mine": {"customer": "me"}}}),
     )
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        # A quoted attribute name with a comma would read as a second, required `tenant`.
+        (
+            SCHEMA.replace(
+                "entity Payment = { tenant: String,",
+                'entity Payment = { tenant?: String, "x,tenant: String,y": Long,',
+            ),
+            "may hold only letters, digits",
+        ),
+        # `//` inside a string would hide the rest of the line from the text checks.
+        (
+            SCHEMA.replace("namespace Shop {", 'namespace Shop {\n    type T = { "a//": String };'),
+            "may hold only letters, digits",
+        ),
+        # An action group: a permit on the group would reach the money action.
+        (
+            SCHEMA.replace(
+                'action "order.pay"\n', 'action "pay.any";\n    action "order.pay" in ["pay.any"]\n'
+            ),
+            "an action declared `in` a group",
+        ),
+    ],
+)
+def test_a_schema_cannot_hide_declarations_from_the_checks(schema: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        compose([replace(SHOP, schema=schema)])
+
+
+def test_cedar_itself_holds_every_acted_on_type_to_a_required_tenant() -> None:
+    # A type the text check cannot see as optional still fails Cedar's own reading.
+    optional = SCHEMA.replace(
+        "entity Payment = { tenant: String, sensitivity: String };",
+        "type Held = { tenant?: String };\n    entity Payment = Held;",
+    )
+    with pytest.raises(PolicyError, match="Payment"):
+        compose([replace(SHOP, schema=optional)])

@@ -34,7 +34,8 @@ from ramparts.policy.engine import (
 __all__ = ["Composition", "PolicyFragment", "compose", "composition", "money_walls"]
 
 _NAMESPACE = re.compile(r"[A-Z][A-Za-z0-9_]*")
-_COMMENT = re.compile(r"//[^\n]*")
+_PLAIN_STRING = re.compile(r'"[A-Za-z0-9_.:-]+"')
+_ACTION_GROUP = re.compile(r'\baction\s+(?:"[^"]*"|\w+)(?:\s*,\s*(?:"[^"]*"|\w+))*\s+in\b')
 _NAMESPACE_BLOCK = re.compile(r"namespace\s+([A-Za-z0-9_:]+)\s*\{")
 _ENTITY = re.compile(r"\bentity\s+([A-Za-z0-9_\s,]+?)\s*(?=\bin\b|=|\{|\benum\b|;|\btags\b)")
 _ATTRIBUTE = re.compile(r"\"?([A-Za-z_][A-Za-z0-9_]*)\"?\s*(\?)?\s*:\s*([A-Za-z_:]+)")
@@ -177,7 +178,12 @@ def _check_schema(fragment: PolicyFragment) -> dict[str, dict[str, tuple[bool, s
     where = f"app {fragment.name}"
     if not _NAMESPACE.fullmatch(fragment.namespace):
         raise PolicyError(f"{where}: namespace {fragment.namespace!r} is not a Cedar identifier")
-    text = _COMMENT.sub("", fragment.schema)
+    text = _without_comments(fragment.schema, where)
+    if _ACTION_GROUP.search(text):
+        raise PolicyError(
+            f"{where}: an action declared `in` a group: an app's actions stand alone (the "
+            "money walls and the permit checks judge each action by its own name)"
+        )
     blocks = _NAMESPACE_BLOCK.findall(text)
     if blocks != [fragment.namespace]:
         found = ", ".join(blocks) or "none"
@@ -207,6 +213,31 @@ def _check_schema(fragment: PolicyFragment) -> dict[str, dict[str, tuple[bool, s
                     )
             entities[name] = attributes
     return entities
+
+
+def _without_comments(schema: str, where: str) -> str:
+    """The schema without its `//` comments. Its strings (action names, quoted attribute
+    names) may hold only letters, digits and `_ . : -`: one holding `//`, a brace, a comma
+    or a quote could hide a declaration from the checks that read the text."""
+    kept, index = [], 0
+    while index < len(schema):
+        if schema.startswith("//", index):
+            end = schema.find("\n", index)
+            index = len(schema) if end < 0 else end
+        elif schema[index] == '"':
+            end = schema.find('"', index + 1)
+            literal = schema[index : len(schema) if end < 0 else end + 1]
+            if not _PLAIN_STRING.fullmatch(literal):
+                raise PolicyError(
+                    f"{where}: schema string {literal[:40]!r} may hold only letters, digits "
+                    "and _ . : -"
+                )
+            kept.append(literal)
+            index += len(literal)
+        else:
+            kept.append(schema[index])
+            index += 1
+    return "".join(kept)
 
 
 def _top_level_attributes(text: str, start: int) -> dict[str, tuple[bool, str]]:
@@ -345,4 +376,16 @@ def _check_declared(fragments: Sequence[PolicyFragment], policies: str, schema: 
                 raise PolicyError(
                     f"app {fragment.name}: action {action} on {action.entity_type} is not "
                     "declared by its schema"
+                )
+            # Cedar's own reading of the resource type, whatever the text check saw: a
+            # required String tenant and sensitivity, or the probe does not validate.
+            held = probe.replace(
+                ");",
+                ") when { resource.tenant == context.tenant && "
+                "resource.sensitivity == context.sensitivity };",
+            )
+            if not cedarpy.validate_policies(held, schema).validation_passed:
+                raise PolicyError(
+                    f"app {fragment.name}: entity type {action.entity_type} must declare "
+                    "`tenant: String` and `sensitivity: String` (required)"
                 )
