@@ -48,11 +48,16 @@ async def test_the_table_refuses_plaintext_accounts_and_ones_own_approval(world:
     tenant = await world.tenant()
     claim = await world.claim(tenant, "manager")
     async with world.database.tenant_session(tenant.id) as session:
+        plain = b"DE89370400440532013000".ljust(40, b" ")
         with pytest.raises(DBAPIError, match="sealed_field"):
             async with session.begin_nested():
                 await session.execute(
-                    text("UPDATE expenses SET sealed_payee_iban = :plain WHERE id = :id"),
-                    {"plain": b"DE89370400440532013000".ljust(40, b" "), "id": claim.id},
+                    text(
+                        "INSERT INTO expenses (tenant_id, employee_id, description, "
+                        "amount_minor, currency, sealed_payee_iban) "
+                        "VALUES (:tenant, :employee, 'x', 1, 'EUR', :plain)"
+                    ),
+                    {"tenant": tenant.id, "employee": claim.employee_id, "plain": plain},
                 )
         # And the column's type refuses it in Python, before it is sent.
         with pytest.raises(StatementError, match="only values sealed by SealedFields"):
@@ -67,3 +72,49 @@ async def test_the_table_refuses_plaintext_accounts_and_ones_own_approval(world:
         with pytest.raises(IntegrityError, match="ck_expenses_four_eyes"):
             async with session.begin_nested():
                 await ExpenseService(session, world.fields).approve(claim, manager)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "sealed_payee_iban = sealed_payee_iban",  # the account stays as the employee gave it
+        "employee_id = employee_id",  # so does whose claim it is
+        "amount_minor = amount_minor + 1",  # and how much
+    ],
+)
+async def test_the_runtime_role_changes_only_a_claims_progress(world: World, change: str) -> None:
+    tenant = await world.tenant()
+    claim = await world.claim(tenant, "employee")
+    async with world.database.tenant_session(tenant.id) as session:
+        with pytest.raises(DBAPIError, match="permission denied"):
+            async with session.begin_nested():
+                await session.execute(
+                    text(f"UPDATE expenses SET {change} WHERE id = :id"), {"id": claim.id}
+                )
+
+
+async def test_a_claim_only_moves_forward(world: World) -> None:
+    tenant = await world.tenant()
+    claim = await world.claim(tenant, "employee")
+    manager = tenant.people["manager"].user_id
+    async with world.database.tenant_session(tenant.id) as session:
+        with pytest.raises(DBAPIError, match="cannot go from submitted to reimbursed"):
+            async with session.begin_nested():
+                await session.execute(
+                    text(
+                        "UPDATE expenses SET status = 'reimbursed', approved_by = :who, "
+                        "reimbursed_by = :who WHERE id = :id"
+                    ),
+                    {"who": manager, "id": claim.id},
+                )
+        approved = await ExpenseService(session, world.fields).approve(claim, manager)
+        assert approved.status.value == "approved"
+        with pytest.raises(DBAPIError, match="cannot go from approved to submitted"):
+            async with session.begin_nested():
+                await session.execute(
+                    text(
+                        "UPDATE expenses SET status = 'submitted', approved_by = NULL, "
+                        "approved_at = NULL WHERE id = :id"
+                    ),
+                    {"id": claim.id},
+                )

@@ -59,8 +59,33 @@ def upgrade() -> None:
                     AND reimbursed_by IS NOT NULL))
         )
         """,
-        # The runtime role never deletes a claim: it is the record a reimbursement rests on.
-        *tenant_table_sql("expenses", privileges="SELECT, INSERT, UPDATE"),
+        # The runtime role never deletes a claim (the record a reimbursement rests on), and
+        # updates only what moves it along: what was claimed, by whom, for how much and to
+        # which account stays as written (key rotation runs as the owner).
+        *tenant_table_sql(
+            "expenses",
+            privileges="SELECT, INSERT, "
+            "UPDATE (status, approved_by, approved_at, reimbursed_by, reimbursed_at)",
+        ),
+        # A claim only moves forward, each step once: submitted → approved → reimbursed.
+        """
+        CREATE FUNCTION expenses_move_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NOT ((OLD.status = 'submitted' AND NEW.status = 'approved')
+                    OR (OLD.status = 'approved' AND NEW.status = 'reimbursed'))
+               OR NEW.approved_by IS DISTINCT FROM COALESCE(OLD.approved_by, NEW.approved_by)
+            THEN
+                RAISE EXCEPTION 'expense % cannot go from % to %', OLD.id, OLD.status,
+                    NEW.status USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END $$
+        """,
+        """
+        CREATE TRIGGER expenses_move_forward BEFORE UPDATE OF status, approved_by,
+            approved_at, reimbursed_by, reimbursed_at ON expenses
+            FOR EACH ROW EXECUTE FUNCTION expenses_move_forward()
+        """,
         # An employee lists their own claims, approvers and Finance by status: index ranges.
         "CREATE INDEX ix_expenses_employee ON expenses (tenant_id, employee_id, created_at)",
         "CREATE INDEX ix_expenses_status ON expenses (tenant_id, status, created_at)",
@@ -70,3 +95,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TABLE expenses")
+    op.execute("DROP FUNCTION expenses_move_forward()")
