@@ -165,8 +165,11 @@ def test_apps_list_reports_what_is_installed_and_served(tmp_path: Path) -> None:
         ("expenses", False, False, ["employee", "approver", "finance"]),
         ("quotes", True, True, ["buyer", "seller", "finance"]),
     ]
-    both = json.loads(listed(RAMPARTS_APPS="quotes,expenses").stdout)["apps"]
-    assert [a["served"] for a in both] == [True, True]
+    assert json.loads(listed().stdout)["shared_roles"] == {}
+    both = json.loads(listed(RAMPARTS_APPS="quotes,expenses").stdout)
+    assert [a["served"] for a in both["apps"]] == [True, True]
+    # Roles are the tenant's: a role two served apps declare is one role with both apps' rights.
+    assert both["shared_roles"] == {"finance": ["expenses", "quotes"]}
     assert [a["served"] for a in json.loads(listed(RAMPARTS_APPS="").stdout)["apps"]] == [
         False,
         False,
