@@ -8,6 +8,7 @@ until the test itself sequences it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import time
@@ -198,7 +199,7 @@ async def test_the_sequencer_warns_when_behind_and_never_waits_on_a_held_chain(
                 assert _queued(owner, tenant) == 1
             # Released, the chain is taken on the sequencer's next pass.
             await asyncio.sleep(0.5)
-            running.cancel()
+            await _stopped(running)
     finally:
         await database.dispose()
     assert _numbers(owner, tenant) == [(1, 7)]
@@ -216,7 +217,7 @@ async def test_the_sequencer_survives_an_unreachable_database(fresh: DatabaseUrl
             running = asyncio.create_task(sequencer.run())
             await asyncio.sleep(0.5)
             assert not running.done()
-            running.cancel()
+            await _stopped(running)
     finally:
         await gone.dispose()
     failures = [e["failures"] for e in logs if e["event"] == "audit_sequencer_failed"]
@@ -361,3 +362,12 @@ async def test_a_pass_chains_at_most_its_batch_oldest_chain_first(
     assert (done.sequenced, done.full) == (4, True)
     assert [n for _, n in _numbers(owner, first)] == [0, 1, 2]
     assert [n for _, n in _numbers(owner, second)] == [0]
+
+
+async def _stopped(running: asyncio.Task[None]) -> None:
+    """Cancel the sequencer and wait until it has let go of its connections: disposing of
+    the pool under a task still running leaves it holding one, and the test's event loop
+    waiting on it."""
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(running, timeout=30)
