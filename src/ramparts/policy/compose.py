@@ -218,7 +218,7 @@ def _check_schema(fragment: PolicyFragment) -> dict[str, dict[str, tuple[bool, s
 def _without_comments(schema: str, where: str) -> str:
     """The schema without its `//` comments. Its strings (action names, quoted attribute
     names) may hold only letters, digits and `_ . : -`: one holding `//`, a brace, a comma
-    or a quote could hide a declaration from the checks that read the text."""
+    or a quotation mark could hide a declaration from the checks that read the text."""
     kept, index = [], 0
     while index < len(schema):
         if schema.startswith("//", index):
