@@ -108,7 +108,7 @@ def test_a_missing_header_is_refused(header: str | None) -> None:
         f"t={NOW},,v1=abc",
         f"t={NOW};v1=abc",
         "t=" + "1" * 5000,
-        "t=１２３,v1=abc",  # full-width digits: isdigit() yes, ASCII no
+        "t=\uff11\uff12\uff13,v1=abc",  # full-width digits: isdigit() yes, ASCII no
     ],
 )
 def test_a_malformed_header_is_refused(header: str) -> None:

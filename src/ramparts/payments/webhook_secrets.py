@@ -115,7 +115,8 @@ class WebhookSecrets:
         if not 0 <= overlap_seconds <= MAX_OVERLAP_SECONDS:
             raise ValueError(f"the overlap is between 0 and {MAX_OVERLAP_SECONDS} seconds")
         now = time.time() if now is None else now
-        fresh = new_secret or SecretStr(PREFIX + secrets.token_urlsafe(32))
+        # `is None`, not `or`: an empty SecretStr is false, and must be refused, not replaced.
+        fresh = SecretStr(PREFIX + secrets.token_urlsafe(32)) if new_secret is None else new_secret
         _check_secret(fresh.get_secret_value())
         kept: list[WebhookSecret] = []
         for old in self.stored():
