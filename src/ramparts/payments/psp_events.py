@@ -126,7 +126,9 @@ class PspEvents:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def store(self, event: Event, *, signed_at: int) -> Receipt:
+    async def store(self, event: Event, *, signed_at: int, body: str | None = None) -> Receipt:
+        """Store `event` (parsed from `body`, the JSON as received, stored as it came: no
+        second serialization) unless it is ignored or already stored."""
         if not event.type.startswith(HANDLED_TYPE_PREFIXES):
             return self._ignored(event, "event type not handled")
         tenant = tenant_of(event.psp_object)
@@ -134,7 +136,7 @@ class PspEvents:
             return self._ignored(event, "object names no tenant")
         try:
             async with self._database.tenant_session(tenant) as session:
-                stored = await session.scalar(INSERT, self._row(tenant, event, signed_at))
+                stored = await session.scalar(INSERT, self._row(tenant, event, signed_at, body))
         except IntegrityError as exc:
             # The tenant named is not (or no longer) one of ours: a deleted tenant's object.
             if isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
@@ -147,7 +149,7 @@ class PspEvents:
         return Receipt(Outcome.STORED, event.id)
 
     @staticmethod
-    def _row(tenant: uuid.UUID, event: Event, signed_at: int) -> dict[str, Any]:
+    def _row(tenant: uuid.UUID, event: Event, signed_at: int, body: str | None) -> dict[str, Any]:
         return {
             "tenant": tenant,
             "event_id": event.id,
@@ -156,7 +158,7 @@ class PspEvents:
             "livemode": event.livemode,
             "psp_created_at": _timestamp(event.created),
             "signed_at": _timestamp(signed_at),
-            "payload": json.dumps(event.document, ensure_ascii=False),
+            "payload": body if body is not None else json.dumps(event.document),
         }
 
     @staticmethod

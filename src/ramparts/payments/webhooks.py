@@ -64,7 +64,7 @@ def build_router(
             event = parse_event(document)
         except EventRefused as refused:
             raise Problem(400, ProblemType.NOT_AN_EVENT, str(refused)) from None
-        receipt = await events.store(event, signed_at=signed.timestamp)
+        receipt = await events.store(event, signed_at=signed.timestamp, body=body.decode())
         answer = {"status": str(receipt.outcome), "event_id": receipt.event_id}
         if receipt.reason:
             answer["reason"] = receipt.reason
