@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -34,13 +33,13 @@ import stripe
 from api import (
     HERE,
     RAMPARTS,
-    ROOT,
     BenchError,
     Server,
     ensure_wrk,
     free_port,
     serve_app,
     serve_bare,
+    server_env,
 )
 from common import database, print_report
 
@@ -189,16 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         urls = database(stack)
         tenant = make_tenant(urls)
         port, bare_port = free_port(), free_port()
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
-        path = os.pathsep.join([str(HERE), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
-        env = {
-            **base_env,
-            "PYTHONPATH": path.rstrip(os.pathsep),
-            "RAMPARTS_HOME": str(work / "home"),
-            "XDG_CONFIG_HOME": str(work / "config"),
-            "RAMPARTS_DATABASE_URL": libpq(urls.owner),
-            "RAMPARTS_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        }
+        base_env, env = server_env(work, urls, port)
         # Two active secrets, as during a rotation: the previous one, then the current.
         previous, current = ("whsec_" + secrets.token_urlsafe(32) for _ in range(2))
         rotate(env, previous, 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,10 +18,9 @@ from typing import Any
 
 import psycopg
 import structlog
-from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from psycopg.types.json import Jsonb
 
-from ramparts.db.engine import Database
+from ramparts.db.engine import Database, Opening, opened
 from ramparts.payments.tenancy import tenant_of
 
 __all__ = [
@@ -44,16 +42,9 @@ MAX_ID_CHARS = 255
 EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
 EVENT_TYPE = re.compile(r"[a-z_]+(\.[a-z_]+){1,4}")
 
-INSERT = text(
-    """
-    INSERT INTO psp_events (tenant_id, event_id, event_type, object_id, livemode,
-                            psp_created_at, signed_at, payload)
-    VALUES (:tenant, :event_id, :event_type, :object_id, :livemode,
-            :psp_created_at, :signed_at, CAST(:payload AS jsonb))
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
-    """
-)
+#: Sets the tenant and stores the event in the transaction's first round trip (migration
+#: 0021); answers whether the event was new.
+STORE = "ramparts_store_psp_event"
 
 
 class Outcome(StrEnum):
@@ -116,6 +107,11 @@ def parse_event(document: Any) -> Event:
     return Event(event_id, event_type, object_id, livemode, created, psp_object, document)
 
 
+def _as_is(payload: Any) -> str:
+    """The body is JSON text already (checked strict at the edge): sent as it came."""
+    return str(payload)
+
+
 def _timestamp(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -134,32 +130,29 @@ class PspEvents:
         tenant = tenant_of(event.psp_object)
         if tenant is None:
             return self._ignored(event, "object names no tenant")
+        payload = body if body is not None else json.dumps(event.document)
+        arguments = (
+            event.id,
+            event.type,
+            event.object_id,
+            event.livemode,
+            _timestamp(event.created),
+            _timestamp(signed_at),
+            Jsonb(payload, dumps=_as_is),
+        )
         try:
-            async with self._database.tenant_session(tenant) as session:
-                stored = await session.scalar(INSERT, self._row(tenant, event, signed_at, body))
-        except IntegrityError as exc:
+            async with self._database.tenant_session(
+                tenant, opening=Opening(STORE, arguments)
+            ) as session:
+                new = opened(session)
+        except psycopg.errors.ForeignKeyViolation:
             # The tenant named is not (or no longer) one of ours: a deleted tenant's object.
-            if isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
-                return self._ignored(event, "object names an unknown tenant")
-            raise
-        if stored is None:
+            return self._ignored(event, "object names an unknown tenant")
+        if not new:
             log.info("psp_event_duplicate", event_id=event.id, event_type=event.type)
             return Receipt(Outcome.DUPLICATE, event.id)
         log.info("psp_event_stored", event_id=event.id, event_type=event.type, tenant=str(tenant))
         return Receipt(Outcome.STORED, event.id)
-
-    @staticmethod
-    def _row(tenant: uuid.UUID, event: Event, signed_at: int, body: str | None) -> dict[str, Any]:
-        return {
-            "tenant": tenant,
-            "event_id": event.id,
-            "event_type": event.type,
-            "object_id": event.object_id,
-            "livemode": event.livemode,
-            "psp_created_at": _timestamp(event.created),
-            "signed_at": _timestamp(signed_at),
-            "payload": body if body is not None else json.dumps(event.document),
-        }
 
     @staticmethod
     def _ignored(event: Event, reason: str) -> Receipt:

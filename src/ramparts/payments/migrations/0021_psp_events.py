@@ -6,12 +6,17 @@ event stores nothing, whichever tenant it names. Rows start `pending`; the job w
 later revision) takes them from there, and grants itself what it needs to move them on. The
 runtime role may only insert and read: an event as received is never rewritten by a request.
 
+`ramparts_store_psp_event` sets the tenant and stores an event in one round trip (the webhook
+route opens its tenant transaction with it): it runs as its caller (row-level security and
+grants apply) and answers whether the event was new.
+
 Revision ID: 0021_psp_events
 Revises: 0019_role_format
 """
 
 from alembic import op
 
+from ramparts.config import APP_ROLE
 from ramparts.db.rls import tenant_table_sql
 
 revision = "0021_psp_events"
@@ -35,16 +40,40 @@ def upgrade() -> None:
             payload jsonb NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
             state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending')),
             PRIMARY KEY (tenant_id, event_id),
-            UNIQUE (event_id)
+            CONSTRAINT psp_events_event_id_key UNIQUE (event_id)
         )
         """,
         # What the worker will take, oldest first, per tenant.
         "CREATE INDEX psp_events_pending ON psp_events (tenant_id, received_at) "
         "WHERE state = 'pending'",
         *tenant_table_sql("psp_events", privileges="SELECT, INSERT"),
+        """
+        CREATE FUNCTION ramparts_store_psp_event(
+            tenant uuid, event_id text, event_type text, object_id text, livemode boolean,
+            psp_created_at timestamptz, signed_at timestamptz, payload jsonb
+        ) RETURNS boolean
+        LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, public AS $$
+        BEGIN
+            PERFORM set_config('app.tenant_id', tenant::text, true);
+            INSERT INTO psp_events (tenant_id, event_id, event_type, object_id, livemode,
+                                    psp_created_at, signed_at, payload)
+            VALUES (tenant, event_id, event_type, object_id, livemode,
+                    psp_created_at, signed_at, payload)
+            ON CONFLICT ON CONSTRAINT psp_events_event_id_key DO NOTHING;
+            RETURN FOUND;
+        END $$
+        """,
+        "REVOKE ALL ON FUNCTION ramparts_store_psp_event("
+        "uuid, text, text, text, boolean, timestamptz, timestamptz, jsonb) FROM PUBLIC",
+        "GRANT EXECUTE ON FUNCTION ramparts_store_psp_event("
+        f"uuid, text, text, text, boolean, timestamptz, timestamptz, jsonb) TO {APP_ROLE}",
     ]:
         op.execute(statement)
 
 
 def downgrade() -> None:
+    op.execute(
+        "DROP FUNCTION ramparts_store_psp_event("
+        "uuid, text, text, text, boolean, timestamptz, timestamptz, jsonb)"
+    )
     op.execute("DROP TABLE psp_events")
