@@ -151,7 +151,8 @@ class PspEvents:
         if not new:
             log.info("psp_event_duplicate", event_id=event.id, event_type=event.type)
             return Receipt(Outcome.DUPLICATE, event.id)
-        log.info("psp_event_stored", event_id=event.id, event_type=event.type, tenant=str(tenant))
+        # Debug only: the row itself (with `received_at`) is the record of every stored event.
+        log.debug("psp_event_stored", event_id=event.id, event_type=event.type, tenant=str(tenant))
         return Receipt(Outcome.STORED, event.id)
 
     @staticmethod
