@@ -107,6 +107,8 @@ def test_a_missing_header_is_refused(header: str | None) -> None:
         f"t={NOW},t={NOW},v1=abc",  # two timestamps: which one was signed?
         f"t={NOW},,v1=abc",
         f"t={NOW};v1=abc",
+        f"t={NOW}, v1=abc",  # Stripe sends no spaces
+        f" t={NOW},v1=abc",
         "t=" + "1" * 5000,
         "t=\uff11\uff12\uff13,v1=abc",  # full-width digits: isdigit() yes, ASCII no
     ],

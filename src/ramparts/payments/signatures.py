@@ -64,8 +64,10 @@ def _parse(header: str) -> tuple[int, list[str]]:
     timestamps: list[str] = []
     signatures: list[str] = []
     for item in header.split(","):
-        key, equals, value = item.strip().partition("=")
-        if not equals or not key or not value:
+        # No whitespace is allowed around items: Stripe sends none, and its own parser would
+        # not read " v1" as v1 either.
+        key, equals, value = item.partition("=")
+        if not equals or not value or not (key.isascii() and key.isalnum()):
             raise SignatureRefused(SignatureRefusal.MALFORMED)
         if key == "t":
             timestamps.append(value)
