@@ -247,6 +247,9 @@ def test_nothing_is_parsed_before_the_signature(client: httpx.Client) -> None:
     duplicate_key = b'{"id": "evt_1", "id": "evt_2"}'
     body, headers = signed(duplicate_key)
     assert "duplicate key" in refused(post(client, body, headers), "malformed-json")
+    form, headers = signed(b"id=evt_1&type=charge.succeeded")
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    assert "not JSON" in refused(post(client, form, headers), "malformed-json")
 
 
 def test_a_signed_body_that_is_not_an_event_is_refused(client: httpx.Client) -> None:
