@@ -282,6 +282,21 @@ def started(
         stop(process)
 
 
+def server_env(work: Path, urls: DatabaseUrls, port: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment without any RAMPARTS_* setting (for a baseline), and the one
+    `ramparts serve` and the CLI run with: its home under `work`, the owner's database URL."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
+    path = os.pathsep.join([str(HERE), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    return base_env, {
+        **base_env,
+        "PYTHONPATH": path.rstrip(os.pathsep),
+        "RAMPARTS_HOME": str(work / "home"),
+        "XDG_CONFIG_HOME": str(work / "config"),
+        "RAMPARTS_DATABASE_URL": libpq(urls.owner),
+        "RAMPARTS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    }
+
+
 def serve_app(
     env: dict[str, str], port: int, workers: int, log: Path
 ) -> AbstractContextManager[Server]:
@@ -694,16 +709,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ramparts-bench-")))
         urls = database(stack)
         port, bare_port = free_port(), free_port()
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
-        path = os.pathsep.join([str(HERE), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
-        env = {
-            **base_env,
-            "PYTHONPATH": path.rstrip(os.pathsep),
-            "RAMPARTS_HOME": str(work / "home"),
-            "XDG_CONFIG_HOME": str(work / "config"),
-            "RAMPARTS_DATABASE_URL": libpq(urls.owner),
-            "RAMPARTS_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        }
+        base_env, env = server_env(work, urls, port)
         if args.workers > 1:
             env["RAMPARTS_REDIS_URL"] = redis_url(stack)
         buyers, redirect_uri = seed(urls, env)

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ramparts.apps import migration_branches, selected_apps
 from ramparts.db.engine import DatabaseUrls
 from ramparts.db.migrate import head_revisions
+from ramparts.payments.webhook_secrets import WebhookSecrets
 from tests.certs import certificate, write_pem
-from tests.conftest import cli_env, free_port, libpq
+from tests.conftest import cli_env, cli_kms, free_port, libpq
 from tests.identity.helpers import bearer, sign_in_demo_buyer
 from tests.test_config import STRONG_DB_PASSWORD, STRONG_KEY, VAULT_TOKEN
 
@@ -212,8 +213,13 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
     assert len(set(secrets_)) == 12
     assert all(len(base64.b32decode(s)) == 20 for s in secrets_)  # 160-bit RFC 4226 secrets
 
+    # The sandbox PSP's webhook secret: the one the KMS holds, kept across re-seeds.
+    assert report["webhook_secret"].startswith("whsec_")
+    assert WebhookSecrets(cli_kms(tmp_path)).active() == [report["webhook_secret"].encode()]
+
     again = json.loads(run("seed-demo", "--json", env=env).stdout)
     assert again["tenants"] == report["tenants"]
+    assert again["webhook_secret"] == report["webhook_secret"]
     assert not set(passwords) & {u["password"] for u in again["users"]}
 
     with psycopg.connect(libpq(urls.owner)) as conn:

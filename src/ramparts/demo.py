@@ -25,6 +25,7 @@ from ramparts.db.engine import Database
 from ramparts.identity.models import ADMIN_ROLE
 from ramparts.identity.passwords import generate_password
 from ramparts.identity.services import Provisioning
+from ramparts.payments.webhook_secrets import WebhookSecrets
 from ramparts.web.pages import WEB_CLIENT_ID, web_client_redirect_uri
 
 __all__ = ["ADMIN_USER", "DEMO_TENANTS", "demo_users", "seed_demo"]
@@ -83,5 +84,12 @@ async def seed_demo(
             if app.demo is not None and app.demo.seed is not None:
                 await app.demo.seed(owner_db, tenant, fields)
     client = {"client_id": WEB_CLIENT_ID, "redirect_uri": web_client_redirect_uri(public_url)}
-    # The sandbox PSP's webhook secret arrives with the payments issue.
-    return {"tenants": tenants, "users": users, "oidc_client": client, "webhook_secret": None}
+    # The secret the sandbox PSP signs its webhooks with (made on the first run, then kept:
+    # a re-seed must not break a sandbox already told the secret).
+    webhook_secret = WebhookSecrets(kms).ensure().get_secret_value()
+    return {
+        "tenants": tenants,
+        "users": users,
+        "oidc_client": client,
+        "webhook_secret": webhook_secret,
+    }

@@ -54,6 +54,8 @@ class ProblemType(Enum):
     NOT_READY = ("not-ready", "Service not ready")
     INTERNAL_ERROR = ("internal-error", "Internal server error")
     UNKNOWN_HOST = ("unknown-host", "Unknown host")
+    SIGNATURE_REFUSED = ("signature-refused", "Webhook signature refused")
+    NOT_AN_EVENT = ("not-an-event", "Not a PSP event")
     # Any other status the framework answers with; titled, like RFC 9457's about:blank, with
     # the status's own phrase.
     HTTP_ERROR = ("http-error", None)

@@ -17,10 +17,21 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["ACTION_KEY", "PEOPLE_ONLY_KEY", "Exempt", "declares", "people_only"]
+__all__ = [
+    "ACTION_KEY",
+    "PEOPLE_ONLY_KEY",
+    "SIGNED_BODY_RULES",
+    "Exempt",
+    "declares",
+    "people_only",
+]
 
 ACTION_KEY = "x-ramparts-action"
 PEOPLE_ONLY_KEY = "x-ramparts-people-only"
+#: The ASGI scope key under which the edge leaves, for a route whose body is signed by its
+#: sender (a PSP's webhook), the body rules it has not run yet: a callable raising the same
+#: problem the edge would have. The route calls it once the signature is verified.
+SIGNED_BODY_RULES = "ramparts.signed_body_rules"
 
 
 class Exempt(StrEnum):

@@ -28,6 +28,7 @@ from ramparts.cli.policy import PolicyInvalidError, policy_app
 from ramparts.cli.secret_scan import secrets_app
 from ramparts.cli.server import migrate, serve_command
 from ramparts.cli.tenants import tenants_app
+from ramparts.cli.webhook_secrets import webhook_secret_app
 from ramparts.config import ConfigError
 from ramparts.crypto.fields import FieldDecryptionError
 from ramparts.crypto.keys import KeyShreddedError
@@ -61,6 +62,9 @@ app.add_typer(idp_app, name="idp")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(secrets_app, name="secrets")
+psp_app = typer.Typer(help="The payment service provider (PSP).", no_args_is_help=True)
+psp_app.add_typer(webhook_secret_app, name="webhook-secret")
+app.add_typer(psp_app, name="psp")
 
 
 def main() -> None:

@@ -59,6 +59,9 @@ from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp
+from ramparts.payments import webhooks as psp_webhooks
+from ramparts.payments.psp_events import PspEvents
+from ramparts.payments.webhook_secrets import WebhookSecrets
 from ramparts.policy.engine import RuntimeAction, Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.routes import declares
@@ -249,6 +252,7 @@ def create_app(
         )
     )
     app.include_router(health.router)
+    app.include_router(psp_webhooks.build_router(WebhookSecrets(kms), PspEvents(database)))
     identity_views.install(app, identity)
     _install_assistant(
         app,
@@ -352,7 +356,11 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # HEAD as GET, the request's transaction.
     app.add_middleware(RequestTransactionMiddleware)
     app.add_middleware(HeadMiddleware)
-    app.add_middleware(RequestRulesMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestRulesMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        signed_body_paths=frozenset({psp_webhooks.WEBHOOK_PATH}),
+    )
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(StrictCORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(PublicHostMiddleware, public_url=settings.public_url)

@@ -6,6 +6,7 @@ the same code, including 404s, problem responses and failures inside other middl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from ramparts.audit.context import serving
 from ramparts.db.request import REQUEST_TRANSACTION, RequestTransaction
 from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.problems import Problem, ProblemType, problem_response
+from ramparts.routes import SIGNED_BODY_RULES
 from ramparts.web.bodies import check_form, check_json
 
 __all__ = [
@@ -371,14 +373,19 @@ class RequestRulesMiddleware:
     Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed, UTF-8, JSON or a
     form, and JSON must be strict: no duplicate keys (parsers disagree on which one wins), no
     NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). The body is read once here and
-    replayed to the app.
+    replayed to the app. On `signed_body_paths` (a PSP's webhook) the size, encoding and media
+    type are checked here, and the body's content only after the route has verified its
+    signature: unauthenticated bytes reach no parser.
     """
 
     FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, signed_body_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.signed_body_paths = signed_body_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -388,7 +395,13 @@ class RequestRulesMiddleware:
         try:
             body = await self._read_body(headers, receive)
             if body:
-                self._check_content(headers, body)
+                is_json = self._check_media(headers)
+                if scope["path"] in self.signed_body_paths:
+                    # The route proves who sent the body before anything parses it, then
+                    # runs the rest of these rules (`ramparts.routes.SIGNED_BODY_RULES`).
+                    scope[SIGNED_BODY_RULES] = _body_rules(is_json, body)
+                else:
+                    _check_body(is_json, body)
         except Problem as problem:
             await problem.response()(scope, receive, send)
             return
@@ -430,7 +443,9 @@ class RequestRulesMiddleware:
             f"the limit is {self.max_body_bytes} bytes",
         )
 
-    def _check_content(self, headers: Headers, body: bytes) -> None:
+    def _check_media(self, headers: Headers) -> bool:
+        """Refuse a compressed body, a charset other than UTF-8, a media type other than JSON
+        or a form; True when it is JSON."""
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             # Compressed bodies would slip past the size limit (a zip bomb) and the checks.
@@ -456,14 +471,22 @@ class RequestRulesMiddleware:
                 ProblemType.UNSUPPORTED_MEDIA_TYPE,
                 f"content type {shown!r}; send application/json",
             )
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Problem(400, ProblemType.MALFORMED_BODY, "body is not UTF-8") from None
-        if is_json:
-            check_json(text)
-        else:
-            check_form(text)
+        return is_json
+
+
+def _check_body(is_json: bool, body: bytes) -> None:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(400, ProblemType.MALFORMED_BODY, "body is not UTF-8") from None
+    if is_json:
+        check_json(text)
+    else:
+        check_form(text)
+
+
+def _body_rules(is_json: bool, body: bytes) -> Callable[[], None]:
+    return lambda: _check_body(is_json, body)
 
 
 def _charset(parameters: str) -> str | None:
