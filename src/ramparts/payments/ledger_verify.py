@@ -154,7 +154,8 @@ WHERE a.tenant_id = %(tenant)s AND a.never_negative
 
 
 def verify_book(conn: psycopg.Connection, tenant: uuid.UUID) -> BookReport:
-    """Every check on one tenant's book, in one read-only transaction (one snapshot)."""
+    """Every check on one tenant's book, in one read-only transaction (one snapshot);
+    `conn` is in autocommit mode, so the transaction is the block's own."""
     report = BookReport(tenant=str(tenant))
     arguments = {"tenant": tenant}
     with conn.transaction():
