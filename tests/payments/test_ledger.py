@@ -203,6 +203,11 @@ async def test_a_reversal_mirrors_its_entry_once(database: Database) -> None:
         assert await LEDGER.balance(session, PSP_CLEARING, "EUR") == 5_000
         with pytest.raises(LedgerConflictError, match="already reversed"):
             await LEDGER.reverse(session, fee.id, reference="fix:again")
+        with pytest.raises(LedgerConflictError, match="is a reversal"):
+            await LEDGER.reverse(session, reversal.id, reference="fix:fix")
+        # The same reversal again (a retried correction) is the first one.
+        again = await LEDGER.reverse(session, fee.id, reference="fix:txn_wrong")
+        assert (again.id, again.replayed) == (reversal.id, True)
     async with database.tenant_session(tenant) as session:
         with pytest.raises(LedgerConflictError, match="no entry"):
             await LEDGER.reverse(session, uuid.uuid4(), reference="fix:nothing")

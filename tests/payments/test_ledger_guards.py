@@ -105,11 +105,10 @@ def test_an_unbalanced_entry_is_refused_at_commit(
 ) -> None:
     conn: psycopg.Connection = request.getfixturevalue(who)
     tenant = uuid.uuid4()
-    with pytest.raises(errors.CheckViolation, match="ledger entry") as refused:  # noqa: PT012
-        with conn.transaction():
-            _as(conn, tenant)
-            _accounts(conn, tenant)
-            _entry(conn, tenant, postings)  # deferred: each INSERT alone is accepted
+    with pytest.raises(errors.CheckViolation, match="ledger entry") as refused, conn.transaction():  # noqa: PT012
+        _as(conn, tenant)
+        _accounts(conn, tenant)
+        _entry(conn, tenant, postings)  # deferred: each INSERT alone is accepted
     assert refused.value.diag.constraint_name == "ledger_entry_balanced"
     assert _count(conn, tenant) == 0
 
@@ -119,15 +118,19 @@ def test_checking_at_once_refuses_an_entry_before_its_postings(
 ) -> None:
     """SET CONSTRAINTS ... IMMEDIATE cannot switch the check off, only make it earlier."""
     tenant = uuid.uuid4()
-    with pytest.raises(errors.CheckViolation, match="0 posting"), app_conn.transaction():
+    with pytest.raises(errors.CheckViolation, match="0 posting"), app_conn.transaction():  # noqa: PT012
         app_conn.execute("SET CONSTRAINTS ledger_entry_balanced IMMEDIATE")
         _as(app_conn, tenant)
         _accounts(app_conn, tenant)
         _entry(app_conn, tenant, [("cash", "EUR", 100), ("income", "EUR", -100)])
 
 
-class _RollBack(Exception):
-    pass
+class _RollBackError(Exception):
+    """Leaves a savepoint by rolling it back."""
+
+
+def _roll_back() -> None:
+    raise _RollBackError
 
 
 def _second_posting_in_savepoint(
@@ -148,8 +151,8 @@ def _second_posting_in_savepoint(
                     (tenant, entry),
                 )
                 if not keep:
-                    raise _RollBack
-        except _RollBack:
+                    _roll_back()
+        except _RollBackError:
             pass
 
 
@@ -171,15 +174,14 @@ def test_a_posting_cannot_join_an_entry_of_an_earlier_transaction(
     entry = _posted(app_conn, tenant)
     for conn in (app_conn, owner_conn):
         # Even a balanced pair: it would rewrite what the entry said when it was posted.
-        with pytest.raises(errors.CheckViolation, match="closed") as refused:  # noqa: PT012
-            with conn.transaction():
-                _as(conn, tenant)
-                for position, amount in ((3, 50), (4, -50)):
-                    conn.execute(
-                        "INSERT INTO ledger_postings (tenant_id, entry_id, position, account, "
-                        "currency, amount) VALUES (%s, %s, %s, 'cash', 'EUR', %s)",
-                        (tenant, entry, position, amount),
-                    )
+        with pytest.raises(errors.CheckViolation, match="closed") as refused, conn.transaction():  # noqa: PT012
+            _as(conn, tenant)
+            for position, amount in ((3, 50), (4, -50)):
+                conn.execute(
+                    "INSERT INTO ledger_postings (tenant_id, entry_id, position, account, "
+                    "currency, amount) VALUES (%s, %s, %s, 'cash', 'EUR', %s)",
+                    (tenant, entry, position, amount),
+                )
         assert refused.value.diag.constraint_name == "ledger_entry_closed"
 
 
@@ -206,15 +208,16 @@ def test_nothing_posted_can_change_for_any_role(
     tenant = uuid.uuid4()
     _posted(app_conn, tenant)
     # The runtime role holds no such privilege at all.
-    with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):  # noqa: PT012
-        with app_conn.transaction():
-            _as(app_conn, tenant)
-            app_conn.execute(statement, {"t": tenant})
+    with (  # noqa: PT012
+        pytest.raises(errors.InsufficientPrivilege, match="permission denied"),
+        app_conn.transaction(),
+    ):
+        _as(app_conn, tenant)
+        app_conn.execute(statement, {"t": tenant})
     # The owner (a superuser) holds every privilege; the triggers still refuse.
-    with pytest.raises(errors.InsufficientPrivilege, match="append-only"):  # noqa: PT012
-        with owner_conn.transaction():
-            _as(owner_conn, tenant)
-            owner_conn.execute(statement, {"t": tenant})
+    with pytest.raises(errors.InsufficientPrivilege, match="append-only"), owner_conn.transaction():  # noqa: PT012
+        _as(owner_conn, tenant)
+        owner_conn.execute(statement, {"t": tenant})
     assert _count(app_conn, tenant) == 1
 
 
@@ -229,16 +232,15 @@ def test_a_posting_must_be_in_its_accounts_currency(app_conn: psycopg.Connection
 def test_a_reversal_must_mirror_its_entry(app_conn: psycopg.Connection) -> None:
     tenant = uuid.uuid4()
     original = _posted(app_conn, tenant)
-    with pytest.raises(errors.CheckViolation, match="mirror") as refused:  # noqa: PT012
-        with app_conn.transaction():
-            _as(app_conn, tenant)
-            _entry(
-                app_conn,
-                tenant,
-                [("cash", "EUR", -60), ("income", "EUR", 60)],
-                kind="reversal",
-                reverses=original,
-            )
+    with pytest.raises(errors.CheckViolation, match="mirror") as refused, app_conn.transaction():  # noqa: PT012
+        _as(app_conn, tenant)
+        _entry(
+            app_conn,
+            tenant,
+            [("cash", "EUR", -60), ("income", "EUR", 60)],
+            kind="reversal",
+            reverses=original,
+        )
     assert refused.value.diag.constraint_name == "ledger_reversal_mirrors"
     with app_conn.transaction():
         _as(app_conn, tenant)
@@ -251,16 +253,15 @@ def test_a_reversal_must_mirror_its_entry(app_conn: psycopg.Connection) -> None:
         )
     # A reversal is not reversed again (post the entry anew instead), nor an entry twice.
     for reverses in (reversal, original):
-        with pytest.raises((errors.CheckViolation, errors.UniqueViolation)):  # noqa: PT012
-            with app_conn.transaction():
-                _as(app_conn, tenant)
-                _entry(
-                    app_conn,
-                    tenant,
-                    [("cash", "EUR", 100), ("income", "EUR", -100)],
-                    kind="reversal",
-                    reverses=reverses,
-                )
+        with pytest.raises((errors.CheckViolation, errors.UniqueViolation)), app_conn.transaction():  # noqa: PT012
+            _as(app_conn, tenant)
+            _entry(
+                app_conn,
+                tenant,
+                [("cash", "EUR", 100), ("income", "EUR", -100)],
+                kind="reversal",
+                reverses=reverses,
+            )
     assert _count(app_conn, tenant) == 2
 
 
@@ -296,9 +297,11 @@ def test_row_level_security_keeps_books_apart(app_conn: psycopg.Connection) -> N
         _as(app_conn, theirs)
         for table in ("ledger_entries", "ledger_postings", "ledger_accounts"):
             assert app_conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
-    with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):  # noqa: PT012
-        with app_conn.transaction():
-            _as(app_conn, theirs)
-            _entry(app_conn, mine, [("cash", "EUR", 1), ("income", "EUR", -1)])
+    with (  # noqa: PT012
+        pytest.raises(errors.InsufficientPrivilege, match="row-level security"),
+        app_conn.transaction(),
+    ):
+        _as(app_conn, theirs)
+        _entry(app_conn, mine, [("cash", "EUR", 1), ("income", "EUR", -1)])
     with pytest.raises(errors.InsufficientPrivilege), app_conn.transaction():
         app_conn.execute("SELECT count(*) FROM ledger_books")

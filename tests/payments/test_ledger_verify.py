@@ -141,7 +141,7 @@ def test_verify_finds_a_switched_off_guard_and_a_broken_reversal(
         {
             "kind": "guard_missing",
             "message": "trigger ledger_entries_no_truncate on ledger_entries is gone",
-        },  # fmt: skip
+        },
     ]
     [book] = report["books"]  # type: ignore[misc]
     assert book["problems"] == [

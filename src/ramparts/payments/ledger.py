@@ -270,6 +270,34 @@ _ACCOUNTS = (
 )
 
 
+def _drawn(draft: EntryDraft) -> dict[tuple[Account, str], int]:
+    """What the entry takes from each never-negative account it lowers (a negative change)."""
+    drawn: dict[tuple[Account, str], int] = defaultdict(int)
+    for posting in draft.postings:
+        account = posting.account
+        if account.never_negative:
+            normal = posting.amount if account.kind.debit_normal else -posting.amount
+            drawn[account, posting.currency] += normal
+    return {key: change for key, change in drawn.items() if change < 0}
+
+
+async def _check_funds(
+    driver: psycopg.AsyncConnection[Any], drawn: dict[tuple[Account, str], int]
+) -> None:
+    """Refuse the entry if it takes an account below zero. Called with the accounts locked
+    (`_LOCK`), in statements of its own: a statement's snapshot is taken when it starts,
+    before it waits for a lock, and would miss what the previous holder committed."""
+    for (account, currency), change in drawn.items():
+        cursor = await driver.execute(_NET, (account.name, currency))
+        row = await cursor.fetchone()
+        net = int(row[0]) if row else 0
+        held = net if account.kind.debit_normal else -net
+        if held + change < 0:
+            raise InsufficientFundsError(
+                f"{account.name} holds {held} {currency}; the entry takes {-change}"
+            )
+
+
 class Ledger:
     """Posts balanced entries and reads balances inside a tenant session."""
 
@@ -278,7 +306,14 @@ class Ledger:
         it is there already with the same postings; another one is a LedgerConflictError."""
         draft = _checked(draft)
         driver = await driver_of(session)
-        await self._check_funds(driver, draft)
+        drawn = _drawn(draft)
+        if drawn:
+            await driver.execute(_LOCK, ([f"{a.name}/{currency}" for a, currency in drawn],))
+            # A retried refund finds its first posting before its funds are counted again:
+            # what it took is no longer held.
+            if await self.entry(session, draft.kind, draft.reference) is not None:
+                return await self._replayed(session, draft)
+            await _check_funds(driver, drawn)
         names = [p.account.name for p in draft.postings]
         try:
             cursor = await driver.execute(
@@ -327,31 +362,6 @@ class Ledger:
                 f"{draft.kind} {draft.reference} is already posted with other postings"
             )
         return replace(first, replayed=True)
-
-    async def _check_funds(self, driver: psycopg.AsyncConnection[Any], draft: EntryDraft) -> None:
-        """Lock every never-negative account the entry draws on, then refuse the entry if it
-        would take one below zero. The read is its own statement, after the locks: a
-        statement's snapshot is taken when it starts, before it waits."""
-        drawn: dict[tuple[Account, str], int] = defaultdict(int)
-        for posting in draft.postings:
-            account = posting.account
-            normal = posting.amount if account.kind.debit_normal else -posting.amount
-            if account.never_negative:
-                drawn[account, posting.currency] += normal
-        drawn = {key: change for key, change in drawn.items() if change < 0}
-        if not drawn:
-            return
-        keys = [f"{account.name}/{currency}" for account, currency in drawn]
-        await driver.execute(_LOCK, (keys,))
-        for (account, currency), change in drawn.items():
-            cursor = await driver.execute(_NET, (account.name, currency))
-            row = await cursor.fetchone()
-            net = int(row[0]) if row else 0
-            held = net if account.kind.debit_normal else -net
-            if held + change < 0:
-                raise InsufficientFundsError(
-                    f"{account.name} holds {held} {currency}; the entry takes {-change}"
-                )
 
     async def entry(
         self, session: AsyncSession, kind: EntryKind, reference: str
@@ -456,6 +466,13 @@ class Ledger:
         if not rows:
             raise LedgerConflictError(f"no entry {entry_id} to reverse")
         original = rows[0]
+        again = await self.entry(session, EntryKind.REVERSAL, reference)
+        if again is not None and again.reverses == entry_id:
+            return replace(again, replayed=True)
+        if original.kind is EntryKind.REVERSAL:
+            raise LedgerConflictError(
+                f"entry {entry_id} is a reversal: post the movement again instead"
+            )
         # Asked first, so the usual refusal leaves the transaction usable; the unique
         # constraint still settles two concurrent reversals.
         already = await driver.execute(_REVERSED, (entry_id,))
