@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import multiprocessing
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SERVER, database, print_report
+from bench.common import SERVER, database, print_report, throwaway_database
 
 from ramparts.db.engine import Database, DatabaseUrls, libpq
 from ramparts.payments.ledger import Ledger
@@ -107,15 +106,7 @@ def pgbench_tps(stack: ExitStack) -> float:
     pgbench = shutil.which("pgbench")
     if pgbench is None:
         raise SystemExit("pgbench is not installed (Debian: postgresql-client)")
-    name = f"ramparts_pgbench_{secrets.token_hex(4)}"
-    with psycopg.connect(SERVER, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-
-    def drop() -> None:
-        with psycopg.connect(SERVER, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    stack.callback(drop)
+    name = throwaway_database(stack, SERVER, "ramparts_pgbench")
     where = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
     subprocess.run(
         [pgbench, *where, "-i", "-q", "-s", str(WRITERS), name], check=True, capture_output=True
