@@ -23,6 +23,21 @@ from ramparts.db.migrate import upgrade
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def throwaway_database(stack: ExitStack, maintenance: str, prefix: str = "ramparts_bench") -> str:
+    """A new, empty database on the server of `maintenance` (a libpq URL), dropped when
+    `stack` closes; its name."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    stack.callback(drop)
+    return name
+
+
 def database(stack: ExitStack) -> DatabaseUrls:
     try:
         psycopg.connect(SERVER, connect_timeout=2).close()
@@ -30,16 +45,7 @@ def database(stack: ExitStack) -> DatabaseUrls:
     except psycopg.OperationalError:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         maintenance = stack.enter_context(embedded_postgres(home)).set(database="postgres")
-    name = f"ramparts_bench_{secrets.token_hex(4)}"
-    libpq = maintenance.render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-
-    def drop() -> None:
-        with psycopg.connect(libpq, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    stack.callback(drop)
+    name = throwaway_database(stack, maintenance.render_as_string(hide_password=False))
     owner = maintenance.set(drivername="postgresql+psycopg", database=name)
     urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
     upgrade(urls, migration_branches(installed_apps().values()))

@@ -49,7 +49,7 @@ def test_secrets_sealed_before_the_kms_stop_the_upgrade_with_one_clear_line(
 
 
 QUOTES = MigrationBranch("quotes", QUOTE_MIGRATIONS)
-#: The runtime's head: the PSP events table (the lead re-chains 0020 → 0021 → 0022 at merge).
+#: The runtime's head: the PSP events table, after the ledger.
 RUNTIME_HEAD = "0021_psp_events"
 #: A revision of the runtime's chain from before apps had branches (the old single head).
 OLD_SINGLE_HEAD = "0018_ai_provenance"

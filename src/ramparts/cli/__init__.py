@@ -24,6 +24,7 @@ from ramparts.cli.demo import demo, seed_demo_command
 from ramparts.cli.idp import idp_app
 from ramparts.cli.keys import keys_app
 from ramparts.cli.killswitch import killswitch
+from ramparts.cli.ledger import ledger_app
 from ramparts.cli.policy import PolicyInvalidError, policy_app
 from ramparts.cli.secret_scan import secrets_app
 from ramparts.cli.server import migrate, serve_command
@@ -60,6 +61,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(clients_app, name="clients")
 app.add_typer(idp_app, name="idp")
 app.add_typer(audit_app, name="audit")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(policy_app, name="policy")
 app.add_typer(secrets_app, name="secrets")
 psp_app = typer.Typer(help="The payment service provider (PSP).", no_args_is_help=True)

@@ -11,7 +11,7 @@ route opens its tenant transaction with it): it runs as its caller (row-level se
 grants apply) and answers whether the event was new.
 
 Revision ID: 0021_psp_events
-Revises: 0019_role_format
+Revises: 0020_ledger
 """
 
 from alembic import op
@@ -20,7 +20,7 @@ from ramparts.config import APP_ROLE
 from ramparts.db.rls import tenant_table_sql
 
 revision = "0021_psp_events"
-down_revision = "0019_role_format"
+down_revision = "0020_ledger"
 branch_labels = None
 depends_on = None
 
