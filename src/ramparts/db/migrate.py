@@ -43,6 +43,7 @@ RUNTIME_LOCATIONS = (
     _PACKAGE / "db" / "migrations" / "versions",
     _PACKAGE / "audit" / "migrations",
     _PACKAGE / "ai" / "migrations",
+    _PACKAGE / "payments" / "migrations",
 )
 #: The label of the runtime's chain (on its first revision).
 RUNTIME_BRANCH = "ramparts"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import stripe
+from pydantic import SecretStr
 
 from ramparts.crypto.kms import Kms
 
@@ -167,9 +168,26 @@ class StripePsp:
         secret = kms.read_secret(API_KEY_SECRET)
         if secret is None:
             raise PspError(f"the KMS holds no PSP API key ({API_KEY_SECRET})")
+        return cls.connect(
+            secret,
+            api_base=api_base,
+            max_network_retries=max_network_retries,
+            timeout=timeout,
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        api_key: SecretStr,
+        *,
+        api_base: str | None = None,
+        max_network_retries: int = DEFAULT_NETWORK_RETRIES,
+        timeout: float = 30.0,
+    ) -> StripePsp:
+        """The adapter with this API key (`from_kms` is how the runtime gets one)."""
         http_client = _HttpxClient(timeout=timeout)
         client = stripe.StripeClient(
-            secret.get_secret_value(),
+            api_key.get_secret_value(),
             base_addresses={"api": api_base} if api_base else None,
             max_network_retries=max_network_retries,
             http_client=http_client,
