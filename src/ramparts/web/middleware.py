@@ -19,6 +19,7 @@ from ramparts.db.request import REQUEST_TRANSACTION, RequestTransaction
 from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.problems import Problem, ProblemType, problem_response
 from ramparts.web.bodies import check_form, check_json
+from ramparts.web.cards import check_form_fields, check_json_document, check_query
 
 __all__ = [
     "CatchAllMiddleware",
@@ -370,7 +371,8 @@ class RequestRulesMiddleware:
 
     Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed, UTF-8, JSON or a
     form, and JSON must be strict: no duplicate keys (parsers disagree on which one wins), no
-    NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). The body is read once here and
+    NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). Neither the body nor the query
+    string may hold a card number (PAY-1, `ramparts.web.cards`). The body is read once here and
     replayed to the app.
     """
 
@@ -389,6 +391,7 @@ class RequestRulesMiddleware:
             body = await self._read_body(headers, receive)
             if body:
                 self._check_content(headers, body)
+            check_query(scope.get("query_string", b""))
         except Problem as problem:
             await problem.response()(scope, receive, send)
             return
@@ -461,9 +464,10 @@ class RequestRulesMiddleware:
         except UnicodeDecodeError:
             raise Problem(400, ProblemType.MALFORMED_BODY, "body is not UTF-8") from None
         if is_json:
-            check_json(text)
+            check_json_document(check_json(text))
         else:
             check_form(text)
+            check_form_fields(text)
 
 
 def _charset(parameters: str) -> str | None:
