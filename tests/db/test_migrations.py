@@ -49,7 +49,7 @@ def test_secrets_sealed_before_the_kms_stop_the_upgrade_with_one_clear_line(
 
 
 QUOTES = MigrationBranch("quotes", QUOTE_MIGRATIONS)
-RUNTIME_HEAD = "0019_role_format"
+RUNTIME_HEAD = "0022_payments"
 #: A revision of the runtime's chain from before apps had branches (the old single head).
 OLD_SINGLE_HEAD = "0018_ai_provenance"
 

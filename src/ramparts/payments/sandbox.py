@@ -140,7 +140,7 @@ class Sandbox:
 
     def authenticate(self, payment_intent_id: str) -> None:
         """Complete a 3D Secure challenge as the cardholder would (localstripe's own
-        endpoint; with Stripe the buyer does this on the bank's page)."""
+        endpoint; with Stripe the cardholder does this on the bank's page)."""
         response = httpx.post(
             f"{self.api_base}/v1/payment_intents/{payment_intent_id}/_authenticate",
             data={"success": "true", "client_secret": self._client_secret(payment_intent_id)},
