@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ramparts.detectors import luhn_valid
 from ramparts.problems import Problem, ProblemType
 
 __all__ = ["check_form_fields", "check_json_document", "check_query", "holds_card_number"]
@@ -33,16 +34,6 @@ _RUN = re.compile(r"(?<![A-Za-z0-9])\d(?:[ -]?\d)*(?![A-Za-z0-9])", re.ASCII)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _SEPARATOR = re.compile(r"[ -]")
 _SHOWN_NAME = 100
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        digit = ord(char) - 48
-        if index % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
 
 
 def _candidates(run: str) -> Iterator[str]:
@@ -64,7 +55,7 @@ def holds_card_number(text: str) -> bool:
         run = found.group()
         if sum(c.isdigit() for c in run) < _SHORTEST:
             continue
-        if any(_luhn(candidate) for candidate in _candidates(run)):
+        if any(luhn_valid(candidate) for candidate in _candidates(run)):
             return True
     return False
 
