@@ -16,6 +16,7 @@ import stripe
 from ramparts.crypto.kms import Kms
 from ramparts.payments.psp import (
     TENANT_METADATA_KEY,
+    PspDeclinedError,
     PspError,
     PspNotFoundError,
     StripePsp,
@@ -179,6 +180,13 @@ def test_no_api_key_in_the_kms_is_refused(tmp_path: Path, sandbox: Sandbox) -> N
 
 
 # --- retries through a faulty proxy ------------------------------------------------------------
+ERRORS = {
+    0: b'{"error": {"type": "api_error", "message": "injected"}}',
+    402: b'{"error": {"type": "card_error", "code": "card_declined", '
+    b'"decline_code": "generic_decline", "message": "Your card was declined (4242)."}}',
+}
+
+
 class FaultyProxy:
     """Forwards to the sandbox, but answers the first `faults` POSTs itself with `fault`:
     a status code, or "drop" to close the connection without an answer."""
@@ -207,7 +215,7 @@ class FaultyProxy:
                         return
                     self.send_response(int(proxy.fault))
                     self.send_header("content-type", "application/json")
-                    message = b'{"error": {"type": "api_error", "message": "injected"}}'
+                    message = ERRORS.get(int(proxy.fault), ERRORS[0])
                     self.send_header("content-length", str(len(message)))
                     self.end_headers()
                     self.wfile.write(message)
@@ -291,3 +299,18 @@ async def test_retries_give_up_and_client_errors_are_not_retried(
         )
     await psp.aclose()
     assert len(bad.posts) == 1
+
+
+async def test_a_decline_is_named_by_its_code(
+    faulty: Callable[[int, int | str], FaultyProxy], psp_kms: Kms
+) -> None:
+    declining = faulty(10, 402)
+    psp = StripePsp.from_kms(psp_kms, api_base=declining.url, max_network_retries=3)
+    with pytest.raises(PspDeclinedError) as declined:
+        await psp.create_payment_intent(
+            uuid.uuid4(), amount=100, currency="eur", idempotency_key="k"
+        )
+    await psp.aclose()
+    assert declined.value.code == "card_declined"
+    assert "4242" not in str(declined.value)
+    assert len(declining.posts) == 1  # a decline is an answer, not a fault: never retried

@@ -111,6 +111,7 @@ def assert_refused(response: httpx.Response, field: str) -> None:
         ({"payment": {"card": {"number": PAN}}}, "payment.card.number"),
         ({"items": ["fine", "4242 4242 4242 4242"]}, "items[1]"),
         ({"pan": int(PAN)}, "pan"),
+        ({"pan": float(PAN)}, "pan"),
         ({"note": f"my card is {PAN[:8]}-{PAN[8:]} thanks"}, "note"),
         ({PAN: "as a key"}, "a key in the body"),
         ({"outer": {PAN: 1}}, "a key in outer"),

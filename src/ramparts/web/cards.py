@@ -86,12 +86,22 @@ def check_json_document(document: Any) -> None:
                 pending.append((f"{path}.{_shown(key)}" if path else _shown(key), value))
         elif isinstance(node, list):
             pending.extend((f"{path}[{index}]", value) for index, value in enumerate(node))
-        elif (
-            isinstance(node, str | int)
-            and not isinstance(node, bool)
-            and holds_card_number(str(node))
-        ):
-            raise _refuse(path or "the body")
+        else:
+            scalar = _scalar_text(node)
+            if scalar is not None and holds_card_number(scalar):
+                raise _refuse(path or "the body")
+
+
+def _scalar_text(node: Any) -> str | None:
+    """A JSON string or number as the digits it was written with (`4242….0` is a whole
+    number too); None for anything else."""
+    if isinstance(node, bool):
+        return None
+    if isinstance(node, str | int):
+        return str(node)
+    if isinstance(node, float) and node.is_integer():
+        return str(int(node))
+    return None
 
 
 def _check_pairs(pairs: list[tuple[str, str]], kind: str) -> None:
