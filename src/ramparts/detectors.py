@@ -28,6 +28,7 @@ __all__ = [
     "Redactor",
     "find_sensitive",
     "is_secret_name",
+    "luhn_valid",
 ]
 
 
@@ -108,7 +109,8 @@ def _digits(value: str) -> str:
 
 
 # --- checks ----------------------------------------------------------------------------------
-def _luhn(number: str) -> bool:
+def luhn_valid(number: str) -> bool:
+    """Whether a string of ASCII digits passes the Luhn check (card numbers do)."""
     total = 0
     for index, char in enumerate(reversed(number)):
         digit = int(char)
@@ -143,7 +145,7 @@ def _card_brand(number: str) -> bool:
 
 def _card_valid(value: str) -> bool:
     digits = _digits(value)
-    return 13 <= len(digits) <= 19 and _card_brand(digits) and _luhn(digits)
+    return 13 <= len(digits) <= 19 and _card_brand(digits) and luhn_valid(digits)
 
 
 def _card_digits(value: str) -> str:

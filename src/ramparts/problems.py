@@ -56,6 +56,12 @@ class ProblemType(Enum):
     UNKNOWN_HOST = ("unknown-host", "Unknown host")
     SIGNATURE_REFUSED = ("signature-refused", "Webhook signature refused")
     NOT_AN_EVENT = ("not-an-event", "Not a PSP event")
+    # Payments: no card number ever reaches the server (PAY-1); money-moving requests are
+    # idempotent (PAY-3).
+    CARD_NUMBER_REFUSED = ("card-number-refused", "Card number refused")
+    IDEMPOTENCY_KEY_REQUIRED = ("idempotency-key-required", "Idempotency-Key required")
+    IDEMPOTENCY_KEY_REUSED = ("idempotency-key-reused", "Idempotency-Key reused")
+    IDEMPOTENCY_KEY_IN_FLIGHT = ("idempotency-key-in-flight", "Request in progress")
     # Any other status the framework answers with; titled, like RFC 9457's about:blank, with
     # the status's own phrase.
     HTTP_ERROR = ("http-error", None)

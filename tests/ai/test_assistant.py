@@ -385,8 +385,13 @@ def test_pii_never_reaches_the_model_and_comes_back_for_the_user(
         conn.execute(
             "UPDATE users SET display_name = 'Grace Hopper' WHERE id = %s", (account.user_id,)
         )
+    # A card number never gets this far: the edge refuses it (PAY-1), before the model.
+    with_card = ask(server, headers, "Charge card 4111 1111 1111 1111 for Grace Hopper.")
+    assert with_card.status_code == 400
+    assert with_card.json()["type"] == "urn:ramparts:problem:card-number-refused"
+    assert fake_openai.bodies == []
     message = (
-        "Invoice jane.doe@example.com, card 4111 1111 1111 1111, IBAN DE89370400440532013000, "
+        "Invoice jane.doe@example.com, IBAN DE89370400440532013000, "
         "SSN 078-05-1120, phone +44 20 7946 0958, for Grace Hopper."
     )
     answer = ask(server, headers, message)
@@ -395,8 +400,6 @@ def test_pii_never_reaches_the_model_and_comes_back_for_the_user(
     assert sent
     for value in [
         "jane.doe@example.com",
-        "4111 1111 1111 1111",
-        "4111111111111111",
         "DE89370400440532013000",
         "078-05-1120",
         "7946 0958",
@@ -404,7 +407,7 @@ def test_pii_never_reaches_the_model_and_comes_back_for_the_user(
     ]:
         assert value.encode() not in sent, value
     assert b"[EMAIL_1]" in sent
-    assert b"[CARD_1]" in sent
+    assert b"[IBAN_1]" in sent
     secret = ask(server, headers, "my key is AKIAIOSFODNN7EXAMPLE")  # pragma: allowlist secret
     assert secret.status_code == 422
     assert secret.json()["type"] == "urn:ramparts:problem:content-refused"

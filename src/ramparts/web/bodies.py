@@ -105,8 +105,9 @@ def _strings_problem(document: Any) -> str | None:
     return None
 
 
-def check_json(text: str) -> None:
-    """Refuse `text` unless it is one strict JSON document (see the module docstring)."""
+def check_json(text: str) -> Any:
+    """Refuse `text` unless it is one strict JSON document (see the module docstring); the
+    document."""
     if text.startswith("\ufeff"):
         raise _malformed_json("the body starts with a byte order mark; send JSON without one")
     try:
@@ -129,6 +130,7 @@ def check_json(text: str) -> None:
     problem = _strings_problem(document)
     if problem:
         raise _unusable(problem)
+    return document
 
 
 def check_form(text: str) -> None:

@@ -1,0 +1,369 @@
+"""The PSP adapter: Stripe, through its official SDK (`stripe.StripeClient`).
+
+The same code path serves production (Stripe) and development (the localstripe sandbox,
+`ramparts.payments.sandbox`): only the API base differs. The API key comes from the KMS
+(secret `psp/stripe/api-key`), never from the environment or a request.
+
+Every object the runtime creates at the PSP carries its tenant in metadata
+(`TENANT_METADATA_KEY`), so a webhook event names the tenant through the PSP object the runtime
+made, never through anything the caller sends; reading an object back checks that tag, so one
+tenant can never act on another's object by id.
+
+Outbound writes send an idempotency key derived from the tenant, the operation and the caller's
+own `Idempotency-Key` (`derive_idempotency_key`): the same request retried, by the SDK or after a
+crash, reaches Stripe with the same key and Stripe answers with the first result. Retries are
+the SDK's own (`max_network_retries`): it retries connection errors, 409 and every 5xx (and
+obeys `Stripe-Should-Retry`), with exponential backoff from 0.5 s to at most 5 s and jitter
+(each delay drawn from [d/2, d]), reusing the same idempotency key on every attempt. Nothing
+here retries a second time around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+from pydantic import SecretStr
+
+from ramparts.crypto.kms import Kms
+
+__all__ = [
+    "API_KEY_SECRET",
+    "TENANT_METADATA_KEY",
+    "BalanceTransaction",
+    "PaymentIntent",
+    "PspDeclinedError",
+    "PspError",
+    "PspNotFoundError",
+    "Refund",
+    "StripePsp",
+    "derive_idempotency_key",
+]
+
+#: The KMS secret holding the Stripe secret key (`sk_live_…`, `sk_test_…`).
+API_KEY_SECRET = "psp/stripe/api-key"  # noqa: S105 - the secret's name, not its value
+#: The metadata key that names the owning tenant on every PSP object the runtime creates.
+TENANT_METADATA_KEY = "ramparts_tenant"
+#: Retries of a failed call by the SDK (see the module docstring).
+DEFAULT_NETWORK_RETRIES = 3
+_CURRENCY = re.compile(r"[a-z]{3}")
+# Stripe's largest amount is 8 digits for most currencies; more is a bug upstream.
+_MAX_AMOUNT = 99_999_999
+
+
+class PspError(Exception):
+    """The PSP refused or could not be reached. The message names the operation and Stripe's
+    error code, never a key, a card detail or the PSP's raw message."""
+
+
+class PspDeclinedError(PspError):
+    """The card was declined (Stripe `card_error`); `code` is Stripe's decline code."""
+
+    def __init__(self, message: str, code: str | None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PspNotFoundError(PspError):
+    """No such object at the PSP, or it belongs to another tenant (the same answer for both,
+    so an id teaches nothing about other tenants)."""
+
+
+@dataclass(frozen=True)
+class PaymentIntent:
+    id: str
+    status: str
+    amount: int
+    currency: str
+    client_secret: str | None
+    tenant_id: uuid.UUID
+    metadata: Mapping[str, str]
+    latest_charge: str | None
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    status: str
+    amount: int
+    currency: str
+    payment_intent: str | None
+
+
+@dataclass(frozen=True)
+class BalanceTransaction:
+    id: str
+    type: str
+    amount: int
+    fee: int
+    net: int
+    currency: str
+    source: str | None
+    status: str
+    created: int
+
+
+def derive_idempotency_key(tenant_id: uuid.UUID, operation: str, key: str) -> str:
+    """The idempotency key sent to the PSP for `operation` done under the caller's `key`.
+
+    Deterministic, so every retry and every process sends the same one; scoped by tenant and
+    operation, so two tenants (or a charge and a refund) using the same caller key never
+    collide at the PSP; hashed, so the caller's key does not travel to the PSP as it is.
+    """
+    digest = hmac.new(tenant_id.bytes, f"{operation}\x00{key}".encode(), hashlib.sha256).hexdigest()
+    return f"ramparts-{digest}"
+
+
+def _check_money(amount: int, currency: str) -> None:
+    if type(amount) is not int or not 0 < amount <= _MAX_AMOUNT:
+        raise ValueError(f"amount must be an integer of minor units in 1..{_MAX_AMOUNT}")
+    if not _CURRENCY.fullmatch(currency):
+        raise ValueError("currency must be a lowercase ISO 4217 code")
+
+
+def _tenant_of(metadata: Mapping[str, str]) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(metadata[TENANT_METADATA_KEY])
+    except (KeyError, ValueError):
+        return None
+
+
+def _error(operation: str, exc: stripe.StripeError) -> PspError:
+    code = exc.code or type(exc).__name__
+    if isinstance(exc, stripe.CardError):
+        return PspDeclinedError(f"{operation}: card declined ({code})", exc.code)
+    if exc.http_status == 404:
+        return PspNotFoundError(f"{operation}: no such object at the PSP")
+    status = f"HTTP {exc.http_status}" if exc.http_status else "no answer"
+    return PspError(f"{operation} failed at the PSP ({status}, {code})")
+
+
+class StripePsp:
+    """Stripe's PaymentIntents, refunds and balance transactions, for one runtime."""
+
+    def __init__(self, client: stripe.StripeClient, http_client: stripe.HTTPClient) -> None:
+        self._client = client
+        self._http_client = http_client
+
+    async def aclose(self) -> None:
+        """Close the connections to the PSP."""
+        await self._http_client.close_async()  # type: ignore[no-untyped-call]
+
+    @classmethod
+    def from_kms(
+        cls,
+        kms: Kms,
+        *,
+        api_base: str | None = None,
+        max_network_retries: int = DEFAULT_NETWORK_RETRIES,
+        timeout: float = 30.0,
+    ) -> StripePsp:
+        """The adapter with the API key from the KMS; `api_base` points it at the sandbox."""
+        secret = kms.read_secret(API_KEY_SECRET)
+        if secret is None:
+            raise PspError(f"the KMS holds no PSP API key ({API_KEY_SECRET})")
+        return cls.connect(
+            secret,
+            api_base=api_base,
+            max_network_retries=max_network_retries,
+            timeout=timeout,
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        api_key: SecretStr,
+        *,
+        api_base: str | None = None,
+        max_network_retries: int = DEFAULT_NETWORK_RETRIES,
+        timeout: float = 30.0,
+    ) -> StripePsp:
+        """The adapter with this API key (`from_kms` is how the runtime gets one)."""
+        http_client = _HttpxClient(timeout=timeout)
+        client = stripe.StripeClient(
+            api_key.get_secret_value(),
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=max_network_retries,
+            http_client=http_client,
+        )
+        return cls(client, http_client)
+
+    async def create_payment_intent(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str] | None = None,
+        payment_method: str | None = None,
+        confirm: bool = False,
+    ) -> PaymentIntent:
+        """A PaymentIntent owned by `tenant_id`; `idempotency_key` is the caller's key (the
+        one sent is derived from it)."""
+        _check_money(amount, currency)
+        tags = dict(metadata or {})
+        tags[TENANT_METADATA_KEY] = str(tenant_id)  # last: a caller cannot name another tenant
+        params: dict[str, Any] = {"amount": amount, "currency": currency, "metadata": tags}
+        if payment_method is not None:
+            params["payment_method"] = payment_method
+            params["confirm"] = confirm
+        operation = "create payment intent"
+        try:
+            intent = await self._client.v1.payment_intents.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={
+                    "idempotency_key": derive_idempotency_key(
+                        tenant_id, "payment_intent.create", idempotency_key
+                    )
+                },
+            )
+        except stripe.StripeError as exc:
+            raise _error(operation, exc) from None
+        return self._intent(intent, tenant_id)
+
+    async def confirm_payment_intent(
+        self, tenant_id: uuid.UUID, payment_intent_id: str, *, idempotency_key: str
+    ) -> PaymentIntent:
+        """Confirm an intent of `tenant_id`'s with the payment method it already has (the
+        sandbox does not implement confirming with a new one)."""
+        await self.retrieve_payment_intent(tenant_id, payment_intent_id)  # its owner only
+        try:
+            intent = await self._client.v1.payment_intents.confirm_async(
+                payment_intent_id,
+                options={
+                    "idempotency_key": derive_idempotency_key(
+                        tenant_id, "payment_intent.confirm", idempotency_key
+                    )
+                },
+            )
+        except stripe.StripeError as exc:
+            raise _error("confirm payment intent", exc) from None
+        return self._intent(intent, tenant_id)
+
+    async def retrieve_payment_intent(
+        self, tenant_id: uuid.UUID, payment_intent_id: str
+    ) -> PaymentIntent:
+        """The intent as the PSP has it now (the proof of payment a webhook is not)."""
+        try:
+            intent = await self._client.v1.payment_intents.retrieve_async(payment_intent_id)
+        except stripe.StripeError as exc:
+            raise _error("retrieve payment intent", exc) from None
+        return self._intent(intent, tenant_id)
+
+    async def create_refund(
+        self,
+        tenant_id: uuid.UUID,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        idempotency_key: str,
+    ) -> Refund:
+        """Refund `amount` minor units of one of `tenant_id`'s intents."""
+        intent = await self.retrieve_payment_intent(tenant_id, payment_intent_id)
+        _check_money(amount, intent.currency)
+        try:
+            refund = await self._client.v1.refunds.create_async(
+                params={
+                    "payment_intent": payment_intent_id,
+                    "amount": amount,
+                    "metadata": {TENANT_METADATA_KEY: str(tenant_id)},
+                },
+                options={
+                    "idempotency_key": derive_idempotency_key(
+                        tenant_id, "refund.create", idempotency_key
+                    )
+                },
+            )
+        except stripe.StripeError as exc:
+            raise _error("create refund", exc) from None
+        return Refund(
+            id=refund.id,
+            status=str(refund.status),
+            amount=refund.amount,
+            currency=intent.currency,
+            payment_intent=payment_intent_id,
+        )
+
+    async def balance_transactions(
+        self, *, created_from: int | None = None, created_until: int | None = None
+    ) -> list[BalanceTransaction]:
+        """The account's balance transactions created in [`created_from`, `created_until`)
+        (Unix seconds), every page of them: the PSP's side of reconciliation.
+
+        The window is applied here, not sent as `created[gte]`/`created[lt]`: the sandbox
+        refuses those parameters. Both Stripe and the sandbox list newest first, so paging
+        stops at the first transaction older than the window instead of reading all history.
+        """
+        found: list[BalanceTransaction] = []
+        try:
+            page = await self._client.v1.balance_transactions.list_async(params={"limit": 100})
+            async for item in page.auto_paging_iter():
+                if created_from is not None and item.created < created_from:
+                    break
+                if created_until is not None and item.created >= created_until:
+                    continue
+                found.append(
+                    BalanceTransaction(
+                        id=item.id,
+                        type=str(item.type),
+                        amount=item.amount,
+                        fee=item.fee,
+                        # The sandbox sends no `net`; Stripe defines it as amount minus fee.
+                        net=getattr(item, "net", item.amount - item.fee),
+                        currency=item.currency,
+                        source=_id_of(item.source),
+                        status=str(item.status),
+                        created=item.created,
+                    )
+                )
+        except stripe.StripeError as exc:
+            raise _error("list balance transactions", exc) from None
+        return found
+
+    @staticmethod
+    def _intent(intent: stripe.PaymentIntent, tenant_id: uuid.UUID) -> PaymentIntent:
+        metadata = intent.metadata.to_dict() if intent.metadata else {}
+        if _tenant_of(metadata) != tenant_id:
+            raise PspNotFoundError("no such payment intent at the PSP")
+        return PaymentIntent(
+            id=intent.id,
+            status=str(intent.status),
+            amount=intent.amount,
+            currency=intent.currency,
+            client_secret=intent.client_secret,
+            tenant_id=tenant_id,
+            metadata=metadata,
+            latest_charge=_id_of(getattr(intent, "latest_charge", None)),
+        )
+
+
+class _HttpxClient(stripe.HTTPXClient):
+    """stripe's httpx transport, sending the form body it has already encoded as `content`.
+
+    stripe passes the encoded body as `data=`, which httpx deprecates for raw text (and a later
+    httpx refuses); the bytes on the wire are the same.
+    """
+
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> list[Any]:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        body = kwargs.pop("data")
+        if body:
+            kwargs["content"] = body
+        return [args, kwargs]
+
+
+def _id_of(value: object) -> str | None:
+    """An expandable field's id, whether the PSP sent the id or the object."""
+    if value is None or isinstance(value, str):
+        return value
+    found = getattr(value, "id", None)
+    return found if isinstance(found, str) else None

@@ -1,0 +1,124 @@
+"""PAY-1: no card number reaches a route. Card details are typed only into the PSP's own fields
+(SAQ A), so a request that holds one anyway is refused at the edge, before anything can store
+or log it.
+
+A card number here is a Luhn-valid run of 13 to 19 digits, the digits possibly separated by
+single spaces or dashes ("4242 4242 4242 4242", "4242-4242-4242-4242"), anywhere in a JSON
+string, number or key, a form field or a query parameter. A run is tried whole and cut where
+its separators are, so "4242424242424242 123" (a number with its security code) is found.
+
+What keeps ordinary values from being refused by chance (one in ten digit strings passes
+Luhn): a run must stand apart from letters (digits inside a hex token or an id such as
+`ab12…` are not a card number), and UUIDs are skipped (the last two groups of one can be
+sixteen digits joined by a dash).
+
+The refusal names where the number was (`card.number`, `items[2].note`, query parameter
+`pan`), never the value: the problem, the logs and the audit trail only ever see the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ramparts.detectors import luhn_valid
+from ramparts.problems import Problem, ProblemType
+
+__all__ = ["check_form_fields", "check_json_document", "check_query", "holds_card_number"]
+
+_SHORTEST, _LONGEST = 13, 19
+# Digits with at most one space or dash between two of them, not touching a letter.
+_RUN = re.compile(r"(?<![A-Za-z0-9])\d(?:[ -]?\d)*(?![A-Za-z0-9])", re.ASCII)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_SEPARATOR = re.compile(r"[ -]")
+_SHOWN_NAME = 100
+
+
+def _candidates(run: str) -> Iterator[str]:
+    """The run's digits whole, and every stretch of its separated groups that is long enough."""
+    groups = _SEPARATOR.split(run)
+    for first in range(len(groups)):
+        joined = ""
+        for group in groups[first:]:
+            joined += group
+            if len(joined) > _LONGEST:
+                break
+            if len(joined) >= _SHORTEST:
+                yield joined
+
+
+def holds_card_number(text: str) -> bool:
+    """Whether `text` holds what looks like a card number (see the module docstring)."""
+    for found in _RUN.finditer(_UUID.sub(" ", text)):
+        run = found.group()
+        if sum(c.isdigit() for c in run) < _SHORTEST:
+            continue
+        if any(luhn_valid(candidate) for candidate in _candidates(run)):
+            return True
+    return False
+
+
+def _refuse(where: str) -> Problem:
+    return Problem(
+        400,
+        ProblemType.CARD_NUMBER_REFUSED,
+        f"{where} holds what looks like a card number; card details are entered only in the "
+        "payment provider's own page, never sent here",
+        field=where,
+    )
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= _SHOWN_NAME else name[:_SHOWN_NAME] + "…"
+
+
+def check_json_document(document: Any) -> None:
+    """Refuse a parsed JSON body that holds a card number, naming the field (`a.b[0].c`)."""
+    pending: list[tuple[str, Any]] = [("", document)]
+    while pending:  # without recursion: the decoder allows deeper nesting than the stack
+        path, node = pending.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if holds_card_number(key):
+                    raise _refuse(f"a key in {path or 'the body'}")
+                pending.append((f"{path}.{_shown(key)}" if path else _shown(key), value))
+        elif isinstance(node, list):
+            pending.extend((f"{path}[{index}]", value) for index, value in enumerate(node))
+        else:
+            scalar = _scalar_text(node)
+            if scalar is not None and holds_card_number(scalar):
+                raise _refuse(path or "the body")
+
+
+def _scalar_text(node: Any) -> str | None:
+    """A JSON string or number as the digits it was written with (`4242….0` is a whole
+    number too); None for anything else."""
+    if isinstance(node, bool):
+        return None
+    if isinstance(node, str | int):
+        return str(node)
+    if isinstance(node, float) and node.is_integer():
+        return str(int(node))
+    return None
+
+
+def _check_pairs(pairs: list[tuple[str, str]], kind: str) -> None:
+    for name, value in pairs:
+        if holds_card_number(name):
+            raise _refuse(f"a {kind} name")
+        if holds_card_number(value):
+            raise _refuse(f"{kind} {_shown(name)!r}")
+
+
+def check_form_fields(text: str) -> None:
+    """Refuse a URL-encoded form body that holds a card number, naming the field."""
+    _check_pairs(parse_qsl(text, keep_blank_values=True), "form field")
+
+
+def check_query(query_string: bytes) -> None:
+    """Refuse a query string that holds a card number, naming the parameter."""
+    if query_string:
+        text = query_string.decode("latin-1")  # percent-decoding below makes it UTF-8
+        _check_pairs(parse_qsl(text, keep_blank_values=True), "query parameter")
