@@ -63,6 +63,12 @@ def test_fingerprint_is_the_request() -> None:
     assert request_fingerprint("POST", "/p", "u", b"a=1") != request_fingerprint(
         "POST", "/p", "u", b"a=2"
     )
+    # The query is part of the request: another amount there is another request.
+    path, body = "/api/things/1/deposit", b'{"amount":5}'
+    with_query = request_fingerprint("POST", path, "user-1", body, b"amount=1&currency=eur")
+    assert with_query != FINGERPRINT
+    assert with_query != request_fingerprint("POST", path, "user-1", body, b"amount=2&currency=eur")
+    assert with_query == request_fingerprint("POST", path, "user-1", body, b"currency=eur&amount=1")
 
 
 def test_key_rules() -> None:

@@ -125,6 +125,27 @@ def test_checking_at_once_refuses_an_entry_before_its_postings(
         _entry(app_conn, tenant, [("cash", "EUR", 100), ("income", "EUR", -100)])
 
 
+@pytest.mark.parametrize("who", ["app_conn", "owner_conn"])
+def test_a_posting_after_an_early_check_is_checked_again(
+    request: pytest.FixtureRequest, who: str
+) -> None:
+    """Checking at once, then adding a posting: the posting brings its own check at COMMIT."""
+    conn: psycopg.Connection = request.getfixturevalue(who)
+    tenant = uuid.uuid4()
+    with pytest.raises(errors.CheckViolation, match="does not balance"), conn.transaction():  # noqa: PT012
+        _as(conn, tenant)
+        _accounts(conn, tenant)
+        entry = _entry(conn, tenant, [("cash", "EUR", 100), ("income", "EUR", -100)])
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the entry's check runs, and passes
+        conn.execute("SET CONSTRAINTS ALL DEFERRED")
+        conn.execute(
+            "INSERT INTO ledger_postings (tenant_id, entry_id, position, account, currency, "
+            "amount) VALUES (%s, %s, 3, 'cash', 'EUR', -1000000)",
+            (tenant, entry),
+        )
+    assert _count(conn, tenant) == 0
+
+
 class _RollBackError(Exception):
     """Leaves a savepoint by rolling it back."""
 

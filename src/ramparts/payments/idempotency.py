@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 from sqlalchemy import text
@@ -120,8 +121,10 @@ def check_key(key: str | None) -> str:
     return key
 
 
-def request_fingerprint(method: str, path: str, subject: str, body: bytes) -> bytes:
-    """SHA-256 of what makes two requests the same one: method, path, caller and body.
+def request_fingerprint(
+    method: str, path: str, subject: str, body: bytes, query: bytes = b""
+) -> bytes:
+    """SHA-256 of what makes two requests the same one: method, path, query, caller and body.
 
     A JSON body is compared by its content (`{"a":1, "b":2}` is `{"b":2,"a":1}`), anything
     else byte for byte. The caller is part of it, so another user of the tenant reusing a key
@@ -132,7 +135,10 @@ def request_fingerprint(method: str, path: str, subject: str, body: bytes) -> by
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     except ValueError:
         canonical = b"raw:" + body
-    parts = [method.upper().encode(), path.encode(), subject.encode(), canonical]
+    # The query's pairs in order of name: `?a=1&b=2` is `?b=2&a=1`, `?amount=2` is not `?amount=1`.
+    pairs = sorted(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+    ordered = json.dumps(pairs, separators=(",", ":")).encode()
+    parts = [method.upper().encode(), path.encode(), ordered, subject.encode(), canonical]
     digest = hashlib.sha256()
     for part in parts:  # length-prefixed, so no two different requests join alike
         digest.update(len(part).to_bytes(8, "big"))
@@ -284,7 +290,11 @@ class Idempotent:
             raise TypeError("an idempotent route must be authenticated")
         session = await request_session(request)
         fingerprint = request_fingerprint(
-            request.method, request.url.path, principal.subject, await request.body()
+            request.method,
+            request.url.path,
+            principal.subject,
+            await request.body(),
+            request.scope.get("query_string", b""),
         )
         claim = await self.store.claim(session, principal.tenant_id, key, fingerprint)
         return IdempotentRequest(self.store, session, claim)

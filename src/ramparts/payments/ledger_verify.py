@@ -26,6 +26,7 @@ GUARDS: dict[str, str] = {
     "ledger_entries_stamp": "ledger_entries",
     "ledger_entry_balanced": "ledger_entries",
     "ledger_postings_open_entry": "ledger_postings",
+    "ledger_posting_balanced": "ledger_postings",
 }
 
 
@@ -89,7 +90,7 @@ def guard_problems(conn: psycopg.Connection) -> list[LedgerProblem]:
             problems.append(
                 LedgerProblem("guard_disabled", f"trigger {name} on {table} is not enabled")
             )
-        elif name == "ledger_entry_balanced" and not state[1]:
+        elif name in {"ledger_entry_balanced", "ledger_posting_balanced"} and not state[1]:
             problems.append(
                 LedgerProblem("guard_disabled", f"trigger {name} is no longer deferred")
             )

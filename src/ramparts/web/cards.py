@@ -2,10 +2,12 @@
 (SAQ A), so a request that holds one anyway is refused at the edge, before anything can store
 or log it.
 
-A card number here is a Luhn-valid run of 13 to 19 digits, the digits possibly separated by
-single spaces or dashes ("4242 4242 4242 4242", "4242-4242-4242-4242"), anywhere in a JSON
-string, number or key, a form field or a query parameter. A run is tried whole and cut where
-its separators are, so "4242424242424242 123" (a number with its security code) is found.
+A card number here is a Luhn-valid run of 13 to 19 digits, in any script (full-width, Arabic-
+Indic), the digits possibly separated by up to three spaces, tabs, dashes, dots, slashes,
+underscores or commas ("4242 4242 4242 4242", "4242.4242.4242.4242"), invisible characters
+ignored, anywhere in a JSON string, number or key, a form field or a query parameter. A run
+is tried whole and cut where its separators are, so "4242424242424242 123" (a number with
+its security code) is found.
 
 What keeps ordinary values from being refused by chance (one in ten digit strings passes
 Luhn): a run must stand apart from letters (digits inside a hex token or an id such as
@@ -19,6 +21,7 @@ The refusal names where the number was (`card.number`, `items[2].note`, query pa
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -31,7 +34,13 @@ __all__ = ["check_form_fields", "check_json_document", "check_query", "holds_car
 _SHORTEST, _LONGEST = 13, 19
 # Digits with at most one space or dash between two of them, not touching a letter.
 _RUN = re.compile(r"(?<![A-Za-z0-9])\d(?:[ -]?\d)*(?![A-Za-z0-9])", re.ASCII)
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+# A UUID standing on its own: one glued to more digits is not one (the card before it keeps
+# its digits).
+_UUID = re.compile(
+    r"(?<![0-9a-z-])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?![0-9a-z])",
+    re.IGNORECASE,
+)
+_SEPARATORS = re.compile(r"(?<=\d)[\s\-._/,\u2010-\u2015\u2212]{1,3}(?=\d)")
 _SEPARATOR = re.compile(r"[ -]")
 _SHOWN_NAME = 100
 
@@ -49,9 +58,23 @@ def _candidates(run: str) -> Iterator[str]:
                 yield joined
 
 
+def _folded(text: str) -> str:
+    """`text` as a card reader would read it: compatibility forms folded (full-width digits,
+    no-break spaces), invisible format characters dropped, every decimal digit in ASCII."""
+    return "".join(
+        str(unicodedata.decimal(c)) if c.isdecimal() else c
+        for c in unicodedata.normalize("NFKC", text)
+        if unicodedata.category(c) != "Cf"
+    )
+
+
 def holds_card_number(text: str) -> bool:
     """Whether `text` holds what looks like a card number (see the module docstring)."""
-    for found in _RUN.finditer(_UUID.sub(" ", text)):
+    if sum(c.isdigit() for c in text) < _SHORTEST:
+        return False  # most values: nothing to look at
+    # UUIDs out first, then up to three separators between two digits read as one space.
+    spaced = _SEPARATORS.sub(" ", _UUID.sub(" ", _folded(text)))
+    for found in _RUN.finditer(spaced):
         run = found.group()
         if sum(c.isdigit() for c in run) < _SHORTEST:
             continue

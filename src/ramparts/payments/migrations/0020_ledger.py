@@ -165,56 +165,81 @@ def upgrade() -> None:
         # Checked at COMMIT (deferred), once per entry: since postings join only an entry of
         # their own transaction, every posting ever written is under one of these checks.
         """
-        CREATE FUNCTION ledger_check_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION ledger_assert_entry(p_tenant uuid, p_entry uuid) RETURNS void
+        LANGUAGE plpgsql AS $$
         DECLARE
             postings integer;
             off text;
             original_kind text;
+            entry record;
         BEGIN
+            SELECT e.tenant_id, e.id, e.reverses INTO entry FROM public.ledger_entries e
+                WHERE e.tenant_id = p_tenant AND e.id = p_entry;
             SELECT count(*) INTO postings FROM public.ledger_postings p
-                WHERE p.tenant_id = NEW.tenant_id AND p.entry_id = NEW.id;
+                WHERE p.tenant_id = entry.tenant_id AND p.entry_id = entry.id;
             IF postings < 2 THEN
                 RAISE EXCEPTION 'ledger entry % has % posting(s); an entry needs two or more',
-                    NEW.id, postings
+                    entry.id, postings
                     USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_entry_balanced';
             END IF;
             SELECT string_agg(s.currency || ' ' || s.total, ', ' ORDER BY s.currency) INTO off
             FROM (
                 SELECT p.currency, sum(p.amount) AS total FROM public.ledger_postings p
-                WHERE p.tenant_id = NEW.tenant_id AND p.entry_id = NEW.id
+                WHERE p.tenant_id = entry.tenant_id AND p.entry_id = entry.id
                 GROUP BY p.currency HAVING sum(p.amount) <> 0
             ) s;
             IF off IS NOT NULL THEN
-                RAISE EXCEPTION 'ledger entry % does not balance: %', NEW.id, off
+                RAISE EXCEPTION 'ledger entry % does not balance: %', entry.id, off
                     USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_entry_balanced';
             END IF;
-            IF NEW.reverses IS NOT NULL THEN
+            IF entry.reverses IS NOT NULL THEN
                 SELECT e.kind INTO original_kind FROM public.ledger_entries e
-                    WHERE e.tenant_id = NEW.tenant_id AND e.id = NEW.reverses;
+                    WHERE e.tenant_id = entry.tenant_id AND e.id = entry.reverses;
                 IF original_kind = 'reversal' OR EXISTS (
                     (SELECT p.account, p.currency, p.amount FROM public.ledger_postings p
-                     WHERE p.tenant_id = NEW.tenant_id AND p.entry_id = NEW.id
+                     WHERE p.tenant_id = entry.tenant_id AND p.entry_id = entry.id
                      EXCEPT ALL
                      SELECT p.account, p.currency, -p.amount FROM public.ledger_postings p
-                     WHERE p.tenant_id = NEW.tenant_id AND p.entry_id = NEW.reverses)
+                     WHERE p.tenant_id = entry.tenant_id AND p.entry_id = entry.reverses)
                     UNION ALL
                     (SELECT p.account, p.currency, -p.amount FROM public.ledger_postings p
-                     WHERE p.tenant_id = NEW.tenant_id AND p.entry_id = NEW.reverses
+                     WHERE p.tenant_id = entry.tenant_id AND p.entry_id = entry.reverses
                      EXCEPT ALL
                      SELECT p.account, p.currency, p.amount FROM public.ledger_postings p
-                     WHERE p.tenant_id = NEW.tenant_id AND p.entry_id = NEW.id)
+                     WHERE p.tenant_id = entry.tenant_id AND p.entry_id = entry.id)
                 ) THEN
                     RAISE EXCEPTION 'ledger entry % does not mirror the entry % it reverses',
-                        NEW.id, NEW.reverses
+                        entry.id, entry.reverses
                         USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_reversal_mirrors';
                 END IF;
             END IF;
+        END $$
+        """,
+        """
+        CREATE FUNCTION ledger_check_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM ledger_assert_entry(NEW.tenant_id, NEW.id);
+            RETURN NULL;
+        END $$
+        """,
+        """
+        CREATE FUNCTION ledger_check_posting() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM ledger_assert_entry(NEW.tenant_id, NEW.entry_id);
             RETURN NULL;
         END $$
         """,
         """
         CREATE CONSTRAINT TRIGGER ledger_entry_balanced AFTER INSERT ON ledger_entries
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check_entry()
+        """,
+        # The checks run as whoever posts: the runtime role may call the one they share.
+        f"GRANT EXECUTE ON FUNCTION ledger_assert_entry(uuid, uuid) TO {APP_ROLE}",
+        # And once per posting: `SET CONSTRAINTS ... IMMEDIATE` runs the entry's check early,
+        # and a posting added after it would otherwise never be checked.
+        """
+        CREATE CONSTRAINT TRIGGER ledger_posting_balanced AFTER INSERT ON ledger_postings
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check_posting()
         """,
     ]:
         op.execute(statement)
@@ -233,7 +258,9 @@ def downgrade() -> None:
     for table in reversed(TABLES):
         op.execute(f"DROP TABLE {table}")
     for function in (
+        "ledger_check_posting()",
         "ledger_check_entry()",
+        "ledger_assert_entry(uuid, uuid)",
         "ledger_posting_joins_open_entry()",
         "ledger_stamp_entry()",
         "ledger_refuse_change()",
