@@ -37,10 +37,10 @@ CREDENTIALS = [
     "mot de passe est Geheim123",  # pragma: allowlist secret
 ]
 # Personal data in the ways people write it; each value must reach neither model nor table.
+#: Card numbers never reach the assistant at all: the edge refuses them (PAY-1).
+CARDS = ["4111.1111.1111.1111", "5555  5555  5555  4444", "4111_1111_1111_1111"]
 PERSONAL = [
     "jürgen@müller.de",
-    "4111.1111.1111.1111",
-    "5555  5555  5555  4444",
     "de89 3704 0044 0532 0130 00",
     "GB82-WEST-1234-5698-7654-32",
     "078 05 1120",
@@ -50,7 +50,6 @@ PERSONAL = [
     "+41446681800",
     "Mobil: 01734567890",
     "bob%40example.com",
-    "4111_1111_1111_1111",
     "DE89/3704/0044/0532/0130/00",
     "ssn078051120",
 ]
@@ -168,10 +167,16 @@ def test_personal_data_in_any_format_is_masked_for_the_model_and_the_table(
     for value in PERSONAL:
         assert value not in seen, value
         assert value not in table, value
-    for token in ["[EMAIL_1]", "[CARD_1]", "[CARD_2]", "[IBAN_1]", "[IBAN_2]", "[SSN_1]"]:
+    for token in ["[EMAIL_1]", "[IBAN_1]", "[IBAN_2]", "[SSN_1]"]:
         assert token in seen, token
     # The user reads the values again: tokens turn back only in their own view.
     assert answer.json()["reply"] == "I will use jürgen@müller.de and (555)123-4567."
+    for card in CARDS:
+        refused = ask(server, headers, f"Update the supplier record: {card}")
+        assert refused.status_code == 400, card
+        assert refused.json()["type"] == "urn:ramparts:problem:card-number-refused"
+        assert card not in refused.text
+    assert len(model.bodies) == 1  # only the first message reached the model
 
 
 def test_a_credential_in_a_tool_result_is_redacted_before_the_model_and_the_table(

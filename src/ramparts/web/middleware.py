@@ -495,7 +495,7 @@ def _check_body(is_json: bool, body: bytes, *, cards: bool = True) -> None:
 def _body_rules(is_json: bool, body: bytes) -> Callable[[], None]:
     """The body's rules for a signed path, run once the route has verified who sent it. No
     card-number rule there: the PSP is where cards are typed, and what its signed events
-    carry (a buyer's phone number, an address) would be refused by chance, an event the PSP
+    carry (a payer's phone number, an address) would be refused by chance, an event the PSP
     then retries until it gives up, and the payment never confirmed."""
     return lambda: _check_body(is_json, body, cards=False)
 
