@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import database
+from bench.common import database, timed_processes
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.sequencer import BATCH_EVENTS, Sequencer
@@ -170,14 +170,7 @@ def appends_per_second(app_url: URL, mode: str, batch: int, *, one_tenant: bool 
         )
         for n in range(WRITERS)
     ]
-    for worker in workers:
-        worker.start()
-    barrier.wait()  # every writer has started and imported: time only the writing
-    started = time.monotonic()
-    total = sum(results.get(timeout=120) for _ in workers)
-    elapsed = time.monotonic() - started
-    for worker in workers:
-        worker.join()
+    total, elapsed = timed_processes(workers, barrier, results)  # only the writing is timed
     if mode == "chain":
         stop.set()
         chained.get(timeout=120)

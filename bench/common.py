@@ -6,7 +6,9 @@ import json
 import secrets
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
+from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +62,17 @@ def print_report(report: dict[str, Any], *, as_json: bool) -> None:
     width = max(map(len, report)) + 2
     for name, value in report.items():
         print(f"{name:{width}} {value}")
+
+
+def timed_processes(workers: list[SpawnProcess], barrier: Any, results: Any) -> tuple[int, float]:
+    """Start `workers`, wait until each reaches `barrier` (started and imported), then time
+    until each has put its count on `results`: (total counted, seconds)."""
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.monotonic()
+    total = sum(results.get(timeout=120) for _ in workers)
+    elapsed = time.monotonic() - started
+    for worker in workers:
+        worker.join()
+    return total, elapsed

@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SERVER, database, print_report, throwaway_database
+from bench.common import SERVER, database, print_report, throwaway_database, timed_processes
 
 from ramparts.db.engine import Database, DatabaseUrls, libpq
 from ramparts.payments.ledger import Ledger
@@ -90,14 +90,7 @@ def entries_per_second(urls: DatabaseUrls, per_transaction: int) -> tuple[float,
         context.Process(target=_writer, args=(url, per_transaction, tenant, barrier, results))
         for tenant in tenants
     ]
-    for worker in workers:
-        worker.start()
-    barrier.wait()  # every writer has started and imported: time only the posting
-    started = time.monotonic()
-    total = sum(results.get(timeout=120) for _ in workers)
-    elapsed = time.monotonic() - started
-    for worker in workers:
-        worker.join()
+    total, elapsed = timed_processes(workers, barrier, results)  # only the posting is timed
     return total / elapsed, tenants
 
 
