@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     vault_transit_mount: str = "transit"
     vault_kv_mount: str = "secret"
     psp: PspBackend = PspBackend.SANDBOX
+    # Where the PSP's API is: the sandbox's loopback address (set by `demo`, or by `serve`
+    # when it starts the sandbox); unset with `stripe`: Stripe's own.
+    psp_api_base: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+$")
     hsts_max_age: int = Field(default=63_072_000, ge=0)
     # The OIDC issuer and the base of every absolute URL we hand out.
     public_url: str = "http://127.0.0.1:8000"

@@ -16,6 +16,7 @@ from ramparts.db.engine import Database
 from ramparts.identity.auth import BearerAuthenticator
 from ramparts.identity.models import ADMIN_ROLE
 from ramparts.identity.services import TenantRecord
+from ramparts.payments.connection import PspConnection
 from ramparts.policy.engine import PolicyAction
 from ramparts.policy.services import Authorizer
 
@@ -37,6 +38,8 @@ class AppServices:
     authorizer: Authorizer
     audit: AuditLog
     fields: SealedFields
+    #: The PSP adapter, made on first use (`psp()`; 503 problem when payments are not set up).
+    psp: PspConnection
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ _FOR_UPDATE = " FOR UPDATE"
 class Payment:
     id: uuid.UUID
     app: str
-    subject: str  # the app's own id of what is paid for (a quote's id)
+    subject: str  # the app's own id of what is paid for (an order's)
     payer_id: uuid.UUID | None
     requested_by: uuid.UUID
     psp_id: str | None  # the PaymentIntent's id, once created

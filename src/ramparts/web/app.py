@@ -60,6 +60,7 @@ from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp
 from ramparts.payments import webhooks as psp_webhooks
+from ramparts.payments.connection import PspConnection
 from ramparts.payments.psp_events import PspEvents
 from ramparts.payments.webhook_secrets import WebhookSecrets
 from ramparts.policy.engine import RuntimeAction, Target
@@ -214,6 +215,7 @@ def create_app(
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+            await psp.aclose()
             await audit_database.dispose()
             await database.dispose()
             app.state.limiter.close()
@@ -242,7 +244,8 @@ def create_app(
     app.state.authorizer = authorizer
     # Routes are matched in the order they are added: the busiest API first (no two routers
     # share a path, so the order changes only how soon a request finds its route).
-    services = AppServices(database, identity.bearer, authorizer, audit, fields)
+    psp = PspConnection(kms, api_base=settings.psp_api_base)
+    services = AppServices(database, identity.bearer, authorizer, audit, fields, psp)
     plugged_routers = [r for a in plugged_in for r in app_routers(a, services)]
     for router in plugged_routers:
         app.include_router(router)

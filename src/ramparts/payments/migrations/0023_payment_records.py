@@ -2,7 +2,7 @@
 pay it, and the refunds and disbursements drawn on it.
 
 - `payments`: one PaymentIntent at the PSP (`psp_id`), for one resource of one app (`app`,
-  `subject`: the app's own id, such as a quote's), paid by `payer_id`. `status` is the
+  `subject`: the app's own id, such as an order's), paid by `payer_id`. `status` is the
   PaymentIntent's, except that `succeeded` means *paid*: it comes with `confirmed_at`, which
   only the worker sets, after a verified `payment_intent.succeeded` event whose intent the PSP
   itself says has succeeded (until then a succeeded intent shows as `processing`). The
