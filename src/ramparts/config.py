@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     vault_transit_mount: str = "transit"
     vault_kv_mount: str = "secret"
     psp: PspBackend = PspBackend.SANDBOX
+    # Where alerts are POSTed as JSON besides the counter and the log (`ramparts.alerts`).
+    alert_webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     # Where the PSP's API is: the sandbox's loopback address (set by `demo`, or by `serve`
     # when it starts the sandbox); unset with `stripe`: Stripe's own.
     psp_api_base: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+$")
