@@ -13,6 +13,7 @@ import psycopg
 
 from ramparts.db.engine import Database, DatabaseUrls, libpq
 from ramparts.payments.ledger import Ledger
+from ramparts.payments.ledger_verify import guard_problems
 from tests.test_cli import owner_env, run
 
 
@@ -53,7 +54,10 @@ def test_verify_passes_intact_books_and_locates_each_kind_of_damage(
     urls = make_database(migrate=False)
     env = owner_env(tmp_path, urls)
     assert run("migrate", env=env).returncode == 0
-    assert _verify(env) == (0, {"intact": True, "guards": [], "books": []})
+    assert _verify(env) == (
+        0,
+        {"intact": True, "guards": [], "books": [], "every_book_found": True},
+    )
 
     tenant, other = uuid.uuid4(), uuid.uuid4()
     fee = asyncio.run(_post_life(urls, tenant))
@@ -147,3 +151,42 @@ def test_verify_finds_a_switched_off_guard_and_a_broken_reversal(
     assert book["problems"] == [
         {"kind": "bad_reversal", "message": f"does not mirror entry {fee}", "entry": str(reversal)}
     ]
+
+
+def test_the_pinned_guard_digests_are_those_of_a_fresh_migration(urls: DatabaseUrls) -> None:
+    """Changing a guard's function means reviewing it: its digest is pinned in the code."""
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        assert guard_problems(owner) == []
+
+
+def test_verify_finds_a_rewritten_guard_and_a_book_written_with_triggers_off(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database(migrate=False)
+    env = owner_env(tmp_path, urls)
+    assert run("migrate", env=env).returncode == 0
+    asyncio.run(_post_life(urls, uuid.uuid4()))
+    assert _verify(env)[0] == 0
+    hidden = uuid.uuid4()
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as owner:
+        # The trigger stays, enabled and deferred; its function now lets anything through.
+        owner.execute(
+            "CREATE OR REPLACE FUNCTION ledger_check_posting() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$"
+        )
+        with owner.transaction():
+            owner.execute("SET LOCAL session_replication_role = replica")
+            owner.execute(
+                "INSERT INTO ledger_entries (tenant_id, id, kind, reference, payment, posted_at) "
+                "VALUES (%s, gen_random_uuid(), 'deposit', 'ch_hidden', 'pi_h', now())",
+                (hidden,),
+            )
+    code, report = _verify(env)
+    assert code == 1
+    assert report["every_book_found"] is True  # the test server's owner is a superuser
+    assert {"kind": "guard_changed", "message": "function ledger_check_posting is not the "
+            "reviewed one"} in report["guards"]  # fmt: skip
+    assert {
+        "kind": "unlisted_book",
+        "message": f"tenant {hidden} has ledger rows but no book",
+    } in report["guards"]

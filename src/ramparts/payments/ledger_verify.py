@@ -15,7 +15,16 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["GUARDS", "BookReport", "LedgerProblem", "guard_problems", "ledger_books", "verify_book"]
+__all__ = [
+    "GUARDS",
+    "GUARD_FUNCTIONS",
+    "BookReport",
+    "LedgerProblem",
+    "guard_problems",
+    "ledger_books",
+    "unlisted_books",
+    "verify_book",
+]
 
 #: The triggers that keep the ledger balanced and append-only, per table; each must be there
 #: and enabled (`O`: fires in the normal replication role).
@@ -28,6 +37,36 @@ GUARDS: dict[str, str] = {
     "ledger_postings_open_entry": "ledger_postings",
     "ledger_posting_balanced": "ledger_postings",
 }
+#: The function each guard trigger must run (by name) and the functions they call, with the
+#: SHA-256 of what PostgreSQL runs for each: its source, whether it runs as its owner, and
+#: its settings (a rewritten body, or a `search_path` pointed elsewhere, changes it). Pinned
+#: from migration 0020; `tests/payments/test_ledger_verify.py` checks them against a freshly
+#: migrated database, so changing a guard means reviewing its new digest here.
+GUARD_TRIGGER_FUNCTIONS: dict[str, str] = {
+    **{f"{table}_append_only": "ledger_refuse_change" for table in TABLES},
+    **{f"{table}_no_truncate": "ledger_refuse_change" for table in TABLES},
+    "ledger_entries_stamp": "ledger_stamp_entry",
+    "ledger_entry_balanced": "ledger_check_entry",
+    "ledger_postings_open_entry": "ledger_posting_joins_open_entry",
+    "ledger_posting_balanced": "ledger_check_posting",
+}
+GUARD_FUNCTIONS: dict[str, str] = {
+    "ledger_assert_entry": "d212ed1025027424918f582263ac97a7371c665f8c73756a70cc7436d4e25321",
+    "ledger_check_entry": "f9f4852f4b91af6f833d5a713a932feb7d571d0cc4592e25e30beac3a0d6e683",
+    "ledger_check_posting": "449d749acf22e5c08357eaaa35f479a0809eaef3d3e3d35baf1c5876637c4b8f",
+    "ledger_posting_joins_open_entry": (
+        "b0f9e425104128f2bac66c0b38942e44c28c80cf504b7ae0f375fd5b907dec55"
+    ),
+    "ledger_refuse_change": "6d339e6e6a519fa48c629b289749e8bd6b4520a0de06b97a2a91693e7be1ffcd",
+    "ledger_stamp_entry": "3dd9f85c13159ecd918a2c32a27b23e0b28707a441bed58a36f35923527c8d54",
+}
+_FUNCTION_DIGESTS = """
+SELECT p.proname, encode(sha256(convert_to(
+    p.prosrc || '|' || p.prosecdef::text || '|' || coalesce(array_to_string(p.proconfig, ','), ''),
+    'UTF8')), 'hex')
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public' AND p.proname = ANY(%s)
+"""
 
 
 @dataclass(frozen=True)
@@ -75,12 +114,15 @@ class BookReport:
 def guard_problems(conn: psycopg.Connection) -> list[LedgerProblem]:
     """A problem per guard trigger that is missing, disabled or no longer deferred."""
     rows = conn.execute(
-        "SELECT t.tgname, c.relname, t.tgenabled, t.tgdeferrable AND t.tginitdeferred "
-        "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "SELECT t.tgname, c.relname, t.tgenabled, t.tgdeferrable AND t.tginitdeferred, "
+        "p.proname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "JOIN pg_proc p ON p.oid = t.tgfoid "
         "WHERE NOT t.tgisinternal AND c.relname = ANY(%s)",
         (list(TABLES),),
     ).fetchall()
-    found = {(name, table): (enabled, deferred) for name, table, enabled, deferred in rows}
+    found = {
+        (name, table): (enabled, deferred, runs) for name, table, enabled, deferred, runs in rows
+    }
     problems = []
     for name, table in GUARDS.items():
         state = found.get((name, table))
@@ -94,12 +136,51 @@ def guard_problems(conn: psycopg.Connection) -> list[LedgerProblem]:
             problems.append(
                 LedgerProblem("guard_disabled", f"trigger {name} is no longer deferred")
             )
+        elif state[2] != GUARD_TRIGGER_FUNCTIONS[name]:
+            problems.append(
+                LedgerProblem(
+                    "guard_changed",
+                    f"trigger {name} runs {state[2]}, not {GUARD_TRIGGER_FUNCTIONS[name]}",
+                )
+            )
+    digests: dict[str, str] = dict(
+        conn.execute(_FUNCTION_DIGESTS, (list(GUARD_FUNCTIONS),)).fetchall()
+    )
+    for function, expected in GUARD_FUNCTIONS.items():
+        digest = digests.get(function)
+        if digest is None:
+            problems.append(LedgerProblem("guard_missing", f"function {function} is gone"))
+        elif digest != expected:
+            problems.append(
+                LedgerProblem("guard_changed", f"function {function} is not the reviewed one")
+            )
     return problems
 
 
 def ledger_books(conn: psycopg.Connection) -> list[uuid.UUID]:
     """Every tenant that ever posted (`ledger_books` has no row-level security)."""
     return [row[0] for row in conn.execute("SELECT tenant FROM ledger_books ORDER BY tenant")]
+
+
+def unlisted_books(conn: psycopg.Connection) -> list[LedgerProblem] | None:
+    """A problem per tenant with ledger rows but no `ledger_books` row (written with the
+    triggers off, which is what fills it): the per-book checks would never see them. None
+    when the verifying role is held to row-level security and so cannot see every row."""
+    sees_all = conn.execute(
+        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if not sees_all or not sees_all[0]:
+        return None
+    rows = conn.execute(
+        "SELECT tenant_id FROM (SELECT tenant_id FROM ledger_entries UNION "
+        "SELECT tenant_id FROM ledger_postings UNION SELECT tenant_id FROM ledger_accounts) t "
+        "WHERE NOT EXISTS (SELECT 1 FROM ledger_books b WHERE b.tenant = t.tenant_id) "
+        "ORDER BY tenant_id"
+    ).fetchall()
+    return [
+        LedgerProblem("unlisted_book", f"tenant {tenant} has ledger rows but no book")
+        for (tenant,) in rows
+    ]
 
 
 # Each check: (problem kind, query naming the tenant as %(tenant)s, message from the row).
