@@ -173,6 +173,16 @@ def test_every_route_is_covered(probe: tuple[httpx.Client, list[Any]]) -> None:
     assert_refused(client.get("/no/such/route", params={"x": PAN}), "query parameter 'x'")
 
 
+def test_paths_are_checked(probe: tuple[httpx.Client, list[Any]]) -> None:
+    """An id in a path is logged and stored like any other: a card number is not one, in any
+    spelling the rule reads (percent-encoded separators decode before the check)."""
+    client, reached = probe
+    assert_refused(client.get(f"/api/payments/{PAN}"), "a path segment")
+    assert_refused(client.get("/probe/echo/4242%204242%204242%204242"), "a path segment")
+    assert_refused(client.post(f"/api/quotes/{PAN}/deposit", json={}), "a path segment")
+    assert reached == []
+
+
 def test_ordinary_requests_pass(probe: tuple[httpx.Client, list[Any]]) -> None:
     client, reached = probe
     body = {

@@ -29,7 +29,13 @@ from urllib.parse import parse_qsl
 from ramparts.detectors import luhn_valid
 from ramparts.problems import Problem, ProblemType
 
-__all__ = ["check_form_fields", "check_json_document", "check_query", "holds_card_number"]
+__all__ = [
+    "check_form_fields",
+    "check_json_document",
+    "check_path",
+    "check_query",
+    "holds_card_number",
+]
 
 _SHORTEST, _LONGEST = 13, 19
 # Digits with at most one space or dash between two of them, not touching a letter.
@@ -138,6 +144,14 @@ def _check_pairs(pairs: list[tuple[str, str]], kind: str) -> None:
 def check_form_fields(text: str) -> None:
     """Refuse a URL-encoded form body that holds a card number, naming the field."""
     _check_pairs(parse_qsl(text, keep_blank_values=True), "form field")
+
+
+def check_path(path: str) -> None:
+    """Refuse a (decoded) URL path with a segment that holds a card number: an id in a path
+    is logged and stored like any other, so a card number must not pass as one."""
+    for segment in path.split("/"):
+        if segment and holds_card_number(segment):
+            raise _refuse("a path segment")
 
 
 def check_query(query_string: bytes) -> None:

@@ -21,7 +21,7 @@ from ramparts.headers import FORM_ACTION_HEADER
 from ramparts.problems import Problem, ProblemType, problem_response
 from ramparts.routes import SIGNED_BODY_RULES
 from ramparts.web.bodies import check_form, check_json
-from ramparts.web.cards import check_form_fields, check_json_document, check_query
+from ramparts.web.cards import check_form_fields, check_json_document, check_path, check_query
 
 __all__ = [
     "CatchAllMiddleware",
@@ -373,11 +373,11 @@ class RequestRulesMiddleware:
 
     Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed, UTF-8, JSON or a
     form, and JSON must be strict: no duplicate keys (parsers disagree on which one wins), no
-    NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). Neither the body nor the query
-    string may hold a card number (PAY-1, `ramparts.web.cards`). The body is read once here and
-    replayed to the app. On `signed_body_paths` (a PSP's webhook) the size, encoding and media
-    type are checked here, and the body's content only after the route has verified its
-    signature: unauthenticated bytes reach no parser.
+    NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). Neither the body, the path nor
+    the query string may hold a card number (PAY-1, `ramparts.web.cards`). The body is read
+    once here and replayed to the app. On `signed_body_paths` (a PSP's webhook) the size,
+    encoding and media type are checked here, and the body's content only after the route has
+    verified its signature: unauthenticated bytes reach no parser.
     """
 
     FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
@@ -404,6 +404,7 @@ class RequestRulesMiddleware:
                     scope[SIGNED_BODY_RULES] = _body_rules(is_json, body)
                 else:
                     _check_body(is_json, body)
+            check_path(scope.get("path", ""))
             check_query(scope.get("query_string", b""))
         except Problem as problem:
             await problem.response()(scope, receive, send)
