@@ -1,7 +1,7 @@
 """The decision matrix: every combination of role, action, relation, sensitivity, second
 factor and channel (with `ai_tool+held`: a model's call the AI gateway asks to hold as an
-approval request, Cedar's `context.held`), decided by a policy set, for review (`ramparts policy diff`) and for the
-committed snapshots that CI compares the policies against.
+approval request, Cedar's `context.held`), decided by a policy set, for review (`ramparts
+policy diff`) and for the committed snapshots that CI compares the policies against.
 
 There is one matrix per snapshot (`Scope`): the runtime's (`policy/decisions.json`: the
 admin and no role x the runtime's actions, decided by the runtime's policies alone), and one
