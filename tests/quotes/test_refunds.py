@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -15,10 +16,11 @@ from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.payments.psp import TENANT_METADATA_KEY
 from ramparts.payments.sandbox import Sandbox
-from tests.ai.test_assistant import signed_in_again
+from ramparts.quotes.roles import FINANCE
+from tests.ai.test_assistant import sign_in, signed_in_again
 from tests.audit.trail import recorded
 from tests.payments.conftest import psp_kms, sandbox  # noqa: F401 - fixtures
-from tests.quotes.money_world import DEPOSIT, World, make_world
+from tests.quotes.money_world import DEPOSIT, Person, World, make_world
 
 PROBLEM = "urn:ramparts:problem:"
 
@@ -221,3 +223,23 @@ def test_a_psp_refusal_fails_the_approval_and_posts_nothing(
     [request] = world.approvals()
     assert request["status"] == "failed"
     assert world.decide("finance2", approval).status_code == 409  # a new request is needed
+
+
+def test_two_approvers_at_once_make_one_refund(world: World, psp_kms: Kms) -> None:  # noqa: F811
+    """Two Finance users approve the same request at the same moment: the request row is
+    locked while it runs, so one runs it and the other is told it is decided."""
+    payment = world.deposit(world.accepted_quote())
+    asked = world.post("finance", f"/api/payments/{payment}/refunds", {"amount": 4_000})
+    approval = asked.json()["approval_id"]
+    account, headers = sign_in(
+        world.server, world.urls, psp_kms, FINANCE, world.people["finance"].account.tenant
+    )
+    world.people["finance3"] = Person(account, headers)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda who: world.decide(who, approval), ["finance2", "finance3"]))
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    [executed] = [a for a in answers if a.status_code == 200]
+    assert executed.json()["status"] == "executed"
+    assert [amount for _, amount, _ in refunds_at_psp(world, payment)] == [4_000]
+    assert len(world.rows("payment_refunds", payment)) == 1
+    assert world.held(payment) == DEPOSIT - 4_000
