@@ -63,6 +63,7 @@ class ProblemType(Enum):
     IDEMPOTENCY_KEY_REUSED = ("idempotency-key-reused", "Idempotency-Key reused")
     IDEMPOTENCY_KEY_IN_FLIGHT = ("idempotency-key-in-flight", "Request in progress")
     PAYMENTS_UNAVAILABLE = ("payments-unavailable", "Payments unavailable")
+    PAYMENT_NOT_PAID = ("payment-not-paid", "Conflict")
     # Any other status the framework answers with; titled, like RFC 9457's about:blank, with
     # the status's own phrase.
     HTTP_ERROR = ("http-error", None)

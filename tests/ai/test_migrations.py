@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
+import pytest
 from alembic import command
 
 from ramparts.db.engine import DatabaseUrls, libpq
@@ -133,3 +134,50 @@ def test_stored_tool_calls_and_approvals_are_scrubbed(
     assert stored_arguments == {**arguments, "description": clean}
     assert stored_result == {**result, "description": clean}
     assert forced == [("ai_approvals", True), ("ai_messages", True)]
+
+
+def test_requests_made_before_0025_are_the_assistants_and_origin_matches_conversation(
+    make_database: Callable[..., DatabaseUrls],
+) -> None:
+    """0025: every stored request is the assistant's (in its conversation); a person's own
+    request (`api`) has no conversation, and the database refuses either one mixed up."""
+    urls = make_database(migrate=False)
+    ensure_app_role(urls)
+    command.upgrade(_config(urls.owner), "0023_payment_records")
+    tenant, user, conversation, old = (uuid.uuid4() for _ in range(4))
+    insert = (
+        "INSERT INTO ai_approvals (tenant_id, id, conversation_id, tool, arguments, reason, "
+        "provenance, requested_by, expires_at{origin}) VALUES (%s, %s, %s, 'issue_refund', "
+        "'{{}}', 'why', '[]', %s, now(){value})"
+    )
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        conn.execute(
+            "INSERT INTO tenants (id, slug, name, region) VALUES (%s, %s, 'Old', 'eu')",
+            (tenant, f"old-{tenant.hex[:8]}"),
+        )
+        conn.execute(
+            "INSERT INTO users (id, tenant_id, username, display_name) "
+            "VALUES (%s, %s, 'old@example.test', 'Old')",
+            (user, tenant),
+        )
+        conn.execute(
+            "INSERT INTO ai_conversations (tenant_id, id, user_id) VALUES (%s, %s, %s)",
+            (tenant, conversation, user),
+        )
+        conn.execute(insert.format(origin="", value=""), (tenant, old, conversation, user))
+
+    command.upgrade(_config(urls.owner), "0025_direct_approvals")
+
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as conn:
+        assert conn.execute("SELECT origin FROM ai_approvals WHERE id = %s", (old,)).fetchall() == [
+            ("assistant",)
+        ]
+        direct = insert.format(origin=", origin", value=", %s")
+        conn.execute(direct, (tenant, uuid.uuid4(), None, user, "api"))
+        for conversation_id, origin in ((conversation, "api"), (None, "assistant")):
+            with pytest.raises(psycopg.errors.CheckViolation, match="ck_ai_approvals_conversation"):
+                conn.execute(direct, (tenant, uuid.uuid4(), conversation_id, user, origin))
+        with pytest.raises(psycopg.errors.CheckViolation, match="ck_ai_approvals_origin"):
+            conn.execute(direct, (tenant, uuid.uuid4(), None, user, "email"))
+        count = conn.execute("SELECT count(*) FROM ai_approvals WHERE tenant_id = %s", (tenant,))
+        assert count.fetchall() == [(2,)]

@@ -97,7 +97,8 @@ def test_the_step_and_strike_limits_are_settings(
     server = serve_app(model=model, ai_max_steps=1, ai_lock_after="2/10 minutes")
     _, headers = sign_in(server, urls, kms, BUYER)
     assert (
-        outcomes(ask(server, headers, "hello")) == [("issue_refund", "refused", "no such tool")] * 3
+        outcomes(ask(server, headers, "hello"))
+        == [("issue_refund", "refused", "not available to you")] * 3
     )
     locked = ask(server, headers, "hello")
     assert locked.status_code == 403

@@ -82,12 +82,32 @@ def test_a_money_action_needs_a_money_role_even_with_a_permit() -> None:
 def test_a_money_action_from_an_ai_tool_is_denied_even_with_a_permit() -> None:
     refused = compose([SHOP]).decide(person("cashier"), ORDER_PAY, payment(), Channel.AI_TOOL)
     assert not refused.allowed
-    assert refused.policy_ids == ("shop-no-money-from-ai-tools",)
+    assert refused.policy_ids == ("shop-money-from-ai-tools-only-held",)
+
+
+def test_a_money_action_from_an_ai_tool_may_be_held_for_a_money_role_only() -> None:
+    """The model's money call may wait as an approval request (`context.held`), and only a
+    money role's: another role's is refused even with a permit."""
+    engine = compose([SHOP])
+    held = engine.decide(person("cashier"), ORDER_PAY, payment(), Channel.AI_TOOL, held=True)
+    assert held.allowed
+    assert held.policy_ids == ("everyone-pays",)
+    refused = engine.decide(person("customer"), ORDER_PAY, payment(), Channel.AI_TOOL, held=True)
+    assert not refused.allowed
+    assert set(refused.policy_ids) == {
+        "shop-money-needs-money-role",
+        "shop-money-from-ai-tools-only-held",
+    }
+    # Held is the AI gateway's question on the ai_tool channel, never another channel's.
+    with pytest.raises(ValueError, match="never held"):
+        engine.decide(person("cashier"), ORDER_PAY, payment(), Channel.API, held=True)
 
 
 def test_an_app_without_money_roles_moves_no_money() -> None:
     engine = compose([replace(SHOP, money_roles=())])
     assert not engine.decide(person("cashier"), ORDER_PAY, payment(), Channel.API).allowed
+    held = engine.decide(person("cashier"), ORDER_PAY, payment(), Channel.AI_TOOL, held=True)
+    assert not held.allowed
     assert money_walls(replace(SHOP, money_actions=())) == ""
 
 

@@ -114,14 +114,22 @@ def test_role_action_tenant_matrix(role: str, action: PolicyAction, relation: st
         assert decision.policy_ids[0].startswith(("tenant-boundary", "eu-data-stays-in-eu"))
 
 
-def test_only_finance_moves_money_and_never_from_an_ai_tool() -> None:
+def test_only_finance_moves_money_and_from_an_ai_tool_only_held_for_approval() -> None:
     for action in (A.DEPOSIT_CHARGE, A.REFUND_ISSUE, A.DISBURSEMENT_APPROVE):
         for role in ("buyer", "seller", "admin"):
             assert not ENGINE.decide(person(role), action, thing(action), Channel.UI).allowed
+            # Nor may their model's call even wait for approval.
+            held = ENGINE.decide(person(role), action, thing(action), Channel.AI_TOOL, True)
+            assert not held.allowed
+            assert "quotes-money-from-ai-tools-only-held" in held.policy_ids
         assert ENGINE.decide(person("finance"), action, thing(action), Channel.API).allowed
         refused = ENGINE.decide(person("finance"), action, thing(action), Channel.AI_TOOL)
         assert not refused.allowed
-        assert refused.policy_ids == ("quotes-no-money-from-ai-tools",)
+        assert refused.policy_ids == ("quotes-money-from-ai-tools-only-held",)
+        # Finance's model's call may wait for a second Finance user: held, it is allowed.
+        held = ENGINE.decide(person("finance"), action, thing(action), Channel.AI_TOOL, True)
+        assert held.allowed
+        assert held.policy_ids == ("finance-moves-money",)
 
 
 def test_restricted_data_needs_webauthn() -> None:
@@ -240,18 +248,19 @@ def test_remembered_decisions_are_the_fresh_ones() -> None:
     from ramparts.policy.matrix import _requests  # noqa: PLC0415
 
     engine = policy_engine([QUOTES])
-    for cell, (subject, action, target, channel) in _requests(app_scope(FRAGMENT)):
-        first = engine.decide(subject, action, target, channel)
+    for cell, (subject, action, target, channel, held) in _requests(app_scope(FRAGMENT)):
+        first = engine.decide(subject, action, target, channel, held)
         renamed = replace(subject, id="someone-else")
         parties = tuple(
             (name, renamed.id if user == subject.id else user) for name, user in target.parties
         )
         same_parties = replace(target, parties=parties)
-        again = engine.decide(renamed, action, same_parties, channel)
-        assert first == again == engine.evaluate(renamed, action, same_parties, channel), cell
+        again = engine.decide(renamed, action, same_parties, channel, held)
+        fresh = engine.evaluate(renamed, action, same_parties, channel, held)
+        assert first == again == fresh, cell
         # Renaming only the caller makes them a stranger to the quote: decided afresh.
-        stranger = engine.decide(renamed, action, target, channel)
-        assert stranger == engine.evaluate(renamed, action, target, channel), cell
+        stranger = engine.decide(renamed, action, target, channel, held)
+        assert stranger == engine.evaluate(renamed, action, target, channel, held), cell
 
 
 def test_a_policy_naming_an_entity_makes_ids_count() -> None:

@@ -1,10 +1,11 @@
-"""Approval requests (AI-4): what the gateway would not run on the model's word, decided once
-by a different person who signed in with a second factor in the last ten minutes and who may
-confirm it: they may do the same action on a resource like this one of their own (someone of
-the requester's role confirms, on a resource they take part in). An approved call runs as
-the person who asked, with their current roles, and only while they still may make it: the
-approver confirms, never lends their rights. Every decision, and every refusal to decide, is
-audited with both people."""
+"""Approval requests (AI-4): what the gateway would not run on the model's word, and what a
+person asked for directly through an app's route (a refund: `origin` `api`, in no
+conversation), decided once by a different person who signed in with a second factor in the
+last ten minutes and who may confirm it: they may do the same action on a resource like this
+one of their own (someone of the requester's role confirms, on a resource they take part in).
+An approved call runs as the person who asked, with their current roles, and only while they
+still may make it: the approver confirms, never lends their rights. Every decision, and every
+refusal to decide, is audited with both people."""
 
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ class Approvals(AssistantService):
                 for row in rows:
                     shown = {
                         "id": str(row.id),
+                        "origin": row.origin,
                         "tool": row.tool,
                         "reason": row.reason,
                         "provenance": row.provenance,
@@ -205,6 +207,7 @@ class Approvals(AssistantService):
                 tool_name=tool_name,
                 arguments=arguments,
                 stopped=frozenset(),  # rejecting works even while the tool is switched off
+                approval_id=approval_id,
             )
             if request is None:
                 raise GatewayRefusedError(
@@ -255,14 +258,16 @@ class Approvals(AssistantService):
         context: RequestContext,
         *,
         requester: Principal,
-        conversation_id: uuid.UUID,
+        conversation_id: uuid.UUID | None,
         tool_name: str,
         arguments: dict[str, Any],
         stopped: frozenset[str],
+        approval_id: uuid.UUID | None = None,
     ) -> _Prepared | None:
         """The request as it would run, as `requester` (the person who asked, as they are
         now) confirmed by `approver`; None when it cannot run now (the tool is gone or in
-        `stopped`, switched off, or its resource is gone)."""
+        `stopped`, switched off, or its resource is gone). A request made directly
+        (`conversation_id` None) holds its arguments as they were sent: nothing to unmask."""
         tool = self._registry.get(tool_name)
         if tool is None or tool.name in stopped:
             return None
@@ -279,6 +284,7 @@ class Approvals(AssistantService):
             context=direct,
             conversation_id=conversation_id,
             approved_by=approver,
+            approval_id=approval_id,
         )
         try:
             target = await tool.target(run)
@@ -313,10 +319,13 @@ class Approvals(AssistantService):
         self,
         session: AsyncSession,
         tenant: uuid.UUID,
-        conversation_id: uuid.UUID,
+        conversation_id: uuid.UUID | None,
         arguments: dict[str, Any],
     ) -> Any:
-        """The request's arguments with the conversation's placeholders back to values."""
+        """The request's arguments with the conversation's placeholders back to values (a
+        request made directly, in no conversation, was never masked)."""
+        if conversation_id is None:
+            return arguments
         tokens = await self._conversations.tokens(session, tenant, conversation_id)
         return Masker.restore(tokens).unmask(arguments)
 
@@ -383,7 +392,7 @@ async def _pending_page(
     created, last = after if after is not None else (None, None)
     result = await session.execute(
         text(
-            "SELECT id, conversation_id, tool, arguments, reason, provenance, origins, "
+            "SELECT id, conversation_id, origin, tool, arguments, reason, provenance, origins, "
             "requested_by, requested_amr, expires_at, created_at FROM ai_approvals "
             "WHERE tenant_id = :tenant AND status = 'pending' AND expires_at > now() "
             "AND (CAST(:created AS timestamptz) IS NULL "

@@ -8,7 +8,9 @@ kill-switch again, the tool's JSON Schema, provenance (sensitive arguments backe
 data; after untrusted content, each tool's `after_untrusted` rule), Cedar re-authorization on
 the real resource through the `ai_tool` channel, a cap per risk tier on the calls one message
 leads to, and the result's schema. A call that a person could make but the model may not make
-alone becomes an approval request for a different person. Every step is audited.
+alone (or that its tool says is `always_held`, such as money) becomes an approval request for a
+different person, when Cedar lets it wait (`context.held`); otherwise it is refused. Every step
+is audited.
 """
 
 from __future__ import annotations
@@ -137,11 +139,13 @@ class AssistantService:
         arguments: dict[str, Any],
         *,
         context: RequestContext,
-        conversation_id: uuid.UUID,
+        conversation_id: uuid.UUID | None,
         approved_by: Principal | None = None,
+        approval_id: uuid.UUID | None = None,
     ) -> ToolRun:
-        """What a tool gets for a call by `principal` in their conversation, authorized under
-        `context`: its `may` asks Cedar on the same channel the run says it is on."""
+        """What a tool gets for a call by `principal` in their conversation (None: a request
+        they made directly), authorized under `context`: its `may` asks Cedar on the same
+        channel the run says it is on."""
 
         def may(action: PolicyAction, target: Target) -> bool:
             return self._authorizer.decide(principal, action, target, context).allowed
@@ -154,6 +158,7 @@ class AssistantService:
             arguments=arguments,
             may=may,
             approved_by=approved_by,
+            approval_id=approval_id,
         )
 
 
@@ -529,6 +534,16 @@ class Gateway(AssistantService):
         conversation.calls[tool.risk] = used + 1
         reason = _approval_reason(conversation.provenance, tool, unmasked, decision.allowed)
         if reason is not None:
+            # Cedar decides whether the model's call may even wait for a second person
+            # (`context.held`): money on the ai_tool channel only ever does so, and only for
+            # the roles that move it.
+            held_context = context.holding()
+            held = self._authorizer.decide(principal, tool.action, target, held_context)
+            conversation.events.append(
+                self._authorizer.event(principal, tool.action, target, held_context, held)
+            )
+            if not held.allowed:
+                return refused(f"{tool.action} may not be asked of the assistant")
             approval = await request_approval(
                 session,
                 principal,
@@ -679,6 +694,8 @@ def _approval_reason(
         return f"{', '.join(unbacked)} not backed by anything you said or may read"
     if provenance.tainted and tool.untrusted_rule is AfterUntrusted.APPROVAL:
         return f"a {TIER[tool.risk]} call after untrusted content entered the conversation"
+    if tool.always_held:
+        return f"{tool.name} always waits for a different person's approval"
     if not allowed:
         return "the model may not do this alone"
     return None

@@ -82,10 +82,13 @@ class ToolRun:
     schema (and unmasked), and `may`, which asks Cedar whether the user may do an action on a
     resource through `channel` (a tool that returns several resources keeps only those).
 
-    The acting user (`principal`) is always the person who asked the assistant, also when
-    the call waited for approval: it then runs with their current roles, in their
-    conversation, and `approved_by` is the person who confirmed it (None: it ran without
-    approval). What a tool creates or changes is the requester's, never the approver's.
+    The acting user (`principal`) is always the person who asked (the assistant, or an app's
+    route directly), also when the call waited for approval: it then runs with their current
+    roles, in their conversation, and `approved_by` is the person who confirmed it (None: it
+    ran without approval), `approval_id` the request's id (a stable key for what the call
+    does outside, such as a PSP's idempotency key). What a tool creates or changes is the
+    requester's, never the approver's. `conversation_id` is None for a request a person made
+    directly, in no conversation.
 
     `channel` is the one the call is authorized under: `ai_tool` for a call the model made
     and the gateway ran; `api` for an approved call, which a person confirmed, so the
@@ -93,11 +96,12 @@ class ToolRun:
 
     session: AsyncSession
     principal: Principal
-    conversation_id: uuid.UUID
+    conversation_id: uuid.UUID | None
     channel: Channel
     arguments: dict[str, Any]
     may: Callable[[PolicyAction, Target], bool] = _nothing_allowed
     approved_by: Principal | None = None
+    approval_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,10 @@ class Tool:
     #: A call after untrusted content entered the conversation; None is the tier's default
     #: (`read` runs, `write` and `high` wait for approval). A `high` tool never runs on it.
     after_untrusted: AfterUntrusted | None = None
+    #: A model's call never runs by itself, whatever backs it: it always waits as an approval
+    #: request for a different person (money). Cedar is asked whether it may wait at all
+    #: (`context.held`), and it runs once, when approved.
+    always_held: bool = False
     _arguments: Draft202012Validator = field(init=False, repr=False, compare=False)
     _result: Draft202012Validator = field(init=False, repr=False, compare=False)
     _trusted: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
@@ -142,6 +150,8 @@ class Tool:
             raise ToolSchemaError(
                 f"{self.name}: a high-risk tool never runs after untrusted content"
             )
+        if self.always_held and self.after_untrusted is AfterUntrusted.RUN:
+            raise ToolSchemaError(f"{self.name}: a tool always held never runs by itself")
         unknown = self.sensitive - set(self.arguments.get("properties", {}))
         if unknown:
             raise ToolSchemaError(f"{self.name}: sensitive names no argument: {sorted(unknown)}")

@@ -141,7 +141,8 @@ def build_router(
         """Pending approval requests of the caller's tenant: `items`, those the caller may
         approve now (with the arguments that would run; none of a switched-off tool); `mine`,
         the caller's own, which a different person must decide. Each is marked `mine` true or
-        false."""
+        false, and says its `origin`: `assistant` (a model's call held by the gateway) or
+        `api` (a person's own request through an app's route, such as a refund)."""
         await require(principal, RuntimeAction.ASSISTANT_APPROVE)
         return await approvals.pending(principal)
 

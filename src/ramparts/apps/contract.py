@@ -40,6 +40,8 @@ class AppServices:
     fields: SealedFields
     #: The PSP adapter, made on first use (`psp()`; 503 problem when payments are not set up).
     psp: PspConnection
+    #: The runtime's public URL (`RAMPARTS_PUBLIC_URL`), for links an app hands out.
+    public_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class AppPolicy:
 
     `actions` are every action its routes and tools ask for (all of `namespace`);
     `money_actions` those that move money: the runtime lets only `money_roles` take them, and
-    never from the assistant. `parties` are the decision matrix's dimensions, per resource type
+    on the assistant's word only as a request held for a second person's approval. `parties`
+    are the decision matrix's dimensions, per resource type
     (unqualified): relation name → {party attribute: `ME` | `SOMEONE` | None} (from
     `ramparts.policy.matrix`; None: the resource has no such party); the relation called
     `other` is a resource of another tenant, every other one of the caller's. A resource type

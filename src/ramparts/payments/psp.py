@@ -38,6 +38,7 @@ __all__ = [
     "TENANT_METADATA_KEY",
     "BalanceTransaction",
     "PaymentIntent",
+    "Payout",
     "PspDeclinedError",
     "PspError",
     "PspNotFoundError",
@@ -97,6 +98,17 @@ class Refund:
 
 
 @dataclass(frozen=True)
+class Payout:
+    """Money sent out of the PSP balance (`po_…`); `status` is Stripe's: pending, in_transit,
+    paid, failed, canceled."""
+
+    id: str
+    status: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
 class BalanceTransaction:
     id: str
     type: str
@@ -145,7 +157,7 @@ def _error(operation: str, exc: stripe.StripeError) -> PspError:
 
 
 class StripePsp:
-    """Stripe's PaymentIntents, refunds and balance transactions, for one runtime."""
+    """Stripe's PaymentIntents, refunds, payouts and balance transactions, for one runtime."""
 
     def __init__(self, client: stripe.StripeClient, http_client: stripe.HTTPClient) -> None:
         self._client = client
@@ -289,6 +301,44 @@ class StripePsp:
             amount=refund.amount,
             currency=intent.currency,
             payment_intent=payment_intent_id,
+        )
+
+    async def create_payout(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        amount: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Payout:
+        """Pay `amount` minor units out of the PSP balance for `tenant_id` (tagged like every
+        object the runtime makes); `idempotency_key` is the caller's key (the one sent is
+        derived from it).
+
+        The sandbox (localstripe 1.15) accepts payouts in `eur` only, never checks the
+        balance (Stripe refuses a payout above the available balance: `balance_insufficient`)
+        and makes no balance transaction for them (reconciliation sees none); nor does it
+        honour idempotency keys: the caller's own record is what keeps a payout single."""
+        _check_money(amount, currency)
+        tags = dict(metadata or {})
+        tags[TENANT_METADATA_KEY] = str(tenant_id)  # last: a caller cannot name another tenant
+        try:
+            payout = await self._client.v1.payouts.create_async(
+                params={"amount": amount, "currency": currency, "metadata": tags},
+                options={
+                    "idempotency_key": derive_idempotency_key(
+                        tenant_id, "payout.create", idempotency_key
+                    )
+                },
+            )
+        except stripe.StripeError as exc:
+            raise _error("create payout", exc) from None
+        return Payout(
+            id=payout.id,
+            status=str(payout.status),
+            amount=payout.amount,
+            currency=payout.currency,
         )
 
     async def balance_transactions(

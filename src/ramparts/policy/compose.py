@@ -47,11 +47,12 @@ class PolicyFragment:
 
     `schema` is one `namespace <namespace> { ... }` block; `policies` its policy text. `actions`
     are the actions its routes and tools ask for; `money_actions` (some of them) move money:
-    only `money_roles` may, and never from the assistant. `roles` are the app's roles (the only
-    ones its policies may grant a runtime action to). `parties` are the decision matrix's
-    dimensions, per resource type (unqualified): relation → {party attribute: who}; their
-    attribute names are the type's parties (attributes of type User). `snapshot` is where the
-    app's reviewed decisions live."""
+    only `money_roles` may, and on the assistant's word only as a held request (see
+    `money_walls`). `roles` are the app's roles (the only ones its policies may grant a
+    runtime action to). `parties` are the decision matrix's dimensions, per resource type
+    (unqualified): relation → {party attribute: who}; their attribute names are the type's
+    parties (attributes of type User). `snapshot` is where the app's reviewed decisions
+    live."""
 
     name: str
     namespace: str
@@ -134,20 +135,23 @@ def composition(
 
 def money_walls(fragment: PolicyFragment) -> str:
     """The runtime's walls around an app's money actions: only its money roles move money,
-    and never on the assistant's word alone (an approved call runs on the API channel, after
-    a second person allowed the same action approved it)."""
+    and on the assistant's word (the `ai_tool` channel) only as a held request, never by
+    itself: the AI gateway asks Cedar with `context.held` whether the model's call may wait
+    for a second person, and only a money role's may. The approved call then runs on the
+    `api` channel, after a second person allowed the same action approved it."""
     if not fragment.money_actions:
         return ""
     actions = ", ".join(f'{a.cedar_type}::"{a.name}"' for a in fragment.money_actions)
     roles = ", ".join(f'Role::"{role}"' for role in fragment.money_roles)
-    # No money role: nobody moves this app's money.
+    # No money role: nobody moves this app's money, held or not.
     unless = f" unless {{ principal in [{roles}] }}" if roles else ""
+    held = f"\nunless {{ context.held && principal in [{roles}] }}" if roles else ""
     return (
         f'@id("{fragment.name}-money-needs-money-role")\n'
         f"forbid (principal, action in [{actions}], resource){unless};\n"
-        f'@id("{fragment.name}-no-money-from-ai-tools")\n'
+        f'@id("{fragment.name}-money-from-ai-tools-only-held")\n'
         f"forbid (principal, action in [{actions}], resource)\n"
-        'when { context.channel == "ai_tool" };\n'
+        f'when {{ context.channel == "ai_tool" }}{held};\n'
     )
 
 

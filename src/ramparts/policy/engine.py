@@ -193,8 +193,16 @@ class PolicyEngine:
         return self._parties.get(entity_type, ())
 
     def decide(
-        self, subject: Subject, action: PolicyAction, target: Target, channel: Channel
+        self,
+        subject: Subject,
+        action: PolicyAction,
+        target: Target,
+        channel: Channel,
+        held: bool = False,
     ) -> PolicyDecision:
+        """Cedar's decision (remembered). `held`: the AI gateway asks whether a model's call
+        may wait as an approval request (only on the `ai_tool` channel; see `RequestContext`
+        in the schema)."""
         key = (
             subject.service,
             subject.tenant,
@@ -207,6 +215,7 @@ class PolicyEngine:
             target.sensitivity,
             target.region,
             channel,
+            held,
             *(
                 (subject.id, target.id, target.parties)
                 if self._ids_matter
@@ -217,14 +226,19 @@ class PolicyEngine:
         if remembered is not None:
             self._remembered.move_to_end(key)
             return remembered
-        decision = self.evaluate(subject, action, target, channel)
+        decision = self.evaluate(subject, action, target, channel, held)
         self._remembered[key] = decision
         if len(self._remembered) > REMEMBERED_DECISIONS:
             self._remembered.popitem(last=False)
         return decision
 
     def refuses_outright(
-        self, subject: Subject, action: PolicyAction, sensitivity: str, channel: Channel
+        self,
+        subject: Subject,
+        action: PolicyAction,
+        sensitivity: str,
+        channel: Channel,
+        held: bool = False,
     ) -> bool:
         """Whether Cedar denies `action` to `subject` whatever the resource (of `sensitivity`):
         partial evaluation with the resource unknown, so a condition on the resource (its
@@ -232,10 +246,12 @@ class PolicyEngine:
         input is read. It never allows anything: `decide` on the real resource does that.
         Remembered, since only the subject's roles, factors and channel can change it."""
         key = (subject.service, subject.tenant, subject.region, subject.roles, subject.amr)
+        _check_held(channel, held)
         key += (
             action.qualified,
             sensitivity,
             channel,
+            held,
             *((subject.id,) if self._ids_matter else ()),
         )
         refused = self._refusals.get(key)
@@ -255,6 +271,7 @@ class PolicyEngine:
                     "sensitivity": sensitivity,
                     "amr": sorted(subject.amr),
                     "channel": channel.value,
+                    "held": held,
                 },
             }
             result = cedarpy.is_authorized_partial(
@@ -270,9 +287,15 @@ class PolicyEngine:
         return refused
 
     def evaluate(
-        self, subject: Subject, action: PolicyAction, target: Target, channel: Channel
+        self,
+        subject: Subject,
+        action: PolicyAction,
+        target: Target,
+        channel: Channel,
+        held: bool = False,
     ) -> PolicyDecision:
         """Ask Cedar, every time (`decide` remembers the answers)."""
+        _check_held(channel, held)
         if target.type != action.entity_type:
             raise ValueError(f"{action} applies to {action.entity_type}, not {target.type}")
         principal_type = "Service" if subject.service else "User"
@@ -298,6 +321,7 @@ class PolicyEngine:
                 "sensitivity": target.sensitivity,
                 "amr": sorted(subject.amr),
                 "channel": channel.value,
+                "held": held,
             },
         }
         result = cedarpy.is_authorized(request, self._policies, entities, schema=self._schema)
@@ -305,6 +329,12 @@ class PolicyEngine:
         errors = tuple(str(e) for e in result.diagnostics.errors)
         # An evaluation error is a deny (Cedar skips the erroring policy): say so.
         return PolicyDecision(bool(result.allowed), reasons, errors)
+
+
+def _check_held(channel: Channel, held: bool) -> None:
+    """Only the AI gateway holds a call, and only a model's (`ai_tool`) call."""
+    if held and channel is not Channel.AI_TOOL:
+        raise ValueError(f"a request on the {channel.value} channel is never held")
 
 
 def _parties(subject: Subject, target: Target) -> tuple[tuple[str, bool, int], ...]:

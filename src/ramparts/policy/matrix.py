@@ -1,6 +1,7 @@
 """The decision matrix: every combination of role, action, relation, sensitivity, second
-factor and channel, decided by a policy set, for review (`ramparts policy diff`) and for the
-committed snapshots that CI compares the policies against.
+factor and channel (with `ai_tool+held`: a model's call the AI gateway asks to hold as an
+approval request, Cedar's `context.held`), decided by a policy set, for review (`ramparts
+policy diff`) and for the committed snapshots that CI compares the policies against.
 
 There is one matrix per snapshot (`Scope`): the runtime's (`policy/decisions.json`: the
 admin and no role x the runtime's actions, decided by the runtime's policies alone), and one
@@ -30,6 +31,7 @@ from ramparts.policy.engine import (
 )
 
 __all__ = [
+    "CHANNELS",
     "ME",
     "SNAPSHOT",
     "SOMEONE",
@@ -52,6 +54,11 @@ RELATIONS = ("same", "other")  # the resource's tenant (or a model endpoint's re
 # someone else of the tenant; `None` there is no such party.
 ME, SOMEONE = "matrix-principal", "matrix-someone-else"
 AMRS = {"otp": frozenset({"pwd", "otp"}), "webauthn": frozenset({"pwd", "hwk"})}
+#: The matrix's channels: each Cedar channel, and a model's call held for approval.
+CHANNELS: tuple[tuple[str, Channel, bool], ...] = (
+    *((channel.value, channel, False) for channel in Channel),
+    (f"{Channel.AI_TOOL.value}+held", Channel.AI_TOOL, True),
+)
 HOME, ELSEWHERE = ("tenant-a", "eu"), ("tenant-b", "us")
 
 
@@ -91,7 +98,7 @@ class Cell:
     relation: str
     sensitivity: str
     amr: str
-    channel: str
+    channel: str  # a `Channel`'s value, or `ai_tool+held`
 
     @property
     def key(self) -> str:
@@ -107,14 +114,18 @@ class Change:
     new: bool
 
 
-def _requests(scope: Scope) -> Iterator[tuple[Cell, tuple[Subject, PolicyAction, Target, Channel]]]:
+Request = tuple[Subject, PolicyAction, Target, Channel, bool]
+
+
+def _requests(scope: Scope) -> Iterator[tuple[Cell, Request]]:
+    """Each cell with what it asks `PolicyEngine.decide` (the last item: held)."""
     tenant, region = HOME
     for role, action in itertools.product(scope.roles, scope.actions):
         relations = scope.parties.get(action.entity_type) or {r: {} for r in RELATIONS}
-        for relation, sensitivity, amr, channel in itertools.product(
-            relations, SENSITIVITIES, AMRS, Channel
+        for relation, sensitivity, amr, (name, channel, held) in itertools.product(
+            relations, SENSITIVITIES, AMRS, CHANNELS
         ):
-            cell = Cell(role, action.qualified, relation, sensitivity, amr, channel.value)
+            cell = Cell(role, action.qualified, relation, sensitivity, amr, name)
             other_tenant, other_region = ELSEWHERE if relation == "other" else HOME
             subject = Subject(
                 id=ME,
@@ -135,7 +146,7 @@ def _requests(scope: Scope) -> Iterator[tuple[Cell, tuple[Subject, PolicyAction,
                 region=other_region,
                 parties=parties,
             )
-            yield cell, (subject, action, target, channel)
+            yield cell, (subject, action, target, channel, held)
 
 
 def cells(scope: Scope) -> Iterator[Cell]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,10 +41,21 @@ __all__ = [
 @dataclass(frozen=True)
 class RequestContext:
     """What the request says about itself beyond who and what: its channel, and the data
-    region of the caller's tenant."""
+    region of the caller's tenant. `held` (Cedar's `context.held`): the AI gateway asks
+    whether a model's call that it will not run by itself may wait as an approval request for
+    a different person; only ever on the `ai_tool` channel."""
 
     channel: Channel
     region: str
+    held: bool = False
+
+    def __post_init__(self) -> None:
+        if self.held and self.channel is not Channel.AI_TOOL:
+            raise ValueError(f"a request on the {self.channel.value} channel is never held")
+
+    def holding(self) -> RequestContext:
+        """This `ai_tool` context, asking whether the call may be held for approval."""
+        return replace(self, held=True)
 
 
 class TenantRegions:
@@ -125,7 +136,7 @@ class Authorizer:
     ) -> PolicyDecision:
         """What Cedar says, unrecorded: for what to offer (a tool list), never to act on."""
         return self._engine.decide(
-            subject_of(principal, context.region), action, resource, context.channel
+            subject_of(principal, context.region), action, resource, context.channel, context.held
         )
 
     def refuses_outright(
@@ -135,7 +146,9 @@ class Authorizer:
         sensitivity: unrecorded, for refusing early (see `PolicyEngine.refuses_outright`)."""
         subject = subject_of(principal, context.region)
         return all(
-            self._engine.refuses_outright(subject, action, sensitivity, context.channel)
+            self._engine.refuses_outright(
+                subject, action, sensitivity, context.channel, context.held
+            )
             for sensitivity in SENSITIVITIES
         )
 
@@ -172,18 +185,22 @@ class Authorizer:
         context: RequestContext,
         decision: PolicyDecision,
     ) -> Event:
-        """The audit event of a decision, for a caller that records a batch of them."""
+        """The audit event of a decision, for a caller that records a batch of them (a
+        held request's says `"held": true`)."""
+        details: dict[str, object] = {
+            "action": action.qualified,
+            "channel": context.channel.value,
+            "sensitivity": resource.sensitivity,
+            "errors": list(decision.errors),
+        }
+        if context.held:
+            details["held"] = True
         return Event(
             actor_of(principal),
             Action.AUTHORIZATION_DECIDED,
             Resource(resource.type, resource.id, {"tenant": resource.tenant}),
             Decision.ALLOW if decision.allowed else Decision.DENY,
-            {
-                "action": action.qualified,
-                "channel": context.channel.value,
-                "sensitivity": resource.sensitivity,
-                "errors": list(decision.errors),
-            },
+            details,
             decision.policy_ids,
         )
 
@@ -216,7 +233,9 @@ class Authorizer:
         recorded as one event that counts what was withheld."""
         subject = subject_of(principal, context.region)
         kept = [
-            r for r in resources if self._engine.decide(subject, action, r, context.channel).allowed
+            r
+            for r in resources
+            if self._engine.decide(subject, action, r, context.channel, context.held).allowed
         ]
         if len(kept) < len(resources):
             await self._audit.record(

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from ramparts.apps import App, AppPolicy, AppServices
 from ramparts.policy.matrix import ME, SOMEONE
-from ramparts.quotes import views
+from ramparts.quotes import approval_views, views
 from ramparts.quotes.actions import NAMESPACE, QuoteAction
 from ramparts.quotes.demo import QUOTES_DEMO
 from ramparts.quotes.roles import FINANCE, ROLES
@@ -31,7 +31,10 @@ QUOTE_PARTIES: dict[str, dict[str, str | None]] = {
 
 
 def _routers(services: AppServices) -> Sequence[APIRouter]:
-    return (views.build_router(services.bearer, services.authorizer),)
+    return (
+        views.build_router(services.bearer, services.authorizer),
+        approval_views.build_router(services),
+    )
 
 
 QUOTES = App(
@@ -39,7 +42,7 @@ QUOTES = App(
     title="Vendor quotes: requests, AI-drafted proposals, deposits",
     roles=ROLES,
     routers=_routers,
-    tools=lambda registry, _services: register_quote_tools(registry),
+    tools=register_quote_tools,
     policy=AppPolicy(
         namespace=NAMESPACE,
         folder=Path(__file__).resolve().parent / "policy",

@@ -4,10 +4,17 @@ Titles, descriptions and line items are written by the other party of a quote (a
 the seller, a seller's proposal for the buyer), so no tool declares them trusted; ids,
 statuses and currencies come from the database, and each tool declares exactly those (not
 totals: they are computed from line items others wrote).
+
+The money tools (`charge_deposit`, `issue_refund`, `disburse_deposit`) are Finance's: risk
+`high` and `always_held`, so a model's call never runs by itself. It becomes an approval
+request (when Cedar lets it wait: `context.held`, money roles only) and runs once, as the
+Finance user who asked, when a second Finance user approves it. A person's own refund or
+disbursement request (`approval_views`) is a request of the same tool.
 """
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from typing import Any
 
@@ -20,12 +27,16 @@ from ramparts.ai.tools import (
     ToolRun,
     uuid_argument,
 )
+from ramparts.apps import AppServices
+from ramparts.payments import records
+from ramparts.payments.connection import PspConnection
 from ramparts.policy.engine import Target
+from ramparts.quotes import four_eyes
 from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteStatus
 from ramparts.quotes.services import LineItem, Party, QuoteService, QuoteWithItems, quote_target
 
-__all__ = ["register_quote_tools"]
+__all__ = ["money_tools", "register_quote_tools"]
 
 UUID = {"type": "string", "format": "uuid", "pattern": "^[0-9a-f-]{36}$"}
 ITEM = {
@@ -159,7 +170,14 @@ async def _draft(run: ToolRun) -> dict[str, Any]:
     return {"quote_id": str(quote.id), "total_minor": shown["total_minor"], "proposal": proposal}
 
 
-def register_quote_tools(registry: ToolRegistry) -> None:
+def register_quote_tools(registry: ToolRegistry, services: AppServices | None = None) -> None:
+    """The app's tools; the money tools reach the PSP through `services` (without them, as
+    in a test of the declarations, a money call is refused: payments are not set up)."""
+    for tool in money_tools(
+        services.psp if services is not None else None,
+        services.public_url if services is not None else "",
+    ):
+        registry.register(tool)
     registry.register(
         Tool(
             name="list_quotes",
@@ -248,3 +266,180 @@ def register_quote_tools(registry: ToolRegistry) -> None:
             trusted=frozenset({"/quote_id"}),
         )
     )
+
+
+# --- money: Finance's, always held for a second Finance user ---------------------------------
+
+AMOUNT = {"type": "integer", "minimum": 1, "maximum": 99_999_999}
+PAYMENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": UUID,
+        "quote_id": UUID,
+        "status": {"type": "string"},
+        "amount": {"type": "integer"},
+        "currency": {"type": "string"},
+        "psp_id": {"type": ["string", "null"]},
+        "checkout_url": {"type": "string"},
+    },
+    "required": ["id", "quote_id", "status", "amount", "currency", "psp_id", "checkout_url"],
+    "additionalProperties": False,
+}
+REFUND: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "refund_id": UUID,
+        "psp_id": {"type": "string"},
+        "payment_id": UUID,
+        "amount": {"type": "integer"},
+        "currency": {"type": "string"},
+        "status": {"type": "string"},
+    },
+    "required": ["refund_id", "psp_id", "payment_id", "amount", "currency", "status"],
+    "additionalProperties": False,
+}
+DISBURSEMENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "disbursement_id": UUID,
+        "psp_id": {"type": "string"},
+        "payment_id": UUID,
+        "quote_id": UUID,
+        "amount": {"type": "integer"},
+        "currency": {"type": "string"},
+        "status": {"type": "string"},
+    },
+    "required": [
+        "disbursement_id",
+        "psp_id",
+        "payment_id",
+        "quote_id",
+        "amount",
+        "currency",
+        "status",
+    ],
+    "additionalProperties": False,
+}
+#: The money tools' arguments, as the routes that request them directly send them too.
+CHARGE_ARGUMENTS = {
+    "type": "object",
+    "properties": {"quote_id": UUID, "amount": AMOUNT},
+    "required": ["quote_id"],
+    "additionalProperties": False,
+}
+REFUND_ARGUMENTS = {
+    "type": "object",
+    "properties": {"payment_id": UUID, "amount": AMOUNT},
+    "required": ["payment_id", "amount"],
+    "additionalProperties": False,
+}
+DISBURSE_ARGUMENTS = {
+    "type": "object",
+    "properties": {"quote_id": UUID, "amount": AMOUNT},
+    "required": ["quote_id", "amount"],
+    "additionalProperties": False,
+}
+
+
+async def _deposit_target(run: ToolRun) -> Target:
+    return four_eyes.deposit_target(await _quote(run))
+
+
+async def _refund_target(run: ToolRun) -> Target:
+    payment = await records.by_id(run.session, uuid_argument(run, "payment_id"))
+    quote = None
+    if payment is not None:
+        quote = await four_eyes.quote_of(run.session, run.principal.tenant_id, payment)
+    if payment is None or quote is None:  # another tenant's is invisible under RLS: alike
+        raise ToolError("no such payment")
+    return four_eyes.refund_target(payment, quote)
+
+
+async def _disbursement_target(run: ToolRun) -> Target:
+    return four_eyes.disbursement_target(await _quote(run))
+
+
+def _every_field(result: dict[str, Any]) -> frozenset[str]:
+    """A money tool's result is the database's and the PSP's own data: every field."""
+    return frozenset(f"/{name}" for name in result["properties"])
+
+
+def _no_payments() -> PspConnection:
+    raise ToolError("payments are not set up")
+
+
+def money_tools(psp: PspConnection | None, public_url: str) -> list[Tool]:
+    """`charge_deposit`, `issue_refund` and `disburse_deposit`, moving money through `psp`."""
+
+    def connection() -> PspConnection:
+        return psp if psp is not None else _no_payments()
+
+    async def charge(run: ToolRun) -> dict[str, Any]:
+        _, _, approval = four_eyes.approved(run)
+        # The quote app's deposit service (`ramparts.quotes.money`), found when it runs.
+        money: Any = importlib.import_module("ramparts.quotes.money")
+        refusal: type[Exception] = getattr(money, "MoneyRefused", ToolError)
+        try:
+            shown: dict[str, Any] = await money.charge_deposit(
+                run.session,
+                four_eyes.adapter(connection()),
+                run.principal,
+                uuid_argument(run, "quote_id"),
+                amount=run.arguments.get("amount"),
+                idempotency_key=str(approval),
+                public_url=public_url,
+            )
+        except refusal as refused:
+            raise ToolError(str(getattr(refused, "detail", None) or refused)) from None
+        return shown
+
+    async def refund(run: ToolRun) -> dict[str, Any]:
+        return await four_eyes.refund(run, connection())
+
+    async def disburse(run: ToolRun) -> dict[str, Any]:
+        return await four_eyes.disburse(run, connection())
+
+    return [
+        Tool(
+            name=four_eyes.CHARGE_TOOL,
+            description="Charge the deposit of an accepted quote (Finance): the buyer then "
+            "pays it on the PSP's page. Waits for a second Finance user's approval.",
+            arguments=CHARGE_ARGUMENTS,
+            result=PAYMENT,
+            action=QuoteAction.DEPOSIT_CHARGE,
+            risk=Risk.HIGH,
+            run=charge,
+            target=_deposit_target,
+            sensitive=frozenset({"quote_id", "amount"}),
+            trusted=_every_field(PAYMENT),
+            always_held=True,
+        ),
+        Tool(
+            name=four_eyes.REFUND_TOOL,
+            description="Refund part or all of a paid deposit to the buyer's card (Finance). "
+            "Waits for a second Finance user's approval.",
+            arguments=REFUND_ARGUMENTS,
+            result=REFUND,
+            action=QuoteAction.REFUND_ISSUE,
+            risk=Risk.HIGH,
+            run=refund,
+            target=_refund_target,
+            sensitive=frozenset({"payment_id", "amount"}),
+            trusted=_every_field(REFUND),
+            always_held=True,
+        ),
+        Tool(
+            name=four_eyes.DISBURSE_TOOL,
+            description="Pay a quote's paid deposit out to its seller (Finance). Waits for a "
+            "second Finance user's approval.",
+            arguments=DISBURSE_ARGUMENTS,
+            result=DISBURSEMENT,
+            action=QuoteAction.DISBURSEMENT_APPROVE,
+            risk=Risk.HIGH,
+            run=disburse,
+            target=_disbursement_target,
+            sensitive=frozenset({"quote_id", "amount"}),
+            trusted=_every_field(DISBURSEMENT),
+            always_held=True,
+        ),
+    ]

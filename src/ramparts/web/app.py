@@ -245,7 +245,9 @@ def create_app(
     # Routes are matched in the order they are added: the busiest API first (no two routers
     # share a path, so the order changes only how soon a request finds its route).
     psp = PspConnection(kms, api_base=settings.psp_api_base)
-    services = AppServices(database, identity.bearer, authorizer, audit, fields, psp)
+    services = AppServices(
+        database, identity.bearer, authorizer, audit, fields, psp, settings.public_url
+    )
     plugged_routers = [r for a in plugged_in for r in app_routers(a, services)]
     for router in plugged_routers:
         app.include_router(router)
