@@ -100,16 +100,19 @@ class VelocityExceeded(Exception):  # noqa: N818 - an outcome, like the problem 
         self.detail = detail
 
 
-# Every statement is a constant; the tenant is the session's (row-level security).
+# Every statement is a constant. The tenant is the session's: row-level security confines
+# them to it, and each names it too, so a missing policy and a forgotten filter (or a role
+# that bypasses row-level security) are each caught by the other.
+_TENANT = "tenant_id = current_setting('app.tenant_id')::uuid"
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _NOW = text("SELECT now()")
 _CARD_ATTEMPTS = text(
-    "SELECT created_at FROM payment_attempts WHERE card_fingerprint = :fingerprint "
-    "AND created_at > :since ORDER BY created_at"
+    f"SELECT created_at FROM payment_attempts WHERE {_TENANT} "  # noqa: S608 - a constant
+    "AND card_fingerprint = :fingerprint AND created_at > :since ORDER BY created_at"
 )
 _PAYER_ATTEMPTS = text(
-    "SELECT created_at, amount, currency FROM payment_attempts WHERE payer_id = :payer "
-    "AND created_at > :since ORDER BY created_at"
+    f"SELECT created_at, amount, currency FROM payment_attempts WHERE {_TENANT} "  # noqa: S608
+    "AND payer_id = :payer AND created_at > :since ORDER BY created_at"
 )
 _INSERT = text(
     "INSERT INTO payment_attempts (tenant_id, id, payment_id, payer_id, card_fingerprint, "
@@ -117,7 +120,8 @@ _INSERT = text(
     ":fingerprint, :amount, :currency)"
 )
 _OUTCOME = text(
-    "UPDATE payment_attempts SET outcome = :outcome, decline_code = :code WHERE id = :id"
+    "UPDATE payment_attempts SET outcome = :outcome, decline_code = :code "  # noqa: S608
+    f"WHERE {_TENANT} AND id = :id"
 )
 
 
