@@ -61,7 +61,9 @@ class _Requests:
         self._authorizer = services.authorizer
         self._audit = services.audit
         # The tools the requests are of: their schemas check the arguments stored.
-        self._tools = {tool.name: tool for tool in money_tools(services.psp, services.public_url)}
+        self._tools = {
+            tool.name: tool for tool in money_tools(services.psp, services.settings.public_url)
+        }
 
     async def require(
         self, session: AsyncSession, principal: Principal, action: PolicyAction, target: Target

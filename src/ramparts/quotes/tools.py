@@ -14,7 +14,6 @@ disbursement request (`approval_views`) is a request of the same tool.
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from typing import Any
 
@@ -31,7 +30,7 @@ from ramparts.apps import AppServices
 from ramparts.payments import records
 from ramparts.payments.connection import PspConnection
 from ramparts.policy.engine import Target
-from ramparts.quotes import four_eyes
+from ramparts.quotes import four_eyes, money
 from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteStatus
 from ramparts.quotes.services import LineItem, Party, QuoteService, QuoteWithItems, quote_target
@@ -175,7 +174,7 @@ def register_quote_tools(registry: ToolRegistry, services: AppServices | None = 
     in a test of the declarations, a money call is refused: payments are not set up)."""
     for tool in money_tools(
         services.psp if services is not None else None,
-        services.public_url if services is not None else "",
+        services.settings.public_url if services is not None else "",
     ):
         registry.register(tool)
     registry.register(
@@ -376,22 +375,17 @@ def money_tools(psp: PspConnection | None, public_url: str) -> list[Tool]:
 
     async def charge(run: ToolRun) -> dict[str, Any]:
         _, _, approval = four_eyes.approved(run)
-        # The quote app's deposit service (`ramparts.quotes.money`), found when it runs.
-        money: Any = importlib.import_module("ramparts.quotes.money")
-        refusal: type[Exception] = getattr(money, "MoneyRefused", ToolError)
-        try:
-            shown: dict[str, Any] = await money.charge_deposit(
-                run.session,
-                four_eyes.adapter(connection()),
-                run.principal,
-                uuid_argument(run, "quote_id"),
-                amount=run.arguments.get("amount"),
-                idempotency_key=str(approval),
-                public_url=public_url,
-            )
-        except refusal as refused:
-            raise ToolError(str(getattr(refused, "detail", None) or refused)) from None
-        return shown
+        # The deposit service the route runs too; a refusal is already a `ToolError` whose
+        # message is its detail.
+        return await money.charge_deposit(
+            run.session,
+            four_eyes.adapter(connection()),
+            run.principal,
+            uuid_argument(run, "quote_id"),
+            amount=run.arguments.get("amount"),
+            idempotency_key=str(approval),
+            public_url=public_url,
+        )
 
     async def refund(run: ToolRun) -> dict[str, Any]:
         return await four_eyes.refund(run, connection())
