@@ -152,3 +152,33 @@ def test_a_buyers_or_sellers_model_gets_no_money_tool(
     assert outcomes(answer) == [(name, "refused", "not available to you") for name in MONEY_TOOLS]
     assert world.approvals() == []
     assert world.held(payment) == DEPOSIT
+
+
+def test_an_approved_charge_deposit_runs_the_deposit_service_once(
+    world: World, serve_app: Callable[..., httpx.Client], tmp_path: Path
+) -> None:
+    quote = world.accepted_quote()
+    live = with_model(
+        world, serve_app, tmp_path, call("charge_deposit", quote_id=quote), {"text": "Asked."}
+    )
+    finance = live.people["finance"].headers
+    [(_, status, _)] = outcomes(ask(live.server, finance, f"Charge the deposit of quote {quote}"))
+    assert status == "pending_approval"
+    [request] = world.approvals()
+    approved = live.decide("finance2", str(request["id"]))
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "executed"
+    payment = approved.json()["result"]
+    assert (payment["quote_id"], payment["status"]) == (quote, "requires_payment_method")
+    # One PaymentIntent at the PSP, the one the payment names, for the quote's deposit.
+    intent = world.buyer_at_psp().v1.payment_intents.retrieve(payment["psp_id"])
+    assert (intent.amount, intent.metadata["ramparts_payment"]) == (
+        payment["amount"],
+        payment["id"],
+    )
+    listed = live.server.get(f"/api/payments?quote_id={quote}", headers=finance)
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"] if isinstance(listed.json(), dict) else listed.json()
+    assert [p["id"] for p in items] == [payment["id"]]
+    # Approving it again makes nothing more.
+    assert live.decide("finance2", str(request["id"])).status_code == 409
