@@ -5,6 +5,7 @@ real `ramparts worker` process, on real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 import uuid
@@ -15,14 +16,18 @@ import httpx
 import psycopg
 import pytest
 import stripe
+from alembic import command
 from procrastinate import App, JobContext
+from procrastinate import sql as procrastinate_sql
 from procrastinate.jobs import Job
 from pydantic import SecretStr
 
 from ramparts.alerts import Alerter
+from ramparts.apps import installed_apps, migration_branches
 from ramparts.config import Settings
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, DatabaseUrls, libpq
+from ramparts.db.migrate import _config, current_revisions, upgrade
 from ramparts.payments.jobs import (
     EVENT_TASK,
     PERIODIC,
@@ -378,3 +383,50 @@ async def test_jobs_of_a_lost_worker_are_taken_back_once(
     assert owner_query(
         quiet_db, "SELECT status::text, attempts FROM procrastinate_jobs WHERE id = %s", job[0]
     ) == [("todo", 1)]
+
+
+def test_the_runtime_role_holds_only_what_the_queue_needs(quiet_db: DatabaseUrls) -> None:
+    # What procrastinate's own queries call, read from the installed package.
+    called = {
+        name
+        for query in procrastinate_sql.queries.values()
+        for name in re.findall(r"\b(procrastinate_\w+)\(", query)
+    }
+    functions = owner_query(
+        quiet_db,
+        "SELECT proname::text, has_function_privilege('ramparts_app', oid, 'EXECUTE'), "
+        "has_function_privilege('public', oid, 'EXECUTE') FROM pg_proc "
+        "WHERE proname LIKE 'procrastinate%%'",
+    )
+    assert {name for name, _, _ in functions} > called  # triggers' functions too
+    for name, runtime, public in functions:
+        assert runtime == (name in called), name
+        assert not public, name
+    with psycopg.connect(libpq(quiet_db.app), autocommit=True) as conn:
+        for statement in (
+            "TRUNCATE procrastinate_jobs",
+            "DELETE FROM procrastinate_events",
+            "UPDATE procrastinate_events SET type = 'failed'",
+            "DELETE FROM job_failures",
+            "SELECT procrastinate_retry_job_v1(1, now(), NULL, NULL, NULL)",
+            "DROP TABLE procrastinate_jobs",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_the_jobs_migration_goes_down_and_up_again(
+    make_database: Callable[..., DatabaseUrls],
+) -> None:
+    urls = make_database()
+    config = _config(urls.owner, migration_branches(installed_apps().values()))
+    command.downgrade(config, "0023_payment_records")
+    left = owner_query(
+        urls,
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'procrastinate%%' "
+        "UNION ALL SELECT count(*) FROM pg_proc WHERE proname LIKE 'procrastinate%%' "
+        "UNION ALL SELECT count(*) FROM pg_type WHERE typname LIKE '%%procrastinate%%'",
+    )
+    assert left == [(0,), (0,), (0,)]
+    upgrade(urls, migration_branches(installed_apps().values()))
+    assert "0024_jobs" in current_revisions(urls.owner)
