@@ -428,6 +428,9 @@ def test_demo_runs_on_the_embedded_database(tmp_path: Path) -> None:
         assert me["tenant"] == report["tenants"][0]["id"]
     assert demo.process.returncode == 128 + signal.SIGTERM  # stopped by our SIGTERM
     assert "buyer@acme.test" in demo.output
+    # The job worker ran beside the server and stopped with it.
+    assert "worker_started" in demo.output
+    assert "worker_stopped" in demo.output
     deadline = time.monotonic() + 10
     while (tmp_path / "pgdata" / "postmaster.pid").exists():  # the server stops with us
         assert time.monotonic() < deadline, "embedded PostgreSQL kept running"

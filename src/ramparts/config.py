@@ -151,6 +151,12 @@ class Settings(BaseSettings):
     psp: PspBackend = PspBackend.SANDBOX
     # Where alerts are POSTed as JSON besides the counter and the log (`ramparts.alerts`).
     alert_webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    # The job worker (`ramparts worker`): how many times a job runs before it is dead-lettered,
+    # the first retry's delay (doubling each time, with jitter, at most an hour), and how long
+    # a worker may stay silent before its running jobs are taken back and retried.
+    job_max_attempts: int = Field(default=8, ge=1, le=100)
+    job_retry_seconds: float = Field(default=15.0, gt=0, le=3600)
+    worker_stalled_seconds: float = Field(default=30.0, ge=1, le=3600)
     # Where the PSP's API is: the sandbox's loopback address (set by `demo`, or by `serve`
     # when it starts the sandbox); unset with `stripe`: Stripe's own.
     psp_api_base: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+$")

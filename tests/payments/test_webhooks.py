@@ -131,6 +131,32 @@ def test_a_signed_event_is_stored_once_in_its_tenant(
     assert stored(urls, document["id"]) == rows
 
 
+def test_a_stored_event_has_its_job_deferred_once(
+    client: httpx.Client, tenant: uuid.UUID, urls: DatabaseUrls
+) -> None:
+    """Stored and deferred in one transaction: one job per event, however often delivered."""
+    document = event(tenant)
+    body, headers = signed(document)
+    for _ in range(3):
+        assert post(client, body, headers).status_code == 200
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as conn:
+        jobs = conn.execute(
+            "SELECT task_name, lock, queueing_lock, args, status::text FROM procrastinate_jobs "
+            "WHERE lock = %s",
+            (f"psp_event:{document['id']}",),
+        ).fetchall()
+    lock = f"psp_event:{document['id']}"
+    assert jobs == [
+        (
+            "ramparts.payments.process_psp_event",
+            lock,
+            lock,
+            {"tenant_id": str(tenant), "event_id": document["id"]},
+            "todo",
+        )
+    ]
+
+
 def test_a_signed_event_holding_card_like_digits_is_stored(
     client: httpx.Client, tenant: uuid.UUID, urls: DatabaseUrls
 ) -> None:
@@ -319,9 +345,14 @@ def test_rotation_keeps_the_previous_secret_for_its_window(
 def test_the_runtime_role_cannot_rewrite_or_delete_an_event(
     urls: DatabaseUrls, tenant: uuid.UUID
 ) -> None:
+    # The worker moves an event's state (migration 0024), nothing else of it.
     with psycopg.connect(libpq(urls.app)) as conn:
         conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant),))
-        for statement in ("UPDATE psp_events SET state = 'pending'", "DELETE FROM psp_events"):
+        for statement in (
+            "UPDATE psp_events SET payload = '{}'::jsonb",
+            "UPDATE psp_events SET object_id = 'pi_other', state = 'processed'",
+            "DELETE FROM psp_events",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
             conn.rollback()

@@ -21,6 +21,7 @@ from ramparts.cli.audit import audit_app
 from ramparts.cli.clients import clients_app
 from ramparts.cli.common import UsageError
 from ramparts.cli.demo import demo, seed_demo_command
+from ramparts.cli.dlq import dlq_app
 from ramparts.cli.idp import idp_app
 from ramparts.cli.keys import keys_app
 from ramparts.cli.killswitch import killswitch
@@ -31,6 +32,7 @@ from ramparts.cli.secret_scan import secrets_app
 from ramparts.cli.server import migrate, serve_command
 from ramparts.cli.tenants import tenants_app
 from ramparts.cli.webhook_secrets import webhook_secret_app
+from ramparts.cli.worker import worker
 from ramparts.config import ConfigError
 from ramparts.crypto.fields import FieldDecryptionError
 from ramparts.crypto.keys import KeyShreddedError
@@ -54,6 +56,7 @@ app = typer.Typer(
 app.command()(migrate)
 app.command("seed-demo")(seed_demo_command)
 app.command("serve")(serve_command)
+app.command()(worker)
 app.command()(demo)
 app.command()(killswitch)
 app.add_typer(apps_app, name="apps")
@@ -63,6 +66,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(idp_app, name="idp")
 app.add_typer(audit_app, name="audit")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(policy_app, name="policy")
 app.add_typer(secrets_app, name="secrets")
 psp_app = typer.Typer(help="The payment service provider (PSP).", no_args_is_help=True)

@@ -15,6 +15,7 @@ from ramparts.config import Profile, Settings, load_settings
 from ramparts.crypto.backends import open_kms
 from ramparts.db.engine import Database, DatabaseUrls, open_database
 from ramparts.demo import seed_demo
+from ramparts.payments.jobs import WorkerThread
 from ramparts.runtime import serve
 
 __all__ = ["DEMO_CREDENTIALS", "demo", "seed_demo_command"]
@@ -95,7 +96,8 @@ def seed_demo_command(as_json: JsonOption = False) -> None:
 
 
 def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
-    """Start the database, migrate, seed the demo data and serve it: one command."""
+    """Start the database, migrate, seed the demo data and serve it with a job worker: one
+    command."""
     settings = load_settings()
     _require_dev(settings, "demo")
     if "public_url" not in settings.model_fields_set:
@@ -108,4 +110,10 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
             report = _seed(settings, urls)
         _print_credentials(settings, report)
         console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
-        serve(settings, urls, host=host, port=port)
+        # The job worker (PSP events) runs on a thread of this process: it shares the
+        # settings and the embedded database the server uses, and stops with it.
+        worker = WorkerThread(settings, urls.app, open_kms(settings)).start()
+        try:
+            serve(settings, urls, host=host, port=port)
+        finally:
+            worker.stop()

@@ -37,6 +37,7 @@ __all__ = [
     "API_KEY_SECRET",
     "TENANT_METADATA_KEY",
     "BalanceTransaction",
+    "Charge",
     "PaymentIntent",
     "PaymentMethod",
     "Payout",
@@ -131,6 +132,19 @@ class BalanceTransaction:
     source: str | None
     status: str
     created: int
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A PaymentIntent's charge: the money that reached the PSP, and what the PSP kept of it
+    (`balance_transaction.fee`; None until the PSP has booked it)."""
+
+    id: str
+    status: str
+    amount: int
+    currency: str
+    payment_intent: str
+    balance_transaction: BalanceTransaction | None
 
 
 def derive_idempotency_key(tenant_id: uuid.UUID, operation: str, key: str) -> str:
@@ -400,6 +414,63 @@ class StripePsp:
             currency=payout.currency,
         )
 
+    async def retrieve_charge(self, intent: PaymentIntent) -> Charge:
+        """The latest charge of `intent` (one of the caller's, as `retrieve_payment_intent`
+        returned it), with its balance transaction. The charge must name that intent: it is
+        the intent's tenant tag that makes it the caller's."""
+        if intent.latest_charge is None:
+            raise PspNotFoundError("the payment intent has no charge at the PSP")
+        try:
+            charge = await self._client.v1.charges.retrieve_async(
+                intent.latest_charge, params={"expand": ["balance_transaction"]}
+            )
+        except stripe.StripeError as exc:
+            raise _error("retrieve charge", exc) from None
+        if _id_of(getattr(charge, "payment_intent", None)) != intent.id:
+            raise PspNotFoundError("no such charge at the PSP")
+        booked = getattr(charge, "balance_transaction", None)
+        return Charge(
+            id=charge.id,
+            status=str(charge.status),
+            amount=charge.amount,
+            currency=charge.currency,
+            payment_intent=intent.id,
+            balance_transaction=_balance_transaction(booked)
+            if booked is not None and not isinstance(booked, str)
+            else None,
+        )
+
+    async def retrieve_refund(self, tenant_id: uuid.UUID, refund_id: str) -> Refund:
+        """One of `tenant_id`'s refunds as the PSP has it now."""
+        try:
+            refund = await self._client.v1.refunds.retrieve_async(refund_id)
+        except stripe.StripeError as exc:
+            raise _error("retrieve refund", exc) from None
+        metadata = refund.metadata.to_dict() if refund.metadata else {}
+        if _tenant_of(metadata) != tenant_id:
+            raise PspNotFoundError("no such refund at the PSP")
+        return Refund(
+            id=refund.id,
+            status=str(refund.status),
+            amount=refund.amount,
+            currency=refund.currency,
+            payment_intent=_id_of(getattr(refund, "payment_intent", None)),
+        )
+
+    async def retrieve_payout(self, tenant_id: uuid.UUID, payout_id: str) -> Payout:
+        """One of `tenant_id`'s payouts (tagged with its tenant when created) as the PSP has
+        it now."""
+        try:
+            payout = await self._client.v1.payouts.retrieve_async(payout_id)
+        except stripe.StripeError as exc:
+            raise _error("retrieve payout", exc) from None
+        metadata = payout.metadata.to_dict() if payout.metadata else {}
+        if _tenant_of(metadata) != tenant_id:
+            raise PspNotFoundError("no such payout at the PSP")
+        return Payout(
+            id=payout.id, status=str(payout.status), amount=payout.amount, currency=payout.currency
+        )
+
     async def balance_transactions(
         self, *, created_from: int | None = None, created_until: int | None = None
     ) -> list[BalanceTransaction]:
@@ -418,20 +489,7 @@ class StripePsp:
                     break
                 if created_until is not None and item.created >= created_until:
                     continue
-                found.append(
-                    BalanceTransaction(
-                        id=item.id,
-                        type=str(item.type),
-                        amount=item.amount,
-                        fee=item.fee,
-                        # The sandbox sends no `net`; Stripe defines it as amount minus fee.
-                        net=getattr(item, "net", item.amount - item.fee),
-                        currency=item.currency,
-                        source=_id_of(item.source),
-                        status=str(item.status),
-                        created=item.created,
-                    )
-                )
+                found.append(_balance_transaction(item))
         except stripe.StripeError as exc:
             raise _error("list balance transactions", exc) from None
         return found
@@ -468,6 +526,21 @@ class _HttpxClient(stripe.HTTPXClient):
         if body:
             kwargs["content"] = body
         return [args, kwargs]
+
+
+def _balance_transaction(item: stripe.BalanceTransaction) -> BalanceTransaction:
+    return BalanceTransaction(
+        id=item.id,
+        type=str(item.type),
+        amount=item.amount,
+        fee=item.fee,
+        # The sandbox sends no `net`; Stripe defines it as amount minus fee.
+        net=getattr(item, "net", item.amount - item.fee),
+        currency=item.currency,
+        source=_id_of(item.source),
+        status=str(item.status),
+        created=item.created,
+    )
 
 
 def _id_of(value: object) -> str | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,6 +21,7 @@ from typing import Any
 import psycopg
 import structlog
 from psycopg.types.json import Jsonb
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.db.engine import Database, Opening, opened
 from ramparts.payments.tenancy import tenant_of
@@ -26,6 +29,7 @@ from ramparts.payments.tenancy import tenant_of
 __all__ = [
     "HANDLED_TYPE_PREFIXES",
     "EventRefused",
+    "OnStored",
     "Outcome",
     "PspEvents",
     "Receipt",
@@ -34,9 +38,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-#: The events the runtime acts on: payments and their charges and refunds. Deny by default:
-#: any other type is acknowledged and dropped.
-HANDLED_TYPE_PREFIXES = ("payment_intent.", "charge.", "refund.")
+#: The events the runtime acts on: payments and their charges and refunds, and payouts (the
+#: disbursements). Deny by default: any other type is acknowledged and dropped.
+HANDLED_TYPE_PREFIXES = ("payment_intent.", "charge.", "refund.", "payout.")
 MAX_ID_CHARS = 255
 #: The shapes the table's checks hold them to, checked first to refuse in words.
 EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
@@ -45,6 +49,11 @@ EVENT_TYPE = re.compile(r"[a-z_]+(\.[a-z_]+){1,4}")
 #: Sets the tenant and stores the event in the transaction's first round trip (migration
 #: 0021); answers whether the event was new.
 STORE = "ramparts_store_psp_event"
+
+
+#: Called in the storing transaction once an event is newly stored (the webhook route defers
+#: its job there): the session, the event's tenant, the event id.
+OnStored = Callable[[AsyncSession, uuid.UUID, str], Awaitable[None]]
 
 
 class Outcome(StrEnum):
@@ -122,9 +131,17 @@ class PspEvents:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def store(self, event: Event, *, signed_at: int, body: str | None = None) -> Receipt:
+    async def store(
+        self,
+        event: Event,
+        *,
+        signed_at: int,
+        body: str | None = None,
+        on_stored: OnStored | None = None,
+    ) -> Receipt:
         """Store `event` (parsed from `body`, the JSON as received, stored as it came: no
-        second serialization) unless it is ignored or already stored."""
+        second serialization) unless it is ignored or already stored; `on_stored` runs in
+        the same transaction when it is new."""
         if not event.type.startswith(HANDLED_TYPE_PREFIXES):
             return self._ignored(event, "event type not handled")
         tenant = tenant_of(event.psp_object)
@@ -145,6 +162,8 @@ class PspEvents:
                 tenant, opening=Opening(STORE, arguments)
             ) as session:
                 new = opened(session)
+                if new and on_stored is not None:
+                    await on_stored(session, tenant, event.id)
         except psycopg.errors.ForeignKeyViolation:
             # The tenant named is not (or no longer) one of ours: a deleted tenant's object.
             return self._ignored(event, "object names an unknown tenant")

@@ -7,17 +7,24 @@ bytes against every active secret (`ramparts.payments.signatures`); only then do
 body rules (strict JSON) run and is the body parsed and stored (`ramparts.payments.psp_events`).
 A refusal is a 400 problem naming the rule broken; an accepted delivery is a 200, whether it
 was stored, a duplicate, or ignored, so the PSP does not send it again.
+
+A newly stored event's job (`ramparts.payments.jobs`) is deferred in the transaction that
+stores it, under a savepoint: a refused defer is logged and the delivery still succeeds (the
+event is stored; the worker's sweep defers it within a minute or two).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 
 import structlog
 from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from ramparts.payments.jobs import defer_psp_event
 from ramparts.payments.psp_events import EventRefused, PspEvents, parse_event
 from ramparts.payments.signatures import SignatureRefused, verify
 from ramparts.payments.webhook_secrets import WebhookSecrets
@@ -30,6 +37,14 @@ WEBHOOK_PATH = "/webhooks/psp"
 SIGNATURE_HEADER = "stripe-signature"
 
 log = structlog.get_logger(__name__)
+
+
+async def _defer(session: AsyncSession, tenant_id: uuid.UUID, event_id: str) -> None:
+    """Defer the stored event's job; a refusal never fails the delivery."""
+    try:
+        await defer_psp_event(session, tenant_id, event_id)
+    except Exception as exc:  # noqa: BLE001 - the event is stored: the sweep defers it
+        log.warning("psp_event_not_deferred", event_id=event_id, error=type(exc).__name__)
 
 
 def build_router(
@@ -66,7 +81,9 @@ def build_router(
             event = parse_event(document)
         except EventRefused as refused:
             raise Problem(400, ProblemType.NOT_AN_EVENT, str(refused)) from None
-        receipt = await events.store(event, signed_at=signed.timestamp, body=body.decode())
+        receipt = await events.store(
+            event, signed_at=signed.timestamp, body=body.decode(), on_stored=_defer
+        )
         answer = {"status": str(receipt.outcome), "event_id": receipt.event_id}
         if receipt.reason:
             answer["reason"] = receipt.reason

@@ -8,13 +8,13 @@ conversation; `api`: a person asked directly, in no conversation), and the datab
 two consistent. Both are decided by the same service, with the same rules.
 
 Revision ID: 0025_direct_approvals
-Revises: 0023_payment_records
+Revises: 0024_jobs
 """
 
 from alembic import op
 
 revision = "0025_direct_approvals"
-down_revision = "0023_payment_records"
+down_revision = "0024_jobs"
 branch_labels = None
 depends_on = None
 

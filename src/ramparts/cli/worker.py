@@ -1,0 +1,39 @@
+"""`ramparts worker`: runs the job queue's worker (PSP events, the periodic sweep) until
+SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from ramparts.config import load_settings
+from ramparts.crypto.backends import open_kms
+from ramparts.db.engine import open_database
+from ramparts.logs import configure_logging
+from ramparts.payments.jobs import run_worker
+
+__all__ = ["worker"]
+
+MAX_CONCURRENCY = 64
+
+
+def worker(
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, max=MAX_CONCURRENCY, help="Jobs run at the same time."),
+    ] = 1,
+) -> None:
+    """Run jobs (verified PSP events, the periodic sweep) until SIGINT or SIGTERM, as the
+    runtime database role; failed jobs are retried with backoff, then dead-lettered (see
+    `ramparts dlq`). Run as many as needed: they share the queue."""
+    settings = load_settings()
+    configure_logging(settings)
+    # procrastinate logs through the standard library: its warnings and errors (a failed
+    # job's exception) to stderr, one line each.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    kms = open_kms(settings)
+    with open_database(settings) as urls:
+        asyncio.run(run_worker(settings, urls.app, kms, concurrency=concurrency))
