@@ -11,10 +11,11 @@ from typing import Any, TextIO
 from ramparts.apps import selected_apps
 from ramparts.cli.common import JsonOption, UsageError, audit_log, console, with_owner
 from ramparts.cli.server import HostOption, PortOption, migrate_database
-from ramparts.config import Profile, Settings, load_settings
+from ramparts.config import Profile, PspBackend, Settings, load_settings
 from ramparts.crypto.backends import open_kms
 from ramparts.db.engine import Database, DatabaseUrls, open_database
 from ramparts.demo import seed_demo
+from ramparts.payments.sandbox_service import sandbox_psp
 from ramparts.runtime import serve
 
 __all__ = ["DEMO_CREDENTIALS", "demo", "seed_demo_command"]
@@ -81,6 +82,13 @@ def _print_credentials(settings: Settings, report: dict[str, Any]) -> None:
     print()
 
 
+def _print_sandbox(settings: Settings) -> None:
+    if settings.psp is PspBackend.SANDBOX and settings.psp_api_base is not None:
+        # Plain print, like the credentials: the address whole on its line.
+        print(f"Sandbox PSP (localstripe) at {settings.psp_api_base}")
+        print(f"  delivering signed events to {settings.public_url}/webhooks/psp")
+
+
 def seed_demo_command(as_json: JsonOption = False) -> None:
     """Create the demo tenants and users, and the served apps' demo data, printing fresh
     passwords (dev only)."""
@@ -107,5 +115,7 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
             migrate_database(settings, urls)
             report = _seed(settings, urls)
         _print_credentials(settings, report)
-        console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
-        serve(settings, urls, host=host, port=port)
+        with sandbox_psp(settings, open_kms(settings)) as settings:
+            _print_sandbox(settings)
+            console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
+            serve(settings, urls, host=host, port=port)

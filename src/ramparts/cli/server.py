@@ -19,6 +19,7 @@ from ramparts.db.engine import Database, DatabaseUrls, open_database
 from ramparts.db.migrate import upgrade
 from ramparts.identity.services import Provisioning
 from ramparts.identity.tokens import overlap_for
+from ramparts.payments.sandbox_service import sandbox_psp
 from ramparts.runtime import guard_production, serve, worker_count
 from ramparts.web.pages import WEB_CLIENT_ID, web_client_redirect_uri
 
@@ -108,7 +109,7 @@ def serve_command(
     # Configuration first: refuse before starting anything.
     worker_count(workers, settings)
     guard_production(settings)
-    with open_database(settings) as urls:
+    with open_database(settings) as urls, sandbox_psp(settings, open_kms(settings)) as settings:
         serve(
             settings,
             urls,
