@@ -1,4 +1,4 @@
-"""What the buyer's browser loads from the PSP (PAY-1, SAQ A): Stripe.js, and the origins the
+"""What the payer's browser loads from the PSP (PAY-1, SAQ A): Stripe.js, and the origins the
 payment page's Content-Security-Policy must allow for it.
 
 Card details are typed into the PSP's own fields (Stripe.js's card element) and sent by it to

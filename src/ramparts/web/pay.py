@@ -1,7 +1,7 @@
-"""The buyer's payment page, `GET /pay/{payment_id}` (PAY-1, SAQ A).
+"""The payer's payment page, `GET /pay/{payment_id}` (PAY-1, SAQ A).
 
-A public HTML page with no data of its own: its script (`static/pay.js`) signs the buyer in
-(the first-party client, PKCE), reads the payment through the API with the buyer's token,
+A public HTML page with no data of its own: its script (`static/pay.js`) signs the payer in
+(the first-party client, PKCE), reads the payment through the API with the payer's token,
 loads the PSP's Stripe.js and mounts the PSP's card element. Card details go from that element
 to the PSP only; the page sends Ramparts the PSP's payment method id. Its response is marked
 for the edge (`PSP_PAGE_HEADER`), which gives this page alone a CSP that allows the PSP's

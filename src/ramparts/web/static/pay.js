@@ -1,4 +1,4 @@
-// The buyer's payment page (PAY-1, SAQ A). Card details are typed into the PSP's own card
+// The payer's payment page (PAY-1, SAQ A). Card details are typed into the PSP's own card
 // element (Stripe.js, from the PSP's origin: the only other origin this page's CSP allows)
 // and go from it to the PSP only; Ramparts is sent the PSP's payment method id.
 //
@@ -27,7 +27,7 @@ const authenticateButton = document.getElementById("pay-authenticate");
 let accessToken = null;
 let stripe = null;
 let card = null;
-let pendingSecret = null; // a client secret whose 3D Secure step the buyer has not done yet
+let pendingSecret = null; // a client secret whose 3D Secure step the payer has not done yet
 
 function base64url(bytes) {
   return btoa(String.fromCharCode(...new Uint8Array(bytes)))
@@ -38,7 +38,7 @@ function randomString() {
   return base64url(crypto.getRandomValues(new Uint8Array(32)));
 }
 
-// What the buyer reads: `state` is for the eye of tests and screen readers alike.
+// What the payer reads: `state` is for the eye of tests and screen readers alike.
 function show(text, state) {
   statusLine.textContent = text;
   statusLine.dataset.state = state;
@@ -164,7 +164,7 @@ async function mountCard(checkout) {
   }
 }
 
-// What a payment's status means to the buyer; true when there is nothing left to wait for.
+// What a payment's status means to the payer; true when there is nothing left to wait for.
 function render(payment) {
   amountCell.textContent = money(payment.amount, payment.currency);
   referenceCell.textContent = payment.id;
@@ -348,5 +348,5 @@ authenticateButton.addEventListener("click", authenticate);
       return;
     }
   }
-  askToSignIn("Sign in to pay this deposit.");
+  askToSignIn("Sign in to pay.");
 })();
