@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from ramparts.apps import selected_apps
@@ -82,11 +84,15 @@ def _print_credentials(settings: Settings, report: dict[str, Any]) -> None:
     print()
 
 
-def _print_sandbox(settings: Settings) -> None:
-    if settings.psp is PspBackend.SANDBOX and settings.psp_api_base is not None:
-        # Plain print, like the credentials: the address whole on its line.
-        print(f"Sandbox PSP (localstripe) at {settings.psp_api_base}")
-        print(f"  delivering signed events to {settings.public_url}/webhooks/psp")
+@contextmanager
+def _sandbox_shown(settings: Settings) -> Iterator[Settings]:
+    """The sandbox PSP beside the demo (`sandbox_psp`), saying where it listens."""
+    with sandbox_psp(settings) as running:
+        if running.psp is PspBackend.SANDBOX and running.psp_api_base is not None:
+            # Plain print, like the credentials: the address whole on its line.
+            print(f"Sandbox PSP (localstripe) at {running.psp_api_base}", flush=True)
+            print(f"  delivering signed events to {running.public_url}/webhooks/psp", flush=True)
+        yield running
 
 
 def seed_demo_command(as_json: JsonOption = False) -> None:
@@ -115,7 +121,5 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
             migrate_database(settings, urls)
             report = _seed(settings, urls)
         _print_credentials(settings, report)
-        with sandbox_psp(settings, open_kms(settings)) as settings:
-            _print_sandbox(settings)
-            console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
-            serve(settings, urls, host=host, port=port)
+        console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
+        serve(settings, urls, host=host, port=port, beside=_sandbox_shown)

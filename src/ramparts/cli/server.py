@@ -109,7 +109,7 @@ def serve_command(
     # Configuration first: refuse before starting anything.
     worker_count(workers, settings)
     guard_production(settings)
-    with open_database(settings) as urls, sandbox_psp(settings, open_kms(settings)) as settings:
+    with open_database(settings) as urls:
         serve(
             settings,
             urls,
@@ -119,4 +119,5 @@ def serve_command(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
+            beside=sandbox_psp,
         )

@@ -1,4 +1,5 @@
-"""The sandbox PSP that `ramparts demo` and `ramparts serve` run beside the server.
+"""The sandbox PSP that `ramparts demo` and `ramparts serve` run beside the server
+(`ramparts.runtime.serve(beside=sandbox_psp)`: entered once the server's checks have passed).
 
 Under `RAMPARTS_PSP=sandbox` (the default outside prod) `sandbox_psp` starts localstripe as a
 child process on loopback (`ramparts.payments.sandbox`), unless `RAMPARTS_PSP_API_BASE` already
@@ -29,6 +30,7 @@ import structlog
 from pydantic import SecretStr
 
 from ramparts.config import PspBackend, Settings
+from ramparts.crypto.backends import open_kms
 from ramparts.crypto.kms import Kms
 from ramparts.payments.psp import API_KEY_SECRET
 from ramparts.payments.sandbox import SANDBOX_API_KEY, Sandbox, register_webhook
@@ -58,12 +60,14 @@ def _prepare(settings: Settings, kms: Kms, api_base: str) -> None:
 
 
 @contextmanager
-def sandbox_psp(settings: Settings, kms: Kms) -> Iterator[Settings]:
+def sandbox_psp(settings: Settings, kms: Kms | None = None) -> Iterator[Settings]:
     """Run the sandbox PSP for as long as the block runs (see the module docstring); yields
-    the settings the server must use."""
+    the settings the server must use. `kms` defaults to the one the settings name."""
     if settings.psp is not PspBackend.SANDBOX:
         yield settings
         return
+    if kms is None:
+        kms = open_kms(settings)
     if settings.psp_api_base is not None:  # one started elsewhere: used, not owned
         _prepare(settings, kms, settings.psp_api_base)
         yield settings
