@@ -154,6 +154,17 @@ class Settings(BaseSettings):
     # Where the PSP's API is: the sandbox's loopback address (set by `demo`, or by `serve`
     # when it starts the sandbox); unset with `stripe`: Stripe's own.
     psp_api_base: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+$")
+    # The PSP's publishable key, for its card fields in the payer's browser (`pk_test_…`,
+    # `pk_live_…`: public by design). Unset: the sandbox's own when RAMPARTS_PSP_API_BASE is
+    # set, otherwise the checkout is unavailable (503 payments-unavailable).
+    psp_publishable_key: str | None = Field(default=None, pattern=r"^pk_(test|live)_[A-Za-z0-9_]+$")
+    # Velocity limits on attempts to pay (`ramparts.payments.velocity`, PAY-2); declines count.
+    # Attempts with one card (by the PSP's fingerprint) per rolling hour, attempts by one payer
+    # per rolling day, and the amount one payer may attempt per rolling day, in minor units of
+    # each currency (50,000.00 in a two-decimal currency).
+    velocity_card_attempts_per_hour: int = Field(default=5, ge=1, le=1000)
+    velocity_payer_attempts_per_day: int = Field(default=10, ge=1, le=10_000)
+    velocity_payer_amount_per_day: int = Field(default=5_000_000, ge=1, le=10**12)
     hsts_max_age: int = Field(default=63_072_000, ge=0)
     # The OIDC issuer and the base of every absolute URL we hand out.
     public_url: str = "http://127.0.0.1:8000"

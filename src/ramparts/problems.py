@@ -63,6 +63,11 @@ class ProblemType(Enum):
     IDEMPOTENCY_KEY_REUSED = ("idempotency-key-reused", "Idempotency-Key reused")
     IDEMPOTENCY_KEY_IN_FLIGHT = ("idempotency-key-in-flight", "Request in progress")
     PAYMENTS_UNAVAILABLE = ("payments-unavailable", "Payments unavailable")
+    # Paying (PAY-2): too many attempts for a card or a payer, a card the PSP declined, and a
+    # second live payment for what is paid already.
+    VELOCITY_LIMIT = ("velocity-limit", "Too many payment attempts")
+    CARD_DECLINED = ("card-declined", "Card declined")
+    PAYMENT_EXISTS = ("payment-exists", "Payment exists")
     # Any other status the framework answers with; titled, like RFC 9457's about:blank, with
     # the status's own phrase.
     HTTP_ERROR = ("http-error", None)

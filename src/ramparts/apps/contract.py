@@ -10,7 +10,7 @@ from fastapi import APIRouter
 
 from ramparts.ai.tools import ToolRegistry
 from ramparts.audit.services import AuditLog
-from ramparts.config import APP_NAME
+from ramparts.config import APP_NAME, Settings
 from ramparts.crypto.sealing import EncryptedColumn, SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.auth import BearerAuthenticator
@@ -40,6 +40,11 @@ class AppServices:
     fields: SealedFields
     #: The PSP adapter, made on first use (`psp()`; 503 problem when payments are not set up).
     psp: PspConnection
+    #: The process's settings (its public URL, the PSP's keys, the payment velocity limits).
+    settings: Settings
+    #: A small pool for short transactions that must outlive the request's own, which rolls
+    #: back on an error answer (a declined payment attempt, which still counts).
+    apart: Database
 
 
 @dataclass(frozen=True)

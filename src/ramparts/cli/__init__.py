@@ -26,6 +26,7 @@ from ramparts.cli.keys import keys_app
 from ramparts.cli.killswitch import killswitch
 from ramparts.cli.ledger import ledger_app
 from ramparts.cli.policy import PolicyInvalidError, policy_app
+from ramparts.cli.psp_sandbox import sandbox_app
 from ramparts.cli.secret_scan import secrets_app
 from ramparts.cli.server import migrate, serve_command
 from ramparts.cli.tenants import tenants_app
@@ -67,6 +68,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(secrets_app, name="secrets")
 psp_app = typer.Typer(help="The payment service provider (PSP).", no_args_is_help=True)
 psp_app.add_typer(webhook_secret_app, name="webhook-secret")
+psp_app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(psp_app, name="psp")
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "TENANT_METADATA_KEY",
     "BalanceTransaction",
     "PaymentIntent",
+    "PaymentMethod",
     "PspDeclinedError",
     "PspError",
     "PspNotFoundError",
@@ -85,6 +86,17 @@ class PaymentIntent:
     tenant_id: uuid.UUID
     metadata: Mapping[str, str]
     latest_charge: str | None
+
+
+@dataclass(frozen=True)
+class PaymentMethod:
+    """A payment method the payer made at the PSP (Stripe.js tokenized the card there): its
+    id, its type and, for a card, the PSP's fingerprint of the card number (the same card
+    always has the same one). Nothing else of the card is kept or shown."""
+
+    id: str
+    type: str
+    card_fingerprint: str | None
 
 
 @dataclass(frozen=True)
@@ -210,7 +222,14 @@ class StripePsp:
         _check_money(amount, currency)
         tags = dict(metadata or {})
         tags[TENANT_METADATA_KEY] = str(tenant_id)  # last: a caller cannot name another tenant
-        params: dict[str, Any] = {"amount": amount, "currency": currency, "metadata": tags}
+        # Cards only: the payer's page has the PSP's card fields and nothing else (SAQ A), and
+        # an intent confirmed from the server needs no redirect (no `return_url`).
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency,
+            "metadata": tags,
+            "payment_method_types": ["card"],
+        }
         if payment_method is not None:
             params["payment_method"] = payment_method
             params["confirm"] = confirm
@@ -246,6 +265,46 @@ class StripePsp:
         except stripe.StripeError as exc:
             raise _error("confirm payment intent", exc) from None
         return self._intent(intent, tenant_id)
+
+    async def set_payment_method(
+        self,
+        tenant_id: uuid.UUID,
+        payment_intent_id: str,
+        payment_method_id: str,
+        *,
+        idempotency_key: str,
+    ) -> PaymentIntent:
+        """Give an intent of `tenant_id`'s the payment method to confirm it with (then
+        `confirm_payment_intent`: the sandbox does not implement confirming with a new one)."""
+        await self.retrieve_payment_intent(tenant_id, payment_intent_id)  # its owner only
+        try:
+            intent = await self._client.v1.payment_intents.update_async(
+                payment_intent_id,
+                params={"payment_method": payment_method_id},
+                options={
+                    "idempotency_key": derive_idempotency_key(
+                        tenant_id, "payment_intent.update", idempotency_key
+                    )
+                },
+            )
+        except stripe.StripeError as exc:
+            raise _error("set payment method", exc) from None
+        return self._intent(intent, tenant_id)
+
+    async def retrieve_payment_method(self, payment_method_id: str) -> PaymentMethod:
+        """A payment method as the PSP has it: its type and card fingerprint, nothing more.
+        It belongs to no tenant yet (the payer's browser made it with the publishable key)."""
+        try:
+            method = await self._client.v1.payment_methods.retrieve_async(payment_method_id)
+        except stripe.StripeError as exc:
+            raise _error("retrieve payment method", exc) from None
+        card = getattr(method, "card", None)
+        fingerprint = getattr(card, "fingerprint", None) if card is not None else None
+        return PaymentMethod(
+            id=method.id,
+            type=str(method.type),
+            card_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        )
 
     async def retrieve_payment_intent(
         self, tenant_id: uuid.UUID, payment_intent_id: str

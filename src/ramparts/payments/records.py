@@ -65,6 +65,7 @@ _BY_PSP_ID = f"SELECT {_COLUMNS} FROM payments WHERE psp_id = :psp_id"  # noqa: 
 _LIST = (
     f"SELECT {_COLUMNS} FROM payments WHERE app = :app "  # noqa: S608 - a constant
     "AND (CAST(:subjects AS text[]) IS NULL OR subject = ANY(CAST(:subjects AS text[]))) "
+    "AND (CAST(:payer AS uuid) IS NULL OR payer_id = CAST(:payer AS uuid)) "
     "ORDER BY created_at DESC, id LIMIT :limit"
 )
 _SET_PSP_ID = (
@@ -169,12 +170,18 @@ async def by_psp_id(session: AsyncSession, psp_id: str, *, lock: bool = False) -
 
 
 async def list_for(
-    session: AsyncSession, app: str, subjects: list[str] | None = None, *, limit: int = 200
+    session: AsyncSession,
+    app: str,
+    subjects: list[str] | None = None,
+    *,
+    payer_id: uuid.UUID | None = None,
+    limit: int = 200,
 ) -> list[Payment]:
-    """`app`'s payments, newest first: of `subjects` only, when given."""
+    """`app`'s payments, newest first: of `subjects` only, and `payer_id`'s only, when
+    given."""
     rows = await session.execute(
         text(_LIST),
-        {"app": app, "subjects": subjects, "limit": limit},
+        {"app": app, "subjects": subjects, "payer": payer_id, "limit": limit},
     )
     return [_payment(row) for row in rows]
 

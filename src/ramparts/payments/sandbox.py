@@ -28,10 +28,30 @@ from types import TracebackType
 
 import httpx
 
-__all__ = ["SANDBOX_API_KEY", "Sandbox", "SandboxError", "register_webhook"]
+__all__ = [
+    "SANDBOX_API_KEY",
+    "SANDBOX_PUBLISHABLE_KEY",
+    "TEST_CARDS",
+    "Sandbox",
+    "SandboxError",
+    "authenticate",
+    "register_webhook",
+]
 
 #: The API key the sandbox is called with: localstripe accepts any `sk_test_` key.
 SANDBOX_API_KEY = "sk_test_ramparts_sandbox"
+#: The publishable key the payer's page hands the sandbox's Stripe.js (any `pk_` key).
+SANDBOX_PUBLISHABLE_KEY = "pk_test_ramparts_sandbox"
+#: Stripe's public test cards, by what they do (the sandbox knows the same numbers). Only
+#: ever sent to the sandbox, the way the payer's browser sends a card to the PSP; never to
+#: Ramparts, which refuses any request holding one (PAY-1). `declined` is declined when
+#: charged (Stripe's "decline after attaching"): localstripe accepts its best-known declined
+#: card, 4000000000000002, and charges it.
+TEST_CARDS = {
+    "visa": "4242424242424242",
+    "declined": "4000000000000341",
+    "3ds": "4000002760003184",
+}
 _LOOPBACK = "127.0.0.1"
 _PROGRAM = "localstripe"
 
@@ -156,27 +176,8 @@ class Sandbox:
         register_webhook(self.api_base, webhook_id, url, secret, events=events)
 
     def authenticate(self, payment_intent_id: str) -> None:
-        """Complete a 3D Secure challenge as the cardholder would (localstripe's own
-        endpoint; with Stripe the cardholder does this on the bank's page)."""
-        response = httpx.post(
-            f"{self.api_base}/v1/payment_intents/{payment_intent_id}/_authenticate",
-            data={"success": "true", "client_secret": self._client_secret(payment_intent_id)},
-            auth=(SANDBOX_API_KEY, ""),
-            timeout=5,
-        )
-        if response.status_code != 200:
-            raise SandboxError(f"localstripe refused the authentication ({response.status_code})")
-
-    def _client_secret(self, payment_intent_id: str) -> str:
-        response = httpx.get(
-            f"{self.api_base}/v1/payment_intents/{payment_intent_id}",
-            auth=(SANDBOX_API_KEY, ""),
-            timeout=5,
-        )
-        if response.status_code != 200:
-            raise SandboxError(f"no such payment intent in the sandbox ({response.status_code})")
-        secret: str = response.json()["client_secret"]
-        return secret
+        """Complete a 3D Secure challenge as the cardholder would (see `authenticate`)."""
+        authenticate(self.api_base, payment_intent_id)
 
     def stop(self) -> None:
         """Stop the child (SIGTERM, then SIGKILL after 5 s) and reap it."""
@@ -200,3 +201,32 @@ class Sandbox:
         _traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def authenticate(api_base: str, payment_intent_id: str, *, success: bool = True) -> None:
+    """Complete (or, with `success=False`, fail) the 3D Secure challenge of an intent in
+    `requires_action`, as the cardholder would: localstripe's own endpoint, reached at the
+    sandbox's `api_base` (with Stripe the cardholder does this on the bank's page)."""
+    response = httpx.post(
+        f"{api_base}/v1/payment_intents/{payment_intent_id}/_authenticate",
+        data={
+            "success": "true" if success else "false",
+            "client_secret": _client_secret(api_base, payment_intent_id),
+        },
+        auth=(SANDBOX_API_KEY, ""),
+        timeout=5,
+    )
+    if response.status_code != 200:
+        raise SandboxError(f"localstripe refused the authentication ({response.status_code})")
+
+
+def _client_secret(api_base: str, payment_intent_id: str) -> str:
+    response = httpx.get(
+        f"{api_base}/v1/payment_intents/{payment_intent_id}",
+        auth=(SANDBOX_API_KEY, ""),
+        timeout=5,
+    )
+    if response.status_code != 200:
+        raise SandboxError(f"no such payment intent in the sandbox ({response.status_code})")
+    secret: str = response.json()["client_secret"]
+    return secret

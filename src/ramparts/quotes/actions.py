@@ -22,6 +22,11 @@ class QuoteAction:
     DEPOSIT_CHARGE = PolicyAction("deposit.charge", "Deposit", NAMESPACE)
     REFUND_ISSUE = PolicyAction("refund.issue", "Refund", NAMESPACE)
     DISBURSEMENT_APPROVE = PolicyAction("disbursement.approve", "Disbursement", NAMESPACE)
+    # A quote's payments (its deposit): Finance reads them all, the payer their own, and only
+    # the payer pays (on the PSP's page; not a money action: no Finance role moves it).
+    PAYMENT_LIST = PolicyAction("payment.list", "Payment", NAMESPACE)
+    PAYMENT_READ = PolicyAction("payment.read", "Payment", NAMESPACE)
+    PAYMENT_PAY = PolicyAction("payment.pay", "Payment", NAMESPACE)
     ALL = (
         QUOTE_LIST,
         QUOTE_READ,
@@ -33,5 +38,8 @@ class QuoteAction:
         DEPOSIT_CHARGE,
         REFUND_ISSUE,
         DISBURSEMENT_APPROVE,
+        PAYMENT_LIST,
+        PAYMENT_READ,
+        PAYMENT_PAY,
     )
     MONEY = (DEPOSIT_CHARGE, REFUND_ISSUE, DISBURSEMENT_APPROVE)

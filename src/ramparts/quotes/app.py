@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from ramparts.apps import App, AppPolicy, AppServices
 from ramparts.policy.matrix import ME, SOMEONE
-from ramparts.quotes import views
+from ramparts.quotes import payment_views, views
 from ramparts.quotes.actions import NAMESPACE, QuoteAction
 from ramparts.quotes.demo import QUOTES_DEMO
 from ramparts.quotes.roles import FINANCE, ROLES
@@ -29,9 +29,20 @@ QUOTE_PARTIES: dict[str, dict[str, str | None]] = {
     "other": {"buyer": SOMEONE, "seller": SOMEONE},
 }
 
+# A payment of our tenant is `paying` (we are its payer) or `same` (someone else's); `other`
+# is another tenant's.
+PAYMENT_PARTIES: dict[str, dict[str, str | None]] = {
+    "same": {"payer": SOMEONE},
+    "paying": {"payer": ME},
+    "other": {"payer": SOMEONE},
+}
+
 
 def _routers(services: AppServices) -> Sequence[APIRouter]:
-    return (views.build_router(services.bearer, services.authorizer),)
+    return (
+        views.build_router(services.bearer, services.authorizer),
+        payment_views.build_router(services),
+    )
 
 
 QUOTES = App(
@@ -46,7 +57,7 @@ QUOTES = App(
         actions=QuoteAction.ALL,
         money_actions=QuoteAction.MONEY,
         money_roles=(FINANCE,),
-        parties={"Quote": QUOTE_PARTIES},
+        parties={"Quote": QUOTE_PARTIES, "Payment": PAYMENT_PARTIES},
     ),
     # Served when RAMPARTS_APPS is unset: the runtime's own demo and docs show it.
     default=True,

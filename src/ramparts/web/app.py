@@ -196,8 +196,9 @@ def create_app(
         endpoints = endpoints_for(settings, kms, model=model)
     plugged_in = selected_apps(settings.apps) if apps is None else list(apps)
 
-    # Its own small pool for events written apart (refusals), so a request that holds a
-    # connection never waits on the same pool to record why it is refused.
+    # Its own small pool for what is written apart (refusals; apps' `AppServices.apart`, such
+    # as declined payment attempts), so a request that holds a connection never waits on the
+    # same pool to record what must outlive its rollback.
     if audit_database is None:
         audit_database = Database(database.engine.url, pool_size=2)
     audit = AuditLog(audit_database, audit_redactor(settings, kms))
@@ -247,7 +248,9 @@ def create_app(
     # Routes are matched in the order they are added: the busiest API first (no two routers
     # share a path, so the order changes only how soon a request finds its route).
     psp = PspConnection(kms, api_base=settings.psp_api_base)
-    services = AppServices(database, identity.bearer, authorizer, audit, fields, psp)
+    services = AppServices(
+        database, identity.bearer, authorizer, audit, fields, psp, settings, audit_database
+    )
     plugged_routers = [r for a in plugged_in for r in app_routers(a, services)]
     for router in plugged_routers:
         app.include_router(router)
