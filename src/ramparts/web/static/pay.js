@@ -195,8 +195,9 @@ function render(payment) {
   }
 }
 
-// Read the payment until it is settled (or until POLL_FOR_MS has passed).
-async function follow() {
+// Read the payment until it is settled (or until POLL_FOR_MS has passed). While its status
+// is still `quietWhile` (what the page already knows to be over), it is not shown.
+async function follow(quietWhile = null) {
   const until = Date.now() + POLL_FOR_MS;
   for (;;) {
     const response = await api(`/api/payments/${PAYMENT}`);
@@ -207,10 +208,12 @@ async function follow() {
       return;
     }
     const payment = await response.json();
-    if (render(payment)) return;
+    if (payment.status !== quietWhile && render(payment)) return;
     if (Date.now() > until) {
-      show("The payment provider has not confirmed the payment yet: reload this page later "
-        + "to see it.", "processing");
+      if (payment.status !== quietWhile) {
+        show("The payment provider has not confirmed the payment yet: reload this page "
+          + "later to see it.", "processing");
+      }
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
@@ -240,11 +243,15 @@ async function authenticate() {
   authenticateButton.hidden = true;
   show("Your bank asks you to confirm this payment…", "requires-action");
   const result = (await stripe.confirmCardPayment(secret)) || {};
-  const intent = result && result.paymentIntent;
+  const intent = result.paymentIntent;
   if (result.error || (intent && intent.status === "requires_payment_method")) {
     const reason = result.error ? `: ${result.error.message}` : ".";
-    fail(`Your bank did not confirm the payment${reason} Nothing was charged; try again or `
-      + "use another card.");
+    fail(`Your bank did not confirm the payment${reason} Nothing was charged.`);
+    show("Waiting for the payment provider to take another card…", "auth-failed");
+    // The PSP's event brings the payment back to waiting for a card; until then it still
+    // says `requires_action`, which is over.
+    await follow("requires_action");
+    return;
   }
   await follow();
 }
