@@ -130,7 +130,9 @@ async def test_a_declined_card_fails_in_one_line_and_counts(
     assert "velocity-limit" in again.stderr
 
 
-def test_refusals(env: dict[str, str], tmp_path: Path) -> None:
+def test_refusals(
+    env: dict[str, str], tmp_path: Path, urls: DatabaseUrls, sandbox: Sandbox
+) -> None:
     for profile in ("prod", "stage"):
         refused = run(
             "psp", "sandbox", "pay", str(uuid.uuid4()), env={**env, "RAMPARTS_PROFILE": profile}
@@ -144,6 +146,12 @@ def test_refusals(env: dict[str, str], tmp_path: Path) -> None:
     assert "no payment" in unknown.stderr
     no_sandbox = {k: v for k, v in env.items() if k != "RAMPARTS_PSP_API_BASE"}
     assert run("psp", "sandbox", "pay", str(uuid.uuid4()), env=no_sandbox).returncode == 2
+    no_key = owner_env(tmp_path / "elsewhere", urls, RAMPARTS_PSP_API_BASE=sandbox.api_base)
+    keyless = run("psp", "sandbox", "pay", str(uuid.uuid4()), env=no_key)
+    assert keyless.returncode == 1
+    assert keyless.stderr.strip().splitlines() == [
+        "ramparts: error: the KMS holds no PSP API key (psp/stripe/api-key)"
+    ]
     helped = run("psp", "sandbox", "pay", "--help", env=env)
     assert helped.returncode == 0
     assert "--card" in helped.stdout

@@ -45,6 +45,9 @@ ALLOWED: dict[str, set[PolicyAction]] = {
         A.QUOTE_UPDATE,
         A.QUOTE_DELETE,
         A.QUOTE_ACCEPT,
+        A.PAYMENT_LIST,
+        A.PAYMENT_READ,
+        A.PAYMENT_PAY,
         A.ASSISTANT_APPROVE,
         A.MODEL_CALL,
     },
@@ -55,6 +58,8 @@ ALLOWED: dict[str, set[PolicyAction]] = {
         A.DEPOSIT_CHARGE,
         A.REFUND_ISSUE,
         A.DISBURSEMENT_APPROVE,
+        A.PAYMENT_LIST,
+        A.PAYMENT_READ,
         A.ASSISTANT_APPROVE,
         A.MODEL_CALL,
     },
@@ -87,10 +92,13 @@ def thing(
     *,
     parties: Subject | None = None,
 ) -> Target:
-    """A resource; a quote whose buyer and seller are `parties` (or nobody)."""
-    mine = () if parties is None else (("buyer", parties.id), ("seller", parties.id))
-    if action.entity_type != A.QUOTE_READ.entity_type:
-        mine = ()
+    """A resource; a quote whose buyer and seller are `parties`, a payment they pay (or
+    nobody)."""
+    mine: tuple[tuple[str, str], ...] = ()
+    if parties is not None and action.entity_type == A.QUOTE_READ.entity_type:
+        mine = (("buyer", parties.id), ("seller", parties.id))
+    if parties is not None and action.entity_type == A.PAYMENT_READ.entity_type:
+        mine = (("payer", parties.id),)
     return Target(action.entity_type, "r-1", tenant, sensitivity, region, mine)
 
 
@@ -122,6 +130,27 @@ def test_only_finance_moves_money_and_never_from_an_ai_tool() -> None:
         refused = ENGINE.decide(person("finance"), action, thing(action), Channel.AI_TOOL)
         assert not refused.allowed
         assert refused.policy_ids == ("quotes-no-money-from-ai-tools",)
+
+
+def test_payments_are_read_by_finance_and_their_payer_and_paid_by_the_payer_only() -> None:
+    payer, someone = person("buyer"), "another-user@acme"
+    theirs = Target(A.PAYMENT_READ.entity_type, "p", "acme", parties=(("payer", someone),))
+    mine = Target(A.PAYMENT_READ.entity_type, "p", "acme", parties=(("payer", payer.id),))
+    for action in (A.PAYMENT_READ, A.PAYMENT_PAY):
+        assert not ENGINE.decide(payer, action, theirs, Channel.UI).allowed
+        assert ENGINE.decide(payer, action, mine, Channel.UI).allowed
+    # Finance reads every payment and pays none; sellers and admins neither read nor pay.
+    for target in (theirs, mine):
+        assert ENGINE.decide(person("finance"), A.PAYMENT_READ, target, Channel.API).allowed
+        assert not ENGINE.decide(person("finance"), A.PAYMENT_PAY, target, Channel.UI).allowed
+        for role in ("seller", "admin", "none"):
+            for action in (A.PAYMENT_LIST, A.PAYMENT_READ, A.PAYMENT_PAY):
+                assert not ENGINE.decide(person(role), action, target, Channel.UI).allowed
+    # Paying is the payer's own act: never through the assistant, never by a service.
+    assert not ENGINE.decide(payer, A.PAYMENT_PAY, mine, Channel.AI_TOOL).allowed
+    service = Subject(payer.id, "acme", "eu", frozenset({"buyer"}), OTP, service=True)
+    assert not ENGINE.decide(service, A.PAYMENT_PAY, mine, Channel.SERVICE).allowed
+    assert not ENGINE.decide(service, A.PAYMENT_READ, mine, Channel.SERVICE).allowed
 
 
 def test_restricted_data_needs_webauthn() -> None:

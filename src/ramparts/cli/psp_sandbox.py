@@ -117,13 +117,15 @@ async def _pay(
     tenant: str | None,
     no_authenticate: bool,
 ) -> dict[str, Any]:
-    kms = open_kms(settings)
+    try:
+        psp = StripePsp.from_kms(open_kms(settings), api_base=api_base)
+    except PspError as failed:  # no API key in the KMS
+        raise PayFailedError(str(failed)) from None
     with open_database(settings) as urls:
         # The owner only lists the tenants; the payment is read and paid as the runtime role,
         # under row-level security, exactly as the checkout route does.
         owner = Database(urls.owner, pool_size=1)
         runtime = Database(urls.app, pool_size=2)
-        psp = StripePsp.from_kms(kms, api_base=api_base)
         try:
             found = await _find(owner, runtime, payment_id, tenant)
             method = await _tokenize(api_base, TEST_CARDS[card.value])
