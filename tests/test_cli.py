@@ -240,6 +240,18 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
             assert base64.b32decode(secret) not in sealed
         quotes = conn.execute("SELECT count(*) FROM quotes").fetchone()
         assert quotes == (6,)  # sample quotes are not duplicated by the second run
+        # Each tenant's accepted quote, answered by its seller: a deposit Finance can charge.
+        accepted = conn.execute(
+            "SELECT t.slug, b.username, s.username, sum(i.quantity * i.unit_price_minor) "
+            "FROM quotes q JOIN tenants t ON t.id = q.tenant_id "
+            "JOIN users b ON b.id = q.buyer_id JOIN users s ON s.id = q.seller_id "
+            "JOIN quote_items i ON i.quote_id = q.id "
+            "WHERE q.status = 'accepted' GROUP BY t.slug, b.username, s.username ORDER BY 1"
+        ).fetchall()
+        assert accepted == [
+            ("acme", "buyer@acme.test", "seller@acme.test", 801_000),
+            ("globex", "buyer@globex.test", "seller@globex.test", 801_000),
+        ]
 
 
 def test_seed_demo_prints_every_credential_whole_and_keeps_them_in_a_private_file(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,7 @@ __all__ = [
     "MAX_WORKERS",
     "MIN_CONNECTIONS_PER_WORKER",
     "WORKER_HANDOFF",
+    "Beside",
     "Pool",
     "ProductionGuardError",
     "ServeSizingError",
@@ -66,6 +69,10 @@ SELECT current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int
            + coalesce(current_setting('reserved_connections', true)::int, 0)
 """
+
+#: What runs beside the server (`serve(beside=...)`): given the settings, it yields the ones
+#: the workers get.
+Beside = Callable[[Settings], AbstractContextManager[Settings]]
 
 log = structlog.get_logger(__name__)
 
@@ -259,10 +266,14 @@ def serve(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     tls_client_ca: Path | None = None,
+    beside: Beside | None = None,
 ) -> None:
     """Run the HTTP server until interrupted, in `workers` processes (see `worker_count`)
     with uvloop and httptools. With a certificate it speaks TLS 1.3 only; with a client CA
-    it also accepts client certificates (mTLS) issued by that CA.
+    it also accepts client certificates (mTLS) issued by that CA. `beside` runs for as long
+    as the server does, entered once every check has passed (the sandbox PSP,
+    `ramparts.payments.sandbox_service.sandbox_psp`): the settings it yields are the ones
+    every worker gets.
 
     Refuses to start (`AppError`, `PolicyError`, `UnsafeRuntimeRoleError`,
     `ProductionGuardError`, `ServeSizingError`) when `RAMPARTS_APPS` names an app that is not
@@ -307,6 +318,21 @@ def serve(
             ),
             "http": ClientCertificateProtocol,
         }
+    with ExitStack() as running:
+        if beside is not None:
+            settings = running.enter_context(beside(settings))
+        _run_workers(settings, urls, sizing, host=host, port=port, tls=tls)
+
+
+def _run_workers(
+    settings: Settings,
+    urls: DatabaseUrls,
+    sizing: Sizing,
+    *,
+    host: str,
+    port: int,
+    tls: dict[str, Any],
+) -> None:
     os.environ[WORKER_HANDOFF] = json.dumps(
         {
             "app_url": urls.app.render_as_string(hide_password=False),
@@ -319,7 +345,7 @@ def serve(
         uvicorn.run(
             f"{__name__}:worker_app",
             factory=True,
-            workers=count,
+            workers=sizing.workers,
             host=host,
             port=port,
             loop="uvloop",

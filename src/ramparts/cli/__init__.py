@@ -41,6 +41,7 @@ from ramparts.crypto.sealing import RowsLockedError, UndeclaredColumnsError
 from ramparts.db.engine import OwnerRequiredError, UnsafeRuntimeRoleError
 from ramparts.db.migrate import MigrationError
 from ramparts.logs import log_to_stderr
+from ramparts.payments.sandbox import SandboxError
 from ramparts.policy.engine import PolicyError
 from ramparts.runtime import ProductionGuardError, ServeSizingError
 
@@ -99,6 +100,7 @@ def main() -> None:
         RowsLockedError,
         UndeclaredColumnsError,
         SequencerStalledError,
+        SandboxError,
     ) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:

@@ -6,16 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any, TextIO
+
+from sqlalchemy.engine import URL
 
 from ramparts.apps import selected_apps
 from ramparts.cli.common import JsonOption, UsageError, audit_log, console, with_owner
 from ramparts.cli.server import HostOption, PortOption, migrate_database
-from ramparts.config import Profile, Settings, load_settings
+from ramparts.config import Profile, PspBackend, Settings, load_settings
 from ramparts.crypto.backends import open_kms
 from ramparts.db.engine import Database, DatabaseUrls, open_database
 from ramparts.demo import seed_demo
 from ramparts.payments.jobs import WorkerThread
+from ramparts.payments.sandbox_service import sandbox_psp
 from ramparts.runtime import serve
 
 __all__ = ["DEMO_CREDENTIALS", "demo", "seed_demo_command"]
@@ -82,6 +88,24 @@ def _print_credentials(settings: Settings, report: dict[str, Any]) -> None:
     print()
 
 
+@contextmanager
+def _beside_demo(settings: Settings, *, app_url: URL) -> Iterator[Settings]:
+    """What runs beside the demo's server once its checks passed: the sandbox PSP
+    (`sandbox_psp`, saying where it listens), then the job worker (PSP events) on a thread of
+    this process, which shares the sandbox's address and the embedded database the server
+    uses, and stops with it."""
+    with sandbox_psp(settings) as running:
+        if running.psp is PspBackend.SANDBOX and running.psp_api_base is not None:
+            # Plain print, like the credentials: the address whole on its line.
+            print(f"Sandbox PSP (localstripe) at {running.psp_api_base}", flush=True)
+            print(f"  delivering signed events to {running.public_url}/webhooks/psp", flush=True)
+        worker = WorkerThread(running, app_url, open_kms(running)).start()
+        try:
+            yield running
+        finally:
+            worker.stop()
+
+
 def seed_demo_command(as_json: JsonOption = False) -> None:
     """Create the demo tenants and users, and the served apps' demo data, printing fresh
     passwords (dev only)."""
@@ -110,10 +134,4 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
             report = _seed(settings, urls)
         _print_credentials(settings, report)
         console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
-        # The job worker (PSP events) runs on a thread of this process: it shares the
-        # settings and the embedded database the server uses, and stops with it.
-        worker = WorkerThread(settings, urls.app, open_kms(settings)).start()
-        try:
-            serve(settings, urls, host=host, port=port)
-        finally:
-            worker.stop()
+        serve(settings, urls, host=host, port=port, beside=partial(_beside_demo, app_url=urls.app))

@@ -19,6 +19,7 @@ from ramparts.db.engine import Database, DatabaseUrls, open_database
 from ramparts.db.migrate import upgrade
 from ramparts.identity.services import Provisioning
 from ramparts.identity.tokens import overlap_for
+from ramparts.payments.sandbox_service import sandbox_psp
 from ramparts.runtime import guard_production, serve, worker_count
 from ramparts.web.pages import WEB_CLIENT_ID, web_client_redirect_uri
 
@@ -118,4 +119,5 @@ def serve_command(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
+            beside=sandbox_psp,
         )

@@ -55,8 +55,11 @@ __all__ = [
     "confirm_payment",
 ]
 
-#: What a PaymentMethod id looks like (what the confirm route accepts, nothing else).
-PAYMENT_METHOD_ID = re.compile(r"pm_[A-Za-z0-9_]{1,250}")
+#: What a payment method id looks like (what the confirm route accepts, nothing else): a
+#: PaymentMethod (`pm_…`, what Stripe.js makes), or a Card (`card_…`, which Stripe also takes
+#: as an intent's payment method: the sandbox's Stripe.js has no `createPaymentMethod`, and
+#: the payer's page pays with the card of a token it made there).
+PAYMENT_METHOD_ID = re.compile(r"(pm|card)_[A-Za-z0-9_]{1,250}")
 # A fingerprint as `payment_attempts` keeps it (Stripe's are 16 letters and digits).
 _FINGERPRINT = re.compile(r"[A-Za-z0-9_]{1,255}")
 #: Stripe.js, served by Stripe (the sandbox serves its own under its API base).
@@ -127,7 +130,9 @@ async def confirm_payment(
             f"the payment is {current.status}: it does not wait for a payment method",
         )
     if not PAYMENT_METHOD_ID.fullmatch(payment_method):
-        raise Problem(422, ProblemType.INVALID_REQUEST, "payment_method must be a pm_… id")
+        raise Problem(
+            422, ProblemType.INVALID_REQUEST, "payment_method must be a pm_… (or card_…) id"
+        )
     fingerprint = await _card_fingerprint(psp, payment_method)
 
     try:

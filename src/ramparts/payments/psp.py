@@ -325,7 +325,13 @@ class StripePsp:
         except stripe.StripeError as exc:
             raise _error("retrieve payment method", exc) from None
         card = getattr(method, "card", None)
-        fingerprint = getattr(card, "fingerprint", None) if card is not None else None
+        if card is not None:
+            fingerprint = getattr(card, "fingerprint", None)
+        else:
+            # A Card (`card_…`: Stripe answers it as a PaymentMethod, the sandbox as the Card
+            # itself) carries its fingerprint at the top.
+            is_card = getattr(method, "object", None) == "card"
+            fingerprint = getattr(method, "fingerprint", None) if is_card else None
         return PaymentMethod(
             id=method.id,
             type=str(method.type),

@@ -35,6 +35,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "authenticate",
+    "register_webhook",
 ]
 
 #: The API key the sandbox is called with: localstripe accepts any `sk_test_` key.
@@ -78,6 +79,28 @@ def _program() -> str:
     return found
 
 
+def register_webhook(
+    api_base: str, webhook_id: str, url: str, secret: str, *, events: list[str] | None = None
+) -> None:
+    """Have the sandbox at `api_base` (this module's child, or one started elsewhere) deliver
+    its events to `url`, signed with `secret`. Registering an id again replaces that webhook;
+    the sandbox keeps them in memory only, so a restarted sandbox is told again."""
+    data: dict[str, str | list[str]] = {"url": url, "secret": secret}
+    if events is not None:
+        data["events[]"] = events
+    try:
+        response = httpx.post(
+            f"{api_base}/_config/webhooks/{webhook_id}",
+            data=data,
+            auth=(SANDBOX_API_KEY, ""),
+            timeout=5,
+        )
+    except httpx.TransportError:
+        raise SandboxError(f"the sandbox at {api_base} does not answer") from None
+    if response.status_code != 200:
+        raise SandboxError(f"localstripe refused the webhook ({response.status_code})")
+
+
 class Sandbox:
     """One localstripe process: `start()` (or `with Sandbox() as sandbox:`), then `api_base`
     for the SDK, `register_webhook` for deliveries, `stop()`."""
@@ -93,6 +116,11 @@ class Sandbox:
         if self._process is None:
             raise SandboxError("the sandbox is not running")
         return f"http://{_LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it is started (None before and after)."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:
@@ -145,17 +173,7 @@ class Sandbox:
     ) -> None:
         """Have the sandbox deliver its events to `url`, signed with `secret` (Stripe's
         `Stripe-Signature` scheme). Registering an id again replaces that webhook."""
-        data: dict[str, str | list[str]] = {"url": url, "secret": secret}
-        if events is not None:
-            data["events[]"] = events
-        response = httpx.post(
-            f"{self.api_base}/_config/webhooks/{webhook_id}",
-            data=data,
-            auth=(SANDBOX_API_KEY, ""),
-            timeout=5,
-        )
-        if response.status_code != 200:
-            raise SandboxError(f"localstripe refused the webhook ({response.status_code})")
+        register_webhook(self.api_base, webhook_id, url, secret, events=events)
 
     def authenticate(self, payment_intent_id: str) -> None:
         """Complete a 3D Secure challenge as the cardholder would (see `authenticate`)."""

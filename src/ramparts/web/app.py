@@ -60,13 +60,14 @@ from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp
 from ramparts.payments import webhooks as psp_webhooks
+from ramparts.payments.browser import psp_page_sources
 from ramparts.payments.connection import PspConnection
 from ramparts.payments.psp_events import PspEvents
 from ramparts.payments.webhook_secrets import WebhookSecrets
 from ramparts.policy.engine import RuntimeAction, Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.routes import declares
-from ramparts.web import health, pages
+from ramparts.web import health, pages, pay
 from ramparts.web.errors import install_error_handlers
 from ramparts.web.gate import PermissionGate
 from ramparts.web.middleware import (
@@ -77,6 +78,7 @@ from ramparts.web.middleware import (
     RequestRulesMiddleware,
     RequestTransactionMiddleware,
     StrictCORSMiddleware,
+    psp_page_policy,
 )
 from ramparts.web.pages import WEB_CLIENT_ID
 
@@ -268,6 +270,7 @@ def create_app(
         apps=plugged_in,
     )
     app.include_router(pages.router)
+    app.include_router(pay.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _refuse_shadowing(app, plugged_routers)
     _add_middleware(app, settings)
@@ -371,4 +374,8 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(StrictCORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(PublicHostMiddleware, public_url=settings.public_url)
     app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(EdgeMiddleware, hsts_max_age=settings.hsts_max_age)
+    app.add_middleware(
+        EdgeMiddleware,
+        hsts_max_age=settings.hsts_max_age,
+        psp_page_policy=psp_page_policy(psp_page_sources(settings.psp_api_base)),
+    )

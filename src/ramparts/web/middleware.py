@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ramparts.audit.context import serving
 from ramparts.db.request import REQUEST_TRANSACTION, RequestTransaction
-from ramparts.headers import FORM_ACTION_HEADER
+from ramparts.headers import FORM_ACTION_HEADER, PSP_PAGE_HEADER
+from ramparts.payments.browser import PspPageSources
 from ramparts.problems import Problem, ProblemType, problem_response
 from ramparts.routes import SIGNED_BODY_RULES
 from ramparts.web.bodies import check_form, check_json
@@ -31,6 +32,7 @@ __all__ = [
     "RequestRulesMiddleware",
     "RequestTransactionMiddleware",
     "StrictCORSMiddleware",
+    "psp_page_policy",
 ]
 
 log = structlog.get_logger(__name__)
@@ -73,6 +75,23 @@ def _with_form_targets(value: str) -> str:
     )
 
 
+def psp_page_policy(sources: PspPageSources) -> str:
+    """The payment page's CSP: the strict one, plus the PSP's origins for Stripe.js (its
+    script, its frames, its calls) and nothing else (PAY-1)."""
+    listed = (*sources.scripts, *sources.frames, *sources.connections)
+    bad = [origin for origin in listed if not _is_origin(origin)]
+    if bad:
+        raise ValueError(f"not an origin: {bad[0]!r}")
+    return CONTENT_SECURITY_POLICY.replace(
+        "script-src 'self'", " ".join(["script-src 'self'", *sources.scripts])
+    ).replace(
+        "connect-src 'self'",
+        " ".join(["connect-src 'self'", *sources.connections])
+        + "; "
+        + " ".join(["frame-src", *sources.frames]),
+    )
+
+
 def _is_origin(value: str) -> bool:
     parts = urlsplit(value)
     return (
@@ -90,8 +109,12 @@ class EdgeMiddleware:
     """Outermost layer: the security headers go on every response, whoever produced it, and
     the audit trail learns which client it is serving."""
 
-    def __init__(self, app: ASGIApp, *, hsts_max_age: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, hsts_max_age: int, psp_page_policy: str | None = None
+    ) -> None:
         self.app = app
+        # The payment page's CSP (`psp_page_policy`); None: that page gets the strict one.
+        self.psp_page_policy = psp_page_policy
         self.headers = {
             "strict-transport-security": f"max-age={hsts_max_age}; includeSubDomains",
             "content-security-policy": CONTENT_SECURITY_POLICY,
@@ -112,11 +135,16 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 form_targets = headers.get(FORM_ACTION_HEADER)
+                psp_page = headers.get(PSP_PAGE_HEADER)
                 for name, value in self.headers.items():
                     headers[name] = value
                 if form_targets is not None:
                     del headers[FORM_ACTION_HEADER]
                     headers["content-security-policy"] = _with_form_targets(form_targets)
+                if psp_page is not None:
+                    del headers[PSP_PAGE_HEADER]
+                    if self.psp_page_policy is not None:
+                        headers["content-security-policy"] = self.psp_page_policy
                 if "cache-control" not in headers:
                     headers["cache-control"] = "no-store"
             await send(message)

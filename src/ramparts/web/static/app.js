@@ -81,10 +81,22 @@ async function doSignOut() {
   signOut.hidden = true;
 }
 
+// A sign-in the payment page started (it saved `next`: /pay/<payment id>) ends there: the
+// answer goes on in the fragment, which reaches no server, and that page redeems the code
+// with the verifier it saved.
+const PAY_PAGE = /^\/pay\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function forwardToPayment(query) {
+  const saved = JSON.parse(sessionStorage.getItem("pkce") || "null");
+  if (!saved || typeof saved.next !== "string" || !PAY_PAGE.test(saved.next)) return false;
+  location.replace(`${saved.next}#${query}`);
+  return true;
+}
+
 signIn.addEventListener("click", startSignIn);
 signOut.addEventListener("click", doSignOut);
 const query = new URLSearchParams(location.search);
-if (location.pathname === "/app/callback") {
+if (location.pathname === "/app/callback" && !forwardToPayment(query)) {
   if (query.get("error")) {
     status.textContent = `Sign-in failed: ${query.get("error_description") || query.get("error")}`;
   } else {

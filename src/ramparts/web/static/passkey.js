@@ -58,7 +58,8 @@ async function run() {
   location.assign(body.next);
 }
 
-button.addEventListener("click", () => run().catch((error) => {
+// The second-factor page offers a passkey only to a person who has one.
+button?.addEventListener("click", () => run().catch((error) => {
   errorBox.textContent = `Passkey failed: ${error.message}`;
   errorBox.hidden = false;
 }));

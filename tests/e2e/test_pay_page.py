@@ -1,0 +1,402 @@
+"""The buyer pays a deposit on the PSP page in a real browser (Debian's Chromium), on a running
+`ramparts demo` with its sandbox PSP: Finance charges the deposit over the API, the buyer signs
+in on the page, types a test card into the PSP's own card element and pays; with a 3D Secure
+card, the bank's challenge (the sandbox's Stripe.js) comes first.
+
+What proves the payment: the PSP's intent is `succeeded` (asked of the PSP itself) and the
+PSP's signed `payment_intent.succeeded` event reached the server and was stored verified. The
+deposit is *paid* only once a worker has processed that event; the page says "processing"
+until then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import psutil
+import psycopg
+import pyotp
+import pytest
+import stripe
+from playwright.sync_api import ConsoleMessage, Page, Request, Response, sync_playwright
+
+from ramparts.db.engine import DatabaseUrls, libpq
+from ramparts.payments.sandbox import SANDBOX_API_KEY
+from tests.conftest import free_port
+from tests.e2e.test_browser_login import CHROMIUM, CHROMIUM_ARGS
+from tests.identity.helpers import (
+    Account,
+    bearer,
+    code_from,
+    exchange_code,
+    log_in,
+    pkce_pair,
+)
+from tests.test_cli import owner_env, run, running
+
+pytestmark = pytest.mark.browser
+
+VISA = "4242424242424242"
+THREE_D_SECURE = "4000002760003184"
+DECLINED = "4000000000000341"  # declined when charged
+#: The demo's velocity limit for one card, low enough to reach in a test: one attempt per card
+#: an hour (the sandbox cannot retry an intent whose charge it declined: it answers 400 to the
+#: next confirmation, where Stripe takes a new card).
+CARD_ATTEMPTS_PER_HOUR = 1
+#: buyer2's demo draft, which the declines test has answered and accepted.
+CATERING = "Catering for the partner summit"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if shutil.which(CHROMIUM) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs it (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} not installed: apt-get install chromium")
+    return CHROMIUM
+
+
+@dataclass
+class Demo:
+    base: str
+    api_base: str  # the sandbox PSP's
+    report: dict[str, Any]
+    urls: DatabaseUrls
+    shots: Path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, make_database: Any) -> Iterator[Demo]:
+    """`ramparts demo` on a fresh database, with fresh credentials."""
+    home = tmp_path_factory.mktemp("demo")
+    urls = make_database(migrate=False)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = owner_env(
+        home, urls, RAMPARTS_VELOCITY_CARD_ATTEMPTS_PER_HOUR=str(CARD_ATTEMPTS_PER_HOUR)
+    )
+    with running("demo", "--port", str(port), env=env, url=f"{base}/healthz", within=90) as (
+        started
+    ):
+        (child,) = [
+            p
+            for p in psutil.Process(started.process.pid).children(recursive=True)
+            if any(part.endswith("localstripe") for part in p.cmdline())
+        ]
+        api_base = "http://127.0.0.1:" + child.cmdline()[child.cmdline().index("--port") + 1]
+        seeded = run("seed-demo", "--json", env={**env, "RAMPARTS_PUBLIC_URL": base})
+        assert seeded.returncode == 0, seeded.stderr
+        shots = tmp_path_factory.mktemp("screenshots")
+        yield Demo(base, api_base, json.loads(seeded.stdout), urls, shots)
+
+
+def _user(demo: Demo, username: str) -> dict[str, Any]:
+    return next(u for u in demo.report["users"] if u["username"] == username)
+
+
+_USED_CODES: dict[str, set[str]] = {}
+
+
+def _one_time_code(demo: Demo, username: str) -> str:
+    """A TOTP code this user has not signed in with yet (each is accepted once): the current
+    step's, else the next one's (one step of drift is accepted), else wait for a new step."""
+    totp = pyotp.TOTP(_user(demo, username)["totp_secret"])
+    used = _USED_CODES.setdefault(username, set())
+    while True:
+        for code in (totp.now(), totp.at(int(time.time()) + 30)):
+            if code not in used:
+                used.add(code)
+                return code
+        time.sleep(1)
+
+
+def _tokens(demo: Demo, username: str) -> dict[str, str]:
+    """Signed in through the first-party client as a person would (password, TOTP, PKCE)."""
+    user = _user(demo, username)
+    client = demo.report["oidc_client"]
+    verifier, challenge = pkce_pair()
+    authorize = "/oauth/authorize?" + urlencode(
+        {
+            "response_type": "code",
+            "client_id": client["client_id"],
+            "redirect_uri": f"{demo.base}/app/callback",
+            "scope": "openid",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    tenant = next(t for t in demo.report["tenants"] if t["slug"] == user["tenant"])
+    account = Account(
+        tenant=user["tenant"],
+        tenant_id=uuid.UUID(tenant["id"]),
+        username=username,
+        password=user["password"],
+        totp_secret=user["totp_secret"],
+        user_id=uuid.uuid4(),
+    )
+    with httpx.Client(base_url=demo.base) as browser:
+        final = log_in(browser, authorize, account, otp=_one_time_code(demo, username))
+        answer = exchange_code(
+            browser,
+            code_from(final.headers["location"]),
+            verifier,
+            client_id=client["client_id"],
+            redirect_uri=f"{demo.base}/app/callback",
+        )
+    assert answer.status_code == 200, answer.text
+    tokens: dict[str, str] = answer.json()
+    return tokens
+
+
+def _api(demo: Demo, username: str) -> httpx.Client:
+    headers = bearer(_tokens(demo, username)["access_token"])
+    return httpx.Client(base_url=demo.base, headers=headers, timeout=30)
+
+
+def _accepted_quote(demo: Demo, tenant: str, title: str) -> str:
+    """The tenant's draft `title`, answered by its seller and accepted by its buyer (the
+    quote's own buyer, whoever that is), over the API."""
+    with _api(demo, f"seller@{tenant}.test") as seller:
+        listed = seller.get("/api/quotes").json()
+        quotes = listed["items"] if isinstance(listed, dict) else listed
+        (quote,) = [q for q in quotes if q["title"] == title]
+        assert seller.post(f"/api/quotes/{quote['id']}/submit").status_code == 200
+    owner = next(
+        u["username"]
+        for u in demo.report["users"]
+        if u["tenant"] == tenant and u["username"].startswith("buyer2@")
+    )
+    with _api(demo, owner) as buyer:
+        accepted = buyer.post(f"/api/quotes/{quote['id']}/accept")
+    assert accepted.status_code == 200, accepted.text
+    return str(quote["id"])
+
+
+def _charge_deposit(demo: Demo, tenant: str, quote_id: str | None = None) -> dict[str, Any]:
+    """Finance charges the deposit of `quote_id`, or of the tenant's accepted demo quote."""
+    with _api(demo, f"finance@{tenant}.test") as api:
+        if quote_id is None:
+            listed = api.get("/api/quotes")
+            assert listed.status_code == 200, listed.text
+            body = listed.json()
+            quotes = body["items"] if isinstance(body, dict) else body
+            (accepted,) = [q for q in quotes if q["status"] == "accepted"]
+            quote_id = accepted["id"]
+        charged = api.post(
+            f"/api/quotes/{quote_id}/deposit",
+            json={},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+    assert charged.status_code == 201, charged.text
+    payment: dict[str, Any] = charged.json()
+    assert payment["status"] == "requires_payment_method"
+    assert payment["checkout_url"] == f"{demo.base}/pay/{payment['id']}"
+    return payment
+
+
+@dataclass
+class Watched:
+    """Everything the page did wrong: console errors, CSP reports, failed requests. The
+    refusals a test provokes (a decline, the velocity limit) are answers, listed in
+    `refused` ("402 <url>"), and the browser's console line for each is not an error."""
+
+    errors: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
+        page.on("requestfailed", self._request_failed)
+        page.on("response", self._response)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        provoked = message.text.startswith("Failed to load resource") and any(
+            message.location.get("url") == refusal.split(" ", 1)[1] for refusal in self.refused
+        )
+        if (message.type == "error" and not provoked) or "Content Security Policy" in message.text:
+            self.errors.append(message.text)
+
+    def _request_failed(self, request: Request) -> None:
+        self.failed.append(f"{request.failure} {request.url}")
+
+    def _response(self, response: Response) -> None:
+        if response.status >= 400:
+            answer = f"{response.status} {response.url}"
+            (self.refused if response.status in {402, 429} else self.failed).append(answer)
+
+
+def _sign_in_on_the_page(page: Page, demo: Demo, username: str) -> None:
+    user = _user(demo, username)
+    page.get_by_role("button", name="Sign in to pay").click()
+    page.wait_for_url(f"{demo.base}/login")
+    login = "form[action='/login']"
+    page.fill(f"{login} input[name=tenant]", user["tenant"])
+    page.fill(f"{login} input[name=username]", username)
+    page.fill(f"{login} input[name=password]", user["password"])
+    page.click(f"{login} button[type=submit]:not([formaction])")
+    page.wait_for_url(f"{demo.base}/login/mfa")
+    page.fill("input[name=otp]", _one_time_code(demo, username))
+    page.click("form button[type=submit]")
+
+
+def _type_card(page: Page, number: str) -> None:
+    """Into the PSP's card element (mounted by the PSP's Stripe.js in #pay-card)."""
+    element = page.locator("#pay-card")
+    element.locator("input").first.wait_for(timeout=15_000)
+    # The sandbox's element: bare inputs named by their placeholders; Stripe's is a frame.
+    element.get_by_placeholder("number").fill(number)
+    element.get_by_placeholder("exp_month").fill("12")
+    element.get_by_placeholder("exp_year").fill("34")
+    element.get_by_placeholder("cvc").fill("123")
+    element.get_by_placeholder("postal_code").fill("10115")
+
+
+def _intent_at_the_psp(demo: Demo, psp_id: str, want: str, within: float = 20) -> str:
+    client = stripe.StripeClient(SANDBOX_API_KEY, base_addresses={"api": demo.api_base})
+    deadline = time.monotonic() + within
+    while True:
+        status = str(client.v1.payment_intents.retrieve(psp_id).status)
+        if status == want or time.monotonic() > deadline:
+            return status
+        time.sleep(0.3)
+
+
+def _verified_events(demo: Demo, psp_id: str, within: float = 20) -> set[str]:
+    deadline = time.monotonic() + within
+    while True:
+        with psycopg.connect(libpq(demo.urls.owner), autocommit=True) as conn:
+            types = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT event_type FROM psp_events WHERE object_id = %s", (psp_id,)
+                )
+            }
+        if "payment_intent.succeeded" in types or time.monotonic() > deadline:
+            return types
+        time.sleep(0.3)
+
+
+def _refused(page: Page, card: str, words: str) -> None:
+    """Pay with `card`, and see the page refuse in `words`, ready for another card."""
+    _type_card(page, card)
+    page.get_by_role("button", name="Pay").click()
+    problem = page.locator("#pay-problem")
+    problem.wait_for(state="visible", timeout=20_000)
+    assert words in (problem.text_content() or "")
+    page.wait_for_selector("#pay-status[data-state=ready]", timeout=10_000)
+    assert page.locator("#pay-form").is_visible()
+
+
+def _pay(
+    demo: Demo,
+    chromium: str,
+    payment: dict[str, Any],
+    payer: str,
+    card: str | None,
+    name: str,
+    *,
+    refusals: tuple[tuple[str, str], ...] = (),
+) -> tuple[str, list[str]]:
+    """Pay `payment` in the browser as `payer`: first the `refusals` (a card, and the words
+    the page must say), then `card` (none: stop there). Returns the state the page ended in
+    and the refused requests."""
+    watched = Watched()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        watched.attach(page)
+        page.goto(payment["checkout_url"])
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=demo.shots / f"{name}-1-signed-out.png", full_page=True)
+        _sign_in_on_the_page(page, demo, payer)
+        page.wait_for_url(payment["checkout_url"], timeout=15_000)
+        page.wait_for_selector("#pay-status[data-state=ready]", timeout=20_000)
+        assert page.locator("#pay-form").is_visible()
+        for number, (refused, words) in enumerate(refusals, 1):
+            _refused(page, refused, words)
+            page.screenshot(path=demo.shots / f"{name}-2-refused-{number}.png", full_page=True)
+        state = page.locator("#pay-status").get_attribute("data-state") or ""
+        if card is not None:
+            _type_card(page, card)
+            page.screenshot(path=demo.shots / f"{name}-2-card.png", full_page=True)
+            page.get_by_role("button", name="Pay").click()
+            if card == THREE_D_SECURE:
+                # The bank's challenge, drawn by the PSP's Stripe.js.
+                challenge = page.get_by_role("button", name="Complete authentication")
+                challenge.wait_for(timeout=20_000)
+                status = page.locator("#pay-status").get_attribute("data-state")
+                assert status == "requires-action"
+                page.screenshot(path=demo.shots / f"{name}-3-challenge.png", full_page=True)
+                challenge.click()
+            page.wait_for_selector(
+                "#pay-status[data-state=processing], #pay-status[data-state=paid]",
+                timeout=30_000,
+            )
+            state = page.locator("#pay-status").get_attribute("data-state") or ""
+            text = page.locator("#pay-status").text_content() or ""
+            assert page.locator("#pay-problem").is_hidden(), page.locator(
+                "#pay-problem"
+            ).text_content()
+            waiting = "Waiting for the payment provider's confirmation"
+            assert waiting in text if state == "processing" else "Paid" in text
+        page.screenshot(path=demo.shots / f"{name}-4-after.png", full_page=True)
+        # No card number anywhere in the page outside the PSP's own element.
+        outside = page.evaluate(
+            "() => { const c = document.getElementById('pay-card').cloneNode(false);"
+            " const b = document.body.cloneNode(true);"
+            " b.querySelector('#pay-card').replaceWith(c); return b.outerHTML; }"
+        )
+        assert not any(number in outside for number in (VISA, THREE_D_SECURE, DECLINED))
+        browser.close()
+    assert watched.errors == []
+    assert watched.failed == []
+    return state, watched.refused
+
+
+def test_the_buyer_pays_a_deposit_on_the_psp_page(demo: Demo, chromium: str) -> None:
+    payment = _charge_deposit(demo, "acme")
+    state, refused = _pay(demo, chromium, payment, "buyer@acme.test", VISA, "visa")
+    assert state in {"processing", "paid"}
+    assert refused == []
+    assert _intent_at_the_psp(demo, payment["psp_id"], "succeeded") == "succeeded"
+    assert "payment_intent.succeeded" in _verified_events(demo, payment["psp_id"])
+
+
+def test_a_3ds_card_is_paid_after_the_banks_challenge(demo: Demo, chromium: str) -> None:
+    payment = _charge_deposit(demo, "globex")
+    state, _ = _pay(demo, chromium, payment, "buyer@globex.test", THREE_D_SECURE, "3ds")
+    assert state in {"processing", "paid"}
+    assert _intent_at_the_psp(demo, payment["psp_id"], "succeeded") == "succeeded"
+    assert "payment_intent.succeeded" in _verified_events(demo, payment["psp_id"])
+
+
+def test_declines_and_the_velocity_limit_are_said_in_words(demo: Demo, chromium: str) -> None:
+    """A declined card, as often as the limit allows (402), then once more: a 429 the page
+    turns into the wait. Nothing was charged at the PSP."""
+    payment = _charge_deposit(demo, "acme", _accepted_quote(demo, "acme", CATERING))
+    declined = ((DECLINED, "Your card was declined: nothing was charged."),)
+    limited = ((DECLINED, "Too many payment attempts: try again in about 60 minutes."),)
+    state, refused = _pay(
+        demo,
+        chromium,
+        payment,
+        "buyer2@acme.test",
+        None,
+        "declined",
+        refusals=declined * CARD_ATTEMPTS_PER_HOUR + limited,
+    )
+    assert state == "ready"  # the form waits for another card
+    confirm = f"{demo.base}/api/payments/{payment['id']}/confirm"
+    assert refused == [f"402 {confirm}"] * CARD_ATTEMPTS_PER_HOUR + [f"429 {confirm}"]
+    assert _intent_at_the_psp(demo, payment["psp_id"], "succeeded", within=0) != "succeeded"
