@@ -246,26 +246,38 @@ def _in_flight() -> Problem:
 
 @dataclass
 class IdempotentRequest:
-    """What a money route gets: `replay` to answer at once, else do the work and `respond`."""
+    """What a money route gets: `replay` to answer at once, else do the work and `respond`.
+
+    A request without a usable key has no claim: its refusal (`refused`, 400) is raised by
+    the first use of `key`, `replay` or `respond`, so that the route's own input validation
+    (a 422 for a bad path, query or body) answers first, as on every other route, and nothing
+    that moves money can run without a key."""
 
     store: IdempotencyStore
     session: AsyncSession
-    claim: Claim
+    claim: Claim | None
+    refused: Problem | None = None
+
+    def _claimed(self) -> Claim:
+        if self.claim is None:
+            raise self.refused or _in_flight()
+        return self.claim
 
     @property
     def key(self) -> str:
-        return self.claim.key
+        return self._claimed().key
 
     @property
     def replay(self) -> Response | None:
-        stored = self.claim.replay
+        stored = self._claimed().replay
         return stored.response() if stored is not None else None
 
     async def respond(self, status: int, content: Any) -> Response:
         """The JSON response to this request, stored first so every repeat gets these bytes."""
+        claim = self._claimed()
         body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
         media_type = "application/json"
-        await self.store.complete(self.session, self.claim, status, media_type, body)
+        await self.store.complete(self.session, claim, status, media_type, body)
         return Response(body, status_code=status, media_type=media_type)
 
 
@@ -284,11 +296,14 @@ class Idempotent:
         self.store = store
 
     async def __call__(self, request: Request) -> IdempotentRequest:
-        key = check_key(request.headers.get(HEADER))
         principal = request.scope.get(PRINCIPAL_KEY)
         if not isinstance(principal, Principal):  # a bug in the route's wiring: a 500
             raise TypeError("an idempotent route must be authenticated")
         session = await request_session(request)
+        try:
+            key = check_key(request.headers.get(HEADER))
+        except Problem as refused:  # raised at first use, after the route's validation
+            return IdempotentRequest(self.store, session, None, refused)
         fingerprint = request_fingerprint(
             request.method,
             request.url.path,
