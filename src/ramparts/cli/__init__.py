@@ -26,6 +26,7 @@ from ramparts.cli.keys import keys_app
 from ramparts.cli.killswitch import killswitch
 from ramparts.cli.ledger import ledger_app
 from ramparts.cli.policy import PolicyInvalidError, policy_app
+from ramparts.cli.reconcile import reconcile
 from ramparts.cli.secret_scan import secrets_app
 from ramparts.cli.server import migrate, serve_command
 from ramparts.cli.tenants import tenants_app
@@ -38,6 +39,7 @@ from ramparts.crypto.sealing import RowsLockedError, UndeclaredColumnsError
 from ramparts.db.engine import OwnerRequiredError, UnsafeRuntimeRoleError
 from ramparts.db.migrate import MigrationError
 from ramparts.logs import log_to_stderr
+from ramparts.payments.psp import PspError
 from ramparts.policy.engine import PolicyError
 from ramparts.runtime import ProductionGuardError, ServeSizingError
 
@@ -55,6 +57,7 @@ app.command("seed-demo")(seed_demo_command)
 app.command("serve")(serve_command)
 app.command()(demo)
 app.command()(killswitch)
+app.command()(reconcile)
 app.add_typer(apps_app, name="apps")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
@@ -93,6 +96,7 @@ def main() -> None:
         RowsLockedError,
         UndeclaredColumnsError,
         SequencerStalledError,
+        PspError,  # the PSP could not be read (its message names no key or card detail)
     ) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
