@@ -323,8 +323,8 @@ class StripePsp:
     ) -> list[BalanceTransaction]:
         """The account's balance transactions created in [`created_from`, `created_until`)
         (Unix seconds), every page of them: the PSP's side of reconciliation. With `sources`,
-        each comes with its source (charge, refund, payout) and a charge with its
-        PaymentIntent, in the same pages (`expand`); `progress` is told how many were read.
+        each comes with its source (charge, refund, payout), in the same pages (`expand`);
+        `progress` is told how many were read.
 
         The window is applied here, not sent as `created[gte]`/`created[lt]`: the sandbox
         refuses those parameters. Both Stripe and the sandbox list newest first, so paging
@@ -333,7 +333,7 @@ class StripePsp:
         found: list[BalanceTransaction] = []
         params: dict[str, Any] = {"limit": 100}
         if sources:
-            params["expand"] = ["data.source", "data.source.payment_intent"]
+            params["expand"] = ["data.source"]
         read = 0
         try:
             page = await self._client.v1.balance_transactions.list_async(params=params)  # type: ignore[arg-type]

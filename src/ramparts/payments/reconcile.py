@@ -58,7 +58,7 @@ import json
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
@@ -542,12 +542,22 @@ LEFT JOIN ledger_entries r ON r.tenant_id = e.tenant_id AND r.reverses = e.id
 WHERE e.tenant_id = %(tenant)s AND e.kind <> 'reversal' AND e.id IN (SELECT id FROM wanted)
 ORDER BY e.seq
 """
-_PAID = """
-SELECT id, psp_id FROM payments
-WHERE tenant_id = %(tenant)s AND status = 'succeeded' AND psp_id IS NOT NULL
-  AND (confirmed_at >= %(start)s AND confirmed_at < %(end)s OR psp_id = ANY(%(intents)s::text[]))
+# The tenant's payments of the window's PaymentIntents (whose tenant they tell), and those it
+# holds as paid that are in play: confirmed in the window, or of the window's intents.
+_PAYMENTS = """
+SELECT id, psp_id,
+       status = 'succeeded'
+           AND (psp_id = ANY(%(intents)s::text[])
+                OR confirmed_at >= %(start)s AND confirmed_at < %(end)s) AS paid
+FROM payments
+WHERE tenant_id = %(tenant)s AND psp_id IS NOT NULL
+  AND (psp_id = ANY(%(intents)s::text[])
+       OR status = 'succeeded' AND confirmed_at >= %(start)s AND confirmed_at < %(end)s)
 ORDER BY id
 """
+
+#: A payment of the records: (tenant, id, its PaymentIntent, held as paid and in play).
+_Payment = tuple[uuid.UUID, uuid.UUID, str, bool]
 
 
 async def _read_tenant(
@@ -555,8 +565,8 @@ async def _read_tenant(
     tenant: uuid.UUID,
     arguments: dict[str, Any],
     evidence: Evidence,
-) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
-    """The tenant's entries into `evidence`; its paid payments in play (tenant, id, intent)."""
+) -> list[_Payment]:
+    """The tenant's entries into `evidence`, and its payments of interest (`_PAYMENTS`)."""
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant),))
@@ -579,8 +589,8 @@ async def _read_tenant(
             evidence.ledger.append(record)
             if of_window:
                 evidence.ledger_of_window.add(entry)
-        cursor = await conn.execute(_PAID, values)
-        return [(tenant, payment_id, intent) for payment_id, intent in await cursor.fetchall()]
+        cursor = await conn.execute(_PAYMENTS, values)
+        return [(tenant, *row) for row in await cursor.fetchall()]
 
 
 async def _read_ledger(
@@ -589,7 +599,7 @@ async def _read_ledger(
     references: list[tuple[str, str]],
     intents: list[str],
     progress: Progress | None,
-) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+) -> list[_Payment]:
     cursor = await conn.execute(_TENANTS)
     tenants = [row[0] for row in await cursor.fetchall()]
     arguments = {
@@ -599,12 +609,12 @@ async def _read_ledger(
         "references": [reference for _, reference in references],
         "intents": intents,
     }
-    paid = []
+    payments = []
     for done, tenant in enumerate(tenants, start=1):
-        paid.extend(await _read_tenant(conn, tenant, arguments, evidence))
+        payments.extend(await _read_tenant(conn, tenant, arguments, evidence))
         if progress is not None:
             progress("ledger books", done)
-    return paid
+    return payments
 
 
 def _window_references(evidence: Evidence) -> list[tuple[str, str]]:
@@ -646,10 +656,17 @@ async def read_evidence(
         evidence.window_ids.add(payout.id)
         evidence.movements[payout.id] = payout
     intents = sorted({m.payment_intent for m in evidence.movements.values() if m.payment_intent})
-    paid = await _read_ledger(owner, evidence, _window_references(evidence), intents, progress)
+    payments = await _read_ledger(owner, evidence, _window_references(evidence), intents, progress)
+    # A charge names its tenant through its PaymentIntent's payment in the records.
+    tenants = {intent: tenant for tenant, _, intent, _ in payments}
+    for psp_id, movement in list(evidence.movements.items()):
+        if movement.tenant_id is None and movement.payment_intent in tenants:
+            evidence.movements[psp_id] = replace(
+                movement, tenant_id=tenants[movement.payment_intent]
+            )
 
     await _fetch_missing(psp, evidence)
-    await _paid_payments(psp, evidence, paid)
+    await _paid_payments(psp, evidence, [p for p in payments if p[3]])
     return evidence
 
 
@@ -671,23 +688,14 @@ async def _fetch_missing(psp: StripePsp, evidence: Evidence) -> None:
                 evidence.movements[movement.id] = movement
 
 
-async def _paid_payments(
-    psp: StripePsp, evidence: Evidence, paid: list[tuple[uuid.UUID, uuid.UUID, str]]
-) -> None:
-    """Each paid payment in play with its PaymentIntent's status: from the charges read,
-    else asked of the PSP (as its tenant's: another tenant's intent is not found)."""
-    intent_status = {
-        m.payment_intent: m.payment_intent_status
-        for m in evidence.movements.values()
-        if m.payment_intent and m.payment_intent_status
-    }
-    for tenant, payment_id, intent in paid:
-        status = intent_status.get(intent)
-        if status is None:
-            try:
-                status = (await psp.retrieve_payment_intent(tenant, intent)).status
-            except PspNotFoundError:
-                status = None
+async def _paid_payments(psp: StripePsp, evidence: Evidence, paid: list[_Payment]) -> None:
+    """Each paid payment in play with its PaymentIntent's status, asked of the PSP as its
+    tenant's (an intent tagged with another tenant is not found): one call per payment."""
+    for tenant, payment_id, intent, _ in paid:
+        try:
+            status: str | None = (await psp.retrieve_payment_intent(tenant, intent)).status
+        except PspNotFoundError:
+            status = None
         evidence.payments.append(PaidPayment(tenant, payment_id, intent, status))
 
 
