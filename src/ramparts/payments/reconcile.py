@@ -1,7 +1,8 @@
 """Daily reconciliation of the ledger with the PSP (control PAY-5).
 
-For one UTC day, the PSP's balance transactions created that day are matched with the ledger's
-entries by PSP id, and every disagreement is a drift item:
+For one UTC day, the PSP's balance transactions created that day (with their sources) and its
+payouts created that day are matched with the ledger's entries by PSP id, and the payments
+the records hold as paid with their PaymentIntents; every disagreement is a drift item:
 
 | PSP side | ledger entry (kind, reference) |
 |---|---|
