@@ -5,7 +5,9 @@ Each writer is its own process with its own connection, posting through `Ledger`
 `Database.tenant_session` as the runtime role, exactly as the money flows will (row-level
 security, the deferred balance check, the append-only triggers, the account upsert), each on
 its own tenant: a deposit for a new payment (which opens its held-funds account), then the
-PSP's fee on it, one entry per transaction; then the same with 10 entries per transaction.
+PSP's fee on it, one entry per transaction; then the same with 10 entries per transaction; then
+a deposit and a refund drawn on it, one entry per transaction (a refund locks the held funds
+and checks what is left before it posts: the path of refunds, disbursements and reversals).
 Beside them, the floor of that path: empty tenant sessions (BEGIN, the tenant, COMMIT) per
 second from the same writers, which write nothing and so wait for no WAL flush.
 The baseline is `pgbench -b tpcb-like` with as many clients, on its own database on the same
@@ -44,7 +46,9 @@ SECONDS = 8.0
 GOAL = 2_000  # balanced entries per second
 
 
-async def _write(app_url: URL, per_transaction: int, deadline: float, tenant: uuid.UUID) -> int:
+async def _write(
+    app_url: URL, per_transaction: int, deadline: float, tenant: uuid.UUID, refunds: bool
+) -> int:
     database = Database(app_url, pool_size=1)
     ledger = Ledger()
     posted = 0
@@ -54,11 +58,16 @@ async def _write(app_url: URL, per_transaction: int, deadline: float, tenant: uu
                 if not per_transaction:  # the floor: the session path alone, no write
                     posted += 1
                 for _ in range(per_transaction):
-                    payment = f"pi_{posted}"
+                    payment = f"pi_{posted - posted % 2}"
                     if posted % 2 == 0:
                         await ledger.record_deposit(
                             session, payment=payment, amount=10_000, currency="EUR"
                         )
+                    elif refunds:
+                        await ledger.record_refund(
+                            session, payment=payment, refund=f"re_{posted}", amount=2_500,
+                            currency="EUR",
+                        )  # fmt: skip
                     else:
                         await ledger.record_psp_fee(
                             session, payment=payment, reference=f"txn_{posted}", amount=320,
@@ -70,24 +79,32 @@ async def _write(app_url: URL, per_transaction: int, deadline: float, tenant: uu
     return posted
 
 
-def _writer(app_url: str, per_transaction: int, tenant: str, barrier: Any, results: Any) -> None:
+def _writer(  # noqa: PLR0917 - a child process's arguments
+    app_url: str, per_transaction: int, tenant: str, refunds: bool, barrier: Any, results: Any
+) -> None:
     from sqlalchemy.engine import make_url  # noqa: PLC0415 - in the child process
 
     barrier.wait()
     deadline = time.monotonic() + SECONDS
     results.put(
-        asyncio.run(_write(make_url(app_url), per_transaction, deadline, uuid.UUID(tenant)))
+        asyncio.run(
+            _write(make_url(app_url), per_transaction, deadline, uuid.UUID(tenant), refunds)
+        )
     )
 
 
-def entries_per_second(urls: DatabaseUrls, per_transaction: int) -> tuple[float, list[str]]:
+def entries_per_second(
+    urls: DatabaseUrls, per_transaction: int, *, refunds: bool = False
+) -> tuple[float, list[str]]:
     """Entries posted per second by WRITERS processes, and their tenants."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(WRITERS + 1), context.Queue()
     url = urls.app.render_as_string(hide_password=False)
     tenants = [str(uuid.uuid4()) for _ in range(WRITERS)]
     workers = [
-        context.Process(target=_writer, args=(url, per_transaction, tenant, barrier, results))
+        context.Process(
+            target=_writer, args=(url, per_transaction, tenant, refunds, barrier, results)
+        )
         for tenant in tenants
     ]
     total, elapsed = timed_processes(workers, barrier, results)  # only the posting is timed
@@ -136,7 +153,8 @@ def main() -> None:
         floor, _ = entries_per_second(urls, 0)
         single, tenants = entries_per_second(urls, 1)
         batched, more = entries_per_second(urls, 10)
-        checked = _verified(urls, tenants + more)
+        drawing, drawn = entries_per_second(urls, 1, refunds=True)
+        checked = _verified(urls, tenants + more + drawn)
     report = {
         "writers": WRITERS,
         "pgbench_tpcb_tps": round(baseline, 1),
@@ -145,6 +163,8 @@ def main() -> None:
         "ratio_1_per_tx": round(single / baseline, 3),
         "entries_per_s_10_per_tx": round(batched, 1),
         "ratio_10_per_tx": round(batched / baseline, 3),
+        "entries_per_s_1_per_tx_deposits_and_refunds": round(drawing, 1),
+        "ratio_1_per_tx_deposits_and_refunds": round(drawing / baseline, 3),
         "entries_verified": checked,
         "goal_entries_per_s": GOAL,
         "goal_met": single >= GOAL,

@@ -28,6 +28,7 @@ from ramparts.cli.killswitch import killswitch
 from ramparts.cli.ledger import ledger_app
 from ramparts.cli.policy import PolicyInvalidError, policy_app
 from ramparts.cli.psp_sandbox import sandbox_app
+from ramparts.cli.reconcile import reconcile
 from ramparts.cli.secret_scan import secrets_app
 from ramparts.cli.server import migrate, serve_command
 from ramparts.cli.tenants import tenants_app
@@ -41,6 +42,7 @@ from ramparts.crypto.sealing import RowsLockedError, UndeclaredColumnsError
 from ramparts.db.engine import OwnerRequiredError, UnsafeRuntimeRoleError
 from ramparts.db.migrate import MigrationError
 from ramparts.logs import log_to_stderr
+from ramparts.payments.psp import PspError
 from ramparts.payments.sandbox import SandboxError
 from ramparts.policy.engine import PolicyError
 from ramparts.runtime import ProductionGuardError, ServeSizingError
@@ -60,6 +62,7 @@ app.command("serve")(serve_command)
 app.command()(worker)
 app.command()(demo)
 app.command()(killswitch)
+app.command()(reconcile)
 app.add_typer(apps_app, name="apps")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
@@ -101,6 +104,7 @@ def main() -> None:
         UndeclaredColumnsError,
         SequencerStalledError,
         SandboxError,
+        PspError,  # the PSP could not be read (its message names no key or card detail)
     ) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:

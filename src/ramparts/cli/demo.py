@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any, TextIO
 
-from sqlalchemy.engine import URL
-
 from ramparts.apps import selected_apps
 from ramparts.cli.common import JsonOption, UsageError, audit_log, console, with_owner
 from ramparts.cli.server import HostOption, PortOption, migrate_database
@@ -89,7 +87,7 @@ def _print_credentials(settings: Settings, report: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _beside_demo(settings: Settings, *, app_url: URL) -> Iterator[Settings]:
+def _beside_demo(settings: Settings, *, urls: DatabaseUrls) -> Iterator[Settings]:
     """What runs beside the demo's server once its checks passed: the sandbox PSP
     (`sandbox_psp`, saying where it listens), then the job worker (PSP events) on a thread of
     this process, which shares the sandbox's address and the embedded database the server
@@ -99,7 +97,7 @@ def _beside_demo(settings: Settings, *, app_url: URL) -> Iterator[Settings]:
             # Plain print, like the credentials: the address whole on its line.
             print(f"Sandbox PSP (localstripe) at {running.psp_api_base}", flush=True)
             print(f"  delivering signed events to {running.public_url}/webhooks/psp", flush=True)
-        worker = WorkerThread(running, app_url, open_kms(running)).start()
+        worker = WorkerThread(running, urls.app, open_kms(running), owner_url=urls.owner).start()
         try:
             yield running
         finally:
@@ -134,4 +132,4 @@ def demo(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
             report = _seed(settings, urls)
         _print_credentials(settings, report)
         console.print(f"Serving on [bold]http://{host}:{port}[/] — Ctrl-C to stop.")
-        serve(settings, urls, host=host, port=port, beside=partial(_beside_demo, app_url=urls.app))
+        serve(settings, urls, host=host, port=port, beside=partial(_beside_demo, urls=urls))

@@ -36,4 +36,8 @@ def worker(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     kms = open_kms(settings)
     with open_database(settings) as urls:
-        asyncio.run(run_worker(settings, urls.app, kms, concurrency=concurrency))
+        # The owner's URL serves the daily reconciliation only (every tenant's books, the
+        # owner-only report); every PSP event is processed as the runtime role.
+        asyncio.run(
+            run_worker(settings, urls.app, kms, concurrency=concurrency, owner_url=urls.owner)
+        )

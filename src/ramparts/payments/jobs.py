@@ -20,7 +20,9 @@ so a worker knows every task a job can name. Jobs live in the runtime's database
   dead-letters them when that was the last). Processing is exactly once by event id
   (`ramparts.payments.processing`), so a job run twice changes nothing the second time.
 - Periodic tasks (`PERIODIC`, registered below, in this one place): the sweep of pending
-  events no job holds, every minute; the removal of succeeded jobs older than 30 days, daily.
+  events no job holds, every minute; the removal of succeeded jobs older than 30 days, daily;
+  the reconciliation of the previous day with the PSP, daily at 01:30 UTC (a worker given the
+  owner's URL: `ramparts worker` and the demo's).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from ramparts.crypto.kms import Kms
 from ramparts.db.engine import Database, driver_of, libpq
 from ramparts.payments.processing import process_event
 from ramparts.payments.psp import StripePsp
+from ramparts.payments.reconcile import reconcile_day
 
 __all__ = [
     "EVENT_LOCK_PREFIX",
@@ -81,6 +84,7 @@ EVENT_LOCK_PREFIX: Final = "psp_event:"
 EVENT_TASK: Final = "ramparts.payments.process_psp_event"
 SWEEP_TASK: Final = "ramparts.payments.sweep_psp_events"
 CLEANUP_TASK: Final = "ramparts.payments.remove_old_jobs"
+RECONCILE_TASK: Final = "ramparts.payments.reconcile_yesterday"
 QUEUE: Final = "payments"
 #: A pending event older than this with no job is deferred by the sweep (the webhook route
 #: defers in the storing transaction; only a crash or a refused defer leaves one behind).
@@ -146,6 +150,9 @@ class WorkerRuntime:
     kms: Kms
     settings: Settings
     alerter: Alerter
+    #: The owner's URL, for the daily reconciliation only (it reads every tenant's books and
+    #: writes the owner-only report); None: this worker does not reconcile.
+    owner_url: URL | None = None
     _psp: StripePsp | None = None
 
     def psp(self) -> StripePsp:
@@ -237,11 +244,27 @@ async def remove_old_jobs(context: JobContext, timestamp: int) -> None:
     await context.app.job_manager.delete_old_jobs(nb_hours=KEEP_SUCCEEDED_HOURS)
 
 
-#: Every periodic task, by procrastinate's periodic id: a new one (the daily reconciliation)
-#: is declared above with `@job_app.periodic` and named here.
+@job_app.periodic(cron="30 1 * * *", periodic_id="reconciliation")
+@job_app.task(name=RECONCILE_TASK, queue=QUEUE, queueing_lock=RECONCILE_TASK, pass_context=True)
+async def reconcile_yesterday(context: JobContext, timestamp: int) -> str:
+    """Reconcile the previous UTC day (at 01:30, once the day's events are processed): the
+    report is stored and drift raises its alert (`ramparts.payments.reconcile`). A worker
+    without the owner's URL cannot: the job fails, so its retries and the dead-letter alert
+    say so instead of a silent gap."""
+    runtime = _runtime(context)
+    if runtime.owner_url is None:
+        raise RuntimeError("this worker has no owner connection: it cannot reconcile")
+    day = datetime.fromtimestamp(timestamp, UTC).date() - timedelta(days=1)
+    report = await reconcile_day(runtime.owner_url, runtime.psp(), day, alerter=runtime.alerter)
+    return "clean" if report.clean else f"{len(report.drift)} drift item(s)"
+
+
+#: Every periodic task, by procrastinate's periodic id: a new one is declared above with
+#: `@job_app.periodic` and named here.
 PERIODIC: Final = {
     "psp_events": SWEEP_TASK,
     "old_jobs": CLEANUP_TASK,
+    "reconciliation": RECONCILE_TASK,
 }
 
 # Dead letters: the failed attempt's error class, and the alert on the last one.
@@ -382,6 +405,7 @@ async def run_worker(
     *,
     concurrency: int = 1,
     install_signal_handlers: bool = True,
+    owner_url: URL | None = None,
 ) -> None:
     """Run a worker until it is stopped: by SIGINT or SIGTERM (with
     `install_signal_handlers`, from the moment it is called), or by cancelling the task
@@ -391,7 +415,9 @@ async def run_worker(
         raise ValueError("concurrency must be at least 1")
     stop = _StopOnSignals(enabled=install_signal_handlers)
     database = Database(app_url, pool_size=concurrency, max_overflow=1)
-    runtime = WorkerRuntime(database, kms, settings, Alerter(settings.alert_webhook_url))
+    runtime = WorkerRuntime(
+        database, kms, settings, Alerter(settings.alert_webhook_url), owner_url=owner_url
+    )
     stalled = settings.worker_stalled_seconds
     try:
         await database.verify_runtime_role()
@@ -462,9 +488,12 @@ class WorkerThread:
     """A worker on a thread of its own (`ramparts demo`): started beside the server, stopped
     with it. Production runs `ramparts worker` processes instead."""
 
-    def __init__(self, settings: Settings, app_url: URL, kms: Kms) -> None:
+    def __init__(
+        self, settings: Settings, app_url: URL, kms: Kms, *, owner_url: URL | None = None
+    ) -> None:
         self._settings = settings
         self._app_url = app_url
+        self._owner_url = owner_url
         self._kms = kms
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -477,7 +506,11 @@ class WorkerThread:
             self._task = asyncio.current_task()
             self._started.set()
             await run_worker(
-                self._settings, self._app_url, self._kms, install_signal_handlers=False
+                self._settings,
+                self._app_url,
+                self._kms,
+                install_signal_handlers=False,
+                owner_url=self._owner_url,
             )
 
         try:

@@ -232,6 +232,56 @@ WITH accounts AS (
 )
 SELECT id, posted_at FROM entry
 """  # noqa: S608 - the tenant expression, a constant
+#: The same for an entry that draws on never-negative accounts, run once they are locked
+#: (`_LOCK`) and in a statement of its own after the lock, so that its snapshot holds what the
+#: previous holder of the lock committed: in one round trip, it finds the entry already
+#: posted under the reference (a retried refund finds its first posting before its funds are
+#: counted again: what it took is no longer held), counts what each drawn account holds, and
+#: posts only when the entry is new and every account keeps enough. Its rows say which:
+#: `posted` (with the new entry), `replay` (the entry there), or one `short` per account.
+_POST_DRAWING = f"""
+WITH existing AS (
+    SELECT id FROM ledger_entries
+    WHERE tenant_id = {CURRENT_TENANT} AND kind = %(kind)s AND reference = %(reference)s
+), held AS (
+    SELECT d.position, d.account, d.currency, d.change,
+           CASE WHEN d.debit_normal THEN 1 ELSE -1 END * coalesce((
+               SELECT sum(p.amount) FROM ledger_postings p
+               WHERE p.tenant_id = {CURRENT_TENANT} AND p.account = d.account
+                 AND p.currency = d.currency), 0) AS held
+    FROM unnest(%(drawn_accounts)s::text[], %(drawn_currencies)s::text[],
+                %(drawn_changes)s::bigint[], %(drawn_debit_normal)s::boolean[])
+        WITH ORDINALITY AS d(account, currency, change, debit_normal, position)
+), short AS (
+    SELECT position, account, currency, held, change FROM held WHERE held + change < 0
+), go AS (
+    SELECT WHERE NOT EXISTS (SELECT FROM existing) AND NOT EXISTS (SELECT FROM short)
+), accounts AS (
+    INSERT INTO ledger_accounts (tenant_id, name, currency, kind, never_negative)
+    SELECT {CURRENT_TENANT}, a.name, a.currency, a.kind, a.never_negative
+    FROM go, unnest(%(names)s::text[], %(currencies)s::text[], %(kinds)s::text[],
+                    %(never_negative)s::boolean[]) AS a(name, currency, kind, never_negative)
+    ON CONFLICT DO NOTHING
+), entry AS (
+    INSERT INTO ledger_entries (tenant_id, kind, reference, payment, reverses)
+    SELECT {CURRENT_TENANT}, %(kind)s::text, %(reference)s::text, %(payment)s::text,
+           %(reverses)s::uuid
+    FROM go
+    ON CONFLICT (tenant_id, kind, reference) DO NOTHING
+    RETURNING tenant_id, id, posted_at
+), postings AS (
+    INSERT INTO ledger_postings (tenant_id, entry_id, position, account, currency, amount)
+    SELECT entry.tenant_id, entry.id, p.position, p.account, p.currency, p.amount
+    FROM entry, unnest(%(names)s::text[], %(currencies)s::text[], %(amounts)s::bigint[])
+        WITH ORDINALITY AS p(account, currency, amount, position)
+)
+SELECT 'posted', id, posted_at, NULL, NULL, NULL::bigint, NULL::bigint, 0::bigint FROM entry
+UNION ALL
+SELECT 'replay', id, NULL, NULL, NULL, NULL, NULL, 0 FROM existing
+UNION ALL
+SELECT 'short', NULL, NULL, account, currency, held, change, position FROM short
+ORDER BY 8
+"""  # noqa: S608 - the tenant expression, a constant
 _ENTRY = """
 SELECT e.id, e.kind, e.reference, e.payment, e.reverses, e.posted_at,
        array_agg(p.account ORDER BY p.position), array_agg(p.currency ORDER BY p.position),
@@ -255,18 +305,26 @@ _LOCK = (
     "SELECT pg_advisory_xact_lock(hashtextextended("  # noqa: S608 - a constant
     f"{CURRENT_TENANT}::text || '/' || a, 20201)) FROM unnest(%s::text[]) AS a ORDER BY a"
 )
-_REVERSED = (
-    "SELECT 1 FROM ledger_entries "  # noqa: S608 - a constant
-    f"WHERE tenant_id = {CURRENT_TENANT} AND reverses = %s"
-)
+#: What reversing an entry needs, in one round trip: its kind and payment, its postings with
+#: their accounts' kinds, and the reference of the reversal already posted for it, if any.
+_REVERSING = f"""
+SELECT e.kind, e.payment,
+       array_agg(p.account ORDER BY p.position), array_agg(p.currency ORDER BY p.position),
+       array_agg(p.amount ORDER BY p.position), array_agg(a.kind ORDER BY p.position),
+       array_agg(a.never_negative ORDER BY p.position),
+       (SELECT r.reference FROM ledger_entries r
+        WHERE r.tenant_id = e.tenant_id AND r.reverses = e.id)
+FROM ledger_entries e
+JOIN ledger_postings p ON p.tenant_id = e.tenant_id AND p.entry_id = e.id
+JOIN ledger_accounts a
+    ON a.tenant_id = p.tenant_id AND a.name = p.account AND a.currency = p.currency
+WHERE e.tenant_id = {CURRENT_TENANT} AND e.id = %s
+GROUP BY e.tenant_id, e.id
+"""  # noqa: S608 - the tenant expression, a constant
 #: An account's debits minus credits.
 _NET = (
     "SELECT coalesce(sum(amount), 0) FROM ledger_postings "  # noqa: S608 - a constant
     f"WHERE tenant_id = {CURRENT_TENANT} AND account = %s AND currency = %s"
-)
-_ACCOUNTS = (
-    "SELECT name, kind, never_negative FROM ledger_accounts "  # noqa: S608 - a constant
-    f"WHERE tenant_id = {CURRENT_TENANT} AND name = ANY(%s)"
 )
 
 
@@ -281,21 +339,8 @@ def _drawn(draft: EntryDraft) -> dict[tuple[Account, str], int]:
     return {key: change for key, change in drawn.items() if change < 0}
 
 
-async def _check_funds(
-    driver: psycopg.AsyncConnection[Any], drawn: dict[tuple[Account, str], int]
-) -> None:
-    """Refuse the entry if it takes an account below zero. Called with the accounts locked
-    (`_LOCK`), in statements of its own: a statement's snapshot is taken when it starts,
-    before it waits for a lock, and would miss what the previous holder committed."""
-    for (account, currency), change in drawn.items():
-        cursor = await driver.execute(_NET, (account.name, currency))
-        row = await cursor.fetchone()
-        net = int(row[0]) if row else 0
-        held = net if account.kind.debit_normal else -net
-        if held + change < 0:
-            raise InsufficientFundsError(
-                f"{account.name} holds {held} {currency}; the entry takes {-change}"
-            )
+def _funds_refusal(account: str, currency: str, held: int, change: int) -> InsufficientFundsError:
+    return InsufficientFundsError(f"{account} holds {held} {currency}; the entry takes {-change}")
 
 
 class Ledger:
@@ -307,29 +352,29 @@ class Ledger:
         draft = _checked(draft)
         driver = await driver_of(session)
         drawn = _drawn(draft)
+        arguments: dict[str, Any] = {
+            "names": [p.account.name for p in draft.postings],
+            "currencies": [p.currency for p in draft.postings],
+            "kinds": [p.account.kind.value for p in draft.postings],
+            "never_negative": [p.account.never_negative for p in draft.postings],
+            "amounts": [p.amount for p in draft.postings],
+            "kind": draft.kind.value,
+            "reference": draft.reference,
+            "payment": draft.payment,
+            "reverses": draft.reverses,
+        }
+        statement = _POST
         if drawn:
             await driver.execute(_LOCK, ([f"{a.name}/{currency}" for a, currency in drawn],))
-            # A retried refund finds its first posting before its funds are counted again:
-            # what it took is no longer held.
-            if await self.entry(session, draft.kind, draft.reference) is not None:
-                return await self._replayed(session, draft)
-            await _check_funds(driver, drawn)
-        names = [p.account.name for p in draft.postings]
+            statement = _POST_DRAWING
+            arguments |= {
+                "drawn_accounts": [account.name for account, _ in drawn],
+                "drawn_currencies": [currency for _, currency in drawn],
+                "drawn_changes": list(drawn.values()),
+                "drawn_debit_normal": [account.kind.debit_normal for account, _ in drawn],
+            }
         try:
-            cursor = await driver.execute(
-                _POST,
-                {
-                    "names": names,
-                    "currencies": [p.currency for p in draft.postings],
-                    "kinds": [p.account.kind.value for p in draft.postings],
-                    "never_negative": [p.account.never_negative for p in draft.postings],
-                    "amounts": [p.amount for p in draft.postings],
-                    "kind": draft.kind.value,
-                    "reference": draft.reference,
-                    "payment": draft.payment,
-                    "reverses": draft.reverses,
-                },
-            )
+            cursor = await driver.execute(statement, arguments)
         except psycopg.errors.UniqueViolation as exc:
             if exc.diag.constraint_name == "uq_ledger_entries_reverses":
                 raise LedgerConflictError(f"entry {draft.reverses} is already reversed") from None
@@ -339,6 +384,13 @@ class Ledger:
                 raise LedgerConflictError(f"no entry {draft.reverses} to reverse") from None
             raise
         row = await cursor.fetchone()
+        if drawn and row is not None:
+            outcome, entry_id, posted_at, account, currency, held, change, _ = row
+            if outcome == "replay":
+                return await self._replayed(session, draft)
+            if outcome == "short":
+                raise _funds_refusal(account, currency, int(held), int(change))
+            row = (entry_id, posted_at)
         if row is not None:
             postings = tuple((p.account.name, p.currency, p.amount) for p in draft.postings)
             return PostedEntry(
@@ -462,34 +514,30 @@ class Ledger:
     ) -> PostedEntry:
         """Cancel a posted entry with its mirror image (the only correction there is)."""
         driver = await driver_of(session)
-        rows = await self._entries(session, "e.tenant_id = {tenant} AND e.id = %s", (entry_id,))
-        if not rows:
+        cursor = await driver.execute(_REVERSING, (entry_id,))
+        row = await cursor.fetchone()
+        if row is None:
             raise LedgerConflictError(f"no entry {entry_id} to reverse")
-        original = rows[0]
-        again = await self.entry(session, EntryKind.REVERSAL, reference)
-        if again is not None and again.reverses == entry_id:
-            return replace(again, replayed=True)
-        if original.kind is EntryKind.REVERSAL:
+        kind, payment, names, currencies, amounts, kinds, never, reversed_by = row
+        if reversed_by == reference:  # this very reversal, asked again
+            again = await self.entry(session, EntryKind.REVERSAL, reference)
+            if again is not None:
+                return replace(again, replayed=True)
+        if kind == EntryKind.REVERSAL:
             raise LedgerConflictError(
                 f"entry {entry_id} is a reversal: post the movement again instead"
             )
         # Asked first, so the usual refusal leaves the transaction usable; the unique
         # constraint still settles two concurrent reversals.
-        already = await driver.execute(_REVERSED, (entry_id,))
-        if await already.fetchone():
+        if reversed_by is not None:
             raise LedgerConflictError(f"entry {entry_id} is already reversed")
-        kinds = await driver.execute(_ACCOUNTS, ([name for name, _, _ in original.postings],))
-        accounts = {
-            name: Account(name, AccountKind(kind), never)
-            for name, kind, never in await kinds.fetchall()
-        }
         postings = tuple(
-            Posting(accounts[name], currency, -amount)
-            for name, currency, amount in original.postings
+            Posting(Account(name, AccountKind(account_kind), negative), currency, -amount)
+            for name, currency, amount, account_kind, negative in zip(
+                names, currencies, amounts, kinds, never, strict=True
+            )
         )
-        draft = EntryDraft(
-            EntryKind.REVERSAL, reference, postings, original.payment, reverses=original.id
-        )
+        draft = EntryDraft(EntryKind.REVERSAL, reference, postings, payment, reverses=entry_id)
         return await self.post(session, draft)
 
     async def _move(  # noqa: PLR0917 - one movement, spelled out

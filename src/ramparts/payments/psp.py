@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "Payout",
     "PspDeclinedError",
     "PspError",
+    "PspMovement",
     "PspNotFoundError",
     "Refund",
     "StripePsp",
@@ -122,6 +123,25 @@ class Payout:
 
 
 @dataclass(frozen=True)
+class PspMovement:
+    """A charge, refund or payout as the PSP has it now: what reconciliation compares with
+    the ledger. Read account-wide (every tenant's), for the operator only: never shown to a
+    tenant."""
+
+    id: str
+    object: str  # "charge", "refund", "payout", or another source type
+    amount: int  # minor units, positive
+    currency: str  # lowercase, as the PSP writes it
+    status: str
+    created: int
+    #: The tenant the runtime tagged it with (a charge: its PaymentIntent's tag), if any.
+    tenant_id: uuid.UUID | None = None
+    payment_intent: str | None = None
+    payment_intent_status: str | None = None
+    balance_transaction: str | None = None
+
+
+@dataclass(frozen=True)
 class BalanceTransaction:
     id: str
     type: str
@@ -132,6 +152,8 @@ class BalanceTransaction:
     source: str | None
     status: str
     created: int
+    #: The source itself, when the listing asked for it (`sources=True`).
+    source_object: PspMovement | None = None
 
 
 @dataclass(frozen=True)
@@ -478,26 +500,111 @@ class StripePsp:
         )
 
     async def balance_transactions(
-        self, *, created_from: int | None = None, created_until: int | None = None
+        self,
+        *,
+        created_from: int | None = None,
+        created_until: int | None = None,
+        sources: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> list[BalanceTransaction]:
         """The account's balance transactions created in [`created_from`, `created_until`)
-        (Unix seconds), every page of them: the PSP's side of reconciliation.
+        (Unix seconds), every page of them: the PSP's side of reconciliation. With `sources`,
+        each comes with its source (charge, refund, payout), in the same pages (`expand`);
+        `progress` is told how many were read.
 
         The window is applied here, not sent as `created[gte]`/`created[lt]`: the sandbox
         refuses those parameters. Both Stripe and the sandbox list newest first, so paging
         stops at the first transaction older than the window instead of reading all history.
         """
         found: list[BalanceTransaction] = []
+        params: dict[str, Any] = {"limit": 100}
+        if sources:
+            params["expand"] = ["data.source"]
+        read = 0
         try:
-            page = await self._client.v1.balance_transactions.list_async(params={"limit": 100})
+            page = await self._client.v1.balance_transactions.list_async(params=params)  # type: ignore[arg-type]
             async for item in page.auto_paging_iter():
+                read += 1
+                if progress is not None:
+                    progress(read)
                 if created_from is not None and item.created < created_from:
                     break
                 if created_until is not None and item.created >= created_until:
                     continue
-                found.append(_balance_transaction(item))
+                found.append(_balance_transaction(item, sources))
         except stripe.StripeError as exc:
             raise _error("list balance transactions", exc) from None
+        return found
+
+    # Reconciliation's reads: account-wide (no tenant check), for the operator's report only.
+
+    async def retrieve_balance_transaction(self, transaction_id: str) -> BalanceTransaction | None:
+        """One balance transaction (a fee's), or None when the PSP has no such one."""
+        try:
+            item = await self._client.v1.balance_transactions.retrieve_async(transaction_id)
+        except stripe.StripeError as exc:
+            if exc.http_status == 404:
+                return None
+            raise _error("retrieve balance transaction", exc) from None
+        return _balance_transaction(item, sources=False)
+
+    async def retrieve_movement(self, psp_id: str) -> PspMovement | None:
+        """The charge (`ch_`, `py_`), refund (`re_`) or payout (`po_`) `psp_id` as the PSP
+        has it now, or None when it has none (or the id is of none of these)."""
+        try:
+            if psp_id.startswith(("ch_", "py_")):
+                found: Any = await self._client.v1.charges.retrieve_async(
+                    psp_id, params={"expand": ["payment_intent"]}
+                )
+            elif psp_id.startswith("re_"):
+                found = await self._client.v1.refunds.retrieve_async(psp_id)
+            elif psp_id.startswith("po_"):
+                found = await self._client.v1.payouts.retrieve_async(psp_id)
+            else:
+                return None
+        except stripe.StripeError as exc:
+            if exc.http_status == 404:
+                return None
+            raise _error("retrieve a charge, refund or payout", exc) from None
+        return _movement(found)
+
+    async def payouts(
+        self,
+        *,
+        created_from: int | None = None,
+        created_until: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[PspMovement]:
+        """The payouts created in [`created_from`, `created_until`), every page of them.
+
+        Stripe lists payouts newest first (and also as `payout` balance transactions); the
+        sandbox lists them in creation order and has no balance transaction for them. Paging
+        stops at a payout older than the window only when it follows a newer one (the list is
+        newest first), so either order is read whole where it must be.
+        """
+        found: list[PspMovement] = []
+        previous: int | None = None
+        read = 0
+        try:
+            page = await self._client.v1.payouts.list_async(params={"limit": 100})
+            async for item in page.auto_paging_iter():
+                read += 1
+                if progress is not None:
+                    progress(read)
+                created = int(item.created)
+                newest_first = previous is not None and previous > created
+                previous = created
+                if created_from is not None and created < created_from:
+                    if newest_first:
+                        break
+                    continue
+                if created_until is not None and created >= created_until:
+                    continue
+                movement = _movement(item)
+                if movement is not None:
+                    found.append(movement)
+        except stripe.StripeError as exc:
+            raise _error("list payouts", exc) from None
         return found
 
     @staticmethod
@@ -534,7 +641,8 @@ class _HttpxClient(stripe.HTTPXClient):
         return [args, kwargs]
 
 
-def _balance_transaction(item: stripe.BalanceTransaction) -> BalanceTransaction:
+def _balance_transaction(item: Any, sources: bool = False) -> BalanceTransaction:
+    source = getattr(item, "source", None)
     return BalanceTransaction(
         id=item.id,
         type=str(item.type),
@@ -543,10 +651,43 @@ def _balance_transaction(item: stripe.BalanceTransaction) -> BalanceTransaction:
         # The sandbox sends no `net`; Stripe defines it as amount minus fee.
         net=getattr(item, "net", item.amount - item.fee),
         currency=item.currency,
-        source=_id_of(item.source),
+        source=_id_of(source),
         status=str(item.status),
         created=item.created,
+        source_object=_movement(source) if sources else None,
     )
+
+
+def _movement(found: Any) -> PspMovement | None:
+    """A charge, refund or payout object as reconciliation reads it (None for an id only)."""
+    if found is None or isinstance(found, str):
+        return None
+    tenant = _tenant_of(_metadata(found))
+    intent = getattr(found, "payment_intent", None)
+    intent_status = None
+    if intent is not None and not isinstance(intent, str):
+        intent_status = str(getattr(intent, "status", None) or "") or None
+        tenant = tenant or _tenant_of(_metadata(intent))
+    return PspMovement(
+        id=str(found.id),
+        object=str(getattr(found, "object", "") or ""),
+        amount=abs(int(getattr(found, "amount", 0) or 0)),
+        currency=str(getattr(found, "currency", "") or ""),
+        status=str(getattr(found, "status", "") or ""),
+        created=int(getattr(found, "created", 0) or 0),
+        tenant_id=tenant,
+        payment_intent=_id_of(intent),
+        payment_intent_status=intent_status,
+        balance_transaction=_id_of(getattr(found, "balance_transaction", None)),
+    )
+
+
+def _metadata(found: Any) -> dict[str, str]:
+    metadata = getattr(found, "metadata", None)
+    if metadata is None or isinstance(metadata, str):
+        return {}
+    values = metadata.to_dict() if hasattr(metadata, "to_dict") else dict(metadata)
+    return {str(key): str(value) for key, value in values.items()}
 
 
 def _id_of(value: object) -> str | None:
