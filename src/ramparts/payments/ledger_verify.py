@@ -50,16 +50,22 @@ GUARD_TRIGGER_FUNCTIONS: dict[str, str] = {
     "ledger_postings_open_entry": "ledger_posting_joins_open_entry",
     "ledger_posting_balanced": "ledger_check_posting",
 }
-GUARD_FUNCTIONS: dict[str, str] = {
-    "ledger_assert_entry": "d212ed1025027424918f582263ac97a7371c665f8c73756a70cc7436d4e25321",
-    "ledger_check_entry": "f9f4852f4b91af6f833d5a713a932feb7d571d0cc4592e25e30beac3a0d6e683",
-    "ledger_check_posting": "449d749acf22e5c08357eaaa35f479a0809eaef3d3e3d35baf1c5876637c4b8f",
-    "ledger_posting_joins_open_entry": (
-        "b0f9e425104128f2bac66c0b38942e44c28c80cf504b7ae0f375fd5b907dec55"
-    ),
-    "ledger_refuse_change": "6d339e6e6a519fa48c629b289749e8bd6b4520a0de06b97a2a91693e7be1ffcd",
-    "ledger_stamp_entry": "3dd9f85c13159ecd918a2c32a27b23e0b28707a441bed58a36f35923527c8d54",
-}
+# Digests of public SQL, not secrets: each digest's line says so to the secret scanner.
+_PINNED = (
+    "ledger_assert_entry",
+    "d212ed1025027424918f582263ac97a7371c665f8c73756a70cc7436d4e25321",  # pragma: allowlist secret
+    "ledger_check_entry",
+    "f9f4852f4b91af6f833d5a713a932feb7d571d0cc4592e25e30beac3a0d6e683",  # pragma: allowlist secret
+    "ledger_check_posting",
+    "449d749acf22e5c08357eaaa35f479a0809eaef3d3e3d35baf1c5876637c4b8f",  # pragma: allowlist secret
+    "ledger_posting_joins_open_entry",
+    "b0f9e425104128f2bac66c0b38942e44c28c80cf504b7ae0f375fd5b907dec55",  # pragma: allowlist secret
+    "ledger_refuse_change",
+    "6d339e6e6a519fa48c629b289749e8bd6b4520a0de06b97a2a91693e7be1ffcd",  # pragma: allowlist secret
+    "ledger_stamp_entry",
+    "3dd9f85c13159ecd918a2c32a27b23e0b28707a441bed58a36f35923527c8d54",  # pragma: allowlist secret
+)
+GUARD_FUNCTIONS: dict[str, str] = dict(zip(_PINNED[::2], _PINNED[1::2], strict=True))
 _FUNCTION_DIGESTS = """
 SELECT p.proname, encode(sha256(convert_to(
     p.prosrc || '|' || p.prosecdef::text || '|' || coalesce(array_to_string(p.proconfig, ','), ''),
