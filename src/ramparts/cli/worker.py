@@ -26,9 +26,10 @@ def worker(
         typer.Option(min=1, max=MAX_CONCURRENCY, help="Jobs run at the same time."),
     ] = 1,
 ) -> None:
-    """Run jobs (verified PSP events, the periodic sweep) until SIGINT or SIGTERM, as the
-    runtime database role; failed jobs are retried with backoff, then dead-lettered (see
-    `ramparts dlq`). Run as many as needed: they share the queue."""
+    """Run jobs (verified PSP events, the periodic sweep, the daily reconciliation) until
+    SIGINT or SIGTERM; events are processed as the runtime database role, the reconciliation
+    as the owner. Failed jobs are retried with backoff, then dead-lettered (see `ramparts
+    dlq`). Run as many as needed: they share the queue."""
     settings = load_settings()
     configure_logging(settings)
     # procrastinate logs through the standard library: its warnings and errors (a failed
