@@ -63,6 +63,7 @@ class ProblemType(Enum):
     IDEMPOTENCY_KEY_REUSED = ("idempotency-key-reused", "Idempotency-Key reused")
     IDEMPOTENCY_KEY_IN_FLIGHT = ("idempotency-key-in-flight", "Request in progress")
     PAYMENTS_UNAVAILABLE = ("payments-unavailable", "Payments unavailable")
+    TOOL_OUTCOME_UNKNOWN = ("tool-outcome-unknown", "Outcome unknown")
     PAYMENT_NOT_PAID = ("payment-not-paid", "Conflict")
     # Paying (PAY-2): too many attempts for a card or a payer, a card the PSP declined, and a
     # second live payment for what is paid already.

@@ -201,9 +201,12 @@ def test_only_finance_asks_and_with_an_idempotency_key(world: World) -> None:
     assert refunds_at_psp(world, payment) == []
 
 
-def test_a_psp_refusal_fails_the_approval_and_posts_nothing(
+def test_a_psp_that_does_not_answer_leaves_the_approval_pending_and_posts_nothing(
     world: World, serve_app: Callable[..., httpx.Client]
 ) -> None:
+    """No answer may still mean a refund at the PSP: nothing is closed on it. The request
+    stays pending, and approving it again sends the very same call (the approval's key), so
+    the money moves once."""
     payment = world.deposit(world.accepted_quote())
     asked = world.post("finance", f"/api/payments/{payment}/refunds", {"amount": 7_000})
     assert asked.status_code == 202, asked.text
@@ -214,15 +217,20 @@ def test_a_psp_refusal_fails_the_approval_and_posts_nothing(
     decided = cut_off.post(
         f"/api/approvals/{approval}/approve", headers=signed_in_again(cut_off, finance2)
     )
-    assert decided.status_code == 200, decided.text
-    assert decided.json()["status"] == "failed"
-    assert "failed at the PSP" in decided.json()["reason"]
+    assert decided.status_code == 503, decided.text
+    assert decided.json()["type"] == f"{PROBLEM}tool-outcome-unknown"
+    assert "approve it again" in decided.json()["detail"]
     assert refunds_at_psp(world, payment) == []
     assert world.rows("payment_refunds", payment) == []
     assert world.held(payment) == DEPOSIT
     [request] = world.approvals()
-    assert request["status"] == "failed"
-    assert world.decide("finance2", approval).status_code == 409  # a new request is needed
+    assert request["status"] == "pending"
+    # The PSP back: approved again, it runs once.
+    again = world.decide("finance2", approval)
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "executed"
+    assert [amount for _, amount, _ in refunds_at_psp(world, payment)] == [7_000]
+    assert world.held(payment) == DEPOSIT - 7_000
 
 
 def test_two_approvers_at_once_make_one_refund(world: World, psp_kms: Kms) -> None:  # noqa: F811

@@ -24,7 +24,7 @@ from ramparts.ai.gateway import AssistantService, run_checked
 from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.masking import Masker, redacted
 from ramparts.ai.refusals import GatewayRefusedError
-from ramparts.ai.tools import Tool, ToolError, ToolRun
+from ramparts.ai.tools import Tool, ToolError, ToolOutcomeUnknown, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.identity.auth import Principal, actor_of
 from ramparts.policy.engine import Channel, PolicyDecision, Target
@@ -249,6 +249,14 @@ class Approvals(AssistantService):
                 result = await run_checked(session, request.tool, request.run)
             except ToolError as exc:
                 return await finish(status="failed", reason=str(exc))
+            except ToolOutcomeUnknown as exc:
+                # It may have happened: nothing is closed (this transaction rolls back), and
+                # approving again repeats the very same call, which settles it.
+                raise GatewayRefusedError(
+                    503,
+                    ProblemType.TOOL_OUTCOME_UNKNOWN,
+                    f"{exc}; the request stays pending: approve it again to settle it",
+                ) from None
             return await finish(status="executed", result=result)
 
     async def _prepare(

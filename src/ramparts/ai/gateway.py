@@ -34,7 +34,15 @@ from ramparts.ai.masking import Masker, RefusedContentError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall, storable
 from ramparts.ai.provenance import Provenance, Trust
 from ramparts.ai.refusals import GatewayRefusedError
-from ramparts.ai.tools import AfterUntrusted, Risk, Tool, ToolError, ToolRegistry, ToolRun
+from ramparts.ai.tools import (
+    AfterUntrusted,
+    Risk,
+    Tool,
+    ToolError,
+    ToolOutcomeUnknown,
+    ToolRegistry,
+    ToolRun,
+)
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
 from ramparts.db.engine import Database
@@ -557,7 +565,7 @@ class Gateway(AssistantService):
             return outcome, None
         try:
             result = await run_checked(session, tool, run)
-        except ToolError as exc:
+        except (ToolError, ToolOutcomeUnknown) as exc:
             return refused(str(exc))
         conversation.events.append(_call_event(principal, tool.name, Decision.ALLOW, "executed"))
         # A result that echoes an argument nothing trusted backed does not make it trusted.
@@ -651,7 +659,7 @@ async def run_checked(session: AsyncSession, tool: Tool, run: ToolRun) -> dict[s
     try:
         async with session.begin_nested():
             return _checked(tool, await tool.run(run))
-    except ToolError:
+    except (ToolError, ToolOutcomeUnknown):
         raise
     except Exception:  # a bug in a tool is its refusal, not the request's 500
         log.exception("tool_failed", tool=tool.name)

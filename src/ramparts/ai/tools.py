@@ -40,6 +40,7 @@ __all__ = [
     "Risk",
     "Tool",
     "ToolError",
+    "ToolOutcomeUnknown",
     "ToolRegistry",
     "ToolRun",
     "ToolSchemaError",
@@ -69,6 +70,13 @@ class ToolSchemaError(ValueError):
 
 class ToolError(Exception):
     """The tool refused the call for a reason its user may read (not found, wrong status)."""
+
+
+class ToolOutcomeUnknown(Exception):  # noqa: N818 - a state, not a fault of the caller
+    """The tool called a system that did not answer, and the call may have taken effect
+    there (a payment provider's timeout): nothing may be closed on it. The approval stays
+    pending, and approving it again repeats the same call (with the same idempotency key),
+    which settles it; the message says what did not answer, in words its user may read."""
 
 
 def _nothing_allowed(action: PolicyAction, target: Target) -> bool:

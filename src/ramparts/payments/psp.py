@@ -63,20 +63,33 @@ _MAX_AMOUNT = 99_999_999
 
 class PspError(Exception):
     """The PSP refused or could not be reached. The message names the operation and Stripe's
-    error code, never a key, a card detail or the PSP's raw message."""
+    error code, never a key, a card detail or the PSP's raw message.
+
+    `definitive`: the PSP answered with a refusal (a 4xx other than 409 and 429), so nothing
+    was done; otherwise (no answer, 409, 429, 5xx) the call may have taken effect at the PSP,
+    and only the same call again, with the same idempotency key, settles it."""
+
+    definitive = False
+
+    def __init__(self, message: str, *, definitive: bool = False) -> None:
+        super().__init__(message)
+        self.definitive = definitive
 
 
 class PspDeclinedError(PspError):
     """The card was declined (Stripe `card_error`); `code` is Stripe's decline code."""
 
     def __init__(self, message: str, code: str | None) -> None:
-        super().__init__(message)
+        super().__init__(message, definitive=True)
         self.code = code
 
 
 class PspNotFoundError(PspError):
     """No such object at the PSP, or it belongs to another tenant (the same answer for both,
     so an id teaches nothing about other tenants)."""
+
+    def __init__(self, message: str, *, definitive: bool = True) -> None:
+        super().__init__(message, definitive=definitive)
 
 
 @dataclass(frozen=True)
@@ -201,7 +214,11 @@ def _error(operation: str, exc: stripe.StripeError) -> PspError:
     if exc.http_status == 404:
         return PspNotFoundError(f"{operation}: no such object at the PSP")
     status = f"HTTP {exc.http_status}" if exc.http_status else "no answer"
-    return PspError(f"{operation} failed at the PSP ({status}, {code})")
+    refused = exc.http_status is not None and 400 <= exc.http_status < 500
+    return PspError(
+        f"{operation} failed at the PSP ({status}, {code})",
+        definitive=refused and exc.http_status not in {409, 429},
+    )
 
 
 class StripePsp:

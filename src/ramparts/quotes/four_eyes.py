@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.ai.approval_requests import pending_calls
-from ramparts.ai.tools import ToolError, ToolRun
+from ramparts.ai.tools import ToolError, ToolOutcomeUnknown, ToolRun
 from ramparts.payments import outgoing, records
 from ramparts.payments.connection import PspConnection
 from ramparts.payments.ledger import Ledger, held_funds
@@ -163,6 +163,16 @@ async def _held(session: AsyncSession, payment: Payment, amount: int, what: str)
         raise ToolError(f"{amount} cannot be {what}: {held} is still held for this payment")
 
 
+def _psp_failure(exc: PspError) -> Exception:
+    """A PSP refusal closes the approval (`failed`: nothing happened); no answer, a conflict
+    or a server error may have moved the money, so the approval stays pending and approving
+    it again sends the same call with the same idempotency key (the approval's id), which
+    the PSP answers with the first result."""
+    if exc.definitive:
+        return ToolError(str(exc))
+    return ToolOutcomeUnknown(str(exc))
+
+
 async def refund(run: ToolRun, psp: PspConnection) -> dict[str, Any]:
     """`issue_refund`, approved: refund `amount` of the paid deposit `payment_id`."""
     requester, approver, approval = approved(run)
@@ -179,7 +189,7 @@ async def refund(run: ToolRun, psp: PspConnection) -> dict[str, Any]:
             run.principal.tenant_id, payment.psp_id, amount=amount, idempotency_key=str(approval)
         )
     except PspError as exc:
-        raise ToolError(str(exc)) from None
+        raise _psp_failure(exc) from None
     if made.status in {"failed", "canceled"}:
         raise ToolError(f"the PSP did not refund it ({made.status})")
     row = await outgoing.add(
@@ -229,7 +239,7 @@ async def disburse(run: ToolRun, psp: PspConnection) -> dict[str, Any]:
             metadata={"ramparts_payment": str(payment.id)},
         )
     except PspError as exc:
-        raise ToolError(str(exc)) from None
+        raise _psp_failure(exc) from None
     if made.status in {"failed", "canceled"}:
         raise ToolError(f"the PSP did not pay it out ({made.status})")
     row = await outgoing.add(
