@@ -239,7 +239,9 @@ def build_router(services: AppServices) -> APIRouter:  # noqa: PLR0915 - one rou
     async def checkout(
         principal: Caller, session: Session, payment_id: uuid.UUID
     ) -> dict[str, Any]:
-        """What the payer's page needs for the PSP's card fields (the payer only)."""
+        """What the payer's page needs for the PSP's card fields (the payer only). The
+        intent's client secret only while it waits for the cardholder (3D Secure): before a
+        velocity-checked confirmation, the payer has no key to the intent at the PSP."""
         payment = await find(session, principal, QuoteAction.PAYMENT_PAY, payment_id)
         if payment.psp_id is None:  # pragma: no cover - made with its intent, in one transaction
             raise Problem(409, ProblemType.WRONG_STATUS, "the payment has no PaymentIntent yet")
@@ -254,7 +256,9 @@ def build_router(services: AppServices) -> APIRouter:  # noqa: PLR0915 - one rou
             raise Problem(502, ProblemType.PAYMENTS_UNAVAILABLE, str(failed)) from None
         return {
             "payment": money.payment_json(payment, settings.public_url),
-            "client_secret": intent.client_secret,
+            "client_secret": (
+                intent.client_secret if intent.status == PaymentStatus.REQUIRES_ACTION else None
+            ),
             "publishable_key": publishable_key,
             "stripe_js": stripe_js,
         }
