@@ -78,6 +78,11 @@ def test_client_certificate_instead_of_password(env: pytest.MonkeyPatch) -> None
             "RAMPARTS_VAULT_URL is not https",
         ),
         ({"RAMPARTS_PSP": "sandbox"}, "sandbox PSP"),
+        ({"RAMPARTS_PSP_API_BASE": "http://127.0.0.1:12111"}, "RAMPARTS_PSP_API_BASE is not"),
+        (
+            {"RAMPARTS_ALERT_WEBHOOK_URL": "http://alerts.example.com/hook"},
+            "RAMPARTS_ALERT_WEBHOOK_URL is not https",
+        ),
         ({"RAMPARTS_CORS_ORIGINS": "https://app.example.com,*"}, "CORS wildcard"),
         ({"RAMPARTS_CORS_ORIGINS": "http://app.example.com"}, "CORS origin over plain http"),
         ({"RAMPARTS_HSTS_MAX_AGE": "0"}, "RAMPARTS_HSTS_MAX_AGE below one year"),

@@ -361,6 +361,13 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
         violations.append("RAMPARTS_VAULT_URL is not https")
     if settings.psp is PspBackend.SANDBOX:
         violations.append("sandbox PSP (set RAMPARTS_PSP=stripe)")
+    if settings.psp_api_base is not None and not settings.psp_api_base.startswith("https://"):
+        # The live secret key would travel in clear, and the payment page would trust it.
+        violations.append("RAMPARTS_PSP_API_BASE is not https")
+    if settings.alert_webhook_url is not None and not settings.alert_webhook_url.startswith(
+        "https://"
+    ):
+        violations.append("RAMPARTS_ALERT_WEBHOOK_URL is not https")
     if settings.cors_wildcard:
         violations.append("CORS wildcard origin '*' (list the allowed origins)")
     plain = [origin for origin in settings.cors_origins if origin.startswith("http://")]
