@@ -345,8 +345,11 @@ def test_the_job_app_knows_its_tasks_and_periodic_tasks() -> None:
     assert periodic == {
         "ramparts.payments.sweep_psp_events",
         "ramparts.payments.remove_old_jobs",
+        "ramparts.payments.reconcile_yesterday",
     }
     assert set(PERIODIC.values()) == periodic  # the one place that names them
+    # Only a worker given the owner's URL listens to the reconciliation's queue.
+    assert job_app.tasks["ramparts.payments.reconcile_yesterday"].queue == "payments-owner"
     assert event_lock("evt_1") == "psp_event:evt_1"
 
 

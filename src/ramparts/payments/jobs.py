@@ -86,6 +86,9 @@ SWEEP_TASK: Final = "ramparts.payments.sweep_psp_events"
 CLEANUP_TASK: Final = "ramparts.payments.remove_old_jobs"
 RECONCILE_TASK: Final = "ramparts.payments.reconcile_yesterday"
 QUEUE: Final = "payments"
+#: The daily reconciliation's queue: only a worker given the owner's URL listens to it, so
+#: every other worker holds no more than the runtime role.
+OWNER_QUEUE: Final = "payments-owner"
 #: A pending event older than this with no job is deferred by the sweep (the webhook route
 #: defers in the storing transaction; only a crash or a refused defer leaves one behind).
 STALE_EVENT_SECONDS: Final = 30.0
@@ -245,12 +248,15 @@ async def remove_old_jobs(context: JobContext, timestamp: int) -> None:
 
 
 @job_app.periodic(cron="30 1 * * *", periodic_id="reconciliation")
-@job_app.task(name=RECONCILE_TASK, queue=QUEUE, queueing_lock=RECONCILE_TASK, pass_context=True)
+@job_app.task(
+    name=RECONCILE_TASK, queue=OWNER_QUEUE, queueing_lock=RECONCILE_TASK, pass_context=True
+)
 async def reconcile_yesterday(context: JobContext, timestamp: int) -> str:
     """Reconcile the previous UTC day (at 01:30, once the day's events are processed): the
     report is stored and drift raises its alert (`ramparts.payments.reconcile`). A worker
     without the owner's URL cannot: the job fails, so its retries and the dead-letter alert
-    say so instead of a silent gap."""
+    say so instead of a silent gap (only such a worker listens to `OWNER_QUEUE`, so this is
+    a wiring fault)."""
     runtime = _runtime(context)
     if runtime.owner_url is None:
         raise RuntimeError("this worker has no owner connection: it cannot reconcile")
@@ -427,6 +433,7 @@ async def run_worker(
                 app,
                 name="ramparts",
                 concurrency=concurrency,
+                queues=[QUEUE, OWNER_QUEUE] if owner_url is not None else [QUEUE],
                 additional_context={RUNTIME_KEY: runtime},
                 worker_middleware=[_failure_middleware(runtime)],
                 update_heartbeat_interval=stalled / 3,
