@@ -89,6 +89,23 @@ def upgrade() -> None:
         """,
         "CREATE TRIGGER payments_refuse_backwards BEFORE UPDATE ON payments "
         "FOR EACH ROW EXECUTE FUNCTION payments_refuse_backwards()",
+        # A refund or payout the PSP failed or canceled stays so (its ledger entry is
+        # reversed once); its PSP object and amount never change.
+        """
+        CREATE FUNCTION outgoing_refuse_backwards() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF OLD.status IN ('failed', 'canceled') AND NEW.status IS DISTINCT FROM OLD.status
+            THEN
+                RAISE EXCEPTION '% % is %: its status cannot change', TG_TABLE_NAME, OLD.id,
+                    OLD.status USING ERRCODE = 'check_violation';
+            END IF;
+            IF OLD.psp_id IS NOT NULL AND NEW.psp_id IS DISTINCT FROM OLD.psp_id THEN
+                RAISE EXCEPTION '% % has its PSP object already', TG_TABLE_NAME, OLD.id
+                    USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END $$
+        """,
         f"""
         CREATE TABLE payment_attempts (
             tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
@@ -143,6 +160,8 @@ def upgrade() -> None:
                 f"CREATE INDEX ix_{table}_payment ON {table} (tenant_id, payment_id)",
                 *tenant_table_sql(table, privileges="SELECT, INSERT"),
                 f"GRANT UPDATE (psp_id, status, updated_at) ON {table} TO {APP_ROLE}",
+                f"CREATE TRIGGER {table}_refuse_backwards BEFORE UPDATE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION outgoing_refuse_backwards()",
             )
         ),
     ]:
@@ -153,3 +172,4 @@ def downgrade() -> None:
     for table in ("payment_disbursements", "payment_refunds", "payment_attempts", "payments"):
         op.execute(f"DROP TABLE {table}")
     op.execute("DROP FUNCTION payments_refuse_backwards()")
+    op.execute("DROP FUNCTION outgoing_refuse_backwards()")
