@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -366,3 +367,25 @@ async def test_runs_are_the_owners_and_never_change(world: World) -> None:
                 "VALUES (current_date, now(), 'clean', 0, 0, 0, 0, 0, '[]')"
             )
     assert len(_runs(world)) == 1
+
+
+def test_an_entry_in_another_tenants_books_is_flagged() -> None:
+    """The PSP object names its tenant: an entry of the right amount in another tenant's
+    books (a misattributed deposit) is drift, not a match."""
+    now = datetime.now(UTC)
+    charge = PspMovement("ch_9", "charge", 1_000, "eur", "succeeded", 0, tenant_id=uuid.UUID(int=2))
+    evidence = Evidence(
+        start=now,
+        end=now,
+        transactions=[_transaction("txn_9", "charge", 1_000, "ch_9")],
+        window_ids={"ch_9"},
+        movements={"ch_9": charge},
+        fee_transactions={},
+        ledger=[_record("deposit", "ch_9", 1_000)],  # in tenant 1's books
+        ledger_of_window=set(),
+    )
+    drift, _, matched = compare(evidence)
+    assert [(d.type, d.psp_id) for d in drift] == [(DriftType.TENANT_MISMATCH, "ch_9")]
+    assert matched == 0
+    evidence.movements = {"ch_9": replace(charge, tenant_id=uuid.UUID(int=1))}
+    assert compare(evidence)[0] == []

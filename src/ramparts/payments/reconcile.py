@@ -100,6 +100,8 @@ class DriftType(StrEnum):
     FEE_MISMATCH = "fee_mismatch"
     STATUS_MISMATCH = "status_mismatch"
     DUPLICATE = "duplicate"
+    #: The entry is in another tenant's books than the one the PSP object is tagged with.
+    TENANT_MISMATCH = "tenant_mismatch"
 
 
 #: The ledger kind that records each PSP object type, and back.
@@ -433,8 +435,14 @@ def _movement_drift(
             *found,
             _drift(DriftType.MISSING_IN_LEDGER, kind, psp_id, detail, records, seen=seen),
         ]
+    owner = movement.tenant_id if movement is not None else None
     for record in live:
-        if record.currency != seen.currency:
+        if owner is not None and record.tenant != owner:
+            detail = "the entry is in another tenant's books than the PSP object's tag"
+            found.append(
+                _drift(DriftType.TENANT_MISMATCH, kind, psp_id, detail, [record], seen=seen)
+            )
+        elif record.currency != seen.currency:
             found.append(
                 _drift(
                     DriftType.CURRENCY_MISMATCH,
