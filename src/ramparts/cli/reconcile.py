@@ -60,8 +60,8 @@ def reconcile(
 ) -> None:
     """Match one day of the ledger with the PSP's balance transactions by PSP id and flag
     every drift (missing_in_ledger, missing_at_psp, amount_mismatch, currency_mismatch,
-    fee_mismatch, status_mismatch, duplicate, tenant_mismatch); store the run and alert on drift. Exit 0 when
-    clean, 1 on drift."""
+    fee_mismatch, status_mismatch, duplicate, tenant_mismatch); store the run and alert on
+    drift. Exit 0 when clean, 1 on drift."""
     wanted = _day(day)
     settings = load_settings()
     kms = open_kms(settings)
