@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import stripe
 from pydantic import SecretStr
 
 from ramparts.crypto.kms import Kms
+from ramparts.db.engine import DatabaseUrls
 from ramparts.payments.psp import API_KEY_SECRET, StripePsp
 from ramparts.payments.sandbox import SANDBOX_API_KEY, Sandbox
+from tests.payments.reconciliation import World, fresh_database  # noqa: F401 - a fixture
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +39,15 @@ async def psp(sandbox: Sandbox, psp_kms: Kms) -> AsyncIterator[StripePsp]:
 def buyer(sandbox: Sandbox) -> stripe.StripeClient:
     """What the buyer's browser does through Stripe.js: talk to the PSP directly."""
     return stripe.StripeClient(SANDBOX_API_KEY, base_addresses={"api": sandbox.api_base})
+
+
+@pytest.fixture
+async def world(
+    fresh_database: Callable[[], DatabaseUrls],  # noqa: F811 - the fixture
+) -> AsyncIterator[World]:
+    """Reconciliation's world: a fresh database and a fresh sandbox PSP of the test's own
+    (`tests.payments.reconciliation`)."""
+    with Sandbox() as sandbox:
+        opened = World.open(fresh_database(), sandbox)
+        yield opened
+        await opened.close()

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ import pytest
 from psycopg import errors
 
 from ramparts.alerts import Alerter
-from ramparts.db.engine import DatabaseUrls, libpq
+from ramparts.db.engine import libpq
 from ramparts.payments.ledger import EntryKind
 from ramparts.payments.psp import BalanceTransaction, PspMovement
 from ramparts.payments.reconcile import (
@@ -30,18 +30,9 @@ from ramparts.payments.reconcile import (
     read_evidence,
     stored_runs,
 )
-from ramparts.payments.sandbox import Sandbox
-from tests.payments.reconciliation import World, fresh_database  # noqa: F401 - a fixture
+from tests.payments.reconciliation import World
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def world(fresh_database: Callable[[], DatabaseUrls]) -> AsyncIterator[World]:  # noqa: F811
-    with Sandbox() as sandbox:
-        opened = World.open(fresh_database(), sandbox)
-        yield opened
-        await opened.close()
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
@@ -178,6 +169,8 @@ async def test_each_drift_type_is_found_with_its_psp_id(
         (DriftType.STATUS_MISMATCH, "disbursement", payout),
         (DriftType.STATUS_MISMATCH, "payment", unpaid.id),
         (DriftType.DUPLICATE, "deposit", shared.charge),
+        # ...and the copy in the other book is not in the tenant the charge is tagged with.
+        (DriftType.TENANT_MISMATCH, "deposit", shared.charge),
     }
     assert len(report.drift) == len(found)
     assert report.status == "drift"
@@ -195,6 +188,8 @@ async def test_each_drift_type_is_found_with_its_psp_id(
     duplicate = by_type[DriftType.DUPLICATE]
     assert set(duplicate.tenants) == {str(tenant), str(other)}
     assert len(duplicate.entries) == 2
+    misbooked = by_type[DriftType.TENANT_MISMATCH]  # the book's tenant, and the tag's
+    assert (set(misbooked.tenants), len(misbooked.entries)) == ({str(tenant), str(other)}, 1)
     refund = next(d for d in report.drift if d.psp_id == canceled)
     assert refund.psp_status == "canceled"
     assert refund.ledger_amount == 1_000
@@ -204,7 +199,7 @@ async def test_each_drift_type_is_found_with_its_psp_id(
 
     # Stored as it was reported, and alerted once, naming ids and counts only.
     [run] = _runs(world)
-    assert (run["status"], run["drift_count"]) == ("drift", 9)
+    assert (run["status"], run["drift_count"]) == ("drift", 10)
     assert run["drift"] == [d.as_json() for d in report.drift]
     assert len(alerts) == 1
     assert alerts[0]["kind"] == "reconciliation_drift"
@@ -217,6 +212,7 @@ async def test_each_drift_type_is_found_with_its_psp_id(
         "missing_at_psp": 1,
         "missing_in_ledger": 1,
         "status_mismatch": 3,
+        "tenant_mismatch": 1,
     }
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -17,23 +16,14 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
-from ramparts.db.engine import DatabaseUrls
 from ramparts.payments.psp import API_KEY_SECRET
-from ramparts.payments.sandbox import SANDBOX_API_KEY, Sandbox
+from ramparts.payments.sandbox import SANDBOX_API_KEY
 from tests.conftest import cli_kms, free_port
-from tests.payments.reconciliation import World, fresh_database  # noqa: F401 - a fixture
+from tests.payments.reconciliation import World
 from tests.payments.test_reconcile import alert_hook  # noqa: F401 - a fixture
 from tests.test_cli import owner_env, run
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def world(fresh_database: Callable[[], DatabaseUrls]) -> AsyncIterator[World]:  # noqa: F811
-    with Sandbox() as sandbox:
-        opened = World.open(fresh_database(), sandbox)
-        yield opened
-        await opened.close()
 
 
 async def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

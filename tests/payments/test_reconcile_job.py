@@ -5,7 +5,6 @@ its retries and the dead-letter alert say so) instead of leaving a silent gap.""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -15,7 +14,7 @@ from procrastinate.jobs import Job
 
 from ramparts.alerts import Alerter
 from ramparts.config import Settings
-from ramparts.db.engine import Database, DatabaseUrls, libpq
+from ramparts.db.engine import Database, libpq
 from ramparts.payments.jobs import (
     PERIODIC,
     RUNTIME_KEY,
@@ -23,19 +22,10 @@ from ramparts.payments.jobs import (
     job_app,
     reconcile_yesterday,
 )
-from ramparts.payments.sandbox import Sandbox
 from tests.conftest import cli_kms
-from tests.payments.reconciliation import World, fresh_database  # noqa: F401 - a fixture
+from tests.payments.reconciliation import World
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def world(fresh_database: Callable[[], DatabaseUrls]) -> AsyncIterator[World]:  # noqa: F811
-    with Sandbox() as sandbox:
-        opened = World.open(fresh_database(), sandbox)
-        yield opened
-        await opened.close()
 
 
 def _context(runtime: WorkerRuntime) -> JobContext:

@@ -107,6 +107,13 @@ def test_under_stripe_nothing_is_started(tmp_path: Path) -> None:
 
 
 def test_the_sandbox_runs_for_the_block_and_stops_even_on_failure(tmp_path: Path) -> None:
+    # Other tests of the run may keep sandboxes of their own (a session fixture): only the
+    # children started here count.
+    others = {child.pid for child in _localstripe_children(psutil.Process())}
+
+    def started_here() -> list[psutil.Process]:
+        return [c for c in _localstripe_children(psutil.Process()) if c.pid not in others]
+
     kms = temporary_kms(tmp_path)
     settings = Settings(home=tmp_path)  # type: ignore[call-arg]
     assert settings.psp is PspBackend.SANDBOX
@@ -115,7 +122,7 @@ def test_the_sandbox_runs_for_the_block_and_stops_even_on_failure(tmp_path: Path
         assert used.psp_api_base is not None
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", used.psp_api_base)
         assert used.model_copy(update={"psp_api_base": None}) == settings
-        (child,) = _localstripe_children(psutil.Process())
+        (child,) = started_here()
         assert f"--port {used.psp_api_base.rsplit(':', 1)[1]}" in " ".join(child.cmdline())
         # The key the runtime reads is the sandbox's, and the webhook secret exists.
         assert kms.read_secret(API_KEY_SECRET) == SecretStr(SANDBOX_API_KEY)
@@ -131,7 +138,7 @@ def test_the_sandbox_runs_for_the_block_and_stops_even_on_failure(tmp_path: Path
 
     def fail_inside() -> None:
         with sandbox_psp(settings, kms):
-            children.extend(_localstripe_children(psutil.Process()))
+            children.extend(started_here())
             raise BoomError
 
     with pytest.raises(BoomError):

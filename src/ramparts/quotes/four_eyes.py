@@ -31,7 +31,7 @@ from ramparts.payments import outgoing, records
 from ramparts.payments.connection import PspConnection
 from ramparts.payments.ledger import Ledger, held_funds
 from ramparts.payments.outgoing import OutgoingKind
-from ramparts.payments.psp import PspError, StripePsp
+from ramparts.payments.psp import Payout, PspError, Refund, StripePsp
 from ramparts.payments.records import Payment
 from ramparts.policy.engine import Target
 from ramparts.problems import Problem
@@ -175,7 +175,7 @@ def _psp_failure(exc: PspError) -> Exception:
 
 async def refund(run: ToolRun, psp: PspConnection) -> dict[str, Any]:
     """`issue_refund`, approved: refund `amount` of the paid deposit `payment_id`."""
-    requester, approver, approval = approved(run)
+    _, _, approval = approved(run)
     session = run.session
     payment = await records.by_id(session, uuid.UUID(run.arguments["payment_id"]), lock=True)
     if payment is None or payment.app != APP:
@@ -190,39 +190,13 @@ async def refund(run: ToolRun, psp: PspConnection) -> dict[str, Any]:
         )
     except PspError as exc:
         raise _psp_failure(exc) from None
-    if made.status in {"failed", "canceled"}:
-        raise ToolError(f"the PSP did not refund it ({made.status})")
-    row = await outgoing.add(
-        session,
-        OutgoingKind.REFUND,
-        payment,
-        psp_id=made.id,
-        amount=made.amount,
-        psp_status=made.status,
-        requested_by=requester,
-        approved_by=approver,
-    )
-    await Ledger().record_refund(
-        session,
-        payment=payment.ledger_name,
-        refund=made.id,
-        amount=made.amount,
-        currency=payment.currency,
-    )
-    return {
-        "refund_id": str(row.id),
-        "psp_id": made.id,
-        "payment_id": str(payment.id),
-        "amount": row.amount,
-        "currency": row.currency,
-        "status": row.status,
-    }
+    return await _settled(run, OutgoingKind.REFUND, payment, made)
 
 
 async def disburse(run: ToolRun, psp: PspConnection) -> dict[str, Any]:
     """`disburse_deposit`, approved: pay `amount` of the quote's paid deposit out to the
     seller (a PSP payout)."""
-    requester, approver, approval = approved(run)
+    _, _, approval = approved(run)
     session = run.session
     quote_id = uuid.UUID(run.arguments["quote_id"])
     payment = await paid_deposit(session, quote_id, lock=True)
@@ -240,11 +214,23 @@ async def disburse(run: ToolRun, psp: PspConnection) -> dict[str, Any]:
         )
     except PspError as exc:
         raise _psp_failure(exc) from None
+    return {
+        **await _settled(run, OutgoingKind.DISBURSEMENT, payment, made),
+        "quote_id": str(quote_id),
+    }
+
+
+async def _settled(
+    run: ToolRun, kind: OutgoingKind, payment: Payment, made: Refund | Payout
+) -> dict[str, Any]:
+    """Record what the PSP accepted (`made`): its row, with both people, and its ledger
+    entry, in the approval's transaction; what the tool answers."""
     if made.status in {"failed", "canceled"}:
-        raise ToolError(f"the PSP did not pay it out ({made.status})")
+        raise ToolError(f"the PSP refused the {kind.value} ({made.status})")
+    requester, approver, _ = approved(run)
     row = await outgoing.add(
-        session,
-        OutgoingKind.DISBURSEMENT,
+        run.session,
+        kind,
         payment,
         psp_id=made.id,
         amount=made.amount,
@@ -252,18 +238,21 @@ async def disburse(run: ToolRun, psp: PspConnection) -> dict[str, Any]:
         requested_by=requester,
         approved_by=approver,
     )
-    await Ledger().record_disbursement(
-        session,
-        payment=payment.ledger_name,
-        disbursement=made.id,
-        amount=made.amount,
-        currency=payment.currency,
-    )
+    ledger, name = Ledger(), payment.ledger_name
+    if kind is OutgoingKind.REFUND:
+        await ledger.record_refund(
+            run.session, payment=name, refund=made.id, amount=made.amount,
+            currency=payment.currency,
+        )  # fmt: skip
+    else:
+        await ledger.record_disbursement(
+            run.session, payment=name, disbursement=made.id, amount=made.amount,
+            currency=payment.currency,
+        )  # fmt: skip
     return {
-        "disbursement_id": str(row.id),
+        f"{kind.value}_id": str(row.id),
         "psp_id": made.id,
         "payment_id": str(payment.id),
-        "quote_id": str(quote_id),
         "amount": row.amount,
         "currency": row.currency,
         "status": row.status,
