@@ -1,4 +1,5 @@
-"""PSP webhooks under load (issue 15): verify + store events per second, against a bare endpoint.
+"""PSP webhooks under load (issue 15): verify + store + enqueue events per second, against a bare
+endpoint.
 
 `ramparts serve` (a subprocess on a throwaway database, one worker) receives Stripe events,
 each one new and signed by stripe-python's `WebhookSignature` with the secret the CLI put in the
