@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.db.engine import Database
 from ramparts.payments import records
+from ramparts.payments.browser import STRIPE_JS, stripe_js_url
 from ramparts.payments.psp import PspDeclinedError, PspError, PspNotFoundError, StripePsp
 from ramparts.payments.records import Payment, PaymentStatus
 from ramparts.payments.sandbox import SANDBOX_PUBLISHABLE_KEY
@@ -62,8 +63,6 @@ __all__ = [
 PAYMENT_METHOD_ID = re.compile(r"(pm|card)_[A-Za-z0-9_]{1,250}")
 # A fingerprint as `payment_attempts` keeps it (Stripe's are 16 letters and digits).
 _FINGERPRINT = re.compile(r"[A-Za-z0-9_]{1,255}")
-#: Stripe.js, served by Stripe (the sandbox serves its own under its API base).
-STRIPE_JS = "https://js.stripe.com/v3/"
 #: Statuses in which a payment may be given a card and confirmed.
 PAYABLE = frozenset({PaymentStatus.REQUIRES_PAYMENT_METHOD, PaymentStatus.REQUIRES_CONFIRMATION})
 
@@ -84,14 +83,14 @@ def browser_keys(api_base: str | None, publishable_key: str | None) -> tuple[str
     URL). The sandbox (`api_base` set) serves its own Stripe.js and takes any test key; with
     Stripe, a publishable key must be configured (RAMPARTS_PSP_PUBLISHABLE_KEY)."""
     if api_base is not None:
-        return publishable_key or SANDBOX_PUBLISHABLE_KEY, f"{api_base}/js.stripe.com/v3/"
+        return publishable_key or SANDBOX_PUBLISHABLE_KEY, stripe_js_url(api_base)
     if publishable_key is None:
         raise Problem(
             503,
             ProblemType.PAYMENTS_UNAVAILABLE,
             "payments are not set up: no PSP publishable key (RAMPARTS_PSP_PUBLISHABLE_KEY)",
         )
-    return publishable_key, STRIPE_JS
+    return publishable_key, stripe_js_url(None)
 
 
 def _lock_key(tenant: str, payment_id: uuid.UUID) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.db.engine import Database
 from ramparts.payments import records
 from ramparts.payments.ledger import EntryKind, Ledger
-from ramparts.payments.psp import PaymentIntent, PspNotFoundError, StripePsp
+from ramparts.payments.psp import PaymentIntent, Payout, PspNotFoundError, Refund, StripePsp
 from ramparts.payments.records import Payment, PaymentStatus
 
 __all__ = ["EventState", "process_event"]
@@ -143,14 +143,18 @@ async def _handle(
     if kind.startswith("payment_intent."):
         return await _payment(session, psp, tenant, event, event.object_id)
     if kind.startswith(("refund.", "charge.refund.")):
-        return await _refund(session, psp, tenant, event)
+        return await _outgoing(
+            session, _REFUNDS, lambda: psp().retrieve_refund(tenant, event.object_id), event
+        )
     if kind.startswith("charge."):
         intent_id = _id_of(event.psp_object.get("payment_intent"))
         if intent_id is None:
             return EventState.IGNORED
         return await _payment(session, psp, tenant, event, intent_id)
     if kind.startswith("payout."):
-        return await _payout(session, psp, tenant, event)
+        return await _outgoing(
+            session, _DISBURSEMENTS, lambda: psp().retrieve_payout(tenant, event.object_id), event
+        )
     return EventState.IGNORED
 
 
@@ -249,34 +253,25 @@ async def _record_attempt(
     )
 
 
-async def _refund(
-    session: AsyncSession, psp: Callable[[], StripePsp], tenant: uuid.UUID, event: _Event
+async def _outgoing(
+    session: AsyncSession,
+    movement: _Movement,
+    read: Callable[[], Awaitable[Refund | Payout]],
+    event: _Event,
 ) -> EventState:
-    row = await _locked(session, _REFUNDS, event)
+    """A refund's or payout's event: the row it names moves to what the PSP (`read`) says of
+    the object now."""
+    row = await _locked(session, movement, event)
     if row is None:
         return EventState.IGNORED
     try:
-        refund = await psp().retrieve_refund(tenant, event.object_id)
+        found = await read()
     except PspNotFoundError:
-        log.warning("psp_event_refund_not_at_psp", event_id=event.id)
+        log.warning("psp_event_object_not_at_psp", event_id=event.id, event_type=event.type)
         return EventState.IGNORED
-    status = "pending" if refund.status == "requires_action" else refund.status
-    await _move(session, _REFUNDS, row, status, event)
-    return EventState.PROCESSED
-
-
-async def _payout(
-    session: AsyncSession, psp: Callable[[], StripePsp], tenant: uuid.UUID, event: _Event
-) -> EventState:
-    row = await _locked(session, _DISBURSEMENTS, event)
-    if row is None:
-        return EventState.IGNORED
-    try:
-        payout = await psp().retrieve_payout(tenant, event.object_id)
-    except PspNotFoundError:
-        log.warning("psp_event_payout_not_at_psp", event_id=event.id)
-        return EventState.IGNORED
-    await _move(session, _DISBURSEMENTS, row, payout.status, event)
+    # A refund waiting for the cardholder's bank is still pending to the books.
+    status = "pending" if found.status == "requires_action" else found.status
+    await _move(session, movement, row, status, event)
     return EventState.PROCESSED
 
 

@@ -200,6 +200,11 @@ def _check_money(amount: int, currency: str) -> None:
         raise ValueError("currency must be a lowercase ISO 4217 code")
 
 
+def _keyed(tenant_id: uuid.UUID, operation: str, key: str) -> stripe.RequestOptions:
+    """The request options of a write: its derived idempotency key."""
+    return {"idempotency_key": derive_idempotency_key(tenant_id, operation, key)}
+
+
 def _tenant_of(metadata: Mapping[str, str]) -> uuid.UUID | None:
     try:
         return uuid.UUID(metadata[TENANT_METADATA_KEY])
@@ -302,11 +307,7 @@ class StripePsp:
         try:
             intent = await self._client.v1.payment_intents.create_async(
                 params=params,  # type: ignore[arg-type]
-                options={
-                    "idempotency_key": derive_idempotency_key(
-                        tenant_id, "payment_intent.create", idempotency_key
-                    )
-                },
+                options=_keyed(tenant_id, "payment_intent.create", idempotency_key),
             )
         except stripe.StripeError as exc:
             raise _error(operation, exc) from None
@@ -321,11 +322,7 @@ class StripePsp:
         try:
             intent = await self._client.v1.payment_intents.confirm_async(
                 payment_intent_id,
-                options={
-                    "idempotency_key": derive_idempotency_key(
-                        tenant_id, "payment_intent.confirm", idempotency_key
-                    )
-                },
+                options=_keyed(tenant_id, "payment_intent.confirm", idempotency_key),
             )
         except stripe.StripeError as exc:
             raise _error("confirm payment intent", exc) from None
@@ -346,11 +343,7 @@ class StripePsp:
             intent = await self._client.v1.payment_intents.update_async(
                 payment_intent_id,
                 params={"payment_method": payment_method_id},
-                options={
-                    "idempotency_key": derive_idempotency_key(
-                        tenant_id, "payment_intent.update", idempotency_key
-                    )
-                },
+                options=_keyed(tenant_id, "payment_intent.update", idempotency_key),
             )
         except stripe.StripeError as exc:
             raise _error("set payment method", exc) from None
@@ -405,11 +398,7 @@ class StripePsp:
                     "amount": amount,
                     "metadata": {TENANT_METADATA_KEY: str(tenant_id)},
                 },
-                options={
-                    "idempotency_key": derive_idempotency_key(
-                        tenant_id, "refund.create", idempotency_key
-                    )
-                },
+                options=_keyed(tenant_id, "refund.create", idempotency_key),
             )
         except stripe.StripeError as exc:
             raise _error("create refund", exc) from None
@@ -444,11 +433,7 @@ class StripePsp:
         try:
             payout = await self._client.v1.payouts.create_async(
                 params={"amount": amount, "currency": currency, "metadata": tags},
-                options={
-                    "idempotency_key": derive_idempotency_key(
-                        tenant_id, "payout.create", idempotency_key
-                    )
-                },
+                options=_keyed(tenant_id, "payout.create", idempotency_key),
             )
         except stripe.StripeError as exc:
             raise _error("create payout", exc) from None
@@ -491,7 +476,7 @@ class StripePsp:
             refund = await self._client.v1.refunds.retrieve_async(refund_id)
         except stripe.StripeError as exc:
             raise _error("retrieve refund", exc) from None
-        metadata = refund.metadata.to_dict() if refund.metadata else {}
+        metadata = _metadata(refund)
         if _tenant_of(metadata) != tenant_id:
             raise PspNotFoundError("no such refund at the PSP")
         return Refund(
@@ -509,7 +494,7 @@ class StripePsp:
             payout = await self._client.v1.payouts.retrieve_async(payout_id)
         except stripe.StripeError as exc:
             raise _error("retrieve payout", exc) from None
-        metadata = payout.metadata.to_dict() if payout.metadata else {}
+        metadata = _metadata(payout)
         if _tenant_of(metadata) != tenant_id:
             raise PspNotFoundError("no such payout at the PSP")
         return Payout(
@@ -626,7 +611,7 @@ class StripePsp:
 
     @staticmethod
     def _intent(intent: stripe.PaymentIntent, tenant_id: uuid.UUID) -> PaymentIntent:
-        metadata = intent.metadata.to_dict() if intent.metadata else {}
+        metadata = _metadata(intent)
         if _tenant_of(metadata) != tenant_id:
             raise PspNotFoundError("no such payment intent at the PSP")
         return PaymentIntent(
