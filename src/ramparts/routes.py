@@ -37,6 +37,9 @@ SIGNED_BODY_RULES = "ramparts.signed_body_rules"
 class Exempt(StrEnum):
     PUBLIC = "public"
     SELF = "self"
+    #: A page of the web app: its session cookie signs it in (`ramparts.web.page`), and it
+    #: acts only through the API, where each call is authorized.
+    PAGE = "page"
 
 
 def declares(action: object, *, people_only: bool = False) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The buyer's payment page `GET /pay/{id}`: public, no inline code, and the one page whose CSP
-allows the PSP, with exactly the PSP's origins from the settings (PAY-1)."""
+"""The buyer's payment page `GET /pay/{id}`: a signed-in page with no inline code, and the one
+page whose CSP allows the PSP, with exactly the PSP's origins from the settings (PAY-1)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import Response
 
+from ramparts.crypto.kms import Kms
+from ramparts.db.engine import DatabaseUrls
 from ramparts.headers import PSP_PAGE_HEADER
 from ramparts.payments.browser import (
     STRIPE_JS,
@@ -19,8 +21,11 @@ from ramparts.payments.browser import (
     psp_page_sources,
     stripe_js_url,
 )
+from ramparts.quotes.roles import BUYER
 from ramparts.routes import Exempt, declares
 from ramparts.web.middleware import CONTENT_SECURITY_POLICY, psp_page_policy
+from tests.identity.helpers import provision
+from tests.web.sessions_helpers import sign_in_web, web_app
 from tests.web.test_edge import assert_security_headers
 
 SANDBOX = "http://127.0.0.1:4242"
@@ -41,6 +46,7 @@ SANDBOX_PAGE_POLICY = (
 OTHER_PATHS = [
     "/",
     "/app/callback",
+    "/app",
     "/login",
     "/healthz",
     "/static/pay.js",
@@ -98,8 +104,27 @@ def test_stripe_js_comes_from_the_psp() -> None:
         stripe_js_url("127.0.0.1:4242")
 
 
-def test_the_payment_page_alone_allows_the_psp(serve_app: Callable[..., httpx.Client]) -> None:
+def _signed_in(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, **overrides: object
+) -> httpx.Client:
+    client = web_app(serve_app, urls, kms, **overrides)
+    sign_in_web(client, provision(urls, kms, roles=(BUYER,)))
+    return client
+
+
+def test_the_payment_page_needs_a_session(serve_app: Callable[..., httpx.Client]) -> None:
     client = serve_app(psp_api_base=SANDBOX)
+    payment = uuid.uuid4()
+    page = client.get(f"/pay/{payment}")
+    assert page.status_code == 303
+    assert page.headers["location"] == f"/app/login?next=/pay/{payment}"
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+
+
+def test_the_payment_page_alone_allows_the_psp(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    client = _signed_in(serve_app, urls, kms, psp_api_base=SANDBOX)
     payment = uuid.uuid4()
     page = client.get(f"/pay/{payment}")
     assert page.status_code == 200
@@ -111,15 +136,16 @@ def test_the_payment_page_alone_allows_the_psp(serve_app: Callable[..., httpx.Cl
     html = page.text
     # No inline code: scripts by src only, no style attributes or elements, no handlers.
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.DOTALL)
-    assert scripts == [(' src="/static/pay.js" defer', "")]
+    assert (' src="/static/pay.js" defer', "") in scripts
+    assert all(re.fullmatch(r' src="/static/[a-z]+\.js" defer', a) and not b for a, b in scripts)
     assert "<style" not in html
     assert " style=" not in html
     assert not re.search(r"\son[a-z]+=", html)
-    # The page knows its payment and the first-party client, nothing more: no PSP address,
-    # no key, no amount (those come from the API, to the signed-in payer only).
+    # The page knows its payment and its session's CSRF token, nothing more: no token, no PSP
+    # address, no key, no amount (those come from the API, to the signed-in payer only).
     assert f'data-payment-id="{payment}"' in html
-    assert 'data-client-id="ramparts-web"' in html
-    assert f'data-redirect-uri="{str(client.base_url).rstrip("/")}/app/callback"' in html
+    assert 'data-csrf="' in html
+    assert "eyJ" not in html
     assert "127.0.0.1:4242" not in html
     assert "pk_" not in html
     # Labelled: the card's fieldset has a legend, the status is announced.
@@ -135,10 +161,12 @@ def test_the_payment_page_alone_allows_the_psp(serve_app: Callable[..., httpx.Cl
         assert PSP_PAGE_HEADER not in other.headers
 
 
-def test_a_request_cannot_ask_for_the_psp_policy(serve_app: Callable[..., httpx.Client]) -> None:
+def test_a_request_cannot_ask_for_the_psp_policy(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
     """The mark is a response header set by the page's own route; a request carrying it, or
     a Host or Origin naming a PSP, changes nothing."""
-    client = serve_app(psp_api_base=SANDBOX)
+    client = _signed_in(serve_app, urls, kms, psp_api_base=SANDBOX)
     for path in ("/", "/login", "/no/such/route"):
         response = client.get(
             path, headers={PSP_PAGE_HEADER: "1", "Origin": SANDBOX, "Referer": SANDBOX}
@@ -157,10 +185,11 @@ def _marking_route(app: FastAPI) -> None:
 
 
 def test_without_a_psp_the_page_policy_names_stripe_only(
-    serve_app: Callable[..., httpx.Client],
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
 ) -> None:
     """No API base in the settings: the PSP is Stripe, and the policy says Stripe's origins."""
-    client = serve_app(_marking_route)
+    client = web_app(serve_app, urls, kms, app_hook=_marking_route)
+    sign_in_web(client, provision(urls, kms, roles=(BUYER,)))
     page = client.get(f"/pay/{uuid.uuid4()}")
     policy = _directives(page.headers["content-security-policy"])
     assert policy["script-src"] == ["'self'", "https://js.stripe.com", "https://*.js.stripe.com"]

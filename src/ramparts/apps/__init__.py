@@ -18,7 +18,15 @@ from ramparts.apps.composition import (
     policy_fragment,
     policy_fragments,
 )
-from ramparts.apps.contract import App, AppDemo, AppError, AppPolicy, AppServices, DemoUser
+from ramparts.apps.contract import (
+    App,
+    AppDemo,
+    AppError,
+    AppPolicy,
+    AppServices,
+    DemoUser,
+    NavLink,
+)
 from ramparts.apps.discovery import ENTRY_POINT_GROUP, installed_apps, selected_apps
 
 __all__ = [
@@ -29,6 +37,7 @@ __all__ = [
     "AppPolicy",
     "AppServices",
     "DemoUser",
+    "NavLink",
     "app_roles",
     "app_routers",
     "encrypted_columns_of",

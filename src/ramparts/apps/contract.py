@@ -20,7 +20,7 @@ from ramparts.payments.connection import PspConnection
 from ramparts.policy.engine import PolicyAction
 from ramparts.policy.services import Authorizer
 
-__all__ = ["App", "AppDemo", "AppError", "AppPolicy", "AppServices", "DemoUser"]
+__all__ = ["App", "AppDemo", "AppError", "AppPolicy", "AppServices", "DemoUser", "NavLink"]
 
 
 class AppError(Exception):
@@ -80,6 +80,19 @@ def _no_tools(_: ToolRegistry, __: AppServices) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class NavLink:
+    """A link of the web app's navigation, shown to people holding any of `roles` (none:
+    everyone). It only shows the way: the page, and the API it calls, decide."""
+
+    label: str
+    path: str
+    roles: tuple[str, ...] = ()
+
+    def shown_to(self, roles: Sequence[str]) -> bool:
+        return not self.roles or bool(set(self.roles) & set(roles))
+
+
 #: Who a demo user is: the local part of `<local>@<tenant>.test`, a display name, roles.
 DemoUser = tuple[str, str, tuple[str, ...]]
 
@@ -122,6 +135,9 @@ class App:
     migrations: Path | None = None
     encrypted_columns: tuple[EncryptedColumn, ...] = ()
     demo: AppDemo | None = None
+    pages: Callable[[AppServices], Sequence[APIRouter]] = _no_routers
+    templates: Path | None = None
+    nav: tuple[NavLink, ...] = ()
 
     def __post_init__(self) -> None:
         if not APP_NAME.fullmatch(self.name):

@@ -31,6 +31,7 @@ from ramparts.apps import (
     App,
     AppError,
     AppServices,
+    NavLink,
     app_routers,
     migration_branches,
     policy_engine,
@@ -55,6 +56,7 @@ from ramparts.identity.federation import Federation
 from ramparts.identity.flow import FlowCodec, FlowStore
 from ramparts.identity.lockout import Lockout
 from ramparts.identity.login import Authenticator
+from ramparts.identity.models import ADMIN_ROLE
 from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
@@ -80,7 +82,9 @@ from ramparts.web.middleware import (
     StrictCORSMiddleware,
     psp_page_policy,
 )
+from ramparts.web.page import PageKit, install_page_handlers
 from ramparts.web.pages import WEB_CLIENT_ID
+from ramparts.web.sessions import BrowserSessions
 
 __all__ = ["create_app", "identity_services"]
 
@@ -219,6 +223,7 @@ def create_app(
                 with suppress(asyncio.CancelledError):
                     await task
             await psp.aclose()
+            await app.state.pages.aclose()
             await audit_database.dispose()
             await database.dispose()
             app.state.limiter.close()
@@ -244,6 +249,7 @@ def create_app(
     app.state.audit = audit
     app.state.checkpointer = checkpointer
     install_error_handlers(app)
+    install_page_handlers(app)
     app.state.authorizer = authorizer
     # Routes are matched in the order they are added: the busiest API first (no two routers
     # share a path, so the order changes only how soon a request finds its route).
@@ -269,12 +275,45 @@ def create_app(
         endpoints=endpoints,
         apps=plugged_in,
     )
-    app.include_router(pages.router)
-    app.include_router(pay.router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _refuse_shadowing(app, plugged_routers)
+    plugged_pages = _install_pages(app, settings, services, identity, plugged_in)
+    _refuse_shadowing(app, [*plugged_routers, *plugged_pages])
     _add_middleware(app, settings)
     return app
+
+
+#: The runtime's own links; an app's come between Home and these (`App.nav`).
+RUNTIME_NAV = (
+    NavLink("Approvals", "/app/approvals"),
+    NavLink("Admin", "/app/admin", (ADMIN_ROLE,)),
+    NavLink("Account", "/app/account"),
+)
+
+
+def _install_pages(
+    app: FastAPI,
+    settings: Settings,
+    services: AppServices,
+    identity: IdentityHttp,
+    apps: Sequence[App],
+) -> list[APIRouter]:
+    """The web app: its sessions, templates and navigation (`app.state.pages`), the apps'
+    pages and the runtime's; the apps' page routers."""
+    app.state.pages = PageKit(
+        sessions=BrowserSessions(services.database, identity.oauth, client_id=WEB_CLIENT_ID),
+        public_url=settings.public_url,
+        nav=[
+            NavLink("Home", "/app"),
+            *(link for a in apps for link in a.nav),
+            *RUNTIME_NAV,
+        ],
+        app_templates={a.name: a.templates for a in apps if a.templates is not None},
+        cookie_secure=identity.secure_cookies,
+    )
+    plugged = [r for a in apps for r in a.pages(services)]
+    for router in [*plugged, pages.router, pay.router]:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return plugged
 
 
 def _answered(routes: Iterable[BaseRoute]) -> Iterator[tuple[str, str]]:

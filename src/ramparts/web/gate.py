@@ -55,7 +55,7 @@ class PermissionGate:
         route = request.scope.get("route")
         extra = getattr(route, "openapi_extra", None)
         declared = (extra or {}).get(ACTION_KEY)
-        if declared == Exempt.PUBLIC:
+        if declared in (Exempt.PUBLIC, Exempt.PAGE):
             return
         action = self._authorizer.action(str(declared)) if declared is not None else None
         if action is None and declared not in _EXEMPTIONS:  # deny by default

@@ -2,20 +2,17 @@
 // element (Stripe.js, from the PSP's origin: the only other origin this page's CSP allows)
 // and go from it to the PSP only; Ramparts is sent the PSP's payment method id.
 //
-// Sign-in is the first-party client's (authorization code + PKCE, tokens in memory only):
-// the sign-in ends at /app/callback, whose script hands the answer back to this page in the
-// URL's fragment (never sent to a server), and this page redeems it with its own verifier.
+// The page is signed in by the web app's session (a cookie the script cannot read): the
+// script reaches the API through the app's door, /app/api/…, with the session's CSRF token.
 "use strict";
 
-const config = document.body.dataset;
+const config = { ...document.body.dataset, ...document.getElementById("pay").dataset };
 const PAYMENT = config.paymentId;
-const PKCE_KEY = "pkce"; // the key app.js reads at /app/callback
 const POLL_MS = 1500;
 const POLL_FOR_MS = 120000;
 
 const statusLine = document.getElementById("pay-status");
 const problemLine = document.getElementById("pay-problem");
-const signIn = document.getElementById("pay-sign-in");
 const summary = document.getElementById("pay-summary");
 const amountCell = document.getElementById("pay-amount");
 const referenceCell = document.getElementById("pay-reference");
@@ -24,19 +21,10 @@ const cardBox = document.getElementById("pay-card");
 const payButton = document.getElementById("pay-submit");
 const authenticateButton = document.getElementById("pay-authenticate");
 
-let accessToken = null;
+let signedIn = true;
 let stripe = null;
 let card = null;
 let pendingSecret = null; // a client secret whose 3D Secure step the payer has not done yet
-
-function base64url(bytes) {
-  return btoa(String.fromCharCode(...new Uint8Array(bytes)))
-    .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
-function randomString() {
-  return base64url(crypto.getRandomValues(new Uint8Array(32)));
-}
 
 // What the payer reads: `state` is for the eye of tests and screen readers alike.
 function show(text, state) {
@@ -67,65 +55,24 @@ function inWords(seconds) {
   return `in about ${Math.ceil(seconds / 60)} minutes`;
 }
 
-async function startSignIn() {
-  const verifier = randomString();
-  const state = randomString();
-  const challenge = base64url(await crypto.subtle.digest("SHA-256",
-    new TextEncoder().encode(verifier)));
-  sessionStorage.setItem(PKCE_KEY, JSON.stringify({ verifier, state, next: location.pathname }));
-  const params = new URLSearchParams({
-    response_type: "code", client_id: config.clientId, redirect_uri: config.redirectUri,
-    scope: "openid profile", state, nonce: randomString(), code_challenge: challenge,
-    code_challenge_method: "S256",
-  });
-  location.assign(`/oauth/authorize?${params}`);
-}
-
-async function finishSignIn(answer) {
-  const saved = JSON.parse(sessionStorage.getItem(PKCE_KEY) || "null");
-  sessionStorage.removeItem(PKCE_KEY);
-  history.replaceState(null, "", location.pathname); // the code leaves the address bar
-  if (answer.get("error")) {
-    fail(`Sign-in failed: ${answer.get("error_description") || answer.get("error")}`);
-    return false;
-  }
-  if (!saved || saved.next !== location.pathname || answer.get("state") !== saved.state
-      || !answer.get("code")) {
-    fail("Sign-in failed: the response did not match the request.");
-    return false;
-  }
-  const response = await fetch("/oauth/token", {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "authorization_code", code: answer.get("code"),
-      redirect_uri: config.redirectUri, client_id: config.clientId,
-      code_verifier: saved.verifier,
-    }),
-  });
-  if (!response.ok) {
-    fail("Sign-in failed.");
-    return false;
-  }
-  accessToken = (await response.json()).access_token;
-  return true;
-}
-
 function askToSignIn(text) {
-  accessToken = null;
+  signedIn = false;
   form.hidden = true;
   authenticateButton.hidden = true;
   show(text, "signed-out");
-  signIn.hidden = false;
+  const again = document.getElementById("pay-sign-in");
+  again.href = `/app/login?next=${encodeURIComponent(location.pathname)}`;
+  again.hidden = false;
 }
 
 async function api(path, options = {}) {
-  const response = await fetch(path, {
+  const response = await fetch(`/app${path}`, {
     ...options,
-    headers: { ...(options.headers || {}), Authorization: `Bearer ${accessToken}` },
+    credentials: "same-origin",
+    headers: { ...(options.headers || {}), "X-CSRF-Token": config.csrf },
   });
   if (response.status === 401) {
-    askToSignIn("Your sign-in has expired: sign in again to pay.");
+    askToSignIn("Your session has ended: sign in again to pay.");
   }
   return response;
 }
@@ -300,7 +247,7 @@ async function pay(event) {
     show("Confirming the payment…", "confirming");
     const payment = await confirmPayment(method);
     if (payment === null) {
-      if (accessToken !== null) show("Enter your card details to pay.", "ready");
+      if (signedIn) show("Enter your card details to pay.", "ready");
       return;
     }
     if (payment.status === "requires_action" && payment.client_secret) {
@@ -342,18 +289,7 @@ async function start() {
   if (!render(checkout.payment)) await follow();
 }
 
-signIn.addEventListener("click", startSignIn);
 form.addEventListener("submit", pay);
 authenticateButton.addEventListener("click", authenticate);
 
-(async () => {
-  const answer = new URLSearchParams(location.hash.slice(1));
-  if (answer.has("code") || answer.has("error")) {
-    signIn.hidden = true;
-    if (await finishSignIn(answer)) {
-      await start();
-      return;
-    }
-  }
-  askToSignIn("Sign in to pay.");
-})();
+start();
