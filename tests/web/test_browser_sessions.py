@@ -114,3 +114,18 @@ def test_sign_in_never_returns_to_another_site(
     client = web_app(serve_app, urls, kms)
     landed = sign_in_web(client, provision(urls, kms, roles=(BUYER,)), next_path=next_path)
     assert str(landed.url).startswith(str(client.base_url).rstrip("/") + "/app")
+
+
+def test_a_missing_page_is_a_page_and_a_missing_api_route_is_a_problem(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    client = web_app(serve_app, urls, kms)
+    sign_in_web(client, provision(urls, kms, roles=(BUYER,)))
+    page = client.get("/app/no/such/page", headers={"accept": "text/html"})
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "There is no page at this address." in page.text
+    assert "Sign out" in page.text  # in the layout, still signed in
+    api = client.get("/api/no/such/route", headers={"accept": "text/html"})
+    assert api.status_code == 404
+    assert api.headers["content-type"] == "application/problem+json"

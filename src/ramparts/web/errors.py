@@ -23,7 +23,7 @@ from ramparts.problems import Problem, ProblemType, problem_response
 if TYPE_CHECKING:
     from starlette.types import ExceptionHandler, Scope
 
-__all__ = ["allowed_methods", "describe", "install_error_handlers"]
+__all__ = ["allowed_methods", "describe", "http_error", "install_error_handlers"]
 
 _TYPES = {
     400: ProblemType.MALFORMED_BODY,
@@ -147,7 +147,7 @@ def _one_of(words: list[str]) -> str:
     return " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
-async def _http_error(request: Request, exc: HTTPException) -> Response:
+async def http_error(request: Request, exc: HTTPException) -> Response:
     headers = dict(exc.headers or {})
     detail = _DETAILS.get(exc.status_code)
     if exc.status_code == 404:
@@ -182,5 +182,5 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> Response
 def install_error_handlers(app: FastAPI) -> None:
     # Starlette types handlers as taking any Exception; each is registered for its own class.
     app.add_exception_handler(Problem, cast("ExceptionHandler", _problem))
-    app.add_exception_handler(HTTPException, cast("ExceptionHandler", _http_error))
+    app.add_exception_handler(HTTPException, cast("ExceptionHandler", http_error))
     app.add_exception_handler(RequestValidationError, cast("ExceptionHandler", _validation_error))

@@ -29,10 +29,12 @@ import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
+from starlette.exceptions import HTTPException
 from starlette.templating import Jinja2Templates
 
 from ramparts.apps.contract import NavLink
 from ramparts.problems import ProblemType, problem_response
+from ramparts.web.errors import http_error
 from ramparts.web.sessions import BrowserSession, BrowserSessions
 
 __all__ = [
@@ -361,7 +363,24 @@ def install_page_handlers(app: FastAPI) -> None:
             return kit.sign_in_redirect("/app")
         return kit.sign_in_redirect(exc.next_path)
 
+    async def missing(request: Request, exc: HTTPException) -> Response:
+        """A person's browser asking for a page that is not there gets a page saying so;
+        anything else gets the problem+json the API answers."""
+        wants_page = request.url.path.startswith(
+            ("/app/", "/pay/")
+        ) and not request.url.path.startswith("/app/api/")
+        if (
+            exc.status_code == 404
+            and wants_page
+            and "text/html" in request.headers.get("accept", "")
+        ):
+            return await problem(
+                request, PageProblem(404, _TITLES[404], "There is no page at this address.")
+            )
+        return await http_error(request, exc)
+
     app.add_exception_handler(PageProblem, problem)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, missing)  # type: ignore[arg-type]
     app.add_exception_handler(SignInNeeded, sign_in)  # type: ignore[arg-type]
 
 
