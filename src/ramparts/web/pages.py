@@ -156,6 +156,8 @@ async def callback(
         raise PageProblem(
             400, "Sign-in did not finish", "The sign-in did not match. Sign in again."
         )
+    # A sign-in never continues an earlier session in this browser (no fixation).
+    await kit.sessions.end(request.cookies.get(kit.cookie))
     cookie = await kit.sessions.start(
         uuid.UUID(claims["tenant"]),
         uuid.UUID(claims["sub"]),
