@@ -5,16 +5,16 @@ its own so that no other suite's database holds a sealed column only this app de
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from tests.conftest import anyio_backend, make_database, pg_server
-from tests.live import temporary_kms
+from tests.live import kms
 
 from world import World, migrate, open_world
 
-__all__ = ["anyio_backend", "expenses_urls", "make_database", "pg_server", "world"]
+__all__ = ["anyio_backend", "expenses_urls", "kms", "make_database", "pg_server", "world"]
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +25,10 @@ def expenses_urls(make_database: Callable[..., DatabaseUrls]) -> DatabaseUrls:
 
 
 @pytest.fixture
-async def world(expenses_urls: DatabaseUrls, tmp_path: Path) -> AsyncIterator[World]:
-    opened = await open_world(expenses_urls, temporary_kms(tmp_path))
+async def world(expenses_urls: DatabaseUrls, kms: Kms) -> AsyncIterator[World]:
+    # One KMS for the session, like the one database: what a test's server seals (its
+    # signing key) another test's server must open.
+    opened = await open_world(expenses_urls, kms)
     try:
         yield opened
     finally:

@@ -52,6 +52,13 @@ def server(world: World) -> Iterator[httpx.Client]:
 
 async def signed_in(world: World, tenant: Tenant, who: str, server: httpx.Client) -> dict[str, str]:
     """`who`'s bearer header, from the sign-in flow (password and TOTP)."""
+    account = await person(world, tenant, who)
+    tokens = await asyncio.to_thread(obtain_tokens, server, account)
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def person(world: World, tenant: Tenant, who: str) -> Account:
+    """`who` of `tenant`, able to sign in (password and TOTP) through the test client."""
     secret, password = pyotp.random_base32(), secrets.token_urlsafe(16)
     username = f"{who}@{tenant.record.slug}.test"
     user = await world.provisioning.set_user(
@@ -69,9 +76,7 @@ async def signed_in(world: World, tenant: Tenant, who: str, server: httpx.Client
         post_logout_redirect_uri="https://client.example/",
     )
     await world.provisioning.ensure_signing_key(overlap=timedelta(seconds=630))
-    account = Account(tenant.record.slug, tenant.id, username, password, secret, user)
-    tokens = await asyncio.to_thread(obtain_tokens, server, account)
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
+    return Account(tenant.record.slug, tenant.id, username, password, secret, user)
 
 
 async def test_claims_through_the_api(world: World, server: httpx.Client) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from ramparts.ai.tools import ToolRegistry
-from ramparts.apps import App, AppDemo, AppPolicy, AppServices
+from ramparts.apps import App, AppDemo, AppPolicy, AppServices, NavLink
 from ramparts.policy.matrix import ME, SOMEONE
 
-from ramparts_expenses import views
+from ramparts_expenses import pages, views
 from ramparts_expenses.actions import NAMESPACE, ExpenseAction
 from ramparts_expenses.demo import DEMO_USERS, seed_expenses
 from ramparts_expenses.models import PAYEE_IBAN
@@ -25,6 +25,10 @@ HERE = Path(__file__).resolve().parent
 
 def _routers(services: AppServices) -> Sequence[APIRouter]:
     return (views.build_router(services),)
+
+
+def _pages(_: AppServices) -> Sequence[APIRouter]:
+    return (pages.router,)
 
 
 def _tools(registry: ToolRegistry, services: AppServices) -> None:
@@ -58,4 +62,7 @@ EXPENSES = App(
     migrations=HERE / "migrations",
     encrypted_columns=(PAYEE_IBAN,),
     demo=AppDemo(users=DEMO_USERS, seed=seed_expenses),
+    pages=_pages,
+    templates=HERE / "templates",
+    nav=(NavLink("Expenses", "/app/expenses", ROLES),),
 )
