@@ -239,7 +239,18 @@ def test_seed_demo_prints_fresh_credentials_and_stores_only_hashes(
             assert secret.encode() not in sealed
             assert base64.b32decode(secret) not in sealed
         quotes = conn.execute("SELECT count(*) FROM quotes").fetchone()
-        assert quotes == (6,)  # sample quotes are not duplicated by the second run
+        assert quotes == (8,)  # sample quotes are not duplicated by the second run
+        # In each tenant the seller has open requests to answer, and the buyer a proposal.
+        stages = conn.execute(
+            "SELECT t.slug, q.status, count(*), count(q.proposal) "
+            "FROM quotes q JOIN tenants t ON t.id = q.tenant_id "
+            "WHERE q.status IN ('draft', 'submitted') GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        assert stages == [
+            (slug, status, count, proposals)
+            for slug in ("acme", "globex")
+            for status, count, proposals in (("draft", 2, 0), ("submitted", 1, 1))
+        ]
         # Each tenant's accepted quote, answered by its seller: a deposit Finance can charge.
         accepted = conn.execute(
             "SELECT t.slug, b.username, s.username, sum(i.quantity * i.unit_price_minor) "

@@ -135,8 +135,8 @@ def test_two_workers_serve_authenticated_requests(
                 with ThreadPoolExecutor(8) as pool:
                     answers = list(pool.map(lambda c: c.get("/api/quotes"), clients))
                 assert [a.status_code for a in answers] == [200] * len(clients)
-                # The buyer's two demo quotes, to every client.
-                assert all(len(a.json()["items"]) == 2 for a in answers)
+                # The buyer's three demo quotes, to every client.
+                assert all(len(a.json()["items"]) == 3 for a in answers)
                 if all(_accepted_by(worker, port) for worker in workers):
                     break
                 clients += [httpx.Client(base_url=base, headers=headers) for _ in range(8)]

@@ -51,6 +51,8 @@ def test_secrets_sealed_before_the_kms_stop_the_upgrade_with_one_clear_line(
 QUOTES = MigrationBranch("quotes", QUOTE_MIGRATIONS)
 #: The runtime's head: the ledger, the PSP events, then idempotency keys.
 RUNTIME_HEAD = "0027_browser_sessions"
+#: The quote app's head: the seller's proposal text.
+QUOTES_HEAD = "0028_quote_proposal"
 #: A revision of the runtime's chain from before apps had branches (the old single head).
 OLD_SINGLE_HEAD = "0018_ai_provenance"
 
@@ -94,7 +96,7 @@ def test_a_fresh_database_migrates_to_every_head(
     urls = make_database(migrate=False)
     before, after = upgrade(urls, [QUOTES])
     assert before == frozenset()
-    assert after == head_revisions([QUOTES]) == {RUNTIME_HEAD, "0013_quote_ownership"}
+    assert after == head_revisions([QUOTES]) == {RUNTIME_HEAD, QUOTES_HEAD}
     assert {"quotes", "quote_items", "memberships"} <= _tables(urls)
     assert upgrade(urls, [QUOTES]) == (after, after)  # a second run changes nothing
 
@@ -105,7 +107,7 @@ def test_an_apps_migrations_run_only_once_it_is_served(
     urls = make_database(migrate=False)
     assert upgrade(urls, [], installed=[QUOTES])[1] == {RUNTIME_HEAD}
     assert "quotes" not in _tables(urls)  # installed, not served: nothing of it created
-    assert ExpectedSchema([QUOTES]).missing(_stamped(urls)) == {"0013_quote_ownership"}
+    assert ExpectedSchema([QUOTES]).missing(_stamped(urls)) == {QUOTES_HEAD}
     assert ExpectedSchema().missing(_stamped(urls)) == frozenset()
     upgrade(urls, [QUOTES])
     assert _stamped(urls) == head_revisions([QUOTES])
@@ -122,10 +124,10 @@ def test_a_branch_rooted_on_the_runtimes_head_still_counts_the_runtime_as_migrat
     urls = make_database(migrate=False)
     extra = _app_branch(tmp_path / "extra", "extra", "extra_0001")
     _, after = upgrade(urls, [QUOTES, extra])
-    assert after == {"extra_0001", "0013_quote_ownership"}  # the runtime's row was taken over
+    assert after == {"extra_0001", QUOTES_HEAD}  # the runtime's row was taken over
     assert ExpectedSchema([QUOTES, extra]).missing(after) == frozenset()
     # Without the app's row: the quote app's says the runtime got to 0012 only.
-    missing = ExpectedSchema([QUOTES, extra]).missing({"0013_quote_ownership"})
+    missing = ExpectedSchema([QUOTES, extra]).missing({QUOTES_HEAD})
     assert missing == {"extra_0001", RUNTIME_HEAD}
 
 

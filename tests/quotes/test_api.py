@@ -103,6 +103,38 @@ def test_the_quote_flow_follows_the_roles(
     }
 
 
+def test_the_seller_sends_a_proposal_with_the_answer_or_none(
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms
+) -> None:
+    buyer = person(server, urls, kms, BUYER)
+    seller = person(server, urls, kms, SELLER, buyer.account.tenant)
+    quote, bare = create(server, buyer), create(server, buyer)
+    assert quote["proposal"] is None
+    submit = f"/api/quotes/{quote['id']}/submit"
+    for body, problem in [
+        ({"proposal": "x" * 10_001}, "at most 10000"),
+        ({"proposal": ""}, "at least 1"),
+        ({"proposal": 12}, "string"),
+        ({"proposal": "ok", "price": 1}, "not an accepted field"),
+    ]:
+        refused = server.post(submit, json=body, headers=seller.headers)
+        assert refused.status_code == 422, refused.text
+        assert problem in refused.text.lower()
+    assert server.get(f"/api/quotes/{quote['id']}", headers=buyer.headers).json()["status"] == (
+        "draft"
+    )  # nothing was sent
+    text = "We offer 4 chairs.\nDelivery included." + "!" * 9_950
+    sent = server.post(submit, json={"proposal": text}, headers=seller.headers)
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["status"], sent.json()["proposal"]) == ("submitted", text)
+    shown = server.get(f"/api/quotes/{quote['id']}", headers=buyer.headers).json()
+    assert shown["proposal"] == text
+    # Without a body, as before: answered, with no proposal text.
+    plain = server.post(f"/api/quotes/{bare['id']}/submit", headers=seller.headers)
+    assert plain.status_code == 200, plain.text
+    assert (plain.json()["status"], plain.json()["proposal"]) == ("submitted", None)
+
+
 def test_restricted_quotes_need_webauthn(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from ramparts.apps import App, AppPolicy, AppServices
+from ramparts.apps import App, AppPolicy, AppServices, NavLink
 from ramparts.policy.matrix import ME, SOMEONE
 from ramparts.quotes import approval_views, payment_views, views
 from ramparts.quotes.actions import NAMESPACE, QuoteAction
 from ramparts.quotes.demo import QUOTES_DEMO
-from ramparts.quotes.roles import FINANCE, ROLES
+from ramparts.quotes.pages import build_pages
+from ramparts.quotes.roles import BUYER, FINANCE, ROLES, SELLER
 from ramparts.quotes.tools import register_quote_tools
 
 __all__ = ["QUOTES"]
@@ -64,4 +65,10 @@ QUOTES = App(
     default=True,
     migrations=Path(__file__).resolve().parent / "migrations",
     demo=QUOTES_DEMO,
+    pages=build_pages,
+    templates=Path(__file__).resolve().parent / "templates",
+    nav=(
+        NavLink("Quotes", "/app/quotes", (BUYER, SELLER, FINANCE)),
+        NavLink("Request a quote", "/app/quotes/new", (BUYER,)),
+    ),
 )

@@ -1,4 +1,5 @@
-"""Tables of the quotes app (created by quotes/migrations/0002_quotes.py)."""
+"""Tables of the quotes app (created by quotes/migrations/0002_quotes.py, then changed by
+the later revisions there)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class Quote(Base):
     sensitivity: Mapped[Sensitivity] = mapped_column(
         text_enum(Sensitivity), server_default=Sensitivity.INTERNAL.value
     )
+    #: The seller's proposal, sent with the answer (0028_quote_proposal): a vendor's words.
+    proposal: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
 

@@ -65,6 +65,8 @@ class QuoteWithItems:
     currency: str
     sensitivity: Sensitivity
     items: tuple[LineItem, ...]
+    #: The seller's proposal text, once sent (a vendor's words: untrusted to the assistant).
+    proposal: str | None = None
 
     @property
     def total_minor(self) -> int:
@@ -227,11 +229,14 @@ class QuoteService:
             delete(Quote).where(Quote.tenant_id == tenant, Quote.id == quote.id)
         )
 
-    async def submit(self, quote: Quote, seller_id: uuid.UUID) -> Quote:
-        """A seller answers a buyer's request: the quote now carries the seller's offer and
-        is assigned to that seller."""
+    async def submit(
+        self, quote: Quote, seller_id: uuid.UUID, proposal: str | None = None
+    ) -> Quote:
+        """A seller answers a buyer's request: the quote now carries the seller's offer (and
+        its proposal text, when one is sent) and is assigned to that seller."""
         _require(quote, QuoteStatus.DRAFT)
         quote.seller_id, quote.status = seller_id, QuoteStatus.SUBMITTED
+        quote.proposal = proposal
         await self._session.flush()
         return quote
 
@@ -270,6 +275,7 @@ _WITH_ITEMS = select(
     QUOTES.c.status,
     QUOTES.c.currency,
     QUOTES.c.sensitivity,
+    QUOTES.c.proposal,
     _ITEMS.label("items"),
 )
 
@@ -286,6 +292,7 @@ def _with_items(row: Row[*tuple[Any, ...]]) -> QuoteWithItems:
         currency=row.currency,
         sensitivity=row.sensitivity,
         items=tuple(LineItem(*item) for item in row.items),
+        proposal=row.proposal,
     )
 
 

@@ -58,12 +58,14 @@ QUOTE = {
         "currency": {"type": "string"},
         "items": {"type": "array", "items": ITEM},
         "total_minor": {"type": "integer"},
+        # The seller's proposal: a vendor's words, never trusted (QUOTE_SYSTEM_FIELDS).
+        "proposal": {"type": ["string", "null"]},
     },
     "required": ["id", "title", "status", "currency", "total_minor"],
     "additionalProperties": False,
 }
-#: What the database holds of a quote and the user may read: neither party's text.
-#: What the database holds of a quote whoever wrote it. Not the total: it is computed from the
+#: What the database holds of a quote whoever wrote it: neither party's text (title,
+#: description, items, the seller's proposal), and not the total: it is computed from the
 #: line items, which a buyer, a seller or the model wrote.
 QUOTE_SYSTEM_FIELDS = ("id", "status", "currency")
 QUOTE_ID_ONLY = {
@@ -93,6 +95,7 @@ def _shown(quote: QuoteWithItems, *, with_items: bool) -> dict[str, Any]:
         "total_minor": quote.total_minor,
     }
     if with_items:
+        shown["proposal"] = quote.proposal
         shown["items"] = [
             {
                 "description": i.description,

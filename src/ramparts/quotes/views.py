@@ -37,9 +37,11 @@ from ramparts.quotes.services import (
 from ramparts.routes import declares
 from ramparts.web.pages import WEB_CLIENT_ID
 
-__all__ = ["build_router", "quote_json"]
+__all__ = ["MAX_PROPOSAL", "build_router", "quote_json"]
 
 MAX_IDS = 100
+#: The longest proposal a seller may send (as the column's check in 0028_quote_proposal).
+MAX_PROPOSAL = 10_000
 
 Found = TypeVar("Found", Quote, QuoteWithItems)
 
@@ -71,6 +73,14 @@ class QuoteChange(BaseModel):
 
     title: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=10_000)
+
+
+class ProposalIn(BaseModel):
+    """A seller's answer: optionally the proposal's text (the body may be left out)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    proposal: str | None = Field(default=None, min_length=1, max_length=MAX_PROPOSAL)
 
 
 class QuoteIds(BaseModel):
@@ -111,6 +121,7 @@ def quote_json(quote: QuoteWithItems) -> dict[str, Any]:
             for i in quote.items
         ],
         "total_minor": quote.total_minor,
+        "proposal": quote.proposal,
     }
 
 
@@ -276,13 +287,15 @@ def build_router(  # noqa: PLR0915 - one route table
 
     @router.post("/api/quotes/{quote_id}/submit", openapi_extra=declares(QuoteAction.QUOTE_SUBMIT))
     async def submit_quote(
-        principal: Caller, session: Session, quote_id: uuid.UUID
+        principal: Caller, session: Session, quote_id: uuid.UUID, answer: ProposalIn | None = None
     ) -> dict[str, Any]:
+        """The seller's answer; the body, `{"proposal": "..."}`, is optional."""
         quote = await load(session, principal, QuoteAction.QUOTE_SUBMIT, quote_id)
         seller = principal.user_id
         if seller is None:  # pragma: no cover - the schema gives quote.submit to people
             raise Problem(403, ProblemType.FORBIDDEN, "quote.submit is for people")
-        await _in_status(QuoteService(session).submit(quote, seller))
+        proposal = answer.proposal if answer is not None else None
+        await _in_status(QuoteService(session).submit(quote, seller, proposal))
         return await shown(session, quote)
 
     @router.post("/api/quotes/{quote_id}/accept", openapi_extra=declares(QuoteAction.QUOTE_ACCEPT))
