@@ -129,3 +129,16 @@ def test_a_missing_page_is_a_page_and_a_missing_api_route_is_a_problem(
     api = client.get("/api/no/such/route", headers={"accept": "text/html"})
     assert api.status_code == 404
     assert api.headers["content-type"] == "application/problem+json"
+
+
+def test_a_malformed_page_address_is_a_page(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    client = web_app(serve_app, urls, kms)
+    sign_in_web(client, provision(urls, kms, roles=(BUYER,)))
+    bad_id = client.get("/pay/not-an-id")
+    assert bad_id.status_code == 404
+    assert "There is no page at this address." in bad_id.text
+    api = client.get("/api/quotes/not-an-id")
+    assert api.status_code in (401, 422)
+    assert api.headers["content-type"] == "application/problem+json"

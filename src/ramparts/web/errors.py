@@ -23,7 +23,13 @@ from ramparts.problems import Problem, ProblemType, problem_response
 if TYPE_CHECKING:
     from starlette.types import ExceptionHandler, Scope
 
-__all__ = ["allowed_methods", "describe", "http_error", "install_error_handlers"]
+__all__ = [
+    "allowed_methods",
+    "describe",
+    "http_error",
+    "install_error_handlers",
+    "validation_error",
+]
 
 _TYPES = {
     400: ProblemType.MALFORMED_BODY,
@@ -164,7 +170,7 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     )
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+async def validation_error(_: Request, exc: RequestValidationError) -> Response:
     # Location and our description only: echoing the input could reflect secrets or PII.
     errors: list[dict[str, Any]] = []
     for error in exc.errors():
@@ -183,4 +189,4 @@ def install_error_handlers(app: FastAPI) -> None:
     # Starlette types handlers as taking any Exception; each is registered for its own class.
     app.add_exception_handler(Problem, cast("ExceptionHandler", _problem))
     app.add_exception_handler(HTTPException, cast("ExceptionHandler", http_error))
-    app.add_exception_handler(RequestValidationError, cast("ExceptionHandler", _validation_error))
+    app.add_exception_handler(RequestValidationError, cast("ExceptionHandler", validation_error))

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import jinja2
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from starlette.exceptions import HTTPException
@@ -34,7 +35,8 @@ from starlette.templating import Jinja2Templates
 
 from ramparts.apps.contract import NavLink
 from ramparts.problems import ProblemType, problem_response
-from ramparts.web.errors import http_error
+from ramparts.routes import ACTION_KEY, Exempt
+from ramparts.web.errors import http_error, validation_error
 from ramparts.web.sessions import BrowserSession, BrowserSessions
 
 __all__ = [
@@ -238,10 +240,17 @@ class PageKit:
         status: int = 200,
     ) -> HTMLResponse:
         nav = [link for link in self.nav if viewer is not None and link.shown_to(viewer.roles)]
+        path = request.url.path
+        # The one link the page is under: the longest whose path leads to this page.
+        current = max(
+            (link.path for link in nav if path == link.path or path.startswith(link.path + "/")),
+            key=len,
+            default=None,
+        )
         return self.templates.TemplateResponse(
             request,
             name,
-            {**context, "viewer": viewer, "csrf": csrf, "nav": nav, "path": request.url.path},
+            {**context, "viewer": viewer, "csrf": csrf, "nav": nav, "current": current},
             status_code=status,
             headers={"cache-control": "no-store"},
         )
@@ -379,7 +388,22 @@ def install_page_handlers(app: FastAPI) -> None:
             )
         return await http_error(request, exc)
 
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        """A page's address that does not parse (a malformed id, an unknown filter) is a page
+        that says so; an API route keeps its problem+json."""
+        route = request.scope.get("route")
+        if (getattr(route, "openapi_extra", None) or {}).get(ACTION_KEY) != Exempt.PAGE:
+            return await validation_error(request, exc)
+        in_path = any(error.get("loc", ("",))[0] == "path" for error in exc.errors())
+        status, detail = (
+            (404, "There is no page at this address.")
+            if in_path
+            else (422, "Part of this address is not valid. Go back and try again.")
+        )
+        return await problem(request, PageProblem(status, _TITLES[status], detail))
+
     app.add_exception_handler(PageProblem, problem)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, missing)  # type: ignore[arg-type]
     app.add_exception_handler(SignInNeeded, sign_in)  # type: ignore[arg-type]
 
