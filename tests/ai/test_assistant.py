@@ -97,6 +97,8 @@ def test_the_offline_model_drafts_a_proposal_for_a_seller(
             "arguments": {"quote_id": quote["id"]},
             "status": "executed",
             "reason": "done",
+            # The quote's id is the seller's own words: trusted.
+            "provenance": {"quote_id": "trusted"},
         }
     ]
     assert "Proposal for: Office chairs" in body["reply"]

@@ -29,8 +29,11 @@ def web_app(
     return client
 
 
-def sign_in_web(browser: httpx.Client, account: Account, next_path: str = "/app") -> httpx.Response:
-    """Sign in through the web app as a browser would; returns the page it lands on."""
+def sign_in_web(
+    browser: httpx.Client, account: Account, next_path: str = "/app", otp: str | None = None
+) -> httpx.Response:
+    """Sign in through the web app as a browser would; returns the page it lands on. `otp`:
+    a TOTP code other than the current one (each is accepted once)."""
     started = browser.get("/app/login", params={"next": next_path})
     assert started.status_code == 303, started.text
     authorize = browser.get(started.headers["location"])
@@ -49,7 +52,8 @@ def sign_in_web(browser: httpx.Client, account: Account, next_path: str = "/app"
     mfa = browser.get("/login/mfa")
     assert account.totp_secret is not None
     done = browser.post(
-        "/login/mfa", data={"otp": current_code(account.totp_secret), "csrf": csrf_of(mfa)}
+        "/login/mfa",
+        data={"otp": otp or current_code(account.totp_secret), "csrf": csrf_of(mfa)},
     )
     assert done.status_code in (302, 303), done.text
     callback = browser.get(done.headers["location"])

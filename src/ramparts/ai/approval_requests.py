@@ -1,11 +1,11 @@
 """Approval requests made (AI-4): a tool call the gateway holds is stored with the arguments
-the model sent, why it waits, the conversation's provenance and where each sensitive argument
-came from, for a different person to decide within a day (see `approvals`).
+the model sent, why it waits, the conversation's provenance and where each argument came
+from, for a different person to decide within a day (see `approvals`).
 
 A person may also ask for a registered tool's call directly (an app's route: a refund they
 request, which a second person must approve): `request_direct_approval` stores it with the
-exact arguments they sent, in no conversation (`origin` `api`), each sensitive argument typed
-by the requester. Both kinds are decided by the one `Approvals` service, with the same rules."""
+exact arguments they sent, in no conversation (`origin` `api`), each argument typed by the
+requester. Both kinds are decided by the one `Approvals` service, with the same rules."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.ai.conversations import Conversation
+from ramparts.ai.provenance import TYPED_BY_REQUESTER
 from ramparts.ai.tools import Tool
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
@@ -32,8 +33,6 @@ __all__ = [
 ]
 
 APPROVAL_TTL = timedelta(hours=24)
-#: Where a directly requested call's arguments come from, as an approver is shown it.
-TYPED_BY_REQUESTER = "typed by the requester"
 _INSERT = text(
     "INSERT INTO ai_approvals (tenant_id, id, conversation_id, origin, tool, arguments, "
     "reason, provenance, origins, requested_by, requested_amr, expires_at) VALUES "
@@ -53,7 +52,7 @@ async def request_approval(
     origins: dict[str, list[dict[str, str]]],
 ) -> uuid.UUID:
     """Store the request for `principal`'s call of `tool` and add its event to the
-    conversation's; its id. `origins`: where each sensitive argument came from."""
+    conversation's; its id. `origins`: where each argument came from."""
     approval = await _insert(
         session,
         principal,
@@ -102,7 +101,7 @@ async def request_direct_approval(
         arguments=arguments,
         reason=reason,
         provenance=[],
-        origins=dict.fromkeys(sorted(tool.sensitive & set(arguments)), typed),
+        origins=dict.fromkeys(sorted(arguments), typed),
     )
     await audit.record(
         session,

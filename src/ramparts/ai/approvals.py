@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.ai.gateway import AssistantService, run_checked
 from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.masking import Masker, redacted
+from ramparts.ai.provenance import trust_of
 from ramparts.ai.refusals import GatewayRefusedError
 from ramparts.ai.tools import Tool, ToolError, ToolOutcomeUnknown, ToolRun
 from ramparts.audit.events import Action, Decision, Resource
@@ -93,6 +94,7 @@ class Approvals(AssistantService):
                 rows = await _pending_page(session, tenant, after)
                 others = {row.requested_by for row in rows} - {principal.user_id}
                 roles = await _current_roles(session, others)
+                names = await _usernames(session, {row.requested_by for row in rows})
                 for row in rows:
                     shown = {
                         "id": str(row.id),
@@ -101,7 +103,10 @@ class Approvals(AssistantService):
                         "reason": row.reason,
                         "provenance": row.provenance,
                         "origins": row.origins,
+                        "argument_provenance": _argument_trust(row.arguments, row.origins),
                         "requested_by": str(row.requested_by),
+                        "requested_by_name": names.get(row.requested_by),
+                        "requested_at": row.created_at.isoformat(),
                         "expires_at": row.expires_at.isoformat(),
                     }
                     if row.requested_by == principal.user_id:
@@ -430,6 +435,27 @@ async def _current_roles(
         {"users": list(users)},
     )
     return {user: tuple(roles) for user, roles in rows}
+
+
+async def _usernames(session: AsyncSession, users: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The username of each of `users` still in the tenant, one query for all."""
+    rows = await session.execute(
+        text(
+            "SELECT id, username FROM users "
+            "WHERE tenant_id = current_setting('app.tenant_id')::uuid AND id = ANY(:users)"
+        ),
+        {"users": list(users)},
+    )
+    return {user: str(name) for user, name in rows}
+
+
+def _argument_trust(arguments: Any, origins: dict[str, Any]) -> dict[str, str]:
+    """Each argument's trust, from the origins stored with the request: an argument none
+    are stored for (a request made before they were kept for every argument) is untrusted,
+    as nothing vouches for it."""
+    if not isinstance(arguments, dict):
+        return {}
+    return {name: trust_of(origins.get(name) or []).value for name in arguments}
 
 
 def _requester(decider: Principal, row: Any, roles: tuple[str, ...]) -> Principal:

@@ -100,13 +100,17 @@ class ToolOutcome:
     status: Status
     reason: str
     approval_id: uuid.UUID | None = None
+    #: Each argument's trust by name (`Provenance.argument_trust`): "trusted" when the user's
+    #: own words or data they may read vouch for it, "untrusted" otherwise.
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        shown = {
+        shown: dict[str, Any] = {
             "tool": self.tool,
             "arguments": self.arguments,
             "status": self.status.value,
             "reason": self.reason,
+            "provenance": self.provenance,
         }
         if self.approval_id is not None:
             shown["approval_id"] = str(self.approval_id)
@@ -265,9 +269,7 @@ class Gateway(AssistantService):
                 if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
                     reply = "This conversation is full: start a new one."
                     break
-                # A switched-off tool is not offered: the model cannot even ask for it.
-                shown = {name: tool for name, tool in offered.items() if name not in stopped}
-                turn = await self._ask(principal, endpoint, conversation, shown)
+                turn = await self._ask(principal, endpoint, conversation, _shown(offered, stopped))
                 if turn is None:
                     reply = "The model's answer was not valid and was refused."
                     break
@@ -289,6 +291,10 @@ class Gateway(AssistantService):
                 ]
                 call_ids = conversation.remember_calls(calls)
                 for call, call_id in zip(calls, call_ids, strict=True):
+                    # Judged before the call: what its result adds vouches for nothing in it.
+                    trust = conversation.provenance.argument_trust(
+                        conversation.masker.unmask(call.arguments)
+                    )
                     outcome, result = await self._call(
                         session,
                         principal,
@@ -298,6 +304,7 @@ class Gateway(AssistantService):
                         stopped=stopped,
                         call=call,
                     )
+                    outcome.provenance = trust
                     outcomes.append(outcome)
                     if outcome.status is Status.REFUSED:
                         await self._strike(principal, conversation.events)
@@ -442,6 +449,18 @@ class Gateway(AssistantService):
             f"no model endpoint may receive {context.region} data",
         )
 
+    async def tools(self, principal: Principal) -> list[Tool]:
+        """The tools the assistant would offer `principal` now: those they may call that are
+        not switched off, by the very filter a message's model call gets (the kill-switch
+        refuses when the whole assistant is off)."""
+        async with self._db.tenant_session(principal.tenant_id) as session:
+            context = await self._authorizer.context(
+                principal, ui_client=self._ui_client, session=session
+            )
+            stopped = await self._switch.stopped(session, principal.tenant_id)
+        ai_context = RequestContext(channel=Channel.AI_TOOL, region=context.region)
+        return list(_shown(self._offered(principal, ai_context), stopped).values())
+
     def _offered(self, principal: Principal, context: RequestContext) -> dict[str, Tool]:
         """Tools the user may call, judged on a resource of their own tenant that is theirs
         (the user is every party its app declares for it, say who asked and who answers) or,
@@ -559,7 +578,9 @@ class Gateway(AssistantService):
                 tool=tool,
                 arguments=arguments,
                 reason=reason,
-                origins=conversation.provenance.origins(unmasked, tool.sensitive),
+                # Every argument's origins: the approver sees each one's, not only the
+                # sensitive ones that decided the call waits.
+                origins=conversation.provenance.origins(unmasked, frozenset(unmasked)),
             )
             outcome = ToolOutcome(tool.name, arguments, Status.PENDING_APPROVAL, reason, approval)
             return outcome, None
@@ -707,6 +728,12 @@ def _approval_reason(
     if not allowed:
         return "the model may not do this alone"
     return None
+
+
+def _shown(offered: dict[str, Tool], stopped: frozenset[str]) -> dict[str, Tool]:
+    """The tools a model call is given: a switched-off tool is not offered, so the model
+    cannot even ask for it."""
+    return {name: tool for name, tool in offered.items() if name not in stopped}
 
 
 def _call_event(principal: Principal, tool: str, decision: Decision, why: str) -> Event:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Origin", "Provenance", "Segment", "Trust"]
+__all__ = ["Origin", "Provenance", "Segment", "Trust", "trust_of"]
 
 _WORD = re.compile(r"[\w@.+-]+", re.UNICODE)
 #: Where a value came from, as an approver is shown it.
@@ -33,6 +33,7 @@ USER = "user message"
 TRUSTED_FIELD = "trusted field"
 UNTRUSTED_FIELD = "untrusted field"
 UNKNOWN = "nowhere in this conversation"
+TYPED_BY_REQUESTER = "typed by the requester"  # a direct request's argument (no conversation)
 
 
 class Trust(StrEnum):
@@ -67,6 +68,19 @@ class Origin:
     @classmethod
     def from_json(cls, stored: dict[str, str]) -> Origin:
         return cls(stored["source"], stored.get("tool"), stored.get("pointer"))
+
+
+#: Origins that vouch for a value: the user's own words, a field the app declares system data,
+#: or an argument the requester typed into a direct request (see `approval_requests`).
+_VOUCHING = frozenset({USER, TRUSTED_FIELD, TYPED_BY_REQUESTER})
+
+
+def trust_of(origins: list[dict[str, str]]) -> Trust:
+    """An argument's trust, from where its values came from (`Provenance.origins`): trusted
+    only when every origin vouches for it; a value seen in untrusted content, or nowhere (the
+    model wrote it), is untrusted."""
+    vouched = bool(origins) and all(o.get("source") in _VOUCHING for o in origins)
+    return Trust.TRUSTED if vouched else Trust.UNTRUSTED
 
 
 def _normal(value: object) -> str:
@@ -169,8 +183,8 @@ class Provenance:
     def origins(
         self, arguments: dict[str, Any], sensitive: frozenset[str]
     ) -> dict[str, list[dict[str, str]]]:
-        """Where each sensitive argument's values came from (never the values): what an
-        approver needs to tell a bill's IBAN from the one the user typed."""
+        """Where each of the `sensitive` arguments' values came from (never the values): what
+        an approver needs to tell a bill's IBAN from the one the user typed."""
         shown: dict[str, list[dict[str, str]]] = {}
         for name in sorted(sensitive & set(arguments)):
             seen: list[dict[str, str]] = []
@@ -183,6 +197,14 @@ class Provenance:
                         seen.append(origin.as_json())
             shown[name] = seen
         return shown
+
+    def argument_trust(self, arguments: object) -> dict[str, str]:
+        """Each argument's trust (`trust_of` its origins), by name: what the user is shown
+        beside a call the model asked for. Arguments that are not an object: none."""
+        if not isinstance(arguments, dict):
+            return {}
+        found = self.origins(arguments, frozenset(arguments))
+        return {name: trust_of(origins).value for name, origins in found.items()}
 
     def trail(self) -> list[dict[str, str]]:
         """What an approver is shown: each segment's source and trust, not its full text."""

@@ -136,6 +136,21 @@ def build_router(
             "actions": [outcome.as_json() for outcome in answer.actions],
         }
 
+    @router.get(
+        "/api/assistant/tools", openapi_extra=declares(RuntimeAction.MODEL_CALL, people_only=True)
+    )
+    async def assistant_tools(principal: Caller) -> list[dict[str, str]]:
+        """The tools the assistant would offer the caller now (the gateway's own filter: those
+        they may call, not switched off): `name`, `description`, `risk`."""
+        try:
+            tools = await gateway.tools(principal)
+        except GatewayRefusedError as refused:
+            raise _problem(refused) from None
+        return [
+            {"name": tool.name, "description": tool.description, "risk": tool.risk.value}
+            for tool in tools
+        ]
+
     @router.get("/api/approvals", openapi_extra=declares(RuntimeAction.ASSISTANT_APPROVE))
     async def pending(principal: Caller) -> dict[str, Any]:
         """Pending approval requests of the caller's tenant: `items`, those the caller may

@@ -69,7 +69,7 @@ from ramparts.payments.webhook_secrets import WebhookSecrets
 from ramparts.policy.engine import RuntimeAction, Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.routes import declares
-from ramparts.web import health, pages, pay
+from ramparts.web import assistant, health, pages, pay
 from ramparts.web.errors import install_error_handlers
 from ramparts.web.gate import PermissionGate
 from ramparts.web.middleware import (
@@ -308,9 +308,10 @@ def _install_pages(
         ],
         app_templates={a.name: a.templates for a in apps if a.templates is not None},
         cookie_secure=identity.secure_cookies,
+        panel=assistant.panel_context,
     )
     plugged = [r for a in apps for r in a.pages(services)]
-    for router in [*plugged, pages.router, pay.router]:
+    for router in [*plugged, pages.router, pay.router, assistant.router]:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return plugged

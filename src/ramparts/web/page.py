@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -90,6 +90,7 @@ class ApiAnswer:
 
     status: int
     body: Any
+    retry_after: str | None = None  # a rate limit's `Retry-After`, seconds
 
     @property
     def ok(self) -> bool:
@@ -168,7 +169,7 @@ class Api:
         body: Any = None
         if response.content and "json" in response.headers.get("content-type", ""):
             body = response.json()
-        return ApiAnswer(response.status_code, body)
+        return ApiAnswer(response.status_code, body, response.headers.get("retry-after"))
 
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> ApiAnswer:
         return await self.call("GET", path, params=params)
@@ -192,6 +193,9 @@ class PageKit:
     nav: list[NavLink] = field(default_factory=list)
     app_templates: dict[str, Path] = field(default_factory=dict)
     cookie_secure: bool = False
+    #: What the layout's assistant panel shows on a signed-in page (`web.assistant`), loaded
+    #: through the API before a page is drawn.
+    panel: Callable[[Page], Awaitable[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         loader = jinja2.ChoiceLoader(
@@ -280,8 +284,10 @@ class Page:
     session: BrowserSession
     viewer: Viewer
     api: Api
+    assistant: dict[str, Any] = field(default_factory=dict)  # the panel's (`PageKit.panel`)
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context = {"assistant": self.assistant, **context}
         return self.kit.render(
             self.request, name, context, viewer=self.viewer, csrf=self.session.csrf, status=status
         )
@@ -324,7 +330,11 @@ async def _signed_in(request: Request) -> Page:
         roles=tuple(claims.get("roles") or ()),
         amr=tuple(claims.get("amr") or ()),
     )
-    return Page(request, kit, session, viewer, Api(kit.client(request.app), session.access_token))
+    page = Page(request, kit, session, viewer, Api(kit.client(request.app), session.access_token))
+    # A page drawn for the browser shows the panel; a page script's call draws nothing.
+    if kit.panel is not None and not request.url.path.startswith("/app/api/"):
+        page.assistant = await kit.panel(page)
+    return page
 
 
 async def _posted(request: Request, page: Annotated[Page, Depends(_signed_in)]) -> Page:
