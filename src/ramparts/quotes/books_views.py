@@ -12,8 +12,6 @@ Both are decided by Cedar on the tenant's collection and read under row-level se
 caller's tenant session.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
