@@ -60,6 +60,8 @@ ALLOWED: dict[str, set[PolicyAction]] = {
         A.DISBURSEMENT_APPROVE,
         A.PAYMENT_LIST,
         A.PAYMENT_READ,
+        A.LEDGER_READ,
+        A.RECONCILIATION_READ,
         A.ASSISTANT_APPROVE,
         A.MODEL_CALL,
     },

@@ -30,7 +30,16 @@ from tests.test_cli import owner_env, running
 #: Shared rate limits for `serve --workers 2` (a database of its own on the local Redis).
 REDIS = "redis://127.0.0.1:6379/11"
 
-PAYMENT_KEYS = {"id", "quote_id", "status", "amount", "currency", "psp_id", "checkout_url"}
+PAYMENT_KEYS = {
+    "id",
+    "quote_id",
+    "status",
+    "amount",
+    "currency",
+    "psp_id",
+    "checkout_url",
+    "created_at",
+}
 
 
 @pytest.fixture(scope="module")

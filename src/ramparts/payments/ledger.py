@@ -146,6 +146,8 @@ class PostedEntry:
     postings: tuple[tuple[str, str, int], ...]
     #: True when the entry was already there (the same postings under the same reference).
     replayed: bool = field(default=False, compare=False)
+    #: The order it was posted in, within the tenant's book (a page's cursor).
+    seq: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,7 @@ ORDER BY 8
 _ENTRY = """
 SELECT e.id, e.kind, e.reference, e.payment, e.reverses, e.posted_at,
        array_agg(p.account ORDER BY p.position), array_agg(p.currency ORDER BY p.position),
-       array_agg(p.amount ORDER BY p.position)
+       array_agg(p.amount ORDER BY p.position), e.seq
 FROM ledger_entries e JOIN ledger_postings p ON p.tenant_id = e.tenant_id AND p.entry_id = e.id
 WHERE {where}
 GROUP BY e.tenant_id, e.id
@@ -430,12 +432,29 @@ class Ledger:
         """Every entry of `payment`, in the order they were posted."""
         return await self._entries(session, "e.tenant_id = {tenant} AND e.payment = %s", (payment,))
 
+    async def latest(
+        self, session: AsyncSession, *, limit: int, before: int | None = None
+    ) -> list[PostedEntry]:
+        """The book's `limit` most recent entries, newest first; `before`: only those posted
+        before the entry of that `seq` (the next page)."""
+        return await self._entries(
+            session,
+            "e.tenant_id = {tenant} AND (%s::bigint IS NULL OR e.seq < %s::bigint)",
+            (before, before),
+            order=f"e.seq DESC LIMIT {int(limit)}",
+        )
+
     async def _entries(
-        self, session: AsyncSession, where: str, parameters: tuple[Any, ...]
+        self,
+        session: AsyncSession,
+        where: str,
+        parameters: tuple[Any, ...],
+        *,
+        order: str = "e.seq",
     ) -> list[PostedEntry]:
         driver = await driver_of(session)
         statement = _ENTRY.format(where=where.format(tenant=CURRENT_TENANT))
-        cursor = await driver.execute(statement + " ORDER BY e.seq", parameters)
+        cursor = await driver.execute(statement + f" ORDER BY {order}", parameters)
         return [
             PostedEntry(
                 id=row[0],
@@ -445,6 +464,7 @@ class Ledger:
                 reverses=row[4],
                 posted_at=row[5],
                 postings=tuple(zip(row[6], row[7], row[8], strict=True)),
+                seq=row[9],
             )
             for row in await cursor.fetchall()
         ]

@@ -27,6 +27,10 @@ class QuoteAction:
     PAYMENT_LIST = PolicyAction("payment.list", "Payment", NAMESPACE)
     PAYMENT_READ = PolicyAction("payment.read", "Payment", NAMESPACE)
     PAYMENT_PAY = PolicyAction("payment.pay", "Payment", NAMESPACE)
+    # The tenant's books as Finance reads them: its ledger entries, and what the daily
+    # reconciliation runs found about its own entries (reading moves nothing).
+    LEDGER_READ = PolicyAction("ledger.read", "Ledger", NAMESPACE)
+    RECONCILIATION_READ = PolicyAction("reconciliation.read", "Reconciliation", NAMESPACE)
     ALL = (
         QUOTE_LIST,
         QUOTE_READ,
@@ -41,5 +45,7 @@ class QuoteAction:
         PAYMENT_LIST,
         PAYMENT_READ,
         PAYMENT_PAY,
+        LEDGER_READ,
+        RECONCILIATION_READ,
     )
     MONEY = (DEPOSIT_CHARGE, REFUND_ISSUE, DISBURSEMENT_APPROVE)

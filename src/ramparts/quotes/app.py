@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from ramparts.apps import App, AppPolicy, AppServices, NavLink
 from ramparts.policy.matrix import ME, SOMEONE
-from ramparts.quotes import approval_views, payment_views, views
+from ramparts.quotes import approval_views, books_views, finance_pages, payment_views, views
 from ramparts.quotes.actions import NAMESPACE, QuoteAction
 from ramparts.quotes.demo import QUOTES_DEMO
 from ramparts.quotes.pages import build_pages
@@ -44,6 +44,7 @@ def _routers(services: AppServices) -> Sequence[APIRouter]:
         views.build_router(services.bearer, services.authorizer),
         approval_views.build_router(services),
         payment_views.build_router(services),
+        books_views.build_router(services),
     )
 
 
@@ -65,10 +66,11 @@ QUOTES = App(
     default=True,
     migrations=Path(__file__).resolve().parent / "migrations",
     demo=QUOTES_DEMO,
-    pages=build_pages,
+    pages=lambda services: (*build_pages(services), finance_pages.router),
     templates=Path(__file__).resolve().parent / "templates",
     nav=(
         NavLink("Quotes", "/app/quotes", (BUYER, SELLER, FINANCE)),
         NavLink("Request a quote", "/app/quotes/new", (BUYER,)),
+        *finance_pages.NAV,
     ),
 )

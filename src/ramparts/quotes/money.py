@@ -94,6 +94,7 @@ def payment_json(payment: Payment, public_url: str) -> dict[str, Any]:
         "currency": payment.currency,
         "psp_id": payment.psp_id,
         "checkout_url": f"{public_url}/pay/{payment.id}",
+        "created_at": payment.created_at.isoformat(),
     }
 
 
