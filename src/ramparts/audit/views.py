@@ -1,18 +1,25 @@
 """HTTP: a tenant's trail, for whom policy lets read it (its admins); each read is recorded.
+Its verification too: the same walk as `ramparts audit verify`, over the tenant's own chain.
 
 Authentication and authorization live above this layer, so the router takes them as one
 dependency that returns the authorized caller as an `Actor`.
 """
 
+import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog, EventQuery, search_events
+from ramparts.audit.verify import ChainReport, verify_chain
+from ramparts.db.engine import Database, libpq
 from ramparts.db.request import request_session
 from ramparts.problems import Problem, ProblemType
 
@@ -22,11 +29,15 @@ ACTION_FILTER = r"^[a-z_]+(:[a-z_]+){2}$|^[a-z_]+(:[a-z_]+)?:\*$"
 
 
 def build_router(
-    audit: AuditLog, reader: Callable[..., Awaitable[Actor]], declared: dict[str, Any]
+    audit: AuditLog,
+    reader: Callable[..., Awaitable[Actor]],
+    declared: dict[str, Any],
+    database: Database,
 ) -> APIRouter:
     """`reader`, a FastAPI dependency, authenticates the caller and authorizes reading its
     tenant's trail (raising a 403 problem, recorded, when policy says no); `declared` is the
-    route's policy action. The route reads in the request's transaction."""
+    route's policy action. The routes read in the request's transaction, but the verification,
+    which walks the chain as committed on a connection of its own (`database`'s role)."""
     router = APIRouter(tags=["audit"])
 
     @router.get("/api/audit/events", openapi_extra=declared)
@@ -69,4 +80,37 @@ def build_router(
             "next_after": items[-1]["seq"] if len(items) == limit else None,
         }
 
+    @router.get("/api/audit/verification", openapi_extra=declared)
+    async def verification(
+        actor: Annotated[Actor, Depends(reader)],
+        session: Annotated[AsyncSession, Depends(request_session)],
+    ) -> dict[str, Any]:
+        """Recompute every hash and link of the caller's tenant's chain and check its signed
+        checkpoints: `ok`, how many events, the newest checkpoint, every problem located."""
+        if actor.tenant is None:  # pragma: no cover - authenticated callers have a tenant
+            raise Problem(403, ProblemType.FORBIDDEN)
+        report = await asyncio.to_thread(_verify, database, actor.tenant)
+        await audit.record(
+            session,
+            actor,
+            Action.AUDIT_EVENTS_READ,
+            Resource("audit_log", str(actor.tenant)),
+            Decision.ALLOW,
+            {"verification": True, "intact": report.intact, "events": report.events},
+        )
+        return {
+            "ok": report.intact,
+            "events": report.events,
+            "head_seq": report.head_seq,
+            "checkpoint": {"count": report.checkpoints, "seq": report.last_checkpoint_seq},
+            "problems": [asdict(p) for p in sorted(report.problems, key=lambda p: p.seq)],
+        }
+
     return router
+
+
+def _verify(database: Database, tenant: uuid.UUID) -> ChainReport:
+    """The walk is synchronous (psycopg), so it runs in a thread, on one short connection as
+    the runtime role: row-level security holds it to the tenant it names."""
+    with psycopg.connect(libpq(database.engine.url)) as conn:
+        return verify_chain(conn, tenant, count_queued=False)

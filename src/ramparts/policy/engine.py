@@ -86,7 +86,8 @@ class RuntimeAction:
     ASSISTANT_APPROVE = PolicyAction("assistant.approve", "Assistant")
     ASSISTANT_CONFIGURE = PolicyAction("assistant.configure", "Assistant")
     MODEL_CALL = PolicyAction("model.call", "ModelEndpoint")
-    ALL = (AUDIT_READ, ASSISTANT_APPROVE, ASSISTANT_CONFIGURE, MODEL_CALL)
+    USERS_READ = PolicyAction("users.read", "Directory")
+    ALL = (AUDIT_READ, ASSISTANT_APPROVE, ASSISTANT_CONFIGURE, MODEL_CALL, USERS_READ)
     # The only runtime actions an app's policies may permit, and only to the app's own roles:
     # its people use the assistant and decide its approval requests.
     GRANTABLE = (MODEL_CALL, ASSISTANT_APPROVE)

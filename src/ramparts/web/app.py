@@ -61,15 +61,16 @@ from ramparts.identity.oauth import KeyCache, OAuthService
 from ramparts.identity.passkeys import Passkeys
 from ramparts.identity.tokens import TokenIssuer, TokenVerifier, overlap_for
 from ramparts.identity.views import IdentityHttp
+from ramparts.identity.views import directory as directory_views
 from ramparts.payments import webhooks as psp_webhooks
 from ramparts.payments.browser import psp_page_sources
 from ramparts.payments.connection import PspConnection
 from ramparts.payments.psp_events import PspEvents
 from ramparts.payments.webhook_secrets import WebhookSecrets
-from ramparts.policy.engine import RuntimeAction, Target
+from ramparts.policy.engine import PolicyAction, RuntimeAction, Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.routes import declares
-from ramparts.web import assistant, health, pages, pay
+from ramparts.web import account_pages, admin_pages, assistant, health, pages, pay
 from ramparts.web.errors import install_error_handlers
 from ramparts.web.gate import PermissionGate
 from ramparts.web.middleware import (
@@ -138,11 +139,11 @@ def identity_services(
     )
 
 
-def _audit_reader(
-    bearer: BearerAuthenticator, authorizer: Authorizer
+def _admin_reader(
+    bearer: BearerAuthenticator, authorizer: Authorizer, action: PolicyAction, detail: str
 ) -> Callable[..., Awaitable[Actor]]:
-    """The audit route's dependency: the caller, once Cedar allows it to read its trail (the
-    allow commits with the read)."""
+    """A tenant-wide read's dependency (its audit trail, its users): the caller, once Cedar
+    allows `action` on its tenant's resource (the allow commits with the read)."""
 
     async def reader(
         request: Request, session: Annotated[AsyncSession, Depends(request_session)]
@@ -150,15 +151,8 @@ def _audit_reader(
         principal = await bearer(request)
         tenant = str(principal.tenant_id)
         context = await authorizer.context(principal, ui_client=WEB_CLIENT_ID, session=session)
-        target = Target(RuntimeAction.AUDIT_READ.entity_type, tenant, tenant, "confidential")
-        await authorizer.require(
-            principal,
-            RuntimeAction.AUDIT_READ,
-            target,
-            context,
-            session=session,
-            detail="reading the audit trail needs admin",
-        )
+        target = Target(action.entity_type, tenant, tenant, "confidential")
+        await authorizer.require(principal, action, target, context, session=session, detail=detail)
         return actor_of(principal)
 
     return reader
@@ -262,7 +256,23 @@ def create_app(
         app.include_router(router)
     app.include_router(
         audit_views.build_router(
-            audit, _audit_reader(identity.bearer, authorizer), declares(RuntimeAction.AUDIT_READ)
+            audit,
+            _admin_reader(
+                identity.bearer,
+                authorizer,
+                RuntimeAction.AUDIT_READ,
+                "reading the audit trail needs admin",
+            ),
+            declares(RuntimeAction.AUDIT_READ),
+            database,
+        )
+    )
+    app.include_router(
+        directory_views.build_router(
+            _admin_reader(
+                identity.bearer, authorizer, RuntimeAction.USERS_READ, "listing users needs admin"
+            ),
+            declares(RuntimeAction.USERS_READ),
         )
     )
     app.include_router(health.router)
@@ -311,7 +321,8 @@ def _install_pages(
         panel=assistant.panel_context,
     )
     plugged = [r for a in apps for r in a.pages(services)]
-    for router in [*plugged, pages.router, pay.router, assistant.router]:
+    runtime = [pages.router, pay.router, assistant.router, admin_pages.router, account_pages.router]
+    for router in [*plugged, *runtime]:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return plugged
