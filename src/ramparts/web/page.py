@@ -29,6 +29,7 @@ import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
+from starlette.exceptions import HTTPException
 from starlette.templating import Jinja2Templates
 
 from ramparts.apps.contract import NavLink
@@ -338,7 +339,9 @@ Posted = Annotated[Page, Depends(_posted)]
 
 
 def install_page_handlers(app: FastAPI) -> None:
-    """A page's refusal is a page; a missing session is a trip to sign in."""
+    """A page's refusal is a page; a missing session is a trip to sign in; an address under
+    `/app/` that is no page is a 404 page (after the API's handlers: the rest stays JSON)."""
+    api_error = app.exception_handlers[HTTPException]
 
     async def problem(request: Request, exc: PageProblem) -> Response:
         kit: PageKit = request.app.state.pages
@@ -361,8 +364,17 @@ def install_page_handlers(app: FastAPI) -> None:
             return kit.sign_in_redirect("/app")
         return kit.sign_in_redirect(exc.next_path)
 
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        path = request.url.path
+        if exc.status_code == 404 and path.startswith("/app/") and not path.startswith("/app/api/"):
+            detail = "There is no page at this address."
+            return await problem(request, PageProblem(404, _TITLES[404], detail))
+        answer = api_error(request, exc)
+        return answer if isinstance(answer, Response) else await answer
+
     app.add_exception_handler(PageProblem, problem)  # type: ignore[arg-type]
     app.add_exception_handler(SignInNeeded, sign_in)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, not_found)  # type: ignore[arg-type]
 
 
 async def _viewer_of(request: Request) -> tuple[Viewer | None, str | None]:
