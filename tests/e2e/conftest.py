@@ -44,8 +44,10 @@ def demo(
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser(chromium: str) -> Iterator[Browser]:
+    """Chromium, for one test: Playwright's sync API runs an event loop while it is open,
+    which a test's own `asyncio.run` (say, provisioning a user) must not meet."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield launched
