@@ -11,29 +11,22 @@ until then.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import psutil
 import psycopg
-import pyotp
 import pytest
 import stripe
-from playwright.sync_api import ConsoleMessage, Page, Request, Response, sync_playwright
+from playwright.sync_api import Page
 
-from ramparts.db.engine import DatabaseUrls, libpq
+from ramparts.db.engine import libpq
 from ramparts.payments.sandbox import SANDBOX_API_KEY
-from tests.conftest import free_port
-from tests.e2e.test_browser_login import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.harness import Demo, User, Watched, enter_credentials, one_time_code
 from tests.identity.helpers import (
     Account,
     bearer,
@@ -42,9 +35,10 @@ from tests.identity.helpers import (
     log_in,
     pkce_pair,
 )
-from tests.test_cli import owner_env, run, running
 
 pytestmark = pytest.mark.browser
+
+Shot = Callable[[Page, str], Path]
 
 VISA = "4242424242424242"
 THREE_D_SECURE = "4000002760003184"
@@ -58,71 +52,13 @@ CATERING = "Catering for the partner summit"
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
-    if shutil.which(CHROMIUM) is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs it (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} not installed: apt-get install chromium")
-    return CHROMIUM
-
-
-@dataclass
-class Demo:
-    base: str
-    api_base: str  # the sandbox PSP's
-    report: dict[str, Any]
-    urls: DatabaseUrls
-    shots: Path
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, make_database: Any) -> Iterator[Demo]:
-    """`ramparts demo` on a fresh database, with fresh credentials."""
-    home = tmp_path_factory.mktemp("demo")
-    urls = make_database(migrate=False)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = owner_env(
-        home, urls, RAMPARTS_VELOCITY_CARD_ATTEMPTS_PER_HOUR=str(CARD_ATTEMPTS_PER_HOUR)
-    )
-    with running("demo", "--port", str(port), env=env, url=f"{base}/healthz", within=90) as (
-        started
-    ):
-        (child,) = [
-            p
-            for p in psutil.Process(started.process.pid).children(recursive=True)
-            if any(part.endswith("localstripe") for part in p.cmdline())
-        ]
-        api_base = "http://127.0.0.1:" + child.cmdline()[child.cmdline().index("--port") + 1]
-        seeded = run("seed-demo", "--json", env={**env, "RAMPARTS_PUBLIC_URL": base})
-        assert seeded.returncode == 0, seeded.stderr
-        shots = tmp_path_factory.mktemp("screenshots")
-        yield Demo(base, api_base, json.loads(seeded.stdout), urls, shots)
-
-
-def _user(demo: Demo, username: str) -> dict[str, Any]:
-    return next(u for u in demo.report["users"] if u["username"] == username)
-
-
-_USED_CODES: dict[str, set[str]] = {}
-
-
-def _one_time_code(demo: Demo, username: str) -> str:
-    """A TOTP code this user has not signed in with yet (each is accepted once): the current
-    step's, else the next one's (one step of drift is accepted), else wait for a new step."""
-    totp = pyotp.TOTP(_user(demo, username)["totp_secret"])
-    used = _USED_CODES.setdefault(username, set())
-    while True:
-        for code in (totp.now(), totp.at(int(time.time()) + 30)):
-            if code not in used:
-                used.add(code)
-                return code
-        time.sleep(1)
+def demo_env() -> dict[str, str]:
+    return {"RAMPARTS_VELOCITY_CARD_ATTEMPTS_PER_HOUR": str(CARD_ATTEMPTS_PER_HOUR)}
 
 
 def _tokens(demo: Demo, username: str) -> dict[str, str]:
     """Signed in through the first-party client as a person would (password, TOTP, PKCE)."""
-    user = _user(demo, username)
+    user = demo.user(username)
     client = demo.report["oidc_client"]
     verifier, challenge = pkce_pair()
     authorize = "/oauth/authorize?" + urlencode(
@@ -135,17 +71,17 @@ def _tokens(demo: Demo, username: str) -> dict[str, str]:
             "code_challenge_method": "S256",
         }
     )
-    tenant = next(t for t in demo.report["tenants"] if t["slug"] == user["tenant"])
+    tenant = next(t for t in demo.report["tenants"] if t["slug"] == user.tenant)
     account = Account(
-        tenant=user["tenant"],
+        tenant=user.tenant,
         tenant_id=uuid.UUID(tenant["id"]),
         username=username,
-        password=user["password"],
-        totp_secret=user["totp_secret"],
+        password=user.password,
+        totp_secret=user.totp_secret,
         user_id=uuid.uuid4(),
     )
     with httpx.Client(base_url=demo.base) as browser:
-        final = log_in(browser, authorize, account, otp=_one_time_code(demo, username))
+        final = log_in(browser, authorize, account, otp=one_time_code(user))
         answer = exchange_code(
             browser,
             code_from(final.headers["location"]),
@@ -204,52 +140,6 @@ def _charge_deposit(demo: Demo, tenant: str, quote_id: str | None = None) -> dic
     return payment
 
 
-@dataclass
-class Watched:
-    """Everything the page did wrong: console errors, CSP reports, failed requests. The
-    refusals a test provokes (a decline, the velocity limit) are answers, listed in
-    `refused` ("402 <url>"), and the browser's console line for each is not an error."""
-
-    errors: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-
-    def attach(self, page: Page) -> None:
-        page.on("console", self._console)
-        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
-        page.on("requestfailed", self._request_failed)
-        page.on("response", self._response)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        provoked = message.text.startswith("Failed to load resource") and any(
-            message.location.get("url") == refusal.split(" ", 1)[1] for refusal in self.refused
-        )
-        if (message.type == "error" and not provoked) or "Content Security Policy" in message.text:
-            self.errors.append(message.text)
-
-    def _request_failed(self, request: Request) -> None:
-        self.failed.append(f"{request.failure} {request.url}")
-
-    def _response(self, response: Response) -> None:
-        if response.status >= 400:
-            answer = f"{response.status} {response.url}"
-            (self.refused if response.status in {402, 429} else self.failed).append(answer)
-
-
-def _sign_in_on_the_page(page: Page, demo: Demo, username: str) -> None:
-    user = _user(demo, username)
-    page.get_by_role("button", name="Sign in to pay").click()
-    page.wait_for_url(f"{demo.base}/login")
-    login = "form[action='/login']"
-    page.fill(f"{login} input[name=tenant]", user["tenant"])
-    page.fill(f"{login} input[name=username]", username)
-    page.fill(f"{login} input[name=password]", user["password"])
-    page.click(f"{login} button[type=submit]:not([formaction])")
-    page.wait_for_url(f"{demo.base}/login/mfa")
-    page.fill("input[name=otp]", _one_time_code(demo, username))
-    page.click("form button[type=submit]")
-
-
 def _type_card(page: Page, number: str) -> None:
     """Into the PSP's card element (mounted by the PSP's Stripe.js in #pay-card)."""
     element = page.locator("#pay-card")
@@ -263,7 +153,7 @@ def _type_card(page: Page, number: str) -> None:
 
 
 def _intent_at_the_psp(demo: Demo, psp_id: str, want: str, within: float = 20) -> str:
-    client = stripe.StripeClient(SANDBOX_API_KEY, base_addresses={"api": demo.api_base})
+    client = stripe.StripeClient(SANDBOX_API_KEY, base_addresses={"api": demo.psp})
     deadline = time.monotonic() + within
     while True:
         status = str(client.v1.payment_intents.retrieve(psp_id).status)
@@ -299,109 +189,106 @@ def _refused(page: Page, card: str, words: str) -> None:
 
 
 def _pay(
-    demo: Demo,
-    chromium: str,
+    page: Page,
+    shot: Shot,
     payment: dict[str, Any],
-    payer: str,
+    payer: User,
     card: str | None,
     name: str,
     *,
     refusals: tuple[tuple[str, str], ...] = (),
 ) -> tuple[str, list[str]]:
     """Pay `payment` in the browser as `payer`: first the `refusals` (a card, and the words
-    the page must say), then `card` (none: stop there). Returns the state the page ended in
-    and the refused requests."""
-    watched = Watched()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        watched.attach(page)
-        page.goto(payment["checkout_url"])
-        page.wait_for_load_state("networkidle")
-        page.screenshot(path=demo.shots / f"{name}-1-signed-out.png", full_page=True)
-        _sign_in_on_the_page(page, demo, payer)
-        page.wait_for_url(payment["checkout_url"], timeout=15_000)
-        page.wait_for_selector("#pay-status[data-state=ready]", timeout=20_000)
-        assert page.locator("#pay-form").is_visible()
-        for number, (refused, words) in enumerate(refusals, 1):
-            _refused(page, refused, words)
-            page.screenshot(path=demo.shots / f"{name}-2-refused-{number}.png", full_page=True)
-        state = page.locator("#pay-status").get_attribute("data-state") or ""
-        if card is not None:
-            _type_card(page, card)
-            page.screenshot(path=demo.shots / f"{name}-2-card.png", full_page=True)
-            page.get_by_role("button", name="Pay").click()
-            if card == THREE_D_SECURE:
-                # The bank's challenge, drawn by the PSP's Stripe.js.
-                challenge = page.get_by_role("button", name="Complete authentication")
-                challenge.wait_for(timeout=20_000)
-                status = page.locator("#pay-status").get_attribute("data-state")
-                assert status == "requires-action"
-                page.screenshot(path=demo.shots / f"{name}-3-challenge.png", full_page=True)
-                challenge.click()
-            page.wait_for_selector(
-                "#pay-status[data-state=processing], #pay-status[data-state=paid]",
-                timeout=30_000,
-            )
-            state = page.locator("#pay-status").get_attribute("data-state") or ""
-            text = page.locator("#pay-status").text_content() or ""
-            assert page.locator("#pay-problem").is_hidden(), page.locator(
-                "#pay-problem"
-            ).text_content()
-            waiting = "Waiting for the payment provider's confirmation"
-            assert waiting in text if state == "processing" else "Paid" in text
-            # The demo's worker processes the PSP's verified event: the page, which follows
-            # the payment, turns to paid.
-            page.wait_for_selector("#pay-status[data-state=paid]", timeout=60_000)
-            state = page.locator("#pay-status").get_attribute("data-state") or ""
-            assert "Paid" in (page.locator("#pay-status").text_content() or "")
-        page.screenshot(path=demo.shots / f"{name}-4-after.png", full_page=True)
-        # No card number anywhere in the page outside the PSP's own element.
-        outside = page.evaluate(
-            "() => { const c = document.getElementById('pay-card').cloneNode(false);"
-            " const b = document.body.cloneNode(true);"
-            " b.querySelector('#pay-card').replaceWith(c); return b.outerHTML; }"
+    the page must say), then `card` (none: stop there). The page asks to sign in first: the
+    payment page needs the payer's session. Returns the state the page ended in and the
+    refusals the page's confirmations met ("402 <path>", "429 <path>")."""
+    confirm = f"/app/api/payments/{payment['id']}/confirm"
+    watched = Watched(page, allow=[f"402 {confirm}", f"429 {confirm}"] if refusals else [])
+    page.goto(payment["checkout_url"])
+    page.wait_for_load_state("networkidle")
+    shot(page, f"{name}-1-sign-in")
+    enter_credentials(page, payer)
+    page.wait_for_url(payment["checkout_url"], timeout=15_000)
+    page.wait_for_selector("#pay-status[data-state=ready]", timeout=20_000)
+    assert page.locator("#pay-form").is_visible()
+    for number, (refused, words) in enumerate(refusals, 1):
+        _refused(page, refused, words)
+        shot(page, f"{name}-2-refused-{number}")
+    state = page.locator("#pay-status").get_attribute("data-state") or ""
+    if card is not None:
+        _type_card(page, card)
+        shot(page, f"{name}-2-card")
+        page.get_by_role("button", name="Pay").click()
+        if card == THREE_D_SECURE:
+            # The bank's challenge, drawn by the PSP's Stripe.js.
+            challenge = page.get_by_role("button", name="Complete authentication")
+            challenge.wait_for(timeout=20_000)
+            status = page.locator("#pay-status").get_attribute("data-state")
+            assert status == "requires-action"
+            shot(page, f"{name}-3-challenge")
+            challenge.click()
+        page.wait_for_selector(
+            "#pay-status[data-state=processing], #pay-status[data-state=paid]",
+            timeout=30_000,
         )
-        assert not any(number in outside for number in (VISA, THREE_D_SECURE, DECLINED))
-        browser.close()
-    assert watched.errors == []
-    assert watched.failed == []
-    return state, watched.refused
+        state = page.locator("#pay-status").get_attribute("data-state") or ""
+        text = page.locator("#pay-status").text_content() or ""
+        assert page.locator("#pay-problem").is_hidden(), page.locator("#pay-problem").text_content()
+        waiting = "Waiting for the payment provider's confirmation"
+        assert waiting in text if state == "processing" else "Paid" in text
+        # The demo's worker processes the PSP's verified event: the page, which follows
+        # the payment, turns to paid.
+        page.wait_for_selector("#pay-status[data-state=paid]", timeout=60_000)
+        state = page.locator("#pay-status").get_attribute("data-state") or ""
+        assert "Paid" in (page.locator("#pay-status").text_content() or "")
+    shot(page, f"{name}-4-after")
+    # No card number anywhere in the page outside the PSP's own element.
+    outside = page.evaluate(
+        "() => { const c = document.getElementById('pay-card').cloneNode(false);"
+        " const b = document.body.cloneNode(true);"
+        " b.querySelector('#pay-card').replaceWith(c); return b.outerHTML; }"
+    )
+    assert not any(number in outside for number in (VISA, THREE_D_SECURE, DECLINED))
+    watched.check()
+    return state, watched.allowed
 
 
-def test_the_buyer_pays_a_deposit_on_the_psp_page(demo: Demo, chromium: str) -> None:
+def test_the_buyer_pays_a_deposit_on_the_psp_page(page: Page, demo: Demo, shot: Shot) -> None:
     payment = _charge_deposit(demo, "acme")
-    state, refused = _pay(demo, chromium, payment, "buyer@acme.test", VISA, "visa")
+    state, refused = _pay(page, shot, payment, demo.user("buyer@acme.test"), VISA, "visa")
     assert state == "paid"
     assert refused == []
     assert _intent_at_the_psp(demo, payment["psp_id"], "succeeded") == "succeeded"
     assert "payment_intent.succeeded" in _verified_events(demo, payment["psp_id"])
 
 
-def test_a_3ds_card_is_paid_after_the_banks_challenge(demo: Demo, chromium: str) -> None:
+def test_a_3ds_card_is_paid_after_the_banks_challenge(page: Page, demo: Demo, shot: Shot) -> None:
     payment = _charge_deposit(demo, "globex")
-    state, _ = _pay(demo, chromium, payment, "buyer@globex.test", THREE_D_SECURE, "3ds")
+    buyer = demo.user("buyer@globex.test")
+    state, _ = _pay(page, shot, payment, buyer, THREE_D_SECURE, "3ds")
     assert state == "paid"
     assert _intent_at_the_psp(demo, payment["psp_id"], "succeeded") == "succeeded"
     assert "payment_intent.succeeded" in _verified_events(demo, payment["psp_id"])
 
 
-def test_declines_and_the_velocity_limit_are_said_in_words(demo: Demo, chromium: str) -> None:
+def test_declines_and_the_velocity_limit_are_said_in_words(
+    page: Page, demo: Demo, shot: Shot
+) -> None:
     """A declined card, as often as the limit allows (402), then once more: a 429 the page
     turns into the wait. Nothing was charged at the PSP."""
     payment = _charge_deposit(demo, "acme", _accepted_quote(demo, "acme", CATERING))
     declined = ((DECLINED, "Your card was declined: nothing was charged."),)
     limited = ((DECLINED, "Too many payment attempts: try again in about 60 minutes."),)
     state, refused = _pay(
-        demo,
-        chromium,
+        page,
+        shot,
         payment,
-        "buyer2@acme.test",
+        demo.user("buyer2@acme.test"),
         None,
         "declined",
         refusals=declined * CARD_ATTEMPTS_PER_HOUR + limited,
     )
     assert state == "ready"  # the form waits for another card
-    confirm = f"{demo.base}/api/payments/{payment['id']}/confirm"
+    confirm = f"/app/api/payments/{payment['id']}/confirm"
     assert refused == [f"402 {confirm}"] * CARD_ATTEMPTS_PER_HOUR + [f"429 {confirm}"]
     assert _intent_at_the_psp(demo, payment["psp_id"], "succeeded", within=0) != "succeeded"

@@ -28,7 +28,7 @@ REQUIRED_HEADERS = {
     "strict-transport-security": "max-age=63072000; includeSubDomains",
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
 }
 ALLOWED = "https://app.example"
 PUBLIC = declares(Exempt.PUBLIC)

@@ -120,7 +120,9 @@ class EdgeMiddleware:
             "content-security-policy": CONTENT_SECURITY_POLICY,
             "x-content-type-options": "nosniff",
             "x-frame-options": "DENY",
-            "referrer-policy": "no-referrer",
+            # Nothing to other sites; "no-referrer" would also make browsers send
+            # `Origin: null` on our own forms' POSTs, which the pages' origin check refuses.
+            "referrer-policy": "same-origin",
             "permissions-policy": PERMISSIONS_POLICY,
             "cross-origin-opener-policy": "same-origin",
             "cross-origin-resource-policy": "same-origin",

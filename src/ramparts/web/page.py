@@ -359,7 +359,8 @@ Posted = Annotated[Page, Depends(_posted)]
 
 
 def install_page_handlers(app: FastAPI) -> None:
-    """A page's refusal is a page; a missing session is a trip to sign in."""
+    """A page's refusal is a page; a missing session is a trip to sign in; a browser's
+    address under `/app/` that is no page is a 404 page (the API's stay problem+json)."""
 
     async def problem(request: Request, exc: PageProblem) -> Response:
         kit: PageKit = request.app.state.pages
