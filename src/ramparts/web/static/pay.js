@@ -206,7 +206,7 @@ async function authenticate() {
 async function confirmPayment(method) {
   const response = await api(`/api/payments/${PAYMENT}/confirm`, {
     method: "POST",
-    headers: { "Content-Type": "application/json", "Idempotency-Key": randomString() },
+    headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
     body: JSON.stringify({ payment_method: method }),
   });
   if (response.status === 402) {
