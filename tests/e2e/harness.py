@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -37,6 +38,7 @@ __all__ = [
     "one_time_code",
     "run_demo",
     "sign_in",
+    "type_card",
 ]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -167,14 +169,33 @@ class Watched:
         self.problems: list[str] = []
         self._allowed_urls: set[str] = set()
         self._console: list[tuple[str, str]] = []  # (location url, text) of console errors
-        page.on("console", self._on_console)
-        page.on("pageerror", lambda error: self.problems.append(f"{page.url}: {error}"))
-        page.on("requestfailed", self._on_request_failed)
-        page.on("response", self._on_response)
-        page.expose_function(
-            "rampartsCspViolation", lambda what: self.problems.append(f"CSP: {what}")
-        )
-        page.add_init_script(_CSP_LISTENER)
+        self._page = page
+        self._handlers: dict[str, Callable[..., None]] = {
+            "console": self._on_console,
+            "pageerror": lambda error: self.problems.append(f"{page.url}: {error}"),
+            "requestfailed": self._on_request_failed,
+            "response": self._on_response,
+        }
+        for event, handler in self._handlers.items():
+            page.on(event, handler)  # type: ignore[call-overload]
+        # A page kept for several steps gets a new watcher for each: the page's CSP
+        # listener is installed once and reports to the latest.
+        earlier = _WATCHERS.get(page)
+        if earlier is None:
+            page.expose_function(
+                "rampartsCspViolation",
+                lambda what: _WATCHERS[page].problems.append(f"CSP: {what}"),
+            )
+            page.add_init_script(_CSP_LISTENER)
+        else:
+            earlier.stop()
+        _WATCHERS[page] = self
+
+    def stop(self) -> None:
+        """Stop watching (a later watcher of the same page takes over)."""
+        for event, handler in self._handlers.items():
+            self._page.remove_listener(event, handler)
+        self._handlers = {}
 
     def _on_console(self, message: ConsoleMessage) -> None:
         if "Content Security Policy" in message.text:
@@ -206,6 +227,10 @@ class Watched:
         assert not everything, "the page went wrong:\n" + "\n".join(everything)
 
 
+#: The watcher each page reports its CSP violations to.
+_WATCHERS: weakref.WeakKeyDictionary[Page, Watched] = weakref.WeakKeyDictionary()
+
+
 @cache
 def _axe_source() -> str:
     return AXE.read_text(encoding="utf-8")
@@ -231,3 +256,15 @@ def _readable(violation: dict[str, Any]) -> str:
         summary = " ".join(node.get("failureSummary", "").split())
         lines.append(f"    {target}: {summary}")
     return "\n".join(lines)
+
+
+def type_card(page: Page, number: str) -> None:
+    """Into the PSP's card element (mounted by the PSP's Stripe.js in #pay-card)."""
+    element = page.locator("#pay-card")
+    element.locator("input").first.wait_for(timeout=15_000)
+    # The sandbox's element: bare inputs named by their placeholders; Stripe's is a frame.
+    element.get_by_placeholder("number").fill(number)
+    element.get_by_placeholder("exp_month").fill("12")
+    element.get_by_placeholder("exp_year").fill("34")
+    element.get_by_placeholder("cvc").fill("123")
+    element.get_by_placeholder("postal_code").fill("10115")

@@ -26,7 +26,7 @@ from playwright.sync_api import Page
 
 from ramparts.db.engine import libpq
 from ramparts.payments.sandbox import SANDBOX_API_KEY
-from tests.e2e.harness import Demo, User, Watched, enter_credentials, one_time_code
+from tests.e2e.harness import Demo, User, Watched, enter_credentials, one_time_code, type_card
 from tests.identity.helpers import (
     Account,
     bearer,
@@ -140,18 +140,6 @@ def _charge_deposit(demo: Demo, tenant: str, quote_id: str | None = None) -> dic
     return payment
 
 
-def _type_card(page: Page, number: str) -> None:
-    """Into the PSP's card element (mounted by the PSP's Stripe.js in #pay-card)."""
-    element = page.locator("#pay-card")
-    element.locator("input").first.wait_for(timeout=15_000)
-    # The sandbox's element: bare inputs named by their placeholders; Stripe's is a frame.
-    element.get_by_placeholder("number").fill(number)
-    element.get_by_placeholder("exp_month").fill("12")
-    element.get_by_placeholder("exp_year").fill("34")
-    element.get_by_placeholder("cvc").fill("123")
-    element.get_by_placeholder("postal_code").fill("10115")
-
-
 def _intent_at_the_psp(demo: Demo, psp_id: str, want: str, within: float = 20) -> str:
     client = stripe.StripeClient(SANDBOX_API_KEY, base_addresses={"api": demo.psp})
     deadline = time.monotonic() + within
@@ -179,7 +167,7 @@ def _verified_events(demo: Demo, psp_id: str, within: float = 20) -> set[str]:
 
 def _refused(page: Page, card: str, words: str) -> None:
     """Pay with `card`, and see the page refuse in `words`, ready for another card."""
-    _type_card(page, card)
+    type_card(page, card)
     page.get_by_role("button", name="Pay").click()
     problem = page.locator("#pay-problem")
     problem.wait_for(state="visible", timeout=20_000)
@@ -216,7 +204,7 @@ def _pay(
         shot(page, f"{name}-2-refused-{number}")
     state = page.locator("#pay-status").get_attribute("data-state") or ""
     if card is not None:
-        _type_card(page, card)
+        type_card(page, card)
         shot(page, f"{name}-2-card")
         page.get_by_role("button", name="Pay").click()
         if card == THREE_D_SECURE:
