@@ -12,7 +12,7 @@ from ramparts.db.engine import DatabaseUrls
 from ramparts.web.pages import WEB_CLIENT_ID
 from tests.identity.helpers import Account, csrf_of, current_code, register_client
 
-__all__ = ["page_csrf", "sign_in_web", "web_app"]
+__all__ = ["authorized_web", "page_csrf", "sign_in_web", "web_app"]
 
 
 def web_app(
@@ -34,6 +34,16 @@ def sign_in_web(
 ) -> httpx.Response:
     """Sign in through the web app as a browser would; returns the page it lands on. `otp`:
     a TOTP code other than the current one (each is accepted once)."""
+    callback = browser.get(authorized_web(browser, account, next_path, otp))
+    assert callback.status_code == 303, callback.text
+    return browser.get(callback.headers["location"])
+
+
+def authorized_web(
+    browser: httpx.Client, account: Account, next_path: str = "/app", otp: str | None = None
+) -> str:
+    """Start the web app's sign-in and pass the login pages; the callback URL (code and state)
+    the browser is sent to, not followed yet."""
     started = browser.get("/app/login", params={"next": next_path})
     assert started.status_code == 303, started.text
     authorize = browser.get(started.headers["location"])
@@ -56,9 +66,8 @@ def sign_in_web(
         data={"otp": otp or current_code(account.totp_secret), "csrf": csrf_of(mfa)},
     )
     assert done.status_code in (302, 303), done.text
-    callback = browser.get(done.headers["location"])
-    assert callback.status_code == 303, callback.text
-    return browser.get(callback.headers["location"])
+    location: str = done.headers["location"]
+    return location
 
 
 def page_csrf(page: httpx.Response) -> str:

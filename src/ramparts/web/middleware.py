@@ -15,7 +15,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ramparts.audit.context import serving
+from ramparts.audit.context import current_request, serving
 from ramparts.db.request import REQUEST_TRANSACTION, RequestTransaction
 from ramparts.headers import FORM_ACTION_HEADER, PSP_PAGE_HEADER
 from ramparts.payments.browser import PspPageSources
@@ -151,7 +151,11 @@ class EdgeMiddleware:
                     headers["cache-control"] = "no-store"
             await send(message)
 
-        # Audit events recorded while serving name this client without being told.
+        # Audit events recorded while serving name this client without being told. A page's
+        # call to the API in process (`ramparts.web.page.Api`) keeps its browser as the client.
+        if current_request() is not None:
+            await self.app(scope, receive, send_with_headers)
+            return
         client = scope.get("client")
         with serving(client[0] if client else None, Headers(scope=scope).get("user-agent")):
             await self.app(scope, receive, send_with_headers)

@@ -126,7 +126,10 @@ async def callback(
     kit, identity = _kit(request), _identity(request)
     started = identity.flows.open(request.cookies.get(_sign_in_cookie(kit), ""), _SIGN_IN_CONTEXT)
     if error is not None:
-        raise PageProblem(400, "Sign-in did not finish", f"The sign-in answered: {error}.")
+        # Not the link's own words: anyone can craft it, and the page would speak for us.
+        raise PageProblem(
+            400, "Sign-in did not finish", "The sign-in was not completed. Sign in again."
+        )
     if (
         started is None
         or started.get("expires", 0) < time.time()
