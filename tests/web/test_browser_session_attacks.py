@@ -522,3 +522,28 @@ def test_the_audit_trail_names_the_browser_for_what_a_page_does(
     decided = recorded(urls, account.tenant_id, Action.AUTHORIZATION_DECIDED, after=after)
     assert decided
     assert {e["actor"]["user_agent"] for e in decided} == {BROWSER}
+
+
+def test_no_origin_may_read_a_page_with_the_users_cookie(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms
+) -> None:
+    """A listed CORS origin reads the API with a bearer token; the pages (which carry the
+    session's CSRF token) stay our own origin's, even to it."""
+    listed = "https://app.example"
+    client = web_app(serve_app, urls, kms, cors_origins=(listed,))
+    sign_in_web(client, provision(urls, kms, roles=(BUYER,)))
+    for path in (
+        "/app",
+        "/app/quotes",
+        "/app/api/quotes",
+        f"/pay/{'0' * 8}-0000-4000-8000-{'0' * 12}",
+    ):
+        read = client.get(path, headers={"origin": listed})
+        assert "access-control-allow-origin" not in read.headers, path
+        assert "access-control-allow-credentials" not in read.headers, path
+        preflight = client.options(
+            path, headers={"origin": listed, "access-control-request-method": "GET"}
+        )
+        assert preflight.status_code == 403, path
+    api = client.get("/api/quotes", headers={"origin": listed})
+    assert api.headers["access-control-allow-origin"] == listed  # the API's CORS is unchanged

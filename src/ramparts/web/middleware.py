@@ -248,11 +248,21 @@ class PublicHostMiddleware:
         await self.app({**scope, "scheme": self.scheme, "headers": headers}, receive, send)
 
 
+#: Where the pages people use live: same-origin only (`StrictCORSMiddleware`).
+PAGE_PREFIXES = ("/app", "/pay/", "/login")
+
+
+def _is_page(path: str) -> bool:
+    return path == "/" or path.startswith(PAGE_PREFIXES)
+
+
 class StrictCORSMiddleware:
     """CORS for the configured origins only.
 
     A disallowed origin gets no `Access-Control-Allow-Origin`, and a rejected preflight gets a
     403 problem. Credentials are allowed only for listed origins, never with the wildcard.
+    The web app's pages (and the sign-in pages) are for our own origin only: no origin, listed
+    or not, may read them with the user's session cookie (or read their CSRF token).
     """
 
     ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -288,7 +298,7 @@ class StrictCORSMiddleware:
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             await self._preflight(scope, receive, send, origin, headers)
             return
-        if not self._allowed(origin):
+        if not self._allowed(origin) or _is_page(scope["path"]):
             await self.app(scope, receive, send)
             return
 
@@ -315,6 +325,8 @@ class StrictCORSMiddleware:
         }
         if not self._allowed(origin):
             reason = f"origin {origin!r} is not allowed"
+        elif _is_page(scope["path"]):
+            reason = "the web app's pages are for its own origin only"
         elif method not in self.ALLOW_METHODS:
             reason = f"method {method!r} is not allowed"
         elif not requested <= self.ALLOW_HEADERS:
