@@ -180,7 +180,13 @@ def test_the_buyer_pays_the_deposit_with_3d_secure(
     with buyer.expect_navigation():
         buyer.get_by_role("link", name="Pay the deposit").click()
     story["payment"] = urlsplit(buyer.url).path.rsplit("/", 1)[1]
-    buyer.wait_for_selector("#pay-status[data-state=ready]", timeout=20_000)
+    try:
+        buyer.wait_for_selector("#pay-status[data-state=ready]", timeout=20_000)
+    except Exception:
+        shot(buyer, "pay-not-ready")
+        raise AssertionError(
+            f"{buyer.url}: {buyer.locator('main').inner_text()} {watched.problems}"
+        ) from None
     axe(buyer)
     type_card(buyer, THREE_D_SECURE)
     buyer.get_by_role("button", name="Pay").click()

@@ -2,63 +2,66 @@
 // challenge (sealed in the ticket it hands out); this script only relays JSON through the
 // app's door (/app/api/...), with the session's CSRF token in a header.
 "use strict";
+// In a block of its own: every page script shares the page's global scope.
+{
 
-const form = document.getElementById("passkey-form");
-const statusBox = document.getElementById("passkey-status");
+  const form = document.getElementById("passkey-form");
+  const statusBox = document.getElementById("passkey-status");
 
-const toBytes = (text) => Uint8Array.from(
-  atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
-const toText = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
-  .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  const toBytes = (text) => Uint8Array.from(
+    atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+  const toText = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
+    .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
-function creationOptions(options) {
-  return {
-    ...options,
-    challenge: toBytes(options.challenge),
-    user: { ...options.user, id: toBytes(options.user.id) },
-    excludeCredentials: (options.excludeCredentials || [])
-      .map((c) => ({ ...c, id: toBytes(c.id) })),
-  };
-}
+  function creationOptions(options) {
+    return {
+      ...options,
+      challenge: toBytes(options.challenge),
+      user: { ...options.user, id: toBytes(options.user.id) },
+      excludeCredentials: (options.excludeCredentials || [])
+        .map((c) => ({ ...c, id: toBytes(c.id) })),
+    };
+  }
 
-function credentialJson(credential) {
-  const r = credential.response;
-  return {
-    id: credential.id,
-    rawId: toText(credential.rawId),
-    type: credential.type,
-    response: {
-      clientDataJSON: toText(r.clientDataJSON),
-      attestationObject: toText(r.attestationObject),
-    },
-  };
-}
+  function credentialJson(credential) {
+    const r = credential.response;
+    return {
+      id: credential.id,
+      rawId: toText(credential.rawId),
+      type: credential.type,
+      response: {
+        clientDataJSON: toText(r.clientDataJSON),
+        attestationObject: toText(r.attestationObject),
+      },
+    };
+  }
 
-async function call(path, body) {
-  const response = await fetch(`/app/api/${path}`, {
-    method: "POST",
-    headers: { "X-CSRF-Token": document.body.dataset.csrf, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
+  async function call(path, body) {
+    const response = await fetch(`/app/api/${path}`, {
+      method: "POST",
+      headers: { "X-CSRF-Token": document.body.dataset.csrf, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(answer.detail || answer.title || `error ${response.status}`);
+    return answer;
+  }
+
+  async function addPasskey(name) {
+    statusBox.textContent = "Follow your browser's prompt to create the passkey…";
+    const started = await call("me/passkeys/options", {});
+    const credential = await navigator.credentials.create({
+      publicKey: creationOptions(started.options),
+    });
+    await call("me/passkeys", { ticket: started.ticket, credential: credentialJson(credential), name });
+    statusBox.textContent = `Passkey “${name}” added. You can use it at your next sign-in.`;
+  }
+
+  form?.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = form.elements.name.value.trim() || "passkey";
+    addPasskey(name).catch((error) => {
+      statusBox.textContent = `The passkey was not added: ${error.message}`;
+    });
   });
-  const answer = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(answer.detail || answer.title || `error ${response.status}`);
-  return answer;
 }
-
-async function addPasskey(name) {
-  statusBox.textContent = "Follow your browser's prompt to create the passkey…";
-  const started = await call("me/passkeys/options", {});
-  const credential = await navigator.credentials.create({
-    publicKey: creationOptions(started.options),
-  });
-  await call("me/passkeys", { ticket: started.ticket, credential: credentialJson(credential), name });
-  statusBox.textContent = `Passkey “${name}” added. You can use it at your next sign-in.`;
-}
-
-form?.addEventListener("submit", (event) => {
-  event.preventDefault();
-  const name = form.elements.name.value.trim() || "passkey";
-  addPasskey(name).catch((error) => {
-    statusBox.textContent = `The passkey was not added: ${error.message}`;
-  });
-});
