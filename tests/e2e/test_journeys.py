@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from ramparts.db.engine import libpq
 from tests.e2e.harness import CHROMIUM_ARGS, Demo, Watched, axe, sign_in, type_card
@@ -182,7 +183,7 @@ def test_the_buyer_pays_the_deposit_with_3d_secure(
     story["payment"] = urlsplit(buyer.url).path.rsplit("/", 1)[1]
     try:
         buyer.wait_for_selector("#pay-status[data-state=ready]", timeout=20_000)
-    except Exception:
+    except PlaywrightTimeout:
         shot(buyer, "pay-not-ready")
         raise AssertionError(
             f"{buyer.url}: {buyer.locator('main').inner_text()} {watched.problems}"

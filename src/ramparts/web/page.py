@@ -287,7 +287,8 @@ class Page:
     assistant: dict[str, Any] = field(default_factory=dict)  # the panel's (`PageKit.panel`)
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        context = {"assistant": self.assistant, **context}
+        # The panel's own name, set last: a page's context never replaces it.
+        context = {**context, "assistant_panel": self.assistant}
         return self.kit.render(
             self.request, name, context, viewer=self.viewer, csrf=self.session.csrf, status=status
         )
