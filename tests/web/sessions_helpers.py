@@ -10,7 +10,7 @@ import httpx
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls
 from ramparts.web.pages import WEB_CLIENT_ID
-from tests.identity.helpers import Account, csrf_of, current_code, register_client
+from tests.identity.helpers import Account, log_in, register_client
 
 __all__ = ["authorized_web", "page_csrf", "sign_in_web", "web_app"]
 
@@ -46,25 +46,7 @@ def authorized_web(
     the browser is sent to, not followed yet."""
     started = browser.get("/app/login", params={"next": next_path})
     assert started.status_code == 303, started.text
-    authorize = browser.get(started.headers["location"])
-    assert authorize.headers.get("location") == "/login", authorize.text
-    form = browser.get("/login")
-    password = browser.post(
-        "/login",
-        data={
-            "tenant": account.tenant,
-            "username": account.username,
-            "password": account.password,
-            "csrf": csrf_of(form),
-        },
-    )
-    assert password.headers.get("location") == "/login/mfa", password.text
-    mfa = browser.get("/login/mfa")
-    assert account.totp_secret is not None
-    done = browser.post(
-        "/login/mfa",
-        data={"otp": otp or current_code(account.totp_secret), "csrf": csrf_of(mfa)},
-    )
+    done = log_in(browser, started.headers["location"], account, otp=otp)
     assert done.status_code in (302, 303), done.text
     location: str = done.headers["location"]
     return location

@@ -25,12 +25,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.db.engine import Database
 from ramparts.identity.oauth import OAuthError, OAuthService, TokenResponse
@@ -110,6 +112,21 @@ class _Handle:
         return opened
 
 
+async def _live_row(session: AsyncSession, handle: _Handle, *, lock: bool = False) -> Any:
+    """The session's row while it lives (locked until the transaction ends when `lock`)."""
+    query = _LOCKED_ROW if lock else _ROW
+    return (
+        await session.execute(query, {"tenant": handle.tenant_id, "id": handle.id_hash})
+    ).first()
+
+
+_ROW = text(
+    "SELECT user_id, sealed, access_expires_at FROM browser_sessions "
+    "WHERE tenant_id = :tenant AND id_hash = :id AND expires_at > now()"
+)
+_LOCKED_ROW = text(f"{_ROW.text} FOR UPDATE")
+
+
 class BrowserSessions:
     """Start, load (renewing the access token) and end the web app's sessions."""
 
@@ -154,15 +171,7 @@ class BrowserSessions:
         if handle is None:
             return None
         async with self._database.tenant_session(handle.tenant_id) as session:
-            row = (
-                await session.execute(
-                    text(
-                        "SELECT user_id, sealed, access_expires_at FROM browser_sessions "
-                        "WHERE tenant_id = :tenant AND id_hash = :id AND expires_at > now()"
-                    ),
-                    {"tenant": handle.tenant_id, "id": handle.id_hash},
-                )
-            ).first()
+            row = await _live_row(session, handle)
         if row is None:
             return None
         if row.access_expires_at - datetime.now(UTC) < timedelta(seconds=RENEW_SECONDS):
@@ -171,16 +180,7 @@ class BrowserSessions:
 
     async def _renew(self, handle: _Handle) -> BrowserSession | None:
         async with self._database.tenant_session(handle.tenant_id) as session:
-            row = (
-                await session.execute(
-                    text(
-                        "SELECT user_id, sealed, access_expires_at FROM browser_sessions "
-                        "WHERE tenant_id = :tenant AND id_hash = :id AND expires_at > now() "
-                        "FOR UPDATE"
-                    ),
-                    {"tenant": handle.tenant_id, "id": handle.id_hash},
-                )
-            ).first()
+            row = await _live_row(session, handle, lock=True)
             if row is None:
                 return None
             if row.access_expires_at - datetime.now(UTC) >= timedelta(seconds=RENEW_SECONDS):

@@ -8,33 +8,7 @@
   const form = document.getElementById("passkey-form");
   const statusBox = document.getElementById("passkey-status");
 
-  const toBytes = (text) => Uint8Array.from(
-    atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
-  const toText = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
-    .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-
-  function creationOptions(options) {
-    return {
-      ...options,
-      challenge: toBytes(options.challenge),
-      user: { ...options.user, id: toBytes(options.user.id) },
-      excludeCredentials: (options.excludeCredentials || [])
-        .map((c) => ({ ...c, id: toBytes(c.id) })),
-    };
-  }
-
-  function credentialJson(credential) {
-    const r = credential.response;
-    return {
-      id: credential.id,
-      rawId: toText(credential.rawId),
-      type: credential.type,
-      response: {
-        clientDataJSON: toText(r.clientDataJSON),
-        attestationObject: toText(r.attestationObject),
-      },
-    };
-  }
+  const { creationOptions, credentialJson } = window.RampartsWebAuthn;
 
   async function call(path, body) {
     const response = await fetch(`/app/api/${path}`, {
