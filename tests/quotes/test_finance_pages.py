@@ -171,7 +171,7 @@ def test_other_roles_are_refused_the_finance_pages_and_the_books(
     for path in ("/app/finance", "/app/finance/ledger", "/app/finance/reconciliation"):
         page = browser.get(path)
         assert page.status_code == 403, path
-        assert "Missing permission" in page.text
+        assert "This needs the permission Quotes::" in page.text
     assert 'href="/app/finance"' not in browser.get("/app").text  # not in the buyer's nav
     for who in ("buyer", "seller"):
         for path in ("/api/ledger", "/api/reconciliation"):

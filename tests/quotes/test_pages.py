@@ -216,7 +216,7 @@ def test_a_buyer_gets_the_403_page_for_an_action_that_is_not_theirs(
     )
     assert refused.status_code == 403
     assert "You do not have permission" in refused.text
-    assert "Missing permission: Quotes::quote.submit is not allowed here." in refused.text
+    assert "This needs the permission Quotes::quote.submit, which you do not have." in refused.text
     assert api(buyer, csrf, f"quotes/{quote}")["proposal"] is None  # nothing changed
     early = buyer.post(f"/app/quotes/{quote}/accept", data={"csrf": csrf})
     assert early.status_code == 409  # the API's own refusal: not yet answered

@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 RUNTIME_TEMPLATES = Path(__file__).parent / "templates"
+START = "/app"  # the signed-in start page
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 
@@ -129,7 +130,13 @@ def refused(answer: ApiAnswer) -> PageProblem:
     title = _TITLES.get(status, "Something went wrong")
     detail = answer.detail
     if status == 403 and detail:
-        detail = f"Missing permission: {detail}."
+        # The API says "<action> is not allowed here": the page names the permission.
+        action = detail.removesuffix(" is not allowed here")
+        detail = (
+            f"This needs the permission {action}, which you do not have."
+            if action != detail
+            else f"{detail[:1].upper()}{detail[1:]}."
+        )
     elif status == 404:
         detail = "There is nothing here, or it is not yours to see."
     return PageProblem(status, title, detail or title)
@@ -245,9 +252,14 @@ class PageKit:
     ) -> HTMLResponse:
         nav = [link for link in self.nav if viewer is not None and link.shown_to(viewer.roles)]
         path = request.url.path
-        # The one link the page is under: the longest whose path leads to this page.
+        # The one link the page is under: the longest whose path leads to this page (the
+        # start page only for itself: every page's path starts with it).
         current = max(
-            (link.path for link in nav if path == link.path or path.startswith(link.path + "/")),
+            (
+                link.path
+                for link in nav
+                if path == link.path or (link.path != START and path.startswith(link.path + "/"))
+            ),
             key=len,
             default=None,
         )
@@ -335,6 +347,7 @@ async def _signed_in(request: Request) -> Page:
     # A page drawn for the browser shows the panel; a page script's call draws nothing.
     if kit.panel is not None and not request.url.path.startswith("/app/api/"):
         page.assistant = await kit.panel(page)
+    request.state.page = page  # an error page of this request draws in it too
     return page
 
 
@@ -364,16 +377,12 @@ def install_page_handlers(app: FastAPI) -> None:
     address under `/app/` that is no page is a 404 page (the API's stay problem+json)."""
 
     async def problem(request: Request, exc: PageProblem) -> Response:
+        context = {"title": exc.title, "detail": exc.detail, "code": exc.status}
+        page = await _page_of(request)
+        if page is not None:  # in the signed-in layout, panel and all
+            return page.render("error.html", exc.status, **context)
         kit: PageKit = request.app.state.pages
-        viewer, csrf = await _viewer_of(request)
-        return kit.render(
-            request,
-            "error.html",
-            {"title": exc.title, "detail": exc.detail, "status": exc.status},
-            viewer=viewer,
-            csrf=csrf,
-            status=exc.status,
-        )
+        return kit.render(request, "error.html", context, viewer=None, csrf=None, status=exc.status)
 
     async def sign_in(request: Request, exc: SignInNeeded) -> Response:
         kit: PageKit = request.app.state.pages
@@ -420,10 +429,13 @@ def install_page_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SignInNeeded, sign_in)  # type: ignore[arg-type]
 
 
-async def _viewer_of(request: Request) -> tuple[Viewer | None, str | None]:
-    """The layout's viewer on an error page, when a session is there."""
+async def _page_of(request: Request) -> Page | None:
+    """The request's signed-in page for an error page: the one its route had, else the
+    session's, if there is one."""
+    page: Page | None = getattr(request.state, "page", None)
+    if page is not None:
+        return page
     try:
-        page = await _signed_in(request)
+        return await _signed_in(request)
     except SignInNeeded:
-        return None, None
-    return page.viewer, page.session.csrf
+        return None
