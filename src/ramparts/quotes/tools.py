@@ -283,8 +283,18 @@ PAYMENT: dict[str, Any] = {
         "currency": {"type": "string"},
         "psp_id": {"type": ["string", "null"]},
         "checkout_url": {"type": "string"},
+        "created_at": {"type": "string"},
     },
-    "required": ["id", "quote_id", "status", "amount", "currency", "psp_id", "checkout_url"],
+    "required": [
+        "id",
+        "quote_id",
+        "status",
+        "amount",
+        "currency",
+        "psp_id",
+        "checkout_url",
+        "created_at",
+    ],
     "additionalProperties": False,
 }
 REFUND: dict[str, Any] = {
