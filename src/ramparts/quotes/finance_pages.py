@@ -60,28 +60,31 @@ NOTICES = {
 PAYMENTS_LISTED = 200
 # An amount as a person types it: whole units, and at most the two minor digits `money`
 # shows (the quote app's currencies have two).
-_AMOUNT = re.compile(r"(\d{1,12})(?:\.(\d{1,2}))?")
+# ASCII digits only: `\d` takes every script's, and "1", U+0660 (an Arabic-Indic zero, which
+# looks like a point), "5" would be read as 105.
+_AMOUNT = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,2}))?")
 
 
 def _status(status: str) -> tuple[str, str]:
     return STATUSES.get(status, (status.replace("_", " ").capitalize(), "info"))
 
 
-def minor_units(typed: str) -> int:
-    """`12.5` → 1250: the amount typed in the currency's units, exactly (no float)."""
+def minor_units(typed: str, label: str) -> int:
+    """`12.5` → 1250: the amount typed in the currency's units, exactly (no float); `label`
+    names the field in the message."""
     found = _AMOUNT.fullmatch(typed.strip())
     if found is None:
         raise PageProblem(
             422,
             "Please check what you entered",
-            f"Refund amount {typed.strip()[:20]!r}: type an amount such as 120 or 120.50 "
+            f"{label} {typed.strip()[:20]!r}: type an amount such as 120 or 120.50 "
             "(digits, and at most two after the point). Nothing was sent.",
         )
     units, cents = found.group(1), (found.group(2) or "").ljust(2, "0")
     amount = int(units) * 100 + int(cents)
     if amount == 0:
         raise PageProblem(
-            422, "Please check what you entered", "Refund amount: more than 0. Nothing was sent."
+            422, "Please check what you entered", f"{label}: more than 0. Nothing was sent."
         )
     return amount
 
@@ -153,7 +156,7 @@ async def payments(
 async def charge_deposit(page: Posted, quote_id: uuid.UUID) -> RedirectResponse:
     fields = await _form(page)
     typed = fields.get("amount", "").strip()
-    body = {"amount": minor_units(typed)} if typed else {}
+    body = {"amount": minor_units(typed, "Deposit amount")} if typed else {}
     answer = await page.api.post(
         f"/api/quotes/{quote_id}/deposit", body, idempotency_key=_key(fields)
     )
@@ -164,7 +167,7 @@ async def charge_deposit(page: Posted, quote_id: uuid.UUID) -> RedirectResponse:
 @router.post(f"{HOME}/payments/{{payment_id}}/refund", openapi_extra=PAGE)
 async def request_refund(page: Posted, payment_id: uuid.UUID) -> RedirectResponse:
     fields = await _form(page)
-    amount = minor_units(fields.get("amount", ""))
+    amount = minor_units(fields.get("amount", ""), "Refund amount")
     answer = await page.api.post(
         f"/api/payments/{payment_id}/refunds", {"amount": amount}, idempotency_key=_key(fields)
     )

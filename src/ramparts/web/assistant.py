@@ -6,8 +6,8 @@ inbox is `GET /api/approvals` and its decisions `POST /api/approvals/{id}/approv
 
 The last exchange of the panel (and a decision's result, shown once) outlives the redirect of
 a form sent without script in a short-lived cookie, sealed under the server's key and bound to
-the user: it can hold their own personal data (an IBAN they typed), which no other user of the
-browser, and no script, may read.
+the user and their session: it can hold their own personal data (an IBAN they typed), which no
+other user of the browser, no script, and no later session may read.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class Kept:
     seconds: int
 
     def _context(self, page: Page) -> str:
-        return f"web {self.cookie} {page.viewer.user_id}"
+        # Bound to the session too (its CSRF token is derived from the session's own secret):
+        # the value dies with the session, so no copy of the cookie opens after sign-out.
+        return f"web {self.cookie} {page.viewer.user_id} {page.session.csrf}"
 
     def opened(self, page: Page) -> dict[str, Any] | None:
         sealed = page.request.cookies.get(self.cookie)
@@ -108,22 +110,37 @@ def _in_words(answer: ApiAnswer) -> str:
 
 
 def _storable(exchange: dict[str, Any]) -> dict[str, Any]:
-    """The exchange as the cookie keeps it: cut down (the reply shortened, the arguments'
-    values left out: their provenance stays) when it would not fit."""
-    if len(json.dumps(exchange)) <= COOKIE_CHARS:
+    """The exchange as the cookie keeps it: cut down (the texts shortened, the arguments'
+    values left out: their provenance stays) until it fits. Measured, not counted: JSON
+    writes a character outside ASCII as six (`\\u00e9`)."""
+    if _fits(exchange):
         return exchange
     reply = exchange.get("reply") or ""
     actions = [
         {**action, "arguments": None, "arguments_left_out": True}
         for action in exchange.get("actions", [])[:8]
     ]
-    cut = {
-        **exchange,
-        "message": exchange["message"][:300],
-        "reply": reply[:REPLY_KEPT] + ("…" if len(reply) > REPLY_KEPT else ""),
-        "actions": actions,
-    }
-    return cut if len(json.dumps(cut)) <= COOKIE_CHARS else {**cut, "actions": []}
+    kept = REPLY_KEPT
+    while True:
+        cut = {
+            **exchange,
+            "message": _shortened(exchange["message"], kept * 3 // 8),
+            "reply": _shortened(reply, kept),
+            "actions": actions,
+        }
+        if _fits(cut):
+            return cut
+        if kept == 0:
+            return {**cut, "actions": []}
+        kept //= 2
+
+
+def _fits(value: dict[str, Any]) -> bool:
+    return len(json.dumps(value)) <= COOKIE_CHARS
+
+
+def _shortened(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:chars] + "…"
 
 
 @router.post("/app/assistant", openapi_extra=PAGE)
@@ -219,7 +236,7 @@ async def decide(
         response = page.redirect("/app/approvals")
         kept = (
             answer.body
-            if len(json.dumps(answer.body)) <= COOKIE_CHARS
+            if _fits(answer.body)
             else {key: answer.body[key] for key in ("id", "status", "reason") if key in answer.body}
         )
         DECISION.keep(page, response, kept)

@@ -266,7 +266,15 @@ class PageKit:
         return self.templates.TemplateResponse(
             request,
             name,
-            {**context, "viewer": viewer, "csrf": csrf, "nav": nav, "current": current},
+            # `path`: the panel's way back to this page, and the admin's current tab.
+            {
+                **context,
+                "viewer": viewer,
+                "csrf": csrf,
+                "nav": nav,
+                "current": current,
+                "path": path,
+            },
             status_code=status,
             headers={"cache-control": "no-store"},
         )
