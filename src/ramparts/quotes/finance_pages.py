@@ -10,7 +10,6 @@ disbursements are only requested here: a second Finance user approves them in Ap
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from ramparts.apps.contract import NavLink
 
 # The API's default deposit, shown before charging (a pure function: no data is read).
-from ramparts.quotes.money import deposit_of
+from ramparts.quotes.money import MAX_AMOUNT, AmountError, deposit_of, typed_minor_units
 from ramparts.quotes.roles import FINANCE
 from ramparts.routes import Exempt, declares
 from ramparts.web.page import Page, PageProblem, Posted, SignedIn
@@ -58,11 +57,6 @@ NOTICES = {
 }
 #: The API lists at most this many payments; a full list may leave out older ones.
 PAYMENTS_LISTED = 200
-# An amount as a person types it: whole units, and at most the two minor digits `money`
-# shows (the quote app's currencies have two).
-# ASCII digits only: `\d` takes every script's, and "1", U+0660 (an Arabic-Indic zero, which
-# looks like a point), "5" would be read as 105.
-_AMOUNT = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,2}))?")
 
 
 def _status(status: str) -> tuple[str, str]:
@@ -70,23 +64,13 @@ def _status(status: str) -> tuple[str, str]:
 
 
 def minor_units(typed: str, label: str) -> int:
-    """`12.5` → 1250: the amount typed in the currency's units, exactly (no float); `label`
-    names the field in the message."""
-    found = _AMOUNT.fullmatch(typed.strip())
-    if found is None:
+    """`"120.5"` → 12050: an amount of money to move, more than 0; `label` names the field."""
+    try:
+        return typed_minor_units(typed, what=label.lower(), maximum=MAX_AMOUNT, at_least=1)
+    except AmountError as refused:
         raise PageProblem(
-            422,
-            "Please check what you entered",
-            f"{label} {typed.strip()[:20]!r}: type an amount such as 120 or 120.50 "
-            "(digits, and at most two after the point). Nothing was sent.",
-        )
-    units, cents = found.group(1), (found.group(2) or "").ljust(2, "0")
-    amount = int(units) * 100 + int(cents)
-    if amount == 0:
-        raise PageProblem(
-            422, "Please check what you entered", f"{label}: more than 0. Nothing was sent."
-        )
-    return amount
+            422, "Please check what you entered", f"{label}: {refused}. Nothing was sent."
+        ) from None
 
 
 async def _form(page: Page) -> dict[str, str]:

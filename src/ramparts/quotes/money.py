@@ -25,6 +25,7 @@ intent it made the first time instead of a second one.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from typing import Any
 
@@ -43,10 +44,12 @@ __all__ = [
     "APP",
     "DEPOSIT_PERCENT",
     "MAX_AMOUNT",
+    "AmountError",
     "MoneyRefused",
     "charge_deposit",
     "deposit_of",
     "payment_json",
+    "typed_minor_units",
 ]
 
 #: The app's name on its payments (`payments.app`).
@@ -191,3 +194,38 @@ def _amount(asked: int | None, total: int) -> int:
             f"{charged} minor units is more than the PSP takes in one payment ({MAX_AMOUNT})",
         )
     return charged
+
+
+class AmountError(ValueError):
+    """A typed amount that is not one, with the sentence to show the person."""
+
+
+# ASCII digits only: `\d` and `int` take every script's digits, and "1", U+0660 (an
+# Arabic-Indic zero, which looks like a point), "5" would be read as 105.
+_TYPED_AMOUNT = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,2}))?")
+
+
+def typed_minor_units(typed: str, *, what: str, maximum: int, at_least: int = 0) -> int:
+    """`"12.50"` → 1250: an amount a person typed in the currency's units (the quote app's
+    currencies have two decimals), read exactly with a pattern, never through float. `what`
+    names it in the refusal ("price", "refund amount")."""
+    text = typed.strip()
+    if not text:
+        raise AmountError(f"enter a {what}, for example 12.50")
+    if text.startswith("-"):
+        raise AmountError(f"“{text[:20]}” is negative: a {what} is {at_least / 100:g} or more")
+    if "," in text:
+        raise AmountError(f"“{text[:20]}”: write decimals with a dot, for example 12.50")
+    found = _TYPED_AMOUNT.fullmatch(text)
+    if found is None:
+        raise AmountError(
+            f"“{text[:20]}” is not a {what}: write digits with at most two decimals, "
+            "for example 12.50"
+        )
+    whole, cents = found.group(1), (found.group(2) or "").ljust(2, "0")
+    amount = int(whole) * 100 + int(cents)
+    if amount < at_least:
+        raise AmountError(f"a {what} must be more than 0")
+    if amount > maximum:
+        raise AmountError(f"“{text[:20]}” is more than {maximum // 100:,}")
+    return amount

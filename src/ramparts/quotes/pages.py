@@ -121,7 +121,7 @@ async def draft(page: Posted, quote_id: uuid.UUID) -> HTMLResponse:
         page,
         quote_id,
         proposal=str(answer.get("reply") or "") if drafted else "",
-        assistant={"reply": answer.get("reply"), "actions": actions, "drafted": drafted},
+        drafting={"reply": answer.get("reply"), "actions": actions, "drafted": drafted},
     )
 
 

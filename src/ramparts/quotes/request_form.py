@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ramparts.quotes.money import AmountError, typed_minor_units
+
 __all__ = ["CURRENCIES", "ITEM_ROWS", "RequestForm", "minor_units"]
 
 #: The currencies a request may be in; each has two decimals (cents), as prices are typed.
@@ -28,7 +30,6 @@ MAX_DESCRIPTION = 10_000
 MAX_ITEM_DESCRIPTION = 500
 
 # ASCII digits only: `\d` and `int` would take digits of every script.
-_PRICE = re.compile(r"([0-9]{1,11})(?:\.([0-9]{1,2}))?")
 _QUANTITY = re.compile(r"[0-9]{1,7}")
 
 
@@ -37,24 +38,11 @@ class PriceError(ValueError):
 
 
 def minor_units(typed: str) -> int:
-    """`"12.50"` → 1250: digits, optionally a dot and one or two decimals."""
-    text = typed.strip()
-    if not text:
-        raise PriceError("enter a price, for example 12.50")
-    if text.startswith("-"):
-        raise PriceError(f"“{text}” is negative: a price is 0 or more")
-    if "," in text:
-        raise PriceError(f"“{text}”: write decimals with a dot, for example 12.50")
-    found = _PRICE.fullmatch(text)
-    if found is None:
-        raise PriceError(
-            f"“{text}” is not a price: write digits with at most two decimals, for example 12.50"
-        )
-    whole, cents = found.group(1), (found.group(2) or "").ljust(2, "0")
-    amount = int(whole) * 100 + int(cents)
-    if amount > MAX_UNIT_PRICE_MINOR:
-        raise PriceError(f"“{text}” is more than {MAX_UNIT_PRICE_MINOR // 100:,} per unit")
-    return amount
+    """`"12.50"` → 1250: a unit price, 0 or more (`ramparts.quotes.money.typed_minor_units`)."""
+    try:
+        return typed_minor_units(typed, what="price", maximum=MAX_UNIT_PRICE_MINOR)
+    except AmountError as refused:
+        raise PriceError(str(refused)) from None
 
 
 @dataclass

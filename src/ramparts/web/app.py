@@ -70,7 +70,15 @@ from ramparts.payments.webhook_secrets import WebhookSecrets
 from ramparts.policy.engine import PolicyAction, RuntimeAction, Target
 from ramparts.policy.services import Authorizer, TenantRegions
 from ramparts.routes import declares
-from ramparts.web import account_pages, admin_pages, assistant, health, pages, pay
+from ramparts.web import (
+    account_pages,
+    admin_pages,
+    approvals_pages,
+    assistant,
+    health,
+    pages,
+    pay,
+)
 from ramparts.web.errors import install_error_handlers
 from ramparts.web.gate import PermissionGate
 from ramparts.web.middleware import (
@@ -321,7 +329,14 @@ def _install_pages(
         panel=assistant.panel_context,
     )
     plugged = [r for a in apps for r in a.pages(services)]
-    runtime = [pages.router, pay.router, assistant.router, admin_pages.router, account_pages.router]
+    runtime = [
+        pages.router,
+        pay.router,
+        assistant.router,
+        approvals_pages.router,
+        admin_pages.router,
+        account_pages.router,
+    ]
     for router in [*plugged, *runtime]:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

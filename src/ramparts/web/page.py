@@ -315,13 +315,13 @@ class Page:
 
     def redirect(self, path: str) -> RedirectResponse:
         """After a form: see the result on its page (303, so a reload does not resend)."""
-        return RedirectResponse(_local(path), status_code=303)
+        return RedirectResponse(local_path(path), status_code=303)
 
     def has_role(self, *roles: str) -> bool:
         return bool(set(roles) & set(self.viewer.roles))
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
     """Only a path of ours: never an open redirect."""
     parts = urlsplit(path)
     if parts.scheme or parts.netloc or not path.startswith("/") or path.startswith("//"):

@@ -31,7 +31,7 @@ from ramparts.web.page import (
     Posted,
     SignedIn,
     SignInNeeded,
-    _local,
+    local_path,
     token_payload,
 )
 
@@ -86,7 +86,7 @@ async def login(
             "verifier": verifier,
             "state": state,
             "nonce": nonce,
-            "next": _local(next_path),
+            "next": local_path(next_path),
             "expires": time.time() + SIGN_IN_SECONDS,
         },
         _SIGN_IN_CONTEXT,
@@ -167,7 +167,7 @@ async def callback(
         str(claims.get("preferred_username", "")),
         tokens,
     )
-    response = RedirectResponse(_local(started["next"]), status_code=303)
+    response = RedirectResponse(local_path(started["next"]), status_code=303)
     response.delete_cookie(
         _sign_in_cookie(kit), path="/", secure=kit.cookie_secure, httponly=True, samesite="lax"
     )
