@@ -263,3 +263,18 @@ def test_a_buyer_never_reaches_finance_or_another_tenants_quote(
     path = f"/app/quotes/{elsewhere}"
     visit(buyer, path, shot, "buyer-404", missing=f"404 {path}")
     assert buyer.get_by_role("heading", level=1).inner_text() == "Not found"
+
+
+def test_the_pages_fit_a_phone(people: People, story: dict[str, Any], shot: Shot) -> None:
+    """Responsive: on a 390 px wide screen no page is wider than the screen (a wide table
+    scrolls inside the page's frame)."""
+    finance = people("finance@acme.test")
+    finance.set_viewport_size({"width": 390, "height": 800})
+    try:
+        for path in ("/app", "/app/quotes", story["quote"], "/app/finance", "/app/approvals"):
+            visit(finance, path)
+            wide = finance.evaluate("() => document.documentElement.scrollWidth")
+            assert wide <= 390, f"{path} is {wide} px wide"
+        shot(finance, "phone")
+    finally:
+        finance.set_viewport_size({"width": 1280, "height": 720})
