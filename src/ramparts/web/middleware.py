@@ -249,11 +249,11 @@ class PublicHostMiddleware:
 
 
 #: Where the pages people use live: same-origin only (`StrictCORSMiddleware`).
-PAGE_PREFIXES = ("/app", "/pay/", "/login")
+PAGE_PREFIXES = ("/app/", "/pay/", "/login")
 
 
 def _is_page(path: str) -> bool:
-    return path == "/" or path.startswith(PAGE_PREFIXES)
+    return path in ("/", "/app") or path.startswith(PAGE_PREFIXES)
 
 
 class StrictCORSMiddleware:
