@@ -204,6 +204,11 @@ class Watched:
             self._console.append((message.location.get("url", ""), message.text))
 
     def _on_request_failed(self, request: Request) -> None:
+        if request.failure == "net::ERR_ABORTED":
+            # The page moved on before the load ended (a navigation cancels what the page
+            # was still fetching, say its icon): nothing failed. A refusal (CSP, network)
+            # has its own error.
+            return
         self.problems.append(f"{request.failure} {request.method} {request.url}")
 
     def _on_response(self, response: Response) -> None:
