@@ -325,6 +325,7 @@ def _install_pages(
             *RUNTIME_NAV,
         ],
         app_templates={a.name: a.templates for a in apps if a.templates is not None},
+        app_titles=[a.title for a in apps],
         cookie_secure=identity.secure_cookies,
         panel=assistant.panel_context,
     )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import jinja2
@@ -192,13 +192,15 @@ class Api:
 @dataclass
 class PageKit:
     """The web app's shared parts (`app.state.pages`): sessions, the layout's templates
-    (the runtime's, and each app's under its name: `quotes/...`), the navigation, and the
+    (the runtime's, and each app's under its name: `<app>/...`), the navigation, and the
     in-process client of the API."""
 
     sessions: BrowserSessions
     public_url: str
     nav: list[NavLink] = field(default_factory=list)
     app_templates: dict[str, Path] = field(default_factory=dict)
+    #: What the apps served are (their titles), for the home page before sign-in.
+    app_titles: list[str] = field(default_factory=list)
     cookie_secure: bool = False
     #: What the layout's assistant panel shows on a signed-in page (`web.assistant`), loaded
     #: through the API before a page is drawn.
@@ -280,7 +282,9 @@ class PageKit:
         )
 
     def sign_in_redirect(self, next_path: str) -> RedirectResponse:
-        return RedirectResponse(f"/app/login?next={quote(next_path, safe='/')}", status_code=303)
+        return RedirectResponse(
+            f"/app/login?{urlencode({'next': next_path}, safe='/')}", status_code=303
+        )
 
 
 def _when(value: str | datetime | None) -> Markup | str:

@@ -69,7 +69,7 @@ async def home(request: Request) -> Response:
     kit = _kit(request)
     if await kit.sessions.load(request.cookies.get(kit.cookie)) is not None:
         return RedirectResponse("/app", status_code=303)
-    return kit.render(request, "landing.html", {}, viewer=None, csrf=None)
+    return kit.render(request, "landing.html", {"apps": kit.app_titles}, viewer=None, csrf=None)
 
 
 @router.get("/app/login", openapi_extra=PUBLIC)

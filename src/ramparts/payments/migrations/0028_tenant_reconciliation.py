@@ -1,4 +1,4 @@
-"""A tenant's view of the reconciliation runs (control PAY-5), for its Finance people.
+"""A tenant's view of the reconciliation runs (control PAY-5), for the people who keep its books.
 
 `reconciliation_runs` stays owner-only (migration 0026): a run covers the PSP account every
 tenant shares, so its counts and items describe several tenants. This function is the one
