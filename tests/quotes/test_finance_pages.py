@@ -290,6 +290,13 @@ def test_a_reconciliation_run_shows_each_tenant_only_its_own_items(
     for item in seen[run].drift:
         assert item["tenants"] == [str(ours)]
         assert item["entries"] == [our_entry]
+    # An item that names two tenants keeps neither side's amounts: one may be the other's.
+    shared = next(i for i in seen[run].drift if i["psp_id"] == "ch_shared")
+    assert "psp" not in shared
+    assert "ledger" not in shared
+    assert (
+        next(i for i in seen[run].drift if i["psp_id"] == "ch_ours_1")["ledger"]["amount"] == 7_000
+    )
     assert str(theirs) not in json.dumps(seen[run].as_json())
     assert their_entry not in json.dumps(seen[run].as_json())
     their_view = {r.id: r for r in asyncio.run(_runs_of(urls, theirs))}

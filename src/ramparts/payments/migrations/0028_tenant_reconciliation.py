@@ -5,8 +5,9 @@ tenant shares, so its counts and items describe several tenants. This function i
 way the runtime role reads it: every run, newest first, with only the drift items that name
 the current tenant (`app.tenant_id`, as row-level security reads it), each stripped of what
 could name another tenant (its `tenants` list becomes the caller's own; its ledger entries
-only those in the caller's book). It returns no run-wide count: how much the PSP moved for
-everyone is no tenant's business. No tenant set: no rows.
+only those in the caller's book; an item that names several tenants keeps neither side's
+amounts, which may be another tenant's money). It returns no run-wide count: how much the PSP
+moved for everyone is no tenant's business. No tenant set: no rows.
 
 SECURITY DEFINER (the owner's rights, to read the table) with a pinned `search_path`, so no
 object of the caller's can stand in for ours; EXECUTE revoked from PUBLIC and granted to the
@@ -40,7 +41,9 @@ def upgrade() -> None:
             WITH me AS (SELECT {CURRENT_TENANT} AS tenant)
             SELECT r.id, r.day, r.started_at, r.finished_at, coalesce((
                 SELECT jsonb_agg(
-                    item || jsonb_build_object(
+                    (CASE WHEN jsonb_array_length(coalesce(item -> 'tenants', '[]'::jsonb)) > 1
+                          THEN item - 'psp' - 'ledger' ELSE item END)
+                    || jsonb_build_object(
                         'tenants', jsonb_build_array(me.tenant::text),
                         'entries', coalesce((
                             SELECT jsonb_agg(entry) FROM jsonb_array_elements_text(
