@@ -37,7 +37,7 @@ from ramparts.payments.sandbox import Sandbox
 from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 from ramparts.routes import ACTION_KEY, Exempt
 from ramparts.web.app import create_app
-from ramparts.web.page import _posted, _signed_in
+from ramparts.web.page import posted, signed_in
 from ramparts.web.pages import WEB_CLIENT_ID
 from tests.ai.test_assistant import NEW_QUOTE, script, sign_in
 from tests.identity.helpers import Account, next_code, provision, register_client
@@ -416,9 +416,9 @@ async def test_every_page_route_needs_the_session_and_every_form_its_csrf_token(
         for method in route.methods:
             if (method, route.path) in PUBLIC_PAGES:
                 continue
-            assert _signed_in in calls, f"{method} {route.path} renders without a session"
+            assert signed_in in calls, f"{method} {route.path} renders without a session"
             if method not in {"GET", "HEAD"} and not route.path.startswith("/app/api/"):
-                assert _posted in calls, f"{method} {route.path} acts without a CSRF token"
+                assert posted in calls, f"{method} {route.path} acts without a CSRF token"
 
 
 # --- money -------------------------------------------------------------------------------------

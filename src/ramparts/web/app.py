@@ -91,7 +91,8 @@ from ramparts.web.middleware import (
     StrictCORSMiddleware,
     psp_page_policy,
 )
-from ramparts.web.page import PageKit, install_page_handlers
+from ramparts.web.page import PageKit
+from ramparts.web.page_errors import install_page_handlers
 from ramparts.web.pages import WEB_CLIENT_ID
 from ramparts.web.sessions import BrowserSessions
 

@@ -27,16 +27,11 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import jinja2
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
-from starlette.exceptions import HTTPException
 from starlette.templating import Jinja2Templates
 
 from ramparts.apps.contract import NavLink
-from ramparts.problems import ProblemType, problem_response
-from ramparts.routes import ACTION_KEY, Exempt
-from ramparts.web.errors import http_error, validation_error
 from ramparts.web.sessions import BrowserSession, BrowserSessions
 
 __all__ = [
@@ -110,7 +105,7 @@ class ApiAnswer:
         return self.body
 
 
-_TITLES = {
+TITLES = {
     400: "That request could not be used",
     402: "The card was declined",
     403: "You do not have permission",
@@ -127,7 +122,7 @@ def refused(answer: ApiAnswer) -> PageProblem:
     """The error page for an API refusal, in the API's own words (a 403 names the permission
     that is missing; a 404 is the same whether the thing is elsewhere or nowhere)."""
     status = answer.status if answer.status >= 400 else 500
-    title = _TITLES.get(status, "Something went wrong")
+    title = TITLES.get(status, "Something went wrong")
     detail = answer.detail
     if status == 403 and detail:
         # The API says "<action> is not allowed here": the page names the permission.
@@ -342,7 +337,7 @@ def token_payload(token: str) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {}
 
 
-async def _signed_in(request: Request) -> Page:
+async def signed_in(request: Request) -> Page:
     kit: PageKit = request.app.state.pages
     session = await kit.sessions.load(request.cookies.get(kit.cookie))
     if session is None:
@@ -363,7 +358,7 @@ async def _signed_in(request: Request) -> Page:
     return page
 
 
-async def _posted(request: Request, page: Annotated[Page, Depends(_signed_in)]) -> Page:
+async def posted(request: Request, page: Annotated[Page, Depends(signed_in)]) -> Page:
     """A form's page: it must come from our own origin and carry the session's CSRF token
     (a form field, or the header the page scripts send)."""
     origin = request.headers.get("origin")
@@ -380,74 +375,5 @@ async def _posted(request: Request, page: Annotated[Page, Depends(_signed_in)]) 
     return page
 
 
-SignedIn = Annotated[Page, Depends(_signed_in)]
-Posted = Annotated[Page, Depends(_posted)]
-
-
-def install_page_handlers(app: FastAPI) -> None:
-    """A page's refusal is a page; a missing session is a trip to sign in; a browser's
-    address under `/app/` that is no page is a 404 page (the API's stay problem+json)."""
-
-    async def problem(request: Request, exc: PageProblem) -> Response:
-        context = {"title": exc.title, "detail": exc.detail, "code": exc.status}
-        page = await _page_of(request)
-        if page is not None:  # in the signed-in layout, panel and all
-            return page.render("error.html", exc.status, **context)
-        kit: PageKit = request.app.state.pages
-        return kit.render(request, "error.html", context, viewer=None, csrf=None, status=exc.status)
-
-    async def sign_in(request: Request, exc: SignInNeeded) -> Response:
-        kit: PageKit = request.app.state.pages
-        if request.url.path.startswith("/app/api/"):  # a page script's call: it says so
-            return problem_response(401, ProblemType.UNAUTHENTICATED, "sign in again")
-        if request.method != "GET":
-            # A form whose session is gone: nothing was sent; start again from the start page.
-            return kit.sign_in_redirect("/app")
-        return kit.sign_in_redirect(exc.next_path)
-
-    async def missing(request: Request, exc: HTTPException) -> Response:
-        """A person's browser asking for a page that is not there gets a page saying so;
-        anything else gets the problem+json the API answers."""
-        wants_page = request.url.path.startswith(
-            ("/app/", "/pay/")
-        ) and not request.url.path.startswith("/app/api/")
-        if (
-            exc.status_code == 404
-            and wants_page
-            and "text/html" in request.headers.get("accept", "")
-        ):
-            return await problem(
-                request, PageProblem(404, _TITLES[404], "There is no page at this address.")
-            )
-        return await http_error(request, exc)
-
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        """A page's address that does not parse (a malformed id, an unknown filter) is a page
-        that says so; an API route keeps its problem+json."""
-        route = request.scope.get("route")
-        if (getattr(route, "openapi_extra", None) or {}).get(ACTION_KEY) != Exempt.PAGE:
-            return await validation_error(request, exc)
-        in_path = any(error.get("loc", ("",))[0] == "path" for error in exc.errors())
-        status, detail = (
-            (404, "There is no page at this address.")
-            if in_path
-            else (422, "Part of this address is not valid. Go back and try again.")
-        )
-        return await problem(request, PageProblem(status, _TITLES[status], detail))
-
-    app.add_exception_handler(PageProblem, problem)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]
-    app.add_exception_handler(HTTPException, missing)  # type: ignore[arg-type]
-    app.add_exception_handler(SignInNeeded, sign_in)  # type: ignore[arg-type]
-
-
-async def _page_of(request: Request) -> Page | None:
-    """The request's signed-in page for an error page: the one its route had, else the
-    session's, if there is one."""
-    page: Page | None = getattr(request.state, "page", None)
-    if page is not None:
-        return page
-    try:
-        return await _signed_in(request)
-    except SignInNeeded:
-        return None
+SignedIn = Annotated[Page, Depends(signed_in)]
+Posted = Annotated[Page, Depends(posted)]
