@@ -69,6 +69,7 @@ ALLOWED: dict[str, set[PolicyAction]] = {
         A.QUOTE_LIST,
         A.QUOTE_READ,
         A.AUDIT_READ,
+        A.USERS_READ,
         A.ASSISTANT_APPROVE,
         A.ASSISTANT_CONFIGURE,
         A.MODEL_CALL,
