@@ -23,8 +23,9 @@ from ramparts.payments.ledger import Ledger, held_funds
 from ramparts.payments.psp import StripePsp
 from ramparts.payments.sandbox import SANDBOX_API_KEY, Sandbox
 from ramparts.quotes.roles import BUYER, FINANCE, SELLER
+from ramparts.web.pages import WEB_CLIENT_ID
 from tests.ai.test_assistant import NEW_QUOTE, sign_in, signed_in_again
-from tests.identity.helpers import Account
+from tests.identity.helpers import Account, register_client
 from tests.payments.helpers import card_payment_method
 
 VISA = "4242424242424242"
@@ -226,4 +227,14 @@ def make_world(
         account, headers = sign_in(live, urls, kms, role, tenant=tenant)
         tenant = account.tenant
         world.people[name] = Person(account, headers)
+    return world
+
+
+def make_web_world(
+    serve_app: Callable[..., httpx.Client], urls: DatabaseUrls, kms: Kms, sandbox: Sandbox
+) -> World:
+    """`make_world`, with the first-party web client registered for the server's address
+    (its people can sign in to the web app too)."""
+    world = make_world(serve_app, urls, kms, sandbox)
+    register_client(urls, kms, WEB_CLIENT_ID, f"{world.server.base_url}/app/callback")
     return world

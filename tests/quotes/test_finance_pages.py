@@ -23,11 +23,10 @@ from ramparts.payments.ledger import Ledger
 from ramparts.payments.sandbox import Sandbox
 from ramparts.payments.tenant_reconciliation import tenant_runs
 from ramparts.quotes.roles import BUYER, FINANCE
-from ramparts.web.pages import WEB_CLIENT_ID
 from tests.ai.test_assistant import sign_in
-from tests.identity.helpers import provision, register_client
+from tests.identity.helpers import provision
 from tests.payments.conftest import psp_kms, sandbox  # noqa: F401 - fixtures
-from tests.quotes.money_world import World, make_world
+from tests.quotes.money_world import World, make_web_world
 from tests.web.sessions_helpers import page_csrf, sign_in_web
 
 PENDING = "a second Finance user must approve it in Approvals"
@@ -40,9 +39,7 @@ def world(
     psp_kms: Kms,  # noqa: F811 - the fixture
     sandbox: Sandbox,  # noqa: F811 - the fixture
 ) -> World:
-    live = make_world(serve_app, urls, psp_kms, sandbox)
-    register_client(urls, psp_kms, WEB_CLIENT_ID, f"{live.server.base_url}/app/callback")
-    return live
+    return make_web_world(serve_app, urls, psp_kms, sandbox)
 
 
 @pytest.fixture

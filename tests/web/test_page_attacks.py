@@ -38,12 +38,11 @@ from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 from ramparts.routes import ACTION_KEY, Exempt
 from ramparts.web.app import create_app
 from ramparts.web.page import posted, signed_in
-from ramparts.web.pages import WEB_CLIENT_ID
 from tests.ai.test_assistant import NEW_QUOTE, script, sign_in
-from tests.identity.helpers import Account, next_code, provision, register_client
+from tests.identity.helpers import Account, next_code, provision
 from tests.live import temporary_kms
 from tests.payments.conftest import psp_kms, sandbox  # noqa: F401 - fixtures
-from tests.quotes.money_world import World, make_world
+from tests.quotes.money_world import World, make_web_world
 from tests.test_routes import api_routes
 from tests.web.sessions_helpers import page_csrf, sign_in_web, web_app
 
@@ -431,9 +430,7 @@ def world(
     psp_kms: Kms,  # noqa: F811 - the fixture
     sandbox: Sandbox,  # noqa: F811 - the fixture
 ) -> World:
-    live = make_world(serve_app, urls, psp_kms, sandbox)
-    register_client(urls, psp_kms, WEB_CLIENT_ID, f"{live.server.base_url}/app/callback")
-    return live
+    return make_web_world(serve_app, urls, psp_kms, sandbox)
 
 
 @pytest.mark.parametrize(
