@@ -15,6 +15,7 @@ disbursement request (`approval_views`) is a request of the same tool.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ramparts.ai.tools import (
@@ -29,7 +30,7 @@ from ramparts.ai.tools import (
 from ramparts.apps import AppServices
 from ramparts.payments import records
 from ramparts.payments.connection import PspConnection
-from ramparts.policy.engine import Target
+from ramparts.policy.engine import PolicyAction, Target
 from ramparts.quotes import four_eyes, money
 from ramparts.quotes.actions import QuoteAction
 from ramparts.quotes.models import Quote, QuoteStatus
@@ -380,6 +381,32 @@ def _no_payments() -> PspConnection:
     raise ToolError("payments are not set up")
 
 
+def _money_tool(  # noqa: PLR0917 - a tool's declaration, in its fields' order
+    name: str,
+    description: str,
+    arguments: dict[str, Any],
+    result: dict[str, Any],
+    action: PolicyAction,
+    run: Callable[[ToolRun], Awaitable[dict[str, Any]]],
+    target: Callable[[ToolRun], Awaitable[Target]],
+) -> Tool:
+    """A money tool: high risk, always held for a second person, every argument sensitive
+    (an approver sees where each came from), every field of its result the PSP's own."""
+    return Tool(
+        name=name,
+        description=description,
+        arguments=arguments,
+        result=result,
+        action=action,
+        risk=Risk.HIGH,
+        run=run,
+        target=target,
+        sensitive=frozenset(arguments["properties"]),
+        trusted=_every_field(result),
+        always_held=True,
+    )
+
+
 def money_tools(psp: PspConnection | None, public_url: str) -> list[Tool]:
     """`charge_deposit`, `issue_refund` and `disburse_deposit`, moving money through `psp`."""
 
@@ -407,46 +434,34 @@ def money_tools(psp: PspConnection | None, public_url: str) -> list[Tool]:
         return await four_eyes.disburse(run, connection())
 
     return [
-        Tool(
-            name=four_eyes.CHARGE_TOOL,
-            description="Charge the deposit of an accepted quote (Finance): the buyer then "
-            "pays it on the PSP's page. Waits for a second Finance user's approval.",
-            arguments=CHARGE_ARGUMENTS,
-            result=PAYMENT,
-            action=QuoteAction.DEPOSIT_CHARGE,
-            risk=Risk.HIGH,
-            run=charge,
-            target=_deposit_target,
-            sensitive=frozenset({"quote_id", "amount"}),
-            trusted=_every_field(PAYMENT),
-            always_held=True,
+        _money_tool(
+            four_eyes.CHARGE_TOOL,
+            "Charge the deposit of an accepted quote (Finance): the buyer then pays it on the "
+            "PSP's page. Waits for a second Finance user's approval.",
+            CHARGE_ARGUMENTS,
+            PAYMENT,
+            QuoteAction.DEPOSIT_CHARGE,
+            charge,
+            _deposit_target,
         ),
-        Tool(
-            name=four_eyes.REFUND_TOOL,
-            description="Refund part or all of a paid deposit to the buyer's card (Finance). "
-            "Waits for a second Finance user's approval.",
-            arguments=REFUND_ARGUMENTS,
-            result=REFUND,
-            action=QuoteAction.REFUND_ISSUE,
-            risk=Risk.HIGH,
-            run=refund,
-            target=_refund_target,
-            sensitive=frozenset({"payment_id", "amount"}),
-            trusted=_every_field(REFUND),
-            always_held=True,
-        ),
-        Tool(
-            name=four_eyes.DISBURSE_TOOL,
-            description="Pay a quote's paid deposit out to its seller (Finance). Waits for a "
+        _money_tool(
+            four_eyes.REFUND_TOOL,
+            "Refund part or all of a paid deposit to the buyer's card (Finance). Waits for a "
             "second Finance user's approval.",
-            arguments=DISBURSE_ARGUMENTS,
-            result=DISBURSEMENT,
-            action=QuoteAction.DISBURSEMENT_APPROVE,
-            risk=Risk.HIGH,
-            run=disburse,
-            target=_disbursement_target,
-            sensitive=frozenset({"quote_id", "amount"}),
-            trusted=_every_field(DISBURSEMENT),
-            always_held=True,
+            REFUND_ARGUMENTS,
+            REFUND,
+            QuoteAction.REFUND_ISSUE,
+            refund,
+            _refund_target,
+        ),
+        _money_tool(
+            four_eyes.DISBURSE_TOOL,
+            "Pay a quote's paid deposit out to its seller (Finance). Waits for a second Finance "
+            "user's approval.",
+            DISBURSE_ARGUMENTS,
+            DISBURSEMENT,
+            QuoteAction.DISBURSEMENT_APPROVE,
+            disburse,
+            _disbursement_target,
         ),
     ]
