@@ -100,6 +100,15 @@ def test_secrets_are_stored_and_read_back(kms: Kms) -> None:
         kms.wrap("system/../x", DATA_KEY, context="c")
 
 
+def test_create_only_writes_keep_the_first_value(kms: Kms) -> None:
+    name = f"server/secret-{secrets.token_hex(4)}"
+    assert kms.write_secret(name, SecretStr("one"), create_only=True) is True
+    assert kms.write_secret(name, SecretStr("two"), create_only=True) is False
+    assert kms.read_secret(name) == SecretStr("one")
+    assert kms.write_secret(name, SecretStr("three")) is True
+    assert kms.read_secret(name) == SecretStr("three")
+
+
 # --- the local keystore ------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ put in an error message.
 from __future__ import annotations
 
 import base64
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ __all__ = ["VaultKms", "approle_login", "vault_client"]
 
 T = TypeVar("T")
 TIMEOUT_SECONDS = 10
+MULTI_ERROR_HEAD = re.compile(r"[0-9]+ errors? occurred:")
 
 
 def vault_client(
@@ -71,15 +73,27 @@ class VaultDeniedError(KmsError):
     """Vault answered 401/403: a wrong policy, or a token that expired."""
 
 
+def _reasons(exc: vault_errors.VaultError) -> str:
+    """Vault's own error list (no token, no plaintext) on one line: Vault wraps many errors in
+    Go's multi-error text ("1 error occurred:\n\t* permission denied\n\n"), which would
+    otherwise break the CLI's one-line errors."""
+    reasons = []
+    for error in exc.errors or []:
+        for line in str(error).splitlines():
+            reason = line.strip().removeprefix("* ")
+            if reason and not MULTI_ERROR_HEAD.fullmatch(reason):
+                reasons.append(reason)
+    return "; ".join(reasons)
+
+
 def _call(what: str, request: Callable[[], T]) -> T:
     try:
         return request()
     except (vault_errors.Forbidden, vault_errors.Unauthorized) as exc:
-        raise VaultDeniedError(f"Vault denied {what} ({'; '.join(exc.errors or [])})") from None
+        raise VaultDeniedError(f"Vault denied {what} ({_reasons(exc)})") from None
     except vault_errors.VaultError as exc:
-        # hvac's message is Vault's own error list: no token, no plaintext.
         kind = type(exc).__name__
-        raise KmsError(f"Vault refused {what} ({kind}: {'; '.join(exc.errors or [])})") from None
+        raise KmsError(f"Vault refused {what} ({kind}: {_reasons(exc)})") from None
     except RequestException as exc:
         raise KmsError(f"Vault is unreachable for {what} ({type(exc).__name__})") from None
 
