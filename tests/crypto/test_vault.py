@@ -4,22 +4,29 @@ crypto-shredding end to end (the contract every KMS passes is in test_kms.py).""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hvac import exceptions as vault_errors
 from pydantic import SecretStr
 
+from ramparts.ai.endpoints import OPENAI_KEY_NAME
 from ramparts.crypto.backends import open_kms
 from ramparts.crypto.kms import Kms, KmsError, tenant_key
 from ramparts.crypto.vault import VaultDeniedError, VaultKms, approle_login, vault_client
+from ramparts.db.engine import DatabaseUrls
 from tests.certs import certificate, write_pem
+from tests.conftest import free_port, libpq
 from tests.crypto.bao import POLICY_FILE, ROLE, Bao
+from tests.test_cli import owner_env, prod_env, run, running
 
 DATA_KEY = b"\x2a" * 32
 STANZA = re.compile(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]\s*\}')
@@ -201,3 +208,102 @@ def test_vault_is_reached_over_tls_with_the_configured_ca_only(bao: Bao, tmp_pat
     for ca_file in [None, str(stranger)]:
         with pytest.raises(KmsError, match=r"^Vault is unreachable for AppRole login \(SSLError\)"):
             vault_client(bao.tls_url, role_id=bao.role_id, secret_id=bao.secret_id, ca_file=ca_file)
+
+
+# --- the CLI end to end: rotation, crypto-shredding, the prod profile ----------------------
+
+
+def transit_version(bao: Bao, key: str) -> int | None:
+    """The newest version of `ramparts-<key>` as Vault itself reports it (None: no such key)."""
+    try:
+        answer = bao.admin().secrets.transit.read_key(name=f"ramparts-{key}")
+    except vault_errors.InvalidPath:
+        return None
+    version: int = answer["data"]["latest_version"]
+    return version
+
+
+def test_keys_rotate_rewraps_and_tenants_delete_shreds_in_vault(
+    bao: Bao, tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database(migrate=False)
+    env = owner_env(tmp_path, urls, **bao.env())
+    for command in (["migrate"], ["seed-demo"]):
+        done = run(*command, env=env)
+        assert done.returncode == 0, done.stderr
+    with psycopg.connect(libpq(urls.owner)) as conn:
+        acme = conn.execute("SELECT id FROM tenants WHERE slug = 'acme'").fetchone()[0]
+
+        def data_keys() -> list[tuple[str, bytes]]:
+            rows = conn.execute(
+                "SELECT kms_key, wrapped FROM tenant_data_keys WHERE tenant_id = %s", (acme,)
+            )
+            return [(kms_key, bytes(wrapped)) for kms_key, wrapped in rows]
+
+        key = tenant_key(acme)
+        assert transit_version(bao, key) == 1
+        assert [(k, w[: len(k) + 10]) for k, w in data_keys()] == [
+            (f"{key}:v1", f"{key}:v1:vault:v1:".encode())
+        ]
+        rotated = run("keys", "rotate", "--tenant", "acme", "--kms", "--json", env=env)
+        assert rotated.returncode == 0, rotated.stderr
+        assert json.loads(rotated.stdout) == {"kms_key": f"{key}:v2", "rewrapped": 1}
+        assert transit_version(bao, key) == 2
+        assert [(k, w[: len(k) + 10]) for k, w in data_keys()] == [
+            (f"{key}:v2", f"{key}:v2:vault:v2:".encode())
+        ]
+        # The sealed fields still open: re-encrypting under a new data key reads every one.
+        reencrypted = run("keys", "rotate", "--tenant", "acme", "--json", env=env)
+        assert json.loads(reencrypted.stdout)["reencrypted"] == 6, reencrypted.stderr
+
+        system = transit_version(bao, "system")
+        assert system is not None
+        rotated = run("keys", "rotate", "--kms", "--json", env=env)
+        assert json.loads(rotated.stdout) == {"kms_key": f"system:v{system + 1}"}
+        assert transit_version(bao, "system") == system + 1
+
+        deleted = run("tenants", "delete", "acme", "--yes", "--json", env=env)
+        assert deleted.returncode == 0, deleted.stderr
+        assert json.loads(deleted.stdout)["data_keys_shredded"] == 2
+        assert transit_version(bao, key) is None  # gone from Vault: every backup is shredded
+        assert data_keys() == []
+    assert not (tmp_path / "keys").exists()  # no local keystore was made on the side
+
+
+def test_serve_under_prod_reaches_vault_over_tls_with_approle(
+    bao: Bao, tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    urls = make_database(migrate=False)
+    tls = bao.env(tls=True)
+    migrated = run("migrate", env=owner_env(tmp_path, urls, **tls))
+    assert migrated.returncode == 0, migrated.stderr
+    model_key = secrets.token_urlsafe(24)
+    bao.admin().secrets.kv.v2.create_or_update_secret(
+        path=f"ramparts/{OPENAI_KEY_NAME}", secret={"value": model_key}
+    )
+    # The model's API key is read from Vault as the server starts: a real use of the KMS.
+    env = {**prod_env(tmp_path, urls), **tls, "RAMPARTS_MODEL": "openai:gpt-4o-mini"}
+    del env["RAMPARTS_VAULT_TOKEN"]
+    port = free_port()
+    with running("serve", "--port", str(port), env=env, url=f"http://127.0.0.1:{port}/readyz"):
+        pass
+
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger, _ = write_pem(
+        tmp_path, "other-ca", certificate("Another CA", stranger_key, ca=True), stranger_key
+    )
+    refused = run(
+        "serve", "--port", str(port), env={**env, "RAMPARTS_VAULT_CA_FILE": str(stranger)}
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "ramparts: error: Vault is unreachable for AppRole login (SSLError)"
+    )
+    plain = run("serve", "--port", str(port), env={**env, "RAMPARTS_VAULT_URL": bao.url})
+    assert plain.returncode == 3
+    assert plain.stderr.strip() == (
+        "ramparts: error: refusing to start under the prod profile: RAMPARTS_VAULT_URL is not https"
+    )
+    for output in (migrated.stdout + migrated.stderr, refused.stderr, plain.stderr):
+        assert bao.secret_id.get_secret_value() not in output
+        assert model_key not in output
