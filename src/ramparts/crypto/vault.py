@@ -1,10 +1,11 @@
-"""The Vault KMS: HashiCorp Vault's Transit engine wraps keys, its KV v2 engine keeps secrets.
+"""The Vault KMS: HashiCorp Vault's (or OpenBao's: the same API) Transit engine wraps keys,
+its KV v2 engine keeps secrets.
 
 Each Ramparts key is a Transit key `<prefix>-<key>` (aes256-gcm96), so a tenant's key can be
 destroyed alone. The wrap context travels as Transit's `associated_data`, authenticated by
 Vault's AES-GCM. Secrets live at `<kv mount>/data/<prefix>/<name>` under the field `value`.
 Login is a token or AppRole (role id + secret id); neither, nor any value read, is logged or
-put in an error message.
+put in an error message. `deploy/vault/ramparts.hcl` is the least privilege this needs.
 """
 
 from __future__ import annotations
