@@ -252,9 +252,6 @@ def test_keys_rotate_rewraps_and_tenants_delete_shreds_in_vault(
         assert [(k, w[: len(k) + 10]) for k, w in data_keys()] == [
             (f"{key}:v2", f"{key}:v2:vault:v2:".encode())
         ]
-        # The sealed fields still open: re-encrypting under a new data key reads every one.
-        reencrypted = run("keys", "rotate", "--tenant", "acme", "--json", env=env)
-        assert json.loads(reencrypted.stdout)["reencrypted"] == 6, reencrypted.stderr
 
         system = transit_version(bao, "system")
         assert system is not None
@@ -264,7 +261,7 @@ def test_keys_rotate_rewraps_and_tenants_delete_shreds_in_vault(
 
         deleted = run("tenants", "delete", "acme", "--yes", "--json", env=env)
         assert deleted.returncode == 0, deleted.stderr
-        assert json.loads(deleted.stdout)["data_keys_shredded"] == 2
+        assert json.loads(deleted.stdout)["data_keys_shredded"] == 1
         assert transit_version(bao, key) is None  # gone from Vault: every backup is shredded
         assert data_keys() == []
     assert not (tmp_path / "keys").exists()  # no local keystore was made on the side
@@ -273,6 +270,8 @@ def test_keys_rotate_rewraps_and_tenants_delete_shreds_in_vault(
 def test_serve_under_prod_reaches_vault_over_tls_with_approle(
     bao: Bao, tmp_path: Path, make_database: Callable[..., DatabaseUrls]
 ) -> None:
+    """The production setup: AppRole, https, the CA in RAMPARTS_VAULT_CA_FILE (that prod
+    refuses an http Vault URL is test_config's)."""
     urls = make_database(migrate=False)
     tls = bao.env(tls=True)
     migrated = run("migrate", env=owner_env(tmp_path, urls, **tls))
@@ -299,11 +298,6 @@ def test_serve_under_prod_reaches_vault_over_tls_with_approle(
     assert refused.stderr.strip() == (
         "ramparts: error: Vault is unreachable for AppRole login (SSLError)"
     )
-    plain = run("serve", "--port", str(port), env={**env, "RAMPARTS_VAULT_URL": bao.url})
-    assert plain.returncode == 3
-    assert plain.stderr.strip() == (
-        "ramparts: error: refusing to start under the prod profile: RAMPARTS_VAULT_URL is not https"
-    )
-    for output in (migrated.stdout + migrated.stderr, refused.stderr, plain.stderr):
+    for output in (migrated.stdout + migrated.stderr, refused.stderr):
         assert bao.secret_id.get_secret_value() not in output
         assert model_key not in output
