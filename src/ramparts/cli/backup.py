@@ -55,15 +55,17 @@ TargetOption = Annotated[
 
 @contextmanager
 def _meter(label: str, *, shown: bool) -> Iterator[Meter]:
-    """A byte progress bar on stderr, re-aimed each time a stage announces its total."""
+    """A byte progress bar on stderr (a terminal only: a log or a pipe gets no bar lines),
+    re-aimed each time a stage announces its total."""
+    stderr = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=stderr,
         transient=True,
-        disable=not shown,
+        disable=not (shown and stderr.is_terminal),
     ) as bar:
         task = bar.add_task(label, total=None)
 
@@ -125,9 +127,8 @@ def restore(
         str,
         typer.Option(
             "--database-url",
-            envvar="RAMPARTS_RESTORE_DATABASE_URL",
-            help="The fresh, empty database to restore into, as its owner "
-            "(or RAMPARTS_RESTORE_DATABASE_URL, which keeps the password off the command line).",
+            help="The fresh, empty database to restore into, as its owner. Leave the password "
+            "out and give it in PGPASSWORD or ~/.pgpass: a command line is visible to others.",
         ),
     ],
     as_json: JsonOption = False,
