@@ -139,14 +139,15 @@ def test_backup_writes_an_encrypted_archive_and_a_signed_manifest(
 def test_restore_into_a_fresh_database_keeps_rows_grants_and_tenant_isolation(
     seeded: Seeded, backup: Path, fresh: URL
 ) -> None:
-    done = run("restore", str(backup), "--database-url", libpq(fresh), "--json", env=seeded.env)
-    assert done.returncode == 0, done.stderr
+    done = seeded.invoke("restore", str(backup), "--database-url", libpq(fresh), "--json")
+    assert done.exit_code == 0, (done.output, done.exception)
     report = json.loads(done.stdout)
     assert report["restored"] is True
     assert report["count_mismatches"] == {}
     assert report["schema_heads_match"] is True
     assert report["schema_missing"] == []
     assert report["rows"] == sum(read_manifest(backup).tables.values())
+    assert report["source"]["name"] == seeded.urls.owner.database
 
     # The runtime role connects to the restored database and is held to its tenant by RLS.
     app_url = derive_app_url(fresh)

@@ -14,11 +14,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import URL
 
+from ramparts.backup.drill import achieved_rpo
 from tests.conftest import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
@@ -55,6 +58,15 @@ class Cluster:
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             _as_postgres(BIN / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    @property
+    def url(self) -> URL:
+        return URL.create(
+            "postgresql+psycopg",
+            username="postgres",
+            database="postgres",
+            query={"host": str(self.sockets), "port": str(self.port)},
+        )
 
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(
@@ -132,6 +144,10 @@ def test_recovery_to_a_time_between_two_writes_holds_the_first_only(workspace: P
             segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
             assert segment is not None
             _wait_archived(conn, segment[0])
+        # With the archive working, the drill's RPO is the archive's lag, not the backup's age.
+        rpo = achieved_rpo(primary.url, datetime(2000, 1, 1, tzinfo=UTC), target=60)
+        assert (rpo.source, rpo.met) == ("wal-archive", True)
+        assert 0 <= rpo.achieved < 30
     finally:
         primary.stop()
 

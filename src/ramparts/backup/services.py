@@ -19,7 +19,7 @@ import secrets
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -227,6 +227,8 @@ class RestoreReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "backup_id": self.manifest.backup_id,
+            "source": asdict(self.manifest.database),
+            "snapshot_at": self.manifest.snapshot_at,
             "database": self.database,
             "tables": len(self.tables),
             "rows": sum(self.tables.values()),
