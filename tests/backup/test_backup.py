@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 
 from ramparts.backup.manifest import BackupRefusedError, Manifest, read_manifest
 from ramparts.backup.pgtools import BackupToolError
-from ramparts.backup.services import restore_backup
+from ramparts.backup.services import restore_backup, take_backup
 from ramparts.cli import app
 from ramparts.config import APP_ROLE
 from ramparts.crypto.kms import Kms
@@ -363,3 +363,20 @@ def test_backup_of_a_role_held_to_row_level_security_is_refused(
 def _no_leftover_drills(seeded: Seeded) -> Iterator[None]:
     yield
     assert _drill_databases(seeded) == []
+
+
+def test_a_dump_that_dies_halfway_leaves_no_backup(
+    seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pg_dump killed after 3 MiB of output (out of memory, a dropped connection).
+    dying = tmp_path / "pg_dump"
+    dying.write_text(
+        "#!/bin/sh\nhead -c 3145728 /dev/urandom\necho 'pg_dump: error: connection lost' >&2\n"
+        "exit 1\n"
+    )
+    dying.chmod(0o755)
+    monkeypatch.setattr("ramparts.backup.services.find_tool", lambda _name, _major: dying)
+    out = tmp_path / "out"
+    with pytest.raises(BackupToolError, match=r"^pg_dump failed: pg_dump: error: connection lost$"):
+        take_backup(seeded.urls.owner, seeded.kms, out)
+    assert list(out.iterdir()) == []  # no archive, no partial file, no manifest

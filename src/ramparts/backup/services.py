@@ -99,75 +99,119 @@ def _first_line(stream: IO[bytes], fallback: str) -> str:
     return errors[0][:300]
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the backup reads in the exported snapshot the dump is taken from."""
+
+    id: str
+    taken_at: datetime
+    wal_lsn: str
+    identity: DatabaseIdentity
+    size: int  # the database's size on disk: the progress bar's estimate
+    tables: dict[str, int]
+    heads: tuple[str, ...]
+
+
+def _export_snapshot(conn: psycopg.Connection) -> _Snapshot:
+    """Open a read-only repeatable-read transaction on `conn`, export its snapshot, and read
+    in it what the manifest records. The transaction must stay open while pg_dump runs."""
+    conn.isolation_level = IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    row = conn.execute(SNAPSHOT).fetchone()  # the first statement: the snapshot is taken here
+    require_every_row(conn, "a backup")
+    if row is None:  # pragma: no cover - the query always answers
+        raise BackupToolError("the server did not export a snapshot")
+    snapshot, taken_at, wal_lsn, name, version, system_id, size = row
+    return _Snapshot(
+        id=snapshot,
+        taken_at=taken_at,
+        wal_lsn=wal_lsn,
+        identity=DatabaseIdentity(name=name, system_identifier=system_id, server_version=version),
+        size=int(size),
+        tables=count_rows(conn),
+        heads=tuple(sorted(_stamped(conn))),
+    )
+
+
+def _dump(
+    pg_dump: Path,
+    owner: URL,
+    snapshot: str,
+    sink: IO[bytes],
+    *,
+    key: bytes,
+    backup_id: str,
+    meter: Meter,
+) -> tuple[str, int]:
+    """pg_dump of `snapshot`, encrypted into `sink` as it comes; its SHA-256 and size."""
+    dbname, env = tool_connection(owner)
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(  # noqa: S603 - pg_dump, no shell
+            [
+                str(pg_dump),
+                "--format=custom",
+                f"--snapshot={snapshot}",
+                "--no-password",
+                f"--dbname={dbname}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+        )
+        assert process.stdout is not None  # noqa: S101 - asked for above
+        try:
+            sealed = encrypt_stream(
+                process.stdout, sink, key, backup_id, progress=lambda n: meter(None, n)
+            )
+        finally:
+            process.stdout.close()  # a dump cut short by an error here ends with EPIPE
+            code = process.wait()
+        if code != 0:
+            raise BackupToolError(f"pg_dump failed: {_first_line(errors, str(code))}")
+        return sealed
+
+
 def take_backup(owner: URL, kms: Kms, directory: Path, *, meter: Meter = _no_meter) -> Path:
     """Back up the database at `owner` into `directory`; the path of the signed manifest."""
     directory.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC)
-    backup_id = f"{stamp:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    backup_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
     data_key = secrets.token_bytes(32)
     wrapped = kms.wrap(BACKUP_KEY, data_key, context=Manifest.context(backup_id))
     data_file = directory / f"ramparts-{backup_id}.dump.enc"
     with psycopg.connect(libpq(owner)) as conn:
-        conn.isolation_level = IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        row = conn.execute(SNAPSHOT).fetchone()  # first: the snapshot is taken here
-        require_every_row(conn, "a backup")
-        if row is None:  # pragma: no cover - the query always answers
-            raise BackupToolError("the server did not export a snapshot")
-        snapshot, snapshot_at, wal_lsn, name, version, system_id, size = row
-        tables = count_rows(conn)
-        heads = _stamped(conn)
+        snapshot = _export_snapshot(conn)
         pg_dump = find_tool("pg_dump", server_major(conn))
-        target, env = tool_connection(owner)
-        meter(int(size), 0)
-
-        def dump(sink: IO[bytes]) -> tuple[str, int]:
-            with tempfile.TemporaryFile() as errors:
-                process = subprocess.Popen(  # noqa: S603 - pg_dump, no shell
-                    [
-                        str(pg_dump),
-                        "--format=custom",
-                        f"--snapshot={snapshot}",
-                        "--no-password",
-                        f"--dbname={target}",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=errors,
-                    env=env,
-                )
-                assert process.stdout is not None  # noqa: S101 - asked for above
-                try:
-                    sealed = encrypt_stream(
-                        process.stdout,
-                        sink,
-                        derive_key(data_key, DATA_PURPOSE),
-                        backup_id,
-                        progress=lambda n: meter(None, n),
-                    )
-                finally:
-                    process.stdout.close()
-                    code = process.wait()
-                if code != 0:  # the partial file is removed: no archive of a failed dump
-                    raise BackupToolError(f"pg_dump failed: {_first_line(errors, str(code))}")
-                return sealed
-
-        digest, size_written = write_atomically(data_file, dump)
+        meter(snapshot.size, 0)
+        # A failed dump raises inside the write, which then removes its partial file.
+        digest, size = write_atomically(
+            data_file,
+            lambda sink: _dump(
+                pg_dump,
+                owner,
+                snapshot.id,
+                sink,
+                key=derive_key(data_key, DATA_PURPOSE),
+                backup_id=backup_id,
+                meter=meter,
+            ),
+        )
         conn.rollback()  # a read-only snapshot: nothing to keep
     manifest = Manifest(
         backup_id=backup_id,
         created_at=datetime.now(UTC).isoformat(),
-        snapshot_at=snapshot_at.astimezone(UTC).isoformat(),
-        wal_lsn=wal_lsn,
-        database=DatabaseIdentity(name=name, system_identifier=system_id, server_version=version),
-        schema_heads=tuple(sorted(heads)),
-        tables=tables,
+        snapshot_at=snapshot.taken_at.astimezone(UTC).isoformat(),
+        wal_lsn=snapshot.wal_lsn,
+        database=snapshot.identity,
+        schema_heads=snapshot.heads,
+        tables=snapshot.tables,
         data_file=data_file.name,
         data_sha256=digest,
-        data_bytes=size_written,
+        data_bytes=size,
         wrapped_key=wrapped,
     ).signed(data_key)
     path = manifest_path(directory, backup_id)
     text = json.dumps(manifest.as_json(), indent=2) + "\n"
+    # Last: until the manifest is in place, the backup does not exist for `restore`.
     write_atomically(path, lambda file: file.write(text.encode()))
     return path
 

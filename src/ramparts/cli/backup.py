@@ -44,7 +44,7 @@ OutputOption = Annotated[
         "other storage than the database.",
     ),
 ]
-TargetOption = Annotated[
+RpoTargetOption = Annotated[
     str,
     typer.Option(
         "--rpo-target",
@@ -169,7 +169,7 @@ def _print_restore(report: RestoreReport) -> None:
 
 
 def drill(
-    rpo_target: TargetOption = "15m",
+    rpo_target: RpoTargetOption = "15m",
     rto_target: Annotated[
         str,
         typer.Option(
