@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"identity"},
     {"policy"},
     {"ai", "payments"},
-    {"apps"},
+    {"apps", "backup"},
     {"web", "quotes", "tabletop"},
     {"demo", "runtime", "cli"},
 ]

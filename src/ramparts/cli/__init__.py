@@ -16,8 +16,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ramparts.apps import AppError
 from ramparts.audit.sequencer import SequencerStalledError
+from ramparts.backup.manifest import BackupRefusedError
+from ramparts.backup.pgtools import BackupToolError
 from ramparts.cli.apps import apps_app
 from ramparts.cli.audit import audit_app
+from ramparts.cli.backup import backup, drill, restore
 from ramparts.cli.clients import clients_app
 from ramparts.cli.common import UsageError
 from ramparts.cli.demo import demo, seed_demo_command
@@ -63,6 +66,9 @@ app.command()(worker)
 app.command()(demo)
 app.command()(killswitch)
 app.command()(reconcile)
+app.command()(backup)
+app.command()(restore)
+app.command()(drill)
 app.add_typer(apps_app, name="apps")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
@@ -105,6 +111,8 @@ def main() -> None:
         SequencerStalledError,
         SandboxError,
         PspError,  # the PSP could not be read (its message names no key or card detail)
+        BackupRefusedError,  # tampered, incomplete or foreign: nothing was restored
+        BackupToolError,
     ) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:
