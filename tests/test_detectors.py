@@ -113,7 +113,7 @@ def test_look_alikes_are_left_alone(text: str) -> None:
         ("user: admin pass: hunter2", "hunter2"),  # pragma: allowlist secret
         ("card PIN: 4821", "4821"),  # pragma: allowlist secret
         (
-            "DATABASE_URL=postgres://app:S3cret-9@db:5432/app",
+            "DATABASE_URL=postgres://app:S3cret-9@db:5432/app",  # pragma: allowlist secret
             "S3cret-9",
         ),  # pragma: allowlist secret
         ("the VPN password is Tr0ub4dor&3 today", "Tr0ub4dor&3"),  # pragma: allowlist secret

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ramparts.crypto.scanner import find_secrets
+from ramparts.crypto.scanner import find_configured_secrets, find_secrets
 from ramparts.detectors import Kind
 from tests.conftest import cli_env
 from tests.test_cli import RAMPARTS, run
@@ -42,6 +42,43 @@ def test_each_credential_kind_is_found(kind: Kind) -> None:
 )
 def test_ordinary_code_is_left_alone(line: str) -> None:
     assert find_secrets(line) == []
+
+
+RANDOM = "Vq7-Lm2x" + "9Kp4Rt8Zs1"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"RAMPARTS_SECRET_KEY={RANDOM}",
+        f"export STRIPE_API_KEY={RANDOM}",
+        f"  password: {RANDOM}",
+        f"  - POSTGRES_PASSWORD={RANDOM}  # for the demo",
+        f"RAMPARTS_APP_DATABASE_URL=postgresql://ramparts_app:{RANDOM}@db/ramparts",
+        f"  url: redis://:{RANDOM}@redis:6379/0",
+    ],
+)
+def test_configuration_files_credentials_are_found(line: str) -> None:
+    [finding] = find_configured_secrets(line)
+    assert finding.kind is Kind.PASSWORD
+    assert finding.value == RANDOM
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set it in the environment}",
+        "  - RAMPARTS_SECRET_KEY=${RAMPARTS_SECRET_KEY}",
+        "RAMPARTS_KMS_KEY_FILE=/etc/ramparts/kek.key",
+        "      secretName: ramparts-secrets",
+        "  - name: RAMPARTS_SECRET_KEY",
+        "password=secrets.token_urlsafe(16)",
+        'url = f"postgresql://ramparts_app:{password}@db/ramparts"',
+        "RAMPARTS_APP_DATABASE_URL=postgresql://ramparts_app:<password>@db/ramparts",
+    ],
+)
+def test_configuration_references_are_left_alone(line: str) -> None:
+    assert find_configured_secrets(line) == []
 
 
 def test_the_cli_scans_a_checkout_names_places_not_values(tmp_path: Path) -> None:

@@ -228,7 +228,7 @@ class Conversations:
             )
             await session.execute(
                 text(
-                    f"UPDATE ai_conversations SET {column.column} = :sealed "  # noqa: S608 - a declared column
+                    f"UPDATE ai_conversations SET {column.column} = :sealed "  # noqa: S608  # nosec B608 # a declared column
                     "WHERE tenant_id = :tenant AND id = :id"
                 ).bindparams(column.param("sealed")),
                 {"sealed": sealed, "tenant": tenant, "id": conversation.id},

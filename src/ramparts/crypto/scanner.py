@@ -19,7 +19,14 @@ from pathlib import Path
 
 from ramparts.detectors import Finding, Kind, find_sensitive
 
-__all__ = ["ALLOW_PRAGMA", "Leak", "find_secrets", "scan_paths", "tracked_files"]
+__all__ = [
+    "ALLOW_PRAGMA",
+    "Leak",
+    "find_configured_secrets",
+    "find_secrets",
+    "scan_paths",
+    "tracked_files",
+]
 
 ALLOW_PRAGMA = "pragma: allowlist secret"
 #: Files whose long random strings are checksums by design, not secrets.
@@ -38,6 +45,15 @@ _LITERAL = re.compile(
 # cheaper than trying the pattern from every position.
 _LITERAL_WORDS = ("password", "passwd", "passphrase", "secret", "api_key", "apikey", "token")
 _QUOTED = re.compile(r"[\"'](?P<value>[A-Za-z0-9+/=_-]{32,})[\"']")
+# Configuration files (`.env`, YAML, compose, Kubernetes) assign without quotes:
+# `RAMPARTS_SECRET_KEY=…`, `password: …`, `- DB_PASSWORD=…`. A value that is a reference
+# (`${VAR}`, `<placeholder>`, `{template}`), a path or a code expression is not a secret.
+_ASSIGNED = re.compile(
+    r"(?i)^\s*(?:export\s+|-\s+)?[\w.-]*(?:password|passwd|passphrase|secret|api_?key|token)"
+    r"[\w.-]*\s*[:=]\s*(?P<value>[\w+=.~!*&^@:-][\w+/=.~!*&^@:-]{7,})\s*(?:#.*)?$"
+)
+# A password in a URL's userinfo: `postgresql://user:…@host`, `redis://:…@host`.
+_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^\s:/@]*:(?P<value>[^\s@/$%{}<>]{8,})@")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
@@ -91,6 +107,18 @@ def find_secrets(text: str, sensitive: list[Finding] | None = None) -> list[Find
     return sorted(found, key=lambda f: f.start)
 
 
+def find_configured_secrets(line: str) -> list[Finding]:
+    """Credentials that configuration files hold without quotes, for the repository scan
+    (prompts are free text: there `find_secrets` alone decides)."""
+    found = []
+    for pattern in (_ASSIGNED, _URL_PASSWORD):
+        for match in pattern.finditer(line):
+            if _secret_like(match.group("value")):
+                start, end = match.span("value")
+                found.append(Finding(Kind.PASSWORD, start, end, match.group("value")))
+    return found
+
+
 def tracked_files(root: Path) -> list[Path]:
     """The files git tracks under `root`, and new ones it does not ignore; every file when
     `root` is not a git checkout."""
@@ -117,5 +145,6 @@ def scan_paths(paths: Iterable[Path], root: Path) -> Iterator[Leak]:
         for number, line in enumerate(text.splitlines(), 1):
             if ALLOW_PRAGMA in line:
                 continue
-            for finding in find_secrets(line):
+            findings = find_secrets(line) or find_configured_secrets(line)
+            for finding in findings:
                 yield Leak(str(relative), number, finding.kind.value)

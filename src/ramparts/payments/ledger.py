@@ -233,7 +233,7 @@ WITH accounts AS (
         WITH ORDINALITY AS p(account, currency, amount, position)
 )
 SELECT id, posted_at FROM entry
-"""  # noqa: S608 - the tenant expression, a constant
+"""  # noqa: S608  # nosec B608 # the tenant expression, a constant
 #: The same for an entry that draws on never-negative accounts, run once they are locked
 #: (`_LOCK`) and in a statement of its own after the lock, so that its snapshot holds what the
 #: previous holder of the lock committed: in one round trip, it finds the entry already
@@ -283,7 +283,7 @@ SELECT 'replay', id, NULL, NULL, NULL, NULL, NULL, 0 FROM existing
 UNION ALL
 SELECT 'short', NULL, NULL, account, currency, held, change, position FROM short
 ORDER BY 8
-"""  # noqa: S608 - the tenant expression, a constant
+"""  # noqa: S608  # nosec B608 # the tenant expression, a constant
 _ENTRY = """
 SELECT e.id, e.kind, e.reference, e.payment, e.reverses, e.posted_at,
        array_agg(p.account ORDER BY p.position), array_agg(p.currency ORDER BY p.position),
@@ -304,7 +304,7 @@ ORDER BY a.name, a.currency
 #: One lock per account and tenant, held to the end of the transaction: refunds drawing on
 #: the same held funds take turns, so two cannot both see enough left.
 _LOCK = (
-    "SELECT pg_advisory_xact_lock(hashtextextended("  # noqa: S608 - a constant
+    "SELECT pg_advisory_xact_lock(hashtextextended("  # noqa: S608  # nosec B608 # a constant
     f"{CURRENT_TENANT}::text || '/' || a, 20201)) FROM unnest(%s::text[]) AS a ORDER BY a"
 )
 #: What reversing an entry needs, in one round trip: its kind and payment, its postings with
@@ -322,10 +322,10 @@ JOIN ledger_accounts a
     ON a.tenant_id = p.tenant_id AND a.name = p.account AND a.currency = p.currency
 WHERE e.tenant_id = {CURRENT_TENANT} AND e.id = %s
 GROUP BY e.tenant_id, e.id
-"""  # noqa: S608 - the tenant expression, a constant
+"""  # noqa: S608  # nosec B608 # the tenant expression, a constant
 #: An account's debits minus credits.
 _NET = (
-    "SELECT coalesce(sum(amount), 0) FROM ledger_postings "  # noqa: S608 - a constant
+    "SELECT coalesce(sum(amount), 0) FROM ledger_postings "  # noqa: S608  # nosec B608 # a constant
     f"WHERE tenant_id = {CURRENT_TENANT} AND account = %s AND currency = %s"
 )
 

@@ -49,7 +49,7 @@ _COLUMNS = "id, payment_id, psp_id, amount, currency, status, requested_by, appr
 # Every statement is a constant per kind: its table name comes from `OutgoingKind`, never input.
 _INSERT = {
     kind: (
-        f"INSERT INTO {kind.table} (tenant_id, payment_id, psp_id, amount, currency, "  # noqa: S608
+        f"INSERT INTO {kind.table} (tenant_id, payment_id, psp_id, amount, currency, "  # noqa: S608  # nosec B608 # the table is a constant of OutgoingKind
         "status, requested_by, approved_by) VALUES (current_setting('app.tenant_id')::uuid, "
         ":payment, :psp_id, :amount, :currency, :status, :requested_by, :approved_by) "
         f"RETURNING {_COLUMNS}"
@@ -57,7 +57,7 @@ _INSERT = {
     for kind in OutgoingKind
 }
 _OF_PAYMENT = {
-    kind: f"SELECT {_COLUMNS} FROM {kind.table} "  # noqa: S608 - constants
+    kind: f"SELECT {_COLUMNS} FROM {kind.table} "  # noqa: S608  # nosec B608 # constants
     "WHERE payment_id = :payment ORDER BY created_at, id"
     for kind in OutgoingKind
 }

@@ -55,29 +55,29 @@ _COLUMNS = (
 )
 # Every statement is a constant: the columns above and fixed SQL, never input.
 _INSERT = (
-    "INSERT INTO payments (tenant_id, id, app, subject, payer_id, requested_by, amount, "  # noqa: S608
+    "INSERT INTO payments (tenant_id, id, app, subject, payer_id, requested_by, amount, "  # noqa: S608  # nosec B608 # the column list is a constant
     "currency, status) VALUES (current_setting('app.tenant_id')::uuid, :id, :app, :subject, "
     ":payer, :requested_by, :amount, :currency, 'requires_payment_method') "
     f"RETURNING {_COLUMNS}"
 )
-_BY_ID = f"SELECT {_COLUMNS} FROM payments WHERE id = :id"  # noqa: S608 - a constant
-_BY_PSP_ID = f"SELECT {_COLUMNS} FROM payments WHERE psp_id = :psp_id"  # noqa: S608 - a constant
+_BY_ID = f"SELECT {_COLUMNS} FROM payments WHERE id = :id"  # noqa: S608  # nosec B608 # a constant
+_BY_PSP_ID = f"SELECT {_COLUMNS} FROM payments WHERE psp_id = :psp_id"  # noqa: S608  # nosec B608 # a constant
 _LIST = (
-    f"SELECT {_COLUMNS} FROM payments WHERE app = :app "  # noqa: S608 - a constant
+    f"SELECT {_COLUMNS} FROM payments WHERE app = :app "  # noqa: S608  # nosec B608 # a constant
     "AND (CAST(:subjects AS text[]) IS NULL OR subject = ANY(CAST(:subjects AS text[]))) "
     "AND (CAST(:payer AS uuid) IS NULL OR payer_id = CAST(:payer AS uuid)) "
     "ORDER BY created_at DESC, id LIMIT :limit"
 )
 _SET_PSP_ID = (
-    "UPDATE payments SET psp_id = :psp_id, status = :status, updated_at = now() "  # noqa: S608
+    "UPDATE payments SET psp_id = :psp_id, status = :status, updated_at = now() "  # noqa: S608  # nosec B608 # the column list is a constant
     f"WHERE id = :id RETURNING {_COLUMNS}"
 )
 _SET_STATUS = (
-    "UPDATE payments SET status = :status, updated_at = now() "  # noqa: S608 - a constant
+    "UPDATE payments SET status = :status, updated_at = now() "  # noqa: S608  # nosec B608 # a constant
     f"WHERE id = :id RETURNING {_COLUMNS}"
 )
 _CONFIRM = (
-    "UPDATE payments SET status = 'succeeded', confirmed_at = now(), "  # noqa: S608
+    "UPDATE payments SET status = 'succeeded', confirmed_at = now(), "  # noqa: S608  # nosec B608 # the column list is a constant
     f"confirmed_by_event = :event, updated_at = now() WHERE id = :id RETURNING {_COLUMNS}"
 )
 _FOR_UPDATE = " FOR UPDATE"

@@ -107,11 +107,11 @@ _TENANT = "tenant_id = current_setting('app.tenant_id')::uuid"
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _NOW = text("SELECT now()")
 _CARD_ATTEMPTS = text(
-    f"SELECT created_at FROM payment_attempts WHERE {_TENANT} "  # noqa: S608 - a constant
+    f"SELECT created_at FROM payment_attempts WHERE {_TENANT} "  # noqa: S608  # nosec B608 # a constant
     "AND card_fingerprint = :fingerprint AND created_at > :since ORDER BY created_at"
 )
 _PAYER_ATTEMPTS = text(
-    f"SELECT created_at, amount, currency FROM payment_attempts WHERE {_TENANT} "  # noqa: S608
+    f"SELECT created_at, amount, currency FROM payment_attempts WHERE {_TENANT} "  # noqa: S608  # nosec B608 # the tenant expression, a constant
     "AND payer_id = :payer AND created_at > :since ORDER BY created_at"
 )
 _INSERT = text(
@@ -120,7 +120,7 @@ _INSERT = text(
     ":fingerprint, :amount, :currency)"
 )
 _OUTCOME = text(
-    "UPDATE payment_attempts SET outcome = :outcome, decline_code = :code "  # noqa: S608
+    "UPDATE payment_attempts SET outcome = :outcome, decline_code = :code "  # noqa: S608  # nosec B608 # the tenant expression, a constant
     f"WHERE {_TENANT} AND id = :id"
 )
 

@@ -143,7 +143,7 @@ def upgrade() -> None:
                 found := found + taken;
             END LOOP;
         END $$
-        """,  # noqa: S608
+        """,  # noqa: S608  # nosec B608 # the lock prefix, a constant
         "REVOKE ALL ON FUNCTION ramparts_stale_psp_events(double precision, integer) FROM PUBLIC",
         "GRANT EXECUTE ON FUNCTION ramparts_stale_psp_events(double precision, integer) "
         f"TO {APP_ROLE}",

@@ -61,7 +61,7 @@ def upgrade() -> None:
             ORDER BY r.started_at DESC, r.id DESC
             LIMIT least(greatest(p_limit, 1), 100)
         $$
-        """  # noqa: S608 - the one interpolation is a constant (CURRENT_TENANT)
+        """  # noqa: S608  # nosec B608 # the one interpolation is a constant (CURRENT_TENANT)
     )
     op.execute(f"REVOKE ALL ON FUNCTION {FUNCTION} FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION {FUNCTION} TO {APP_ROLE}")
