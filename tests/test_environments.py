@@ -326,6 +326,3 @@ def test_serve_refuses_each_violation_by_name(
     for name, result, message in zip(names, results, expected, strict=True):
         assert (result["code"], result["stderr"]) == (3, f"{REFUSED}{message}\n"), name
     assert not (tmp_path / "pgdata").exists()  # refused before starting anything
-    # The configuration alone is judged before any connection: in well under a second each.
-    seconds = sorted(result["seconds"] for result in results[:-1])
-    assert seconds[-1] < 2, seconds
