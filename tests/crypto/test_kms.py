@@ -1,17 +1,14 @@
-"""The KMS port: one contract for every backend (the local keystore always; Vault against a
-real `vault server -dev` when the binary is on PATH), the local keystore's own protections,
-and the Vault backend's HTTP contract replayed from a recorded exchange."""
+"""The KMS port: one contract for every backend (the local keystore, and Vault as a real
+OpenBao server logged in with the production AppRole policy, `tests.crypto.bao`), the local
+keystore's own protections, and what only a recorded Vault exchange can show."""
 
 from __future__ import annotations
 
 import base64
 import json
 import secrets
-import shutil
 import stat
-import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,8 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
-import hvac
 import pytest
 from pydantic import SecretStr
 
@@ -30,56 +25,19 @@ from ramparts.crypto.keystore import LocalKms
 from ramparts.crypto.kms import Kms, KmsError, key_ref, split_wrapped, tenant_key
 from ramparts.crypto.vault import VaultKms, approle_login, vault_client
 from tests.crypto import vault_exchange as recorded
-from tests.live import free_port, temporary_kms
+from tests.crypto.bao import Bao
+from tests.live import temporary_kms
 
-NO_VAULT = "no `vault` binary on PATH: Vault is tested through its recorded HTTP exchange only"
 DATA_KEY = b"\x07" * 32
 PSP_KEY = "sk_test_51Hx" + "Q" * 24  # pragma: allowlist secret
-
-
-@pytest.fixture(scope="module")
-def vault_dev() -> Iterator[tuple[str, str]]:
-    """A real Vault dev server on loopback with Transit and AppRole enabled."""
-    binary = shutil.which("vault")
-    if binary is None:
-        pytest.skip(NO_VAULT)
-    port, token = free_port(), secrets.token_hex(16)
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            binary,
-            "server",
-            "-dev",
-            f"-dev-root-token-id={token}",
-            f"-dev-listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        admin = hvac.Client(url=url, token=token)
-        admin.sys.enable_secrets_engine(backend_type="transit")
-        admin.sys.enable_auth_method(method_type="approle")
-        yield url, token
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(params=["local", "vault"])
 def kms(request: pytest.FixtureRequest, tmp_path: Path) -> Kms:
     if request.param == "local":
         return temporary_kms(tmp_path)
-    url, token = request.getfixturevalue("vault_dev")
-    client = vault_client(url, token=SecretStr(token))
-    return VaultKms(client, prefix=f"t{secrets.token_hex(4)}")
+    bao: Bao = request.getfixturevalue("bao")
+    return bao.kms()  # AppRole login, holding only deploy/vault/ramparts.hcl
 
 
 def test_wrapped_keys_open_only_in_their_context(kms: Kms) -> None:
@@ -335,27 +293,6 @@ def test_vault_speaks_transit_kv_and_approle_as_recorded(
 
     assert replay.mismatches == []
     assert replay.exchange == [], f"not replayed: {replay.exchange}"
-
-
-# --- Vault: a real dev server --------------------------------------------------------------
-
-
-def test_vault_approle_login_against_a_dev_server(vault_dev: tuple[str, str]) -> None:
-    url, token = vault_dev
-    admin = hvac.Client(url=url, token=token)
-    admin.sys.create_or_update_policy(
-        name="ramparts",
-        policy='path "transit/*" { capabilities = ["create", "read", "update", "delete"] }\n'
-        'path "secret/*" { capabilities = ["create", "read", "update"] }',
-    )
-    admin.auth.approle.create_or_update_approle(role_name="ramparts", token_policies=["ramparts"])
-    role_id = admin.auth.approle.read_role_id(role_name="ramparts")["data"]["role_id"]
-    secret_id = admin.auth.approle.generate_secret_id(role_name="ramparts")["data"]["secret_id"]
-    kms = VaultKms(vault_client(url, role_id=role_id, secret_id=SecretStr(secret_id)))
-    wrapped = kms.wrap("system", DATA_KEY, context="c")
-    assert kms.unwrap(wrapped, context="c") == DATA_KEY
-    with pytest.raises(KmsError, match="AppRole login"):
-        vault_client(url, role_id=role_id, secret_id=SecretStr("wrong"))
 
 
 def test_the_server_secret_is_made_once_and_kept_in_the_kms(tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ def vault_client(
     approle_mount: str = "approle",
 ) -> hvac.Client:
     """An authenticated client: the token as given, or one from an AppRole login."""
-    client = hvac.Client(url=url, verify=ca_file or True, timeout=TIMEOUT_SECONDS)
+    # An empty token, not None: given None, hvac adopts VAULT_TOKEN or ~/.vault-token, and an
+    # ambient credential (a developer's root token) would travel to this URL with the login.
+    client = hvac.Client(url=url, token="", verify=ca_file or True, timeout=TIMEOUT_SECONDS)
     if token is not None:
         client.token = token.get_secret_value()
     elif role_id is not None and secret_id is not None:
