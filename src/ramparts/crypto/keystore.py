@@ -314,7 +314,9 @@ class LocalKms:
     def _newest_signing_key(self, key: str) -> tuple[str, Ed25519PrivateKey] | None:
         check_key_name(key)
         with self._mutex:
-            versions = self._current_document().get("signing_keys", {}).get(key, {})
+            document = self._current_document()
+            _refuse_other_kind(document, key, "keys")
+            versions = document.get("signing_keys", {}).get(key, {})
             if not versions:
                 return None
             version = max(int(v) for v in versions)
