@@ -46,8 +46,10 @@ def release_build(
     ] = Path(),
     as_json: JsonOption = False,
 ) -> None:
-    """Build the wheel into OUT, and beside it a CycloneDX SBOM (JSON) of the environment it
-    runs in: the hash-checked runtime lock plus the wheel, each component with its SHA-256."""
+    """Build the wheel and its CycloneDX SBOM into OUT.
+
+    The SBOM (JSON) lists the environment the wheel runs in: the hash-checked runtime lock plus
+    the wheel, installed into a throwaway virtualenv, each component with its SHA-256."""
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("building the release", total=BUILD_STEPS)
         started = 0
@@ -71,8 +73,10 @@ def release_sign(
     directory: DirectoryArgument = Path("dist"),
     as_json: JsonOption = False,
 ) -> None:
-    """Write DIRECTORY/manifest.json (every artifact's name, size and SHA-256) and its Ed25519
-    signature manifest.json.sig, made in the KMS by the release key (`keys rotate --release`)."""
+    """Sign the release in DIRECTORY with the KMS's release key.
+
+    Writes manifest.json (every artifact's name, size and SHA-256) and its Ed25519 signature
+    manifest.json.sig, made inside the KMS by the release key (`keys rotate --release`)."""
     manifest = sign_release(directory, open_kms(load_settings()), key=RELEASE_KEY)
     key = manifest["signing_key"]
     print_result(
@@ -97,9 +101,11 @@ def release_verify(
     ] = Path("release.pub"),
     as_json: JsonOption = False,
 ) -> None:
-    """Check the manifest's signature with PUBLIC_KEY, then every artifact's size and SHA-256,
-    and that DIRECTORY holds nothing else. Exit 1, naming what failed, on any difference. Needs
-    no KMS and no database."""
+    """Verify the release in DIRECTORY with the published public key.
+
+    Checks the manifest's signature with the key, then every artifact's size and SHA-256, and
+    that DIRECTORY holds nothing else; exit 1, naming what failed, on any difference. Needs no
+    KMS and no database."""
     try:
         manifest = verify_release(directory, public_key.read_bytes())
     except (ReleaseError, OSError) as exc:
