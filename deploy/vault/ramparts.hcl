@@ -25,3 +25,13 @@ path "transit/decrypt/ramparts-*" {
 path "secret/data/ramparts/*" {
   capabilities = ["create", "read", "update"]
 }
+
+# The release signing key is the release job's alone (deploy/vault/ramparts-release.hcl): the
+# application may not read, rotate, reconfigure or delete it (more specific paths win over the
+# `ramparts-*` glob above), and has no transit/sign at all.
+path "transit/keys/ramparts-release" {
+  capabilities = ["deny"]
+}
+path "transit/keys/ramparts-release/*" {
+  capabilities = ["deny"]
+}

@@ -138,9 +138,16 @@ def test_a_vault_transit_key_signs_a_release_that_verifies_without_vault(
     described = bao.admin().secrets.transit.read_key(name="ramparts-release")["data"]
     assert described["type"] == "ed25519"
     assert described["exportable"] is False
-    # The application's own AppRole (deploy/vault/ramparts.hcl) cannot sign releases.
+    # The application's own AppRole (deploy/vault/ramparts.hcl) can neither sign releases nor
+    # touch the release key.
+    application = bao.kms()
     with pytest.raises(VaultDeniedError):
-        bao.kms().sign(RELEASE_KEY, b"a forged manifest")
+        application.sign(RELEASE_KEY, b"a forged manifest")
+    with pytest.raises(VaultDeniedError):
+        application.rotate_signing_key(RELEASE_KEY)
+    with pytest.raises(VaultDeniedError):
+        application.destroy(RELEASE_KEY)
+    assert signer.public_key(RELEASE_KEY) == public
     # Nor may the release signer read or wrap with any other key.
     with pytest.raises(VaultDeniedError):
         signer.wrap("system", b"data key", context="c")
