@@ -4,11 +4,12 @@
 # The paths assume the default settings: RAMPARTS_VAULT_PREFIX=ramparts,
 # RAMPARTS_VAULT_TRANSIT_MOUNT=transit, RAMPARTS_VAULT_KV_MOUNT=secret. Change them together.
 
-# Transit keys `ramparts-<key>` (`system`, `tenant-<id>`): created on first use, read for their
-# newest version, rotated (keys/<name>/rotate), marked deletable (keys/<name>/config) and
-# deleted when a tenant is crypto-shredded. No export, no backup, no key of another prefix.
+# Transit keys `ramparts-<key>` (`system`, `tenant-<id>`): created on first use and rotated
+# (keys/<name>, keys/<name>/rotate: Transit calls both "update"), read for their newest version,
+# marked deletable (keys/<name>/config) and deleted when a tenant is crypto-shredded.
+# No export, no backup, no listing, no key of another prefix.
 path "transit/keys/ramparts-*" {
-  capabilities = ["create", "read", "update", "delete"]
+  capabilities = ["read", "update", "delete"]
 }
 
 # Wrapping and unwrapping data keys; the wrap context is Transit's associated data.
@@ -24,14 +25,4 @@ path "transit/decrypt/ramparts-*" {
 # metadata, no destroy: removing a secret is an operator's act, not the application's.
 path "secret/data/ramparts/*" {
   capabilities = ["create", "read", "update"]
-}
-
-# The release signing key is the release job's alone (deploy/vault/ramparts-release.hcl): the
-# application may not read, rotate, reconfigure or delete it (more specific paths win over the
-# `ramparts-*` glob above), and has no transit/sign at all.
-path "transit/keys/ramparts-release" {
-  capabilities = ["deny"]
-}
-path "transit/keys/ramparts-release/*" {
-  capabilities = ["deny"]
 }

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import SecretStr
 
+from ramparts.crypto.backends import open_kms
 from ramparts.crypto.kms import RELEASE_KEY, Kms, KmsError
 from ramparts.crypto.signing import load_public_key_pem, signature_verifies
 from ramparts.crypto.vault import VaultDeniedError, VaultKms, approle_login, vault_client
@@ -21,6 +22,7 @@ from tests.crypto.bao import Bao
 from tests.live import temporary_kms
 
 RELEASE_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "ramparts-release.hcl"
+RELEASE_MOUNT = "transit-release"  # the release key's own Transit mount, as the policy says
 
 
 @pytest.fixture(params=["local", "vault"])
@@ -104,18 +106,25 @@ def _public_of_seed(seed: bytes) -> bytes:
 
 
 def release_signer(bao: Bao) -> VaultKms:
-    """The KMS as CI's release job reaches it: an AppRole holding only the release policy."""
+    """The KMS as CI's release job reaches it: its own Transit mount, and an AppRole holding
+    only deploy/vault/ramparts-release.hcl."""
     admin = bao.admin()
+    if f"{RELEASE_MOUNT}/" not in admin.sys.list_mounted_secrets_engines()["data"]:
+        admin.sys.enable_secrets_engine(backend_type="transit", path=RELEASE_MOUNT)
     admin.sys.create_or_update_policy(name="ramparts-release", policy=RELEASE_POLICY.read_text())
     admin.auth.approle.create_or_update_approle(
         role_name="ramparts-release", token_policies=["ramparts-release"], token_ttl="20m"
     )
     role_id = admin.auth.approle.read_role_id(role_name="ramparts-release")["data"]["role_id"]
-    secret_id = admin.auth.approle.generate_secret_id(role_name="ramparts-release")["data"][
-        "secret_id"
-    ]
-    client = vault_client(bao.url, role_id=role_id, secret_id=SecretStr(secret_id))
-    return VaultKms(client, relogin=lambda: approle_login(client, role_id, SecretStr(secret_id)))
+    secret_id = SecretStr(
+        admin.auth.approle.generate_secret_id(role_name="ramparts-release")["data"]["secret_id"]
+    )
+    client = vault_client(bao.url, role_id=role_id, secret_id=secret_id)
+    return VaultKms(
+        client,
+        transit_mount=RELEASE_MOUNT,
+        relogin=lambda: approle_login(client, role_id, secret_id),
+    )
 
 
 def test_a_vault_transit_key_signs_a_release_that_verifies_without_vault(
@@ -135,12 +144,14 @@ def test_a_vault_transit_key_signs_a_release_that_verifies_without_vault(
     assert manifest["signing_key"]["ref"] == public.ref
     assert verify_release(release, public.pem())["version"] == "0.1.0"
     # Vault holds the private half: Transit's key is of type ed25519 and never exportable.
-    described = bao.admin().secrets.transit.read_key(name="ramparts-release")["data"]
+    described = bao.admin().secrets.transit.read_key(
+        name="ramparts-release", mount_point=RELEASE_MOUNT
+    )["data"]
     assert described["type"] == "ed25519"
     assert described["exportable"] is False
     # The application's own AppRole (deploy/vault/ramparts.hcl) can neither sign releases nor
-    # touch the release key.
-    application = bao.kms()
+    # touch the release key, even when pointed at the release key's mount.
+    application = open_kms(bao.settings().model_copy(update={"vault_transit_mount": RELEASE_MOUNT}))
     with pytest.raises(VaultDeniedError):
         application.sign(RELEASE_KEY, b"a forged manifest")
     with pytest.raises(VaultDeniedError):

@@ -1,4 +1,5 @@
-"""The Vault KMS: HashiCorp Vault's Transit engine wraps keys, its KV v2 engine keeps secrets.
+"""The Vault KMS: HashiCorp Vault's (or OpenBao's: the same API) Transit engine wraps keys,
+its KV v2 engine keeps secrets.
 
 Each Ramparts key is a Transit key `<prefix>-<key>` (aes256-gcm96), so a tenant's key can be
 destroyed alone; a signing key is a Transit key of type ed25519, which signs through
@@ -6,11 +7,14 @@ destroyed alone; a signing key is a Transit key of type ed25519, which signs thr
 `associated_data`, authenticated by Vault's AES-GCM. Secrets live at
 `<kv mount>/data/<prefix>/<name>` under the field `value`. Login is a token or AppRole (role id
 + secret id); neither, nor any value read, is logged or put in an error message.
+`deploy/vault/ramparts.hcl` is the least privilege this needs; `deploy/vault/ramparts-release.hcl`
+the release signer's.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,6 +37,7 @@ __all__ = ["VaultKms", "approle_login", "vault_client"]
 
 T = TypeVar("T")
 TIMEOUT_SECONDS = 10
+MULTI_ERROR_HEAD = re.compile(r"[0-9]+ errors? occurred:")
 
 
 def vault_client(
@@ -73,15 +78,27 @@ class VaultDeniedError(KmsError):
     """Vault answered 401/403: a wrong policy, or a token that expired."""
 
 
+def _reasons(exc: vault_errors.VaultError) -> str:
+    """Vault's own error list (no token, no plaintext) on one line: Vault wraps many errors in
+    Go's multi-error text ("1 error occurred:\n\t* permission denied\n\n"), which would
+    otherwise break the CLI's one-line errors."""
+    reasons = []
+    for error in exc.errors or []:
+        for line in str(error).splitlines():
+            reason = line.strip().removeprefix("* ")
+            if reason and not MULTI_ERROR_HEAD.fullmatch(reason):
+                reasons.append(reason)
+    return "; ".join(reasons)
+
+
 def _call(what: str, request: Callable[[], T]) -> T:
     try:
         return request()
     except (vault_errors.Forbidden, vault_errors.Unauthorized) as exc:
-        raise VaultDeniedError(f"Vault denied {what} ({'; '.join(exc.errors or [])})") from None
+        raise VaultDeniedError(f"Vault denied {what} ({_reasons(exc)})") from None
     except vault_errors.VaultError as exc:
-        # hvac's message is Vault's own error list: no token, no plaintext.
         kind = type(exc).__name__
-        raise KmsError(f"Vault refused {what} ({kind}: {'; '.join(exc.errors or [])})") from None
+        raise KmsError(f"Vault refused {what} ({kind}: {_reasons(exc)})") from None
     except RequestException as exc:
         raise KmsError(f"Vault is unreachable for {what} ({type(exc).__name__})") from None
 
