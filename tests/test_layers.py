@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"config", "logs", "problems", "headers", "detectors", "routes", "alerts"},
     {"db"},
     {"crypto"},
-    {"audit"},
+    {"audit", "release"},
     {"identity"},
     {"policy"},
     {"ai", "payments"},

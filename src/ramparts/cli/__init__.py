@@ -32,6 +32,7 @@ from ramparts.cli.ledger import ledger_app
 from ramparts.cli.policy import PolicyInvalidError, policy_app
 from ramparts.cli.psp_sandbox import sandbox_app
 from ramparts.cli.reconcile import reconcile
+from ramparts.cli.release import release_app
 from ramparts.cli.secret_scan import secrets_app
 from ramparts.cli.server import migrate, serve_command
 from ramparts.cli.tenants import tenants_app
@@ -48,6 +49,7 @@ from ramparts.logs import log_to_stderr
 from ramparts.payments.psp import PspError
 from ramparts.payments.sandbox import SandboxError
 from ramparts.policy.engine import PolicyError
+from ramparts.release.manifest import ReleaseError
 from ramparts.runtime import ProductionGuardError, ServeSizingError
 
 __all__ = ["app", "main"]
@@ -79,6 +81,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(policy_app, name="policy")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(release_app, name="release")
 psp_app = typer.Typer(help="The payment service provider (PSP).", no_args_is_help=True)
 psp_app.add_typer(webhook_secret_app, name="webhook-secret")
 psp_app.add_typer(sandbox_app, name="sandbox")
@@ -113,6 +116,7 @@ def main() -> None:
         PspError,  # the PSP could not be read (its message names no key or card detail)
         BackupRefusedError,  # tampered, incomplete or foreign: nothing was restored
         BackupToolError,
+        ReleaseError,
     ) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:

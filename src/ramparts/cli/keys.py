@@ -1,8 +1,9 @@
-"""`ramparts keys`: token signing keys, tenant data keys and KMS keys."""
+"""`ramparts keys`: token signing keys, tenant data keys, KMS keys and the release key."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +12,7 @@ from rich.progress import Progress
 
 from ramparts.cli.common import (
     JsonOption,
+    UsageError,
     open_provisioning,
     print_result,
     with_owner,
@@ -18,7 +20,7 @@ from ramparts.cli.common import (
 )
 from ramparts.config import load_settings
 from ramparts.crypto.backends import open_kms
-from ramparts.crypto.kms import SYSTEM_KEY
+from ramparts.crypto.kms import RELEASE_KEY, SYSTEM_KEY
 from ramparts.db.engine import Database, open_database
 from ramparts.identity.services import Provisioning, TenantRecord
 from ramparts.identity.tokens import overlap_for
@@ -26,7 +28,8 @@ from ramparts.identity.tokens import overlap_for
 __all__ = ["keys_app"]
 
 keys_app = typer.Typer(
-    help="Token signing keys, tenant data keys and KMS keys.", no_args_is_help=True
+    help="Token signing keys, tenant data keys, KMS keys and the release key.",
+    no_args_is_help=True,
 )
 OptionalTenant = Annotated[
     str | None, typer.Option("--tenant", help="Tenant slug: rotate its data key.")
@@ -39,14 +42,24 @@ def keys_rotate(
     kms: Annotated[
         bool, typer.Option("--kms", help="Rotate the KMS key (the tenant's, or the system key).")
     ] = False,
+    release: Annotated[
+        bool,
+        typer.Option("--release", help="Make, or rotate, the KMS's release signing key."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Without options: a new token signing key (predecessors stay published for the overlap
     window). With --tenant: a new data key version for the tenant, then every sealed field
     re-encrypted under it (resumable: `keys reencrypt`). With --kms: a new KMS key version,
-    and the tenant's data keys re-wrapped under it."""
+    and the tenant's data keys re-wrapped under it. With --release: the first, or a new,
+    version of the Ed25519 key that signs releases (publish it: `keys public-key`)."""
     settings = load_settings()
-    if kms and tenant is None:
+    if release:
+        if kms or tenant is not None:
+            raise UsageError("--release rotates the release key alone: drop --kms and --tenant")
+        key = open_kms(settings).rotate_signing_key(RELEASE_KEY)
+        print_result({"kms_key": key}, as_json, f"release signing key now [bold]{key}[/]")
+    elif kms and tenant is None:
         key = open_kms(settings).rotate(SYSTEM_KEY)
         print_result({"kms_key": key}, as_json, f"system KMS key now [bold]{key}[/]")
     elif kms and tenant is not None:
@@ -90,6 +103,31 @@ def keys_rotate(
             f"current signing key [bold]{result['kid']}[/]; "
             f"published: {', '.join(result['published'])}",
         )
+
+
+@keys_app.command("public-key")
+def keys_public_key(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the PEM here instead of stdout.", dir_okay=False),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The public half of the newest release signing key, as PEM (SubjectPublicKeyInfo): what
+    users verify releases with (`ramparts release verify --public-key`, or openssl)."""
+    public = open_kms(load_settings()).public_key(RELEASE_KEY)
+    if public is None:
+        raise UsageError(
+            "no release signing key yet: make one with `ramparts keys rotate --release`"
+        )
+    pem = public.pem()
+    if out is not None:
+        out.write_bytes(pem)
+    if out is None and not as_json:
+        print(pem.decode(), end="")
+        return
+    result = {"kms_key": public.ref, "public_key_sha256": public.fingerprint, "pem": pem.decode()}
+    print_result(result, as_json, f"wrote {public.ref} to {out} (SHA-256 {public.fingerprint})")
 
 
 @keys_app.command("reencrypt")

@@ -1,6 +1,7 @@
 """The local KMS: a keystore file under RAMPARTS_HOME, for development and stage.
 
-`keys/keystore.json` (mode 0600) holds every key version and secret, each sealed with
+`keys/keystore.json` (mode 0600) holds every key version, signing key version (the Ed25519
+private key's 32 raw bytes) and secret, each sealed with
 AES-256-GCM under a key-encryption key (KEK) that is never stored beside it: derived with
 scrypt from a passphrase (RAMPARTS_KMS_PASSPHRASE), or with HKDF from a key file
 (RAMPARTS_KMS_KEY_FILE) that must live outside any git checkout. Writers take a file lock and
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -35,6 +37,7 @@ from ramparts.crypto.kms import (
     join_wrapped,
     split_wrapped,
 )
+from ramparts.crypto.signing import PublicKey, Signature
 
 __all__ = ["LocalKms", "default_key_file"]
 
@@ -114,7 +117,7 @@ class LocalKms:
             if passphrase is not None
             else {"name": "hkdf-sha256", "salt": salt}
         )
-        return {"format": FORMAT, "kdf": kdf, "keys": {}, "secrets": {}}
+        return {"format": FORMAT, "kdf": kdf, "keys": {}, "signing_keys": {}, "secrets": {}}
 
     def _derive(
         self,
@@ -252,6 +255,7 @@ class LocalKms:
         check_key_name(key)
 
         def add_version(document: Document) -> int:
+            _refuse_other_kind(document, key, "signing_keys")
             versions = document["keys"].setdefault(key, {})
             version = max((int(v) for v in versions), default=0) + 1
             versions[str(version)] = self._seal(secrets.token_bytes(32), f"key:{key}:{version}")
@@ -270,6 +274,7 @@ class LocalKms:
         return join_wrapped(key, version, nonce + sealed)
 
     def _first_version(self, document: Document, key: str) -> None:
+        _refuse_other_kind(document, key, "signing_keys")
         versions = document["keys"].setdefault(key, {})
         if not versions:  # another process may have made it meanwhile
             versions["1"] = self._seal(secrets.token_bytes(32), f"key:{key}:1")
@@ -291,6 +296,48 @@ class LocalKms:
             self._ciphers = {k: v for k, v in self._ciphers.items() if k[0] != key}
         return destroyed
 
+    # --- signing keys --------------------------------------------------------------------
+
+    def rotate_signing_key(self, key: str) -> str:
+        check_key_name(key)
+
+        def add_version(document: Document) -> int:
+            _refuse_other_kind(document, key, "keys")
+            versions = document.setdefault("signing_keys", {}).setdefault(key, {})
+            version = max((int(v) for v in versions), default=0) + 1
+            private = Ed25519PrivateKey.generate().private_bytes_raw()
+            versions[str(version)] = self._seal(private, f"signing:{key}:{version}")
+            return version
+
+        return f"{key}:v{self._mutate(add_version)}"
+
+    def _newest_signing_key(self, key: str) -> tuple[str, Ed25519PrivateKey] | None:
+        check_key_name(key)
+        with self._mutex:
+            document = self._current_document()
+            _refuse_other_kind(document, key, "keys")
+            versions = document.get("signing_keys", {}).get(key, {})
+            if not versions:
+                return None
+            version = max(int(v) for v in versions)
+            sealed = versions[str(version)]
+        private = self._open(sealed, f"signing:{key}:{version}")
+        return f"{key}:v{version}", Ed25519PrivateKey.from_private_bytes(private)
+
+    def public_key(self, key: str) -> PublicKey | None:
+        newest = self._newest_signing_key(key)
+        if newest is None:
+            return None
+        ref, private = newest
+        return PublicKey(ref, private.public_key().public_bytes_raw())
+
+    def sign(self, key: str, message: bytes) -> Signature:
+        newest = self._newest_signing_key(key)
+        if newest is None:
+            raise KmsError(f"KMS signing key {key} does not exist")
+        ref, private = newest
+        return Signature(ref, private.sign(message))
+
     # --- secrets -------------------------------------------------------------------------
 
     def read_secret(self, name: str) -> SecretStr | None:
@@ -310,6 +357,13 @@ class LocalKms:
             return True
 
         return self._mutate(store)
+
+
+def _refuse_other_kind(document: Document, key: str, other: str) -> None:
+    """One name, one kind of key: as in Vault, where both kinds share the Transit namespace."""
+    if key in document.get(other, {}):
+        kind = "a signing key" if other == "signing_keys" else "an encryption key"
+        raise KmsError(f"KMS key {key} is {kind}")
 
 
 def _aad(key: str, version: int, context: str) -> bytes:

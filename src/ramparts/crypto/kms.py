@@ -3,7 +3,9 @@
 A KMS holds named key-encryption keys that never leave it: `system` (signing keys, the audit
 key) and one per tenant (`tenant-<hex>`, wrapping that tenant's data keys, destroyed when the
 tenant is deleted, which crypto-shreds it even in database backups). It also stores named
-secrets (API keys of PSPs and model endpoints, webhook secrets).
+secrets (API keys of PSPs and model endpoints, webhook secrets), and named Ed25519 signing
+keys (`release`, which signs release manifests) whose private half never leaves it either.
+Encryption and signing keys share one namespace: a name is one kind or the other.
 
 Backends: `LocalKms` (`crypto.keystore`, a passphrase- or file-protected keystore under
 RAMPARTS_HOME, dev and stage only) and `VaultKms` (`crypto.vault`, HashiCorp Vault Transit and
@@ -19,7 +21,10 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
+from ramparts.crypto.signing import PublicKey, Signature
+
 __all__ = [
+    "RELEASE_KEY",
     "SYSTEM_KEY",
     "Kms",
     "KmsError",
@@ -32,6 +37,7 @@ __all__ = [
 ]
 
 SYSTEM_KEY = "system"
+RELEASE_KEY = "release"  # the Ed25519 key that signs release manifests
 KEY_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9/_.-]{0,127}")
 WRAPPED = re.compile(rb"([a-z0-9][a-z0-9-]{0,63}):v([1-9][0-9]{0,8}):")
@@ -67,6 +73,20 @@ class Kms(Protocol):
 
     def write_secret(self, name: str, value: SecretStr, *, create_only: bool = False) -> bool:
         """Store `value`; with `create_only`, only if `name` holds nothing yet. True if written."""
+        ...
+
+    def rotate_signing_key(self, key: str) -> str:
+        """Add a new newest version of the Ed25519 signing key `key` (made if absent); returns
+        its reference (`key:vN`). Earlier versions stay, so their public keys stay readable."""
+        ...
+
+    def public_key(self, key: str) -> PublicKey | None:
+        """The public half of the newest version of signing key `key`, or None if none exists."""
+        ...
+
+    def sign(self, key: str, message: bytes) -> Signature:
+        """Sign `message` (Ed25519, RFC 8032, the message itself, not a digest) with the newest
+        version of `key`; a missing key is an error, never made here."""
         ...
 
 

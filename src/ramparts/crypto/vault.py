@@ -2,10 +2,13 @@
 its KV v2 engine keeps secrets.
 
 Each Ramparts key is a Transit key `<prefix>-<key>` (aes256-gcm96), so a tenant's key can be
-destroyed alone. The wrap context travels as Transit's `associated_data`, authenticated by
-Vault's AES-GCM. Secrets live at `<kv mount>/data/<prefix>/<name>` under the field `value`.
-Login is a token or AppRole (role id + secret id); neither, nor any value read, is logged or
-put in an error message. `deploy/vault/ramparts.hcl` is the least privilege this needs.
+destroyed alone; a signing key is a Transit key of type ed25519, which signs through
+`transit/sign` and publishes only its public half. The wrap context travels as Transit's
+`associated_data`, authenticated by Vault's AES-GCM. Secrets live at
+`<kv mount>/data/<prefix>/<name>` under the field `value`. Login is a token or AppRole (role id
++ secret id); neither, nor any value read, is logged or put in an error message.
+`deploy/vault/ramparts.hcl` is the least privilege this needs; `deploy/vault/ramparts-release.hcl`
+the release signer's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ramparts.crypto.kms import (
     join_wrapped,
     split_wrapped,
 )
+from ramparts.crypto.signing import PublicKey, Signature
 
 __all__ = ["VaultKms", "approle_login", "vault_client"]
 
@@ -231,6 +235,70 @@ class VaultKms:
         with self._mutex:
             self._known.discard(name)
         return True
+
+    def _read_key(self, name: str) -> dict[str, Any] | None:
+        response = self._request(
+            f"reading key {name}",
+            _missing_is_none(
+                lambda: self._client.secrets.transit.read_key(name=name, mount_point=self._transit)
+            ),
+        )
+        return None if response is None else response["data"]
+
+    def _signing_key(self, key: str) -> dict[str, Any] | None:
+        """Transit's description of signing key `key`, or None: never an encryption key."""
+        name = self._name(key)
+        description = self._read_key(name)
+        if description is not None and description["type"] != "ed25519":
+            raise KmsError(f"KMS key {key} is an encryption key")
+        return description
+
+    def rotate_signing_key(self, key: str) -> str:
+        name = self._name(key)
+        if self._signing_key(key) is None:
+            self._request(
+                f"creating signing key {name}",
+                lambda: self._client.secrets.transit.create_key(
+                    name=name, key_type="ed25519", mount_point=self._transit
+                ),
+            )
+        else:
+            self._request(
+                f"rotating {name}",
+                lambda: self._client.secrets.transit.rotate_key(
+                    name=name, mount_point=self._transit
+                ),
+            )
+        description = self._signing_key(key)
+        if description is None:
+            raise KmsError(f"Vault lost signing key {name} while making it")
+        return f"{key}:v{description['latest_version']}"
+
+    def public_key(self, key: str) -> PublicKey | None:
+        description = self._signing_key(key)
+        if description is None:
+            return None
+        version = description["latest_version"]
+        raw = base64.b64decode(description["keys"][str(version)]["public_key"])
+        return PublicKey(f"{key}:v{version}", raw)
+
+    def sign(self, key: str, message: bytes) -> Signature:
+        name = self._name(key)
+        description = self._signing_key(key)
+        if description is None:  # Transit would refuse too; this names the key plainly
+            raise KmsError(f"KMS signing key {key} does not exist")
+        response = self._request(
+            f"signing with {name}",
+            lambda: self._client.secrets.transit.sign_data(
+                name=name,
+                hash_input=_b64(message),
+                key_version=description["latest_version"],
+                mount_point=self._transit,
+            ),
+        )
+        signature: str = response["data"]["signature"]  # vault:v<N>:<base64>
+        _, version, value = signature.split(":", 2)
+        return Signature(f"{key}:{version}", base64.b64decode(value))
 
     def _path(self, name: str) -> str:
         return f"{self._prefix}/{check_secret_name(name)}"

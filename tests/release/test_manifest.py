@@ -1,0 +1,185 @@
+"""The signed release manifest: a genuine release verifies; one changed byte anywhere, a
+missing or extra file, or another key's signature does not, and the failure names what."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ramparts.crypto.keystore import LocalKms
+from ramparts.crypto.kms import RELEASE_KEY
+from ramparts.release.manifest import (
+    MANIFEST,
+    SIGNATURE,
+    ReleaseError,
+    canonical_json,
+    sign_release,
+    verify_release,
+)
+from tests.live import temporary_kms
+
+WHEEL = "ramparts-0.1.0-py3-none-any.whl"
+SBOM = "ramparts-0.1.0.cdx.json"
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> LocalKms:
+    kms = temporary_kms(tmp_path / "kms")
+    kms.rotate_signing_key(RELEASE_KEY)
+    return kms
+
+
+@pytest.fixture
+def public_pem(signer: LocalKms) -> bytes:
+    public = signer.public_key(RELEASE_KEY)
+    assert public is not None
+    return public.pem()
+
+
+@pytest.fixture
+def release(tmp_path: Path, signer: LocalKms) -> Path:
+    """A signed release of a random wheel and an SBOM."""
+    directory = tmp_path / "dist"
+    directory.mkdir()
+    (directory / WHEEL).write_bytes(secrets.token_bytes(50_000))
+    (directory / SBOM).write_text(json.dumps({"bomFormat": "CycloneDX", "components": []}))
+    sign_release(directory, signer)
+    return directory
+
+
+def flip_one_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_the_genuine_release_verifies(release: Path, public_pem: bytes, signer: LocalKms) -> None:
+    manifest = verify_release(release, public_pem)
+    public = signer.public_key(RELEASE_KEY)
+    assert public is not None
+    assert manifest["name"] == "ramparts"
+    assert manifest["version"] == "0.1.0"
+    assert manifest["signing_key"] == {
+        "ref": "release:v1",
+        "algorithm": "Ed25519",
+        "public_key_sha256": public.fingerprint,
+    }
+    wheel = (release / WHEEL).read_bytes()
+    listed = {a["name"]: a for a in manifest["artifacts"]}
+    assert set(listed) == {WHEEL, SBOM}
+    assert listed[WHEEL]["size"] == len(wheel)
+    # The manifest file is its own canonical form: the signed bytes are the file's bytes.
+    assert (release / MANIFEST).read_bytes() == canonical_json(manifest)
+    assert len((release / SIGNATURE).read_bytes()) == 64
+
+
+@pytest.mark.parametrize(("artifact", "offset"), [(WHEEL, 0), (WHEEL, 31_337), (SBOM, 5)])
+def test_one_changed_byte_in_an_artifact_fails(
+    release: Path, public_pem: bytes, artifact: str, offset: int
+) -> None:
+    flip_one_byte(release / artifact, offset)
+    with pytest.raises(ReleaseError, match=f"artifact {artifact} does not match its SHA-256"):
+        verify_release(release, public_pem)
+
+
+def test_an_edited_manifest_fails(release: Path, public_pem: bytes) -> None:
+    manifest = json.loads((release / MANIFEST).read_bytes())
+    manifest["artifacts"][0]["sha256"] = "0" * 64
+    (release / MANIFEST).write_bytes(canonical_json(manifest))
+    with pytest.raises(ReleaseError, match=r"does not verify with key .*: the manifest or its"):
+        verify_release(release, public_pem)
+
+
+def test_a_changed_signature_fails(release: Path, public_pem: bytes) -> None:
+    flip_one_byte(release / SIGNATURE, 10)
+    with pytest.raises(ReleaseError, match="does not verify"):
+        verify_release(release, public_pem)
+
+
+def test_a_signature_by_another_key_fails(release: Path, public_pem: bytes, tmp_path: Path) -> None:
+    """An attacker re-signs a changed wheel with a key of their own: the manifest is genuine
+    in form, but not signed by the published key."""
+    flip_one_byte(release / WHEEL, 0)
+    (release / MANIFEST).unlink()
+    (release / SIGNATURE).unlink()
+    attacker = temporary_kms(tmp_path / "attacker")
+    attacker.rotate_signing_key(RELEASE_KEY)
+    sign_release(release, attacker)
+    with pytest.raises(ReleaseError, match="signed by another key"):
+        verify_release(release, public_pem)
+    # With the attacker's key it verifies: the signature, not the layout, made the difference.
+    attacker_public = attacker.public_key(RELEASE_KEY)
+    assert attacker_public is not None
+    assert verify_release(release, attacker_public.pem())["version"] == "0.1.0"
+
+
+def test_a_missing_or_extra_artifact_fails(release: Path, public_pem: bytes) -> None:
+    (release / "ramparts-0.1.0.tar.gz").write_bytes(b"smuggled")
+    with pytest.raises(ReleaseError, match=r"ramparts-0\.1\.0\.tar\.gz .* is not in the manifest"):
+        verify_release(release, public_pem)
+    (release / "ramparts-0.1.0.tar.gz").unlink()
+    (release / SBOM).unlink()
+    with pytest.raises(ReleaseError, match=f"artifact {SBOM} is missing"):
+        verify_release(release, public_pem)
+
+
+def test_an_unsigned_release_or_a_bad_public_key_fails(release: Path, public_pem: bytes) -> None:
+    with pytest.raises(ReleaseError, match="not a PEM public key"):
+        verify_release(release, b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    (release / SIGNATURE).unlink()
+    with pytest.raises(ReleaseError, match=f"{SIGNATURE} is missing: not a signed release"):
+        verify_release(release, public_pem)
+
+
+def test_signing_needs_the_release_key_one_wheel_and_an_unsigned_directory(
+    tmp_path: Path, release: Path, signer: LocalKms
+) -> None:
+    with pytest.raises(ReleaseError, match="already signed"):
+        sign_release(release, signer)
+    unsigned = tmp_path / "unsigned"
+    unsigned.mkdir()
+    (unsigned / SBOM).write_text("{}")
+    with pytest.raises(ReleaseError, match="exactly one wheel, found 0"):
+        sign_release(unsigned, signer)
+    (unsigned / WHEEL).write_bytes(b"wheel")
+    (unsigned / "link").symlink_to("/etc/passwd")
+    with pytest.raises(ReleaseError, match=r"'link' .* is not a plain release file"):
+        sign_release(unsigned, signer)
+    (unsigned / "link").unlink()
+    keyless = temporary_kms(tmp_path / "keyless")
+    with pytest.raises(ReleaseError, match="keys rotate --release"):
+        sign_release(unsigned, keyless)
+    assert sorted(p.name for p in unsigned.iterdir()) == [WHEEL, SBOM]  # nothing written
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl binary")
+def test_openssl_alone_verifies_the_manifest(
+    release: Path, public_pem: bytes, tmp_path: Path
+) -> None:
+    """The documented check without Ramparts: the manifest file is exactly the signed bytes."""
+    key_file = tmp_path / "release.pub"
+    key_file.write_bytes(public_pem)
+    command = [
+        "openssl",
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-inkey",
+        str(key_file),
+        "-rawin",
+        "-in",
+        str(release / MANIFEST),
+        "-sigfile",
+        str(release / SIGNATURE),
+    ]
+    genuine = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert genuine.returncode == 0, genuine.stderr
+    assert "Signature Verified Successfully" in genuine.stdout
+    flip_one_byte(release / MANIFEST, 20)
+    edited = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert edited.returncode != 0
