@@ -97,36 +97,30 @@ def _string_problem(value: str) -> str | None:
     return None
 
 
-def _check_string(value: str) -> None:
-    if len(value) > MAX_JSON_STRING_CHARS:
-        raise refuse(
-            Rule.JSON_STRING_LENGTH,
-            422,
-            ProblemType.JSON_STRING_TOO_LONG,
-            f"json_string_length: a string or name has at most {MAX_JSON_STRING_CHARS} characters",
-        )
-    problem = _string_problem(value)
-    if problem:
-        raise _unusable(problem)
-
-
-def _check_document(document: Any) -> None:
+def _check_document(document: Any, *, check_characters: bool) -> None:
     """Refuse a document past a request rule (`ramparts.web.rules`: depth, keys per object,
-    string and array length) or with an unusable key or string. One pass, a level at a time
-    (no recursion: the decoder allows deeper nesting than the stack would), so a container's
-    depth is the number of levels above it."""
+    string and array length) or, when `check_characters`, with an unusable key or string.
+    One pass, a level at a time (no recursion: the decoder allows deeper nesting than the
+    stack would), so a container's depth is the number of levels above it; keys go to the
+    level below with the values, where only strings are, so they add no depth."""
     level = [document]
     depth = 0  # of the containers on this level, less one
     while level:
         below: list[Any] = []
         for node in level:
-            if isinstance(node, str):
-                _check_string(node)
-            elif isinstance(node, dict | list):
+            kind = type(node)  # the decoder and our hooks make exactly these types
+            if kind is str:
+                if len(node) > MAX_JSON_STRING_CHARS:
+                    raise _string_too_long()
+                if check_characters and (problem := _string_problem(node)):
+                    raise _unusable(problem)
+            elif kind is dict or kind is list:
                 if depth == MAX_JSON_DEPTH:
                     raise _too_deep()
-                if isinstance(node, dict):
-                    _check_object(node)
+                if kind is dict:
+                    if len(node) > MAX_JSON_KEYS:
+                        raise _too_many_keys()
+                    below.extend(node)
                     below.extend(node.values())
                 else:
                     _check_array(node)
@@ -135,16 +129,22 @@ def _check_document(document: Any) -> None:
         depth += 1
 
 
-def _check_object(node: dict[str, Any]) -> None:
-    if len(node) > MAX_JSON_KEYS:
-        raise refuse(
-            Rule.JSON_KEYS,
-            422,
-            ProblemType.JSON_TOO_MANY_KEYS,
-            f"json_keys: an object has at most {MAX_JSON_KEYS} members",
-        )
-    for key in node:
-        _check_string(key)
+def _string_too_long() -> Problem:
+    return refuse(
+        Rule.JSON_STRING_LENGTH,
+        422,
+        ProblemType.JSON_STRING_TOO_LONG,
+        f"json_string_length: a string or name has at most {MAX_JSON_STRING_CHARS} characters",
+    )
+
+
+def _too_many_keys() -> Problem:
+    return refuse(
+        Rule.JSON_KEYS,
+        422,
+        ProblemType.JSON_TOO_MANY_KEYS,
+        f"json_keys: an object has at most {MAX_JSON_KEYS} members",
+    )
 
 
 def _check_array(node: list[Any]) -> None:
@@ -188,7 +188,9 @@ def check_json(text: str) -> Any:
         raise _too_deep() from None
     except ValueError:  # no other is expected; never pass on a parser's own words
         raise _malformed_json("not valid JSON") from None
-    _check_document(document)
+    # The decoder refuses a raw control character in a string, and UTF-8 text holds no
+    # surrogate: in ASCII text without a \u escape, no string can hold a NUL or a surrogate.
+    _check_document(document, check_characters=not text.isascii() or "\\u" in text)
     return document
 
 
