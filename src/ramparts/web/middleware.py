@@ -418,15 +418,16 @@ class RequestTransactionMiddleware:
 class RequestRulesMiddleware:
     """Rules every request must meet before any route sees it.
 
-    The URL's length, the headers' count and size, and the characters of the path, the query and
-    the identifier headers come first (`ramparts.web.rules`), each refusal counted by its rule.
-        Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed, UTF-8, JSON or a
-        form, and JSON must be strict: no duplicate keys (parsers disagree on which one wins), no
-        NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). Neither the body, the path nor
-        the query string may hold a card number (PAY-1, `ramparts.web.cards`). The body is read
-        once here and replayed to the app. On `signed_body_paths` (a PSP's webhook) the size,
-        encoding and media type are checked here, and the body's content only after the route has
-        verified its signature: unauthenticated bytes reach no parser.
+    The head first: the URL's length, the headers' count and size, and the characters of the
+    path, the query and the identifier headers (`ramparts.web.rules`, each refusal counted by
+    its rule). Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed,
+    UTF-8, JSON or a form, and JSON must be strict: no duplicate keys (parsers disagree on which
+    one wins), no NaN/Infinity, no huge numbers, and within the JSON rules (see
+    `ramparts.web.bodies`). Neither the body, the path nor the query string may hold a card
+    number (PAY-1, `ramparts.web.cards`). The body is read once here and replayed to the app.
+    On `signed_body_paths` (a PSP's webhook) the size, encoding and media type are checked
+    here, and the body's content only after the route has verified its signature:
+    unauthenticated bytes reach no parser.
     """
 
     FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
