@@ -1,4 +1,5 @@
-"""Alerts: what an operator must look at now (a dead-lettered job, reconciliation drift).
+"""Alerts: what an operator must look at now (a dead-lettered job, reconciliation drift, a
+user throttled or locked out of the assistant for abuse).
 
 An alert is raised three ways at once, so none depends on another: a Prometheus counter
 (`ramparts_alerts_total{kind}`), a structured log line at error level, and, when
@@ -30,6 +31,7 @@ WEBHOOK_TIMEOUT = 5.0
 class AlertKind(StrEnum):
     DEAD_LETTER = "dead_letter"  # a job exhausted its retries
     RECONCILIATION_DRIFT = "reconciliation_drift"  # the ledger and the PSP disagree
+    AI_ABUSE = "ai_abuse"  # a user's AI access throttled or locked for repeated abuse
 
 
 class Alerter:

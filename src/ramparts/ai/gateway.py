@@ -29,7 +29,7 @@ from ramparts.ai.approval_requests import request_approval
 from ramparts.ai.conversations import Conversation, Conversations
 from ramparts.ai.injection import scan
 from ramparts.ai.killswitch import KillSwitch
-from ramparts.ai.limits import Limiter, LimitExceededError, estimate_tokens
+from ramparts.ai.limits import Limiter, LimitExceededError, Strike, estimate_tokens
 from ramparts.ai.masking import Masker, RefusedContentError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall, storable
 from ramparts.ai.provenance import Provenance, Trust
@@ -43,6 +43,7 @@ from ramparts.ai.tools import (
     ToolRegistry,
     ToolRun,
 )
+from ramparts.alerts import Alerter, AlertKind
 from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
 from ramparts.db.engine import Database
@@ -189,10 +190,12 @@ class Gateway(AssistantService):
         ui_client: str,
         calls_per_message: Mapping[Risk, int] = CALLS_PER_MESSAGE,
         max_steps: int = MAX_STEPS,
+        alerter: Alerter | None = None,
     ) -> None:
         super().__init__(database, registry, authorizer, conversations, audit, ui_client=ui_client)
         self._endpoints = endpoints
         self._limiter = limiter
+        self._alerter = alerter or Alerter()
         self._calls_per_message = {risk: calls_per_message.get(risk, 0) for risk in Risk}
         self._max_steps = max_steps
         self._switch = kill_switch
@@ -392,12 +395,24 @@ class Gateway(AssistantService):
             ) from None
 
     async def _strike(self, principal: Principal, events: list[Event] | None) -> None:
-        """A refusal or an injection sign counts against the user; the strike that locks
-        their AI access raises an alert: with the request's events when it has them (they are
-        written even if it fails), else on its own."""
-        if not await self._limiter.strike(str(principal.tenant_id), str(principal.user_id)):
+        """A refusal or an injection sign counts against the user. The strike that throttles
+        them and the one that locks their AI access each raise an alert (once each, never per
+        request; ids and limits only); the lock is also audited: with the request's events
+        when it has them (they are written even if it fails), else on its own."""
+        tenant, user = str(principal.tenant_id), str(principal.user_id)
+        strike = await self._limiter.strike(tenant, user)
+        if strike is Strike.COUNTED:
             return
-        log.warning("ai_access_locked", tenant=str(principal.tenant_id), user=principal.subject)
+        policy = self._limiter.policy
+        crossed = policy.throttle_after if strike is Strike.THROTTLED else policy.lock_after
+        await self._alerter.raise_alert(
+            AlertKind.AI_ABUSE,
+            f"a user's AI access is {strike.value} for repeated abuse",
+            {"tenant_id": tenant, "user_id": user, "state": strike.value, "strikes": crossed},
+        )
+        if strike is Strike.THROTTLED:
+            return
+        log.warning("ai_access_locked", tenant=tenant, user=principal.subject)
         alert = Event(
             actor_of(principal),
             Action.AI_ACCESS_LOCKED,

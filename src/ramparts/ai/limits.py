@@ -3,20 +3,30 @@ in memory by default, or in Redis (RAMPARTS_REDIS_URL) so every process shares t
 
 Per user and per tenant: requests per window and model tokens per day. Strikes (a refused tool
 call, an injection sign, refused content) count per user: past `throttle_after` the user gets a
-small request rate, past `lock_after` their AI access is locked for an hour and an alert goes
-out. Counts and locks are kept in the same storage, so a lock holds on every server.
+small request rate, past `lock_after` their AI access is locked for an hour; the strike that
+throttles and the one that locks each raise an alert (`AlertKind.AI_ABUSE`, by the gateway).
+Counts and locks are kept in the same storage, so a lock holds on every server.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import coredis
 import limits
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-__all__ = ["AssistantLimits", "LimitExceededError", "Limiter"]
+__all__ = ["AssistantLimits", "LimitExceededError", "Limiter", "Strike"]
+
+
+class Strike(Enum):
+    """What one strike did to its user."""
+
+    COUNTED = "counted"
+    THROTTLED = "throttled"  # this one slowed them down to `throttled_rate`
+    LOCKED = "locked"  # this one locked their AI access for `lock_for`
 
 
 class LimitExceededError(Exception):
@@ -65,6 +75,10 @@ class Limiter:
         self._throttle, self._lock = parse(policy.throttle_after), parse(policy.lock_after)
         self._throttled, self._locked = parse(policy.throttled_rate), parse(policy.lock_for)
 
+    @property
+    def policy(self) -> AssistantLimits:
+        return self._policy
+
     async def admit(self, tenant: str, user: str) -> None:
         """One more request by `user` of `tenant`, or LimitExceededError."""
         window = self._window
@@ -93,12 +107,21 @@ class Limiter:
                 if stats.remaining > 0:
                     await self._window.hit(item, "ai-tokens", tenant, *keys, cost=stats.remaining)
 
-    async def strike(self, tenant: str, user: str) -> bool:
-        """Count a refused request or an injection sign; True when this one locks the user."""
-        await self._window.hit(self._throttle, "ai-strikes", tenant, user)
-        if await self._window.hit(self._lock, "ai-lock-strikes", tenant, user):
-            return False
-        return await self._window.hit(self._locked, "ai-lock", tenant, user)
+    async def strike(self, tenant: str, user: str) -> Strike:
+        """Count a refused request or an injection sign; whether this one throttles or locks
+        the user (each said by one strike only: the one that crosses its limit)."""
+        window = self._window
+        counted = await window.hit(self._throttle, "ai-strikes", tenant, user)
+        if await window.hit(self._lock, "ai-lock-strikes", tenant, user):
+            # A strike past the throttle's limit is not counted (its window is full), so only
+            # the one that filled it finds the window full now.
+            if counted and not await window.test(self._throttle, "ai-strikes", tenant, user):
+                return Strike.THROTTLED
+            return Strike.COUNTED
+        # The lock is a window of one: only the first strike past the limit takes it.
+        if await window.hit(self._locked, "ai-lock", tenant, user):
+            return Strike.LOCKED
+        return Strike.COUNTED
 
     def close(self) -> None:
         if self._pool is not None:

@@ -27,6 +27,7 @@ from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import AssistantLimits, Limiter
 from ramparts.ai.models import Model
 from ramparts.ai.tools import Risk, ToolRegistry
+from ramparts.alerts import Alerter
 from ramparts.apps import (
     App,
     AppError,
@@ -409,6 +410,7 @@ def _install_assistant(
             Risk.HIGH: settings.ai_high_calls_per_message,
         },
         max_steps=settings.ai_max_steps,
+        alerter=Alerter(settings.alert_webhook_url),
     )
     approvals = Approvals(
         database, registry, authorizer, conversations, audit, ui_client=WEB_CLIENT_ID

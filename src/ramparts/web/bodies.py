@@ -4,7 +4,9 @@ The parsers' messages name the runtime ("use sys.set_int_max_str_digits()", "dec
 utf-8-sig"), so none is passed on: each refusal says, in the product's terms, what is wrong
 and where. Malformed JSON is a 400. Strings may hold neither NUL (PostgreSQL text cannot) nor
 unpaired surrogates (not encodable as UTF-8): well-formed but unusable, a 422, so a body that
-passes here can be stored and logged as it is, on every route.
+passes here can be stored and logged as it is, on every route. A document past a request rule
+(nesting depth, keys per object, string or array length: `ramparts.web.rules`) is a 422 of
+that rule's own type, found on the same walk.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ramparts.problems import Problem, ProblemType
+from ramparts.web.rules import (
+    MAX_JSON_ARRAY_ITEMS,
+    MAX_JSON_DEPTH,
+    MAX_JSON_KEYS,
+    MAX_JSON_STRING_CHARS,
+    Rule,
+    refuse,
+)
 
 __all__ = ["MAX_FORM_FIELDS", "MAX_NUMBER_CHARS", "check_form", "check_json"]
 
@@ -87,22 +97,73 @@ def _string_problem(value: str) -> str | None:
     return None
 
 
-def _strings_problem(document: Any) -> str | None:
-    """The first problem with a key or string anywhere in `document` (walked without
-    recursion: the decoder allows deeper nesting than the stack would)."""
-    pending = [document]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, str):
-            problem = _string_problem(node)
-            if problem:
-                return problem
-        elif isinstance(node, dict):
-            pending.extend(node.keys())
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    return None
+def _check_document(document: Any, *, check_characters: bool) -> None:
+    """Refuse a document past a request rule (`ramparts.web.rules`: depth, keys per object,
+    string and array length) or, when `check_characters`, with an unusable key or string.
+    One pass, a level at a time (no recursion: the decoder allows deeper nesting than the
+    stack would), so a container's depth is the number of levels above it; keys go to the
+    level below with the values, where only strings are, so they add no depth."""
+    level = [document]
+    depth = 0  # of the containers on this level, less one
+    while level:
+        below: list[Any] = []
+        for node in level:
+            kind = type(node)  # the decoder and our hooks make exactly these types
+            if kind is str:
+                if len(node) > MAX_JSON_STRING_CHARS:
+                    raise _string_too_long()
+                if check_characters and (problem := _string_problem(node)):
+                    raise _unusable(problem)
+            elif kind is dict or kind is list:
+                if depth == MAX_JSON_DEPTH:
+                    raise _too_deep()
+                if kind is dict:
+                    if len(node) > MAX_JSON_KEYS:
+                        raise _too_many_keys()
+                    below.extend(node)
+                    below.extend(node.values())
+                else:
+                    _check_array(node)
+                    below.extend(node)
+        level = below
+        depth += 1
+
+
+def _string_too_long() -> Problem:
+    return refuse(
+        Rule.JSON_STRING_LENGTH,
+        422,
+        ProblemType.JSON_STRING_TOO_LONG,
+        f"json_string_length: a string or name has at most {MAX_JSON_STRING_CHARS} characters",
+    )
+
+
+def _too_many_keys() -> Problem:
+    return refuse(
+        Rule.JSON_KEYS,
+        422,
+        ProblemType.JSON_TOO_MANY_KEYS,
+        f"json_keys: an object has at most {MAX_JSON_KEYS} members",
+    )
+
+
+def _check_array(node: list[Any]) -> None:
+    if len(node) > MAX_JSON_ARRAY_ITEMS:
+        raise refuse(
+            Rule.JSON_ARRAY_LENGTH,
+            422,
+            ProblemType.JSON_ARRAY_TOO_LONG,
+            f"json_array_length: an array has at most {MAX_JSON_ARRAY_ITEMS} items",
+        )
+
+
+def _too_deep() -> Problem:
+    return refuse(
+        Rule.JSON_DEPTH,
+        422,
+        ProblemType.JSON_TOO_DEEP,
+        f"json_depth: objects and arrays nest at most {MAX_JSON_DEPTH} deep",
+    )
 
 
 def check_json(text: str) -> Any:
@@ -123,13 +184,13 @@ def check_json(text: str) -> Any:
         raise _malformed_json(f"{what} at line {exc.lineno} column {exc.colno}") from None
     except _RefusedError as exc:
         raise _malformed_json(str(exc)) from None
-    except RecursionError:
-        raise _malformed_json("nesting too deep") from None
+    except RecursionError:  # far deeper than the rule allows
+        raise _too_deep() from None
     except ValueError:  # no other is expected; never pass on a parser's own words
         raise _malformed_json("not valid JSON") from None
-    problem = _strings_problem(document)
-    if problem:
-        raise _unusable(problem)
+    # The decoder refuses a raw control character in a string, and UTF-8 text holds no
+    # surrogate: in ASCII text without a \u escape, no string can hold a NUL or a surrogate.
+    _check_document(document, check_characters=not text.isascii() or "\\u" in text)
     return document
 
 

@@ -154,8 +154,7 @@ def check_path(path: str) -> None:
             raise _refuse("a path segment")
 
 
-def check_query(query_string: bytes) -> None:
-    """Refuse a query string that holds a card number, naming the parameter."""
-    if query_string:
-        text = query_string.decode("latin-1")  # percent-decoding below makes it UTF-8
-        _check_pairs(parse_qsl(text, keep_blank_values=True), "query parameter")
+def check_query(pairs: list[tuple[str, str]]) -> None:
+    """Refuse a query (its parameters, decoded: `ramparts.web.rules.query_pairs`) that holds a
+    card number, naming the parameter."""
+    _check_pairs(pairs, "query parameter")

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ramparts.problems import Problem, ProblemType, problem_response
+from ramparts.web.rules import REFUSALS, Rule
 
 if TYPE_CHECKING:
     from starlette.types import ExceptionHandler, Scope
@@ -158,10 +159,11 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     detail = _DETAILS.get(exc.status_code)
     if exc.status_code == 404:
         detail = f"no resource at {request.url.path}"
-    if exc.status_code == 405:
+    if exc.status_code == 405:  # the route's method allowlist, a request rule
         allowed = allowed_methods(request.app.router.routes, request.url.path)
         headers["Allow"] = ", ".join(allowed)
         detail = f"{request.method} is not allowed here; use {_one_of(allowed)}"
+        REFUSALS.labels(rule=Rule.METHOD.value).inc()
     return problem_response(
         exc.status_code,
         _TYPES.get(exc.status_code, ProblemType.HTTP_ERROR),

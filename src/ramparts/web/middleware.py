@@ -23,6 +23,7 @@ from ramparts.problems import Problem, ProblemType, problem_response
 from ramparts.routes import SIGNED_BODY_RULES
 from ramparts.web.bodies import check_form, check_json
 from ramparts.web.cards import check_form_fields, check_json_document, check_path, check_query
+from ramparts.web.rules import Rule, check_head, check_identifiers, query_pairs, refuse
 
 __all__ = [
     "CatchAllMiddleware",
@@ -415,15 +416,18 @@ class RequestTransactionMiddleware:
 
 
 class RequestRulesMiddleware:
-    """Rules every request body must meet before any route sees it.
+    """Rules every request must meet before any route sees it.
 
-    Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed, UTF-8, JSON or a
-    form, and JSON must be strict: no duplicate keys (parsers disagree on which one wins), no
-    NaN/Infinity, no huge numbers (see `ramparts.web.bodies`). Neither the body, the path nor
-    the query string may hold a card number (PAY-1, `ramparts.web.cards`). The body is read
-    once here and replayed to the app. On `signed_body_paths` (a PSP's webhook) the size,
-    encoding and media type are checked here, and the body's content only after the route has
-    verified its signature: unauthenticated bytes reach no parser.
+    The head first: the URL's length, the headers' count and size, and the characters of the
+    path, the query and the identifier headers (`ramparts.web.rules`, each refusal counted by
+    its rule). Bodies are capped at `max_body_bytes` (declared or streamed), uncompressed,
+    UTF-8, JSON or a form, and JSON must be strict: no duplicate keys (parsers disagree on which
+    one wins), no NaN/Infinity, no huge numbers, and within the JSON rules (see
+    `ramparts.web.bodies`). Neither the body, the path nor the query string may hold a card
+    number (PAY-1, `ramparts.web.cards`). The body is read once here and replayed to the app.
+    On `signed_body_paths` (a PSP's webhook) the size, encoding and media type are checked
+    here, and the body's content only after the route has verified its signature:
+    unauthenticated bytes reach no parser.
     """
 
     FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
@@ -441,6 +445,13 @@ class RequestRulesMiddleware:
             return
         headers = Headers(scope=scope)
         try:
+            # The head first: a request refused there is refused before its body is read.
+            check_head(scope)
+            path = scope.get("path", "")
+            query = query_pairs(scope.get("query_string", b""))
+            check_identifiers(path, query)
+            check_path(path)
+            check_query(query)
             body = await self._read_body(headers, receive)
             if body:
                 is_json = self._check_media(headers)
@@ -450,8 +461,6 @@ class RequestRulesMiddleware:
                     scope[SIGNED_BODY_RULES] = _body_rules(is_json, body)
                 else:
                     _check_body(is_json, body)
-            check_path(scope.get("path", ""))
-            check_query(scope.get("query_string", b""))
         except Problem as problem:
             await problem.response()(scope, receive, send)
             return
@@ -487,7 +496,8 @@ class RequestRulesMiddleware:
                 return bytes(body)
 
     def _too_large(self) -> Problem:
-        return Problem(
+        return refuse(
+            Rule.BODY_SIZE,
             413,
             ProblemType.BODY_TOO_LARGE,
             f"the limit is {self.max_body_bytes} bytes",
