@@ -30,6 +30,7 @@ __all__ = [
     "APP_NAME",
     "APP_ROLE",
     "ConfigError",
+    "DatabasePooler",
     "KmsBackend",
     "Profile",
     "PspBackend",
@@ -81,6 +82,16 @@ class Profile(StrEnum):
     PROD = "prod"
 
 
+class DatabasePooler(StrEnum):
+    """What stands between the runtime and PostgreSQL (`RAMPARTS_DATABASE_POOLER`)."""
+
+    NONE = "none"
+    # PgBouncer in transaction pooling mode: each transaction may run on a different server
+    # connection, so nothing may outlive one (every tenant setting is transaction-local
+    # already) and psycopg must not prepare statements on the server.
+    PGBOUNCER = "pgbouncer"
+
+
 class KmsBackend(StrEnum):
     LOCAL = "local"
     VAULT = "vault"
@@ -109,6 +120,9 @@ class Settings(BaseSettings):
     # The database connections this instance may hold, over all its workers and pools.
     # Unset -> half of what the server accepts (headroom for migrations, the CLI, others).
     db_max_connections: int | None = Field(default=None, ge=1)
+    # `pgbouncer`: RAMPARTS_APP_DATABASE_URL reaches PostgreSQL through PgBouncer in
+    # transaction pooling mode (`serve` only: the worker needs a direct connection).
+    database_pooler: DatabasePooler = DatabasePooler.NONE
     # Shared limits (the assistant's rate limits and budgets). Unset -> kept in memory, which
     # holds only in one process, so `serve` then runs a single worker.
     redis_url: SecretStr | None = None
@@ -288,6 +302,11 @@ class Settings(BaseSettings):
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None and self.app_database_url is None
+
+    @property
+    def transaction_pooler(self) -> bool:
+        """Whether the runtime's connections go through a transaction pooler."""
+        return self.database_pooler is DatabasePooler.PGBOUNCER
 
     @property
     def cors_wildcard(self) -> bool:

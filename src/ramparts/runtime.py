@@ -208,7 +208,9 @@ def size_pools(workers: int, server: ServerConnections, budget: int | None = Non
 async def _preflight(settings: Settings, app_url: URL, workers: int) -> Sizing:
     """Checks on the live database before serving: who we really are, demo data, and how
     many connections the workers may hold."""
-    database = Database(app_url, pool_size=1, max_overflow=0)
+    database = Database(
+        app_url, pool_size=1, max_overflow=0, transaction_pooler=settings.transaction_pooler
+    )
     try:
         await database.verify_runtime_role()
         demo = False
@@ -248,11 +250,22 @@ def worker_app() -> FastAPI:
     configure_logging(settings)
     url = make_url(prepared["app_url"])
     app_pool, audit_pool = Pool(*prepared["app_pool"]), Pool(*prepared["audit_pool"])
+    pooler = settings.transaction_pooler
     return create_app(
         settings,
-        Database(url, pool_size=app_pool.size, max_overflow=app_pool.overflow),
+        Database(
+            url,
+            pool_size=app_pool.size,
+            max_overflow=app_pool.overflow,
+            transaction_pooler=pooler,
+        ),
         open_kms(settings),
-        audit_database=Database(url, pool_size=audit_pool.size, max_overflow=audit_pool.overflow),
+        audit_database=Database(
+            url,
+            pool_size=audit_pool.size,
+            max_overflow=audit_pool.overflow,
+            transaction_pooler=pooler,
+        ),
     )
 
 

@@ -112,5 +112,5 @@ def build_router(
 def _verify(database: Database, tenant: uuid.UUID) -> ChainReport:
     """The walk is synchronous (psycopg), so it runs in a thread, on one short connection as
     the runtime role: row-level security holds it to the tenant it names."""
-    with psycopg.connect(libpq(database.engine.url)) as conn:
+    with psycopg.connect(libpq(database.engine.url), **database.driver_options) as conn:
         return verify_chain(conn, tenant, count_queued=False)

@@ -125,7 +125,7 @@ async def _pay(
         # The owner only lists the tenants; the payment is read and paid as the runtime role,
         # under row-level security, exactly as the checkout route does.
         owner = Database(urls.owner, pool_size=1)
-        runtime = Database(urls.app, pool_size=2)
+        runtime = Database(urls.app, pool_size=2, transaction_pooler=settings.transaction_pooler)
         try:
             found = await _find(owner, runtime, payment_id, tenant)
             method = await _tokenize(api_base, TEST_CARDS[card.value])

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ramparts.config import load_settings
+from ramparts.config import ConfigError, load_settings
 from ramparts.crypto.backends import open_kms
 from ramparts.db.engine import open_database
 from ramparts.logs import configure_logging
@@ -40,6 +40,13 @@ def worker(
     reconciliation as the owner). Failed jobs are retried with backoff, then dead-lettered
     (see `ramparts dlq`). Run as many as needed: they share the queue."""
     settings = load_settings()
+    if settings.transaction_pooler:
+        # New jobs are announced with NOTIFY to the worker's LISTEN, which lives on its own
+        # server connection: a transaction pooler hands that connection to others.
+        raise ConfigError(
+            "RAMPARTS_DATABASE_POOLER: the worker needs a direct connection to PostgreSQL "
+            "(LISTEN/NOTIFY); give it the server's RAMPARTS_APP_DATABASE_URL and no pooler"
+        )
     configure_logging(settings)
     # procrastinate logs through the standard library: its warnings and errors (a failed
     # job's exception) to stderr, one line each.

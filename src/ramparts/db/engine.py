@@ -169,7 +169,24 @@ def open_database(settings: Settings) -> Iterator[DatabaseUrls]:
 class Database:
     """An async engine plus the two ways to open a transaction on it."""
 
-    def __init__(self, url: URL, *, pool_size: int = 5, max_overflow: int = 10) -> None:
+    def __init__(
+        self,
+        url: URL,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        transaction_pooler: bool = False,
+    ) -> None:
+        self.transaction_pooler = transaction_pooler
+        #: psycopg's connection options, for every connection to this database (the engine's
+        #: and any opened beside it). Behind a transaction pooler (PgBouncer) no statement is
+        #: prepared on the server: psycopg prepares a query it has run five times, under a
+        #: name of its own connection, and the pooler hands that server connection to other
+        #: clients, whose psycopg then finds the name taken ("_pg3_0 already exists") or its
+        #: own statement gone.
+        self.driver_options: dict[str, Any] = (
+            {"prepare_threshold": None} if transaction_pooler else {}
+        )
         # hide_parameters: statement parameters (password hashes, tokens, PII) never appear
         # in exception messages, which end up in logs.
         self.engine = create_async_engine(
@@ -178,6 +195,7 @@ class Database:
             max_overflow=max_overflow,
             pool_recycle=POOL_RECYCLE_SECONDS,
             hide_parameters=True,
+            connect_args=self.driver_options,
         )
         # close_resets_only=False: a session that has ended cannot quietly start another
         # transaction (with no tenant set) if someone keeps using it, e.g. a streaming

@@ -208,7 +208,9 @@ def create_app(
     # as declined payment attempts), so a request that holds a connection never waits on the
     # same pool to record what must outlive its rollback.
     if audit_database is None:
-        audit_database = Database(database.engine.url, pool_size=2)
+        audit_database = Database(
+            database.engine.url, pool_size=2, transaction_pooler=database.transaction_pooler
+        )
     audit = AuditLog(audit_database, audit_redactor(settings, kms))
     checkpointer = Checkpointer(database, kms)
     sequencer = Sequencer(database, max_lag_seconds=settings.audit_max_lag_seconds)
