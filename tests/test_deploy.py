@@ -272,16 +272,21 @@ def test_the_api_pools_through_pgbouncer_and_the_worker_does_not() -> None:
     env = {
         container.where: {
             variable["name"]: variable.get("valueFrom", {}).get("secretKeyRef", {}).get("key")
+            or variable.get("value")
             for variable in container.spec.get("env", [])
         }
         for container in k8s_containers(k8s_documents())
     }
     assert env["ramparts-api/api"]["RAMPARTS_APP_DATABASE_URL"] == "app-database-url-pooled"
+    assert env["ramparts-api/api"]["RAMPARTS_DATABASE_POOLER"] == "pgbouncer"
+    assert "RAMPARTS_DATABASE_POOLER" not in env["ramparts-worker/worker"]
     assert env["ramparts-worker/worker"]["RAMPARTS_APP_DATABASE_URL"] == "app-database-url"
     owners = sorted(where for where, names in env.items() if "RAMPARTS_DATABASE_URL" in names)
     assert owners == ["ramparts-migrate-0-1-0/migrate"]
     services = compose()["services"]
     assert "PGBOUNCER" in services["api"]["environment"]["RAMPARTS_APP_DATABASE_URL"].upper()
+    assert services["api"]["environment"]["RAMPARTS_DATABASE_POOLER"] == "pgbouncer"
+    assert "RAMPARTS_DATABASE_POOLER" not in services["worker"]["environment"]
     assert "@postgres:" in services["worker"]["environment"]["RAMPARTS_APP_DATABASE_URL"]
     assert [
         s for s, spec in services.items() if "RAMPARTS_DATABASE_URL" in spec.get("environment", {})
