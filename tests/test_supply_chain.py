@@ -317,6 +317,21 @@ def test_a_skipped_pin_is_not_audited_never_a_pass(tmp_path: Path, osv: OsvStand
     assert "URL requirements" in report["audit"]["not_audited"][0]["reason"]
 
 
+def test_a_pin_behind_a_marker_false_here_is_not_audited(tmp_path: Path, osv: OsvStandIn) -> None:
+    """pip-audit drops a pin whose environment marker is false on this machine without a
+    word: the vulnerable Jinja2 locked for another platform must not pass as audited."""
+    lock = tmp_path / "marker.lock"
+    lock.write_text('jinja2==2.11.2 ; sys_platform == "win32"\nmarkupsafe==2.1.5\n')
+    done, report = gate(*audit_args(lock, osv, tmp_path / "none.toml"), report=tmp_path / "r.json")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "PASS" not in done.stdout + done.stderr
+    assert report["audit"]["status"] == "NOT AUDITED"
+    assert [(i["package"], i["version"]) for i in report["audit"]["not_audited"]] == [
+        ("jinja2", "2.11.2")
+    ]
+    assert "1 of 2 packages not audited" in done.stderr
+
+
 # --- bandit ------------------------------------------------------------------------------------
 
 
