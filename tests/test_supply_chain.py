@@ -375,6 +375,16 @@ def test_a_planted_medium_finding_and_a_bare_nosec_fail_bandit(tmp_path: Path) -
     ]
 
 
+def test_a_bandit_settings_file_among_the_sources_switches_nothing_off(tmp_path: Path) -> None:
+    """bandit adopts a `.bandit` file it finds under the paths it scans: a planted one
+    skipping B307 (or excluding the file) must not silence the finding."""
+    (tmp_path / "module.py").write_text("RESULT = eval(input())\n")
+    (tmp_path / ".bandit").write_text("[bandit]\nskips = B307\nexclude = module.py\n")
+    done, report = gate("sast", "--path", str(tmp_path), report=tmp_path / "r.json")
+    assert done.returncode == 1, done.stdout
+    assert [item["test"] for item in report["sast"]["findings"]] == ["B307"]
+
+
 @pytest.mark.parametrize(
     ("comment", "passes"),
     [
