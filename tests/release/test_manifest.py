@@ -128,6 +128,20 @@ def test_a_signature_by_another_key_fails(release: Path, public_pem: bytes, tmp_
     assert verify_release(release, attacker_public.pem())["version"] == "0.1.0"
 
 
+def test_an_unverified_manifest_puts_no_text_of_its_own_in_the_error(
+    release: Path, public_pem: bytes
+) -> None:
+    """The failure message quotes the forged manifest's claimed key only as a hex digest: a
+    terminal escape there could redraw the line as a success."""
+    manifest = genuine_manifest(release)
+    manifest["signing_key"]["public_key_sha256"] = "\x1b[2K\rverified: ramparts 0.1.0 intact"
+    (release / MANIFEST).write_bytes(canonical_json(manifest))
+    with pytest.raises(ReleaseError) as refused:
+        verify_release(release, public_pem)
+    assert "\x1b" not in str(refused.value)
+    assert "the manifest or its signature was changed" in str(refused.value)
+
+
 def test_a_missing_or_extra_artifact_fails(release: Path, public_pem: bytes) -> None:
     (release / "ramparts-0.1.0.tar.gz").write_bytes(b"smuggled")
     with pytest.raises(ReleaseError, match=r"ramparts-0\.1\.0\.tar\.gz .* is not in the manifest"):

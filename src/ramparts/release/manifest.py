@@ -224,7 +224,8 @@ def _why_unverified(signed: bytes, fingerprint: str) -> str:
         claimed = json.loads(signed)["signing_key"]["public_key_sha256"]
     except (ValueError, KeyError, TypeError):
         claimed = None
-    if isinstance(claimed, str) and claimed != fingerprint:
+    # Unverified text reaches the terminal only as a hex digest: never escapes or other text.
+    if isinstance(claimed, str) and SHA256_HEX.fullmatch(claimed) and claimed != fingerprint:
         return (
             f"{MANIFEST} is signed by another key (fingerprint {claimed[:16]}…), "
             f"not by {fingerprint[:16]}…"
