@@ -38,6 +38,13 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|DATABASE_URL|REDIS_URL")
 # A Compose value that is one reference to the operator's environment, nothing literal.
 INTERPOLATED = re.compile(r"\$\{[A-Z][A-Z0-9_]*(?::?[?-][^}]*)?\}")
 URL_PATH = re.compile(r"https?://[^/\s\"']+(/[\w./-]*)")
+#: Which workloads' pods may connect to each workload; the API, public behind the load
+#: balancer, is the one left open.
+MAY_REACH = {
+    "ramparts-pgbouncer": {"ramparts-api"},
+    "ramparts-worker": set(),
+    "ramparts-migrate-0-1-0": set(),
+}
 
 
 @dataclass
@@ -107,6 +114,47 @@ def unknown_settings_compose(document: dict[str, Any]) -> list[str]:
 
 def known(name: str) -> bool:
     return name in KNOWN if name.startswith("RAMPARTS_") else name in IMAGE_VARIABLES
+
+
+def open_ingress_k8s(documents: list[dict[str, Any]]) -> list[str]:
+    """Every workload but the API is selected by an Ingress NetworkPolicy, and every policy
+    selecting it admits only the pods of the workloads MAY_REACH names (no namespace, no
+    address block, no empty selector, which would mean any pod)."""
+    pods = {
+        document["metadata"]["name"]: document
+        for document in documents
+        if document["kind"] in WORKLOADS
+    }
+    labels = {
+        name: document["spec"]["template"]["metadata"]["labels"] for name, document in pods.items()
+    }
+
+    def selects(selector: dict[str, Any], name: str) -> bool:
+        return set(selector) <= {"matchLabels"} and (
+            selector.get("matchLabels", {}).items() <= labels[name].items()
+        )
+
+    policies = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    assert set(pods) - {"ramparts-api"} == set(MAY_REACH), "a workload without a MAY_REACH"
+    found = []
+    for name, allowed in MAY_REACH.items():
+        guarding = [
+            policy
+            for policy in policies
+            if "Ingress" in policy["spec"].get("policyTypes", [])
+            and selects(policy["spec"]["podSelector"], name)
+        ]
+        if not guarding:
+            found.append(f"{name}: reachable from any pod (no Ingress NetworkPolicy)")
+        for policy in guarding:
+            for rule in policy["spec"].get("ingress", []):
+                peers = rule.get("from") or [{}]  # no `from`: any source
+                for peer in peers:
+                    selector = peer.get("podSelector", {})
+                    admitted = {other for other in labels if selects(selector, other)}
+                    if set(peer) != {"podSelector"} or not selector or not admitted <= allowed:
+                        found.append(f"{name}: {policy['metadata']['name']} admits {peer}")
+    return found
 
 
 def literal_secrets_k8s(documents: list[dict[str, Any]]) -> list[str]:
@@ -248,6 +296,10 @@ async def test_probes_ask_routes_the_app_serves(urls: DatabaseUrls, tmp_path: Pa
     } == {"/readyz", "/healthz"}
 
 
+def test_only_the_api_reaches_pgbouncer_and_nothing_reaches_the_others() -> None:
+    assert open_ingress_k8s(k8s_documents()) == []
+
+
 def test_the_configmap_is_the_reviewed_prod_settings() -> None:
     [settings] = [
         d
@@ -336,6 +388,30 @@ def test_each_rule_fails_on_a_planted_breach() -> None:
         api_container(documents)["livenessProbe"]["httpGet"]["path"] = "/health"
 
     assert ("ramparts-api/api", "/health") in set(probe_paths_k8s(planted(unprobed)))
+
+    def unguarded(documents: list[dict[str, Any]]) -> None:
+        documents[:] = [
+            d
+            for d in documents
+            if d["metadata"]["name"] != "ramparts-pgbouncer" or d["kind"] != "NetworkPolicy"
+        ]
+
+    assert open_ingress_k8s(planted(unguarded)) == [
+        "ramparts-pgbouncer: reachable from any pod (no Ingress NetworkPolicy)"
+    ]
+
+    def widened(documents: list[dict[str, Any]]) -> None:
+        [policy] = [
+            d
+            for d in documents
+            if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "ramparts-worker"
+        ]
+        policy["spec"]["ingress"] = [{"from": [{"namespaceSelector": {}}]}, {"ports": []}]
+
+    assert open_ingress_k8s(planted(widened)) == [
+        "ramparts-worker: ramparts-worker admits {'namespaceSelector': {}}",
+        "ramparts-worker: ramparts-worker admits {}",
+    ]
 
     document = compose()
     document["services"]["worker"]["environment"]["RAMPARTS_SECRET_KEY"] = secrets.token_urlsafe(32)

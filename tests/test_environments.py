@@ -90,6 +90,10 @@ CASES: dict[str, tuple[dict[str, str | None], str]] = {
         "RAMPARTS_VAULT_URL is not https",
     ),
     "sandbox-psp": ({"RAMPARTS_PSP": "sandbox"}, "sandbox PSP (set RAMPARTS_PSP=stripe)"),
+    "psp-test-mode": (
+        {"RAMPARTS_PSP_PUBLISHABLE_KEY": "pk_test_51Hx0Ramparts"},
+        "RAMPARTS_PSP_PUBLISHABLE_KEY is a test-mode key (pk_test_)",
+    ),
     "psp-http": (
         {"RAMPARTS_PSP_API_BASE": "http://127.0.0.1:12111"},
         "RAMPARTS_PSP_API_BASE is not https",

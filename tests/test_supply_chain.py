@@ -202,6 +202,10 @@ def test_a_reviewed_ignore_entry_lets_it_pass(
     assert all(finding["ignored_because"] for finding in report["audit"]["findings"])
 
 
+#: A date inside the 90-day review window, for the entries whose problem is something else.
+SOON = dt.date.today() + dt.timedelta(days=30)
+
+
 @pytest.mark.parametrize(
     ("entry", "problem"),
     [
@@ -210,15 +214,15 @@ def test_a_reviewed_ignore_entry_lets_it_pass(
             "audit-ignore.toml: entry 1 (CVE-2020-28493): expired on 2025-01-31: review it again",
         ),
         (
-            {"reason": "  ", "expires": dt.date(2099, 1, 1)},
+            {"reason": "  ", "expires": SOON},
             "entry 1 (CVE-2020-28493): needs reason",
         ),
         (
-            {"expires": dt.date(2099, 1, 1)},
+            {"expires": SOON},
             "audit-ignore.toml: entry 1 (CVE-2020-28493): needs reason",
         ),
         (
-            {"reason": "no longer matters", "expires": dt.date(2099, 1, 1), "package": "django"},
+            {"reason": "no longer matters", "expires": SOON, "package": "django"},
             "entry 1 (CVE-2020-28493): django is no longer locked: remove the entry",
         ),
         (
@@ -226,8 +230,18 @@ def test_a_reviewed_ignore_entry_lets_it_pass(
             "entry 1 (CVE-2020-28493): expires must be a date such as 2027-01-31",
         ),
         (
-            {"reason": "r", "expires": dt.date(2099, 1, 1), "reviewer": "me"},
+            {"reason": "r", "expires": SOON, "reviewer": "me"},
             "entry 1 (CVE-2020-28493): unknown key(s) reviewer",
+        ),
+        (
+            # A far-future date would make the exception permanent.
+            {"reason": "reviewed once", "expires": dt.date(2099, 1, 1)},
+            "entry 1 (CVE-2020-28493): expires 2099-01-01, over 90 days ahead: "
+            "review it at least that often",
+        ),
+        (
+            {"reason": "reviewed once", "expires": dt.date.today() + dt.timedelta(days=91)},
+            "over 90 days ahead: review it at least that often",
         ),
     ],
 )
@@ -288,6 +302,36 @@ def test_an_unreachable_database_is_not_audited_never_a_pass(
     assert line in release.stderr.splitlines()
 
 
+def test_a_skipped_pin_is_not_audited_never_a_pass(tmp_path: Path, osv: OsvStandIn) -> None:
+    """pip-audit skips a URL requirement (it has no version to look up) with a reason of its
+    own: the database answered, yet the pin was never checked."""
+    lock = tmp_path / "url.lock"
+    lock.write_text(
+        "markupsafe==2.1.5\njinja2 @ https://files.example.invalid/Jinja2-2.11.2.tar.gz\n"
+    )
+    done, report = gate(*audit_args(lock, osv, tmp_path / "none.toml"), report=tmp_path / "r.json")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "PASS" not in done.stdout + done.stderr
+    assert report["audit"]["status"] == "NOT AUDITED"
+    assert [item["package"] for item in report["audit"]["not_audited"]] == ["jinja2"]
+    assert "URL requirements" in report["audit"]["not_audited"][0]["reason"]
+
+
+def test_a_pin_behind_a_marker_false_here_is_not_audited(tmp_path: Path, osv: OsvStandIn) -> None:
+    """pip-audit drops a pin whose environment marker is false on this machine without a
+    word: the vulnerable Jinja2 locked for another platform must not pass as audited."""
+    lock = tmp_path / "marker.lock"
+    lock.write_text('jinja2==2.11.2 ; sys_platform == "win32"\nmarkupsafe==2.1.5\n')
+    done, report = gate(*audit_args(lock, osv, tmp_path / "none.toml"), report=tmp_path / "r.json")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "PASS" not in done.stdout + done.stderr
+    assert report["audit"]["status"] == "NOT AUDITED"
+    assert [(i["package"], i["version"]) for i in report["audit"]["not_audited"]] == [
+        ("jinja2", "2.11.2")
+    ]
+    assert "1 of 2 packages not audited" in done.stderr
+
+
 # --- bandit ------------------------------------------------------------------------------------
 
 
@@ -320,12 +364,25 @@ def test_a_planted_medium_finding_and_a_bare_nosec_fail_bandit(tmp_path: Path) -
     done, report = gate("sast", "--path", str(copy), report=tmp_path / "r.json")
     assert done.returncode == 1
     failures = [line for line in done.stderr.splitlines() if "FAIL" in line]
-    assert len(failures) == 2, done.stderr
+    assert len(failures) == 3, done.stderr
     assert failures[0].startswith(f"nosec: FAIL: {target}:{lines + 8}: a '# nosec' must name")
     assert failures[1].startswith(f"bandit: FAIL: {target}:{lines + 4} B608 (medium severity)")
+    # The bare nosec silences nothing: the finding under it fails the gate too.
+    assert failures[2].startswith(f"bandit: FAIL: {target}:{lines + 8} B307 (medium severity)")
     assert [(item["test"], item["line"]) for item in report["sast"]["findings"]] == [
-        ("B608", lines + 4)
+        ("B608", lines + 4),
+        ("B307", lines + 8),
     ]
+
+
+def test_a_bandit_settings_file_among_the_sources_switches_nothing_off(tmp_path: Path) -> None:
+    """bandit adopts a `.bandit` file it finds under the paths it scans: a planted one
+    skipping B307 (or excluding the file) must not silence the finding."""
+    (tmp_path / "module.py").write_text("RESULT = eval(input())\n")
+    (tmp_path / ".bandit").write_text("[bandit]\nskips = B307\nexclude = module.py\n")
+    done, report = gate("sast", "--path", str(tmp_path), report=tmp_path / "r.json")
+    assert done.returncode == 1, done.stdout
+    assert [item["test"] for item in report["sast"]["findings"]] == ["B307"]
 
 
 @pytest.mark.parametrize(
@@ -343,6 +400,28 @@ def test_a_nosec_names_its_test_and_says_why(tmp_path: Path, comment: str, passe
     source = tmp_path / "module.py"
     source.write_text(f'RESULT = eval("1 + 1")  {comment}\n')
     done, report = gate("sast", "--path", str(tmp_path), report=tmp_path / "r.json")
-    assert report["sast"]["findings"] == []  # bandit honours each of them
     assert (done.returncode == 0) is passes
     assert report["sast"]["bare_nosec"] == ([] if passes else [f"{source}:1"])
+    # Only a justified nosec silences: an unjustified one is reported, and so is the finding.
+    assert [item["test"] for item in report["sast"]["findings"]] == ([] if passes else ["B307"])
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        # bandit reads both as a bare nosec, silencing every test on the line.
+        "# nosec B999 # the command is one of our constants",
+        "# nosec # nosec B101 # the command is one of our constants",
+        # Another test than the one that fires.
+        "# nosec B307 # the command is one of our constants",
+    ],
+)
+def test_a_justified_nosec_silences_only_the_test_it_names(tmp_path: Path, comment: str) -> None:
+    source = tmp_path / "module.py"
+    source.write_text(
+        f'import subprocess\nRESULT = subprocess.call("ls " + input(), shell=True)  {comment}\n'
+    )
+    done, report = gate("sast", "--path", str(tmp_path), report=tmp_path / "r.json")
+    assert done.returncode == 1, done.stdout
+    assert report["sast"]["bare_nosec"] == []
+    assert [(item["test"], item["line"]) for item in report["sast"]["findings"]] == [("B602", 2)]

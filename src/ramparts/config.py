@@ -378,11 +378,7 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
         violations.append("local KMS keystore (set RAMPARTS_KMS_BACKEND=vault)")
     elif settings.vault_url is not None and not settings.vault_url.startswith("https://"):
         violations.append("RAMPARTS_VAULT_URL is not https")
-    if settings.psp is PspBackend.SANDBOX:
-        violations.append("sandbox PSP (set RAMPARTS_PSP=stripe)")
-    if settings.psp_api_base is not None and not settings.psp_api_base.startswith("https://"):
-        # The live secret key would travel in clear, and the payment page would trust it.
-        violations.append("RAMPARTS_PSP_API_BASE is not https")
+    violations += _psp_violations(settings)
     if settings.alert_webhook_url is not None and not settings.alert_webhook_url.startswith(
         "https://"
     ):
@@ -396,6 +392,20 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
         violations.append("RAMPARTS_PUBLIC_URL is not https")
     if settings.hsts_max_age < MIN_PROD_HSTS_SECONDS:
         violations.append(f"RAMPARTS_HSTS_MAX_AGE below one year ({MIN_PROD_HSTS_SECONDS} s)")
+    return violations
+
+
+def _psp_violations(settings: Settings) -> list[str]:
+    violations = []
+    if settings.psp is PspBackend.SANDBOX:
+        violations.append("sandbox PSP (set RAMPARTS_PSP=stripe)")
+    if (settings.psp_publishable_key or "").startswith("pk_test_"):
+        # Stripe's test mode beside a live PSP: a payer's card would never be charged, and a
+        # test-mode secret key in the KMS would make every "verified" payment play money.
+        violations.append("RAMPARTS_PSP_PUBLISHABLE_KEY is a test-mode key (pk_test_)")
+    if settings.psp_api_base is not None and not settings.psp_api_base.startswith("https://"):
+        # The live secret key would travel in clear, and the payment page would trust it.
+        violations.append("RAMPARTS_PSP_API_BASE is not https")
     return violations
 
 

@@ -78,6 +78,19 @@ def test_signing_and_encryption_keys_never_share_a_name(kms: Kms) -> None:
         kms.wrap(signing, b"data key", context="c")
 
 
+def test_the_encryption_key_calls_neither_rotate_nor_destroy_a_signing_key(kms: Kms) -> None:
+    """Transit rotates and deletes any key type through the same endpoints: asked through the
+    encryption-key calls, a signing key is refused by both backends, and stays as it was."""
+    signing = fresh_key()
+    kms.rotate_signing_key(signing)
+    public = kms.public_key(signing)
+    for call in (kms.rotate, kms.current, kms.destroy):
+        with pytest.raises(KmsError, match=f"KMS key {signing} is a signing key"):
+            call(signing)
+    assert kms.public_key(signing) == public
+    assert kms.sign(signing, b"m").ref == f"{signing}:v1"
+
+
 def test_the_local_keystore_keeps_signing_keys_sealed_and_shared(tmp_path: Path) -> None:
     kms = temporary_kms(tmp_path)
     kms.rotate_signing_key(RELEASE_KEY)

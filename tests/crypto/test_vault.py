@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 from hvac import exceptions as vault_errors
 from pydantic import SecretStr
@@ -134,6 +135,34 @@ def test_the_approle_reaches_nothing_beyond_its_own_keys_and_secrets(bao: Bao) -
         with pytest.raises(vault_errors.Forbidden):
             request()
     assert own.read_secret("psp/stripe-api-key-probe") == SecretStr("mine")
+
+
+EXTERNAL_SECRETS = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "external-secrets.yaml"
+
+
+def test_the_approle_reaches_none_of_the_deployment_secrets(bao: Bao) -> None:
+    """What the External Secrets Operator syncs into Kubernetes (the owner's database URL, the
+    AppRole's own secret id, PgBouncer's userlist) is for the platform, not the application:
+    a compromised API must neither read it (the owner bypasses row-level security) nor
+    rewrite it (the next sync would hand the workloads the attacker's values)."""
+    documents = [d for d in yaml.safe_load_all(EXTERNAL_SECRETS.read_text()) if d]
+    keys = {item["extract"]["key"] for d in documents for item in d["spec"].get("dataFrom", [])} | {
+        item["remoteRef"]["key"] for d in documents for item in d["spec"].get("data", [])
+    }
+    assert len(keys) == 2, keys  # the parse saw every path the manifests name
+    admin = bao.admin()
+    client = vault_client(bao.url, role_id=bao.role_id, secret_id=bao.secret_id)
+    for key in sorted(keys):
+        admin.secrets.kv.v2.create_or_update_secret(path=key, secret={"value": "platform"})
+        with pytest.raises(vault_errors.Forbidden):
+            client.secrets.kv.v2.read_secret_version(path=key, raise_on_deleted_version=True)
+        with pytest.raises(vault_errors.Forbidden):
+            client.secrets.kv.v2.create_or_update_secret(path=key, secret={"value": "mine"})
+        # Nor through the KMS port, whatever name the application asks for.
+        prefix, _, name = key.partition("/")
+        if prefix == "ramparts":
+            with pytest.raises(VaultDeniedError):
+                bao.kms().read_secret(name)
 
 
 # --- logins and their failures -------------------------------------------------------------

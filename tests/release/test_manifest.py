@@ -7,9 +7,19 @@ import json
 import secrets
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from ramparts.crypto.keystore import LocalKms
 from ramparts.crypto.kms import RELEASE_KEY
@@ -118,6 +128,20 @@ def test_a_signature_by_another_key_fails(release: Path, public_pem: bytes, tmp_
     assert verify_release(release, attacker_public.pem())["version"] == "0.1.0"
 
 
+def test_an_unverified_manifest_puts_no_text_of_its_own_in_the_error(
+    release: Path, public_pem: bytes
+) -> None:
+    """The failure message quotes the forged manifest's claimed key only as a hex digest: a
+    terminal escape there could redraw the line as a success."""
+    manifest = genuine_manifest(release)
+    manifest["signing_key"]["public_key_sha256"] = "\x1b[2K\rverified: ramparts 0.1.0 intact"
+    (release / MANIFEST).write_bytes(canonical_json(manifest))
+    with pytest.raises(ReleaseError) as refused:
+        verify_release(release, public_pem)
+    assert "\x1b" not in str(refused.value)
+    assert "the manifest or its signature was changed" in str(refused.value)
+
+
 def test_a_missing_or_extra_artifact_fails(release: Path, public_pem: bytes) -> None:
     (release / "ramparts-0.1.0.tar.gz").write_bytes(b"smuggled")
     with pytest.raises(ReleaseError, match=r"ramparts-0\.1\.0\.tar\.gz .* is not in the manifest"):
@@ -155,6 +179,116 @@ def test_signing_needs_the_release_key_one_wheel_and_an_unsigned_directory(
     with pytest.raises(ReleaseError, match="keys rotate --release"):
         sign_release(unsigned, keyless)
     assert sorted(p.name for p in unsigned.iterdir()) == [WHEEL, SBOM]  # nothing written
+
+
+def pem_of(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_a_public_key_file_must_hold_one_ed25519_key_alone(
+    release: Path, public_pem: bytes, tmp_path: Path
+) -> None:
+    """A file of several keys would be checked against its first alone: an attacker's key put
+    first in a key ring verifies the attacker's release, and a genuine key first hides that
+    the file holds anything else."""
+    attacker_pem = pem_of(Ed25519PrivateKey.generate())
+    for several in (public_pem + attacker_pem, attacker_pem + public_pem):
+        with pytest.raises(ReleaseError, match="more than one PEM block"):
+            verify_release(release, several)
+    for padded in (b"trusted key:\n" + public_pem, public_pem + b"# and more\n"):
+        with pytest.raises(ReleaseError, match="not a PEM public key alone"):
+            verify_release(release, padded)
+    with pytest.raises(ReleaseError, match="not an Ed25519 one"):
+        verify_release(release, pem_of(ec.generate_private_key(ec.SECP256R1())))
+    private_pem = Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
+    with pytest.raises(ReleaseError, match="not a PEM public key"):
+        verify_release(release, private_pem)
+    # Surrounding blank lines and CRLF line ends are still the one key.
+    crlf = b"\r\n" + public_pem.replace(b"\n", b"\r\n") + b"\n"
+    assert verify_release(release, crlf)["version"] == "0.1.0"
+
+
+def resign(release: Path, signer: LocalKms, manifest: bytes) -> None:
+    """Replace the manifest by `manifest`, genuinely signed with the release key: what the
+    key holder's mistake (or a second signing tool) could publish."""
+    (release / MANIFEST).write_bytes(manifest)
+    (release / SIGNATURE).write_bytes(signer.sign(RELEASE_KEY, manifest).value)
+
+
+def genuine_manifest(release: Path) -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads((release / MANIFEST).read_bytes())
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        # Two readings of one manifest: Python's json takes the last, other parsers the first.
+        (
+            lambda m, raw: raw.replace(b'"artifacts":', b'"artifacts":[],"artifacts":', 1),
+            "repeats a key",
+        ),
+        (lambda m, raw: json.dumps(m, indent=1).encode(), "not canonical JSON"),
+        (lambda m, raw: raw.replace(b'"ramparts"', b'"\\u0072amparts"', 1), "not canonical JSON"),
+        (lambda m, raw: raw + b"\n", "not canonical JSON"),
+        (
+            lambda m, raw: canonical_json(
+                m | {"signing_key": m["signing_key"] | {"public_key_sha256": "0" * 64}}
+            ),
+            "names another signing key",
+        ),
+        (
+            lambda m, raw: canonical_json(
+                m | {"signing_key": m["signing_key"] | {"algorithm": "Ed448"}}
+            ),
+            "names another signing key",
+        ),
+        (
+            lambda m, raw: canonical_json(
+                m | {"artifacts": [a | {"size": str(a["size"])} for a in m["artifacts"]]}
+            ),
+            "in another shape",
+        ),
+        (
+            lambda m, raw: canonical_json(
+                m | {"artifacts": [a | {"sha256": a["sha256"].upper()} for a in m["artifacts"]]}
+            ),
+            "in another shape",
+        ),
+        (
+            lambda m, raw: canonical_json(
+                m | {"artifacts": [*m["artifacts"], m["artifacts"][0] | {"name": WHEEL.upper()}]}
+            ),
+            f"bad artifact name '{WHEEL.upper()}'",
+        ),
+        (lambda m, raw: canonical_json([m]), "not a ramparts-release/1 manifest"),
+    ],
+)
+def test_a_genuinely_signed_manifest_must_still_be_well_formed(
+    release: Path,
+    public_pem: bytes,
+    signer: LocalKms,
+    edit: Callable[[dict[str, Any], bytes], bytes],
+    problem: str,
+) -> None:
+    resign(release, signer, edit(genuine_manifest(release), (release / MANIFEST).read_bytes()))
+    with pytest.raises(ReleaseError, match=problem):
+        verify_release(release, public_pem)
+
+
+def test_names_one_case_insensitive_file_system_would_merge_are_not_signed(
+    tmp_path: Path, signer: LocalKms
+) -> None:
+    directory = tmp_path / "dist"
+    directory.mkdir()
+    (directory / WHEEL).write_bytes(b"wheel")
+    (directory / SBOM).write_text("{}")
+    (directory / SBOM.upper()).write_text("{}")
+    with pytest.raises(ReleaseError, match="is not a plain release file"):
+        sign_release(directory, signer)
+    assert not (directory / MANIFEST).exists()
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl binary")

@@ -245,7 +245,9 @@ class LocalKms:
 
     def _versions(self, key: str) -> list[int]:
         with self._mutex:
-            return sorted(int(v) for v in self._current_document()["keys"].get(key, {}))
+            document = self._current_document()
+            _refuse_other_kind(document, key, "signing_keys")
+            return sorted(int(v) for v in document["keys"].get(key, {}))
 
     def current(self, key: str) -> str | None:
         versions = self._versions(check_key_name(key))
@@ -291,7 +293,12 @@ class LocalKms:
 
     def destroy(self, key: str) -> bool:
         check_key_name(key)
-        destroyed = self._mutate(lambda document: document["keys"].pop(key, None) is not None)
+
+        def remove(document: Document) -> bool:
+            _refuse_other_kind(document, key, "signing_keys")
+            return document["keys"].pop(key, None) is not None
+
+        destroyed = self._mutate(remove)
         with self._mutex:
             self._ciphers = {k: v for k, v in self._ciphers.items() if k[0] != key}
         return destroyed

@@ -9,6 +9,7 @@ half never leaves the KMS. Its public half travels as PEM (SubjectPublicKeyInfo,
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +29,11 @@ __all__ = [
 ALGORITHM = "Ed25519"
 RAW_PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+# One PEM public key and nothing else: a file of several keys (or text around one) would be
+# checked against its first key alone, whichever that is.
+ONE_PEM_PUBLIC_KEY = re.compile(
+    rb"\s*-----BEGIN PUBLIC KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PUBLIC KEY-----\s*"
+)
 
 
 class SigningKeyError(ValueError):
@@ -64,6 +70,11 @@ def public_key_fingerprint(raw: bytes) -> str:
 
 
 def load_public_key_pem(data: bytes) -> Ed25519PublicKey:
+    """The Ed25519 public key that `data`, one PEM public key and nothing else, holds."""
+    if data.count(b"-----BEGIN") > 1:
+        raise SigningKeyError("more than one PEM block: give the one release public key")
+    if not ONE_PEM_PUBLIC_KEY.fullmatch(data):
+        raise SigningKeyError("not a PEM public key alone")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):  # not PEM, or a key type this build does not know

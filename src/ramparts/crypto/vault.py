@@ -198,16 +198,20 @@ class VaultKms:
         return base64.b64decode(response["data"]["plaintext"])
 
     def current(self, key: str) -> str | None:
-        name = self._name(key)
-        response = self._request(
-            f"reading key {name}",
-            _missing_is_none(
-                lambda: self._client.secrets.transit.read_key(name=name, mount_point=self._transit)
-            ),
-        )
-        return None if response is None else f"{key}:v{response['data']['latest_version']}"
+        description = self._encryption_key(key)
+        return None if description is None else f"{key}:v{description['latest_version']}"
+
+    def _encryption_key(self, key: str) -> dict[str, Any] | None:
+        """Transit's description of encryption key `key`, or None: never a signing key, which
+        Transit would otherwise rotate or delete through the same endpoints."""
+        description = self._read_key(self._name(key))
+        if description is not None and description["type"] != "aes256-gcm96":
+            kind = "a signing key" if description["type"] == "ed25519" else "not aes256-gcm96"
+            raise KmsError(f"KMS key {key} is {kind}")
+        return description
 
     def rotate(self, key: str) -> str:
+        self._encryption_key(key)
         name = self._ensure(key)
         self._request(
             f"rotating {name}",

@@ -53,6 +53,7 @@ SIGNATURE = "manifest.json.sig"
 # A file name and nothing else: no directory, no dot-files, no `..`.
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 WHEEL_NAME = re.compile(r"([A-Za-z0-9_.]+)-([^-]+)-[^-]+-[^-]+-[^-]+\.whl")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1 << 20
 
 
@@ -89,11 +90,17 @@ def _release_files(directory: Path) -> list[Path]:
     a regular file with a plain name is refused (a symlink could point anywhere)."""
     if not directory.is_dir():
         raise ReleaseError(f"{directory} is not a directory")
-    files = []
+    files: list[Path] = []
     for entry in sorted(directory.iterdir()):
         if entry.name in {MANIFEST, SIGNATURE}:
             continue
-        if entry.is_symlink() or not entry.is_file() or not ARTIFACT_NAME.fullmatch(entry.name):
+        if (
+            entry.is_symlink()
+            or not entry.is_file()
+            or not ARTIFACT_NAME.fullmatch(entry.name)
+            or entry.name.lower() in {MANIFEST, SIGNATURE}
+            or any(entry.name.lower() == other.name.lower() for other in files)
+        ):
             raise ReleaseError(f"{entry.name!r} in {directory} is not a plain release file")
         files.append(entry)
     return files
@@ -149,8 +156,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def verify_release(directory: Path, public_key_pem: bytes) -> dict[str, Any]:
-    """Check the manifest's signature against the given public key, then every artifact's
-    size and SHA-256, and that the directory holds nothing else; returns the manifest.
+    """Check the manifest's signature against the given public key (one PEM key alone), that
+    the manifest is canonical and names that key, then every artifact's size and SHA-256, and
+    that the directory holds nothing else; returns the manifest.
     Any failure raises ReleaseError naming the first thing that does not hold."""
     try:
         public = load_public_key_pem(public_key_pem)
@@ -166,11 +174,48 @@ def verify_release(directory: Path, public_key_pem: bytes) -> dict[str, Any]:
         ) from None
     if not signature_verifies(public, signature, signed):
         raise ReleaseError(_why_unverified(signed, fingerprint))
-    manifest = json.loads(signed)
-    if manifest.get("format") != FORMAT:
-        raise ReleaseError(f"{MANIFEST} is not a {FORMAT} manifest")
+    manifest = _well_formed(signed, fingerprint)
     _check_artifacts(directory, manifest["artifacts"])
-    return dict(manifest)
+    return manifest
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ReleaseError(f"{MANIFEST} repeats a key: not canonical JSON")
+    return dict(pairs)
+
+
+def _well_formed(signed: bytes, fingerprint: str) -> dict[str, Any]:
+    """The signed manifest, read only as `sign_release` writes it: canonical JSON (one
+    reading for every parser), of this format, naming the very key it was verified with.
+    A signature alone does not make it so: the release key signs bytes, not their meaning."""
+    try:
+        manifest = json.loads(signed, object_pairs_hook=_no_duplicate_keys)
+    except ValueError:
+        raise ReleaseError(f"{MANIFEST} is not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ReleaseError(f"{MANIFEST} is not a {FORMAT} manifest")
+    if canonical_json(manifest) != signed:
+        raise ReleaseError(f"{MANIFEST} is not canonical JSON")
+    key = manifest.get("signing_key")
+    if (
+        not isinstance(key, dict)
+        or key.get("algorithm") != ALGORITHM
+        or key.get("public_key_sha256") != fingerprint
+    ):
+        raise ReleaseError(f"{MANIFEST} names another signing key than {fingerprint[:16]}…")
+    artifacts = manifest.get("artifacts")
+    fields = {"name": str, "size": int, "sha256": str}
+    if not isinstance(artifacts, list) or not all(
+        isinstance(artifact, dict)
+        and artifact.keys() == fields.keys()
+        and all(type(artifact[name]) is kind for name, kind in fields.items())
+        and SHA256_HEX.fullmatch(artifact["sha256"])
+        for artifact in artifacts
+    ):
+        raise ReleaseError(f"{MANIFEST} lists its artifacts in another shape than {FORMAT}")
+    return manifest
 
 
 def _why_unverified(signed: bytes, fingerprint: str) -> str:
@@ -179,7 +224,8 @@ def _why_unverified(signed: bytes, fingerprint: str) -> str:
         claimed = json.loads(signed)["signing_key"]["public_key_sha256"]
     except (ValueError, KeyError, TypeError):
         claimed = None
-    if isinstance(claimed, str) and claimed != fingerprint:
+    # Unverified text reaches the terminal only as a hex digest: never escapes or other text.
+    if isinstance(claimed, str) and SHA256_HEX.fullmatch(claimed) and claimed != fingerprint:
         return (
             f"{MANIFEST} is signed by another key (fingerprint {claimed[:16]}…), "
             f"not by {fingerprint[:16]}…"
@@ -192,11 +238,17 @@ def _why_unverified(signed: bytes, fingerprint: str) -> str:
 
 def _check_artifacts(directory: Path, listed: list[dict[str, Any]]) -> None:
     names = set()
+    folded = set()  # names that one case-insensitive file system would store as one file
     for artifact in listed:
         name = artifact["name"]
-        if not ARTIFACT_NAME.fullmatch(name) or name in {MANIFEST, SIGNATURE} or name in names:
+        if (
+            not ARTIFACT_NAME.fullmatch(name)
+            or name.lower() in {MANIFEST, SIGNATURE}
+            or name.lower() in folded
+        ):
             raise ReleaseError(f"{MANIFEST} lists a bad artifact name {name[:80]!r}")
         names.add(name)
+        folded.add(name.lower())
         path = directory / name
         if path.is_symlink() or not path.is_file():
             raise ReleaseError(f"artifact {name} is missing")
