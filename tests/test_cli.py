@@ -327,6 +327,8 @@ def prod_env(home: Path, urls: DatabaseUrls) -> dict[str, str]:
         RAMPARTS_VAULT_TOKEN=VAULT_TOKEN,
         RAMPARTS_PSP="stripe",
         RAMPARTS_PUBLIC_URL="https://ramparts.example.com",
+        # Connected lazily, at the assistant's first request.
+        RAMPARTS_REDIS_URL=f"redis://:{STRONG_DB_PASSWORD}@127.0.0.1:6379/0",
     )
 
 

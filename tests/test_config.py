@@ -21,6 +21,7 @@ CLEAN_PROD = {
     "RAMPARTS_PSP": "stripe",
     "RAMPARTS_CORS_ORIGINS": "https://app.example.com",
     "RAMPARTS_PUBLIC_URL": "https://ramparts.example.com",
+    "RAMPARTS_REDIS_URL": f"redis://:{STRONG_DB_PASSWORD}@redis:6379/0",
 }
 
 
@@ -111,8 +112,8 @@ def test_all_violations_are_listed_together(env: pytest.MonkeyPatch) -> None:
         env, {"RAMPARTS_PROFILE": "prod", "RAMPARTS_DEBUG": "1", "RAMPARTS_CORS_ORIGINS": "*"}
     )
     violations = production_violations(settings, demo_data_present=True)
-    # embedded, demo data, secret key, debug, KMS, PSP, wildcard, http public URL
-    assert len(violations) == 8
+    # embedded, demo data, secret key, no Redis, debug, KMS, PSP, wildcard, http public URL
+    assert len(violations) == 9
 
 
 def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:

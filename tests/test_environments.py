@@ -44,11 +44,12 @@ REFUSED = "ramparts: error: refusing to start under the prod profile: "
 
 #: The fewest secrets that make `deploy/prod.env` a valid production configuration; they
 #: would come from the secret store. The database URL is set per test (its own database).
+STRONG_REDIS = f"redis://:{STRONG_DB_PASSWORD}@127.0.0.1:6379/0"
 PROD_SECRETS = {
     "RAMPARTS_SECRET_KEY": STRONG_KEY,
     "RAMPARTS_VAULT_TOKEN": VAULT_TOKEN,
+    "RAMPARTS_REDIS_URL": STRONG_REDIS,
 }
-STRONG_REDIS = f"redis://:{STRONG_DB_PASSWORD}@127.0.0.1:6379/0"
 
 #: One configuration per violation: the change to the clean production environment (None
 #: removes a variable) and the violation `serve` must name, alone. The demo-data violation is
@@ -75,6 +76,11 @@ CASES: dict[str, tuple[dict[str, str | None], str]] = {
     "secret-key-default": (
         {"RAMPARTS_SECRET_KEY": "changeme"},
         "RAMPARTS_SECRET_KEY is a default or weak secret (need 32+ random characters)",
+    ),
+    "no-redis": (
+        {"RAMPARTS_REDIS_URL": None},
+        "RAMPARTS_REDIS_URL is not set (rate limits and AI budgets would be per process, "
+        "granted again by every API replica)",
     ),
     "redis-weak-password": (
         {"RAMPARTS_REDIS_URL": "redis://:redis@127.0.0.1:6379/0"},
@@ -212,6 +218,8 @@ def test_prod_file_with_its_secrets_is_clean_and_without_them_is_refused(
     assert production_violations(alone, demo_data_present=False) == [
         "embedded database (set RAMPARTS_APP_DATABASE_URL to a PostgreSQL server)",
         "RAMPARTS_SECRET_KEY is not set",
+        "RAMPARTS_REDIS_URL is not set (rate limits and AI budgets would be per process, "
+        "granted again by every API replica)",
     ]
 
 

@@ -440,7 +440,14 @@ def _secret_violations(settings: Settings) -> list[str]:
             f"RAMPARTS_SECRET_KEY is a default or weak secret "
             f"(need {MIN_SECRET_KEY_CHARS}+ random characters)"
         )
-    if settings.redis_url is not None:
+    if settings.redis_url is None:
+        # Without it the assistant's rate limits and budgets live in each process: every API
+        # replica (and every `serve` beside another) would grant them once more.
+        violations.append(
+            "RAMPARTS_REDIS_URL is not set (rate limits and AI budgets would be per process, "
+            "granted again by every API replica)"
+        )
+    else:
         password = _url_part(settings.redis_url, "password")
         if password is None or _weak(password, MIN_DB_PASSWORD_CHARS):
             violations.append("RAMPARTS_REDIS_URL has no password or a weak one")
