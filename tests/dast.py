@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ST = str(Path(sys.executable).with_name("st"))
 CONFIG = Path(__file__).with_name("dast.toml")
 #: The checks run (schemathesis' own and `tests/dast_checks.py`'s) are chosen in `dast.toml`.
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 5
 SEED = 17
 
 

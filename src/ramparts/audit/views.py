@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog, EventQuery, search_events
 from ramparts.audit.verify import ChainReport, verify_chain
-from ramparts.db.engine import Database, libpq
+from ramparts.db.engine import BIGINT_MAX, Database, libpq
 from ramparts.db.request import request_session
 from ramparts.problems import Problem, ProblemType
 
@@ -63,7 +63,9 @@ def build_router(
         decision: Decision | None = None,
         since: Annotated[IsoMoment | None, Query(description="ISO 8601, inclusive.")] = None,
         until: Annotated[IsoMoment | None, Query(description="ISO 8601, exclusive.")] = None,
-        after: Annotated[int, Query(ge=0, description="Sequence to continue after.")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=BIGINT_MAX, description="Sequence to continue after.")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
         """The caller's tenant's events, oldest first; page with `after=<next_after>`."""
