@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from ramparts.db.engine import DatabaseUrls
 from ramparts.routes import Exempt, declares
+from ramparts.web.openapi import BEARER_SCHEME
 from tests.conftest import free_port
 from tests.dast import DastRun, run_dast
 from tests.identity.helpers import sign_in_demo_user
@@ -83,32 +85,60 @@ class Count(BaseModel):
     count: int
 
 
-def _plant(app: FastAPI) -> None:
-    """Two broken public routes, mounted only here: one fails, one answers off its schema."""
-    router = APIRouter()
+PLANTED = "^/planted/"
 
-    @router.get("/planted/crash", response_model=Count, openapi_extra=declares(Exempt.PUBLIC))
+
+def _plant(app: FastAPI) -> None:
+    """Broken routes mounted only here: one fails, one answers off its schema, one refuses in
+    plain text, and one answers without a token though the document says it needs one."""
+    router = APIRouter()
+    public = declares(Exempt.PUBLIC)
+
+    @router.get("/planted/crash", response_model=Count, openapi_extra=public)
     async def crash() -> Count:
         raise RuntimeError("planted failure")
 
-    @router.get("/planted/off-schema", response_model=Count, openapi_extra=declares(Exempt.PUBLIC))
+    @router.get("/planted/off-schema", response_model=Count, openapi_extra=public)
     async def off_schema() -> JSONResponse:
         return JSONResponse({"count": "many"})
 
+    @router.get("/planted/plain-refusal", response_model=Count, openapi_extra=public)
+    async def plain_refusal() -> PlainTextResponse:
+        return PlainTextResponse("no", status_code=400)
+
+    @router.get("/planted/open-door", response_model=Count, openapi_extra=public)
+    async def open_door() -> Count:
+        return Count(count=1)
+
     app.include_router(router)
+    documented = app.openapi
+
+    def with_a_door_documented_shut() -> dict[str, Any]:
+        document = documented()
+        document["paths"]["/planted/open-door"]["get"]["security"] = [{BEARER_SCHEME: []}]
+        return document
+
+    app.openapi = with_a_door_documented_shut  # type: ignore[method-assign]
 
 
-def test_dast_fails_on_a_planted_5xx_and_an_off_schema_answer(
+def test_dast_fails_on_planted_routes_naming_each_operation_and_check(
     serve_app: Callable[..., httpx.Client], tmp_path: Path
 ) -> None:
     client = serve_app(_plant)
     result = run_dast(
-        str(client.base_url), role="anonymous", token=None, report_dir=tmp_path, paths="^/planted/"
+        str(client.base_url), role="anonymous", token=None, report_dir=tmp_path, paths=PLANTED
     )
     assert result.returncode != 0
-    assert result.operations == 2
-    assert result.failed_operations == {"GET /planted/crash", "GET /planted/off-schema"}
-    by_operation = {f.operation: f.message for f in result.findings}
-    assert "Server error" in by_operation["GET /planted/crash"]
-    assert "Response violates schema" in by_operation["GET /planted/off-schema"]
+    assert result.operations == 4
+    failed = {f.operation: f.summary for f in result.findings}
+    assert set(failed) == {
+        "GET /planted/crash",
+        "GET /planted/off-schema",
+        "GET /planted/plain-refusal",
+        "GET /planted/open-door",
+    }
+    assert "Server error" in failed["GET /planted/crash"]
+    assert "Response violates schema" in failed["GET /planted/off-schema"]
+    assert "refusals_are_problems" in failed["GET /planted/plain-refusal"]
+    assert "no_token_no_entry" in failed["GET /planted/open-door"]
     assert "GET /planted/crash" in result.output
