@@ -137,11 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     `DAST_TOKEN_<ROLE>` in the environment; prints each run and its findings; exit 1 when any
     run found something or failed, 2 on bad usage."""
     args = sys.argv[1:] if argv is None else argv
-    if not 1 <= len(args) <= 2 or not args[0].startswith(("http://", "https://")):
-        print("usage: scripts/dast BASE_URL [MAX_EXAMPLES]", file=sys.stderr)
+    usable = 1 <= len(args) <= 2 and args[0].startswith(("http://", "https://"))
+    if not usable or (len(args) == 2 and not (args[1].isdigit() and int(args[1]) > 0)):
+        print(
+            "dast: error: usage: scripts/dast http(s)://BASE_URL [MAX_EXAMPLES > 0]",
+            file=sys.stderr,
+        )
         return 2
     base_url = args[0].rstrip("/")
-    max_examples = int(args[1]) if len(args) == 2 and args[1].isdigit() else MAX_EXAMPLES
+    max_examples = int(args[1]) if len(args) == 2 else MAX_EXAMPLES
     tokens: dict[str, str | None] = {"anonymous": None}
     tokens |= {
         name.removeprefix(TOKEN_PREFIX).lower(): value
