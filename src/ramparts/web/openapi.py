@@ -26,14 +26,15 @@ from fastapi.openapi.utils import get_openapi
 from ramparts.problems import PROBLEM_JSON
 from ramparts.routes import ACTION_KEY, Exempt
 
-__all__ = ["BEARER_SCHEME", "PROBLEM_SCHEMA", "install_openapi", "shared_responses"]
+__all__ = ["BEARER_SCHEME", "PROBLEM_SCHEMA", "install_openapi"]
 
 BEARER_SCHEME = "bearer"
 PROBLEM_SCHEMA = "Problem"
 _HTML = "text/html"
 _METHODS_WITH_BODY = frozenset({"post", "put", "patch"})
 _UNSAFE = frozenset({"post", "put", "patch", "delete"})
-#: The edge's refusals, whatever the route (`RequestRulesMiddleware`, the CORS and host checks).
+#: The edge's refusals, whatever the route (`RequestRulesMiddleware`, the CORS and host checks;
+#: 414 and 431 are the request rules' limits on the URL and the headers, PLT-3).
 _EDGE = (400, 403, 413, 414, 431)
 #: FastAPI's own validation schemas: its 422 is answered as a problem instead.
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
@@ -53,13 +54,12 @@ _PROBLEM = {
 }
 
 
-def shared_responses(method: str, operation: dict[str, Any]) -> dict[int, tuple[str, ...]]:
+def _shared_responses(method: str, operation: dict[str, Any]) -> dict[int, tuple[str, ...]]:
     """The statuses an operation can answer besides its own, each with its media types."""
-    protected = operation.get(ACTION_KEY) not in (Exempt.PUBLIC, Exempt.PAGE)
     statuses = {*_EDGE, 422, 429}
     if method in _METHODS_WITH_BODY:
         statuses.add(415)
-    if protected:
+    if not _public(operation):
         statuses |= {401, 404}
         if method in _UNSAFE:
             statuses.add(409)
@@ -73,6 +73,10 @@ def shared_responses(method: str, operation: dict[str, Any]) -> dict[int, tuple[
             shared[status] = (_HTML, PROBLEM_JSON)
         shared[303] = ()
     return shared
+
+
+def _public(operation: dict[str, Any]) -> bool:
+    return operation.get(ACTION_KEY) in (Exempt.PUBLIC, Exempt.PAGE)
 
 
 def _answers_html(operation: dict[str, Any]) -> bool:
@@ -107,15 +111,14 @@ def _complete(document: dict[str, Any]) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             if _FASTAPI_VALIDATION[0] in str(responses.get("422", "")):
                 del responses["422"]
-            shared = shared_responses(method, operation)
+            shared = _shared_responses(method, operation)
             for status, media in sorted(shared.items()):
                 responses.setdefault(str(status), _response(status, media))
             for status, response in responses.items():
                 # A refusal a route names without its body (a deposit's 409) is a problem too.
                 if status.isdigit() and int(status) >= 400 and not response.get("content"):
                     response["content"] = {PROBLEM_JSON: _content(PROBLEM_JSON)}
-            public = operation.get(ACTION_KEY) in (Exempt.PUBLIC, Exempt.PAGE)
-            operation["security"] = [] if public else [{BEARER_SCHEME: []}]
+            operation["security"] = [] if _public(operation) else [{BEARER_SCHEME: []}]
     return document
 
 
