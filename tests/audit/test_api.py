@@ -67,6 +67,21 @@ def test_an_admin_reads_and_filters_their_tenants_trail(
     assert {r["decision"] for r in reads} == {"allow"}
 
 
+def test_filters_beyond_what_the_trail_can_hold_are_refused_not_failed(
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms
+) -> None:
+    """Found by the DAST: a sequence past PostgreSQL's bigint, or a number for a time (which
+    pydantic reads as seconds since 1970), is a 422 problem, never a 500 or a silent filter."""
+    _, headers = signed_in(server, urls, kms, ADMIN_ROLE)
+    for query in ({"after": 2**63}, {"until": "0.5"}, {"since": "1700000000"}):
+        refused = events(server, headers, **query)
+        assert refused.status_code == 422, (query, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["loc"] == ["query", next(iter(query))]
+    assert events(server, headers, after=2**63 - 1).json()["items"] == []
+    assert events(server, headers, until="2999-01-01T00:00:00+00:00").status_code == 200
+
+
 def test_a_non_admin_is_refused_and_the_attempt_recorded(
     server: httpx.Client, urls: DatabaseUrls, kms: Kms
 ) -> None:

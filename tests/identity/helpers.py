@@ -242,7 +242,15 @@ def register_client(urls: DatabaseUrls, kms: Kms, client_id: str, redirect_uri: 
 def sign_in_demo_buyer(browser: httpx.Client, report: dict[str, Any]) -> httpx.Response:
     """The token response of `buyer@acme.test` from a `seed-demo --json` report, signed in
     through the first-party client as a person would (password, TOTP, PKCE code)."""
-    buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
+    return sign_in_demo_user(browser, report, "buyer@acme.test")
+
+
+def sign_in_demo_user(
+    browser: httpx.Client, report: dict[str, Any], username: str
+) -> httpx.Response:
+    """The token response of `username`, one of acme's demo users in a `seed-demo --json`
+    report, signed in as `sign_in_demo_buyer` signs in the buyer."""
+    user = next(u for u in report["users"] if u["username"] == username)
     client = report["oidc_client"]
     verifier, challenge = pkce_pair()
     authorize = "/oauth/authorize?" + urlencode(
@@ -258,9 +266,9 @@ def sign_in_demo_buyer(browser: httpx.Client, report: dict[str, Any]) -> httpx.R
     account = Account(
         tenant="acme",
         tenant_id=uuid.UUID(report["tenants"][0]["id"]),
-        username=buyer["username"],
-        password=buyer["password"],
-        totp_secret=buyer["totp_secret"],
+        username=user["username"],
+        password=user["password"],
+        totp_secret=user["totp_secret"],
         user_id=uuid.uuid4(),
     )
     final = log_in(browser, authorize, account)

@@ -23,7 +23,14 @@ from ramparts.policy.services import Authorizer
 from ramparts.problems import Problem, ProblemType
 from ramparts.routes import declares
 
-__all__ = ["build_router"]
+__all__ = ["AI_UNAVAILABLE", "build_router"]
+
+#: What a route that reaches the model or runs a tool answers when the kill-switch is on or no
+#: model endpoint serves the tenant's region: a deliberate refusal, documented as such
+#: (problem+json: `ai-disabled`, `no-model-endpoint`).
+AI_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the assistant or the tool is switched off, or no model serves here"}
+}
 
 
 class AssistantIn(BaseModel):
@@ -121,7 +128,9 @@ def build_router(
         )
 
     @router.post(
-        "/api/assistant", openapi_extra=declares(RuntimeAction.MODEL_CALL, people_only=True)
+        "/api/assistant",
+        responses=AI_UNAVAILABLE,
+        openapi_extra=declares(RuntimeAction.MODEL_CALL, people_only=True),
     )
     async def assistant(principal: Caller, body: AssistantIn) -> dict[str, Any]:
         """Ask the assistant. Tool calls it makes come back in `actions`, each executed,
@@ -137,7 +146,9 @@ def build_router(
         }
 
     @router.get(
-        "/api/assistant/tools", openapi_extra=declares(RuntimeAction.MODEL_CALL, people_only=True)
+        "/api/assistant/tools",
+        responses=AI_UNAVAILABLE,
+        openapi_extra=declares(RuntimeAction.MODEL_CALL, people_only=True),
     )
     async def assistant_tools(principal: Caller) -> list[dict[str, str]]:
         """The tools the assistant would offer the caller now (the gateway's own filter: those
@@ -170,6 +181,7 @@ def build_router(
 
     @router.post(
         "/api/approvals/{approval_id}/approve",
+        responses=AI_UNAVAILABLE,
         openapi_extra=declares(RuntimeAction.ASSISTANT_APPROVE),
     )
     async def approve(principal: Caller, approval_id: uuid.UUID) -> dict[str, Any]:

@@ -14,18 +14,27 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Depends, Query
+from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog, EventQuery, search_events
 from ramparts.audit.verify import ChainReport, verify_chain
-from ramparts.db.engine import Database, libpq
+from ramparts.db.engine import BIGINT_MAX, Database, libpq
 from ramparts.db.request import request_session
 from ramparts.problems import Problem, ProblemType
 
 __all__ = ["build_router"]
 
 ACTION_FILTER = r"^[a-z_]+(:[a-z_]+){2}$|^[a-z_]+(:[a-z_]+)?:\*$"
+
+
+def _iso_8601(value: object) -> object:
+    """Only ISO 8601: pydantic would also read a number as seconds since 1970 (`until=0.5`)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+IsoMoment = Annotated[datetime, BeforeValidator(_iso_8601)]
 
 
 def build_router(
@@ -52,9 +61,11 @@ def build_router(
             Query(pattern=ACTION_FILTER, description="A tag, or a prefix like identity:*."),
         ] = None,
         decision: Decision | None = None,
-        since: Annotated[datetime | None, Query(description="ISO 8601, inclusive.")] = None,
-        until: Annotated[datetime | None, Query(description="ISO 8601, exclusive.")] = None,
-        after: Annotated[int, Query(ge=0, description="Sequence to continue after.")] = 0,
+        since: Annotated[IsoMoment | None, Query(description="ISO 8601, inclusive.")] = None,
+        until: Annotated[IsoMoment | None, Query(description="ISO 8601, exclusive.")] = None,
+        after: Annotated[
+            int, Query(ge=0, le=BIGINT_MAX, description="Sequence to continue after.")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
         """The caller's tenant's events, oldest first; page with `after=<next_after>`."""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
 
 __all__ = [
+    "BIGINT_MAX",
     "Database",
     "DatabaseUrls",
     "Opening",
@@ -46,6 +47,10 @@ __all__ = [
     "open_database",
     "opened",
 ]
+
+#: The largest PostgreSQL `bigint` (sequences, ledger and audit ids): input beyond it is
+#: refused at the edge of a route (a 422), never sent to SQL (where it fails as a 500).
+BIGINT_MAX = 2**63 - 1
 
 DRIVER = "postgresql+psycopg"
 #: Older pooled connections are closed and replaced, before a server or proxy idle timeout

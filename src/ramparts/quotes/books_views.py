@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.apps import AppServices
+from ramparts.db.engine import BIGINT_MAX
 from ramparts.db.request import request_session
 from ramparts.identity.auth import Principal
 from ramparts.payments.ledger import Ledger, PostedEntry
@@ -73,7 +74,7 @@ def build_router(services: AppServices) -> APIRouter:
         principal: Caller,
         session: Session,
         limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES)] = 50,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
     ) -> dict[str, Any]:
         """The tenant's ledger entries, newest first (Finance)."""
         await require(session, principal, QuoteAction.LEDGER_READ)

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from ramparts.apps.contract import NavLink
 
 # The API's default deposit, shown before charging (a pure function: no data is read).
+from ramparts.db.engine import BIGINT_MAX
 from ramparts.quotes.money import MAX_AMOUNT, AmountError, deposit_of, typed_minor_units
 from ramparts.quotes.roles import FINANCE
 from ramparts.routes import Exempt, declares
@@ -170,7 +171,9 @@ async def request_disbursement(page: Posted, quote_id: uuid.UUID) -> RedirectRes
 
 
 @router.get(f"{HOME}/ledger", response_class=HTMLResponse, openapi_extra=PAGE)
-async def ledger(page: SignedIn, before: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+async def ledger(
+    page: SignedIn, before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None
+) -> HTMLResponse:
     """The tenant's ledger, newest first, a page at a time."""
     params = {"limit": "50"} | ({"before": str(before)} if before else {})
     book = (await page.api.get("/api/ledger", params)).json()

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from ramparts.ai.masking import MASKED_KINDS
+from ramparts.db.engine import BIGINT_MAX
 from ramparts.routes import Exempt, declares
 from ramparts.web.page import Page, Posted, SignedIn
 
@@ -33,7 +34,9 @@ async def users_page(page: SignedIn) -> HTMLResponse:
 
 
 @router.get("/app/admin/audit", response_class=HTMLResponse, openapi_extra=PAGE)
-async def audit_page(page: SignedIn, after: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+async def audit_page(
+    page: SignedIn, after: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0
+) -> HTMLResponse:
     events = (
         await page.api.get(
             "/api/audit/events", {"after": str(after), "limit": str(AUDIT_PAGE_EVENTS)}

@@ -92,6 +92,7 @@ from ramparts.web.middleware import (
     StrictCORSMiddleware,
     psp_page_policy,
 )
+from ramparts.web.openapi import install_openapi
 from ramparts.web.page import PageKit
 from ramparts.web.page_errors import install_page_handlers
 from ramparts.web.pages import WEB_CLIENT_ID
@@ -178,7 +179,7 @@ async def _sign_checkpoints(checkpointer: Checkpointer) -> None:
             log.exception("audit_checkpoints_failed")
 
 
-def create_app(
+def create_app(  # noqa: PLR0915 - the one place the app is wired
     settings: Settings,
     database: Database,
     kms: Kms,
@@ -299,6 +300,7 @@ def create_app(
     )
     plugged_pages = _install_pages(app, settings, services, identity, plugged_in)
     _refuse_shadowing(app, [*plugged_routers, *plugged_pages])
+    install_openapi(app)
     _add_middleware(app, settings)
     return app
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from ramparts.identity.federation import FederatedLogin, FederationError
@@ -52,12 +52,12 @@ class SsoForm(BaseModel):
     csrf: str = Field(max_length=100)
 
 
-@router.get("/login", openapi_extra=declares(Exempt.PUBLIC))
+@router.get("/login", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def login_page(request: Request, flow: Annotated[LoginFlow, Depends(any_flow)]) -> Response:
     return page(request, "login.html", csrf=flow.csrf, tenant="", username="")
 
 
-@router.post("/login", openapi_extra=declares(Exempt.PUBLIC))
+@router.post("/login", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def login(
     request: Request,
     identity: Identity,
@@ -86,7 +86,7 @@ async def login(
     return await ask_second_factor(identity, flows, flow, has_totp=result.has_totp)
 
 
-@router.post("/login/sso", openapi_extra=declares(Exempt.PUBLIC))
+@router.post("/login/sso", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def sso(
     request: Request,
     identity: Identity,
@@ -128,7 +128,9 @@ def _federating(flow: LoginFlow) -> bool:
     return bool(flow.federation and flow.tenant_id)
 
 
-@router.get("/login/sso/callback", openapi_extra=declares(Exempt.PUBLIC))
+@router.get(
+    "/login/sso/callback", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC)
+)
 async def sso_callback(
     request: Request,
     identity: Identity,

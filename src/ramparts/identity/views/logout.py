@@ -9,7 +9,7 @@ import uuid
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ramparts.identity.oauth import OAuthError, single_valued
 from ramparts.identity.tokens import IdTokenHint, TokenError
@@ -108,10 +108,12 @@ async def logout(request: Request, identity: Identity, flows: Flows) -> Response
 
 
 # OIDC RP-Initiated Logout 1.0 section 2: the end-session endpoint answers GET and POST.
-get_and_post(router, "/oauth/logout", logout, Exempt.PUBLIC)
+get_and_post(router, "/oauth/logout", logout, Exempt.PUBLIC, response_class=HTMLResponse)
 
 
-@router.post("/oauth/logout/confirm", openapi_extra=declares(Exempt.PUBLIC))
+@router.post(
+    "/oauth/logout/confirm", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC)
+)
 async def confirm_logout(request: Request, identity: Identity) -> Response:
     """The user pressed Sign out on the page `logout` showed, in this browser."""
     try:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ramparts.identity.flow import LoginFlow
 from ramparts.identity.oauth import CodeReusedError, OAuthError, single_valued
@@ -117,7 +117,7 @@ async def _malformed_authorize(
     return _redirect_error(identity, redirects[0], state, error.error, error.description)
 
 
-@router.get("/oauth/authorize", openapi_extra=declares(Exempt.PUBLIC))
+@router.get("/oauth/authorize", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def authorize(request: Request, identity: Identity, flows: Flows) -> Response:
     try:
         query = single_valued(request.query_params.multi_items())
@@ -166,7 +166,29 @@ async def authorize(request: Request, identity: Identity, flows: Flows) -> Respo
     return await flows.keep(RedirectResponse("/login", status_code=303), flow)
 
 
-@router.post("/oauth/token", openapi_extra=declares(Exempt.PUBLIC))
+#: RFC 6749 section 5.2: the token and revocation endpoints refuse in OAuth's words, not
+#: as problem+json (clients' OAuth libraries read `error`).
+OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": "an RFC 6749 section 5.2 error",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "error_description": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+    for status in (400, 401)
+}
+
+
+@router.post("/oauth/token", responses=OAUTH_ERRORS, openapi_extra=declares(Exempt.PUBLIC))
 async def token(request: Request, identity: Identity) -> Response:
     fields: dict[str, str] = {}
     try:
@@ -202,7 +224,12 @@ async def userinfo(
 get_and_post(router, "/oauth/userinfo", userinfo, Exempt.SELF)
 
 
-@router.post("/oauth/revoke", openapi_extra=declares(Exempt.PUBLIC))
+@router.post(
+    "/oauth/revoke",
+    response_class=Response,
+    responses={200: {"description": "revoked, or nothing to revoke"}, **OAUTH_ERRORS},
+    openapi_extra=declares(Exempt.PUBLIC),
+)
 async def revoke(request: Request, identity: Identity) -> Response:
     """RFC 7009. A refresh token ends its family; an access token is revoked by jti."""
     try:

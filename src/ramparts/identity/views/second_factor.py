@@ -10,7 +10,7 @@ import pyotp
 import segno
 import structlog
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
@@ -80,7 +80,7 @@ async def ask_second_factor(
     return await flows.keep(RedirectResponse("/login/enroll", status_code=303), flow)
 
 
-@router.get("/login/mfa", openapi_extra=declares(Exempt.PUBLIC))
+@router.get("/login/mfa", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def mfa_page(
     request: Request, flow: Annotated[LoginFlow, Depends(require_flow("mfa"))]
 ) -> Response:
@@ -93,7 +93,7 @@ async def mfa_page(
     )
 
 
-@router.post("/login/mfa", openapi_extra=declares(Exempt.PUBLIC))
+@router.post("/login/mfa", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def mfa(
     request: Request,
     identity: Identity,
@@ -144,7 +144,7 @@ def _enrolling(flow: LoginFlow) -> bool:
     return bool(flow.totp_secret)
 
 
-@router.get("/login/enroll", openapi_extra=declares(Exempt.PUBLIC))
+@router.get("/login/enroll", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def enroll_page(
     request: Request,
     flow: Annotated[LoginFlow, Depends(require_flow("enroll", ready=_enrolling))],
@@ -152,7 +152,7 @@ async def enroll_page(
     return page(request, "enroll.html", **_enroll_context(flow))
 
 
-@router.post("/login/enroll", openapi_extra=declares(Exempt.PUBLIC))
+@router.post("/login/enroll", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def enroll(
     request: Request,
     identity: Identity,
@@ -189,7 +189,7 @@ def _showing_codes(flow: LoginFlow) -> bool:
     return bool(flow.recovery_codes)
 
 
-@router.get("/login/recovery", openapi_extra=declares(Exempt.PUBLIC))
+@router.get("/login/recovery", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def recovery_page(
     request: Request,
     flow: Annotated[LoginFlow, Depends(require_flow("recovery", ready=_showing_codes))],
@@ -207,7 +207,7 @@ def _second_factor_proven(flow: LoginFlow) -> bool:
     return bool(flow.amr)
 
 
-@router.post("/login/continue", openapi_extra=declares(Exempt.PUBLIC))
+@router.post("/login/continue", response_class=HTMLResponse, openapi_extra=declares(Exempt.PUBLIC))
 async def after_recovery_codes(
     identity: Identity,
     flows: Flows,
