@@ -93,7 +93,9 @@ def _edge_refusal(response: Response) -> bool:
         return False
     sent = response.request
     url = urlsplit(str(sent.url))
-    probe = urlunsplit((url.scheme, url.netloc, NO_ROUTE, url.query, ""))
+    # The same path under a prefix no route serves: the path's own characters meet the
+    # edge's path rules there too.
+    probe = urlunsplit((url.scheme, url.netloc, NO_ROUTE + url.path, url.query, ""))
     again = requests.request(
         str(sent.method),
         probe,
