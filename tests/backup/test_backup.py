@@ -188,6 +188,52 @@ def test_restore_into_a_fresh_database_keeps_rows_grants_and_tenant_isolation(
     assert _relations(fresh) == tables
 
 
+#: What a "fresh" database may hold that outlives a restore: no table among them, so a check
+#: for relations and schemas alone lets each through.
+PLANTED = {
+    # CVE-2018-1058: an exact match in public beats pg_catalog.lower(text) for a varchar.
+    "a function shadowing a built-in": "CREATE FUNCTION public.lower(varchar) RETURNS text "
+    "LANGUAGE sql AS 'SELECT current_user::text'",
+    "default privileges for everyone": "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+    "a large object": "SELECT lo_create(42)",
+    "an enum type": "CREATE TYPE public.mood AS ENUM ('hostile')",
+    "a system function granted out": "GRANT EXECUTE ON FUNCTION pg_read_file(text) TO PUBLIC",
+    "public open for creation": "GRANT CREATE ON SCHEMA public TO PUBLIC",
+    "a database setting": "DO $$ BEGIN EXECUTE format("
+    "'ALTER DATABASE %I SET search_path = public, pg_catalog', current_database()); END $$",
+    "connect granted to another role": "DO $$ BEGIN EXECUTE format("
+    "'GRANT CONNECT ON DATABASE %I TO pg_monitor', current_database()); END $$",
+}
+
+
+@pytest.mark.parametrize("planted", PLANTED.values(), ids=PLANTED.keys())
+def test_restore_refuses_a_database_that_holds_anything_but_no_table(
+    seeded: Seeded, backup: Path, fresh: URL, planted: str
+) -> None:
+    with psycopg.connect(libpq(fresh), autocommit=True) as conn:
+        conn.execute(planted)
+    with pytest.raises(BackupRefusedError) as refused:
+        restore_backup(backup, fresh, seeded.kms)
+    assert str(refused.value) == (
+        f"database {fresh.database!r} is not empty; restore only into a fresh one"
+    )
+    assert _relations(fresh) == 0
+
+
+def test_restore_refuses_a_database_owned_by_another_role(
+    seeded: Seeded, backup: Path, fresh: URL
+) -> None:
+    # Its owner owns schema public (PostgreSQL 15) and could shadow or drop what is restored.
+    with psycopg.connect(libpq(fresh), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{fresh.database}" OWNER TO pg_monitor')
+    with pytest.raises(BackupRefusedError) as refused:
+        restore_backup(backup, fresh, seeded.kms)
+    assert str(refused.value) == (
+        f"database {fresh.database!r} is owned by pg_monitor; restore as its owner"
+    )
+    assert _relations(fresh) == 0
+
+
 def _refused(seeded: Seeded, manifest: Path, target: URL, kms: Kms | None = None) -> str:
     with pytest.raises(BackupRefusedError) as refused:
         restore_backup(manifest, target, kms or seeded.kms)
