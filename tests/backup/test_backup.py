@@ -12,6 +12,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +343,38 @@ def test_the_drill_fails_when_a_target_is_not_met(seeded: Seeded, backup: Path) 
     bad = seeded.invoke("drill", "--rpo-target", "soon")
     assert isinstance(bad.exception, ValueError)  # exit 2: bad usage
     assert str(bad.exception) == "not a duration: 'soon' (say 15m, 90s, 500ms or 1h)"
+
+
+def test_the_drill_refuses_a_backup_of_another_database(
+    seeded: Seeded, make_database: Callable[..., DatabaseUrls], tmp_path: Path
+) -> None:
+    # Signed under this KMS and intact, but of another (empty) database: restoring it says
+    # nothing of the drilled one, nor does its age say what the drilled one would lose.
+    other = make_database()
+    foreign = take_backup(other.owner, seeded.kms, tmp_path)
+    done = seeded.invoke("drill", "--backup", str(foreign), "--json")
+    assert isinstance(done.exception, BackupRefusedError), (done.output, done.exception)
+    assert str(done.exception) == (
+        f"backup {read_manifest(foreign).backup_id} is of database {other.owner.database!r}, "
+        f"not of {seeded.urls.owner.database!r} (the one drilled)"
+    )
+
+
+def test_the_drill_rpo_is_not_met_by_a_snapshot_from_the_future(
+    seeded: Seeded, backup: Path, tmp_path: Path
+) -> None:
+    # A snapshot time ahead of the server's clock (a skewed clock, an edited manifest) is no
+    # evidence of a small RPO: its negative age must not count as met.
+    copy = _copy(backup, tmp_path / "copy")
+    manifest = read_manifest(copy)
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    _rewrite(copy, replace(manifest, snapshot_at=future).signed(manifest.data_key(seeded.kms)))
+    done = seeded.invoke("drill", "--backup", str(copy), "--json")
+    assert done.exit_code == 1, (done.output, done.exception)
+    report = json.loads(done.stdout)
+    assert report["restore"]["count_mismatches"] == {}
+    assert (report["passed"], report["rpo"]["met"]) == (False, False)
+    assert report["rpo"]["achieved_seconds"] < 0
 
 
 def test_the_drill_fails_when_a_restored_row_count_differs(
