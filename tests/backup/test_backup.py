@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL
 from typer.testing import CliRunner, Result
 
 from ramparts.backup.manifest import BackupRefusedError, Manifest, read_manifest
-from ramparts.backup.pgtools import BackupToolError
+from ramparts.backup.pgtools import BackupToolError, find_tool
 from ramparts.backup.services import restore_backup, take_backup
 from ramparts.cli import app
 from ramparts.config import APP_ROLE
@@ -459,3 +459,33 @@ def test_a_dump_that_dies_halfway_leaves_no_backup(
     with pytest.raises(BackupToolError, match=r"^pg_dump failed: pg_dump: error: connection lost$"):
         take_backup(seeded.urls.owner, seeded.kms, out)
     assert list(out.iterdir()) == []  # no archive, no partial file, no manifest
+
+
+def test_a_password_in_the_url_query_stays_off_the_tools_command_lines(
+    seeded: Seeded, fresh: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpq also takes the password as a query parameter; a command line is visible to every
+    # local user (/proc/<pid>/cmdline), so it must reach pg_dump and pg_restore as PGPASSWORD.
+    secret = "s3cret-" + secrets.token_hex(4)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+
+    def spying(name: str, major: int) -> Path:
+        real = find_tool(name, major)
+        spy = tmp_path / name
+        spy.write_text(
+            f'#!/bin/sh\nprintf "%s\\n" "$@" > {seen / name}.argv\n'
+            f'printf "%s" "$PGPASSWORD" > {seen / name}.password\nexec {real} "$@"\n'
+        )
+        spy.chmod(0o755)
+        return spy
+
+    monkeypatch.setattr("ramparts.backup.services.find_tool", spying)
+    source = seeded.urls.owner.update_query_dict({"password": secret})
+    manifest = take_backup(source, seeded.kms, tmp_path / "out")
+    restore_backup(manifest, fresh.update_query_dict({"password": secret}), seeded.kms)
+    for tool in ("pg_dump", "pg_restore"):
+        argv = (seen / f"{tool}.argv").read_text()
+        assert "--dbname=" in argv
+        assert secret not in argv, (tool, argv)
+        assert (seen / f"{tool}.password").read_text() == secret
