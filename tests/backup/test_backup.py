@@ -302,6 +302,19 @@ def test_a_manifest_signed_by_another_key_is_refused_before_restoring(
     assert _relations(fresh) == 0
 
 
+def test_a_data_key_wrapped_under_another_kms_key_is_refused(
+    seeded: Seeded, backup: Path, fresh: URL, tmp_path: Path
+) -> None:
+    # Only the `backup` key may open a backup: a blob under a tenant's or the system key,
+    # whatever its context, is another protocol's (key separation, not the context alone).
+    copy = _copy(backup, tmp_path / "copy")
+    manifest = read_manifest(copy)
+    data_key = manifest.data_key(seeded.kms)
+    rewrapped = seeded.kms.wrap("system", data_key, context=Manifest.context(manifest.backup_id))
+    _rewrite(copy, replace(manifest, wrapped_key=rewrapped).signed(data_key))
+    assert "does not open with this KMS" in _refused(seeded, copy, fresh)
+
+
 def test_the_drill_passes_on_a_seeded_database(seeded: Seeded) -> None:
     done = seeded.invoke("drill", "--json")
     assert done.exit_code == 0, (done.output, done.exception)
