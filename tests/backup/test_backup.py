@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -251,6 +252,21 @@ def test_one_changed_byte_in_the_archive_is_refused_before_restoring(
     data[len(data) // 2] ^= 0x01
     archive.write_bytes(bytes(data))
     assert "SHA-256 differs" in _refused(seeded, copy, fresh)
+
+
+def test_an_archive_that_never_ends_is_refused_before_restoring(
+    seeded: Seeded, backup: Path, fresh: URL, tmp_path: Path
+) -> None:
+    # Whoever can write the backup's directory swaps the archive for an endless stream (a
+    # link to /dev/zero, a FIFO): the check must end, not read or wait forever.
+    copy = _copy(backup, tmp_path / "copy")
+    archive = copy.parent / read_manifest(copy).data_file
+    archive.unlink()
+    archive.symlink_to("/dev/zero")
+    assert "not a regular file" in _refused(seeded, copy, fresh)
+    archive.unlink()
+    os.mkfifo(archive)
+    assert "not a regular file" in _refused(seeded, copy, fresh)
 
 
 def test_an_edited_manifest_is_refused_before_restoring(

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -224,8 +225,12 @@ def verify_backup(path: Path, kms: Kms, *, meter: Meter = _no_meter) -> tuple[Ma
     size = 0
     meter(manifest.data_bytes, 0)
     try:
+        # A device or a FIFO (/dev/zero, a pipe) would be read, or waited on, forever.
+        if not stat.S_ISREG(data.stat().st_mode):
+            raise BackupRefusedError(f"{data}: not a regular file")
         with data.open("rb") as file:
-            while block := file.read(READ_BYTES):
+            # One byte past the recorded size is enough to refuse a file that kept growing.
+            while size <= manifest.data_bytes and (block := file.read(READ_BYTES)):
                 digest.update(block)
                 size += len(block)
                 meter(None, len(block))
