@@ -136,6 +136,10 @@ def test_backup_writes_an_encrypted_archive_and_a_signed_manifest(
         ).fetchone()
     assert row == (manifest.database.name, manifest.database.system_identifier)
     assert manifest.data_key(seeded.kms)  # the signature verifies under the KMS
+    # Readable by their owner only: the manifest says how many rows of what the database
+    # holds, and neither file is anyone else's to copy.
+    for name in (backup.name, manifest.data_file):
+        assert (backup.parent / name).stat().st_mode & 0o077 == 0, name
 
 
 def test_restore_into_a_fresh_database_keeps_rows_grants_and_tenant_isolation(

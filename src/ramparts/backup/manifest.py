@@ -185,7 +185,9 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], T]) -> T:
     leaves at most a `.partial` file, never a `path` that looks whole."""
     partial = path.with_name(path.name + ".partial")
     try:
-        with partial.open("xb") as file:
+        # Created for its owner only (O_EXCL: never through a link left in its place).
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
             result = write(file)
             file.flush()
             os.fsync(file.fileno())
