@@ -387,9 +387,11 @@ def test_the_drill_refuses_a_backup_of_another_database(
     foreign = take_backup(other.owner, seeded.kms, tmp_path)
     done = seeded.invoke("drill", "--backup", str(foreign), "--json")
     assert isinstance(done.exception, BackupRefusedError), (done.output, done.exception)
+    cluster = read_manifest(foreign).database.system_identifier  # the same server here
     assert str(done.exception) == (
-        f"backup {read_manifest(foreign).backup_id} is of database {other.owner.database!r}, "
-        f"not of {seeded.urls.owner.database!r} (the one drilled)"
+        f"backup {read_manifest(foreign).backup_id} is of database {other.owner.database!r} "
+        f"of cluster {cluster}, not of {seeded.urls.owner.database!r} of cluster {cluster} "
+        "(the one drilled)"
     )
 
 

@@ -178,14 +178,12 @@ def require_same_database(source: URL, manifest: Manifest) -> None:
         row = conn.execute(
             "SELECT current_database(), system_identifier::text FROM pg_control_system()"
         ).fetchone()
-    if row is None or (row[0], row[1]) != (
-        manifest.database.name,
-        manifest.database.system_identifier,
-    ):
-        drilled = row[0] if row else source.database
+    drilled = (str(row[0]), str(row[1])) if row else (str(source.database), "")
+    backed_up = (manifest.database.name, manifest.database.system_identifier)
+    if drilled != backed_up:
         raise BackupRefusedError(
-            f"backup {manifest.backup_id} is of database {manifest.database.name!r}, "
-            f"not of {drilled!r} (the one drilled)"
+            f"backup {manifest.backup_id} is of database {backed_up[0]!r} of cluster "
+            f"{backed_up[1]}, not of {drilled[0]!r} of cluster {drilled[1]} (the one drilled)"
         )
 
 
