@@ -88,6 +88,7 @@ def test_every_grant_of_the_deployed_policy_is_needed(bao: Bao) -> None:
         (stanza, capability.strip().strip('"'))
         for stanza in stanzas
         for capability in stanza[2].split(",")
+        if capability.strip() != '"deny"'  # a denial grants nothing (tested on its own)
     ]
     assert len(grants) == 8, policy  # the parse saw every grant the file makes
     for number, (stanza, capability) in enumerate(grants):
@@ -138,6 +139,24 @@ def test_the_approle_reaches_nothing_beyond_its_own_keys_and_secrets(bao: Bao) -
         with pytest.raises(vault_errors.Forbidden):
             request()
     assert own.read_secret("psp/stripe-api-key-probe") == SecretStr("mine")
+
+
+def test_the_runtime_cannot_destroy_the_backup_or_the_system_key(bao: Bao) -> None:
+    # Only a tenant's key is ever destroyed (crypto-shredding). A compromised API holding the
+    # policy must not be able to make every backup, or the audit's sealed keys, unreadable:
+    # allowing deletion, raising min_decryption_version (then trimming) all go through
+    # keys/<name>/config.
+    kms = bao.kms()
+    client = vault_client(bao.url, role_id=bao.role_id, secret_id=bao.secret_id)
+    for key in ("backup", "system"):
+        kms.wrap(key, DATA_KEY, context="c")
+        for change in ({"deletion_allowed": True}, {"min_decryption_version": 2}):
+            with pytest.raises(vault_errors.Forbidden):
+                client.secrets.transit.update_key_configuration(name=f"ramparts-{key}", **change)
+        with pytest.raises(vault_errors.VaultError):  # not deletable, whatever the reason
+            client.secrets.transit.delete_key(name=f"ramparts-{key}")
+        assert kms.current(key) is not None
+    exercise(kms)  # a tenant's key is still destroyed
 
 
 # --- logins and their failures -------------------------------------------------------------
