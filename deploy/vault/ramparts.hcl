@@ -12,6 +12,16 @@ path "transit/keys/ramparts-*" {
   capabilities = ["read", "update", "delete"]
 }
 
+# Only tenant keys are ever destroyed. The backup key and the system key keep every version:
+# their config (deletion_allowed, min_decryption_version, which trimming needs) is denied, so
+# a compromised API cannot make every backup, or the audit's sealed keys, unreadable.
+path "transit/keys/ramparts-backup/config" {
+  capabilities = ["deny"]
+}
+path "transit/keys/ramparts-system/config" {
+  capabilities = ["deny"]
+}
+
 # Wrapping and unwrapping data keys; the wrap context is Transit's associated data.
 path "transit/encrypt/ramparts-*" {
   capabilities = ["update"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from sqlalchemy.engine import URL
 from typer.testing import CliRunner, Result
 
 from ramparts.backup.manifest import BackupRefusedError, Manifest, read_manifest
-from ramparts.backup.pgtools import BackupToolError
+from ramparts.backup.pgtools import BackupToolError, find_tool
 from ramparts.backup.services import restore_backup, take_backup
 from ramparts.cli import app
 from ramparts.config import APP_ROLE
@@ -134,6 +136,10 @@ def test_backup_writes_an_encrypted_archive_and_a_signed_manifest(
         ).fetchone()
     assert row == (manifest.database.name, manifest.database.system_identifier)
     assert manifest.data_key(seeded.kms)  # the signature verifies under the KMS
+    # Readable by their owner only: the manifest says how many rows of what the database
+    # holds, and neither file is anyone else's to copy.
+    for name in (backup.name, manifest.data_file):
+        assert (backup.parent / name).stat().st_mode & 0o077 == 0, name
 
 
 def test_restore_into_a_fresh_database_keeps_rows_grants_and_tenant_isolation(
@@ -188,6 +194,52 @@ def test_restore_into_a_fresh_database_keeps_rows_grants_and_tenant_isolation(
     assert _relations(fresh) == tables
 
 
+#: What a "fresh" database may hold that outlives a restore: no table among them, so a check
+#: for relations and schemas alone lets each through.
+PLANTED = {
+    # CVE-2018-1058: an exact match in public beats pg_catalog.lower(text) for a varchar.
+    "a function shadowing a built-in": "CREATE FUNCTION public.lower(varchar) RETURNS text "
+    "LANGUAGE sql AS 'SELECT current_user::text'",
+    "default privileges for everyone": "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+    "a large object": "SELECT lo_create(42)",
+    "an enum type": "CREATE TYPE public.mood AS ENUM ('hostile')",
+    "a system function granted out": "GRANT EXECUTE ON FUNCTION pg_read_file(text) TO PUBLIC",
+    "public open for creation": "GRANT CREATE ON SCHEMA public TO PUBLIC",
+    "a database setting": "DO $$ BEGIN EXECUTE format("
+    "'ALTER DATABASE %I SET search_path = public, pg_catalog', current_database()); END $$",
+    "connect granted to another role": "DO $$ BEGIN EXECUTE format("
+    "'GRANT CONNECT ON DATABASE %I TO pg_monitor', current_database()); END $$",
+}
+
+
+@pytest.mark.parametrize("planted", PLANTED.values(), ids=PLANTED.keys())
+def test_restore_refuses_a_database_that_holds_anything_but_no_table(
+    seeded: Seeded, backup: Path, fresh: URL, planted: str
+) -> None:
+    with psycopg.connect(libpq(fresh), autocommit=True) as conn:
+        conn.execute(planted)
+    with pytest.raises(BackupRefusedError) as refused:
+        restore_backup(backup, fresh, seeded.kms)
+    assert str(refused.value) == (
+        f"database {fresh.database!r} is not empty; restore only into a fresh one"
+    )
+    assert _relations(fresh) == 0
+
+
+def test_restore_refuses_a_database_owned_by_another_role(
+    seeded: Seeded, backup: Path, fresh: URL
+) -> None:
+    # Its owner owns schema public (PostgreSQL 15) and could shadow or drop what is restored.
+    with psycopg.connect(libpq(fresh), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{fresh.database}" OWNER TO pg_monitor')
+    with pytest.raises(BackupRefusedError) as refused:
+        restore_backup(backup, fresh, seeded.kms)
+    assert str(refused.value) == (
+        f"database {fresh.database!r} is owned by pg_monitor; restore as its owner"
+    )
+    assert _relations(fresh) == 0
+
+
 def _refused(seeded: Seeded, manifest: Path, target: URL, kms: Kms | None = None) -> str:
     with pytest.raises(BackupRefusedError) as refused:
         restore_backup(manifest, target, kms or seeded.kms)
@@ -204,6 +256,21 @@ def test_one_changed_byte_in_the_archive_is_refused_before_restoring(
     data[len(data) // 2] ^= 0x01
     archive.write_bytes(bytes(data))
     assert "SHA-256 differs" in _refused(seeded, copy, fresh)
+
+
+def test_an_archive_that_never_ends_is_refused_before_restoring(
+    seeded: Seeded, backup: Path, fresh: URL, tmp_path: Path
+) -> None:
+    # Whoever can write the backup's directory swaps the archive for an endless stream (a
+    # link to /dev/zero, a FIFO): the check must end, not read or wait forever.
+    copy = _copy(backup, tmp_path / "copy")
+    archive = copy.parent / read_manifest(copy).data_file
+    archive.unlink()
+    archive.symlink_to("/dev/zero")
+    assert "not a regular file" in _refused(seeded, copy, fresh)
+    archive.unlink()
+    os.mkfifo(archive)
+    assert "not a regular file" in _refused(seeded, copy, fresh)
 
 
 def test_an_edited_manifest_is_refused_before_restoring(
@@ -255,6 +322,19 @@ def test_a_manifest_signed_by_another_key_is_refused_before_restoring(
     assert _relations(fresh) == 0
 
 
+def test_a_data_key_wrapped_under_another_kms_key_is_refused(
+    seeded: Seeded, backup: Path, fresh: URL, tmp_path: Path
+) -> None:
+    # Only the `backup` key may open a backup: a blob under a tenant's or the system key,
+    # whatever its context, is another protocol's (key separation, not the context alone).
+    copy = _copy(backup, tmp_path / "copy")
+    manifest = read_manifest(copy)
+    data_key = manifest.data_key(seeded.kms)
+    rewrapped = seeded.kms.wrap("system", data_key, context=Manifest.context(manifest.backup_id))
+    _rewrite(copy, replace(manifest, wrapped_key=rewrapped).signed(data_key))
+    assert "does not open with this KMS" in _refused(seeded, copy, fresh)
+
+
 def test_the_drill_passes_on_a_seeded_database(seeded: Seeded) -> None:
     done = seeded.invoke("drill", "--json")
     assert done.exit_code == 0, (done.output, done.exception)
@@ -296,6 +376,40 @@ def test_the_drill_fails_when_a_target_is_not_met(seeded: Seeded, backup: Path) 
     bad = seeded.invoke("drill", "--rpo-target", "soon")
     assert isinstance(bad.exception, ValueError)  # exit 2: bad usage
     assert str(bad.exception) == "not a duration: 'soon' (say 15m, 90s, 500ms or 1h)"
+
+
+def test_the_drill_refuses_a_backup_of_another_database(
+    seeded: Seeded, make_database: Callable[..., DatabaseUrls], tmp_path: Path
+) -> None:
+    # Signed under this KMS and intact, but of another (empty) database: restoring it says
+    # nothing of the drilled one, nor does its age say what the drilled one would lose.
+    other = make_database()
+    foreign = take_backup(other.owner, seeded.kms, tmp_path)
+    done = seeded.invoke("drill", "--backup", str(foreign), "--json")
+    assert isinstance(done.exception, BackupRefusedError), (done.output, done.exception)
+    cluster = read_manifest(foreign).database.system_identifier  # the same server here
+    assert str(done.exception) == (
+        f"backup {read_manifest(foreign).backup_id} is of database {other.owner.database!r} "
+        f"of cluster {cluster}, not of {seeded.urls.owner.database!r} of cluster {cluster} "
+        "(the one drilled)"
+    )
+
+
+def test_the_drill_rpo_is_not_met_by_a_snapshot_from_the_future(
+    seeded: Seeded, backup: Path, tmp_path: Path
+) -> None:
+    # A snapshot time ahead of the server's clock (a skewed clock, an edited manifest) is no
+    # evidence of a small RPO: its negative age must not count as met.
+    copy = _copy(backup, tmp_path / "copy")
+    manifest = read_manifest(copy)
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    _rewrite(copy, replace(manifest, snapshot_at=future).signed(manifest.data_key(seeded.kms)))
+    done = seeded.invoke("drill", "--backup", str(copy), "--json")
+    assert done.exit_code == 1, (done.output, done.exception)
+    report = json.loads(done.stdout)
+    assert report["restore"]["count_mismatches"] == {}
+    assert (report["passed"], report["rpo"]["met"]) == (False, False)
+    assert report["rpo"]["achieved_seconds"] < 0
 
 
 def test_the_drill_fails_when_a_restored_row_count_differs(
@@ -380,3 +494,33 @@ def test_a_dump_that_dies_halfway_leaves_no_backup(
     with pytest.raises(BackupToolError, match=r"^pg_dump failed: pg_dump: error: connection lost$"):
         take_backup(seeded.urls.owner, seeded.kms, out)
     assert list(out.iterdir()) == []  # no archive, no partial file, no manifest
+
+
+def test_a_password_in_the_url_query_stays_off_the_tools_command_lines(
+    seeded: Seeded, fresh: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpq also takes the password as a query parameter; a command line is visible to every
+    # local user (/proc/<pid>/cmdline), so it must reach pg_dump and pg_restore as PGPASSWORD.
+    secret = "s3cret-" + secrets.token_hex(4)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+
+    def spying(name: str, major: int) -> Path:
+        real = find_tool(name, major)
+        spy = tmp_path / name
+        spy.write_text(
+            f'#!/bin/sh\nprintf "%s\\n" "$@" > {seen / name}.argv\n'
+            f'printf "%s" "$PGPASSWORD" > {seen / name}.password\nexec {real} "$@"\n'
+        )
+        spy.chmod(0o755)
+        return spy
+
+    monkeypatch.setattr("ramparts.backup.services.find_tool", spying)
+    source = seeded.urls.owner.update_query_dict({"password": secret})
+    manifest = take_backup(source, seeded.kms, tmp_path / "out")
+    restore_backup(manifest, fresh.update_query_dict({"password": secret}), seeded.kms)
+    for tool in ("pg_dump", "pg_restore"):
+        argv = (seen / f"{tool}.argv").read_text()
+        assert "--dbname=" in argv
+        assert secret not in argv, (tool, argv)
+        assert (seen / f"{tool}.password").read_text() == secret

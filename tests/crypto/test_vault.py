@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 import pytest
@@ -85,6 +89,7 @@ def test_every_grant_of_the_deployed_policy_is_needed(bao: Bao) -> None:
         (stanza, capability.strip().strip('"'))
         for stanza in stanzas
         for capability in stanza[2].split(",")
+        if capability.strip() != '"deny"'  # a denial grants nothing (tested on its own)
     ]
     assert len(grants) == 8, policy  # the parse saw every grant the file makes
     for number, (stanza, capability) in enumerate(grants):
@@ -165,6 +170,24 @@ def test_the_approle_reaches_none_of_the_deployment_secrets(bao: Bao) -> None:
                 bao.kms().read_secret(name)
 
 
+def test_the_runtime_cannot_destroy_the_backup_or_the_system_key(bao: Bao) -> None:
+    # Only a tenant's key is ever destroyed (crypto-shredding). A compromised API holding the
+    # policy must not be able to make every backup, or the audit's sealed keys, unreadable:
+    # allowing deletion, raising min_decryption_version (then trimming) all go through
+    # keys/<name>/config.
+    kms = bao.kms()
+    client = vault_client(bao.url, role_id=bao.role_id, secret_id=bao.secret_id)
+    for key in ("backup", "system"):
+        kms.wrap(key, DATA_KEY, context="c")
+        for change in ({"deletion_allowed": True}, {"min_decryption_version": 2}):
+            with pytest.raises(vault_errors.Forbidden):
+                client.secrets.transit.update_key_configuration(name=f"ramparts-{key}", **change)
+        with pytest.raises(vault_errors.VaultError):  # not deletable, whatever the reason
+            client.secrets.transit.delete_key(name=f"ramparts-{key}")
+        assert kms.current(key) is not None
+    exercise(kms)  # a tenant's key is still destroyed
+
+
 # --- logins and their failures -------------------------------------------------------------
 
 
@@ -237,6 +260,64 @@ def test_vault_is_reached_over_tls_with_the_configured_ca_only(bao: Bao, tmp_pat
     for ca_file in [None, str(stranger)]:
         with pytest.raises(KmsError, match=r"^Vault is unreachable for AppRole login \(SSLError\)"):
             vault_client(bao.tls_url, role_id=bao.role_id, secret_id=bao.secret_id, ca_file=ca_file)
+
+
+class _Redirecting(BaseHTTPRequestHandler):
+    """Records each request's token and body, then answers with a 307 to `target` (a 307
+    keeps the method and the body), or with a 403 when it has no target."""
+
+    target = ""
+    seen: ClassVar[list[str]] = []
+
+    def handle_one(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.seen.append(f"{self.headers.get('X-Vault-Token')} {self.rfile.read(length)!r}")
+        if not self.target:  # the stranger: takes what came and denies
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(307)
+        self.send_header("Location", self.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+for _method in ("GET", "POST", "PUT"):
+    setattr(_Redirecting, f"do_{_method}", _Redirecting.handle_one)
+
+
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_is_not_followed_with_the_token_or_the_secret_id() -> None:
+    # A redirect (a proxy in front of Vault, a misconfigured node) to another host, perhaps
+    # over plain http, would take the X-Vault-Token header or the AppRole body with it:
+    # requests strips only Authorization on the way.
+    elsewhere = type("Elsewhere", (_Redirecting,), {"seen": []})
+    with _serving(elsewhere) as stranger:
+        vault = type("Vault", (_Redirecting,), {"seen": [], "target": stranger})
+        with _serving(vault) as url:
+            token, secret_id = secrets.token_hex(16), secrets.token_hex(16)
+            with pytest.raises(KmsError, match=r"^Vault redirected AppRole login; not followed"):
+                vault_client(url, role_id="r", secret_id=SecretStr(secret_id))
+            kms = VaultKms(vault_client(url, token=SecretStr(token)))
+            with pytest.raises(KmsError, match=r"^Vault redirected creating key ramparts-system"):
+                kms.wrap("system", DATA_KEY, context="c")
+    assert len(vault.seen) == 2
+    assert elsewhere.seen == []
 
 
 # --- the CLI end to end: rotation, crypto-shredding, the prod profile ----------------------

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -25,6 +25,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from ramparts.audit.verify import ChainReport, chain_tenants, verify_chain
+from ramparts.backup.manifest import BackupRefusedError, Manifest
 from ramparts.backup.services import RestoreReport
 from ramparts.db.engine import libpq
 from ramparts.payments.ledger_verify import (
@@ -42,6 +43,7 @@ __all__ = [
     "achieved_rpo",
     "elapsed_since",
     "parse_duration",
+    "require_same_database",
     "scratch_database",
     "verify_restored",
 ]
@@ -75,7 +77,9 @@ class Objective:
 
     @property
     def met(self) -> bool:
-        return self.achieved <= self.target
+        # A negative age (a snapshot after "now") is a wrong clock or a wrong fact, not a
+        # small recovery point.
+        return 0 <= self.achieved <= self.target
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -157,10 +161,30 @@ def achieved_rpo(source: URL, snapshot_at: datetime, target: float) -> Objective
     """The data at risk now: behind the WAL archive when it works, else behind the backup."""
     with psycopg.connect(libpq(source), autocommit=True) as conn:
         row = conn.execute(ARCHIVER).fetchone()
-    if row is not None and row[0]:
-        return Objective(float(row[1]), target, "wal-archive")
-    age = (datetime.now(UTC) - snapshot_at).total_seconds()
-    return Objective(age, target, "backup-snapshot")
+        if row is not None and row[0]:
+            return Objective(float(row[1]), target, "wal-archive")
+        # The server's clock stamped the snapshot: measure its age on that clock, not on the
+        # machine running the drill, whose skew would shrink the RPO.
+        age = conn.execute(
+            "SELECT extract(epoch FROM now() - %s::timestamptz)", (snapshot_at,)
+        ).fetchone()
+    return Objective(float(age[0]) if age else float("inf"), target, "backup-snapshot")
+
+
+def require_same_database(source: URL, manifest: Manifest) -> None:
+    """Refuse to drill a backup of another database: restoring it proves nothing of this one,
+    and its age is not what this one would lose."""
+    with psycopg.connect(libpq(source), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_database(), system_identifier::text FROM pg_control_system()"
+        ).fetchone()
+    drilled = (str(row[0]), str(row[1])) if row else (str(source.database), "")
+    backed_up = (manifest.database.name, manifest.database.system_identifier)
+    if drilled != backed_up:
+        raise BackupRefusedError(
+            f"backup {manifest.backup_id} is of database {backed_up[0]!r} of cluster "
+            f"{backed_up[1]}, not of {drilled[0]!r} of cluster {drilled[1]} (the one drilled)"
+        )
 
 
 def elapsed_since(started: float, target: float) -> Objective:

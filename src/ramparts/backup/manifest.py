@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from ramparts.backup.stream import derive_key
-from ramparts.crypto.kms import Kms, KmsError
+from ramparts.crypto.kms import Kms, KmsError, split_wrapped
 
 __all__ = [
     "BACKUP_KEY",
@@ -91,7 +91,7 @@ class Manifest:
     def data_key(self, kms: Kms) -> bytes:
         """The archive's data key, once the KMS unwrapped it and the signature checks out."""
         try:
-            data_key = kms.unwrap(self.wrapped_key, context=self.context(self.backup_id))
+            data_key = _unwrap_backup_key(kms, self.wrapped_key, self.context(self.backup_id))
         except KmsError:
             raise BackupRefusedError(
                 "the backup's key does not open with this KMS: made under another KMS, "
@@ -111,6 +111,14 @@ class Manifest:
         body["wrapped_key"] = base64.b64encode(self.wrapped_key).decode()
         body["signature"] = {"alg": "HMAC-SHA256", "value": self.signature.hex()}
         return body
+
+
+def _unwrap_backup_key(kms: Kms, wrapped: bytes, context: str) -> bytes:
+    """Only the backup key opens a backup: a blob under another key (a tenant's, the
+    system's) belongs to another protocol, whatever context it was wrapped with."""
+    if split_wrapped(wrapped)[0] != BACKUP_KEY:
+        raise KmsError("not wrapped under the backup key")
+    return kms.unwrap(wrapped, context=context)
 
 
 def _replace_signature(manifest: Manifest, signature: bytes) -> Manifest:
@@ -177,7 +185,9 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], T]) -> T:
     leaves at most a `.partial` file, never a `path` that looks whole."""
     partial = path.with_name(path.name + ".partial")
     try:
-        with partial.open("xb") as file:
+        # Created for its owner only (O_EXCL: never through a link left in its place).
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
             result = write(file)
             file.flush()
             os.fsync(file.fileno())

@@ -87,9 +87,15 @@ def tool_connection(url: URL) -> tuple[str, dict[str, str]]:
     """A connection string for a PostgreSQL tool, and its environment: the password goes in
     PGPASSWORD, never on the command line."""
     env = dict(os.environ)
-    if url.password is not None:
-        env["PGPASSWORD"] = str(url.password)
-    return libpq(url.set(password=None)), env
+    # libpq also reads the password from the query (`?password=`, which wins over the one
+    # before the host): take it from there too.
+    query = {name: value for name, value in url.query.items() if name != "password"}
+    password = url.query.get("password", url.password)
+    if isinstance(password, tuple):  # given more than once: libpq takes the last
+        password = password[-1]
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    return libpq(url.set(password=None, query=query)), env
 
 
 def require_every_row(conn: psycopg.Connection, what: str) -> None:

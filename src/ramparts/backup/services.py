@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from ramparts.backup.pgtools import (
     tool_connection,
 )
 from ramparts.backup.stream import CorruptBackupError, decrypt_stream, derive_key, encrypt_stream
+from ramparts.backup.target import leftovers, not_owned_by_restorer
 from ramparts.config import APP_ROLE
 from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, derive_app_url, libpq
@@ -69,16 +71,6 @@ SELECT pg_export_snapshot(), now(),
        (SELECT system_identifier::text FROM pg_control_system()),
        pg_database_size(current_database())
 """
-#: Relations, schemas and extensions a database fresh from CREATE DATABASE does not have.
-NOT_EMPTY = """
-SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%')
-     + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('public', 'pg_catalog',
-        'information_schema') AND nspname NOT LIKE 'pg\\_%')
-     + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
-"""
-
 #: Called with the expected total of bytes (0: unknown), then with each step's bytes.
 Meter = Callable[[int | None, int], None]
 
@@ -233,8 +225,12 @@ def verify_backup(path: Path, kms: Kms, *, meter: Meter = _no_meter) -> tuple[Ma
     size = 0
     meter(manifest.data_bytes, 0)
     try:
+        # A device or a FIFO (/dev/zero, a pipe) would be read, or waited on, forever.
+        if not stat.S_ISREG(data.stat().st_mode):
+            raise BackupRefusedError(f"{data}: not a regular file")
         with data.open("rb") as file:
-            while block := file.read(READ_BYTES):
+            # One byte past the recorded size is enough to refuse a file that kept growing.
+            while size <= manifest.data_bytes and (block := file.read(READ_BYTES)):
                 digest.update(block)
                 size += len(block)
                 meter(None, len(block))
@@ -302,10 +298,14 @@ def restore_backup(
     manifest, data_key = verify_backup(path, kms, meter=meter)
     with psycopg.connect(libpq(target), autocommit=True) as conn:
         require_every_row(conn, "a restore")
-        row = conn.execute(NOT_EMPTY).fetchone()
-        if row is None or row[0]:
+        if leftovers(conn):
             raise BackupRefusedError(
                 f"database {target.database!r} is not empty; restore only into a fresh one"
+            )
+        owner = not_owned_by_restorer(conn)
+        if owner is not None:
+            raise BackupRefusedError(
+                f"database {target.database!r} is owned by {owner}; restore as its owner"
             )
         pg_restore = find_tool("pg_restore", server_major(conn))
     ensure_app_role(DatabaseUrls(owner_url=target, app=derive_app_url(target)))

@@ -23,6 +23,7 @@ from ramparts.backup.drill import (
     achieved_rpo,
     elapsed_since,
     parse_duration,
+    require_same_database,
     scratch_database,
     verify_restored,
 )
@@ -196,6 +197,7 @@ def drill(
         _meter("Drill", shown=not as_json) as meter,
     ):
         path = existing or take_backup(urls.owner, kms, Path(workspace), meter=meter)
+        require_same_database(urls.owner, read_manifest(path))
         with scratch_database(urls.owner) as scratch:
             started = time.monotonic()
             restored = restore_backup(path, scratch, kms, expected=_expected(settings), meter=meter)

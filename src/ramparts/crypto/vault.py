@@ -20,9 +20,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import hvac
+import requests
 from hvac import exceptions as vault_errors
 from pydantic import SecretStr
-from requests import RequestException
+from requests import RequestException, TooManyRedirects
 
 from ramparts.crypto.kms import (
     KmsError,
@@ -52,7 +53,15 @@ def vault_client(
     """An authenticated client: the token as given, or one from an AppRole login."""
     # An empty token, not None: given None, hvac adopts VAULT_TOKEN or ~/.vault-token, and an
     # ambient credential (a developer's root token) would travel to this URL with the login.
-    client = hvac.Client(url=url, token="", verify=ca_file or True, timeout=TIMEOUT_SECONDS)
+    # No redirect is followed: requests would resend the X-Vault-Token header (it strips only
+    # Authorization) and a 307 the AppRole login's body, to any host, over plain http too.
+    session = requests.Session()
+    session.max_redirects = 0
+    # Given a session, hvac takes its `verify` over its own argument: set the CA on both.
+    session.verify = ca_file or True
+    client = hvac.Client(
+        url=url, token="", verify=ca_file or True, timeout=TIMEOUT_SECONDS, session=session
+    )
     if token is not None:
         client.token = token.get_secret_value()
     elif role_id is not None and secret_id is not None:
@@ -99,6 +108,8 @@ def _call(what: str, request: Callable[[], T]) -> T:
     except vault_errors.VaultError as exc:
         kind = type(exc).__name__
         raise KmsError(f"Vault refused {what} ({kind}: {_reasons(exc)})") from None
+    except TooManyRedirects:
+        raise KmsError(f"Vault redirected {what}; not followed") from None
     except RequestException as exc:
         raise KmsError(f"Vault is unreachable for {what} ({type(exc).__name__})") from None
 
