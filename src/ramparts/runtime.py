@@ -30,6 +30,7 @@ from ramparts.crypto.backends import open_kms, server_secret
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import demo_data_present
 from ramparts.logs import configure_logging
+from ramparts.metrics import MULTIPROCESS_ENV, prepare_multiprocess
 from ramparts.web.app import create_app
 from ramparts.web.tls import ClientCertificateProtocol, Tls13ContextFactory
 
@@ -58,6 +59,8 @@ __all__ = [
 #: The environment variable through which `serve` hands each worker what it prepared. Not a
 #: `RAMPARTS_*` setting: nobody sets it but `serve`.
 WORKER_HANDOFF = "_RAMPARTS_WORKER"
+#: Under RAMPARTS_HOME: the workers' metric samples (`ramparts.metrics`), emptied at start.
+METRICS_DIRECTORY = "metrics"
 MAX_WORKERS = 64
 #: Each worker's least: a request, the background tasks' one at a time, a refusal's event.
 MIN_CONNECTIONS_PER_WORKER = 3
@@ -341,6 +344,10 @@ def _run_workers(
             "settings": _overrides(settings),
         }
     )
+    if sizing.workers > 1:
+        # Each worker, a fresh interpreter, keeps its metrics there as it imports
+        # prometheus_client, so /metrics in any worker reports the whole instance.
+        prepare_multiprocess(settings.home.resolve() / METRICS_DIRECTORY)
     try:
         uvicorn.run(
             f"{__name__}:worker_app",
@@ -359,3 +366,4 @@ def _run_workers(
         )
     finally:
         del os.environ[WORKER_HANDOFF]
+        os.environ.pop(MULTIPROCESS_ENV, None)
