@@ -113,36 +113,51 @@ def redact_secrets(
 def log_to_stderr() -> None:
     """Before settings are read (the CLI): keep stdout for the command's own output."""
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            structlog.dev.ConsoleRenderer(),
-        ],
+        processors=[*_chain(), structlog.dev.ConsoleRenderer()],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 
 
-def configure_logging(settings: Settings) -> None:
-    processors: list[structlog.types.Processor] = [
+def _chain(*, utc: bool = False) -> list[structlog.types.Processor]:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.TimeStamper(fmt="iso" if utc else "%Y-%m-%d %H:%M:%S", utc=utc),
         # Rendered here (without locals) so the redaction reads the traceback too.
         structlog.processors.format_exc_info,
         redact_secrets,
     ]
+
+
+def log_renderer(settings: Settings) -> structlog.types.Processor:
+    """JSON lines, but for readable lines in dev."""
     if settings.profile is Profile.DEV:
-        processors.append(structlog.dev.ConsoleRenderer())
-    else:
-        processors.append(structlog.processors.JSONRenderer())
+        return structlog.dev.ConsoleRenderer()
+    return structlog.processors.JSONRenderer()
+
+
+def configure_logging(settings: Settings) -> None:
+    """Our own lines (structlog) and the libraries' (the standard `logging`: uvicorn's,
+    SQLAlchemy's) go through the same chain to stderr: the same fields, the same redaction,
+    JSON outside dev."""
+    level = logging.DEBUG if settings.debug else logging.INFO
     structlog.configure(
-        processors=processors,
+        processors=[*_chain(utc=True), log_renderer(settings)],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if settings.debug else logging.INFO
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *_chain(utc=True),
+                log_renderer(settings),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)

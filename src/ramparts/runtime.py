@@ -59,6 +59,11 @@ __all__ = [
 #: The environment variable through which `serve` hands each worker what it prepared. Not a
 #: `RAMPARTS_*` setting: nobody sets it but `serve`.
 WORKER_HANDOFF = "_RAMPARTS_WORKER"
+#: How long a worker may take to answer the server's health check. Uvicorn's default, 5 s, is
+#: shorter than a worker takes to import the runtime and compose the apps' Cedar on a busy
+#: machine (9 to 17 s measured with 2 cores under a load of 12): every worker was killed
+#: while starting, again and again.
+WORKER_HEALTHCHECK_SECONDS = 60
 #: Under RAMPARTS_HOME: the workers' metric samples (`ramparts.metrics`), emptied at start.
 METRICS_DIRECTORY = "metrics"
 MAX_WORKERS = 64
@@ -360,8 +365,12 @@ def _run_workers(
             proxy_headers=False,
             lifespan="on",
             # Uvicorn's access log prints full query strings: authorization codes, state,
-            # id_token_hint. Requests are not logged with their URLs at all.
+            # id_token_hint. Each request is logged by `ramparts.web.telemetry` instead, with
+            # its route template.
             access_log=False,
+            # Uvicorn's own lines go through ours (`configure_logging`): JSON, redacted.
+            log_config=None,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             **tls,
         )
     finally:

@@ -10,7 +10,8 @@ SECURITY DEFINER (the owner's rights: the runtime role reads none of `ai_killswi
 `search_path`; EXECUTE revoked from PUBLIC and granted to the runtime role alone. Pending
 approvals are counted tenant by tenant under row-level security, which the table forces on
 its owner too, as `ramparts_stale_psp_events` reads its events; the SET clause puts the
-caller's `app.tenant_id` back on return. A partial index keeps each count to the pending rows.
+caller's `app.tenant_id` back on return. Each count reads the pending rows only (the partial
+index `ix_ai_approvals_pending` of migration 0025).
 
 Revision ID: 0029_operations_gauges
 Revises: 0028_tenant_reconciliation
@@ -30,8 +31,6 @@ FUNCTION = "ramparts_operations_gauges()"
 
 def upgrade() -> None:
     for statement in [
-        "CREATE INDEX ix_ai_approvals_pending ON ai_approvals (tenant_id, created_at) "
-        "WHERE status = 'pending'",
         """
         CREATE FUNCTION ramparts_operations_gauges()
         RETURNS TABLE (
@@ -85,4 +84,3 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(f"DROP FUNCTION {FUNCTION}")
-    op.execute("DROP INDEX ix_ai_approvals_pending")
