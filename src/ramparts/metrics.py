@@ -20,7 +20,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -28,6 +27,7 @@ from prometheus_client import (
     generate_latest,
     values,
 )
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -46,7 +46,9 @@ __all__ = [
 
 #: What prometheus_client reads, once, when it is imported.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: The classic text format, which every Prometheus reads (2.x included); our names need
+#: nothing newer.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 REQUESTS = Counter(
     "ramparts_http_requests",
