@@ -13,6 +13,7 @@ A request's lines carry its `request_id` and `trace_id` (`ramparts.web.telemetry
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -38,9 +39,12 @@ _MAX_DEPTH = 8
 _CACHED_CHARS = 200
 _CACHED_STRINGS = 4096
 _scanned: dict[str, str] = {}
+#: Values that hold no text (a big int is checked: a card number may come as a number).
+_PLAIN = frozenset({bool, float, type(None)})
 _Container = dict[Any, Any] | list[Any] | tuple[Any, ...] | set[Any] | frozenset[Any]
 
 
+@functools.lru_cache(maxsize=1024)  # field names repeat: each is judged once
 def _secret_field(name: str) -> bool:
     lowered = name.lower()
     return is_secret_name(name) or any(word in lowered for word in _SECRET_WORDS)
@@ -76,6 +80,11 @@ def _clean_text(text: str) -> str:
 
 
 def _clean(value: object, depth: int) -> object:
+    kind = type(value)
+    if kind is str:  # nearly every value: first
+        return _clean_text(value)  # type: ignore[arg-type]
+    if kind in _PLAIN:
+        return value
     if isinstance(value, bool | float) or value is None:
         return value
     if isinstance(value, int):  # a card number may come as a number
