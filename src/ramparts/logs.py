@@ -170,3 +170,6 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # httpx logs every outbound call at INFO, URL and query string included (the PSP, the
+    # model, the alert webhook): its failures reach us as exceptions, logged by their caller.
+    logging.getLogger("httpx").setLevel(logging.INFO if settings.debug else logging.WARNING)
