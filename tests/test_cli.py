@@ -8,6 +8,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,18 +59,23 @@ def running(
     verify: ssl.SSLContext | bool = False,
     within: float = 30,
 ) -> Iterator[Started]:
-    """Start a long-running command, wait until `url` answers, SIGTERM it on the way out."""
+    """Start a long-running command, wait until `url` answers, SIGTERM it on the way out.
+
+    Its output goes to a file, never a pipe: a server logs a line per request, and a pipe
+    nobody reads until the end would fill and stop the server mid-test."""
     began = time.monotonic()
-    process = subprocess.Popen(
-        [RAMPARTS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in `finally`)
+    process = subprocess.Popen([RAMPARTS, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     started = Started(process, 0.0)
+
+    def printed() -> str:
+        log.seek(0)
+        return log.read()
+
     try:
         while True:
             if process.poll() is not None:
-                pytest.fail(
-                    f"ramparts {args[0]} exited {process.returncode}:\n{process.communicate()[0]}"
-                )
+                pytest.fail(f"ramparts {args[0]} exited {process.returncode}:\n{printed()}")
             try:
                 if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                     break
@@ -83,11 +89,14 @@ def running(
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            started.output = process.communicate(timeout=20)[0]
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            process.wait()
             raise
+        finally:
+            started.output = printed()
+            log.close()
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:

@@ -44,6 +44,18 @@ def test_clean_prod_configuration_has_no_violations(env: pytest.MonkeyPatch) -> 
     assert production_violations(settings, demo_data_present=False) == []
 
 
+def test_a_strong_metrics_token_and_private_networks_are_fit_for_prod(
+    env: pytest.MonkeyPatch,
+) -> None:
+    scraping = {
+        "RAMPARTS_METRICS_TOKEN": "x7Kq2Lm9Vt4Rp8Zs1Nb6Hc3Jd5Fg0WyE",  # pragma: allowlist secret
+        "RAMPARTS_METRICS_NETWORKS": "10.0.0.0/8, fd00::/8",
+    }
+    settings = settings_from(env, {**CLEAN_PROD, **scraping})
+    assert settings.metrics_networks == ("10.0.0.0/8", "fd00::/8")
+    assert production_violations(settings, demo_data_present=False) == []
+
+
 def test_client_certificate_instead_of_password(env: pytest.MonkeyPatch) -> None:
     url = "postgresql://ramparts_app@db/r?sslmode=verify-full&sslcert=/run/app.crt"
     settings = settings_from(env, {**CLEAN_PROD, "RAMPARTS_APP_DATABASE_URL": url})
@@ -88,6 +100,12 @@ def test_client_certificate_instead_of_password(env: pytest.MonkeyPatch) -> None
         ({"RAMPARTS_CORS_ORIGINS": "http://app.example.com"}, "CORS origin over plain http"),
         ({"RAMPARTS_HSTS_MAX_AGE": "0"}, "RAMPARTS_HSTS_MAX_AGE below one year"),
         ({"RAMPARTS_PUBLIC_URL": "http://ramparts.example.com"}, "RAMPARTS_PUBLIC_URL is not"),
+        ({"RAMPARTS_METRICS_TOKEN": "metrics-token"}, "RAMPARTS_METRICS_TOKEN is a default or"),
+        (
+            {"RAMPARTS_METRICS_NETWORKS": "10.0.0.0/8,0.0.0.0/0"},
+            "RAMPARTS_METRICS_NETWORKS opens /metrics to every address: 0.0.0.0/0",
+        ),
+        ({"RAMPARTS_METRICS_NETWORKS": "::/0"}, "RAMPARTS_METRICS_NETWORKS opens /metrics to"),
     ],
 )
 def test_each_violation_is_reported(
@@ -163,6 +181,12 @@ def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
         ("RAMPARTS_VAULT_URL", "vault:8200", "RAMPARTS_VAULT_URL: must be an http(s) URL"),
         ("RAMPARTS_VAULT_PREFIX", "Ramparts/x", "RAMPARTS_VAULT_PREFIX: String should match"),
         ("RAMPARTS_KMS_PASSPHRASE", "", "RAMPARTS_KMS_PASSPHRASE: Value should have at least 12"),
+        (
+            "RAMPARTS_METRICS_NETWORKS",
+            "10.0.0.1/8",
+            "RAMPARTS_METRICS_NETWORKS: '10.0.0.1/8' is not a network",
+        ),
+        ("RAMPARTS_METRICS_NETWORKS", "loopback", "RAMPARTS_METRICS_NETWORKS: 'loopback' is not"),
     ],
 )
 def test_malformed_setting_names_the_variable(

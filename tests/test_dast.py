@@ -46,7 +46,11 @@ def instance(
     urls = make_database(migrate=False)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = owner_env(home, urls, RAMPARTS_PUBLIC_URL=base)
+    # The scraper's network is elsewhere, as in a deployment: the DAST then sees /metrics as
+    # any other caller does (401 without the metrics token).
+    env = owner_env(
+        home, urls, RAMPARTS_PUBLIC_URL=base, RAMPARTS_METRICS_NETWORKS="10.255.255.255/32"
+    )
     assert run("migrate", env=env).returncode == 0
     seeded = run("seed-demo", "--json", env=env)
     assert seeded.returncode == 0, seeded.stderr

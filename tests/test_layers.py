@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ramparts"
 
 # Lowest first. A module may import from its own layer or any layer below it.
 LAYERS: list[set[str]] = [
-    {"config", "logs", "problems", "headers", "detectors", "routes", "alerts"},
+    {"config", "logs", "problems", "headers", "detectors", "routes", "alerts", "metrics"},
     {"db"},
     {"crypto"},
     {"audit", "release"},

@@ -21,6 +21,7 @@ from ramparts.policy.engine import RuntimeAction
 from ramparts.quotes.actions import QuoteAction
 from ramparts.routes import ACTION_KEY, Exempt
 from ramparts.web.app import create_app
+from ramparts.web.metrics import METRICS_PATH
 from tests.identity.helpers import bearer, obtain_tokens, provision
 from tests.live import temporary_kms
 
@@ -51,6 +52,8 @@ async def test_every_route_declares_its_action(urls: DatabaseUrls, tmp_path: Pat
         assert declared in actions | {e.value for e in Exempt}, f"{route.path} declares nothing"
         if declared == Exempt.SELF:
             assert route.path.startswith(SELF_SERVICE), route.path
+        if declared == Exempt.SCRAPE:  # no user token opens it: for /metrics alone
+            assert route.path == METRICS_PATH, route.path
         if route.path.startswith("/api/") and not route.path.startswith("/api/me/"):
             assert declared in actions, f"{route.path} must be authorized by Cedar"
     # The schema in /openapi.json carries the declarations for reviewers.

@@ -13,6 +13,7 @@ import httpx
 import psutil
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.runtime import (
@@ -147,3 +148,97 @@ def test_two_workers_serve_authenticated_requests(
     logged = re.sub(r"\x1b\[[0-9;]*m", "", started.output)  # the dev log's colours
     assert "serve_sizing" in logged
     assert "workers=2" in logged
+
+
+def test_two_workers_log_json_without_secrets_and_report_the_whole_instance_metrics(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    """Stage profile, two workers: every line on stderr is JSON, each request's line names
+    its route template, ids and timing and no secret it carried, and /metrics from whichever
+    worker answers counts every worker's requests."""
+    urls = make_database(migrate=False)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = owner_env(tmp_path, urls, RAMPARTS_PUBLIC_URL=base, RAMPARTS_REDIS_URL=REDIS)
+    assert run("migrate", env=env).returncode == 0
+    seeded = run("seed-demo", "--json", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    report = json.loads(seeded.stdout)
+    buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
+    stage = {**env, "RAMPARTS_PROFILE": "stage"}
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    serve = ("serve", "--port", str(port), "--workers", "2")
+    with running(*serve, env=stage, url=f"{base}/readyz") as started:
+        workers = _worker_processes(psutil.Process(started.process.pid))
+        with httpx.Client(base_url=base) as browser:
+            tokens = sign_in_demo_buyer(browser, report)
+        assert tokens.status_code == 200, tokens.text
+        token = tokens.json()["access_token"]
+        with httpx.Client(base_url=base, headers=bearer(token)) as api:
+            traced = api.get(
+                "/api/quotes",
+                headers={
+                    "x-request-id": "checkout-7f3a9c21",
+                    "traceparent": f"00-{trace}-00f067aa0ba902b7-01",
+                },
+            )
+            assert traced.status_code == 200
+            assert traced.headers["x-request-id"] == "checkout-7f3a9c21"
+            # Secrets in the query, a cookie, an id that is an address, a card in the body.
+            leaky = api.get(
+                f"/api/quotes?access_token={token}&email=buyer@acme.test",
+                headers={"cookie": f"rp_session={token}", "x-request-id": "buyer@acme.test"},
+            )
+            assert leaky.headers["x-request-id"] != "buyer@acme.test"
+            carded = api.post("/api/quotes", json={"note": "pay with 4111 1111 1111 1111"})
+            assert carded.status_code == 400
+        # Fresh connections, until both workers have served some (each then has its file).
+        checks, pids = 0, {worker.pid for worker in workers}
+        for _ in range(10):
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda _: httpx.get(f"{base}/healthz"), range(16)))
+            assert [a.status_code for a in answers] == [200] * 16
+            checks += 16
+            if _counted_by(tmp_path / "metrics") == pids:
+                break
+        scrapes = [httpx.get(f"{base}/metrics") for _ in range(4)]
+    assert _counted_by(tmp_path / "metrics") == pids
+    for scrape in scrapes:
+        assert scrape.status_code == 200
+        assert scrape.headers["content-type"].startswith("text/plain")
+        assert _sample(scrape.text, "ramparts_http_requests_total", route="/healthz") == checks
+        assert _sample(scrape.text, "ramparts_http_requests_total", route="/api/quotes") == 2
+        # The card was refused at the edge, before any route was matched.
+        refused = {"route": "unmatched", "method": "POST", "status": "4xx"}
+        assert _sample(scrape.text, "ramparts_http_requests_total", **refused) == 1
+        assert _sample(scrape.text, "ramparts_approvals_pending") == 0
+        assert _sample(scrape.text, "ramparts_operations_gauges_up") == 1
+
+    lines = [json.loads(line) for line in started.output.splitlines()]  # every line is JSON
+    requests = [line for line in lines if line["event"] == "request"]
+    assert {line["route"] for line in requests} >= {"/api/quotes", "/healthz", "/oauth/token"}
+    ours = next(line for line in requests if line["request_id"] == "checkout-7f3a9c21")
+    assert ours["trace_id"] == trace
+    assert (ours["method"], ours["status"]) == ("GET", 200)
+    assert ours["duration_ms"] > 0
+    assert all(
+        re.fullmatch(r"[0-9a-f]{32}", line["trace_id"]) and line["request_id"] for line in requests
+    )
+    assert any(line.get("logger") == "uvicorn.error" for line in lines)  # the server's own
+    for secret in (token, buyer["password"], buyer["totp_secret"], "buyer@acme.test", "4111"):
+        assert secret not in started.output
+
+
+def _counted_by(samples: Path) -> set[int]:
+    """The processes that have counted something in multiprocess mode (`counter_<pid>.db`)."""
+    return {int(f.stem.rsplit("_", 1)[1]) for f in samples.glob("counter_*.db")}
+
+
+def _sample(exposition: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

@@ -6,6 +6,7 @@ needs a different configuration builds a new `Settings`, it never mutates the sh
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from difflib import get_close_matches
@@ -163,6 +164,10 @@ class Settings(BaseSettings):
     vault_transit_mount: str = "transit"
     vault_kv_mount: str = "secret"
     psp: PspBackend = PspBackend.SANDBOX
+    # Who may scrape /metrics (`ramparts.web.metrics`): a client in one of these networks
+    # (CIDRs), or one presenting RAMPARTS_METRICS_TOKEN as a bearer token.
+    metrics_networks: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.0/8", "::1/128")
+    metrics_token: SecretStr | None = None
     # Where alerts are POSTed as JSON besides the counter and the log (`ramparts.alerts`).
     alert_webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     # The job worker (`ramparts worker`): how many times a job runs before it is dead-lettered,
@@ -222,7 +227,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must log in as the runtime role {APP_ROLE!r}")
         return value
 
-    @field_validator("cors_origins", "apps", mode="before")
+    @field_validator("cors_origins", "apps", "metrics_networks", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -246,6 +251,18 @@ class Settings(BaseSettings):
             scheme, sep, rest = origin.partition("://")
             if scheme not in {"http", "https"} or not sep or not rest or "/" in rest:
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return value
+
+    @field_validator("metrics_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not a network (address/prefix, host bits zero)"
+                ) from None
         return value
 
     @field_validator("public_url")
@@ -390,6 +407,7 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
         violations.append(f"CORS origin over plain http: {', '.join(plain)}")
     if not settings.public_url.startswith("https://"):
         violations.append("RAMPARTS_PUBLIC_URL is not https")
+    violations += _metrics_violations(settings)
     if settings.hsts_max_age < MIN_PROD_HSTS_SECONDS:
         violations.append(f"RAMPARTS_HSTS_MAX_AGE below one year ({MIN_PROD_HSTS_SECONDS} s)")
     return violations
@@ -428,6 +446,23 @@ def _database_violations(settings: Settings) -> list[str]:
             )
         elif password is not None and _weak(password, MIN_DB_PASSWORD_CHARS):
             violations.append("RAMPARTS_APP_DATABASE_URL has a default or weak password")
+    return violations
+
+
+def _metrics_violations(settings: Settings) -> list[str]:
+    """/metrics stays for the scraper: a strong token, and no network that is everyone."""
+    violations = []
+    token = settings.metrics_token
+    if token is not None and _weak(token.get_secret_value(), MIN_SECRET_KEY_CHARS):
+        violations.append(
+            f"RAMPARTS_METRICS_TOKEN is a default or weak secret "
+            f"(need {MIN_SECRET_KEY_CHARS}+ random characters)"
+        )
+    everyone = [n for n in settings.metrics_networks if ipaddress.ip_network(n).prefixlen == 0]
+    if everyone:
+        violations.append(
+            f"RAMPARTS_METRICS_NETWORKS opens /metrics to every address: {', '.join(everyone)}"
+        )
     return violations
 
 

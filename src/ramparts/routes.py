@@ -3,8 +3,8 @@
 A route either names the policy action it is authorized as (a
 `ramparts.policy.engine.PolicyAction`, by its qualified name; checked by Cedar in the
 handler) or says why it needs none: `public` (anyone may call it: sign-in, discovery,
-health) or `self` (only the caller's own account, proven by its token). The declaration
-rides in the route's OpenAPI operation as `x-ramparts-action`.
+health), `self` (only the caller's own account, proven by its token), `page` or `scrape`
+(below). The declaration rides in the route's OpenAPI operation as `x-ramparts-action`.
 
 A route may also be for people only (`x-ramparts-people-only`) where its action is one the
 Cedar schema lets services take elsewhere (the assistant calls a model for a person; a service
@@ -40,6 +40,9 @@ class Exempt(StrEnum):
     #: A page of the web app: its session cookie signs it in (`ramparts.web.page`), and it
     #: acts only through the API, where each call is authorized.
     PAGE = "page"
+    #: The Prometheus scrape (`ramparts.web.metrics`): for the configured networks or the
+    #: metrics token, which the route checks itself; no user token opens it.
+    SCRAPE = "scrape"
 
 
 def declares(action: object, *, people_only: bool = False) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ramparts.crypto.backends import open_kms, server_secret
 from ramparts.db.engine import Database, DatabaseUrls
 from ramparts.identity.services import demo_data_present
 from ramparts.logs import configure_logging
+from ramparts.metrics import MULTIPROCESS_ENV, prepare_multiprocess
 from ramparts.web.app import create_app
 from ramparts.web.tls import ClientCertificateProtocol, Tls13ContextFactory
 
@@ -58,6 +59,13 @@ __all__ = [
 #: The environment variable through which `serve` hands each worker what it prepared. Not a
 #: `RAMPARTS_*` setting: nobody sets it but `serve`.
 WORKER_HANDOFF = "_RAMPARTS_WORKER"
+#: How long a worker may take to answer the server's health check. Uvicorn's default, 5 s, is
+#: shorter than a worker takes to import the runtime and compose the apps' Cedar on a busy
+#: machine (9 to 17 s measured with 2 cores under a load of 12): every worker was killed
+#: while starting, again and again.
+WORKER_HEALTHCHECK_SECONDS = 60
+#: Under RAMPARTS_HOME: the workers' metric samples (`ramparts.metrics`), emptied at start.
+METRICS_DIRECTORY = "metrics"
 MAX_WORKERS = 64
 #: Each worker's least: a request, the background tasks' one at a time, a refusal's event.
 MIN_CONNECTIONS_PER_WORKER = 3
@@ -354,6 +362,10 @@ def _run_workers(
             "settings": _overrides(settings),
         }
     )
+    if sizing.workers > 1:
+        # Each worker, a fresh interpreter, keeps its metrics there as it imports
+        # prometheus_client, so /metrics in any worker reports the whole instance.
+        prepare_multiprocess(settings.home.resolve() / METRICS_DIRECTORY)
     try:
         uvicorn.run(
             f"{__name__}:worker_app",
@@ -366,9 +378,14 @@ def _run_workers(
             proxy_headers=False,
             lifespan="on",
             # Uvicorn's access log prints full query strings: authorization codes, state,
-            # id_token_hint. Requests are not logged with their URLs at all.
+            # id_token_hint. Each request is logged by `ramparts.web.telemetry` instead, with
+            # its route template.
             access_log=False,
+            # Uvicorn's own lines go through ours (`configure_logging`): JSON, redacted.
+            log_config=None,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             **tls,
         )
     finally:
         del os.environ[WORKER_HANDOFF]
+        os.environ.pop(MULTIPROCESS_ENV, None)

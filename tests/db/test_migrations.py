@@ -50,7 +50,7 @@ def test_secrets_sealed_before_the_kms_stop_the_upgrade_with_one_clear_line(
 
 QUOTES = MigrationBranch("quotes", QUOTE_MIGRATIONS)
 #: The runtime's head: the ledger, the PSP events, then idempotency keys.
-RUNTIME_HEAD = "0029_psp_event_race"
+RUNTIME_HEAD = "0030_operations_gauges"
 #: The quote app's head: the seller's proposal text.
 QUOTES_HEAD = "0028_quote_proposal"
 #: A revision of the runtime's chain from before apps had branches (the old single head).

@@ -18,6 +18,7 @@ from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog, Event
 from ramparts.db.engine import Database
 from ramparts.identity.auth import Principal, actor_of
+from ramparts.metrics import POLICY_DENIALS
 from ramparts.policy.engine import (
     SENSITIVITIES,
     Channel,
@@ -186,7 +187,11 @@ class Authorizer:
         decision: PolicyDecision,
     ) -> Event:
         """The audit event of a decision, for a caller that records a batch of them (a
-        held request's says `"held": true`)."""
+        held request's says `"held": true`). A denial counts in
+        `ramparts_policy_denials_total{action}` here, the one place every recorded decision
+        passes."""
+        if not decision.allowed:
+            POLICY_DENIALS.labels(action.qualified).inc()
         details: dict[str, object] = {
             "action": action.qualified,
             "channel": context.channel.value,
@@ -238,6 +243,7 @@ class Authorizer:
             if self._engine.decide(subject, action, r, context.channel, context.held).allowed
         ]
         if len(kept) < len(resources):
+            POLICY_DENIALS.labels(action.qualified).inc(len(resources) - len(kept))
             await self._audit.record(
                 session,
                 actor_of(principal),

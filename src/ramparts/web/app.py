@@ -48,6 +48,7 @@ from ramparts.crypto.keys import DataKeys
 from ramparts.crypto.kms import Kms
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
+from ramparts.db.gauges import OperationsGauges
 from ramparts.db.migrate import ExpectedSchema
 from ramparts.db.request import request_session
 from ramparts.identity import views as identity_views
@@ -77,11 +78,13 @@ from ramparts.web import (
     approvals_pages,
     assistant,
     health,
+    metrics,
     pages,
     pay,
 )
 from ramparts.web.errors import install_error_handlers
 from ramparts.web.gate import PermissionGate
+from ramparts.web.metrics import ScrapeAccess
 from ramparts.web.middleware import (
     CatchAllMiddleware,
     EdgeMiddleware,
@@ -97,6 +100,7 @@ from ramparts.web.page import PageKit
 from ramparts.web.page_errors import install_page_handlers
 from ramparts.web.pages import WEB_CLIENT_ID
 from ramparts.web.sessions import BrowserSessions
+from ramparts.web.telemetry import RouteRecorderMiddleware, TelemetryMiddleware
 
 __all__ = ["create_app", "identity_services"]
 
@@ -288,7 +292,7 @@ def create_app(  # noqa: PLR0915 - the one place the app is wired
             declares(RuntimeAction.USERS_READ),
         )
     )
-    app.include_router(health.router)
+    _install_operations(app, settings, database)
     app.include_router(psp_webhooks.build_router(WebhookSecrets(kms), PspEvents(database)))
     identity_views.install(app, identity)
     _install_assistant(
@@ -303,6 +307,14 @@ def create_app(  # noqa: PLR0915 - the one place the app is wired
     install_openapi(app)
     _add_middleware(app, settings)
     return app
+
+
+def _install_operations(app: FastAPI, settings: Settings, database: Database) -> None:
+    """What orchestrators and scrapers call: the probes and /metrics."""
+    app.include_router(health.router)
+    app.include_router(
+        metrics.build_router(ScrapeAccess.from_settings(settings), OperationsGauges(database))
+    )
 
 
 #: The runtime's own links; an app's come between Home and these (`App.nav`).
@@ -435,8 +447,9 @@ def _install_assistant(
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    # Added innermost first. From the outside: headers, catch-all, host, CORS, catch-all, rules,
-    # HEAD as GET, the request's transaction.
+    # Added innermost first. From the outside: telemetry, headers, catch-all, host, CORS,
+    # catch-all, rules, HEAD as GET, the request's transaction, the route's recorder.
+    app.add_middleware(RouteRecorderMiddleware)
     app.add_middleware(RequestTransactionMiddleware)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(
@@ -453,3 +466,4 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         hsts_max_age=settings.hsts_max_age,
         psp_page_policy=psp_page_policy(psp_page_sources(settings.psp_api_base)),
     )
+    app.add_middleware(TelemetryMiddleware)

@@ -18,8 +18,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ramparts.metrics import REQUEST_REFUSALS
 from ramparts.problems import Problem, ProblemType, problem_response
-from ramparts.web.rules import REFUSALS, Rule
+from ramparts.web.rules import Rule
 
 if TYPE_CHECKING:
     from starlette.types import ExceptionHandler, Scope
@@ -163,7 +164,7 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
         allowed = allowed_methods(request.app.router.routes, request.url.path)
         headers["Allow"] = ", ".join(allowed)
         detail = f"{request.method} is not allowed here; use {_one_of(allowed)}"
-        REFUSALS.labels(rule=Rule.METHOD.value).inc()
+        REQUEST_REFUSALS.labels(rule=Rule.METHOD.value).inc()
     return problem_response(
         exc.status_code,
         _TYPES.get(exc.status_code, ProblemType.HTTP_ERROR),

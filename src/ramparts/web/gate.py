@@ -20,6 +20,7 @@ from ramparts.audit.events import Action, Decision, Resource
 from ramparts.audit.services import AuditLog
 from ramparts.db.request import RequestTransaction
 from ramparts.identity.auth import BearerAuthenticator, Principal, actor_of
+from ramparts.metrics import GATE_REFUSALS
 from ramparts.policy.engine import SENSITIVITIES, PolicyAction, RuntimeAction, Target
 from ramparts.policy.services import Authorizer, RequestContext
 from ramparts.problems import Problem, ProblemType
@@ -36,6 +37,7 @@ class PermissionGate:
     (403 `not-a-user`). A Cedar action denied to the caller whatever the resource is refused
     (403): for a service, that is every action whose schema `appliesTo` names no `Service`
     (Cedar refuses such a request as invalid). A route that declares nothing is refused.
+    Each refusal counts in `ramparts_gate_refusals_total{reason}`.
     """
 
     def __init__(
@@ -55,12 +57,17 @@ class PermissionGate:
         route = request.scope.get("route")
         extra = getattr(route, "openapi_extra", None)
         declared = (extra or {}).get(ACTION_KEY)
-        if declared in (Exempt.PUBLIC, Exempt.PAGE):
+        if declared in _OWN_CHECKS:
             return
         action = self._authorizer.action(str(declared)) if declared is not None else None
         if action is None and declared not in _EXEMPTIONS:  # deny by default
+            GATE_REFUSALS.labels("undeclared").inc()
             raise Problem(403, ProblemType.FORBIDDEN, "this route declares no authorization")
-        principal = await self._bearer(request)
+        try:
+            principal = await self._bearer(request)
+        except Problem:
+            GATE_REFUSALS.labels("unauthenticated").inc()
+            raise
         if people_only(extra):
             await self._require_person(principal)
         if action is None:  # a `self` route: the caller's own account
@@ -79,11 +86,13 @@ class PermissionGate:
         await self._authorizer.authorize(
             principal, action, _tenant_target(action, principal, context), context
         )
+        GATE_REFUSALS.labels("denied_outright").inc()
         raise Problem(403, ProblemType.FORBIDDEN, f"{action} is not allowed here")
 
     async def _require_person(self, principal: Principal) -> None:
         if principal.user_id is not None:
             return
+        GATE_REFUSALS.labels("not_a_user").inc()
         problem = Problem(403, ProblemType.NOT_A_USER, "this endpoint is for users, not services")
         await self._audit.record_apart(
             principal.tenant_id,
@@ -97,6 +106,9 @@ class PermissionGate:
 
 
 _EXEMPTIONS = frozenset(Exempt)
+#: Routes that check their callers themselves: anyone (`public`), a page's session cookie
+#: (`page`), the scraper's network or token (`scrape`).
+_OWN_CHECKS = frozenset({Exempt.PUBLIC, Exempt.PAGE, Exempt.SCRAPE})
 
 
 def _tenant_target(action: PolicyAction, principal: Principal, context: RequestContext) -> Target:

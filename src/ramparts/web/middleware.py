@@ -206,12 +206,12 @@ class PublicHostMiddleware:
     and the scheme pinned to the configured one, so every URL built says exactly the public
     origin: `X-Forwarded-Proto` cannot change it, and nothing reads `X-Forwarded-Host`.
 
-    The liveness and readiness probes answer on any host: orchestrators and load balancers
-    address them by the instance's own address, and they build no URL (their host is
-    rewritten all the same).
+    The liveness and readiness probes and the Prometheus scrape answer on any host:
+    orchestrators, load balancers and scrapers address them by the instance's own address,
+    and they build no URL (their host is rewritten all the same).
     """
 
-    PROBES = frozenset({"/healthz", "/readyz"})
+    PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
     def __init__(self, app: ASGIApp, *, public_url: str) -> None:
         self.app = app

@@ -21,9 +21,9 @@ from __future__ import annotations
 from enum import StrEnum
 from urllib.parse import parse_qsl
 
-from prometheus_client import Counter
 from starlette.types import Scope
 
+from ramparts.metrics import REQUEST_REFUSALS
 from ramparts.problems import Problem, ProblemType
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "MAX_JSON_KEYS",
     "MAX_JSON_STRING_CHARS",
     "MAX_URL_BYTES",
-    "REFUSALS",
     "Rule",
     "check_head",
     "check_identifiers",
@@ -65,12 +64,6 @@ MAX_URL_BYTES = 8_192
 #: printable characters only (a CR, LF or NUL in one would forge a log line or cut a key).
 IDENTIFIER_HEADERS = frozenset({b"idempotency-key"})
 
-REFUSALS = Counter(
-    "ramparts_request_refusals",
-    "Requests refused at the edge by a request rule, by rule",
-    ["rule"],
-)
-
 
 class Rule(StrEnum):
     """Each request rule: the `rule` label of the counter."""
@@ -96,7 +89,7 @@ def refuse(
     headers: dict[str, str] | None = None,
 ) -> Problem:
     """The problem that answers a request past `rule`, counted as it is made."""
-    REFUSALS.labels(rule=rule.value).inc()
+    REQUEST_REFUSALS.labels(rule=rule.value).inc()
     return Problem(status, problem_type, detail, headers=headers)
 
 
