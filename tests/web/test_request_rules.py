@@ -8,6 +8,7 @@ rule. Each is refused with its own problem, carries the security headers, and ad
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -334,3 +335,30 @@ def test_an_idempotency_key_with_a_c1_control_is_refused_over_http(
         headers={"idempotency-key": b"key-\x9b31m"},
     )
     refused(response, 400, "control-character", Rule.CONTROL_CHARACTER, before)
+
+
+@pytest.mark.parametrize("kind", ["json", "form"])
+def test_a_body_of_digit_groups_is_answered_at_once(
+    served: tuple[httpx.Client, FastAPI], kind: str
+) -> None:
+    """The card-number rule tries every stretch of a run of digit groups: 512 KiB of "1 1 1 …"
+    (no stretch of which passes Luhn) once held the event loop for a minute, every other
+    request waiting. Checked within a budget, such a body is refused at once, as the card rule's
+    refusal, without echoing it."""
+    client, _ = served
+    run = "1 " * (MAX_JSON_STRING_CHARS // 2 - 8)
+    if kind == "json":
+        response_of = lambda: client.post(  # noqa: E731
+            "/healthz", json={f"{MARK}{i}": run for i in range(8)}, timeout=120
+        )
+    else:
+        response_of = lambda: client.post(  # noqa: E731
+            "/healthz", data={MARK: run * 8}, timeout=120
+        )
+    started = time.monotonic()
+    response = response_of()
+    elapsed = time.monotonic() - started
+    problem = assert_problem(response, 400, "card-number-refused")
+    assert "card number" in str(problem["detail"])
+    assert "1 1 1" not in response.text
+    assert elapsed < 3, f"{elapsed:.1f} s"
