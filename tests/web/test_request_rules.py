@@ -23,7 +23,7 @@ from starlette.types import Scope
 
 from ramparts.payments.webhooks import WEBHOOK_PATH
 from ramparts.problems import Problem
-from ramparts.web.bodies import check_json
+from ramparts.web.bodies import MAX_FORM_FIELDS, check_json
 from ramparts.web.errors import allowed_methods
 from ramparts.web.rules import (
     MAX_HEADER_BYTES,
@@ -410,3 +410,17 @@ def test_a_textarea_in_a_form_passes_the_control_character_rule(
     text = "line one\r\nline two\tand \U0001f469\u200d\U0001f4bb \u05e9\u05dc\u05d5\u05dd\u200f"
     response = client.post("/healthz", data={"message": text})
     assert_problem(response, 405, "method-not-allowed")  # past the rules, to the router
+
+
+def test_every_route_counts_a_form_past_its_field_limit(
+    served: tuple[httpx.Client, FastAPI],
+) -> None:
+    """A form's fields are limited as a JSON object's members are, and counted the same way."""
+    client, app = served
+    fields = "&".join(f"{MARK}{n}=1" for n in range(MAX_FORM_FIELDS + 1))
+    for url in post_routes(app):
+        before = refusals(Rule.FORM_FIELDS)
+        response = client.post(url, content=fields, headers={"content-type": FORM})
+        assert_problem(response, 400, "malformed-body")
+        assert MARK not in response.text
+        assert refusals(Rule.FORM_FIELDS) == before + 1, url

@@ -204,8 +204,12 @@ def check_form(text: str) -> None:
     """Refuse a URL-encoded form with too many fields, a NUL in a name or value, or another
     control character (`ramparts.web.rules.check_form_field`)."""
     if text.count("&") + text.count(";") + 1 > MAX_FORM_FIELDS:
-        raise Problem(
-            400, ProblemType.MALFORMED_BODY, f"a form has at most {MAX_FORM_FIELDS} fields"
+        # The form's twin of `json_keys`, counted as a rule (its answer predates the rules).
+        raise refuse(
+            Rule.FORM_FIELDS,
+            400,
+            ProblemType.MALFORMED_BODY,
+            f"a form has at most {MAX_FORM_FIELDS} fields",
         )
     for name, value in parse_qsl(text, keep_blank_values=True):
         problem = _string_problem(name) or _string_problem(value)

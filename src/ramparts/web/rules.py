@@ -86,6 +86,7 @@ class Rule(StrEnum):
     JSON_KEYS = "json_keys"
     JSON_STRING_LENGTH = "json_string_length"
     JSON_ARRAY_LENGTH = "json_array_length"
+    FORM_FIELDS = "form_fields"
     HEADER_COUNT = "header_count"
     HEADER_SIZE = "header_size"
     URL_LENGTH = "url_length"
