@@ -551,3 +551,26 @@ def test_strings_that_cannot_be_stored_are_refused(
     assert (
         client.post("/api/quotes", json={"title": "\U0001f600"}).status_code == 401
     )  # a pair is fine
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://zq9mark.example", "access-control-request-method": "GET"},
+        {"origin": ALLOWED, "access-control-request-method": "zq9mark"},
+        {
+            "origin": ALLOWED,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "x-zq9mark",
+        },
+    ],
+    ids=["origin", "method", "headers"],
+)
+def test_a_rejected_preflight_names_what_is_allowed_without_echoing_what_was_sent(
+    client: httpx.Client, headers: dict[str, str]
+) -> None:
+    """What another site sent (its origin, a method or header names it made up) never comes
+    back in the refusal: it could be an attack string meant for whoever reads the answer."""
+    response = client.options("/healthz", headers=headers)
+    assert_problem(response, 403, "cors-rejected")
+    assert "zq9mark" not in response.text.lower()

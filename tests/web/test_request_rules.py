@@ -8,6 +8,7 @@ rule. Each is refused with its own problem, carries the security headers, and ad
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,8 +21,9 @@ from prometheus_client import REGISTRY
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Scope
 
+from ramparts.payments.webhooks import WEBHOOK_PATH
 from ramparts.problems import Problem
-from ramparts.web.bodies import check_json
+from ramparts.web.bodies import MAX_FORM_FIELDS, check_json
 from ramparts.web.errors import allowed_methods
 from ramparts.web.rules import (
     MAX_HEADER_BYTES,
@@ -34,7 +36,7 @@ from ramparts.web.rules import (
     Rule,
     check_head,
 )
-from tests.web.test_edge import assert_problem, assert_security_headers
+from tests.web.test_edge import FORM, assert_problem, assert_security_headers
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 PARAMETER = re.compile(r"\{([^}:]+)(?::[^}]+)?\}")
@@ -334,3 +336,91 @@ def test_an_idempotency_key_with_a_c1_control_is_refused_over_http(
         headers={"idempotency-key": b"key-\x9b31m"},
     )
     refused(response, 400, "control-character", Rule.CONTROL_CHARACTER, before)
+
+
+@pytest.mark.parametrize("kind", ["json", "form"])
+def test_a_body_of_digit_groups_is_answered_at_once(
+    served: tuple[httpx.Client, FastAPI], kind: str
+) -> None:
+    """The card-number rule tries every stretch of a run of digit groups: 512 KiB of "1 1 1 …"
+    (no stretch of which passes Luhn) once held the event loop for a minute, every other
+    request waiting. Checked within a budget, such a body is refused at once, as the card rule's
+    refusal, without echoing it."""
+    client, _ = served
+    run = "1 " * (MAX_JSON_STRING_CHARS // 2 - 8)
+    if kind == "json":
+        response_of = lambda: client.post(  # noqa: E731
+            "/healthz", json={f"{MARK}{i}": run for i in range(8)}, timeout=120
+        )
+    else:
+        response_of = lambda: client.post(  # noqa: E731
+            "/healthz", data={MARK: run * 8}, timeout=120
+        )
+    started = time.monotonic()
+    response = response_of()
+    elapsed = time.monotonic() - started
+    problem = assert_problem(response, 400, "card-number-refused")
+    assert "card number" in str(problem["detail"])
+    assert "1 1 1" not in response.text
+    assert elapsed < 3, f"{elapsed:.1f} s"
+
+
+def post_routes(app: FastAPI) -> list[str]:
+    """A URL of every route that takes POST (the sign-in pages, OAuth, the web app's pages: the
+    routes a form is sent to), but the PSP's webhook, whose body is read only once its
+    signature is verified (`tests/payments/test_webhooks.py`)."""
+    return [
+        url
+        for _, url in walked(app)
+        if "POST" in allowed_methods(app.routes, url) and url != WEBHOOK_PATH
+    ]
+
+
+@pytest.mark.parametrize("character", ["%00", "%01", "%0B", "%1B", "%7F", "%C2%85", "%C2%9B"])
+def test_every_route_refuses_a_control_character_in_a_form_field(
+    served: tuple[httpx.Client, FastAPI], character: str
+) -> None:
+    """A form's fields are ids as much as a query's (an organisation and a username at
+    sign-in, a client id and a code at OAuth's token endpoint, a page's key): a control
+    character in a name or a value is refused, as in the query, and counted. NUL keeps its own
+    answer (a string that cannot be stored, 422), counted all the same."""
+    client, app = served
+    status, slug = (422, "invalid-request") if character == "%00" else (400, "control-character")
+    for url in post_routes(app):
+        for body, where in [
+            (f"ok=1&id={MARK}{character}1", "form field 'id'"),
+            (f"ok=1&{MARK}{character}1=1", "a form field name"),
+        ]:
+            before = refusals(Rule.CONTROL_CHARACTER)
+            response = client.post(url, content=body, headers={"content-type": FORM})
+            problem = assert_problem(response, status, slug)
+            assert MARK not in response.text
+            assert refusals(Rule.CONTROL_CHARACTER) == before + 1, url
+            if status == 400:
+                assert str(problem["detail"]).startswith("control_character: "), problem
+                assert where in str(problem["detail"]), problem
+
+
+def test_a_textarea_in_a_form_passes_the_control_character_rule(
+    served: tuple[httpx.Client, FastAPI],
+) -> None:
+    """Line breaks and tabs are what a textarea sends, and format characters are ordinary text
+    (an emoji sequence's joiner, the marks of right-to-left writing): none is refused."""
+    client, _ = served
+    text = "line one\r\nline two\tand \U0001f469\u200d\U0001f4bb \u05e9\u05dc\u05d5\u05dd\u200f"
+    response = client.post("/healthz", data={"message": text})
+    assert_problem(response, 405, "method-not-allowed")  # past the rules, to the router
+
+
+def test_every_route_counts_a_form_past_its_field_limit(
+    served: tuple[httpx.Client, FastAPI],
+) -> None:
+    """A form's fields are limited as a JSON object's members are, and counted the same way."""
+    client, app = served
+    fields = "&".join(f"{MARK}{n}=1" for n in range(MAX_FORM_FIELDS + 1))
+    for url in post_routes(app):
+        before = refusals(Rule.FORM_FIELDS)
+        response = client.post(url, content=fields, headers={"content-type": FORM})
+        assert_problem(response, 400, "malformed-body")
+        assert MARK not in response.text
+        assert refusals(Rule.FORM_FIELDS) == before + 1, url

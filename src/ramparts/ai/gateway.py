@@ -200,6 +200,11 @@ class Gateway(AssistantService):
         self._max_steps = max_steps
         self._switch = kill_switch
 
+    @property
+    def alerter(self) -> Alerter:
+        """Where the abuse alerts go (its owner closes it: `Alerter.aclose`)."""
+        return self._alerter
+
     # --- one message ----------------------------------------------------------------------
 
     async def converse(

@@ -233,7 +233,8 @@ def create_app(  # noqa: PLR0915 - the one place the app is wired
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
-            await psp.aclose()
+            # The alerts' POSTs under way finish (within their timeout) as the PSP client closes.
+            await asyncio.gather(psp.aclose(), app.state.gateway.alerter.aclose())
             await app.state.pages.aclose()
             await audit_database.dispose()
             await database.dispose()
@@ -426,7 +427,9 @@ def _install_assistant(
             Risk.HIGH: settings.ai_high_calls_per_message,
         },
         max_steps=settings.ai_max_steps,
-        alerter=Alerter(settings.alert_webhook_url),
+        # Its POSTs go out beside the request that raised them: a slow receiver never holds
+        # a user's answer; the lifespan waits for those under way.
+        alerter=Alerter(settings.alert_webhook_url, in_background=True),
     )
     approvals = Approvals(
         database, registry, authorizer, conversations, audit, ui_client=WEB_CLIENT_ID

@@ -23,6 +23,7 @@ from ramparts.web.rules import (
     MAX_JSON_KEYS,
     MAX_JSON_STRING_CHARS,
     Rule,
+    check_form_field,
     refuse,
 )
 
@@ -56,6 +57,8 @@ def _malformed_json(detail: str) -> Problem:
 
 
 def _unusable(detail: str) -> Problem:
+    if detail == _NUL:  # a control character, in any body: counted as one
+        return refuse(Rule.CONTROL_CHARACTER, 422, ProblemType.INVALID_REQUEST, detail)
     return Problem(422, ProblemType.INVALID_REQUEST, detail)
 
 
@@ -87,9 +90,12 @@ def _number(text: str) -> float:
     return value
 
 
+_NUL = "a string holds a NUL character"
+
+
 def _string_problem(value: str) -> str | None:
     if "\x00" in value:
-        return "a string holds a NUL character"
+        return _NUL
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -195,12 +201,18 @@ def check_json(text: str) -> Any:
 
 
 def check_form(text: str) -> None:
-    """Refuse a URL-encoded form with too many fields or a NUL in a name or value."""
+    """Refuse a URL-encoded form with too many fields, a NUL in a name or value, or another
+    control character (`ramparts.web.rules.check_form_field`)."""
     if text.count("&") + text.count(";") + 1 > MAX_FORM_FIELDS:
-        raise Problem(
-            400, ProblemType.MALFORMED_BODY, f"a form has at most {MAX_FORM_FIELDS} fields"
+        # The form's twin of `json_keys`, counted as a rule (its answer predates the rules).
+        raise refuse(
+            Rule.FORM_FIELDS,
+            400,
+            ProblemType.MALFORMED_BODY,
+            f"a form has at most {MAX_FORM_FIELDS} fields",
         )
     for name, value in parse_qsl(text, keep_blank_values=True):
         problem = _string_problem(name) or _string_problem(value)
         if problem:
             raise _unusable(problem)
+        check_form_field(name, value)

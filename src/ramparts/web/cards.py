@@ -16,10 +16,17 @@ sixteen digits joined by a dash).
 
 The refusal names where the number was (`card.number`, `items[2].note`, query parameter
 `pan`), never the value: the problem, the logs and the audit trail only ever see the field.
+
+Trying every stretch costs a Luhn check per candidate, about seven per digit in a run of
+single digits ("1 1 1 …"): one body of them under the size limit held the event loop for
+minutes. So a body, a query or a path is checked for at most `MAX_CANDIDATES` candidates, and
+one with more is refused as if it held a card number: each candidate passes Luhn one time in
+ten, so an ordinary value with that many is refused by chance long before.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -30,6 +37,7 @@ from ramparts.detectors import luhn_valid
 from ramparts.problems import Problem, ProblemType
 
 __all__ = [
+    "MAX_CANDIDATES",
     "check_form_fields",
     "check_json_document",
     "check_path",
@@ -49,6 +57,50 @@ _UUID = re.compile(
 _SEPARATORS = re.compile(r"(?<=\d)[\s\-._/,\u2010-\u2015\u2212]{1,3}(?=\d)")
 _SEPARATOR = re.compile(r"[ -]")
 _SHOWN_NAME = 100
+#: The most candidate numbers one body, query or path is checked for (a few milliseconds).
+MAX_CANDIDATES = 4096
+
+
+class _TooManyCandidatesError(Exception):
+    """A request's values hold more candidate numbers than `MAX_CANDIDATES`."""
+
+
+class _Scan:
+    """One request's search for card numbers, within its budget of candidates."""
+
+    def __init__(self, budget: float = MAX_CANDIDATES) -> None:
+        self.left = budget
+
+    def holds(self, text: str) -> bool:
+        """Whether `text` holds what looks like a card number (see the module docstring);
+        `_TooManyCandidatesError` when the budget runs out first."""
+        if sum(c.isdigit() for c in text) < _SHORTEST:
+            return False  # most values: nothing to look at
+        # UUIDs out first, then up to three separators between two digits read as one space.
+        spaced = _SEPARATORS.sub(" ", _UUID.sub(" ", _folded(text)))
+        for found in _RUN.finditer(spaced):
+            run = found.group()
+            if sum(c.isdigit() for c in run) < _SHORTEST:
+                continue
+            for candidate in _candidates(run):
+                self.left -= 1
+                if self.left < 0:
+                    raise _TooManyCandidatesError
+                if luhn_valid(candidate):
+                    return True
+        return False
+
+    def check(self, text: str, where: str) -> None:
+        """Refuse `text`, found at `where`, when it holds a card number or the budget runs
+        out on it."""
+        try:
+            found = self.holds(text)
+        except _TooManyCandidatesError:
+            raise _refuse(
+                where, "holds more digit groups than are checked for a card number"
+            ) from None
+        if found:
+            raise _refuse(where)
 
 
 def _candidates(run: str) -> Iterator[str]:
@@ -56,8 +108,8 @@ def _candidates(run: str) -> Iterator[str]:
     groups = _SEPARATOR.split(run)
     for first in range(len(groups)):
         joined = ""
-        for group in groups[first:]:
-            joined += group
+        for index in range(first, len(groups)):  # a slice here would copy the rest each time
+            joined += groups[index]
             if len(joined) > _LONGEST:
                 break
             if len(joined) >= _SHORTEST:
@@ -67,6 +119,8 @@ def _candidates(run: str) -> Iterator[str]:
 def _folded(text: str) -> str:
     """`text` as a card reader would read it: compatibility forms folded (full-width digits,
     no-break spaces), invisible format characters dropped, every decimal digit in ASCII."""
+    if text.isascii():  # nothing to fold: skip the walk over every character
+        return text
     return "".join(
         str(unicodedata.decimal(c)) if c.isdecimal() else c
         for c in unicodedata.normalize("NFKC", text)
@@ -75,25 +129,16 @@ def _folded(text: str) -> str:
 
 
 def holds_card_number(text: str) -> bool:
-    """Whether `text` holds what looks like a card number (see the module docstring)."""
-    if sum(c.isdigit() for c in text) < _SHORTEST:
-        return False  # most values: nothing to look at
-    # UUIDs out first, then up to three separators between two digits read as one space.
-    spaced = _SEPARATORS.sub(" ", _UUID.sub(" ", _folded(text)))
-    for found in _RUN.finditer(spaced):
-        run = found.group()
-        if sum(c.isdigit() for c in run) < _SHORTEST:
-            continue
-        if any(luhn_valid(candidate) for candidate in _candidates(run)):
-            return True
-    return False
+    """Whether `text` holds what looks like a card number (see the module docstring), however
+    many candidates that takes."""
+    return _Scan(math.inf).holds(text)
 
 
-def _refuse(where: str) -> Problem:
+def _refuse(where: str, what: str = "holds what looks like a card number") -> Problem:
     return Problem(
         400,
         ProblemType.CARD_NUMBER_REFUSED,
-        f"{where} holds what looks like a card number; card details are entered only in the "
+        f"{where} {what}; card details are entered only in the "
         "payment provider's own page, never sent here",
         field=where,
     )
@@ -105,20 +150,20 @@ def _shown(name: str) -> str:
 
 def check_json_document(document: Any) -> None:
     """Refuse a parsed JSON body that holds a card number, naming the field (`a.b[0].c`)."""
+    scan = _Scan()
     pending: list[tuple[str, Any]] = [("", document)]
     while pending:  # without recursion: the decoder allows deeper nesting than the stack
         path, node = pending.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if holds_card_number(key):
-                    raise _refuse(f"a key in {path or 'the body'}")
+                scan.check(key, f"a key in {path or 'the body'}")
                 pending.append((f"{path}.{_shown(key)}" if path else _shown(key), value))
         elif isinstance(node, list):
             pending.extend((f"{path}[{index}]", value) for index, value in enumerate(node))
         else:
             scalar = _scalar_text(node)
-            if scalar is not None and holds_card_number(scalar):
-                raise _refuse(path or "the body")
+            if scalar is not None:
+                scan.check(scalar, path or "the body")
 
 
 def _scalar_text(node: Any) -> str | None:
@@ -134,11 +179,10 @@ def _scalar_text(node: Any) -> str | None:
 
 
 def _check_pairs(pairs: list[tuple[str, str]], kind: str) -> None:
+    scan = _Scan()
     for name, value in pairs:
-        if holds_card_number(name):
-            raise _refuse(f"a {kind} name")
-        if holds_card_number(value):
-            raise _refuse(f"{kind} {_shown(name)!r}")
+        scan.check(name, f"a {kind} name")
+        scan.check(value, f"{kind} {_shown(name)!r}")
 
 
 def check_form_fields(text: str) -> None:
@@ -149,9 +193,10 @@ def check_form_fields(text: str) -> None:
 def check_path(path: str) -> None:
     """Refuse a (decoded) URL path with a segment that holds a card number: an id in a path
     is logged and stored like any other, so a card number must not pass as one."""
+    scan = _Scan()
     for segment in path.split("/"):
-        if segment and holds_card_number(segment):
-            raise _refuse("a path segment")
+        if segment:
+            scan.check(segment, "a path segment")
 
 
 def check_query(pairs: list[tuple[str, str]]) -> None:

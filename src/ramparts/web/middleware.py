@@ -324,14 +324,15 @@ class StrictCORSMiddleware:
             for h in headers.get("access-control-request-headers", "").split(",")
             if h.strip()
         }
+        # Each reason names what is allowed, never what was sent: another site chose it.
         if not self._allowed(origin):
-            reason = f"origin {origin!r} is not allowed"
+            reason = "this origin is not allowed"
         elif _is_page(scope["path"]):
             reason = "the web app's pages are for its own origin only"
         elif method not in self.ALLOW_METHODS:
-            reason = f"method {method!r} is not allowed"
+            reason = f"the methods allowed are {', '.join(self.ALLOW_METHODS)}"
         elif not requested <= self.ALLOW_HEADERS:
-            reason = f"headers {sorted(requested - self.ALLOW_HEADERS)} are not allowed"
+            reason = f"the request headers allowed are {', '.join(sorted(self.ALLOW_HEADERS))}"
         else:
             reason = None
         if reason is not None:

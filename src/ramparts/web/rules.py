@@ -18,6 +18,7 @@ rules ride on the walk `ramparts.web.bodies` already makes over the parsed docum
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from urllib.parse import parse_qsl
 
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_JSON_STRING_CHARS",
     "MAX_URL_BYTES",
     "Rule",
+    "check_form_field",
     "check_head",
     "check_identifiers",
     "query_pairs",
@@ -63,6 +65,10 @@ MAX_URL_BYTES = 8_192
 #: Headers whose values are identifiers: stored, compared and logged as they are, so they hold
 #: printable characters only (a CR, LF or NUL in one would forge a log line or cut a key).
 IDENTIFIER_HEADERS = frozenset({b"idempotency-key"})
+#: What a form value may not hold: the C0 and C1 controls and DEL, but for a textarea's tab
+#: and line breaks. Format characters (an emoji sequence's joiner, the marks of right-to-left
+#: writing) are ordinary text there, as in a JSON string.
+_FORM_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class Rule(StrEnum):
@@ -73,6 +79,7 @@ class Rule(StrEnum):
     JSON_KEYS = "json_keys"
     JSON_STRING_LENGTH = "json_string_length"
     JSON_ARRAY_LENGTH = "json_array_length"
+    FORM_FIELDS = "form_fields"
     HEADER_COUNT = "header_count"
     HEADER_SIZE = "header_size"
     URL_LENGTH = "url_length"
@@ -150,6 +157,17 @@ def check_identifiers(path: str, query: list[tuple[str, str]]) -> None:
         if not value.isprintable():
             # The name is shown only when it is printable itself, and shortened.
             raise _control_character(f"query parameter {name[:40]!r}")
+
+
+def check_form_field(name: str, value: str) -> None:
+    """Refuse a (decoded) form field whose name is not printable, or whose value holds a
+    control character other than a textarea's: a form's fields are ids as much as a query's
+    (an organisation and a username at sign-in, a client id and a code at OAuth's token
+    endpoint)."""
+    if not name.isprintable():
+        raise _control_character("a form field name")
+    if _FORM_CONTROL.search(value):
+        raise _control_character(f"form field {name[:40]!r}")
 
 
 def _control_character(where: str) -> Problem:
