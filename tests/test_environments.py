@@ -97,7 +97,7 @@ CASES: dict[str, tuple[dict[str, str | None], str]] = {
     ),
     "sandbox-psp": ({"RAMPARTS_PSP": "sandbox"}, "sandbox PSP (set RAMPARTS_PSP=stripe)"),
     "psp-test-mode": (
-        {"RAMPARTS_PSP_PUBLISHABLE_KEY": "pk_test_51Hx0Ramparts"},
+        {"RAMPARTS_PSP_PUBLISHABLE_KEY": "pk_test_51Hx0Ramparts"},  # pragma: allowlist secret
         "RAMPARTS_PSP_PUBLISHABLE_KEY is a test-mode key (pk_test_)",
     ),
     "psp-http": (

@@ -17,12 +17,12 @@ JWT = (
 #: One of each kind of secret and personal data, as code might (wrongly) log it.
 SECRETS = {
     "jwt": JWT,
-    "bearer": "Bearer 8f14e45fceea167a5a36dedd4bea2543b2c1",
+    "bearer": "Bearer 8f14e45fceea167a5a36dedd4bea2543b2c1",  # pragma: allowlist secret
     "email": "alice.smith@example.com",
     "card": "4111 1111 1111 1111",
-    "api_key": "sk_live_51H8xQ2eZvKYlo2C0aBcDeFgHiJkLmNoPq",
+    "api_key": "sk_live_51H8xQ2eZvKYlo2C0aBcDeFgHiJkLmNoPq",  # pragma: allowlist secret
     "iban": "DE89 3704 0044 0532 0130 00",
-    "password": "hunter2-correct-horse",
+    "password": "hunter2-correct-horse",  # pragma: allowlist secret
     "cookie": "rp_session=Zm9vYmFyYmF6cXV4cXV1eA",
     "otp": "492039",
     "code": "SplxlOBeZQQYbYS6WxSbIA",

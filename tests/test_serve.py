@@ -166,7 +166,7 @@ def test_two_workers_log_json_without_secrets_and_report_the_whole_instance_metr
     report = json.loads(seeded.stdout)
     buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
     stage = {**env, "RAMPARTS_PROFILE": "stage"}
-    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"  # pragma: allowlist secret
     serve = ("serve", "--port", str(port), "--workers", "2")
     with running(*serve, env=stage, url=f"{base}/readyz") as started:
         workers = _worker_processes(psutil.Process(started.process.pid))

@@ -205,3 +205,19 @@ def test_every_metric_the_rules_read_is_exported(
     planted = _load()
     planted["groups"][0]["rules"][0]["expr"] = "sum(rate(ramparts_http_requests_totl[5m])) > 1"
     assert unexported(planted, exported) == {"ramparts_http_requests_totl"}
+
+
+def missing_runbooks(document: dict[str, Any], guide: str) -> set[str]:
+    """The runbook anchors the rules point to that the operations guide does not hold."""
+    anchors = set(re.findall(r'<a id="(runbook-[a-z0-9-]+)"></a>', guide))
+    pointed = {rule["annotations"]["runbook_url"].partition("#")[2] for rule in _rules(document)}
+    return pointed - anchors
+
+
+def test_every_runbook_the_rules_point_to_is_in_the_operations_guide() -> None:
+    guide = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    assert missing_runbooks(_load(), guide) == set()
+    # A rule pointing to a section the guide lacks is caught.
+    assert missing_runbooks(_load(), guide.replace('<a id="runbook-ai-abuse"></a>', "")) == {
+        "runbook-ai-abuse"
+    }

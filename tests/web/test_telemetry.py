@@ -15,7 +15,7 @@ from structlog.testing import LogCapture
 from ramparts.routes import Exempt, declares
 from ramparts.web.telemetry import request_ids
 
-TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"  # pragma: allowlist secret
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
 
@@ -37,7 +37,7 @@ def test_a_well_formed_request_id_is_kept(inbound: str) -> None:
         "-leading-dash",
         "x.y.z-with-dots",  # a JWT's shape
         "jane.doe@example.com",
-        "sk_live_51H8xQ2eZvKYlo2C0aBcDeFgHiJkLmNoPq",  # an API key is not an id
+        "sk_live_51H8xQ2eZvKYlo2C0aBcDeFgHiJkLmNoPq",  # an API key; pragma: allowlist secret
     ],
 )
 def test_any_other_request_id_is_replaced(inbound: str) -> None:
