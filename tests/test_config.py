@@ -181,6 +181,10 @@ def test_dev_and_stage_are_not_judged(env: pytest.MonkeyPatch) -> None:
         ("RAMPARTS_VAULT_URL", "vault:8200", "RAMPARTS_VAULT_URL: must be an http(s) URL"),
         ("RAMPARTS_VAULT_PREFIX", "Ramparts/x", "RAMPARTS_VAULT_PREFIX: String should match"),
         ("RAMPARTS_KMS_PASSPHRASE", "", "RAMPARTS_KMS_PASSPHRASE: Value should have at least 12"),
+        # Empty would be the current directory: for the CA, trusted as a CA store.
+        ("RAMPARTS_VAULT_CA_FILE", "", "RAMPARTS_VAULT_CA_FILE: must name a file (unset"),
+        ("RAMPARTS_VAULT_CA_FILE", " ", "RAMPARTS_VAULT_CA_FILE: must name a file (unset"),
+        ("RAMPARTS_KMS_KEY_FILE", "", "RAMPARTS_KMS_KEY_FILE: must name a file (unset"),
         (
             "RAMPARTS_METRICS_NETWORKS",
             "10.0.0.1/8",

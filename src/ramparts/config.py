@@ -296,6 +296,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate such as '30/minute'") from None
         return value
 
+    @field_validator("vault_ca_file", "kms_key_file", mode="before")
+    @classmethod
+    def _file_named(cls, value: object) -> object:
+        # An empty variable would be Path(""), that is ".": the current directory taken as the
+        # file (for the CA, trusted as a CA store). Refused, like the other empty settings.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a file (unset the variable for none)")
+        return value
+
     @field_validator("vault_url")
     @classmethod
     def _vault_url(cls, value: str | None) -> str | None:

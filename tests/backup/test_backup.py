@@ -351,6 +351,7 @@ def test_the_drill_passes_on_a_seeded_database(seeded: Seeded) -> None:
     assert [book["entries"] for book in report["ledger"]["books"]] == [1]
     assert report["rpo"]["source"] == "backup-snapshot"
     assert 0 <= report["rpo"]["achieved_seconds"] <= 900 == report["rpo"]["target_seconds"]
+    assert report["pitr_lag"]["drilled"] is False  # the WAL archive's state, reported apart
     assert 0 < report["rto"]["achieved_seconds"] <= 900 == report["rto"]["target_seconds"]
     assert _drill_databases(seeded) == []  # the scratch database was dropped
 
@@ -370,6 +371,7 @@ def test_the_drill_fails_when_a_target_is_not_met(seeded: Seeded, backup: Path) 
     assert done.exit_code == 1, (done.output, done.exception)
     assert "drill failed" in done.stdout
     assert "RTO" in done.stdout
+    assert "not drilled" in done.stdout  # the PITR lag row: informational
     report = json.loads(seeded.invoke("drill", "--rpo-target", "1ms", "--json").stdout)
     assert (report["passed"], report["rpo"]["met"], report["rto"]["met"]) == (False, False, True)
     assert report["restore"]["count_mismatches"] == {}

@@ -408,6 +408,12 @@ def test_serve_under_prod_reaches_vault_over_tls_with_approle(
     assert refused.stderr.strip() == (
         "ramparts: error: Vault is unreachable for AppRole login (SSLError)"
     )
+    # An empty CA setting is refused, not read as "." (the working directory as a CA store).
+    empty = run("serve", "--port", str(port), env={**env, "RAMPARTS_VAULT_CA_FILE": ""})
+    assert empty.returncode == 2  # a configuration error
+    assert empty.stderr.strip() == (
+        "ramparts: error: RAMPARTS_VAULT_CA_FILE: must name a file (unset the variable for none)"
+    )
     for output in (migrated.stdout + migrated.stderr, refused.stderr):
         assert bao.secret_id.get_secret_value() not in output
         assert model_key not in output

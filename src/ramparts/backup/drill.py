@@ -4,9 +4,12 @@ measure the recovery point and time objectives achieved against their targets.
 - Restored: every table holds the rows the manifest counted at the dump's snapshot, the
   schema is stamped at the same revisions, every audit chain verifies (hashes, links,
   checkpoint signatures) and every ledger book balances with its guards in place.
-- RPO: how much would be lost if the database were lost now. With continuous WAL archiving
-  working, the age of the newest archived segment; otherwise the age of the backup's snapshot.
+- RPO: the age of the snapshot the drill restored and verified, on the server's clock: the
+  recovery point the drilled path (a pg_dump and its restore) reaches, and no better.
 - RTO: the time the restore and its verification took, end to end.
+- PITR lag, apart and informational: the WAL archive's state (archiving on, the newest
+  archived segment's age, the last failure). The drill replays no WAL, so this recovery
+  point is not drilled and counts toward neither the RPO nor the verdict.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from ramparts.payments.ledger_verify import (
 __all__ = [
     "DrillReport",
     "Objective",
+    "PitrLag",
     "achieved_rpo",
     "elapsed_since",
     "parse_duration",
+    "pitr_lag",
     "require_same_database",
     "scratch_database",
     "verify_restored",
@@ -51,10 +56,11 @@ __all__ = [
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 ARCHIVER = """
-SELECT current_setting('archive_mode') <> 'off'
-       AND last_archived_time IS NOT NULL
-       AND (last_failed_time IS NULL OR last_failed_time < last_archived_time),
-       extract(epoch FROM now() - last_archived_time)
+SELECT current_setting('archive_mode') <> 'off',
+       last_archived_wal,
+       extract(epoch FROM now() - last_archived_time),
+       last_failed_wal,
+       extract(epoch FROM now() - last_failed_time)
 FROM pg_stat_archiver
 """
 
@@ -90,6 +96,41 @@ class Objective:
         }
 
 
+@dataclass(frozen=True)
+class PitrLag:
+    """The WAL archive's state, ages in seconds on the server's clock: how far behind a
+    point-in-time recovery from the archive would be. Not drilled (the drill restores a
+    pg_dump and replays no WAL), so it is reported for information and judged against nothing."""
+
+    archiving: bool  # archive_mode is not off
+    last_archived_wal: str | None
+    last_archived_age: float | None
+    last_failed_wal: str | None
+    last_failed_age: float | None
+
+    @property
+    def healthy(self) -> bool:
+        """Archiving is on and its last archived segment is newer than its last failure."""
+        if not self.archiving or self.last_archived_age is None:
+            return False
+        return self.last_failed_age is None or self.last_failed_age > self.last_archived_age
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "drilled": False,
+            "archiving": self.archiving,
+            "healthy": self.healthy,
+            "last_archived_wal": self.last_archived_wal,
+            "last_archived_age_seconds": _rounded(self.last_archived_age),
+            "last_failed_wal": self.last_failed_wal,
+            "last_failed_age_seconds": _rounded(self.last_failed_age),
+        }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
 @dataclass
 class DrillReport:
     restore: RestoreReport
@@ -98,6 +139,7 @@ class DrillReport:
     ledger_guards: list[LedgerProblem]
     rpo: Objective
     rto: Objective
+    pitr: PitrLag  # informational: not part of `passed`
 
     @property
     def restored_intact(self) -> bool:
@@ -127,6 +169,7 @@ class DrillReport:
             },
             "rpo": self.rpo.as_json(),
             "rto": self.rto.as_json(),
+            "pitr_lag": self.pitr.as_json(),
         }
 
 
@@ -158,17 +201,33 @@ def verify_restored(
 
 
 def achieved_rpo(source: URL, snapshot_at: datetime, target: float) -> Objective:
-    """The data at risk now: behind the WAL archive when it works, else behind the backup."""
+    """The recovery point the drill reached: the age of the snapshot it restored and verified.
+
+    Not the WAL archive's lag, however healthy the archive: the drill replays no WAL, and an
+    RPO it reports must be one a path it tested reaches (`pitr_lag` reports the archive)."""
     with psycopg.connect(libpq(source), autocommit=True) as conn:
-        row = conn.execute(ARCHIVER).fetchone()
-        if row is not None and row[0]:
-            return Objective(float(row[1]), target, "wal-archive")
         # The server's clock stamped the snapshot: measure its age on that clock, not on the
         # machine running the drill, whose skew would shrink the RPO.
         age = conn.execute(
             "SELECT extract(epoch FROM now() - %s::timestamptz)", (snapshot_at,)
         ).fetchone()
     return Objective(float(age[0]) if age else float("inf"), target, "backup-snapshot")
+
+
+def pitr_lag(source: URL) -> PitrLag:
+    """The source server's WAL archive as `pg_stat_archiver` sees it."""
+    with psycopg.connect(libpq(source), autocommit=True) as conn:
+        row = conn.execute(ARCHIVER).fetchone()
+    if row is None:  # the view always has its one row; an empty answer is no archiving
+        return PitrLag(False, None, None, None, None)
+    archiving, archived_wal, archived_age, failed_wal, failed_age = row
+    return PitrLag(
+        archiving=bool(archiving),
+        last_archived_wal=archived_wal,
+        last_archived_age=None if archived_age is None else float(archived_age),
+        last_failed_wal=failed_wal,
+        last_failed_age=None if failed_age is None else float(failed_age),
+    )
 
 
 def require_same_database(source: URL, manifest: Manifest) -> None:
