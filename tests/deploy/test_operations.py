@@ -19,6 +19,7 @@ import typer
 import yaml
 from dotenv import dotenv_values
 
+from ramparts.backup.drill import parse_duration
 from ramparts.cli import app as ramparts_cli
 from ramparts.config import ConfigError, production_violations
 from tests.test_config import STRONG_DB_PASSWORD, STRONG_KEY
@@ -330,6 +331,23 @@ def backup_storage_breaches(documents: list[dict[str, Any]], document: dict[str,
     return found
 
 
+def drill_rpo_breaches(documents: list[dict[str, Any]]) -> list[str]:
+    """The drill's RPO is the age of the snapshot it restores: its target must cover the time
+    between backups, or every drill fails on a healthy schedule."""
+    cronjobs = {d["metadata"]["name"]: d for d in documents if d["kind"] == "CronJob"}
+    hours = cronjobs["ramparts-backup"]["spec"]["schedule"].split()[1]
+    every = 3600 * (int(hours.removeprefix("*/")) if hours.startswith("*/") else 24)
+    [drill] = pod_spec(cronjobs["ramparts-drill"])["containers"]
+    target = re.search(r'"--rpo-target=([^"]+)"', drill["args"][1])
+    if target is None:
+        return ["ramparts-drill: no --rpo-target (the default, 15m, is shorter than any schedule)"]
+    if parse_duration(target.group(1)) < every:
+        return [
+            f"ramparts-drill: --rpo-target={target.group(1)} under the {every} s between backups"
+        ]
+    return []
+
+
 def command_lines(
     documents: list[dict[str, Any]], document: dict[str, Any]
 ) -> Iterator[tuple[str, list[str]]]:
@@ -393,6 +411,7 @@ def test_the_scheduled_jobs_run_what_prod_needs() -> None:
     assert 'os.execvp("ramparts", ["ramparts", "drill"' in args["ramparts-drill/drill"][1]
     assert compose()["services"]["drill"]["command"] == args["ramparts-drill/drill"]
     assert backup_storage_breaches(k8s_documents(), compose()) == []
+    assert drill_rpo_breaches(k8s_documents()) == []
 
 
 def test_every_ramparts_container_starts_under_the_prod_profile(
@@ -581,3 +600,11 @@ def test_each_operations_rule_fails_on_a_planted_breach(monkeypatch: pytest.Monk
     worker.spec["env"] = [v for v in worker.spec["env"] if v["name"] != "RAMPARTS_REDIS_URL"]
     refusals = prod_refusals(k8s_environment(worker, documents), monkeypatch, guarded=True)
     assert [r.split(" ")[0] for r in refusals] == ["RAMPARTS_DATABASE_URL", "RAMPARTS_REDIS_URL"]
+
+    def hourly_rpo(documents: list[dict[str, Any]]) -> None:
+        drill = container_of(documents, "ramparts-drill/drill")
+        drill.spec["args"][1] = drill.spec["args"][1].replace("--rpo-target=6h", "--rpo-target=1h")
+
+    assert drill_rpo_breaches(planted(hourly_rpo)) == [
+        "ramparts-drill: --rpo-target=1h under the 21600 s between backups"
+    ]
