@@ -44,7 +44,12 @@ MAY_REACH = {
     "ramparts-pgbouncer": {"ramparts-api"},
     "ramparts-worker": set(),
     "ramparts-migrate-0-1-0": set(),
+    "ramparts-reconcile": set(),
+    "ramparts-backup": set(),
+    "ramparts-drill": set(),
 }
+#: The workloads that hold the owner's URL (the prod guard refuses it to serve and worker).
+OWNER_JOBS = {"migrate", "reconcile", "backup", "drill"}
 
 
 @dataclass
@@ -64,11 +69,16 @@ def k8s_documents() -> list[dict[str, Any]]:
     ]
 
 
-def pod_spec(document: dict[str, Any]) -> dict[str, Any]:
-    template = document["spec"]
+def pod_template(document: dict[str, Any]) -> dict[str, Any]:
+    spec = document["spec"]
     if document["kind"] == "CronJob":
-        template = template["jobTemplate"]["spec"]
-    spec: dict[str, Any] = template["template"]["spec"]
+        spec = spec["jobTemplate"]["spec"]
+    template: dict[str, Any] = spec["template"]
+    return template
+
+
+def pod_spec(document: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = pod_template(document)["spec"]
     return spec
 
 
@@ -125,9 +135,7 @@ def open_ingress_k8s(documents: list[dict[str, Any]]) -> list[str]:
         for document in documents
         if document["kind"] in WORKLOADS
     }
-    labels = {
-        name: document["spec"]["template"]["metadata"]["labels"] for name, document in pods.items()
-    }
+    labels = {name: pod_template(document)["metadata"]["labels"] for name, document in pods.items()}
 
     def selects(selector: dict[str, Any], name: str) -> bool:
         return set(selector) <= {"matchLabels"} and (
@@ -207,6 +215,14 @@ def unhardened_k8s(documents: list[dict[str, Any]]) -> list[str]:
             found.append(f"{container.where}: keeps capabilities")
         if own.get("privileged"):
             found.append(f"{container.where}: privileged")
+    for document in documents:
+        if document["kind"] in WORKLOADS:
+            pod = pod_spec(document)
+            if pod.get("automountServiceAccountToken") is not False:
+                found.append(f"{document['metadata']['name']}: mounts a service-account token")
+            seccomp = pod.get("securityContext", {}).get("seccompProfile", {})
+            if seccomp.get("type") != "RuntimeDefault":
+                found.append(f"{document['metadata']['name']}: no RuntimeDefault seccomp profile")
     return found
 
 
@@ -253,12 +269,23 @@ def test_manifests_parse_and_hold_the_workloads_asked_for() -> None:
         ("Deployment", "ramparts-pgbouncer"),
         ("Service", "ramparts-pgbouncer"),
         ("ConfigMap", "ramparts-settings"),
+        ("Service", "ramparts-api-metrics"),
+        ("CronJob", "ramparts-reconcile"),
+        ("CronJob", "ramparts-backup"),
+        ("CronJob", "ramparts-drill"),
+        ("PersistentVolumeClaim", "ramparts-backups"),
     } <= kinds
     assert any(kind == "Job" for kind, _ in kinds)
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.stem != "kustomization")
     services = compose()["services"]
-    assert set(services) == {"postgres", "redis", "pgbouncer", "migrate", "api", "worker"}
+    assert set(services) == {
+        *("postgres", "redis", "pgbouncer", "migrate", "api", "worker"),
+        *("reconcile", "backup", "drill"),
+    }
+    # The scheduled jobs are one-shot runs for the host's timers, never started by `up`.
+    assert {s for s, spec in services.items() if "profiles" in spec} == OWNER_JOBS - {"migrate"}
+    assert all(services[s]["restart"] == "no" for s in OWNER_JOBS)
 
 
 def test_every_setting_named_exists() -> None:
@@ -320,7 +347,8 @@ def test_the_configmap_is_the_reviewed_prod_settings() -> None:
 
 def test_the_api_pools_through_pgbouncer_and_the_worker_does_not() -> None:
     """The design: the API's runtime URL is PgBouncer's; the worker LISTENs, so it connects
-    straight to PostgreSQL; only the migration job holds the owner's URL."""
+    straight to PostgreSQL; only the migration job and the scheduled jobs hold the owner's
+    URL (the prod guard refuses it to `serve` and `worker`), and those need no runtime URL."""
     env = {
         container.where: {
             variable["name"]: variable.get("valueFrom", {}).get("secretKeyRef", {}).get("key")
@@ -334,15 +362,24 @@ def test_the_api_pools_through_pgbouncer_and_the_worker_does_not() -> None:
     assert "RAMPARTS_DATABASE_POOLER" not in env["ramparts-worker/worker"]
     assert env["ramparts-worker/worker"]["RAMPARTS_APP_DATABASE_URL"] == "app-database-url"
     owners = sorted(where for where, names in env.items() if "RAMPARTS_DATABASE_URL" in names)
-    assert owners == ["ramparts-migrate-0-1-0/migrate"]
+    assert owners == [
+        "ramparts-backup/backup",
+        "ramparts-drill/drill",
+        "ramparts-migrate-0-1-0/migrate",
+        "ramparts-reconcile/reconcile",
+    ]
+    assert {env[where]["RAMPARTS_DATABASE_URL"] for where in owners} == {"owner-database-url"}
+    assert [w for w in owners if "RAMPARTS_APP_DATABASE_URL" in env[w]] == [
+        "ramparts-migrate-0-1-0/migrate"  # it sets the runtime role's password
+    ]
     services = compose()["services"]
     assert "PGBOUNCER" in services["api"]["environment"]["RAMPARTS_APP_DATABASE_URL"].upper()
     assert services["api"]["environment"]["RAMPARTS_DATABASE_POOLER"] == "pgbouncer"
     assert "RAMPARTS_DATABASE_POOLER" not in services["worker"]["environment"]
     assert "@postgres:" in services["worker"]["environment"]["RAMPARTS_APP_DATABASE_URL"]
-    assert [
+    assert {
         s for s, spec in services.items() if "RAMPARTS_DATABASE_URL" in spec.get("environment", {})
-    ] == ["migrate"]
+    } == OWNER_JOBS
 
 
 # --- and each rule fails on its breach ----------------------------------------------------------
@@ -424,3 +461,10 @@ def test_each_rule_fails_on_a_planted_breach() -> None:
         "redis: may run as root",
         "redis: writable root filesystem",
     ]
+
+    def with_token(documents: list[dict[str, Any]]) -> None:
+        for container in k8s_containers(documents):
+            container.pod["automountServiceAccountToken"] = True
+            break
+
+    assert unhardened_k8s(planted(with_token)) == ["ramparts-api: mounts a service-account token"]

@@ -120,6 +120,15 @@ CASES: dict[str, tuple[dict[str, str | None], str]] = {
         {"RAMPARTS_PUBLIC_URL": "http://ramparts.example.com"},
         "RAMPARTS_PUBLIC_URL is not https",
     ),
+    # /metrics for the scraper (deploy/prometheus.yml presents the token as a bearer).
+    "metrics-token-weak": (
+        {"RAMPARTS_METRICS_TOKEN": "changeme"},
+        "RAMPARTS_METRICS_TOKEN is a default or weak secret (need 32+ random characters)",
+    ),
+    "metrics-everyone": (
+        {"RAMPARTS_METRICS_NETWORKS": "10.0.0.0/8,0.0.0.0/0"},
+        "RAMPARTS_METRICS_NETWORKS opens /metrics to every address: 0.0.0.0/0",
+    ),
     "hsts-short": (
         {"RAMPARTS_HSTS_MAX_AGE": "86400"},
         "RAMPARTS_HSTS_MAX_AGE below one year (31536000 s)",

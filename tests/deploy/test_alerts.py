@@ -221,3 +221,133 @@ def test_every_runbook_the_rules_point_to_is_in_the_operations_guide() -> None:
     assert missing_runbooks(_load(), guide.replace('<a id="runbook-ai-abuse"></a>', "")) == {
         "runbook-ai-abuse"
     }
+
+
+# --- the scrape configuration and the scheduled jobs' alerts ----------------------------------
+
+SCRAPE_CONFIG = DEPLOY / "prometheus.yml"
+K8S = DEPLOY / "k8s"
+_JOB_SELECTOR = re.compile(r"kube_job_failed\{([^}]*)\}")
+_MATCHER = re.compile(r'(\w+)\s*(=~|=|!=|!~)\s*"([^"]*)"')
+
+
+def _scrape_config_in(directory: Path, config: dict[str, Any]) -> Path:
+    """`config` written to `directory` beside alerts.yml, its token file pointed at a real
+    one there (promtool checks that the file exists; the real one is mounted at run time)."""
+    token = directory / "token"
+    token.write_text("a-token-the-check-reads-nowhere\n")
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(token)
+    shutil.copy(RULES, directory / RULES.name)
+    path = directory / SCRAPE_CONFIG.name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@needs_promtool
+def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    path = _scrape_config_in(tmp_path, config)
+    checked = _promtool("check", "config", path.name, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(list(_rules(_load())))} rules found" in checked.stdout
+    assert config["scrape_configs"][0]["job_name"] == "ramparts"
+
+
+@needs_promtool
+def test_promtool_refuses_a_broken_scrape_config(tmp_path: Path) -> None:
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    config["scrape_configs"].append(copy.deepcopy(config["scrape_configs"][0]))
+    path = _scrape_config_in(tmp_path, config)
+    checked = _promtool("check", "config", path.name, cwd=tmp_path)
+    assert checked.returncode == 1
+    assert (
+        'found multiple scrape configs with job name "ramparts"' in checked.stdout + checked.stderr
+    )
+
+
+def cronjobs() -> list[str]:
+    return [
+        document["metadata"]["name"]
+        for path in sorted(K8S.glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document and document["kind"] == "CronJob"
+    ]
+
+
+def unwatched_cronjobs(document: dict[str, Any], names: list[str]) -> list[str]:
+    """Each CronJob's Jobs (named `<cronjob>-<minutes since the epoch>`) in our namespace are
+    matched by exactly one rule on their Failed condition, whose runbook is
+    `runbook-<what>-failed`; a Job of any other workload by none."""
+    namespace = yaml.safe_load((K8S / "kustomization.yaml").read_text())["namespace"]
+    watching: dict[str, list[str]] = {}
+    for rule in _rules(document):
+        for selector in _JOB_SELECTOR.findall(rule["expr"]):
+            matchers = {label: (op, value) for label, op, value in _MATCHER.findall(selector)}
+            if matchers.get("namespace") != ("=", namespace):
+                continue
+            if matchers.get("condition") != ("=", "true"):
+                continue
+            op, pattern = matchers.get("job_name", ("=~", ".*"))
+            for name in [*names, "ramparts-migrate-0-1-0"]:
+                job = f"{name}-29400000" if name in names else name
+                if (re.fullmatch(pattern, job) is not None) == (op == "=~"):
+                    watching.setdefault(name, []).append(rule["annotations"]["runbook_url"])
+    found = [f"{name}: no alert when its Job fails" for name in names if name not in watching]
+    found += [
+        f"{name}: watched by {len(runbooks)} rules"
+        for name, runbooks in watching.items()
+        if name in names and len(runbooks) > 1
+    ]
+    found += [
+        f"{name}: runbook {runbooks[0]}"
+        for name, runbooks in watching.items()
+        if name in names
+        and len(runbooks) == 1
+        and not runbooks[0].endswith(f"#runbook-{name.removeprefix('ramparts-')}-failed")
+    ]
+    found += [f"{name}: is not a scheduled job" for name in watching if name not in names]
+    return found
+
+
+def test_every_scheduled_job_alerts_when_it_fails() -> None:
+    names = cronjobs()
+    assert names == ["ramparts-reconcile", "ramparts-backup", "ramparts-drill"]
+    assert unwatched_cronjobs(_load(), names) == []
+
+
+def test_a_scheduled_job_without_its_alert_is_noticed() -> None:
+    planted = _load()
+    backup = next(r for r in _rules(planted) if r["alert"] == "RampartsBackupFailed")
+    backup["expr"] = backup["expr"].replace("ramparts-backup-.*", "ramparts-backups-.*")
+    assert unwatched_cronjobs(planted, [*cronjobs(), "ramparts-vacuum"]) == [
+        "ramparts-backup: no alert when its Job fails",
+        "ramparts-vacuum: no alert when its Job fails",
+    ]
+    planted = _load()
+    drill = next(r for r in _rules(planted) if r["alert"] == "RampartsDrillFailed")
+    drill["expr"] = drill["expr"].replace('job_name=~"ramparts-drill-.*"', 'job_name=~".*"')
+    assert unwatched_cronjobs(planted, cronjobs()) == [
+        "ramparts-backup: watched by 2 rules",
+        "ramparts-reconcile: watched by 2 rules",
+        "ramparts-migrate-0-1-0: is not a scheduled job",
+    ]
+    planted = _load()
+    reconcile = next(r for r in _rules(planted) if r["alert"] == "RampartsReconcileFailed")
+    reconcile["annotations"]["runbook_url"] = "docs/operations.md#runbook-reconciliation-drift"
+    assert unwatched_cronjobs(planted, cronjobs()) == [
+        "ramparts-reconcile: runbook docs/operations.md#runbook-reconciliation-drift"
+    ]
+
+
+@needs_promtool
+def test_the_rules_unit_tests_fail_on_a_job_alert_that_no_longer_fires(tmp_path: Path) -> None:
+    planted = _load()
+    backup = next(r for r in _rules(planted) if r["alert"] == "RampartsBackupFailed")
+    backup["expr"] = backup["expr"].replace('condition="true"', 'condition="false"')
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(planted))
+    shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
+    tested = _promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
+    assert tested.returncode == 1
+    assert "alertname: RampartsBackupFailed" in tested.stdout + tested.stderr
