@@ -154,7 +154,7 @@ def test_the_approle_reaches_none_of_the_deployment_secrets(bao: Bao) -> None:
     keys = {item["extract"]["key"] for d in documents for item in d["spec"].get("dataFrom", [])} | {
         item["remoteRef"]["key"] for d in documents for item in d["spec"].get("data", [])
     }
-    assert len(keys) == 2, keys  # the parse saw every path the manifests name
+    assert len(keys) == 3, keys  # the parse saw every path the manifests name
     admin = bao.admin()
     client = vault_client(bao.url, role_id=bao.role_id, secret_id=bao.secret_id)
     for key in sorted(keys):

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from ramparts.config import PspBackend, Settings
 from ramparts.db.engine import DatabaseUrls, libpq
+from ramparts.payments import sandbox as sandbox_module
 from ramparts.payments.psp import API_KEY_SECRET
 from ramparts.payments.sandbox import SANDBOX_API_KEY, Sandbox, SandboxError
 from ramparts.payments.sandbox_service import sandbox_psp
@@ -313,3 +314,19 @@ def test_demo_prints_the_sandbox_and_stops_it_on_ctrl_c(
     assert f"Sandbox PSP (localstripe) at {api_base}\n" in output
     assert f"delivering signed events to {base}/webhooks/psp\n" in output
     assert _gone(child.pid), "the sandbox outlived the demo"
+
+
+def test_the_sandbox_never_takes_the_port_the_server_is_about_to_bind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server's port is picked before the sandbox starts and bound after it: the OS may
+    offer that port to the sandbox as free, and the server would then fail to bind."""
+    server_port = 40_737
+    offered = iter([server_port, server_port])
+    real = sandbox_module._free_loopback_port
+    monkeypatch.setattr(
+        sandbox_module, "_free_loopback_port", lambda: next(offered, None) or real()
+    )
+    with Sandbox(avoid=frozenset({server_port})) as sandbox:
+        assert sandbox.port not in (server_port, 0)
+        assert httpx.get(f"{sandbox.api_base}/v1/balance", auth=(SANDBOX_API_KEY, "")).is_success

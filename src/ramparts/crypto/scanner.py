@@ -45,7 +45,7 @@ _LITERAL = re.compile(
 # cheaper than trying the pattern from every position.
 _LITERAL_WORDS = ("password", "passwd", "passphrase", "secret", "api_key", "apikey", "token")
 _QUOTED = re.compile(r"[\"'](?P<value>[A-Za-z0-9+/=_-]{32,})[\"']")
-# Configuration files (`.env`, YAML, compose, Kubernetes) assign without quotes:
+# Configuration files (`.env`, YAML, compose, Kubernetes) assign without quoting:
 # `RAMPARTS_SECRET_KEY=…`, `password: …`, `- DB_PASSWORD=…`. A value that is a reference
 # (`${VAR}`, `<placeholder>`, `{template}`), a path or a code expression is not a secret.
 _ASSIGNED = re.compile(
@@ -108,7 +108,7 @@ def find_secrets(text: str, sensitive: list[Finding] | None = None) -> list[Find
 
 
 def find_configured_secrets(line: str) -> list[Finding]:
-    """Credentials that configuration files hold without quotes, for the repository scan
+    """Credentials that configuration files hold unquoted, for the repository scan
     (prompts are free text: there `find_secrets` alone decides)."""
     found = []
     for pattern in (_ASSIGNED, _URL_PASSWORD):

@@ -105,8 +105,11 @@ class Sandbox:
     """One localstripe process: `start()` (or `with Sandbox() as sandbox:`), then `api_base`
     for the SDK, `register_webhook` for deliveries, `stop()`."""
 
-    def __init__(self, *, start_timeout: float = 15.0) -> None:
+    def __init__(self, *, start_timeout: float = 15.0, avoid: frozenset[int] = frozenset()) -> None:
         self._start_timeout = start_timeout
+        # Ports picked but not bound yet, such as the server's own: the OS may hand one of
+        # them out again as "free" before its owner binds it.
+        self._avoid = avoid
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -132,6 +135,8 @@ class Sandbox:
         # The port is free when picked and localstripe binds it at once; a race with another
         # program taking it in between shows as the child exiting, reported below.
         self.port = _free_loopback_port()
+        while self.port in self._avoid:
+            self.port = _free_loopback_port()
         self._process = subprocess.Popen(  # noqa: S603 - a fixed program and arguments
             [_program(), "--port", str(self.port), "--from-scratch"],
             stdin=subprocess.DEVNULL,

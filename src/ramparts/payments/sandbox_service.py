@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import structlog
 from pydantic import SecretStr
@@ -72,7 +73,8 @@ def sandbox_psp(settings: Settings, kms: Kms | None = None) -> Iterator[Settings
         _prepare(settings, kms, settings.psp_api_base)
         yield settings
         return
-    with Sandbox() as sandbox:
+    # The server binds its public port after this starts: never take that one.
+    with Sandbox(avoid=frozenset({urlsplit(settings.public_url).port or 0})) as sandbox:
         _prepare(settings, kms, sandbox.api_base)
         log.info("psp_sandbox_started", api_base=sandbox.api_base, pid=sandbox.pid)
         try:

@@ -7,9 +7,9 @@ an attack string meant for a log viewer). Each refusal adds one to
 `ramparts_request_refusals_total{rule}`, which the alert rules watch (`deploy/alerts.yml`).
 
 The limits are constants, not settings: every legitimate request of every route fits them with
-room to spare (the largest bodies, an expense's receipt and a quote's line items, are held
-lower by their schemas), so a deployment has no reason to move them, and one that could
-would only weaken them. The body size is the exception (`RAMPARTS_MAX_BODY_BYTES`): uploads
+room to spare (the largest bodies of the served apps, such as a receipt's text or an order's
+line items, are held lower by their schemas), so a deployment has no reason to move them, and
+one that could would only weaken them. The body size is the exception (`RAMPARTS_MAX_BODY_BYTES`): uploads
 differ between deployments.
 
 The checks on the request's head cost one pass over its headers and one over its URL; the JSON
@@ -44,22 +44,22 @@ __all__ = [
     "refuse",
 ]
 
-#: Nesting of objects and arrays: the deepest legitimate body (a quote's line items) is 3.
+#: Nesting of objects and arrays: the deepest legitimate body (an app's line items) is 3.
 MAX_JSON_DEPTH = 32
 #: Members of one object: the widest legitimate object has about a dozen.
 MAX_JSON_KEYS = 256
-#: Characters in one string or key: the longest legitimate one, an expense's receipt text, is
+#: Characters in one string or key: the longest legitimate one, an app's receipt text, is
 #: held to 20 000 by its schema; this leaves room and refuses a string the size of the whole
 #: body before any schema, model or log sees it.
 MAX_JSON_STRING_CHARS = 65_536
-#: Items in one array: a quote's line items and a bulk delete's ids are held to 100.
+#: Items in one array: an app's line items and a bulk delete's ids are held to 100.
 MAX_JSON_ARRAY_ITEMS = 1_000
 #: Header lines: a browser sends about 20, proxies add a handful.
 MAX_HEADERS = 64
 #: Names and values of all headers together, in bytes (Uvicorn's own limit on the whole head
 #: is 16 KiB; this one answers in our words, whatever server runs the app).
 MAX_HEADER_BYTES = 8_192
-#: The path and query as sent (percent-encoded): the longest legitimate one, a list of quotes
+#: The path and query as sent (percent-encoded): the longest legitimate one, a list of records
 #: by 100 ids, is under 4 KiB; RFC 9110 asks servers to take 8000 octets.
 MAX_URL_BYTES = 8_192
 #: Headers whose values are identifiers: stored, compared and logged as they are, so they hold

@@ -7,7 +7,7 @@ echoed on the response. The trace id is a W3C `traceparent`'s (version 00, parse
 https://www.w3.org/TR/trace-context/#traceparent-header), or a new trace's. A page's call to
 the API in process (`ramparts.web.page.Api`) is part of its page's request: it keeps its ids.
 
-The log line and the metrics name the route template (`/api/quotes/{quote_id}`), never the
+The log line and the metrics name the route template (`/api/items/{item_id}`), never the
 raw path (ids, and whatever a scanner puts there) nor the query string (authorization codes,
 state): an unmatched path is `unmatched`.
 """
