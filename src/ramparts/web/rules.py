@@ -9,8 +9,8 @@ an attack string meant for a log viewer). Each refusal adds one to
 The limits are constants, not settings: every legitimate request of every route fits them with
 room to spare (the largest bodies of the served apps, such as a receipt's text or an order's
 line items, are held lower by their schemas), so a deployment has no reason to move them, and
-one that could would only weaken them. The body size is the exception (`RAMPARTS_MAX_BODY_BYTES`): uploads
-differ between deployments.
+one that could would only weaken them. The body size is the exception
+(`RAMPARTS_MAX_BODY_BYTES`): uploads differ between deployments.
 
 The checks on the request's head cost one pass over its headers and one over its URL; the JSON
 rules ride on the walk `ramparts.web.bodies` already makes over the parsed document.
