@@ -30,7 +30,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -48,7 +47,13 @@ from ramparts.payments.psp import API_KEY_SECRET
 from ramparts.payments.sandbox import SANDBOX_API_KEY, Sandbox, register_webhook
 from ramparts.payments.sandbox_service import WEBHOOK_ID
 from tests.conftest import cli_env
-from tests.identity.helpers import bearer, code_from, csrf_of, current_code, pkce_pair
+from tests.identity.helpers import (
+    bearer,
+    code_from,
+    csrf_of,
+    current_code,
+    demo_authorization,
+)
 from tests.live import free_port
 from tests.payments.flows import VISA, book_intact, owner_query, wait_for
 from tests.payments.helpers import card_payment_method
@@ -186,17 +191,7 @@ def sign_in_across(pair: tuple[Process, Process], report: dict[str, Any], userna
     the first process and finished on the second: the flow's state is the database's."""
     user = next(u for u in report["users"] if u["username"] == username)
     client = report["oidc_client"]
-    verifier, challenge = pkce_pair()
-    authorize = "/oauth/authorize?" + urlencode(
-        {
-            "response_type": "code",
-            "client_id": client["client_id"],
-            "redirect_uri": client["redirect_uri"],
-            "scope": "openid",
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        }
-    )
+    authorize, verifier = demo_authorization(report)
     first, second = pair
     with first.client() as browser:
         assert browser.get(authorize).status_code == 303

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -109,17 +110,25 @@ def _accepted_by(worker: psutil.Process, port: int) -> int:
     )
 
 
-def test_two_workers_serve_authenticated_requests(
-    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
-) -> None:
+def _seeded_with_redis(
+    home: Path, make_database: Callable[..., DatabaseUrls]
+) -> tuple[int, str, dict[str, str], dict[str, Any]]:
+    """A migrated, seeded database with shared limits: a free port, its URL, the owner's
+    environment and the `seed-demo --json` report."""
     urls = make_database(migrate=False)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = owner_env(tmp_path, urls, RAMPARTS_PUBLIC_URL=base, RAMPARTS_REDIS_URL=REDIS)
+    env = owner_env(home, urls, RAMPARTS_PUBLIC_URL=base, RAMPARTS_REDIS_URL=REDIS)
     assert run("migrate", env=env).returncode == 0
     seeded = run("seed-demo", "--json", env=env)
     assert seeded.returncode == 0, seeded.stderr
-    report = json.loads(seeded.stdout)
+    return port, base, env, json.loads(seeded.stdout)
+
+
+def test_two_workers_serve_authenticated_requests(
+    tmp_path: Path, make_database: Callable[..., DatabaseUrls]
+) -> None:
+    port, base, env, report = _seeded_with_redis(tmp_path, make_database)
     with running("serve", "--port", str(port), "--workers", "2", env=env, url=f"{base}/readyz") as (
         started
     ):
@@ -156,14 +165,7 @@ def test_two_workers_log_json_without_secrets_and_report_the_whole_instance_metr
     """Stage profile, two workers: every line on stderr is JSON, each request's line names
     its route template, ids and timing and no secret it carried, and /metrics from whichever
     worker answers counts every worker's requests."""
-    urls = make_database(migrate=False)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = owner_env(tmp_path, urls, RAMPARTS_PUBLIC_URL=base, RAMPARTS_REDIS_URL=REDIS)
-    assert run("migrate", env=env).returncode == 0
-    seeded = run("seed-demo", "--json", env=env)
-    assert seeded.returncode == 0, seeded.stderr
-    report = json.loads(seeded.stdout)
+    port, base, env, report = _seeded_with_redis(tmp_path, make_database)
     buyer = next(u for u in report["users"] if u["username"] == "buyer@acme.test")
     stage = {**env, "RAMPARTS_PROFILE": "stage"}
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"  # pragma: allowlist secret

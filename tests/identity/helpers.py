@@ -245,12 +245,9 @@ def sign_in_demo_buyer(browser: httpx.Client, report: dict[str, Any]) -> httpx.R
     return sign_in_demo_user(browser, report, "buyer@acme.test")
 
 
-def sign_in_demo_user(
-    browser: httpx.Client, report: dict[str, Any], username: str
-) -> httpx.Response:
-    """The token response of `username`, one of acme's demo users in a `seed-demo --json`
-    report, signed in as `sign_in_demo_buyer` signs in the buyer."""
-    user = next(u for u in report["users"] if u["username"] == username)
+def demo_authorization(report: dict[str, Any]) -> tuple[str, str]:
+    """The first-party client's authorization request (code flow, PKCE S256) from a
+    `seed-demo --json` report, and the PKCE verifier that redeems its code."""
     client = report["oidc_client"]
     verifier, challenge = pkce_pair()
     authorize = "/oauth/authorize?" + urlencode(
@@ -263,6 +260,17 @@ def sign_in_demo_user(
             "code_challenge_method": "S256",
         }
     )
+    return authorize, verifier
+
+
+def sign_in_demo_user(
+    browser: httpx.Client, report: dict[str, Any], username: str
+) -> httpx.Response:
+    """The token response of `username`, one of acme's demo users in a `seed-demo --json`
+    report, signed in as `sign_in_demo_buyer` signs in the buyer."""
+    user = next(u for u in report["users"] if u["username"] == username)
+    client = report["oidc_client"]
+    authorize, verifier = demo_authorization(report)
     account = Account(
         tenant="acme",
         tenant_id=uuid.UUID(report["tenants"][0]["id"]),
