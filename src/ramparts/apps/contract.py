@@ -122,7 +122,9 @@ class App:
     `migrations` is the app's Alembic versions folder: a branch labelled with the app's name,
     its first revision depending on a runtime revision. `encrypted_columns` are the app's
     sealed columns, which key rotation and tenant shredding then cover. `demo`: its demo
-    users and data.
+    users and data. `drills`: where its part of the tabletop, red team and conformance drills
+    lives, as `module:attribute` naming a `ramparts.tabletop.drills.AppDrills` (imported only
+    by the drills, which play it against a running instance).
     """
 
     name: str
@@ -138,6 +140,7 @@ class App:
     pages: Callable[[AppServices], Sequence[APIRouter]] = _no_routers
     templates: Path | None = None
     nav: tuple[NavLink, ...] = ()
+    drills: str | None = None
 
     def __post_init__(self) -> None:
         if not APP_NAME.fullmatch(self.name):

@@ -25,6 +25,7 @@ from ramparts.cli.clients import clients_app
 from ramparts.cli.common import UsageError
 from ramparts.cli.demo import demo, seed_demo_command
 from ramparts.cli.dlq import dlq_app
+from ramparts.cli.drills import conformance, redteam, tabletop
 from ramparts.cli.idp import idp_app
 from ramparts.cli.keys import keys_app
 from ramparts.cli.killswitch import killswitch
@@ -50,6 +51,7 @@ from ramparts.payments.psp import PspError
 from ramparts.payments.sandbox import SandboxError
 from ramparts.policy.engine import PolicyError
 from ramparts.release.manifest import ReleaseError
+from ramparts.tabletop.target import DrillError
 from ramparts.runtime import ProductionGuardError, ServeSizingError
 
 __all__ = ["app", "main"]
@@ -71,6 +73,9 @@ app.command()(reconcile)
 app.command()(backup)
 app.command()(restore)
 app.command()(drill)
+app.command()(tabletop)
+app.command()(redteam)
+app.command()(conformance)
 app.add_typer(apps_app, name="apps")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
@@ -117,6 +122,7 @@ def main() -> None:
         BackupRefusedError,  # tampered, incomplete or foreign: nothing was restored
         BackupToolError,
         ReleaseError,
+        DrillError,  # the drill could not be played (an instance that does not start)
     ) as exc:
         _fail(str(exc), 1)
     except (ProductionGuardError, UnsafeRuntimeRoleError) as exc:

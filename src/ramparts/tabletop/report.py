@@ -14,8 +14,19 @@ from typing import Any
 __all__ = ["Measure", "Report", "Row", "Verdict", "ramparts_version"]
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def ramparts_version() -> str:
+    try:
+        return version("ramparts")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class Verdict(StrEnum):
-    PASS = "PASS"
+    PASS = "PASS"  # noqa: S105 - a verdict, not a password
     FAIL = "FAIL"
     #: No real check exists for it: never counted as a pass.
     NOT_IMPLEMENTED = "NOT-IMPLEMENTED"
@@ -75,8 +86,8 @@ class Report:
     measures: list[Measure] = field(default_factory=list)
     configuration: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    version: str = field(default_factory=lambda: ramparts_version())
+    generated_at: str = field(default_factory=_now)
+    version: str = field(default_factory=ramparts_version)
 
     @property
     def passed(self) -> bool:
@@ -99,13 +110,6 @@ class Report:
             "measures": [measure.as_json() for measure in self.measures],
             "notes": self.notes,
         }
-
-
-def ramparts_version() -> str:
-    try:
-        return version("ramparts")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def host_description() -> dict[str, str]:

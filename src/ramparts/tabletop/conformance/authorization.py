@@ -1,0 +1,3 @@
+"""Live checks of the authorization controls."""
+
+from __future__ import annotations

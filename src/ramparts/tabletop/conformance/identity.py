@@ -1,0 +1,3 @@
+"""Live checks of the identity controls."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Live checks of the platform controls."""
+
+from __future__ import annotations
