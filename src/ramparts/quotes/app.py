@@ -66,6 +66,7 @@ QUOTES = App(
     default=True,
     migrations=Path(__file__).resolve().parent / "migrations",
     demo=QUOTES_DEMO,
+    drills="ramparts.quotes.drills:DRILLS",
     pages=lambda services: (*build_pages(services), finance_pages.router),
     templates=Path(__file__).resolve().parent / "templates",
     nav=(
