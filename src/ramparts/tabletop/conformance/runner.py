@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 
-from ramparts.tabletop.conformance import ai, authorization, identity, payments, platform, rollout
+from ramparts.tabletop.conformance import (
+    ai,
+    authorization,
+    identity,
+    payments,
+    platform,
+    redteaming,
+    rollout,
+)
 from ramparts.tabletop.conformance.checks import CHECKS, Check, Outcome, fail
 from ramparts.tabletop.conformance.controls import CONTROLS, SECTIONS
 from ramparts.tabletop.drills import AppDrills
@@ -16,7 +24,7 @@ from ramparts.tabletop.target import Target
 __all__ = ["run_conformance"]
 
 # The modules whose checks register themselves on import.
-_REGISTERED = (ai, authorization, identity, payments, platform, rollout)
+_REGISTERED = (ai, authorization, identity, payments, platform, redteaming, rollout)
 
 
 def run_conformance(
