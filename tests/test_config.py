@@ -85,6 +85,7 @@ def test_client_certificate_instead_of_password(env: pytest.MonkeyPatch) -> None
         ({"RAMPARTS_REDIS_URL": "redis://127.0.0.1:6379/0"}, "RAMPARTS_REDIS_URL has no password"),
         ({"RAMPARTS_REDIS_URL": "redis://:redis@127.0.0.1/0"}, "RAMPARTS_REDIS_URL has no pass"),
         ({"RAMPARTS_DEBUG": "true"}, "debug is on"),
+        ({"RAMPARTS_MODEL": "scripted:/srv/attack.json"}, "RAMPARTS_MODEL is a replayed model"),
         ({"RAMPARTS_KMS_BACKEND": "local"}, "local KMS keystore"),
         (
             {"RAMPARTS_VAULT_URL": "http://vault.example.com:8200"},

@@ -87,6 +87,10 @@ CASES: dict[str, tuple[dict[str, str | None], str]] = {
         "RAMPARTS_REDIS_URL has no password or a weak one",
     ),
     "debug": ({"RAMPARTS_DEBUG": "true"}, "debug is on (RAMPARTS_DEBUG)"),
+    "scripted-model": (
+        {"RAMPARTS_MODEL": "scripted:/srv/ramparts/attack.json"},
+        "RAMPARTS_MODEL is a replayed model (scripted:<file>, for drills)",
+    ),
     "local-kms": (
         {"RAMPARTS_KMS_BACKEND": "local", "RAMPARTS_VAULT_TOKEN": None},
         "local KMS keystore (set RAMPARTS_KMS_BACKEND=vault)",

@@ -400,6 +400,9 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
         violations.append("demo tenants or users present in the database")
     if settings.debug:
         violations.append("debug is on (RAMPARTS_DEBUG)")
+    if settings.model.startswith("scripted:"):
+        # It answers from a file anyone who can write it controls: a drill's stand-in.
+        violations.append("RAMPARTS_MODEL is a replayed model (scripted:<file>, for drills)")
     if settings.kms_backend is KmsBackend.LOCAL:
         violations.append("local KMS keystore (set RAMPARTS_KMS_BACKEND=vault)")
     elif settings.vault_url is not None and not settings.vault_url.startswith("https://"):

@@ -9,7 +9,9 @@ guesswork.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -110,22 +112,102 @@ def parse_turn(raw: object) -> ModelTurn:
 
 
 class ScriptedModel:
-    """Replays a JSON list of turns, one per call; past the end it answers with empty text."""
+    """Replays a JSON list of turns, one per call; past the end it answers with empty text.
+
+    It plays a compromised model in tests and in the tabletop and red-team drills, against a
+    running server with any number of workers. The drill replaces the file before each
+    message, so every call reads it again (it is small): new content is replayed from its
+    first turn, the same content goes on where it was. A file that cannot be read or is not a
+    list of turns refuses the turn (`ModelOutputError`), as a broken model would.
+
+    Like any model endpoint, it keeps what it is sent: each call appends one JSON line to
+    `witness` (`<script>.seen.jsonl`) with the script's SHA-256, the turn's index in it, the
+    tools offered and the messages exactly as received (the masked ones the gateway sends).
+    That is how a drill proves no planted secret or raw personal data reached the model. The
+    file is local and owner-only (0600). The prod profile refuses to start with this model.
+    """
 
     def __init__(self, path: Path) -> None:
-        turns = json.loads(path.read_text())
-        if not isinstance(turns, list):
-            raise ModelOutputError(f"{path}: a script is a JSON list of turns")
         self.name = f"scripted:{path.name}"
-        self._turns = list(turns)
+        self.path = path
+        self.witness = path.with_name(path.name + ".seen.jsonl")
         self._lock = threading.Lock()
+        # A bad file at start fails the start (missing: OSError, not JSON: ValueError).
+        data = path.read_bytes()
+        try:
+            turns = _turns_of(data)
+        except ModelOutputError as error:
+            raise ModelOutputError(f"{path}: {error}") from None
+        self._script = _Script(hashlib.sha256(data).hexdigest(), turns)
+        self._next = 0
 
     async def complete(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> ModelTurn:
+        # Under the lock, the file read and the witness line are tiny: each call gets its own
+        # turn, and this process writes its lines in the order of the turns.
         with self._lock:
-            raw = self._turns.pop(0) if self._turns else {"text": ""}
-        return parse_turn(raw)
+            script = self._current()
+            call = self._next
+            self._keep(script.digest, call, messages, tools)
+            self._next += 1  # a turn refused for want of its witness is not used up
+        return parse_turn(script.turns[call] if call < len(script.turns) else {"text": ""})
+
+    def _current(self) -> _Script:
+        """The script the file holds now; one that changed starts over from its first turn."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as error:
+            raise ModelOutputError(f"the script cannot be read ({error.strerror})") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self._script.digest:
+            try:
+                turns = _turns_of(data)
+            except ValueError:
+                raise ModelOutputError("the script is not JSON") from None
+            self._script, self._next = _Script(digest, turns), 0
+        return self._script
+
+    def _keep(
+        self, digest: str, call: int, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> None:
+        """One witness line, appended in one write: lines of several workers never mix. The
+        turn is refused when it cannot be kept, so a drill never misses what was sent."""
+        line = json.dumps(
+            {
+                "script": digest,
+                "call": call,
+                "tools": [tool["function"]["name"] for tool in tools],
+                "messages": messages,
+            }
+        )
+        data = (line + "\n").encode()  # ASCII: json.dumps escapes the rest, newlines too
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.witness, flags, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # owner-only even when someone made it first
+                written = os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise ModelOutputError(f"the witness cannot be kept ({error.strerror})") from None
+        if written != len(data):
+            raise ModelOutputError("the witness line was cut short")
+
+
+@dataclass(frozen=True)
+class _Script:
+    digest: str  # SHA-256 of the file's bytes: names the version in the witness
+    turns: tuple[Any, ...]
+
+
+def _turns_of(data: bytes) -> tuple[Any, ...]:
+    """The turns of a script file (checked one by one when replayed). Not JSON: ValueError."""
+    turns = json.loads(data)
+    if not isinstance(turns, list):
+        raise ModelOutputError("a script is a JSON list of turns")
+    return tuple(turns)
 
 
 class OfflineModel:
