@@ -201,7 +201,7 @@ class Target:
             mfa = browser.get(answer.headers["location"])
             final = browser.post(
                 answer.headers["location"],
-                data={"otp": self.totp(str(user["totp_secret"])), "csrf": _csrf(mfa)},
+                data={"otp": self.code_for(str(user["username"])), "csrf": _csrf(mfa)},
             )
             location = final.headers.get("location", "")
             code = parse_qs(urlsplit(location).query).get("code")
@@ -222,12 +222,38 @@ class Target:
         tokens: dict[str, Any] = exchanged.json()
         return tokens
 
-    def totp(self, secret: str) -> str:
-        """A code for `secret` that it has not used yet: a used step is refused (replay), so a
-        second sign-in within one step takes the next step's code (one step of drift is
-        accepted), and a third waits for the clock."""
+    def code_for(self, username: str) -> str:
+        """A TOTP code of `username` that no sign-in has used yet: not by this drill, nor by
+        another process (an earlier drill), whose steps the instance's database knows."""
+        secret = str(self.user(username)["totp_secret"])
+        return self.totp(secret, used=self.used_step(username))
+
+    def used_step(self, username: str) -> int:
+        """The last TOTP step the instance accepted from `username`; -1 when its database is
+        out of reach (then only this drill's own sign-ins are known)."""
+        if self.urls is None or self.urls.owner_url is None:
+            return -1
+        user = self.user(username)
+        tenant = str(self.tenant(str(user["tenant"]))["id"])
+        try:
+            with self.owner() as db, db.transaction():
+                db.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+                row = db.execute(
+                    "SELECT c.last_step FROM totp_credentials c JOIN users u ON u.tenant_id = "
+                    "c.tenant_id AND u.id = c.user_id WHERE c.tenant_id = %s AND u.username = %s",
+                    (tenant, username),
+                ).fetchone()
+        except psycopg.Error:  # a sign-in does not need it: it risks a replayed step only
+            return -1
+        return int(row[0]) if row else -1
+
+    def totp(self, secret: str, *, used: int = -1) -> str:
+        """A code for `secret` that it has not used yet: a used step is refused (replay), and
+        counts as a failed second factor, so a second sign-in within one step takes the next
+        step's code (one step of drift is accepted), and a third waits for the clock. `used`:
+        the last step the instance is known to have taken (see `used_step`)."""
         totp = pyotp.TOTP(secret)
-        step = max(int(time.time()) // 30, self._last_step.get(secret, -1) + 1)
+        step = max(int(time.time()) // 30, self._last_step.get(secret, -1) + 1, used + 1)
         while step > int(time.time()) // 30 + 1:
             time.sleep(1)
         self._last_step[secret] = step
