@@ -169,8 +169,8 @@ def _as_runtime(f: Findings, target: Target, tables: list[str], home: str, away:
     by_rls = sum(1 for how in writes.values() if "row-level security" in how)
     f.expect(
         not let_through,
-        f"INSERT of a {away} row refused on {len(writes)} writable tables ({by_rls} by "
-        f"row-level security, the rest by {_others(writes)}); UPDATE/DELETE of {away} rows "
+        f"INSERT of a {away} row refused on {len(writes)} writable tables, {by_rls} by "
+        f"row-level security (the others: {_others(writes)}); UPDATE/DELETE of {away} rows "
         "touched none",
         f"writes of another tenant's rows went through: {let_through}",
     )
@@ -194,7 +194,7 @@ def _insert(conn: psycopg.Connection[Any], table: str, tenant: str) -> str:
         reason = str(exc).splitlines()[0]
         if "row-level security" in reason:
             return "refused by row-level security"
-        return f"refused ({type(exc).__name__})"
+        return f"refused by {type(exc).__name__}"
     return "written"
 
 
@@ -212,8 +212,13 @@ def _touch(conn: psycopg.Connection[Any], table: str, verb: str, tenant: str) ->
 
 
 def _others(writes: dict[str, str]) -> str:
-    kinds = sorted({how for how in writes.values() if "row-level security" not in how})
-    return ", ".join(kinds) or "nothing else"
+    """The tables whose INSERT was refused before row-level security was asked, and by what."""
+    found = [
+        f"{table} by {how.removeprefix('refused by ')}"
+        for table, how in sorted(writes.items())
+        if how.startswith("refused") and "row-level security" not in how
+    ]
+    return ", ".join(found) or "none"
 
 
 def _attributes(f: Findings, target: Target, home: str) -> None:

@@ -181,7 +181,8 @@ def _audiences(
     if not accepted:
         raise DrillError("no API route accepts the service's own API token")
     route = accepted[0]
-    f.saw(f"GET {route} with the API token → {answers[route]} (accepted)")
+    how = "accepted" if answers[route] == 200 else "authenticated; policy answers it"
+    f.saw(f"GET {route} with the API token → {answers[route]} ({how})")
     foreign = str(for_other.json()["access_token"])
     let_in = [path for path in answers if service.call(path, foreign) != 401]
     f.expect(
