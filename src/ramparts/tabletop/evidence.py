@@ -44,7 +44,11 @@ def audit_events(
 
 
 def cited(events: list[dict[str, Any]]) -> list[str]:
-    """Evidence lines naming each event: `audit <id> <action> <decision>`."""
+    """Evidence lines naming each event: `audit #<seq> <hash prefix> <action> <decision>`.
+    An event has no id of its own: it is its tenant's chain position (`seq`) and the hash
+    that chains it (what `ramparts audit verify` checks)."""
     return [
-        f"audit {e.get('id')} {e.get('action')} {e.get('decision', '')}".rstrip() for e in events
+        f"audit #{e.get('seq')} {str(e.get('hash', ''))[:12]} {e.get('action')} "
+        f"{e.get('decision', '')}".rstrip()
+        for e in events
     ]
