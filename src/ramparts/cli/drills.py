@@ -104,18 +104,23 @@ def _target(
     database_server: str | None,
 ) -> Iterator[Target]:
     if url is None:
-        if credentials is not None or script is not None:
-            raise UsageError("--credentials and --script go with --url")
         _stderr.print("Starting a fresh instance of its own (stopped afterwards)…")
         with own_instance(database_server=database_server) as target:
             yield target
         return
-    if database_server is not None:
-        raise UsageError("--database-server makes an instance of its own: not with --url")
     with running_instance(
         url, credentials=credentials, script=script, database_url=database_url
     ) as target:
         yield target
+
+
+def _check_usage(
+    url: str | None, credentials: Path | None, script: Path | None, database_server: str | None
+) -> None:
+    if url is None and (credentials is not None or script is not None):
+        raise UsageError("--credentials and --script go with --url")
+    if url is not None and database_server is not None:
+        raise UsageError("--database-server makes an instance of its own: not with --url")
 
 
 def _drills(target: Target) -> list[tuple[str, AppDrills]]:
@@ -171,6 +176,7 @@ def tabletop(
 ) -> None:
     """Play the checklist's tabletop scenario: a malicious prompt drives a compromised model at
     refunds and payouts; forged webhooks; exit 0 only when every step holds."""
+    _check_usage(url, credentials, script, database_server)
     from ramparts.tabletop.scenario import run_tabletop  # noqa: PLC0415 - heavy, only here
 
     _play(
@@ -211,6 +217,7 @@ def redteam(
     """Replay adversarial corpora against the running system with a compromised model, as user
     input and as untrusted content, for every app it serves; exit 0 only when nothing
     unauthorized ran and no PII or secret reached the model."""
+    _check_usage(url, credentials, script, database_server)
     from ramparts.tabletop.redteam import run_redteam  # noqa: PLC0415 - heavy, only here
 
     _play(
@@ -249,6 +256,7 @@ def conformance(
 ) -> None:
     """Run one live check per control id against the running system: PASS, FAIL or
     NOT-IMPLEMENTED with the evidence seen; exit 0 only when every control passes."""
+    _check_usage(url, credentials, script, database_server)
     from ramparts.tabletop.conformance.controls import CONTROLS  # noqa: PLC0415
     from ramparts.tabletop.conformance.runner import run_conformance  # noqa: PLC0415
 

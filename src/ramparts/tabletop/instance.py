@@ -132,6 +132,7 @@ def running_instance(
     database (`database_url`, else RAMPARTS_HOME's embedded one when it has one)."""
     settings = load_settings()
     report = read_credentials(credentials or settings.home / _CREDENTIALS)
+    _require_ready(url)
     with ExitStack() as stack:
         urls: DatabaseUrls | None = None
         if database_url is not None:
@@ -190,6 +191,16 @@ def _shell_operator(settings: Settings) -> Operator | None:
     return Operator(
         env=dict(os.environ), kms=open_kms(settings), psp_api_base=settings.psp_api_base
     )
+
+
+def _require_ready(url: str) -> None:
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            status = client.get("/readyz").status_code
+    except httpx.HTTPError as exc:
+        raise DrillError(f"the instance at {url} cannot be reached: {exc}") from None
+    if status != 200:
+        raise DrillError(f"the instance at {url} is not ready (/readyz answered {status})")
 
 
 def _where(server: str) -> str:

@@ -110,6 +110,7 @@ class Target:
     operator: Operator | None = None
     _sessions: dict[tuple[str, str], ApiSession] = field(default_factory=dict, repr=False)
     _last_step: dict[str, int] = field(default_factory=dict, repr=False)
+    _clients: list[httpx.Client] = field(default_factory=list, repr=False)
 
     # --- who is there ---------------------------------------------------------------------
 
@@ -144,8 +145,11 @@ class Target:
         ]
 
     def client(self) -> httpx.Client:
-        """An anonymous client of the instance (no cookie jar shared with anyone)."""
-        return httpx.Client(base_url=self.base_url, timeout=REQUEST_TIMEOUT)
+        """An anonymous client of the instance (no cookie jar shared with anyone), closed
+        with the target at the latest."""
+        client = httpx.Client(base_url=self.base_url, timeout=REQUEST_TIMEOUT)
+        self._clients.append(client)
+        return client
 
     # --- signing in -----------------------------------------------------------------------
 
@@ -269,8 +273,9 @@ class Target:
             yield conn
 
     def close(self) -> None:
-        for session in self._sessions.values():
-            session.client.close()
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         self._sessions.clear()
 
 
