@@ -103,7 +103,7 @@ class Target:
     operator holds, when the drill is its operator."""
 
     base_url: str
-    report: dict[str, Any]
+    report: dict[str, Any] = field(repr=False)  # passwords and TOTP secrets
     urls: DatabaseUrls | None = None
     script: ScriptControl | None = None
     description: dict[str, str] = field(default_factory=dict)
