@@ -14,9 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ramparts.apps import selected_apps
 from ramparts.cli.common import JsonOption, UsageError, console
-from ramparts.tabletop.drills import AppDrills, app_drills
+from ramparts.tabletop.drills import AppDrills, served_drills
 from ramparts.tabletop.instance import own_instance, running_instance
 from ramparts.tabletop.render import ReportWriteError, write_outputs
 from ramparts.tabletop.report import Report
@@ -104,31 +103,23 @@ def _target(
     database_server: str | None,
 ) -> Iterator[Target]:
     if url is None:
-        if credentials is not None or script is not None:
-            raise UsageError("--credentials and --script go with --url")
         _stderr.print("Starting a fresh instance of its own (stopped afterwards)…")
         with own_instance(database_server=database_server) as target:
             yield target
         return
-    if database_server is not None:
-        raise UsageError("--database-server makes an instance of its own: not with --url")
     with running_instance(
         url, credentials=credentials, script=script, database_url=database_url
     ) as target:
         yield target
 
 
-def _drills(target: Target) -> list[tuple[str, AppDrills]]:
-    """The drills of the apps the instance serves (those its description names, else the
-    apps RAMPARTS_APPS selects here)."""
-    served = target.description.get("apps")
-    names = [name.strip() for name in served.split(",")] if served else None
-    found = []
-    for app in selected_apps(names):
-        drills = app_drills(app)
-        if drills is not None:
-            found.append((app.name, drills))
-    return found
+def _check_usage(
+    url: str | None, credentials: Path | None, script: Path | None, database_server: str | None
+) -> None:
+    if url is None and (credentials is not None or script is not None):
+        raise UsageError("--credentials and --script go with --url")
+    if url is not None and database_server is not None:
+        raise UsageError("--database-server makes an instance of its own: not with --url")
 
 
 def _play(
@@ -152,7 +143,7 @@ def _play(
             transient=True,
         )
         with _target(url, credentials, script, database_url, database_server) as target, bar:
-            report = play(target, _drills(target), _Bar(bar))
+            report = play(target, served_drills(target), _Bar(bar))
         write_outputs(report, console=console, as_json=as_json, html_path=html)
     except ReportWriteError as exc:
         raise UsageError(str(exc)) from None
@@ -171,6 +162,7 @@ def tabletop(
 ) -> None:
     """Play the checklist's tabletop scenario: a malicious prompt drives a compromised model at
     refunds and payouts; forged webhooks; exit 0 only when every step holds."""
+    _check_usage(url, credentials, script, database_server)
     from ramparts.tabletop.scenario import run_tabletop  # noqa: PLC0415 - heavy, only here
 
     _play(
@@ -211,6 +203,7 @@ def redteam(
     """Replay adversarial corpora against the running system with a compromised model, as user
     input and as untrusted content, for every app it serves; exit 0 only when nothing
     unauthorized ran and no PII or secret reached the model."""
+    _check_usage(url, credentials, script, database_server)
     from ramparts.tabletop.redteam import run_redteam  # noqa: PLC0415 - heavy, only here
 
     _play(
@@ -249,6 +242,7 @@ def conformance(
 ) -> None:
     """Run one live check per control id against the running system: PASS, FAIL or
     NOT-IMPLEMENTED with the evidence seen; exit 0 only when every control passes."""
+    _check_usage(url, credentials, script, database_server)
     from ramparts.tabletop.conformance.controls import CONTROLS  # noqa: PLC0415
     from ramparts.tabletop.conformance.runner import run_conformance  # noqa: PLC0415
 

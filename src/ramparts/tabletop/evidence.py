@@ -8,7 +8,7 @@ from typing import Any
 
 from ramparts.tabletop.target import ApiSession, DrillError
 
-__all__ = ["audit_events", "cited", "event_id", "now"]
+__all__ = ["audit_events", "cited", "now"]
 
 
 def now() -> str:
@@ -44,16 +44,11 @@ def audit_events(
 
 
 def cited(events: list[dict[str, Any]]) -> list[str]:
-    """Evidence lines naming each event: `audit <id> <action> <decision>`. The trail's events
-    carry no id of their own: an event is its place in its tenant's chain and its hash
-    (`#<seq>:<first 16 hex digits of its hash>`), which `ramparts audit verify` checks."""
+    """Evidence lines naming each event: `audit #<seq> <action> <decision> <hash>`. An event
+    is known by its place in its tenant's hash chain (`seq`) and its hash (the first 16 hex
+    digits: enough to find it, and to see it was not rewritten, in `ramparts audit verify`)."""
     return [
-        f"audit {event_id(e)} {e.get('action')} {e.get('decision', '')}".rstrip() for e in events
+        f"audit #{e.get('seq')} {e.get('action')} {e.get('decision', '')} "
+        f"{str(e.get('hash', ''))[:16]}".rstrip()
+        for e in events
     ]
-
-
-def event_id(event: dict[str, Any]) -> str:
-    """How evidence names one event of the audit API's answer."""
-    if event.get("id") is not None:
-        return str(event["id"])
-    return f"#{event.get('seq')}:{str(event.get('hash', ''))[:16]}"

@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +24,11 @@ import httpx
 import psycopg
 import pyotp
 
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.tabletop.script import ScriptControl
 
-__all__ = ["ApiSession", "DrillError", "SignInError", "Target", "read_credentials"]
+__all__ = ["ApiSession", "DrillError", "Operator", "SignInError", "Target", "read_credentials"]
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 #: How long one request may take: an assistant turn with a model can take seconds.
@@ -80,19 +81,36 @@ class ApiSession:
         return self.post("/api/assistant", json=body)
 
 
+@dataclass(frozen=True)
+class Operator:
+    """What the instance's operator holds, when the drill is its operator (its own instance,
+    or one whose home this shell's settings name): the environment in which `ramparts`
+    commands act on it (its home, KMS, database and PSP), its KMS, and where its PSP answers
+    (None: Stripe itself). The checks that can only be proved by an operator's act (a
+    webhook secret rotated, a reconciliation run) use it; without one they cannot pass."""
+
+    # Out of `repr`: the environment may hold the operator's credentials.
+    env: Mapping[str, str] = field(repr=False)
+    kms: Kms = field(repr=False)
+    psp_api_base: str | None = None
+
+
 @dataclass
 class Target:
     """A running instance. `report` is its `seed-demo --json` report (the demo credentials);
     `urls` its database when reachable (owner and runtime role); `script` the file its
-    scripted model replays, when it runs one this drill may write."""
+    scripted model replays, when it runs one this drill may write; `operator` what its
+    operator holds, when the drill is its operator."""
 
     base_url: str
-    report: dict[str, Any]
+    report: dict[str, Any] = field(repr=False)  # passwords and TOTP secrets
     urls: DatabaseUrls | None = None
     script: ScriptControl | None = None
     description: dict[str, str] = field(default_factory=dict)
+    operator: Operator | None = None
     _sessions: dict[tuple[str, str], ApiSession] = field(default_factory=dict, repr=False)
     _last_step: dict[str, int] = field(default_factory=dict, repr=False)
+    _clients: list[httpx.Client] = field(default_factory=list, repr=False)
 
     # --- who is there ---------------------------------------------------------------------
 
@@ -127,8 +145,11 @@ class Target:
         ]
 
     def client(self) -> httpx.Client:
-        """An anonymous client of the instance (no cookie jar shared with anyone)."""
-        return httpx.Client(base_url=self.base_url, timeout=REQUEST_TIMEOUT)
+        """An anonymous client of the instance (no cookie jar shared with anyone), closed
+        with the target at the latest."""
+        client = httpx.Client(base_url=self.base_url, timeout=REQUEST_TIMEOUT)
+        self._clients.append(client)
+        return client
 
     # --- signing in -----------------------------------------------------------------------
 
@@ -278,8 +299,9 @@ class Target:
             yield conn
 
     def close(self) -> None:
-        for session in self._sessions.values():
-            session.client.close()
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         self._sessions.clear()
 
 

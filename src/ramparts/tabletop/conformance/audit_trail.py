@@ -15,7 +15,7 @@ from ramparts.tabletop.conformance.catalog import as_tenant, rolled_back
 from ramparts.tabletop.conformance.checks import Outcome
 from ramparts.tabletop.conformance.findings import Findings
 from ramparts.tabletop.conformance.people import admin_of, first_of_each_role_set, tenant_id
-from ramparts.tabletop.evidence import audit_events, event_id, now
+from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import ApiSession, DrillError, Target
 from ramparts.web.app import CHECKPOINT_SECONDS
 
@@ -208,7 +208,7 @@ def _redacted(f: Findings, target: Target) -> None:
         in_clear == 0 and bool(searches),
         f"{len(events)} events since, none holds the values in clear; the search's filter "
         f"stored as {(searches[0]['details']['actor'] if searches else None)} "
-        + (f"(audit {event_id(searches[0])})" if searches else ""),
+        + (f"({cited(searches[:1])[0]})" if searches else ""),
         f"{in_clear} audit events hold the personal data in clear"
         if in_clear
         else "the search's filter is not in the trail, redacted",

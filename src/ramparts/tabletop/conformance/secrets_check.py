@@ -10,10 +10,13 @@ import secrets
 from collections.abc import Iterable
 from html.parser import HTMLParser
 
+import httpx
+
 from ramparts.audit.events import Action
 from ramparts.crypto.kms import WRAPPED
 from ramparts.detectors import SECRET_KINDS, Kind, find_sensitive
 from ramparts.identity.models import ADMIN_ROLE
+from ramparts.tabletop.browser import signed_in_browser
 from ramparts.tabletop.conformance.catalog import all_tables, as_tenant, rolled_back, rows_as_text
 from ramparts.tabletop.conformance.checks import Outcome
 from ramparts.tabletop.conformance.findings import Findings
@@ -24,7 +27,6 @@ from ramparts.tabletop.conformance.people import (
     tenant_id,
 )
 from ramparts.tabletop.conformance.reads import list_routes
-from ramparts.tabletop.conformance.signin import Browser
 from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import DrillError, Target
 
@@ -169,9 +171,8 @@ def _browser(f: Findings, target: Target, known: dict[str, str]) -> None:
     """The anonymous pages, then each page a signed-in person reaches from /app."""
     seen: dict[str, list[str]] = {}
     for person in [None, *_readers(target)]:
-        with Browser(target) as browser:
-            if person is not None:
-                browser.web_session(person, target.code_for(person))
+        browser = target.client() if person is None else signed_in_browser(target, person)
+        with browser:
             visited = _crawl(browser, known, seen)
         f.saw(f"{visited} pages and files loaded as {person or 'anyone'}")
     f.expect(
@@ -181,7 +182,7 @@ def _browser(f: Findings, target: Target, known: dict[str, str]) -> None:
     )
 
 
-def _crawl(browser: Browser, known: dict[str, str], seen: dict[str, list[str]]) -> int:
+def _crawl(browser: httpx.Client, known: dict[str, str], seen: dict[str, list[str]]) -> int:
     """Every page under /app and file under /static/ reachable from / and /app (GETs only,
     never a sign-in or sign-out link); what leaks, by path, into `seen`."""
     queue, visited = ["/", "/app"], set[str]()
@@ -190,7 +191,7 @@ def _crawl(browser: Browser, known: dict[str, str], seen: dict[str, list[str]]) 
         if path in visited or _NOT_PAGES.match(path):
             continue
         visited.add(path)
-        answer = browser.http.get(path)
+        answer = browser.get(path)
         if answer.status_code != 200:
             continue
         found = leaks(answer.text, known)

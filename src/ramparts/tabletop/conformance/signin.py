@@ -150,23 +150,6 @@ class Browser:
         tokens: dict[str, Any] = answer.json()
         return tokens
 
-    def web_session(self, username: str, code: str) -> None:
-        """Signed in to the instance's own pages, as its web client does it (its cookie)."""
-        answer = self.http.get("/app/login?next=/app")
-        for _ in range(2):  # the web client's authorization request, then the password page
-            if answer.status_code != 303:
-                raise SignInError(f"the web sign-in answered {answer.status_code}")
-            answer = self.http.get(answer.headers["location"])
-        password = self.password(username)
-        if password.status_code != 303:
-            raise SignInError(f"{username}: the password was refused ({password.status_code})")
-        final = self.second_factor(code)
-        if code_in(final) is None:
-            raise SignInError(f"{username}: the second factor was refused ({final.status_code})")
-        landed = self.http.get(final.headers["location"])
-        if landed.status_code != 303:
-            raise SignInError(f"the web client's callback answered {landed.status_code}")
-
     def sign_in(self, username: str, code: str) -> httpx.Response:
         """Password then `code`: the second factor's answer (303 with a code when accepted)."""
         self.start()
