@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable
+from contextlib import closing
 from html.parser import HTMLParser
 
 import httpx
@@ -172,7 +173,7 @@ def _browser(f: Findings, target: Target, known: dict[str, str]) -> None:
     seen: dict[str, list[str]] = {}
     for person in [None, *_readers(target)]:
         browser = target.client() if person is None else signed_in_browser(target, person)
-        with browser:
+        with closing(browser):  # already opened by its sign-in
             visited = _crawl(browser, known, seen)
         f.saw(f"{visited} pages and files loaded as {person or 'anyone'}")
     f.expect(
