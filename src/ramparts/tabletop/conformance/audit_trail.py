@@ -203,7 +203,9 @@ def _redacted(f: Findings, target: Target) -> None:
     events = audit_events(admin, since=started)
     bodies = [str(e) for e in events]
     in_clear = sum(1 for body in bodies if any(value in body for value in raw))
-    searches = [e for e in events if (e.get("details") or {}).get("actor", "").startswith("[EMAIL")]
+    searches = [
+        e for e in events if str((e.get("details") or {}).get("actor", "")).startswith("[EMAIL")
+    ]
     f.expect(
         in_clear == 0 and bool(searches),
         f"{len(events)} events since, none holds the values in clear; the search's filter "
