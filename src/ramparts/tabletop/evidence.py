@@ -44,7 +44,9 @@ def audit_events(
 
 
 def cited(events: list[dict[str, Any]]) -> list[str]:
-    """Evidence lines naming each event: `audit <id> <action> <decision>`."""
+    """Evidence lines naming each event by its place in its tenant's hash chain (the audit
+    API's items carry no other id): `audit seq <n> <action> <decision>`."""
     return [
-        f"audit {e.get('id')} {e.get('action')} {e.get('decision', '')}".rstrip() for e in events
+        f"audit seq {e.get('seq')} {e.get('action')} {e.get('decision', '')}".rstrip()
+        for e in events
     ]

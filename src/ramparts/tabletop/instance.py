@@ -25,13 +25,13 @@ import psycopg
 from sqlalchemy.engine import URL, make_url
 
 from ramparts.apps import installed_apps
-from ramparts.config import load_settings
+from ramparts.config import Settings, load_settings
 from ramparts.db.embedded import embedded_postgres
 from ramparts.db.engine import DatabaseUrls, derive_app_url, libpq, open_database
 from ramparts.tabletop.script import ScriptControl
 from ramparts.tabletop.target import DrillError, Target, read_credentials
 
-__all__ = ["STARTUP_SECONDS", "own_instance", "running_instance"]
+__all__ = ["STARTUP_SECONDS", "instance_environment", "own_instance", "running_instance"]
 
 #: How long a fresh instance may take to migrate, seed and answer (the embedded database's
 #: first start initializes a cluster).
@@ -96,6 +96,8 @@ def own_instance(
             report=report,
             urls=urls,
             script=ScriptControl(script),
+            home=home / "home",
+            environment=instance_environment(child),
             description={
                 "instance": "its own: a fresh `ramparts demo`",
                 "url": base_url,
@@ -131,11 +133,16 @@ def running_instance(
             urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
         elif not settings.embedded_database or (settings.home / "pgdata").is_dir():
             urls = stack.enter_context(open_database(settings))
+        environment = instance_environment(os.environ)
+        if database_url is not None:
+            environment["RAMPARTS_DATABASE_URL"] = database_url
         target = Target(
             base_url=url.rstrip("/"),
             report=report,
             urls=urls,
             script=ScriptControl(script) if script is not None else None,
+            home=settings.home,
+            environment=environment,
             description={
                 "instance": "running",
                 "url": url,
@@ -147,6 +154,17 @@ def running_instance(
         )
         stack.callback(target.close)
         yield target
+
+
+def instance_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """What of `environment` configures a Ramparts process: its settings (`RAMPARTS_*`, not
+    the reserved `RAMPARTS_TEST_*`) and XDG_CONFIG_HOME (where the local KMS's key file is)."""
+    known = {f"RAMPARTS_{name.upper()}" for name in Settings.model_fields}
+    return {
+        name: value
+        for name, value in environment.items()
+        if name in known or name == "XDG_CONFIG_HOME"
+    }
 
 
 def _where(server: str) -> str:

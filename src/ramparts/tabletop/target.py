@@ -84,13 +84,20 @@ class ApiSession:
 class Target:
     """A running instance. `report` is its `seed-demo --json` report (the demo credentials);
     `urls` its database when reachable (owner and runtime role); `script` the file its
-    scripted model replays, when it runs one this drill may write."""
+    scripted model replays, when it runs one this drill may write.
+
+    `home` is its RAMPARTS_HOME and `environment` the settings it runs with (its `RAMPARTS_*`
+    variables, and XDG_CONFIG_HOME, where its local KMS keeps its key file), where the drill
+    knows them: what an operator's command (`ramparts drill`, `killswitch`, a second `serve`
+    of the same install) needs to act on this instance. Secrets in it never go in a report."""
 
     base_url: str
     report: dict[str, Any]
     urls: DatabaseUrls | None = None
     script: ScriptControl | None = None
     description: dict[str, str] = field(default_factory=dict)
+    home: Path | None = None
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
     _sessions: dict[tuple[str, str], ApiSession] = field(default_factory=dict, repr=False)
     _last_step: dict[str, int] = field(default_factory=dict, repr=False)
 
