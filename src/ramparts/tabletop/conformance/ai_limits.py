@@ -125,17 +125,18 @@ def _spent(target: Target, evidence: list[str]) -> list[str]:
         f"{session.username}: message {requests} of {len(FILLER)} characters → 429 "
         f"budget-exhausted (budget {budget}, Retry-After {refused.headers.get('retry-after')})"
     )
-    while requests <= rate.amount:
+    # Every request counts against the rate, those the budget refused too. Within one
+    # window the rate's first refusal comes at the latest with the request past the rate
+    # (earlier if this person asked for something else within the window).
+    answer = ask(target, session, "ok", [{"text": "ok"}])
+    requests += 1
+    while problem_slug(answer.response) != "rate-limited" and requests <= rate.amount:
         answer = ask(target, session, "ok", [{"text": "ok"}])
         requests += 1
-        if problem_slug(answer.response) == "rate-limited":
-            break
     took = time.monotonic() - started
-    line = (
-        f"request {requests} within {took:.0f} s → {answer.status} {problem_slug(answer.response)}"
-    )
+    slug = problem_slug(answer.response)
+    line = f"request {requests} within {took:.0f} s → {answer.status} {slug}"
     evidence.append(f"{line} (rate {rate.amount}/{rate.GRANULARITY.name})")
-    within = took < rate.get_expiry()
-    if problem_slug(answer.response) != "rate-limited" or (within and requests != rate.amount + 1):
+    if slug != "rate-limited":
         return [f"the request rate {rate.amount}/{rate.GRANULARITY.name}: {line}"]
     return []

@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, cast
 
 from ramparts.ai.tools import Risk, Tool, ToolRegistry
@@ -91,7 +92,10 @@ class Declared:
 
     @classmethod
     def of(cls, target: Instance) -> Declared:
-        return cls(served_apps(target))
+        """The declarations of the apps `target` serves (read once per process: they are
+        this installation's code, which does not change under a running drill)."""
+        apps = served_apps(target)
+        return _declared(tuple(apps) if apps is not None else None)
 
     def __iter__(self) -> Iterator[Tool]:
         return iter(self.registry)
@@ -131,6 +135,11 @@ def needs_a_record(tool: Tool) -> bool:
         properties.get(name, {}).get("format") == "uuid"
         for name in tool.arguments.get("required", [])
     )
+
+
+@cache
+def _declared(apps: tuple[str, ...] | None) -> Declared:
+    return Declared(apps)
 
 
 def sample_arguments(tool: Tool) -> dict[str, Any] | None:

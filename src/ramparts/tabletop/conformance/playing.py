@@ -26,6 +26,7 @@ __all__ = [
     "one_per_role_set",
     "person",
     "problem_slug",
+    "roles_of",
     "unproven",
 ]
 
@@ -106,6 +107,11 @@ def problem_slug(response: httpx.Response) -> str:
 def answered(what: str, response: httpx.Response) -> str:
     """`what → 429 rate-limited`: an evidence line for one answer."""
     return f"{what} → {response.status_code} {problem_slug(response)}".rstrip()
+
+
+def roles_of(who: Person) -> str:
+    """`who`'s roles as evidence names them: `approver+employee`."""
+    return "+".join(sorted(who.roles)) or "no role"
 
 
 def person(target: Target, session: ApiSession) -> Person:
