@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
 from ramparts.tabletop.conformance.operating import second_server
-from ramparts.tabletop.conformance.playing import answered, ask, calling, problem_slug
+from ramparts.tabletop.conformance.playing import admin_of, answered, ask, calling, problem_slug
 from ramparts.tabletop.target import Target
 
 __all__ = ["the_edge_holds"]
@@ -60,7 +60,7 @@ def _samples(target: Target, client: httpx.Client) -> list[tuple[str, httpx.Resp
     home = client.get("/")
     static = _STATIC.findall(home.text)
     deep = "[" * 40 + "]" * 40
-    token = target.session(target.users_with("admin", target.tenants()[0])[0]).access_token
+    token = admin_of(target, target.tenants()[0]).access_token
     samples = [
         ("GET / (a page)", home),
         ("GET /openapi.json (API)", client.get("/openapi.json")),
