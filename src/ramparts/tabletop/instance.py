@@ -34,7 +34,7 @@ from ramparts.db.engine import DatabaseUrls, derive_app_url, libpq, open_databas
 from ramparts.tabletop.script import ScriptControl
 from ramparts.tabletop.target import DrillError, Operator, Target, read_credentials
 
-__all__ = ["STARTUP_SECONDS", "own_instance", "running_instance"]
+__all__ = ["STARTUP_SECONDS", "instance_environment", "own_instance", "running_instance"]
 
 #: How long a fresh instance may take to migrate, seed and answer (the embedded database's
 #: first start initializes a cluster).
@@ -103,6 +103,8 @@ def own_instance(
             urls=urls,
             script=ScriptControl(script),
             operator=operator,
+            home=home / "home",
+            environment=instance_environment(child),
             description={
                 "instance": "its own: a fresh `ramparts demo`",
                 "url": base_url,
@@ -141,12 +143,17 @@ def running_instance(
         elif not settings.embedded_database or (settings.home / "pgdata").is_dir():
             urls = stack.enter_context(open_database(settings))
         operator = _shell_operator(settings)
+        environment = instance_environment(os.environ)
+        if database_url is not None:
+            environment["RAMPARTS_DATABASE_URL"] = database_url
         target = Target(
             base_url=url.rstrip("/"),
             report=report,
             urls=urls,
             script=ScriptControl(script) if script is not None else None,
             operator=operator,
+            home=settings.home,
+            environment=environment,
             description={
                 "instance": "running",
                 "url": url,
@@ -201,6 +208,17 @@ def _require_ready(url: str) -> None:
         raise DrillError(f"the instance at {url} cannot be reached: {exc}") from None
     if status != 200:
         raise DrillError(f"the instance at {url} is not ready (/readyz answered {status})")
+
+
+def instance_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """What of `environment` configures a Ramparts process: its settings (`RAMPARTS_*`, not
+    the reserved `RAMPARTS_TEST_*`) and XDG_CONFIG_HOME (where the local KMS's key file is)."""
+    known = {f"RAMPARTS_{name.upper()}" for name in Settings.model_fields}
+    return {
+        name: value
+        for name, value in environment.items()
+        if name in known or name == "XDG_CONFIG_HOME"
+    }
 
 
 def _where(server: str) -> str:

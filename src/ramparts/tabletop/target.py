@@ -100,7 +100,12 @@ class Target:
     """A running instance. `report` is its `seed-demo --json` report (the demo credentials);
     `urls` its database when reachable (owner and runtime role); `script` the file its
     scripted model replays, when it runs one this drill may write; `operator` what its
-    operator holds, when the drill is its operator."""
+    operator holds, when the drill is its operator.
+
+    `home` is its RAMPARTS_HOME and `environment` the settings it runs with (its `RAMPARTS_*`
+    variables, and XDG_CONFIG_HOME, where its local KMS keeps its key file), where the drill
+    knows them: what an operator's command (`ramparts drill`, `killswitch`, a second `serve`
+    of the same install) needs to act on this instance. Secrets in it never go in a report."""
 
     base_url: str
     report: dict[str, Any] = field(repr=False)  # passwords and TOTP secrets
@@ -108,6 +113,8 @@ class Target:
     script: ScriptControl | None = None
     description: dict[str, str] = field(default_factory=dict)
     operator: Operator | None = None
+    home: Path | None = None
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
     _sessions: dict[tuple[str, str], ApiSession] = field(default_factory=dict, repr=False)
     _last_step: dict[str, int] = field(default_factory=dict, repr=False)
     _clients: list[httpx.Client] = field(default_factory=list, repr=False)
