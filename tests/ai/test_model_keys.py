@@ -193,7 +193,7 @@ def test_set_model_key_takes_the_key_from_stdin_and_prints_only_its_fingerprint(
     acme = next(t for t in json.loads(seeded.stdout)["tenants"] if t["slug"] == "acme")
 
     def set_key(*args: str, given: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 - our own command
+        return subprocess.run(
             [RAMPARTS, "keys", "set-model-key", *args, "--json"],
             env=env,
             input=given,

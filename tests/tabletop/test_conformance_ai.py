@@ -2,11 +2,11 @@
 
 A healthy instance holds each control (PLT-2 says what it cannot prove, and so is
 NOT-IMPLEMENTED, never a pass), and is left as it was found: every switch lifted, the DLP
-rules put back, the model keys AI-3 set removed. `ramparts conformance` exits 0 on a passing row. With the kill-switch
-ignored inside the instance, PLT-4 fails; with one tool's role check removed, AZ-3 fails;
-each time the command exits 1. The sabotaged instances are played by the command alone: a
-second player in another process would sign the same people in again within one TOTP step,
-which the instance rightly refuses as a replay.
+rules put back, the model keys AI-3 set removed. `ramparts conformance` exits 0 on a
+passing row. With the kill-switch ignored inside the instance, PLT-4 fails; with one tool's
+role check removed, AZ-3 fails; each time the command exits 1. The sabotaged instances are
+played by the command alone: a second player in another process would sign the same people
+in again within one TOTP step, which the instance rightly refuses as a replay.
 """
 
 from __future__ import annotations
