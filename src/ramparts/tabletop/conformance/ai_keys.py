@@ -6,19 +6,20 @@ endpoint is a stand-in on loopback (`model_stub`, which keeps the Authorization 
 every request), in the EU (the one region every tenant may reach), with a low tenant rate
 and its limits counted in its own memory (no RAMPARTS_REDIS_URL): nothing of the instance
 itself is stopped. The keys are set and removed as the operator does it, with `ramparts keys
-set-model-key` on the instance's KMS: the check's own keys replace and then remove the first
-two tenants' keys, so it is for a demo installation, not one whose tenants hold real keys.
+set-model-key` on the instance's KMS: the check's own keys stand in for the first and last
+tenants' keys while it runs, and the keys they held before are put back at the end.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from urllib.parse import urlsplit
 
 import httpx
 
-from ramparts.ai.model_keys import REFRESH_SECONDS
+from ramparts.ai.model_keys import REFRESH_SECONDS, tenant_key_name
 from ramparts.tabletop.conformance.model_stub import ModelStub, model_stub
 from ramparts.tabletop.conformance.operating import operator_command, second_server
 from ramparts.tabletop.conformance.playing import one_per_role_set, problem_slug
@@ -52,6 +53,8 @@ def keyed_and_shared_limits(target: Target, evidence: list[str]) -> list[str]:
         "RAMPARTS_REDIS_URL": None,  # its counts stay its own: the instance is not stopped
         "OPENAI_API_KEY": None,  # no shared key to fall back on
     }
+    # What the tenants hold now, put back at the end: on a real install, their real keys.
+    kept = {slug: _current_key(target, slug) for slug in (first, second)}
     wrong: list[str] = []
     try:
         _set_key(target, first, keys[first])
@@ -81,9 +84,18 @@ def keyed_and_shared_limits(target: Target, evidence: list[str]) -> list[str]:
             wrong += _shared_budget(_Calls(base, stub), (asker, colleague, other), evidence)
     finally:
         for slug in (first, second):
-            _set_key(target, slug, None)
-    evidence.append(f"the check's keys of {first} and {second} removed")
+            _set_key(target, slug, kept[slug])
+    evidence.append(f"the check's keys of {first} and {second} removed, theirs put back")
     return wrong
+
+
+def _current_key(target: Target, tenant: str) -> str | None:
+    """The tenant's own model key now (None: it has none), read as its operator."""
+    if target.operator is None:
+        raise DrillError("the instance's KMS is not reachable: the drill is not its operator")
+    name = tenant_key_name(uuid.UUID(str(target.tenant(tenant)["id"])))
+    held = target.operator.kms.read_secret(name)
+    return (held.get_secret_value() or None) if held is not None else None
 
 
 def _set_key(target: Target, tenant: str, key: str | None) -> None:
