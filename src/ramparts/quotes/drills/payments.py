@@ -11,10 +11,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ramparts.config import Settings
 from ramparts.identity.models import ADMIN_ROLE
 from ramparts.quotes import money
 from ramparts.quotes.drills import deals
 from ramparts.tabletop.browser import signed_in_browser
+from ramparts.tabletop.conformance import cards
 from ramparts.tabletop.conformance.answers import problem_type, said
 from ramparts.tabletop.conformance.checks import Outcome, fail, passed
 from ramparts.tabletop.evidence import audit_events, cited, now
@@ -28,6 +30,8 @@ RACERS = 8
 #: Declined attempts with one card before the card's limit must have refused one.
 MOST_ATTEMPTS = 12
 PAID = {"succeeded"}
+#: The records a paying attempt writes, searched for card numbers after the attempts.
+_PAID_RECORDS = ("payments", "payment_attempts")
 
 
 def _verdict(expected: str, problems: list[str], fine: str, evidence: list[str]) -> Outcome:
@@ -125,16 +129,36 @@ def paying_rules(target: Target) -> Outcome:
     if answer.status_code != 429 or _limit_of(answer) != "payer_amount_per_day":
         problems.append(f"an attempt above the payer's daily amount: {said(answer)}")
     # Per card: declined attempts with one card until its limit refuses one.
-    declined, refused = _until_refused(target, cast, finance)
-    evidence.append(f"declined card: {declined} attempts reached the PSP (402), then:")
-    evidence.append(said(refused) + _limit(refused) if refused is not None else "never refused")
+    declined, refused, first = _until_refused(target, cast, finance)
+    limit = _card_limit(target)
+    in_window = _card_attempts_in_hour(target, first)
+    evidence.append(
+        f"declined card: {declined} attempts reached the PSP (402), then "
+        + (said(refused) + _limit(refused) if refused is not None else "never refused")
+    )
+    evidence.append(
+        f"the card's attempts in the last hour, as the owner counts them: {in_window} "
+        f"(its configured limit: {limit})"
+    )
     if refused is None or refused.status_code != 429 or "retry-after" not in refused.headers:
         problems.append(f"{declined} attempts with one card and no velocity refusal")
+    elif _limit_of(refused) != "card_attempts_per_hour" or in_window != limit:
+        # The payer's own limits are higher: a broken card limit would still end in a 429.
+        problems.append(
+            f"the card was refused by {_limit_of(refused)} after {in_window} attempts in the "
+            f"hour, not by its own limit of {limit}"
+        )
+    # After these attempts (3-D Secure, declined, refused), the records hold no card number.
+    for table, (rows, holding) in cards.rows_holding_cards(target, _PAID_RECORDS).items():
+        evidence.append(f"{table} after the attempts: {rows} rows, {holding} with a card number")
+        if not rows or holding:
+            problems.append(f"{table}: {holding} of {rows} rows hold a card number")
     return _verdict(
         PAY2,
         problems,
         "3-D Secure left the payment waiting for the cardholder; the excess attempts were "
-        "refused per payer and per card",
+        "refused per payer and by the card's own limit; the records of the attempts hold no "
+        "card number",
         evidence,
     )
 
@@ -153,18 +177,48 @@ def _limit(answer: Any) -> str:
     return f" (limit {limit}, Retry-After {after} s)" if limit else ""
 
 
-def _until_refused(target: Target, cast: deals.Cast, finance: ApiSession) -> tuple[int, Any]:
+def _until_refused(
+    target: Target, cast: deals.Cast, finance: ApiSession
+) -> tuple[int, Any, str | None]:
     """The second Buyer pays new deposits with one declined card until an attempt is refused
-    (its card's hourly limit, or the payer's daily one): how many reached the PSP first, and
-    the refusal."""
+    (its card's hourly limit, or the payer's daily one): how many reached the PSP first, the
+    refusal, and the first payment tried."""
     payer = target.session(cast.buyer2)
+    first = None
     for attempt in range(MOST_ATTEMPTS):
         quote = deals.deal(target, cast, buyer=cast.buyer2)
         payment = deals.charge(finance, quote["id"]).json()
+        first = first or str(payment["id"])
         answer = deals.checkout(payer, payment["id"]).pay(payer, deals.DECLINED)
         if answer.status_code != 402:
-            return attempt, answer
-    return MOST_ATTEMPTS, None
+            return attempt, answer, first
+    return MOST_ATTEMPTS, None, first
+
+
+def _card_limit(target: Target) -> int:
+    """The instance's hourly attempts per card: its operator's setting, else the default."""
+    configured = (target.operator.env if target.operator else {}).get(
+        "RAMPARTS_VELOCITY_CARD_ATTEMPTS_PER_HOUR"
+    )
+    if configured:
+        return int(configured)
+    return int(Settings.model_fields["velocity_card_attempts_per_hour"].default)
+
+
+def _card_attempts_in_hour(target: Target, payment_id: str | None) -> int | None:
+    """How many attempts the card of `payment_id`'s attempt made in the last hour, counted
+    under the API (the owner), so the limit's count is not the product's own word."""
+    if payment_id is None:
+        return None
+    with target.owner() as owner:
+        found = owner.execute(
+            "WITH card AS (SELECT tenant_id, card_fingerprint FROM payment_attempts "
+            "WHERE payment_id = %s AND card_fingerprint IS NOT NULL LIMIT 1) "
+            "SELECT count(*) FROM payment_attempts AS a JOIN card USING "
+            "(tenant_id, card_fingerprint) WHERE a.created_at > now() - interval '1 hour'",
+            (payment_id,),
+        ).fetchone()
+    return int(found[0]) if found else None
 
 
 def _entries_of(finance: ApiSession, payment_id: str) -> list[dict[str, Any]]:
@@ -192,19 +246,22 @@ def idempotent_money(target: Target) -> Outcome:
     key = f"drill-{uuid.uuid4()}"
     first = deals.charge(finance, quote["id"], key=key)
     again = deals.charge(finance, quote["id"], key=key)
-    other = deals.charge(finance, quote["id"], {"amount": 100}, key=key)
+    # Key K again, on a deposit that would be taken (a new quote's, none made yet).
+    fresh = deals.deal(target, cast)
+    other = deals.charge(finance, fresh["id"], key=key)
+    made = finance.get("/api/payments", params={"quote_id": fresh["id"]}).json()["items"]
     second = deals.charge(finance, quote["id"])
     evidence += [
         said(first, "deposit, key K"),
         said(again, "the same again, key K")
         + (", same bytes" if again.content == first.content else ""),
-        said(other, "another amount, key K"),
+        said(other, "a new quote's deposit, key K") + f"; its payments: {len(made)}",
         said(second, "another key"),
     ]
     if (again.status_code, again.content) != (first.status_code, first.content):
         problems.append("a replayed deposit did not get the stored answer")
-    if other.status_code not in {409, 422}:
-        problems.append(f"a reused key for another request: {said(other)}")
+    if not _reused(other) or made:
+        problems.append(f"a reused key for another request: {said(other)}, {len(made)} made")
     if second.status_code != 409 or problem_type(second) != "payment-exists":
         problems.append(f"a second deposit of the quote: {said(second)}")
     problems += _racing(target, cast, finance, evidence)
@@ -224,6 +281,11 @@ def idempotent_money(target: Target) -> Outcome:
         "paid deposit's event, delivered again, was a duplicate and posted nothing more",
         evidence,
     )
+
+
+def _reused(answer: Any) -> bool:
+    """The key's own refusal: 422 idempotency-key-reused, not a conflict of some other kind."""
+    return bool(answer.status_code == 422 and problem_type(answer) == "idempotency-key-reused")
 
 
 def _racing(
@@ -303,11 +365,11 @@ def _refund_replayed(
     key = f"drill-{uuid.uuid4()}"
     first = finance.money(path, {"amount": 100}, key)
     again = finance.money(path, {"amount": 100}, key)
-    other = finance.money(path, {"amount": 200}, key)
+    other = finance.money(path, {"amount": 200}, key)  # would be taken under its own key
     problems = []
     if first.status_code != 202 or again.content != first.content:
         problems.append(f"a replayed refund request: {said(first)} then {said(again)}")
-    if other.status_code not in {409, 422}:
+    if not _reused(other):
         problems.append(f"a reused refund key for another amount: {said(other)}")
     decided = None
     if first.status_code == 202:
