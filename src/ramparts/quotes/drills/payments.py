@@ -9,7 +9,11 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 from ramparts.config import Settings
 from ramparts.identity.models import ADMIN_ROLE
@@ -19,12 +23,21 @@ from ramparts.tabletop.browser import signed_in_browser
 from ramparts.tabletop.conformance import cards
 from ramparts.tabletop.conformance.answers import problem_type, said
 from ramparts.tabletop.conformance.checks import Outcome, fail, passed
+from ramparts.tabletop.conformance.flaky_psp import flaky_psp
+from ramparts.tabletop.conformance.operating import second_server
+from ramparts.tabletop.conformance.playing import unproven
 from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import ApiSession, Target
 from ramparts.tabletop.webhooks import deliver
 
 __all__ = ["card_entry", "idempotent_money", "paying_rules", "readable_books"]
 
+#: The PSP's path where PaymentIntents are made, and how many attempts the failing PSP
+#: answers 500 before it lets one through (within the instance's default network retries).
+INTENTS = "/v1/payment_intents"
+PSP_FAILURES = 3
+#: The first retry's wait, in seconds, before it doubles (Stripe's SDK's).
+FIRST_WAIT = 0.5
 #: Copies of one request racing each other.
 RACERS = 8
 #: Declined attempts with one card before the card's limit must have refused one.
@@ -265,6 +278,8 @@ def idempotent_money(target: Target) -> Outcome:
     if second.status_code != 409 or problem_type(second) != "payment-exists":
         problems.append(f"a second deposit of the quote: {said(second)}")
     problems += _racing(target, cast, finance, evidence)
+    retried, unproven_part = _retried(target, cast, evidence)
+    problems += retried
     payment = first.json()
     problems += _paid_once(target, cast, payment, evidence)
     problems += _refund_replayed(target, cast, payment, evidence)
@@ -274,13 +289,82 @@ def idempotent_money(target: Target) -> Outcome:
     ]
     evidence.append(f"Cedar decisions on deposit.charge in the audit trail: {len(charged)}")
     evidence += cited(charged[:3])
-    return _verdict(
-        PAY3,
-        problems,
-        "deposits and refunds are idempotent per key; racing copies made one payment; the "
-        "paid deposit's event, delivered again, was a duplicate and posted nothing more",
-        evidence,
+    fine = (
+        "deposits and refunds are idempotent per key; racing copies made one payment; a "
+        "deposit through a failing PSP was retried with growing, jittered waits under one key "
+        "and made one PaymentIntent; the paid deposit's event, delivered again, was a "
+        "duplicate and posted nothing more"
     )
+    if not problems and unproven_part:
+        return unproven(PAY3, f"{fine}; not proven: {unproven_part}", evidence)
+    return _verdict(PAY3, problems, fine, evidence)
+
+
+def _retried(target: Target, cast: deals.Cast, evidence: list[str]) -> tuple[list[str], str | None]:
+    """A deposit charged through a second server of the instance whose PSP (a proxy in front
+    of the sandbox) fails the first `PSP_FAILURES` attempts to create its PaymentIntent: the
+    instance must retry with growing, jittered waits, every attempt under one key, and make
+    one PaymentIntent. The problems seen, and what could not be tried (None: it was)."""
+    operator = target.operator
+    if operator is None or operator.psp_api_base is None:
+        return [], "outbound retries (the drill is not the operator of a sandbox PSP here)"
+    quote = deals.deal(target, cast)
+    finance = target.session(cast.finance)
+    with flaky_psp(operator.psp_api_base, INTENTS, failures=PSP_FAILURES) as (psp, url):
+        with (
+            second_server(target, {"RAMPARTS_PSP_API_BASE": url}) as base,
+            httpx.Client(base_url=base, timeout=60) as client,
+        ):
+            answer = client.post(
+                f"/api/quotes/{quote['id']}/deposit",
+                json={},
+                headers={
+                    "Authorization": f"Bearer {finance.access_token}",
+                    "Idempotency-Key": f"drill-{uuid.uuid4()}",
+                    "Host": urlsplit(target.base_url).netloc,
+                },
+            )
+        writes = psp.writes()
+    keys = {w.key for w in writes}
+    waits = [later.at - earlier.at for earlier, later in pairwise(writes)]
+    forwarded = [w for w in writes if not w.failed]
+    made = _intent_id(forwarded[0].body) if len(forwarded) == 1 else None
+    psp_id = answer.json().get("psp_id") if answer.status_code == 201 else None
+    evidence.append(
+        f"a second server of the instance whose PSP fails the first {PSP_FAILURES} attempts: "
+        + said(answer, "deposit")
+        + f"; the PSP saw {len(writes)} POST {INTENTS} ({len(keys)} Idempotency-Key), "
+        f"waits between them {', '.join(f'{w:.2f}s' for w in waits) or 'none'}, "
+        f"{len(forwarded)} forwarded (made {made}; the deposit's intent {psp_id})"
+    )
+    problems = []
+    if len(writes) != PSP_FAILURES + 1 or len(keys) != 1 or None in keys:
+        problems.append(f"{len(writes)} attempts under {len(keys)} key(s) at a failing PSP")
+    if answer.status_code != 201 or made is None or psp_id != made:
+        problems.append(f"the deposit through a failing PSP: {said(answer)}, intent {made}")
+    if len(waits) == PSP_FAILURES and not _backed_off(waits):
+        problems.append(
+            "the retries did not wait longer each time, with jitter: "
+            + ", ".join(f"{w:.2f}s" for w in waits)
+        )
+    return problems, None
+
+
+def _backed_off(waits: list[float]) -> bool:
+    """Waits that grow exponentially from at least `FIRST_WAIT` s, and are not the plain
+    doubling (jitter draws each from the upper half of its doubled window)."""
+    growing = waits[0] >= FIRST_WAIT * 0.8 and waits[-1] >= 1.8 * waits[0]
+    plain = [FIRST_WAIT * 2**n for n in range(len(waits))]
+    jittered = any(abs(w - p) > 0.02 for w, p in zip(waits[1:], plain[1:], strict=True))
+    return growing and jittered
+
+
+def _intent_id(body: bytes) -> str | None:
+    try:
+        found = json.loads(body).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def _reused(answer: Any) -> bool:

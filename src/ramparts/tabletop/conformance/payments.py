@@ -266,9 +266,8 @@ def exactly_once(target: Target) -> Outcome:
         if problems
         else (
             "an event's repeats and racing copies were stored once and settled once; the queue "
-            "retried a failing job with doubling, jittered waits (outbound PSP calls retry inside "
-            "the SDK with the same key: not observable on a healthy PSP; the paying app's part "
-            "shows the charge's idempotency)"
+            "retried a failing job with doubling, jittered waits (outbound PSP retries under "
+            "one key are the paying app's part: a charge through a failing PSP)"
         )
     )
     return (fail if problems else passed)(PAY3, observed, evidence)
