@@ -104,7 +104,10 @@ def _before_the_deposit(tabletop: Tabletop, scene: Scene) -> None:
         deliveries: dict[str, tuple[bytes, dict[str, Any]]] = {
             "forged with a wrong secret": (claim(), {"secret": "whsec_" + secrets.token_hex(16)}),
             f"signed {LONG_AGO} s ago": (claim(), {"timestamp": late}),
-            "one byte altered": (altered_byte(altered), {"header": signature(secret, altered)}),
+            "one digit of the amount altered": (
+                altered_byte(altered),
+                {"header": signature(secret, altered)},
+            ),
             "unsigned (no Stripe-Signature header)": (claim(), {"signed": False}),
             "an empty Stripe-Signature": (claim(), {"header": ""}),
         }
