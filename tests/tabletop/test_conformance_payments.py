@@ -12,9 +12,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ramparts.quotes.drills import DRILLS
+from ramparts.tabletop.conformance.cards import _PageParser, _policy
 from ramparts.tabletop.conformance.runner import run_conformance
 from ramparts.tabletop.report import Report, Verdict
 from ramparts.tabletop.target import Target
+from ramparts.tabletop.webhooks import altered_byte, event
 
 RAMPARTS = str(Path(sys.executable).with_name("ramparts"))
 ROWS = ["PAY-1", "PAY-2", "PAY-3", "PAY-4", "PAY-5", "EX-1"]
@@ -51,20 +53,29 @@ def test_a_healthy_instance_passes_the_payments_rows_with_evidence(instance: Tar
     ]
     pay1 = _evidence(report, "PAY-1")
     assert "card digits in 0" in pay1
+    assert "payment section present, fields in it: 0, card-like fields on the page: 0" in pay1
     assert "OpenAPI: 0 card fields" in pay1
     assert "POST /api/payments/{id}/confirm with a card number → 400 card-number-refused" in pay1
     pay2 = _evidence(report, "PAY-2")
     assert "status requires_action, client_secret given" in pay2
     assert "limit card_attempts_per_hour" in pay2
+    assert "as the owner counts them: 5 (its configured limit: 5)" in pay2
+    assert "payment_attempts after the attempts:" in pay2
+    assert "0 with a card number" in pay2
     assert "limit payer_amount_per_day" in pay2
     pay3 = _evidence(report, "PAY-3")
     assert "1 stored, 7 duplicate" in pay3
     assert "delivered again → 200 duplicate" in pay3
     assert "the same again, key K → 201, same bytes" in pay3
-    assert "another amount, key K → 422 idempotency-key-reused" in pay3
+    assert "a new quote's deposit, key K → 422 idempotency-key-reused; its payments: 0" in pay3
+    assert "refund 200, key R → 422 idempotency-key-reused" in pay3
+    # Outbound retries: a failing PSP in front of the sandbox saw four attempts, one key.
+    assert "fails the first 3 attempts: deposit → 201" in pay3
+    assert "saw 4 POST /v1/payment_intents (1 Idempotency-Key)" in pay3
     pay4 = _evidence(report, "PAY-4")
-    assert "one byte altered (the amount): POST /webhooks/psp → 400 signature-refused" in pay4
-    assert "rotated: signed with the previous one: POST /webhooks/psp → 200" in pay4
+    assert "one digit of the amount altered: POST /webhooks/psp → 400 signature-refused" in pay4
+    assert "rotated: signed with the added secret: POST /webhooks/psp → 200" in pay4
+    assert "rotated: signed with the instance's own: POST /webhooks/psp → 200" in pay4
     assert "put back: signed with the drill's secret: POST /webhooks/psp → 400" in pay4
     assert "last error ValueError" in pay4
     assert "removed: True" in pay4
@@ -95,5 +106,36 @@ def test_webhook_verification_off_fails_pay4_and_the_command(
     [row] = json.loads(ran.stdout)["rows"]
     assert (row["id"], row["verdict"]) == ("PAY-4", "FAIL")
     assert "forged (another secret): POST /webhooks/psp → 200" in row["evidence"]
-    assert "one byte altered (the amount): POST /webhooks/psp → 200" in row["evidence"]
+    assert "one digit of the amount altered: POST /webhooks/psp → 200" in row["evidence"]
     assert "rotation not checked: the signatures themselves do not hold" in row["observed"]
+
+
+def test_an_altered_delivery_changes_a_digit_of_the_amount() -> None:
+    body = json.dumps(
+        event("payment_intent.succeeded", {"id": "pi_drill1", "amount": 15000}, event_id="evt_1")
+    ).encode()
+
+    altered = json.loads(altered_byte(body))
+
+    assert altered["data"]["object"]["amount"] == 25000
+    assert altered["id"] == "evt_1"
+    assert len(altered_byte(body)) == len(body)
+
+
+def test_a_payment_page_policy_with_empty_directives_is_read() -> None:
+    assert _policy("default-src 'self';; frame-src https://psp.test;") == {
+        "default-src": ("'self'",),
+        "frame-src": ("https://psp.test",),
+    }
+
+
+def test_a_card_like_field_anywhere_on_the_payment_page_is_found() -> None:
+    parser = _PageParser()
+    parser.feed(
+        '<form><input name="card-number"><input autocomplete="cc-csc" name="code">'
+        '<input name="search"></form><section id="pay"><div id="element"></div></section>'
+    )
+
+    assert parser.card_like == ["input card-number", "input code"]
+    assert parser.fields == []
+    assert parser.has_section

@@ -35,8 +35,14 @@ REFUSED_DELIVERIES = {"WH-1", "WH-2", "WH-3", "WH-4"}
 DEPOSIT_WEBHOOKS = "TT-10"
 #: The quote app's step of a Buyer's malicious prompt.
 BUYER_PROMPT = "TT-3"
+#: The quote app's step of the PSP's webhook confirming the paid deposit.
+PAID = "TT-11"
+#: The quote app's step of the injected refund asked again of the paid deposit.
+PAID_REFUND = "TT-12"
 #: The steps whose evidence must name audit events: the AI and approval steps.
-AUDITED = {"TT-3", "TT-4", "TT-5", "TT-7", "TT-8", "TT-13"}
+AUDITED = {"TT-3", "TT-4", "TT-5", "TT-7", "TT-8", "TT-12", "TT-14"}
+#: The scenario's steps: the quote app's fifteen, the runtime's five webhook steps.
+STEPS = 20
 
 
 def _tabletop(*args: str, home: Path) -> tuple[int, dict[str, Any], str]:
@@ -92,7 +98,13 @@ def test_the_scenario_holds_on_a_fresh_instance(pg_server: URL, tmp_path: Path) 
     assert report["passed"] is True
     verdicts = _verdicts(report)
     # Every phase was played: the app's scenario, then the runtime's webhook steps.
-    assert {BUYER_PROMPT, DEPOSIT_WEBHOOKS, "TT-13", "TT-14"} | REFUSED_DELIVERIES <= set(verdicts)
+    assert {
+        BUYER_PROMPT,
+        DEPOSIT_WEBHOOKS,
+        PAID_REFUND,
+        "TT-14",
+        "TT-15",
+    } | REFUSED_DELIVERIES <= set(verdicts)
     assert "WH-5" in verdicts
     rows = {row["id"]: row for row in report["rows"]}
     for step in AUDITED:
@@ -100,6 +112,17 @@ def test_the_scenario_holds_on_a_fresh_instance(pg_server: URL, tmp_path: Path) 
         assert cited, f"{step} cites no audit event: {rows[step]['evidence']}"
     # The buyer's calls were refused as tool calls, and audited as such.
     assert sum("ai:tool:called deny" in e for e in rows[BUYER_PROMPT]["evidence"]) == 2
+    # The model's calls were witnessed before what it was offered was judged.
+    assert "call(s) witnessed) was offered" in rows[BUYER_PROMPT]["observed"]
+    # Unsigned means no header at all; an empty one is refused as well.
+    webhooks = rows[DEPOSIT_WEBHOOKS]["observed"]
+    assert "unsigned (no Stripe-Signature header): 400 signature-refused" in webhooks
+    assert "an empty Stripe-Signature: 400 signature-refused" in webhooks
+    # The deposit was confirmed by the PSP's own event, processed once.
+    assert "payment_intent.succeeded events of" in rows[PAID]["observed"]
+    assert " processed" in rows[PAID]["observed"]
+    # The injected refund of the paid deposit waited, was rejected, and moved nothing.
+    assert "1 rejection(s) audited" in rows[PAID_REFUND]["observed"]
     # Each forged delivery was answered 400 signature-refused, as its evidence shows.
     for step in REFUSED_DELIVERIES:
         assert any("→ 400 signature-refused" in e for e in rows[step]["evidence"]), step
@@ -130,11 +153,11 @@ def test_a_broken_control_fails_its_steps_and_the_command(
     # Exactly what the broken control proves fails; the scenario still played to its end
     # (a replay within the tolerance, WH-5, is a duplicate whether signatures are checked).
     assert failed == broken
-    assert len(report["rows"]) == 19
+    assert len(report["rows"]) == STEPS
     # The conformance row of the control (EX-2) plays the scenario again, and fails with it.
     assert control.verdict is Verdict.FAIL
     assert {f"{step} FAIL" for step in broken} <= {line.split(":")[0] for line in control.evidence}
-    assert control.observed.startswith(f"{len(broken)} of 19 steps did not hold")
+    assert control.observed.startswith(f"{len(broken)} of {STEPS} steps did not hold")
 
 
 def _after_another_process(target: Target) -> None:

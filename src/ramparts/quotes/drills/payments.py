@@ -9,25 +9,42 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+
+from ramparts.config import Settings
 from ramparts.identity.models import ADMIN_ROLE
 from ramparts.quotes import money
 from ramparts.quotes.drills import deals
 from ramparts.tabletop.browser import signed_in_browser
+from ramparts.tabletop.conformance import cards
 from ramparts.tabletop.conformance.answers import problem_type, said
 from ramparts.tabletop.conformance.checks import Outcome, fail, passed
+from ramparts.tabletop.conformance.flaky_psp import flaky_psp
+from ramparts.tabletop.conformance.operating import second_server
+from ramparts.tabletop.conformance.playing import unproven
 from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import ApiSession, Target
 from ramparts.tabletop.webhooks import deliver
 
 __all__ = ["card_entry", "idempotent_money", "paying_rules", "readable_books"]
 
+#: The PSP's path where PaymentIntents are made, and how many attempts the failing PSP
+#: answers 500 before it lets one through (within the instance's default network retries).
+INTENTS = "/v1/payment_intents"
+PSP_FAILURES = 3
+#: The first retry's wait, in seconds, before it doubles (Stripe's SDK's).
+FIRST_WAIT = 0.5
 #: Copies of one request racing each other.
 RACERS = 8
 #: Declined attempts with one card before the card's limit must have refused one.
 MOST_ATTEMPTS = 12
 PAID = {"succeeded"}
+#: The records a paying attempt writes, searched for card numbers after the attempts.
+_PAID_RECORDS = ("payments", "payment_attempts")
 
 
 def _verdict(expected: str, problems: list[str], fine: str, evidence: list[str]) -> Outcome:
@@ -125,16 +142,36 @@ def paying_rules(target: Target) -> Outcome:
     if answer.status_code != 429 or _limit_of(answer) != "payer_amount_per_day":
         problems.append(f"an attempt above the payer's daily amount: {said(answer)}")
     # Per card: declined attempts with one card until its limit refuses one.
-    declined, refused = _until_refused(target, cast, finance)
-    evidence.append(f"declined card: {declined} attempts reached the PSP (402), then:")
-    evidence.append(said(refused) + _limit(refused) if refused is not None else "never refused")
+    declined, refused, first = _until_refused(target, cast, finance)
+    limit = _card_limit(target)
+    in_window = _card_attempts_in_hour(target, first)
+    evidence.append(
+        f"declined card: {declined} attempts reached the PSP (402), then "
+        + (said(refused) + _limit(refused) if refused is not None else "never refused")
+    )
+    evidence.append(
+        f"the card's attempts in the last hour, as the owner counts them: {in_window} "
+        f"(its configured limit: {limit})"
+    )
     if refused is None or refused.status_code != 429 or "retry-after" not in refused.headers:
         problems.append(f"{declined} attempts with one card and no velocity refusal")
+    elif _limit_of(refused) != "card_attempts_per_hour" or in_window != limit:
+        # The payer's own limits are higher: a broken card limit would still end in a 429.
+        problems.append(
+            f"the card was refused by {_limit_of(refused)} after {in_window} attempts in the "
+            f"hour, not by its own limit of {limit}"
+        )
+    # After these attempts (3-D Secure, declined, refused), the records hold no card number.
+    for table, (rows, holding) in cards.rows_holding_cards(target, _PAID_RECORDS).items():
+        evidence.append(f"{table} after the attempts: {rows} rows, {holding} with a card number")
+        if not rows or holding:
+            problems.append(f"{table}: {holding} of {rows} rows hold a card number")
     return _verdict(
         PAY2,
         problems,
         "3-D Secure left the payment waiting for the cardholder; the excess attempts were "
-        "refused per payer and per card",
+        "refused per payer and by the card's own limit; the records of the attempts hold no "
+        "card number",
         evidence,
     )
 
@@ -153,18 +190,48 @@ def _limit(answer: Any) -> str:
     return f" (limit {limit}, Retry-After {after} s)" if limit else ""
 
 
-def _until_refused(target: Target, cast: deals.Cast, finance: ApiSession) -> tuple[int, Any]:
+def _until_refused(
+    target: Target, cast: deals.Cast, finance: ApiSession
+) -> tuple[int, Any, str | None]:
     """The second Buyer pays new deposits with one declined card until an attempt is refused
-    (its card's hourly limit, or the payer's daily one): how many reached the PSP first, and
-    the refusal."""
+    (its card's hourly limit, or the payer's daily one): how many reached the PSP first, the
+    refusal, and the first payment tried."""
     payer = target.session(cast.buyer2)
+    first = None
     for attempt in range(MOST_ATTEMPTS):
         quote = deals.deal(target, cast, buyer=cast.buyer2)
         payment = deals.charge(finance, quote["id"]).json()
+        first = first or str(payment["id"])
         answer = deals.checkout(payer, payment["id"]).pay(payer, deals.DECLINED)
         if answer.status_code != 402:
-            return attempt, answer
-    return MOST_ATTEMPTS, None
+            return attempt, answer, first
+    return MOST_ATTEMPTS, None, first
+
+
+def _card_limit(target: Target) -> int:
+    """The instance's hourly attempts per card: its operator's setting, else the default."""
+    configured = (target.operator.env if target.operator else {}).get(
+        "RAMPARTS_VELOCITY_CARD_ATTEMPTS_PER_HOUR"
+    )
+    if configured:
+        return int(configured)
+    return int(Settings.model_fields["velocity_card_attempts_per_hour"].default)
+
+
+def _card_attempts_in_hour(target: Target, payment_id: str | None) -> int | None:
+    """How many attempts the card of `payment_id`'s attempt made in the last hour, counted
+    under the API (the owner), so the limit's count is not the product's own word."""
+    if payment_id is None:
+        return None
+    with target.owner() as owner:
+        found = owner.execute(
+            "WITH card AS (SELECT tenant_id, card_fingerprint FROM payment_attempts "
+            "WHERE payment_id = %s AND card_fingerprint IS NOT NULL LIMIT 1) "
+            "SELECT count(*) FROM payment_attempts AS a JOIN card USING "
+            "(tenant_id, card_fingerprint) WHERE a.created_at > now() - interval '1 hour'",
+            (payment_id,),
+        ).fetchone()
+    return int(found[0]) if found else None
 
 
 def _entries_of(finance: ApiSession, payment_id: str) -> list[dict[str, Any]]:
@@ -192,22 +259,27 @@ def idempotent_money(target: Target) -> Outcome:
     key = f"drill-{uuid.uuid4()}"
     first = deals.charge(finance, quote["id"], key=key)
     again = deals.charge(finance, quote["id"], key=key)
-    other = deals.charge(finance, quote["id"], {"amount": 100}, key=key)
+    # Key K again, on a deposit that would be taken (a new quote's, none made yet).
+    fresh = deals.deal(target, cast)
+    other = deals.charge(finance, fresh["id"], key=key)
+    made = finance.get("/api/payments", params={"quote_id": fresh["id"]}).json()["items"]
     second = deals.charge(finance, quote["id"])
     evidence += [
         said(first, "deposit, key K"),
         said(again, "the same again, key K")
         + (", same bytes" if again.content == first.content else ""),
-        said(other, "another amount, key K"),
+        said(other, "a new quote's deposit, key K") + f"; its payments: {len(made)}",
         said(second, "another key"),
     ]
     if (again.status_code, again.content) != (first.status_code, first.content):
         problems.append("a replayed deposit did not get the stored answer")
-    if other.status_code not in {409, 422}:
-        problems.append(f"a reused key for another request: {said(other)}")
+    if not _reused(other) or made:
+        problems.append(f"a reused key for another request: {said(other)}, {len(made)} made")
     if second.status_code != 409 or problem_type(second) != "payment-exists":
         problems.append(f"a second deposit of the quote: {said(second)}")
     problems += _racing(target, cast, finance, evidence)
+    retried, unproven_part = _retried(target, cast, evidence)
+    problems += retried
     payment = first.json()
     problems += _paid_once(target, cast, payment, evidence)
     problems += _refund_replayed(target, cast, payment, evidence)
@@ -217,13 +289,87 @@ def idempotent_money(target: Target) -> Outcome:
     ]
     evidence.append(f"Cedar decisions on deposit.charge in the audit trail: {len(charged)}")
     evidence += cited(charged[:3])
-    return _verdict(
-        PAY3,
-        problems,
-        "deposits and refunds are idempotent per key; racing copies made one payment; the "
-        "paid deposit's event, delivered again, was a duplicate and posted nothing more",
-        evidence,
+    fine = (
+        "deposits and refunds are idempotent per key; racing copies made one payment; a "
+        "deposit through a failing PSP was retried with growing, jittered waits under one key "
+        "and made one PaymentIntent; the paid deposit's event, delivered again, was a "
+        "duplicate and posted nothing more"
     )
+    if not problems and unproven_part:
+        return unproven(PAY3, f"{fine}; not proven: {unproven_part}", evidence)
+    return _verdict(PAY3, problems, fine, evidence)
+
+
+def _retried(target: Target, cast: deals.Cast, evidence: list[str]) -> tuple[list[str], str | None]:
+    """A deposit charged through a second server of the instance whose PSP (a proxy in front
+    of the sandbox) fails the first `PSP_FAILURES` attempts to create its PaymentIntent: the
+    instance must retry with growing, jittered waits, every attempt under one key, and make
+    one PaymentIntent. The problems seen, and what could not be tried (None: it was)."""
+    operator = target.operator
+    if operator is None or operator.psp_api_base is None:
+        return [], "outbound retries (the drill is not the operator of a sandbox PSP here)"
+    quote = deals.deal(target, cast)
+    finance = target.session(cast.finance)
+    with flaky_psp(operator.psp_api_base, INTENTS, failures=PSP_FAILURES) as (psp, url):
+        with (
+            second_server(target, {"RAMPARTS_PSP_API_BASE": url}) as base,
+            httpx.Client(base_url=base, timeout=60) as client,
+        ):
+            answer = client.post(
+                f"/api/quotes/{quote['id']}/deposit",
+                json={},
+                headers={
+                    "Authorization": f"Bearer {finance.access_token}",
+                    "Idempotency-Key": f"drill-{uuid.uuid4()}",
+                    "Host": urlsplit(target.base_url).netloc,
+                },
+            )
+        writes = psp.writes()
+    keys = {w.key for w in writes}
+    waits = [later.at - earlier.at for earlier, later in pairwise(writes)]
+    forwarded = [w for w in writes if not w.failed]
+    made = _intent_id(forwarded[0].body) if len(forwarded) == 1 else None
+    psp_id = answer.json().get("psp_id") if answer.status_code == 201 else None
+    evidence.append(
+        f"a second server of the instance whose PSP fails the first {PSP_FAILURES} attempts: "
+        + said(answer, "deposit")
+        + f"; the PSP saw {len(writes)} POST {INTENTS} ({len(keys)} Idempotency-Key), "
+        f"waits between them {', '.join(f'{w:.2f}s' for w in waits) or 'none'}, "
+        f"{len(forwarded)} forwarded (made {made}; the deposit's intent {psp_id})"
+    )
+    problems = []
+    if len(writes) != PSP_FAILURES + 1 or len(keys) != 1 or None in keys:
+        problems.append(f"{len(writes)} attempts under {len(keys)} key(s) at a failing PSP")
+    if answer.status_code != 201 or made is None or psp_id != made:
+        problems.append(f"the deposit through a failing PSP: {said(answer)}, intent {made}")
+    if len(waits) == PSP_FAILURES and not _backed_off(waits):
+        problems.append(
+            "the retries did not wait longer each time, with jitter: "
+            + ", ".join(f"{w:.2f}s" for w in waits)
+        )
+    return problems, None
+
+
+def _backed_off(waits: list[float]) -> bool:
+    """Waits that grow exponentially from at least `FIRST_WAIT` s, and are not the plain
+    doubling (jitter draws each from the upper half of its doubled window)."""
+    growing = waits[0] >= FIRST_WAIT * 0.8 and waits[-1] >= 1.8 * waits[0]
+    plain = [FIRST_WAIT * 2**n for n in range(len(waits))]
+    jittered = any(abs(w - p) > 0.02 for w, p in zip(waits[1:], plain[1:], strict=True))
+    return growing and jittered
+
+
+def _intent_id(body: bytes) -> str | None:
+    try:
+        found = json.loads(body).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _reused(answer: Any) -> bool:
+    """The key's own refusal: 422 idempotency-key-reused, not a conflict of some other kind."""
+    return bool(answer.status_code == 422 and problem_type(answer) == "idempotency-key-reused")
 
 
 def _racing(
@@ -303,11 +449,11 @@ def _refund_replayed(
     key = f"drill-{uuid.uuid4()}"
     first = finance.money(path, {"amount": 100}, key)
     again = finance.money(path, {"amount": 100}, key)
-    other = finance.money(path, {"amount": 200}, key)
+    other = finance.money(path, {"amount": 200}, key)  # would be taken under its own key
     problems = []
     if first.status_code != 202 or again.content != first.content:
         problems.append(f"a replayed refund request: {said(first)} then {said(again)}")
-    if other.status_code not in {409, 422}:
+    if not _reused(other):
         problems.append(f"a reused refund key for another amount: {said(other)}")
     decided = None
     if first.status_code == 202:

@@ -16,7 +16,7 @@ from psycopg import sql
 from ramparts.identity.models import ADMIN_ROLE
 from ramparts.quotes.drills import deals
 from ramparts.quotes.roles import BUYER, FINANCE, SELLER
-from ramparts.tabletop.conformance.answers import said
+from ramparts.tabletop.conformance.answers import problem_type, said
 from ramparts.tabletop.conformance.checks import Outcome, fail, passed
 from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import ApiSession, Target
@@ -88,15 +88,17 @@ def _gates(
     for role, session in sessions.items():
         answer = session.post("/api/quotes", json=body)
         evidence.append(said(answer, f"{role}: POST /api/quotes"))
-        if (answer.status_code == 201) != (role == BUYER):
-            problems.append(f"{role} creating a quote: {answer.status_code}")
+        refused = answer.status_code == 403 and problem_type(answer) == "forbidden"
+        as_expected = answer.status_code == 201 if role == BUYER else refused
+        if not as_expected:
+            problems.append(f"{role} creating a quote: {said(answer)}")
     quote = deals.deal(target, cast)
     key = f"drill-{uuid.uuid4()}"
     for role in (BUYER, SELLER):
         answer = deals.charge(sessions[role], quote["id"])
         evidence.append(said(answer, f"{role}: POST /api/quotes/{{id}}/deposit"))
-        if answer.status_code != 403:
-            problems.append(f"{role} charging a deposit: {answer.status_code}")
+        if answer.status_code != 403 or problem_type(answer) != "forbidden":
+            problems.append(f"{role} charging a deposit: {said(answer)}")
     first = deals.charge(sessions[FINANCE], quote["id"], key=key)
     again = deals.charge(sessions[FINANCE], quote["id"], key=key)
     listed = sessions[FINANCE].get("/api/payments", params={"quote_id": quote["id"]}).json()

@@ -2,10 +2,14 @@
 books verify, and a reconciliation run flags drift planted in them.
 
 Everything written to prove a refusal is written in a transaction that is then rolled back
-(or refused at COMMIT), in the books of a drill tenant that no real tenant is: nothing stays.
+(or refused at COMMIT), in the books of a drill tenant that no real tenant is: none of it stays.
 The drift is real: a deposit for a charge the PSP never made, posted by the runtime role in
 a drill tenant's books, makes the day's reconciliation report it; the entry is then reversed
-(the only correction a ledger allows), and the next run is clean again."""
+(the only correction a ledger allows), and the next run is clean again. Those two entries DO
+stay, for good (the ledger is append-only; that is what is being proved): each run leaves a
+deposit and its reversal, netting to zero, in the books of a fresh random tenant id that no
+tenant has, so no tenant's books, balances or reports show them; `ledger verify` checks them
+like any book."""
 
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from ramparts.payments.reconcile import ReconciliationReport, reconcile_day
 from ramparts.tabletop.target import DrillError, Operator, Target
 
 __all__ = [
+    "BALANCE_CHECK",
     "Reconciled",
     "Refusal",
     "append_only_refusals",
@@ -40,6 +45,9 @@ __all__ = [
     "reconcile_with_planted_drift",
     "unbalanced_refusal",
 ]
+
+#: The ledger's balance check (a deferred constraint trigger): the one that must refuse.
+BALANCE_CHECK = "ledger_entry_balanced"
 
 _ACCOUNTS = (
     "INSERT INTO ledger_accounts (tenant_id, name, currency, kind) VALUES "
@@ -66,6 +74,7 @@ class Refusal:
     refused: bool
     sqlstate: str | None = None
     said: str = ""
+    constraint: str | None = None
 
     def line(self) -> str:
         if not self.refused:
@@ -101,6 +110,7 @@ def _refusal(attempt: str, error: psycopg.Error) -> Refusal:
         True,
         error.sqlstate,
         diag.constraint_name or (diag.message_primary or "")[:80],
+        diag.constraint_name,
     )
 
 
@@ -226,5 +236,6 @@ async def _reconcile(target: Target, operator: Operator) -> Reconciled:
 
 def reconcile_with_planted_drift(target: Target, operator: Operator) -> Reconciled:
     """Today's reconciliation, clean; then with a deposit of a charge the PSP never made in a
-    drill tenant's books; then with that deposit reversed (see the module docstring)."""
+    drill tenant's books; then with that deposit reversed. The deposit and its reversal stay
+    in that drill tenant's books (see the module docstring)."""
     return asyncio.run(_reconcile(target, operator))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "card_fields",
     "owner_views",
     "read_payment_page",
+    "rows_holding_cards",
     "samples",
     "stored_card_numbers",
     "sweep_routes",
@@ -212,6 +213,25 @@ def owner_views(target: Target) -> Iterator[psycopg.Connection[Any]]:
                 yield owner
 
 
+def rows_holding_cards(target: Target, tables: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """Per table of `tables`: how many rows it has and how many hold one of `CARDS` in any
+    spelling (this module's own patterns, not the product's detector), as the owner sees
+    them (`owner_views`)."""
+    pattern = "|".join(_patterns())
+    counts: dict[str, tuple[int, int]] = {}
+    for conn in owner_views(target):
+        for table in tables:
+            found = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), count(*) FILTER (WHERE t::text ~ %s) FROM {} AS t"
+                ).format(sql.Identifier(table)),
+                (pattern,),
+            ).fetchone() or (0, 0)
+            total, holding = counts.get(table, (0, 0))
+            counts[table] = (total + int(found[0]), holding + int(found[1]))
+    return counts
+
+
 def stored_card_numbers(target: Target) -> tuple[list[str], int]:
     """The tables whose rows hold one of `CARDS` (any spelling), searched as the owner
     (`owner_views`); and how many tables were searched."""
@@ -247,6 +267,10 @@ class PaymentPage:
     payment_fields: tuple[str, ...]
     csp: dict[str, tuple[str, ...]]
     other_csp: dict[str, tuple[str, ...]]
+    #: whether the page has the payment section (`<section id="pay">`) at all
+    has_section: bool = False
+    #: fields anywhere on the page that look made for card data (name, id, autocomplete)
+    card_like_fields: tuple[str, ...] = ()
 
     def psp_origins(self) -> set[str]:
         """The origins the page's policy adds to the strict one everyone else gets."""
@@ -256,11 +280,26 @@ class PaymentPage:
         return added
 
 
+#: The HTML autocomplete tokens of card data (`cc-number`, `cc-csc`, `cc-exp`...).
+_CARD_AUTOCOMPLETE = re.compile(r"(^|\s)cc-", re.IGNORECASE)
+_FIELD_TAGS = frozenset({"input", "textarea", "select"})
+
+
+def _card_like(values: dict[str, str | None]) -> bool:
+    """Whether a form field, wherever it is, is named or marked for card data."""
+    names = [values.get("name") or "", values.get("id") or ""]
+    if any(n and _CARD_FIELD.search(n.replace("-", "_")) for n in names):
+        return True
+    return bool(_CARD_AUTOCOMPLETE.search(values.get("autocomplete") or ""))
+
+
 class _PageParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.scripts: list[str] = []
         self.fields: list[str] = []
+        self.card_like: list[str] = []
+        self.has_section = False
         self._depth = 0  # > 0 inside the payment section
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -269,10 +308,16 @@ class _PageParser(HTMLParser):
             self.scripts.append(values.get("src") or "(inline)")
         if tag == "section" and values.get("id") == "pay":
             self._depth = 1
+            self.has_section = True
         elif self._depth and tag == "section":
             self._depth += 1
-        if self._depth and tag in {"input", "textarea", "select"}:
-            self.fields.append(f"{tag} {values.get('name') or values.get('id') or ''}".strip())
+        if tag not in _FIELD_TAGS:
+            return
+        named = f"{tag} {values.get('name') or values.get('id') or ''}".strip()
+        if self._depth:
+            self.fields.append(named)
+        if _card_like(values):
+            self.card_like.append(named)
 
     def handle_endtag(self, tag: str) -> None:
         if self._depth and tag == "section":
@@ -282,9 +327,9 @@ class _PageParser(HTMLParser):
 def _policy(header: str | None) -> dict[str, tuple[str, ...]]:
     policy: dict[str, tuple[str, ...]] = {}
     for directive in (header or "").split(";"):
-        name, *sources = directive.split()
-        if directive.strip():
-            policy[name] = tuple(sources)
+        words = directive.split()
+        if words:  # an empty directive (a trailing or doubled `;`) names nothing
+            policy[words[0].lower()] = tuple(words[1:])
     return policy
 
 
@@ -298,6 +343,8 @@ def read_payment_page(browser: httpx.Client, payment_id: str) -> PaymentPage:
         status=page.status_code,
         scripts=tuple(parser.scripts),
         payment_fields=tuple(parser.fields),
+        has_section=parser.has_section,
+        card_like_fields=tuple(parser.card_like),
         csp=_policy(page.headers.get("content-security-policy")),
         other_csp=_policy(other.headers.get("content-security-policy")),
     )

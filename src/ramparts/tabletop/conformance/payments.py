@@ -19,10 +19,10 @@ from ramparts.payments.tenancy import TENANT_METADATA_KEY
 from ramparts.tabletop.browser import signed_in_browser
 from ramparts.tabletop.conformance import books, cards, signing
 from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
+from ramparts.tabletop.conformance.playing import unproven
 from ramparts.tabletop.conformance.poison import PoisonRun, poison_run
 from ramparts.tabletop.target import Target
 from ramparts.tabletop.webhooks import deliver, event
-from ramparts.web.cards import holds_card_number
 
 __all__: list[str] = []
 
@@ -73,7 +73,10 @@ def no_card_numbers(target: Target) -> Outcome:
     if page.status != 200:
         problems.append(f"the payment page answered {page.status}")
     problems += [f"the payment page runs a script not its own: {s}" for s in foreign]
+    if not page.has_section:
+        problems.append("the payment page has no payment section for the PSP's fields")
     problems += [f"the payment page has its own field: {f}" for f in page.payment_fields]
+    problems += [f"the payment page has a card-like field: {f}" for f in page.card_like_fields]
     if not psp or not frames or not frames <= psp:
         problems.append("the payment page's policy frames no PSP origin, or more than the PSP")
     evidence = [
@@ -84,7 +87,9 @@ def no_card_numbers(target: Target) -> Outcome:
         f"database searched as its owner: {searched} tables, card digits in {len(stored)}",
         f"OpenAPI: {len(fields)} card fields",
         f"GET /pay/<id> → {page.status}; scripts {', '.join(page.scripts)}; "
-        f"fields in the payment section: {len(page.payment_fields)}; "
+        f"payment section {'present' if page.has_section else 'MISSING'}, "
+        f"fields in it: {len(page.payment_fields)}, card-like fields on the page: "
+        f"{len(page.card_like_fields)}; "
         f"its CSP adds only {', '.join(sorted(psp)) or 'nothing'} (script, frame, connect)",
     ]
     if problems:
@@ -141,14 +146,11 @@ def only_tokens_stored(target: Target) -> Outcome:
                 (pattern,),
             ).fetchone() or (0, 0)
             _add(counts, f"{table}.{column}", found)
-        for table in _RECORDS:
-            rows = conn.execute(
-                sql.SQL("SELECT t::text FROM {} AS t").format(sql.Identifier(table))
-            ).fetchall()
-            _add(counts, table, (len(rows), sum(1 for (text,) in rows if holds_card_number(text))))
+    for table, found in cards.rows_holding_cards(target, _RECORDS).items():
+        _add(counts, table, found)
     for name, (total, odd) in counts.items():
         if name in _RECORDS:
-            evidence.append(f"{name}: {total} rows, {odd} holding a card number")
+            evidence.append(f"{name}: {total} rows, {odd} holding a test card number")
         else:
             evidence.append(f"{name}: {total} values, {odd} not of the PSP's form")
         if odd:
@@ -158,7 +160,8 @@ def only_tokens_stored(target: Target) -> Outcome:
         if problems
         else (
             "no card column; payment records hold PSP ids and fingerprints only; "
-            "3-D Secure and velocity limits are the paying app's part of this row"
+            "3-D Secure, velocity limits and the records after paying attempts are the "
+            "paying app's part of this row"
         )
     )
     return (fail if problems else passed)(PAY2, observed, evidence)
@@ -263,9 +266,8 @@ def exactly_once(target: Target) -> Outcome:
         if problems
         else (
             "an event's repeats and racing copies were stored once and settled once; the queue "
-            "retried a failing job with doubling, jittered waits (outbound PSP calls retry inside "
-            "the SDK with the same key: not observable on a healthy PSP; the paying app's part "
-            "shows the charge's idempotency)"
+            "retried a failing job with doubling, jittered waits (outbound PSP retries under "
+            "one key are the paying app's part: a charge through a failing PSP)"
         )
     )
     return (fail if problems else passed)(PAY3, observed, evidence)
@@ -303,15 +305,22 @@ def verified_webhooks(target: Target) -> Outcome:
     run = _poison(target)
     evidence += _dead_letter_evidence(run)
     problems += _dead_letter_problems(run)
-    observed = (
-        "; ".join(problems)
-        if problems
-        else (
-            "every tampered delivery refused before parsing, both secrets taken during the "
-            "rotation and the list restored; the failing job dead-lettered, alerted, replayed"
+    if problems:
+        return fail(PAY4, "; ".join(problems), evidence)
+    if run.alerts_before is None:
+        # Without the count before, a count after cannot show that this dead letter raised it.
+        return unproven(
+            PAY4,
+            "signatures, rotation, dead letter and replay held; not proven: the dead_letter "
+            "alert (its count before the job died could not be read: GET /metrics refused)",
+            evidence,
         )
+    return passed(
+        PAY4,
+        "every tampered delivery refused before parsing, both secrets taken during the "
+        "rotation and the list restored; the failing job dead-lettered, alerted, replayed",
+        evidence,
     )
-    return (fail if problems else passed)(PAY4, observed, evidence)
 
 
 def _dead_letter_evidence(run: PoisonRun) -> list[str]:
@@ -358,8 +367,12 @@ def balanced_books(target: Target) -> Outcome:
     unbalanced = books.unbalanced_refusal(target)
     changes = books.append_only_refusals(target)
     evidence = [unbalanced.line(), *(r.line() for r in changes)]
-    if not (unbalanced.refused and unbalanced.sqlstate == "23514"):
-        problems.append("an unbalanced entry was not refused by the balance check")
+    if not (
+        unbalanced.refused
+        and unbalanced.sqlstate == "23514"
+        and unbalanced.constraint == books.BALANCE_CHECK
+    ):
+        problems.append(f"an unbalanced entry was not refused by {books.BALANCE_CHECK}")
     problems += [f"not refused: {r.attempt}" for r in changes if not r.refused]
     problems += [f"{r.attempt}: {r.said}" for r in changes if r.refused and r.sqlstate != "42501"]
     if target.operator is None:

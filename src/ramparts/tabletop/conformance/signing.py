@@ -1,8 +1,11 @@
 """PAY-4's webhook half on a running instance: which deliveries `POST /webhooks/psp` takes
 (signed with its secret, fresh) and which it refuses (forged, stale, from the future, unsigned,
 malformed, one byte altered), and a rotation of its secrets done as its operator: a second
-secret is made current, deliveries signed with either are taken, the list is then put back
-as it was, and the drill's secret is refused again.
+secret is added to the list beside the instance's, deliveries signed with either are taken,
+the list is then put back as it was, and the drill's secret is refused again. The drill's
+secret is added as the older one, never the current one, with an expiry of its own a few
+minutes away: were the drill to die before putting the list back, the instance would still
+sign and verify with its own secret, and the drill's would lapse by itself.
 
 The deliveries that are taken carry an event type the runtime does not act on: it answers
 them (`ignored`) and stores nothing, so the instance keeps no trace of them."""
@@ -17,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from ramparts.payments.webhook_secrets import (
-    DEFAULT_OVERLAP_SECONDS,
     PREFIX,
     REFRESH_SECONDS,
     SECRET_NAME,
@@ -35,6 +38,8 @@ REFUSED = "signature-refused"
 #: How long a server may take to see the KMS's new list (it re-reads it every few seconds).
 SEEN_WITHIN = 2 * REFRESH_SECONDS + 2
 _TOLERANCE = 300  # seconds: Stripe's, and the runtime's
+#: How long the drill's added secret is valid, should the list never be put back.
+DRILL_SECRET_SECONDS = 300
 
 
 def _harmless() -> dict[str, Any]:
@@ -96,7 +101,7 @@ def deliveries(target: Target) -> Seen:
     ).encode()
     header = signature(secret, money, now)
     seen.expect(
-        _raw(target, altered_byte(money), header), "one byte altered (the amount)", accepted=False
+        _raw(target, altered_byte(money), header), "one digit of the amount altered", accepted=False
     )
     return seen
 
@@ -122,12 +127,13 @@ def _until(check: Callable[[], httpx.Response], *, accepted: bool) -> tuple[http
 
 
 def rotation(target: Target, operator: Operator) -> Rotation:
-    """Rotate the instance's webhook secrets in its KMS, deliver under both, put the list
-    back (see the module docstring)."""
+    """Add a second webhook secret in the instance's KMS (not the current one, expiring
+    soon), deliver under both, put the list back (see the module docstring)."""
     found = Rotation()
     store = WebhookSecrets(operator.kms)
     before = operator.kms.read_secret(SECRET_NAME)
-    current = store.current()
+    stored = store.stored()
+    current = stored[0].value if stored else None
     if before is None or current is None:
         raise DrillError("the operator's KMS holds no webhook secret")
     if not secrets.compare_digest(current.get_secret_value(), target.webhook_secret):
@@ -137,13 +143,17 @@ def rotation(target: Target, operator: Operator) -> Rotation:
     def signed(secret: str) -> Callable[[], httpx.Response]:
         return lambda: deliver(target, json.dumps(_harmless()).encode(), secret=secret)
 
-    fresh, _ = store.rotate(overlap_seconds=DEFAULT_OVERLAP_SECONDS)
-    new = fresh.get_secret_value()
+    new = _stranger()
+    # The instance's secret stays current (the PSP keeps signing with it); the drill's is a
+    # second one that lapses by itself if the list is never put back.
+    listed = [{"secret": s.value.get_secret_value(), "expires_at": s.expires_at} for s in stored]
+    listed.append({"secret": new, "expires_at": int(time.time()) + DRILL_SECRET_SECONDS})
+    operator.kms.write_secret(SECRET_NAME, SecretStr(json.dumps(listed)))
     try:
         answer, waited = _until(signed(new), accepted=True)
         found.waited.append(waited)
-        found.seen.expect(answer, "rotated: signed with the new secret", accepted=True)
-        found.seen.expect(signed(old)(), "rotated: signed with the previous one", accepted=True)
+        found.seen.expect(answer, "rotated: signed with the added secret", accepted=True)
+        found.seen.expect(signed(old)(), "rotated: signed with the instance's own", accepted=True)
         both = json.dumps(_harmless()).encode()
         now = int(time.time())
         header = f"{signature(new, both, now)},v1={signature(old, both, now).split('v1=')[1]}"
