@@ -418,9 +418,11 @@ def _approvals_stopped(target: Target, evidence: list[str]) -> list[str]:
             what = f"tool {held.tool}" if tool else "the assistant"
             with _tenant_switch(admin, evidence, tool):
                 answer = held.decider.post(approve)
-            evidence.append(
-                answered(f"{held.decider.username} approves the held request, {what} off", answer)
-            )
+                evidence.append(
+                    answered(
+                        f"{held.decider.username} approves the held request, {what} off", answer
+                    )
+                )
             if answer.status_code != 503 or problem_slug(answer) != "ai-disabled":
                 wrong.append(f"a held call was approved while {what} was switched off")
     finally:

@@ -1,0 +1,192 @@
+"""AZ-3's output part: a tool's result is checked against its schema before anyone sees it. The
+drill, as the instance's operator, makes a stored value that a read tool returns break that
+tool's result schema (a string past its `maxLength`, off its `enum` or `pattern`), found by
+looking for the value the tool returned in the database's text columns, the only row that
+holds it; the tool on that record is then refused, and the value is put back.
+
+Nothing here names an app: the tool, its schema and the record come from the declarations and
+from what the person's own listing showed; the row from the database's catalogue."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ramparts.ai.tools import Risk, Tool
+from ramparts.tabletop.conformance.ai_reauthorized import Shown, listed, listing, record_argument
+from ramparts.tabletop.conformance.declared import Declared, needs_a_record, sample_arguments
+from ramparts.tabletop.conformance.playing import ask, calling, roles_of
+from ramparts.tabletop.target import Target
+
+__all__ = ["outputs_checked"]
+
+BROKE = "the tool's result broke its schema"
+_TEXT_COLUMNS = """
+SELECT c.table_schema, c.table_name, c.column_name
+FROM information_schema.columns c
+JOIN information_schema.tables t USING (table_schema, table_name)
+WHERE t.table_type = 'BASE TABLE'
+  AND c.table_schema NOT IN ('pg_catalog', 'information_schema')
+  AND c.data_type IN ('text', 'character varying')
+"""
+
+
+def _schema_at(schema: Mapping[str, Any], tokens: list[str]) -> Mapping[str, Any]:
+    """The part of a result schema that describes the value at `tokens` ({} if none)."""
+    for token in tokens:
+        if token.isdigit() and schema.get("type") == "array":
+            schema = schema.get("items", {})
+        else:
+            schema = schema.get("properties", {}).get(token, {})
+    return schema
+
+
+def _breaking(schema: Mapping[str, Any], value: str) -> Iterator[str]:
+    """Values for a string that its schema refuses, each unique (found again by it)."""
+    mark = f"drill-{secrets.token_hex(6)}"
+    if "enum" in schema:
+        yield mark
+    if isinstance(schema.get("maxLength"), int):
+        yield (mark + "x" * schema["maxLength"])[: schema["maxLength"] + 1]
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str) and re.search(pattern, mark + " !") is None:
+        yield mark + " !"
+
+
+def _places(tool: Tool, result: Any) -> Iterator[tuple[str, str, list[str]]]:
+    """(pointer, value, breaking values) of each string of `result` its schema constrains."""
+    if not isinstance(result, dict):
+        return
+    for pointer, value in tool.split_result(result)[0] + tool.split_result(result)[1]:
+        if not isinstance(value, str) or len(value) < 4:
+            continue
+        schema = _schema_at(tool.result, pointer.split("/")[1:])
+        breaking = list(_breaking(schema, value))
+        if breaking:
+            yield pointer, value, breaking
+
+
+def _planted(conn: psycopg.Connection[Any], value: str, breaking: list[str]) -> tuple[Any, str]:
+    """The one text column of the database holding `value` in one row, changed to the first
+    breaking value it takes (a column's own limit may refuse some): (where, planted)."""
+    holders = []
+    for schema, table, column in conn.execute(_TEXT_COLUMNS).fetchall():
+        where = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        count = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(where, sql.Identifier(column)),
+            (value,),
+        ).fetchone()
+        if count and count[0]:
+            holders.append((where, column, count[0]))
+    if len(holders) != 1 or holders[0][2] != 1:
+        raise LookupError(f"{len(holders)} column(s) hold it")
+    where, column, _ = holders[0]
+    for planted in breaking:
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
+                        where, sql.Identifier(column), sql.Identifier(column)
+                    ),
+                    (planted, value),
+                )
+        except psycopg.Error:
+            continue
+        return (where, column), planted
+    raise LookupError("the column refuses every breaking value")
+
+
+def _put_back(conn: psycopg.Connection[Any], where: Any, planted: str, value: str) -> int:
+    table, column = where
+    done = conn.execute(
+        sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
+            table, sql.Identifier(column), sql.Identifier(column)
+        ),
+        (value, planted),
+    )
+    return done.rowcount
+
+
+def outputs_checked(
+    target: Target,
+    declared: Declared,
+    people: list[Shown],
+    evidence: list[str],
+    *,
+    cache: dict[Any, list[str]],
+) -> tuple[list[str], bool]:
+    """What is wrong, and whether a result off its schema was made at all (the people's
+    listings asked once, kept in `cache`)."""
+    for shown in people:
+        for name in sorted(shown.tools):
+            tool = declared.tool(name)
+            if tool is None or tool.risk is not Risk.READ or not needs_a_record(tool):
+                continue
+            lister = listing(declared, shown, tool.action.entity_type)
+            own = listed(target, shown, lister, cache) if lister is not None else []
+            if not own:
+                continue
+            call = (sample_arguments(tool) or {}) | {record_argument(tool): own[0]}
+            before = ask(target, shown.session, "Show it.", calling((tool.name, call)))
+            if [a.get("status") for a in before.actions()] != ["executed"]:
+                continue
+            result = _shown_result(before.seen)
+            for pointer, value, breaking in _places(tool, result):
+                place = (pointer, value, breaking)
+                wrong = _try(target, shown, tool, call, place, evidence=evidence)
+                if wrong is not None:
+                    return wrong, True
+    evidence.append("no stored value a read tool returned could be made to break its schema")
+    return [], False
+
+
+def _shown_result(seen: list[Any]) -> Any:
+    if len(seen) < 2:
+        return None
+    results = [m for m in seen[1].messages if m.get("role") == "tool"]
+    try:
+        return json.loads(str(results[-1].get("content", "")))
+    except (IndexError, ValueError):
+        return None
+
+
+def _try(
+    target: Target,
+    shown: Shown,
+    tool: Tool,
+    call: dict[str, Any],
+    place: tuple[str, str, list[str]],
+    *,
+    evidence: list[str],
+) -> list[str] | None:
+    """The tool again, with the value at `place` stored off its schema: refused as breaking
+    it. None when the value could not be planted."""
+    pointer, value, breaking = place
+    with target.owner() as conn:
+        try:
+            where, planted = _planted(conn, value, breaking)
+        except LookupError:
+            return None
+        try:
+            answer = ask(target, shown.session, "Show it again.", calling((tool.name, call)))
+        finally:
+            restored = _put_back(conn, where, planted, value)
+    action = next(iter(answer.actions()), {})
+    label = f"{roles_of(shown.who)} calls {tool.name}"
+    evidence.append(
+        f"{label} on their own record, the stored value at {pointer} made to break the result "
+        f"schema by the operator → {action.get('status')}: {action.get('reason')}"[:400]
+    )
+    evidence.append(f"the value put back: {restored} row(s)")
+    wrong = []
+    if action.get("status") != "refused" or not str(action.get("reason", "")).startswith(BROKE):
+        wrong.append(f"{label} returned a result off its schema ({action.get('status')})")
+    if restored != 1:
+        wrong.append(f"the planted value at {pointer} could not be put back")
+    return wrong
