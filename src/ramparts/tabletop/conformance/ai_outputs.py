@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -27,8 +28,12 @@ from ramparts.tabletop.target import Target
 __all__ = ["outputs_checked"]
 
 BROKE = "the tool's result broke its schema"
+#: Text columns of the database's tables, with whether their table has a `tenant_id`.
 _TEXT_COLUMNS = """
-SELECT c.table_schema, c.table_name, c.column_name
+SELECT c.table_schema, c.table_name, c.column_name,
+       EXISTS (SELECT 1 FROM information_schema.columns k
+               WHERE k.table_schema = c.table_schema AND k.table_name = c.table_name
+                 AND k.column_name = 'tenant_id')
 FROM information_schema.columns c
 JOIN information_schema.tables t USING (table_schema, table_name)
 WHERE t.table_type = 'BASE TABLE'
@@ -72,45 +77,71 @@ def _places(tool: Tool, result: Any) -> Iterator[tuple[str, str, list[str]]]:
             yield pointer, value, breaking
 
 
-def _planted(conn: psycopg.Connection[Any], value: str, breaking: list[str]) -> tuple[Any, str]:
-    """The one text column of the database holding `value` in one row, changed to the first
-    breaking value it takes (a column's own limit may refuse some): (where, planted)."""
-    holders = []
-    for schema, table, column in conn.execute(_TEXT_COLUMNS).fetchall():
+@dataclass(frozen=True)
+class _Planted:
+    """Where a value was changed to one off its schema: the column, the tenant's rows."""
+
+    table: sql.Composable
+    column: str
+    value: str
+    planted: str
+    rows: int
+
+    def put_back(self, conn: psycopg.Connection[Any]) -> int:
+        """The rows changed back (the planted value is unique: exactly those)."""
+        done = conn.execute(
+            sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
+                self.table, sql.Identifier(self.column), sql.Identifier(self.column)
+            ),
+            (self.value, self.planted),
+        )
+        return done.rowcount
+
+
+def _holders(
+    conn: psycopg.Connection[Any], value: str, tenant: str
+) -> list[tuple[sql.Composable, str, str | None]]:
+    """The text columns holding `value` in a row of the tenant (or of a table without
+    tenants)."""
+    found: list[tuple[sql.Composable, str, str | None]] = []
+    for schema, table, column, tenanted in conn.execute(_TEXT_COLUMNS).fetchall():
         where = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        count = conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(where, sql.Identifier(column)),
-            (value,),
-        ).fetchone()
+        query = sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
+            where, sql.Identifier(column)
+        )
+        values: tuple[str, ...] = (value,)
+        if tenanted:
+            query += sql.SQL(" AND tenant_id::text = %s")
+            values += (tenant,)
+        count = conn.execute(query, values).fetchone()
         if count and count[0]:
-            holders.append((where, column, count[0]))
-    if len(holders) != 1 or holders[0][2] != 1:
-        raise LookupError(f"{len(holders)} column(s) hold it")
-    where, column, _ = holders[0]
-    for planted in breaking:
-        try:
-            with conn.transaction():
-                conn.execute(
-                    sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
-                        where, sql.Identifier(column), sql.Identifier(column)
-                    ),
-                    (planted, value),
-                )
-        except psycopg.Error:
-            continue
-        return (where, column), planted
-    raise LookupError("the column refuses every breaking value")
+            found.append((where, str(column), tenant if tenanted else None))
+    return found
 
 
-def _put_back(conn: psycopg.Connection[Any], where: Any, planted: str, value: str) -> int:
-    table, column = where
-    done = conn.execute(
-        sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
-            table, sql.Identifier(column), sql.Identifier(column)
-        ),
-        (value, planted),
-    )
-    return done.rowcount
+def _planted(
+    conn: psycopg.Connection[Any], value: str, breaking: list[str], tenant: str
+) -> list[_Planted]:
+    """Each text column holding `value` in the tenant's rows, changed there to the first
+    breaking value it takes (a column's own limit may refuse some)."""
+    done = []
+    for table, column, scope in _holders(conn, value, tenant):
+        for planted in breaking:
+            query = sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
+                table, sql.Identifier(column), sql.Identifier(column)
+            )
+            values: tuple[str, ...] = (planted, value)
+            if scope is not None:
+                query += sql.SQL(" AND tenant_id::text = %s")
+                values += (scope,)
+            try:
+                with conn.transaction():
+                    rows = conn.execute(query, values).rowcount
+            except psycopg.Error:
+                continue
+            done.append(_Planted(table, column, value, planted, rows))
+            break
+    return done
 
 
 def outputs_checked(
@@ -169,24 +200,27 @@ def _try(
     it. None when the value could not be planted."""
     pointer, value, breaking = place
     with target.owner() as conn:
+        planted: list[_Planted] = []
         try:
-            where, planted = _planted(conn, value, breaking)
-        except LookupError:
-            return None
-        try:
+            planted = _planted(conn, value, breaking, shown.who.tenant)
+            if not planted:
+                return None
             answer = ask(target, shown.session, "Show it again.", calling((tool.name, call)))
         finally:
-            restored = _put_back(conn, where, planted, value)
+            restored = sum(p.put_back(conn) for p in planted)
+    changed = sum(p.rows for p in planted)
     action = next(iter(answer.actions()), {})
     label = f"{roles_of(shown.who)} calls {tool.name}"
     evidence.append(
         f"{label} on their own record, the stored value at {pointer} made to break the result "
         f"schema by the operator → {action.get('status')}: {action.get('reason')}"[:400]
     )
-    evidence.append(f"the value put back: {restored} row(s)")
+    evidence.append(
+        f"the operator changed {changed} row(s) of the tenant for it, and put {restored} back"
+    )
     wrong = []
     if action.get("status") != "refused" or not str(action.get("reason", "")).startswith(BROKE):
         wrong.append(f"{label} returned a result off its schema ({action.get('status')})")
-    if restored != 1:
-        wrong.append(f"the planted value at {pointer} could not be put back")
+    if restored != changed:
+        wrong.append(f"the planted value at {pointer} could not be put back everywhere")
     return wrong
