@@ -1,15 +1,15 @@
 """AZ-3's output part: a tool's result is checked against its schema before anyone sees it. The
 drill, as the instance's operator, makes a stored value that a read tool returns break that
 tool's result schema (a string past its `maxLength`, off its `enum` or `pattern`), found by
-looking for the value the tool returned in the database's text columns, the only row that
-holds it; the tool on that record is then refused, and the value is put back.
+looking for the value the tool returned in the text columns of the tenant's rows; the tool on
+that record is then refused, and every changed row is put back.
 
 Nothing here names an app: the tool, its schema and the record come from the declarations and
-from what the person's own listing showed; the row from the database's catalogue."""
+from what the person's own listing showed; the rows from the database's catalogue. (Each text
+column is searched once: sized for a demo's data, not a production database's.)"""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -20,7 +20,13 @@ import psycopg
 from psycopg import sql
 
 from ramparts.ai.tools import Risk, Tool
-from ramparts.tabletop.conformance.ai_reauthorized import Shown, listed, listing, record_argument
+from ramparts.tabletop.conformance.ai_reauthorized import (
+    Shown,
+    first_result,
+    listed,
+    listing,
+    record_argument,
+)
 from ramparts.tabletop.conformance.declared import Declared, needs_a_record, sample_arguments
 from ramparts.tabletop.conformance.playing import ask, calling, roles_of
 from ramparts.tabletop.target import Target
@@ -113,7 +119,10 @@ def _holders(
         if tenanted:
             query += sql.SQL(" AND tenant_id::text = %s")
             values += (tenant,)
-        count = conn.execute(query, values).fetchone()
+        try:
+            count = conn.execute(query, values).fetchone()
+        except psycopg.Error:  # a table the owner cannot read holds nothing a tool returns
+            continue
         if count and count[0]:
             found.append((where, str(column), tenant if tenanted else None))
     return found
@@ -154,6 +163,9 @@ def outputs_checked(
 ) -> tuple[list[str], bool]:
     """What is wrong, and whether a result off its schema was made at all (the people's
     listings asked once, kept in `cache`)."""
+    if target.urls is None:
+        evidence.append("the instance's database is not reachable from here: no value to plant")
+        return [], False
     for shown in people:
         for name in sorted(shown.tools):
             tool = declared.tool(name)
@@ -167,7 +179,7 @@ def outputs_checked(
             before = ask(target, shown.session, "Show it.", calling((tool.name, call)))
             if [a.get("status") for a in before.actions()] != ["executed"]:
                 continue
-            result = _shown_result(before.seen)
+            result = first_result(before)
             for pointer, value, breaking in _places(tool, result):
                 place = (pointer, value, breaking)
                 wrong = _try(target, shown, tool, call, place, evidence=evidence)
@@ -175,16 +187,6 @@ def outputs_checked(
                     return wrong, True
     evidence.append("no stored value a read tool returned could be made to break its schema")
     return [], False
-
-
-def _shown_result(seen: list[Any]) -> Any:
-    if len(seen) < 2:
-        return None
-    results = [m for m in seen[1].messages if m.get("role") == "tool"]
-    try:
-        return json.loads(str(results[-1].get("content", "")))
-    except (IndexError, ValueError):
-        return None
 
 
 def _try(

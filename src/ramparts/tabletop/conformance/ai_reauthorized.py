@@ -26,7 +26,14 @@ from ramparts.tabletop.conformance.playing import Answer, ask, calling, roles_of
 from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import ApiSession, Target
 
-__all__ = ["Shown", "listed", "listing", "reauthorized", "record_argument"]
+__all__ = [
+    "Shown",
+    "first_result",
+    "listed",
+    "listing",
+    "reauthorized",
+    "record_argument",
+]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 NOT_ALLOWED = "is not allowed here"
@@ -41,7 +48,7 @@ class Shown:
     tools: frozenset[str]
 
 
-def _result(answer: Answer) -> Any:
+def first_result(answer: Answer) -> Any:
     """The first tool result the model was shown (its second call holds it), or None."""
     if len(answer.seen) < 2:
         return None
@@ -95,7 +102,7 @@ def listed(target: Target, shown: Shown, lister: Tool, cache: dict[Any, list[str
     key = (shown.session.username, lister.name)
     if key not in cache:
         answer = ask(target, shown.session, "List them.", calling((lister.name, {})))
-        cache[key] = _record_ids(lister, _result(answer))
+        cache[key] = _record_ids(lister, first_result(answer))
     return cache[key]
 
 
