@@ -150,13 +150,16 @@ def test_the_platform_evidence(healthy: dict[str, Row]) -> None:
     assert "global: " in plt4
     assert "503 ai-disabled" in plt4
     assert "this tool is switched off; offered: False" in plt4
+
+
+def test_approvals_wait_out_the_switch_and_alerts_are_seen(healthy: dict[str, Row]) -> None:
+    plt4 = "\n".join(healthy["PLT-4"].evidence)
     assert "approves the held request, the assistant off → 503 ai-disabled" in plt4
     assert "approves the held request, tool create_quote off → 503 ai-disabled" in plt4
     assert "rejects it → 200: rejected" in plt4
-    assert "RPO" in plt4
-    assert "RTO" in plt4
+    assert "restored every row the backup counted" in healthy["PLT-4"].observed
     assert "raised an abuse alert" in healthy["PLT-3"].observed
-    assert "started by this drill under the dev profile" in plt1
+    assert "started by this drill under the dev profile" in healthy["PLT-1"].evidence[0]
 
 
 def _drill_report(**changes: Any) -> dict[str, Any]:
