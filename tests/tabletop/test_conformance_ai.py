@@ -230,7 +230,7 @@ def test_the_command_exits_0_when_its_checks_pass(instance: Target) -> None:
     [
         ("killswitch-ignored", "PLT-4", "did not stop"),
         ("tool-role-check-removed=issue_refund", "AZ-3", "issue_refund, not allowed by the policy"),
-        ("call-time-authorization-off", "AZ-3", "record was executed, not refused as"),
+        ("call-time-authorization-off", "AZ-3", "another person's record was executed"),
         ("tool-results-unchecked", "AZ-3", "returned a result off its schema (executed)"),
     ],
 )
