@@ -4,9 +4,10 @@ A healthy instance holds each control (PLT-2 says what it cannot prove, and so i
 NOT-IMPLEMENTED, never a pass), and is left as it was found: every switch lifted, the DLP
 rules put back, the model keys AI-3 set removed. `ramparts conformance` exits 0 on a
 passing row. With the kill-switch ignored inside the instance, PLT-4 fails; with one tool's
-role check removed, AZ-3 fails; each time the command exits 1. The sabotaged instances are
-played by the command alone: a second player in another process would sign the same people
-in again within one TOTP step, which the instance rightly refuses as a replay.
+role check removed, with the call-time re-authorization gone, or with tool results
+unchecked, AZ-3 fails; each time the command exits 1. The sabotaged instances are played by
+the command alone: a second player in another process would sign the same people in again
+within one TOTP step, which the instance rightly refuses as a replay.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ramparts.tabletop.conformance.platform import _drill_report_holds
 from ramparts.tabletop.conformance.runner import run_conformance
 from ramparts.tabletop.report import Report, Row, Verdict
 from ramparts.tabletop.target import Target
@@ -91,7 +93,21 @@ def test_tools_follow_roles_with_evidence(healthy: dict[str, Row]) -> None:
     assert "not shown to them → refused: not available to you" in lines
     assert "with an unknown field drill_unknown_field → refused: invalid arguments" in lines
     assert "as declared → executed" in lines
-    assert sum(line.startswith("audit seq ") for line in row.evidence) >= 3
+    assert sum(line.startswith("audit #") for line in row.evidence) >= 3
+
+
+def test_tool_calls_are_reauthorized_and_results_checked(healthy: dict[str, Row]) -> None:
+    row = healthy["AZ-3"]
+    lines = "\n".join(row.evidence)
+    # Shown the tool, run on a record of their own, refused by the policy on another's: not
+    # "not available to you", the refusal of a tool never shown.
+    assert "calls get_quote on a record of their own → executed" in lines
+    assert "listed to another person, not to them → refused: Quotes::quote.read is not " in lines
+    assert "policy:request:decided deny" in lines
+    assert "made to break the result schema by the operator → refused: the tool's result " in lines
+    changed = next(line for line in row.evidence if "row(s) of the tenant for it" in line)
+    assert changed.split("changed ")[1].split(" ")[0] == changed.rsplit("put ", 1)[1].split()[0]
+    assert "Not proven" not in row.observed
 
 
 def test_untrusted_content_and_pii_evidence(healthy: dict[str, Row]) -> None:
@@ -145,6 +161,61 @@ def test_the_platform_evidence(healthy: dict[str, Row]) -> None:
     assert "this tool is switched off; offered: False" in plt4
 
 
+def test_approvals_wait_out_the_switch_and_alerts_are_seen(healthy: dict[str, Row]) -> None:
+    plt4 = "\n".join(healthy["PLT-4"].evidence)
+    assert "approves the held request, the assistant off → 503 ai-disabled" in plt4
+    assert "approves the held request, tool create_quote off → 503 ai-disabled" in plt4
+    assert "rejects it → 200: rejected" in plt4
+    assert "restored every row the backup counted" in healthy["PLT-4"].observed
+    assert "raised an abuse alert" in healthy["PLT-3"].observed
+    assert "started by this drill under the dev profile" in healthy["PLT-1"].evidence[0]
+
+
+def _drill_report(**changes: Any) -> dict[str, Any]:
+    """A passing `ramparts drill --json` report, with `changes` to its parts."""
+    report: dict[str, Any] = {
+        "passed": True,
+        "restore": {
+            "backup_id": "b",
+            "tables": 5,
+            "rows": 40,
+            "count_mismatches": {},
+            "schema_heads_match": True,
+        },
+        "audit": {"chains": [{"tenant": "a", "intact": True}, {"tenant": "b", "intact": True}]},
+        "ledger": {"intact": True, "guards": [], "books": [{"tenant": "a", "intact": True}]},
+        "rpo": {"achieved_seconds": 3.0, "target_seconds": 900.0},
+        "rto": {"achieved_seconds": 1.5, "target_seconds": 900.0},
+    }
+    for part, value in changes.items():
+        report[part] = report[part] | value
+    return report
+
+
+@pytest.mark.parametrize(
+    ("changes", "wrong"),
+    [
+        ({"rpo": {"achieved_seconds": 901.0}}, "RPO achieved 901.0 s"),
+        ({"rto": {"achieved_seconds": -1.0}}, "RTO achieved -1.0 s"),
+        ({"rto": {"achieved_seconds": None}}, "no RTO numbers"),
+        ({"restore": {"count_mismatches": {"t": {"expected": 2, "found": 1}}}}, "row counts"),
+        ({"restore": {"rows": 0}}, "no table or no row"),
+        ({"restore": {"schema_heads_match": False}}, "schema"),
+        ({"audit": {"chains": [{"tenant": "a", "intact": True}]}}, "1 verified for 2 tenants"),
+        ({"audit": {"chains": [{"tenant": "a", "intact": False}] * 2}}, "broken: ['a', 'a']"),
+        ({"ledger": {"books": [{"tenant": "a", "intact": False}]}}, "broken books ['a']"),
+        ({"ledger": {"guards": [{"problem": "x"}]}}, "the ledger: guards"),
+    ],
+)
+def test_the_drill_is_judged_from_its_numbers_not_its_verdict(
+    changes: dict[str, Any], wrong: str
+) -> None:
+    assert _drill_report_holds(_drill_report(), 2) == []
+    found = _drill_report_holds(_drill_report(**changes), 2)  # `passed` still says True
+    assert len(found) == 1, found
+    assert wrong in found[0]
+
+
 def test_the_instance_is_left_as_it_was_found(instance: Target, healthy: dict[str, Row]) -> None:
     assert healthy  # the checks ran before
     admin = instance.session(instance.users_with("admin", instance.tenants()[0])[0])
@@ -168,6 +239,8 @@ def test_the_command_exits_0_when_its_checks_pass(instance: Target) -> None:
     [
         ("killswitch-ignored", "PLT-4", "did not stop"),
         ("tool-role-check-removed=issue_refund", "AZ-3", "issue_refund, not allowed by the policy"),
+        ("call-time-authorization-off", "AZ-3", "another person's record was executed"),
+        ("tool-results-unchecked", "AZ-3", "returned a result off its schema (executed)"),
     ],
 )
 def test_a_broken_control_fails_its_row_and_the_command(

@@ -65,10 +65,45 @@ def _tool_role_check_removed(tool_name: str) -> None:
     PolicyEngine.evaluate = allowing  # type: ignore[method-assign]
 
 
+def _call_time_authorization_off(_: str) -> None:
+    """The gateway judges a model's call as it judged the offer, on a record of the caller's
+    own, not on the real one: the call-time re-authorization is gone, the offer unchanged."""
+    from dataclasses import replace
+
+    from ramparts.ai.gateway import Gateway
+    from ramparts.policy.engine import Target
+
+    call = Gateway._call
+
+    async def unchecked(self: Gateway, session: Any, principal: Any, **kw: Any) -> Any:
+        def as_offered(tool: Any) -> Any:
+            async def target(run: Any) -> Target:
+                real: Target = await tool.target(run)  # still found (or not) as before
+                names = self._authorizer.party_attributes(real.type)
+                parties = tuple((name, principal.subject) for name in names)
+                return replace(real, parties=parties)
+
+            return replace(tool, target=target)
+
+        kw["offered"] = {name: as_offered(tool) for name, tool in kw["offered"].items()}
+        return await call(self, session, principal, **kw)
+
+    Gateway._call = unchecked  # type: ignore[method-assign]
+
+
+def _tool_results_unchecked(_: str) -> None:
+    """A tool's result reaches the model whatever it holds: its schema is not checked."""
+    from ramparts.ai import gateway
+
+    gateway._checked = lambda tool, result: result
+
+
 SABOTAGES = {
     "webhook-verification-off": _webhook_verification_off,
     "killswitch-ignored": _killswitch_ignored,
     "tool-role-check-removed": _tool_role_check_removed,
+    "call-time-authorization-off": _call_time_authorization_off,
+    "tool-results-unchecked": _tool_results_unchecked,
 }
 
 _asked = os.environ.get("RAMPARTS_TEST_SABOTAGE", "")

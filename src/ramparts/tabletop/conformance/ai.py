@@ -11,6 +11,8 @@ from typing import Any
 from ramparts.ai.tools import Risk, Tool
 from ramparts.audit.events import Action
 from ramparts.tabletop.conformance import ai_limits, ai_privacy, ai_untrusted
+from ramparts.tabletop.conformance.ai_outputs import outputs_checked
+from ramparts.tabletop.conformance.ai_reauthorized import Shown, reauthorized
 from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
 from ramparts.tabletop.conformance.declared import (
     Declared,
@@ -26,6 +28,7 @@ from ramparts.tabletop.conformance.playing import (
     one_per_role_set,
     person,
     roles_of,
+    unproven,
 )
 from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import ApiSession, DrillError, Target
@@ -34,7 +37,9 @@ __all__ = ["ai_limits", "ai_privacy", "ai_untrusted", "tools_follow_roles"]
 
 AZ3 = (
     "each person is shown exactly the tools Cedar lets them call; a call of a tool not shown "
-    "is refused; arguments with an unknown field or a wrong type are refused before anything runs"
+    "is refused; arguments with an unknown field or a wrong type are refused before anything "
+    "runs; a tool shown, called on a record its person may not act on, is refused by Cedar "
+    "when it runs; a result off the tool's result schema is refused"
 )
 NOT_SHOWN = "not available to you"
 INVALID = "invalid arguments"
@@ -88,16 +93,38 @@ def tools_follow_roles(target: Target) -> Outcome:
         people.append((session, who, shown))
     wrong += _call_not_shown(declared, people, evidence)
     wrong += _bad_arguments(target, declared, people, evidence)
+    # The first person of the tenant is tried last: the other checks' probes strike them.
+    offers = [Shown(session, who, tools) for session, who, tools in reversed(people)]
+    listings: dict[Any, list[str]] = {}
+    refused, exercised = reauthorized(target, declared, offers, auditor, evidence, cache=listings)
+    wrong += refused
+    broken, made = outputs_checked(target, declared, offers, evidence, cache=listings)
+    wrong += broken
     evidence += cited(
         audit_events(auditor, since=since, action=Action.TOOL_CALLED.value, decision="deny")
     )
     if wrong:
         return fail(AZ3, "; ".join(wrong), evidence)
-    return passed(
-        AZ3,
+    observed = (
         f"{len(people)} sets of roles were each shown exactly the tools the policy lets them "
         "call; a tool not shown, called anyway, was refused; an unknown field and a wrong type "
-        "were refused before the tool ran",
+        "were refused before the tool ran"
+    )
+    missing = [
+        part
+        for part, done in (
+            ("the re-authorization of a call when it runs", exercised),
+            ("the check of a tool's result against its schema", made),
+        )
+        if not done
+    ]
+    if missing:
+        return unproven(AZ3, f"{observed}. Not proven: {'; '.join(missing)}", evidence)
+    return passed(
+        AZ3,
+        f"{observed}; a tool shown to its person ran on their own record and was refused by "
+        "the policy, when it ran, on another person's record, the denial audited; the same "
+        "kind of call, its stored result made to break the tool's result schema, was refused",
         evidence,
     )
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ramparts.audit.events import Action
+from ramparts.problems import ProblemType
 from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
 from ramparts.tabletop.conformance.model_stub import model_stub
 from ramparts.tabletop.conformance.operating import second_server
@@ -48,6 +49,8 @@ MESSAGE = (
 )
 CARD = "4111 1111 1111 1111"  # the payment networks' test Visa number
 #: The kind the DLP rule blocks while the check runs.
+#: What a card number in a message is refused as (any other 400 is not this refusal).
+CARD_REFUSED = ProblemType.CARD_NUMBER_REFUSED.slug
 BLOCKED = "IBAN"
 #: What the model's answer repeats: the token the gateway made for the email.
 ECHO = "[EMAIL_1]"
@@ -102,8 +105,12 @@ def pii_stays_home(target: Target) -> Outcome:
         answered("a message with a card number", carded.response)
         + f"; model calls: {len(carded.seen)}"
     )
-    if carded.status != 400 or carded.seen:
-        wrong.append(f"a card number was not refused before the model ({carded.status})")
+    refused_as_card = carded.status == 400 and problem_slug(carded.response) == CARD_REFUSED
+    if not refused_as_card or carded.seen:
+        wrong.append(
+            "a card number was not refused as one before the model "
+            f"({answered('POST /api/assistant', carded.response)})"
+        )
 
     wrong += _dlp_blocks(target, auditor, session, evidence)
     wrong += _pinned(target, evidence)

@@ -25,7 +25,14 @@ from ramparts.policy.engine import Channel, PolicyEngine, Subject, Target
 from ramparts.tabletop.target import DrillError
 from ramparts.tabletop.target import Target as Instance
 
-__all__ = ["Declared", "Person", "needs_a_record", "sample_arguments", "served_apps"]
+__all__ = [
+    "SOMEONE_ELSE",
+    "Declared",
+    "Person",
+    "needs_a_record",
+    "sample_arguments",
+    "served_apps",
+]
 
 #: A user id nobody has: a resource of "someone else" (as the gateway judges its offer).
 SOMEONE_ELSE = "someone-else"

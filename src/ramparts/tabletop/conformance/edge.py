@@ -21,7 +21,14 @@ from cryptography.x509.oid import NameOID
 
 from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
 from ramparts.tabletop.conformance.operating import second_server
-from ramparts.tabletop.conformance.playing import admin_of, answered, ask, calling, problem_slug
+from ramparts.tabletop.conformance.playing import (
+    admin_of,
+    answered,
+    ask,
+    calling,
+    problem_slug,
+    unproven,
+)
 from ramparts.tabletop.target import Target
 
 __all__ = ["the_edge_holds"]
@@ -201,9 +208,11 @@ def _abusive(target: Target) -> str:
     return str(users[-2]["username"])
 
 
-def _abuse(target: Target, evidence: list[str]) -> list[str]:
+def _abuse(target: Target, evidence: list[str]) -> tuple[list[str], str | None]:
     """Refused calls count against their user: past the limit, the next requests are
-    slowed to a trickle (429) and an abuse alert is raised (counted on /metrics)."""
+    slowed to a trickle (429) and an abuse alert is raised (counted on /metrics). What is
+    wrong, and what could not be seen (None: everything was): without the metrics, a 429
+    `rate-limited` could be the plain per-user rate limit, so the abuse detection is unproven."""
     session = target.session(_abusive(target))
     alerts_before = _abuse_alerts(target)
     probe = ask(target, session, "Go on.", calling(*[("drill_no_such_tool", {})] * STRIKES))
@@ -222,16 +231,26 @@ def _abuse(target: Target, evidence: list[str]) -> list[str]:
     )
     last = statuses[-1]
     if last.status_code != 429 or problem_slug(last) != "rate-limited":
-        return ["repeated refused calls did not slow their user down"]
-    if alerts is not None and alerts_before is not None and alerts <= alerts_before:
-        return ["slowing a user down raised no abuse alert"]
-    return []
+        return ["repeated refused calls did not slow their user down"], None
+    if alerts is None or alerts_before is None:
+        return [], (
+            "/metrics was not readable by this drill, so no abuse alert could be seen and the "
+            "429 cannot be told apart from the plain per-user rate limit"
+        )
+    if alerts <= alerts_before:
+        return ["slowing a user down raised no abuse alert"], None
+    return [], None
 
 
 def _abuse_alerts(target: Target) -> float | None:
-    """The instance's abuse alerts so far, from /metrics (None: not open to this client)."""
+    """The instance's abuse alerts so far, from /metrics (None: not open to this client):
+    as a scraper on an allowed network reads it, else with the operator's metrics token when
+    the drill knows it."""
+    token = target.environment.get("RAMPARTS_METRICS_TOKEN")
     with target.client() as client:
         metrics = client.get("/metrics")
+        if metrics.status_code != 200 and token:
+            metrics = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     if metrics.status_code != 200:
         return None
     found = re.search(r'^ramparts_alerts_total\{kind="ai_abuse"\} ([0-9.e+]+)$', metrics.text, re.M)
@@ -243,13 +262,15 @@ def the_edge_holds(target: Target) -> Outcome:
     evidence: list[str] = []
     wrong = _headers_and_rules(target, evidence)
     wrong += _tls(target, evidence)
-    wrong += _abuse(target, evidence)
+    abused, unseen = _abuse(target, evidence)
+    wrong += abused
     if wrong:
         return fail(PLT3, "; ".join(wrong), evidence)
-    return passed(
-        PLT3,
+    seen = (
         "every sampled answer carried HSTS, a strict CSP, frame-ancestors 'none' and nosniff; "
         "the foreign origin got no CORS grant; each planted request got its problem; TLS 1.2 "
-        "was refused and 1.3 served; refused calls slowed their user down and raised an alert",
-        evidence,
+        "was refused and 1.3 served; refused calls slowed their user down"
     )
+    if unseen is not None:
+        return unproven(PLT3, f"{seen}. Not proven: {unseen}", evidence)
+    return passed(PLT3, f"{seen} and raised an abuse alert", evidence)

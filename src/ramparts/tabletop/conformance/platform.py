@@ -11,12 +11,15 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-from ramparts.ai.tools import Risk
+from ramparts.ai.tools import AfterUntrusted, Risk
 from ramparts.audit.events import Action
 from ramparts.tabletop.conformance import edge, supply_chain
+from ramparts.tabletop.conformance.ai_untrusted import INJECTION
 from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
-from ramparts.tabletop.conformance.declared import Declared, sample_arguments
+from ramparts.tabletop.conformance.declared import Declared, needs_a_record, sample_arguments
 from ramparts.tabletop.conformance.operating import Stopped, operator_command, stopped_at_start
 from ramparts.tabletop.conformance.playing import (
     Answer,
@@ -41,8 +44,8 @@ PLT1 = (
 )
 PLT4 = (
     "`ramparts drill` restores a fresh backup, verified, within its RPO and RTO; the "
-    "kill-switch (global, per tenant, per tool) stops AI tool calls within a second, and "
-    "lifts"
+    "kill-switch (global, per tenant, per tool) stops AI tool calls within a second, "
+    "approvals of held calls included, and lifts"
 )
 REFUSED = "ramparts: error: refusing to start under the prod profile: "
 #: What each unsafe setting must be refused as, in the guard's words.
@@ -108,9 +111,25 @@ def _refusals(stopped: Stopped) -> list[str]:
     return line.removeprefix(REFUSED).split("; ")
 
 
+def _own_profile(target: Target) -> str:
+    """What is known of the instance's own profile, said as what it is: the drill's own
+    instance runs the profile the drill started it with; of a running one, the instance
+    tells nothing, and the settings here are only this shell's."""
+    started = target.description.get("profile")
+    if started:
+        return (
+            f"the instance itself was started by this drill under the {started} profile, where "
+            "demo users, the local KMS and the sandbox PSP are allowed on purpose"
+        )
+    shell = target.environment.get("RAMPARTS_PROFILE", "dev")
+    return (
+        f"the settings of this shell name the {shell} profile (what the running instance was "
+        "started with is not visible from here); the starts below use them"
+    )
+
+
 @check("PLT-1")
 def prod_refuses_unsafe_starts(target: Target) -> Outcome:
-    profile = target.environment.get("RAMPARTS_PROFILE", "dev")
     # The instance's own settings under prod, with debug on and a well-known default secret.
     unsafe = {
         "RAMPARTS_PROFILE": "prod",
@@ -121,10 +140,7 @@ def prod_refuses_unsafe_starts(target: Target) -> Outcome:
         own, clean = pool.map(
             lambda settings: stopped_at_start(target, settings), (unsafe, _clean_prod(target))
         )
-    evidence = [
-        f"the instance itself runs the {profile} profile, where demo users, the local KMS "
-        "and the sandbox PSP are allowed on purpose",
-    ]
+    evidence = [_own_profile(target)]
     wrong = []
     named = _refusals(own)
     evidence.append(
@@ -183,9 +199,45 @@ def _drill(target: Target, evidence: list[str]) -> list[str]:
         f"{rpo['target_seconds']:g} s, RTO {rto['achieved_seconds']} s of "
         f"{rto['target_seconds']:g} s"
     )
+    wrong = _drill_report_holds(report, len(target.tenants()))
     if done.returncode != 0 or not report.get("passed"):
-        return ["the restore drill did not pass"]
+        wrong.append(f"the restore drill did not pass (exit {done.returncode})")
+    return wrong
+
+
+def _within(objective: dict[str, Any], name: str) -> list[str]:
+    """An achieved objective, judged from its numbers (never from the drill's own `met`)."""
+    achieved, target = objective.get("achieved_seconds"), objective.get("target_seconds")
+    if not isinstance(achieved, int | float) or not isinstance(target, int | float):
+        return [f"the drill reported no {name} numbers"]
+    if not 0 <= achieved <= target:
+        return [f"{name} achieved {achieved} s, not within 0 to {target:g} s"]
     return []
+
+
+def _drill_report_holds(report: dict[str, Any], tenants: int) -> list[str]:
+    """What the drill's report says, judged part by part from what it measured, not from its
+    own verdict: RPO and RTO within their targets, every restored table holding the rows the
+    backup counted, the schema at the backup's heads, every audit chain (one a tenant at
+    least) and the ledger's guards and books intact."""
+    restore, chains = report["restore"], report["audit"]["chains"]
+    ledger = report["ledger"]
+    wrong = _within(report["rpo"], "RPO") + _within(report["rto"], "RTO")
+    if restore.get("count_mismatches"):
+        wrong.append(f"restored row counts differ from the backup's: {restore['count_mismatches']}")
+    if not restore.get("tables") or not restore.get("rows"):
+        wrong.append("the restore brought back no table or no row")
+    if not restore.get("schema_heads_match"):
+        wrong.append("the restored schema is not at the backup's heads")
+    broken = [str(c.get("tenant")) for c in chains if not c.get("intact")]
+    if broken or len(chains) < tenants:
+        wrong.append(
+            f"audit chains: {len(chains)} verified for {tenants} tenants, broken: {broken}"
+        )
+    books = [str(b.get("tenant")) for b in ledger.get("books", []) if not b.get("intact")]
+    if ledger.get("guards") or books:
+        wrong.append(f"the ledger: guards {ledger.get('guards')}, broken books {books}")
+    return wrong
 
 
 def _until(probe: Callable[[], Answer], stopped: Callable[[Answer], bool]) -> tuple[float, Answer]:
@@ -301,12 +353,97 @@ def _killswitch(target: Target, evidence: list[str]) -> list[str]:
     return wrong
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A model's call waiting for approval, and a colleague who may decide it."""
+
+    requester: str
+    decider: ApiSession
+    tool: str
+    approval_id: str
+
+
+def _held_call(target: Target, tenant: str, evidence: list[str]) -> _Held | None:
+    """A write call of a demo user with a colleague of the same roles (not the first user
+    of a role set: the switch probes strike them), made after a message with the signs of an
+    injection, so it waits for approval. The colleague signs in afresh: deciding needs a
+    second factor in the last ten minutes."""
+    declared = Declared.of(target)
+    people = [u for u in target.report.get("users", []) if u.get("tenant") == tenant]
+    probed = set(one_per_role_set(target, tenant))
+    for user in people:
+        username, roles = str(user["username"]), frozenset(user.get("roles", ()))
+        colleagues = [
+            str(u["username"])
+            for u in people
+            if frozenset(u.get("roles", ())) == roles and u["username"] != username
+        ]
+        if username in probed or not colleagues:
+            continue
+        session = target.session(username)
+        for name in sorted(declared.may_call(person(target, session))):
+            tool = declared.tool(name)
+            if tool is None or tool.risk is not Risk.WRITE or needs_a_record(tool):
+                continue
+            if tool.untrusted_rule is not AfterUntrusted.APPROVAL:
+                continue
+            arguments = sample_arguments(tool)
+            if arguments is None:
+                continue
+            answer = ask(target, session, f"{INJECTION} Go ahead.", calling((name, arguments)))
+            action = next(iter(answer.actions()), {})
+            evidence.append(
+                f"{username} calls {name} after an injection → {action.get('status')}: "
+                f"{action.get('reason')}"[:300]
+            )
+            if action.get("status") == "pending_approval" and action.get("approval_id"):
+                decider = target.sign_in(colleagues[0])
+                return _Held(username, decider, name, str(action["approval_id"]))
+    return None
+
+
+def _approvals_stopped(target: Target, evidence: list[str]) -> list[str]:
+    """A held call approved while its tenant's assistant is switched off, and while its tool
+    is: refused each time (503 ai-disabled), the request still pending; rejected once every
+    switch is lifted, so nothing waits after the check."""
+    tenant = target.tenants()[0]
+    held = _held_call(target, tenant, evidence)
+    if held is None:
+        return ["no write call could be held for approval: the approval path was not tried"]
+    admin = admin_of(target, tenant)
+    approve = f"/api/approvals/{held.approval_id}/approve"
+    wrong = []
+    try:
+        for tool in ("", held.tool):
+            what = f"tool {held.tool}" if tool else "the assistant"
+            with _tenant_switch(admin, evidence, tool):
+                answer = held.decider.post(approve)
+                evidence.append(
+                    answered(
+                        f"{held.decider.username} approves the held request, {what} off", answer
+                    )
+                )
+            if answer.status_code != 503 or problem_slug(answer) != "ai-disabled":
+                wrong.append(f"a held call was approved while {what} was switched off")
+    finally:
+        rejected = held.decider.post(f"/api/approvals/{held.approval_id}/reject")
+        status = rejected.json().get("status") if rejected.status_code == 200 else None
+        evidence.append(
+            answered(f"switches lifted, {held.decider.username} rejects it", rejected)
+            + f": {status}"
+        )
+    if status != "rejected":
+        wrong.append("the held request was not still pending once the switches were lifted")
+    return wrong
+
+
 @check("PLT-4")
 def backups_and_killswitch(target: Target) -> Outcome:
     evidence: list[str] = []
     since = now()
     wrong = _drill(target, evidence)
     wrong += _killswitch(target, evidence)
+    wrong += _approvals_stopped(target, evidence)
     evidence += cited(
         audit_events(
             admin_of(target, target.tenants()[0]),
@@ -318,7 +455,9 @@ def backups_and_killswitch(target: Target) -> Outcome:
         return fail(PLT4, "; ".join(wrong), evidence)
     return passed(
         PLT4,
-        "the restore drill met its RPO and RTO; the global, tenant and tool switches each "
-        "stopped the calls within a second, and lifted",
+        "the restore drill met its RPO and RTO (from its numbers), restored every row the "
+        "backup counted, its audit chains and ledger intact; the global, tenant and tool "
+        "switches each stopped the calls within a second, and lifted; a held call could not "
+        "be approved while the assistant or its tool was switched off",
         evidence,
     )
