@@ -43,9 +43,9 @@ from ramparts.crypto.kms import RELEASE_KEY
 from ramparts.release.build import build_release
 from ramparts.release.manifest import ReleaseError, sign_release, verify_release
 from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
-from ramparts.tabletop.conformance.people import first_of_each_role_set
+from ramparts.tabletop.conformance.people import admin_of, first_of_each_role_set
 from ramparts.tabletop.conformance.playing import unproven
-from ramparts.tabletop.target import Target
+from ramparts.tabletop.target import ApiSession, DrillError, Target
 
 __all__ = ["project_root", "the_build_is_signed_and_pinned"]
 
@@ -403,7 +403,44 @@ def _dast(target: Target, root: Path, parts: _Parts) -> None:
         parts.unproven.append("DAST (schemathesis not installed: scripts/bootstrap dev)")
         return
     exclude = "^/metrics$" if _metrics_open_here(target) else None
-    run_dast(root, target.base_url, _dast_tokens(target), parts, exclude=exclude)
+    admin = target.session(admin_of(target, target.tenants()[-1]))
+    before = _settings(admin)
+    try:
+        run_dast(root, target.base_url, _dast_tokens(target), parts, exclude=exclude)
+    finally:
+        _put_back(admin, before, parts)
+
+
+def _settings(admin: ApiSession) -> dict[str, Any]:
+    """What the tenant's admin may switch, which the DAST's admin run fuzzes: the assistant's
+    kill-switch (whole or per tool) and the DLP rules."""
+    killswitch = admin.get("/api/assistant/killswitch").json()
+    return {
+        "engaged": killswitch.get("engaged"),
+        "tools": sorted(t["tool"] for t in killswitch.get("tools", []) if t.get("engaged")),
+        "dlp": admin.get("/api/assistant/dlp").json(),
+    }
+
+
+def _put_back(admin: ApiSession, before: dict[str, Any], parts: _Parts) -> None:
+    """The admin's fuzzing may switch the assistant or a tool off, or change the DLP rules:
+    put them back as found, so that the later checks meet the instance they expect."""
+    after = _settings(admin)
+    changed = [key for key in before if after[key] != before[key]]
+    for tool in sorted(set(after["tools"]) - set(before["tools"])):
+        body = {"engaged": False, "tool": tool, "reason": "conformance: after the DAST"}
+        admin.post("/api/assistant/killswitch", json=body)
+    if after["engaged"] and not before["engaged"]:
+        body = {"engaged": False, "reason": "conformance: after the DAST"}
+        admin.post("/api/assistant/killswitch", json=body)
+    if after["dlp"] != before["dlp"]:
+        admin.put("/api/assistant/dlp", json=before["dlp"])
+    if _settings(admin) != before:
+        raise DrillError(f"the DAST changed {', '.join(changed)} and it could not be put back")
+    parts.saw(
+        f"after the DAST, {admin.username}'s settings: "
+        + (f"{', '.join(changed)} changed by the fuzzing → put back" if changed else "unchanged")
+    )
 
 
 @check("PLT-2")
