@@ -216,12 +216,13 @@ def test_a_dast_that_cannot_run_proves_nothing(
     assert parts.unproven == ["DAST (could not run: dast: error: usage)"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_plt2_passes_live_and_leaves_the_instance_usable(
     instance: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The whole check on a real instance: the release, the locks, the supply-chain gate (run
-    now, or CI's fresh report) and the DAST of the instance, as every role; ~100 s here."""
+    now, or CI's fresh report) and the DAST of the instance, as every role: ~100 s on an
+    idle machine, ~190 s on a loaded one."""
     monkeypatch.delenv(REQUIRE_VULN_DB, raising=False)
     row = run_conformance(instance, [], only={"PLT-2"}).rows[0]
     assert row.verdict is Verdict.PASS, (row.observed, row.evidence)
