@@ -22,6 +22,9 @@ CONFIG = Path(__file__).with_name("dast.toml")
 #: The checks run (schemathesis' own and `tests/dast_checks.py`'s) are chosen in `dast.toml`.
 MAX_EXAMPLES = 5
 SEED = 17
+#: Every phase by default; a quick run (a live conformance check) may skip "coverage", the
+#: phase that costs most (about 1,300 cases per role).
+PHASES = "examples,coverage,fuzzing"
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,12 @@ def run_dast(
     deadline: float = 120,
     max_examples: int = MAX_EXAMPLES,
     paths: str | None = None,
+    exclude: str | None = None,
+    phases: str = PHASES,
 ) -> DastRun:
     """Run schemathesis against `base_url`/openapi.json with `token` (None: anonymous), on
-    every operation or those whose path matches the regular expression `paths`."""
+    every operation or those whose path matches the regular expression `paths`, less those
+    whose path matches `exclude`."""
     junit = report_dir / f"{role}.xml"
     command = [
         ST,
@@ -79,7 +85,7 @@ def run_dast(
         str(SEED),
         "--no-shrink",
         "--phases",
-        "examples,coverage,fuzzing",
+        phases,
         "--request-timeout",
         "10",
         "--report",
@@ -91,6 +97,8 @@ def run_dast(
         command += ["--header", f"Authorization: Bearer {token}"]
     if paths is not None:
         command += ["--include-path-regex", paths]
+    if exclude is not None:
+        command += ["--exclude-path-regex", exclude]
     env = {
         **os.environ,
         "SCHEMATHESIS_HOOKS": "tests.dast_checks",
@@ -130,12 +138,18 @@ def _read_junit(path: Path) -> tuple[int, tuple[Finding, ...]]:
 
 #: `DAST_TOKEN_<ROLE>`: an access token of that role, for `main`.
 TOKEN_PREFIX = "DAST_TOKEN_"
+#: Optional, for `main`: `DAST_PHASES` (schemathesis phases, default `PHASES`) and
+#: `DAST_EXCLUDE_PATHS` (a regular expression of paths not tested, such as `^/metrics$` when
+#: the caller sits in the instance's metrics network and so may read it without a token).
+PHASES_VARIABLE = "DAST_PHASES"
+EXCLUDE_VARIABLE = "DAST_EXCLUDE_PATHS"
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m tests.dast BASE_URL [MAX_EXAMPLES]`: one run without a token, then one per
-    `DAST_TOKEN_<ROLE>` in the environment; prints each run and its findings; exit 1 when any
-    run found something or failed, 2 on bad usage."""
+    `DAST_TOKEN_<ROLE>` in the environment (see `PHASES_VARIABLE`, `EXCLUDE_VARIABLE`);
+    prints each run and its findings; exit 1 when any run found something or failed, 2 on bad
+    usage."""
     args = sys.argv[1:] if argv is None else argv
     usable = 1 <= len(args) <= 2 and args[0].startswith(("http://", "https://"))
     if not usable or (len(args) == 2 and not (args[1].isdigit() and int(args[1]) > 0)):
@@ -163,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             report_dir=report_dir,
             deadline=600,
             max_examples=max_examples,
+            exclude=os.environ.get(EXCLUDE_VARIABLE) or None,
+            phases=os.environ.get(PHASES_VARIABLE) or PHASES,
         )
         ok = result.returncode == 0 and not result.findings
         clean &= ok

@@ -1,8 +1,7 @@
 """The live checks of AZ-3, AI-1, AI-2, AI-3 and PLT-1 to PLT-4 against fresh instances.
 
-A healthy instance holds each control (PLT-2 says what it cannot prove, and so is
-NOT-IMPLEMENTED, never a pass), and is left as it was found: every switch lifted, the DLP
-rules put back, the model keys AI-3 set removed. `ramparts conformance` exits 0 on a
+A healthy instance holds each control, and is left as it was found: every switch lifted, the
+DLP rules put back, the model keys AI-3 set removed. `ramparts conformance` exits 0 on a
 passing row. With the kill-switch ignored inside the instance, PLT-4 fails; with one tool's
 role check removed, with the call-time re-authorization gone, or with tool results
 unchecked, AZ-3 fails; each time the command exits 1. The sabotaged instances are played by
@@ -28,8 +27,10 @@ from ramparts.tabletop.report import Report, Row, Verdict
 from ramparts.tabletop.target import Target
 
 ROWS = ("AZ-3", "AI-1", "AI-2", "AI-3", "PLT-1", "PLT-2", "PLT-3", "PLT-4")
-PASSING = ("AZ-3", "AI-1", "AI-2", "AI-3", "PLT-1", "PLT-3", "PLT-4")
-# Each instance costs ~7 s, the healthy run ~2 min (PLT-2 builds a release: ~35 s of CPU).
+PASSING = ROWS
+# Each instance costs ~7 s, the healthy run ~3 min (PLT-2 builds a release, ~35 s of CPU, runs
+# the supply-chain gate unless CI's report is fresh, ~35 s, and the DAST, ~30 s; AI-3 starts two
+# servers of its own).
 pytestmark = pytest.mark.timeout(900)
 
 
@@ -80,9 +81,7 @@ def test_a_healthy_instance_holds_each_control(healthy: dict[str, Row]) -> None:
     verdicts = {control: row.verdict for control, row in healthy.items()}
     assert verdicts == {
         **dict.fromkeys(PASSING, Verdict.PASS),
-        "PLT-2": verdicts["PLT-2"],
-    }, {c: (r.verdict, r.observed, r.evidence) for c, r in healthy.items() if c != "PLT-2"}
-    assert verdicts["PLT-2"] is not Verdict.FAIL, healthy["PLT-2"].observed
+    }, {c: (r.verdict, r.observed, r.evidence) for c, r in healthy.items()}
 
 
 def test_tools_follow_roles_with_evidence(healthy: dict[str, Row]) -> None:
