@@ -1,0 +1,78 @@
+"""Who plays the attempts: the demo people of each role, signed in once and again when their
+token runs out, each attempt given to the one the abuse limiter has the least against.
+
+The assistant's abuse limiter counts strikes per person (a refused tool call, an injection
+sign, refused content) and slows them down, then locks them (AI-3). The red team earns strikes
+by design, so it spreads its attempts over every person of a role, and a person the limiter
+stopped (429, or 403 `ai-locked`) is set aside: the limiter working is an observation of the
+report, never an attack held nor a benign task failed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ramparts.tabletop.target import ApiSession, Target
+
+__all__ = ["People"]
+
+
+class People:
+    """The drill's sessions and the strikes it earned, per person. Surfaces act through it
+    too (`request` as a person), so a long run signs people in again as their tokens end."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._sessions: dict[str, ApiSession] = {}
+        self.strikes: Counter[str] = Counter()
+        #: person → why the limiter set them aside
+        self.stopped: dict[str, str] = {}
+        self._tools: dict[str, dict[str, str]] = {}
+
+    def session(self, username: str) -> ApiSession:
+        if username not in self._sessions:
+            self._sessions[username] = self.target.sign_in(username)
+        return self._sessions[username]
+
+    def request(self, username: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request as `username`, signed in again once when their token has run out."""
+        answer = self.session(username).request(method, path, **kwargs)
+        if answer.status_code == 401:
+            self.drop(username)
+            answer = self.session(username).request(method, path, **kwargs)
+        return answer
+
+    def drop(self, username: str) -> None:
+        session = self._sessions.pop(username, None)
+        if session is not None:
+            session.client.close()
+
+    def pick(self, tenant: str, roles: Sequence[str]) -> tuple[str, str] | None:
+        """The person of `tenant` holding one of `roles` with the fewest strikes this run,
+        not set aside by the limiter, and their role; None when there is none."""
+        candidates = [
+            (self.strikes[user], index, user, role)
+            for index, role in enumerate(roles)
+            for user in self.target.users_with(role, tenant)
+            if user not in self.stopped
+        ]
+        if not candidates:
+            return None
+        _, _, user, role = min(candidates)
+        return user, role
+
+    def offered(self, username: str) -> dict[str, str]:
+        """The tools the assistant offers `username` (name → risk), as the instance says."""
+        if username not in self._tools:
+            answer = self.request(username, "GET", "/api/assistant/tools")
+            tools = answer.json() if answer.status_code == 200 else []
+            self._tools[username] = {str(t["name"]): str(t["risk"]) for t in tools}
+        return self._tools[username]
+
+    def close(self) -> None:
+        for username in list(self._sessions):
+            self.drop(username)
