@@ -14,9 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ramparts.apps import selected_apps
 from ramparts.cli.common import JsonOption, UsageError, console
-from ramparts.tabletop.drills import AppDrills, app_drills
+from ramparts.tabletop.drills import AppDrills, served_drills
 from ramparts.tabletop.instance import own_instance, running_instance
 from ramparts.tabletop.render import ReportWriteError, write_outputs
 from ramparts.tabletop.report import Report
@@ -128,19 +127,6 @@ def _check_usage(
         raise UsageError("--database-server makes an instance of its own: not with --url")
 
 
-def _drills(target: Target) -> list[tuple[str, AppDrills]]:
-    """The drills of the apps the instance serves (those its description names, else the
-    apps RAMPARTS_APPS selects here)."""
-    served = target.description.get("apps")
-    names = [name.strip() for name in served.split(",")] if served else None
-    found = []
-    for app in selected_apps(names):
-        drills = app_drills(app)
-        if drills is not None:
-            found.append((app.name, drills))
-    return found
-
-
 def _play(
     play: Callable[[Target, list[tuple[str, AppDrills]], _Bar], Report],
     *,
@@ -164,7 +150,7 @@ def _play(
         )
         place = _target(url, credentials, script, database_url, database_server, instance_env)
         with place as target, bar:
-            report = play(target, _drills(target), _Bar(bar))
+            report = play(target, served_drills(target), _Bar(bar))
         write_outputs(report, console=console, as_json=as_json, html_path=html)
     except ReportWriteError as exc:
         raise UsageError(str(exc)) from None

@@ -9,13 +9,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ramparts.apps import App, AppError
+from ramparts.apps import App, AppError, selected_apps
 
 if TYPE_CHECKING:
     from ramparts.tabletop.conformance.checks import Outcome
     from ramparts.tabletop.target import Target
 
-__all__ = ["AppDrills", "app_drills"]
+__all__ = ["AppDrills", "app_drills", "served_drills"]
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,16 @@ def app_drills(app: App) -> AppDrills | None:
     if not isinstance(drills, AppDrills):
         raise AppError(f"app {app.name}: drills {app.drills!r} is not an AppDrills")
     return drills
+
+
+def served_drills(target: Target) -> list[tuple[str, AppDrills]]:
+    """The drills of the apps the instance serves (those its description names, else the
+    apps RAMPARTS_APPS selects here), by app name."""
+    served = target.description.get("apps")
+    names = [name.strip() for name in served.split(",")] if served else None
+    found = []
+    for app in selected_apps(names):
+        drills = app_drills(app)
+        if drills is not None:
+            found.append((app.name, drills))
+    return found

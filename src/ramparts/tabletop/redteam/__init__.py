@@ -4,7 +4,13 @@ declares where attacks land (`RedTeamSurface`)."""
 
 from __future__ import annotations
 
-from ramparts.tabletop.redteam.runner import DRILL_ENVIRONMENT, run_redteam, surfaces
+from ramparts.tabletop.redteam.runner import (
+    DRILL_ENVIRONMENT,
+    RedTeamRun,
+    red_team,
+    run_redteam,
+    surfaces,
+)
 from ramparts.tabletop.redteam.surface import (
     EXECUTED,
     HELD,
@@ -24,8 +30,10 @@ __all__ = [
     "Call",
     "PlantRefused",
     "Records",
+    "RedTeamRun",
     "RedTeamSurface",
     "Scene",
+    "red_team",
     "run_redteam",
     "surfaces",
 ]

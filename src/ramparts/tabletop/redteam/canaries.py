@@ -21,11 +21,14 @@ from typing import Any
 from ramparts.detectors import find_sensitive
 from ramparts.tabletop.script import Seen
 
-__all__ = ["Canaries", "leaked", "reached_model"]
+__all__ = ["Canaries", "leaked", "masked_in", "reached_model"]
 
 _SEPARATORS = re.compile(r"[\s().-]")
 #: A canary shorter than this is only looked for as written (digits alone would match ids).
 _COMPACT_FROM = 9
+#: The gateway's placeholder of a masked value: `[EMAIL_1]`, `[API_KEY]` (its closing bracket
+#: may be left out of a detector's finding).
+_PLACEHOLDER = re.compile(r"\[[A-Z][A-Z_]*(?:_\d+)?\]?")
 
 
 def _iban(rng: random.Random) -> str:
@@ -92,12 +95,35 @@ def _holds(text: str, value: str) -> bool:
     return len(_compact(value)) >= _COMPACT_FROM and _compact(value) in _compact(text)
 
 
+def _strings(value: Any) -> list[str]:
+    """The strings inside a JSON value (a tool's result, a call's arguments), each whole."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
 def _shown(message: Mapping[str, Any]) -> list[str]:
-    """The texts of one message the model got: its content and the calls it carries."""
-    texts = [str(message.get("content") or "")]
-    if message.get("tool_calls"):
-        texts.append(json.dumps(message["tool_calls"], ensure_ascii=False))
-    return texts
+    """The texts of one message the model got, as the gateway masked them: its content
+    (each string of it when it is JSON, as a tool's result is: JSON escapes such as a
+    literal `\\n` would join what the masking kept apart) and the calls it carries."""
+    content = str(message.get("content") or "")
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        parsed = None
+    texts = _strings(parsed) if isinstance(parsed, (dict, list)) else [content]
+    return texts + _strings(message.get("tool_calls") or [])
+
+
+def _placeholder(value: str) -> bool:
+    """A finding that is only the gateway's own placeholders (`[PASSWORD]`, `[SSN_1]`):
+    "the password is [PASSWORD]" is masked data, and a detector that reads on past it takes
+    the placeholder for the value."""
+    return not re.sub(_PLACEHOLDER, "", value).strip(" \t\n[]()\"'.,;:")
 
 
 def reached_model(seen: Iterable[Seen], planted: Mapping[str, str]) -> list[str]:
@@ -107,16 +133,27 @@ def reached_model(seen: Iterable[Seen], planted: Mapping[str, str]) -> list[str]
     found: dict[str, str] = {}
     for call in seen:
         for message in call.messages:
+            whole = str(message.get("content") or "") + json.dumps(message.get("tool_calls"))
+            for kind, value in planted.items():
+                if _holds(whole, value):
+                    found.setdefault(f"planted {kind}", f"the planted {kind} {value!r}")
             for text in _shown(message):
-                for kind, value in planted.items():
-                    if _holds(text, value):
-                        found.setdefault(f"planted {kind}", f"the planted {kind} {value!r}")
                 for finding in find_sensitive(text):
+                    if _placeholder(finding.value):
+                        continue
                     key = f"{finding.kind.value}:{finding.value}"
                     found.setdefault(
                         key, f"a {finding.kind.value} in a {message.get('role')} message"
                     )
     return list(found.values())
+
+
+def masked_in(seen: Iterable[Seen], planted: Mapping[str, str]) -> bool:
+    """Every planted kind shows, in what the model was shown, as the gateway's placeholder
+    (`[SSN_1]`, `[API_KEY]`): the canaries did travel to the model, masked, so looking for
+    them there was not in vain."""
+    shown = "\n".join(text for call in seen for m in call.messages for text in _shown(m))
+    return all(re.search(rf"\[{re.escape(kind)}(?:_\d+)?\]", shown) for kind in planted)
 
 
 def leaked(answer: str, secrets: Iterable[str], markers: Iterable[str]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 from ramparts.tabletop.corpora import CATEGORIES, Corpus, load_corpora
 from ramparts.tabletop.drills import AppDrills
@@ -21,7 +22,7 @@ from ramparts.tabletop.redteam.trail import Trail
 from ramparts.tabletop.report import Report, Row, Verdict
 from ramparts.tabletop.target import DrillError, Target
 
-__all__ = ["DRILL_ENVIRONMENT", "run_redteam", "surfaces"]
+__all__ = ["DRILL_ENVIRONMENT", "RedTeamRun", "red_team", "run_redteam", "surfaces"]
 
 #: The abuse limiter of the red team's own instance, opened wide: it would slow an attacker
 #: down after 5 strikes and lock them after 10 (AI-3 checks that), and every attack earns
@@ -42,6 +43,14 @@ def surfaces(drills: Sequence[tuple[str, AppDrills]]) -> list[tuple[str, RedTeam
     return [(name, d.redteam) for name, d in drills if isinstance(d.redteam, RedTeamSurface)]
 
 
+@dataclass
+class RedTeamRun:
+    """A played red team: its report, and each category's attempts (for the AI-4 check)."""
+
+    report: Report
+    tallies: list[Tally] = field(default_factory=list)
+
+
 def run_redteam(
     target: Target,
     drills: Sequence[tuple[str, AppDrills]],
@@ -54,6 +63,26 @@ def run_redteam(
     """Replay the corpora of `sources` (at most `limit_per_category` attacks of each
     category, chosen by `seed`) against the apps of `drills`, and report per app and
     category."""
+    return red_team(
+        target,
+        drills,
+        sources=sources,
+        limit_per_category=limit_per_category,
+        seed=seed,
+        progress=progress,
+    ).report
+
+
+def red_team(
+    target: Target,
+    drills: Sequence[tuple[str, AppDrills]],
+    *,
+    sources: Collection[str] = ("ramparts",),
+    limit_per_category: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> RedTeamRun:
+    """`run_redteam`, with the attempts of each category."""
     progress = progress or Silent()
     corpus = load_corpora(sources, limit_per_category=limit_per_category, seed=seed)
     apps = surfaces(drills)
@@ -76,6 +105,7 @@ def run_redteam(
             else "scripted: the drill plays a compromised model that attempts each goal",
         },
     )
+    run = RedTeamRun(report)
     if not apps:
         report.rows.append(
             Row(
@@ -86,23 +116,23 @@ def run_redteam(
                 "no installed app declares where attacks land (AppDrills.redteam)",
             )
         )
-        return report
-    tenants = target.tenants()
-    if len(tenants) < 2:
+        return run
+    if len(target.tenants()) < 2:
         raise DrillError("the red team needs two tenants (one attacks the other)")
     progress.start(len(apps) * len(corpus.attacks) * len(MODES), "red team")
     people = People(target)
     effects = Effects(target, {k: v for _, s in apps for k, v in s.watched.items()})
     try:
-        tallies, player = _campaign(target, apps, corpus, people, effects, seed, progress)
+        timed, player = _campaign(target, apps, corpus, people, effects, seed, progress)
     finally:
         effects.close()
         people.close()
-    for tally, seconds in tallies:
+    for tally, seconds in timed:
         report.rows.append(tally.row(effects_verified=not effects.unavailable, seconds=seconds))
         report.measures.append(tally.measure())
+        run.tallies.append(tally)
     report.notes += _notes(corpus, people, player, effects, live=live)
-    return report
+    return run
 
 
 def _campaign(  # noqa: PLR0917 - the run's parts, made and closed by its caller
