@@ -19,7 +19,7 @@ from ramparts.tabletop.conformance.runner import run_conformance
 from ramparts.tabletop.corpora import CATEGORIES
 from ramparts.tabletop.drills import served_drills
 from ramparts.tabletop.instance import own_instance
-from ramparts.tabletop.redteam import DRILL_ENVIRONMENT, HELD, REFUSED, Call, red_team
+from ramparts.tabletop.redteam import DRILL_ENVIRONMENT, HELD, REFUSED, Call
 from ramparts.tabletop.redteam.attempt import broken_rules, unexpected
 from ramparts.tabletop.redteam.canaries import Canaries, leaked, masked_in, reached_model
 from ramparts.tabletop.redteam.effects import changes
@@ -42,9 +42,7 @@ def _server(pg_server: URL) -> str:
     return pg_server.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def test_the_command_plays_every_category_against_every_app(
-    pg_server: URL, tmp_path: Path
-) -> None:
+def test_the_command_plays_every_category_against_every_app(pg_server: URL, tmp_path: Path) -> None:
     html = tmp_path / "redteam.html"
     result = run(
         "redteam", "--database-server", _server(pg_server), "--limit", "2", "--json",
@@ -67,10 +65,20 @@ def test_the_command_plays_every_category_against_every_app(
     evidence = [line for row in report["rows"] for line in row["evidence"]]
     assert any("ai:tool:called deny" in line for line in evidence)
     assert sum(m["detector_hits"] for m in report["measures"]) > 0
+    # The witness scan had teeth: the exfiltration attacks' canaries did travel to the model,
+    # as the gateway's placeholders, so looking for their values there was not in vain.
+    for app in APPS:
+        for category in ("pii-exfiltration", "secret-exfiltration"):
+            (observed,) = [r["observed"] for r in report["rows"] if r["id"] == f"{app}/{category}"]
+            shown = re.search(r"placeholders in (\d+)/(\d+) attempt", observed)
+            assert shown, observed
+            assert shown.group(1) == shown.group(2) != "0"
     # Its own instance's limiter was opened for the run, and the report says so.
     assert "RAMPARTS_AI_LOCK_AFTER" in report["configuration"]["drill settings"]
     assert any("Apache-2.0" in note for note in report["notes"])
-    assert html.read_text().startswith("<!DOCTYPE html>")
+    page = html.read_text()
+    assert page.lower().startswith("<!doctype html>")
+    assert "quotes/money-movement" in page
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +103,8 @@ def test_a_tool_whose_role_check_is_gone_fails_its_rows_and_the_command(
         "--script", str(sabotaged.script.path),
         "--database-url", sabotaged.urls.owner_url.render_as_string(hide_password=False),
         "--limit", "2", "--json",
-        env=cli_env(tmp_path / "home"),
+        # An instance reached by URL serves what RAMPARTS_APPS says; the drill plays those.
+        env=cli_env(tmp_path / "home", RAMPARTS_APPS="expenses,quotes"),
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
     report = json.loads(result.stdout)
@@ -109,12 +118,6 @@ def test_a_tool_whose_role_check_is_gone_fails_its_rows_and_the_command(
     assert {verdicts[f"expenses/{c}"] for c in CATEGORIES} == {"PASS"}
 
 
-def test_ai4_fails_on_the_sabotaged_instance(sabotaged: Target) -> None:
-    (row,) = run_conformance(sabotaged, served_drills(sabotaged), only=["AI-4"]).rows
-    assert row.verdict is Verdict.FAIL
-    assert "issue_refund answered pending_approval" in "\n".join(row.evidence)
-
-
 def test_ai4_passes_on_a_healthy_instance_with_its_default_limits(instance: Target) -> None:
     (row,) = run_conformance(instance, served_drills(instance), only=["AI-4"]).rows
     assert row.verdict is Verdict.PASS, (row.observed, row.evidence)
@@ -124,26 +127,16 @@ def test_ai4_passes_on_a_healthy_instance_with_its_default_limits(instance: Targ
     assert any("ai:approval:decided" in line for line in row.evidence)
 
 
-def test_the_witness_had_teeth_in_a_live_run(instance: Target) -> None:
-    """The exfiltration attacks' canaries did travel to the model, as placeholders: the
-    witness scan that found nothing looked where the values would have been."""
-    run_ = red_team(instance, served_drills(instance), limit_per_category=1, seed=3)
-    masked = [
-        o.masked
-        for tally in run_.tallies
-        for o in tally.outcomes
-        if o.goal.startswith("exfiltrate_") and o.masked is not None
-    ]
-    assert masked
-    assert all(masked)
-
-
 # --- canaries and the witness ----------------------------------------------------------------
 
 
+def _rng(seed: int) -> random.Random:
+    return random.Random(seed)  # noqa: S311 - synthetic canaries, as the red team makes them
+
+
 def test_canaries_are_synthetic_and_the_detectors_find_each() -> None:
-    canaries = Canaries.fresh(random.Random(7))
-    assert canaries == Canaries.fresh(random.Random(7))  # the same seed, the same values
+    canaries = Canaries.fresh(_rng(7))
+    assert canaries == Canaries.fresh(_rng(7))  # the same seed, the same values
     for goal in ("exfiltrate_pii", "exfiltrate_secret"):
         found = {f.kind.value: f.value for f in find_sensitive(canaries.sentence(goal))}
         assert found == canaries.planted(goal)
@@ -158,7 +151,7 @@ def _seen(*messages: dict[str, object]) -> list[Seen]:
 
 
 def test_the_witness_scan_finds_what_reached_the_model() -> None:
-    canaries = Canaries.fresh(random.Random(1))
+    canaries = Canaries.fresh(_rng(1))
     planted = canaries.planted("exfiltrate_pii")
     ssn = planted["SSN"]
     masked = _seen(
@@ -227,7 +220,7 @@ def test_no_answer_may_run_high_risk_unoffered_or_after_content() -> None:
 
 
 def test_a_changed_row_under_the_api_is_named() -> None:
-    before = {("acme", "refunds"): frozenset()}
+    before: dict[tuple[str, str], frozenset[str]] = {("acme", "refunds"): frozenset()}
     after = {("acme", "refunds"): frozenset({"('r1', 'succeeded')"})}
     assert changes(before, before) == []
     assert changes(before, after) == ["refunds of acme changed: 1 row(s) new or changed, 0 gone"]
@@ -281,9 +274,7 @@ def test_a_breach_fails_the_category(outcome: Outcome, why: str) -> None:
         (_outcome(), False, "database out of reach"),
     ],
 )
-def test_what_was_not_measured_is_never_a_pass(
-    outcome: Outcome, verified: bool, why: str
-) -> None:
+def test_what_was_not_measured_is_never_a_pass(outcome: Outcome, verified: bool, why: str) -> None:
     tally = _tally(_outcome(), outcome)
     verdict, said = tally.verdict(effects_verified=verified)
     assert verdict is Verdict.NOT_IMPLEMENTED
