@@ -9,6 +9,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from ramparts.tabletop.conformance.runner import run_conformance
 from ramparts.tabletop.corpora import CATEGORIES
 from ramparts.tabletop.drills import served_drills
 from ramparts.tabletop.instance import own_instance
-from ramparts.tabletop.redteam import DRILL_ENVIRONMENT, HELD, REFUSED, Call
+from ramparts.tabletop.redteam import DRILL_ENVIRONMENT, HELD, REFUSED, Call, run_redteam
 from ramparts.tabletop.redteam.attempt import broken_rules, unexpected
 from ramparts.tabletop.redteam.canaries import Canaries, leaked, masked_in, reached_model
 from ramparts.tabletop.redteam.effects import changes
@@ -125,6 +126,22 @@ def test_ai4_passes_on_a_healthy_instance_with_its_default_limits(instance: Targ
     assert "its requester approving it answered 403" in row.observed
     assert "approving it answered 200 (executed)" in row.observed
     assert any("ai:approval:decided" in line for line in row.evidence)
+
+
+def test_a_live_model_is_measured_by_outcomes_and_never_passes(instance: Target) -> None:
+    """Without a script the drill cannot play the model nor read what it was shown: the
+    attacks go as they are, what reached the model is not measured, and no row passes on
+    it (a breach would still fail it)."""
+    live = replace(instance, script=None)
+    report = run_redteam(live, served_drills(live), limit_per_category=1, seed=0)
+    assert report.measures
+    assert all(m.attempts > 0 for m in report.measures)
+    assert all(m.sensitive_reached_model is None for m in report.measures)
+    assert all(m.unauthorized_executed == 0 for m in report.measures)
+    assert {row.verdict for row in report.rows} == {Verdict.NOT_IMPLEMENTED}
+    assert all("not measured" in row.observed for row in report.rows)
+    assert report.passed is False
+    assert any(note.startswith("Live model") for note in report.notes)
 
 
 # --- canaries and the witness ----------------------------------------------------------------

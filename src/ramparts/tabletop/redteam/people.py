@@ -28,14 +28,24 @@ class People:
     def __init__(self, target: Target) -> None:
         self.target = target
         self._sessions: dict[str, ApiSession] = {}
+        # Each sign-in spends a TOTP step (a third within 30 s waits for the clock), so the
+        # target's own session of a person comes first; people dropped since are signed in
+        # here again, and those sessions are ours to close.
+        self._dropped: set[str] = set()
+        self._owned: set[str] = set()
         self.strikes: Counter[str] = Counter()
         #: person → why the limiter set them aside
         self.stopped: dict[str, str] = {}
         self._tools: dict[str, dict[str, str]] = {}
 
     def session(self, username: str) -> ApiSession:
+        """`username` signed in: the target's session, or a fresh one once it was dropped."""
         if username not in self._sessions:
-            self._sessions[username] = self.target.sign_in(username)
+            if username in self._dropped:
+                self._sessions[username] = self.target.sign_in(username)
+                self._owned.add(username)
+            else:
+                self._sessions[username] = self.target.session(username)
         return self._sessions[username]
 
     def request(self, username: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -47,9 +57,12 @@ class People:
         return answer
 
     def drop(self, username: str) -> None:
+        """Forget `username`'s session: the next request signs them in afresh."""
         session = self._sessions.pop(username, None)
-        if session is not None:
+        self._dropped.add(username)
+        if session is not None and username in self._owned:
             session.client.close()
+            self._owned.discard(username)
 
     def pick(self, tenant: str, roles: Sequence[str]) -> tuple[str, str] | None:
         """The person of `tenant` holding one of `roles` with the fewest strikes this run,
