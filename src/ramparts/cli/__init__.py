@@ -51,8 +51,8 @@ from ramparts.payments.psp import PspError
 from ramparts.payments.sandbox import SandboxError
 from ramparts.policy.engine import PolicyError
 from ramparts.release.manifest import ReleaseError
-from ramparts.tabletop.target import DrillError
 from ramparts.runtime import ProductionGuardError, ServeSizingError
+from ramparts.tabletop.target import DrillError
 
 __all__ = ["app", "main"]
 

@@ -44,7 +44,11 @@ def audit_events(
 
 
 def cited(events: list[dict[str, Any]]) -> list[str]:
-    """Evidence lines naming each event: `audit <id> <action> <decision>`."""
+    """Evidence lines naming each event: `audit #<seq> <action> <decision> <hash>`. An event
+    is known by its place in its tenant's hash chain (`seq`) and its hash (the first 16 hex
+    digits: enough to find it, and to see it was not rewritten, in `ramparts audit verify`)."""
     return [
-        f"audit {e.get('id')} {e.get('action')} {e.get('decision', '')}".rstrip() for e in events
+        f"audit #{e.get('seq')} {e.get('action')} {e.get('decision', '')} "
+        f"{str(e.get('hash', ''))[:16]}".rstrip()
+        for e in events
     ]

@@ -9,6 +9,7 @@ writes. It is what a reviewer gets from a fresh install, and nothing of it outli
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -25,19 +26,23 @@ import psycopg
 from sqlalchemy.engine import URL, make_url
 
 from ramparts.apps import installed_apps
-from ramparts.config import load_settings
+from ramparts.config import KmsBackend, Settings, load_settings
+from ramparts.crypto.backends import open_kms
+from ramparts.crypto.keystore import LocalKms, default_key_file
 from ramparts.db.embedded import embedded_postgres
 from ramparts.db.engine import DatabaseUrls, derive_app_url, libpq, open_database
 from ramparts.tabletop.script import ScriptControl
-from ramparts.tabletop.target import DrillError, Target, read_credentials
+from ramparts.tabletop.target import DrillError, Operator, Target, read_credentials
 
-__all__ = ["STARTUP_SECONDS", "own_instance", "running_instance"]
+__all__ = ["STARTUP_SECONDS", "instance_environment", "own_instance", "running_instance"]
 
 #: How long a fresh instance may take to migrate, seed and answer (the embedded database's
 #: first start initializes a cluster).
 STARTUP_SECONDS = 180.0
 _CREDENTIALS = "demo-credentials.json"
 _DRIVER = "postgresql+psycopg"
+#: The line `ramparts demo` prints, whole, with its sandbox PSP's address.
+_SANDBOX_LINE = re.compile(r"^Sandbox PSP \(localstripe\) at (https?://\S+)$", re.MULTILINE)
 
 
 def _free_port() -> int:
@@ -88,6 +93,7 @@ def own_instance(
         base_url = f"http://127.0.0.1:{port}"
         _wait_ready(process, base_url, log)
         report = read_credentials(home / "home" / _CREDENTIALS)
+        operator = _own_operator(child, home, log)
         if urls is None:  # join the embedded server the instance runs
             owner = stack.enter_context(embedded_postgres(home / "home")).set(drivername=_DRIVER)
             urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
@@ -96,6 +102,9 @@ def own_instance(
             report=report,
             urls=urls,
             script=ScriptControl(script),
+            operator=operator,
+            home=home / "home",
+            environment=instance_environment(child),
             description={
                 "instance": "its own: a fresh `ramparts demo`",
                 "url": base_url,
@@ -105,6 +114,7 @@ def own_instance(
                 "apps": ", ".join(served),
                 "model": "scripted (the drill plays a compromised model)",
                 "profile": "dev",
+                "operator": "the drill (the instance's keystore, its sandbox PSP)",
             },
         )
         stack.callback(target.close)
@@ -132,11 +142,18 @@ def running_instance(
             urls = DatabaseUrls(owner_url=owner, app=derive_app_url(owner))
         elif not settings.embedded_database or (settings.home / "pgdata").is_dir():
             urls = stack.enter_context(open_database(settings))
+        operator = _shell_operator(settings)
+        environment = instance_environment(os.environ)
+        if database_url is not None:
+            environment["RAMPARTS_DATABASE_URL"] = database_url
         target = Target(
             base_url=url.rstrip("/"),
             report=report,
             urls=urls,
             script=ScriptControl(script) if script is not None else None,
+            operator=operator,
+            home=settings.home,
+            environment=environment,
             description={
                 "instance": "running",
                 "url": url,
@@ -144,10 +161,43 @@ def running_instance(
                 "model": "scripted (the drill plays a compromised model)"
                 if script is not None
                 else "its own (no compromised model can be played)",
+                "operator": "this shell's settings (its home's KMS)"
+                if operator is not None
+                else "not reachable (no KMS here)",
             },
         )
         stack.callback(target.close)
         yield target
+
+
+def _own_operator(env: dict[str, str], home: Path, log: Path) -> Operator:
+    """The operator of an instance of our own: its environment, its private keystore (the
+    key file in the drill's config home, as its process finds it) and its sandbox PSP, at
+    the address the demo printed."""
+    found = _SANDBOX_LINE.search(log.read_text(errors="replace"))
+    api_base = found.group(1) if found else None
+    instance_home = Path(env["RAMPARTS_HOME"])
+    kms = LocalKms(
+        instance_home / "keys" / "keystore.json",
+        key_file=default_key_file(instance_home, config_home=home / "config"),
+        create_key_file=False,
+    )
+    return Operator(
+        env={**env, **({"RAMPARTS_PSP_API_BASE": api_base} if api_base else {})},
+        kms=kms,
+        psp_api_base=api_base,
+    )
+
+
+def _shell_operator(settings: Settings) -> Operator | None:
+    """The operator of a running instance, when this shell's settings reach a KMS: Vault, or
+    a local keystore that exists in RAMPARTS_HOME (none is made here)."""
+    local = settings.kms_backend is KmsBackend.LOCAL
+    if local and not (settings.home / "keys" / "keystore.json").is_file():
+        return None
+    return Operator(
+        env=dict(os.environ), kms=open_kms(settings), psp_api_base=settings.psp_api_base
+    )
 
 
 def _require_ready(url: str) -> None:
@@ -158,6 +208,17 @@ def _require_ready(url: str) -> None:
         raise DrillError(f"the instance at {url} cannot be reached: {exc}") from None
     if status != 200:
         raise DrillError(f"the instance at {url} is not ready (/readyz answered {status})")
+
+
+def instance_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """What of `environment` configures a Ramparts process: its settings (`RAMPARTS_*`, not
+    the reserved `RAMPARTS_TEST_*`) and XDG_CONFIG_HOME (where the local KMS's key file is)."""
+    known = {f"RAMPARTS_{name.upper()}" for name in Settings.model_fields}
+    return {
+        name: value
+        for name, value in environment.items()
+        if name in known or name == "XDG_CONFIG_HOME"
+    }
 
 
 def _where(server: str) -> str:

@@ -37,7 +37,7 @@ class Row:
     """One step (tabletop), category (red team) or control (conformance).
 
     `evidence` is what was seen, each item one short line: audit event ids as
-    `audit <uuid>`, answers as `POST /path → 409 problem-type`, counts."""
+    `audit seq <n>`, answers as `POST /path → 409 problem-type`, counts."""
 
     id: str
     title: str

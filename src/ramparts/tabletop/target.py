@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +24,11 @@ import httpx
 import psycopg
 import pyotp
 
+from ramparts.crypto.kms import Kms
 from ramparts.db.engine import DatabaseUrls, libpq
 from ramparts.tabletop.script import ScriptControl
 
-__all__ = ["ApiSession", "DrillError", "SignInError", "Target", "read_credentials"]
+__all__ = ["ApiSession", "DrillError", "Operator", "SignInError", "Target", "read_credentials"]
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 #: How long one request may take: an assistant turn with a model can take seconds.
@@ -80,17 +81,40 @@ class ApiSession:
         return self.post("/api/assistant", json=body)
 
 
+@dataclass(frozen=True)
+class Operator:
+    """What the instance's operator holds, when the drill is its operator (its own instance,
+    or one whose home this shell's settings name): the environment in which `ramparts`
+    commands act on it (its home, KMS, database and PSP), its KMS, and where its PSP answers
+    (None: Stripe itself). The checks that can only be proved by an operator's act (a
+    webhook secret rotated, a reconciliation run) use it; without one they cannot pass."""
+
+    # Out of `repr`: the environment may hold the operator's credentials.
+    env: Mapping[str, str] = field(repr=False)
+    kms: Kms = field(repr=False)
+    psp_api_base: str | None = None
+
+
 @dataclass
 class Target:
     """A running instance. `report` is its `seed-demo --json` report (the demo credentials);
     `urls` its database when reachable (owner and runtime role); `script` the file its
-    scripted model replays, when it runs one this drill may write."""
+    scripted model replays, when it runs one this drill may write; `operator` what its
+    operator holds, when the drill is its operator.
+
+    `home` is its RAMPARTS_HOME and `environment` the settings it runs with (its `RAMPARTS_*`
+    variables, and XDG_CONFIG_HOME, where its local KMS keeps its key file), where the drill
+    knows them: what an operator's command (`ramparts drill`, `killswitch`, a second `serve`
+    of the same install) needs to act on this instance. Secrets in it never go in a report."""
 
     base_url: str
-    report: dict[str, Any]
+    report: dict[str, Any] = field(repr=False)  # passwords and TOTP secrets
     urls: DatabaseUrls | None = None
     script: ScriptControl | None = None
     description: dict[str, str] = field(default_factory=dict)
+    operator: Operator | None = None
+    home: Path | None = None
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
     _sessions: dict[tuple[str, str], ApiSession] = field(default_factory=dict, repr=False)
     _last_step: dict[str, int] = field(default_factory=dict, repr=False)
     _clients: list[httpx.Client] = field(default_factory=list, repr=False)
@@ -205,7 +229,7 @@ class Target:
             mfa = browser.get(answer.headers["location"])
             final = browser.post(
                 answer.headers["location"],
-                data={"otp": self.totp(str(user["totp_secret"])), "csrf": _csrf(mfa)},
+                data={"otp": self.code_for(str(user["username"])), "csrf": _csrf(mfa)},
             )
             location = final.headers.get("location", "")
             code = parse_qs(urlsplit(location).query).get("code")
@@ -226,12 +250,38 @@ class Target:
         tokens: dict[str, Any] = exchanged.json()
         return tokens
 
-    def totp(self, secret: str) -> str:
-        """A code for `secret` that it has not used yet: a used step is refused (replay), so a
-        second sign-in within one step takes the next step's code (one step of drift is
-        accepted), and a third waits for the clock."""
+    def code_for(self, username: str) -> str:
+        """A TOTP code of `username` that no sign-in has used yet: not by this drill, nor by
+        another process (an earlier drill), whose steps the instance's database knows."""
+        secret = str(self.user(username)["totp_secret"])
+        return self.totp(secret, used=self.used_step(username))
+
+    def used_step(self, username: str) -> int:
+        """The last TOTP step the instance accepted from `username`; -1 when its database is
+        out of reach (then only this drill's own sign-ins are known)."""
+        if self.urls is None or self.urls.owner_url is None:
+            return -1
+        user = self.user(username)
+        tenant = str(self.tenant(str(user["tenant"]))["id"])
+        try:
+            with self.owner() as db, db.transaction():
+                db.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+                row = db.execute(
+                    "SELECT c.last_step FROM totp_credentials c JOIN users u ON u.tenant_id = "
+                    "c.tenant_id AND u.id = c.user_id WHERE c.tenant_id = %s AND u.username = %s",
+                    (tenant, username),
+                ).fetchone()
+        except psycopg.Error:  # a sign-in does not need it: it risks a replayed step only
+            return -1
+        return int(row[0]) if row else -1
+
+    def totp(self, secret: str, *, used: int = -1) -> str:
+        """A code for `secret` that it has not used yet: a used step is refused (replay), and
+        counts as a failed second factor, so a second sign-in within one step takes the next
+        step's code (one step of drift is accepted), and a third waits for the clock. `used`:
+        the last step the instance is known to have taken (see `used_step`)."""
         totp = pyotp.TOTP(secret)
-        step = max(int(time.time()) // 30, self._last_step.get(secret, -1) + 1)
+        step = max(int(time.time()) // 30, self._last_step.get(secret, -1) + 1, used + 1)
         while step > int(time.time()) // 30 + 1:
             time.sleep(1)
         self._last_step[secret] = step

@@ -18,7 +18,7 @@ __all__ = ["CHECKS", "Check", "Outcome", "check", "fail", "passed"]
 @dataclass
 class Outcome:
     """What a check saw: `expected` the control's "done" in a line, `observed` what the
-    instance did, `evidence` one short line per fact (audit event ids as `audit <uuid>`)."""
+    instance did, `evidence` one short line per fact (audit events as `audit seq <n>`)."""
 
     verdict: Verdict
     expected: str
