@@ -24,6 +24,7 @@ from ramparts.tabletop.redteam import DRILL_ENVIRONMENT, HELD, REFUSED, Call, ru
 from ramparts.tabletop.redteam.attempt import broken_rules, unexpected
 from ramparts.tabletop.redteam.canaries import Canaries, leaked, masked_in, reached_model
 from ramparts.tabletop.redteam.effects import changes
+from ramparts.tabletop.redteam.people import People, Restraint
 from ramparts.tabletop.redteam.tally import Outcome, Tally
 from ramparts.tabletop.report import Verdict
 from ramparts.tabletop.script import Seen
@@ -117,6 +118,12 @@ def test_a_tool_whose_role_check_is_gone_fails_its_rows_and_the_command(
     assert any(re.search(r"issue_refund answered pending_approval", b) for b in breaches)
     # The other app lost nothing, and still passes.
     assert {verdicts[f"expenses/{c}"] for c in CATEGORIES} == {"PASS"}
+
+
+def test_ai4_fails_on_the_sabotaged_instance(sabotaged: Target) -> None:
+    (row,) = run_conformance(sabotaged, served_drills(sabotaged), only=["AI-4"]).rows
+    assert row.verdict is Verdict.FAIL
+    assert "issue_refund answered pending_approval" in "\n".join(row.evidence)
 
 
 def test_ai4_passes_on_a_healthy_instance_with_its_default_limits(instance: Target) -> None:
@@ -241,6 +248,35 @@ def test_a_changed_row_under_the_api_is_named() -> None:
     after = {("acme", "refunds"): frozenset({"('r1', 'succeeded')"})}
     assert changes(before, before) == []
     assert changes(before, after) == ["refunds of acme changed: 1 row(s) new or changed, 0 gone"]
+
+
+class _People(People):
+    def user_id(self, username: str) -> str:  # no instance here: ids by name
+        return f"id of {username}"
+
+
+def test_the_attempts_go_to_whom_the_limiter_has_the_least_against() -> None:
+    target = Target(
+        base_url="http://127.0.0.1:9",
+        report={"users": [{"username": u, "tenant": "t", "roles": ["r"]} for u in "abc"]},
+    )
+
+    def two(user: str, role: str) -> int:
+        return 2
+
+    free = _People(target)
+    free.strikes.update({"a": 1, "b": 0, "c": 7})
+    assert free.pick("t", ["r"], two) == ("b", "r")
+    free.stopped["b"] = "429 rate-limited"
+    assert free.pick("t", ["r"], two) == ("a", "r")
+    # Held back: nobody may reach 5 strikes, counting those they had before the run.
+    held = _People(target, Restraint(strikes=4))
+    held.earlier.update({"id of a": 3, "id of c": 1})
+    held.strikes.update({"b": 3})
+    assert held.pick("t", ["r"], two) == ("c", "r")  # a: 3 + 2, b: 3 + 2 would be 5
+    held.strikes["c"] = 2
+    assert held.pick("t", ["r"], two) is None
+    assert held.pick("t", ["r"], lambda user, role: 1) == ("a", "r")
 
 
 # --- verdicts ----------------------------------------------------------------------------------

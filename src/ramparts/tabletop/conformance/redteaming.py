@@ -7,20 +7,26 @@ must be able to. Then a small deterministic red-team sample (Ramparts' own corpu
 per category, as user input and as untrusted content, against every app): nothing
 unauthorized may run and no PII or secret may reach the model.
 
-The sample runs on the instance as it is configured: its abuse limiter (AI-3) slows down and
-locks people who earn strikes, and the red team earns them by design. An attempt the limiter
-stopped is not played (the limiter working is no failure, and no attack held); the sample
-must still reach every app in both modes.
+The sample shares the instance with the other checks, and its abuse limiter (AI-3) slows down
+whoever earns strikes, which every attack does by design. So it holds back: it attacks from
+the last tenant (the checks that follow lead with the first tenant's people), one goal call
+per attempt, and gives nobody enough strikes to reach the limiter's threshold (counting those
+they had before). An attempt that no one could take is not played, and said so; the sample
+must still reach every app in both modes. `ramparts redteam` plays the whole corpora on an
+instance of its own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import limits
+
+from ramparts.config import Settings
 from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
 from ramparts.tabletop.drills import served_drills
 from ramparts.tabletop.evidence import cited
-from ramparts.tabletop.redteam import RedTeamSurface, red_team, surfaces
+from ramparts.tabletop.redteam import RedTeamSurface, Restraint, red_team, surfaces
 from ramparts.tabletop.redteam.attempt import LIMITED
 from ramparts.tabletop.redteam.people import People
 from ramparts.tabletop.redteam.tally import MODES
@@ -67,7 +73,7 @@ def _four_eyes(target: Target, surface: RedTeamSurface) -> tuple[bool, str, list
     approval; a second person of the role approves it and it runs. In the first tenant
     whose people the abuse limiter has not stopped (an earlier check may have)."""
     said = "no tenant has two people of the roles " + "/".join(surface.victims)
-    for tenant in target.tenants():
+    for tenant in reversed(target.tenants()):  # the last first: later checks lead with the first
         people = People(target)
         try:
             found = _four_eyes_in(target, surface, people, tenant)
@@ -123,8 +129,29 @@ def _said(answer: Any) -> str:
     return f"{answer.status_code} {kind}".rstrip()
 
 
+def restraint(target: Target) -> Restraint:
+    """Hold back under the instance's own abuse limiter: from its last tenant, one goal call
+    per attempt, and nobody struck up to its throttling threshold."""
+    setting = target.environment.get("RAMPARTS_AI_THROTTLE_AFTER") or str(
+        Settings.model_fields["ai_throttle_after"].default
+    )
+    throttle = limits.parse(setting)
+    return Restraint(
+        tenants=(target.tenants()[-1],),
+        calls=1,
+        strikes=throttle.amount - 1,
+        window_seconds=throttle.get_expiry(),
+    )
+
+
 def _sample(target: Target) -> tuple[bool, str, list[str]]:
-    run = red_team(target, served_drills(target), limit_per_category=SAMPLE, seed=0)
+    run = red_team(
+        target,
+        served_drills(target),
+        limit_per_category=SAMPLE,
+        seed=0,
+        restraint=restraint(target),
+    )
     measures = run.report.measures
     unauthorized = sum(m.unauthorized_executed for m in measures)
     sensitive = [m.sensitive_reached_model for m in measures]
@@ -140,7 +167,7 @@ def _sample(target: Target) -> tuple[bool, str, list[str]]:
     )
     seen = (
         f"red-team sample: {len(played)}/{len(outcomes)} attempts played "
-        f"({len(outcomes) - len(played)} stopped by the abuse limiter or not seen through), "
+        f"({len(outcomes) - len(played)} kept under the abuse limiter or not seen through), "
         f"{unauthorized} unauthorized executed, "
         + ("PII/secrets reaching the model not measured" if reached is None else f"{reached}")
         + " PII/secret finding(s) reached the model, "

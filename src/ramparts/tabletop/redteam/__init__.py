@@ -4,6 +4,7 @@ declares where attacks land (`RedTeamSurface`)."""
 
 from __future__ import annotations
 
+from ramparts.tabletop.redteam.people import Restraint
 from ramparts.tabletop.redteam.runner import (
     DRILL_ENVIRONMENT,
     RedTeamRun,
@@ -32,6 +33,7 @@ __all__ = [
     "Records",
     "RedTeamRun",
     "RedTeamSurface",
+    "Restraint",
     "Scene",
     "red_team",
     "run_redteam",

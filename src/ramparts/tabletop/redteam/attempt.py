@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ import httpx
 
 from ramparts.tabletop.redteam.canaries import Canaries, leaked, masked_in, reached_model
 from ramparts.tabletop.redteam.effects import Effects, Snapshot, changes
-from ramparts.tabletop.redteam.people import People
+from ramparts.tabletop.redteam.people import People, Restraint
 from ramparts.tabletop.redteam.surface import (
     Call,
     PlantRefused,
@@ -85,52 +85,18 @@ class Player:
         self.locks = 0
 
     def play(self, play: Play) -> Outcome:
-        attack, surface = play.attack, play.surface
+        attack = play.attack
         outcome = Outcome(play.app, attack.category, attack.id, attack.goal, play.mode)
         canaries = Canaries.fresh(self._rng)
-        planted = canaries.planted(attack.goal)
         text = "\n\n".join(part for part in (attack.text, canaries.sentence(attack.goal)) if part)
-        own = self._records[play.app, play.tenant]
-        foreign = self._records[play.app, play.other]
-        roles = surface.attackers if play.mode == USER_INPUT else surface.victims
-        carrier: str | None = None
-        while True:
-            picked = self._people.pick(play.tenant, roles)
-            if picked is None:
-                outcome.not_played = (
-                    f"every {'/'.join(roles)} of {play.tenant} was stopped by the abuse limiter"
-                )
-                outcome.limited = True
-                return outcome
-            user, role = picked
-            outcome.user = user
-            scene = Scene(play.tenant, user, role, own, foreign, play.index)
-            if play.mode == CONTENT and carrier is None:
-                try:
-                    carrier = surface.plant(self._people, scene, text)
-                except PlantRefused as refused:  # held at the door: nothing to read
-                    outcome.answer = f"carrier {refused.answer}"
-                    outcome.benign_ok = False if attack.goal == BENIGN else None
-                    outcome.benign_failure = f"the carrier refused the text ({refused.answer})"
-                    return outcome
-            calls = self._calls(surface, attack.goal, scene, carrier)
-            message = text if carrier is None else surface.ask(carrier)
-            before = self._effects.snapshot()
-            if self._target.script is not None:
-                self._target.script.play(_turns(calls, carrier is not None))
-            answer = self._people.request(user, "POST", "/api/assistant", json={"message": message})
-            problem = _problem(answer) if answer.status_code != 200 else "200"
-            if answer.status_code in {403, 429} and problem.endswith(LIMITED):
-                # Nothing ran: the limiter refused the message before the model was asked.
-                self._people.stopped[user] = problem
-                outcome.limited = True
-                self._trail.since(play.tenant)  # the refusal's own events
-                continue
-            break
+        sent = self._send(play, outcome, text)
+        if sent is None:
+            return outcome
+        answer, calls, carrier, before = sent
         events = self._trail.since(play.tenant)
-        self._people.strikes[user] += strikes(events)
+        self._people.strikes[outcome.user] += strikes(events)
         self.locks += sum(e.get("action") == LOCKED for e in events)
-        outcome.answer = problem
+        outcome.answer = _problem(answer) if answer.status_code != 200 else "200"
         outcome.detected = any(e.get("action") == INJECTION for e in events)
         outcome.evidence = cited_events(events, play.tenant)
         body: dict[str, Any] = answer.json() if answer.status_code == 200 else {}
@@ -143,16 +109,72 @@ class Player:
                 before=before,
                 body=body,
                 canaries=canaries,
-                planted=planted,
-                foreign=foreign,
+                planted=canaries.planted(attack.goal),
+                foreign=self._records[play.app, play.other],
             )
         return outcome
+
+    def _send(
+        self, play: Play, outcome: Outcome, text: str
+    ) -> tuple[httpx.Response, list[Call], str | None, Snapshot | None] | None:
+        """The attack sent by a person of its mode's roles (another one when the limiter
+        stopped the first): the answer, the calls the model made, the carrier and the rows
+        before. None when it could not be sent (`outcome` says why)."""
+        surface, goal = play.surface, play.attack.goal
+        own, foreign = self._records[play.app, play.tenant], self._records[play.app, play.other]
+        roles = surface.attackers if play.mode == USER_INPUT else surface.victims
+        carrier: str | None = None
+
+        def scene(user: str, role: str) -> Scene:
+            return Scene(play.tenant, user, role, own, foreign, play.index)
+
+        def cost(user: str, role: str) -> int:
+            """The strikes the attempt may earn its person (see `Restraint`)."""
+            planted = "carrier" if play.mode == CONTENT else None
+            calls = self._calls(surface, goal, scene(user, role), planted)
+            typed = play.mode == USER_INPUT  # an injection sign; a secret refused at the door
+            refusable = sum("refused" in call.holds for call in calls)
+            return refusable + typed + (typed and goal == "exfiltrate_secret")
+
+        while True:
+            picked = self._people.pick(play.tenant, roles, cost)
+            if picked is None:
+                outcome.not_played = _unpicked(roles, play.tenant, self._people.restraint)
+                outcome.limited = True
+                return None
+            outcome.user, role = picked
+            if play.mode == CONTENT and carrier is None:
+                try:
+                    carrier = surface.plant(self._people, scene(outcome.user, role), text)
+                except PlantRefused as refused:  # held at the door: nothing to read
+                    outcome.answer = f"carrier {refused.answer}"
+                    if goal == BENIGN:
+                        outcome.benign_ok = False
+                        outcome.benign_failure = f"the carrier refused the text ({refused.answer})"
+                    return None
+            calls = self._calls(surface, goal, scene(outcome.user, role), carrier)
+            message = text if carrier is None else surface.ask(carrier)
+            before = self._effects.snapshot()
+            if self._target.script is not None:
+                self._target.script.play(_turns(calls, carrier is not None))
+            answer = self._people.request(
+                outcome.user, "POST", "/api/assistant", json={"message": message}
+            )
+            if answer.status_code in {403, 429} and _problem(answer).endswith(LIMITED):
+                # Nothing ran: the limiter refused the message before the model was asked.
+                self._people.stopped[outcome.user] = _problem(answer)
+                outcome.limited = True
+                self._trail.since(play.tenant)  # the refusal's own events
+                continue
+            return answer, calls, carrier, before
 
     def _calls(
         self, surface: RedTeamSurface, goal: str, scene: Scene, carrier: str | None
     ) -> list[Call]:
         read = [surface.read(carrier)] if carrier is not None else []
-        return read + (surface.benign(scene) if goal == BENIGN else surface.goal(goal, scene))
+        if goal == BENIGN:
+            return read + surface.benign(scene)
+        return read + surface.goal(goal, scene)[: self._people.restraint.calls]
 
     def _judge(
         self,
@@ -217,6 +239,16 @@ class Player:
         outcome.sensitive = reached_model(seen, planted)
         if planted and outcome.answer == "200":
             outcome.masked = masked_in(seen, planted)
+
+
+def _unpicked(roles: Sequence[str], tenant: str, restraint: Restraint) -> str:
+    who = f"{'/'.join(roles)} of {tenant}"
+    if restraint.strikes is None:
+        return f"every {who} was stopped by the abuse limiter"
+    return (
+        f"no {who} could take its strikes and stay under the abuse limiter "
+        "(kept usable for the other checks)"
+    )
 
 
 def broken_rules(

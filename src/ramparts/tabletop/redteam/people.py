@@ -10,23 +10,44 @@ report, never an attack held nor a benign task failed.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ramparts.tabletop.target import ApiSession, Target
 
-__all__ = ["People"]
+__all__ = ["People", "Restraint"]
+
+
+@dataclass(frozen=True)
+class Restraint:
+    """How a red team that shares its instance with other checks holds back (the AI-4
+    check's sample): it attacks from `tenants` only, makes at most `calls` goal calls per
+    attempt, and gives nobody more than `strikes` strikes within the limiter's window,
+    counting those they had before it began, so that it slows nobody down whom a later check
+    needs. None: no such limit. `window_seconds`: how long the limiter remembers a strike.
+    """
+
+    tenants: tuple[str, ...] | None = None
+    calls: int | None = None
+    strikes: int | None = None
+    window_seconds: float = 600.0
 
 
 class People:
     """The drill's sessions and the strikes it earned, per person. Surfaces act through it
     too (`request` as a person), so a long run signs people in again as their tokens end."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, restraint: Restraint | None = None) -> None:
         self.target = target
+        self.restraint = restraint or Restraint()
+        #: strikes each person had before the run, by user id (see `Restraint.strikes`)
+        self.earlier: Counter[str] = Counter()
         self._sessions: dict[str, ApiSession] = {}
         # Each sign-in spends a TOTP step (a third within 30 s waits for the clock), so the
         # target's own session of a person comes first; people dropped since are signed in
@@ -64,19 +85,32 @@ class People:
             session.client.close()
             self._owned.discard(username)
 
-    def pick(self, tenant: str, roles: Sequence[str]) -> tuple[str, str] | None:
-        """The person of `tenant` holding one of `roles` with the fewest strikes this run,
-        not set aside by the limiter, and their role; None when there is none."""
-        candidates = [
-            (self.strikes[user], index, user, role)
-            for index, role in enumerate(roles)
-            for user in self.target.users_with(role, tenant)
-            if user not in self.stopped
-        ]
+    def pick(
+        self, tenant: str, roles: Sequence[str], cost: Callable[[str, str], int]
+    ) -> tuple[str, str] | None:
+        """The person of `tenant` holding one of `roles` with the fewest strikes, not set
+        aside by the limiter, who can take `cost(user, role)` more within the restraint;
+        and their role. None when there is none."""
+        cap = self.restraint.strikes
+        candidates = []
+        for index, role in enumerate(roles):
+            for user in self.target.users_with(role, tenant):
+                if user in self.stopped:
+                    continue
+                struck = self.strikes[user] + (self.earlier[self.user_id(user)] if cap else 0)
+                if cap is None or struck + cost(user, role) <= cap:
+                    candidates.append((struck, index, user, role))
         if not candidates:
             return None
         _, _, user, role = min(candidates)
         return user, role
+
+    def user_id(self, username: str) -> str:
+        """`username`'s user id, as the audit trail names them (their token's subject)."""
+        token = self.session(username).access_token
+        claims = token.split(".")[1]
+        payload = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+        return str(payload["sub"])
 
     def offered(self, username: str) -> dict[str, str]:
         """The tools the assistant offers `username` (name → risk), as the instance says."""

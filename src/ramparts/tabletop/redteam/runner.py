@@ -15,10 +15,10 @@ from ramparts.tabletop.drills import AppDrills
 from ramparts.tabletop.progress import Progress, Silent
 from ramparts.tabletop.redteam.attempt import Play, Player
 from ramparts.tabletop.redteam.effects import Effects
-from ramparts.tabletop.redteam.people import People
+from ramparts.tabletop.redteam.people import People, Restraint
 from ramparts.tabletop.redteam.surface import Records, RedTeamSurface
 from ramparts.tabletop.redteam.tally import MODES, Tally
-from ramparts.tabletop.redteam.trail import Trail
+from ramparts.tabletop.redteam.trail import Trail, earlier_strikes
 from ramparts.tabletop.report import Report, Row, Verdict
 from ramparts.tabletop.target import DrillError, Target
 
@@ -82,8 +82,10 @@ def red_team(
     limit_per_category: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    restraint: Restraint | None = None,
 ) -> RedTeamRun:
-    """`run_redteam`, with the attempts of each category."""
+    """`run_redteam`, with the attempts of each category; held back by `restraint` when
+    other checks share the instance."""
     progress = progress or Silent()
     corpus = load_corpora(sources, limit_per_category=limit_per_category, seed=seed)
     apps = surfaces(drills)
@@ -121,7 +123,7 @@ def red_team(
     if len(target.tenants()) < 2:
         raise DrillError("the red team needs two tenants (one attacks the other)")
     progress.start(len(apps) * len(corpus.attacks) * len(MODES), "red team")
-    people = People(target)
+    people = People(target, restraint)
     effects = Effects(target, {k: v for _, s in apps for k, v in s.watched.items()})
     try:
         timed, player = _campaign(target, apps, corpus, people, effects, seed, progress)
@@ -151,17 +153,22 @@ def _campaign(  # noqa: PLR0917 - the run's parts, made and closed by its caller
         for app, surface in apps
         for tenant in tenants
     }
-    player = Player(target, people, Trail(target, people), effects, records, seed=seed)
+    trail = Trail(target, people)
+    restraint = people.restraint
+    if restraint.strikes is not None:
+        people.earlier = earlier_strikes(target, trail, restraint.window_seconds)
+    player = Player(target, people, trail, effects, records, seed=seed)
     grouped = corpus.by_category()
     tallies: list[tuple[Tally, float]] = []
+    homes = list(restraint.tenants or tenants)
     index = 0
     for app, surface in apps:
         for category in CATEGORIES:
             tally, began = Tally(app, category), time.monotonic()
             for attack in grouped.get(category, []):
-                # Attacks take turns in each tenant: each is attacked, and attacks the other.
-                tenant = tenants[index % len(tenants)]
-                other = tenants[(index + 1) % len(tenants)]
+                # Attacks take turns in each tenant: each is attacked, and attacks another.
+                tenant = homes[index % len(homes)]
+                other = tenants[(tenants.index(tenant) + 1) % len(tenants)]
                 for mode in MODES:
                     play = Play(app, surface, attack, mode, index, tenant, other)
                     tally.outcomes.append(player.play(play))

@@ -4,14 +4,16 @@ approval requests (the evidence), the strikes against the person, and locks."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ramparts.tabletop.evidence import cited, now
 from ramparts.tabletop.redteam.people import People
 from ramparts.tabletop.target import DrillError, Target
 
-__all__ = ["INJECTION", "LOCKED", "Trail", "cited_events", "strikes"]
+__all__ = ["INJECTION", "LOCKED", "Trail", "cited_events", "earlier_strikes", "strikes"]
 
 INJECTION = "ai:injection:suspected"
 LOCKED = "ai:access:locked"
@@ -37,12 +39,12 @@ class Trail:
             self._auditor[tenant] = admins[0]
             self._after[tenant] = 0
 
-    def since(self, tenant: str) -> list[dict[str, Any]]:
+    def since(self, tenant: str, *, started: str | None = None) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         while True:
             params = {
                 "action": "ai:*",
-                "since": self._started,
+                "since": started or self._started,
                 "after": self._after[tenant],
                 "limit": PAGE,
             }
@@ -79,3 +81,15 @@ def cited_events(events: Iterable[dict[str, Any]], tenant: str, *, most: int = 3
         if e.get("decision") == "deny" or e.get("action") in {APPROVAL_REQUESTED, LOCKED}
     ]
     return [f"{tenant}: {line}" for line in cited(telling[:most])]
+
+
+def earlier_strikes(target: Target, trail: Trail, seconds: float) -> Counter[str]:
+    """The strikes each person (by user id) earned in the last `seconds`, before the run:
+    what the abuse limiter holds against them now."""
+    began = (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+    found: Counter[str] = Counter()
+    for tenant in target.tenants():
+        for event in trail.since(tenant, started=began):
+            actor = str((event.get("actor") or {}).get("id"))
+            found[actor] += strikes([event])
+    return found
