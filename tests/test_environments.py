@@ -91,6 +91,10 @@ CASES: dict[str, tuple[dict[str, str | None], str]] = {
         {"RAMPARTS_MODEL": "scripted:/srv/ramparts/attack.json"},
         "RAMPARTS_MODEL is a replayed model (scripted:<file>, for drills)",
     ),
+    "shared-model-key": (
+        {"RAMPARTS_MODEL_KEYS": "shared"},
+        "RAMPARTS_MODEL_KEYS=shared (tenants would share one model key)",
+    ),
     "local-kms": (
         {"RAMPARTS_KMS_BACKEND": "local", "RAMPARTS_VAULT_TOKEN": None},
         "local KMS keystore (set RAMPARTS_KMS_BACKEND=vault)",

@@ -98,6 +98,13 @@ class KmsBackend(StrEnum):
     VAULT = "vault"
 
 
+class ModelKeyPolicy(StrEnum):
+    """Which key a tenant without a model key of its own gets (`ramparts.ai.model_keys`)."""
+
+    TENANT = "tenant"  # none: its messages are refused until an operator sets its key
+    SHARED = "shared"  # the installation's key (dev and stage only: tenants would share it)
+
+
 class PspBackend(StrEnum):
     SANDBOX = "sandbox"
     STRIPE = "stripe"
@@ -131,6 +138,9 @@ class Settings(BaseSettings):
     # Where a remote model endpoint (openai:<model>) runs: a tenant pinned to `eu` reaches
     # only `eu` endpoints. Local adapters (offline, scripted) send data nowhere.
     model_region: str = Field(default="us", pattern=r"^[a-z]{2,8}$")
+    # A remote model's API key is each tenant's own (KMS `model/openai/api-key/<tenant id>`);
+    # `shared` lets a tenant without one use the installation's key (never under prod).
+    model_keys: ModelKeyPolicy = ModelKeyPolicy.TENANT
     # Assistant limits (shared through RAMPARTS_REDIS_URL when set): requests and model tokens.
     ai_user_rate: str = "30/minute"
     ai_tenant_rate: str = "300/minute"
@@ -403,6 +413,9 @@ def production_violations(settings: Settings, *, demo_data_present: bool) -> lis
     if settings.model.startswith("scripted:"):
         # It answers from a file anyone who can write it controls: a drill's stand-in.
         violations.append("RAMPARTS_MODEL is a replayed model (scripted:<file>, for drills)")
+    if settings.model_keys is ModelKeyPolicy.SHARED:
+        # Least privilege: one tenant's model calls never carry a key other tenants use.
+        violations.append("RAMPARTS_MODEL_KEYS=shared (tenants would share one model key)")
     if settings.kms_backend is KmsBackend.LOCAL:
         violations.append("local KMS keystore (set RAMPARTS_KMS_BACKEND=vault)")
     elif settings.vault_url is not None and not settings.vault_url.startswith("https://"):

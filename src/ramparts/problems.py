@@ -45,6 +45,7 @@ class ProblemType(Enum):
     CONTENT_REFUSED = ("content-refused", "Unprocessable request")
     CONVERSATION_TOO_LONG = ("conversation-too-long", "Unprocessable request")
     NO_MODEL_ENDPOINT = ("no-model-endpoint", "Unavailable")
+    NO_MODEL_KEY = ("no-model-key", "Unavailable")
     RATE_LIMITED = ("rate-limited", "Too many requests")
     BUDGET_EXHAUSTED = ("budget-exhausted", "Too many requests")
     UNSUPPORTED_MEDIA_TYPE = ("unsupported-media-type", "Unsupported media type")

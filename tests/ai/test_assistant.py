@@ -375,6 +375,8 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI()
     monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
     monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-secret")
+    # The one key every tenant shares, which only this policy allows (AI-3).
+    monkeypatch.setenv("RAMPARTS_MODEL_KEYS", "shared")
     yield fake
     fake.close()
 

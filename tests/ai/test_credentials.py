@@ -112,6 +112,8 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Scripted
         started.append(scripted)
         monkeypatch.setenv("OPENAI_BASE_URL", scripted.url)
         monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-secret")
+        # The one key every tenant shares, which only this policy allows (AI-3).
+        monkeypatch.setenv("RAMPARTS_MODEL_KEYS", "shared")
         return scripted
 
     yield start

@@ -87,6 +87,8 @@ def openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatCompletions]:
     server = ChatCompletions()
     monkeypatch.setenv("OPENAI_BASE_URL", server.url)
     monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-secret")
+    # The one key every tenant shares, which only this policy allows (AI-3).
+    monkeypatch.setenv("RAMPARTS_MODEL_KEYS", "shared")
     yield server
     server.server.shutdown()
     server.server.server_close()

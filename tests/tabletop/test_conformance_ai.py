@@ -1,12 +1,12 @@
 """The live checks of AZ-3, AI-1, AI-2, AI-3 and PLT-1 to PLT-4 against fresh instances.
 
-A healthy instance holds each control (AI-3 and PLT-2 say what they cannot prove, and so are
+A healthy instance holds each control (PLT-2 says what it cannot prove, and so is
 NOT-IMPLEMENTED, never a pass), and is left as it was found: every switch lifted, the DLP
-rules put back. `ramparts conformance` exits 0 on a passing row. With the kill-switch
-ignored inside the instance, PLT-4 fails; with one tool's role check removed, AZ-3 fails;
-each time the command exits 1. The sabotaged instances are played by the command alone: a
-second player in another process would sign the same people in again within one TOTP step,
-which the instance rightly refuses as a replay.
+rules put back, the model keys AI-3 set removed. `ramparts conformance` exits 0 on a
+passing row. With the kill-switch ignored inside the instance, PLT-4 fails; with one tool's
+role check removed, AZ-3 fails; each time the command exits 1. The sabotaged instances are
+played by the command alone: a second player in another process would sign the same people
+in again within one TOTP step, which the instance rightly refuses as a replay.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ramparts.tabletop.report import Report, Row, Verdict
 from ramparts.tabletop.target import Target
 
 ROWS = ("AZ-3", "AI-1", "AI-2", "AI-3", "PLT-1", "PLT-2", "PLT-3", "PLT-4")
-PASSING = ("AZ-3", "AI-1", "AI-2", "PLT-1", "PLT-3", "PLT-4")
+PASSING = ("AZ-3", "AI-1", "AI-2", "AI-3", "PLT-1", "PLT-3", "PLT-4")
 # Each instance costs ~7 s, the healthy run ~2 min (PLT-2 builds a release: ~35 s of CPU).
 pytestmark = pytest.mark.timeout(900)
 
@@ -78,7 +78,6 @@ def test_a_healthy_instance_holds_each_control(healthy: dict[str, Row]) -> None:
     verdicts = {control: row.verdict for control, row in healthy.items()}
     assert verdicts == {
         **dict.fromkeys(PASSING, Verdict.PASS),
-        "AI-3": Verdict.NOT_IMPLEMENTED,
         "PLT-2": verdicts["PLT-2"],
     }, {c: (r.verdict, r.observed, r.evidence) for c, r in healthy.items() if c != "PLT-2"}
     assert verdicts["PLT-2"] is not Verdict.FAIL, healthy["PLT-2"].observed
@@ -107,7 +106,7 @@ def test_untrusted_content_and_pii_evidence(healthy: dict[str, Row]) -> None:
     assert "(eu) → 503 no-model-endpoint, 0 request(s) reached the endpoint" in ai2
 
 
-def test_limits_are_proven_and_the_rest_is_said(healthy: dict[str, Row]) -> None:
+def test_limits_and_model_keys_are_proven(healthy: dict[str, Row]) -> None:
     row = healthy["AI-3"]
     lines = "\n".join(row.evidence)
     assert "another tenant continues" in lines
@@ -115,7 +114,17 @@ def test_limits_are_proven_and_the_rest_is_said(healthy: dict[str, Row]) -> None
     assert "→ 429 budget-exhausted" in lines
     assert "request 31 within" in lines
     assert "→ 429 rate-limited" in lines
-    assert "Not proven: model credentials per tenant or use" in row.observed
+    assert "globex without a key: 503 no-model-key, 0 model call(s)" in lines
+    assert "acme's message: 200, 1 model call(s), each with acme's own key: True" in lines
+    assert "globex's message: 200, 1 model call(s), each with globex's own key: True" in lines
+    rotated = "acme's message after its key was rotated: 200, 1 model call(s), each with acme's"
+    assert rotated in lines
+    shared = "acme's rate 4/minute: a colleague's request 3 (after 2 by another person) → 429"
+    assert shared in lines
+    assert "globex's message while it is limited: 200" in lines
+    assert "a colleague → 429 budget-exhausted, 0 model call(s); globex → 200" in lines
+    assert "the check's keys of acme and globex removed" in lines
+    assert "False" not in lines
 
 
 def test_the_platform_evidence(healthy: dict[str, Row]) -> None:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +31,7 @@ from ramparts.ai.injection import scan
 from ramparts.ai.killswitch import KillSwitch
 from ramparts.ai.limits import Limiter, LimitExceededError, Strike, estimate_tokens
 from ramparts.ai.masking import Masker, RefusedContentError
+from ramparts.ai.model_keys import NoModelKeyError
 from ramparts.ai.models import Model, ModelOutputError, ModelTurn, ToolCall, storable
 from ramparts.ai.provenance import Provenance, Trust
 from ramparts.ai.refusals import GatewayRefusedError
@@ -57,7 +58,9 @@ __all__ = [
     "AssistantService",
     "Gateway",
     "ModelEndpoint",
+    "Serving",
     "Status",
+    "TenantModels",
     "ToolOutcome",
     "run_checked",
 ]
@@ -88,10 +91,33 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True)
+class Serving:
+    """The adapter that serves one tenant's message, and which credential it carries
+    (`{"scope": "tenant" | "shared", "fingerprint"}`, never the key; None: it needs none)."""
+
+    model: Model
+    credential: dict[str, str] | None = None
+
+
+class TenantModels(Protocol):
+    """Picks an endpoint's adapter for one tenant: the same model with that tenant's own
+    credential. Raises `NoModelKeyError` when the tenant may use none."""
+
+    async def __call__(self, tenant: uuid.UUID) -> Serving: ...
+
+
+@dataclass(frozen=True)
 class ModelEndpoint:
     name: str
     region: str  # the data region it may receive: a tenant pinned to `eu` reaches `eu` only
     model: Model
+    #: The adapter per tenant when the model needs a credential; None: `model` serves all.
+    per_tenant: TenantModels | None = None
+
+    async def serving(self, tenant: uuid.UUID) -> Serving:
+        if self.per_tenant is None:
+            return Serving(self.model)
+        return await self.per_tenant(tenant)
 
 
 @dataclass
@@ -268,6 +294,7 @@ class Gateway(AssistantService):
                     f"the message holds {', '.join(refused.kinds)}",
                 ) from None
             endpoint = await self._endpoint(principal, context, conversation)
+            serving = await self._serving(endpoint, principal)
             await self._remember_message(principal, conversation, message, masked)
             ai_context = RequestContext(channel=Channel.AI_TOOL, region=context.region)
             offered = self._offered(principal, ai_context)
@@ -277,7 +304,9 @@ class Gateway(AssistantService):
                 if sum(len(m["content"]) for m in conversation.messages) > MAX_CONVERSATION_CHARS:
                     reply = "This conversation is full: start a new one."
                     break
-                turn = await self._ask(principal, endpoint, conversation, _shown(offered, stopped))
+                turn = await self._ask(
+                    principal, serving.model, conversation, _shown(offered, stopped)
+                )
                 if turn is None:
                     reply = "The model's answer was not valid and was refused."
                     break
@@ -334,6 +363,8 @@ class Gateway(AssistantService):
                     {
                         "model": endpoint.model.name,
                         "endpoint": endpoint.name,
+                        # Which key served it (AI-3): the tenant's own or the shared one.
+                        **({"credential": serving.credential} if serving.credential else {}),
                         "actions": [{"tool": o.tool, "status": o.status.value} for o in outcomes],
                     },
                 )
@@ -469,6 +500,18 @@ class Gateway(AssistantService):
             f"no model endpoint may receive {context.region} data",
         )
 
+    async def _serving(self, endpoint: ModelEndpoint, principal: Principal) -> Serving:
+        """The endpoint's adapter with this tenant's own credential; a tenant the policy
+        gives none is refused (the call never goes out with another tenant's key)."""
+        try:
+            return await endpoint.serving(principal.tenant_id)
+        except NoModelKeyError as missing:
+            raise GatewayRefusedError(
+                503,
+                ProblemType.NO_MODEL_KEY,
+                f"{missing}: an operator sets one (`ramparts keys set-model-key`)",
+            ) from None
+
     async def tools(self, principal: Principal) -> list[Tool]:
         """The tools the assistant would offer `principal` now: those they may call that are
         not switched off, by the very filter a message's model call gets (the kill-switch
@@ -503,7 +546,7 @@ class Gateway(AssistantService):
     async def _ask(
         self,
         principal: Principal,
-        endpoint: ModelEndpoint,
+        model: Model,
         conversation: Conversation,
         offered: dict[str, Tool],
     ) -> ModelTurn | None:
@@ -512,7 +555,7 @@ class Gateway(AssistantService):
         tools = [tool.describe() for tool in offered.values()]
         turn: ModelTurn | None
         try:
-            turn = await endpoint.model.complete(messages, tools)
+            turn = await model.complete(messages, tools)
         except ModelOutputError:
             turn = None
         answer = "" if turn is None else (turn.text or "") + repr(turn.tool_calls)

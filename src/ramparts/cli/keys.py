@@ -1,15 +1,19 @@
-"""`ramparts keys`: token signing keys, tenant data keys, KMS keys and the release key."""
+"""`ramparts keys`: token signing keys, tenant data keys, KMS keys, the release key, and the
+model API keys (each tenant's own, or the installation's shared one)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress
 
+from ramparts.ai.model_keys import SHARED_KEY_NAME, fingerprint, tenant_key_name
 from ramparts.cli.common import (
     JsonOption,
     UsageError,
@@ -28,7 +32,7 @@ from ramparts.identity.tokens import overlap_for
 __all__ = ["keys_app"]
 
 keys_app = typer.Typer(
-    help="Token signing keys, tenant data keys, KMS keys and the release key.",
+    help="Token signing keys, tenant data keys, KMS keys, the release key and model API keys.",
     no_args_is_help=True,
 )
 OptionalTenant = Annotated[
@@ -103,6 +107,64 @@ def keys_rotate(
             f"current signing key [bold]{result['kid']}[/]; "
             f"published: {', '.join(result['published'])}",
         )
+
+
+@keys_app.command("set-model-key")
+def keys_set_model_key(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant slug: set its own model API key.")
+    ] = None,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--shared",
+            help="Set the installation's key instead (used by tenants without one only "
+            "under RAMPARTS_MODEL_KEYS=shared, never in prod).",
+        ),
+    ] = False,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Remove the key instead of setting one.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Store a model API key in the KMS (`model/openai/api-key/<tenant id>`, or
+    `model/openai/api-key` with --shared), read from standard input or a hidden prompt,
+    never from the command line. Every server uses it within seconds; the output names it
+    by fingerprint only."""
+    if (tenant is not None) == shared:
+        raise UsageError("name one key: --tenant SLUG or --shared")
+    settings = load_settings()
+    if tenant is not None:
+
+        async def tenant_of(_: Provisioning, record: TenantRecord) -> TenantRecord:
+            return record
+
+        name, whose = tenant_key_name(with_tenant(settings, tenant_of, tenant).id), tenant
+    else:
+        name, whose = SHARED_KEY_NAME, "the installation (shared)"
+    key = SecretStr("") if remove else _key_from_input()
+    # A removed key is stored as nothing: the KMS keeps no deletion of a secret.
+    open_kms(settings).write_secret(name, key)
+    result: dict[str, Any] = {"tenant": tenant, "shared": shared, "removed": remove}
+    if remove:
+        print_result(result, as_json, f"model API key of {whose} removed")
+        return
+    result["fingerprint"] = fingerprint(key)
+    print_result(
+        result, as_json, f"model API key of {whose} set (fingerprint {result['fingerprint']})"
+    )
+
+
+def _key_from_input() -> SecretStr:
+    """The key from a hidden prompt on a terminal, else the first line of standard input."""
+    if sys.stdin.isatty():
+        typed = typer.prompt("Model API key", hide_input=True)
+    else:
+        typed = sys.stdin.readline()
+    key = typed.strip()
+    if not key or not key.isprintable() or any(c.isspace() for c in key):
+        raise UsageError("a model API key is one line of printable characters, no spaces")
+    return SecretStr(key)
 
 
 @keys_app.command("public-key")

@@ -1,8 +1,10 @@
 """Live check of AI-3: a conversation is its owner's alone (another tenant's user, and a
-colleague, get 404 and the model never sees it), and a person's model-token budget and
-request rate end in 429 problems. What it cannot prove is said, and keeps the row from a
-pass: the model credential is one per installation, not per tenant or use, and the
-tenant-wide limits are not driven to their end (that would stop everyone of the tenant)."""
+colleague, get 404 and the model never sees it); a person's model-token budget and request
+rate end in 429 problems; and, on a second server of the instance with a remote model
+(`ai_keys`), each tenant's model calls carry its own API key (a tenant without one is
+refused), and a tenant's people share its rate, which ends in 429 for that tenant alone.
+A tenant's token budget is driven to its end there too, on a server whose budget is one
+token a day."""
 
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ import time
 import limits
 
 from ramparts.ai.limits import AssistantLimits
-from ramparts.tabletop.conformance.checks import Outcome, check, fail
+from ramparts.tabletop.conformance.ai_keys import TENANT_RATE, keyed_and_shared_limits
+from ramparts.tabletop.conformance.checks import Outcome, check, fail, passed
 from ramparts.tabletop.conformance.playing import (
     answered,
     ask,
     one_per_role_set,
     problem_slug,
-    unproven,
 )
 from ramparts.tabletop.target import DrillError, Target
 
@@ -39,16 +41,16 @@ def limits_and_isolation(target: Target) -> Outcome:
     evidence: list[str] = []
     wrong = _isolated(target, evidence)
     wrong += _spent(target, evidence)
+    wrong += keyed_and_shared_limits(target, evidence)
     if wrong:
         return fail(AI3, "; ".join(wrong), evidence)
-    model = target.environment.get("RAMPARTS_MODEL", "offline")
-    return unproven(
+    return passed(
         AI3,
-        "proven: conversations stay with their owner; a person's token budget and request "
-        "rate answer 429. Not proven: model credentials per tenant or use: the runtime holds "
-        "one key for every tenant (KMS model/openai/api-key or OPENAI_API_KEY), and this "
-        f"instance's model ({model.partition(':')[0]}) uses none; the per-tenant rate and "
-        "budget were not driven to their end (that stops every person of the tenant)",
+        "conversations stay with their owner; a person's token budget and request rate "
+        "answer 429; each tenant's model calls carry its own key, a tenant without one is "
+        f"refused (RAMPARTS_MODEL_KEYS=tenant), a key set again is used within seconds; a "
+        f"tenant's {TENANT_RATE} requests a minute are shared by its people and end in 429 "
+        "while another tenant is served; so does a tenant's spent token budget",
         evidence,
     )
 

@@ -177,6 +177,8 @@ def _pinned(target: Target, evidence: list[str]) -> list[str]:
             "RAMPARTS_MODEL_REGION": region,
             "OPENAI_BASE_URL": url,
             "OPENAI_API_KEY": "drill-stand-in",  # pragma: allowlist secret
+            # That one key for every tenant (the policy AI-3 refuses): this check is the region.
+            "RAMPARTS_MODEL_KEYS": "shared",
         }
         with second_server(target, settings) as base:
             kept = _ask_at(base, near)

@@ -56,13 +56,17 @@ def _environment(target: Target, settings: Mapping[str, str | None]) -> dict[str
     return environment
 
 
-def operator_command(target: Target, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """`ramparts <arguments>` as the instance's operator runs it: with its settings."""
+def operator_command(
+    target: Target, *arguments: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`ramparts <arguments>` as the instance's operator runs it: with its settings, and
+    `stdin` typed in (what a command takes there, such as a key, never on its arguments)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
     try:
         return subprocess.run(  # noqa: S603 - our own interpreter and command
             [*_RAMPARTS, *arguments],
             env=environment | target.environment,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=COMMAND_SECONDS,
