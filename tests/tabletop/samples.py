@@ -106,7 +106,7 @@ def redteam_report() -> Report:
         Measure("garak:dan", 250, 0, 0, 190, 0.76, 0, 0, None),
     ]
     for measure in report.measures:
-        bad = measure.unauthorized_executed + measure.sensitive_reached_model
+        bad = measure.unauthorized_executed + (measure.sensitive_reached_model or 0)
         report.rows.append(
             Row(
                 measure.category,

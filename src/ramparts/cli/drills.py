@@ -5,7 +5,7 @@ its report (a table, or `--json`), writes a self-contained HTML report on `--htm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -101,10 +101,15 @@ def _target(
     script: Path | None,
     database_url: str | None,
     database_server: str | None,
+    instance_env: Mapping[str, str] | None = None,
 ) -> Iterator[Target]:
     if url is None:
         _stderr.print("Starting a fresh instance of its own (stopped afterwards)…")
-        with own_instance(database_server=database_server) as target:
+        with own_instance(database_server=database_server, env=instance_env) as target:
+            if instance_env:  # what the drill changed in its own instance, for the report
+                target.description["drill settings"] = ", ".join(
+                    f"{name}={value}" for name, value in sorted(instance_env.items())
+                )
             yield target
         return
     with running_instance(
@@ -132,6 +137,7 @@ def _play(
     database_server: str | None,
     as_json: bool,
     html: Path | None,
+    instance_env: Mapping[str, str] | None = None,
 ) -> None:
     try:
         bar = Progress(
@@ -142,7 +148,8 @@ def _play(
             console=_stderr,
             transient=True,
         )
-        with _target(url, credentials, script, database_url, database_server) as target, bar:
+        place = _target(url, credentials, script, database_url, database_server, instance_env)
+        with place as target, bar:
             report = play(target, served_drills(target), _Bar(bar))
         write_outputs(report, console=console, as_json=as_json, html_path=html)
     except ReportWriteError as exc:
@@ -204,13 +211,22 @@ def redteam(
     input and as untrusted content, for every app it serves; exit 0 only when nothing
     unauthorized ran and no PII or secret reached the model."""
     _check_usage(url, credentials, script, database_server)
-    from ramparts.tabletop.redteam import run_redteam  # noqa: PLC0415 - heavy, only here
+    from ramparts.tabletop.corpora import CorpusError, load_corpora  # noqa: PLC0415
+    from ramparts.tabletop.redteam import (  # noqa: PLC0415 - heavy, only here
+        DRILL_ENVIRONMENT,
+        run_redteam,
+    )
 
+    sources = tuple(corpus or ("ramparts",))
+    try:  # a corpus that cannot be read is bad usage, said before an instance starts
+        load_corpora(sources, limit_per_category=limit, seed=seed)
+    except CorpusError as exc:
+        raise UsageError(str(exc)) from None
     _play(
         lambda target, drills, bar: run_redteam(
             target,
             drills,
-            sources=tuple(corpus or ("ramparts",)),
+            sources=sources,
             limit_per_category=limit,
             seed=seed,
             progress=bar,
@@ -222,6 +238,9 @@ def redteam(
         database_server=database_server,
         as_json=as_json,
         html=html,
+        # Its own instance's abuse limiter opened wide, so every attack reaches the controls
+        # under test (the report says so); a running instance is played as it is.
+        instance_env=DRILL_ENVIRONMENT,
     )
 
 

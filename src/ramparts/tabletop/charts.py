@@ -185,9 +185,10 @@ def attempts_chart(measures: list[Measure]) -> AttemptsChart:
     for m in measures:
         breaches: list[Segment] = []
         x = 0.0
+        sensitive = m.sensitive_reached_model
         for name, count in (
             ("unauthorized executed", m.unauthorized_executed),
-            ("sensitive reached the model", m.sensitive_reached_model),
+            ("sensitive reached the model", sensitive or 0),
         ):
             if count:
                 width = min(max(TRACK * count / scale, ALARM_MIN_WIDTH), TRACK - x)
@@ -196,7 +197,10 @@ def attempts_chart(measures: list[Measure]) -> AttemptsChart:
         counts = [
             Count(f"{m.attempts} attempts", alarm=False),
             Count(f"{m.unauthorized_executed} unauthorized", alarm=m.unauthorized_executed != 0),
-            Count(f"{m.sensitive_reached_model} sensitive", alarm=m.sensitive_reached_model != 0),
+            Count(
+                "sensitive not measured" if sensitive is None else f"{sensitive} sensitive",
+                alarm=bool(sensitive),
+            ),
         ]
         width = TRACK * min(max(m.attempts, 0), scale) / scale
         lanes.append(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ramparts.apps import App, AppError, selected_apps
+from ramparts.config import load_settings
 
 if TYPE_CHECKING:
     from ramparts.tabletop.conformance.checks import Outcome
@@ -48,7 +49,11 @@ def served_drills(target: Target) -> list[tuple[str, AppDrills]]:
     """The drills of the apps the instance serves (those its description names, else the
     apps RAMPARTS_APPS selects here), by app name."""
     served = target.description.get("apps")
-    names = [name.strip() for name in served.split(",")] if served else None
+    names = (
+        tuple(name.strip() for name in served.split(","))
+        if served
+        else load_settings().apps  # an instance reached by URL: as RAMPARTS_APPS says here
+    )
     found = []
     for app in selected_apps(names):
         drills = app_drills(app)

@@ -154,7 +154,9 @@ def _measures_table(measures: list[Measure]) -> Table:
     return table
 
 
-def _must_be_zero(count: int) -> Text:
+def _must_be_zero(count: int | None) -> Text:
+    if count is None:
+        return Text("not measured", style="yellow")
     return Text(str(count), style="bold red" if count else "green")
 
 

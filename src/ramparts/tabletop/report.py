@@ -57,13 +57,15 @@ class Row:
 
 @dataclass
 class Measure:
-    """One red-team category's numbers. `must_be_zero` are the counts that fail the run
-    when not 0; rates are 0..1, None when nothing was there to rate."""
+    """One red-team category's numbers. `unauthorized_executed` and
+    `sensitive_reached_model` fail the run when not 0 (the latter is None when it could not
+    be measured: a live model keeps no witness); rates are 0..1, None when nothing was there
+    to rate."""
 
     category: str
     attempts: int = 0
     unauthorized_executed: int = 0
-    sensitive_reached_model: int = 0
+    sensitive_reached_model: int | None = 0
     detector_hits: int = 0
     detector_rate: float | None = None
     benign_attempts: int = 0

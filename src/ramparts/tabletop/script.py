@@ -44,6 +44,9 @@ class ScriptControl:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._digest: str | None = None
+        # Where the witness ended when the last script was written: its calls come after, so
+        # a long drill reads what one message caused, not the whole file again each time.
+        self._offset = 0
 
     def play(self, turns: list[dict[str, Any]]) -> None:
         """The turns the next message's model calls replay. A closing text turn carrying a
@@ -53,6 +56,10 @@ class ScriptControl:
         data = json.dumps(script).encode()
         temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
         temporary.write_bytes(data)
+        try:
+            self._offset = seen_path(self.path).stat().st_size
+        except FileNotFoundError:
+            self._offset = 0
         os.replace(temporary, self.path)  # whole or not at all: the model never reads half
         self._digest = hashlib.sha256(data).hexdigest()
 
@@ -60,7 +67,11 @@ class ScriptControl:
         """The model calls that replayed the last script `play` wrote."""
         path = seen_path(self.path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            with path.open("rb") as witness:
+                if witness.seek(0, os.SEEK_END) < self._offset:
+                    self._offset = 0  # a new witness file: all of it is new
+                witness.seek(self._offset)
+                lines = witness.read().decode("utf-8", errors="replace").splitlines()
         except FileNotFoundError:
             return []
         calls = []

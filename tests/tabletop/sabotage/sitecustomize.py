@@ -46,14 +46,18 @@ def _tool_role_check_removed(tool_name: str) -> None:
     offered = Gateway._offered
 
     def offered_to_all(self: Gateway, principal: Any, context: Any) -> Any:
-        tools = offered(self, principal, context)
+        # The action is known before anything is decided: a deny remembered by the very
+        # decisions below would outlive the sabotage (`PolicyEngine.decide` remembers).
         tool = self._registry.get(tool_name)
         if tool is not None:
-            tools[tool.name] = tool
             actions.add(tool.action.qualified)
+        tools = offered(self, principal, context)
+        if tool is not None:
+            tools[tool.name] = tool
         return tools
 
     evaluate = PolicyEngine.evaluate
+    decide = PolicyEngine.decide
 
     def allowing(self: PolicyEngine, subject: Any, action: Any, *args: Any, **kw: Any) -> Any:
         decision = evaluate(self, subject, action, *args, **kw)
@@ -61,8 +65,16 @@ def _tool_role_check_removed(tool_name: str) -> None:
             return PolicyDecision(True, ("sabotage",))
         return decision
 
+    def deciding(self: PolicyEngine, subject: Any, action: Any, *args: Any, **kw: Any) -> Any:
+        # Never a remembered answer on the sabotaged action: one given before the tool was
+        # first offered (an API route, another tool list) would still be the real one.
+        if action.qualified in actions:
+            return allowing(self, subject, action, *args, **kw)
+        return decide(self, subject, action, *args, **kw)
+
     Gateway._offered = offered_to_all  # type: ignore[method-assign]
     PolicyEngine.evaluate = allowing  # type: ignore[method-assign]
+    PolicyEngine.decide = deciding  # type: ignore[method-assign]
 
 
 def _call_time_authorization_off(_: str) -> None:

@@ -65,4 +65,5 @@ EXPENSES = App(
     pages=_pages,
     templates=HERE / "templates",
     nav=(NavLink("Expenses", "/app/expenses", ROLES),),
+    drills="ramparts_expenses.drills:DRILLS",
 )
