@@ -22,9 +22,17 @@ from pathlib import Path
 
 import httpx
 
+from ramparts.tabletop.evidence import redacted
 from ramparts.tabletop.target import DrillError, Target
 
-__all__ = ["Stopped", "free_port", "operator_command", "second_server", "stopped_at_start"]
+__all__ = [
+    "Stopped",
+    "free_port",
+    "operator_command",
+    "redacted_tail",
+    "second_server",
+    "stopped_at_start",
+]
 
 #: How long a second server may take to import, compose its apps' Cedar and answer.
 START_SECONDS = 120.0
@@ -92,8 +100,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _last_line(log: Path) -> str:
-    lines = log.read_text(errors="replace").strip().splitlines()
-    return lines[-1][:300] if lines else "no output"
+    return redacted(log.read_text(errors="replace"), last_line=True)
+
+
+def redacted_tail(output: str) -> str:
+    """The last line of a command's error output, as a report may carry it."""
+    return redacted(output, last_line=True)
 
 
 @contextmanager
