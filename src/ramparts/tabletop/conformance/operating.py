@@ -29,6 +29,7 @@ __all__ = [
     "Stopped",
     "free_port",
     "operator_command",
+    "operator_module",
     "redacted_tail",
     "second_server",
     "stopped_at_start",
@@ -66,18 +67,33 @@ def _environment(target: Target, settings: Mapping[str, str | None]) -> dict[str
 
 def operator_command(target: Target, *arguments: str) -> subprocess.CompletedProcess[str]:
     """`ramparts <arguments>` as the instance's operator runs it: with its settings."""
+    return _as_operator(target, [*_RAMPARTS, *arguments], f"ramparts {arguments[0]}")
+
+
+def operator_module(
+    target: Target, module: str, *arguments: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> <arguments>` (one of ours) with the operator's settings; what it
+    must not show on a command line comes on `stdin`."""
+    return _as_operator(target, [sys.executable, "-m", module, *arguments], module, stdin)
+
+
+def _as_operator(
+    target: Target, command: list[str], name: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
     try:
         return subprocess.run(  # noqa: S603 - our own interpreter and command
-            [*_RAMPARTS, *arguments],
+            command,
             env=environment | target.environment,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=COMMAND_SECONDS,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise DrillError(f"ramparts {arguments[0]} took over {COMMAND_SECONDS:.0f} s") from None
+        raise DrillError(f"{name} took over {COMMAND_SECONDS:.0f} s") from None
 
 
 def _answers(port: int) -> bool:
