@@ -11,9 +11,12 @@ import json
 import secrets
 import sys
 
-from ramparts.cli.common import open_provisioning, with_owner
+from ramparts.apps import app_roles, encrypted_columns_of, installed_apps, selected_apps
+from ramparts.audit.services import AuditLog, audit_redactor
 from ramparts.config import load_settings
-from ramparts.db.engine import Database, open_database
+from ramparts.crypto.backends import open_kms
+from ramparts.db.engine import Database, DatabaseUrls, open_database
+from ramparts.identity.services import Provisioning
 
 __all__ = ["main"]
 
@@ -26,7 +29,15 @@ def main() -> None:
     settings = load_settings()
 
     async def provision(owner: Database) -> dict[str, str]:
-        provisioning = open_provisioning(settings, owner)
+        # As `ramparts` provisions (cli.common.open_provisioning): the apps' roles and columns.
+        kms = open_kms(settings)
+        provisioning = Provisioning(
+            owner,
+            kms,
+            AuditLog(owner, audit_redactor(settings, kms)),
+            roles=app_roles(selected_apps(settings.apps)),
+            app_columns=encrypted_columns_of(installed_apps().values()),
+        )
         tenant = await provisioning.ensure_tenant(slug=slug, name=f"Drill {slug}", region="eu")
         user = await provisioning.set_user(
             tenant,
@@ -38,8 +49,15 @@ def main() -> None:
         )
         return {"tenant": str(tenant.id), "user": str(user)}
 
+    async def as_owner(urls: DatabaseUrls) -> dict[str, str]:
+        owner = Database(urls.owner, pool_size=1)
+        try:
+            return await provision(owner)
+        finally:
+            await owner.dispose()
+
     with open_database(settings) as urls:
-        print(json.dumps(asyncio.run(with_owner(urls, provision))))
+        print(json.dumps(asyncio.run(as_owner(urls))))
 
 
 if __name__ == "__main__":
