@@ -242,7 +242,8 @@ def tokens(target: Target) -> Outcome:
         session.client.close()
     _stored_hashed(f, target, tenant, refresh)
     return f.outcome(
-        f"{header.get('alg')} tokens with every claim; every forgery refused with 401; a reused "
+        f"{header.get('alg')} tokens with every claim; every forgery refused with 401; the "
+        "signing key rotated live with the previous key still published and honoured; a reused "
         "refresh token revoked its family (the newer refresh and access tokens refused), audited"
     )
 
