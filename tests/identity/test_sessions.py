@@ -331,3 +331,27 @@ def test_address_locks_after_many_failures_across_accounts(
     [locked] = recorded(urls, None, Action.ADDRESS_LOCKED)
     assert locked["resource"] == {"type": "address", "id": "127.0.0.1"}
     assert password_attempt(server, victims[1], victims[1].password).status_code == 401
+
+
+def test_a_totp_secret_that_does_not_open_is_a_refused_second_factor(
+    server: httpx.Client, urls: DatabaseUrls, kms: Kms, account: Account
+) -> None:
+    """A sealed secret moved from another tenant's row (or tampered with, or shredded) fails
+    to open at sign-in: the second factor is refused and audited, never a server error."""
+    other = provision(urls, kms)
+    assert other.totp_secret is not None
+    with psycopg.connect(libpq(urls.owner), autocommit=True) as db:
+        (sealed,) = db.execute(  # type: ignore[misc]
+            "SELECT sealed_secret FROM totp_credentials WHERE tenant_id = %s AND user_id = %s",
+            (other.tenant_id, other.user_id),
+        ).fetchone()
+        moved = db.execute(
+            "UPDATE totp_credentials SET sealed_secret = %s WHERE tenant_id = %s AND user_id = %s",
+            (sealed, account.tenant_id, account.user_id),
+        ).rowcount
+    assert moved == 1
+    with httpx.Client(base_url=server.base_url) as browser:
+        answer = log_in(browser, authorize_path()[0], account, otp=current_code(other.totp_secret))
+    assert answer.status_code == 401, answer.text
+    [failed] = recorded(urls, account.tenant_id, Action.TOTP_FAILED)
+    assert failed["details"]["reason"] == "unreadable_secret"

@@ -71,6 +71,8 @@ MAX_STEPS = 4  # RAMPARTS_AI_MAX_STEPS
 MAX_MESSAGE_CHARS = 8_000
 MAX_CONVERSATION_CHARS = 100_000
 MAX_RESULT_CHARS = 20_000  # one tool result, as the model sees it
+#: How much of a prompt and of a reply the audit trail keeps with the answer's event.
+AUDIT_TEXT_CHARS = 2_000
 #: Refusals written to the audit trail where they happen.
 AUDITED_APART = frozenset({ProblemType.CONTENT_REFUSED, ProblemType.NO_MODEL_ENDPOINT})
 #: Tool calls one user message may lead to, per risk tier (run or sent to approval): the
@@ -365,7 +367,14 @@ class Gateway(AssistantService):
                         "endpoint": endpoint.name,
                         # Which key served it (AI-3): the tenant's own or the shared one.
                         **({"credential": serving.credential} if serving.credential else {}),
-                        "actions": [{"tool": o.tool, "status": o.status.value} for o in outcomes],
+                        # The exchange as the model had it: personal data as tokens (and
+                        # redacted again by the trail), so the record holds no raw PII.
+                        "prompt": masked[:AUDIT_TEXT_CHARS],
+                        "actions": [
+                            {"tool": o.tool, "arguments": o.arguments, "status": o.status.value}
+                            for o in outcomes
+                        ],
+                        "reply": reply[:AUDIT_TEXT_CHARS],
                     },
                 )
             )

@@ -14,17 +14,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyotp
+import structlog
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramparts.audit.events import Action, Actor, Decision, Resource
 from ramparts.audit.services import AuditLog
+from ramparts.crypto.fields import FieldDecryptionError
 from ramparts.crypto.sealing import SealedFields
 from ramparts.db.engine import Database
 from ramparts.identity.lockout import Lockout, SecondFactorAttempt
 from ramparts.identity.passwords import HASHER, hash_password
 from ramparts.identity.sealed import RECOVERY_CODE_INDEX, TOTP_SECRET
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["Authenticator", "LoginResult", "new_recovery_code", "recovery_index"]
 
@@ -162,9 +166,15 @@ class Authenticator:
         ).first()
         if row is None:
             return "no_totp"
-        secret = (
-            await self._fields.open(session, tenant_id, TOTP_SECRET, user_id, row[0])
-        ).decode()
+        try:
+            secret = (
+                await self._fields.open(session, tenant_id, TOTP_SECRET, user_id, row[0])
+            ).decode()
+        except FieldDecryptionError:
+            # Moved from another row or tenant, tampered with, or its key shredded: no code
+            # can match it. A refused second factor (audited, counted), never a server error.
+            log.warning("totp_secret_unreadable", tenant=str(tenant_id), user=str(user_id))
+            return "unreadable_secret"
         step = _matching_step(secret, code)
         if step is None:
             return "wrong_code"

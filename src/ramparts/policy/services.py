@@ -195,6 +195,9 @@ class Authorizer:
         details: dict[str, object] = {
             "action": action.qualified,
             "channel": context.channel.value,
+            # The attributes Cedar was given (the tenant is on the resource): a reviewer sees
+            # each decision was made on tenant, region and sensitivity.
+            "region": context.region,
             "sensitivity": resource.sensitivity,
             "errors": list(decision.errors),
         }

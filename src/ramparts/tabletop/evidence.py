@@ -3,17 +3,30 @@ admin's `GET /api/audit/events`): the events a drill's step caused, by their ids
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ramparts.logs import redact_secrets
 from ramparts.tabletop.target import ApiSession, DrillError
 
-__all__ = ["audit_events", "cited", "now"]
+__all__ = ["audit_events", "cited", "now", "redacted", "without_credentials"]
+
+#: The user-info part of a URL (`scheme://user:password@`), wherever it appears in text.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
+#: How much of a child process's output may go into a report.
+OUTPUT_CHARS = 300
+
+
+#: How far `now()` reaches back: the instance stamps events with its own clock (and the
+#: database's), which may run a little behind ours; an event of the step must not be missed.
+CLOCK_MARGIN = timedelta(seconds=2)
 
 
 def now() -> str:
-    """The current moment as the audit API's `since` wants it (ISO 8601 with offset)."""
-    return datetime.now(UTC).isoformat()
+    """The moment a step starts, as the audit API's `since` wants it (ISO 8601 with offset),
+    less the clock margin."""
+    return (datetime.now(UTC) - CLOCK_MARGIN).isoformat()
 
 
 def audit_events(
@@ -52,3 +65,19 @@ def cited(events: list[dict[str, Any]]) -> list[str]:
         f"{str(e.get('hash', ''))[:16]}".rstrip()
         for e in events
     ]
+
+
+def without_credentials(text: str) -> str:
+    """`text` with every URL's user and password taken out (`postgresql://u:p@h` → `…://h`)."""
+    return _USERINFO.sub(r"\g<scheme>", text)
+
+
+def redacted(output: str, *, last_line: bool = False) -> str:
+    """A child process's output as a report may carry it: URL credentials, secrets and
+    personal data taken out by the product's own log redaction, at most OUTPUT_CHARS long
+    (its last line only, when `last_line`)."""
+    text = output.strip()
+    if last_line:
+        text = (text.splitlines() or ["no output"])[-1]
+    cleaned = redact_secrets(None, "", {"output": without_credentials(text)})["output"]
+    return str(cleaned)[:OUTPUT_CHARS]

@@ -31,6 +31,7 @@ from ramparts.crypto.backends import open_kms
 from ramparts.crypto.keystore import LocalKms, default_key_file
 from ramparts.db.embedded import embedded_postgres
 from ramparts.db.engine import DatabaseUrls, derive_app_url, libpq, open_database
+from ramparts.tabletop.evidence import redacted, without_credentials
 from ramparts.tabletop.script import ScriptControl
 from ramparts.tabletop.target import DrillError, Operator, Target, read_credentials
 
@@ -156,7 +157,7 @@ def running_instance(
             environment=environment,
             description={
                 "instance": "running",
-                "url": url,
+                "url": without_credentials(url),
                 "database": "reachable" if urls is not None else "not reachable",
                 "model": "scripted (the drill plays a compromised model)"
                 if script is not None
@@ -278,8 +279,8 @@ def _wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path) -> N
     with httpx.Client(base_url=base_url, timeout=5) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                raise DrillError(f"the instance stopped while starting: {tail[0][:300]}")
+                tail = redacted(log.read_text(errors="replace"), last_line=True)
+                raise DrillError(f"the instance stopped while starting: {tail}")
             try:
                 if client.get("/readyz").status_code == 200:
                     return

@@ -33,6 +33,8 @@ __all__ = ["ApiSession", "DrillError", "Operator", "SignInError", "Target", "rea
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 #: How long one request may take: an assistant turn with a model can take seconds.
 REQUEST_TIMEOUT = 60.0
+#: A session's access token this close to its expiry is renewed before the next request.
+TOKEN_MARGIN_SECONDS = 60
 
 
 class DrillError(Exception):
@@ -57,8 +59,21 @@ class ApiSession:
     client: httpx.Client
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self._keep_fresh()
         headers = {"Authorization": f"Bearer {self.access_token}", **kwargs.pop("headers", {})}
         return self.client.request(method, path, headers=headers, **kwargs)
+
+    def _keep_fresh(self) -> None:
+        """Access tokens live minutes and a drill can run longer: one close to its end is
+        exchanged for a new pair (the refresh grant) or, when that is refused, the person
+        signs in again, so a late step is not answered 401 for the drill's own sake."""
+        if _expires_at(self.access_token) - time.time() > TOKEN_MARGIN_SECONDS:
+            return
+        tokens = self.target.refreshed(self.refresh_token) if self.refresh_token else None
+        if tokens is None:
+            tokens = self.target.tokens(self.username)
+        self.access_token = str(tokens["access_token"])
+        self.refresh_token = tokens.get("refresh_token")
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)
@@ -250,6 +265,23 @@ class Target:
         tokens: dict[str, Any] = exchanged.json()
         return tokens
 
+    def refreshed(self, refresh_token: str) -> dict[str, Any] | None:
+        """The token endpoint's answer to the refresh grant, or None when it refuses it."""
+        client_id = (self.report.get("oidc_client") or {}).get("client_id", "")
+        with self.client() as http:
+            answer = http.post(
+                "/oauth/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh_token,
+                    "client_id": client_id,
+                },
+            )
+        if answer.status_code != 200:
+            return None
+        tokens: dict[str, Any] = answer.json()
+        return tokens
+
     def code_for(self, username: str) -> str:
         """A TOTP code of `username` that no sign-in has used yet: not by this drill, nor by
         another process (an earlier drill), whose steps the instance's database knows."""
@@ -310,6 +342,17 @@ class Target:
             client.close()
         self._clients.clear()
         self._sessions.clear()
+
+
+def _expires_at(token: str) -> float:
+    """A JWT's `exp` (read, not verified: only to know when to renew our own token); an
+    unreadable one counts as never expiring, so the instance's answer decides."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def _csrf(page: httpx.Response) -> str:

@@ -6,18 +6,21 @@ checkpoints, and personal data a person sends redacted before it is written (rea
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+import uuid
 from typing import Any
 
 import psycopg
 
+from ramparts.audit.events import Action
+from ramparts.audit.verify import verify_chain
 from ramparts.tabletop.conformance.catalog import as_tenant, rolled_back
 from ramparts.tabletop.conformance.checks import Outcome
 from ramparts.tabletop.conformance.findings import Findings
+from ramparts.tabletop.conformance.forgery import read_jwt
+from ramparts.tabletop.conformance.operating import operator_command, redacted_tail
 from ramparts.tabletop.conformance.people import admin_of, first_of_each_role_set, tenant_id
 from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import ApiSession, DrillError, Target
-from ramparts.web.app import CHECKPOINT_SECONDS
 
 __all__ = ["check"]
 
@@ -28,9 +31,17 @@ APPEND_ONLY = ("audit_chains", "audit_events", "audit_checkpoints", "audit_signi
 QUEUE = "audit_queue"
 #: pg_trigger.tgtype bits (PostgreSQL's trigger.h).
 _DELETE, _UPDATE, _TRUNCATE = 8, 16, 32
-#: How late the server's periodic checkpoint may be before its absence is a failure.
-CHECKPOINT_GRACE = 120
-_ENABLED = {"O", "A"}  # fires in ordinary sessions (origin) or always; 'D' is disabled
+#: What an allowed event's body holds (its decision), for the tamper to turn into a refusal.
+_ALLOWED = '"allow"'
+_ENABLED = {"O", "A"}
+#: A tool no one holds: the scripted model calls it, so the call is refused and recorded.
+_PROBE_TOOL = "drill_probe"
+#: The masking's placeholders for an e-mail address, an IBAN and a phone number.
+_PLACEHOLDERS = (
+    "[EMAIL",
+    "[IBAN",
+    "[PHONE",
+)  # fires in ordinary sessions (origin) or always; 'D' is disabled
 #: A valid IBAN, a phone number and a fresh e-mail address: what a person might type.
 _IBAN = "DE89370400440532013000"
 _PHONE = "+44 20 7946 0958"
@@ -39,8 +50,9 @@ _PHONE = "+44 20 7946 0958"
 def check(target: Target) -> Outcome:
     f = Findings(
         "the runtime role can change no audit row; enabled triggers refuse UPDATE, DELETE and "
-        "TRUNCATE (an owner's UPDATE is refused); each tenant's hash chain verifies with its "
-        "signed checkpoints; personal data sent to the assistant is redacted in the trail"
+        "TRUNCATE (an owner's UPDATE is refused); each tenant's hash chain verifies with a "
+        "checkpoint the operator signs now; verification pinpoints a tampered event; the "
+        "assistant's prompt, tool call and reply are recorded, personal data redacted"
     )
     if target.urls is None:
         raise DrillError("the instance's database is not reachable: the trail under the API")
@@ -50,11 +62,13 @@ def check(target: Target) -> Outcome:
     _owner_refused(f, target)
     with f.part("the chains' verification"):
         _verified(f, target)
+    _tamper_found(f, target)
     with f.part("the redaction of personal data"):
         _redacted(f, target)
     return f.outcome(
         f"{role} holds no UPDATE/DELETE/TRUNCATE on the trail; enabled triggers refused the "
-        "owner's UPDATE and DELETE; the chains verify; the personal data sent was redacted"
+        "owner's UPDATE and DELETE; the chains verify with a fresh signed checkpoint; the "
+        "tampered event was pinpointed; the exchange is recorded with the personal data redacted"
     )
 
 
@@ -144,42 +158,113 @@ def _owner_refused(f: Findings, target: Target) -> None:
 
 
 def _verified(f: Findings, target: Target) -> None:
-    """Each tenant's chain verified by the instance (hashes, links, signed checkpoints); a
-    chain older than the server's checkpoint interval must have a signed checkpoint."""
+    """Each tenant's chain verified by the instance (hashes, links, signed checkpoints); the
+    operator signs a checkpoint now (`ramparts audit checkpoint`, with the instance's KMS),
+    and the instance then verifies it, covering every event the chain held before."""
+    heads: dict[str, int] = {}
     for tenant in target.tenants():
-        admin = target.session(admin_of(target, tenant))
-        answer = admin.get("/api/audit/verification")
-        if answer.status_code != 200:
-            raise DrillError(f"GET /api/audit/verification answered {answer.status_code}")
-        report = answer.json()
+        report = _verification(target, tenant)
+        heads[tenant] = int(report.get("head_seq") or 0)
         f.expect(
             report.get("ok") is True and not report.get("problems"),
             f"{tenant}: GET /api/audit/verification → ok {report.get('ok')}, "
             f"{report.get('events')} events, head #{report.get('head_seq')}",
             f"{tenant}'s chain does not verify: {report.get('problems')}",
         )
-        signed = (report.get("checkpoint") or {}).get("count") or 0
-        age = _chain_age(admin)
-        due = age > CHECKPOINT_SECONDS + CHECKPOINT_GRACE
+    if not target.environment:
+        f.unproven("signed checkpoints (the drill is not this instance's operator)")
+        return
+    signed = operator_command(target, "audit", "checkpoint", "--json")
+    f.expect(
+        signed.returncode == 0,
+        f"operator: ramparts audit checkpoint → exit {signed.returncode}, "
+        f"{len(signed.stdout.splitlines())} checkpoint(s) signed",
+        f"the operator's checkpoint failed: {redacted_tail(signed.stderr)}",
+    )
+    for tenant in target.tenants():
+        report = _verification(target, tenant)
+        checkpoint = report.get("checkpoint") or {}
+        count, seq = int(checkpoint.get("count") or 0), int(checkpoint.get("seq") or 0)
         f.expect(
-            bool(signed) or not due,
-            f"{tenant}: {signed} signed checkpoint(s) verified, up to "
-            f"#{(report.get('checkpoint') or {}).get('seq')}"
-            if signed
-            else f"{tenant}: no signed checkpoint yet; the chain is {age:.0f} s old and the "
-            f"server signs every {CHECKPOINT_SECONDS} s (not proven on this young instance)",
-            f"{tenant}'s chain is {age:.0f} s old and has no signed checkpoint",
+            report.get("ok") is True and count > 0 and seq >= heads[tenant],
+            f"{tenant}: {count} signed checkpoint(s) verified, the newest at #{seq} "
+            f"(head was #{heads[tenant]})",
+            f"{tenant}: no verified signed checkpoint covers the chain (ok {report.get('ok')}, "
+            f"{count} checkpoint(s), newest #{seq}, head #{heads[tenant]})",
         )
 
 
-def _chain_age(admin: ApiSession) -> float:
-    """Seconds since the first event of the admin's tenant's chain."""
-    answer = admin.get("/api/audit/events", params={"limit": 1})
-    items = answer.json().get("items", []) if answer.status_code == 200 else []
-    if not items:
-        return 0.0
-    first = datetime.fromisoformat(str(items[0]["time"]).replace("Z", "+00:00"))
-    return (datetime.now(UTC) - first).total_seconds()
+def _verification(target: Target, tenant: str) -> dict[str, Any]:
+    answer = target.session(admin_of(target, tenant)).get("/api/audit/verification")
+    if answer.status_code != 200:
+        raise DrillError(f"GET /api/audit/verification answered {answer.status_code}")
+    report: dict[str, Any] = answer.json()
+    return report
+
+
+def _tamper_found(f: Findings, target: Target) -> None:
+    """One event's body changed by the owner with the triggers off for that transaction (the
+    power of someone holding the superuser password): the product's chain verification must
+    name that event. The change is rolled back."""
+    tenant = tenant_id(target, target.tenants()[0])
+    with target.owner() as db, rolled_back(db):
+        try:
+            with db.transaction():
+                db.execute("SET LOCAL session_replication_role = replica")
+        except psycopg.errors.InsufficientPrivilege:
+            f.unproven("a tampered row pinpointed (the owner may not switch triggers off)")
+            return
+        db.execute("SET LOCAL session_replication_role = replica")
+        as_tenant(db, tenant)
+        # An allowed act turned into a refused one: what a cover-up would write.
+        row = db.execute(
+            "SELECT seq FROM audit_events WHERE tenant_id = %s AND strpos(body, %s) > 0 "
+            "ORDER BY seq OFFSET (SELECT count(*) / 2 FROM audit_events WHERE tenant_id = %s "
+            "AND strpos(body, %s) > 0) LIMIT 1",
+            (tenant, _ALLOWED, tenant, _ALLOWED),
+        ).fetchone()
+        if row is None:
+            raise DrillError("the trail holds no allowed event of the tenant to tamper with")
+        seq = int(row[0])
+        changed = db.execute(
+            "UPDATE audit_events SET body = replace(body, %s, %s) "
+            "WHERE tenant_id = %s AND seq = %s",
+            (_ALLOWED, '"deny"', tenant, seq),
+        ).rowcount
+        report = verify_chain(db, uuid.UUID(tenant), count_queued=False)
+        located = sorted({p.seq for p in report.problems})
+        kinds = sorted({p.kind for p in report.problems if p.seq == seq})
+    f.expect(
+        changed == 1 and not report.intact and located[:1] == [seq],
+        f"event #{seq}'s body changed with the triggers off ({changed} row, rolled back): "
+        f"verification → intact {report.intact}, first break at "
+        f"#{located[0] if located else None} ({', '.join(kinds) or 'nothing found there'})",
+        f"a tampered event #{seq} was not pinpointed (problems at {located})",
+    )
+
+
+def _exchange_recorded(f: Findings, admin: ApiSession, person: ApiSession, since: str) -> None:
+    """The person's exchange is in the trail: its prompt with the personal data as
+    placeholders, the tool call with its arguments, and the reply."""
+    who = read_jwt(person.access_token)[1].get("sub")
+    answered = [
+        e
+        for e in audit_events(admin, since=since, action="ai:*")
+        if e.get("action") == Action.ASSISTANT_ANSWERED.value
+        and (e.get("actor") or {}).get("id") == who
+    ]
+    details = answered[-1].get("details") or {} if answered else {}
+    prompt = str(details.get("prompt", ""))
+    calls = [a for a in details.get("actions", []) if a.get("tool") == _PROBE_TOOL]
+    placeholders = [p for p in _PLACEHOLDERS if p in prompt]
+    f.expect(
+        len(placeholders) == len(_PLACEHOLDERS) and bool(calls) and "reply" in details,
+        f"its {Action.ASSISTANT_ANSWERED.value} event records the prompt with "
+        f"{', '.join(placeholders) or 'no placeholder'}, the call "
+        f"{calls[0] if calls else None} and the reply {str(details.get('reply'))[:40]!r}"
+        + (f" ({cited(answered[-1:])[0]})" if answered else ""),
+        "the trail does not record the exchange (prompt with placeholders, call, reply)",
+    )
 
 
 def _redacted(f: Findings, target: Target) -> None:
@@ -188,16 +273,23 @@ def _redacted(f: Findings, target: Target) -> None:
     raw = (email, _IBAN, _PHONE)
     admin = target.session(admin_of(target, tenant))
     person = next(u for u, _ in first_of_each_role_set(target, tenant) if u != admin.username)
+    if target.script is None:
+        raise DrillError("the instance's model is not scripted: a tool call cannot be played")
     started = now()
-    if target.script is not None:
-        target.script.play([{"text": "noted"}])
+    # The model calls a tool no one has (refused, recorded) with what the person typed.
+    target.script.play(
+        [{"tool_calls": [{"name": _PROBE_TOOL, "arguments": {"note": email}}]}, {"text": "noted"}]
+    )
     sent = target.session(person).assistant(
         f"Please note my contact: {email}, phone {_PHONE}, and refund to IBAN {_IBAN}."
     )
-    f.saw(
+    f.expect(
+        sent.status_code == 200,
         f"{person} sent the assistant an e-mail address, a phone number and an IBAN "
-        f"→ {sent.status_code}"
+        f"→ {sent.status_code}",
+        f"the assistant answered {sent.status_code}",
     )
+    _exchange_recorded(f, admin, target.session(person), started)
     # An auditor's search names the address too: what a person typed, written to the trail.
     admin.get("/api/audit/events", params={"actor": email, "limit": 1})
     events = audit_events(admin, since=started)

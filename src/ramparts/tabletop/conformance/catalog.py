@@ -8,6 +8,7 @@ FORCE subjects to it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ __all__ = [
 #: The setting the runtime's tenant sessions set (`ramparts.db.engine.SET_TENANT`) and every
 #: row-level security policy reads.
 TENANT_SETTING = "app.tenant_id"
+#: A policy condition that confines rows to the tenant of the transaction, as PostgreSQL
+#: prints the runtime's (db/rls.py `CURRENT_TENANT`): the tenant column (`id` on the tenant
+#: registry) equal to the setting, NULL (no row) when it is unset. Nothing else.
+_CONFINING = re.compile(
+    r"\((?:tenant_id|id) = \(NULLIF\(current_setting\('"
+    + re.escape(TENANT_SETTING)
+    + r"'::text, true\), ''::text\)\)::uuid\)"
+)
 
 
 @contextmanager
@@ -105,10 +114,11 @@ class Policy:
         return "public" in self.roles or role in self.roles
 
     def confined(self) -> bool:
-        """Both of its conditions (where present) read the tenant setting."""
-        reads = f"current_setting('{TENANT_SETTING}'"
+        """Each of its conditions (where present) is exactly `<tenant column> = the tenant
+        setting` as the runtime's migrations write it: anything more (`... OR true`, a second
+        clause) could widen it, so it does not count as confined."""
         parts = [part for part in (self.using, self.check) if part is not None]
-        return bool(parts) and all(reads in part for part in parts)
+        return bool(parts) and all(_CONFINING.fullmatch(" ".join(p.split())) for p in parts)
 
 
 @dataclass(frozen=True)

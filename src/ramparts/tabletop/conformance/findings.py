@@ -1,5 +1,6 @@
-"""What a check collects while it acts: one evidence line per fact it saw, and a problem for
-each fact that breaks the control. Its verdict is FAIL as soon as there is one problem."""
+"""What a check collects while it acts: one evidence line per fact it saw, a problem for each
+fact that breaks the control, and each part of the control it could not prove here. Its
+verdict is FAIL as soon as there is one problem, and never PASS with a part unproven."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ramparts.tabletop.conformance.checks import Outcome, fail, passed
+from ramparts.tabletop.report import Verdict
 from ramparts.tabletop.target import DrillError
 
 __all__ = ["Findings"]
@@ -18,6 +20,7 @@ class Findings:
     expected: str
     evidence: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
 
     def saw(self, line: str) -> None:
         self.evidence.append(line)
@@ -29,6 +32,11 @@ class Findings:
             self.problems.append(problem)
         return holds
 
+    def unproven(self, what: str) -> None:
+        """A part of the control this check cannot prove where it runs (said, never passed)."""
+        self.evidence.append(f"not proven: {what}")
+        self.missing.append(what)
+
     @contextmanager
     def part(self, what: str) -> Iterator[None]:
         """A part of the check that may not be able to finish (a person cannot sign in): what
@@ -39,7 +47,11 @@ class Findings:
             self.problems.append(f"{what} could not complete: {exc}")
 
     def outcome(self, observed: str) -> Outcome:
-        """PASS with `observed` when nothing broke the control, else FAIL naming each problem."""
+        """PASS with `observed` when nothing broke the control and every part was proven;
+        FAIL naming each problem; else NOT-IMPLEMENTED naming each unproven part."""
         if self.problems:
             return fail(self.expected, "; ".join(self.problems), self.evidence)
+        if self.missing:
+            observed = "not proven here: " + "; ".join(self.missing)
+            return Outcome(Verdict.NOT_IMPLEMENTED, self.expected, observed, self.evidence)
         return passed(self.expected, observed, self.evidence)

@@ -5,6 +5,8 @@ how the API and the token endpoint treat forged and reused ones (ID-2). Service 
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,6 +20,7 @@ from ramparts.tabletop.conformance.catalog import as_tenant, rolled_back
 from ramparts.tabletop.conformance.checks import Outcome, check
 from ramparts.tabletop.conformance.findings import Findings
 from ramparts.tabletop.conformance.forgery import forgeries, read_jwt
+from ramparts.tabletop.conformance.operating import operator_command, redacted_tail
 from ramparts.tabletop.conformance.people import admin_of, spare_people, tenant_id
 from ramparts.tabletop.conformance.reads import list_routes, readable_route
 from ramparts.tabletop.conformance.signin import Browser, code_in, discovery, wrong_code
@@ -34,6 +37,9 @@ TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tenant")
 ASYMMETRIC = frozenset({"ES256", "EdDSA"})
 #: Where a `jku`/`x5u` forgery would send a verifier that follows it (nothing listens).
 ATTACKER_URL = "http://127.0.0.1:9"
+#: How long the instance may serve its cached key ring after a rotation (it reloads it every
+#: 15 s), with a margin.
+KEY_RING_SECONDS = 25.0
 
 
 def _path(url: str) -> str:
@@ -196,8 +202,9 @@ def tokens(target: Target) -> Outcome:
     f = Findings(
         "access tokens are ES256/EdDSA JWTs with iss, sub, aud, exp, iat, nbf, jti, tenant, "
         "their kid in the JWKS; the API refuses them re-signed with none, HS256 over the "
-        "public key, a foreign kid, jku/x5u or an embedded jwk; a refresh token used twice "
-        "revokes its whole family, audited"
+        "public key, a foreign kid, jku/x5u or an embedded jwk; a signing-key rotation keeps "
+        "the previous key published and its tokens valid while new tokens carry the new kid; "
+        "a refresh token used twice revokes its whole family, audited"
     )
     meta = discovery(target)
     tenant = target.tenants()[-1]
@@ -229,12 +236,14 @@ def tokens(target: Target) -> Outcome:
         for name, forged in forgeries(access, published, ATTACKER_URL).items():
             status = _status(session, route, forged)
             f.expect(status == 401, f"{name} → {status}", f"a token with {name} got {status}")
+        _rotation(f, target, session, route, str(header.get("kid")))
         _refresh_reuse(f, target, session, route)
     finally:
         session.client.close()
     _stored_hashed(f, target, tenant, refresh)
     return f.outcome(
-        f"{header.get('alg')} tokens with every claim; every forgery refused with 401; a reused "
+        f"{header.get('alg')} tokens with every claim; every forgery refused with 401; the "
+        "signing key rotated live with the previous key still published and honoured; a reused "
         "refresh token revoked its family (the newer refresh and access tokens refused), audited"
     )
 
@@ -252,8 +261,56 @@ def _published_key(
     f.expect(bool(match), f"the token's kid {header.get('kid')} is in the JWKS", "kid not in JWKS")
     if not match:
         raise DrillError("the token's signing key is not published")
-    f.saw("key rotation is not exercised live (it needs the KMS); JWKS serves every live key")
     return dict(match[0])
+
+
+def _rotation(f: Findings, target: Target, session: ApiSession, route: str, old_kid: str) -> None:
+    """The operator rotates the token signing key (`ramparts keys rotate`, with the instance's
+    settings): the JWKS then serves the new key and the previous one, a token signed before
+    still verifies, and a token issued after (the session's refresh) carries the new kid."""
+    if not target.environment:
+        f.unproven("signing-key rotation (the drill is not this instance's operator)")
+        return
+    done = operator_command(target, "keys", "rotate", "--json")
+    if not f.expect(
+        done.returncode == 0,
+        f"ramparts keys rotate → exit {done.returncode}",
+        f"the operator's key rotation failed: {redacted_tail(done.stderr)}",
+    ):
+        return
+    new_kid = str(json.loads(done.stdout).get("kid"))
+    deadline = time.monotonic() + KEY_RING_SECONDS
+    kids: list[str] = []
+    with target.client() as http:
+        while time.monotonic() < deadline:
+            kids = [str(k.get("kid")) for k in http.get("/oauth/jwks").json().get("keys", [])]
+            if new_kid in kids:
+                break
+            time.sleep(0.5)
+    f.expect(
+        new_kid in kids and old_kid in kids,
+        f"after the rotation the JWKS serves {kids} (new {new_kid}, previous {old_kid})",
+        f"the JWKS after the rotation serves {kids}, not the new {new_kid} and previous {old_kid}",
+    )
+    before = _status(session, route, session.access_token)
+    f.expect(
+        before == 200,
+        f"a token signed before the rotation (kid {old_kid}) → {before}",
+        f"a token signed before the rotation got {before}",
+    )
+    renewed = target.refreshed(session.refresh_token or "")
+    if renewed is None:
+        f.expect(False, "a token issued after the rotation", "the refresh was refused")
+        return
+    session.access_token = str(renewed["access_token"])
+    session.refresh_token = renewed.get("refresh_token")
+    header, _ = read_jwt(session.access_token)
+    after = _status(session, route, session.access_token)
+    f.expect(
+        header.get("kid") == new_kid and after == 200,
+        f"a token issued after the rotation: kid {header.get('kid')} → {after}",
+        f"a token issued after the rotation carries kid {header.get('kid')}, got {after}",
+    )
 
 
 def _status(session: ApiSession, route: str, token: str) -> int:
@@ -284,6 +341,13 @@ def _refresh_reuse(f: Findings, target: Target, session: ApiSession, route: str)
         "a new refresh token with the new access token (rotation)",
         "the refresh token was not rotated",
     )
+    # The newer access token works before the reuse, so its refusal after is the revocation's.
+    before = _status(session, route, str(newer.get("access_token")))
+    f.expect(
+        before == 200,
+        f"the newer access token before the reuse → {before}",
+        f"the newer access token got {before} before any reuse",
+    )
     again = refresh(session.refresh_token or "")
     f.expect(
         again.status_code == 400,
@@ -297,7 +361,11 @@ def _refresh_reuse(f: Findings, target: Target, session: ApiSession, route: str)
         "the family's newer refresh token still works after the reuse",
     )
     status = _status(session, route, str(newer.get("access_token")))
-    f.expect(status == 401, f"the family's newer access token → {status}", "its access token works")
+    f.expect(
+        status == 401,
+        f"the family's newer access token after the reuse → {status}",
+        "its access token works after the reuse",
+    )
     reused = audit_events(
         target.session(admin_of(target, session.tenant)),
         since=started,

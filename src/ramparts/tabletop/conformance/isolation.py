@@ -32,6 +32,7 @@ from ramparts.tabletop.conformance.people import (
     tenant_id,
 )
 from ramparts.tabletop.conformance.reads import id_values, item_route, list_routes, strings_in
+from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import DrillError, Target
 
 __all__ = ["check"]
@@ -40,6 +41,11 @@ __all__ = ["check"]
 AUDIT_EVENTS = "/api/audit/events"
 #: Records of the other tenant read back by id, per list and reader.
 ITEMS_PER_LIST = 3
+#: How a foreign write is refused by the database's row-level security, and only so.
+RLS_REFUSAL = "refused by row-level security"
+NOTHING_TO_COPY = "no row to copy"
+#: The attributes each Cedar decision must have been given, besides roles.
+DECISION_ATTRIBUTES = ("tenant", "region", "sensitivity")
 
 
 def check(target: Target) -> Outcome:
@@ -143,7 +149,7 @@ def _as_runtime(f: Findings, target: Target, tables: list[str], home: str, away:
                 foreign = count(conn, table, "tenant_id <> %s", home_id)
                 read[table] = (seen, foreign)
             if "INSERT" in rights:
-                writes[table] = _insert(conn, table, away_id)
+                writes[table] = _insert(conn, table, home_id, away_id)
             for verb in ("UPDATE", "DELETE"):
                 if verb in rights:
                     touched = _touch(conn, table, verb, away_id)
@@ -165,14 +171,23 @@ def _as_runtime(f: Findings, target: Target, tables: list[str], home: str, away:
         + " rows present: "
         + ", ".join(f"{t} {read[t][0]}/{present[t]}" for t in sorted(read) if present[t])
     )
-    let_through = {t: how for t, how in writes.items() if not how.startswith("refused")}
-    by_rls = sum(1 for how in writes.values() if "row-level security" in how)
+    let_through = {t: how for t, how in writes.items() if how == "written"}
+    by_rls = sum(1 for how in writes.values() if how == RLS_REFUSAL)
+    uncopied = sum(1 for how in writes.values() if how == NOTHING_TO_COPY)
     f.expect(
-        not let_through,
-        f"INSERT of a {away} row refused on {len(writes)} writable tables, {by_rls} by "
-        f"row-level security (the others: {_others(writes)}); UPDATE/DELETE of {away} rows "
-        "touched none",
-        f"writes of another tenant's rows went through: {let_through}",
+        sum(present.values()) > 0,
+        f"{away} has {sum(present.values())} rows in the tenant tables to be seen",
+        f"{away} has no rows: not seeing them proves nothing",
+    )
+    f.expect(
+        not let_through and by_rls > 0,
+        f"a full copy of a {home} row with the tenant swapped to {away}: refused by "
+        f"row-level security on {by_rls} of {len(writes)} writable tables (before it, by "
+        f"another rule, not counted: {_others(writes)}; {uncopied} with no {home} row to "
+        f"copy); UPDATE/DELETE of {away} rows touched none",
+        f"writes of another tenant's rows went through: {let_through}"
+        if let_through
+        else "no foreign write was refused by row-level security",
     )
 
 
@@ -185,17 +200,36 @@ def _rights(conn: psycopg.Connection[Any], table: str) -> set[str]:
     return {r for r, granted in zip(rights, row or (), strict=False) if granted}
 
 
-def _insert(conn: psycopg.Connection[Any], table: str, tenant: str) -> str:
-    statement = sql.SQL("INSERT INTO {} (tenant_id) VALUES (%s)").format(sql.Identifier(table))
+def _insert(conn: psycopg.Connection[Any], table: str, home: str, away: str) -> str:
+    """A full copy of one of `home`'s rows with its tenant swapped for `away`, as a bug in
+    application code would write it: every column valid, only the tenant foreign. What
+    refused it, or "written"; "no row to copy" when `home` has none in `table`."""
+    columns = [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+            "AND NOT attisdropped AND attgenerated = '' AND attidentity <> 'a' ORDER BY attnum",
+            (table,),
+        )
+    ]
+    chosen = [sql.SQL("%s::uuid") if c == "tenant_id" else sql.Identifier(c) for c in columns]
+    statement = sql.SQL(
+        "INSERT INTO {t} ({cols}) SELECT {chosen} FROM {t} WHERE tenant_id = %s LIMIT 1"
+    ).format(
+        t=sql.Identifier(table),
+        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        chosen=sql.SQL(", ").join(chosen),
+    )
     try:
         with conn.transaction():  # a savepoint: the refusal does not end the outer one
-            conn.execute(statement, (tenant,))
-    except psycopg.Error as exc:
-        reason = str(exc).splitlines()[0]
-        if "row-level security" in reason:
-            return "refused by row-level security"
+            written = conn.execute(statement, (away, home)).rowcount
+    except psycopg.errors.InsufficientPrivilege as exc:
+        if "row-level security" in str(exc):
+            return RLS_REFUSAL
         return f"refused by {type(exc).__name__}"
-    return "written"
+    except psycopg.Error as exc:
+        return f"refused by {type(exc).__name__}"
+    return "written" if written else NOTHING_TO_COPY
 
 
 def _touch(conn: psycopg.Connection[Any], table: str, verb: str, tenant: str) -> int:
@@ -216,28 +250,52 @@ def _others(writes: dict[str, str]) -> str:
     found = [
         f"{table} by {how.removeprefix('refused by ')}"
         for table, how in sorted(writes.items())
-        if how.startswith("refused") and "row-level security" not in how
+        if how.startswith("refused") and how != RLS_REFUSAL
     ]
     return ", ".join(found) or "none"
 
 
-def _attributes(f: Findings, target: Target, home: str) -> None:
-    """What the instance's own Cedar decisions were given (its audit trail): the resource's
-    tenant and sensitivity, besides roles, for each request."""
-    answer = target.session(admin_of(target, home)).get(
-        AUDIT_EVENTS, params={"action": Action.AUTHORIZATION_DECIDED.value, "limit": 200}
+def _attributes(f: Findings, target: Target, home: str, since: str) -> None:
+    """What the instance's own Cedar decisions were given (its audit trail), for the requests
+    this check made: the resource's tenant, the caller's region, the resource's sensitivity."""
+    decisions = audit_events(
+        target.session(admin_of(target, home)),
+        since=since,
+        action=Action.AUTHORIZATION_DECIDED.value,
     )
-    decisions = answer.json().get("items", []) if answer.status_code == 200 else []
-    with_attributes = [
-        e
-        for e in decisions
-        if "tenant" in (e.get("resource") or {}) and "sensitivity" in (e.get("details") or {})
-    ]
-    refused = sum(1 for e in decisions if e.get("decision") == "deny")
-    f.saw(
-        f"{len(decisions)} Cedar decisions in {home}'s trail, {len(with_attributes)} with the "
-        f"resource's tenant and sensitivity; {refused} refusals"
+    # A listing's decision records what it withheld, for one type of resource: no one record.
+    single = [e for e in decisions if "withheld" not in (e.get("details") or {})]
+    lacking = [e for e in single if _attributes_missing(e)]
+    regions = sorted({str((e.get("details") or {}).get("region")) for e in single})
+    unseen = sum(1 for e in single if (e.get("resource") or {}).get("tenant") == "")
+    f.expect(
+        bool(single) and not lacking,
+        f"{len(single)} Cedar decisions in {home}'s trail since the check began, each with "
+        f"the resource's tenant (unseen: {unseen}, all refused), the region "
+        f"({', '.join(regions)}) and the sensitivity; "
+        f"{sum(1 for e in decisions if e.get('decision') == 'deny')} refusals"
+        + (f" ({cited(single[:1])[0]})" if single else ""),
+        f"{len(lacking)} of {len(single)} decisions lack an attribute: "
+        + "; ".join(
+            f"{c} lacks {', '.join(_attributes_missing(e))} "
+            f"({(e.get('details') or {}).get('action')} {(e.get('resource') or {})})"
+            for c, e in zip(cited(lacking[:3]), lacking[:3], strict=True)
+        )
+        if single
+        else "no Cedar decision recorded for the check's requests",
     )
+
+
+def _attributes_missing(event: dict[str, Any]) -> list[str]:
+    """The attributes a decision lacks. A record read by id that the caller's tenant cannot
+    see has no tenant to give (row-level security hid it): that decision must be a refusal."""
+    resource, details = event.get("resource") or {}, event.get("details") or {}
+    given = {"tenant": resource.get("tenant")} | {
+        name: details.get(name) for name in ("region", "sensitivity")
+    }
+    if event.get("decision") == "deny" and resource.get("tenant") == "":
+        given["tenant"] = "unseen"
+    return [name for name in DECISION_ATTRIBUTES if not given.get(name)]
 
 
 def _foreign(path: str, body: Any, theirs: set[str], home: str) -> str | None:
@@ -252,6 +310,7 @@ def _foreign(path: str, body: Any, theirs: set[str], home: str) -> str | None:
 
 
 def _through_api(f: Findings, target: Target, home: str, away: str) -> None:
+    started = now()
     listings = list_routes(target)
     theirs: dict[str, list[tuple[frozenset[str], str]]] = {}
     away_strings = {tenant_id(target, away)}
@@ -284,11 +343,16 @@ def _through_api(f: Findings, target: Target, home: str, away: str) -> None:
                 items.append(status)
                 if status not in {403, 404}:
                     found.append(f"GET {listing.item} of a {away} record as {person} → {status}")
-    _attributes(f, target, home)
+    _attributes(f, target, home, started)
     f.saw(f"{away}'s people read {len(away_strings) - 1} record ids across {len(theirs)} lists")
     f.expect(
-        not found and reads > 0,
+        not found and reads > 0 and bool(items),
         f"{reads} list reads by {home}'s people ({len(readers)} role sets) hold none of them; "
         f"{len(items)} reads of {away} records by id → {sorted(set(items))}",
-        "; ".join(found) or f"{home}'s people could read no list",
+        "; ".join(found)
+        or (
+            f"{home}'s people could read no list"
+            if not reads
+            else f"no {away} record was read by id: the by-id refusal is not shown"
+        ),
     )

@@ -22,9 +22,18 @@ from pathlib import Path
 
 import httpx
 
+from ramparts.tabletop.evidence import redacted
 from ramparts.tabletop.target import DrillError, Target
 
-__all__ = ["Stopped", "free_port", "operator_command", "second_server", "stopped_at_start"]
+__all__ = [
+    "Stopped",
+    "free_port",
+    "operator_command",
+    "operator_module",
+    "redacted_tail",
+    "second_server",
+    "stopped_at_start",
+]
 
 #: How long a second server may take to import, compose its apps' Cedar and answer.
 START_SECONDS = 120.0
@@ -61,10 +70,24 @@ def operator_command(
 ) -> subprocess.CompletedProcess[str]:
     """`ramparts <arguments>` as the instance's operator runs it: with its settings, and
     `stdin` typed in (what a command takes there, such as a key, never on its arguments)."""
+    return _as_operator(target, [*_RAMPARTS, *arguments], f"ramparts {arguments[0]}", stdin)
+
+
+def operator_module(
+    target: Target, module: str, *arguments: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> <arguments>` (one of ours) with the operator's settings; what it
+    must not show on a command line comes on `stdin`."""
+    return _as_operator(target, [sys.executable, "-m", module, *arguments], module, stdin)
+
+
+def _as_operator(
+    target: Target, command: list[str], name: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RAMPARTS_")}
     try:
         return subprocess.run(  # noqa: S603 - our own interpreter and command
-            [*_RAMPARTS, *arguments],
+            command,
             env=environment | target.environment,
             input=stdin,
             capture_output=True,
@@ -73,7 +96,7 @@ def operator_command(
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise DrillError(f"ramparts {arguments[0]} took over {COMMAND_SECONDS:.0f} s") from None
+        raise DrillError(f"{name} took over {COMMAND_SECONDS:.0f} s") from None
 
 
 def _answers(port: int) -> bool:
@@ -96,8 +119,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _last_line(log: Path) -> str:
-    lines = log.read_text(errors="replace").strip().splitlines()
-    return lines[-1][:300] if lines else "no output"
+    return redacted(log.read_text(errors="replace"), last_line=True)
+
+
+def redacted_tail(output: str) -> str:
+    """The last line of a command's error output, as a report may carry it."""
+    return redacted(output, last_line=True)
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from ramparts.tabletop.conformance.playing import (
     problem_slug,
     unproven,
 )
-from ramparts.tabletop.evidence import audit_events, cited, now
+from ramparts.tabletop.evidence import audit_events, cited, now, redacted
 from ramparts.tabletop.target import ApiSession, DrillError, Target
 
 __all__ = ["backups_and_killswitch", "edge", "prod_refuses_unsafe_starts", "supply_chain"]
@@ -145,7 +145,7 @@ def prod_refuses_unsafe_starts(target: Target) -> Outcome:
     named = _refusals(own)
     evidence.append(
         f"its settings under prod, debug on, secret 'changeme' → exit {own.code}, "
-        f"port answered: {own.served}; named: {'; '.join(named) or own.stderr.strip()[:300]}"
+        f"port answered: {own.served}; named: {redacted('; '.join(named) or own.stderr)}"
     )
     missing = [what for what, words in UNSAFE.items() if not any(words in v for v in named)]
     if missing or own.served:
@@ -153,7 +153,7 @@ def prod_refuses_unsafe_starts(target: Target) -> Outcome:
     refused = _refusals(clean)
     evidence.append(
         f"a clean prod configuration on its database → exit {clean.code}, port answered: "
-        f"{clean.served}; named: {'; '.join(refused) or clean.stderr.strip()[:300]}"
+        f"{clean.served}; named: {redacted('; '.join(refused) or clean.stderr)}"
     )
     if clean.code == 3 and refused != [DEMO_DATA]:
         wrong.append(f"the clean configuration was refused for {refused}, not the demo data")
@@ -187,8 +187,8 @@ def _drill(target: Target, evidence: list[str]) -> list[str]:
     try:
         report = json.loads(done.stdout)
     except ValueError:
-        line = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return [f"ramparts drill → exit {done.returncode}: {line[:300]}"]
+        line = redacted(done.stderr, last_line=True)
+        return [f"ramparts drill → exit {done.returncode}: {line}"]
     restore, rpo, rto = report["restore"], report["rpo"], report["rto"]
     chains = report["audit"]["chains"]
     evidence.append(
@@ -261,7 +261,7 @@ def _operator_switch(target: Target, evidence: list[str]) -> Iterator[None]:
     evidence.append(f"operator: ramparts killswitch on → exit {on.returncode}")
     try:
         if on.returncode != 0:
-            raise DrillError(f"ramparts killswitch on failed: {on.stderr.strip()[:300]}")
+            raise DrillError(f"ramparts killswitch on failed: {redacted(on.stderr)}")
         yield
     finally:
         off = operator_command(target, "killswitch", "off", "--json")

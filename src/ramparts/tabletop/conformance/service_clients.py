@@ -3,8 +3,8 @@ does (the owner's database: `ramparts clients create` would also need the instan
 its audit key, which a drill does not hold), uses it the way docs/service-clients.md says,
 tries what a shared-secret client would, and revokes it.
 
-What plain HTTP cannot show is said, not passed over: a certificate-bound token (RFC 8705)
-needs the TLS handshake of an instance serving mTLS.
+A certificate-bound token (RFC 8705) needs a TLS handshake with a client certificate: it is
+proved on a second `ramparts serve` of the instance that terminates mTLS (`bound_tokens`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import json
 import secrets
 import time
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 
 from ramparts.audit.events import Action
 from ramparts.identity.clients import ASSERTION_TYPE, new_client_id
 from ramparts.identity.models import ADMIN_ROLE
-from ramparts.tabletop.conformance.catalog import as_tenant
+from ramparts.tabletop.conformance.bound_tokens import prove_binding
+from ramparts.tabletop.conformance.catalog import as_tenant, rolled_back
 from ramparts.tabletop.conformance.checks import Outcome
 from ramparts.tabletop.conformance.findings import Findings
 from ramparts.tabletop.conformance.forgery import DrillKey, read_jwt
@@ -34,6 +37,8 @@ __all__ = ["check"]
 
 #: The audit actions of a service client's refused authentication.
 REFUSALS = {Action.CLIENT_AUTHENTICATION_FAILED.value, Action.CLIENT_ASSERTION_REPLAYED.value}
+#: The OAuth client authentication methods that rest on a shared secret (RFC 7591 names).
+SHARED_SECRET_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt")
 
 
 class _Service:
@@ -83,7 +88,8 @@ def _error(answer: httpx.Response) -> str:
 
 def check(target: Target) -> Outcome:
     f = Findings(
-        "a service client authenticates with private_key_jwt (no shared secret accepted); its "
+        "a service client authenticates with private_key_jwt or mTLS (no shared secret offered, "
+        "storable or accepted); an mTLS client's token is bound to its certificate; its "
         "token names one audience (RFC 8707) and a token for another audience is refused by "
         "the API; the client belongs to one tenant and revoking it refuses its tokens at once"
     )
@@ -115,16 +121,85 @@ def check(target: Target) -> Outcome:
     ]
     if f.expect(bool(refusals), f"{len(refusals)} refusal(s) audited", "refusals not audited"):
         f.evidence += cited(refusals)
-    bound = meta.get("tls_client_certificate_bound_access_tokens")
-    f.saw(
-        f"mTLS: discovery says certificate-bound tokens {bound}; this instance serves "
-        f"{urlsplit(target.base_url).scheme}, so a cnf.x5t#S256-bound token is not proven here"
-    )
+    _methods(f, target, meta, tenant_uuid)
+    if not target.environment:
+        f.unproven("certificate-bound tokens (no second TLS server without the operator)")
+    else:
+        with f.part("the certificate-bound token"):
+            _bound(f, target, tenant_uuid, roles, api=api, route=route)
     return f.outcome(
         "private_key_jwt tokens for one audience; another audience's token refused by the API "
-        "(401); client secrets, replayed and foreign-key assertions refused; revocation refused "
-        "the client's token at once (mTLS binding not provable over plain HTTP)"
+        "(401); no client_secret method offered or storable; client secrets, replayed and "
+        "foreign-key assertions refused; revocation refused the client's token at once; an "
+        "mTLS client's token bound to its certificate (cnf.x5t#S256), refused without it"
     )
+
+
+def _methods(f: Findings, target: Target, meta: dict[str, Any], tenant: str) -> None:
+    """Discovery offers no shared-secret client authentication, and the database cannot hold
+    a service client that would use one (its CHECK refuses the method)."""
+    offered = list(meta.get("token_endpoint_auth_methods_supported") or [])
+    shared = [m for m in offered if m.startswith("client_secret")]
+    f.expect(
+        "private_key_jwt" in offered and not shared,
+        f"discovery: token_endpoint_auth_methods_supported {offered}",
+        f"discovery offers shared-secret client authentication: {shared or offered}",
+    )
+    refused: dict[str, str] = {}
+    with target.owner() as db, rolled_back(db):
+        as_tenant(db, tenant)
+        for method in SHARED_SECRET_METHODS:
+            try:
+                with db.transaction():
+                    db.execute(
+                        "INSERT INTO service_clients (tenant_id, client_id, name, auth_method, "
+                        "jwks, certificate_thumbprint, resources) VALUES (%s, %s, 'drill', %s, "
+                        "'{}'::jsonb, 'x', ARRAY['urn:drill'])",
+                        (tenant, new_client_id(uuid.UUID(tenant)), method),
+                    )
+                refused[method] = "stored"
+            except psycopg.errors.CheckViolation:
+                refused[method] = "refused by its CHECK"
+        columns = [
+            str(c)
+            for (c,) in db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = 'service_clients'"
+            )
+        ]
+    secret_columns = [c for c in columns if "secret" in c]
+    f.expect(
+        all(how != "stored" for how in refused.values()) and not secret_columns,
+        "the owner storing a service client with "
+        + ", ".join(f"{m}: {how}" for m, how in refused.items())
+        + f" (rolled back); service_clients has no secret column ({len(columns)} columns)",
+        f"a service client with a shared secret can be stored: {refused}, {secret_columns}",
+    )
+
+
+def _bound(
+    f: Findings, target: Target, tenant: str, roles: list[str], *, api: str, route: str
+) -> None:
+    registered: list[str] = []
+
+    def register(thumbprint: str) -> str:
+        client_id = new_client_id(uuid.UUID(tenant))
+        with target.owner() as db, db.transaction():
+            as_tenant(db, tenant)
+            db.execute(
+                "INSERT INTO service_clients (tenant_id, client_id, name, auth_method, "
+                "certificate_thumbprint, resources, roles) VALUES (%s, %s, "
+                "'conformance drill mTLS', 'tls_client_auth', %s, %s, %s)",
+                (tenant, client_id, thumbprint, [api], roles),
+            )
+        registered.append(client_id)
+        return client_id
+
+    try:
+        prove_binding(f, target, register=register, api=api, route=route)
+    finally:
+        for client_id in registered:
+            _revoke(target, tenant, client_id)
 
 
 def _register(
