@@ -42,10 +42,10 @@ def test_only_the_exact_tenant_condition_confines() -> None:
         ("connect postgresql://owner:hunter2@db.internal:5432/app", "db.internal", "hunter2"),
         ("mail alice@example.com failed", "failed", "alice@example.com"),
         (
-            "key sk_test_4eC39HqLyjWDarjtT1zdp7dc refused",
+            "key sk_test_4eC39HqLyjWDarjtT1zdp7dc refused",  # pragma: allowlist secret
             "refused",
             "sk_test_4eC39HqLy",
-        ),  # pragma: allowlist secret
+        ),
     ],
 )
 def test_child_output_enters_evidence_redacted(raw: str, kept: str, gone: str) -> None:
