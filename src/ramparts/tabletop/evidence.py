@@ -35,15 +35,18 @@ def audit_events(
     since: str,
     action: str | None = None,
     decision: str | None = None,
+    actor: str | None = None,
     limit: int = 500,
 ) -> list[dict[str, Any]]:
     """The tenant's events since `since` (filtered by action tag or prefix like `ai:*`, and
-    decision), oldest first, every page of them."""
+    decision, and the actor's id), oldest first, every page of them."""
     params: dict[str, Any] = {"since": since, "limit": limit}
     if action is not None:
         params["action"] = action
     if decision is not None:
         params["decision"] = decision
+    if actor is not None:
+        params["actor"] = actor
     events: list[dict[str, Any]] = []
     while True:
         answer = auditor.get("/api/audit/events", params=params)

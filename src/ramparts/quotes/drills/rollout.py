@@ -18,6 +18,7 @@ from ramparts.quotes.drills import deals
 from ramparts.quotes.roles import BUYER, FINANCE, SELLER
 from ramparts.tabletop.conformance.answers import problem_type, said
 from ramparts.tabletop.conformance.checks import Outcome, fail, passed
+from ramparts.tabletop.conformance.playing import person
 from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.target import ApiSession, Target
 
@@ -190,7 +191,9 @@ def _audited_tool_call(
     answer = buyer.assistant("Ask for four chairs, then charge its deposit.")
     actions = answer.json().get("actions", []) if answer.is_success else []
     outcomes = {a.get("tool"): a.get("status") for a in actions}
-    events = audit_events(auditor, since=since, action="ai:tool:called")
+    # This Buyer's calls only: the window opens a little early (clock margin), on others'.
+    actor = person(target, buyer).subject
+    events = audit_events(auditor, since=since, action="ai:tool:called", actor=actor)
     by_tool = {(e.get("resource") or {}).get("id"): e for e in events}
     evidence.append(
         said(answer, "the Buyer's message, the model calling two tools") + f": {outcomes}"

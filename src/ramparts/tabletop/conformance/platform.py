@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ramparts.ai.tools import AfterUntrusted, Risk
@@ -33,6 +34,7 @@ from ramparts.tabletop.conformance.playing import (
     unproven,
 )
 from ramparts.tabletop.evidence import audit_events, cited, now, redacted
+from ramparts.tabletop.redteam.trail import strikes
 from ramparts.tabletop.target import ApiSession, DrillError, Target
 
 __all__ = ["backups_and_killswitch", "edge", "prod_refuses_unsafe_starts", "supply_chain"]
@@ -61,6 +63,8 @@ SWITCH_SECONDS = 1.5
 #: Between two probes of a switch: fine enough to time it, few enough for the person's
 #: request rate (30 a minute by default) to last the whole check.
 PROBE_SECONDS = 0.2
+#: How far back the abuse limiter counts a person's strikes (its default window: 10 minutes).
+STRIKE_WINDOW_SECONDS = 600
 
 
 # --- PLT-1 --------------------------------------------------------------------------------------
@@ -285,22 +289,40 @@ def _tenant_switch(admin: ApiSession, evidence: list[str], tool: str = "") -> It
         )
 
 
+def strikes_of(target: Target, admin: ApiSession, session: ApiSession) -> int:
+    """The strikes the abuse limiter counted against `session`'s person in its window."""
+    began = (datetime.now(UTC) - timedelta(seconds=STRIKE_WINDOW_SECONDS)).isoformat()
+    subject = person(target, session).subject
+    return strikes(audit_events(admin, since=began, action="ai:*", actor=subject))
+
+
 def _killswitch(target: Target, evidence: list[str]) -> list[str]:
     first, last = target.tenants()[0], target.tenants()[-1]
     admin = admin_of(target, first)
-    user = target.session(one_per_role_set(target, first)[0])
     neighbour = target.session(one_per_role_set(target, last)[0])
     declared = Declared.of(target)
-    tool = next(
-        (
-            name
-            for name in sorted(declared.may_call(person(target, user)))
-            if (t := declared.tool(name)) and t.risk is Risk.READ and sample_arguments(t) == {}
-        ),
-        None,
-    )
-    if tool is None:
-        raise DrillError(f"{user.username} may call no read tool without arguments")
+
+    def read_tool(session: ApiSession) -> str | None:
+        return next(
+            (
+                name
+                for name in sorted(declared.may_call(person(target, session)))
+                if (t := declared.tool(name)) and t.risk is Risk.READ and sample_arguments(t) == {}
+            ),
+            None,
+        )
+
+    # The probe is whoever the abuse limiter holds least against (earlier checks' refusals
+    # count): a throttled probe would hide whether the assistant runs again.
+    probes = [
+        (strikes_of(target, admin, session), session)
+        for session in map(target.session, one_per_role_set(target, first))
+        if read_tool(session) is not None
+    ]
+    if not probes:
+        raise DrillError(f"nobody of {first} may call a read tool without arguments")
+    user = min(probes, key=lambda probe: probe[0])[1]
+    tool = read_tool(user) or ""
 
     def probe(session: ApiSession = user) -> Answer:
         return ask(target, session, "Go on.", calling((tool, {})))
