@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hvac import exceptions as vault_errors
 from pydantic import SecretStr
 
-from ramparts.ai.endpoints import OPENAI_KEY_NAME
+from ramparts.ai.model_keys import SHARED_KEY_NAME
 from ramparts.crypto.backends import open_kms
 from ramparts.crypto.kms import Kms, KmsError, tenant_key
 from ramparts.crypto.vault import VaultDeniedError, VaultKms, approle_login, vault_client
@@ -388,9 +388,9 @@ def test_serve_under_prod_reaches_vault_over_tls_with_approle(
     assert migrated.returncode == 0, migrated.stderr
     model_key = secrets.token_urlsafe(24)
     bao.admin().secrets.kv.v2.create_or_update_secret(
-        path=f"ramparts/{OPENAI_KEY_NAME}", secret={"value": model_key}
+        path=f"ramparts/{SHARED_KEY_NAME}", secret={"value": model_key}
     )
-    # The model's API key is read from Vault as the server starts: a real use of the KMS.
+    # The installation's model key is kept in Vault with every other secret.
     env = {**prod_env(tmp_path, urls), **tls, "RAMPARTS_MODEL": "openai:gpt-4o-mini"}
     del env["RAMPARTS_VAULT_TOKEN"]
     port = free_port()
