@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from ramparts.tabletop.evidence import audit_events, cited
+from ramparts.tabletop.evidence import audit_events, cited, now
 from ramparts.tabletop.report import Row, Verdict
 from ramparts.tabletop.script import Seen
 from ramparts.tabletop.target import ApiSession, DrillError, Target
@@ -29,9 +28,6 @@ NOT_SCRIPTED = (
     "the instance's model is not scripted: pass --script (the file its "
     "RAMPARTS_MODEL=scripted:FILE replays) so the drill can play a compromised model"
 )
-#: How far before a step its audit events are looked for: the instance stamps them with its
-#: own clock, which may be a little behind the drill's.
-CLOCK_MARGIN = timedelta(seconds=2)
 
 
 class StepFailed(Exception):  # noqa: N818 - a verdict on the step, not a fault of the drill
@@ -191,7 +187,7 @@ class Tabletop:
     @staticmethod
     def moment() -> str:
         """Now, as the audit trail's `since` of a step (a little earlier: clocks differ)."""
-        return (datetime.now(UTC) - CLOCK_MARGIN).isoformat()
+        return now()
 
     def audit(
         self,
