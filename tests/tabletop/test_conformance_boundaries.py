@@ -24,6 +24,10 @@ from ramparts.tabletop.conformance.runner import run_conformance
 from ramparts.tabletop.report import Row, Verdict
 from ramparts.tabletop.target import Target
 
+# Each test starts and plays real instances (a `ramparts demo` each, then the drill): minutes
+# on a loaded CI machine, past the suite's default hang guard of 120 s.
+pytestmark = pytest.mark.timeout(600)
+
 CONTROLS = ("ID-1", "ID-2", "ID-3", "ID-4", "AZ-1", "AZ-2", "AZ-4", "AZ-5")
 #: A tenant table (the quote app's) and the audit trail's append-only trigger.
 SABOTAGED_TABLE = "quotes"

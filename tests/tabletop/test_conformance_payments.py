@@ -11,12 +11,18 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import pytest
+
 from ramparts.quotes.drills import DRILLS
 from ramparts.tabletop.conformance.cards import _PageParser, _policy
 from ramparts.tabletop.conformance.runner import run_conformance
 from ramparts.tabletop.report import Report, Verdict
 from ramparts.tabletop.target import Target
 from ramparts.tabletop.webhooks import altered_byte, event
+
+# Each test starts and plays real instances (a `ramparts demo` each, then the drill): minutes
+# on a loaded CI machine, past the suite's default hang guard of 120 s.
+pytestmark = pytest.mark.timeout(600)
 
 RAMPARTS = str(Path(sys.executable).with_name("ramparts"))
 ROWS = ["PAY-1", "PAY-2", "PAY-3", "PAY-4", "PAY-5", "EX-1"]

@@ -21,6 +21,10 @@ from ramparts.tabletop.target import DrillError, SignInError, Target
 from tests.conftest import cli_env
 from tests.test_cli import run
 
+# Each test starts and plays real instances (a `ramparts demo` each, then the drill): minutes
+# on a loaded CI machine, past the suite's default hang guard of 120 s.
+pytestmark = pytest.mark.timeout(600)
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "controls.md"
 
 

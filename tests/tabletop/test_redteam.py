@@ -33,6 +33,10 @@ from tests.conftest import cli_env
 from tests.tabletop.conftest import sabotage_env
 from tests.test_cli import run
 
+# Each test starts and plays real instances (a `ramparts demo` each, then the drill): minutes
+# on a loaded CI machine, past the suite's default hang guard of 120 s.
+pytestmark = pytest.mark.timeout(600)
+
 APPS = ("expenses", "quotes")
 MUST_BE_ZERO = ("unauthorized_executed", "sensitive_reached_model")
 

@@ -25,6 +25,10 @@ from ramparts.tabletop.report import Verdict
 from ramparts.tabletop.target import Target
 from tests.conftest import cli_env
 
+# Each test starts and plays real instances (a `ramparts demo` each, then the drill): minutes
+# on a loaded CI machine, past the suite's default hang guard of 120 s.
+pytestmark = pytest.mark.timeout(600)
+
 RAMPARTS = str(Path(sys.executable).with_name("ramparts"))
 #: The command's own instance, the scenario and the stop, with room for a loaded machine.
 TIMEOUT = 240
