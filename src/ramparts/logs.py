@@ -152,7 +152,9 @@ def configure_logging(settings: Settings) -> None:
     level = logging.DEBUG if settings.debug else logging.INFO
     structlog.configure(
         processors=[*_chain(utc=True), log_renderer(settings)],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write per line, newline included: workers sharing stderr never interleave
+        # halves of two lines (print writes the line and its newline apart).
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
